@@ -1,0 +1,68 @@
+"""mtbkd_jax: Bayesian multi-teacher knowledge distillation in JAX.
+
+A small Flax student learns from several teachers inside a NumPyro model whose prior on the
+student's tempered class probabilities is a per-example mixture, over teachers, of Dirichlets
+centred on the teachers' soft labels.
+"""
+
+from mtbkd_jax.infer import Posterior, run_map, run_nuts, run_svi
+from mtbkd_jax.metrics import (
+    accuracy,
+    brier_score,
+    classification_metrics,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
+from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.priors import (
+    TeacherMixtureDirichlet,
+    TeacherPrior,
+    dirichlet_mixture_log_density,
+    flat_prior,
+    normal_prior,
+    teacher_prior_factor,
+)
+from mtbkd_jax.students import CNN, MLP, LinenMLP, Student
+from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.uncertainty import entropy_decomposition, mean_deviance, predictive_mean
+from mtbkd_jax.weighting import (
+    inverse_entropy_weights,
+    paper_weights,
+    softmax_weights,
+    teacher_weights,
+    uniform_weights,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "LinenMLP",
+    "MTBKDModel",
+    "Posterior",
+    "Student",
+    "TeacherBank",
+    "TeacherMixtureDirichlet",
+    "TeacherPrior",
+    "accuracy",
+    "brier_score",
+    "classification_metrics",
+    "dirichlet_mixture_log_density",
+    "entropy_decomposition",
+    "expected_calibration_error",
+    "flat_prior",
+    "inverse_entropy_weights",
+    "mean_deviance",
+    "negative_log_likelihood",
+    "normal_prior",
+    "paper_weights",
+    "predictive_mean",
+    "run_map",
+    "run_nuts",
+    "run_svi",
+    "softmax_weights",
+    "teacher_prior_factor",
+    "teacher_weights",
+    "uniform_weights",
+]

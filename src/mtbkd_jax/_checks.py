@@ -1,0 +1,69 @@
+"""Validation helpers used at the public boundary (never inside jitted code)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_float_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """Return ``value`` as a float64 NumPy array with the expected number of dimensions."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from error
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if array.ndim not in allowed:
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {array.shape}"
+        )
+    return array
+
+
+def require_finite(array: np.ndarray, name: str) -> None:
+    """Raise if ``array`` holds NaN or infinite values, saying where the first one is."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(array[where]) else "infinite"
+        raise ValueError(
+            f"{name} must be finite; found {int(bad.sum())} non-finite value(s), "
+            f"the first ({kind}) at index {where}"
+        )
+
+
+def require_positive(value: float, name: str) -> float:
+    """Return ``value`` as a float, raising unless it is finite and > 0."""
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def require_nonnegative(value: float, name: str) -> float:
+    """Return ``value`` as a float, raising unless it is finite and >= 0."""
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndarray:
+    """Return integer class labels of shape (N,), checking range and length."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (N,), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0):
+            array = array.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must hold integer class indices, got dtype {array.dtype}")
+    if array.shape[0] != num_examples:
+        raise ValueError(
+            f"{name} has {array.shape[0]} entries but the inputs have {num_examples} examples"
+        )
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in 0..{num_classes - 1} (C = {num_classes} classes), "
+            f"got values in {int(array.min())}..{int(array.max())}"
+        )
+    return array.astype(np.int32)

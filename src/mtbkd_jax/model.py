@@ -1,0 +1,201 @@
+"""The canonical MT-BKD classification model.
+
+    log p(theta | D) = sum_i log Cat(y_i | softmax(f_theta(x_i)))
+                     + beta * sum_i log sum_m w_i^(m) Dir(softmax(f_theta(x_i) / T); 1 + lambda p_i^(m))
+                     + log p0(theta)
+
+``MTBKDModel`` is a callable NumPyro model ``model(inputs, labels=None, ...)`` that users can
+call, copy and compose. A user's own NumPyro model can call
+:func:`mtbkd_jax.teacher_prior_factor` directly instead.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
+from mtbkd_jax.students import Student
+from mtbkd_jax.teachers import TeacherBank
+
+__all__ = ["MTBKDModel"]
+
+
+class MTBKDModel:
+    """Likelihood + teacher-informed mixture prior + the student's base weight prior.
+
+    Args:
+        student: the :class:`Student` (its ``prior`` is the base weight prior).
+        teachers: the :class:`TeacherBank` on the inputs where the prior is evaluated (the
+            labelled inputs, or a transfer set passed as ``prior_inputs``); ``None`` gives the
+            student alone.
+        concentration: ``lambda >= 0``, the trust in the teachers (default 10).
+        temperature: ``T > 0`` for the student's and teachers' tempered probabilities (default 1).
+        prior_power: ``beta > 0``, a power on the teacher prior (default 0.1, so that the
+            distillation weight ``beta * lambda`` of the posterior mode is 1; the reference code
+            effectively uses ``beta = 0.02``; ``beta = 1`` is the plain Bayesian model).
+        weights: mixing-weight rule (``"paper"``, ``"inverse_entropy"``, ``"softmax"``,
+            ``"uniform"``) or an (M, N) array.
+        weight_temperature: temperature at which entropies are measured for the weights (1).
+        weight_tau: temperature of the ``"softmax"`` weight rule.
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from mtbkd_jax import MTBKDModel, Student, MLP, TeacherBank
+        >>> teachers = TeacherBank.from_logits(np.random.default_rng(0).normal(size=(2, 8, 3)))
+        >>> model = MTBKDModel(Student(MLP(4, 3, rngs=nnx.Rngs(0))), teachers)
+        >>> model.distillation_weight
+        1.0
+    """
+
+    def __init__(
+        self,
+        student: Student,
+        teachers: TeacherBank | None = None,
+        *,
+        concentration: float = 10.0,
+        temperature: float = 1.0,
+        prior_power: float = 0.1,
+        weights="paper",
+        weight_temperature: float = 1.0,
+        weight_tau: float = 1.0,
+    ):
+        if not isinstance(student, Student):
+            raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
+        if teachers is not None and not isinstance(teachers, TeacherBank):
+            raise TypeError(
+                f"teachers must be a TeacherBank or None, got {type(teachers).__name__}"
+            )
+        self.student = student
+        self.teachers = teachers
+        self.concentration = require_nonnegative(concentration, "concentration")
+        self.temperature = require_positive(temperature, "temperature")
+        self.prior_power = require_positive(prior_power, "prior_power")
+        self.weight_rule = weights if isinstance(weights, str) else "array"
+        self.teacher_prior = (
+            None
+            if teachers is None
+            else TeacherPrior.build(
+                teachers,
+                concentration=self.concentration,
+                temperature=self.temperature,
+                weights=weights,
+                weight_temperature=weight_temperature,
+                weight_tau=weight_tau,
+            )
+        )
+
+    @property
+    def distillation_weight(self) -> float:
+        """``beta * lambda``: the weight of the KD term in the posterior mode's objective."""
+        return self.prior_power * self.concentration if self.teachers is not None else 0.0
+
+    @property
+    def teacher_weights(self) -> jax.Array | None:
+        """The mixing weights (M, N) used by the prior."""
+        return None if self.teacher_prior is None else jnp.exp(self.teacher_prior.log_weights).T
+
+    def settings(self) -> dict:
+        """The distillation settings, as plain values (stored with every posterior)."""
+        out = {
+            "student": repr(self.student),
+            "base_prior": str(getattr(self.student.prior, "description", self.student.prior)),
+            "has_teachers": self.teachers is not None,
+        }
+        if self.teachers is not None:
+            out.update(
+                concentration=self.concentration,
+                temperature=self.temperature,
+                prior_power=self.prior_power,
+                distillation_weight=self.distillation_weight,
+                weight_rule=self.weight_rule,
+                teacher_names=list(self.teachers.names),
+                teacher_hash=self.teachers.content_hash,
+            )
+        return out
+
+    def logits(self, weights: dict, features: jax.Array) -> jax.Array:
+        """The student's logits for one draw of the weights (used for prediction)."""
+        return self.student.apply(weights, features)
+
+    def featurize(self, inputs) -> jax.Array:
+        """The student's frozen feature extractor applied once (identity without one)."""
+        return self.student.featurize(inputs)
+
+    def __call__(
+        self,
+        inputs: jax.Array,
+        labels: jax.Array | None = None,
+        *,
+        prior_inputs: jax.Array | None = None,
+        subsample_size: int | None = None,
+        prior_subsample_size: int | None = None,
+    ):
+        """The NumPyro model.
+
+        Args:
+            inputs: the student's (featurized) labelled inputs, shape (N, ...).
+            labels: class labels (N,), or ``None`` to sample them (prior/posterior predictive).
+            prior_inputs: inputs of a separate transfer set on which the teacher prior is
+                evaluated instead of ``inputs`` (the teacher bank must describe them).
+            subsample_size: minibatch size of the data plate (SG-MCMC, minibatch SVI).
+            prior_subsample_size: minibatch size of the transfer plate.
+
+        Returns:
+            The student's logits on the (sub)sampled labelled inputs.
+        """
+        network = self.student.network(inputs.shape[1:])
+        num_examples = inputs.shape[0]
+        with numpyro.plate("data", num_examples, subsample_size=subsample_size) as index:
+            batch = inputs if subsample_size is None else jnp.take(inputs, index, axis=0)
+            logits = network(batch)
+            batch_labels = None
+            if labels is not None:
+                batch_labels = labels if subsample_size is None else jnp.take(labels, index)
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=batch_labels)
+            if self.teacher_prior is not None and prior_inputs is None:
+                self._check_prior_size(num_examples, "inputs")
+                prior = (
+                    self.teacher_prior if subsample_size is None else self.teacher_prior.take(index)
+                )
+                teacher_prior_factor(
+                    "teacher_prior",
+                    logits,
+                    prior,
+                    temperature=self.temperature,
+                    prior_power=self.prior_power,
+                )
+        if self.teacher_prior is not None and prior_inputs is not None:
+            num_transfer = prior_inputs.shape[0]
+            self._check_prior_size(num_transfer, "prior_inputs")
+            with numpyro.plate("transfer", num_transfer, subsample_size=prior_subsample_size) as t:
+                batch = (
+                    prior_inputs
+                    if prior_subsample_size is None
+                    else jnp.take(prior_inputs, t, axis=0)
+                )
+                prior = (
+                    self.teacher_prior
+                    if prior_subsample_size is None
+                    else self.teacher_prior.take(t)
+                )
+                teacher_prior_factor(
+                    "teacher_prior",
+                    network(batch),
+                    prior,
+                    temperature=self.temperature,
+                    prior_power=self.prior_power,
+                )
+        return logits
+
+    def _check_prior_size(self, num_examples: int, argument: str) -> None:
+        if num_examples != self.teacher_prior.num_examples:
+            raise ValueError(
+                f"the teacher bank describes {self.teacher_prior.num_examples} examples but "
+                f"{argument} has {num_examples}; build the bank on the inputs where the prior "
+                "is evaluated (pass prior_inputs for a separate transfer set)"
+            )

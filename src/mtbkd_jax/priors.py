@@ -1,0 +1,276 @@
+"""The teacher-informed mixture prior and the base weight priors.
+
+Per example ``i`` the student's tempered class probabilities ``q_i^T`` get the density
+
+    log sum_m w_i^(m) Dir(q_i^T; 1 + lambda p_i^(m))
+
+computed in log space from the student's logits (``log q = log_softmax(logits / T)``), never by
+clipping probabilities. The mode of ``Dir(1 + lambda p)`` is ``p``, so each component is
+centred on one teacher's soft label and ``lambda`` is the trust in the teachers.
+
+* :class:`TeacherMixtureDirichlet` is that per-example mixture as a NumPyro distribution on the
+  simplex (``log_prob`` and ``sample``; prior-predictive checks work).
+* :class:`TeacherPrior` holds the precomputed constants for a set of inputs, and
+  :func:`teacher_prior_factor` adds ``beta * log mixture`` for a student's logits to any NumPyro
+  model, inside a (sub)sampled plate (the plate scales it by ``N / |B|``).
+* :func:`normal_prior` and :func:`flat_prior` are base priors for the student's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.special import gammaln, logsumexp, xlogy
+from numpyro.distributions import constraints
+
+from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.weighting import teacher_weights
+
+__all__ = [
+    "log_dirichlet_normalizer",
+    "dirichlet_mixture_log_density",
+    "TeacherMixtureDirichlet",
+    "TeacherPrior",
+    "teacher_prior_factor",
+    "normal_prior",
+    "flat_prior",
+]
+
+
+def log_dirichlet_normalizer(concentration: jax.Array) -> jax.Array:
+    """``log B(a) = sum_c lgamma(a_c) - lgamma(sum_c a_c)`` over the last axis."""
+    return gammaln(concentration).sum(-1) - gammaln(concentration.sum(-1))
+
+
+def dirichlet_mixture_log_density(
+    log_q: jax.Array, scaled_probs: jax.Array, log_normalizer: jax.Array, log_weights: jax.Array
+) -> jax.Array:
+    """``log sum_m w_m Dir(q; 1 + lambda p_m)`` given ``log q``.
+
+    Args:
+        log_q: log class probabilities, shape (..., C); finite.
+        scaled_probs: ``lambda p_m`` (the concentrations minus one), shape (..., M, C).
+        log_normalizer: ``log B(1 + lambda p_m)``, shape (..., M).
+        log_weights: ``log w_m``, shape (..., M).
+
+    Returns:
+        The log density, shape (...).
+    """
+    log_components = jnp.einsum("...mc,...c->...m", scaled_probs, log_q) - log_normalizer
+    return logsumexp(log_weights + log_components, axis=-1)
+
+
+class TeacherMixtureDirichlet(dist.Distribution):
+    """Per-example mixture over teachers of Dirichlets centred on their soft labels.
+
+    ``batch_shape = (N,)``, ``event_shape = (C,)``; the support is the simplex.
+
+    Args:
+        teacher_probs: tempered soft labels ``p``, shape (M, N, C).
+        weights: mixing weights ``w``, shape (M, N), columns summing to 1.
+        concentration: ``lambda >= 0``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from mtbkd_jax import TeacherMixtureDirichlet
+        >>> p = jax.nn.softmax(jnp.arange(12.0).reshape(2, 2, 3))
+        >>> d = TeacherMixtureDirichlet(p, jnp.full((2, 2), 0.5), concentration=10.0)
+        >>> d.sample(jax.random.key(0), (4,)).shape
+        (4, 2, 3)
+    """
+
+    arg_constraints = {"teacher_probs": constraints.simplex, "weights": constraints.positive}
+    support = constraints.simplex
+    reparametrized_params = []
+
+    def __init__(self, teacher_probs, weights, concentration: float = 1.0, *, validate_args=None):
+        if jnp.ndim(teacher_probs) != 3:
+            raise ValueError(
+                f"teacher_probs must have shape (M, N, C), got {jnp.shape(teacher_probs)}"
+            )
+        if jnp.shape(weights) != jnp.shape(teacher_probs)[:2]:
+            raise ValueError(
+                f"weights must have shape (M, N) = {jnp.shape(teacher_probs)[:2]}, "
+                f"got {jnp.shape(weights)}"
+            )
+        self.teacher_probs = jnp.asarray(teacher_probs)
+        self.weights = jnp.asarray(weights)
+        self.concentration = concentration
+        scaled = concentration * jnp.moveaxis(self.teacher_probs, 0, 1)  # (N, M, C)
+        self._scaled_probs = scaled
+        self._log_normalizer = log_dirichlet_normalizer(1.0 + scaled)  # (N, M)
+        self._log_weights = jnp.log(self.weights.T)  # (N, M)
+        num_examples, num_classes = self.teacher_probs.shape[1:]
+        super().__init__(
+            batch_shape=(num_examples,), event_shape=(num_classes,), validate_args=validate_args
+        )
+
+    def log_prob_from_log_q(self, log_q):
+        """Log density given ``log q`` (finite), shape (..., N, C) -> (..., N)."""
+        return dirichlet_mixture_log_density(
+            log_q, self._scaled_probs, self._log_normalizer, self._log_weights
+        )
+
+    def log_prob_from_logits(self, logits):
+        """Log density of ``q = softmax(logits)``, stable for logits of any size."""
+        return self.log_prob_from_log_q(jax.nn.log_softmax(logits, axis=-1))
+
+    def log_prob(self, value):
+        # xlogy keeps 0 * log 0 = 0 where a concentration equals one exactly.
+        log_components = (
+            xlogy(self._scaled_probs, value[..., None, :]).sum(-1) - self._log_normalizer
+        )
+        return logsumexp(self._log_weights + log_components, axis=-1)
+
+    def sample(self, key, sample_shape=()):
+        mixture = dist.MixtureSameFamily(
+            dist.Categorical(probs=self.weights.T),
+            dist.Dirichlet(1.0 + self._scaled_probs),
+        )
+        return mixture.sample(key, sample_shape)
+
+    @property
+    def mean(self):
+        component_means = (1.0 + self._scaled_probs) / (1.0 + self._scaled_probs).sum(
+            -1, keepdims=True
+        )
+        return jnp.einsum("nm,nmc->nc", self.weights.T, component_means)
+
+
+class TeacherPrior(NamedTuple):
+    """Precomputed constants of the teacher prior for N inputs (example axis first).
+
+    Build it with :meth:`build`; index it with :meth:`take` for a minibatch.
+
+    Attributes:
+        scaled_probs: ``lambda p``, shape (N, M, C).
+        log_normalizer: ``log B(1 + lambda p)``, shape (N, M).
+        log_weights: ``log w``, shape (N, M).
+    """
+
+    scaled_probs: jax.Array
+    log_normalizer: jax.Array
+    log_weights: jax.Array
+
+    @classmethod
+    def build(
+        cls,
+        teachers: TeacherBank,
+        *,
+        concentration: float,
+        temperature: float = 1.0,
+        weights="paper",
+        weight_temperature: float = 1.0,
+        weight_tau: float = 1.0,
+    ) -> TeacherPrior:
+        """Constants for ``teachers``' inputs; ``weights`` is a rule name or an (M, N) array."""
+        concentration = require_nonnegative(concentration, "concentration")
+        temperature = require_positive(temperature, "temperature")
+        w = teacher_weights(teachers, weights, temperature=weight_temperature, tau=weight_tau)
+        scaled = concentration * jnp.moveaxis(teachers.probs(temperature), 0, 1)
+        return cls(scaled, log_dirichlet_normalizer(1.0 + scaled), jnp.log(w.T))
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.scaled_probs.shape[0])
+
+    def take(self, indices) -> TeacherPrior:
+        """The constants for the examples ``indices``."""
+        return TeacherPrior(*(jnp.take(a, indices, axis=0) for a in self))
+
+    def log_density(self, student_logits: jax.Array, temperature: float) -> jax.Array:
+        """Per-example ``log sum_m w_m Dir(softmax(logits / T); 1 + lambda p_m)``, shape (N,)."""
+        log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+        return dirichlet_mixture_log_density(log_q, *self)
+
+
+def teacher_prior_factor(
+    name: str,
+    student_logits: jax.Array,
+    prior: TeacherPrior,
+    *,
+    temperature: float = 1.0,
+    prior_power: float = 1.0,
+) -> jax.Array:
+    """Add ``beta * log sum_m w_m Dir(q^T; 1 + lambda p_m)`` to the enclosing NumPyro model.
+
+    Call it inside the plate over the examples that ``prior`` describes (already restricted to
+    the minibatch with :meth:`TeacherPrior.take` when the plate subsamples); the plate then
+    scales the term by ``N / |B|``. It is an unnormalised pseudo-prior on the weights (no
+    Jacobian of the weights-to-probabilities map), which is all gradient-based inference needs.
+
+    Args:
+        name: the factor site's name.
+        student_logits: the student's logits on those examples, shape (B, C).
+        prior: the constants for the same examples.
+        temperature: ``T`` applied to the student's logits.
+        prior_power: ``beta``, a power on the teacher prior.
+
+    Returns:
+        The per-example log mixture density (before ``beta``), shape (B,).
+    """
+    if student_logits.shape[:-1] != prior.scaled_probs.shape[:1] or (
+        student_logits.shape[-1] != prior.scaled_probs.shape[-1]
+    ):
+        raise ValueError(
+            f"student_logits has shape {student_logits.shape} but the teacher prior describes "
+            f"{prior.scaled_probs.shape[0]} examples of {prior.scaled_probs.shape[-1]} classes"
+        )
+    log_density = prior.log_density(student_logits, temperature)
+    numpyro.factor(name, prior_power * log_density)
+    return log_density
+
+
+# --------------------------------------------------------------------------- base priors
+def _scale_for(name: str, scale: float, scales: Mapping[str, float] | None) -> float:
+    if not scales:
+        return scale
+    matches = [k for k in scales if name == k or name.startswith(k + ".")]
+    return scales[max(matches, key=len)] if matches else scale
+
+
+def normal_prior(
+    scale: float = 1.0, scales: Mapping[str, float] | None = None
+) -> Callable[[str, tuple], dist.Distribution]:
+    """Independent ``Normal(0, sigma0^2)`` on every weight, with optional per-layer scales.
+
+    Args:
+        scale: the default ``sigma0``.
+        scales: ``{path prefix: sigma0}``; a parameter whose dotted path (for example
+            ``"Dense_0.kernel"`` or ``"layers.0"``) equals or starts with a key uses that scale
+            (the longest matching key wins).
+
+    Returns:
+        A ``(name, shape) -> Distribution`` callable, the form NumPyro's
+        ``random_flax_module`` / ``random_nnx_module`` take as ``prior``.
+    """
+    scale = require_positive(scale, "scale")
+    for key, value in (scales or {}).items():
+        require_positive(value, f"scales[{key!r}]")
+
+    def prior(name: str, shape) -> dist.Distribution:
+        return dist.Normal(0.0, _scale_for(name, scale, scales))
+
+    prior.description = {"kind": "normal", "scale": scale, "scales": dict(scales or {})}
+    return prior
+
+
+def flat_prior() -> Callable[[str, tuple], dist.Distribution]:
+    """An improper flat prior on every weight (the reference code's sampling setting).
+
+    Note that softmax is unchanged by adding a constant to every logit, so with a flat prior
+    the posterior of the output biases is improper along that direction; prefer
+    :func:`normal_prior` for MCMC.
+    """
+
+    def prior(name: str, shape) -> dist.Distribution:
+        return dist.ImproperUniform(constraints.real, (), ())
+
+    prior.description = {"kind": "flat"}
+    return prior

@@ -1,0 +1,212 @@
+"""Flax students lifted into NumPyro, and a few ready-made architectures.
+
+A :class:`Student` wraps a Flax NNX module (an instance) or a linen module and lifts it with
+NumPyro's own ``random_nnx_module`` / ``random_flax_module``: every weight becomes a sample site
+with the base prior. Site names are ``<name>.<dotted path>`` (for example
+``student.layers.0.kernel``): NumPyro's default divider '/' is replaced by '.', because ArviZ
+1.x rejects '/' in variable names.
+
+Partial-Bayesian students (the paper's setting: a frozen feature extractor, a Bayesian head)
+take a ``feature_extractor``: a fixed function applied *once* to the inputs by the inference
+front-ends (:meth:`Student.featurize`), never inside the potential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen, nnx
+from numpyro import handlers
+from numpyro.contrib.module import random_flax_module, random_nnx_module
+from numpyro.primitives import Messenger
+
+from mtbkd_jax.priors import normal_prior
+
+__all__ = ["Student", "MLP", "CNN", "LinenMLP"]
+
+
+class _DotDivider(Messenger):
+    """Rewrite the '/' that NumPyro's flax scope puts in site names as '.'."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix + "/"
+        super().__init__()
+
+    def process_message(self, msg):
+        name = msg.get("name")
+        if name and name.startswith(self.prefix):
+            msg["name"] = name.replace("/", ".")
+
+
+class Student:
+    """A Flax network whose weights are NumPyro sample sites.
+
+    Args:
+        module: a ``flax.nnx.Module`` instance (already initialised) or a ``flax.linen.Module``.
+        prior: the base prior, a ``(name, shape) -> Distribution`` callable, a distribution, or
+            a dict (see :func:`mtbkd_jax.normal_prior`); default ``Normal(0, 1)`` on every weight.
+        name: prefix of the weight sites.
+        feature_extractor: an optional frozen function ``x -> features`` (a pretrained Flax
+            module, ``functools.partial(linen_module.apply, variables)``, any JAX function);
+            the network above is then a Bayesian head on these features.
+
+    Example:
+        >>> from flax import nnx
+        >>> from mtbkd_jax import Student, MLP
+        >>> student = Student(MLP(64, 10, hidden=(16,), rngs=nnx.Rngs(0)))
+        >>> student.name
+        'student'
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        prior=None,
+        name: str = "student",
+        feature_extractor: Callable | None = None,
+    ):
+        if not isinstance(module, nnx.Module | linen.Module):
+            raise TypeError(
+                "module must be a flax.nnx.Module instance or a flax.linen.Module, "
+                f"got {type(module).__name__}"
+            )
+        if not name or "/" in name or "." in name:
+            raise ValueError(f"name must be non-empty without '/' or '.', got {name!r}")
+        if feature_extractor is not None and not callable(feature_extractor):
+            raise TypeError("feature_extractor must be callable")
+        self.module = module
+        self.prior = normal_prior(1.0) if prior is None else prior
+        self.name = name
+        self.feature_extractor = feature_extractor
+        self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
+
+    @property
+    def is_nnx(self) -> bool:
+        return isinstance(self.module, nnx.Module)
+
+    def network(self, feature_shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
+        """Inside a NumPyro model: sample the weights once and return ``features -> logits``.
+
+        The returned callable can be applied to several inputs (labelled data and a transfer
+        set) with the same weights. ``feature_shape`` is the shape of one example's features.
+        """
+        if self.is_nnx:
+            return random_nnx_module(self.name, self.module, self.prior, scope_divider=".")
+        with _DotDivider(self.name):
+            return random_flax_module(
+                self.name, self.module, self.prior, input_shape=(1, *feature_shape)
+            )
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        """Inside a NumPyro model: sample the weights and return the logits, shape (N, C)."""
+        return self.network(features.shape[1:])(features)
+
+    def apply(self, weights: dict, features: jax.Array) -> jax.Array:
+        """Logits for one set of weights (a dict of site name -> array), outside a model."""
+        with handlers.block(), handlers.substitute(data=weights), handlers.seed(rng_seed=0):
+            return self(features)
+
+    def init_weights(self, rng_key: jax.Array, features: jax.Array) -> dict:
+        """One draw of the weights from the base prior, as a dict of site name -> array."""
+        trace = handlers.trace(handlers.seed(self, rng_key)).get_trace(features)
+        return {k: v["value"] for k, v in trace.items() if v["type"] == "sample"}
+
+    def featurize(self, inputs, batch_size: int = 4096) -> jax.Array:
+        """Apply the frozen feature extractor once (in batches); identity without one."""
+        if self._featurize_jit is None:
+            return jnp.asarray(inputs)
+        inputs = np.asarray(inputs)
+        parts = [
+            self._featurize_jit(jnp.asarray(inputs[i : i + batch_size]))
+            for i in range(0, inputs.shape[0], batch_size)
+        ]
+        return jax.lax.stop_gradient(jnp.concatenate(parts, axis=0))
+
+    def __repr__(self) -> str:
+        frozen = ", frozen feature extractor" if self.feature_extractor else ""
+        return f"Student({type(self.module).__name__}, name={self.name!r}{frozen})"
+
+
+# --------------------------------------------------------------------------- architectures
+class MLP(nnx.Module):
+    """A multilayer perceptron ``in -> hidden... -> num_classes`` with tanh or relu units.
+
+    Args:
+        in_features: input dimension.
+        num_classes: number of classes C (output logits).
+        hidden: widths of the hidden layers.
+        activation: ``"tanh"`` (smooth, friendlier to NUTS) or ``"relu"``.
+        rngs: ``flax.nnx.Rngs`` for the initial weights.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        hidden: Sequence[int] = (32,),
+        activation: str = "tanh",
+        rngs: nnx.Rngs,
+    ):
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+        sizes = [int(in_features), *map(int, hidden), int(num_classes)]
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        )
+        self.activation = activation
+
+    def __call__(self, x):
+        act = jnp.tanh if self.activation == "tanh" else jax.nn.relu
+        for layer in self.layers[:-1]:
+            x = act(layer(x))
+        return self.layers[-1](x)
+
+
+class CNN(nnx.Module):
+    """A small convolutional network for images (N, H, W, channels) or flattened (N, H*W*ch).
+
+    Two 3x3 convolutions with tanh and 2x2 average pooling, then a linear layer.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        channels: Sequence[int] = (8, 16),
+        rngs: nnx.Rngs,
+    ):
+        height, width, in_channels = image_shape
+        self.image_shape = tuple(int(s) for s in image_shape)
+        convs, c_in = [], in_channels
+        for c_out in channels:
+            convs.append(nnx.Conv(c_in, int(c_out), kernel_size=(3, 3), rngs=rngs))
+            c_in = int(c_out)
+            height, width = height // 2, width // 2
+        self.convs = nnx.List(convs)
+        self.head = nnx.Linear(height * width * c_in, int(num_classes), rngs=rngs)
+
+    def __call__(self, x):
+        x = x.reshape((x.shape[0], *self.image_shape))
+        for conv in self.convs:
+            x = jnp.tanh(conv(x))
+            x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        return self.head(x.reshape((x.shape[0], -1)))
+
+
+class LinenMLP(linen.Module):
+    """The linen counterpart of :class:`MLP` (for users of ``flax.linen``)."""
+
+    num_classes: int
+    hidden: Sequence[int] = (32,)
+
+    @linen.compact
+    def __call__(self, x):
+        for width in self.hidden:
+            x = jnp.tanh(linen.Dense(width)(x))
+        return linen.Dense(self.num_classes)(x)

@@ -1,0 +1,265 @@
+"""The teacher bank: every teacher's predictions on the student's inputs, as constants.
+
+Teachers are known only through their outputs. A :class:`TeacherBank` holds the teachers'
+log-probabilities at temperature 1, shape ``(M, N, C)`` = (teachers, examples, classes),
+built from logits, from probabilities, or from callables evaluated once on the inputs.
+Everything downstream (tempered soft labels, entropies, mixing weights, the prior) is a
+pure function of this array, so teachers are never re-run inside a potential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
+
+__all__ = ["TeacherBank"]
+
+_SIMPLEX_ATOL = 1e-4
+
+
+def _stack_teachers(arrays, name: str) -> np.ndarray:
+    """Accept an (M, N, C) array or a sequence of (N, C) arrays and return (M, N, C)."""
+    if isinstance(arrays, np.ndarray | jax.Array) or (
+        isinstance(arrays, Sequence) and len(arrays) > 0 and np.ndim(arrays[0]) == 2
+    ):
+        if not isinstance(arrays, np.ndarray | jax.Array):
+            shapes = [np.shape(a) for a in arrays]
+            if len(set(shapes)) != 1:
+                raise ValueError(
+                    f"{name}: every teacher must give an (N, C) array of the same shape; "
+                    f"got shapes {shapes} (a mismatch in examples or in class count)"
+                )
+        stacked = as_float_array(arrays if np.ndim(arrays) == 3 else np.stack(arrays), name, 3)
+    else:
+        stacked = as_float_array(arrays, name, 3)
+    num_teachers, num_examples, num_classes = stacked.shape
+    if num_teachers == 0:
+        raise ValueError(f"{name} must hold at least one teacher (M >= 1), got M = 0")
+    if num_examples == 0:
+        raise ValueError(f"{name} must hold at least one example (N >= 1), got N = 0")
+    if num_classes < 2:
+        raise ValueError(f"{name} must have at least 2 classes (C >= 2), got C = {num_classes}")
+    return stacked
+
+
+def _default_names(num_teachers: int, names: Sequence[str] | None) -> tuple[str, ...]:
+    if names is None:
+        return tuple(f"teacher_{m}" for m in range(num_teachers))
+    names = tuple(str(n) for n in names)
+    if len(names) != num_teachers:
+        raise ValueError(f"names has {len(names)} entries but there are {num_teachers} teachers")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must be distinct, got {names}")
+    if any("/" in n for n in names):
+        raise ValueError(f"names must not contain '/' (ArviZ 1.x rejects it), got {names}")
+    return names
+
+
+@dataclass(frozen=True, eq=False)
+class TeacherBank:
+    """Teachers' log-probabilities ``(M, N, C)`` at temperature 1 and their names.
+
+    Build it with :meth:`from_logits`, :meth:`from_probs` or :meth:`from_callables`
+    rather than directly.
+
+    Example:
+        >>> import numpy as np
+        >>> from mtbkd_jax import TeacherBank
+        >>> bank = TeacherBank.from_logits(np.zeros((2, 5, 3)), names=["a", "b"])
+        >>> bank.num_teachers, bank.num_examples, bank.num_classes
+        (2, 5, 3)
+    """
+
+    log_probs: jax.Array
+    names: tuple[str, ...]
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_logits(cls, logits, names: Sequence[str] | None = None) -> TeacherBank:
+        """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
+        stacked = _stack_teachers(logits, "logits")
+        require_finite(stacked, "logits")
+        log_probs = jax.nn.log_softmax(jnp.asarray(stacked, dtype=jnp.float32), axis=-1)
+        return cls(log_probs, _default_names(stacked.shape[0], names))
+
+    @classmethod
+    def from_probs(
+        cls, probs, names: Sequence[str] | None = None, atol: float = _SIMPLEX_ATOL
+    ) -> TeacherBank:
+        """Teachers given by class probabilities (rows on the simplex, zeros allowed)."""
+        stacked = _stack_teachers(probs, "probs")
+        require_finite(stacked, "probs")
+        if (stacked < 0).any():
+            where = tuple(int(i) for i in np.argwhere(stacked < 0)[0])
+            raise ValueError(
+                f"probs must be non-negative; found {stacked[where]:.3g} at index {where}"
+            )
+        sums = stacked.sum(-1)
+        off = np.abs(sums - 1.0) > atol
+        if off.any():
+            where = tuple(int(i) for i in np.argwhere(off)[0])
+            raise ValueError(
+                f"probs must lie on the simplex (each row summing to 1 within {atol}); "
+                f"row {where} (teacher, example) sums to {sums[where]:.6g}. "
+                "Pass logits to TeacherBank.from_logits instead if these are scores."
+            )
+        with np.errstate(divide="ignore"):
+            log_probs = np.log(stacked / sums[..., None])
+        return cls(jnp.asarray(log_probs, dtype=jnp.float32), _default_names(len(stacked), names))
+
+    @classmethod
+    def from_callables(
+        cls,
+        teachers: Sequence[Callable],
+        inputs,
+        *,
+        outputs: str = "logits",
+        names: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        batch_size: int = 4096,
+    ) -> TeacherBank:
+        """Evaluate each teacher once on ``inputs`` and keep the outputs as constants.
+
+        Args:
+            teachers: callables. A scikit-learn estimator (anything with
+                ``predict_proba``) gives probabilities; other callables (a Flax NNX module,
+                ``functools.partial(linen_module.apply, variables)``, any JAX function) are
+                called on a batch of inputs and give ``outputs``.
+            inputs: the student's inputs, shape (N, ...).
+            outputs: what the non-scikit-learn callables return: ``"logits"`` or ``"probs"``.
+            names: one name per teacher (default ``teacher_0..``).
+            num_classes: the number of classes C; a scikit-learn teacher that saw fewer
+                classes (``classes_``) has its columns placed at those classes, zero elsewhere.
+            batch_size: examples per call, to bound memory.
+        """
+        if outputs not in ("logits", "probs"):
+            raise ValueError(f"outputs must be 'logits' or 'probs', got {outputs!r}")
+        teachers = list(teachers)
+        if not teachers:
+            raise ValueError("teachers must hold at least one callable (M >= 1), got none")
+        inputs = np.asarray(inputs)
+        if inputs.ndim < 1 or inputs.shape[0] == 0:
+            raise ValueError(f"inputs must have at least one example, got shape {inputs.shape}")
+        batch_size = int(require_positive(batch_size, "batch_size"))
+        log_probs = []
+        for index, teacher in enumerate(teachers):
+            if not callable(teacher) and not hasattr(teacher, "predict_proba"):
+                raise TypeError(f"teachers[{index}] is not callable: {type(teacher).__name__}")
+            is_sklearn = hasattr(teacher, "predict_proba")
+            chunks = []
+            for start in range(0, inputs.shape[0], batch_size):
+                batch = inputs[start : start + batch_size]
+                out = teacher.predict_proba(batch) if is_sklearn else teacher(jnp.asarray(batch))
+                chunks.append(np.asarray(out, dtype=np.float64))
+            out = np.concatenate(chunks, axis=0)
+            if is_sklearn and num_classes is not None and hasattr(teacher, "classes_"):
+                full = np.zeros((out.shape[0], num_classes))
+                full[:, np.asarray(teacher.classes_, dtype=int)] = out
+                out = full
+            kind = "probs" if is_sklearn else outputs
+            single = (
+                cls.from_probs(out[None], names=[f"t{index}"])
+                if kind == "probs"
+                else cls.from_logits(out[None], names=[f"t{index}"])
+            )
+            log_probs.append(np.asarray(single.log_probs[0]))
+        shapes = {lp.shape for lp in log_probs}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"teachers disagree on the output shape (N, C): {sorted(shapes)}; "
+                "pass num_classes to align scikit-learn teachers trained on fewer classes"
+            )
+        if num_classes is not None and log_probs[0].shape[-1] != num_classes:
+            raise ValueError(
+                f"teachers give {log_probs[0].shape[-1]} classes but num_classes={num_classes}"
+            )
+        return cls(jnp.asarray(np.stack(log_probs)), _default_names(len(log_probs), names))
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def num_teachers(self) -> int:
+        return int(self.log_probs.shape[0])
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.log_probs.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.log_probs.shape[2])
+
+    # ------------------------------------------------------------------ derived quantities
+    def tempered_log_probs(self, temperature: float = 1.0) -> jax.Array:
+        """``log softmax(z / T)`` for every teacher, shape (M, N, C)."""
+        temperature = require_positive(temperature, "temperature")
+        return _tempered_log_probs(self.log_probs, temperature)
+
+    def probs(self, temperature: float = 1.0) -> jax.Array:
+        """Tempered soft labels ``softmax(z / T)``, shape (M, N, C)."""
+        return jnp.exp(self.tempered_log_probs(temperature))
+
+    def entropies(self, temperature: float = 1.0, base: float = 2.0) -> jax.Array:
+        """Entropy of each teacher's prediction on each example, shape (M, N).
+
+        The reference code measures it at temperature 1 and in bits (``base=2``).
+        """
+        base = require_positive(base, "base")
+        return _entropies(self.tempered_log_probs(temperature), base)
+
+    def accuracy(self, labels) -> np.ndarray:
+        """Each teacher's accuracy against ``labels``, shape (M,)."""
+        labels = as_labels(labels, "labels", self.num_examples, self.num_classes)
+        predictions = np.asarray(jnp.argmax(self.log_probs, axis=-1))
+        return (predictions == labels[None]).mean(axis=1)
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the names and the float32 log-probabilities (hex, 16 characters)."""
+        digest = hashlib.sha256()
+        digest.update("\x00".join(self.names).encode())
+        digest.update(np.asarray(self.log_probs, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ new banks
+    def select(self, teachers: Sequence[int | str]) -> TeacherBank:
+        """A bank with only the given teachers (by index or name)."""
+        indices = [self.names.index(t) if isinstance(t, str) else int(t) for t in teachers]
+        if not indices:
+            raise ValueError("teachers must name at least one teacher")
+        return TeacherBank(
+            self.log_probs[jnp.asarray(indices)], tuple(self.names[i] for i in indices)
+        )
+
+    def average(self, name: str = "average") -> TeacherBank:
+        """One teacher whose probabilities are the mean of all teachers' (averaged KD)."""
+        log_mean = jax.scipy.special.logsumexp(self.log_probs, axis=0) - jnp.log(self.num_teachers)
+        return TeacherBank(log_mean[None], (name,))
+
+    def take(self, indices) -> TeacherBank:
+        """A bank restricted to the examples ``indices``."""
+        return TeacherBank(self.log_probs[:, jnp.asarray(indices)], self.names)
+
+    def __repr__(self) -> str:
+        return (
+            f"TeacherBank(M={self.num_teachers}, N={self.num_examples}, C={self.num_classes}, "
+            f"names={list(self.names)}, hash={self.content_hash})"
+        )
+
+
+@jax.jit
+def _tempered_log_probs(log_probs: jax.Array, temperature: float) -> jax.Array:
+    return jax.nn.log_softmax(log_probs / temperature, axis=-1)
+
+
+@jax.jit
+def _entropies(log_probs: jax.Array, base: float) -> jax.Array:
+    probs = jnp.exp(log_probs)
+    terms = jnp.where(probs > 0, probs * log_probs, 0.0)
+    return -terms.sum(-1) / jnp.log(base)
