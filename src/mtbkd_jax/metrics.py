@@ -24,6 +24,9 @@ def _check(probs, labels):
         raise ValueError(f"probs must have shape (N, C), got {probs.shape}")
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if labels.size and not np.all(np.mod(labels, 1) == 0):
+            raise ValueError("labels must be integer class indices")
     if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise ValueError(f"labels must lie in 0..{probs.shape[1] - 1}")
     return probs, labels.astype(np.int64)
@@ -60,7 +63,9 @@ def reliability_bins(probs, labels, num_bins: int = 15):
         raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
-    edges = np.linspace(0.0, 1.0, int(num_bins) + 1)
+    # k / B is correctly rounded, so a confidence of exactly 0.7 sits on the edge 0.7
+    # (np.linspace would give 0.7000000000000001 and drop it into the bin below)
+    edges = np.arange(int(num_bins) + 1) / int(num_bins)
     index = np.searchsorted(edges[1:-1], confidence, side="right")  # right-closed last bin
     counts = np.bincount(index, minlength=num_bins)
     with np.errstate(invalid="ignore"):

@@ -10,6 +10,7 @@ pure function of this array, so teachers are never re-run inside a potential.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -223,7 +224,7 @@ class TeacherBank:
     def content_hash(self) -> str:
         """SHA-256 of the names and the float32 log-probabilities (hex, 16 characters)."""
         digest = hashlib.sha256()
-        digest.update("\x00".join(self.names).encode())
+        digest.update(json.dumps([list(self.names), list(self.log_probs.shape)]).encode())
         digest.update(np.asarray(self.log_probs, dtype=np.float32).tobytes())
         return digest.hexdigest()[:16]
 
@@ -244,6 +245,17 @@ class TeacherBank:
 
     def take(self, indices) -> TeacherBank:
         """A bank restricted to the examples ``indices``."""
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(
+                f"indices must be a 1-D integer array, got {indices.dtype} {indices.shape}"
+            )
+        if indices.size and (
+            indices.min() < -self.num_examples or indices.max() >= self.num_examples
+        ):
+            raise ValueError(
+                f"indices must lie in 0..{self.num_examples - 1}, got {indices.min()}..{indices.max()}"
+            )
         return TeacherBank(self.log_probs[:, jnp.asarray(indices)], self.names)
 
     def __repr__(self) -> str:

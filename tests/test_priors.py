@@ -1,0 +1,189 @@
+"""The teacher-informed mixture prior against SciPy's Dirichlet (an independent reference)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+from numpyro import handlers
+from numpyro.infer.util import log_density
+from scipy import stats
+from scipy.special import gammaln, log_softmax, logsumexp, softmax
+
+from mtbkd_jax import (
+    TeacherBank,
+    TeacherMixtureDirichlet,
+    TeacherPrior,
+    flat_prior,
+    normal_prior,
+    teacher_prior_factor,
+    teacher_weights,
+)
+
+
+def _reference_log_mixture(q, teacher_probs, weights, concentration):
+    """log sum_m w_m Dir(q; 1 + lambda p_m) with scipy.stats.dirichlet, per example (float64)."""
+    num_teachers, num_examples, _ = teacher_probs.shape
+    out = np.empty(num_examples)
+    for i in range(num_examples):
+        logs = [
+            np.log(weights[m, i])
+            + stats.dirichlet.logpdf(q[i], 1 + concentration * teacher_probs[m, i])
+            for m in range(num_teachers)
+        ]
+        out[i] = logsumexp(logs)
+    return out
+
+
+def _random_problem(seed, num_teachers, num_examples=6, num_classes=4, scale=2.0):
+    rng = np.random.default_rng(seed)
+    teacher_probs = softmax(scale * rng.normal(size=(num_teachers, num_examples, num_classes)), -1)
+    weights = rng.dirichlet(np.ones(num_teachers), size=num_examples).T
+    q = rng.dirichlet(np.ones(num_classes) * 2, size=num_examples)
+    return teacher_probs, weights, q
+
+
+@pytest.mark.parametrize("num_teachers", [1, 2, 5])
+@pytest.mark.parametrize("concentration", [0.5, 10.0, 80.0])
+def test_log_prob_matches_scipy_dirichlet_mixture(num_teachers, concentration):
+    teacher_probs, weights, q = _random_problem(num_teachers, num_teachers)
+    d = TeacherMixtureDirichlet(
+        jnp.asarray(teacher_probs, jnp.float32), jnp.asarray(weights, jnp.float32), concentration
+    )
+    expected = _reference_log_mixture(q, teacher_probs, weights, concentration)
+    # float32 evaluation; lgamma of alpha up to ~80 loses ~1e-5 relative
+    np.testing.assert_allclose(
+        d.log_prob(jnp.asarray(q, jnp.float32)), expected, rtol=2e-4, atol=2e-3
+    )
+    from_logits = d.log_prob_from_logits(jnp.asarray(np.log(q) + 3.0, jnp.float32))
+    np.testing.assert_allclose(from_logits, expected, rtol=2e-4, atol=2e-3)
+
+
+def test_omitting_the_dirichlet_normaliser_is_detected():
+    """A deliberately wrong density (no log B term) must fail the same comparison."""
+    teacher_probs, weights, q = _random_problem(7, 2)
+    expected = _reference_log_mixture(q, teacher_probs, weights, 10.0)
+    wrong = logsumexp(
+        np.log(weights) + 10.0 * np.einsum("mnc,nc->mn", teacher_probs, np.log(q)), axis=0
+    )
+    assert np.max(np.abs(wrong - expected)) > 1.0
+
+
+@pytest.mark.parametrize("logit_scale", [1e2, 1e4])
+def test_extreme_logits_are_finite_and_match_log_space_reference(logit_scale):
+    rng = np.random.default_rng(3)
+    num_teachers, num_examples, num_classes = 3, 5, 4
+    teacher_logits = logit_scale * rng.normal(size=(num_teachers, num_examples, num_classes))
+    student_logits = logit_scale * rng.normal(size=(num_examples, num_classes))
+    bank = TeacherBank.from_logits(teacher_logits)
+    weights = np.full((num_teachers, num_examples), 1 / num_teachers)
+    prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weights=weights)
+    got = prior.log_density(jnp.asarray(student_logits, jnp.float32), 2.0)
+    # independent float64 reference in log space
+    log_q = log_softmax(student_logits / 2.0, -1)
+    p = softmax(teacher_logits / 2.0, -1)
+    alpha = 1 + 10.0 * p
+    log_b = gammaln(alpha).sum(-1) - gammaln(alpha.sum(-1))
+    comps = ((alpha - 1) * log_q[None]).sum(-1) - log_b
+    expected = logsumexp(np.log(weights) + comps, axis=0)
+    assert np.all(np.isfinite(np.asarray(got)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    grad = jax.grad(lambda z: prior.log_density(z, 2.0).sum())(
+        jnp.asarray(student_logits, jnp.float32)
+    )
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_sample_moments_match_the_mixture_mean():
+    teacher_probs, weights, _ = _random_problem(11, 3, num_examples=3, num_classes=3)
+    d = TeacherMixtureDirichlet(jnp.asarray(teacher_probs), jnp.asarray(weights), 20.0)
+    draws = np.asarray(d.sample(jax.random.key(0), (40000,)))
+    assert draws.shape == (40000, 3, 3)
+    np.testing.assert_allclose(draws.sum(-1), 1.0, atol=1e-5)
+    alpha = 1 + 20.0 * teacher_probs
+    expected = np.einsum("mn,mnc->nc", weights, alpha / alpha.sum(-1, keepdims=True))
+    standard_error = draws.std(0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0) - expected) < 5 * standard_error + 1e-6)
+    np.testing.assert_allclose(d.mean, expected, rtol=1e-5)
+
+
+def test_mode_of_each_component_is_the_teacher_soft_label():
+    p = np.array([0.7, 0.2, 0.1])
+    alpha = 1 + 30.0 * p
+    mode = (alpha - 1) / (alpha.sum() - len(alpha))
+    np.testing.assert_allclose(mode, p)
+
+
+def _linear_model(prior, temperature, power, subsample_size=None):
+    def model(x, y):
+        w = numpyro.sample(
+            "w", numpyro.distributions.Normal(0, 1).expand([x.shape[1], 3]).to_event(2)
+        )
+        with numpyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+            logits = x[idx] @ w
+            numpyro.sample("y", numpyro.distributions.Categorical(logits=logits), obs=y[idx])
+            teacher_prior_factor(
+                "teacher_prior", logits, prior.take(idx), temperature=temperature, prior_power=power
+            )
+        return idx
+
+    return model
+
+
+def test_factor_adds_beta_times_the_mixture_and_is_scaled_by_the_plate():
+    rng = np.random.default_rng(5)
+    num_examples = 12
+    x = rng.normal(size=(num_examples, 2)).astype(np.float32)
+    y = rng.integers(0, 3, num_examples)
+    bank = TeacherBank.from_logits(rng.normal(size=(2, num_examples, 3)))
+    prior = TeacherPrior.build(bank, concentration=5.0, temperature=1.5, weights="paper")
+    w = rng.normal(size=(2, 3)).astype(np.float32)
+    weights = np.asarray(teacher_weights(bank, "paper"), np.float64)
+    probs = softmax(np.asarray(bank.log_probs, np.float64) / 1.5, -1)
+
+    def reference(index):
+        logits = x[index].astype(np.float64) @ w.astype(np.float64)
+        loglik = log_softmax(logits, -1)[np.arange(len(index)), y[index]]
+        q = softmax(logits / 1.5, -1)
+        mix = _reference_log_mixture(q, probs[:, index], weights[:, index], 5.0)
+        return loglik, mix
+
+    # full batch: log density = base prior + sum(loglik) + beta * sum(log mixture)
+    model = _linear_model(prior, 1.5, 0.3)
+    got, _ = log_density(model, (x, y), {}, {"w": w})
+    loglik, mix = reference(np.arange(num_examples))
+    base = stats.norm.logpdf(w).sum()
+    np.testing.assert_allclose(got, base + loglik.sum() + 0.3 * mix.sum(), rtol=1e-4)
+    # subsampled: likelihood and prior both scaled by N / |B|, base prior counted once
+    model = _linear_model(prior, 1.5, 0.3, subsample_size=4)
+    seeded = handlers.seed(model, jax.random.key(2))
+    got, trace = log_density(seeded, (x, y), {}, {"w": w})
+    index = np.asarray(trace["data"]["value"])
+    loglik, mix = reference(index)
+    expected = base + (num_examples / 4) * (loglik.sum() + 0.3 * mix.sum())
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_base_priors():
+    prior = normal_prior(1.0, scales={"layers.0": 0.5, "layers.0.bias": 0.1})
+    assert prior("layers.0.kernel", (2, 2)).scale == 0.5
+    assert prior("layers.0.bias", (2,)).scale == 0.1
+    assert prior("layers.1.kernel", (2, 2)).scale == 1.0
+    assert prior("layers.00.kernel", (2, 2)).scale == 1.0  # prefix match is by path segment
+    flat = flat_prior()("any", (3,))
+    assert float(flat.log_prob(jnp.asarray(123.0))) == 0.0
+    with pytest.raises(ValueError, match="scale"):
+        normal_prior(0.0)
+    with pytest.raises(ValueError, match="scales"):
+        normal_prior(1.0, scales={"a": -1.0})
+
+
+def test_prior_build_validates_hyperparameters():
+    bank = TeacherBank.from_logits(np.zeros((1, 3, 2)))
+    with pytest.raises(ValueError, match="concentration"):
+        TeacherPrior.build(bank, concentration=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        TeacherPrior.build(bank, concentration=1.0, temperature=0.0)
+    prior = TeacherPrior.build(bank, concentration=1.0)
+    with pytest.raises(ValueError, match="student_logits"):
+        teacher_prior_factor("t", jnp.zeros((4, 2)), prior)
