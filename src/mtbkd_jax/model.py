@@ -1,7 +1,7 @@
 """The canonical MT-BKD classification model.
 
     log p(theta | D) = sum_i log Cat(y_i | softmax(f_theta(x_i)))
-                     + beta * sum_i log sum_m w_i^(m) Dir(softmax(f_theta(x_i) / T); 1 + lambda p_i^(m))
+                     + beta * sum_i log sum_m w_i^(m) Dir(q_i^T(theta); 1 + lambda p_i^(m))
                      + log p0(theta)
 
 ``MTBKDModel`` is a callable NumPyro model ``model(inputs, labels=None, ...)`` that users can

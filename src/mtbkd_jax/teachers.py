@@ -250,11 +250,10 @@ class TeacherBank:
             raise ValueError(
                 f"indices must be a 1-D integer array, got {indices.dtype} {indices.shape}"
             )
-        if indices.size and (
-            indices.min() < -self.num_examples or indices.max() >= self.num_examples
-        ):
+        if indices.size and (indices.min() < 0 or indices.max() >= self.num_examples):
             raise ValueError(
-                f"indices must lie in 0..{self.num_examples - 1}, got {indices.min()}..{indices.max()}"
+                f"indices must lie in 0..{self.num_examples - 1}, "
+                f"got {indices.min()}..{indices.max()}"
             )
         return TeacherBank(self.log_probs[:, jnp.asarray(indices)], self.names)
 
