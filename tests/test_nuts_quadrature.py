@@ -81,7 +81,13 @@ def test_nuts_matches_quadrature_posterior():
         temperature=TEMPERATURE,
     )
     posterior = run_nuts(
-        jax.random.key(0), model, x, y, num_warmup=500, num_samples=2000, num_chains=2,
+        jax.random.key(0),
+        model,
+        x,
+        y,
+        num_warmup=500,
+        num_samples=2000,
+        num_chains=2,
         progress_bar=False,
     )
     tree = posterior.to_datatree()
