@@ -5,7 +5,16 @@ student's tempered class probabilities is a per-example mixture, over teachers, 
 centred on the teachers' soft labels.
 """
 
-from mtbkd_jax.infer import Posterior, run_map, run_nuts, run_svi
+from mtbkd_jax.infer import (
+    Posterior,
+    SamplerDivergedError,
+    run_map,
+    run_nuts,
+    run_paper_sgld,
+    run_sgmcmc,
+    run_svi,
+    schedules,
+)
 from mtbkd_jax.metrics import (
     accuracy,
     brier_score,
@@ -41,6 +50,7 @@ __all__ = [
     "LinenMLP",
     "MTBKDModel",
     "Posterior",
+    "SamplerDivergedError",
     "Student",
     "TeacherBank",
     "TeacherMixtureDirichlet",
@@ -60,7 +70,10 @@ __all__ = [
     "predictive_mean",
     "run_map",
     "run_nuts",
+    "run_paper_sgld",
+    "run_sgmcmc",
     "run_svi",
+    "schedules",
     "softmax_weights",
     "teacher_prior_factor",
     "teacher_weights",

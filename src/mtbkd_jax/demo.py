@@ -119,8 +119,14 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
         key, sub = jax.random.split(key)
         kwargs = {} if m.teachers is None else {"prior_inputs": prior_inputs}
         post = run_map(
-            sub, m, data.x_train, data.y_train, num_steps=settings.map_steps,
-            learning_rate=1e-2, progress_bar=progress, model_kwargs=kwargs,
+            sub,
+            m,
+            data.x_train,
+            data.y_train,
+            num_steps=settings.map_steps,
+            learning_rate=1e-2,
+            progress_bar=progress,
+            model_kwargs=kwargs,
         )
         probs = post.predict(data.x_test)
         rows.append(_row(name, "map", probs, data.y_test))
@@ -140,10 +146,16 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
         key, sub = jax.random.split(key)
         kwargs = {} if m.teachers is None else {"prior_inputs": prior_inputs}
         post = run_nuts(
-            sub, m, data.x_train, data.y_train, num_warmup=settings.num_warmup,
-            num_samples=settings.num_samples, num_chains=settings.num_chains,
+            sub,
+            m,
+            data.x_train,
+            data.y_train,
+            num_warmup=settings.num_warmup,
+            num_samples=settings.num_samples,
+            num_chains=settings.num_chains,
             init_params={k: v[0, 0] for k, v in posteriors[name].draws.items()},
-            progress_bar=progress, model_kwargs=kwargs,
+            progress_bar=progress,
+            model_kwargs=kwargs,
         )
         probs = post.predict(data.x_test)
         rows.append(_row(name, "nuts", probs, data.y_test))

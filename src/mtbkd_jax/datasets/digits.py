@@ -93,7 +93,9 @@ def load_digits_distillation(
         x_transfer=x[transfer],
         x_test=x[test],
         y_test=y[test].astype(np.int32),
-        teachers_prior=TeacherBank.from_callables(fitted, prior_inputs, names=names, num_classes=10),
+        teachers_prior=TeacherBank.from_callables(
+            fitted, prior_inputs, names=names, num_classes=10
+        ),
         teachers_test=TeacherBank.from_callables(fitted, x[test], names=names, num_classes=10),
         num_classes=10,
     )

@@ -36,6 +36,8 @@ class Posterior:
         logits_fn: ``(weights dict, features) -> logits`` for one draw.
         featurize: the student's frozen feature extractor (identity if ``None``).
         inputs: the featurized training inputs (used for the log-likelihood group).
+        streamed: summaries accumulated over draws inside an SG-MCMC chain without storing
+            them: ``predictive_mean`` (N, C), ``mean_deviance`` (N,), ``num_draws``.
     """
 
     draws: dict[str, np.ndarray]
@@ -48,6 +50,7 @@ class Posterior:
     logits_fn: Callable | None = field(default=None, repr=False)
     featurize: Callable | None = field(default=None, repr=False)
     inputs: np.ndarray | None = field(default=None, repr=False)
+    streamed: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if not self.draws:
