@@ -1,0 +1,367 @@
+"""SG-MCMC: exact oracles, agreement with NUTS, minibatch scaling, resume and NaN handling."""
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from flax import nnx
+from numpyro.infer.util import log_density
+
+import mtbkd_jax as mk
+from mtbkd_jax.infer import sgmcmc as sgmcmc_module
+from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+
+Z = 4.0
+
+
+def _gaussian_model(sigma):
+    def model(inputs, labels=None):
+        x = numpyro.sample("x", dist.Normal(0.0, sigma))
+        with numpyro.plate("data", inputs.shape[0]) as idx:  # contributes nothing: exact gradient
+            numpyro.factor("nothing", 0.0 * inputs[idx, 0] * x)
+
+    return model
+
+
+def _ess(draws):
+    tree = az.from_dict({"posterior": {"x": draws}})
+    return float(az.ess(tree)["x"])
+
+
+@pytest.mark.parametrize("step_size", [0.2, 0.5])
+def test_sgld_gaussian_settles_at_the_discretised_variance(step_size):
+    """SGLD on N(0, s^2) is an AR(1) with stationary variance s^2 / (1 - eps / (2 s^2))."""
+    sigma = 1.0
+    inputs = np.zeros((100, 1), np.float32)
+    post = mk.run_sgmcmc(
+        jax.random.key(0),
+        _gaussian_model(sigma),
+        inputs,
+        sampler="sgld",
+        batch_size=2,  # 50 steps per epoch, a draw every 10 steps
+        num_epochs=1000,
+        num_burnin_epochs=5,
+        step_size=step_size,
+        draws_per_epoch=5,
+        random_draw_positions=False,
+        num_chains=4,
+        chunk_epochs=100,
+        progress_bar=False,
+        logits_fn=lambda w, x: x,
+    )
+    draws = post.draws["x"].astype(np.float64)  # (4 chains, 5000 draws)
+    ess = _ess(draws)
+    assert ess > 8000, f"ESS {ess:.0f} too small"
+    exact = sigma**2 / (1 - step_size / (2 * sigma**2))
+    variance = draws.var()
+    # MCSE of a variance for near-Gaussian draws: var * sqrt(2 / ESS)
+    z = abs(variance - exact) / (exact * np.sqrt(2 / ess))
+    assert z < Z, f"variance {variance:.4f} vs oracle {exact:.4f} (z = {z:.1f})"
+    assert abs(draws.mean()) / np.sqrt(exact / ess) < Z
+    # power: the continuous-time answer (variance s^2) is far outside the tolerance, and so is
+    # a sampler with the classic noise slip sqrt(eps) instead of sqrt(2 eps)
+    assert abs(sigma**2 - exact) / (exact * np.sqrt(2 / ess)) > 2 * Z
+    wrong = (step_size / 2) * 2 / (1 - (1 - step_size) ** 2) * sigma**2
+    assert abs(wrong - exact) / (exact * np.sqrt(2 / ess)) > 2 * Z
+
+
+class OneLogit(nnx.Module):
+    """Binary logistic regression as a student: logits (0, x w + b)."""
+
+    def __init__(self, num_features):
+        self.w = nnx.Param(jnp.zeros(num_features))
+        self.b = nnx.Param(jnp.zeros(()))
+
+    def __call__(self, x):
+        return jnp.stack([jnp.zeros(x.shape[0]), x @ self.w + self.b], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def logistic_problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    y = (rng.uniform(size=200) < 1 / (1 + np.exp(-(x @ [1.0, -0.5] + 0.3)))).astype(np.int32)
+    teacher = np.stack([np.zeros(200), x @ [1.5, -0.2]], -1)[None]
+    model = mk.MTBKDModel(
+        mk.Student(OneLogit(2)),
+        mk.TeacherBank.from_logits(teacher),
+        concentration=5.0,
+        prior_power=0.2,
+    )
+    nuts = mk.run_nuts(
+        jax.random.key(1),
+        model,
+        x,
+        y,
+        num_warmup=500,
+        num_samples=3000,
+        num_chains=2,
+        progress_bar=False,
+    )
+    return x, y, model, nuts
+
+
+def _moments(posterior):
+    tree = posterior.to_datatree(log_likelihood=False)
+    out = {}
+    for name in ("student.w", "student.b"):
+        draws = posterior.flat_draws()[name].astype(np.float64).reshape(posterior.num_samples, -1)
+        ess = np.atleast_1d(np.asarray(az.ess(tree)[name].values))
+        out[name] = (draws.mean(0), draws.std(0), ess)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sampler", "step_size", "batch_size", "friction"),
+    [("sgld", 5e-4, 50, 0.1), ("sghmc", 3e-2, 100, 20.0)],
+    ids=["sgld", "sghmc"],
+)
+def test_sgmcmc_agrees_with_nuts_on_a_logistic_student(
+    logistic_problem, sampler, step_size, batch_size, friction
+):
+    """SGHMC without a gradient-noise estimate needs friction well above h * Var(grad) / 2:
+    with friction 1 and batch 50 its sd came out ~4x too large (measured while writing this)."""
+    x, y, model, nuts = logistic_problem
+    post = mk.run_sgmcmc(
+        jax.random.key(2),
+        model,
+        x,
+        y,
+        sampler=sampler,
+        batch_size=batch_size,
+        step_size=step_size,
+        friction=friction,
+        num_epochs=3000,
+        num_burnin_epochs=50,
+        draws_per_epoch=1,
+        num_chains=4,
+        chunk_epochs=1000,
+        progress_bar=False,
+    )
+    reference = _moments(nuts)
+    got = _moments(post)
+    for name in reference:
+        mean_r, sd_r, ess_r = reference[name]
+        mean_g, sd_g, ess_g = got[name]
+        assert np.all(ess_g > 400), f"{name}: SG-MCMC ESS {ess_g} too small"
+        mcse = np.sqrt(sd_r**2 / ess_r + sd_g**2 / ess_g)
+        # tolerance: Monte-Carlo error plus an allowance of 5% of the sd for the O(eps)
+        # discretisation and minibatch bias (the step sizes keep it below ~2% here)
+        z = np.abs(mean_g - mean_r) / (mcse + 0.05 * sd_r / Z)
+        assert np.all(z < Z), f"{name}: means {mean_g} vs NUTS {mean_r}"
+        np.testing.assert_allclose(sd_g, sd_r, rtol=0.12, err_msg=f"{name} sd vs NUTS")
+
+
+def test_minibatch_gradients_average_to_the_full_gradient():
+    """Over one epoch's partition of both plates, the mean stochastic gradient is exact."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(24, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 24).astype(np.int32)
+    transfer = rng.normal(size=(12, 3)).astype(np.float32)
+    bank = mk.TeacherBank.from_logits(rng.normal(size=(2, 12, 3)))
+    model = mk.MTBKDModel(mk.Student(mk.MLP(3, 3, hidden=(4,), rngs=nnx.Rngs(0))), bank)
+    plates = (PlateSpec("data", 24, 6), PlateSpec("transfer", 12, 3))
+    potential = MinibatchPotential(
+        model,
+        (jnp.asarray(x), jnp.asarray(y)),
+        {"prior_inputs": jnp.asarray(transfer), "subsample_size": 6, "prior_subsample_size": 3},
+        plates,
+    )
+    position = potential.initial_position(jax.random.key(0))
+    perm_data, perm_transfer = rng.permutation(24), rng.permutation(12)
+    grads = [
+        potential.grad(
+            position,
+            {
+                "data": jnp.asarray(perm_data[i * 6 : (i + 1) * 6]),
+                "transfer": jnp.asarray(perm_transfer[i * 3 : (i + 1) * 3]),
+            },
+        )
+        for i in range(4)
+    ]
+    mean_grad = jax.tree.map(lambda *g: sum(g) / 4, *grads)
+
+    def full_log_density(params):
+        return log_density(model, (x, y), {"prior_inputs": transfer}, params)[0]
+
+    full = jax.grad(full_log_density)(position)
+    for name in full:
+        np.testing.assert_allclose(mean_grad[name], full[name], rtol=2e-4, atol=2e-4)
+    # and a single minibatch is not the full gradient (the check has power)
+    assert max(float(jnp.abs(grads[0][k] - full[k]).max()) for k in full) > 1e-2
+
+
+def _small_run(x, y, model, **kwargs):
+    return mk.run_sgmcmc(
+        jax.random.key(5),
+        model,
+        x,
+        y,
+        batch_size=20,
+        num_epochs=6,
+        step_size=1e-4,
+        draws_per_epoch=2,
+        num_chains=2,
+        chunk_epochs=2,
+        progress_bar=False,
+        warm_start_epochs=2,
+        warm_start_optimizer=optax.adam(1e-2),
+        **kwargs,
+    )
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(
+    logistic_problem, tmp_path, monkeypatch
+):
+    x, y, model, _ = logistic_problem
+    reference = _small_run(x, y, model)
+    path = tmp_path / "run.ckpt.npz"
+    real_save = sgmcmc_module.save_checkpoint
+    saves = []
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived right after the second chunk
+
+    monkeypatch.setattr(sgmcmc_module, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _small_run(x, y, model, checkpoint_path=path)
+    assert path.exists()
+    resumed_saves = []
+
+    def counting_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        resumed_saves.append(kwargs["progress"]["next_epoch"])
+
+    monkeypatch.setattr(sgmcmc_module, "save_checkpoint", counting_save)
+    resumed = _small_run(x, y, model, checkpoint_path=path)
+    assert resumed_saves == [6]  # only the last chunk ran again: it resumed, not restarted
+    for name, value in reference.draws.items():
+        np.testing.assert_array_equal(resumed.draws[name], value)
+    np.testing.assert_array_equal(
+        resumed.sample_stats["step_size"], reference.sample_stats["step_size"]
+    )
+    # a checkpoint is never continued with other settings
+    with pytest.raises(ValueError, match="other settings"):
+        mk.run_sgmcmc(
+            jax.random.key(6),
+            model,
+            x,
+            y,
+            batch_size=20,
+            num_epochs=6,
+            step_size=1e-4,
+            draws_per_epoch=2,
+            num_chains=2,
+            progress_bar=False,
+            checkpoint_path=path,
+        )
+
+
+def test_nan_stops_with_a_clear_error_and_keeps_the_draws(logistic_problem):
+    x, y, model, _ = logistic_problem
+    steps_per_epoch = 200 // 20
+
+    def exploding(step):  # fine for 3 epochs, then absurd
+        return jnp.where(step < 3 * steps_per_epoch, 1e-4, 1e12)
+
+    with pytest.raises(mk.SamplerDivergedError, match="non-finite") as info:
+        mk.run_sgmcmc(
+            jax.random.key(7),
+            model,
+            x,
+            y,
+            batch_size=20,
+            num_epochs=10,
+            step_size=exploding,
+            draws_per_epoch=2,
+            num_chains=2,
+            chunk_epochs=1,
+            progress_bar=False,
+        )
+    kept = info.value.posterior
+    assert kept is not None and kept.num_draws >= 6
+    for value in kept.draws.values():
+        assert np.isfinite(value).all()
+
+
+def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
+    x, y, model, _ = logistic_problem
+    post = _small_run(x, y, model, predict_inputs=x[:30])
+    probs = np.asarray(post.predict(x[:30]))
+    assert post.streamed["num_draws"] == post.num_samples
+    np.testing.assert_allclose(post.streamed["predictive_mean"], probs.mean(0), atol=1e-5)
+    np.testing.assert_allclose(
+        post.streamed["mean_deviance"], np.asarray(mk.mean_deviance(probs)), rtol=1e-4, atol=1e-5
+    )
+    streamed_only = _small_run(x, y, model, predict_inputs=x[:30], keep_draws=False)
+    np.testing.assert_allclose(
+        streamed_only.streamed["predictive_mean"], post.streamed["predictive_mean"], atol=1e-6
+    )
+    assert streamed_only.num_draws == 1  # only the last state of each chain
+
+
+def test_cyclical_sgld_keeps_draws_only_in_sampling_stages(logistic_problem):
+    x, y, model, _ = logistic_problem
+    post = mk.run_sgmcmc(
+        jax.random.key(8),
+        model,
+        x,
+        y,
+        sampler="cyclical_sgld",
+        batch_size=20,
+        num_epochs=8,
+        step_size=1e-3,
+        num_cycles=2,
+        exploration_fraction=0.5,
+        draws_per_epoch=5,
+        num_chains=1,
+        progress_bar=False,
+    )
+    # 80 steps, 2 cycles of 40: draws only from the second half of each cycle
+    assert 0 < post.num_draws < 40
+    steps = post.sample_stats["step_size"][0]
+    peak = 1e-3 / 2 * (np.cos(np.pi * 20 / 40) + 1)
+    assert np.all(steps <= peak + 1e-9)  # small steps only: the sampling stage
+
+
+def test_schedules():
+    schedule = mk.schedules.polynomial_decay(0.1, 2.0, 0.55)
+    np.testing.assert_allclose(schedule(jnp.asarray(10)), 0.1 * 12.0**-0.55, rtol=1e-6)
+    cyc = mk.schedules.cyclical(1.0, 10)
+    np.testing.assert_allclose(
+        [cyc(jnp.asarray(t)) for t in (0, 5, 10)], [1.0, 0.5, 1.0], atol=1e-6
+    )
+    with pytest.raises(ValueError, match="gamma"):
+        mk.schedules.polynomial_decay(0.1, 1.0, 0.4)
+
+
+def test_paper_preset_and_validation(logistic_problem):
+    x, y, model, _ = logistic_problem
+    post = mk.run_paper_sgld(
+        jax.random.key(9),
+        model,
+        x,
+        y,
+        batch_size=20,
+        warm_start_epochs=2,
+        num_epochs=3,
+        progress_bar=False,
+    )
+    assert post.num_draws == 18 and post.method == "sgld"  # 6 random states per epoch
+    np.testing.assert_allclose(post.sample_stats["step_size"], 8e-8)
+    with pytest.raises(ValueError, match="sampler"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, sampler="hmc")
+    with pytest.raises(ValueError, match="batch_size"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="draws_per_epoch"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, batch_size=100, draws_per_epoch=3)
+    with pytest.raises(ValueError, match="step_size"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, step_size=-1.0)
