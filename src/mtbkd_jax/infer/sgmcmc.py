@@ -302,11 +302,14 @@ def run_sgmcmc(
     constrain = jax.jit(jax.vmap(jax.vmap(potential.constrain)))
     chain_keys = jax.random.split(sample_key, num_chains)
     started = time.perf_counter()
+    chunk_seconds = []
     try:
         while next_epoch < total_epochs:
+            chunk_start = time.perf_counter()
             epochs = jnp.arange(next_epoch, min(next_epoch + chunk_epochs, total_epochs))
             state, observed = run_chunk(state, chain_keys, keep_key, epochs, data)
             chunk, all_finite = _select(observed, state, keep_draws, constrain)
+            chunk_seconds.append((len(epochs), time.perf_counter() - chunk_start))
             collected = _append(collected, chunk)
             if not all_finite:
                 raise SamplerDivergedError(
@@ -341,6 +344,9 @@ def run_sgmcmc(
         model, collected, state, labels, features, logits_fn, sampler, fingerprint, constrain
     )
     posterior.settings["sampling_seconds"] = time.perf_counter() - started
+    posterior.settings["steps_per_epoch"] = steps_per_epoch
+    # (epochs, seconds) per jitted chunk; the first includes compilation
+    posterior.settings["chunk_seconds"] = chunk_seconds
     return posterior
 
 
