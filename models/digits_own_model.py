@@ -23,7 +23,7 @@ import mtbkd_jax as mk
 from mtbkd_jax.datasets import load_digits_distillation
 
 
-def make_model(student: mk.Student, prior: mk.TeacherPrior, temperature: float, power: float):
+def make_model(student: mk.Student, prior: mk.TeacherPrior, power: float):
     """A NumPyro model ``model(inputs, labels=None, *, prior_inputs)``."""
 
     def model(inputs, labels=None, *, prior_inputs):
@@ -35,7 +35,6 @@ def make_model(student: mk.Student, prior: mk.TeacherPrior, temperature: float, 
                 "teacher_prior",
                 network(prior_inputs),
                 prior,
-                temperature=temperature,
                 prior_power=power,
             )
 
@@ -57,7 +56,7 @@ def main(argv=None):
     prior = mk.TeacherPrior.build(
         data.teachers_prior, concentration=10.0, temperature=temperature, weights="inverse_entropy"
     )
-    model = make_model(student, prior, temperature, power)
+    model = make_model(student, prior, power)
     kwargs = {"prior_inputs": jnp.asarray(data.prior_inputs)}
     steps, warmup, samples = (100, 20, 20) if args.smoke else (2000, 300, 300)
     key_map, key_nuts = jax.random.split(jax.random.key(args.seed))

@@ -216,3 +216,11 @@ def test_bad_num_bins_raise(num_bins):
     probs, labels = _random_case(num_examples=6, num_classes=3, seed=9)
     with pytest.raises(ValueError, match="num_bins"):
         reliability_bins(probs, labels, num_bins=num_bins)
+
+
+def test_metrics_reject_invalid_probabilities():
+    labels = np.array([0, 1])
+    with pytest.raises(ValueError, match="finite"):
+        negative_log_likelihood(np.array([[np.nan, 1.0], [0.5, 0.5]]), labels)
+    with pytest.raises(ValueError, match="sum to 1"):
+        expected_calibration_error(np.array([[0.9, 0.9], [0.5, 0.5]]), labels)

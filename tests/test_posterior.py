@@ -2,10 +2,13 @@
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
 from flax import nnx
+from scipy import stats
+from scipy.special import logsumexp, softmax
 
 from mtbkd_jax import MLP, MTBKDModel, Posterior, Student, TeacherBank, run_map, run_nuts, run_svi
 from mtbkd_jax.diagnostics import summary
@@ -98,6 +101,13 @@ def test_save_and_load_round_trip(nuts_posterior, problem, tmp_path):
     np.testing.assert_allclose(loaded.predict(x[:5]), nuts_posterior.predict(x[:5]), rtol=1e-6)
     with pytest.raises(ValueError, match="logits_fn"):
         Posterior.load(path).predict(x[:5])
+    # the pointwise log-likelihood survives a load and a second save (for az.loo)
+    np.testing.assert_allclose(
+        loaded.to_datatree()["log_likelihood"]["y"].values,
+        nuts_posterior.to_datatree()["log_likelihood"]["y"].values,
+    )
+    resaved = xr.open_datatree(loaded.save(tmp_path / "again.nc"))
+    assert "log_likelihood" in resaved.children
 
 
 @pytest.mark.parametrize("guide", ["normal", "lowrank", "delta"])
@@ -113,6 +123,38 @@ def test_svi_guides_return_posteriors(problem, guide):
     tree = post.to_datatree()
     assert "optimization" in tree.children
     assert post.predict(x).shape == (expected_draws, 40, 3)
+
+
+def test_transfer_set_path_adds_the_prior_on_the_transfer_inputs_only(problem):
+    """log p = base prior + likelihood on labelled inputs + beta * mixture on transfer inputs."""
+    from numpyro.infer.util import log_density
+
+    x, y, model = problem
+    transfer_model = MTBKDModel(
+        model.student,
+        model.teachers.take(np.arange(30)),
+        concentration=4.0,
+        prior_power=0.5,
+        temperature=2.0,
+    )
+    weights = model.student.init_weights(jax.random.key(3), x)
+    got, _ = log_density(transfer_model, (x[:10], y[:10]), {"prior_inputs": x[:30]}, weights)
+    # independent pieces
+    logits_l = np.asarray(model.student.apply(weights, x[:10]), np.float64)
+    logits_t = np.asarray(model.student.apply(weights, x[:30]), np.float64)
+    loglik = (logits_l - logsumexp(logits_l, -1, keepdims=True))[np.arange(10), y[:10]].sum()
+    p = np.exp(np.asarray(model.teachers.log_probs[:, :30], np.float64) / 2.0)
+    p /= p.sum(-1, keepdims=True)
+    w = np.asarray(transfer_model.teacher_weights, np.float64)
+    q = softmax(logits_t / 2.0, -1)
+    mix = sum(
+        logsumexp(
+            [np.log(w[m, i]) + stats.dirichlet.logpdf(q[i], 1 + 4.0 * p[m, i]) for m in range(2)]
+        )
+        for i in range(30)
+    )
+    base = sum(stats.norm.logpdf(np.asarray(v, np.float64)).sum() for v in weights.values())
+    np.testing.assert_allclose(got, base + loglik + 0.5 * mix, rtol=1e-4)
 
 
 def test_map_with_transfer_set_and_student_alone(problem):
@@ -131,6 +173,50 @@ def test_map_with_transfer_set_and_student_alone(problem):
     alone = MTBKDModel(model.student, None)
     post = run_map(jax.random.key(2), alone, x, y, num_steps=100, progress_bar=False)
     assert "teacher_weights" not in post.constant_data
+
+
+def test_predictive_on_new_inputs_without_the_teacher_prior(problem, nuts_posterior):
+    from numpyro.infer import Predictive
+
+    x, _, model = problem
+    draws = {k: v.reshape(-1, *v.shape[2:]) for k, v in nuts_posterior.draws.items()}
+    samples = Predictive(model, posterior_samples=draws)(
+        jax.random.key(0), x[:7], teacher_prior=False
+    )
+    assert samples["y"].shape == (80, 7)
+    with pytest.raises(ValueError, match="teacher_prior=False"):
+        Predictive(model, posterior_samples=draws)(jax.random.key(0), x[:7])
+
+
+def test_apply_refuses_missing_weights(nuts_posterior, problem):
+    x, _, model = problem
+    draw = {k.replace("student", "net"): v[0, 0] for k, v in nuts_posterior.draws.items()}
+    with pytest.raises(ValueError, match="no entry for the student's site"):
+        model.logits(draw, x[:3])
+
+
+def test_frozen_embedding_body_with_integer_tokens_through_the_front_ends():
+    """The paper's setting: a frozen body (here an embedding of token ids) + Bayesian head."""
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(0, 20, size=(30, 6))
+    table = jnp.asarray(rng.normal(size=(20, 5)), jnp.float32)
+
+    def body(ids):
+        return table[ids].mean(1)  # (N, 5) features
+
+    y = rng.integers(0, 3, 30)
+    teachers = TeacherBank.from_logits(rng.normal(size=(2, 30, 3)))
+    model = MTBKDModel(
+        Student(MLP(5, 3, hidden=(4,), rngs=nnx.Rngs(0)), feature_extractor=body), teachers
+    )
+    post = run_map(jax.random.key(0), model, tokens, y, num_steps=50, progress_bar=False)
+    assert post.draws["student.layers.0.kernel"].shape[-2:] == (5, 4)  # only the head sampled
+    probs = post.predict(tokens[:4])  # raw token ids: featurized once inside predict
+    assert probs.shape == (1, 4, 3)
+    expected = jax.nn.softmax(
+        model.logits({k: v[0, 0] for k, v in post.draws.items()}, body(jnp.asarray(tokens[:4])))
+    )
+    np.testing.assert_allclose(probs[0], expected, rtol=1e-5)
 
 
 def test_front_ends_validate_inputs(problem):
@@ -152,6 +238,8 @@ def test_front_ends_validate_inputs(problem):
         run_nuts(key, model, x, y, chain_method="threads")
     with pytest.raises(ValueError, match="learning_rate"):
         run_svi(key, model, x, y, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="labels are required"):
+        run_map(key, model, x, None, num_steps=1)
 
 
 def test_model_validates_hyperparameters(problem):

@@ -60,13 +60,13 @@ def test_log_prob_matches_scipy_dirichlet_mixture(num_teachers, concentration):
 
 
 def test_omitting_the_dirichlet_normaliser_is_detected():
-    """A deliberately wrong density (no log B term) must fail the same comparison."""
+    """A deliberately wrong density (no log B term) is far from the package's value."""
     teacher_probs, weights, q = _random_problem(7, 2)
-    expected = _reference_log_mixture(q, teacher_probs, weights, 10.0)
+    d = TeacherMixtureDirichlet(jnp.asarray(teacher_probs), jnp.asarray(weights), 10.0)
     wrong = logsumexp(
         np.log(weights) + 10.0 * np.einsum("mnc,nc->mn", teacher_probs, np.log(q)), axis=0
     )
-    assert np.max(np.abs(wrong - expected)) > 1.0
+    assert np.max(np.abs(wrong - np.asarray(d.log_prob(jnp.asarray(q))))) > 1.0
 
 
 @pytest.mark.parametrize("logit_scale", [1e2, 1e4])
@@ -78,7 +78,7 @@ def test_extreme_logits_are_finite_and_match_log_space_reference(logit_scale):
     bank = TeacherBank.from_logits(teacher_logits)
     weights = np.full((num_teachers, num_examples), 1 / num_teachers)
     prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weights=weights)
-    got = prior.log_density(jnp.asarray(student_logits, jnp.float32), 2.0)
+    got = prior.log_density(jnp.asarray(student_logits, jnp.float32))
     # independent float64 reference in log space
     log_q = log_softmax(student_logits / 2.0, -1)
     p = softmax(teacher_logits / 2.0, -1)
@@ -88,9 +88,7 @@ def test_extreme_logits_are_finite_and_match_log_space_reference(logit_scale):
     expected = logsumexp(np.log(weights) + comps, axis=0)
     assert np.all(np.isfinite(np.asarray(got)))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    grad = jax.grad(lambda z: prior.log_density(z, 2.0).sum())(
-        jnp.asarray(student_logits, jnp.float32)
-    )
+    grad = jax.grad(lambda z: prior.log_density(z).sum())(jnp.asarray(student_logits, jnp.float32))
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -107,14 +105,29 @@ def test_sample_moments_match_the_mixture_mean():
     np.testing.assert_allclose(d.mean, expected, rtol=1e-5)
 
 
-def test_mode_of_each_component_is_the_teacher_soft_label():
-    p = np.array([0.7, 0.2, 0.1])
-    alpha = 1 + 30.0 * p
-    mode = (alpha - 1) / (alpha.sum() - len(alpha))
-    np.testing.assert_allclose(mode, p)
+def test_single_teacher_density_peaks_at_the_teacher_soft_label():
+    """The mode of Dir(1 + lambda p) is p: the package's density is highest there."""
+    p = np.array([[[0.7, 0.2, 0.1]]])
+    d = TeacherMixtureDirichlet(jnp.asarray(p), jnp.ones((1, 1)), 30.0)
+    at_mode = float(d.log_prob(jnp.asarray(p[0]))[0])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        other = rng.dirichlet(np.ones(3))[None]
+        assert float(d.log_prob(jnp.asarray(other))[0]) <= at_mode + 1e-6
 
 
-def _linear_model(prior, temperature, power, subsample_size=None):
+def test_distribution_is_a_pytree_and_accepts_zero_weights():
+    p = jax.nn.softmax(jnp.arange(12.0).reshape(2, 2, 3))
+    weights = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    d = TeacherMixtureDirichlet(p, weights, 5.0, validate_args=True)
+    value = jnp.full((2, 3), 1 / 3)
+    jitted = jax.jit(lambda dist_, v: dist_.log_prob(v))(d, value)
+    np.testing.assert_allclose(jitted, d.log_prob(value), rtol=1e-6)
+    with pytest.raises(ValueError, match="concentration"):
+        TeacherMixtureDirichlet(p, weights, -1.0)
+
+
+def _linear_model(prior, power, subsample_size=None):
     def model(x, y):
         w = numpyro.sample(
             "w", numpyro.distributions.Normal(0, 1).expand([x.shape[1], 3]).to_event(2)
@@ -122,9 +135,7 @@ def _linear_model(prior, temperature, power, subsample_size=None):
         with numpyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
             logits = x[idx] @ w
             numpyro.sample("y", numpyro.distributions.Categorical(logits=logits), obs=y[idx])
-            teacher_prior_factor(
-                "teacher_prior", logits, prior.take(idx), temperature=temperature, prior_power=power
-            )
+            teacher_prior_factor("teacher_prior", logits, prior.take(idx), prior_power=power)
         return idx
 
     return model
@@ -149,13 +160,13 @@ def test_factor_adds_beta_times_the_mixture_and_is_scaled_by_the_plate():
         return loglik, mix
 
     # full batch: log density = base prior + sum(loglik) + beta * sum(log mixture)
-    model = _linear_model(prior, 1.5, 0.3)
+    model = _linear_model(prior, 0.3)
     got, _ = log_density(model, (x, y), {}, {"w": w})
     loglik, mix = reference(np.arange(num_examples))
     base = stats.norm.logpdf(w).sum()
     np.testing.assert_allclose(got, base + loglik.sum() + 0.3 * mix.sum(), rtol=1e-4)
     # subsampled: likelihood and prior both scaled by N / |B|, base prior counted once
-    model = _linear_model(prior, 1.5, 0.3, subsample_size=4)
+    model = _linear_model(prior, 0.3, subsample_size=4)
     seeded = handlers.seed(model, jax.random.key(2))
     got, trace = log_density(seeded, (x, y), {}, {"w": w})
     index = np.asarray(trace["data"]["value"])
@@ -187,3 +198,8 @@ def test_prior_build_validates_hyperparameters():
     prior = TeacherPrior.build(bank, concentration=1.0)
     with pytest.raises(ValueError, match="student_logits"):
         teacher_prior_factor("t", jnp.zeros((4, 2)), prior)
+    with pytest.raises(ValueError, match="prior_power"):
+        teacher_prior_factor("t", jnp.zeros((3, 2)), prior, prior_power=-1.0)
+    with pytest.raises(TypeError, match="prior"):
+        teacher_prior_factor("t", jnp.zeros((3, 2)), "not a prior")
+    assert float(prior.temperature) == 1.0

@@ -448,3 +448,14 @@ def test_bad_labels_raise():
         bank.accuracy([[0, 1, 2, 1]])
     with pytest.raises(TypeError, match="labels must hold integer"):
         bank.accuracy([0.5, 1, 2, 1])
+
+
+def test_from_callables_rejects_a_teacher_with_the_wrong_number_of_rows():
+    inputs = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="one row per input"):
+        TeacherBank.from_callables([lambda x: jnp.zeros((3, 4))], inputs)
+
+
+def test_from_logits_rejects_logits_beyond_float32():
+    with pytest.raises(ValueError, match="logits"):
+        TeacherBank.from_logits(np.full((1, 2, 3), 1e300))

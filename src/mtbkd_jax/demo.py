@@ -145,6 +145,23 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
         m = models[name]
         key, sub = jax.random.split(key)
         kwargs = {} if m.teachers is None else {"prior_inputs": prior_inputs}
+        # chain 0 starts at the MAP above, the others at MAPs from other random starts, so
+        # that R-hat compares chains that began apart
+        starts = [{k: v[0, 0] for k, v in posteriors[name].draws.items()}]
+        for _chain in range(1, settings.num_chains):
+            key, sub = jax.random.split(key)
+            other = run_map(
+                sub,
+                m,
+                data.x_train,
+                data.y_train,
+                num_steps=settings.map_steps,
+                learning_rate=1e-2,
+                progress_bar=False,
+                model_kwargs=kwargs,
+            )
+            starts.append({k: v[0, 0] for k, v in other.draws.items()})
+        key, sub = jax.random.split(key)
         post = run_nuts(
             sub,
             m,
@@ -153,7 +170,7 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
             num_warmup=settings.num_warmup,
             num_samples=settings.num_samples,
             num_chains=settings.num_chains,
-            init_params={k: v[0, 0] for k, v in posteriors[name].draws.items()},
+            init_params=starts,
             progress_bar=progress,
             model_kwargs=kwargs,
         )

@@ -22,6 +22,13 @@ def _check(probs, labels):
     labels = np.asarray(labels)
     if probs.ndim != 2:
         raise ValueError(f"probs must have shape (N, C), got {probs.shape}")
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise ValueError("probs must be finite and non-negative")
+    if probs.size and np.abs(probs.sum(-1) - 1).max() > 1e-3:
+        raise ValueError(
+            f"probs rows must sum to 1 (within 1e-3); found a row summing to "
+            f"{probs.sum(-1)[np.argmax(np.abs(probs.sum(-1) - 1))]:.6g}"
+        )
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):

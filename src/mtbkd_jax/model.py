@@ -134,6 +134,7 @@ class MTBKDModel:
         prior_inputs: jax.Array | None = None,
         subsample_size: int | None = None,
         prior_subsample_size: int | None = None,
+        teacher_prior: bool = True,
     ):
         """The NumPyro model.
 
@@ -144,10 +145,14 @@ class MTBKDModel:
                 evaluated instead of ``inputs`` (the teacher bank must describe them).
             subsample_size: minibatch size of the data plate (SG-MCMC, minibatch SVI).
             prior_subsample_size: minibatch size of the transfer plate.
+            teacher_prior: include the teacher prior; pass ``False`` to run the model on new
+                inputs the teacher bank does not describe (e.g. ``numpyro.infer.Predictive``
+                on test data).
 
         Returns:
             The student's logits on the (sub)sampled labelled inputs.
         """
+        use_prior = teacher_prior and self.teacher_prior is not None
         network = self.student.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
         with numpyro.plate("data", num_examples, subsample_size=subsample_size) as index:
@@ -157,7 +162,7 @@ class MTBKDModel:
             if labels is not None:
                 batch_labels = labels if subsample_size is None else jnp.take(labels, index)
             numpyro.sample("y", dist.Categorical(logits=logits), obs=batch_labels)
-            if self.teacher_prior is not None and prior_inputs is None:
+            if use_prior and prior_inputs is None:
                 self._check_prior_size(num_examples, "inputs")
                 prior = (
                     self.teacher_prior if subsample_size is None else self.teacher_prior.take(index)
@@ -166,10 +171,9 @@ class MTBKDModel:
                     "teacher_prior",
                     logits,
                     prior,
-                    temperature=self.temperature,
                     prior_power=self.prior_power,
                 )
-        if self.teacher_prior is not None and prior_inputs is not None:
+        if use_prior and prior_inputs is not None:
             num_transfer = prior_inputs.shape[0]
             self._check_prior_size(num_transfer, "prior_inputs")
             with numpyro.plate("transfer", num_transfer, subsample_size=prior_subsample_size) as t:
@@ -187,7 +191,6 @@ class MTBKDModel:
                     "teacher_prior",
                     network(batch),
                     prior,
-                    temperature=self.temperature,
                     prior_power=self.prior_power,
                 )
         return logits
@@ -197,5 +200,6 @@ class MTBKDModel:
             raise ValueError(
                 f"the teacher bank describes {self.teacher_prior.num_examples} examples but "
                 f"{argument} has {num_examples}; build the bank on the inputs where the prior "
-                "is evaluated (pass prior_inputs for a separate transfer set)"
+                "is evaluated (pass prior_inputs for a separate transfer set, or "
+                "teacher_prior=False to predict on new inputs)"
             )

@@ -85,7 +85,7 @@ class TeacherMixtureDirichlet(dist.Distribution):
         (4, 2, 3)
     """
 
-    arg_constraints = {"teacher_probs": constraints.simplex, "weights": constraints.positive}
+    arg_constraints = {"teacher_probs": constraints.simplex, "weights": constraints.nonnegative}
     support = constraints.simplex
     reparametrized_params = []
 
@@ -99,6 +99,8 @@ class TeacherMixtureDirichlet(dist.Distribution):
                 f"weights must have shape (M, N) = {jnp.shape(teacher_probs)[:2]}, "
                 f"got {jnp.shape(weights)}"
             )
+        if isinstance(concentration, int | float) and not concentration >= 0:
+            raise ValueError(f"concentration must be >= 0, got {concentration}")
         self.teacher_probs = jnp.asarray(teacher_probs)
         self.weights = jnp.asarray(weights)
         self.concentration = concentration
@@ -110,6 +112,13 @@ class TeacherMixtureDirichlet(dist.Distribution):
         super().__init__(
             batch_shape=(num_examples,), event_shape=(num_classes,), validate_args=validate_args
         )
+
+    def tree_flatten(self):
+        return (self.teacher_probs, self.weights, self.concentration), None
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, params):
+        return cls(*params)
 
     def log_prob_from_log_q(self, log_q):
         """Log density given ``log q`` (finite), shape (..., N, C) -> (..., N)."""
@@ -152,11 +161,14 @@ class TeacherPrior(NamedTuple):
         scaled_probs: ``lambda p``, shape (N, M, C).
         log_normalizer: ``log B(1 + lambda p)``, shape (N, M).
         log_weights: ``log w``, shape (N, M).
+        temperature: ``T`` (a 0-d array): the teachers' soft labels were tempered by it, and
+            the student's logits are tempered by the same ``T``.
     """
 
     scaled_probs: jax.Array
     log_normalizer: jax.Array
     log_weights: jax.Array
+    temperature: jax.Array
 
     @classmethod
     def build(
@@ -174,7 +186,12 @@ class TeacherPrior(NamedTuple):
         temperature = require_positive(temperature, "temperature")
         w = teacher_weights(teachers, weights, temperature=weight_temperature, tau=weight_tau)
         scaled = concentration * jnp.moveaxis(teachers.probs(temperature), 0, 1)
-        return cls(scaled, log_dirichlet_normalizer(1.0 + scaled), jnp.log(w.T))
+        return cls(
+            scaled,
+            log_dirichlet_normalizer(1.0 + scaled),
+            jnp.log(w.T),
+            jnp.asarray(temperature, jnp.float32),
+        )
 
     @property
     def num_examples(self) -> int:
@@ -182,12 +199,15 @@ class TeacherPrior(NamedTuple):
 
     def take(self, indices) -> TeacherPrior:
         """The constants for the examples ``indices``."""
-        return TeacherPrior(*(jnp.take(a, indices, axis=0) for a in self))
+        arrays = (self.scaled_probs, self.log_normalizer, self.log_weights)
+        return TeacherPrior(*(jnp.take(a, indices, axis=0) for a in arrays), self.temperature)
 
-    def log_density(self, student_logits: jax.Array, temperature: float) -> jax.Array:
+    def log_density(self, student_logits: jax.Array) -> jax.Array:
         """Per-example ``log sum_m w_m Dir(softmax(logits / T); 1 + lambda p_m)``, shape (N,)."""
-        log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
-        return dirichlet_mixture_log_density(log_q, *self)
+        log_q = jax.nn.log_softmax(student_logits / self.temperature, axis=-1)
+        return dirichlet_mixture_log_density(
+            log_q, self.scaled_probs, self.log_normalizer, self.log_weights
+        )
 
 
 def teacher_prior_factor(
@@ -195,7 +215,6 @@ def teacher_prior_factor(
     student_logits: jax.Array,
     prior: TeacherPrior,
     *,
-    temperature: float = 1.0,
     prior_power: float = 1.0,
 ) -> jax.Array:
     """Add ``beta * log sum_m w_m Dir(q^T; 1 + lambda p_m)`` to the enclosing NumPyro model.
@@ -204,17 +223,22 @@ def teacher_prior_factor(
     the minibatch with :meth:`TeacherPrior.take` when the plate subsamples); the plate then
     scales the term by ``N / |B|``. It is an unnormalised pseudo-prior on the weights (no
     Jacobian of the weights-to-probabilities map), which is all gradient-based inference needs.
+    The student's logits are tempered by the prior's own temperature (``prior.temperature``),
+    the one its teachers' soft labels were built with.
 
     Args:
         name: the factor site's name.
         student_logits: the student's logits on those examples, shape (B, C).
         prior: the constants for the same examples.
-        temperature: ``T`` applied to the student's logits.
-        prior_power: ``beta``, a power on the teacher prior.
+        prior_power: ``beta > 0``, a power on the teacher prior.
 
     Returns:
         The per-example log mixture density (before ``beta``), shape (B,).
     """
+    if not isinstance(prior, TeacherPrior):
+        raise TypeError(f"prior must be a TeacherPrior, got {type(prior).__name__}")
+    if isinstance(prior_power, int | float) and not prior_power > 0:
+        raise ValueError(f"prior_power must be > 0, got {prior_power}")
     if student_logits.shape[:-1] != prior.scaled_probs.shape[:1] or (
         student_logits.shape[-1] != prior.scaled_probs.shape[-1]
     ):
@@ -222,7 +246,7 @@ def teacher_prior_factor(
             f"student_logits has shape {student_logits.shape} but the teacher prior describes "
             f"{prior.scaled_probs.shape[0]} examples of {prior.scaled_probs.shape[-1]} classes"
         )
-    log_density = prior.log_density(student_logits, temperature)
+    log_density = prior.log_density(student_logits)
     numpyro.factor(name, prior_power * log_density)
     return log_density
 

@@ -106,8 +106,25 @@ class Student:
         return self.network(features.shape[1:])(features)
 
     def apply(self, weights: dict, features: jax.Array) -> jax.Array:
-        """Logits for one set of weights (a dict of site name -> array), outside a model."""
-        with handlers.block(), handlers.substitute(data=weights), handlers.seed(rng_seed=0):
+        """Logits for one set of weights (a dict of site name -> array), outside a model.
+
+        Raises:
+            ValueError: if a weight of the network is missing from ``weights`` (it would
+                otherwise be drawn from the prior silently).
+        """
+
+        def lookup(msg):
+            if msg["type"] != "sample":
+                return None
+            if msg["name"] not in weights:
+                raise ValueError(
+                    f"weights has no entry for the student's site {msg['name']!r} "
+                    f"(it has {sorted(weights)[:4]}...); was the posterior made with a student "
+                    f"named {self.name!r}?"
+                )
+            return weights[msg["name"]]
+
+        with handlers.block(), handlers.substitute(substitute_fn=lookup):
             return self(features)
 
     def init_weights(self, rng_key: jax.Array, features: jax.Array) -> dict:

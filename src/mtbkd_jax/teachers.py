@@ -87,6 +87,10 @@ class TeacherBank:
         """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
         stacked = _stack_teachers(logits, "logits")
         require_finite(stacked, "logits")
+        if np.abs(stacked).max() > 1e30:
+            raise ValueError(
+                f"logits must be below 1e30 in size (float32), got {np.abs(stacked).max():.3g}"
+            )
         log_probs = jax.nn.log_softmax(jnp.asarray(stacked, dtype=jnp.float32), axis=-1)
         return cls(log_probs, _default_names(stacked.shape[0], names))
 
@@ -160,6 +164,11 @@ class TeacherBank:
                 out = teacher.predict_proba(batch) if is_sklearn else teacher(jnp.asarray(batch))
                 chunks.append(np.asarray(out, dtype=np.float64))
             out = np.concatenate(chunks, axis=0)
+            if out.ndim != 2 or out.shape[0] != inputs.shape[0]:
+                raise ValueError(
+                    f"teachers[{index}] returned shape {out.shape} for {inputs.shape[0]} inputs; "
+                    "expected (N, C) with one row per input"
+                )
             if is_sklearn and num_classes is not None and hasattr(teacher, "classes_"):
                 full = np.zeros((out.shape[0], num_classes))
                 full[:, np.asarray(teacher.classes_, dtype=int)] = out

@@ -10,30 +10,53 @@ from mtbkd_jax._checks import as_labels, require_finite
 from mtbkd_jax.infer.posterior import Posterior
 
 
+def _features(model, inputs, name: str) -> jax.Array:
+    """Apply the model's frozen feature extractor to the raw inputs (integer token ids are
+    fine), or cast the inputs to float32; then check the result is finite."""
+    featurize = getattr(model, "featurize", None)
+    student = getattr(model, "student", None)
+    has_extractor = student is not None and getattr(student, "feature_extractor", None)
+    try:
+        raw = np.asarray(inputs)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
+    if raw.ndim < 2 or raw.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {raw.shape}")
+    if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {raw.dtype}")
+    if has_extractor:
+        features = featurize(raw)
+    else:
+        features = jnp.asarray(raw, dtype=jnp.float32)
+    require_finite(np.asarray(features), name if not has_extractor else f"features of {name}")
+    return features
+
+
 def prepare_data(model, inputs, labels, model_kwargs):
-    """Validate and featurize the model's data; returns (features, labels, model_kwargs)."""
+    """Validate and featurize the model's data; returns (features, labels, model_kwargs).
+
+    Labels are required for the canonical model (its ``y`` would otherwise be a discrete latent
+    variable); a user's own model decides for itself."""
+    from mtbkd_jax.model import MTBKDModel
+
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (callable), got {type(model).__name__}")
-    try:
-        raw = np.asarray(inputs, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"inputs must be a numeric array, got {type(inputs).__name__}") from error
-    if raw.ndim < 2 or raw.shape[0] == 0:
-        raise ValueError(f"inputs must have shape (N, ...) with N >= 1, got {raw.shape}")
-    require_finite(raw, "inputs")
-    featurize = getattr(model, "featurize", None)
-    features = featurize(raw) if featurize is not None else jnp.asarray(raw)
+    features = _features(model, inputs, "inputs")
     kwargs = dict(model_kwargs or {})
     if kwargs.get("prior_inputs") is not None:
-        prior_inputs = np.asarray(kwargs["prior_inputs"], dtype=np.float32)
-        require_finite(prior_inputs, "prior_inputs")
-        kwargs["prior_inputs"] = featurize(prior_inputs) if featurize else jnp.asarray(prior_inputs)
-    if labels is not None:
+        kwargs["prior_inputs"] = _features(model, kwargs["prior_inputs"], "prior_inputs")
+    if labels is None:
+        if isinstance(model, MTBKDModel):
+            raise ValueError(
+                "labels are required for inference; to sample predictions use "
+                "Posterior.predict, or numpyro.infer.Predictive for prior predictive checks"
+            )
+    else:
         teachers = getattr(model, "teachers", None)
         num_classes = (
             teachers.num_classes if teachers is not None else _output_classes(model, features)
         )
-        labels = jnp.asarray(as_labels(labels, "labels", raw.shape[0], num_classes))
+        labels = jnp.asarray(as_labels(labels, "labels", features.shape[0], num_classes))
     return features, labels, kwargs
 
 

@@ -46,7 +46,7 @@ def run_nuts(
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     init_strategy=None,
-    init_params: dict | None = None,
+    init_params: dict | list[dict] | None = None,
     progress_bar: bool = True,
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
@@ -64,7 +64,9 @@ def run_nuts(
             parallel when there are enough devices, else sequential.
         target_accept_prob, max_tree_depth, dense_mass: NUTS settings.
         init_strategy: a NumPyro init strategy (default ``init_to_uniform(radius=0.5)``).
-        init_params: one starting point (site -> array) shared by every chain, e.g. a MAP.
+        init_params: a starting point (site -> array) shared by every chain, e.g. a MAP, or
+            a list with one starting point per chain (e.g. MAPs from different seeds, so that
+            R-hat compares chains that began apart).
         progress_bar: show NumPyro's progress bar.
         model_kwargs: further keyword arguments of the model (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for prediction with a user's own model.
@@ -115,7 +117,8 @@ def run_nuts(
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {_ARVIZ_NAMES[k]: v for k, v in extra.items() if k in _ARVIZ_NAMES}
     stats["lp"] = -np.asarray(extra["potential_energy"])
-    stats["tree_depth"] = np.floor(np.log2(np.asarray(extra["num_steps"]) + 1)).astype(np.int64)
+    # a tree of depth d has at most 2^d - 1 leapfrog steps; NUTS may stop inside the last one
+    stats["tree_depth"] = np.ceil(np.log2(np.asarray(extra["num_steps"]) + 1)).astype(np.int64)
     return make_posterior(
         model,
         samples,
@@ -126,6 +129,9 @@ def run_nuts(
         settings={
             "inference": "nuts",
             "num_warmup": int(num_warmup),
+            "num_samples": int(num_samples),
+            "thinning": int(thinning),
+            "max_tree_depth": int(max_tree_depth),
             "num_chains": int(num_chains),
             "target_accept_prob": target_accept_prob,
             "chain_method": chain_method,
@@ -134,10 +140,17 @@ def run_nuts(
     )
 
 
-def _broadcast_init(init_params: dict, num_chains: int) -> dict:
-    """Repeat one starting point (site -> array) for every chain."""
+def _broadcast_init(init_params, num_chains: int) -> dict:
+    """Starting points with a leading chain axis (a shared one is repeated)."""
     import jax.numpy as jnp
 
+    if isinstance(init_params, list | tuple):
+        if len(init_params) != num_chains:
+            raise ValueError(
+                f"init_params has {len(init_params)} starting points for {num_chains} chains"
+            )
+        stacked = {k: jnp.stack([jnp.asarray(p[k]) for p in init_params]) for k in init_params[0]}
+        return {k: v[0] for k, v in stacked.items()} if num_chains == 1 else stacked
     if num_chains == 1:
         return {k: jnp.asarray(v) for k, v in init_params.items()}
     return {

@@ -36,6 +36,8 @@ class Posterior:
         logits_fn: ``(weights dict, features) -> logits`` for one draw.
         featurize: the student's frozen feature extractor (identity if ``None``).
         inputs: the featurized training inputs (used for the log-likelihood group).
+        pointwise_log_likelihood: ``log p(y_i | theta_s)`` (chains, draws, N) when known
+            without the inputs (e.g. read back by :meth:`load`).
         streamed: summaries accumulated over draws inside an SG-MCMC chain without storing
             them: ``predictive_mean`` (N, C), ``mean_deviance`` (N,), ``num_draws``.
     """
@@ -51,6 +53,7 @@ class Posterior:
     featurize: Callable | None = field(default=None, repr=False)
     inputs: np.ndarray | None = field(default=None, repr=False)
     streamed: dict = field(default_factory=dict, repr=False)
+    pointwise_log_likelihood: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not self.draws:
@@ -127,8 +130,12 @@ class Posterior:
         from mtbkd_jax.diagnostics import to_datatree
 
         pointwise = None
-        if log_likelihood and self.inputs is not None and "y" in self.observed_data:
-            pointwise = self.log_likelihood(self.inputs, self.observed_data["y"], featurized=True)
+        if log_likelihood:
+            pointwise = self.pointwise_log_likelihood
+            if pointwise is None and self.inputs is not None and "y" in self.observed_data:
+                pointwise = self.log_likelihood(
+                    self.inputs, self.observed_data["y"], featurized=True
+                )
         return to_datatree(self, log_likelihood=pointwise)
 
     def save(self, path) -> Path:
@@ -147,7 +154,7 @@ class Posterior:
 
         tree = xr.open_datatree(path, engine="h5netcdf")
 
-        def group(name, skip_dims=0):
+        def group(name):
             if name not in tree.children:
                 return {}
             return {k: np.asarray(v.values) for k, v in tree[name].to_dataset().data_vars.items()}
@@ -164,6 +171,7 @@ class Posterior:
             losses=losses,
             logits_fn=logits_fn,
             featurize=featurize,
+            pointwise_log_likelihood=group("log_likelihood").get("y"),
         )
 
     def __repr__(self) -> str:
