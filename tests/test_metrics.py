@@ -182,7 +182,7 @@ def test_ece_calibrated_vs_miscalibrated():
 def test_classification_metrics_dict():
     probs, labels = _random_case(seed=7)
     out = classification_metrics(probs, labels, num_bins=5)
-    assert set(out) == {"accuracy", "nll", "brier", "ece"}
+    assert set(out) == {"accuracy", "nll", "brier", "ece", "classwise_ece"}
     assert out["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(-1)), abs=0)
     assert out["nll"] == pytest.approx(log_loss(labels, probs, labels=range(4)), abs=1e-10)
     assert out["ece"] == pytest.approx(expected_calibration_error(probs, labels, 5), abs=0)
@@ -224,3 +224,36 @@ def test_metrics_reject_invalid_probabilities():
         negative_log_likelihood(np.array([[np.nan, 1.0], [0.5, 0.5]]), labels)
     with pytest.raises(ValueError, match="sum to 1"):
         expected_calibration_error(np.array([[0.9, 0.9], [0.5, 0.5]]), labels)
+
+
+def test_classwise_ece_hand_worked():
+    from mtbkd_jax.metrics import classwise_calibration_error
+
+    # two classes, 2 bins; class 0 scores 0.8, 0.8, 0.3, 0.3 with outcomes 1, 0, 0, 0
+    probs = np.array([[0.8, 0.2], [0.8, 0.2], [0.3, 0.7], [0.3, 0.7]])
+    labels = np.array([0, 1, 1, 1])
+    # class 0: bin [0.5,1]: mean 0.8, freq 0.5 -> 2/4*0.3; bin [0,0.5): mean 0.3, freq 0 -> 2/4*0.3
+    # class 1: bin [0,0.5): mean 0.2 freq 0.5 -> 0.15; bin [0.5,1]: mean 0.7 freq 1 -> 0.15
+    assert abs(classwise_calibration_error(probs, labels, 2) - 0.3) < 1e-12
+
+
+def test_error_detection_auroc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from mtbkd_jax.metrics import error_detection_auroc
+
+    rng = np.random.default_rng(0)
+    errors = rng.uniform(size=500) < 0.3
+    scores = np.round(rng.normal(size=500) + errors, 1)  # rounded: many ties
+    assert abs(error_detection_auroc(scores, errors) - roc_auc_score(errors, scores)) < 1e-12
+    assert np.isnan(error_detection_auroc(scores, np.zeros(500, bool)))
+
+
+def test_interval_coverage_hand_worked():
+    from mtbkd_jax.metrics import interval_coverage
+
+    intervals = np.array([[[0.1, 0.3], [0.6, 0.9]], [[0.0, 0.5], [0.5, 1.0]]])
+    true = np.array([[0.2, 0.95], [0.5, 0.5]])
+    assert interval_coverage(intervals, true) == 0.75
+    with pytest.raises(ValueError, match="intervals"):
+        interval_coverage(intervals[:, :1], true)

@@ -19,7 +19,10 @@ from mtbkd_jax.metrics import (
     accuracy,
     brier_score,
     classification_metrics,
+    classwise_calibration_error,
+    error_detection_auroc,
     expected_calibration_error,
+    interval_coverage,
     negative_log_likelihood,
 )
 from mtbkd_jax.model import MTBKDModel
@@ -33,7 +36,15 @@ from mtbkd_jax.priors import (
 )
 from mtbkd_jax.students import CNN, MLP, LinenMLP, Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.uncertainty import entropy_decomposition, mean_deviance, predictive_mean
+from mtbkd_jax.uncertainty import (
+    class_intervals,
+    credible_threshold,
+    entropy_decomposition,
+    kde_mode_prediction,
+    mean_deviance,
+    predictive_mean,
+    predictive_summary,
+)
 from mtbkd_jax.weighting import (
     inverse_entropy_weights,
     paper_weights,
@@ -57,17 +68,24 @@ __all__ = [
     "TeacherPrior",
     "accuracy",
     "brier_score",
+    "class_intervals",
     "classification_metrics",
+    "classwise_calibration_error",
+    "credible_threshold",
     "dirichlet_mixture_log_density",
     "entropy_decomposition",
+    "error_detection_auroc",
     "expected_calibration_error",
     "flat_prior",
+    "interval_coverage",
     "inverse_entropy_weights",
+    "kde_mode_prediction",
     "mean_deviance",
     "negative_log_likelihood",
     "normal_prior",
     "paper_weights",
     "predictive_mean",
+    "predictive_summary",
     "run_map",
     "run_nuts",
     "run_paper_sgld",

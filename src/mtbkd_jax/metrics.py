@@ -88,11 +88,76 @@ def expected_calibration_error(probs, labels, num_bins: int = 15) -> float:
     return float((counts[filled] / counts.sum() * np.abs(acc[filled] - conf[filled])).sum())
 
 
+def _binned_gap(scores, outcomes, num_bins):
+    edges = np.arange(int(num_bins) + 1) / int(num_bins)
+    index = np.searchsorted(edges[1:-1], scores, side="right")
+    counts = np.bincount(index, minlength=num_bins)
+    sums = np.bincount(index, scores, minlength=num_bins)
+    hits = np.bincount(index, outcomes.astype(float), minlength=num_bins)
+    filled = counts > 0
+    return float((np.abs(hits[filled] - sums[filled])).sum() / len(scores))
+
+
+def classwise_calibration_error(probs, labels, num_bins: int = 15) -> float:
+    """Classwise ECE (Kull et al., 2019): the mean over classes of the equal-width-binned gap
+    between ``p_c`` and the frequency of ``y = c``, ``sum_b (n_b / N) |freq_b - mean p_b|``."""
+    probs, labels = _check(probs, labels)
+    if int(num_bins) != num_bins or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    return float(
+        np.mean([_binned_gap(probs[:, c], labels == c, num_bins) for c in range(probs.shape[1])])
+    )
+
+
+def error_detection_auroc(scores, errors) -> float:
+    """AUROC of detecting errors by an uncertainty score (higher score = more likely wrong).
+
+    ``P(score of an error > score of a correct prediction)``, ties counted one half
+    (the Mann-Whitney statistic). NaN when all predictions are right or all wrong.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    errors = np.asarray(errors, dtype=bool)
+    if scores.shape != errors.shape or scores.ndim != 1:
+        raise ValueError(
+            f"scores and errors must be (N,) arrays, got {scores.shape}, {errors.shape}"
+        )
+    num_errors, num_right = int(errors.sum()), int((~errors).sum())
+    if num_errors == 0 or num_right == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    rank_sum = ranks[errors].sum()
+    return float((rank_sum - num_errors * (num_errors + 1) / 2.0) / (num_errors * num_right))
+
+
+def interval_coverage(intervals, true_probs) -> float:
+    """Fraction of true class probabilities inside their credible intervals.
+
+    Args:
+        intervals: (N, C, 2) lower and upper bounds.
+        true_probs: (N, C) the known class probabilities (synthetic data).
+    """
+    intervals = np.asarray(intervals, dtype=np.float64)
+    true_probs = np.asarray(true_probs, dtype=np.float64)
+    if intervals.shape != (*true_probs.shape, 2):
+        raise ValueError(
+            f"intervals must have shape {(*true_probs.shape, 2)}, got {intervals.shape}"
+        )
+    inside = (intervals[..., 0] <= true_probs) & (true_probs <= intervals[..., 1])
+    return float(inside.mean())
+
+
 def classification_metrics(probs, labels, num_bins: int = 15) -> dict[str, float]:
-    """Accuracy, NLL, Brier score and ECE in one dict."""
+    """Accuracy, NLL, Brier score, ECE and classwise ECE in one dict."""
     return {
         "accuracy": accuracy(probs, labels),
         "nll": negative_log_likelihood(probs, labels),
         "brier": brier_score(probs, labels),
         "ece": expected_calibration_error(probs, labels, num_bins),
+        "classwise_ece": classwise_calibration_error(probs, labels, num_bins),
     }
