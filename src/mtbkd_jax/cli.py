@@ -16,6 +16,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress output")
+    experiment = commands.add_parser("experiment", help="run one of the paper's experiments")
+    experiment.add_argument("name", choices=["digits", "synthetic", "deeploc"])
+    experiment.add_argument("--out", required=True, help="folder for metrics.json and figures")
+    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--smoke", action="store_true", help="tiny settings (tests)")
+    experiment.add_argument("--data", default=None, help="data folder (deeploc)")
     return parser
 
 
@@ -26,6 +32,10 @@ def main(argv=None) -> int:
 
         settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
         run_demo(args.out, settings, progress=not args.no_progress)
+    elif args.command == "experiment":
+        from mtbkd_jax.experiments import run_experiment
+
+        run_experiment(args.name, args.out, smoke=args.smoke, seed=args.seed, data_path=args.data)
     return 0
 
 

@@ -5,9 +5,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from mtbkd_jax.metrics import reliability_bins
 
-__all__ = ["reliability_diagram"]
+__all__ = [
+    "reliability_diagram",
+    "teacher_weights_figure",
+    "deviance_by_group",
+    "diagnostic_plots",
+]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def reliability_diagram(curves: dict, labels, path=None, num_bins: int = 10, min_count: int = 5):
@@ -23,11 +46,7 @@ def reliability_diagram(curves: dict, labels, path=None, num_bins: int = 10, min
     Returns:
         The matplotlib figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     for name, probs in curves.items():
@@ -44,7 +63,58 @@ def reliability_diagram(curves: dict, labels, path=None, num_bins: int = 10, min
     )
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _save(fig, path)
+
+
+def teacher_weights_figure(weights, entropies, names, path=None):
+    """Per-example mixing weights against the teachers' entropies.
+
+    Args:
+        weights: (M, N) mixing weights.
+        entropies: (M, N) teacher entropies (bits).
+        names: the M teacher names.
+    """
+    plt = _pyplot()
+    weights, entropies = np.asarray(weights), np.asarray(entropies)
+    num_teachers = weights.shape[0]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for m in range(num_teachers):
+        axes[0].hist(weights[m], bins=30, range=(0, 1), alpha=0.5, label=names[m])
+        axes[1].scatter(entropies[m], weights[m], s=4, alpha=0.4, label=names[m])
+    axes[0].set(xlabel="weight w_m", ylabel="examples", title="Per-example teacher weights")
+    axes[1].set(
+        xlabel="teacher entropy H_m (bits)", ylabel="weight w_m", title="Weight against entropy"
+    )
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def deviance_by_group(deviance: dict, path=None, title="Mean deviance by group"):
+    """Box plots of the mean deviance for each group ``{name: values}``."""
+    plt = _pyplot()
+    names = list(deviance)
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
+    ax.boxplot([np.asarray(deviance[n]) for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="mean deviance", title=title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def diagnostic_plots(tree, var_names, trace_path=None, rank_path=None):
+    """ArviZ trace and rank plots of the chosen parameters, saved as PNG."""
+    import arviz as az
+
+    _pyplot()
+    out = {}
+    if trace_path is not None:
+        pc = az.plot_trace_dist(tree, var_names=var_names, backend="matplotlib")
+        Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
+        pc.savefig(trace_path)
+        out["trace"] = pc
+    if rank_path is not None:
+        pc = az.plot_rank(tree, var_names=var_names, backend="matplotlib")
+        pc.savefig(rank_path)
+        out["rank"] = pc
+    return out

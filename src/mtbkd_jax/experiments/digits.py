@@ -1,0 +1,34 @@
+"""The digits experiment: three scikit-learn teachers, an MLP student, every baseline."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from mtbkd_jax.datasets import load_digits_distillation
+from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem
+from mtbkd_jax.students import MLP, Student
+
+__all__ = ["digits_problem", "digits_config"]
+
+
+def digits_problem(seed: int = 0) -> Problem:
+    data = load_digits_distillation(seed)
+    return Problem(
+        name="digits",
+        x_train=data.x_train,
+        y_train=data.y_train,
+        x_test=data.x_test,
+        y_test=data.y_test,
+        teachers_prior=data.teachers_prior,
+        teachers_test=data.teachers_test,
+        make_student=lambda s: Student(MLP(64, 10, hidden=(16,), rngs=nnx.Rngs(s))),
+        x_transfer=data.x_transfer,
+    )
+
+
+def digits_config(smoke: bool = False, seed: int = 0) -> ExperimentConfig:
+    if smoke:
+        return ExperimentConfig(
+            seed=seed, map_steps=100, num_warmup=10, num_samples=10, num_chains=1
+        )
+    return ExperimentConfig(seed=seed)

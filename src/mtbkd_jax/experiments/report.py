@@ -1,0 +1,100 @@
+"""Writing an experiment's outputs: metrics.json (the demo's row format), a markdown table,
+the MT-BKD posterior and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["markdown_table", "write_report"]
+
+_COLUMNS = [
+    ("method", "method"),
+    ("inference", "inference"),
+    ("accuracy", "accuracy"),
+    ("nll", "NLL"),
+    ("ece", "ECE"),
+    ("brier", "Brier"),
+    ("mean_deviance", "mean dev."),
+    ("error_auroc_md", "AUROC(err, MD)"),
+    ("coverage_95", "95% coverage"),
+]
+
+
+def markdown_table(rows) -> str:
+    """A markdown table of the rows (columns present in any row)."""
+    columns = [(k, title) for k, title in _COLUMNS if any(k in r for r in rows)]
+    lines = [
+        "| " + " | ".join(t for _, t in columns) + " |",
+        "| "
+        + " | ".join("---" if k in ("method", "inference") else "---:" for k, _ in columns)
+        + " |",
+    ]
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("–")
+            elif isinstance(value, float):
+                cells.append("nan" if np.isnan(value) else f"{value:.3f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out_dir, problem, rows, artifacts, *, extra_rows=None, groups=None):
+    """Write metrics.json, table.md, posterior.nc and the figures into ``out_dir``."""
+    from mtbkd_jax.plots import (
+        deviance_by_group,
+        diagnostic_plots,
+        reliability_diagram,
+        teacher_weights_figure,
+    )
+    from mtbkd_jax.weighting import teacher_weights
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown_table(rows)
+    if extra_rows:
+        table += "\n\n" + markdown_table(extra_rows)
+    (out / "table.md").write_text(table + "\n")
+    main = "MT-BKD (entropy weights)"
+    curves = {
+        f"{m} (MAP)": artifacts["map_probs"][m]
+        for m in ("student alone", "averaged KD")
+        if m in artifacts["map_probs"]
+    }
+    for m in ("student alone", main):
+        if m in artifacts["summaries"]:
+            curves[f"{m} (Bayes)"] = artifacts["summaries"][m]["predictive_mean"]
+    reliability_diagram(curves, problem.y_test, out / "reliability.png")
+    bank = problem.teachers_prior
+    teacher_weights_figure(
+        teacher_weights(bank, "paper"), bank.entropies(), bank.names, out / "teacher_weights.png"
+    )
+    if main in artifacts["summaries"]:
+        deviance = artifacts["summaries"][main]["mean_deviance"]
+        by_class = {f"class {c}": deviance[problem.y_test == c] for c in np.unique(problem.y_test)}
+        deviance_by_group(
+            by_class,
+            out / "deviance_by_class.png",
+            title="MT-BKD mean deviance by true class (test)",
+        )
+        if groups:
+            deviance_by_group(
+                groups, out / "deviance_by_group.png", title="MT-BKD mean deviance by group"
+            )
+        posterior = artifacts["posteriors"][main]
+        posterior.save(out / "posterior.nc")
+        tree = posterior.to_datatree(log_likelihood=False)
+        names = [n for n in tree["posterior"].data_vars if n.endswith("bias")]
+        last = sorted(names)[-1:]
+        if last and posterior.num_draws > 3:
+            rank = out / "rank.png" if posterior.num_chains > 1 else None  # needs 2+ chains
+            diagnostic_plots(tree, last, out / "trace.png", rank)
+    return out
