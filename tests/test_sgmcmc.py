@@ -365,3 +365,34 @@ def test_paper_preset_and_validation(logistic_problem):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, batch_size=100, draws_per_epoch=3)
     with pytest.raises(ValueError, match="step_size"):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, step_size=-1.0)
+
+
+def test_a_users_own_model_with_the_prior_primitive_samples_like_the_canonical_one(
+    logistic_problem,
+):
+    """SG-MCMC on a hand-written NumPyro model that calls teacher_prior_factor inside its own
+    subsampled plate gives exactly the canonical model's draws (same sites, same potential)."""
+    x, y, model, _ = logistic_problem
+    student, prior = model.student, model.teacher_prior
+
+    def own_model(inputs, labels=None):
+        network = student.network(inputs.shape[1:])
+        with numpyro.plate("data", inputs.shape[0], subsample_size=20) as idx:
+            logits = network(inputs[idx])
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=labels[idx])
+            mk.teacher_prior_factor(
+                "teacher_prior", logits, prior.take(idx), prior_power=model.prior_power
+            )
+
+    settings = dict(
+        batch_size=20,
+        num_epochs=3,
+        step_size=1e-4,
+        draws_per_epoch=2,
+        num_chains=2,
+        progress_bar=False,
+    )
+    canonical = mk.run_sgmcmc(jax.random.key(11), model, x, y, **settings)
+    own = mk.run_sgmcmc(jax.random.key(11), own_model, x, y, logits_fn=student.apply, **settings)
+    for name, value in canonical.draws.items():
+        np.testing.assert_allclose(own.draws[name], value, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,57 @@
+"""The experiments run from the CLI in their smoke setting and write their outputs."""
+
+import json
+
+import pytest
+
+from mtbkd_jax.cli import main
+from mtbkd_jax.experiments import markdown_table
+
+
+@pytest.mark.slow
+def test_digits_experiment_smoke(tmp_path):
+    assert main(["experiment", "digits", "--smoke", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    methods = {(r["method"], r["inference"]) for r in rows}
+    expected = {
+        ("teacher logreg", "teacher"),
+        ("student alone", "map"),
+        ("student alone", "nuts"),
+        ("KD (forest)", "map"),
+        ("BKD (forest)", "nuts"),
+        ("averaged KD", "map"),
+        ("MT-BKD (uniform weights)", "nuts"),
+        ("MT-BKD (entropy weights)", "nuts"),
+    }
+    assert expected <= methods
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0 and row["ece"] >= 0
+        assert (row["mean_deviance"] is None) == (row["inference"] in ("map", "teacher"))
+    for name in (
+        "reliability.png",
+        "teacher_weights.png",
+        "deviance_by_class.png",
+        "trace.png",
+        "posterior.nc",
+        "table.md",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_markdown_table_formats_missing_and_nan():
+    table = markdown_table(
+        [
+            {"method": "a", "inference": "map", "accuracy": 0.5, "nll": 1.0, "mean_deviance": None},
+            {
+                "method": "b",
+                "inference": "nuts",
+                "accuracy": 0.25,
+                "nll": float("nan"),
+                "mean_deviance": 0.1,
+            },
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | inference | accuracy | NLL | mean dev.")
+    assert "| a | map | 0.500 | 1.000 | – |" in lines
+    assert "| b | nuts | 0.250 | nan | 0.100 |" in lines
