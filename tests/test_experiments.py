@@ -55,3 +55,13 @@ def test_markdown_table_formats_missing_and_nan():
     assert lines[0].startswith("| method | inference | accuracy | NLL | mean dev.")
     assert "| a | map | 0.500 | 1.000 | – |" in lines
     assert "| b | nuts | 0.250 | nan | 0.100 |" in lines
+
+
+@pytest.mark.slow
+def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
+    assert main(["experiment", "synthetic", "--smoke", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    bayesian = [r for r in rows if r["inference"] == "nuts"]
+    assert bayesian and all(0 <= r["coverage_95"] <= 1 for r in bayesian)
+    assert all(r["dataset"] == "linear_2" for r in rows)
+    assert (tmp_path / "linear_2" / "reliability.png").exists()

@@ -74,6 +74,7 @@ _TAIL = 30
 _TAIL_WINDOW = 11
 _MOMENT_WINDOW = 11
 _MOMENT_ANGLE = 100.0
+_DISORDER_WINDOW = 21
 
 _UNKNOWN = 20
 _CODE = np.full(256, _UNKNOWN, dtype=np.int64)
@@ -99,6 +100,17 @@ _TRANSIT_GROUPS = {
     "hydrophobic": _indices("AILMFVW"),
     "acidic": _indices("DE"),
     "ST": _indices("ST"),
+}
+
+# A reduced alphabet for the terminal windows: fewer columns than 20 amino acids.
+_REDUCED = {
+    "aliphatic": _indices("AILMV"),
+    "aromatic": _indices("FWY"),
+    "basic": _indices("KRH"),
+    "acidic": _indices("DE"),
+    "polar": _indices("STNQ"),
+    "GP": _indices("GP"),
+    "C": _indices("C"),
 }
 
 _MOTIFS = {
@@ -151,6 +163,35 @@ def _nterm_composition(p: _Protein) -> list[float]:
 
 def _cterm_composition(p: _Protein) -> list[float]:
     return list(p.composition(p.codes[-_TERMINAL:]))
+
+
+def _reduced(codes: np.ndarray) -> list[float]:
+    known = codes[codes < _UNKNOWN]
+    if known.size == 0:
+        return [0.0] * len(_REDUCED)
+    return [float(np.isin(known, idx).mean()) for idx in _REDUCED.values()]
+
+
+def _nterm_reduced(p: _Protein) -> list[float]:
+    return _reduced(p.codes[:_TERMINAL])
+
+
+def _cterm_reduced(p: _Protein) -> list[float]:
+    return _reduced(p.codes[-_TERMINAL:])
+
+
+def _complexity(p: _Protein) -> list[float]:
+    comp = p.composition(p.codes)
+    nonzero = comp[comp > 0]
+    entropy = float(-(nonzero * np.log2(nonzero)).sum())
+    changes = np.flatnonzero(np.diff(p.codes) != 0)
+    runs = np.diff(np.concatenate([[-1], changes, [p.codes.size - 1]]))
+    # Uversky et al. (2000): a window is disordered below the charge-hydropathy boundary.
+    hydropathy = (p.kd + 4.5) / 9.0
+    mean_h = p.window_means(hydropathy, _DISORDER_WINDOW)
+    mean_r = np.abs(p.window_means(_CHARGE[p.codes], _DISORDER_WINDOW))
+    disordered = float((mean_h < (mean_r + 1.151) / 2.785).mean())
+    return [entropy, math.log(runs.max()), disordered]
 
 
 def _signal_peptide(p: _Protein) -> list[float]:
@@ -224,6 +265,12 @@ _GROUPS = {
     "length": (_length, ["log_length"]),
     "nterm_composition": (_nterm_composition, [f"nterm{_TERMINAL}_{a}" for a in AMINO_ACIDS]),
     "cterm_composition": (_cterm_composition, [f"cterm{_TERMINAL}_{a}" for a in AMINO_ACIDS]),
+    "nterm_reduced": (_nterm_reduced, [f"nterm{_TERMINAL}_{g}" for g in _REDUCED]),
+    "cterm_reduced": (_cterm_reduced, [f"cterm{_TERMINAL}_{g}" for g in _REDUCED]),
+    "complexity": (
+        _complexity,
+        ["composition_entropy", "log_longest_run", "disordered_fraction"],
+    ),
     "signal_peptide": (
         _signal_peptide,
         ["signal_max_kd9", "signal_max_kd9_position", "signal_nregion_KR"],

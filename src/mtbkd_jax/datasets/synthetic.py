@@ -19,9 +19,9 @@ accuracy of ``argmax p(y | x)``, the best any classifier can do) equals ``bayes_
   in [0.8, 1.2]), so every class owns a wedge of the plane; extra features get weights
   ``N(0, 0.5^2)``; ``b ~ N(0, 0.3^2)``. Decision boundaries are straight lines.
 * ``"nonlinear"``: two centres per class, ``2C`` centres alternating between classes around a
-  ring of radius ~1.2 (``centre i`` belongs to class ``i mod C``, so a class's two centres face
-  each other across the origin; for two classes this is the XOR pattern), with jittered angles and
-  radii; extra coordinates ``N(0, 0.5^2)``. ``h_k(x) = -min_j ||x - c_kj||`` (distance to the
+  ring (radii ``1.2 U(0.8, 1.2)``, angles jittered; centre i belongs to class ``i mod C``, so a
+  class's two centres face each other across the origin; for two classes this is the XOR
+  pattern); extra coordinates ``N(0, 0.5^2)``. ``h_k(x) = -min_j ||x - c_kj||`` (distance to the
   class's nearest centre). Boundaries are curved (hyperbola branches), and class regions are
   unions of two opposite wedges, which no linear classifier can separate.
 
@@ -33,15 +33,16 @@ region of expertise is the sector of polar angles ``psi + 2 pi m / M <= angle(x_
 psi + 2 pi (m + 1) / M`` (for M = 2, a half-plane; since x is isotropic, each region holds 1/M of
 the inputs; ``SyntheticData.expert_*`` holds the index of the expert of each example). With
 ``z = s h(x)`` the true logits, ``sigma`` the standard deviation of the centred true logits and
-``eps_m(x)`` a smooth, seed-determined random field on the inputs with unit variance (random
-Fourier features, length-scale 1), teacher m outputs the logits
+``eps_m(x)`` a seed-determined random field on the inputs with unit variance (random Fourier
+features, length-scale 0.25: it changes sign many times within a region), teacher m outputs
 
-* inside its region: ``z / 0.9 + 0.25 sigma eps_m(x)`` — close to the truth, mildly sharpened;
-* outside its region: ``0.5 (z + 2 sigma eps_m(x))`` — spatially coherent errors, flattened.
+* inside its region: ``z / 0.9 + 0.15 sigma eps_m(x)`` — close to the truth, mildly sharpened;
+* outside its region: ``0.15 (z + 4 sigma eps_m(x))`` — mostly noise, and flat.
 
-So each teacher is near-Bayes and confident in its region and both wrong more often and less sure
-elsewhere: no teacher is best everywhere, and entropy-based per-example weighting can find the
-expert. Teacher outputs are deterministic functions of x and the seed (never of y).
+So each teacher is near-Bayes and confident in its region, and wrong more often and less sure
+elsewhere: no teacher is best everywhere, and the expert of an example has the lowest entropy
+there more often than any other teacher, which entropy-based per-example weighting can exploit.
+Teacher outputs are deterministic functions of x and the seed, never of y.
 
 Example:
     >>> from mtbkd_jax.datasets.synthetic import make_synthetic
@@ -66,12 +67,12 @@ __all__ = ["SyntheticData", "SyntheticGenerator", "make_synthetic", "SYNTHETIC_K
 SYNTHETIC_KINDS = ("linear", "nonlinear")
 
 _CALIBRATION_SIZE = 40_000
-_NUM_FOURIER = 128
-_NOISE_LENGTHSCALE = 1.0
+_NUM_FOURIER = 64
+_NOISE_LENGTHSCALE = 0.25
 _EXPERT_TEMPERATURE = 0.9
-_EXPERT_NOISE = 0.25
-_OUTSIDE_SCALE = 0.5
-_OUTSIDE_NOISE = 2.0
+_EXPERT_NOISE = 0.15
+_OUTSIDE_SCALE = 0.15
+_OUTSIDE_NOISE = 4.0
 _EXTRA_FEATURE_SCALE = 0.5
 
 
@@ -146,9 +147,13 @@ class SyntheticGenerator:
     def noise(self, x) -> np.ndarray:
         """The teachers' unit-variance random fields ``eps_m(x)``, shape (M, N, C)."""
         x = self._inputs(x)
-        phase = np.einsum("nd,mrd->mnr", x, self.noise_frequencies)
-        features = np.sqrt(2.0 / _NUM_FOURIER) * np.cos(phase + self.noise_phases[:, None, :])
-        return np.einsum("mnr,mrc->mnc", features, self.noise_amplitudes)
+        fields = []
+        for frequencies, phases, amplitudes in zip(
+            self.noise_frequencies, self.noise_phases, self.noise_amplitudes, strict=True
+        ):
+            features = np.cos(x @ frequencies.T + phases)
+            fields.append(np.sqrt(2.0 / len(phases)) * (features @ amplitudes))
+        return np.stack(fields)
 
     def teacher_logits(self, x) -> np.ndarray:
         """Every teacher's logits (M, N, C) (see the module docstring for the formula)."""
@@ -248,8 +253,11 @@ def _split_sizes(num_examples: int) -> tuple[int, int, int]:
 def _calibrate_scale(scores: np.ndarray, target: float) -> tuple[float, float]:
     """Bisect on log s so that ``mean max softmax(s * scores)`` equals ``target``."""
 
+    # max_c softmax(s h)_c = 1 / sum_c exp(s (h_c - max h)); classes first for fast sums
+    gaps = np.ascontiguousarray((scores - scores.max(-1, keepdims=True)).T)
+
     def bayes(log_scale: float) -> float:
-        return float(_softmax(np.exp(log_scale) * scores).max(-1).mean())
+        return float((1.0 / np.exp(np.exp(log_scale) * gaps).sum(0)).mean())
 
     low, high = -10.0, 10.0
     if not bayes(low) < target < bayes(high):
