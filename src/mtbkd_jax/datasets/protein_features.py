@@ -75,6 +75,8 @@ _TAIL_WINDOW = 11
 _MOMENT_WINDOW = 11
 _MOMENT_ANGLE = 100.0
 _DISORDER_WINDOW = 21
+_PROFILE_BIN = 5
+_PROFILE_BINS = 8
 
 _UNKNOWN = 20
 _CODE = np.full(256, _UNKNOWN, dtype=np.int64)
@@ -112,6 +114,11 @@ _REDUCED = {
     "GP": _indices("GP"),
     "C": _indices("C"),
 }
+
+_NUM_REDUCED = len(_REDUCED)
+_REDUCED_CODE = np.full(21, _NUM_REDUCED, dtype=np.int64)
+for _g, _idx in enumerate(_REDUCED.values()):
+    _REDUCED_CODE[_idx] = _g
 
 _MOTIFS = {
     "er_retention_kdel": re.compile(r"[KH]DEL$"),
@@ -178,6 +185,26 @@ def _nterm_reduced(p: _Protein) -> list[float]:
 
 def _cterm_reduced(p: _Protein) -> list[float]:
     return _reduced(p.codes[-_TERMINAL:])
+
+
+def _nterm_profile(p: _Protein) -> list[float]:
+    kd = np.zeros(_PROFILE_BINS * _PROFILE_BIN)
+    charge = np.zeros_like(kd)
+    head = p.codes[: kd.size]
+    kd[: head.size] = _KD[head]
+    charge[: head.size] = _CHARGE[head]
+    return [
+        *kd.reshape(_PROFILE_BINS, _PROFILE_BIN).mean(1),
+        *charge.reshape(_PROFILE_BINS, _PROFILE_BIN).sum(1),
+    ]
+
+
+def _reduced_dipeptides(p: _Protein) -> list[float]:
+    groups = _REDUCED_CODE[p.codes]
+    pairs = groups[:-1] * _NUM_REDUCED + groups[1:]
+    known = (groups[:-1] < _NUM_REDUCED) & (groups[1:] < _NUM_REDUCED)
+    counts = np.bincount(pairs[known], minlength=_NUM_REDUCED**2).astype(np.float64)
+    return list(counts / max(counts.sum(), 1.0))
 
 
 def _complexity(p: _Protein) -> list[float]:
@@ -267,6 +294,18 @@ _GROUPS = {
     "cterm_composition": (_cterm_composition, [f"cterm{_TERMINAL}_{a}" for a in AMINO_ACIDS]),
     "nterm_reduced": (_nterm_reduced, [f"nterm{_TERMINAL}_{g}" for g in _REDUCED]),
     "cterm_reduced": (_cterm_reduced, [f"cterm{_TERMINAL}_{g}" for g in _REDUCED]),
+    "nterm_profile": (
+        _nterm_profile,
+        [f"nterm_kd_{i * _PROFILE_BIN + 1}_{(i + 1) * _PROFILE_BIN}" for i in range(_PROFILE_BINS)]
+        + [
+            f"nterm_charge_{i * _PROFILE_BIN + 1}_{(i + 1) * _PROFILE_BIN}"
+            for i in range(_PROFILE_BINS)
+        ],
+    ),
+    "reduced_dipeptides": (
+        _reduced_dipeptides,
+        [f"pair_{a}_{b}" for a in _REDUCED for b in _REDUCED],
+    ),
     "complexity": (
         _complexity,
         ["composition_entropy", "log_longest_run", "disordered_fraction"],
