@@ -1,0 +1,316 @@
+"""The DeepLoc 2.0 subset with two real teachers (ESM-2 650M and ProtT5 classifiers).
+
+Protein subcellular localisation, 10 classes, as released with the MT-BKD paper's reference
+code (see the data folder's README). The reference student used frozen ESM-2 8M embeddings,
+which cannot be computed offline, so the student here sees features computed from the
+amino-acid sequence alone (:mod:`mtbkd_jax.datasets.protein_features`), standardised with the
+training proteins' mean and standard deviation.
+
+The data are not part of the package. :func:`load_deeploc` looks for the folder in, in order:
+the ``path`` argument, the environment variable ``MTBKD_DEEPLOC_DIR``,
+``../shared/data/deeploc`` relative to the working directory and the same relative to the
+repository root.
+
+Splits follow the reference: the 2,500 training proteins are split 2,000 / 500 by
+``sklearn.model_selection.train_test_split(..., random_state=42)`` without stratification
+(the reference calls ``train_test_split(df, test_size=0.2, random_state=42)``, which selects
+the same rows in the same order as ``test_size=500``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from mtbkd_jax.datasets.protein_features import sequence_features
+from mtbkd_jax.teachers import TeacherBank
+
+__all__ = [
+    "DEEPLOC_CLASS_NAMES",
+    "DEEPLOC_FILES",
+    "DEEPLOC_TEACHER_NAMES",
+    "DeepLocData",
+    "DeepLocSplit",
+    "deeploc_available",
+    "find_deeploc_dir",
+    "load_deeploc",
+]
+
+DEEPLOC_CLASS_NAMES: tuple[str, ...] = (
+    "Cytoplasm",
+    "Nucleus",
+    "Extracellular",
+    "Cell membrane",
+    "Mitochondrion",
+    "Plastid",
+    "Endoplasmic reticulum",
+    "Lysosome/Vacuole",
+    "Golgi apparatus",
+    "Peroxisome",
+)
+DEEPLOC_TEACHER_NAMES: tuple[str, ...] = ("esm2_650m", "prott5")
+DEEPLOC_ENV_VAR = "MTBKD_DEEPLOC_DIR"
+
+_TRAIN_FILE = "data_our_train_sample.csv"
+_TEST_FILE = "data_our_test.csv"
+_MULTI_FILE = "data_MuLabel_sub.csv"
+_TRAIN_TEACHER_FILES = ("ESM_650M_probs_sample.csv", "T5_probs_sample.csv")  # header row 0..9
+_TEST_TEACHER_FILES = ("ESM_650M_probs_test.csv", "T5_probs_test.csv")  # no header row
+DEEPLOC_FILES: tuple[str, ...] = (
+    _TRAIN_FILE,
+    _TEST_FILE,
+    _MULTI_FILE,
+    *_TRAIN_TEACHER_FILES,
+    *_TEST_TEACHER_FILES,
+)
+_RELATIVE = Path("..") / "shared" / "data" / "deeploc"
+
+
+@dataclass(frozen=True, eq=False)
+class DeepLocSplit:
+    """One set of proteins.
+
+    Attributes:
+        x: standardised sequence features, (N, F) float32.
+        y: the ``Label`` column, (N,) int32 (for multi-location proteins, the first location
+            present).
+        locations: the ten 0/1 location columns in :data:`DEEPLOC_CLASS_NAMES` order,
+            (N, 10) int32.
+        localization_count: number of locations of each protein, (N,) int32 (1 for the
+            single-location files).
+        teachers: the two teachers' outputs on these proteins, or ``None`` (multi-location).
+        accessions: UniProt accessions.
+        sequences: amino-acid sequences.
+        kingdoms: ``Metazoa``, ``Fungi`` or ``Viridiplantae`` (metadata; not a feature).
+        rows: each protein's row in its source file (0-based, header excluded).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    locations: np.ndarray
+    localization_count: np.ndarray
+    teachers: TeacherBank | None
+    accessions: tuple[str, ...]
+    sequences: tuple[str, ...]
+    kingdoms: tuple[str, ...]
+    rows: np.ndarray
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class DeepLocData:
+    """The DeepLoc benchmark: splits, features and teachers.
+
+    Attributes:
+        train, validation: the reference's 2,000 / 500 split of the training file.
+        test: the 1,000 test proteins.
+        multilocation: the 2,000 proteins with 2 to 5 locations (no teacher outputs).
+        feature_names: names of the F feature columns.
+        feature_mean, feature_std: the training proteins' raw-feature statistics used to
+            standardise every split (``x = (raw - mean) / std``; a constant column has std 1).
+        class_names: the 10 classes in label order.
+        path: the data folder used.
+    """
+
+    train: DeepLocSplit
+    validation: DeepLocSplit
+    test: DeepLocSplit
+    multilocation: DeepLocSplit
+    feature_names: tuple[str, ...]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    class_names: tuple[str, ...]
+    path: Path
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def localization_count(self) -> np.ndarray:
+        """Locations per multi-location protein, (2000,) int32."""
+        return self.multilocation.localization_count
+
+    @property
+    def teacher_names(self) -> tuple[str, ...]:
+        return DEEPLOC_TEACHER_NAMES
+
+
+def _has_files(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in DEEPLOC_FILES)
+
+
+def _candidates(path) -> list[tuple[str, Path]]:
+    if path is not None:
+        return [("the path argument", Path(path))]
+    from_env = os.environ.get(DEEPLOC_ENV_VAR)
+    if from_env:
+        return [(f"${DEEPLOC_ENV_VAR}", Path(from_env))]
+    repo_root = Path(__file__).resolve().parents[3]
+    return [
+        ("the working directory", Path.cwd() / _RELATIVE),
+        ("the repository root", repo_root / _RELATIVE),
+    ]
+
+
+def find_deeploc_dir(path: str | os.PathLike | None = None) -> Path:
+    """The DeepLoc data folder; raises :class:`FileNotFoundError` naming what was looked for.
+
+    An explicit ``path`` (or ``$MTBKD_DEEPLOC_DIR``) is the only place looked at; otherwise
+    ``../shared/data/deeploc`` relative to the working directory, then to the repository root.
+    """
+    candidates = _candidates(path)
+    for _, folder in candidates:
+        if _has_files(folder):
+            return folder.resolve()
+    looked = "; ".join(f"{folder} ({why})" for why, folder in candidates)
+    missing = {
+        str(folder): [name for name in DEEPLOC_FILES if not (folder / name).is_file()]
+        for _, folder in candidates
+    }
+    raise FileNotFoundError(
+        f"DeepLoc data not found. Looked in: {looked}. Expected the files "
+        f"{', '.join(DEEPLOC_FILES)}; missing: {missing}. Pass path=... or set "
+        f"${DEEPLOC_ENV_VAR} to the folder holding them."
+    )
+
+
+def deeploc_available(path: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`find_deeploc_dir` finds the data."""
+    try:
+        find_deeploc_dir(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_proteins(file: Path) -> dict[str, np.ndarray | list[str]]:
+    with file.open(newline="") as handle:
+        records = list(csv.DictReader(handle))
+    if not records:
+        raise ValueError(f"{file} holds no proteins")
+    missing = [c for c in ("ACC", "Kingdom", "Sequence", "Label", *DEEPLOC_CLASS_NAMES)]
+    missing = [c for c in missing if c not in records[0]]
+    if missing:
+        raise ValueError(f"{file} lacks the columns {missing}")
+    locations = np.array(
+        [[int(r[c]) for c in DEEPLOC_CLASS_NAMES] for r in records], dtype=np.int32
+    )
+    labels = np.array([int(r["Label"]) for r in records], dtype=np.int32)
+    if labels.min() < 0 or labels.max() >= len(DEEPLOC_CLASS_NAMES):
+        raise ValueError(f"{file}: Label outside 0..{len(DEEPLOC_CLASS_NAMES) - 1}")
+    if "localization_count" in records[0]:
+        count = np.array([int(r["localization_count"]) for r in records], dtype=np.int32)
+    else:
+        count = locations.sum(axis=1).astype(np.int32)
+    return {
+        "accessions": [r["ACC"] for r in records],
+        "kingdoms": [r["Kingdom"] for r in records],
+        "sequences": [r["Sequence"] for r in records],
+        "y": labels,
+        "locations": locations,
+        "localization_count": count,
+    }
+
+
+def _read_logits(file: Path, header: bool, num_rows: int) -> np.ndarray:
+    logits = np.loadtxt(file, delimiter=",", skiprows=1 if header else 0, dtype=np.float64, ndmin=2)
+    if logits.shape != (num_rows, len(DEEPLOC_CLASS_NAMES)):
+        raise ValueError(
+            f"{file}: expected {num_rows} rows of {len(DEEPLOC_CLASS_NAMES)} logits (row-aligned "
+            f"with the proteins), got shape {logits.shape}"
+        )
+    return logits
+
+
+def _teacher_bank(folder: Path, files: Sequence[str], header: bool, num_rows: int) -> TeacherBank:
+    logits = np.stack([_read_logits(folder / f, header, num_rows) for f in files])
+    return TeacherBank.from_logits(logits, names=DEEPLOC_TEACHER_NAMES)
+
+
+def _split(proteins, rows: np.ndarray, x: np.ndarray, teachers: TeacherBank | None):
+    return DeepLocSplit(
+        x=x[rows],
+        y=proteins["y"][rows],
+        locations=proteins["locations"][rows],
+        localization_count=proteins["localization_count"][rows],
+        teachers=None if teachers is None else teachers.take(rows),
+        accessions=tuple(proteins["accessions"][i] for i in rows),
+        sequences=tuple(proteins["sequences"][i] for i in rows),
+        kingdoms=tuple(proteins["kingdoms"][i] for i in rows),
+        rows=rows,
+    )
+
+
+def load_deeploc(
+    path: str | os.PathLike | None = None,
+    *,
+    seed: int = 42,
+    validation_size: int = 500,
+    feature_groups: Sequence[str] | None = None,
+) -> DeepLocData:
+    """Load the DeepLoc subset: splits, standardised sequence features and both teachers.
+
+    Args:
+        path: the data folder (default: see :func:`find_deeploc_dir`).
+        seed: ``random_state`` of the train/validation split (42 as in the reference).
+        validation_size: proteins of the training file held out for validation (500).
+        feature_groups: the feature groups of
+            :func:`~mtbkd_jax.datasets.protein_features.sequence_features` (default: its
+            default set).
+
+    Returns:
+        A :class:`DeepLocData`. Teacher banks hold the files' logits (log-softmaxed), teachers
+        named ``esm2_650m`` and ``prott5``.
+    """
+    folder = find_deeploc_dir(path)
+    train_file = _read_proteins(folder / _TRAIN_FILE)
+    test_file = _read_proteins(folder / _TEST_FILE)
+    multi_file = _read_proteins(folder / _MULTI_FILE)
+    num_train = len(train_file["y"])
+    if not 0 < validation_size < num_train:
+        raise ValueError(f"validation_size must lie in 1..{num_train - 1}, got {validation_size}")
+    train_teachers = _teacher_bank(folder, _TRAIN_TEACHER_FILES, True, num_train)
+    test_teachers = _teacher_bank(folder, _TEST_TEACHER_FILES, False, len(test_file["y"]))
+
+    train_rows, validation_rows = train_test_split(
+        np.arange(num_train), test_size=validation_size, random_state=seed, shuffle=True
+    )
+    raw = {}
+    names = None
+    for key, proteins in (("train", train_file), ("test", test_file), ("multi", multi_file)):
+        raw[key], names = sequence_features(proteins["sequences"], groups=feature_groups)
+    mean = raw["train"][train_rows].astype(np.float64).mean(axis=0)
+    std = raw["train"][train_rows].astype(np.float64).std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+
+    def standardise(values: np.ndarray) -> np.ndarray:
+        return ((values - mean) / std).astype(np.float32)
+
+    x_train_file = standardise(raw["train"])
+    x_test = standardise(raw["test"])
+    x_multi = standardise(raw["multi"])
+    return DeepLocData(
+        train=_split(train_file, train_rows, x_train_file, train_teachers),
+        validation=_split(train_file, validation_rows, x_train_file, train_teachers),
+        test=_split(test_file, np.arange(len(test_file["y"])), x_test, test_teachers),
+        multilocation=_split(multi_file, np.arange(len(multi_file["y"])), x_multi, None),
+        feature_names=tuple(names),
+        feature_mean=mean.astype(np.float32),
+        feature_std=std.astype(np.float32),
+        class_names=DEEPLOC_CLASS_NAMES,
+        path=folder,
+    )
