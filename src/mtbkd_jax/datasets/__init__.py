@@ -1,6 +1,16 @@
 """Bundled-data loaders and teacher construction."""
 
+from mtbkd_jax.datasets.deeploc import (
+    DEEPLOC_CLASS_NAMES,
+    DEEPLOC_TEACHER_NAMES,
+    DeepLocData,
+    DeepLocSplit,
+    deeploc_available,
+    find_deeploc_dir,
+    load_deeploc,
+)
 from mtbkd_jax.datasets.digits import DistillationData, load_digits_distillation
+from mtbkd_jax.datasets.protein_features import sequence_features
 from mtbkd_jax.datasets.synthetic import (
     SYNTHETIC_KINDS,
     SyntheticData,
@@ -9,10 +19,18 @@ from mtbkd_jax.datasets.synthetic import (
 )
 
 __all__ = [
+    "DEEPLOC_CLASS_NAMES",
+    "DEEPLOC_TEACHER_NAMES",
     "SYNTHETIC_KINDS",
+    "DeepLocData",
+    "DeepLocSplit",
     "DistillationData",
     "SyntheticData",
     "SyntheticGenerator",
+    "deeploc_available",
+    "find_deeploc_dir",
+    "load_deeploc",
     "load_digits_distillation",
     "make_synthetic",
+    "sequence_features",
 ]
