@@ -1,0 +1,169 @@
+"""The two students of the benchmark, and the minibatch potential as ``run_sgmcmc`` builds it.
+
+* ``digits``: the bundled digits problem (150 labelled digits, a 3-teacher bank on the 600
+  prior inputs = labelled + transfer), student MLP 64-16-10, batch 32 (4 steps per epoch; the
+  transfer plate then takes ceil(32 * 600 / 150) = 128 examples per step).
+* ``reference``: a head of the reference size: synthetic 320-feature inputs, MLP 320-128-10
+  (relu, 42,378 parameters), 2 synthetic teachers (random logits) evaluated on the labelled
+  inputs (no transfer set), batch 64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import mtbkd_jax as mt
+from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+
+REFERENCE_FEATURES = 320
+REFERENCE_HIDDEN = 128
+NUM_CLASSES = 10
+
+
+@dataclass
+class Case:
+    """A model with its data, in the form run_sgmcmc / run_nuts take."""
+
+    name: str
+    model: mt.MTBKDModel
+    inputs: np.ndarray
+    labels: np.ndarray
+    batch_size: int
+    model_kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def without_teachers(self) -> Case:
+        """The same student (same module, same base prior) with no teacher prior."""
+        return Case(
+            self.name + "_no_teacher",
+            mt.MTBKDModel(self.model.student, None),
+            self.inputs,
+            self.labels,
+            self.batch_size,
+            {},
+            self.description + ", no teacher prior",
+        )
+
+    def sgmcmc_kwargs(self) -> dict:
+        return {"batch_size": self.batch_size, "model_kwargs": dict(self.model_kwargs)}
+
+
+def digits_case() -> Case:
+    from mtbkd_jax.datasets import load_digits_distillation
+
+    data = load_digits_distillation(0)
+    student = mt.Student(mt.MLP(64, NUM_CLASSES, hidden=(16,), rngs=nnx.Rngs(0)))
+    model = mt.MTBKDModel(student, data.teachers_prior)
+    return Case(
+        "digits",
+        model,
+        np.asarray(data.x_train, np.float32),
+        np.asarray(data.y_train, np.int32),
+        32,
+        {"prior_inputs": np.asarray(data.prior_inputs, np.float32)},
+        "digits MLP 64-16-10, N=150 labelled + 600 prior inputs (3 teachers), batch 32",
+    )
+
+
+def synthetic_reference_data(num_examples: int, seed: int = 0, num_teachers: int = 2):
+    """Features ~ N(0, 1) (float32), labels from a random linear map, random teacher logits."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((num_examples, REFERENCE_FEATURES), dtype=np.float32)
+    labels = np.empty(num_examples, np.int32)
+    mixing = rng.standard_normal((REFERENCE_FEATURES, NUM_CLASSES), dtype=np.float32)
+    for start in range(0, num_examples, 65536):  # chunked: no (N, 10) float64 temporaries
+        stop = start + 65536
+        labels[start:stop] = np.argmax(features[start:stop] @ mixing, axis=1)
+    teacher_logits = 2.0 * rng.standard_normal(
+        (num_teachers, num_examples, NUM_CLASSES), dtype=np.float32
+    )
+    return features, labels, teacher_logits
+
+
+def reference_model(teacher_logits) -> mt.MTBKDModel:
+    student = mt.Student(
+        mt.MLP(
+            REFERENCE_FEATURES,
+            NUM_CLASSES,
+            hidden=(REFERENCE_HIDDEN,),
+            activation="relu",
+            rngs=nnx.Rngs(0),
+        )
+    )
+    teachers = None if teacher_logits is None else mt.TeacherBank.from_logits(teacher_logits)
+    return mt.MTBKDModel(student, teachers)
+
+
+def reference_case(num_examples: int = 2000, seed: int = 0) -> tuple[Case, dict]:
+    features, labels, teacher_logits = synthetic_reference_data(num_examples, seed)
+    case = Case(
+        "reference",
+        reference_model(teacher_logits),
+        features,
+        labels,
+        64,
+        {},
+        f"MLP 320-128-10 relu, synthetic N={num_examples}, 2 random teachers on the labelled "
+        "inputs, batch 64",
+    )
+    return case, {"features": features, "labels": labels, "teacher_logits": teacher_logits}
+
+
+def parameter_count(case: Case) -> int:
+    weights = case.model.student.init_weights(jax.random.key(0), jnp.asarray(case.inputs[:1]))
+    return int(sum(np.size(v) for v in weights.values()))
+
+
+# --------------------------------------------------------------------------- the potential
+def plates_and_static(case: Case, transfer_batch: int | None = None):
+    """The subsampled plates and static model kwargs, as run_sgmcmc chooses them (its default
+    transfer batch ceil(B * N_transfer / N) unless ``transfer_batch`` is given, as
+    ``prior_batch_size`` would give it).
+
+    (Written out here rather than imported from a private helper; bench.py checks the result
+    against ``posterior.settings["plates"]`` of an actual run.)
+    """
+    n = case.num_examples
+    batch = min(case.batch_size, n)
+    plates = [PlateSpec("data", n, batch)]
+    static = {"subsample_size": batch}
+    prior_inputs = case.model_kwargs.get("prior_inputs")
+    if prior_inputs is not None and case.model.teachers is not None:
+        transfer = int(prior_inputs.shape[0])
+        if transfer_batch is None:
+            transfer_batch = math.ceil(batch * transfer / n)
+        transfer_batch = min(transfer_batch, transfer)
+        plates.append(PlateSpec("transfer", transfer, transfer_batch))
+        static["prior_subsample_size"] = transfer_batch
+    return tuple(plates), static
+
+
+def device_data(case: Case) -> dict:
+    """The arrays passed through jit as arguments (as run_sgmcmc passes them)."""
+    kwargs = {}
+    if case.model.teachers is not None and case.model_kwargs.get("prior_inputs") is not None:
+        kwargs["prior_inputs"] = jnp.asarray(case.model_kwargs["prior_inputs"], jnp.float32)
+    return {
+        "args": (jnp.asarray(case.inputs, jnp.float32), jnp.asarray(case.labels, jnp.int32)),
+        "kwargs": kwargs,
+    }
+
+
+def potential_factory(case: Case, transfer_batch: int | None = None):
+    """``data -> MinibatchPotential`` (built inside jit from traced data), plus the plates."""
+    plates, static = plates_and_static(case, transfer_batch)
+
+    def make(data):
+        return MinibatchPotential(case.model, data["args"], {**data["kwargs"], **static}, plates)
+
+    return make, plates
