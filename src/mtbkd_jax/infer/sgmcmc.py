@@ -203,7 +203,8 @@ def run_sgmcmc(
         "friction": friction,
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),
         "plates": [[p.name, p.size, p.batch_size] for p in plates],
-        "data_sum": round(float(np.asarray(features, np.float64).sum()), 6),
+        # a cheap fingerprint of the data, summed on the device (no float64 host copy of N x F)
+        "data_sum": round(float(jnp.sum(features, dtype=jnp.float32)), 3),
         "keep_draws": bool(keep_draws),
     }
 
