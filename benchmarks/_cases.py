@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -117,11 +116,6 @@ def reference_case(num_examples: int = 2000, seed: int = 0) -> tuple[Case, dict]
         "inputs, batch 64",
     )
     return case, {"features": features, "labels": labels, "teacher_logits": teacher_logits}
-
-
-def parameter_count(case: Case) -> int:
-    weights = case.model.student.init_weights(jax.random.key(0), jnp.asarray(case.inputs[:1]))
-    return int(sum(np.size(v) for v in weights.values()))
 
 
 # --------------------------------------------------------------------------- the potential

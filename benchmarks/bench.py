@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,6 @@ from _cases import (  # noqa: E402
     Case,
     device_data,
     digits_case,
-    parameter_count,
     potential_factory,
     reference_case,
 )
@@ -57,6 +57,8 @@ FULL = {
     "floor_reps": 4,  # timed repeats of each reference loop per round
     "chunk_epochs": {"digits": 1000, "reference": 32},  # ~0.4-0.5 s per chunk
     "chains": 4,
+    "chains_cases": ("digits", "reference"),
+    "floor_layouts": ("once", "tree"),
     "nuts": {"num_warmup": 100, "num_samples": (100, 700), "pairs": 2, "grad_steps": 4000},
     "torch": {"steps": 1000, "reps": 3},
     "memory": [(10_000, 40, 10), (1_000_000, 2, 1)],  # (N, timed epochs, chunk epochs)
@@ -67,8 +69,10 @@ QUICK = {
     "floor_reps": 2,
     "chunk_epochs": {"digits": 50, "reference": 4},
     "chains": 4,
+    "chains_cases": ("reference",),
+    "floor_layouts": ("once",),
     "nuts": {"num_warmup": 10, "num_samples": (5, 15), "pairs": 1, "grad_steps": 200},
-    "torch": {"steps": 100, "reps": 2},
+    "torch": {"steps": 50, "reps": 1},
     "memory": [(10_000, 2, 1)],
 }
 
@@ -125,6 +129,8 @@ QUIET = {"max_wait": 0.0, "threshold": 0.3}  # set from --quiet-wait
 
 def wait_for_quiet(label: str) -> dict:
     """Wait (up to --quiet-wait seconds) until other processes use < 0.3 cores over 2 s."""
+    if QUIET["max_wait"] <= 0:
+        return {"background_before": None, "waited_s": 0.0}
     waited, start = 0.0, time.perf_counter()
     while True:
         probe = BackgroundLoad()
@@ -219,7 +225,7 @@ def sgld_run(case: Case, *, num_chains: int, chunk_epochs: int, steady_chunks: i
     }
 
 
-def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
+def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
     """sgld_vs_floor, sgld_vs_raw_gradient, teacher-prior overhead, vectorised chains (and,
     for the reference head, the PyTorch loop), in interleaved rounds."""
     chunk_epochs = cfg["chunk_epochs"][case.name]
@@ -235,11 +241,15 @@ def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
     permutations_nt = {p.name: permutations[p.name] for p in plates_nt}
     position = make(data).initial_position(jax.random.key(1))
     num_params = int(sum(np.size(v) for v in jax.tree.leaves(position)))
+    # PyTorch starts from the same weights
+    torch_runner = None if torch_setup is None else torch_setup(position)
     floors, raw = minibatch_loops(make, plates, steps_per_epoch, steps)
     _, raw_nt = minibatch_loops(make_nt, plates_nt, steps_per_epoch, steps)
     noise, zeros = noise_loop(num_params, steps)
     extra_loops = []
-    if len(plates) > 1:  # a transfer plate: also the gradient with the transfer batch = B
+    if (
+        len(plates) > 1 and len(cfg["floor_layouts"]) > 1
+    ):  # a transfer plate: also the gradient with the transfer batch = B
         make_eq, plates_eq = potential_factory(case, transfer_batch=plates[0].batch_size)
         _, raw_eq = minibatch_loops(make_eq, plates_eq, steps_per_epoch, steps)
         permutations_eq = {p.name: permutations[p.name] for p in plates_eq}
@@ -249,8 +259,7 @@ def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
     raw_args = (position, data, permutations)
     raw_nt_args = (position, data_nt, permutations_nt)
     loops = (
-        ("floor_once", floors["once"], floor_args),
-        ("floor_tree", floors["tree"], floor_args),
+        *((f"floor_{layout}", floors[layout], floor_args) for layout in cfg["floor_layouts"]),
         ("raw", raw, raw_args),
         ("raw_nt", raw_nt, raw_nt_args),
         ("noise", noise, (zeros, key)),
@@ -308,17 +317,19 @@ def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
             f"{plates_checked}; update benchmarks/_cases.py"
         )
 
-    log(f"{case.name}: {cfg['chains']} vectorised chains")
-    chains = sgld_run(
-        case,
-        num_chains=cfg["chains"],
-        chunk_epochs=chunk_epochs,
-        steady_chunks=cfg["steady_chunks"],
-        seed=99,
-    )
-    per_chain = chains["rates"]
+    chains = None
+    if case.name in cfg["chains_cases"]:
+        log(f"{case.name}: {cfg['chains']} vectorised chains")
+        chains = sgld_run(
+            case,
+            num_chains=cfg["chains"],
+            chunk_epochs=chunk_epochs,
+            steady_chunks=cfg["steady_chunks"],
+            seed=99,
+        )
     # the floor is the faster layout of the same work (see _floors.py)
-    floor_layout = max(("floor_once", "floor_tree"), key=lambda k: np.median(rates[k]))
+    layouts = [f"floor_{layout}" for layout in cfg["floor_layouts"]]
+    floor_layout = max(layouts, key=lambda k: np.median(rates[k]))
     rates["floor"] = rates[floor_layout]
     per_round = {
         "sgld_vs_floor": [ratio(r["sgld"], r[floor_layout]) for r in all_rounds],
@@ -340,8 +351,7 @@ def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
         "sgld_steps_per_s": summary(rates["sgld"]),
         "floor_layout": floor_layout,
         "floor_steps_per_s": summary(rates["floor"]),
-        "floor_noise_once_steps_per_s": summary(rates["floor_once"]),
-        "floor_noise_tree_steps_per_s": summary(rates["floor_tree"]),
+        **{f"{k}_steps_per_s": summary(rates[k]) for k in layouts},
         # 1 / (t_raw + t_noise): gradient and noise timed in separate loops, added
         "additive_floor_steps_per_s": 1.0
         / (1.0 / float(np.median(rates["raw"])) + 1.0 / float(np.median(rates["noise"]))),
@@ -364,20 +374,27 @@ def bench_sgld(case: Case, cfg: dict, torch_runner=None) -> dict:
         "raw_gradient_equal_batches_steps_per_s": (
             summary(rates["raw_equal_batches"]) if extra_loops else None
         ),
-        "chains": {
-            "num_chains": cfg["chains"],
-            "chunk_seconds": chains["chunk_seconds"],
-            "steps_per_s_per_chain": summary(per_chain),
-            "steps_per_s_all_chains": float(np.median(per_chain)) * cfg["chains"],
-            # draws_per_epoch = 1: one kept draw per chain per epoch
-            "draws_per_s": float(np.median(per_chain)) * cfg["chains"] / steps_per_epoch,
-            "draws_per_s_one_chain": one_chain / steps_per_epoch,
-            "speedup_vs_one_chain": float(np.median(per_chain)) * cfg["chains"] / one_chain,
-        },
+        "chains": None
+        if chains is None
+        else chains_summary(chains, cfg, one_chain, steps_per_epoch),
     }
     if torch_rounds:
         result["torch_rounds"] = torch_rounds
     return result
+
+
+def chains_summary(chains: dict, cfg: dict, one_chain: float, steps_per_epoch: int) -> dict:
+    per_chain = float(np.median(chains["rates"]))
+    return {
+        "num_chains": cfg["chains"],
+        "chunk_seconds": chains["chunk_seconds"],
+        "steps_per_s_per_chain": summary(chains["rates"]),
+        "steps_per_s_all_chains": per_chain * cfg["chains"],
+        # draws_per_epoch = 1: one kept draw per chain per epoch
+        "draws_per_s": per_chain * cfg["chains"] / steps_per_epoch,
+        "draws_per_s_one_chain": one_chain / steps_per_epoch,
+        "speedup_vs_one_chain": per_chain * cfg["chains"] / one_chain,
+    }
 
 
 # --------------------------------------------------------------------------- NUTS
@@ -458,7 +475,7 @@ def torch_python(explicit: str | None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def write_torch_data(case: Case, arrays: dict, directory: Path) -> None:
+def write_torch_data(case: Case, arrays: dict, directory: Path, position: dict) -> None:
     """The reference head's data, teacher-prior constants and initial weights as .npy files."""
     directory.mkdir(parents=True, exist_ok=True)
     prior = case.model.teacher_prior
@@ -467,8 +484,6 @@ def write_torch_data(case: Case, arrays: dict, directory: Path) -> None:
     np.save(directory / "scaled_probs.npy", np.asarray(prior.scaled_probs, np.float32))
     np.save(directory / "log_normalizer.npy", np.asarray(prior.log_normalizer, np.float32))
     np.save(directory / "log_weights.npy", np.asarray(prior.log_weights, np.float32))
-    make, _ = potential_factory(case)
-    position = make(device_data(case)).initial_position(jax.random.key(1))
     for i, layer in enumerate(("0", "1")):
         np.save(
             directory / f"w{i + 1}.npy",
@@ -535,8 +550,11 @@ def torch_summary(reference: dict, threads: int) -> dict:
             for j, r in zip(per_round_jax, rounds, strict=True)
         ],
         "ours_raw_vs_torch_raw_gradient": ours_raw / float(np.median(grad)),
-        "ours_4_chains_draws_vs_torch_1_chain": reference["chains"]["steps_per_s_all_chains"]
-        / float(np.median(sgld)),
+        "ours_4_chains_draws_vs_torch_1_chain": (
+            reference["chains"]["steps_per_s_all_chains"] / float(np.median(sgld))
+            if reference.get("chains")
+            else None
+        ),
     }
 
 
@@ -608,9 +626,11 @@ def table(results: dict) -> str:
             (f"{label}: floor steps/s (grad + noise)", _rate(r["floor_steps_per_s"]), "", ""),
             (
                 f"{label}: floor layouts: noise once / BlackJAX tree / additive",
-                f"{r['floor_noise_once_steps_per_s']['median']:,.0f} / "
-                f"{r['floor_noise_tree_steps_per_s']['median']:,.0f} / "
-                f"{r['additive_floor_steps_per_s']:,.0f}",
+                " / ".join(
+                    f"{r[k]['median']:,.0f}" if k in r else "n/a"
+                    for k in ("floor_once_steps_per_s", "floor_tree_steps_per_s")
+                )
+                + f" / {r['additive_floor_steps_per_s']:,.0f}",
                 f"floor = {r['floor_layout'][6:]}",
                 "",
             ),
@@ -653,19 +673,23 @@ def table(results: dict) -> str:
                 if r.get("teacher_prior_overhead_gradient_equal_batches")
                 else []
             ),
-            (
-                f"{label}: {r['chains']['num_chains']} chains: steps/s per chain",
-                _rate(r["chains"]["steps_per_s_per_chain"]),
-                "",
-                "",
-            ),
-            (
-                f"{label}: {r['chains']['num_chains']} chains: draws/s (1 chain)",
-                f"{r['chains']['draws_per_s']:,.0f} ({r['chains']['draws_per_s_one_chain']:,.0f})",
-                f"x{r['chains']['speedup_vs_one_chain']:.2f}",
-                "",
-            ),
         ]
+        c = r.get("chains")
+        if c:
+            rows += [
+                (
+                    f"{label}: {c['num_chains']} chains: steps/s per chain",
+                    _rate(c["steps_per_s_per_chain"]),
+                    "",
+                    "",
+                ),
+                (
+                    f"{label}: {c['num_chains']} chains: draws/s (1 chain)",
+                    f"{c['draws_per_s']:,.0f} ({c['draws_per_s_one_chain']:,.0f})",
+                    f"x{c['speedup_vs_one_chain']:.2f}",
+                    "",
+                ),
+            ]
     nuts = results.get("nuts")
     if nuts:
         rows += [
@@ -750,12 +774,16 @@ def write_docs(path: Path, command: str, results: dict, markdown: str) -> None:
     m = results["machine"]
     bg = results.get("background_cores_busy")
     bg = "n/a" if bg is None else f"{bg:.2f}"
+    git = m.get("git", {})
+    source = f"git {git.get('commit', '?')[:7]}" + (
+        " + uncommitted changes in src" if git.get("uncommitted_src_files") else ""
+    )
     block = (
         f"{DOCS_BEGIN}\nCommand: `{command}` ({m['date']}; {m['cpu_model']}, "
         f"{m['cpu_count']} cores; jax {m['versions']['jax']}, numpyro "
-        f"{m['versions']['numpyro']}, blackjax {m['versions']['blackjax']}; wall time "
+        f"{m['versions']['numpyro']}, blackjax {m['versions']['blackjax']}; {source}; wall time "
         f"{results['wall_seconds']:.0f} s; other processes kept {bg} cores busy on average "
-        "meanwhile).\n\n{markdown}\n{DOCS_END}"
+        f"meanwhile).\n\n{markdown}\n{DOCS_END}"
     )
     head, rest = text.split(DOCS_BEGIN, 1)
     tail = rest.split(DOCS_END, 1)[1]
@@ -803,12 +831,7 @@ def main(argv=None) -> dict:
 
     digits = digits_case()
     reference, reference_arrays = reference_case(2000)
-    results["students"] = {
-        c.name: {"description": c.description, "num_parameters": parameter_count(c)}
-        for c in (digits, reference)
-    }
-
-    torch_runner = None
+    torch_setup, torch_dir = None, None
     if "torch" in args.skip:
         results["torch"] = {"skipped": True, "note": "skipped (--skip torch)"}
     else:
@@ -823,13 +846,24 @@ def main(argv=None) -> dict:
             log(results["torch"]["note"])
         else:
             torch_dir = Path(tempfile.mkdtemp(prefix="mtbkd_bench_torch_"))
-            write_torch_data(reference, reference_arrays, torch_dir)
-            torch_runner = make_torch_runner(python, torch_dir, cfg, threads)
+
+            def torch_setup(position):
+                write_torch_data(reference, reference_arrays, torch_dir, position)
+                return make_torch_runner(python, torch_dir, cfg, threads)
+
             results["torch_interpreter"] = str(python)
 
-    results["sgld"] = {"digits": bench_sgld(digits, cfg)}
-    results["sgld"]["reference"] = bench_sgld(reference, cfg, torch_runner)
-    if torch_runner is not None:
+    try:
+        results["sgld"] = {"digits": bench_sgld(digits, cfg)}
+        results["sgld"]["reference"] = bench_sgld(reference, cfg, torch_setup)
+    finally:
+        if torch_dir is not None:
+            shutil.rmtree(torch_dir, ignore_errors=True)
+    results["students"] = {
+        name: {"description": r["description"], "num_parameters": r["num_parameters"]}
+        for name, r in results["sgld"].items()
+    }
+    if torch_setup is not None:
         results["torch"] = torch_summary(results["sgld"]["reference"], threads)
     if "nuts" not in args.skip:
         results["nuts"] = bench_nuts(digits, cfg)
