@@ -47,6 +47,13 @@ def require_nonnegative(value: float, name: str) -> float:
     return value
 
 
+def require_counts(**counts) -> None:
+    """Raise unless each ``name=(value, lowest)`` is an integer (not a bool) >= lowest."""
+    for name, (value, lowest) in counts.items():
+        if isinstance(value, bool) or int(value) != value or value < lowest:
+            raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+
+
 def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndarray:
     """Return integer class labels of shape (N,), checking range and length."""
     array = np.asarray(labels)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
-from mtbkd_jax._checks import require_positive
+from mtbkd_jax._checks import require_counts, require_positive
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer.posterior import Posterior
 
@@ -74,14 +74,12 @@ def run_nuts(
     Returns:
         A :class:`Posterior` with ArviZ-named sampler statistics.
     """
-    for name, value in (
-        ("num_warmup", num_warmup),
-        ("num_samples", num_samples),
-        ("num_chains", num_chains),
-        ("thinning", thinning),
-    ):
-        if int(value) != value or value < (0 if name == "num_warmup" else 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    require_counts(
+        num_warmup=(num_warmup, 0),
+        num_samples=(num_samples, 1),
+        num_chains=(num_chains, 1),
+        thinning=(thinning, 1),
+    )
     require_positive(max_tree_depth, "max_tree_depth")
     if not 0 < target_accept_prob < 1:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")

@@ -22,7 +22,7 @@ from blackjax.sgmcmc.diffusions import sghmc as sghmc_diffusion
 from blackjax.sgmcmc.sgld import build_kernel as sgld_kernel
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
@@ -61,12 +61,6 @@ def _plates_for(model, features, kwargs, batch_size, prior_batch_size):
             plates.append(PlateSpec("transfer", num_transfer, min(prior_batch_size, num_transfer)))
             static["prior_subsample_size"] = plates[1].batch_size
     return tuple(plates), static
-
-
-def _check_counts(**counts):
-    for name, (value, low) in counts.items():
-        if isinstance(value, bool) or int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def run_sgmcmc(
@@ -139,7 +133,7 @@ def run_sgmcmc(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    _check_counts(
+    require_counts(
         batch_size=(batch_size, 1),
         num_epochs=(num_epochs, 1),
         num_burnin_epochs=(num_burnin_epochs, 0),

@@ -15,7 +15,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, Au
 from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import require_positive
+from mtbkd_jax._checks import require_counts, require_positive
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer.posterior import Posterior
 
@@ -68,14 +68,12 @@ def run_svi(
     """
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {guide!r}")
-    for name, value in (
-        ("num_steps", num_steps),
-        ("num_draws", num_draws),
-        ("chunk_size", chunk_size),
-        ("num_particles", num_particles),
-    ):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    require_counts(
+        num_steps=(num_steps, 1),
+        num_draws=(num_draws, 1),
+        chunk_size=(chunk_size, 1),
+        num_particles=(num_particles, 1),
+    )
     learning_rate = require_positive(learning_rate, "learning_rate")
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
 
