@@ -1,8 +1,12 @@
 """One SGLD run of the reference head at a given N in a fresh process: step rate and memory.
 
-Run by bench.py as ``python _memory_worker.py --n N --epochs E --chunk-epochs K``; prints one
-JSON line. Memory: ``resource.getrusage`` peak RSS of this process (the whole run, including
-setup), plus a 5 ms sampler of the current RSS (/proc/self/statm) giving the RSS before the
+Run by bench.py as ``python _memory_worker.py --n N --epochs E --chunk-epochs K --input I``;
+prints one JSON line. ``--input device`` hands the sampler the data as a ``jax.Array`` (held
+once); ``--input numpy`` as a NumPy array, which the sampler copies to the device once (XLA's CPU
+client aliases only 64-byte-aligned buffers).
+
+Memory: ``resource.getrusage`` peak RSS of this process (the whole run, including setup), plus
+a 5 ms sampler of the current RSS (/proc/self/statm) giving the RSS before the
 data exist, after the data exist, and the peak while the steady-state chunks run.
 """
 
@@ -50,6 +54,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True, help="epochs after the first chunk")
     parser.add_argument("--chunk-epochs", type=int, default=1)
+    parser.add_argument(
+        "--input",
+        choices=["device", "numpy"],
+        default="device",
+        help="hand the sampler a jax.Array (the data held once) or a NumPy array (which the "
+        "sampler copies to the device once)",
+    )
     args = parser.parse_args()
 
     import jax
@@ -65,6 +76,9 @@ def main() -> None:
     features, labels, teacher_logits = synthetic_reference_data(args.n, seed=0)
     model = reference_model(teacher_logits)
     del teacher_logits  # the model keeps the bank and the prior constants
+    if args.input == "device":
+        features = jax.block_until_ready(jax.device_put(features))
+        labels = jax.block_until_ready(jax.device_put(labels))
     rss_data = current_rss()
     prior = model.teacher_prior
     prior_bytes = (
@@ -108,6 +122,7 @@ def main() -> None:
         json.dumps(
             {
                 "n": args.n,
+                "input": args.input,
                 "steps_per_epoch": steps_per_epoch,
                 "epochs_timed": sum(e for e, _ in steady),
                 "chunk_seconds": chunks,

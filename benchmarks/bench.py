@@ -61,7 +61,12 @@ FULL = {
     "floor_layouts": ("once", "tree"),
     "nuts": {"num_warmup": 100, "num_samples": (100, 700), "pairs": 2, "grad_steps": 4000},
     "torch": {"steps": 1000, "reps": 3},
-    "memory": [(10_000, 40, 10), (1_000_000, 2, 1)],  # (N, timed epochs, chunk epochs)
+    # (N, timed epochs, chunk epochs, input handed to the sampler)
+    "memory": [
+        (10_000, 40, 10, "device"),
+        (1_000_000, 2, 1, "device"),
+        (1_000_000, 2, 1, "numpy"),
+    ],
 }
 QUICK = {
     "rounds": 1,
@@ -73,7 +78,7 @@ QUICK = {
     "floor_layouts": ("once",),
     "nuts": {"num_warmup": 10, "num_samples": (5, 15), "pairs": 1, "grad_steps": 200},
     "torch": {"steps": 50, "reps": 1},
-    "memory": [(10_000, 2, 1)],
+    "memory": [(10_000, 2, 1, "device")],
 }
 
 
@@ -561,9 +566,9 @@ def torch_summary(reference: dict, threads: int) -> dict:
 # --------------------------------------------------------------------------- memory
 def bench_memory(cfg: dict) -> dict:
     out = {}
-    for n, epochs, chunk_epochs in cfg["memory"]:
-        log(f"memory: N = {n:,} (fresh process)")
-        quiet = wait_for_quiet(f"memory N={n}")
+    for n, epochs, chunk_epochs, handed in cfg["memory"]:
+        log(f"memory: N = {n:,}, {handed} input (fresh process)")
+        quiet = wait_for_quiet(f"memory N={n} {handed}")
         during = BackgroundLoad()
         command = [
             sys.executable,
@@ -574,6 +579,8 @@ def bench_memory(cfg: dict) -> dict:
             str(epochs),
             "--chunk-epochs",
             str(chunk_epochs),
+            "--input",
+            handed,
         ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
@@ -588,7 +595,13 @@ def bench_memory(cfg: dict) -> dict:
             result["rss_peak_steady_mb"] - result["rss_with_data_mb"]
         )
         result["peak_rss_over_data"] = result["peak_rss_mb"] / result["data_mb"]
-        out[str(n)] = result
+        out[f"{n}:{handed}"] = result
+    device = [out[k] for k in out if k.endswith(":device")]
+    if len(device) >= 2:  # how the excess over the data grows with N, per MB of data added
+        small, large = min(device, key=lambda r: r["n"]), max(device, key=lambda r: r["n"])
+        out["excess_growth_per_data_growth"] = (
+            large["steady_minus_data_in_memory_mb"] - small["steady_minus_data_in_memory_mb"]
+        ) / (large["data_mb"] - small["data_mb"])
     return out
 
 
@@ -738,8 +751,11 @@ def table(results: dict) -> str:
         ]
     elif t:
         rows.append(("PyTorch comparison", "skipped", "", t.get("note", "")))
-    for n, m in results.get("memory", {}).items():
-        label = f"ref. head N = {int(n):,}"
+    memory = results.get("memory", {})
+    for m in memory.values():
+        if not isinstance(m, dict):
+            continue
+        label = f"ref. head N = {m['n']:,} ({m.get('input', 'numpy')} input)"
         rows += [
             (f"{label}: SGLD steps/s", _rate(m["steps_per_s"]), "", ""),
             (
@@ -755,6 +771,16 @@ def table(results: dict) -> str:
                 "",
             ),
         ]
+    if "excess_growth_per_data_growth" in memory:
+        growth = memory["excess_growth_per_data_growth"]
+        rows.append(
+            (
+                "ref. head: **memory beyond the data**, growth 10^4 -> 10^6 per MB of data",
+                _fmt(growth),
+                "device input, while sampling",
+                _goal(growth, 0.1, higher=False),
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     lines = []
     for j, row in enumerate(rows):

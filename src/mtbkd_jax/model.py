@@ -135,6 +135,7 @@ class MTBKDModel:
         subsample_size: int | None = None,
         prior_subsample_size: int | None = None,
         teacher_prior: bool = True,
+        prior_constants: TeacherPrior | None = None,
     ):
         """The NumPyro model.
 
@@ -148,11 +149,15 @@ class MTBKDModel:
             teacher_prior: include the teacher prior; pass ``False`` to run the model on new
                 inputs the teacher bank does not describe (e.g. ``numpyro.infer.Predictive``
                 on test data).
+            prior_constants: the teacher prior's constants (default: the model's own
+                ``teacher_prior``). The samplers pass them here so that ``jit`` treats them as
+                data instead of compiling them into the program as constants.
 
         Returns:
             The student's logits on the (sub)sampled labelled inputs.
         """
         use_prior = teacher_prior and self.teacher_prior is not None
+        constants = self.teacher_prior if prior_constants is None else prior_constants
         network = self.student.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
         with numpyro.plate("data", num_examples, subsample_size=subsample_size) as index:
@@ -163,10 +168,8 @@ class MTBKDModel:
                 batch_labels = labels if subsample_size is None else jnp.take(labels, index)
             numpyro.sample("y", dist.Categorical(logits=logits), obs=batch_labels)
             if use_prior and prior_inputs is None:
-                self._check_prior_size(num_examples, "inputs")
-                prior = (
-                    self.teacher_prior if subsample_size is None else self.teacher_prior.take(index)
-                )
+                self._check_prior_size(constants, num_examples, "inputs")
+                prior = constants if subsample_size is None else constants.take(index)
                 teacher_prior_factor(
                     "teacher_prior",
                     logits,
@@ -175,18 +178,14 @@ class MTBKDModel:
                 )
         if use_prior and prior_inputs is not None:
             num_transfer = prior_inputs.shape[0]
-            self._check_prior_size(num_transfer, "prior_inputs")
+            self._check_prior_size(constants, num_transfer, "prior_inputs")
             with numpyro.plate("transfer", num_transfer, subsample_size=prior_subsample_size) as t:
                 batch = (
                     prior_inputs
                     if prior_subsample_size is None
                     else jnp.take(prior_inputs, t, axis=0)
                 )
-                prior = (
-                    self.teacher_prior
-                    if prior_subsample_size is None
-                    else self.teacher_prior.take(t)
-                )
+                prior = constants if prior_subsample_size is None else constants.take(t)
                 teacher_prior_factor(
                     "teacher_prior",
                     network(batch),
@@ -195,10 +194,15 @@ class MTBKDModel:
                 )
         return logits
 
-    def _check_prior_size(self, num_examples: int, argument: str) -> None:
-        if num_examples != self.teacher_prior.num_examples:
+    @staticmethod
+    def _check_prior_size(constants: TeacherPrior, num_examples: int, argument: str) -> None:
+        if not isinstance(constants, TeacherPrior):
+            raise TypeError(
+                f"prior_constants must be a TeacherPrior, got {type(constants).__name__}"
+            )
+        if num_examples != constants.num_examples:
             raise ValueError(
-                f"the teacher bank describes {self.teacher_prior.num_examples} examples but "
+                f"the teacher bank describes {constants.num_examples} examples but "
                 f"{argument} has {num_examples}; build the bank on the inputs where the prior "
                 "is evaluated (pass prior_inputs for a separate transfer set, or "
                 "teacher_prior=False to predict on new inputs)"

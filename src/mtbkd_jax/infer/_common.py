@@ -12,14 +12,20 @@ from mtbkd_jax.infer.posterior import Posterior
 
 def _features(model, inputs, name: str) -> jax.Array:
     """Apply the model's frozen feature extractor to the raw inputs (integer token ids are
-    fine), or cast the inputs to float32; then check the result is finite."""
+    fine), or cast the inputs to float32; then check the result is finite.
+
+    A ``jax.Array`` of float32 features is used as it is (no copy); a NumPy array is copied to
+    the device once. The finiteness check runs on the device, so no host copy of N x F is made.
+    """
     featurize = getattr(model, "featurize", None)
     student = getattr(model, "student", None)
     has_extractor = student is not None and getattr(student, "feature_extractor", None)
-    try:
-        raw = np.asarray(inputs)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
+    raw = inputs
+    if not isinstance(inputs, jax.Array):
+        try:
+            raw = np.asarray(inputs)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
     if raw.ndim < 2 or raw.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {raw.shape}")
     if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
@@ -28,8 +34,14 @@ def _features(model, inputs, name: str) -> jax.Array:
         features = featurize(raw)
     else:
         features = jnp.asarray(raw, dtype=jnp.float32)
-    require_finite(np.asarray(features), name if not has_extractor else f"features of {name}")
+    if not bool(_all_finite(features)):
+        require_finite(np.asarray(features), name if not has_extractor else f"features of {name}")
     return features
+
+
+@jax.jit
+def _all_finite(array: jax.Array) -> jax.Array:
+    return jnp.isfinite(array).all()
 
 
 def prepare_data(model, inputs, labels, model_kwargs):

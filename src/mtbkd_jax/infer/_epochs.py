@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
 
 _PERMUTATION, _NOISE = 0, 1
+_BATCHED_INDICES = 1 << 20  # draw a chunk's permutations at once up to 4 MB of indices
 
 
 class ChainState(NamedTuple):
@@ -38,9 +39,12 @@ def batch_at(permutations: dict, plates, step_in_epoch) -> dict:
     return {p.name: p.indices(permutations[p.name], step_in_epoch) for p in plates}
 
 
+def epoch_noise_key(chain_key, epoch):
+    return jax.random.fold_in(jax.random.fold_in(chain_key, _NOISE), epoch)
+
+
 def step_key(chain_key, epoch, step_in_epoch):
-    key = jax.random.fold_in(jax.random.fold_in(chain_key, _NOISE), epoch)
-    return jax.random.fold_in(key, step_in_epoch)
+    return jax.random.fold_in(epoch_noise_key(chain_key, epoch), step_in_epoch)
 
 
 def keep_positions(keep_key, epoch, steps_per_epoch: int, draws_per_epoch: int, random: bool):
@@ -83,43 +87,65 @@ class EpochRunner:
         self.random_draws = random_draws
         self.observe = observe
 
-    def _advance(self, state, chain_key, epoch, permutations, potential, start, stop):
+    def _advance(self, state, noise_key, epoch, permutations, potential, start, stop):
         def body(i, state):
             batch = batch_at(permutations, self.plates, i)
             global_step = epoch * self.steps_per_epoch + i
-            return self.transition(
-                step_key(chain_key, epoch, i), state, potential, batch, global_step
-            )
+            key = jax.random.fold_in(noise_key, i)  # = step_key(chain_key, epoch, i)
+            return self.transition(key, state, potential, batch, global_step)
 
         return jax.lax.fori_loop(start, stop, body, state)
+
+    def _epoch_plans(self, chain_key, keep_key, epochs):
+        """Each epoch's permutations and kept steps. For small plates they are drawn for the
+        whole chunk at once (batched sorts instead of a few tiny sorts per epoch, which cost
+        as much as the steps of a 4-step epoch); for large plates epoch by epoch, so that the
+        index memory stays one epoch's worth."""
+        batched = len(epochs) * sum(p.size for p in self.plates) <= _BATCHED_INDICES
+        keep = self.draws_per_epoch > 0
+
+        def plan(epoch):
+            permutations = epoch_batches(chain_key, epoch, self.plates)
+            kept = (
+                keep_positions(
+                    keep_key, epoch, self.steps_per_epoch, self.draws_per_epoch, self.random_draws
+                )
+                if keep
+                else None
+            )
+            return permutations, kept
+
+        if batched:
+            return jax.vmap(plan)(epochs), plan
+        return None, plan
 
     def run_epochs(self, state, chain_key, keep_key, epochs, data):
         """Run the given epochs (an int array) for one chain; returns (state, observations)
         with observations stacked as (num_epochs, draws_per_epoch, ...)."""
         potential = self.make_potential(data)
+        plans, plan = self._epoch_plans(chain_key, keep_key, epochs)
 
-        def epoch_fn(state, epoch):
-            permutations = epoch_batches(chain_key, epoch, self.plates)
+        def epoch_fn(state, xs):
+            epoch, planned = xs
+            permutations, kept = plan(epoch) if planned is None else planned
+            noise_key = epoch_noise_key(chain_key, epoch)
             if self.draws_per_epoch == 0:
                 state = self._advance(
-                    state, chain_key, epoch, permutations, potential, 0, self.steps_per_epoch
+                    state, noise_key, epoch, permutations, potential, 0, self.steps_per_epoch
                 )
                 return state, None
-            kept = keep_positions(
-                keep_key, epoch, self.steps_per_epoch, self.draws_per_epoch, self.random_draws
-            )
             starts = jnp.concatenate([jnp.zeros(1, kept.dtype), kept[:-1] + 1])
 
             def segment(state, bounds):
                 start, stop = bounds
-                state = self._advance(state, chain_key, epoch, permutations, potential, start, stop)
+                state = self._advance(state, noise_key, epoch, permutations, potential, start, stop)
                 global_step = epoch * self.steps_per_epoch + stop - 1
                 return self.observe(state, global_step, epoch, potential, data)
 
             state, observed = jax.lax.scan(segment, state, (starts, kept + 1))
             state = self._advance(
-                state, chain_key, epoch, permutations, potential, kept[-1] + 1, self.steps_per_epoch
+                state, noise_key, epoch, permutations, potential, kept[-1] + 1, self.steps_per_epoch
             )
             return state, observed
 
-        return jax.lax.scan(epoch_fn, state, epochs)
+        return jax.lax.scan(epoch_fn, state, (epochs, plans))

@@ -3,8 +3,9 @@
 The potential is the NumPyro model's own (:mod:`mtbkd_jax.infer.minibatch`): the sampler draws
 the minibatch indices and substitutes them into the model's subsampled plates, so the likelihood
 and the teacher prior are both scaled by ``N / |B|`` and the base prior is counted once. The
-update rules are BlackJAX's: the SGLD kernel (``z <- z + eta grad log p + sqrt(2 eta tau) xi``)
-and its SGHMC diffusion, with the momentum kept across steps. Chains are vectorised with
+update rules are BlackJAX's SGLD kernel (``z <- z + eta grad log p + sqrt(2 eta tau) xi``) and
+its SGHMC diffusion, with the momentum kept across steps (:mod:`mtbkd_jax.infer.langevin`: the
+same updates and random numbers, with the noise laid out for speed). Chains are vectorised with
 ``vmap``; epochs run inside ``lax.scan``; the host sees one chunk of epochs at a time (progress,
 checkpoint, NaN check), never a single step.
 """
@@ -18,8 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from blackjax.sgmcmc.diffusions import sghmc as sghmc_diffusion
-from blackjax.sgmcmc.sgld import build_kernel as sgld_kernel
 from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
@@ -27,9 +26,11 @@ from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
 from mtbkd_jax.infer.checkpoint import load_checkpoint, save_checkpoint
+from mtbkd_jax.infer.langevin import sghmc_update, sgld_update
 from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.warm_start import minibatch_optimize, reference_optimizer
+from mtbkd_jax.priors import TeacherPrior
 
 __all__ = ["run_sgmcmc", "run_paper_sgld", "SamplerDivergedError", "SAMPLERS"]
 
@@ -160,7 +161,12 @@ def run_sgmcmc(
         raise ValueError("predict_inputs needs logits_fn (or an MTBKDModel)")
     if not keep_draws and predict_inputs is None:
         raise ValueError("keep_draws=False keeps nothing unless predict_inputs is given")
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
+    if getattr(model, "teacher_prior", None) is not None and kwargs.get("teacher_prior", True):
+        # the prior's (N, M, C) constants go through jit as data, not as compiled constants
+        kwargs.setdefault("prior_constants", model.teacher_prior)
+    arrays = {
+        k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray | TeacherPrior)
+    }
     static.update({k: v for k, v in kwargs.items() if k not in arrays})
     featurize = getattr(model, "featurize", None)
     predict = None
@@ -253,18 +259,17 @@ def run_sgmcmc(
         next_epoch = progress["next_epoch"]
         bar.update(warm_start_epochs + next_epoch)
 
-    kernel = sgld_kernel()
-    sghmc_step = sghmc_diffusion(alpha=friction)
-
     def transition(key, state, potential, batch, step):
         chain = state["chain"]
         eta = schedule(step)
         tau = jnp.where(exploring(step), 0.0, temperature)
+        grad = potential.grad(chain.position, batch)
         if sampler == "sghmc":
-            grad = potential.grad(chain.position, batch)
-            position, momentum = sghmc_step(key, chain.position, chain.momentum, grad, eta, tau)
+            position, momentum = sghmc_update(
+                key, chain.position, chain.momentum, grad, eta, tau, friction
+            )
             return {**state, "chain": ChainState(position, momentum)}
-        position = kernel(key, chain.position, potential.grad, batch, eta, tau)
+        position = sgld_update(key, chain.position, grad, eta, tau)
         return {**state, "chain": ChainState(position, chain.momentum)}
 
     def observe(state, step, epoch, potential, data):
