@@ -36,6 +36,7 @@ from mtbkd_jax.priors import (
 )
 from mtbkd_jax.students import CNN, MLP, LinenMLP, Student
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.tuning import SearchResult, coordinate_search
 from mtbkd_jax.uncertainty import (
     class_intervals,
     credible_threshold,
@@ -62,6 +63,7 @@ __all__ = [
     "MTBKDModel",
     "Posterior",
     "SamplerDivergedError",
+    "SearchResult",
     "Student",
     "TeacherBank",
     "TeacherMixtureDirichlet",
@@ -71,6 +73,7 @@ __all__ = [
     "class_intervals",
     "classification_metrics",
     "classwise_calibration_error",
+    "coordinate_search",
     "credible_threshold",
     "dirichlet_mixture_log_density",
     "entropy_decomposition",

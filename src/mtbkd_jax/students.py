@@ -84,6 +84,12 @@ class Student:
         self.feature_extractor = feature_extractor
         self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
 
+    def with_prior(self, prior) -> Student:
+        """The same network and feature extractor under another base prior."""
+        return Student(
+            self.module, prior=prior, name=self.name, feature_extractor=self.feature_extractor
+        )
+
     @property
     def is_nnx(self) -> bool:
         return isinstance(self.module, nnx.Module)

@@ -16,10 +16,17 @@ import jax
 import numpy as np
 
 from mtbkd_jax.infer import run_map, run_nuts, run_sgmcmc
-from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
+from mtbkd_jax.metrics import (
+    classification_metrics,
+    error_detection_auroc,
+    interval_coverage,
+    negative_log_likelihood,
+)
 from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.tuning import coordinate_search
 from mtbkd_jax.uncertainty import predictive_summary
 
 __all__ = ["Problem", "ExperimentConfig", "run_baselines"]
@@ -40,6 +47,8 @@ class Problem:
         true_probs_test: the true class probabilities of the test inputs (synthetic data).
         extra_inputs: named further input sets scored for uncertainty (e.g. multi-location
             proteins).
+        x_val, y_val: a labelled validation split, on which ``ExperimentConfig(tune=True)``
+            chooses each method's hyperparameters.
     """
 
     name: str
@@ -53,6 +62,8 @@ class Problem:
     x_transfer: np.ndarray | None = None
     true_probs_test: np.ndarray | None = None
     extra_inputs: dict = field(default_factory=dict)
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def prior_inputs(self) -> np.ndarray:
@@ -63,9 +74,20 @@ class Problem:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Hyperparameters and inference budget of an experiment."""
+    """Hyperparameters and inference budget of an experiment.
+
+    With ``tune=True`` every method chooses its base prior scale (and, with teachers, its
+    ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP
+    (:func:`mtbkd_jax.coordinate_search`, starting from ``prior_scale``, ``concentration``,
+    ``prior_power``); the posterior is then sampled once with the chosen values.
+    """
 
     seed: int = 0
+    prior_scale: float = 1.0
+    tune: bool = False
+    prior_scale_grid: tuple = (0.1, 0.2, 0.3, 0.5, 1.0)
+    concentration_grid: tuple = (3.0, 10.0, 30.0)
+    prior_power_grid: tuple = (0.03, 0.1, 0.3)
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -81,15 +103,53 @@ class ExperimentConfig:
     sgld_draws_per_epoch: int = 6
 
 
-def _model(problem, config, teachers, weights="paper"):
+def _default_settings(config) -> dict:
+    return {
+        "prior_scale": config.prior_scale,
+        "concentration": config.concentration,
+        "prior_power": config.prior_power,
+    }
+
+
+def _model(problem, config, teachers, weights="paper", settings=None):
+    settings = settings or _default_settings(config)
+    student = problem.make_student(config.seed)
+    if settings["prior_scale"] != 1.0:
+        student = student.with_prior(normal_prior(settings["prior_scale"]))
     return MTBKDModel(
-        problem.make_student(config.seed),
+        student,
         teachers,
-        concentration=config.concentration,
-        prior_power=config.prior_power,
+        concentration=settings["concentration"],
+        prior_power=settings["prior_power"],
         temperature=config.temperature,
         weights=weights,
     )
+
+
+def _settings_label(settings, teachers) -> str:
+    label = f"σ0={settings['prior_scale']:g}"
+    if teachers is not None:
+        label += f" λ={settings['concentration']:g} β={settings['prior_power']:g}"
+    return label
+
+
+def _tuned_map(key, problem, config, teachers, weights):
+    """The MAP under the settings with the lowest validation NLL; returns (mode, settings)."""
+    fits = {}
+
+    def fit(settings):
+        model = _model(problem, config, teachers, weights, settings)
+        mode = _fit_map(key, problem, config, model)
+        fits[tuple(sorted(settings.items()))] = (mode, model)
+        probs = np.asarray(mode.predict(problem.x_val))[0]
+        return negative_log_likelihood(probs, problem.y_val)
+
+    grid = {"prior_scale": config.prior_scale_grid}
+    if teachers is not None:
+        grid.update(concentration=config.concentration_grid, prior_power=config.prior_power_grid)
+    result = coordinate_search(fit, grid, _default_settings(config))
+    mode, model = fits[tuple(sorted(result.best.items()))]
+    return mode, model, result
 
 
 def _fit_map(key, problem, config, model):
@@ -167,7 +227,8 @@ def run_baselines(problem: Problem, config: ExperimentConfig, *, say=print):
     """
     key = jax.random.key(config.seed)
     teachers = problem.teachers_prior
-    rows, artifacts = [], {"posteriors": {}, "summaries": {}, "extra": {}, "map_probs": {}}
+    rows = []
+    artifacts = {"posteriors": {}, "summaries": {}, "extra": {}, "map_probs": {}, "tuning": {}}
     for m, name in enumerate(problem.teachers_test.names):
         probs = np.exp(np.asarray(problem.teachers_test.log_probs[m], np.float64))
         rows.append(_row(f"teacher {name}", "teacher", probs, problem))
@@ -181,13 +242,23 @@ def run_baselines(problem: Problem, config: ExperimentConfig, *, say=print):
         ("MT-BKD (uniform weights)", "MT-BKD (uniform weights)", teachers, "uniform"),
         ("MT-BKD (entropy weights)", "MT-BKD (entropy weights)", teachers, "paper"),
     ]
+    tune = config.tune
+    if tune and (problem.x_val is None or problem.y_val is None):
+        raise ValueError(f"config.tune needs a validation split; problem {problem.name!r} has none")
     for map_label, bayes_label, bank, weights in plan:
-        model = _model(problem, config, bank, weights)
         key, map_key, bayes_key = jax.random.split(key, 3)
         start = time.perf_counter()
-        mode = _fit_map(map_key, problem, config, model)
+        settings = _default_settings(config)
+        if tune:
+            mode, model, search = _tuned_map(map_key, problem, config, bank, weights)
+            settings = search.best
+            artifacts["tuning"][map_label] = search.evaluated
+        else:
+            model = _model(problem, config, bank, weights, settings)
+            mode = _fit_map(map_key, problem, config, model)
         probs = np.asarray(mode.predict(problem.x_test))[0]
         rows.append(_row(map_label, "map", probs, problem, seconds=time.perf_counter() - start))
+        rows[-1]["settings"] = _settings_label(settings, bank)
         artifacts["map_probs"][map_label] = probs
         say(
             f"  {map_label:<28} map   accuracy {rows[-1]['accuracy']:.3f} nll {rows[-1]['nll']:.3f}"
@@ -207,6 +278,7 @@ def run_baselines(problem: Problem, config: ExperimentConfig, *, say=print):
                 seconds=time.perf_counter() - start,
             )
         )
+        rows[-1]["settings"] = _settings_label(settings, bank)
         artifacts["posteriors"][bayes_label] = posterior
         artifacts["summaries"][bayes_label] = summary
         artifacts["extra"][bayes_label] = {

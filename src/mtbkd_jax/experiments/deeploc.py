@@ -38,6 +38,8 @@ def deeploc_problem(data_path=None, *, hidden: int = 128):
             MLP(num_features, data.num_classes, hidden=(hidden,), rngs=nnx.Rngs(s))
         ),
         extra_inputs={"multi-location": data.multilocation.x},
+        x_val=data.validation.x,
+        y_val=data.validation.y,
     )
     return problem, data
 
@@ -46,8 +48,8 @@ def _multilocation_rows(artifacts):
     """Mean deviance of single- (test) vs multi-location proteins, per Bayesian method."""
     rows = []
     for method, extra in artifacts["extra"].items():
-        single = artifacts["summaries"][method]["mean_deviance"]
-        multi = extra["multi-location"]
+        single = np.asarray(artifacts["summaries"][method]["mean_deviance"], np.float64)
+        multi = np.asarray(extra["multi-location"], np.float64)  # float32 would give a float32 p
         test = stats.mannwhitneyu(multi, single, alternative="greater")
         rows.append(
             {
@@ -83,6 +85,10 @@ def run_deeploc(out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, 
             sgld_step_size=1e-5,
             sgld_draws_per_epoch=2,
             num_chains=1,
+            tune=True,
+            prior_scale_grid=(0.3, 1.0),
+            concentration_grid=(10.0,),
+            prior_power_grid=(0.1,),
         )
     else:
         config = ExperimentConfig(
@@ -95,6 +101,7 @@ def run_deeploc(out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, 
             sgld_step_size=1e-5,
             sgld_draws_per_epoch=6,
             num_chains=2,
+            tune=True,
         )
     say(
         f"[deeploc] {len(problem.y_train)} train, {len(problem.y_test)} test, "

@@ -13,6 +13,7 @@ __all__ = ["markdown_table", "write_report"]
 _COLUMNS = [
     ("method", "method"),
     ("inference", "inference"),
+    ("settings", "σ0 / λ / β"),
     ("accuracy", "accuracy"),
     ("nll", "NLL"),
     ("ece", "ECE"),
@@ -63,6 +64,8 @@ def write_report(out_dir, problem, rows, artifacts, *, extra_rows=None, groups=N
     if extra_rows:
         table += "\n\n" + markdown_table(extra_rows)
     (out / "table.md").write_text(table + "\n")
+    if artifacts.get("tuning"):
+        (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
     main = "MT-BKD (entropy weights)"
     curves = {
         f"{m} (MAP)": artifacts["map_probs"][m]
