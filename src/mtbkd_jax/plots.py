@@ -18,9 +18,8 @@ __all__ = [
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # no matplotlib.use(...): in Jupyter that would replace the inline backend; on a machine
+    # without a display matplotlib falls back to Agg by itself
     import matplotlib.pyplot as plt
 
     return plt
