@@ -160,9 +160,29 @@ class MTBKDModel:
         constants = self.teacher_prior if prior_constants is None else prior_constants
         network = self.student.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
-        with numpyro.plate("data", num_examples, subsample_size=subsample_size) as index:
+        data_plate = numpyro.plate("data", num_examples, subsample_size=subsample_size)
+        with data_plate as index:
             batch = inputs if subsample_size is None else jnp.take(inputs, index, axis=0)
+        transfer = use_prior and prior_inputs is not None
+        if transfer:
+            num_transfer = prior_inputs.shape[0]
+            self._check_prior_size(constants, num_transfer, "prior_inputs")
+            transfer_plate = numpyro.plate(
+                "transfer", num_transfer, subsample_size=prior_subsample_size
+            )
+            with transfer_plate as t:
+                transfer_batch = (
+                    prior_inputs
+                    if prior_subsample_size is None
+                    else jnp.take(prior_inputs, t, axis=0)
+                )
+            # one pass of the network over both batches (the weights are the same draw): for a
+            # small student the number of ops, not their size, sets the time per step
+            both = network(jnp.concatenate([batch, transfer_batch], axis=0))
+            logits, transfer_logits = both[: batch.shape[0]], both[batch.shape[0] :]
+        else:
             logits = network(batch)
+        with data_plate:
             batch_labels = None
             if labels is not None:
                 batch_labels = labels if subsample_size is None else jnp.take(labels, index)
@@ -176,19 +196,12 @@ class MTBKDModel:
                     prior,
                     prior_power=self.prior_power,
                 )
-        if use_prior and prior_inputs is not None:
-            num_transfer = prior_inputs.shape[0]
-            self._check_prior_size(constants, num_transfer, "prior_inputs")
-            with numpyro.plate("transfer", num_transfer, subsample_size=prior_subsample_size) as t:
-                batch = (
-                    prior_inputs
-                    if prior_subsample_size is None
-                    else jnp.take(prior_inputs, t, axis=0)
-                )
+        if transfer:
+            with transfer_plate:
                 prior = constants if prior_subsample_size is None else constants.take(t)
                 teacher_prior_factor(
                     "teacher_prior",
-                    network(batch),
+                    transfer_logits,
                     prior,
                     prior_power=self.prior_power,
                 )
