@@ -17,11 +17,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress output")
     experiment = commands.add_parser("experiment", help="run one of the paper's experiments")
-    experiment.add_argument("name", choices=["digits", "synthetic", "deeploc"])
+    experiment.add_argument("name", choices=["digits", "synthetic", "deeploc", "fashion-mnist"])
     experiment.add_argument("--out", required=True, help="folder for metrics.json and figures")
     experiment.add_argument("--seed", type=int, default=0)
     experiment.add_argument("--smoke", action="store_true", help="tiny settings (tests)")
-    experiment.add_argument("--data", default=None, help="data folder (deeploc)")
+    experiment.add_argument("--data", default=None, help="data folder (deeploc, fashion-mnist)")
     return parser
 
 

@@ -10,6 +10,13 @@ from mtbkd_jax.datasets.deeploc import (
     load_deeploc,
 )
 from mtbkd_jax.datasets.digits import DistillationData, load_digits_distillation
+from mtbkd_jax.datasets.fashion_mnist import (
+    FASHION_MNIST_CLASS_NAMES,
+    fashion_mnist_available,
+    find_fashion_mnist_dir,
+    load_fashion_mnist,
+    load_fashion_mnist_distillation,
+)
 from mtbkd_jax.datasets.protein_features import sequence_features
 from mtbkd_jax.datasets.synthetic import (
     SYNTHETIC_KINDS,
@@ -21,6 +28,7 @@ from mtbkd_jax.datasets.synthetic import (
 __all__ = [
     "DEEPLOC_CLASS_NAMES",
     "DEEPLOC_TEACHER_NAMES",
+    "FASHION_MNIST_CLASS_NAMES",
     "SYNTHETIC_KINDS",
     "DeepLocData",
     "DeepLocSplit",
@@ -28,9 +36,13 @@ __all__ = [
     "SyntheticData",
     "SyntheticGenerator",
     "deeploc_available",
+    "fashion_mnist_available",
     "find_deeploc_dir",
+    "find_fashion_mnist_dir",
     "load_deeploc",
     "load_digits_distillation",
+    "load_fashion_mnist",
+    "load_fashion_mnist_distillation",
     "make_synthetic",
     "sequence_features",
 ]

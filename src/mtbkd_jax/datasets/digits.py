@@ -34,6 +34,8 @@ class DistillationData:
         teachers_prior: the teacher bank on ``prior_inputs``.
         teachers_test: the same teachers on ``x_test`` (for reporting teacher accuracy).
         num_classes: C.
+        x_validation, y_validation: labelled validation examples, when the problem has them
+            (for choosing hyperparameters).
     """
 
     x_train: np.ndarray
@@ -44,6 +46,8 @@ class DistillationData:
     teachers_prior: TeacherBank
     teachers_test: TeacherBank
     num_classes: int
+    x_validation: np.ndarray | None = None
+    y_validation: np.ndarray | None = None
 
     @property
     def prior_inputs(self) -> np.ndarray:

@@ -19,7 +19,7 @@ __all__ = [
     "write_report",
 ]
 
-EXPERIMENTS = ("digits", "synthetic", "deeploc")
+EXPERIMENTS = ("digits", "synthetic", "deeploc", "fashion-mnist")
 
 
 def run_experiment(
@@ -40,6 +40,10 @@ def run_experiment(
         from mtbkd_jax.experiments.synthetic import run_synthetic
 
         return run_synthetic(out_dir, smoke=smoke, seed=seed, say=say)
+    if name == "fashion-mnist":
+        from mtbkd_jax.experiments.fashion_mnist import run_fashion_mnist
+
+        return run_fashion_mnist(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)
     from mtbkd_jax.experiments.deeploc import run_deeploc
 
     return run_deeploc(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)

@@ -1,0 +1,140 @@
+"""Fashion-MNIST: the IDX reader, the teacher cache (on small fake files, always run) and the
+loader and experiment on the real data (skipped when Debian's dataset-fashion-mnist is absent)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from mtbkd_jax.cli import main
+from mtbkd_jax.datasets.fashion_mnist import (
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_TEACHER_NAMES,
+    fashion_mnist_available,
+    find_fashion_mnist_dir,
+    load_fashion_mnist,
+    load_fashion_mnist_distillation,
+    read_idx,
+)
+from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings
+
+needs_data = pytest.mark.skipif(
+    not fashion_mnist_available(),
+    reason="Fashion-MNIST absent (apt-get install dataset-fashion-mnist)",
+)
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _fake_folder(folder, num_train=300, num_test=100, seed=0):
+    """Tiny IDX files in the real layout: class c images are brighter in row band c."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", num_train), ("test", num_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4 : 2 * c + 7] += 180
+        image_name, label_name = FASHION_MNIST_FILES[split]
+        (folder / image_name).write_bytes(gzip.compress(_idx_bytes(images)))
+        (folder / label_name).write_bytes(gzip.compress(_idx_bytes(labels)))
+    return folder
+
+
+def test_read_idx_plain_and_gzip(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a-idx3-ubyte").write_bytes(_idx_bytes(array))
+    (tmp_path / "a-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(array)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte"), array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte.gz"), array)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(_idx_bytes(array)[:-1])
+    with pytest.raises(ValueError, match="header says shape"):
+        read_idx(tmp_path / "short")
+
+
+def test_missing_data_names_the_folder(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)) as error:
+        find_fashion_mnist_dir(tmp_path)
+    assert "dataset-fashion-mnist" in str(error.value)
+    assert "train-images-idx3-ubyte.gz" in str(error.value)
+    monkeypatch.setenv("MTBKD_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    assert not fashion_mnist_available()
+    with pytest.raises(FileNotFoundError, match="MTBKD_FASHION_MNIST_DIR"):
+        load_fashion_mnist()
+
+
+def test_teachers_are_trained_once_then_loaded_from_the_cache(tmp_path):
+    folder = _fake_folder(tmp_path / "data")
+    settings = TeacherSettings(epochs={"cnn": 1, "mlp": 2, "logreg": 2}, batch_size=50)
+    messages = []
+    kwargs = dict(
+        seed=1,
+        num_labelled=40,
+        num_transfer=100,
+        teacher_settings=settings,
+        cache_dir=tmp_path / "cache",
+        say=messages.append,
+    )
+    data, teachers = load_fashion_mnist_distillation(folder, **kwargs)
+    assert not teachers.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 1
+    assert data.x_train.shape == (40, 196) and data.x_transfer.shape == (100, 196)
+    assert data.x_test.shape == (100, 196) and data.x_train.dtype == np.float32
+    assert data.teachers_prior.names == FASHION_MNIST_TEACHER_NAMES
+    assert data.teachers_prior.log_probs.shape == (3, 140, 10)
+    assert data.teachers_test.log_probs.shape == (3, 100, 10)
+    assert teachers.train_logits.shape == (3, 300, 10)
+    # the fake classes are easy: the teachers learn them
+    assert data.teachers_test.accuracy(data.y_test).max() > 0.5
+    again, cached = load_fashion_mnist_distillation(folder, **kwargs)
+    assert cached.info["cached"] and any("loaded from" in m for m in messages)
+    np.testing.assert_array_equal(cached.test_logits, teachers.test_logits)
+    np.testing.assert_array_equal(again.x_train, data.x_train)
+    # other settings are another cache entry
+    other = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
+    _, retrained = load_fashion_mnist_distillation(folder, **{**kwargs, "teacher_settings": other})
+    assert not retrained.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@needs_data
+def test_loader_shapes_and_dtypes():
+    train, test = load_fashion_mnist(split="train"), load_fashion_mnist(split="test")
+    assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
+    assert train.images.dtype == np.float32 and train.labels.dtype == np.int32
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert np.bincount(train.labels).tolist() == [6000] * 10
+    assert np.bincount(test.labels).tolist() == [1000] * 10
+    with pytest.raises(ValueError, match="split"):
+        load_fashion_mnist(split="validation")
+
+
+@needs_data
+@pytest.mark.slow
+def test_fashion_mnist_experiment_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTBKD_FASHION_MNIST_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["experiment", "fashion-mnist", "--smoke", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    methods = {(r["method"], r["inference"]) for r in rows}
+    assert {
+        ("teacher cnn", "teacher"),
+        ("student alone", "sgld"),
+        ("KD (logreg)", "map"),
+        ("BKD (mlp)", "sgld"),
+        ("averaged KD", "map"),
+        ("MT-BKD (uniform weights)", "sgld"),
+        ("MT-BKD (entropy weights)", "sgld"),
+    } <= methods
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0
+    info = json.loads((out / "teachers.json").read_text())
+    assert not info["cached"] and set(FASHION_MNIST_TEACHER_NAMES) <= set(info)
+    assert (out / "table.md").stat().st_size > 0
