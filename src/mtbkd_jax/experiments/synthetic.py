@@ -36,6 +36,8 @@ def synthetic_problem(kind: str, num_classes: int, *, num_examples: int = 2200, 
             MLP(num_features, num_classes, hidden=(16,), rngs=nnx.Rngs(s))
         ),
         true_probs_test=data.true_probs_test,
+        x_val=data.x_validation,
+        y_val=data.y_validation,
     ), data
 
 
@@ -45,10 +47,24 @@ def run_synthetic(out_dir, *, smoke: bool = False, seed: int = 0, say=print):
     cases = CASES[:1] if smoke else CASES
     if smoke:
         config = ExperimentConfig(
-            seed=seed, map_steps=50, num_warmup=5, num_samples=5, num_chains=1
+            seed=seed,
+            map_steps=50,
+            num_warmup=5,
+            num_samples=5,
+            num_chains=1,
+            tune=True,
+            prior_scale_grid=(1.0, 3.0),
+            concentration_grid=(10.0,),
+            prior_power_grid=(0.1,),
         )
     else:
-        config = ExperimentConfig(seed=seed, num_warmup=400, num_samples=500)
+        config = ExperimentConfig(
+            seed=seed,
+            num_warmup=400,
+            num_samples=500,
+            tune=True,
+            prior_scale_grid=(0.3, 1.0, 3.0, 10.0),
+        )
     all_rows, tables = [], []
     for kind, num_classes in cases:
         problem, data = synthetic_problem(
