@@ -29,7 +29,7 @@ from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.tuning import coordinate_search
 from mtbkd_jax.uncertainty import predictive_summary
 
-__all__ = ["Problem", "ExperimentConfig", "run_baselines"]
+__all__ = ["Problem", "ExperimentConfig", "SMOKE_TUNING", "run_baselines"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,15 @@ class ExperimentConfig:
     sgld_epochs: int = 80
     sgld_step_size: float = 1e-5
     sgld_draws_per_epoch: int = 6
+
+
+# a two-point search for smoke runs and tests: exercises the tuning path in seconds
+SMOKE_TUNING = {
+    "tune": True,
+    "prior_scale_grid": (0.3, 1.0),
+    "concentration_grid": (10.0,),
+    "prior_power_grid": (0.1,),
+}
 
 
 def _default_settings(config) -> dict:

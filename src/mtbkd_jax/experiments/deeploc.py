@@ -14,7 +14,12 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
-from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem, run_baselines
+from mtbkd_jax.experiments.baselines import (
+    SMOKE_TUNING,
+    ExperimentConfig,
+    Problem,
+    run_baselines,
+)
 from mtbkd_jax.experiments.report import write_report
 from mtbkd_jax.students import MLP, Student
 
@@ -85,10 +90,7 @@ def run_deeploc(out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, 
             sgld_step_size=1e-5,
             sgld_draws_per_epoch=2,
             num_chains=1,
-            tune=True,
-            prior_scale_grid=(0.3, 1.0),
-            concentration_grid=(10.0,),
-            prior_power_grid=(0.1,),
+            **SMOKE_TUNING,
         )
     else:
         config = ExperimentConfig(

@@ -15,7 +15,12 @@ from pathlib import Path
 
 from flax import nnx
 
-from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem, run_baselines
+from mtbkd_jax.experiments.baselines import (
+    SMOKE_TUNING,
+    ExperimentConfig,
+    Problem,
+    run_baselines,
+)
 from mtbkd_jax.experiments.report import write_report
 from mtbkd_jax.students import MLP, Student
 
@@ -41,10 +46,7 @@ class FashionMNISTSettings:
                 sgld_epochs=2,
                 sgld_draws_per_epoch=2,
                 num_chains=1,
-                tune=True,
-                prior_scale_grid=(0.3, 1.0),
-                concentration_grid=(10.0,),
-                prior_power_grid=(0.1,),
+                **SMOKE_TUNING,
             )
         return ExperimentConfig(
             seed=seed,

@@ -12,7 +12,12 @@ from pathlib import Path
 from flax import nnx
 
 from mtbkd_jax.datasets import make_synthetic
-from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem, run_baselines
+from mtbkd_jax.experiments.baselines import (
+    SMOKE_TUNING,
+    ExperimentConfig,
+    Problem,
+    run_baselines,
+)
 from mtbkd_jax.experiments.report import markdown_table, write_report
 from mtbkd_jax.students import MLP, Student
 
@@ -52,10 +57,7 @@ def run_synthetic(out_dir, *, smoke: bool = False, seed: int = 0, say=print):
             num_warmup=5,
             num_samples=5,
             num_chains=1,
-            tune=True,
-            prior_scale_grid=(1.0, 3.0),
-            concentration_grid=(10.0,),
-            prior_power_grid=(0.1,),
+            **SMOKE_TUNING,
         )
     else:
         config = ExperimentConfig(
