@@ -65,3 +65,14 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     assert bayesian and all(0 <= r["coverage_95"] <= 1 for r in bayesian)
     assert all(r["dataset"] == "linear_2" for r in rows)
     assert (tmp_path / "linear_2" / "reliability.png").exists()
+    # the coverage breakdown partitions the test pairs and pools to the row's coverage
+    breakdown = json.loads((tmp_path / "linear_2" / "coverage_by_probability.json").read_text())
+    main_row = next(r for r in bayesian if r["method"] == "MT-BKD (entropy weights)")
+    pairs = sum(b["count"] for b in breakdown)
+    pooled = sum(b["coverage"] * b["count"] for b in breakdown) / pairs
+    assert abs(pooled - main_row["coverage_95"]) < 1e-9
+    from mtbkd_jax.experiments.synthetic import coverage_breakdown
+
+    again = coverage_breakdown(tmp_path, num_examples=440)["linear_2"]
+    assert [b["count"] for b in again] == [b["count"] for b in breakdown]
+    assert abs(sum(b["coverage"] * b["count"] for b in again) / pairs - pooled) < 1e-6

@@ -257,3 +257,39 @@ def test_interval_coverage_hand_worked():
     assert interval_coverage(intervals, true) == 0.75
     with pytest.raises(ValueError, match="intervals"):
         interval_coverage(intervals[:, :1], true)
+
+
+def test_interval_coverage_by_probability_hand_worked():
+    from mtbkd_jax.metrics import interval_coverage, interval_coverage_by_probability
+
+    true = np.array([[0.001, 0.999], [0.05, 0.95], [0.5, 0.5]])
+    intervals = np.array(
+        [
+            [[0.002, 0.01], [0.99, 0.998]],  # 0.001 below its interval; 0.999 above
+            [[0.01, 0.1], [0.9, 0.99]],  # both inside
+            [[0.4, 0.6], [0.6, 0.7]],  # inside; 0.5 below
+        ]
+    )
+    rows = interval_coverage_by_probability(intervals, true)
+    by_low = {r["low"]: r for r in rows}
+    assert by_low[0.0] == {
+        "low": 0.0,
+        "high": 0.01,
+        "count": 1,
+        "coverage": 0.0,
+        "below": 1.0,
+        "above": 0.0,
+    }
+    assert by_low[0.01]["count"] == 1 and by_low[0.01]["coverage"] == 1.0
+    assert by_low[0.1]["count"] == 2 and by_low[0.1]["coverage"] == 0.5
+    assert by_low[0.1]["below"] == 0.5
+    assert by_low[0.9]["count"] == 2 and by_low[0.9]["coverage"] == 0.5
+    assert by_low[0.9]["above"] == 0.5
+    # the bins partition the pairs: counts add up and pooled coverage is their weighted mean
+    assert sum(r["count"] for r in rows) == true.size
+    pooled = sum(r["coverage"] * r["count"] for r in rows) / true.size
+    assert pooled == pytest.approx(interval_coverage(intervals, true))
+    with pytest.raises(ValueError, match="edges"):
+        interval_coverage_by_probability(intervals, true, edges=(0.5, 0.1))
+    with pytest.raises(ValueError, match="intervals must have shape"):
+        interval_coverage_by_probability(intervals[:2], true)

@@ -152,6 +152,53 @@ def interval_coverage(intervals, true_probs) -> float:
     return float(inside.mean())
 
 
+def interval_coverage_by_probability(
+    intervals, true_probs, edges=(0.0, 0.01, 0.1, 0.9, 1.0)
+) -> list[dict]:
+    """Coverage within bins of the true probability, and on which side the misses fall.
+
+    With many classes most (example, class) pairs have a tiny true probability, and the pooled
+    :func:`interval_coverage` is then mostly about the intervals' lower tails; this shows it.
+
+    Args:
+        intervals: (N, C, 2) lower and upper bounds.
+        true_probs: (N, C) the known class probabilities.
+        edges: increasing bin edges; a bin is ``[low, high)``, the last one ``[low, high]``.
+
+    Returns:
+        One dict per non-empty bin: ``low``, ``high``, ``count``, ``coverage``, and the
+        fractions of the bin with the truth ``below`` and ``above`` its interval.
+    """
+    intervals = np.asarray(intervals, dtype=np.float64)
+    true_probs = np.asarray(true_probs, dtype=np.float64)
+    if intervals.shape != (*true_probs.shape, 2):
+        raise ValueError(
+            f"intervals must have shape {(*true_probs.shape, 2)}, got {intervals.shape}"
+        )
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")
+    below = true_probs < intervals[..., 0]
+    above = true_probs > intervals[..., 1]
+    rows = []
+    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = k == len(edges) - 2
+        in_bin = (true_probs >= low) & ((true_probs <= high) if last else (true_probs < high))
+        count = int(in_bin.sum())
+        if count:
+            rows.append(
+                {
+                    "low": float(low),
+                    "high": float(high),
+                    "count": count,
+                    "coverage": float(1.0 - (below | above)[in_bin].mean()),
+                    "below": float(below[in_bin].mean()),
+                    "above": float(above[in_bin].mean()),
+                }
+            )
+    return rows
+
+
 def classification_metrics(probs, labels, num_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL, Brier score, ECE and classwise ECE in one dict."""
     return {

@@ -19,11 +19,13 @@ from mtbkd_jax.experiments.baselines import (
     run_baselines,
 )
 from mtbkd_jax.experiments.report import markdown_table, write_report
+from mtbkd_jax.metrics import interval_coverage_by_probability
 from mtbkd_jax.students import MLP, Student
 
-__all__ = ["synthetic_problem", "run_synthetic", "CASES"]
+__all__ = ["synthetic_problem", "run_synthetic", "coverage_breakdown", "CASES"]
 
 CASES = (("linear", 2), ("linear", 5), ("nonlinear", 2), ("nonlinear", 5))
+MAIN = "MT-BKD (entropy weights)"
 
 
 def synthetic_problem(kind: str, num_classes: int, *, num_examples: int = 2200, seed: int = 0):
@@ -85,11 +87,59 @@ def run_synthetic(out_dir, *, smoke: bool = False, seed: int = 0, say=print):
         rows = [{**r, "dataset": problem.name} for r in rows]
         write_report(out / problem.name, problem, rows, artifacts)
         all_rows += rows
+        table = markdown_table(rows)
+        if MAIN in artifacts["summaries"]:
+            breakdown = interval_coverage_by_probability(
+                artifacts["summaries"][MAIN]["class_intervals"], problem.true_probs_test
+            )
+            (out / problem.name / "coverage_by_probability.json").write_text(
+                json.dumps(breakdown, indent=2) + "\n"
+            )
+            table += f"\n\n{MAIN}, coverage by true probability:\n\n" + _breakdown_table(breakdown)
         tables.append(
             f"### {problem.name}\n\nBayes accuracy on the test split: "
-            f"{bayes['accuracy']:.3f}\n\n" + markdown_table(rows)
+            f"{bayes['accuracy']:.3f}\n\n" + table
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(all_rows, indent=2) + "\n")
     (out / "table.md").write_text("\n\n".join(tables) + "\n")
     return all_rows
+
+
+def _breakdown_table(rows) -> str:
+    lines = ["| true p | pairs | coverage | truth below | truth above |", "| --- |" + " ---: |" * 4]
+    for k, r in enumerate(rows):
+        close = "]" if k == len(rows) - 1 and r["high"] == 1.0 else ")"
+        lines.append(
+            f"| [{r['low']:g}, {r['high']:g}{close} | {r['count']} | {r['coverage']:.2f} | "
+            f"{r['below']:.3f} | {r['above']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def coverage_breakdown(out_dir, *, seed: int = 0, num_examples: int = 2200) -> dict:
+    """Coverage by true probability of the MT-BKD posteriors a finished run saved
+    (``OUT/CASE/posterior.nc``); regenerates each case's test data from ``seed``."""
+    from mtbkd_jax.infer.posterior import Posterior
+    from mtbkd_jax.model import MTBKDModel
+    from mtbkd_jax.uncertainty import predictive_summary
+
+    out = {}
+    for kind, num_classes in CASES:
+        problem, _ = synthetic_problem(kind, num_classes, num_examples=num_examples, seed=seed)
+        path = Path(out_dir) / problem.name / "posterior.nc"
+        if not path.is_file():
+            continue
+        logits = MTBKDModel(problem.make_student(seed), None).logits
+        summary = predictive_summary(Posterior.load(path, logits_fn=logits), problem.x_test)
+        out[problem.name] = interval_coverage_by_probability(
+            summary["class_intervals"], problem.true_probs_test
+        )
+    return out
+
+
+if __name__ == "__main__":  # python -m mtbkd_jax.experiments.synthetic OUT_DIR
+    import sys
+
+    for name, rows in coverage_breakdown(sys.argv[1]).items():
+        print(f"### {name}\n\n{_breakdown_table(rows)}\n")
