@@ -32,6 +32,7 @@ def test_coordinate_search_treats_nan_as_worst_and_keeps_ties():
     scores = {0: float("nan"), 1: 1.0, 2: 1.0}
     result = mk.coordinate_search(lambda s: scores[s["a"]], {"a": (0, 1, 2)}, {"a": 0})
     assert result.best == {"a": 1}
+    assert result.evaluated[0] == {"a": 0, "score": None}
 
 
 def test_coordinate_search_sweeps_until_nothing_changes():

@@ -43,7 +43,8 @@ def coordinate_search(
 
     Returns:
         A :class:`SearchResult`. Each settings dict is scored once (results are cached), and
-        ties keep the earlier value.
+        ties keep the earlier value; ``evaluated`` records a non-finite score as ``None`` (so
+        that it serialises as JSON).
     """
     if not grid:
         raise ValueError("grid must name at least one axis")
@@ -63,7 +64,7 @@ def coordinate_search(
         if key not in cache:
             value = float(score(dict(settings)))
             cache[key] = value if math.isfinite(value) else math.inf
-            evaluated.append({**settings, "score": value})
+            evaluated.append({**settings, "score": value if math.isfinite(value) else None})
         return cache[key]
 
     best = dict(start)

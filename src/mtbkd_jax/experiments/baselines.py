@@ -143,7 +143,8 @@ def _settings_label(settings, teachers) -> str:
 
 
 def _tuned_map(key, problem, config, teachers, weights):
-    """The MAP under the settings with the lowest validation NLL; returns (mode, settings)."""
+    """The MAP under the settings with the lowest validation NLL; returns
+    ``(mode, model, search_result)``."""
     fits = {}
 
     def fit(settings):

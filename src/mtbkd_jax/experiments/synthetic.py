@@ -138,8 +138,14 @@ def coverage_breakdown(out_dir, *, seed: int = 0, num_examples: int = 2200) -> d
     return out
 
 
-if __name__ == "__main__":  # python -m mtbkd_jax.experiments.synthetic OUT_DIR
-    import sys
+if __name__ == "__main__":  # python -m mtbkd_jax.experiments.synthetic OUT_DIR [--smoke]
+    import argparse
 
-    for name, rows in coverage_breakdown(sys.argv[1]).items():
+    parser = argparse.ArgumentParser(description="coverage by true probability of a saved run")
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0, help="the run's --seed")
+    parser.add_argument("--smoke", action="store_true", help="the run was made with --smoke")
+    args = parser.parse_args()
+    size = 440 if args.smoke else 2200  # run_synthetic's sizes
+    for name, rows in coverage_breakdown(args.out_dir, seed=args.seed, num_examples=size).items():
         print(f"### {name}\n\n{_breakdown_table(rows)}\n")
