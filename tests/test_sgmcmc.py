@@ -64,6 +64,29 @@ def test_langevin_updates_equal_blackjax_with_the_same_random_numbers():
     assert not np.allclose(slipped["a"], reference["a"], rtol=1e-3)
 
 
+def test_a_users_model_with_a_teacher_prior_attribute_gets_no_extra_kwargs():
+    """Only the canonical model receives ``prior_constants``; a user's callable that merely
+    carries a ``teacher_prior`` attribute is called with its own arguments."""
+
+    class Wrapped:
+        teacher_prior = "not the canonical model's"
+
+        def __call__(self, inputs, labels=None):
+            _gaussian_model(1.0)(inputs, labels)
+
+    post = mk.run_sgmcmc(
+        jax.random.key(0),
+        Wrapped(),
+        np.zeros((8, 1), np.float32),
+        batch_size=4,
+        num_epochs=1,
+        draws_per_epoch=1,
+        step_size=0.1,
+        progress_bar=False,
+    )
+    assert post.draws["x"].shape == (1, 1)
+
+
 @pytest.mark.parametrize("step_size", [0.2, 0.5])
 def test_sgld_gaussian_settles_at_the_discretised_variance(step_size):
     """SGLD on N(0, s^2) is an AR(1) with stationary variance s^2 / (1 - eps / (2 s^2))."""

@@ -45,14 +45,18 @@ class SamplerDivergedError(FloatingPointError):
         self.posterior = posterior
 
 
-def _plates_for(model, features, kwargs, batch_size, prior_batch_size):
-    """Subsampled plates and the static model kwargs that switch subsampling on."""
+def _is_canonical(model) -> bool:
     from mtbkd_jax.model import MTBKDModel
 
+    return isinstance(model, MTBKDModel)
+
+
+def _plates_for(model, features, kwargs, batch_size, prior_batch_size):
+    """Subsampled plates and the static model kwargs that switch subsampling on."""
     num_examples = int(features.shape[0])
     plates = [PlateSpec("data", num_examples, min(batch_size, num_examples))]
     static = {}
-    if isinstance(model, MTBKDModel):
+    if _is_canonical(model):
         static["subsample_size"] = plates[0].batch_size
         prior_inputs = kwargs.get("prior_inputs")
         if prior_inputs is not None and model.teachers is not None:
@@ -161,8 +165,13 @@ def run_sgmcmc(
         raise ValueError("predict_inputs needs logits_fn (or an MTBKDModel)")
     if not keep_draws and predict_inputs is None:
         raise ValueError("keep_draws=False keeps nothing unless predict_inputs is given")
-    if getattr(model, "teacher_prior", None) is not None and kwargs.get("teacher_prior", True):
+    if (
+        _is_canonical(model)
+        and model.teacher_prior is not None
+        and kwargs.get("teacher_prior", True)
+    ):
         # the prior's (N, M, C) constants go through jit as data, not as compiled constants
+        # (only the canonical model takes ``prior_constants``; a user's model closes over its own)
         kwargs.setdefault("prior_constants", model.teacher_prior)
     arrays = {
         k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray | TeacherPrior)
