@@ -267,6 +267,7 @@ def run_baselines(problem: Problem, config: ExperimentConfig, *, say=print):
             model = _model(problem, config, bank, weights, settings)
             mode = _fit_map(map_key, problem, config, model)
         probs = np.asarray(mode.predict(problem.x_test))[0]
+        # with tuning, a MAP row's seconds include every fit of its search
         rows.append(_row(map_label, "map", probs, problem, seconds=time.perf_counter() - start))
         rows[-1]["settings"] = _settings_label(settings, bank)
         artifacts["map_probs"][map_label] = probs
