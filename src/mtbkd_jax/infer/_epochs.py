@@ -4,9 +4,7 @@ One *epoch* is ``steps_per_epoch`` steps over a fresh permutation of every subsa
 Per step the key is ``fold_in(fold_in(chain_key, epoch), step)``, so results do not depend on
 how epochs are grouped into host-visible chunks (checkpoints resume bit-for-bit). Within an
 epoch the chain runs between kept steps in ``fori_loop`` segments and emits the state only at
-the kept steps: no per-step host round trip and no per-step buffer writes. Epochs of at most
-``_UNROLL_STEPS`` steps run as straight-line code instead, since there the loop segments cost
-about as much as a step (the chain is the same up to float rounding).
+the kept steps: no per-step host round trip and no per-step buffer writes.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
 
 _PERMUTATION, _NOISE = 0, 1
 _BATCHED_INDICES = 1 << 20  # draw a chunk's permutations at once up to 4 MB of indices
-_UNROLL_STEPS = 8  # epochs of at most this many steps run as straight-line code
 
 
 class ChainState(NamedTuple):
@@ -56,13 +53,8 @@ def keep_positions(keep_key, epoch, steps_per_epoch: int, draws_per_epoch: int, 
         key = jax.random.fold_in(keep_key, epoch)
         chosen = jax.random.choice(key, steps_per_epoch, (draws_per_epoch,), replace=False)
         return jnp.sort(chosen)
-    return jnp.asarray(even_positions(steps_per_epoch, draws_per_epoch))
-
-
-def even_positions(steps_per_epoch: int, draws_per_epoch: int) -> list[int]:
-    """The fixed kept steps (thinning): the last step of each of draws_per_epoch equal parts."""
     spacing = steps_per_epoch // draws_per_epoch
-    return [(d + 1) * spacing - 1 for d in range(draws_per_epoch)]
+    return (jnp.arange(draws_per_epoch) + 1) * spacing - 1
 
 
 class EpochRunner:
@@ -95,55 +87,14 @@ class EpochRunner:
         self.random_draws = random_draws
         self.observe = observe
 
-    def _step(self, i, state, noise_key, epoch, permutations, potential):
-        batch = batch_at(permutations, self.plates, i)
-        global_step = epoch * self.steps_per_epoch + i
-        key = jax.random.fold_in(noise_key, i)  # = step_key(chain_key, epoch, i)
-        return self.transition(key, state, potential, batch, global_step)
-
     def _advance(self, state, noise_key, epoch, permutations, potential, start, stop):
         def body(i, state):
-            return self._step(i, state, noise_key, epoch, permutations, potential)
+            batch = batch_at(permutations, self.plates, i)
+            global_step = epoch * self.steps_per_epoch + i
+            key = jax.random.fold_in(noise_key, i)  # = step_key(chain_key, epoch, i)
+            return self.transition(key, state, potential, batch, global_step)
 
         return jax.lax.fori_loop(start, stop, body, state)
-
-    def _unrolled_epoch(self, state, noise_key, epoch, permutations, kept, potential, data):
-        """A short epoch (<= _UNROLL_STEPS steps) as straight-line steps: the loop segments
-        around the kept steps would cost as much as a step here. Fixed kept steps are known
-        when tracing; random ones are observed under ``lax.cond`` (the same for every chain,
-        so ``vmap`` keeps it a branch)."""
-        if self.draws_per_epoch == 0:
-            for i in range(self.steps_per_epoch):
-                state = self._step(i, state, noise_key, epoch, permutations, potential)
-            return state, None
-        base = epoch * self.steps_per_epoch
-        if not self.random_draws:
-            fixed = even_positions(self.steps_per_epoch, self.draws_per_epoch)
-            observed = []
-            for i in range(self.steps_per_epoch):
-                state = self._step(i, state, noise_key, epoch, permutations, potential)
-                if i in fixed:
-                    state, out = self.observe(state, base + i, epoch, potential, data)
-                    observed.append(out)
-            return state, jax.tree.map(lambda *xs: jnp.stack(xs), *observed)
-        shapes = jax.eval_shape(lambda s: self.observe(s, base, epoch, potential, data), state)
-        buffer = jax.tree.map(
-            lambda x: jnp.zeros((self.draws_per_epoch, *x.shape), x.dtype), shapes[1]
-        )
-        for i in range(self.steps_per_epoch):
-            state = self._step(i, state, noise_key, epoch, permutations, potential)
-            hits = kept == i
-            slot = jnp.argmax(hits)
-
-            def keep(carry, i=i, slot=slot):
-                state, buffer = carry
-                state, out = self.observe(state, base + i, epoch, potential, data)
-                buffer = jax.tree.map(lambda b, o: b.at[slot].set(o), buffer, out)
-                return state, buffer
-
-            state, buffer = jax.lax.cond(hits.any(), keep, lambda c: c, (state, buffer))
-        return state, buffer
-
 
     def _epoch_plans(self, chain_key, keep_key, epochs):
         """Each epoch's permutations and kept steps. For small plates they are drawn for the
@@ -178,10 +129,6 @@ class EpochRunner:
             epoch, planned = xs
             permutations, kept = plan(epoch) if planned is None else planned
             noise_key = epoch_noise_key(chain_key, epoch)
-            if self.steps_per_epoch <= _UNROLL_STEPS:
-                return self._unrolled_epoch(
-                    state, noise_key, epoch, permutations, kept, potential, data
-                )
             if self.draws_per_epoch == 0:
                 state = self._advance(
                     state, noise_key, epoch, permutations, potential, 0, self.steps_per_epoch
