@@ -53,6 +53,28 @@ class Case:
             self.description + ", no teacher prior",
         )
 
+    def with_prior_on_labelled(self) -> Case:
+        """The same student with the teacher prior on its labelled inputs only (no transfer
+        set): the teacher bank restricted to the labelled rows, which come first in
+        ``prior_inputs``. Likelihood and prior then share one network pass per step."""
+        labelled = self.model.teachers.take(np.arange(self.num_examples))
+        model = self.model
+        return Case(
+            self.name + "_labelled_prior",
+            mt.MTBKDModel(
+                model.student,
+                labelled,
+                concentration=model.concentration,
+                temperature=model.temperature,
+                prior_power=model.prior_power,
+            ),
+            self.inputs,
+            self.labels,
+            self.batch_size,
+            {},
+            self.description + ", teacher prior on the labelled inputs only",
+        )
+
     def sgmcmc_kwargs(self) -> dict:
         return {"batch_size": self.batch_size, "model_kwargs": dict(self.model_kwargs)}
 

@@ -36,6 +36,29 @@ def test_digits_experiment_smoke(tmp_path):
         "table.md",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
+    tuning = json.loads((tmp_path / "tuning.json").read_text())
+    assert tuning, "the digits experiment chooses its prior settings on validation"
+
+
+def test_digits_validation_split_is_held_out_and_keeps_the_test_set():
+    import numpy as np
+
+    from mtbkd_jax.datasets import load_digits_distillation
+
+    plain = load_digits_distillation(0)
+    held = load_digits_distillation(0, num_transfer=300, num_validation=150)
+    assert plain.x_validation is None and plain.y_validation is None
+    assert held.x_validation.shape == (150, 64) and held.y_validation.shape == (150,)
+    np.testing.assert_array_equal(held.x_test, plain.x_test)  # the same 397 test digits
+    np.testing.assert_array_equal(held.x_train, plain.x_train)
+    # the validation digits are the demo's last 150 transfer digits: no split sees them twice
+    np.testing.assert_array_equal(held.x_validation, plain.x_transfer[300:])
+    np.testing.assert_array_equal(held.x_transfer, plain.x_transfer[:300])
+    assert held.teachers_prior.num_examples == 450  # labelled + transfer, not validation
+    with pytest.raises(ValueError, match="num_validation"):
+        load_digits_distillation(0, num_validation=-1)
+    with pytest.raises(ValueError, match="less than 1797"):
+        load_digits_distillation(0, num_validation=1000)
 
 
 def test_markdown_table_formats_missing_and_nan():

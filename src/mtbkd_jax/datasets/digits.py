@@ -68,23 +68,26 @@ def load_digits_distillation(
     num_labelled: int = 150,
     num_transfer: int = 450,
     num_teacher_train: int = 800,
+    num_validation: int = 0,
 ) -> DistillationData:
-    """Split the 1,797 digits into teacher-training, labelled, transfer and test sets.
+    """Split the 1,797 digits into teacher-training, labelled, transfer, validation and test
+    sets.
 
-    Pixels are scaled to [0, 1]. The test set is whatever remains (397 digits by default).
+    Pixels are scaled to [0, 1]. ``num_validation`` labelled digits (none by default) are held
+    out for choosing hyperparameters; neither the teachers nor the student's prior see them.
+    The test set is whatever remains (397 digits by default).
     """
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
-    total = num_labelled + num_transfer + num_teacher_train
-    if min(num_labelled, num_transfer, num_teacher_train) < 1 or total >= len(x):
+    sizes = [num_teacher_train, num_labelled, num_transfer, num_validation]
+    if min(sizes[:3]) < 1 or num_validation < 0 or sum(sizes) >= len(x):
         raise ValueError(
-            f"num_labelled, num_transfer and num_teacher_train must be >= 1 and sum to less "
-            f"than {len(x)}, got {num_labelled}, {num_transfer}, {num_teacher_train}"
+            f"num_labelled, num_transfer and num_teacher_train must be >= 1, num_validation "
+            f">= 0, and together less than {len(x)}, got {num_labelled}, {num_transfer}, "
+            f"{num_teacher_train}, {num_validation}"
         )
     order = np.random.default_rng(seed).permutation(len(x))
-    teach, label, transfer, test = np.split(
-        order, np.cumsum([num_teacher_train, num_labelled, num_transfer])
-    )
+    teach, label, transfer, validation, test = np.split(order, np.cumsum(sizes))
     teachers = _digits_teachers(seed)
     for estimator in teachers.values():
         estimator.fit(x[teach], y[teach])
@@ -102,4 +105,6 @@ def load_digits_distillation(
         ),
         teachers_test=TeacherBank.from_callables(fitted, x[test], names=names, num_classes=10),
         num_classes=10,
+        x_validation=x[validation] if num_validation else None,
+        y_validation=y[validation].astype(np.int32) if num_validation else None,
     )

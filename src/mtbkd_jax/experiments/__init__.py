@@ -32,7 +32,10 @@ def run_experiment(
         from mtbkd_jax.experiments.digits import digits_config, digits_problem
 
         problem, config = digits_problem(seed), digits_config(smoke, seed)
-        say(f"[digits] {len(problem.y_train)} labelled, {len(problem.y_test)} test digits")
+        say(
+            f"[digits] {len(problem.y_train)} labelled, {len(problem.x_transfer)} transfer, "
+            f"{len(problem.y_val)} validation, {len(problem.y_test)} test digits"
+        )
         rows, artifacts = run_baselines(problem, config, say=say)
         write_report(out_dir, problem, rows, artifacts)
         return rows
