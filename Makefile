@@ -21,7 +21,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests models
+	$(BIN)/ruff check src tests models notebooks
 
 clean:
 	rm -rf $(VENV) results
