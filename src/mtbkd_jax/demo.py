@@ -112,22 +112,27 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
         ),
         "MT-BKD (entropy weights)": model(data.teachers_prior),
     }
-    key = jax.random.key(settings.seed)
-    rows, curves, posteriors = [], {}, {}
-    say(f"[2/4] MAP fits ({settings.map_steps} Adam steps each) ...", flush=True)
-    for name, m in models.items():
-        key, sub = jax.random.split(key)
-        kwargs = {} if m.teachers is None else {"prior_inputs": prior_inputs}
-        post = run_map(
-            sub,
+    def prior_kwargs(m):
+        return {} if m.teachers is None else {"prior_inputs": prior_inputs}
+
+    def fit_map(key, m, progress_bar):
+        return run_map(
+            key,
             m,
             data.x_train,
             data.y_train,
             num_steps=settings.map_steps,
             learning_rate=1e-2,
-            progress_bar=progress,
-            model_kwargs=kwargs,
+            progress_bar=progress_bar,
+            model_kwargs=prior_kwargs(m),
         )
+
+    key = jax.random.key(settings.seed)
+    rows, curves, posteriors = [], {}, {}
+    say(f"[2/4] MAP fits ({settings.map_steps} Adam steps each) ...", flush=True)
+    for name, m in models.items():
+        key, sub = jax.random.split(key)
+        post = fit_map(sub, m, progress)
         probs = post.predict(data.x_test)
         rows.append(_row(name, "map", probs, data.y_test))
         if name in ("student alone", "averaged-teacher KD", "MT-BKD (entropy weights)"):
@@ -144,22 +149,12 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
     for name in ("student alone", "MT-BKD (entropy weights)"):
         m = models[name]
         key, sub = jax.random.split(key)
-        kwargs = {} if m.teachers is None else {"prior_inputs": prior_inputs}
         # chain 0 starts at the MAP above, the others at MAPs from other random starts, so
         # that R-hat compares chains that began apart
         starts = [{k: v[0, 0] for k, v in posteriors[name].draws.items()}]
         for _chain in range(1, settings.num_chains):
             key, sub = jax.random.split(key)
-            other = run_map(
-                sub,
-                m,
-                data.x_train,
-                data.y_train,
-                num_steps=settings.map_steps,
-                learning_rate=1e-2,
-                progress_bar=False,
-                model_kwargs=kwargs,
-            )
+            other = fit_map(sub, m, False)
             starts.append({k: v[0, 0] for k, v in other.draws.items()})
         key, sub = jax.random.split(key)
         post = run_nuts(
@@ -172,7 +167,7 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
             num_chains=settings.num_chains,
             init_params=starts,
             progress_bar=progress,
-            model_kwargs=kwargs,
+            model_kwargs=prior_kwargs(m),
         )
         probs = post.predict(data.x_test)
         rows.append(_row(name, "nuts", probs, data.y_test))
