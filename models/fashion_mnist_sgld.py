@@ -8,7 +8,7 @@ sees 2,000 labelled 14x14 images; the teacher prior is evaluated on those plus 8
 ones, so SGLD draws a minibatch from each plate at every step. The prior settings are those the
 experiment's validation search chose for MT-BKD (σ0 = 1, λ = 10, β = 0.3). Run it:
 
-    .venv/bin/python models/fashion_mnist_sgld.py            # about 25 s once the teachers are cached
+    .venv/bin/python models/fashion_mnist_sgld.py            # ~25 s, teachers cached
     .venv/bin/python models/fashion_mnist_sgld.py --smoke    # under a minute (tiny teachers)
 
 The full experiment with every baseline and tuning is ``mtbkd experiment fashion-mnist``.
