@@ -59,6 +59,8 @@ class Case:
         ``prior_inputs``. Likelihood and prior then share one network pass per step."""
         labelled = self.model.teachers.take(np.arange(self.num_examples))
         model = self.model
+        if model.weight_rule == "array":
+            raise ValueError("with_prior_on_labelled needs a named weight rule, not an array")
         return Case(
             self.name + "_labelled_prior",
             mt.MTBKDModel(
@@ -67,6 +69,7 @@ class Case:
                 concentration=model.concentration,
                 temperature=model.temperature,
                 prior_power=model.prior_power,
+                weights=model.weight_rule,
             ),
             self.inputs,
             self.labels,

@@ -7,8 +7,9 @@ BlackJAX itself). The
 one change is where the noise is laid out. BlackJAX draws a flat normal vector and unravels it
 into the parameter pytree; XLA then fuses the normal's ``erf_inv`` into each leaf's update and
 evaluates it over the whole flat vector once per leaf. An ``optimization_barrier`` on the flat
-draw makes XLA compute it once: on the 42k-parameter reference head the floor loop runs 2,649
-instead of 2,296 steps/s (``benchmarks/bench.py``, "floor layouts", docs/benchmarks.md).
+draw makes XLA compute it once: on the 42k-parameter reference head the floor loop runs 2,666
+instead of 2,267 steps/s (``benchmarks/bench.py``, "floor layouts"; run of 2026-11-28 21:46 in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
