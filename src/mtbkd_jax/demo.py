@@ -112,6 +112,7 @@ def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool 
         ),
         "MT-BKD (entropy weights)": model(data.teachers_prior),
     }
+
     def prior_kwargs(m):
         return {} if m.teachers is None else {"prior_inputs": prior_inputs}
 

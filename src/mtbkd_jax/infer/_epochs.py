@@ -1,7 +1,8 @@
 """The jitted epoch loops behind SG-MCMC and minibatch warm starts.
 
-One *epoch* is ``steps_per_epoch`` steps over a fresh permutation of every subsampled plate.
-Per step the key is ``fold_in(fold_in(chain_key, epoch), step)``, so results do not depend on
+One *epoch* is ``steps_per_epoch`` steps over a fresh order of every subsampled plate (drawn on
+the host by :class:`~mtbkd_jax.infer._orders.EpochOrders` and passed in with the chunk). Per
+step the key is ``fold_in(fold_in(chain_key, epoch), step)``, so results do not depend on
 how epochs are grouped into host-visible chunks (checkpoints resume bit-for-bit). Within an
 epoch the chain runs between kept steps in ``fori_loop`` segments and emits the state only at
 the kept steps: no per-step host round trip and no per-step buffer writes.
@@ -15,10 +16,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+from mtbkd_jax.infer.minibatch import MinibatchPotential
 
-_PERMUTATION, _NOISE = 0, 1
-_BATCHED_INDICES = 1 << 20  # draw a chunk's permutations at once up to 4 MB of indices
+_NOISE = 1
 
 
 class ChainState(NamedTuple):
@@ -26,13 +26,6 @@ class ChainState(NamedTuple):
 
     position: dict
     momentum: dict
-
-
-def epoch_batches(chain_key, epoch, plates: tuple[PlateSpec, ...]):
-    """This epoch's permutation of every plate."""
-    key = jax.random.fold_in(jax.random.fold_in(chain_key, _PERMUTATION), epoch)
-    keys = jax.random.split(key, len(plates))
-    return {p.name: jax.random.permutation(k, p.size) for p, k in zip(plates, keys, strict=True)}
 
 
 def batch_at(permutations: dict, plates, step_in_epoch) -> dict:
@@ -96,38 +89,21 @@ class EpochRunner:
 
         return jax.lax.fori_loop(start, stop, body, state)
 
-    def _epoch_plans(self, chain_key, keep_key, epochs):
-        """Each epoch's permutations and kept steps. For small plates they are drawn for the
-        whole chunk at once (batched sorts instead of a few tiny sorts per epoch, which cost
-        as much as the steps of a 4-step epoch); for large plates epoch by epoch, so that the
-        index memory stays one epoch's worth."""
-        batched = len(epochs) * sum(p.size for p in self.plates) <= _BATCHED_INDICES
-        keep = self.draws_per_epoch > 0
-
-        def plan(epoch):
-            permutations = epoch_batches(chain_key, epoch, self.plates)
-            kept = (
-                keep_positions(
+    def run_epochs(self, state, chain_key, keep_key, epochs, orders, data):
+        """Run the given epochs (an int array) for one chain, visiting each plate in
+        ``orders[plate name][e]`` in epoch ``epochs[e]``; returns (state, observations) with
+        observations stacked as (num_epochs, draws_per_epoch, ...)."""
+        potential = self.make_potential(data)
+        kept_steps = None
+        if self.draws_per_epoch > 0:  # the kept steps of every epoch of the chunk at once
+            kept_steps = jax.vmap(
+                lambda epoch: keep_positions(
                     keep_key, epoch, self.steps_per_epoch, self.draws_per_epoch, self.random_draws
                 )
-                if keep
-                else None
-            )
-            return permutations, kept
-
-        if batched:
-            return jax.vmap(plan)(epochs), plan
-        return None, plan
-
-    def run_epochs(self, state, chain_key, keep_key, epochs, data):
-        """Run the given epochs (an int array) for one chain; returns (state, observations)
-        with observations stacked as (num_epochs, draws_per_epoch, ...)."""
-        potential = self.make_potential(data)
-        plans, plan = self._epoch_plans(chain_key, keep_key, epochs)
+            )(epochs)
 
         def epoch_fn(state, xs):
-            epoch, planned = xs
-            permutations, kept = plan(epoch) if planned is None else planned
+            epoch, permutations, kept = xs
             noise_key = epoch_noise_key(chain_key, epoch)
             if self.draws_per_epoch == 0:
                 state = self._advance(
@@ -148,4 +124,4 @@ class EpochRunner:
             )
             return state, observed
 
-        return jax.lax.scan(epoch_fn, state, (epochs, plans))
+        return jax.lax.scan(epoch_fn, state, (epochs, orders, kept_steps))

@@ -3,9 +3,9 @@
 A NumPyro model's potential ``U(z) = -log p(z, D)`` on the unconstrained space, evaluated on a
 minibatch by *substituting* the indices of the model's subsampled plates. NumPyro then scales
 every site inside a plate by ``N / |B|`` (likelihood and teacher prior alike) and counts the
-base prior once: exactly the SGLD potential of METHOD §5. Indices are drawn here, a permutation
-per plate per epoch, so a step costs O(|B|), not O(N) (NumPyro's own subsampling on the CPU
-shuffles all N indices at every call).
+base prior once: exactly the SGLD potential of METHOD §5. The samplers draw the indices, a
+permutation per plate per epoch (:mod:`mtbkd_jax.infer._orders`), so a step costs O(|B|), not
+O(N) (NumPyro's own subsampling on the CPU shuffles all N indices at every call).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from mtbkd_jax._checks import require_counts, require_nonnegative, require_posit
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
+from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
 from mtbkd_jax.infer.checkpoint import load_checkpoint, save_checkpoint
 from mtbkd_jax.infer.langevin import sghmc_update, sgld_update
 from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
@@ -307,16 +308,22 @@ def run_sgmcmc(
         random_draw_positions,
         observe,
     )
-    run_chunk = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, None)))
+    run_chunk = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
     constrain = jax.jit(jax.vmap(jax.vmap(potential.constrain)))
     chain_keys = jax.random.split(sample_key, num_chains)
+    orders = EpochOrders(chain_keys, plates, SAMPLING)
     started = time.perf_counter()
     chunk_seconds = []
+    if next_epoch < total_epochs:
+        next_orders = orders.take(next_epoch, min(next_epoch + chunk_epochs, total_epochs))
     try:
         while next_epoch < total_epochs:
             chunk_start = time.perf_counter()
-            epochs = jnp.arange(next_epoch, min(next_epoch + chunk_epochs, total_epochs))
-            state, observed = run_chunk(state, chain_keys, keep_key, epochs, data)
+            stop = min(next_epoch + chunk_epochs, total_epochs)
+            epochs = jnp.arange(next_epoch, stop)
+            state, observed = run_chunk(state, chain_keys, keep_key, epochs, next_orders, data)
+            if stop < total_epochs:  # drawn on the host while the device runs this chunk
+                next_orders = orders.take(stop, min(stop + chunk_epochs, total_epochs))
             chunk, all_finite = _select(observed, state, keep_draws, constrain)
             chunk_seconds.append((len(epochs), time.perf_counter() - chunk_start))
             collected = _append(collected, chunk)

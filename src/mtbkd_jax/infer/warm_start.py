@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from mtbkd_jax.infer._epochs import EpochRunner
+from mtbkd_jax.infer._orders import WARM_START, EpochOrders
 
 __all__ = ["reference_optimizer", "minibatch_optimize"]
 
@@ -58,15 +59,20 @@ def minibatch_optimize(
         return optax.apply_updates(params, updates), opt_state
 
     runner = EpochRunner(make_potential, transition, plates, steps_per_epoch)
-    run = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, None)))
+    run = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
     num_chains = jax.tree.leaves(position)[0].shape[0]
     keys = jax.random.split(rng_key, num_chains)
+    orders = EpochOrders(keys, plates, WARM_START)
     state = (position, jax.vmap(optimizer.init)(position))
     done = 0
+    next_orders = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
-        epochs = jnp.arange(done, min(done + chunk_epochs, num_epochs))
-        state, _ = run(state, keys, keys[0], epochs, data)
-        done = int(epochs[-1]) + 1
+        stop = min(done + chunk_epochs, num_epochs)
+        state, _ = run(state, keys, keys[0], jnp.arange(done, stop), next_orders, data)
+        if stop < num_epochs:  # drawn while the device runs this chunk
+            next_orders = orders.take(stop, min(stop + chunk_epochs, num_epochs))
+        jax.block_until_ready(state)
         if on_chunk is not None:
-            on_chunk(len(epochs))
+            on_chunk(stop - done)
+        done = stop
     return state[0]

@@ -1,0 +1,104 @@
+"""Each epoch's visiting order of every subsampled plate, drawn on the host ahead of the device.
+
+Every epoch visits every example of every plate once, in a fresh uniformly random order
+(random reshuffling, as the reference code's ``DataLoader(shuffle=True)``). The orders are
+Fisher-Yates shuffles (NumPy's ``Generator.permuted``), drawn in blocks of epochs from a
+generator seeded by the chain's key, a purpose tag and the block's index. An epoch's order thus
+depends only on (chain key, purpose, epoch): not on how epochs are grouped into chunks, so a
+resumed run sees the same minibatches as an uninterrupted one.
+
+Why on the host: JAX dispatches a chunk asynchronously, so the samplers draw the *next* chunk's
+orders here while the device runs the current one, and shuffling costs the chain no time. On
+the device the same shuffles are sorts of random keys; on this project's 2-core CPU they cost
+about a tenth of a step of the small digits student (``benchmarks/bench.py``, "epoch
+shuffles"), more than the rest of the sampler's overhead over its irreducible work.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from mtbkd_jax.infer.minibatch import PlateSpec
+
+__all__ = ["EpochOrders", "SAMPLING", "WARM_START"]
+
+SAMPLING, WARM_START = 0, 1  # purpose tags: the warm start and the sampler draw apart
+_BLOCK_INDICES = 1 << 18  # a block holds up to 1 MB of indices per chain (at least one epoch)
+_MAX_BLOCK_EPOCHS = 64
+
+
+def key_words(keys) -> np.ndarray:
+    """The raw uint32 words of a stack of JAX keys (typed or legacy), shape (num_keys, words)."""
+    keys = jax.numpy.asarray(keys)
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    words = np.asarray(keys, dtype=np.uint32)
+    return words.reshape(words.shape[0], -1)
+
+
+class EpochOrders:
+    """The orders of ``plates`` for every chain, epoch by epoch.
+
+    Args:
+        chain_keys: one JAX key per chain (a stacked key array).
+        plates: the subsampled plates.
+        purpose: a tag that separates streams drawn from the same keys.
+
+    ``take(start, stop)`` returns ``{plate name: int32 array (chains, stop - start, N)}``.
+    """
+
+    def __init__(self, chain_keys, plates: tuple[PlateSpec, ...], purpose: int = SAMPLING):
+        self.words = key_words(chain_keys)
+        self.plates = tuple(plates)
+        self.purpose = int(purpose)
+        total = sum(p.size for p in self.plates)
+        self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
+        self._blocks: dict[int, dict[str, np.ndarray]] = {}
+
+    @property
+    def num_chains(self) -> int:
+        return int(self.words.shape[0])
+
+    def _generator(self, chain: int, block: int) -> np.random.Generator:
+        entropy = [int(w) for w in self.words[chain]] + [self.purpose, block]
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+
+    def _draw_block(self, block: int) -> dict[str, np.ndarray]:
+        out = {
+            p.name: np.empty((self.num_chains, self.block_epochs, p.size), np.int32)
+            for p in self.plates
+        }
+        for chain in range(self.num_chains):
+            generator = self._generator(chain, block)
+            for plate in self.plates:
+                identity = np.broadcast_to(
+                    np.arange(plate.size, dtype=np.int32), (self.block_epochs, plate.size)
+                )
+                out[plate.name][chain] = generator.permuted(identity, axis=1)
+        return out
+
+    def _block(self, block: int) -> dict[str, np.ndarray]:
+        if block not in self._blocks:
+            if len(self._blocks) >= 2:  # chunks move forward: keep the last two blocks
+                del self._blocks[min(self._blocks)]
+            self._blocks[block] = self._draw_block(block)
+        return self._blocks[block]
+
+    def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The orders of epochs ``start .. stop - 1``."""
+        if not 0 <= start < stop:
+            raise ValueError(f"need 0 <= start < stop, got start={start}, stop={stop}")
+        size = self.block_epochs
+        parts = []
+        for block in range(start // size, (stop - 1) // size + 1):
+            lo, hi = max(start, block * size), min(stop, (block + 1) * size)
+            orders = self._block(block)
+            parts.append(
+                {k: v[:, lo - block * size : hi - block * size] for k, v in orders.items()}
+            )
+        if len(parts) == 1:
+            return {k: np.ascontiguousarray(v) for k, v in parts[0].items()}
+        return {
+            p.name: np.concatenate([part[p.name] for part in parts], axis=1) for p in self.plates
+        }
