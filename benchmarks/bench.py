@@ -253,6 +253,9 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
     _, raw_nt = minibatch_loops(make_nt, plates_nt, steps_per_epoch, steps)
     noise, zeros = noise_loop(num_params, steps)
     extra_loops = []
+    # with a transfer plate: the same student and teachers with the prior on the labelled batch
+    # (the reference code's setting, where one network pass serves the likelihood and the prior)
+    labelled = case.with_prior_on_labelled() if len(plates) > 1 else None
     if (
         len(plates) > 1 and len(cfg["floor_layouts"]) > 1
     ):  # a transfer plate: also the gradient with the transfer batch = B
@@ -260,8 +263,6 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
         _, raw_eq = minibatch_loops(make_eq, plates_eq, steps_per_epoch, steps)
         permutations_eq = {p.name: permutations[p.name] for p in plates_eq}
         extra_loops.append(("raw_equal_batches", raw_eq, (position, data, permutations_eq)))
-        # the prior on the labelled batch only: one network pass serves both terms
-        labelled = case.with_prior_on_labelled()
         make_lab, plates_lab = potential_factory(labelled)
         _, raw_lab = minibatch_loops(make_lab, plates_lab, steps_per_epoch, steps)
         extra_loops.append(
@@ -297,7 +298,7 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
             raise FloatingPointError(f"{case.name}: a reference loop went non-finite")
     compile_seconds = time.perf_counter() - compile_start
 
-    rates = {k: [] for k in ("sgld", "sgld_nt", *(name for name, _, _ in loops))}
+    rates = {k: [] for k in ("sgld", "sgld_nt", "sgld_lab", *(name for name, _, _ in loops))}
     all_rounds = []
     torch_rounds = []
     plates_checked = None
@@ -325,6 +326,14 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
             seed=r,
         )
         round_rates = {"sgld": run["rates"], "sgld_nt": run_nt["rates"]}
+        if labelled is not None:
+            round_rates["sgld_lab"] = sgld_run(
+                labelled,
+                num_chains=1,
+                chunk_epochs=chunk_epochs,
+                steady_chunks=cfg["steady_chunks"],
+                seed=r,
+            )["rates"]
         for name, fn, args in loops:
             round_rates[name] = [
                 loop_steps.get(name, steps) / timed(fn, *args) for _ in range(cfg["floor_reps"])
@@ -367,6 +376,9 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
         "sgld_vs_raw": [ratio(r["sgld"], r["raw"]) for r in all_rounds],
         "overhead_step": [ratio(r["sgld_nt"], r["sgld"]) for r in all_rounds],
         "overhead_grad": [ratio(r["raw_nt"], r["raw"]) for r in all_rounds],
+        "overhead_step_lab": [
+            ratio(r["sgld_nt"], r["sgld_lab"]) for r in all_rounds if "sgld_lab" in r
+        ],
     }
     one_chain = float(np.median(rates["sgld"]))
     result = {
@@ -403,6 +415,14 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
         "teacher_prior_overhead_step_per_round": per_round["overhead_step"],
         "teacher_prior_overhead_gradient": ratio(rates["raw_nt"], rates["raw"]),
         "teacher_prior_overhead_gradient_per_round": per_round["overhead_grad"],
+        # the prior on the labelled batch (digits only: the head has no transfer plate)
+        "labelled_prior_sgld_steps_per_s": summary(rates["sgld_lab"])
+        if rates["sgld_lab"]
+        else None,
+        "teacher_prior_overhead_step_labelled_prior": (
+            ratio(rates["sgld_nt"], rates["sgld_lab"]) if rates["sgld_lab"] else None
+        ),
+        "teacher_prior_overhead_step_labelled_prior_per_round": per_round["overhead_step_lab"],
         "teacher_prior_overhead_gradient_equal_batches": (
             ratio(rates["raw_nt"], rates["raw_equal_batches"])
             if "raw_equal_batches" in rates
@@ -681,6 +701,59 @@ def _rate(s):
     return f"{s['median']:,.0f} ({s['min']:,.0f}..{s['max']:,.0f})"
 
 
+_TRANSFER_NOTE = "not the goal's setting: more inputs per step"
+
+
+def _overhead_rows(label: str, r: dict) -> list:
+    """The teacher-prior overhead rows. The goal is checked with the prior on the labelled
+    batch (the reference code's setting); with a separate transfer set the step also runs the
+    student on the transfer batch, so that figure is reported beside it, not held to the goal."""
+    if not r.get("teacher_prior_overhead_step_labelled_prior"):
+        return [
+            (
+                f"{label}: **teacher-prior overhead** (SGLD step)",
+                _fmt(r["teacher_prior_overhead_step"]),
+                _spread(r["teacher_prior_overhead_step_per_round"]),
+                _goal(r["teacher_prior_overhead_step"], 1.3, higher=False),
+            ),
+            (
+                f"{label}: teacher-prior overhead (minibatch gradient)",
+                _fmt(r["teacher_prior_overhead_gradient"]),
+                _spread(r["teacher_prior_overhead_gradient_per_round"]),
+                _goal(r["teacher_prior_overhead_gradient"], 1.3, higher=False),
+            ),
+        ]
+    data_batch, transfer_batch = r["plates"][0][2], r["plates"][1][2]
+    return [
+        (
+            f"{label}: **teacher-prior overhead**, prior on the labelled batch (SGLD step)",
+            _fmt(r["teacher_prior_overhead_step_labelled_prior"]),
+            _spread(r["teacher_prior_overhead_step_labelled_prior_per_round"]),
+            _goal(r["teacher_prior_overhead_step_labelled_prior"], 1.3, higher=False),
+        ),
+        (
+            f"{label}: teacher-prior overhead, prior on the labelled batch (minibatch gradient)",
+            _fmt(r["teacher_prior_overhead_gradient_labelled_prior"]),
+            "",
+            _goal(r["teacher_prior_overhead_gradient_labelled_prior"], 1.3, higher=False),
+        ),
+        (
+            f"{label}: transfer set ({data_batch} + {transfer_batch} inputs per step): "
+            "overhead per SGLD step",
+            _fmt(r["teacher_prior_overhead_step"]),
+            _spread(r["teacher_prior_overhead_step_per_round"]),
+            _TRANSFER_NOTE,
+        ),
+        (
+            f"{label}: transfer set ({data_batch} + {transfer_batch} inputs per step): "
+            "overhead per gradient",
+            _fmt(r["teacher_prior_overhead_gradient"]),
+            _spread(r["teacher_prior_overhead_gradient_per_round"]),
+            _TRANSFER_NOTE,
+        ),
+    ]
+
+
 def table(results: dict) -> str:
     rows = [("figure", "value", "spread (min..max)", "goal")]
     for name in ("digits", "reference"):
@@ -731,44 +804,18 @@ def table(results: dict) -> str:
                 _spread(r["sgld_vs_raw_gradient_per_round"]),
                 "",
             ),
-            (
-                f"{label}: **teacher-prior overhead** (SGLD step)",
-                _fmt(r["teacher_prior_overhead_step"]),
-                _spread(r["teacher_prior_overhead_step_per_round"]),
-                _goal(r["teacher_prior_overhead_step"], 1.3, higher=False),
-            ),
-            (
-                f"{label}: teacher-prior overhead (minibatch gradient)",
-                _fmt(r["teacher_prior_overhead_gradient"]),
-                _spread(r["teacher_prior_overhead_gradient_per_round"]),
-                _goal(r["teacher_prior_overhead_gradient"], 1.3, higher=False),
-            ),
+            *_overhead_rows(label, r),
             *(
                 [
                     (
-                        f"{label}: teacher-prior overhead (gradient, transfer batch = "
-                        f"{r['plates'][0][2]})",
+                        f"{label}: transfer set, the transfer batch cut to "
+                        f"{r['plates'][0][2]}: overhead per gradient",
                         _fmt(r["teacher_prior_overhead_gradient_equal_batches"]),
                         "",
-                        "",
+                        _TRANSFER_NOTE,
                     )
                 ]
                 if r.get("teacher_prior_overhead_gradient_equal_batches")
-                else []
-            ),
-            *(
-                [
-                    (
-                        f"{label}: teacher-prior overhead (gradient, prior on the labelled "
-                        "batch only)",
-                        _fmt(r["teacher_prior_overhead_gradient_labelled_prior"]),
-                        "",
-                        _goal(
-                            r["teacher_prior_overhead_gradient_labelled_prior"], 1.3, higher=False
-                        ),
-                    )
-                ]
-                if r.get("teacher_prior_overhead_gradient_labelled_prior")
                 else []
             ),
         ]
