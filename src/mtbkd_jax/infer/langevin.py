@@ -7,8 +7,8 @@ BlackJAX itself). The
 one change is where the noise is laid out. BlackJAX draws a flat normal vector and unravels it
 into the parameter pytree; XLA then fuses the normal's ``erf_inv`` into each leaf's update and
 evaluates it over the whole flat vector once per leaf. An ``optimization_barrier`` on the flat
-draw makes XLA compute it once: on the 42k-parameter reference head the floor loop runs 2,666
-instead of 2,267 steps/s (``benchmarks/bench.py``, "floor layouts"; run of 2026-11-28 21:46 in
+draw makes XLA compute it once: on the 42k-parameter reference head the floor loop runs 2,441
+instead of 2,144 steps/s (``benchmarks/bench.py``, "floor layouts"; run of 2026-11-28 23:38 in
 docs/benchmarks.md).
 """
 
