@@ -59,6 +59,47 @@ def test_streams_follow_the_keys_and_the_purpose():
     np.testing.assert_array_equal(a, EpochOrders(legacy, PLATES, SAMPLING).take(0, 5)["data"])
     with pytest.raises(ValueError, match="start < stop"):
         EpochOrders(_keys(), PLATES).take(3, 3)
+    with pytest.raises(ValueError, match="one per chain"):
+        EpochOrders(jax.random.key(0), PLATES)  # a single key, not a stack
+
+
+def test_the_samplers_draws_do_not_depend_on_chunk_epochs(monkeypatch):
+    """run_sgmcmc with its warm start gives the same draws for any chunk_epochs, with chunks
+    that cross the orders' blocks."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import mtbkd_jax as mk
+
+    monkeypatch.setattr(_orders, "_MAX_BLOCK_EPOCHS", 2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (x @ np.array([1.0, -1.0]) > 0).astype(np.int32)
+
+    def model(inputs, labels=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with numpyro.plate("data", inputs.shape[0], subsample_size=8) as idx:
+            numpyro.sample("y", dist.Bernoulli(logits=inputs[idx] @ w), obs=labels[idx])
+
+    def run(chunk_epochs):
+        return mk.run_sgmcmc(
+            jax.random.key(3),
+            model,
+            x,
+            y,
+            batch_size=8,
+            num_epochs=7,
+            step_size=1e-3,
+            draws_per_epoch=2,
+            num_chains=2,
+            warm_start_epochs=5,
+            chunk_epochs=chunk_epochs,
+            progress_bar=False,
+        ).draws["w"]
+
+    reference = run(1)
+    for chunk_epochs in (3, 7):
+        np.testing.assert_array_equal(run(chunk_epochs), reference)
 
 
 def _uniformity_p_value(orders: np.ndarray, size: int) -> float:
@@ -92,4 +133,8 @@ def test_orders_are_uniform_over_all_permutations():
     pairs = np.stack([firsts[:, :-1].ravel(), firsts[:, 1:].ravel()])
     table = np.zeros((4, 4))
     np.add.at(table, (pairs[0], pairs[1]), 1)
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    # and chains are independent: the pair (first example of chain 0, of chain 1) at an epoch
+    table = np.zeros((4, 4))
+    np.add.at(table, (firsts[0], firsts[1]), 1)
     assert stats.chi2_contingency(table).pvalue > 1e-3

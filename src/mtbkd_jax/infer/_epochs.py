@@ -2,10 +2,11 @@
 
 One *epoch* is ``steps_per_epoch`` steps over a fresh order of every subsampled plate (drawn on
 the host by :class:`~mtbkd_jax.infer._orders.EpochOrders` and passed in with the chunk). Per
-step the key is ``fold_in(fold_in(chain_key, epoch), step)``, so results do not depend on
-how epochs are grouped into host-visible chunks (checkpoints resume bit-for-bit). Within an
-epoch the chain runs between kept steps in ``fori_loop`` segments and emits the state only at
-the kept steps: no per-step host round trip and no per-step buffer writes.
+step the noise key is ``fold_in(fold_in(fold_in(chain_key, 1), epoch), step)``, so results do
+not depend on how epochs are grouped into host-visible chunks (checkpoints resume
+bit-for-bit). Within an epoch the chain runs between kept steps in ``fori_loop`` segments and
+emits the state only at the kept steps: no per-step host round trip and no per-step buffer
+writes.
 """
 
 from __future__ import annotations

@@ -8,10 +8,13 @@ depends only on (chain key, purpose, epoch): not on how epochs are grouped into 
 resumed run sees the same minibatches as an uninterrupted one.
 
 Why on the host: JAX dispatches a chunk asynchronously, so the samplers draw the *next* chunk's
-orders here while the device runs the current one, and shuffling costs the chain no time. On
-the device the same shuffles are sorts of random keys; on this project's 2-core CPU they cost
-about a tenth of a step of the small digits student (``benchmarks/bench.py``, "epoch
-shuffles"), more than the rest of the sampler's overhead over its irreducible work.
+orders here while the device runs the current one, and shuffling costs the chain no time as
+long as the host's share of a chunk is the smaller one. On the device the same shuffles are
+sorts of random keys; on this project's 2-core CPU they cost about a tenth of a step of the
+small digits student (``benchmarks/bench.py``, "epoch shuffles"), more than the rest of the
+sampler's overhead over its irreducible work. The host's cost is about 15 ns per index, per
+chain and epoch, drawn chain after chain: with many chains of a small model on an accelerator,
+where a vectorised step costs about the same for any number of chains, it may no longer hide.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import numpy as np
 
 from mtbkd_jax.infer.minibatch import PlateSpec
 
-__all__ = ["EpochOrders", "SAMPLING", "WARM_START"]
+__all__ = ["EpochOrders", "ORDERS_SCHEME", "SAMPLING", "WARM_START"]
+
+# the generator behind the orders (stored in checkpoints: NumPy may change its streams)
+ORDERS_SCHEME = f"numpy {np.__version__} PCG64 SeedSequence(key, purpose, block) permuted"
 
 SAMPLING, WARM_START = 0, 1  # purpose tags: the warm start and the sampler draw apart
 _BLOCK_INDICES = 1 << 18  # a block holds up to 1 MB of indices per chain (at least one epoch)
@@ -31,9 +37,13 @@ _MAX_BLOCK_EPOCHS = 64
 def key_words(keys) -> np.ndarray:
     """The raw uint32 words of a stack of JAX keys (typed or legacy), shape (num_keys, words)."""
     keys = jax.numpy.asarray(keys)
-    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        keys = jax.random.key_data(keys)
-    words = np.asarray(keys, dtype=np.uint32)
+    typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim != 1) or (not typed and keys.ndim != 2):
+        raise ValueError(
+            "chain_keys must be a stack of keys, one per chain (jax.random.split(key, n)), got "
+            f"shape {keys.shape}"
+        )
+    words = np.asarray(jax.random.key_data(keys) if typed else keys, dtype=np.uint32)
     return words.reshape(words.shape[0], -1)
 
 
@@ -46,6 +56,8 @@ class EpochOrders:
         purpose: a tag that separates streams drawn from the same keys.
 
     ``take(start, stop)`` returns ``{plate name: int32 array (chains, stop - start, N)}``.
+    Memory: that result, plus at most one cached block (the one a chunk ended inside). A
+    sampler holds one chunk's orders on the host (the next chunk's) and one on the device.
     """
 
     def __init__(self, chain_keys, plates: tuple[PlateSpec, ...], purpose: int = SAMPLING):
@@ -54,7 +66,7 @@ class EpochOrders:
         self.purpose = int(purpose)
         total = sum(p.size for p in self.plates)
         self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
-        self._blocks: dict[int, dict[str, np.ndarray]] = {}
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
     @property
     def num_chains(self) -> int:
@@ -72,33 +84,33 @@ class EpochOrders:
         for chain in range(self.num_chains):
             generator = self._generator(chain, block)
             for plate in self.plates:
-                identity = np.broadcast_to(
-                    np.arange(plate.size, dtype=np.int32), (self.block_epochs, plate.size)
-                )
-                out[plate.name][chain] = generator.permuted(identity, axis=1)
+                rows = out[plate.name][chain]
+                rows[:] = np.arange(plate.size, dtype=np.int32)
+                generator.permuted(rows, axis=1, out=rows)  # in place, row by row
         return out
 
     def _block(self, block: int) -> dict[str, np.ndarray]:
-        if block not in self._blocks:
-            if len(self._blocks) >= 2:  # chunks move forward: keep the last two blocks
-                del self._blocks[min(self._blocks)]
-            self._blocks[block] = self._draw_block(block)
-        return self._blocks[block]
+        if self._cached is not None and self._cached[0] == block:
+            return self._cached[1]
+        return self._draw_block(block)
 
     def take(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """The orders of epochs ``start .. stop - 1``."""
         if not 0 <= start < stop:
             raise ValueError(f"need 0 <= start < stop, got start={start}, stop={stop}")
         size = self.block_epochs
-        parts = []
-        for block in range(start // size, (stop - 1) // size + 1):
+        out = {
+            p.name: np.empty((self.num_chains, stop - start, p.size), np.int32) for p in self.plates
+        }
+        last = (stop - 1) // size
+        for block in range(start // size, last + 1):
             lo, hi = max(start, block * size), min(stop, (block + 1) * size)
             orders = self._block(block)
-            parts.append(
-                {k: v[:, lo - block * size : hi - block * size] for k, v in orders.items()}
-            )
-        if len(parts) == 1:
-            return {k: np.ascontiguousarray(v) for k, v in parts[0].items()}
-        return {
-            p.name: np.concatenate([part[p.name] for part in parts], axis=1) for p in self.plates
-        }
+            for name, rows in orders.items():
+                out[name][:, lo - start : hi - start] = rows[
+                    :, lo - block * size : hi - block * size
+                ]
+            if block == last:  # the next chunk starts inside it unless it ended here
+                self._cached = None if hi == (block + 1) * size else (block, orders)
+            del orders
+        return out

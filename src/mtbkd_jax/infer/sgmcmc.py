@@ -25,7 +25,7 @@ from mtbkd_jax._checks import require_counts, require_nonnegative, require_posit
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
-from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
+from mtbkd_jax.infer._orders import ORDERS_SCHEME, SAMPLING, EpochOrders
 from mtbkd_jax.infer.checkpoint import load_checkpoint, save_checkpoint
 from mtbkd_jax.infer.langevin import sghmc_update, sgld_update
 from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
@@ -129,6 +129,9 @@ def run_sgmcmc(
         predict_inputs: inputs on which the posterior-predictive mean and mean deviance are
             accumulated over draws inside the chain (``Posterior.streamed``), no draws needed.
         chunk_epochs: epochs per jitted call (between calls: progress, checkpoint, NaN check).
+            A chunk's minibatch orders are ``chunk_epochs x num_chains x N`` int32 indices per
+            subsampled plate, held once on the host (the next chunk's) and once on the device;
+            with a plate of millions keep ``chunk_epochs`` small (an epoch is long there).
         checkpoint_path: write a checkpoint after every chunk and resume from it when present.
         progress_bar: show a tqdm progress bar.
         model_kwargs: further model keyword arguments (e.g. ``prior_inputs``).
@@ -216,6 +219,8 @@ def run_sgmcmc(
         # a cheap fingerprint of the data, summed on the device (no float64 host copy of N x F)
         "data_sum": round(float(jnp.sum(features, dtype=jnp.float32)), 3),
         "keep_draws": bool(keep_draws),
+        # the minibatch orders' generator: a checkpoint resumes bit-for-bit only under the same
+        "minibatch_orders": ORDERS_SCHEME,
     }
 
     potential = make_potential(data)
@@ -321,7 +326,9 @@ def run_sgmcmc(
             chunk_start = time.perf_counter()
             stop = min(next_epoch + chunk_epochs, total_epochs)
             epochs = jnp.arange(next_epoch, stop)
-            state, observed = run_chunk(state, chain_keys, keep_key, epochs, next_orders, data)
+            current, next_orders = next_orders, None  # the device holds its own copy
+            state, observed = run_chunk(state, chain_keys, keep_key, epochs, current, data)
+            del current
             if stop < total_epochs:  # drawn on the host while the device runs this chunk
                 next_orders = orders.take(stop, min(stop + chunk_epochs, total_epochs))
             chunk, all_finite = _select(observed, state, keep_draws, constrain)

@@ -68,7 +68,9 @@ def minibatch_optimize(
     next_orders = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
         stop = min(done + chunk_epochs, num_epochs)
-        state, _ = run(state, keys, keys[0], jnp.arange(done, stop), next_orders, data)
+        current, next_orders = next_orders, None  # the device holds its own copy
+        state, _ = run(state, keys, keys[0], jnp.arange(done, stop), current, data)
+        del current
         if stop < num_epochs:  # drawn while the device runs this chunk
             next_orders = orders.take(stop, min(stop + chunk_epochs, num_epochs))
         jax.block_until_ready(state)
