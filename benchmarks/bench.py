@@ -59,6 +59,7 @@ FULL = {
     "chunk_epochs": {"digits": 1000, "reference": 32},  # ~0.4-0.5 s per chunk
     "chains": 4,
     "chains_cases": ("digits", "reference"),
+    "chain_devices": 2,  # the chains also sharded over this many CPU devices (fresh process)
     "floor_layouts": ("once", "tree"),
     "nuts": {"num_warmup": 100, "num_samples": (100, 700), "pairs": 2, "grad_steps": 4000},
     "torch": {"steps": 1000, "reps": 3},
@@ -76,6 +77,7 @@ QUICK = {
     "chunk_epochs": {"digits": 50, "reference": 4},
     "chains": 4,
     "chains_cases": ("reference",),
+    "chain_devices": 2,
     "floor_layouts": ("once",),
     "nuts": {"num_warmup": 10, "num_samples": (5, 15), "pairs": 1, "grad_steps": 200},
     "torch": {"steps": 50, "reps": 1},
@@ -228,6 +230,7 @@ def sgld_run(case: Case, *, num_chains: int, chunk_epochs: int, steady_chunks: i
         # steps per second of each chain (all chains advance together)
         "rates": [e * steps_per_epoch / s for e, s in chunks[1:]],
         "finite": bool(finite),
+        "chain_devices": int(posterior.settings["chain_devices"]),
     }
 
 
@@ -353,7 +356,7 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
             f"{plates_checked}; update benchmarks/_cases.py"
         )
 
-    chains = None
+    chains = sharded = None
     if case.name in cfg["chains_cases"]:
         log(f"{case.name}: {cfg['chains']} vectorised chains")
         chains = sgld_run(
@@ -363,6 +366,8 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
             steady_chunks=cfg["steady_chunks"],
             seed=99,
         )
+        log(f"{case.name}: {cfg['chains']} chains on {cfg['chain_devices']} CPU devices")
+        sharded = sharded_chains_run(case.name, cfg, chunk_epochs)
     # the floor is the faster layout of the same work (see _floors.py)
     layouts = [f"floor_{layout}" for layout in cfg["floor_layouts"]]
     floor_layout = max(layouts, key=lambda k: np.median(rates[k]))
@@ -439,10 +444,42 @@ def bench_sgld(case: Case, cfg: dict, torch_setup=None) -> dict:
         "chains": None
         if chains is None
         else chains_summary(chains, cfg, one_chain, steps_per_epoch),
+        "chains_on_devices": None
+        if sharded is None
+        else {
+            **chains_summary(sharded, cfg, one_chain, steps_per_epoch),
+            "devices": sharded["chain_devices"],
+        },
     }
     if torch_rounds:
         result["torch_rounds"] = torch_rounds
     return result
+
+
+def sharded_chains_run(case_name: str, cfg: dict, chunk_epochs: int) -> dict:
+    """The vectorised chains sharded over several CPU devices: ``_chains_worker.py`` in a
+    fresh process (the device count is fixed when JAX starts)."""
+    command = [
+        sys.executable,
+        str(HERE / "_chains_worker.py"),
+        "--case",
+        case_name,
+        "--devices",
+        str(cfg["chain_devices"]),
+        "--chains",
+        str(cfg["chains"]),
+        "--chunk-epochs",
+        str(chunk_epochs),
+        "--steady-chunks",
+        str(cfg["steady_chunks"]),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"_chains_worker.py failed for {case_name}:\n{done.stderr[-3000:]}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    if run["chain_devices"] != cfg["chain_devices"] or not run["finite"]:
+        raise RuntimeError(f"{case_name}: unexpected sharded run {run}")
+    return run
 
 
 def chains_summary(chains: dict, cfg: dict, one_chain: float, steps_per_epoch: int) -> dict:
@@ -832,6 +869,17 @@ def table(results: dict) -> str:
                     f"{label}: {c['num_chains']} chains: draws/s (1 chain)",
                     f"{c['draws_per_s']:,.0f} ({c['draws_per_s_one_chain']:,.0f})",
                     f"x{c['speedup_vs_one_chain']:.2f}",
+                    "",
+                ),
+            ]
+        d = r.get("chains_on_devices")
+        if d:
+            rows += [
+                (
+                    f"{label}: {d['num_chains']} chains on {d['devices']} CPU devices: "
+                    "draws/s (1 chain)",
+                    f"{d['draws_per_s']:,.0f} ({d['draws_per_s_one_chain']:,.0f})",
+                    f"x{d['speedup_vs_one_chain']:.2f}",
                     "",
                 ),
             ]

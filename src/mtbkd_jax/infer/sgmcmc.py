@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import make_posterior, prepare_data
+from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
 from mtbkd_jax.infer._orders import ORDERS_SCHEME, SAMPLING, EpochOrders
 from mtbkd_jax.infer.checkpoint import load_checkpoint, save_checkpoint
@@ -116,7 +117,9 @@ def run_sgmcmc(
         temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
-        num_chains: chains, vectorised with ``vmap``.
+        num_chains: chains, vectorised with ``vmap``; with several local devices (on a CPU:
+            ``numpyro.set_host_device_count(n)`` at the start of the program) the chains are
+            sharded over as many of them as divide ``num_chains``.
         friction: SGHMC's friction ``alpha``.
         num_cycles, exploration_fraction: cyclical SGLD: cycles over the run, and the fraction
             of each cycle run without noise and without keeping draws.
@@ -242,6 +245,8 @@ def run_sgmcmc(
             "count": jnp.zeros((num_chains,)),
         }
     state = {"chain": ChainState(start, jax.tree.map(jnp.zeros_like, start)), "acc": acc}
+    placement = ChainPlacement(num_chains)  # several local devices share out the chains
+    state, data = placement.chains(state), placement.replicated(data)
 
     bar = tqdm(
         total=warm_start_epochs + total_epochs,
@@ -265,12 +270,13 @@ def run_sgmcmc(
             data,
             chunk_epochs=chunk_epochs,
             on_chunk=bar.update,
+            placement=placement,
         )
         state["chain"] = ChainState(position, jax.tree.map(jnp.zeros_like, position))
         collected, next_epoch = {}, 0
     else:
         state, collected, progress = restored
-        state = jax.tree.map(jnp.asarray, state)
+        state = placement.chains(jax.tree.map(jnp.asarray, state))
         next_epoch = progress["next_epoch"]
         bar.update(warm_start_epochs + next_epoch)
 
@@ -315,7 +321,7 @@ def run_sgmcmc(
     )
     run_chunk = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
     constrain = jax.jit(jax.vmap(jax.vmap(potential.constrain)))
-    chain_keys = jax.random.split(sample_key, num_chains)
+    chain_keys = placement.chains(jax.random.split(sample_key, num_chains))
     orders = EpochOrders(chain_keys, plates, SAMPLING)
     started = time.perf_counter()
     chunk_seconds = []
@@ -326,7 +332,7 @@ def run_sgmcmc(
             chunk_start = time.perf_counter()
             stop = min(next_epoch + chunk_epochs, total_epochs)
             epochs = jnp.arange(next_epoch, stop)
-            current, next_orders = next_orders, None  # the device holds its own copy
+            current, next_orders = placement.chains(next_orders), None  # now on the device(s)
             state, observed = run_chunk(state, chain_keys, keep_key, epochs, current, data)
             del current
             if stop < total_epochs:  # drawn on the host while the device runs this chunk
@@ -368,6 +374,7 @@ def run_sgmcmc(
     )
     posterior.settings["sampling_seconds"] = time.perf_counter() - started
     posterior.settings["steps_per_epoch"] = steps_per_epoch
+    posterior.settings["chain_devices"] = placement.num_devices
     # (epochs, seconds) per jitted chunk; the first includes compilation
     posterior.settings["chunk_seconds"] = chunk_seconds
     return posterior

@@ -34,6 +34,7 @@ def minibatch_optimize(
     *,
     chunk_epochs: int = 1,
     on_chunk=None,
+    placement=None,
 ):
     """Minimise ``-log p`` on minibatches for ``num_epochs`` epochs, for every chain.
 
@@ -45,6 +46,7 @@ def minibatch_optimize(
         rng_key: key for the minibatch permutations.
         data: the model's data pytree.
         chunk_epochs: epochs per jitted call; ``on_chunk(num_epochs_done)`` runs after each.
+        placement: a ``ChainPlacement`` (chains sharded over devices); default one device.
 
     Returns:
         The optimised positions (leading chain axis).
@@ -61,14 +63,15 @@ def minibatch_optimize(
     runner = EpochRunner(make_potential, transition, plates, steps_per_epoch)
     run = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
     num_chains = jax.tree.leaves(position)[0].shape[0]
-    keys = jax.random.split(rng_key, num_chains)
+    place = (lambda tree: tree) if placement is None else placement.chains
+    keys = place(jax.random.split(rng_key, num_chains))
     orders = EpochOrders(keys, plates, WARM_START)
     state = (position, jax.vmap(optimizer.init)(position))
     done = 0
     next_orders = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
         stop = min(done + chunk_epochs, num_epochs)
-        current, next_orders = next_orders, None  # the device holds its own copy
+        current, next_orders = place(next_orders), None  # now on the device(s)
         state, _ = run(state, keys, keys[0], jnp.arange(done, stop), current, data)
         del current
         if stop < num_epochs:  # drawn while the device runs this chunk

@@ -1,0 +1,53 @@
+"""Chains across devices: the chain axis sharded over the local devices, the data replicated.
+
+The samplers vectorise chains with ``vmap``. On one device (JAX's default on a CPU: one device
+for all cores) the chains share that device. With several local devices the chain axis is
+sharded over them and each device runs its share of the chains; the program is the same and
+``jit`` partitions it along the chain axis. On a CPU, ask for several devices at the start of
+the program, before JAX is first used::
+
+    import numpyro
+    numpyro.set_host_device_count(2)  # or jax.config.update("jax_num_cpu_devices", 2)
+
+Each CPU device runs on its own thread, so the chains then use more than one core. Every device
+holds its own copy of the data (on a CPU, in the same host memory).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["ChainPlacement"]
+
+
+class ChainPlacement:
+    """Where a run's chains live: the largest number of local devices that divides the chains.
+
+    Args:
+        num_chains: the number of chains (the leading axis of the chain state).
+        devices: the devices to use (default ``jax.local_devices()``).
+    """
+
+    def __init__(self, num_chains: int, devices=None):
+        devices = list(jax.local_devices() if devices is None else devices)
+        usable = [d for d in range(1, len(devices) + 1) if num_chains % d == 0]
+        self.num_devices = max(usable)
+        self.mesh = (
+            Mesh(np.asarray(devices[: self.num_devices]), ("chain",))
+            if self.num_devices > 1
+            else None
+        )
+
+    def chains(self, tree):
+        """Arrays with a leading chain axis, sharded along it (unchanged on one device)."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec("chain")))
+
+    def replicated(self, tree):
+        """Arrays every chain reads (the data), one copy per device (unchanged on one device)."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
