@@ -276,9 +276,10 @@ def run_sgmcmc(
         collected, next_epoch = {}, 0
     else:
         state, collected, progress = restored
-        state = placement.chains(jax.tree.map(jnp.asarray, state))
+        state = jax.tree.map(jnp.asarray, state)
         next_epoch = progress["next_epoch"]
         bar.update(warm_start_epochs + next_epoch)
+    state = placement.chains(state)  # every chunk sees the same shardings: one compile
 
     def transition(key, state, potential, batch, step):
         chain = state["chain"]
@@ -334,6 +335,7 @@ def run_sgmcmc(
             epochs = jnp.arange(next_epoch, stop)
             current, next_orders = placement.chains(next_orders), None  # now on the device(s)
             state, observed = run_chunk(state, chain_keys, keep_key, epochs, current, data)
+            state = placement.chains(state)
             del current
             if stop < total_epochs:  # drawn on the host while the device runs this chunk
                 next_orders = orders.take(stop, min(stop + chunk_epochs, total_epochs))

@@ -66,13 +66,14 @@ def minibatch_optimize(
     place = (lambda tree: tree) if placement is None else placement.chains
     keys = place(jax.random.split(rng_key, num_chains))
     orders = EpochOrders(keys, plates, WARM_START)
-    state = (position, jax.vmap(optimizer.init)(position))
+    state = place((position, jax.vmap(optimizer.init)(position)))
     done = 0
     next_orders = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
         stop = min(done + chunk_epochs, num_epochs)
         current, next_orders = place(next_orders), None  # now on the device(s)
         state, _ = run(state, keys, keys[0], jnp.arange(done, stop), current, data)
+        state = place(state)  # every chunk sees the same shardings: one compile
         del current
         if stop < num_epochs:  # drawn while the device runs this chunk
             next_orders = orders.take(stop, min(stop + chunk_epochs, num_epochs))
