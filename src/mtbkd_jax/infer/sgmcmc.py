@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
-from mtbkd_jax.infer._common import make_posterior, prepare_data
+from mtbkd_jax.infer._common import prepare_data
 from mtbkd_jax.infer._devices import ChainPlacement
+from mtbkd_jax.infer._draws import append_chunk, package_posterior, select_draws
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
 from mtbkd_jax.infer._orders import ORDERS_SCHEME, SAMPLING, EpochOrders
 from mtbkd_jax.infer.checkpoint import load_checkpoint, save_checkpoint
@@ -339,15 +340,15 @@ def run_sgmcmc(
             del current
             if stop < total_epochs:  # drawn on the host while the device runs this chunk
                 next_orders = orders.take(stop, min(stop + chunk_epochs, total_epochs))
-            chunk, all_finite = _select(observed, state, keep_draws, constrain)
+            chunk, all_finite = select_draws(observed, state, keep_draws, constrain)
             chunk_seconds.append((len(epochs), time.perf_counter() - chunk_start))
-            collected = _append(collected, chunk)
+            collected = append_chunk(collected, chunk)
             if not all_finite:
                 raise SamplerDivergedError(
                     f"{sampler}: a chain reached a non-finite state in epochs "
                     f"{int(epochs[0])}..{int(epochs[-1])}; lower step_size. The finite draws "
                     "so far are in error.posterior",
-                    _package(
+                    package_posterior(
                         model,
                         collected,
                         state,
@@ -371,7 +372,7 @@ def run_sgmcmc(
             bar.update(len(epochs))
     finally:
         bar.close()
-    posterior = _package(
+    posterior = package_posterior(
         model, collected, state, labels, features, logits_fn, sampler, fingerprint, constrain
     )
     posterior.settings["sampling_seconds"] = time.perf_counter() - started
@@ -416,62 +417,3 @@ def _unconstrain(potential: MinibatchPotential, params: dict) -> dict:
         potential.model_kwargs,
         {k: jnp.asarray(v) for k, v in params.items()},
     )
-
-
-def _select(observed, state, keep_draws, constrain):
-    """Valid draws of a chunk as host arrays (chains, draws, ...); and whether all is finite."""
-    valid = np.asarray(observed["valid"][0]).reshape(-1)  # the same for every chain
-    num_chains = jax.tree.leaves(state["chain"].position)[0].shape[0]
-    chunk = {"step_size": np.asarray(observed["step_size"]).reshape(num_chains, -1)}
-    finite = all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state["chain"].position))
-    if keep_draws:
-        flat = jax.tree.map(lambda v: v.reshape(num_chains, -1, *v.shape[3:]), observed["position"])
-        draws = {k: np.asarray(v, np.float32) for k, v in constrain(flat).items()}
-        ok = np.ones(valid.shape, bool)
-        for v in draws.values():
-            ok &= np.isfinite(v).reshape(num_chains, len(valid), -1).all(axis=(0, 2))
-        finite &= bool(ok[valid].all())
-        valid = valid & ok
-        chunk.update({f"draw:{k}": v[:, valid] for k, v in draws.items()})
-    chunk["step_size"] = chunk["step_size"][:, valid]
-    return chunk, finite
-
-
-def _append(collected: dict, chunk: dict) -> dict:
-    if not collected:
-        return dict(chunk)
-    return {k: np.concatenate([collected[k], chunk[k]], axis=1) for k in chunk}
-
-
-def _package(model, collected, state, labels, features, logits_fn, sampler, fingerprint, constrain):
-    draws = {k[5:]: v for k, v in collected.items() if k.startswith("draw:")}
-    if not draws:  # keep_draws=False: the last state of each chain
-        last = constrain(jax.tree.map(lambda z: z[:, None], state["chain"].position))
-        draws = {k: np.asarray(v, np.float32) for k, v in last.items()}
-    stats = (
-        {"step_size": collected["step_size"]}
-        if collected["step_size"].shape[1] == next(iter(draws.values())).shape[1]
-        else {}
-    )
-    posterior = make_posterior(
-        model,
-        draws,
-        method=sampler,
-        sample_stats=stats,
-        labels=labels,
-        features=features,
-        logits_fn=logits_fn,
-        settings={
-            "inference": sampler,
-            **{k: v for k, v in fingerprint.items() if k not in ("key", "data_sum")},
-        },
-    )
-    acc = state["acc"]
-    if acc is not None:
-        count = float(np.asarray(acc["count"]).sum())
-        posterior.streamed = {
-            "predictive_mean": np.asarray(acc["sum_probs"]).sum(0) / count,
-            "mean_deviance": np.asarray(acc["sum_deviance"]).sum(0) / count,
-            "num_draws": int(count),
-        }
-    return posterior
