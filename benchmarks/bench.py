@@ -56,7 +56,7 @@ FULL = {
     "rounds": 3,
     "steady_chunks": 4,  # timed chunks per run_sgmcmc call (after the compiling first chunk)
     "floor_reps": 4,  # timed repeats of each reference loop per round
-    "chunk_epochs": {"digits": 1000, "reference": 32},  # ~0.4-0.5 s per chunk
+    "chunk_epochs": {"digits": 1000, "reference": 32},  # ~0.2-0.5 s per chunk
     "chains": 4,
     "chains_cases": ("digits", "reference"),
     "chain_devices": 2,  # the chains also sharded over this many CPU devices (fresh process)
