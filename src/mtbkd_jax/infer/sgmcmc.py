@@ -223,7 +223,7 @@ def run_sgmcmc(
         # a cheap fingerprint of the data, summed on the device (no float64 host copy of N x F)
         "data_sum": round(float(jnp.sum(features, dtype=jnp.float32)), 3),
         "keep_draws": bool(keep_draws),
-        # the minibatch orders' generator: a checkpoint resumes bit-for-bit only under the same
+        # the minibatch orders' generator: a checkpoint resumes bit-for-bit only under the same one
         "minibatch_orders": ORDERS_SCHEME,
     }
 
