@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from mtbkd_jax.infer.minibatch import MinibatchPotential
 
-_NOISE = 1
+_NOISE = 1  # noise keys fold in 1 (0 tagged the former on-device permutations)
 
 
 class ChainState(NamedTuple):
@@ -35,10 +35,6 @@ def batch_at(permutations: dict, plates, step_in_epoch) -> dict:
 
 def epoch_noise_key(chain_key, epoch):
     return jax.random.fold_in(jax.random.fold_in(chain_key, _NOISE), epoch)
-
-
-def step_key(chain_key, epoch, step_in_epoch):
-    return jax.random.fold_in(epoch_noise_key(chain_key, epoch), step_in_epoch)
 
 
 def keep_positions(keep_key, epoch, steps_per_epoch: int, draws_per_epoch: int, random: bool):
@@ -85,7 +81,7 @@ class EpochRunner:
         def body(i, state):
             batch = batch_at(permutations, self.plates, i)
             global_step = epoch * self.steps_per_epoch + i
-            key = jax.random.fold_in(noise_key, i)  # = step_key(chain_key, epoch, i)
+            key = jax.random.fold_in(noise_key, i)  # the step's noise key
             return self.transition(key, state, potential, batch, global_step)
 
         return jax.lax.fori_loop(start, stop, body, state)
