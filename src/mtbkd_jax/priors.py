@@ -30,7 +30,7 @@ from numpyro.distributions import constraints
 
 from mtbkd_jax._checks import require_nonnegative, require_positive
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.weighting import teacher_weights
+from mtbkd_jax.weighting import teacher_log_weights
 
 __all__ = [
     "log_dirichlet_normalizer",
@@ -184,12 +184,14 @@ class TeacherPrior(NamedTuple):
         """Constants for ``teachers``' inputs; ``weights`` is a rule name or an (M, N) array."""
         concentration = require_nonnegative(concentration, "concentration")
         temperature = require_positive(temperature, "temperature")
-        w = teacher_weights(teachers, weights, temperature=weight_temperature, tau=weight_tau)
+        log_w = teacher_log_weights(
+            teachers, weights, temperature=weight_temperature, tau=weight_tau, argument="weights"
+        )
         scaled = concentration * jnp.moveaxis(teachers.probs(temperature), 0, 1)
         return cls(
             scaled,
             log_dirichlet_normalizer(1.0 + scaled),
-            jnp.log(w.T),
+            log_w.T,
             jnp.asarray(temperature, jnp.float32),
         )
 

@@ -223,6 +223,16 @@ class TeacherBank:
         base = require_positive(base, "base")
         return _entropies(self.tempered_log_probs(temperature), base)
 
+    def log_entropies(self, temperature: float = 1.0, base: float = 2.0) -> jax.Array:
+        """``log H`` of each teacher's prediction on each example, shape (M, N).
+
+        Computed in log space, ``log H = logsumexp_c(log p_c + log(-log p_c))``, so it is
+        exact where ``H`` itself underflows (a teacher that is almost one-hot); ``-inf`` where
+        the prediction is exactly one-hot. ``H`` is in units of ``log(base)``.
+        """
+        base = require_positive(base, "base")
+        return _log_entropies(self.tempered_log_probs(temperature), base)
+
     def accuracy(self, labels) -> np.ndarray:
         """Each teacher's accuracy against ``labels``, shape (M,)."""
         labels = as_labels(labels, "labels", self.num_examples, self.num_classes)
@@ -283,3 +293,24 @@ def _entropies(log_probs: jax.Array, base: float) -> jax.Array:
     probs = jnp.exp(log_probs)
     terms = jnp.where(probs > 0, probs * log_probs, 0.0)
     return -terms.sum(-1) / jnp.log(base)
+
+
+@jax.jit
+def _log_entropies(log_probs: jax.Array, base: float) -> jax.Array:
+    # H = sum_c p_c (-log p_c): every class with 0 < p_c < 1 adds exp(log p_c + log(-log p_c)).
+    # The most probable class needs care: -log p_max = -log1p(-s), with s the mass off it, is
+    # ~ s for an almost one-hot teacher, far below float32's resolution of log p_max near 0.
+    top = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), log_probs.shape[-1], dtype=bool)
+    off_top = jnp.where(top, -jnp.inf, log_probs)
+    log_s = jax.scipy.special.logsumexp(off_top, axis=-1)  # log of the mass off the top class
+    s = jnp.exp(log_s)
+    small = s < 1e-3  # log(-log1p(-s)) = log s + s / 2 + O(s^2)
+    log_neg_log_top = jnp.where(
+        small, log_s + s / 2, jnp.log(-jnp.log1p(-jnp.where(small, 0.5, s)))
+    )
+    top_term = jnp.log1p(-s) + log_neg_log_top  # -inf for an exactly one-hot teacher
+    contributes = jnp.isfinite(off_top) & (off_top < 0)
+    safe = jnp.where(contributes, off_top, -1.0)
+    terms = jnp.where(contributes, safe + jnp.log(-safe), -jnp.inf)
+    all_terms = jnp.concatenate([terms, top_term[..., None]], axis=-1)
+    return jax.scipy.special.logsumexp(all_terms, axis=-1) - jnp.log(jnp.log(base))

@@ -9,13 +9,23 @@ Rules:
 
 * ``paper``: ``w_m ∝ 1 - H_m / sum_j H_j``. For two teachers ``w_1 = H_2 / (H_1 + H_2)``:
   the less uncertain teacher gets more weight. Since ``sum_m (1 - H_m / S) = M - 1``,
-  the weights are ``(1 - H_m / S) / (M - 1)``; for ``M >= 3`` no weight can exceed
+  the weights are ``(S - H_m) / ((M - 1) S)``; for ``M >= 3`` no weight can exceed
   ``1 / (M - 1)``, so the rule shrinks toward uniform as M grows. One teacher gets weight 1;
   an example where every teacher is one-hot (``S = 0``) gets uniform weights.
 * ``inverse_entropy``: ``w_m ∝ 1 / H_m``; where some teachers have ``H = 0`` the weight is
   shared equally among those (the limit of the rule).
 * ``softmax``: ``w = softmax(-H / tau)`` over teachers.
 * ``uniform``: ``1 / M``.
+
+**Numerics.** The rules are computed as *log* weights from *log* entropies
+(:meth:`TeacherBank.log_entropies`), so that no weight can be negative, none is rounded to zero
+that is not zero, and ``log w`` (what the prior uses) is exact where ``w`` itself would
+underflow. ``S - H_m`` is never formed by subtraction (in float32 it can come out slightly
+negative when one teacher is almost one-hot, which made ``log w`` NaN): it is
+``sum_{j != m} H_j``, a sum of non-negative terms, taken as a ``logsumexp`` over the other
+teachers. A weight is exactly zero only where the rule's limit says so (the paper rule with
+M = 2 when the other teacher is exactly one-hot; a teacher of positive entropy in the
+inverse-entropy rule when another is exactly one-hot).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import as_float_array, require_finite, require_positive
 from mtbkd_jax.teachers import TeacherBank
@@ -33,37 +44,76 @@ __all__ = [
     "softmax_weights",
     "uniform_weights",
     "teacher_weights",
+    "teacher_log_weights",
     "WEIGHT_RULES",
 ]
+
+
+def _log(entropies: jax.Array) -> jax.Array:
+    """``log H`` with ``log 0 = -inf`` (negative rounding noise counts as 0)."""
+    positive = entropies > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, entropies, 1.0)), -jnp.inf)
+
+
+def _normalize(log_raw: jax.Array) -> jax.Array:
+    """Log weights ``log_raw - logsumexp(log_raw)`` over teachers; an all ``-inf`` column
+    (no teacher preferred) gives uniform weights.
+
+    The maximum is subtracted first (exact for nearby floats), so that log weights of large
+    magnitude (``-log H`` of an almost one-hot teacher is in the thousands) keep float32's
+    relative precision in the weights.
+    """
+    num_teachers = log_raw.shape[0]
+    peak = log_raw.max(0, keepdims=True)
+    finite = jnp.isfinite(peak)
+    shifted = log_raw - jnp.where(finite, peak, 0.0)
+    out = shifted - jnp.log(jnp.exp(shifted).sum(0, keepdims=True))
+    return jnp.where(finite, out, -jnp.log(float(num_teachers)))
+
+
+@jax.jit
+def paper_log_weights(log_entropies: jax.Array) -> jax.Array:
+    """``log w`` of the paper's rule from ``log H`` (M, N): ``w_m ∝ sum_{j != m} H_j``."""
+    num_teachers = log_entropies.shape[0]
+    if num_teachers == 1:
+        return jnp.zeros_like(log_entropies)
+    others = ~jnp.eye(num_teachers, dtype=bool)  # (m, j): j != m
+    masked = jnp.where(others[:, :, None], log_entropies[None, :, :], -jnp.inf)  # (M, M, N)
+    return _normalize(logsumexp(masked, axis=1))
+
+
+@jax.jit
+def inverse_entropy_log_weights(log_entropies: jax.Array) -> jax.Array:
+    """``log w`` of ``w_m ∝ 1 / H_m``; exactly one-hot teachers share all weight where present."""
+    is_zero = jnp.isneginf(log_entropies)
+    any_zero = is_zero.any(0, keepdims=True)
+    regular = _normalize(-jnp.where(is_zero, 0.0, log_entropies))
+    limit = _normalize(jnp.where(is_zero, 0.0, -jnp.inf))
+    return jnp.where(any_zero, limit, regular)
+
+
+@jax.jit
+def softmax_log_weights(entropies: jax.Array, tau: float = 1.0) -> jax.Array:
+    """``log softmax(-H / tau)`` over teachers."""
+    return jax.nn.log_softmax(-jnp.maximum(entropies, 0.0) / tau, axis=0)
 
 
 @jax.jit
 def paper_weights(entropies: jax.Array) -> jax.Array:
     """The paper's rule ``w_m ∝ 1 - H_m / sum_j H_j`` (see the module docstring)."""
-    num_teachers = entropies.shape[0]
-    if num_teachers == 1:
-        return jnp.ones_like(entropies)
-    total = entropies.sum(0, keepdims=True)
-    safe_total = jnp.where(total > 0, total, 1.0)
-    raw = (1.0 - entropies / safe_total) / (num_teachers - 1)
-    return jnp.where(total > 0, raw, 1.0 / num_teachers)
+    return jnp.exp(paper_log_weights(_log(entropies)))
 
 
 @jax.jit
 def inverse_entropy_weights(entropies: jax.Array) -> jax.Array:
     """``w_m ∝ 1 / H_m``; zero-entropy teachers share all weight equally where present."""
-    is_zero = entropies <= 0
-    any_zero = is_zero.any(0, keepdims=True)
-    inverse = 1.0 / jnp.where(is_zero, 1.0, entropies)
-    limit = is_zero / jnp.maximum(is_zero.sum(0, keepdims=True), 1)
-    regular = inverse / inverse.sum(0, keepdims=True)
-    return jnp.where(any_zero, limit, regular)
+    return jnp.exp(inverse_entropy_log_weights(_log(entropies)))
 
 
 @jax.jit
 def softmax_weights(entropies: jax.Array, tau: float = 1.0) -> jax.Array:
     """``w = softmax(-H / tau)`` over teachers (tau > 0; small tau picks the surest teacher)."""
-    return jax.nn.softmax(-entropies / tau, axis=0)
+    return jnp.exp(softmax_log_weights(entropies, tau))
 
 
 @jax.jit
@@ -78,6 +128,60 @@ WEIGHT_RULES = {
     "softmax": softmax_weights,
     "uniform": uniform_weights,
 }
+
+
+def teacher_log_weights(
+    teachers: TeacherBank,
+    rule="paper",
+    *,
+    temperature: float = 1.0,
+    tau: float = 1.0,
+    argument: str = "rule",
+) -> jax.Array:
+    """Log mixing weights ``log w`` (M, N) by a named rule or from a user array.
+
+    Computed in log space from the teachers' log entropies (see the module docstring): the
+    form the teacher prior uses. Arguments as in :func:`teacher_weights`. Entries are finite
+    or ``-inf`` (a weight that is exactly zero); each column's ``logsumexp`` is 0.
+    ``argument`` is the name under which the caller took ``rule`` (used in error messages).
+    """
+    if not isinstance(teachers, TeacherBank):
+        raise TypeError(f"teachers must be a TeacherBank, got {type(teachers).__name__}")
+    if isinstance(rule, str):
+        if rule not in WEIGHT_RULES:
+            raise ValueError(
+                f"{argument} must be one of {sorted(WEIGHT_RULES)} or an (M, N) array, got {rule!r}"
+            )
+        if rule == "uniform":
+            shape = (teachers.num_teachers, teachers.num_examples)
+            return jnp.full(shape, -np.log(teachers.num_teachers), jnp.float32)
+        if rule == "softmax":
+            tau = require_positive(tau, "tau")
+            return softmax_log_weights(teachers.entropies(temperature), tau)
+        log_entropies = teachers.log_entropies(temperature)
+        if rule == "paper":
+            return paper_log_weights(log_entropies)
+        return inverse_entropy_log_weights(log_entropies)
+    weights = as_float_array(rule, f"{argument} (an array)", 2)
+    expected = (teachers.num_teachers, teachers.num_examples)
+    if weights.shape != expected:
+        raise ValueError(
+            f"{argument} (an array) must have shape (M, N) = {expected}, got {weights.shape}"
+        )
+    require_finite(weights, f"{argument} (an array)")
+    if (weights < 0).any():
+        where = tuple(int(i) for i in np.argwhere(weights < 0)[0])
+        raise ValueError(
+            f"{argument} (an array) must be non-negative, got {weights[where]:.3g} at {where}"
+        )
+    sums = weights.sum(0)
+    if (sums <= 0).any():
+        raise ValueError(
+            f"{argument} (an array) has a column summing to 0 (example {int(np.argmin(sums))}); "
+            "every example needs positive total weight"
+        )
+    with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log(weights) - np.log(sums), dtype=jnp.float32)
 
 
 def teacher_weights(
@@ -96,6 +200,9 @@ def teacher_weights(
         temperature: ``T_w``, the temperature at which entropies are measured (reference: 1).
         tau: the temperature of the ``softmax`` rule.
 
+    Returns:
+        Weights (M, N), finite, non-negative, each column summing to 1 (to float32 rounding).
+
     Example:
         >>> import numpy as np
         >>> from mtbkd_jax import TeacherBank, teacher_weights
@@ -103,28 +210,4 @@ def teacher_weights(
         >>> teacher_weights(bank, "paper").shape
         (2, 4)
     """
-    if not isinstance(teachers, TeacherBank):
-        raise TypeError(f"teachers must be a TeacherBank, got {type(teachers).__name__}")
-    if isinstance(rule, str):
-        if rule not in WEIGHT_RULES:
-            raise ValueError(
-                f"rule must be one of {sorted(WEIGHT_RULES)} or an array, got {rule!r}"
-            )
-        entropies = teachers.entropies(temperature)
-        if rule == "softmax":
-            return softmax_weights(entropies, require_positive(tau, "tau"))
-        return WEIGHT_RULES[rule](entropies)
-    weights = as_float_array(rule, "rule (weights array)", 2)
-    expected = (teachers.num_teachers, teachers.num_examples)
-    if weights.shape != expected:
-        raise ValueError(f"weights array must have shape (M, N) = {expected}, got {weights.shape}")
-    require_finite(weights, "weights array")
-    if (weights < 0).any():
-        raise ValueError("weights array must be non-negative")
-    sums = weights.sum(0)
-    if (sums <= 0).any():
-        raise ValueError(
-            f"weights array has a column summing to 0 (example {int(np.argmin(sums))}); "
-            "every example needs positive total weight"
-        )
-    return jnp.asarray(weights / sums, dtype=jnp.float32)
+    return jnp.exp(teacher_log_weights(teachers, rule, temperature=temperature, tau=tau))
