@@ -48,10 +48,46 @@ def require_nonnegative(value: float, name: str) -> float:
 
 
 def require_counts(**counts) -> None:
-    """Raise unless each ``name=(value, lowest)`` is an integer (not a bool) >= lowest."""
+    """Raise unless each ``name=(value, lowest)`` is an integer (not a bool, not a float such
+    as ``2.0``) >= lowest."""
     for name, (value, lowest) in counts.items():
-        if isinstance(value, bool) or int(value) != value or value < lowest:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(
+                f"{name} must be an integer >= {lowest}, got {value!r} ({type(value).__name__})"
+            )
+        if value < lowest:
             raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+
+
+def require_count(value, name: str, lowest: int = 1) -> int:
+    """Return ``value`` as an int, raising unless it is an integer >= lowest."""
+    require_counts(**{name: (value, lowest)})
+    return int(value)
+
+
+def is_traced(value) -> bool:
+    """Whether ``value`` is a JAX tracer (inside jit/grad: its value is not known)."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
+def require_nonnegative_values(value, name: str, *, strictly: bool = False):
+    """Check a number or a concrete array (NumPy or JAX) elementwise: finite and >= 0 (> 0 with
+    ``strictly``). Traced values (inside jit) are returned unchecked: their values are unknown
+    there, and validation belongs at the public boundary."""
+    if is_traced(value):
+        return value
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from error
+    bad = ~np.isfinite(array) | ((array <= 0) if strictly else (array < 0))
+    if bad.any():
+        first = array.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        bound = "> 0" if strictly else ">= 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {first!r}")
+    return value
 
 
 def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndarray:

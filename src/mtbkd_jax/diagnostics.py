@@ -13,13 +13,14 @@ import numpy as np
 __all__ = ["to_datatree", "summary", "parameter_names"]
 
 
-def to_datatree(posterior, *, log_likelihood: np.ndarray | None = None):
+def to_datatree(posterior, *, log_likelihood: dict | None = None):
     """Convert a :class:`~mtbkd_jax.Posterior` to an ArviZ ``xarray.DataTree``.
 
     Groups: ``posterior``, ``sample_stats`` (if any), ``observed_data`` (``y`` over
     ``example``), ``constant_data`` (``teacher_weights`` over ``teacher`` and
-    ``prior_example``), ``log_likelihood`` (``y``) when given, and ``optimization`` (the SVI/MAP
-    loss trace) when present. The distillation settings are stored as JSON in the root attrs.
+    ``prior_example``), ``log_likelihood`` (observed site -> (chains, draws, N)) when given,
+    and ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
+    stored as JSON in the root attrs.
     """
     import arviz as az
     import xarray as xr
@@ -32,7 +33,7 @@ def to_datatree(posterior, *, log_likelihood: np.ndarray | None = None):
     if posterior.constant_data:
         groups["constant_data"] = dict(posterior.constant_data)
     if log_likelihood is not None:
-        groups["log_likelihood"] = {"y": np.asarray(log_likelihood)}
+        groups["log_likelihood"] = {k: np.asarray(v) for k, v in log_likelihood.items()}
     dims = {"y": ["example"], "teacher_weights": ["teacher", "prior_example"]}
     coords = {}
     names = posterior.settings.get("teacher_names")

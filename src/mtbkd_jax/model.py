@@ -21,7 +21,10 @@ from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
 
-__all__ = ["MTBKDModel"]
+__all__ = ["MTBKDModel", "PAPER_SETTINGS"]
+
+# the reference code's settings (METHOD §5), beside its flat base prior
+PAPER_SETTINGS = {"concentration": 5.0, "temperature": 2.0, "prior_power": 0.02, "weights": "paper"}
 
 
 class MTBKDModel:
@@ -76,6 +79,8 @@ class MTBKDModel:
         self.temperature = require_positive(temperature, "temperature")
         self.prior_power = require_positive(prior_power, "prior_power")
         self.weight_rule = weights if isinstance(weights, str) else "array"
+        self.weight_temperature = require_positive(weight_temperature, "weight_temperature")
+        self.weight_tau = require_positive(weight_tau, "weight_tau")
         self.teacher_prior = (
             None
             if teachers is None
@@ -88,6 +93,53 @@ class MTBKDModel:
                 weight_tau=weight_tau,
             )
         )
+
+    @classmethod
+    def paper(cls, student: Student, teachers: TeacherBank, **overrides) -> MTBKDModel:
+        """The reference code's model (METHOD §5) in one call.
+
+        ``lambda = 5``, ``T = 2``, ``beta = 0.02`` (distillation weight 0.1), the ``paper`` weight
+        rule with entropies at ``T_w = 1`` in bits, and a flat base prior on the student's
+        weights (the reference samples with no Gaussian term; the posterior is then improper
+        along the softmax's shift direction, see :func:`~mtbkd_jax.flat_prior`). Any argument
+        of the constructor can be overridden.
+
+        Example:
+            >>> import numpy as np
+            >>> from flax import nnx
+            >>> from mtbkd_jax import MTBKDModel, Student, MLP, TeacherBank
+            >>> bank = TeacherBank.from_logits(np.random.default_rng(0).normal(size=(2, 8, 3)))
+            >>> model = MTBKDModel.paper(Student(MLP(4, 3, rngs=nnx.Rngs(0))), bank)
+            >>> model.concentration, model.temperature, model.prior_power
+            (5.0, 2.0, 0.02)
+        """
+        from mtbkd_jax.priors import flat_prior
+
+        if not isinstance(student, Student):
+            raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
+        settings = dict(PAPER_SETTINGS)
+        settings.update(overrides)
+        return cls(student.with_prior(flat_prior()), teachers, **settings)
+
+    def differs_from_paper(self) -> list[str]:
+        """The settings in which this model differs from :meth:`paper`'s (empty if none)."""
+        differences = [
+            f"{name}={getattr(self, attribute)!r} (paper: {value!r})"
+            for name, attribute, value in (
+                ("concentration", "concentration", PAPER_SETTINGS["concentration"]),
+                ("temperature", "temperature", PAPER_SETTINGS["temperature"]),
+                ("prior_power", "prior_power", PAPER_SETTINGS["prior_power"]),
+                ("weights", "weight_rule", PAPER_SETTINGS["weights"]),
+                ("weight_temperature", "weight_temperature", 1.0),
+            )
+            if getattr(self, attribute) != value
+        ]
+        base = getattr(self.student.prior, "description", {}).get("kind")
+        if base != "flat":
+            differences.append(f"base prior {base or 'custom'!s} (paper: flat)")
+        if self.teachers is None:
+            differences.append("no teachers (paper: a teacher bank)")
+        return differences
 
     @property
     def distillation_weight(self) -> float:
@@ -117,6 +169,37 @@ class MTBKDModel:
                 teacher_hash=self.teachers.content_hash,
             )
         return out
+
+    # ------------------------------------------------------------------ how inference uses it
+    def minibatch_kwargs(
+        self,
+        num_examples: int,
+        batch_size: int,
+        num_transfer: int | None = None,
+        prior_batch_size: int | None = None,
+    ) -> dict:
+        """The keyword arguments that make the model subsample its plates (its minibatch plan).
+
+        The data plate takes ``batch_size`` of ``num_examples``; a transfer plate (when the
+        prior sits on ``prior_inputs`` of ``num_transfer`` inputs) takes ``prior_batch_size``,
+        by default in proportion, so that both plates finish an epoch together.
+        """
+        out = {"subsample_size": min(int(batch_size), int(num_examples))}
+        if num_transfer is not None and self.teachers is not None:
+            if prior_batch_size is None:
+                prior_batch_size = -(-out["subsample_size"] * int(num_transfer) // num_examples)
+            out["prior_subsample_size"] = min(int(prior_batch_size), int(num_transfer))
+        return out
+
+    def constant_kwargs(self) -> dict:
+        """Array constants the samplers pass to the model as data (so ``jit`` does not compile
+        them into the program): the teacher prior's (N, M, C) constants."""
+        return {} if self.teacher_prior is None else {"prior_constants": self.teacher_prior}
+
+    def observation_kwargs(self) -> dict:
+        """Keyword arguments for evaluating only the likelihood (pointwise log-likelihood,
+        predictions on new inputs): the teacher prior is left out."""
+        return {"teacher_prior": False}
 
     def logits(self, weights: dict, features: jax.Array) -> jax.Array:
         """The student's logits for one draw of the weights (used for prediction)."""

@@ -28,7 +28,11 @@ import numpyro.distributions as dist
 from jax.scipy.special import gammaln, logsumexp, xlogy
 from numpyro.distributions import constraints
 
-from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._checks import (
+    require_nonnegative,
+    require_nonnegative_values,
+    require_positive,
+)
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.weighting import teacher_log_weights
 
@@ -40,6 +44,7 @@ __all__ = [
     "teacher_prior_factor",
     "normal_prior",
     "flat_prior",
+    "check_prior_names",
 ]
 
 
@@ -99,8 +104,8 @@ class TeacherMixtureDirichlet(dist.Distribution):
                 f"weights must have shape (M, N) = {jnp.shape(teacher_probs)[:2]}, "
                 f"got {jnp.shape(weights)}"
             )
-        if isinstance(concentration, int | float) and not concentration >= 0:
-            raise ValueError(f"concentration must be >= 0, got {concentration}")
+        require_nonnegative_values(concentration, "concentration")
+        require_nonnegative_values(weights, "weights")
         self.teacher_probs = jnp.asarray(teacher_probs)
         self.weights = jnp.asarray(weights)
         self.concentration = concentration
@@ -239,8 +244,7 @@ def teacher_prior_factor(
     """
     if not isinstance(prior, TeacherPrior):
         raise TypeError(f"prior must be a TeacherPrior, got {type(prior).__name__}")
-    if isinstance(prior_power, int | float) and not prior_power > 0:
-        raise ValueError(f"prior_power must be > 0, got {prior_power}")
+    require_nonnegative_values(prior_power, "prior_power", strictly=True)
     if student_logits.shape[:-1] != prior.scaled_probs.shape[:1] or (
         student_logits.shape[-1] != prior.scaled_probs.shape[-1]
     ):
@@ -254,11 +258,38 @@ def teacher_prior_factor(
 
 
 # --------------------------------------------------------------------------- base priors
+def _matches(name: str, key: str) -> bool:
+    return name == key or name.startswith(key + ".")
+
+
 def _scale_for(name: str, scale: float, scales: Mapping[str, float] | None) -> float:
     if not scales:
         return scale
-    matches = [k for k in scales if name == k or name.startswith(k + ".")]
+    matches = [k for k in scales if _matches(name, k)]
     return scales[max(matches, key=len)] if matches else scale
+
+
+def check_prior_names(prior, names) -> None:
+    """Raise if a base prior names parameters that ``names`` (dotted paths such as
+    ``"layers.0.kernel"``) does not have: a misspelt key would otherwise be ignored silently.
+
+    Applies to :func:`normal_prior`'s ``scales`` and to a dict prior (NumPyro's form:
+    parameter path -> distribution); other priors name no parameters.
+    """
+    names = list(names)
+    if isinstance(prior, Mapping):
+        keys, argument = list(prior), "prior (a dict)"
+        unknown = [k for k in keys if k not in names]
+    else:
+        keys = list(getattr(prior, "description", {}).get("scales", {}) or {})
+        argument = "normal_prior(scales=...)"
+        unknown = [k for k in keys if not any(_matches(n, k) for n in names)]
+    if unknown:
+        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ValueError(
+            f"{argument} names {unknown}, which match no parameter of the student; its "
+            f"parameters are {shown} (a key matches a path or a prefix of it ending at a '.')"
+        )
 
 
 def normal_prior(
@@ -269,15 +300,31 @@ def normal_prior(
     Args:
         scale: the default ``sigma0``.
         scales: ``{path prefix: sigma0}``; a parameter whose dotted path (for example
-            ``"Dense_0.kernel"`` or ``"layers.0"``) equals or starts with a key uses that scale
-            (the longest matching key wins).
+            ``"Dense_0.kernel"`` for a linen ``Dense`` layer, ``"layers.0"`` for the first
+            layer of an NNX :class:`~mtbkd_jax.MLP`) equals or starts with a key (followed by
+            a ``.``) uses that scale; the longest matching key wins. A key that matches no
+            parameter is an error when the prior is given to a :class:`~mtbkd_jax.Student`.
 
     Returns:
         A ``(name, shape) -> Distribution`` callable, the form NumPyro's
         ``random_flax_module`` / ``random_nnx_module`` take as ``prior``.
+
+    Example:
+        >>> from mtbkd_jax import normal_prior
+        >>> prior = normal_prior(1.0, scales={"layers.1": 0.5})
+        >>> float(prior("layers.1.kernel", (16, 10)).scale)
+        0.5
+        >>> float(prior("layers.0.bias", (16,)).scale)
+        1.0
     """
     scale = require_positive(scale, "scale")
+    if scales is not None and not isinstance(scales, Mapping):
+        raise TypeError(
+            f"scales must be a dict of parameter path -> scale, got {type(scales).__name__}"
+        )
     for key, value in (scales or {}).items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"scales keys must be non-empty parameter paths (str), got {key!r}")
         require_positive(value, f"scales[{key!r}]")
 
     def prior(name: str, shape) -> dist.Distribution:

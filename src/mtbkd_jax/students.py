@@ -23,7 +23,8 @@ from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
 from numpyro.primitives import Messenger
 
-from mtbkd_jax.priors import normal_prior
+from mtbkd_jax._tracing import abstract_trace
+from mtbkd_jax.priors import check_prior_names, normal_prior
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
 
@@ -83,6 +84,9 @@ class Student:
         self.name = name
         self.feature_extractor = feature_extractor
         self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
+        self._classes_for: dict[tuple, int] = {}  # feature shapes checked -> output classes
+        if self.is_nnx:  # an NNX module knows its parameters already: check the prior now
+            check_prior_names(self.prior, self.parameter_names())
 
     def with_prior(self, prior) -> Student:
         """The same network and feature extractor under another base prior."""
@@ -106,6 +110,85 @@ class Student:
             return random_flax_module(
                 self.name, self.module, self.prior, input_shape=(1, *feature_shape)
             )
+
+    def parameter_shapes(self, feature_shape: tuple[int, ...] | None = None) -> dict:
+        """Each weight's dotted path (``"layers.0.kernel"``) -> shape, without computing.
+
+        A linen module needs ``feature_shape`` (one example's features) to know its shapes.
+        """
+        if not self.is_nnx and feature_shape is None:
+            raise ValueError("feature_shape is needed for a linen module's parameter shapes")
+
+        def sites():
+            self.network(tuple(feature_shape or ()))
+
+        trace = jax.eval_shape(
+            lambda: {
+                name: site["value"]
+                for name, site in abstract_trace(sites, (), {}).items()
+                if site["type"] == "sample"
+            }
+        )
+        prefix = self.name + "."
+        return {k[len(prefix) :]: tuple(v.shape) for k, v in trace.items()}
+
+    def parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
+        """The weights' dotted paths (without the student's name prefix)."""
+        return list(self.parameter_shapes(feature_shape))
+
+    def check_inputs(self, features, argument: str = "inputs") -> int:
+        """Check that the network accepts ``features`` (N, ...) and return its number of output
+        classes; raise a ``ValueError`` naming ``argument`` otherwise.
+
+        The check runs the network abstractly on one example (``jax.eval_shape``): nothing is
+        computed, so it costs no time at the public boundary. It also checks the base prior's
+        parameter names against the network's (a linen module's are known only now).
+        """
+        feature_shape = tuple(np.shape(features)[1:])
+        if feature_shape in self._classes_for:
+            return self._classes_for[feature_shape]
+        example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
+
+        def logits(x):
+            found = {}
+
+            def model():
+                found["logits"] = self(x)
+
+            abstract_trace(model, (), {})
+            return found["logits"]
+
+        try:
+            out = jax.eval_shape(logits, example)
+        except (TypeError, ValueError) as error:
+            expected = self.expected_feature_shape()
+            wanted = f"the student expects {expected} per example" if expected else ""
+            raise ValueError(
+                f"{argument} has shape {tuple(np.shape(features))}: {feature_shape} per example, "
+                f"which the student network cannot take{'; ' + wanted if wanted else ''} "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+            ) from None
+        if len(out.shape) != 2:
+            raise ValueError(
+                f"the student network must return logits of shape (N, C), got {out.shape} "
+                f"for {argument} of shape (1, {', '.join(map(str, feature_shape))})"
+            )
+        if not self.is_nnx:
+            check_prior_names(self.prior, self.parameter_names(feature_shape))
+        self._classes_for[feature_shape] = int(out.shape[-1])
+        return int(out.shape[-1])
+
+    def expected_feature_shape(self) -> tuple[int, ...] | None:
+        """The per-example feature shape the network takes, where it can be read off the
+        module (an NNX network whose first layer is ``nnx.Linear``); else ``None``."""
+        if not self.is_nnx:
+            return None
+        for _, node in nnx.iter_graph(self.module):
+            if isinstance(node, nnx.Linear):
+                return (int(node.in_features),)
+            if isinstance(node, nnx.Conv):
+                return None
+        return None
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Inside a NumPyro model: sample the weights and return the logits, shape (N, C)."""

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import as_labels, require_finite
+from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
+from mtbkd_jax.students import Student
 
 
 def _features(model, inputs, name: str) -> jax.Array:
@@ -48,36 +50,98 @@ def prepare_data(model, inputs, labels, model_kwargs):
     """Validate and featurize the model's data; returns (features, labels, model_kwargs).
 
     Labels are required for the canonical model (its ``y`` would otherwise be a discrete latent
-    variable); a user's own model decides for itself."""
-    from mtbkd_jax.model import MTBKDModel
-
+    variable); a user's own model decides for itself. A model with a :class:`Student` has its
+    inputs checked against the network (shape, number of classes) before anything runs."""
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (callable), got {type(model).__name__}")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
     features = _features(model, inputs, "inputs")
     kwargs = dict(model_kwargs or {})
+    student = getattr(model, "student", None)
+    teachers = getattr(model, "teachers", None)
+    num_classes = None
+    if isinstance(student, Student):
+        num_classes = student.check_inputs(features, "inputs")
+        if teachers is not None and num_classes != teachers.num_classes:
+            raise ValueError(
+                f"the student returns {num_classes} classes but the teachers have "
+                f"{teachers.num_classes}; build the student with num_classes="
+                f"{teachers.num_classes}"
+            )
     if kwargs.get("prior_inputs") is not None:
         kwargs["prior_inputs"] = _features(model, kwargs["prior_inputs"], "prior_inputs")
+        if isinstance(student, Student):
+            student.check_inputs(kwargs["prior_inputs"], "prior_inputs")
     if labels is None:
-        if isinstance(model, MTBKDModel):
+        if _requires_labels(model):
             raise ValueError(
                 "labels are required for inference; to sample predictions use "
                 "Posterior.predict, or numpyro.infer.Predictive for prior predictive checks"
             )
     else:
-        teachers = getattr(model, "teachers", None)
-        num_classes = (
-            teachers.num_classes if teachers is not None else _output_classes(model, features)
-        )
+        if num_classes is None:
+            num_classes = teachers.num_classes if teachers is not None else np.iinfo(np.int32).max
         labels = jnp.asarray(as_labels(labels, "labels", features.shape[0], num_classes))
     return features, labels, kwargs
 
 
-def _output_classes(model, features) -> int:
-    student = getattr(model, "student", None)
-    if student is None:
-        return np.iinfo(np.int32).max
-    weights = student.init_weights(jax.random.key(0), features[:1])
-    return int(student.apply(weights, features[:1]).shape[-1])
+def _requires_labels(model) -> bool:
+    return callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student")
+
+
+def latent_sites(model, features, labels, kwargs) -> dict[str, tuple]:
+    """The model's latent sample sites and their shapes (read abstractly, no compute)."""
+    return model_structure(model, (features, labels), kwargs).latent_shapes
+
+
+def check_init_params(init_params, expected: dict, argument: str = "init_params") -> dict:
+    """Check one starting point (site -> array) against the model's latent sites.
+
+    Raises a ``TypeError``/``ValueError`` naming ``argument`` for a non-dict, a misspelt or
+    missing site, a wrong shape (with a hint when it looks like an unsliced
+    ``Posterior.draws``) and non-finite values. Returns the point as float32 arrays.
+    """
+    from mtbkd_jax.infer.posterior import Posterior
+
+    if isinstance(init_params, Posterior):
+        raise TypeError(
+            f"{argument} must be a dict of site -> array, got a Posterior; pass one of its "
+            "draws, e.g. posterior.point() (chain 0, draw 0)"
+        )
+    if not isinstance(init_params, dict):
+        raise TypeError(
+            f"{argument} must be a dict of site -> array, got {type(init_params).__name__}"
+        )
+    unknown = sorted(set(init_params) - set(expected))
+    missing = sorted(set(expected) - set(init_params))
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"sites the model does not have: {unknown}")
+        if missing:
+            parts.append(f"no value for: {missing}")
+        raise ValueError(
+            f"{argument} does not match the model's latent sites ({'; '.join(parts)}); "
+            f"the model's sites are {sorted(expected)}"
+        )
+    out = {}
+    for name, shape in expected.items():
+        value = np.asarray(init_params[name], dtype=np.float64)
+        if value.shape != tuple(shape):
+            hint = ""
+            if value.ndim == len(shape) + 2 and value.shape[2:] == tuple(shape):
+                hint = (
+                    " (this looks like Posterior.draws, shaped (chains, draws, ...): pass one "
+                    "draw, e.g. posterior.point())"
+                )
+            raise ValueError(
+                f"{argument}[{name!r}] must have shape {tuple(shape)}, got {value.shape}{hint}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"{argument}[{name!r}] holds NaN or infinite values")
+        out[name] = jnp.asarray(value, dtype=jnp.float32)
+    return out
 
 
 def make_posterior(
@@ -91,8 +155,12 @@ def make_posterior(
     features=None,
     settings=None,
     logits_fn=None,
+    model_kwargs=None,
 ) -> Posterior:
-    """Package draws (site -> (chains, draws, ...)) with the model's metadata."""
+    """Package draws (site -> (chains, draws, ...)) with the model and its data.
+
+    ``model_kwargs`` are the user's full-batch keyword arguments (without the samplers' own:
+    subsample sizes, constants), kept for the pointwise log-likelihood."""
     model_settings = model.settings() if hasattr(model, "settings") else {}
     constant = {}
     weights = getattr(model, "teacher_weights", None)
@@ -108,5 +176,7 @@ def make_posterior(
         losses=None if losses is None else np.asarray(losses),
         logits_fn=logits_fn or getattr(model, "logits", None),
         featurize=getattr(model, "featurize", None),
-        inputs=None if features is None else np.asarray(features),
+        model=model,
+        model_args=() if features is None else (features, labels),
+        model_kwargs=dict(model_kwargs or {}),
     )

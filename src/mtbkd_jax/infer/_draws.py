@@ -43,7 +43,7 @@ def append_chunk(collected: dict, chunk: dict) -> dict:
 
 
 def package_posterior(
-    model, collected, state, labels, features, logits_fn, sampler, fingerprint, constrain
+    model, collected, state, labels, features, logits_fn, sampler, settings, constrain, model_kwargs
 ):
     draws = {k[5:]: v for k, v in collected.items() if k.startswith("draw:")}
     if not draws:  # keep_draws=False: the last state of each chain
@@ -62,10 +62,8 @@ def package_posterior(
         labels=labels,
         features=features,
         logits_fn=logits_fn,
-        settings={
-            "inference": sampler,
-            **{k: v for k, v in fingerprint.items() if k not in ("key", "data_sum")},
-        },
+        settings={"inference": sampler, **settings},
+        model_kwargs=model_kwargs,
     )
     acc = state["acc"]
     if acc is not None:

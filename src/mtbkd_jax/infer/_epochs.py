@@ -11,6 +11,7 @@ writes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -57,6 +58,10 @@ class EpochRunner:
         draws_per_epoch, random_draws: the keep rule (0 draws: run only).
         observe: ``(state, global_step, epoch, potential, data) -> (state, pytree)`` at kept
             steps: it emits the draw and statistics and may update accumulators in the state.
+        partial_last_batch: end each epoch with the examples left over, ``N mod |B|`` of them,
+            as one smaller minibatch (the plate then scales it by ``N / (N mod |B|)``), as
+            PyTorch's ``DataLoader`` does by default; ``steps_per_epoch`` must then be
+            ``ceil(N / |B|)``. One subsampled plate only.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class EpochRunner:
         draws_per_epoch: int = 0,
         random_draws: bool = False,
         observe: Callable | None = None,
+        partial_last_batch: bool = False,
     ):
         self.make_potential = make_potential
         self.transition = transition
@@ -76,6 +82,17 @@ class EpochRunner:
         self.draws_per_epoch = int(draws_per_epoch)
         self.random_draws = random_draws
         self.observe = observe
+        plate = self.plates[0]
+        self.full_steps = plate.size // plate.batch_size
+        self.partial = bool(partial_last_batch) and plate.size % plate.batch_size > 0
+        if partial_last_batch and len(self.plates) > 1:
+            raise ValueError(
+                "partial_last_batch needs a model with one subsampled plate, got "
+                f"{[p.name for p in self.plates]}"
+            )
+        expected = self.full_steps + int(self.partial)
+        if self.steps_per_epoch != expected:
+            raise ValueError(f"steps_per_epoch must be {expected}, got {self.steps_per_epoch}")
 
     def _advance(self, state, noise_key, epoch, permutations, potential, start, stop):
         def body(i, state):
@@ -84,7 +101,23 @@ class EpochRunner:
             key = jax.random.fold_in(noise_key, i)  # the step's noise key
             return self.transition(key, state, potential, batch, global_step)
 
-        return jax.lax.fori_loop(start, stop, body, state)
+        if not self.partial:
+            return jax.lax.fori_loop(start, stop, body, state)
+        state = jax.lax.fori_loop(start, jnp.minimum(stop, self.full_steps), body, state)
+        last = self.full_steps
+
+        def partial_step(state):
+            plate = self.plates[0]
+            batch = {plate.name: permutations[plate.name][last * plate.batch_size :]}
+            key = jax.random.fold_in(noise_key, last)
+            with warnings.catch_warnings():  # the plate's declared size is the full batch's
+                warnings.filterwarnings("ignore", message="subsample_size does not match")
+                return self.transition(
+                    key, state, potential, batch, epoch * self.steps_per_epoch + last
+                )
+
+        covers_last = (start <= last) & (stop > last)
+        return jax.lax.cond(covers_last, partial_step, lambda state: state, state)
 
     def run_epochs(self, state, chain_key, keep_key, epochs, orders, data):
         """Run the given epochs (an int array) for one chain, visiting each plate in

@@ -19,7 +19,14 @@ from numpyro import handlers
 from numpyro.infer import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
-__all__ = ["MinibatchPotential", "PlateSpec"]
+from mtbkd_jax._tracing import abstract_trace
+
+__all__ = [
+    "MinibatchPotential",
+    "PlateSpec",
+    "ModelStructure",
+    "model_structure",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,69 @@ class PlateSpec:
         """The minibatch at a step: the next |B| entries of this epoch's permutation."""
         start = step_in_epoch * self.batch_size
         return jnp.take(permutation, jnp.mod(start + jnp.arange(self.batch_size), self.size))
+
+
+@dataclass(frozen=True)
+class ModelStructure:
+    """What a NumPyro model's trace says about it, read without computing anything.
+
+    Attributes:
+        plates: every plate, in the order the model enters them.
+        minibatched: the plates declared with a ``subsample_size`` (a minibatch plan; the
+            size may equal the plate's for a small data set).
+        latent_shapes: each latent (not observed) sample site's shape.
+        observed: the observed sample sites' names (factors excluded).
+    """
+
+    plates: tuple[PlateSpec, ...]
+    minibatched: tuple[PlateSpec, ...]
+    latent_shapes: dict
+    observed: tuple[str, ...]
+
+    @property
+    def subsampled(self) -> tuple[PlateSpec, ...]:
+        """The plates that really subsample (``subsample_size < size``)."""
+        return tuple(p for p in self.minibatched if p.batch_size < p.size)
+
+
+def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> ModelStructure:
+    """Trace ``model(*model_args, **model_kwargs)`` abstractly (``jax.eval_shape``: no compute)
+    and return its plates, latent sites and observed sites."""
+    found: dict = {}
+
+    def run():
+        trace = abstract_trace(model, model_args, model_kwargs)
+        plates, minibatched, latent, observed = [], [], {}, []
+        for name, site in trace.items():
+            if site["type"] == "plate":
+                size, subsample_size = site["args"]
+                batch = size if subsample_size is None else subsample_size
+                plates.append(PlateSpec(name, int(size), int(batch)))
+                if subsample_size is not None:
+                    minibatched.append(plates[-1])
+            elif site["type"] == "sample" and not site["is_observed"]:
+                latent[name] = site["value"]
+            elif site["type"] == "sample" and not _is_factor(site["fn"]):
+                observed.append(name)
+        found.update(plates=tuple(plates), minibatched=tuple(minibatched), observed=tuple(observed))
+        return latent
+
+    shapes = jax.eval_shape(run)
+    latent_shapes = {k: tuple(v.shape) for k, v in shapes.items()}
+    return ModelStructure(found["plates"], found["minibatched"], latent_shapes, found["observed"])
+
+
+def _is_factor(fn) -> bool:
+    """Whether a site's distribution is ``numpyro.factor``'s ``Unit`` (possibly wrapped)."""
+    import numpyro.distributions as dist
+
+    while True:
+        if isinstance(fn, dist.Unit):
+            return True
+        inner = getattr(fn, "base_dist", None)
+        if inner is None:
+            return False
+        fn = inner
 
 
 class MinibatchPotential:

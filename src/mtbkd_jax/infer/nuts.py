@@ -9,7 +9,8 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
 from mtbkd_jax._checks import require_counts, require_positive
-from mtbkd_jax.infer._common import make_posterior, prepare_data
+from mtbkd_jax.infer._common import check_init_params, make_posterior, prepare_data
+from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
 
 __all__ = ["run_nuts"]
@@ -89,7 +90,25 @@ def run_nuts(
         raise ValueError(
             f"chain_method must be 'sequential', 'vectorized' or 'parallel', got {chain_method!r}"
         )
+    if not isinstance(dense_mass, bool):
+        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
+    structure = model_structure(model, (features, labels), kwargs)
+    if structure.subsampled:
+        plate = structure.subsampled[0]
+        raise ValueError(
+            f"run_nuts needs the full-batch model, but plate {plate.name!r} subsamples "
+            f"{plate.batch_size} of {plate.size} (subsample_size); NUTS's accept step is wrong "
+            "on minibatches. Leave subsample_size out of model_kwargs, or use run_sgmcmc / "
+            "run_svi for minibatches"
+        )
+    if not structure.latent_shapes:
+        raise ValueError("the model has no latent sample site to sample")
+    if init_params is not None:
+        init_params = _broadcast_init(
+            _checked_starts(init_params, structure.latent_shapes, int(num_chains)),
+            int(num_chains),
+        )
     kernel = NUTS(
         model,
         target_accept_prob=target_accept_prob,
@@ -106,8 +125,6 @@ def run_nuts(
         chain_method=chain_method,
         progress_bar=progress_bar,
     )
-    if init_params is not None:
-        init_params = _broadcast_init(init_params, int(num_chains))
     mcmc.run(
         rng_key, features, labels, extra_fields=_EXTRA_FIELDS, init_params=init_params, **kwargs
     )
@@ -135,7 +152,22 @@ def run_nuts(
             "chain_method": chain_method,
         },
         logits_fn=logits_fn,
+        model_kwargs=model_kwargs,
     )
+
+
+def _checked_starts(init_params, expected: dict, num_chains: int):
+    """Validate a shared starting point or a list with one per chain."""
+    if isinstance(init_params, list | tuple):
+        if len(init_params) != num_chains:
+            raise ValueError(
+                f"init_params has {len(init_params)} starting points for {num_chains} chains"
+            )
+        return [
+            check_init_params(point, expected, f"init_params[{i}]")
+            for i, point in enumerate(init_params)
+        ]
+    return check_init_params(init_params, expected)
 
 
 def _broadcast_init(init_params, num_chains: int) -> dict:
@@ -143,10 +175,6 @@ def _broadcast_init(init_params, num_chains: int) -> dict:
     import jax.numpy as jnp
 
     if isinstance(init_params, list | tuple):
-        if len(init_params) != num_chains:
-            raise ValueError(
-                f"init_params has {len(init_params)} starting points for {num_chains} chains"
-            )
         stacked = {k: jnp.stack([jnp.asarray(p[k]) for p in init_params]) for k in init_params[0]}
         return {k: v[0] for k, v in stacked.items()} if num_chains == 1 else stacked
     if num_chains == 1:

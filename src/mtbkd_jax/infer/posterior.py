@@ -33,11 +33,13 @@ class Posterior:
         observed_data: name -> array, e.g. ``{"y": labels}``.
         constant_data: name -> array, e.g. ``{"teacher_weights": (M, N)}``.
         losses: the optimisation trace of SVI/MAP (empty for MCMC).
-        logits_fn: ``(weights dict, features) -> logits`` for one draw.
+        logits_fn: ``(weights dict, features) -> logits`` for one draw (needed by
+            :meth:`predict` only).
         featurize: the student's frozen feature extractor (identity if ``None``).
-        inputs: the featurized training inputs (used for the log-likelihood group).
-        pointwise_log_likelihood: ``log p(y_i | theta_s)`` (chains, draws, N) when known
-            without the inputs (e.g. read back by :meth:`load`).
+        model: the NumPyro model the draws are of (for the pointwise log-likelihood).
+        model_args, model_kwargs: the model's (featurized) training data, full batch.
+        pointwise_log_likelihood: observed site -> ``log p(y_i | theta_s)`` (chains, draws, N)
+            when known without the model (e.g. read back by :meth:`load`).
         streamed: summaries accumulated over draws inside an SG-MCMC chain without storing
             them: ``predictive_mean`` (N, C), ``mean_deviance`` (N,), ``num_draws``.
     """
@@ -51,20 +53,27 @@ class Posterior:
     losses: np.ndarray | None = None
     logits_fn: Callable | None = field(default=None, repr=False)
     featurize: Callable | None = field(default=None, repr=False)
-    inputs: np.ndarray | None = field(default=None, repr=False)
+    model: Callable | None = field(default=None, repr=False)
+    model_args: tuple = field(default=(), repr=False)
+    model_kwargs: dict = field(default_factory=dict, repr=False)
     streamed: dict = field(default_factory=dict, repr=False)
-    pointwise_log_likelihood: np.ndarray | None = field(default=None, repr=False)
+    pointwise_log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if not self.draws:
-            raise ValueError("draws must hold at least one site")
-        shapes = {v.shape[:2] for v in self.draws.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"every site needs the same (chains, draws) shape, got {shapes}")
+        if not isinstance(self.draws, dict) or not self.draws:
+            raise ValueError("draws must be a dict holding at least one site")
+        shapes = {np.shape(v)[:2] for v in self.draws.values()}
+        if any(len(shape) < 2 for shape in shapes) or len(shapes) != 1:
+            raise ValueError(
+                f"every site needs the same leading (chains, draws) shape, got {sorted(shapes)}"
+            )
         for name in self.draws:
             if "/" in name:
                 raise ValueError(f"site name {name!r} contains '/', which ArviZ 1.x rejects")
+        if isinstance(self.pointwise_log_likelihood, np.ndarray):  # one site, as ArviZ's "y"
+            self.pointwise_log_likelihood = {"y": self.pointwise_log_likelihood}
         self._predict_jit = None
+        self._log_likelihood = None
 
     # ------------------------------------------------------------------ shape
     @property
@@ -81,9 +90,33 @@ class Posterior:
         """Draws over all chains."""
         return self.num_chains * self.num_draws
 
+    @property
+    def inputs(self):
+        """The model's (featurized) training inputs, if known."""
+        return self.model_args[0] if self.model_args else None
+
     def flat_draws(self) -> dict[str, np.ndarray]:
         """Draws with chains merged: site name -> ``(chains * draws, *shape)``."""
         return {k: v.reshape((-1, *v.shape[2:])) for k, v in self.draws.items()}
+
+    def samples(self, *, flat: bool = True) -> dict[str, np.ndarray]:
+        """The draws in NumPyro's layout: ``(chains * draws, ...)`` with ``flat=True`` (what
+        ``numpyro.infer.Predictive(model, posterior_samples=...)`` takes), else
+        ``(chains, draws, ...)`` (``MCMC.get_samples(group_by_chain=True)``'s)."""
+        return self.flat_draws() if flat else dict(self.draws)
+
+    def point(self, chain: int = 0, draw: int = 0) -> dict[str, np.ndarray]:
+        """One draw as a dict of site -> array, e.g. a MAP to start a sampler from
+        (``init_params=mode.point()``)."""
+        for name, value, size in (
+            ("chain", chain, self.num_chains),
+            ("draw", draw, self.num_draws),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if not -size <= value < size:
+                raise IndexError(f"{name} must lie in {-size}..{size - 1}, got {value}")
+        return {k: v[chain, draw] for k, v in self.draws.items()}
 
     # ------------------------------------------------------------------ prediction
     def predict_logits(self, inputs, *, draw_batch_size: int = 64, featurized: bool = False):
@@ -94,14 +127,24 @@ class Posterior:
                 ``featurized=True``, features.
             draw_batch_size: draws evaluated together (memory is ``draw_batch_size * N * C``
                 plus the output).
+
+        Raises:
+            ValueError: if ``inputs`` hold NaN or infinite values, or do not fit the student.
         """
         if self.logits_fn is None:
             raise ValueError(
                 "this posterior has no logits_fn; pass logits_fn= to Posterior.load or to the "
                 "inference front-end"
             )
+        if isinstance(draw_batch_size, bool) or not isinstance(draw_batch_size, int | np.integer):
+            raise TypeError(f"draw_batch_size must be an integer, got {draw_batch_size!r}")
+        if draw_batch_size < 1:
+            raise ValueError(f"draw_batch_size must be >= 1, got {draw_batch_size}")
+        inputs = _checked_inputs(inputs, "inputs")
         if not featurized and self.featurize is not None:
             inputs = self.featurize(inputs)
+            inputs = _checked_inputs(inputs, "features of inputs")
+        self._check_fits(inputs)
         if self._predict_jit is None:
             logits_fn = self.logits_fn
 
@@ -112,39 +155,100 @@ class Posterior:
         draws = {k: jnp.asarray(v) for k, v in self.flat_draws().items()}
         return self._predict_jit(draws, jnp.asarray(inputs), int(draw_batch_size))
 
+    def _check_fits(self, features) -> None:
+        """Raise a ValueError naming ``inputs`` if the student cannot take these features."""
+        one = {k: jax.ShapeDtypeStruct(v.shape[2:], jnp.float32) for k, v in self.draws.items()}
+        example = jax.ShapeDtypeStruct((1, *np.shape(features)[1:]), jnp.float32)
+        try:
+            jax.eval_shape(self.logits_fn, one, example)
+        except (TypeError, ValueError) as error:
+            trained = None if self.inputs is None else tuple(np.shape(self.inputs)[1:])
+            hint = f"; the posterior was fitted on {trained} per example" if trained else ""
+            raise ValueError(
+                f"inputs have shape {tuple(np.shape(features))}, which the student cannot take"
+                f"{hint} ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+            ) from None
+
     def predict(self, inputs, **kwargs) -> jax.Array:
         """Class probabilities ``softmax(f_theta_s(x))`` per draw, shape ``(S, N, C)``."""
         return jax.nn.softmax(self.predict_logits(inputs, **kwargs), axis=-1)
 
-    def log_likelihood(self, inputs, labels, *, featurized: bool = False) -> np.ndarray:
-        """Pointwise ``log p(y_i | theta_s)``, shape ``(chains, draws, N)``."""
-        log_probs = jax.nn.log_softmax(self.predict_logits(inputs, featurized=featurized), -1)
-        labels = jnp.asarray(labels)
-        pointwise = jnp.take_along_axis(log_probs, labels[None, :, None], axis=-1)[..., 0]
-        return np.asarray(pointwise).reshape(self.num_chains, self.num_draws, -1)
+    def log_likelihood(
+        self, inputs=None, labels=None, *, featurized: bool = False, draw_batch_size: int = 64
+    ) -> dict[str, np.ndarray]:
+        """Pointwise log-likelihood of each of the model's observed sites, for every draw.
+
+        Computed from the model's own observed sites (any likelihood: tempered, a user's own;
+        factors such as the teacher prior are left out), for the training data by default or
+        for ``inputs`` and ``labels``.
+
+        Returns:
+            Observed site name -> array ``(chains, draws, N)`` (``"y"`` for the canonical model).
+        """
+        if self.model is None:
+            if inputs is None and self.pointwise_log_likelihood is not None:
+                return dict(self.pointwise_log_likelihood)
+            raise ValueError(
+                "this posterior does not hold its model (e.g. it was read back by "
+                "Posterior.load); the log-likelihood of new data needs the model"
+            )
+        if inputs is None:
+            if not self.model_args:
+                raise ValueError("this posterior holds no training data; pass inputs and labels")
+            if self._log_likelihood is None:
+                self._log_likelihood = self._evaluate(
+                    self.model_args, self.model_kwargs, draw_batch_size
+                )
+            return dict(self._log_likelihood)
+        inputs = _checked_inputs(inputs, "inputs")
+        if not featurized and self.featurize is not None:
+            inputs = self.featurize(inputs)
+        return self._evaluate((inputs, labels), self.model_kwargs, draw_batch_size)
+
+    def _evaluate(self, args, kwargs, draw_batch_size):
+        from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
+
+        observation = getattr(self.model, "observation_kwargs", dict)()
+        pointwise = pointwise_log_likelihood(
+            self.model,
+            self.flat_draws(),
+            tuple(args),
+            {**kwargs, **observation},
+            draw_batch_size=draw_batch_size,
+        )
+        return {
+            k: v.reshape(self.num_chains, self.num_draws, *v.shape[1:])
+            for k, v in pointwise.items()
+        }
 
     # ------------------------------------------------------------------ ArviZ and files
     def to_datatree(self, *, log_likelihood: bool = True):
         """An ArviZ ``xarray.DataTree`` (posterior, sample_stats, observed_data,
-        constant_data, log_likelihood when the training data are known)."""
+        constant_data, log_likelihood when the model and its training data are known)."""
         from mtbkd_jax.diagnostics import to_datatree
 
         pointwise = None
         if log_likelihood:
-            pointwise = self.pointwise_log_likelihood
-            if pointwise is None and self.inputs is not None and "y" in self.observed_data:
-                pointwise = self.log_likelihood(
-                    self.inputs, self.observed_data["y"], featurized=True
-                )
+            if self.model is not None and self.model_args:
+                pointwise = self.log_likelihood()
+            else:
+                pointwise = self.pointwise_log_likelihood
         return to_datatree(self, log_likelihood=pointwise)
 
     def save(self, path) -> Path:
-        """Write the DataTree to ``path`` (netCDF-4 via h5netcdf)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        self.to_datatree().to_netcdf(tmp, engine="h5netcdf")
-        tmp.replace(path)  # never leave a half-written file under the final name
+        """Write the DataTree to ``path`` (netCDF-4 via h5netcdf), atomically.
+
+        The folder is checked before anything is computed; the file is written beside the
+        final name and moved into place, and nothing is left behind if writing fails.
+        """
+        path = _output_file(path, "path")
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tree = self.to_datatree()
+            tree.to_netcdf(tmp, engine="h5netcdf")
+            tmp.replace(path)  # never leave a half-written file under the final name
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -152,27 +256,32 @@ class Posterior:
         """Read a posterior written by :meth:`save` (pass ``logits_fn`` to predict again)."""
         import xarray as xr
 
-        tree = xr.open_datatree(path, engine="h5netcdf")
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path {str(path)!r} is not a file")
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
 
-        def group(name):
-            if name not in tree.children:
-                return {}
-            return {k: np.asarray(v.values) for k, v in tree[name].to_dataset().data_vars.items()}
+            def group(name):
+                if name not in tree.children:
+                    return {}
+                data = tree[name].to_dataset().data_vars
+                return {k: np.asarray(v.values) for k, v in data.items()}
 
-        losses = group("optimization").get("loss")
-        attrs = tree.attrs
-        return cls(
-            draws=group("posterior"),
-            sample_stats=group("sample_stats"),
-            method=str(attrs.get("mtbkd_method", "")),
-            settings=json.loads(attrs.get("mtbkd_settings", "{}")),
-            observed_data=group("observed_data"),
-            constant_data=group("constant_data"),
-            losses=losses,
-            logits_fn=logits_fn,
-            featurize=featurize,
-            pointwise_log_likelihood=group("log_likelihood").get("y"),
-        )
+            losses = group("optimization").get("loss")
+            attrs = dict(tree.attrs)
+            loaded = cls(
+                draws=group("posterior"),
+                sample_stats=group("sample_stats"),
+                method=str(attrs.get("mtbkd_method", "")),
+                settings=json.loads(attrs.get("mtbkd_settings", "{}")),
+                observed_data=group("observed_data"),
+                constant_data=group("constant_data"),
+                losses=losses,
+                logits_fn=logits_fn,
+                featurize=featurize,
+                pointwise_log_likelihood=group("log_likelihood") or None,
+            )
+        return loaded
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.draws.items())
@@ -180,3 +289,42 @@ class Posterior:
             f"Posterior(method={self.method!r}, chains={self.num_chains}, "
             f"draws={self.num_draws}, sites=[{sites}])"
         )
+
+
+def _output_file(path, argument: str) -> Path:
+    """The file ``path`` with its folder created and writable, checked before any compute."""
+    import os
+
+    try:
+        path = Path(path)
+    except TypeError as error:
+        raise TypeError(f"{argument} must be a path, got {type(path).__name__}") from error
+    if path.is_dir():
+        raise IsADirectoryError(f"{argument} {str(path)!r} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NotADirectoryError(
+            f"{argument} {str(path)!r}: its folder cannot be created ({error})"
+        ) from None
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"{argument} {str(path)!r}: its folder is not writable")
+    return path
+
+
+def _checked_inputs(inputs, name: str):
+    """Inputs as an array of at least two dimensions, finite where numeric."""
+    if not isinstance(inputs, jax.Array):
+        try:
+            inputs = np.asarray(inputs)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {inputs.shape}")
+    if jnp.issubdtype(inputs.dtype, jnp.floating) and not bool(jnp.isfinite(inputs).all()):
+        bad = np.argwhere(~np.isfinite(np.asarray(inputs)))[0]
+        raise ValueError(
+            f"{name} hold NaN or infinite values (the first at index {tuple(int(i) for i in bad)})"
+            "; the predictions there would be NaN"
+        )
+    return inputs

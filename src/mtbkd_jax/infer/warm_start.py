@@ -1,8 +1,13 @@
 """Minibatch optimisation of a model's potential (the SG-MCMC warm start).
 
-The reference code runs AdamW (learning rate 3e-4, weight decay 1e-5, batch 64) for 120 epochs
-before sampling; this is that, on the same minibatch potential the sampler uses, vectorised over
-chains and scanned over epochs.
+The reference code runs ``torch.optim.Adam(lr=3e-4, weight_decay=1e-5)`` on the *mean* batch
+loss for 120 epochs (batch 64) before sampling. Torch's ``Adam`` couples the weight decay into
+the gradient (``g + 1e-5 theta``, L2 regularisation), unlike AdamW, which decays the weights
+apart from Adam's moments. :func:`reference_optimizer` is that: since our potential is the sum
+scaled by ``N / |B|`` (``N`` times the mean loss), it first divides the gradient by ``N``, so the
+L2 term has the reference's weight. :func:`adamw_optimizer` (AdamW at the same rate and decay)
+is the samplers' default warm start. Both run on the same minibatch potential the sampler uses,
+vectorised over chains and scanned over epochs.
 """
 
 from __future__ import annotations
@@ -14,11 +19,24 @@ import optax
 from mtbkd_jax.infer._epochs import EpochRunner
 from mtbkd_jax.infer._orders import WARM_START, EpochOrders
 
-__all__ = ["reference_optimizer", "minibatch_optimize"]
+__all__ = ["reference_optimizer", "adamw_optimizer", "minibatch_optimize"]
 
 
-def reference_optimizer() -> optax.GradientTransformation:
-    """AdamW with the reference code's settings (learning rate 3e-4, weight decay 1e-5)."""
+def reference_optimizer(num_examples: int) -> optax.GradientTransformation:
+    """The reference code's warm start: ``torch.optim.Adam(lr=3e-4, weight_decay=1e-5)`` on the
+    mean batch loss (L2 coupled into the gradient), for a potential summed over
+    ``num_examples`` examples (the data plate's N)."""
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"num_examples must be an integer >= 1, got {num_examples!r}")
+    return optax.chain(
+        optax.scale(1.0 / num_examples),  # the gradient of the mean loss, as torch sees it
+        optax.add_decayed_weights(1e-5),  # torch Adam's weight_decay: g + wd * theta
+        optax.adam(3e-4),
+    )
+
+
+def adamw_optimizer() -> optax.GradientTransformation:
+    """AdamW (decoupled weight decay) at the reference's rate and decay: 3e-4, 1e-5."""
     return optax.adamw(3e-4, weight_decay=1e-5)
 
 
@@ -35,6 +53,7 @@ def minibatch_optimize(
     chunk_epochs: int = 1,
     on_chunk=None,
     placement=None,
+    partial_last_batch: bool = False,
 ):
     """Minimise ``-log p`` on minibatches for ``num_epochs`` epochs, for every chain.
 
@@ -47,6 +66,7 @@ def minibatch_optimize(
         data: the model's data pytree.
         chunk_epochs: epochs per jitted call; ``on_chunk(num_epochs_done)`` runs after each.
         placement: a ``ChainPlacement`` (chains sharded over devices); default one device.
+        partial_last_batch: epochs end with the left-over examples as a smaller minibatch.
 
     Returns:
         The optimised positions (leading chain axis).
@@ -60,7 +80,13 @@ def minibatch_optimize(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    runner = EpochRunner(make_potential, transition, plates, steps_per_epoch)
+    runner = EpochRunner(
+        make_potential,
+        transition,
+        plates,
+        steps_per_epoch,
+        partial_last_batch=partial_last_batch,
+    )
     run = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
     num_chains = jax.tree.leaves(position)[0].shape[0]
     place = (lambda tree: tree) if placement is None else placement.chains

@@ -1,0 +1,25 @@
+"""Reading a NumPyro model's structure without computing: a trace with latent sites as zeros."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from numpyro import handlers
+
+__all__ = ["abstract_trace"]
+
+
+def _zeros_for_latents(msg):
+    if msg["type"] != "sample" or msg.get("is_observed"):
+        return None
+    shape = tuple(msg["kwargs"].get("sample_shape", ())) + tuple(msg["fn"].shape())
+    return jnp.zeros(shape, dtype=jnp.result_type(float))
+
+
+def abstract_trace(model: Callable, model_args: tuple, model_kwargs: dict):
+    """The model's trace with every latent site set to zeros (no draw from the prior, which
+    an improper prior such as :func:`~mtbkd_jax.flat_prior` cannot give). Call it inside
+    ``jax.eval_shape`` to compute nothing."""
+    conditioned = handlers.substitute(handlers.seed(model, 0), substitute_fn=_zeros_for_latents)
+    return handlers.trace(conditioned).get_trace(*model_args, **model_kwargs)

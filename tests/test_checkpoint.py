@@ -1,0 +1,304 @@
+"""Checkpoints: a killed run resumes to the draws of an uninterrupted one, bit for bit, wherever
+it was killed (mid-chunk, mid-append of the draws, mid-rewrite of the state); a checkpoint is
+never resumed by another run (model, data, settings, schedule, start, seed), and every bad file
+is one clear error."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+
+import mtbkd_jax as mk
+from mtbkd_jax.infer import checkpoint as checkpoint_module
+from mtbkd_jax.infer.checkpoint import CheckpointError
+
+PROBLEM = """
+import jax, numpy as np, optax
+from flax import nnx
+import mtbkd_jax as mk
+
+def problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=200) > 0).astype(np.int32)
+    zeros = np.zeros(200)
+    teachers = mk.TeacherBank.from_logits(
+        np.stack([np.stack([zeros, 2 * x[:, 0]], -1), np.stack([zeros, x[:, 1]], -1)])
+    )
+    return x, y, teachers
+
+def model_for(teachers, concentration=10.0):
+    student = mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)))
+    return mk.MTBKDModel(student, teachers, concentration=concentration)
+
+def run(model, x, y, **kwargs):
+    settings = dict(
+        batch_size=20, num_epochs=6, step_size=1e-3, draws_per_epoch=2, num_chains=2,
+        chunk_epochs=1, progress_bar=False, warm_start_epochs=1,
+        warm_start_optimizer=optax.adam(1e-2),
+    )
+    settings.update(kwargs)
+    return mk.run_sgmcmc(jax.random.key(5), model, x, y, **settings)
+"""
+
+namespace: dict = {}
+exec(textwrap.dedent(PROBLEM), namespace)  # the same problem in this process and in the killed one
+problem, model_for, run = namespace["problem"], namespace["model_for"], namespace["run"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    x, y, teachers = problem()
+    return run(model_for(teachers), x, y)
+
+
+def _assert_same_draws(a, b):
+    assert set(a.draws) == set(b.draws)
+    for name in a.draws:
+        np.testing.assert_array_equal(a.draws[name], b.draws[name])
+    np.testing.assert_array_equal(a.sample_stats["step_size"], b.sample_stats["step_size"])
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(reference, tmp_path, monkeypatch):
+    x, y, teachers = problem()
+    path = tmp_path / "run.ckpt.npz"
+    real_save = checkpoint_module.Checkpoint.save
+    saves = []
+
+    def save_then_interrupt(self, state, chunk, progress):
+        real_save(self, state, chunk, progress)
+        saves.append(progress["next_epoch"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived right after the second chunk
+
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(model_for(teachers), x, y, checkpoint_path=path)
+    saves.clear()
+    monkeypatch.setattr(
+        checkpoint_module.Checkpoint,
+        "save",
+        lambda self, state, chunk, progress: (
+            saves.append(progress["next_epoch"]),
+            real_save(self, state, chunk, progress),
+        ),
+    )
+    resumed = run(model_for(teachers), x, y, checkpoint_path=path)
+    assert saves == [3, 4, 5, 6]  # it resumed after epoch 2, it did not restart
+    _assert_same_draws(resumed, reference)
+    # each write appended only its chunk: the draws file holds each draw once
+    draws_bytes = sum(v.nbytes for v in reference.draws.values())
+    draws_bytes += reference.sample_stats["step_size"].nbytes
+    assert (tmp_path / "run.ckpt.npz.draws").stat().st_size == draws_bytes
+    # a finished run's checkpoint gives the same posterior again without sampling
+    saves.clear()
+    again = run(model_for(teachers), x, y, checkpoint_path=path)
+    assert saves == []
+    _assert_same_draws(again, reference)
+
+
+KILLER = """
+import os, signal, sys
+calls = [0]
+kill_at = int(sys.argv[2])
+real_fsync = os.fsync
+
+def fsync_then_maybe_die(fd):
+    real_fsync(fd)
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.fsync = fsync_then_maybe_die
+x, y, teachers = problem()
+run(model_for(teachers), x, y, checkpoint_path=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "phase"),
+    [(3, "draws of chunk 2 appended, state not rewritten"), (4, "new state written, not moved")],
+)
+def test_a_run_killed_mid_write_resumes_bit_for_bit(reference, tmp_path, kill_at, phase):
+    """SIGKILL in a subprocess at a chosen point of a checkpoint write (each write fsyncs the
+    draws, then the new state file): the resumed run equals an uninterrupted one."""
+    path = tmp_path / "run.ckpt.npz"
+    script = textwrap.dedent(PROBLEM) + textwrap.dedent(KILLER)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(kill_at)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert path.exists(), phase
+    if kill_at == 3:  # a torn append on top: bytes the state never committed
+        with open(str(path) + ".draws", "ab") as handle:
+            handle.write(b"\x00garbage of a half-written chunk")
+    x, y, teachers = problem()
+    resumed = run(model_for(teachers), x, y, checkpoint_path=path)
+    _assert_same_draws(resumed, reference)
+
+
+@pytest.fixture(scope="module")
+def finished_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("finished") / "run.ckpt.npz"
+    x, y, teachers = problem()
+    run(model_for(teachers), x, y, checkpoint_path=path, num_epochs=2)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"concentration": 1000.0}, "concentration"),
+        ({"labels": "flip"}, "labels"),
+        ({"inputs": "shift"}, "inputs"),
+        ({"step_size": 2e-3}, "step_size"),
+        ({"random_draw_positions": False}, "random_draw_positions"),
+        ({"init_params": "zeros"}, "init_params"),
+        ({"temperature": 0.5}, "temperature"),
+        ({"teachers": "other"}, "model"),
+        ({"warm_start_optimizer": "other"}, "warm_start_optimizer"),
+    ],
+)
+def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, change, named):
+    x, y, teachers = problem()
+    kwargs = {"num_epochs": 2}
+    concentration = change.get("concentration", 10.0)
+    if change.get("labels") == "flip":
+        y = y.copy()
+        y[0] = 1 - y[0]
+    if change.get("inputs") == "shift":
+        x = x.copy()
+        x[3, 1] += 1e-3
+    if change.get("teachers") == "other":
+        teachers = teachers.select([0])
+    model = model_for(teachers, concentration)
+    if "step_size" in change:
+        kwargs["step_size"] = change["step_size"]
+    if "random_draw_positions" in change:
+        kwargs["random_draw_positions"] = change["random_draw_positions"]
+    if "temperature" in change:
+        kwargs["temperature"] = change["temperature"]
+    if change.get("init_params") == "zeros":
+        kwargs["init_params"] = {
+            k: np.zeros(v) for k, v in model.student.parameter_shapes().items()
+        }
+        kwargs["init_params"] = {f"student.{k}": v for k, v in kwargs["init_params"].items()}
+    if change.get("warm_start_optimizer") == "other":
+        kwargs["warm_start_optimizer"] = optax.adam(2e-2)
+    with pytest.raises(CheckpointError, match=named) as error:
+        run(model, x, y, checkpoint_path=finished_checkpoint, **kwargs)
+    assert str(finished_checkpoint) in str(error.value)
+    assert "Delete it" in str(error.value)
+
+
+def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):
+    """Schedules are fingerprinted by value: the same call resumes (no memory address in the
+    fingerprint), another decay is refused."""
+    x, y, teachers = problem()
+    path = tmp_path / "run.ckpt.npz"
+    first = run(
+        model_for(teachers),
+        x,
+        y,
+        checkpoint_path=path,
+        num_epochs=2,
+        step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.55),
+    )
+    again = run(
+        model_for(teachers),
+        x,
+        y,
+        checkpoint_path=path,
+        num_epochs=2,
+        step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.55),
+    )
+    _assert_same_draws(first, again)
+    with pytest.raises(CheckpointError, match="step_size_values"):
+        run(
+            model_for(teachers),
+            x,
+            y,
+            checkpoint_path=path,
+            num_epochs=2,
+            step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.6),
+        )
+
+
+def _own_model(concentration):
+    """A user's model whose teacher prior is hidden in a closure: only the probe can see it."""
+    _, _, teachers = problem()
+    prior = mk.TeacherPrior.build(teachers, concentration=concentration)
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([3, 2]).to_event(2))
+        with numpyro.plate("data", x.shape[0], subsample_size=20) as idx:
+            logits = x[idx] @ w
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
+            mk.teacher_prior_factor("prior", logits, prior.take(idx), prior_power=0.1)
+
+    return model
+
+
+def test_a_closure_over_other_constants_is_caught_by_the_probe(tmp_path):
+    x, y, _ = problem()
+    path = tmp_path / "own.ckpt.npz"
+    settings = dict(num_epochs=2, step_size=1e-3, draws_per_epoch=2, progress_bar=False)
+    mk.run_sgmcmc(jax.random.key(0), _own_model(10.0), x, y, checkpoint_path=path, **settings)
+    mk.run_sgmcmc(jax.random.key(0), _own_model(10.0), x, y, checkpoint_path=path, **settings)
+    with pytest.raises(CheckpointError, match="logdensity_at_start"):
+        mk.run_sgmcmc(jax.random.key(0), _own_model(1000.0), x, y, checkpoint_path=path, **settings)
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", "not a checkpoint", "text file", "draws deleted", "another model"]
+)
+def test_a_bad_checkpoint_file_is_one_clear_error(finished_checkpoint, tmp_path, damage):
+    import shutil
+
+    path = tmp_path / "run.ckpt.npz"
+    shutil.copy(finished_checkpoint, path)
+    shutil.copy(str(finished_checkpoint) + ".draws", str(path) + ".draws")
+    x, y, teachers = problem()
+    model = model_for(teachers)
+    if damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "not a checkpoint":
+        np.savez(path, something=np.zeros(3))
+    elif damage == "text file":
+        path.write_text("hello")
+    elif damage == "draws deleted":
+        os.remove(str(path) + ".draws")
+    elif damage == "another model":
+        from flax import nnx
+
+        wider = mk.Student(mk.MLP(3, 2, hidden=(5,), rngs=nnx.Rngs(0)))
+        model = mk.MTBKDModel(wider, teachers)
+    with pytest.raises(CheckpointError) as error:
+        run(model, x, y, checkpoint_path=path, num_epochs=2)
+    message = str(error.value)
+    assert str(path) in message and "checkpoint_path" in message
+
+
+def test_checkpoint_paths_are_checked_before_any_compute(tmp_path):
+    x, y, teachers = problem()
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="checkpoint_path"):
+        run(model_for(teachers), x, y, checkpoint_path=folder)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match="checkpoint_path"):
+        run(model_for(teachers), x, y, checkpoint_path=blocker / "run.ckpt.npz")

@@ -1,0 +1,39 @@
+"""The README's code blocks run, in order, as a user would paste them (so they cannot drift)."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_the_readme_has_the_blocks_this_test_expects():
+    blocks = _python_blocks()
+    assert len(blocks) == 4, [b.splitlines()[0] for b in blocks]
+
+
+@pytest.mark.slow
+def test_the_readme_code_blocks_run_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the SG-MCMC block writes its checkpoint here
+    namespace: dict = {}
+    for number, block in enumerate(_python_blocks()):
+        try:
+            exec(compile(block, f"README.md block {number}", "exec"), namespace)
+        except Exception as error:  # report which block broke
+            raise AssertionError(f"README block {number} failed: {error!r}\n{block}") from error
+    # what the blocks claim
+    probs = np.asarray(namespace["probs"])
+    assert probs.shape == (400, 1197, 10)
+    assert np.isfinite(probs).all()
+    assert "log_likelihood" in namespace["tree"].children
+    assert (tmp_path / "run.ckpt.npz").exists()
+    assert namespace["labels"].shape == (4 * 80 * 6, 1197)  # SG-MCMC's draws, all chains
+    assert namespace["paper"].num_draws == 80 * 6
+    for name in ("mode", "post", "vi", "sg", "paper"):
+        assert all(np.isfinite(v).all() for v in namespace[name].draws.values()), name
