@@ -139,3 +139,64 @@ def test_orders_are_uniform_over_all_permutations():
     table = np.zeros((4, 4))
     np.add.at(table, (firsts[0], firsts[1]), 1)
     assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+def _visit_counting_model(num_examples, batch_size):
+    """A flat model with one coordinate per example whose minibatch gradient is
+    ``N / |B| * 1[j in batch]``: noise-free SGLD (temperature 0) adds ``eta N / |B|`` to the
+    coordinate of every example a step visits, so the draws count the visits."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    def model(inputs, labels=None):
+        z = numpyro.sample("z", dist.ImproperUniform(constraints.real, (), (num_examples,)))
+        with numpyro.plate("data", num_examples, subsample_size=batch_size) as idx:
+            numpyro.factor("visit", z[idx] + 0.0 * inputs[idx, 0])
+
+    return model
+
+
+@pytest.mark.parametrize(("num_examples", "batch_size"), [(12, 4), (13, 4)])
+@pytest.mark.parametrize("partial_last_batch", [False, True])
+def test_the_samplers_batches_visit_every_example_once_per_epoch(
+    num_examples, batch_size, partial_last_batch
+):
+    """Read off the batches ``run_sgmcmc`` really uses (not the orders it draws): within every
+    epoch each example is visited at most once, and all N of them when the epoch covers N
+    (N divisible by |B|, or the partial last batch); the last batch is scaled by N / (N mod |B|).
+    A sampler whose minibatches overlapped within an epoch would give some coordinate an
+    increment of 2 eta N / |B| and another 0."""
+    import mtbkd_jax as mk
+
+    eta = 0.25
+    steps = -(-num_examples // batch_size) if partial_last_batch else num_examples // batch_size
+    post = mk.run_sgmcmc(
+        jax.random.key(0),
+        _visit_counting_model(num_examples, batch_size),
+        np.zeros((num_examples, 1), np.float32),
+        num_epochs=5,
+        step_size=eta,
+        temperature=0.0,
+        draws_per_epoch=1,
+        random_draw_positions=False,  # the kept step is the epoch's last
+        num_chains=2,
+        init_params={"z": np.zeros(num_examples)},
+        partial_last_batch=partial_last_batch,
+        progress_bar=False,
+    )
+    assert post.settings["steps_per_epoch"] == steps
+    z = post.draws["z"].astype(np.float64)  # (chains, epochs, N): end of every epoch
+    increments = np.diff(np.concatenate([np.zeros_like(z[:, :1]), z], axis=1), axis=1)
+    full = eta * num_examples / batch_size
+    remainder = num_examples % batch_size
+    for chain_epoch in increments.reshape(-1, num_examples):
+        visited_full = np.isclose(chain_epoch, full, rtol=1e-6)
+        others = chain_epoch[~visited_full]
+        if partial_last_batch and remainder:
+            # the left-over examples: one smaller batch scaled by N / (N mod |B|)
+            assert visited_full.sum() == num_examples - remainder
+            np.testing.assert_allclose(others, eta * num_examples / remainder, rtol=1e-6)
+        else:
+            assert visited_full.sum() == batch_size * (num_examples // batch_size)
+            np.testing.assert_array_equal(others, 0.0)  # left out until the next reshuffle
