@@ -150,3 +150,42 @@ def test_predictive_takes_the_flat_draws_and_nuts_takes_one_shared_start(data):
     np.testing.assert_array_equal(
         post.samples(flat=False)["student.layers.0.bias"], post.draws["student.layers.0.bias"]
     )
+
+
+def _broken_model(x, y=None):
+    """A model whose extra factor is NaN everywhere (as the teacher prior was, before the
+    weight rule was fixed): no sampler can start, and the step size is not to blame."""
+    w = numpyro.sample("w", dist.Normal(0, 1).expand([F, C]).to_event(2))
+    with numpyro.plate("data", x.shape[0], subsample_size=20) as idx:
+        logits = x[idx] @ w
+        numpyro.sample("y", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
+        numpyro.factor("broken_prior", jnp.sqrt(-1.0 - jnp.abs(logits[:, 0])))
+
+
+def test_a_model_that_is_nan_at_the_start_is_named_not_the_step_size(data):
+    x, y = data
+    settings = dict(num_epochs=1, step_size=1e-6, draws_per_epoch=1, progress_bar=False)
+    with pytest.raises(ValueError, match="broken_prior"):  # no random start is finite
+        mk.run_sgmcmc(jax.random.key(0), _broken_model, x, y, **settings)
+    start = {"w": np.zeros((F, C))}
+    with pytest.raises(mk.SamplerDivergedError, match="broken_prior") as error:
+        mk.run_sgmcmc(jax.random.key(0), _broken_model, x, y, init_params=start, **settings)
+    assert "not the cause" in str(error.value)
+
+    def full_batch(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([F, C]).to_event(2))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=x @ w), obs=y)
+            numpyro.factor("broken_prior", jnp.sqrt(-1.0 - jnp.abs(x[:, 0])))
+
+    with pytest.raises(ValueError, match="broken_prior"):
+        mk.run_nuts(
+            jax.random.key(0),
+            full_batch,
+            x,
+            y,
+            num_warmup=2,
+            num_samples=2,
+            num_chains=1,
+            progress_bar=False,
+        )

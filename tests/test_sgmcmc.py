@@ -335,6 +335,22 @@ def test_cyclical_sgld_keeps_draws_only_in_sampling_stages(logistic_problem):
     steps = post.sample_stats["step_size"][0]
     peak = 1e-3 / 2 * (np.cos(np.pi * 20 / 40) + 1)
     assert np.all(steps <= peak + 1e-9)  # small steps only: the sampling stage
+    # a setting whose kept steps all fall in exploration is refused, not run to 0 draws
+    with pytest.raises(ValueError, match="exploration_fraction"):
+        mk.run_sgmcmc(
+            jax.random.key(8),
+            model,
+            x,
+            y,
+            sampler="cyclical_sgld",
+            batch_size=20,
+            num_epochs=1,
+            num_cycles=1,
+            exploration_fraction=0.95,
+            draws_per_epoch=1,
+            random_draw_positions=False,  # the kept step is the 9th of 10: exploring
+            progress_bar=False,
+        )
 
 
 def test_schedules():
@@ -350,16 +366,17 @@ def test_schedules():
 
 def test_paper_preset_and_validation(logistic_problem):
     x, y, model, _ = logistic_problem
-    post = mk.run_paper_sgld(
-        jax.random.key(9),
-        model,
-        x,
-        y,
-        batch_size=20,
-        warm_start_epochs=2,
-        num_epochs=3,
-        progress_bar=False,
-    )
+    with pytest.warns(UserWarning, match="differs from the reference"):
+        post = mk.run_paper_sgld(
+            jax.random.key(9),
+            model,
+            x,
+            y,
+            batch_size=20,
+            warm_start_epochs=2,
+            num_epochs=3,
+            progress_bar=False,
+        )
     assert post.num_draws == 18 and post.method == "sgld"  # 6 random states per epoch
     np.testing.assert_allclose(post.sample_stats["step_size"], 8e-8)
     with pytest.raises(ValueError, match="sampler"):
@@ -370,6 +387,64 @@ def test_paper_preset_and_validation(logistic_problem):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, batch_size=100, draws_per_epoch=3)
     with pytest.raises(ValueError, match="step_size"):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, step_size=-1.0)
+
+
+def test_the_paper_preset_warns_for_another_model_and_not_for_the_papers(logistic_problem):
+    x, y, model, _ = logistic_problem
+    settings = dict(batch_size=20, warm_start_epochs=1, num_epochs=1, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"temperature=1.0 \(paper: 2.0\)"):
+        mk.run_paper_sgld(jax.random.key(9), model, x, y, **settings)
+    paper = mk.MTBKDModel.paper(model.student, model.teachers)
+    assert paper.differs_from_paper() == []
+    assert paper.distillation_weight == pytest.approx(0.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = mk.run_paper_sgld(
+            jax.random.key(9), paper, x, y, partial_last_batch=True, **settings
+        )
+    assert post.settings["steps_per_epoch"] == 10 and post.settings["partial_last_batch"]
+    assert post.settings["base_prior"] == "{'kind': 'flat'}"
+
+
+def test_the_reference_warm_start_is_torch_adam_with_coupled_weight_decay():
+    """``reference_optimizer(N)`` on the summed potential equals torch's
+    ``Adam(lr=3e-4, weight_decay=1e-5)`` on the mean loss, written out here in NumPy
+    (PyTorch's documented update: g += wd * theta; m, v moments; bias-corrected step). AdamW,
+    which decays the weights apart from the moments, differs."""
+    from mtbkd_jax.infer.warm_start import adamw_optimizer, reference_optimizer
+
+    rng = np.random.default_rng(0)
+    num_examples = 500
+    theta0 = rng.normal(size=5) * 3.0
+    mean_grads = [rng.normal(size=5) * 1e-4 for _ in range(6)]  # small: decay matters
+
+    def torch_adam(theta, lr=3e-4, wd=1e-5, b1=0.9, b2=0.999, eps=1e-8):
+        m = np.zeros_like(theta)
+        v = np.zeros_like(theta)
+        for t, g in enumerate(mean_grads, start=1):
+            g = g + wd * theta
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            theta = theta - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        return theta
+
+    def ours(optimizer):
+        params = jnp.asarray(theta0)
+        state = optimizer.init(params)
+        for g in mean_grads:  # our potential's gradient is N times the mean loss's
+            updates, state = optimizer.update(jnp.asarray(num_examples * g), state, params)
+            params = optax.apply_updates(params, updates)
+        return np.asarray(params)
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        expected = torch_adam(theta0.copy())
+        np.testing.assert_allclose(ours(reference_optimizer(num_examples)), expected, rtol=1e-9)
+        assert np.abs(ours(adamw_optimizer()) - expected).max() > 1e-6
+    finally:
+        jax.config.update("jax_enable_x64", False)
 
 
 def test_a_users_own_model_with_the_prior_primitive_samples_like_the_canonical_one(

@@ -18,6 +18,8 @@ def _features(model, inputs, name: str) -> jax.Array:
 
     A ``jax.Array`` of float32 features is used as it is (no copy); a NumPy array is copied to
     the device once. The finiteness check runs on the device, so no host copy of N x F is made.
+    A model with a :class:`Student` has the features checked against its network (a
+    ``ValueError`` naming ``name``), abstractly.
     """
     featurize = getattr(model, "featurize", None)
     student = getattr(model, "student", None)
@@ -38,6 +40,8 @@ def _features(model, inputs, name: str) -> jax.Array:
         features = jnp.asarray(raw, dtype=jnp.float32)
     if not bool(_all_finite(features)):
         require_finite(np.asarray(features), name if not has_extractor else f"features of {name}")
+    if isinstance(student, Student):  # the network takes them (abstractly: no compute)
+        student.check_inputs(features, name)
     return features
 
 
@@ -62,7 +66,7 @@ def prepare_data(model, inputs, labels, model_kwargs):
     teachers = getattr(model, "teachers", None)
     num_classes = None
     if isinstance(student, Student):
-        num_classes = student.check_inputs(features, "inputs")
+        num_classes = student.check_inputs(features, "inputs")  # checked already: cached
         if teachers is not None and num_classes != teachers.num_classes:
             raise ValueError(
                 f"the student returns {num_classes} classes but the teachers have "
@@ -71,8 +75,6 @@ def prepare_data(model, inputs, labels, model_kwargs):
             )
     if kwargs.get("prior_inputs") is not None:
         kwargs["prior_inputs"] = _features(model, kwargs["prior_inputs"], "prior_inputs")
-        if isinstance(student, Student):
-            student.check_inputs(kwargs["prior_inputs"], "prior_inputs")
     if labels is None:
         if _requires_labels(model):
             raise ValueError(
@@ -142,6 +144,28 @@ def check_init_params(init_params, expected: dict, argument: str = "init_params"
             raise ValueError(f"{argument}[{name!r}] holds NaN or infinite values")
         out[name] = jnp.asarray(value, dtype=jnp.float32)
     return out
+
+
+def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
+    """The sample sites (factors included) whose log density is NaN or infinite when the
+    model's latent sites take the constrained values ``point``: what to tell a user whose
+    sampler cannot start, instead of blaming the step size. (Called on failure paths only.)"""
+    from numpyro import handlers
+
+    arrays = {k: v for k, v in kwargs.items() if jax.tree.leaves(v)}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+    def log_densities(point, args, arrays):
+        conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
+        trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
+        return {
+            name: jnp.sum(site["fn"].log_prob(site["value"]))
+            for name, site in trace.items()
+            if site["type"] == "sample"
+        }
+
+    values = jax.jit(log_densities)(point, args, arrays)
+    return [name for name, value in values.items() if not np.isfinite(float(value))]
 
 
 def make_posterior(

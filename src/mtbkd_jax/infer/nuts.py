@@ -8,8 +8,13 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
-from mtbkd_jax._checks import require_counts, require_positive
-from mtbkd_jax.infer._common import check_init_params, make_posterior, prepare_data
+from mtbkd_jax._checks import require_counts
+from mtbkd_jax.infer._common import (
+    check_init_params,
+    make_posterior,
+    nonfinite_sites,
+    prepare_data,
+)
 from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
 
@@ -81,7 +86,14 @@ def run_nuts(
         num_chains=(num_chains, 1),
         thinning=(thinning, 1),
     )
-    require_positive(max_tree_depth, "max_tree_depth")
+    require_counts(max_tree_depth=(max_tree_depth, 1))
+    if isinstance(target_accept_prob, bool) or not isinstance(
+        target_accept_prob, int | float | np.integer | np.floating
+    ):
+        raise TypeError(
+            f"target_accept_prob must be a number in (0, 1), got {target_accept_prob!r} "
+            f"({type(target_accept_prob).__name__})"
+        )
     if not 0 < target_accept_prob < 1:
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
     if chain_method is None:
@@ -125,9 +137,14 @@ def run_nuts(
         chain_method=chain_method,
         progress_bar=progress_bar,
     )
-    mcmc.run(
-        rng_key, features, labels, extra_fields=_EXTRA_FIELDS, init_params=init_params, **kwargs
-    )
+    try:
+        mcmc.run(
+            rng_key, features, labels, extra_fields=_EXTRA_FIELDS, init_params=init_params, **kwargs
+        )
+    except RuntimeError as error:
+        if "Cannot find valid initial parameters" not in str(error):
+            raise
+        raise _no_valid_start(model, features, labels, kwargs, init_params, structure) from None
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {_ARVIZ_NAMES[k]: v for k, v in extra.items() if k in _ARVIZ_NAMES}
@@ -153,6 +170,33 @@ def run_nuts(
         },
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
+    )
+
+
+def _no_valid_start(model, features, labels, kwargs, init_params, structure) -> ValueError:
+    """A clear error for NumPyro's "Cannot find valid initial parameters": which sites of the
+    model have a non-finite log density at the start (or at zeros)."""
+    import jax.numpy as jnp
+
+    if init_params is not None:
+        point = {
+            k: jnp.asarray(v)[0] if jnp.ndim(v) > len(structure.latent_shapes[k]) else v
+            for k, v in init_params.items()
+        }
+        where = "init_params"
+    else:
+        point = {k: jnp.zeros(shape) for k, shape in structure.latent_shapes.items()}
+        where = "all weights zero"
+    bad = nonfinite_sites(model, (features, labels), kwargs, point)
+    detail = (
+        f"at {where} the log density of {bad} is not finite"
+        if bad
+        else f"the log density is finite at {where} but not where NUTS started"
+    )
+    return ValueError(
+        f"NUTS found no starting point with a finite log density: {detail}. Check the model's "
+        "data and priors (a NaN teacher prior, labels out of range, a zero-probability "
+        "observation), or pass init_params where the model is finite"
     )
 
 

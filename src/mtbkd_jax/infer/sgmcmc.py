@@ -23,7 +23,12 @@ import optax
 from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
-from mtbkd_jax.infer._common import _features, check_init_params, prepare_data
+from mtbkd_jax.infer._common import (
+    _features,
+    check_init_params,
+    nonfinite_sites,
+    prepare_data,
+)
 from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._draws import append_chunk, package_posterior, select_draws
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
@@ -179,6 +184,8 @@ def run_sgmcmc(
             f"{type(warm_start_optimizer).__name__}"
         )
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
+    if checkpoint is not None and checkpoint.path.exists():
+        checkpoint._read_state()  # not a checkpoint, or truncated: refused before any compute
 
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     plan = minibatch_plan(
@@ -250,7 +257,19 @@ def run_sgmcmc(
         point = _unconstrain(potential, point)
         start = {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
     else:
-        starts = [potential.initial_position(k) for k in jax.random.split(init_key, num_chains)]
+        try:
+            keys = jax.random.split(init_key, num_chains)
+            starts = [potential.initial_position(k) for k in keys]
+        except RuntimeError as error:
+            if "Cannot find valid initial parameters" not in str(error):
+                raise
+            zeros = {k: jnp.zeros(shape) for k, shape in plan.latent_shapes.items()}
+            bad = nonfinite_sites(model, data["args"], {**plan.arrays, **static}, zeros)
+            raise ValueError(
+                "no starting point with a finite log density was found; at all weights zero "
+                f"the log density of {bad or 'no site'} is not finite. Check the model's data "
+                "and priors, or pass init_params where the model is finite"
+            ) from None
         start = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
     acc = None
     if predict is not None:
@@ -396,8 +415,9 @@ def run_sgmcmc(
             if not all_finite:
                 raise SamplerDivergedError(
                     f"{sampler}: a chain reached a non-finite state in epochs "
-                    f"{int(epochs[0])}..{int(epochs[-1])}; lower step_size. The finite draws "
-                    "so far are in error.posterior",
+                    f"{int(epochs[0])}..{int(epochs[-1])}; "
+                    + _divergence_cause(model, data, static, potential, start)
+                    + ". The finite draws so far are in error.posterior",
                     package(),
                 )
             next_epoch = int(epochs[-1]) + 1
@@ -485,6 +505,20 @@ def _probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
         logits = logits_fn(potential.constrain(point), predict[:8])
         out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
     return out
+
+
+def _divergence_cause(model, data, static, potential, start) -> str:
+    """Whether the model was already non-finite where the chains started (then the step size
+    is not to blame), or the step size is the suspect."""
+    point = potential.constrain(jax.tree.map(lambda x: x[0], start))
+    bad = nonfinite_sites(model, data["args"], {**data["kwargs"], **static}, point)
+    if bad:
+        return (
+            f"the model's log density is already non-finite where the chains started (sites "
+            f"{bad}): check the model, its data and the teacher prior; the step size is not "
+            "the cause"
+        )
+    return "lower step_size"
 
 
 def _unconstrain(potential: MinibatchPotential, params: dict) -> dict:
