@@ -1,41 +1,253 @@
-"""The ``mtbkd`` command."""
+"""The ``mtbkd`` command: the demo and the paper's experiments.
+
+Bad arguments and paths are refused before any compute with one line on stderr
+(``mtbkd: error: ...``, exit status 2); errors of the run itself that a user can act on (bad
+input, missing data, a folder that cannot be written, a diverging fit) are reported the same
+way with exit status 1. JAX's persistent compilation cache is on by default, in
+``$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache`` (``~/.cache/...``), so that a second run
+compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` turn it off.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-__all__ = ["main"]
+from mtbkd_jax._paths import prepare_output_dir, require_input_dir
+
+__all__ = ["COMPILE_CACHE_ENV_VAR", "compile_cache", "compile_cache_dir", "main"]
+
+COMPILE_CACHE_ENV_VAR = "MTBKD_COMPILE_CACHE"
+_OFF = ("0", "false", "no", "off")
+_ON = ("", "1", "true", "yes", "on")
+# errors of a run that come from its input or environment, not from a bug: one line, exit 1
+_ACTIONABLE = (ValueError, TypeError, FloatingPointError, OSError)
+# the JAX options the cache sets for the duration of a command (restored afterwards)
+_CACHE_OPTIONS = (
+    "jax_enable_compilation_cache",
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+_SEED_LIMIT = 2**32
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``mtbkd: error: ...``, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"mtbkd: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's ``__version__`` if not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtbkd_jax")
+    except PackageNotFoundError:
+        from mtbkd_jax import __version__
+
+        return __version__
+
+
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer in 0 .. 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < _SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in 0..{_SEED_LIMIT - 1}, got {text!r}"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtbkd", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="distil three teachers into an MLP on digits")
+    from mtbkd_jax.experiments import DATA_EXPERIMENTS, EXPERIMENTS
+
+    common = _Parser(add_help=False)
+    common.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    common.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (by default in "
+        f"$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache; {COMPILE_CACHE_ENV_VAR}=0 also "
+        "turns it off)",
+    )
+    common.add_argument(
+        "--traceback", action="store_true", help="show the full Python traceback of an error"
+    )
+    parser = _Parser(prog="mtbkd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mtbkd_jax {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="distil three teachers into an MLP on digits"
+    )
     demo.add_argument("--out", default=None, help="folder for metrics.json, posterior.nc, PNG")
-    demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     demo.add_argument("--no-progress", action="store_true", help="no progress output")
-    experiment = commands.add_parser("experiment", help="run one of the paper's experiments")
-    experiment.add_argument("name", choices=["digits", "synthetic", "deeploc", "fashion-mnist"])
+    experiment = commands.add_parser(
+        "experiment", parents=[common], help="run one of the paper's experiments"
+    )
+    experiment.add_argument("name", choices=EXPERIMENTS)
     experiment.add_argument("--out", required=True, help="folder for metrics.json and figures")
-    experiment.add_argument("--seed", type=int, default=0)
     experiment.add_argument("--smoke", action="store_true", help="tiny settings (tests)")
-    experiment.add_argument("--data", default=None, help="data folder (deeploc, fashion-mnist)")
+    experiment.add_argument(
+        "--data", default=None, help=f"data folder ({', '.join(DATA_EXPERIMENTS)})"
+    )
     return parser
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def compile_cache_dir() -> Path:
+    """The folder of the CLI's JAX compilation cache: ``$XDG_CACHE_HOME/mtbkd_jax/
+    jax-compilation-cache``, or ``~/.cache/mtbkd_jax/jax-compilation-cache`` when
+    ``$XDG_CACHE_HOME`` is unset or not an absolute path (as the XDG specification says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "mtbkd_jax" / "jax-compilation-cache"
+
+
+def _cache_wanted(no_compile_cache: bool) -> bool:
+    """Whether the command should use the compilation cache (flag, then environment)."""
+    if no_compile_cache:
+        return False
+    value = os.environ.get(COMPILE_CACHE_ENV_VAR, "").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON:
+        return True
+    raise ValueError(
+        f"${COMPILE_CACHE_ENV_VAR} must be 0 (off) or 1 (on), "
+        f"got {os.environ[COMPILE_CACHE_ENV_VAR]!r}"
+    )
+
+
+def _cache_folder(wanted: bool) -> Path | None:
+    """The cache folder to use, or ``None``; a folder that cannot be created is a warning."""
+    if not wanted:
+        return None
+    try:
+        return prepare_output_dir(compile_cache_dir(), "the compilation cache folder")
+    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: no home directory
+        print(
+            f"mtbkd: warning: running without the compilation cache: {_one_line(error)}",
+            file=sys.stderr,
+        )
+        return None
+
+
+@contextlib.contextmanager
+def compile_cache(folder: Path | None) -> Iterator[None]:
+    """Use JAX's persistent compilation cache in ``folder`` (``None``: no cache) for the
+    duration of the ``with`` block, then restore JAX's previous settings.
+
+    Every program is cached, however small or quick to compile (the demo compiles hundreds of
+    small ones). Enter it before the first compilation that should be cached.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    before = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    if folder is None:
+        settings = {"jax_enable_compilation_cache": False}
+    else:
+        settings = {
+            "jax_enable_compilation_cache": True,
+            "jax_compilation_cache_dir": str(folder),
+            "jax_persistent_cache_min_compile_time_secs": 0.0,
+            "jax_persistent_cache_min_entry_size_bytes": -1,
+        }
+    # JAX opens its cache once per process: reset it so that this folder is the one used
+    compilation_cache.reset_cache()
+    for name, value in settings.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse bad ``--data`` and ``--out`` before any compute (``--out`` is created)."""
+    from mtbkd_jax.experiments import DATA_EXPERIMENTS
+
+    data = getattr(args, "data", None)
+    if data is not None:
+        if args.name not in DATA_EXPERIMENTS:
+            raise ValueError(
+                f"--data is taken only by the experiments {', '.join(DATA_EXPERIMENTS)}, "
+                f"got --data {data!r} for {args.name!r}"
+            )
+        require_input_dir(data, "--data")
+    if args.out is not None:
+        prepare_output_dir(args.out, "--out")
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "demo":
         from mtbkd_jax.demo import DemoSettings, run_demo
 
         settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
         run_demo(args.out, settings, progress=not args.no_progress)
-    elif args.command == "experiment":
+    else:
         from mtbkd_jax.experiments import run_experiment
 
         run_experiment(args.name, args.out, smoke=args.smoke, seed=args.seed, data_path=args.data)
+
+
+def _error(error: BaseException) -> str:
+    return f"mtbkd: error: {_one_line(str(error)) or type(error).__name__}"
+
+
+def _exit_status(stop: SystemExit) -> int:
+    if stop.code is None:
+        return 0
+    return stop.code if isinstance(stop.code, int) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mtbkd`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for bad arguments or paths (refused before any
+        compute), 1 for an error of the run a user can act on (one line on stderr, or the
+        traceback with ``--traceback``), 130 when interrupted. ``--help`` and ``--version``
+        return 0. Other exceptions (bugs) propagate with their traceback.
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:
+        return _exit_status(stop)
+    try:
+        wanted = _cache_wanted(args.no_compile_cache)
+        _check_paths(args)
+    except (OSError, ValueError, TypeError) as error:
+        print(_error(error), file=sys.stderr)
+        return 2
+    cache = _cache_folder(wanted)
+    try:
+        with compile_cache(cache):
+            _run(args)
+    except KeyboardInterrupt:
+        print("mtbkd: interrupted", file=sys.stderr)
+        return 130
+    except _ACTIONABLE as error:
+        if args.traceback:
+            raise
+        print(_error(error), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mtbkd_jax._paths import prepare_output_dir
 from mtbkd_jax.datasets import load_digits_distillation
 from mtbkd_jax.infer import run_map, run_nuts
 from mtbkd_jax.metrics import classification_metrics
@@ -77,7 +78,14 @@ def _print_table(rows, file=None):
 
 def run_demo(out_dir=None, settings: DemoSettings | None = None, progress: bool = True):
     """Run the demo and return its rows ``{method, inference, accuracy, nll, ece, brier,
-    mean_deviance}``."""
+    mean_deviance}``.
+
+    ``out_dir`` is created (parents too) if it is missing and checked for writing before any
+    compute; :class:`NotADirectoryError`, :class:`PermissionError` or :class:`ValueError` say
+    why it cannot be used.
+    """
+    if out_dir is not None:
+        out_dir = prepare_output_dir(out_dir, "out_dir")
     settings = settings or DemoSettings()
     start = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)

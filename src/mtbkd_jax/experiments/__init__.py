@@ -6,10 +6,12 @@ writes ``metrics.json`` (the demo's row format), ``table.md``, the MT-BKD poster
 
 from __future__ import annotations
 
+from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem, run_baselines
 from mtbkd_jax.experiments.report import markdown_table, write_report
 
 __all__ = [
+    "DATA_EXPERIMENTS",
     "EXPERIMENTS",
     "ExperimentConfig",
     "Problem",
@@ -20,14 +22,35 @@ __all__ = [
 ]
 
 EXPERIMENTS = ("digits", "synthetic", "deeploc", "fashion-mnist")
+# the experiments that read a data folder (``data_path``, ``--data``)
+DATA_EXPERIMENTS = ("deeploc", "fashion-mnist")
 
 
 def run_experiment(
     name: str, out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print
-):
-    """Run experiment ``name`` and write its outputs to ``out_dir``; returns the rows."""
+) -> list[dict]:
+    """Run experiment ``name`` and write its outputs to ``out_dir``; returns the rows.
+
+    The arguments are checked before any data is loaded: ``data_path`` must be an existing
+    folder (and is taken only by :data:`DATA_EXPERIMENTS`), and ``out_dir`` is created if it is
+    missing and must be writable.
+
+    Raises:
+        ValueError: an unknown ``name``, or ``data_path`` for an experiment without data.
+        FileNotFoundError: ``data_path`` does not exist (or the data files are missing).
+        NotADirectoryError: ``data_path`` or ``out_dir`` is a file.
+        PermissionError: ``out_dir`` cannot be created or written.
+    """
     if name not in EXPERIMENTS:
         raise ValueError(f"name must be one of {EXPERIMENTS}, got {name!r}")
+    if data_path is not None:
+        if name not in DATA_EXPERIMENTS:
+            raise ValueError(
+                f"data_path is taken only by the experiments {DATA_EXPERIMENTS}, "
+                f"got data_path={str(data_path)!r} for {name!r}"
+            )
+        require_input_dir(data_path, "data_path")
+    prepare_output_dir(out_dir, "out_dir")
     if name == "digits":
         from mtbkd_jax.experiments.digits import digits_config, digits_problem
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mtbkd_jax._paths import prepare_output_file
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 
 __all__ = ["Checkpoint", "CheckpointError"]
@@ -186,20 +187,4 @@ class Checkpoint:
 
 def _checked_path(path) -> Path:
     """The checkpoint's path, its folder created and writable (checked before any compute)."""
-    try:
-        path = Path(path)
-    except TypeError as error:
-        raise TypeError(f"checkpoint_path must be a path, got {type(path).__name__}") from error
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"checkpoint_path {str(path)!r} is a folder; give a file name (e.g. run.ckpt.npz)"
-        )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise NotADirectoryError(
-            f"checkpoint_path {str(path)!r}: its folder cannot be created ({error})"
-        ) from None
-    if not os.access(path.parent, os.W_OK):
-        raise PermissionError(f"checkpoint_path {str(path)!r}: its folder is not writable")
-    return path
+    return prepare_output_file(path, "checkpoint_path")

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtbkd_jax._paths import prepare_output_file
+
 __all__ = ["Posterior"]
 
 
@@ -241,7 +243,7 @@ class Posterior:
         The folder is checked before anything is computed; the file is written beside the
         final name and moved into place, and nothing is left behind if writing fails.
         """
-        path = _output_file(path, "path")
+        path = prepare_output_file(path, "path")
         tmp = path.with_name(path.name + ".tmp")
         try:
             tree = self.to_datatree()
@@ -256,10 +258,26 @@ class Posterior:
         """Read a posterior written by :meth:`save` (pass ``logits_fn`` to predict again)."""
         import xarray as xr
 
-        path = Path(path)
+        try:
+            path = Path(path)
+        except TypeError as error:
+            raise TypeError(f"path must be a path, got {type(path).__name__}") from error
         if not path.is_file():
             raise FileNotFoundError(f"path {str(path)!r} is not a file")
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
+        try:
+            opened = xr.open_datatree(path, engine="h5netcdf")
+        except (OSError, ValueError) as error:  # not HDF5/netCDF-4 at all
+            raise ValueError(
+                f"path {str(path)!r} is not a posterior written by Posterior.save (a netCDF-4 "
+                f"file); it cannot be read ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200] if str(error) else ''})"
+            ) from None
+        with opened as tree:
+            if "posterior" not in tree.children:
+                raise ValueError(
+                    f"path {str(path)!r} is not a posterior written by Posterior.save: it has "
+                    f"no 'posterior' group (groups: {sorted(tree.children)})"
+                )
 
             def group(name):
                 if name not in tree.children:
@@ -291,27 +309,6 @@ class Posterior:
         )
 
 
-def _output_file(path, argument: str) -> Path:
-    """The file ``path`` with its folder created and writable, checked before any compute."""
-    import os
-
-    try:
-        path = Path(path)
-    except TypeError as error:
-        raise TypeError(f"{argument} must be a path, got {type(path).__name__}") from error
-    if path.is_dir():
-        raise IsADirectoryError(f"{argument} {str(path)!r} is a folder; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise NotADirectoryError(
-            f"{argument} {str(path)!r}: its folder cannot be created ({error})"
-        ) from None
-    if not os.access(path.parent, os.W_OK):
-        raise PermissionError(f"{argument} {str(path)!r}: its folder is not writable")
-    return path
-
-
 def _checked_inputs(inputs, name: str):
     """Inputs as an array of at least two dimensions, finite where numeric."""
     if not isinstance(inputs, jax.Array):
@@ -321,6 +318,8 @@ def _checked_inputs(inputs, name: str):
             raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
     if inputs.ndim < 2 or inputs.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {inputs.shape}")
+    if not (jnp.issubdtype(inputs.dtype, jnp.number) or inputs.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {inputs.dtype}")
     if jnp.issubdtype(inputs.dtype, jnp.floating) and not bool(jnp.isfinite(inputs).all()):
         bad = np.argwhere(~np.isfinite(np.asarray(inputs)))[0]
         raise ValueError(

@@ -1,10 +1,19 @@
 """SVI (NumPyro) on an MT-BKD model: AutoNormal, AutoLowRankMultivariateNormal, and AutoDelta
 (= MAP = knowledge distillation). Optimisation runs in jitted ``lax.scan`` chunks; the host
-only sees one chunk at a time (progress bar, divergence check)."""
+only sees one chunk at a time (progress bar, divergence check).
+
+The jitted chunk runner is kept between calls (:class:`_Runner`, at most
+``_RUNNER_CACHE_SIZE`` of them) for the same model object, guide, optimiser settings, static
+model keyword arguments and data shapes, so that a second fit of a model is not traced and
+compiled again. The cache holds the model only weakly: its entries go when the model does."""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +31,136 @@ from mtbkd_jax.infer.posterior import Posterior
 __all__ = ["run_svi", "run_map", "GUIDES"]
 
 GUIDES = {"normal": AutoNormal, "lowrank": AutoLowRankMultivariateNormal, "delta": AutoDelta}
+
+_RUNNER_CACHE_SIZE = 32
+_runners: OrderedDict[tuple, _Runner] = OrderedDict()
+_watched_models: set[int] = set()  # ids of the models with a finaliser that clears _runners
+_runners_lock = threading.Lock()
+
+
+def _make_guide(guide: str, model: Callable, init_scale: float, rank: int | None):
+    """A fresh autoguide (its prototype, hence its initial values, is set by ``SVI.init``)."""
+    init_loc = init_to_uniform(radius=0.5)
+    if guide == "delta":
+        return AutoDelta(model, init_loc_fn=init_loc)
+    if guide == "lowrank":
+        extra = {} if rank is None else {"rank": int(rank)}
+        return AutoLowRankMultivariateNormal(
+            model, init_loc_fn=init_loc, init_scale=init_scale, **extra
+        )
+    return AutoNormal(model, init_loc_fn=init_loc, init_scale=init_scale)
+
+
+def _weak_model(model: Callable) -> Callable:
+    """A model that calls ``model`` through a weak reference (so that a cached runner does not
+    keep the model alive)."""
+    reference = weakref.ref(model)
+
+    def weak_model(*args, **kwargs):
+        target = reference()
+        if target is None:
+            raise ReferenceError("the model of a cached SVI runner no longer exists")
+        return target(*args, **kwargs)
+
+    return weak_model
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What a traced chunk runner depends on besides the model and the data's shapes (the
+    optimiser by identity; the learning rate only for the default Adam)."""
+
+    guide: str
+    optimizer: optax.GradientTransformation | None
+    learning_rate: float | None
+    num_particles: int
+    init_scale: float
+    rank: int | None
+    static: tuple  # the static (non-array) model keywords: sorted (name, (type, value))
+
+
+class _Runner:
+    """An ``SVI`` object, its guide and its jitted chunk runner
+    ``run_chunk(state, features, labels, arrays, length) -> (state, losses)``.
+
+    ``fresh`` is true until the runner's own ``SVI`` (whose guide the chunk runner is traced
+    with) has been initialised; later fits initialise a new guide of the same structure, so
+    that their initial values come from their own key, exactly as without the cache.
+    """
+
+    def __init__(self, model: Callable, settings: _Settings):
+        self.model, self.settings = model, settings
+        optim = optax_to_numpyro(settings.optimizer or optax.adam(settings.learning_rate))
+        self.guide = self._guide()
+        elbo = Trace_ELBO(num_particles=settings.num_particles)
+        self.svi = SVI(model, self.guide, optim, elbo)
+        self.fresh = True
+        svi, static = self.svi, {name: value for name, (_, value) in settings.static}
+
+        def run_chunk(state, features, labels, arrays, length):
+            def step(state, _):
+                return svi.update(state, features, labels, **arrays, **static)
+
+            return jax.lax.scan(step, state, None, length=length)
+
+        self.run_chunk = jax.jit(run_chunk, static_argnums=4)
+
+    def _guide(self):
+        s = self.settings
+        return _make_guide(s.guide, self.model, s.init_scale, s.rank)
+
+    def fit_objects(self) -> tuple[SVI, object]:
+        """The ``(svi, guide)`` for one fit: the runner's own the first time, new ones later."""
+        with _runners_lock:
+            fresh, self.fresh = self.fresh, False
+        if fresh:
+            return self.svi, self.guide
+        guide = self._guide()
+        return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide
+
+
+def _signature(array) -> tuple | None:
+    return None if array is None else (tuple(array.shape), str(array.dtype))
+
+
+def _forget_model(model_id: int) -> None:
+    """Drop the runners of a model that no longer exists (its finaliser)."""
+    with _runners_lock:
+        _watched_models.discard(model_id)
+        for key in [key for key in _runners if key[0] == model_id]:
+            del _runners[key]
+
+
+def _svi_runner(model: Callable, settings: _Settings, features, labels, arrays) -> _Runner:
+    """The cached runner of ``model`` for these settings and data shapes, or a new one (not
+    cached when the model cannot be weakly referenced or a static keyword is unhashable)."""
+    key = (
+        id(model),
+        settings,
+        _signature(features),
+        _signature(labels),
+        tuple(sorted((name, _signature(value)) for name, value in arrays.items())),
+    )
+    try:
+        hash(key)
+        weakref.ref(model)
+    except TypeError:
+        return _Runner(model, settings)
+    with _runners_lock:
+        runner = _runners.get(key)
+        if runner is not None:
+            _runners.move_to_end(key)
+            return runner
+    runner = _Runner(_weak_model(model), settings)
+    with _runners_lock:
+        runner = _runners.setdefault(key, runner)
+        _runners.move_to_end(key)
+        while len(_runners) > _RUNNER_CACHE_SIZE:
+            _runners.popitem(last=False)
+        if id(model) not in _watched_models:
+            _watched_models.add(id(model))
+            weakref.finalize(model, _forget_model, id(model)).atexit = False
+    return runner
 
 
 def run_svi(
@@ -63,6 +202,12 @@ def run_svi(
         model_kwargs: further keyword arguments of the model (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for a user's own model.
 
+    The compiled optimisation program is kept for later calls with the same model object,
+    guide, optimiser (the same object, or Adam with the same ``learning_rate``),
+    ``num_particles``, ``init_scale``, ``rank``, static ``model_kwargs`` and data shapes: a
+    second fit is neither traced nor compiled again, and gives the same result as a first one.
+    A model is therefore assumed not to be changed in place between fits.
+
     Raises:
         FloatingPointError: if the loss becomes NaN or infinite (the message says at which step).
     """
@@ -77,31 +222,22 @@ def run_svi(
     learning_rate = require_positive(learning_rate, "learning_rate")
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
 
-    init_loc = init_to_uniform(radius=0.5)
-    if guide == "delta":
-        auto = AutoDelta(model, init_loc_fn=init_loc)
-    elif guide == "lowrank":
-        extra = {} if rank is None else {"rank": int(rank)}
-        auto = AutoLowRankMultivariateNormal(
-            model, init_loc_fn=init_loc, init_scale=init_scale, **extra
-        )
-    else:
-        auto = AutoNormal(model, init_loc_fn=init_loc, init_scale=init_scale)
-    optim = optax_to_numpyro(optimizer or optax.adam(learning_rate))
-    svi = SVI(model, auto, optim, Trace_ELBO(num_particles=int(num_particles)))
-    init_key, run_key, draw_key = jax.random.split(rng_key, 3)
-    state = svi.init(init_key, features, labels, **kwargs)
-
     arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
-
-    def run_chunk(state, features, labels, arrays, length):
-        def step(state, _):
-            return svi.update(state, features, labels, **arrays, **static)
-
-        return jax.lax.scan(step, state, None, length=length)
-
-    run_chunk = jax.jit(run_chunk, static_argnums=4)
+    settings = _Settings(
+        guide=guide,
+        optimizer=optimizer,
+        learning_rate=None if optimizer is not None else learning_rate,
+        num_particles=int(num_particles),
+        init_scale=float(init_scale),
+        rank=None if rank is None else int(rank),
+        static=tuple(sorted((k, (type(v), v)) for k, v in static.items())),
+    )
+    runner = _svi_runner(model, settings, features, labels, arrays)
+    svi, auto = runner.fit_objects()
+    run_chunk = runner.run_chunk
+    init_key, run_key, draw_key = jax.random.split(rng_key, 3)
+    state = svi.init(init_key, features, labels, **kwargs)
     losses = []
     bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
     done = 0
@@ -137,6 +273,7 @@ def run_svi(
         features=features,
         settings={"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate},
         logits_fn=logits_fn,
+        model_kwargs=model_kwargs,
     )
 
 

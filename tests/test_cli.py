@@ -1,0 +1,267 @@
+"""The ``mtbkd`` command: its version, one-line errors (no tracebacks) for bad arguments and
+paths, checked before any compute, and its JAX compilation cache."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mtbkd_jax
+import mtbkd_jax.demo
+import mtbkd_jax.experiments
+import mtbkd_jax.experiments.digits
+from mtbkd_jax import _paths
+from mtbkd_jax.cli import COMPILE_CACHE_ENV_VAR, compile_cache_dir, main
+from mtbkd_jax.demo import run_demo
+from mtbkd_jax.experiments import EXPERIMENTS, run_experiment
+
+
+def _one_error_line(err: str) -> str:
+    """The single stderr line of a refused command (and no traceback)."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mtbkd: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _forbid(monkeypatch, module, name):
+    """Make ``module.name`` fail the test if it is called (no compute may start)."""
+
+    def called(*args, **kwargs):
+        raise AssertionError(f"{name} was called; the check should have come first")
+
+    monkeypatch.setattr(module, name, called)
+
+
+@pytest.fixture
+def no_cache(monkeypatch):
+    monkeypatch.setenv(COMPILE_CACHE_ENV_VAR, "0")
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"mtbkd_jax {mtbkd_jax.__version__}\n"
+
+
+def test_experiment_names_come_from_the_registry(capsys):
+    assert main(["experiment", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXPERIMENTS)
+
+
+def test_unknown_experiment_is_a_one_line_usage_error(capsys, monkeypatch):
+    _forbid(monkeypatch, mtbkd_jax.experiments, "run_experiment")
+    assert main(["experiment", "no-such-experiment", "--out", "unused"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "invalid choice" in line and "no-such-experiment" in line and "digits" in line
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--seed", "two"], "--seed"),
+        (["demo", "--no-such-flag"], "--no-such-flag"),
+        (["experiment", "digits"], "--out"),
+        ([], "COMMAND"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(capsys, argv, expected):
+    assert main(argv) == 2
+    assert expected in _one_error_line(capsys.readouterr().err)
+
+
+def test_demo_out_that_is_a_file_is_refused_before_any_compute(tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, mtbkd_jax.demo, "load_digits_distillation")
+    _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
+    target = tmp_path / "results.json"
+    target.write_text("{}")
+    assert main(["demo", "--quick", "--out", str(target)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--out" in line and str(target) in line
+    assert target.read_text() == "{}"
+
+
+def test_experiment_out_below_a_file_is_refused_before_any_compute(tmp_path, capsys, monkeypatch):
+    _forbid(monkeypatch, mtbkd_jax.experiments, "run_experiment")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["experiment", "digits", "--smoke", "--out", str(blocker / "out")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--out" in line and str(blocker) in line
+
+
+def test_out_folder_is_created_with_its_parents(tmp_path, monkeypatch, no_cache):
+    seen = []
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", lambda out, *a, **k: seen.append(out))
+    out = tmp_path / "a" / "b" / "c"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert out.is_dir() and seen == [str(out)]
+
+
+@pytest.mark.parametrize("name", ["deeploc", "fashion-mnist"])
+def test_missing_data_folder_is_a_one_line_error(tmp_path, capsys, monkeypatch, name):
+    _forbid(monkeypatch, mtbkd_jax.experiments, "run_experiment")
+    missing, out = tmp_path / "no-data-here", tmp_path / "out"
+    assert main(["experiment", name, "--data", str(missing), "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--data" in line and str(missing) in line
+    assert not out.exists(), "--out was created although --data was refused"
+
+
+def test_data_for_an_experiment_without_data_is_refused(tmp_path, capsys):
+    assert main(["experiment", "synthetic", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "--data" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["deeploc", "fashion-mnist"])
+def test_data_folder_without_the_files_is_a_one_line_error(tmp_path, capsys, no_cache, name):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status = main(["experiment", name, "--smoke", "--data", str(empty), "--out", str(tmp_path)])
+    assert status == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "not found" in line and str(empty) in line
+
+
+def test_errors_of_the_run_are_one_line_with_status_1(capsys, monkeypatch, no_cache):
+    def bad_input(*args, **kwargs):
+        raise ValueError("labels must lie in 0..9,\n  got values in 0..12")
+
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", bad_input)
+    assert main(["demo", "--quick"]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        "mtbkd: error: labels must lie in 0..9, got values in 0..12"
+    )
+    with pytest.raises(ValueError, match="labels must lie"):
+        main(["demo", "--quick", "--traceback"])
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch, no_cache):
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["demo", "--quick"])
+
+
+def test_bad_compile_cache_variable_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setenv(COMPILE_CACHE_ENV_VAR, "sometimes")
+    assert main(["demo", "--quick"]) == 2
+    assert COMPILE_CACHE_ENV_VAR in _one_error_line(capsys.readouterr().err)
+
+
+def test_command_line_process_exits_with_the_status_and_one_line(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "mtbkd_jax.cli", "demo", "--quick", "--out", str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, COMPILE_CACHE_ENV_VAR: "0"},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--out" in _one_error_line(result.stderr)
+
+
+# ---------------------------------------------------------------------- compilation cache
+def _compile_something_new(*args, **kwargs):
+    """A stand-in for a run: compiles a program no other test has compiled."""
+    scale = float(np.random.default_rng().uniform(1.0, 2.0))
+    jax.jit(lambda v: jnp.sin(v) * scale)(jnp.arange(3.0)).block_until_ready()
+
+
+def test_compile_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache_dir() == tmp_path / "mtbkd_jax" / "jax-compilation-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as XDG says
+    assert compile_cache_dir().parent.parent.name == ".cache"
+
+
+def test_compile_cache_is_written_and_jax_settings_restored(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(COMPILE_CACHE_ENV_VAR, raising=False)
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
+    assert main(["demo", "--quick"]) == 0
+    folder = tmp_path / "mtbkd_jax" / "jax-compilation-cache"
+    assert any(path.name.endswith("-cache") for path in folder.iterdir())
+    assert jax.config.jax_compilation_cache_dir == before
+
+
+@pytest.mark.parametrize(
+    "flag, environment", [(["--no-compile-cache"], None), ([], "0"), ([], "off")]
+)
+def test_compile_cache_can_be_turned_off(monkeypatch, tmp_path, flag, environment):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    if environment is None:
+        monkeypatch.delenv(COMPILE_CACHE_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(COMPILE_CACHE_ENV_VAR, environment)
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
+    assert main(["demo", "--quick", *flag]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_cache_folder_is_a_warning_not_an_error(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.delenv(COMPILE_CACHE_ENV_VAR, raising=False)
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
+    assert main(["demo", "--quick"]) == 0
+    assert capsys.readouterr().err.startswith("mtbkd: warning: running without the compilation")
+
+
+# ---------------------------------------------------------------------- the Python API
+def test_run_demo_refuses_an_out_dir_that_is_a_file(tmp_path, monkeypatch):
+    _forbid(monkeypatch, mtbkd_jax.demo, "load_digits_distillation")
+    target = tmp_path / "file"
+    target.write_text("")
+    with pytest.raises(NotADirectoryError, match="out_dir"):
+        run_demo(target, progress=False)
+
+
+def test_run_experiment_checks_its_paths_first(tmp_path, monkeypatch):
+    _forbid(monkeypatch, mtbkd_jax.experiments.digits, "digits_problem")
+    target = tmp_path / "file"
+    target.write_text("")
+    with pytest.raises(NotADirectoryError, match="out_dir"):
+        run_experiment("digits", target)
+    with pytest.raises(FileNotFoundError, match="data_path"):
+        run_experiment("deeploc", tmp_path / "out", data_path=tmp_path / "missing")
+    with pytest.raises(ValueError, match="data_path"):
+        run_experiment("digits", tmp_path / "out", data_path=tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_output_dir_checks(tmp_path, monkeypatch):
+    assert _paths.prepare_output_dir(tmp_path / "new", "out") == tmp_path / "new"
+    assert (tmp_path / "new").is_dir()
+    with pytest.raises(TypeError, match="out must be a folder path"):
+        _paths.prepare_output_dir(3, "out")
+    with pytest.raises(ValueError, match="out must be a folder path, got an empty string"):
+        _paths.prepare_output_dir("", "out")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_paths.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(PermissionError, match=r"out must be a writable folder.*Permission denied"):
+        _paths.prepare_output_dir(tmp_path, "out")
+
+
+def test_require_input_dir_checks(tmp_path):
+    assert _paths.require_input_dir(tmp_path, "--data") == tmp_path
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="--data must be a folder"):
+        _paths.require_input_dir(tmp_path / "file", "--data")
+    with pytest.raises(FileNotFoundError, match="--data must be an existing folder"):
+        _paths.require_input_dir(tmp_path / "missing", "--data")
