@@ -1,5 +1,9 @@
 import os
 
+# Tests that call the CLI in-process would otherwise fill the user's JAX compilation cache
+# (~/.cache/mtbkd_jax/jax-compilation-cache); the CLI's own cache tests point it elsewhere.
+os.environ.setdefault("MTBKD_COMPILE_CACHE", "0")
+
 # Tests run on the CPU with float32 (the package's default precision); a GPU, if present, is used
 # only when MTBKD_TEST_DEVICE=gpu is set. On NVIDIA GPUs XLA runs float32 matrix products in
 # TF32 by default (about 1e-3 relative error); the tests compare against float64 references at
