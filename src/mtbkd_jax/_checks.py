@@ -31,9 +31,22 @@ def require_finite(array: np.ndarray, name: str) -> None:
         )
 
 
+def _as_number(value, name: str) -> float:
+    """``value`` as a float, raising a ``TypeError`` naming ``name`` unless it is a real number
+    (a Python or NumPy number, or a 0-d/one-element array; not a string, not ``None``)."""
+    if isinstance(value, str | bytes) or value is None:
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be a number, got {value!r} ({type(value).__name__})"
+        ) from error
+
+
 def require_positive(value: float, name: str) -> float:
     """Return ``value`` as a float, raising unless it is finite and > 0."""
-    value = float(value)
+    value = _as_number(value, name)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
@@ -41,7 +54,7 @@ def require_positive(value: float, name: str) -> float:
 
 def require_nonnegative(value: float, name: str) -> float:
     """Return ``value`` as a float, raising unless it is finite and >= 0."""
-    value = float(value)
+    value = _as_number(value, name)
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
@@ -78,15 +91,18 @@ def require_nonnegative_values(value, name: str, *, strictly: bool = False):
     there, and validation belongs at the public boundary."""
     if is_traced(value):
         return value
+    if isinstance(value, str | bytes) or value is None:
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from error
     bad = ~np.isfinite(array) | ((array <= 0) if strictly else (array < 0))
     if bad.any():
-        first = array.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        first = float(array.reshape(-1)[int(np.argmax(bad.reshape(-1)))])
         bound = "> 0" if strictly else ">= 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {first!r}")
+        where = "" if array.ndim == 0 else f" (shape {array.shape})"
+        raise ValueError(f"{name} must be finite and {bound}, got {first}{where}")
     return value
 
 
@@ -110,3 +126,18 @@ def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndar
             f"got values in {int(array.min())}..{int(array.max())}"
         )
     return array.astype(np.int32)
+
+
+def require_key(key, name: str = "rng_key"):
+    """Raise a ``TypeError`` naming ``name`` unless ``key`` is a JAX PRNG key: a typed key
+    (``jax.random.key``) or a raw ``uint32`` key (``jax.random.PRNGKey``)."""
+    import jax
+
+    if isinstance(key, jax.Array | np.ndarray):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        if key.dtype == np.uint32 and key.ndim >= 1:
+            return key
+    raise TypeError(
+        f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {key!r} ({type(key).__name__})"
+    )

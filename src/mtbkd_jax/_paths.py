@@ -93,7 +93,7 @@ def prepare_output_file(path, argument: str) -> Path:
         raise IsADirectoryError(
             f"{argument} must be a file path, got {str(file)!r}, which is a folder"
         )
-    prepare_output_dir(file.parent if str(file.parent) else Path("."), argument)
+    prepare_output_dir(file.parent, f"the folder of {argument} ({str(file)!r})")
     return file
 
 

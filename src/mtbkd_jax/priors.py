@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln, logsumexp, xlogy
@@ -245,13 +246,13 @@ def teacher_prior_factor(
     if not isinstance(prior, TeacherPrior):
         raise TypeError(f"prior must be a TeacherPrior, got {type(prior).__name__}")
     require_nonnegative_values(prior_power, "prior_power", strictly=True)
-    if student_logits.shape[:-1] != prior.scaled_probs.shape[:1] or (
-        student_logits.shape[-1] != prior.scaled_probs.shape[-1]
-    ):
+    shape = tuple(np.shape(student_logits))
+    if shape[:-1] != prior.scaled_probs.shape[:1] or shape[-1:] != prior.scaled_probs.shape[-1:]:
         raise ValueError(
-            f"student_logits has shape {student_logits.shape} but the teacher prior describes "
+            f"student_logits has shape {shape} but the teacher prior describes "
             f"{prior.scaled_probs.shape[0]} examples of {prior.scaled_probs.shape[-1]} classes"
         )
+    student_logits = jnp.asarray(student_logits)
     log_density = prior.log_density(student_logits)
     numpyro.factor(name, prior_power * log_density)
     return log_density

@@ -13,11 +13,12 @@ front-ends (:meth:`Student.featurize`), never inside the potential.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from flax import linen, nnx
 from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
@@ -78,7 +79,10 @@ class Student:
         if not name or "/" in name or "." in name:
             raise ValueError(f"name must be non-empty without '/' or '.', got {name!r}")
         if feature_extractor is not None and not callable(feature_extractor):
-            raise TypeError("feature_extractor must be callable")
+            raise TypeError(
+                f"feature_extractor must be callable, got {type(feature_extractor).__name__}"
+            )
+        _check_prior_type(prior)
         self.module = module
         self.prior = normal_prior(1.0) if prior is None else prior
         self.name = name
@@ -86,7 +90,7 @@ class Student:
         self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
         self._classes_for: dict[tuple, int] = {}  # feature shapes checked -> output classes
         if self.is_nnx:  # an NNX module knows its parameters already: check the prior now
-            check_prior_names(self.prior, self.parameter_names())
+            check_prior_names(self.prior, self._all_parameter_names())
 
     def with_prior(self, prior) -> Student:
         """The same network and feature extractor under another base prior."""
@@ -104,23 +108,34 @@ class Student:
         The returned callable can be applied to several inputs (labelled data and a transfer
         set) with the same weights. ``feature_shape`` is the shape of one example's features.
         """
+        return self._network(feature_shape, self.prior)
+
+    def _network(self, feature_shape, prior):
         if self.is_nnx:
-            return random_nnx_module(self.name, self.module, self.prior, scope_divider=".")
+            return random_nnx_module(self.name, self.module, prior, scope_divider=".")
         with _DotDivider(self.name):
             return random_flax_module(
-                self.name, self.module, self.prior, input_shape=(1, *feature_shape)
+                self.name, self.module, prior, input_shape=(1, *feature_shape)
             )
+
+    def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
+        """Every weight's dotted path, whatever the prior (a dict prior samples only the
+        weights it names, so :meth:`parameter_names` lists only those)."""
+        return list(self._parameter_shapes(feature_shape, normal_prior(1.0)))
 
     def parameter_shapes(self, feature_shape: tuple[int, ...] | None = None) -> dict:
         """Each weight's dotted path (``"layers.0.kernel"``) -> shape, without computing.
 
         A linen module needs ``feature_shape`` (one example's features) to know its shapes.
         """
+        return self._parameter_shapes(feature_shape, self.prior)
+
+    def _parameter_shapes(self, feature_shape, prior) -> dict:
         if not self.is_nnx and feature_shape is None:
             raise ValueError("feature_shape is needed for a linen module's parameter shapes")
 
         def sites():
-            self.network(tuple(feature_shape or ()))
+            self._network(tuple(feature_shape or ()), prior)
 
         trace = jax.eval_shape(
             lambda: {
@@ -174,7 +189,7 @@ class Student:
                 f"for {argument} of shape (1, {', '.join(map(str, feature_shape))})"
             )
         if not self.is_nnx:
-            check_prior_names(self.prior, self.parameter_names(feature_shape))
+            check_prior_names(self.prior, self._all_parameter_names(feature_shape))
         self._classes_for[feature_shape] = int(out.shape[-1])
         return int(out.shape[-1])
 
@@ -235,6 +250,28 @@ class Student:
     def __repr__(self) -> str:
         frozen = ", frozen feature extractor" if self.feature_extractor else ""
         return f"Student({type(self.module).__name__}, name={self.name!r}{frozen})"
+
+
+def _check_prior_type(prior) -> None:
+    """Raise a ``TypeError`` naming ``prior`` unless it is a form NumPyro's module lifting
+    takes: ``None`` (the default), a distribution, a ``(name, shape) -> Distribution``
+    callable, or a dict of parameter path -> distribution."""
+    if prior is None or isinstance(prior, dist.Distribution):
+        return
+    if isinstance(prior, Mapping):
+        for key, value in prior.items():
+            if not isinstance(key, str) or not isinstance(value, dist.Distribution):
+                raise TypeError(
+                    "prior (a dict) must map parameter paths (str) to NumPyro distributions, "
+                    f"got {key!r}: {type(value).__name__}"
+                )
+        return
+    if not callable(prior):
+        raise TypeError(
+            "prior must be a NumPyro distribution, a (name, shape) -> Distribution callable "
+            f"(e.g. mtbkd_jax.normal_prior(1.0)) or a dict of path -> distribution, "
+            f"got {prior!r} ({type(prior).__name__})"
+        )
 
 
 # --------------------------------------------------------------------------- architectures

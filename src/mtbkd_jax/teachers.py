@@ -250,7 +250,38 @@ class TeacherBank:
     # ------------------------------------------------------------------ new banks
     def select(self, teachers: Sequence[int | str]) -> TeacherBank:
         """A bank with only the given teachers (by index or name)."""
-        indices = [self.names.index(t) if isinstance(t, str) else int(t) for t in teachers]
+        if isinstance(teachers, np.ndarray | jax.Array):
+            teachers = np.asarray(teachers).tolist()
+        if isinstance(teachers, str):
+            raise TypeError(
+                f"teachers must be a list of teacher names or indices, got the string "
+                f"{teachers!r}; pass select([{teachers!r}])"
+            )
+        if not isinstance(teachers, Sequence):
+            raise TypeError(
+                "teachers must be a list of teacher names or indices, "
+                f"got {type(teachers).__name__}"
+            )
+        indices = []
+        for t in teachers:
+            if isinstance(t, str):
+                if t not in self.names:
+                    raise ValueError(
+                        f"teachers names {t!r}, which is not a teacher of this bank; "
+                        f"its teachers are {list(self.names)}"
+                    )
+                indices.append(self.names.index(t))
+            elif isinstance(t, int | np.integer) and not isinstance(t, bool):
+                if not -self.num_teachers <= t < self.num_teachers:
+                    raise ValueError(
+                        f"teachers holds the index {int(t)}, out of range for "
+                        f"{self.num_teachers} teachers (0..{self.num_teachers - 1})"
+                    )
+                indices.append(int(t) % self.num_teachers)
+            else:
+                raise TypeError(
+                    f"teachers must hold teacher names (str) or indices (int), got {t!r}"
+                )
         if not indices:
             raise ValueError("teachers must name at least one teacher")
         return TeacherBank(

@@ -152,7 +152,11 @@ def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
     sampler cannot start, instead of blaming the step size. (Called on failure paths only.)"""
     from numpyro import handlers
 
-    arrays = {k: v for k, v in kwargs.items() if jax.tree.leaves(v)}
+    def is_data(value):
+        leaves = jax.tree.leaves(value)
+        return bool(leaves) and all(isinstance(x, jax.Array | np.ndarray) for x in leaves)
+
+    arrays = {k: v for k, v in kwargs.items() if is_data(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
 
     def log_densities(point, args, arrays):

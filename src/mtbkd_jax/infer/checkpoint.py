@@ -69,6 +69,12 @@ class Checkpoint:
         self._chunks: list[list] = []  # per chunk: [[name, dtype, shape], ...]
 
     # ------------------------------------------------------------------ reading
+    def check_readable(self) -> None:
+        """Raise :class:`CheckpointError` now if a file at ``path`` is not a readable checkpoint
+        (so that a run refuses it before any compute, not after its set-up)."""
+        if self.path.exists():
+            self._read_state()
+
     def load(self, like_state):
         """The stored ``(state, collected, progress)``, or ``None`` when there is no checkpoint.
 

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
-from mtbkd_jax._checks import require_counts
+from mtbkd_jax._checks import require_counts, require_key
 from mtbkd_jax.infer._common import (
     check_init_params,
     make_posterior,
@@ -80,6 +80,7 @@ def run_nuts(
     Returns:
         A :class:`Posterior` with ArviZ-named sampler statistics.
     """
+    require_key(rng_key)
     require_counts(
         num_warmup=(num_warmup, 0),
         num_samples=(num_samples, 1),

@@ -22,7 +22,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import require_counts, require_nonnegative, require_positive
+from mtbkd_jax._checks import (
+    require_counts,
+    require_key,
+    require_nonnegative,
+    require_positive,
+)
 from mtbkd_jax.infer._common import (
     _features,
     check_init_params,
@@ -150,6 +155,7 @@ def run_sgmcmc(
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
+    require_key(rng_key)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     require_counts(
@@ -184,8 +190,8 @@ def run_sgmcmc(
             f"{type(warm_start_optimizer).__name__}"
         )
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
-    if checkpoint is not None and checkpoint.path.exists():
-        checkpoint._read_state()  # not a checkpoint, or truncated: refused before any compute
+    if checkpoint is not None:
+        checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
 
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     plan = minibatch_plan(

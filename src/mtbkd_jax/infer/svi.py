@@ -24,7 +24,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, Au
 from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import require_counts, require_positive
+from mtbkd_jax._checks import require_counts, require_key, require_positive
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer.posterior import Posterior
 
@@ -109,14 +109,20 @@ class _Runner:
         s = self.settings
         return _make_guide(s.guide, self.model, s.init_scale, s.rank)
 
-    def fit_objects(self) -> tuple[SVI, object]:
-        """The ``(svi, guide)`` for one fit: the runner's own the first time, new ones later."""
-        with _runners_lock:
-            fresh, self.fresh = self.fresh, False
-        if fresh:
-            return self.svi, self.guide
+    def fit_objects(self) -> tuple[SVI, object, bool]:
+        """The ``(svi, guide, own)`` for one fit: the runner's own until they have been
+        initialised once (``own`` is then true), new ones of the same structure later."""
+        if self.fresh:
+            return self.svi, self.guide, True
         guide = self._guide()
-        return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide
+        return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide, False
+
+
+def _discard(runner: _Runner) -> None:
+    """Drop a runner from the cache (its own guide failed to initialise: never reuse it)."""
+    with _runners_lock:
+        for key in [key for key, value in _runners.items() if value is runner]:
+            del _runners[key]
 
 
 def _signature(array) -> tuple | None:
@@ -220,6 +226,17 @@ def run_svi(
         num_particles=(num_particles, 1),
     )
     learning_rate = require_positive(learning_rate, "learning_rate")
+    require_key(rng_key)
+    init_scale = require_positive(init_scale, "init_scale")
+    if rank is not None:
+        require_counts(rank=(rank, 1))
+    if optimizer is not None and not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            "optimizer must be an optax GradientTransformation (e.g. optax.adam(1e-2)), got "
+            f"{optimizer!r} ({type(optimizer).__name__})"
+        )
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
 
     arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
@@ -234,10 +251,16 @@ def run_svi(
         static=tuple(sorted((k, (type(v), v)) for k, v in static.items())),
     )
     runner = _svi_runner(model, settings, features, labels, arrays)
-    svi, auto = runner.fit_objects()
+    svi, auto, own = runner.fit_objects()
     run_chunk = runner.run_chunk
     init_key, run_key, draw_key = jax.random.split(rng_key, 3)
-    state = svi.init(init_key, features, labels, **kwargs)
+    try:
+        state = svi.init(init_key, features, labels, **kwargs)
+    except Exception:
+        if own:  # its guide may be half set up: a later fit must not trace with it
+            _discard(runner)
+        raise
+    runner.fresh = False
     losses = []
     bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
     done = 0
