@@ -6,6 +6,7 @@ centred on the teachers' soft labels.
 """
 
 from mtbkd_jax.infer import (
+    CheckpointError,
     Posterior,
     SamplerDivergedError,
     run_map,
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CNN",
+    "CheckpointError",
     "MLP",
     "LinenMLP",
     "MTBKDModel",

@@ -13,12 +13,10 @@ checkpoint, NaN check), never a single step.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from tqdm.auto import tqdm
 
@@ -28,12 +26,7 @@ from mtbkd_jax._checks import (
     require_nonnegative,
     require_positive,
 )
-from mtbkd_jax.infer._common import (
-    _features,
-    check_init_params,
-    nonfinite_sites,
-    prepare_data,
-)
+from mtbkd_jax.infer._common import _features, prepare_data
 from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._draws import append_chunk, package_posterior, select_draws
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
@@ -45,13 +38,14 @@ from mtbkd_jax.infer._plan import (
     minibatch_plan,
     step_schedules,
 )
+from mtbkd_jax.infer._start import divergence_cause, probe, starting_positions
 from mtbkd_jax.infer.checkpoint import Checkpoint
 from mtbkd_jax.infer.langevin import sghmc_update, sgld_update
 from mtbkd_jax.infer.minibatch import MinibatchPotential
 from mtbkd_jax.infer.posterior import Posterior
-from mtbkd_jax.infer.warm_start import adamw_optimizer, minibatch_optimize, reference_optimizer
+from mtbkd_jax.infer.warm_start import adamw_optimizer, minibatch_optimize
 
-__all__ = ["run_sgmcmc", "run_paper_sgld", "SamplerDivergedError", "SAMPLERS"]
+__all__ = ["run_sgmcmc", "SamplerDivergedError", "SAMPLERS"]
 
 SAMPLERS = ("sgld", "sghmc", "cyclical_sgld")
 
@@ -258,25 +252,7 @@ def run_sgmcmc(
     }
 
     potential = make_potential(data)
-    if init_params is not None:
-        point = check_init_params(init_params, plan.latent_shapes)
-        point = _unconstrain(potential, point)
-        start = {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
-    else:
-        try:
-            keys = jax.random.split(init_key, num_chains)
-            starts = [potential.initial_position(k) for k in keys]
-        except RuntimeError as error:
-            if "Cannot find valid initial parameters" not in str(error):
-                raise
-            zeros = {k: jnp.zeros(shape) for k, shape in plan.latent_shapes.items()}
-            bad = nonfinite_sites(model, data["args"], {**plan.arrays, **static}, zeros)
-            raise ValueError(
-                "no starting point with a finite log density was found; at all weights zero "
-                f"the log density of {bad or 'no site'} is not finite. Check the model's data "
-                "and priors, or pass init_params where the model is finite"
-            ) from None
-        start = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+    start = starting_positions(model, potential, plan, data, init_params, init_key, num_chains)
     acc = None
     if predict is not None:
         num_predict = predict.shape[0]
@@ -314,7 +290,7 @@ def run_sgmcmc(
             schedule=schedule,
             total_steps=total_steps,
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
-            probe=_probe(potential, start, logits_fn, predict),
+            probe=probe(potential, start, logits_fn, predict),
         )
         restored = checkpoint.load(like_state=state)
     if restored is None:
@@ -422,7 +398,7 @@ def run_sgmcmc(
                 raise SamplerDivergedError(
                     f"{sampler}: a chain reached a non-finite state in epochs "
                     f"{int(epochs[0])}..{int(epochs[-1])}; "
-                    + _divergence_cause(model, data, static, potential, start)
+                    + divergence_cause(model, data, static, potential, start)
                     + ". The finite draws so far are in error.posterior",
                     package(),
                 )
@@ -439,100 +415,3 @@ def run_sgmcmc(
     # (epochs, seconds) per jitted chunk; the first includes compilation
     posterior.settings["chunk_seconds"] = chunk_seconds
     return posterior
-
-
-def run_paper_sgld(
-    rng_key, model, inputs, labels=None, *, partial_last_batch: bool = False, **overrides
-) -> Posterior:
-    """The reference code's schedule (METHOD §5) in one call.
-
-    A warm start of 120 epochs of ``torch.optim.Adam(lr=3e-4, weight_decay=1e-5)`` on the mean
-    batch loss (L2 coupled into the gradient: :func:`~mtbkd_jax.infer.warm_start.
-    reference_optimizer`), batch 64, then 80 epochs of SGLD with ``eta = 8e-8``
-    (``sqrt(2 eta) = 4e-4``), temperature 1, keeping 6 states at random steps of each epoch:
-    480 draws. Any argument of :func:`run_sgmcmc` can be overridden. Use it with the
-    reference's model, :meth:`MTBKDModel.paper <mtbkd_jax.MTBKDModel.paper>`
-    (``lambda = 5``, ``T = 2``, ``beta = 0.02``, flat base prior); another model gets a warning
-    that says how it differs.
-
-    Args:
-        partial_last_batch: the reference's epochs, ``ceil(N / 64)`` steps with a smaller last
-            batch (32 steps for N = 2000), instead of ``N // 64`` equal ones.
-
-    Example:
-        >>> import jax, numpy as np
-        >>> from flax import nnx
-        >>> import mtbkd_jax as mk
-        >>> x = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
-        >>> y = (x[:, 0] > 0).astype(int)
-        >>> bank = mk.TeacherBank.from_logits(np.stack([x[:, :2] * 3, x[:, :2]]))
-        >>> model = mk.MTBKDModel.paper(mk.Student(mk.MLP(4, 2, rngs=nnx.Rngs(0))), bank)
-        >>> post = mk.run_paper_sgld(jax.random.key(0), model, x, y, warm_start_epochs=2,
-        ...                          num_epochs=2, progress_bar=False)
-        >>> post.num_draws
-        12
-    """
-    differences = getattr(model, "differs_from_paper", lambda: [])()
-    if differences:
-        warnings.warn(
-            "run_paper_sgld runs the reference code's sampler, but the model differs from "
-            "the reference's (MTBKDModel.paper): " + "; ".join(differences),
-            UserWarning,
-            stacklevel=2,
-        )
-    num_examples = int(np.shape(inputs)[0]) if np.ndim(inputs) >= 1 else 0
-    settings = dict(
-        sampler="sgld",
-        batch_size=64,
-        warm_start_epochs=120,
-        warm_start_optimizer=reference_optimizer(max(num_examples, 1)),
-        num_epochs=80,
-        num_burnin_epochs=0,
-        step_size=8e-8,
-        temperature=1.0,
-        draws_per_epoch=6,
-        random_draw_positions=True,
-        partial_last_batch=partial_last_batch,
-    )
-    settings.update(overrides)
-    return run_sgmcmc(rng_key, model, inputs, labels, **settings)
-
-
-# --------------------------------------------------------------------------- helpers
-def _probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
-    """The model's log density and gradient norm at chain 0's start on the first minibatch
-    (and the predictions there), for the fingerprint: it sees constants a closure hides."""
-    point = jax.tree.map(lambda x: x[0], start)
-    batch = potential.first_batch()
-    value, grad = jax.jit(jax.value_and_grad(potential.logdensity))(point, batch)
-    norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
-    out = {"logdensity_at_start": float(value), "gradient_norm_at_start": float(norm)}
-    if predict is not None:
-        logits = logits_fn(potential.constrain(point), predict[:8])
-        out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
-    return out
-
-
-def _divergence_cause(model, data, static, potential, start) -> str:
-    """Whether the model was already non-finite where the chains started (then the step size
-    is not to blame), or the step size is the suspect."""
-    point = potential.constrain(jax.tree.map(lambda x: x[0], start))
-    bad = nonfinite_sites(model, data["args"], {**data["kwargs"], **static}, point)
-    if bad:
-        return (
-            f"the model's log density is already non-finite where the chains started (sites "
-            f"{bad}): check the model, its data and the teacher prior; the step size is not "
-            "the cause"
-        )
-    return "lower step_size"
-
-
-def _unconstrain(potential: MinibatchPotential, params: dict) -> dict:
-    from numpyro.infer.util import unconstrain_fn
-
-    return unconstrain_fn(
-        potential._substituted(potential.first_batch()),
-        potential.model_args,
-        potential.model_kwargs,
-        {k: jnp.asarray(v) for k, v in params.items()},
-    )

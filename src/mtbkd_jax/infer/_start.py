@@ -1,0 +1,79 @@
+"""Where an SG-MCMC run's chains start, and what the model says when it cannot start.
+
+Chains start from ``init_params`` (one point, checked against the model's latent sites, for
+every chain) or from NumPyro's ``init_to_uniform(0.5)`` per chain. When the model's log
+density is not finite there, or a run diverges, the sites at fault are named
+(:func:`~mtbkd_jax.infer._common.nonfinite_sites`), so that a NaN prior is not mistaken for a
+step size too large. The run's fingerprint probes the model at chain 0's start.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mtbkd_jax.infer._common import check_init_params, nonfinite_sites
+from mtbkd_jax.infer.minibatch import MinibatchPotential
+
+__all__ = ["starting_positions", "probe", "divergence_cause"]
+
+
+def starting_positions(model, potential, plan, data, init_params, rng_key, num_chains) -> dict:
+    """Unconstrained starting points with a leading chain axis."""
+    if init_params is not None:
+        point = check_init_params(init_params, plan.latent_shapes)
+        point = _unconstrain(potential, point)
+        return {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
+    try:
+        keys = jax.random.split(rng_key, num_chains)
+        starts = [potential.initial_position(k) for k in keys]
+    except RuntimeError as error:
+        if "Cannot find valid initial parameters" not in str(error):
+            raise
+        zeros = {k: jnp.zeros(shape) for k, shape in plan.latent_shapes.items()}
+        bad = nonfinite_sites(model, data["args"], {**plan.arrays, **plan.static}, zeros)
+        raise ValueError(
+            "no starting point with a finite log density was found; at all weights zero "
+            f"the log density of {bad or 'no site'} is not finite. Check the model's data "
+            "and priors, or pass init_params where the model is finite"
+        ) from None
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+
+
+def probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
+    """The model's log density and gradient norm at chain 0's start on the first minibatch
+    (and the predictions there), for the fingerprint: it sees constants a closure hides."""
+    point = jax.tree.map(lambda x: x[0], start)
+    batch = potential.first_batch()
+    value, grad = jax.jit(jax.value_and_grad(potential.logdensity))(point, batch)
+    norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
+    out = {"logdensity_at_start": float(value), "gradient_norm_at_start": float(norm)}
+    if predict is not None:
+        logits = logits_fn(potential.constrain(point), predict[:8])
+        out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
+    return out
+
+
+def divergence_cause(model, data, static, potential, start) -> str:
+    """Whether the model was already non-finite where the chains started (then the step size
+    is not to blame), or the step size is the suspect."""
+    point = potential.constrain(jax.tree.map(lambda x: x[0], start))
+    bad = nonfinite_sites(model, data["args"], {**data["kwargs"], **static}, point)
+    if bad:
+        return (
+            f"the model's log density is already non-finite where the chains started (sites "
+            f"{bad}): check the model, its data and the teacher prior; the step size is not "
+            "the cause"
+        )
+    return "lower step_size"
+
+
+def _unconstrain(potential: MinibatchPotential, params: dict) -> dict:
+    from numpyro.infer.util import unconstrain_fn
+
+    return unconstrain_fn(
+        potential._substituted(potential.first_batch()),
+        potential.model_args,
+        potential.model_kwargs,
+        {k: jnp.asarray(v) for k, v in params.items()},
+    )
