@@ -4,7 +4,8 @@ The README's SG-MCMC call (600 digits, MLP 64-16-10, two scikit-learn teachers, 
 80 epochs, 6 draws per epoch, 4 chains, one epoch per chunk) is run with and without
 ``checkpoint_path``, alternately, and its sampling time (``posterior.settings
 ["sampling_seconds"]``: the chunks, after set-up and warm start) is compared. The first run of
-each kind compiles and is not counted. Each checkpointed run writes a fresh checkpoint.
+each kind compiles and is not counted. Each checkpointed run writes a fresh checkpoint; each is
+run twice, with the writes in the background (the package's way) and on the main thread.
 
     .venv/bin/python benchmarks/checkpoint_overhead.py --rounds 5 --out results/bench
 
@@ -30,6 +31,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 import mtbkd_jax as mk
+from mtbkd_jax.infer.checkpoint import Checkpoint
+
+BACKGROUND = Checkpoint.save_in_background
 
 
 def readme_problem():
@@ -45,6 +49,16 @@ def readme_problem():
     model = mk.MTBKDModel(student, teachers, concentration=10.0, prior_power=0.1)
     mode = mk.run_map(jax.random.key(0), model, x_train, y_train, progress_bar=False)
     return model, x_train, y_train, mode.point()
+
+
+def synchronous_writes(enabled: bool):
+    """Write each checkpoint on the main thread instead of in the background (for comparison)."""
+    from mtbkd_jax.infer.checkpoint import Checkpoint
+
+    if enabled:
+        Checkpoint.save_in_background = lambda self, *args: (self.wait(), self.save(*args))
+    else:
+        Checkpoint.save_in_background = BACKGROUND
 
 
 def sample(model, x, y, start, checkpoint_path=None) -> float:
@@ -76,15 +90,19 @@ def main(argv=None):
         fresh = iter(Path(folder) / f"run{i}.ckpt.npz" for i in range(10_000))
         sample(model, x, y, start)  # compile
         sample(model, x, y, start, next(fresh))
-        plain, checkpointed = [], []
+        plain, checkpointed, synchronous = [], [], []
         for _ in range(args.rounds):
             plain.append(sample(model, x, y, start))
             checkpointed.append(sample(model, x, y, start, next(fresh)))
+            synchronous_writes(True)
+            synchronous.append(sample(model, x, y, start, next(fresh)))
+            synchronous_writes(False)
         path = next(fresh)
         sample(model, x, y, start, path)
         sizes = {p.name: p.stat().st_size for p in Path(folder).glob("run*") if "run" in p.name}
         last = {k: v for k, v in sizes.items() if k.startswith(path.name.split(".")[0] + ".")}
     ratio = statistics.median(c / p for c, p in zip(checkpointed, plain, strict=True))
+    sync_ratio = statistics.median(c / p for c, p in zip(synchronous, plain, strict=True))
     result = {
         "setting": "README SG-MCMC: N=600, MLP 64-16-10, batch 64, 80 epochs x 9 steps, "
         "6 draws/epoch, 4 chains, chunk_epochs=1",
@@ -94,6 +112,9 @@ def main(argv=None):
         "median_plain": statistics.median(plain),
         "median_checkpointed": statistics.median(checkpointed),
         "median_ratio": ratio,
+        "synchronous_seconds": synchronous,
+        "median_synchronous": statistics.median(synchronous),
+        "median_synchronous_ratio": sync_ratio,
         "checkpoint_files_bytes": last,
         "git": _git(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
@@ -104,7 +125,10 @@ def main(argv=None):
     print(
         f"{'checkpoint per epoch':<22}{result['median_checkpointed']:>10.3f}   {_fmt(checkpointed)}"
     )
-    print(f"median paired ratio {ratio:.3f}; files {last}")
+    print(
+        f"{'written synchronously':<22}{result['median_synchronous']:>10.3f}   {_fmt(synchronous)}"
+    )
+    print(f"median paired ratio {ratio:.3f} (synchronous {sync_ratio:.3f}); files {last}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,11 @@ A checkpoint at ``path`` is two files:
   accumulators: small) and a JSON record of the run's fingerprint, its progress, and how many
   bytes of draws are committed. It is rewritten after every chunk, atomically (a temporary file
   moved into place).
-* ``path + ".draws"``, the draws: each chunk's arrays are *appended* as raw bytes. Writing a
-  chunk costs what the chunk holds, not what the run holds so far.
+* ``path + ".draws"``, the draws: each chunk is *appended* as one block, its number of draws
+  ``k`` (8 bytes) then each site's ``(chains, k, ...)`` array as raw bytes (sites in name
+  order; their dtypes and shapes are recorded once in the state file). Writing a chunk costs
+  what the chunk holds, not what the run holds so far, and the state file stays the same size
+  however long the run.
 
 The state file is written last, so it commits the draws before it: a run killed at any point
 (mid-append, mid-rewrite) resumes from the last complete state file, and the draws file is cut
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zipfile
 from pathlib import Path
 
@@ -35,7 +39,7 @@ from mtbkd_jax.infer.fingerprint import RunFingerprint
 __all__ = ["Checkpoint", "CheckpointError"]
 
 _FORMAT = "mtbkd_jax checkpoint"
-_VERSION = 2
+_VERSION = 3
 
 
 class CheckpointError(ValueError):
@@ -66,7 +70,9 @@ class Checkpoint:
         self.draws_path = self.path.with_name(self.path.name + ".draws")
         self.fingerprint = fingerprint
         self._committed = 0  # bytes of the draws file that the state file vouches for
-        self._chunks: list[list] = []  # per chunk: [[name, dtype, shape], ...]
+        self._sites: list | None = None  # [[name, dtype, shape with the draws axis as -1]]
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     # ------------------------------------------------------------------ reading
     def check_readable(self) -> None:
@@ -101,7 +107,7 @@ class Checkpoint:
             raise CheckpointError(self.path, "its state has other shapes than this run's model")
         state = jax.tree.unflatten(jax.tree.structure(like_state), leaves)
         self._committed = int(meta["draws"]["committed_bytes"])
-        self._chunks = [list(map(list, chunk)) for chunk in meta["draws"]["chunks"]]
+        self._sites = meta["draws"]["sites"]
         collected = self._read_draws()
         return state, collected, meta["progress"]
 
@@ -136,33 +142,65 @@ class Checkpoint:
                 f"its draws file {self.draws_path.name} holds {size} bytes of the "
                 f"{self._committed} the state committed (truncated or deleted)",
             )
-        parts: dict[str, list] = {}
+        parts: dict[str, list] = {name: [] for name, _, _ in self._sites or []}
         with open(self.draws_path, "rb") as handle:
-            for chunk in self._chunks:
-                for name, dtype, shape in chunk:
-                    count = int(np.prod(shape))
-                    array = np.fromfile(handle, dtype=np.dtype(dtype), count=count)
-                    parts.setdefault(name, []).append(array.reshape(shape))
+            while handle.tell() < self._committed:
+                (count,) = np.fromfile(handle, dtype="<i8", count=1)
+                for name, dtype, shape in self._sites:
+                    shape = [int(count) if d == -1 else d for d in shape]
+                    array = np.fromfile(handle, dtype=np.dtype(dtype), count=int(np.prod(shape)))
+                    parts[name].append(array.reshape(shape))
         if size > self._committed:  # a chunk appended but never committed: drop it
             with open(self.draws_path, "r+b") as handle:
                 handle.truncate(self._committed)
         return {k: np.concatenate(v, axis=1) for k, v in parts.items()}
 
     # ------------------------------------------------------------------ writing
+    def save_in_background(self, state, chunk: dict, progress: dict) -> None:
+        """:meth:`save` on a thread of its own, so that the write overlaps the next chunk's
+        compute. Writes stay in order: this first waits for the previous one (and re-raises
+        its error). The state is copied to the host before the thread starts."""
+        self.wait()
+        host_state = jax.tree.map(np.asarray, state)
+
+        def write():
+            try:
+                self.save(host_state, chunk, progress)
+            except BaseException as error:  # re-raised by the next wait()
+                self._error = error
+
+        self._writer = threading.Thread(target=write, name="mtbkd-checkpoint", daemon=True)
+        self._writer.start()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        """Wait for the write in progress, if any; raise its error, if it failed (unless
+        ``raise_error`` is false: on the way out of a run that failed otherwise)."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None and raise_error:
+            error, self._error = self._error, None
+            raise error
+
     def save(self, state, chunk: dict, progress: dict) -> None:
         """Append ``chunk`` (name -> array (chains, draws, ...)) and rewrite the state.
 
         Only the new draws are written; the state file, written last and atomically, commits
         them.
         """
+        names = sorted(chunk)
+        sites = [
+            [n, chunk[n].dtype.str, [*chunk[n].shape[:1], -1, *chunk[n].shape[2:]]] for n in names
+        ]
+        if self._sites is not None and sites != self._sites:
+            raise ValueError(f"a chunk's sites {sites} differ from the run's {self._sites}")
+        count = int(chunk[names[0]].shape[1]) if names else 0
         mode = "r+b" if self.draws_path.exists() else "wb"
-        spec = []
         with open(self.draws_path, mode) as handle:
             handle.seek(self._committed)
-            for name in sorted(chunk):
-                array = np.ascontiguousarray(chunk[name])
-                handle.write(array.tobytes())
-                spec.append([name, array.dtype.str, list(array.shape)])
+            handle.write(np.asarray([count], dtype="<i8").tobytes())
+            for name in names:
+                handle.write(np.ascontiguousarray(chunk[name]).tobytes())
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
@@ -175,7 +213,7 @@ class Checkpoint:
             "fingerprint": self.fingerprint.to_json(),
             "progress": progress,
             "num_leaves": len(leaves),
-            "draws": {"committed_bytes": committed, "chunks": [*self._chunks, spec]},
+            "draws": {"committed_bytes": committed, "sites": sites},
         }
         arrays["meta"] = np.asarray(json.dumps(meta))
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -188,7 +226,7 @@ class Checkpoint:
         finally:
             tmp.unlink(missing_ok=True)
         self._committed = committed
-        self._chunks.append(spec)
+        self._sites = sites
 
 
 def _checked_path(path) -> Path:

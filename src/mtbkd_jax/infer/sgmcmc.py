@@ -403,11 +403,15 @@ def run_sgmcmc(
                     package(),
                 )
             next_epoch = int(epochs[-1]) + 1
-            if checkpoint is not None:
-                checkpoint.save(state, chunk, {"next_epoch": next_epoch})
+            if checkpoint is not None:  # written while the device runs the next chunk
+                checkpoint.save_in_background(state, chunk, {"next_epoch": next_epoch})
             bar.update(len(epochs))
+        if checkpoint is not None:
+            checkpoint.wait()  # the last chunk's checkpoint is written before returning
     finally:
         bar.close()
+        if checkpoint is not None:
+            checkpoint.wait(raise_error=False)  # never leave a write half done behind an error
     posterior = package()
     posterior.settings["sampling_seconds"] = time.perf_counter() - started
     posterior.settings["steps_per_epoch"] = steps_per_epoch
