@@ -2,22 +2,45 @@
 
 import json
 
+import pytest
 import xarray as xr
 
 from mtbkd_jax.cli import main
 
 
+@pytest.mark.slow
 def test_demo_quick_writes_its_outputs(tmp_path):
+    """The demo's claims (docs/results.md) that already hold at the quick settings (200 MAP
+    steps, one NUTS chain of 30 draws): the teacher prior lowers the test NLL, by MAP and by
+    NUTS, and the mean deviance. Measured over seeds 0..5, MT-BKD / student alone was
+    0.50..0.68 for the MAP NLL, 0.48..0.53 for the NUTS NLL and 0.48..0.57 for the mean
+    deviance; the bounds below (0.8, 0.8, 0.7) leave a margin of several seed-to-seed spreads.
+    (Accuracy is not asserted: at these settings MT-BKD was below the student alone at seed 3.)
+    """
     assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "metrics.json").read_text())
-    methods = {(r["method"], r["inference"]) for r in rows}
-    assert ("MT-BKD (entropy weights)", "nuts") in methods
-    assert ("student alone", "map") in methods
-    assert ("averaged-teacher KD", "map") in methods
+    by_key = {(r["method"], r["inference"]): r for r in rows}
+    assert len(by_key) == len(rows) == 6
+    assert {method for method, _ in by_key} >= {
+        "student alone",
+        "averaged-teacher KD",
+        "MT-BKD (entropy weights)",
+    }
+    assert any(method.startswith("single-teacher BKD (") for method, _ in by_key)
     for row in rows:
         assert set(row) >= {"method", "inference", "accuracy", "nll", "ece", "mean_deviance"}
         assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0
         assert (row["mean_deviance"] is None) == (row["inference"] == "map")
+    for inference in ("map", "nuts"):
+        student = by_key[("student alone", inference)]
+        mt_bkd = by_key[("MT-BKD (entropy weights)", inference)]
+        assert mt_bkd["nll"] < 0.8 * student["nll"], (inference, mt_bkd["nll"], student["nll"])
+    student = by_key[("student alone", "nuts")]["mean_deviance"]
+    mt_bkd = by_key[("MT-BKD (entropy weights)", "nuts")]["mean_deviance"]
+    assert 0 < mt_bkd < 0.7 * student, (mt_bkd, student)
+
     tree = xr.open_datatree(tmp_path / "posterior.nc")
     assert "posterior" in tree.children and "sample_stats" in tree.children
+    draws = tree["posterior"].dataset.sizes
+    assert draws["chain"] == 1 and draws["draw"] == 30  # the quick settings' one chain
     assert (tmp_path / "reliability.png").stat().st_size > 1000

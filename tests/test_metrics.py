@@ -179,13 +179,76 @@ def test_ece_calibrated_vs_miscalibrated():
     assert expected_calibration_error(probs, labels) > 0.05
 
 
+def _brute_binned_gap(scores, outcomes, num_bins):
+    """Independent reference for one binned calibration gap, by direct comparison with the
+    edges: bin b holds ``b / B <= s < (b + 1) / B``, the last bin also ``s == 1``; returns
+    ``sum_b |sum_{i in b} outcome_i - sum_{i in b} s_i| / N``."""
+    total, placed = 0.0, 0
+    for b in range(num_bins):
+        low, high = b / num_bins, (b + 1) / num_bins
+        last = b == num_bins - 1
+        members = [i for i, s in enumerate(scores) if low <= s < high or (last and s == high)]
+        placed += len(members)
+        total += abs(sum(float(outcomes[i]) for i in members) - sum(scores[i] for i in members))
+    assert placed == len(scores)  # the bins partition [0, 1]
+    return total / len(scores)
+
+
+def _brute_ece(probs, labels, num_bins):
+    """ECE by the brute-force bins: confidence = max p, outcome = prediction correct."""
+    return _brute_binned_gap(probs.max(-1), probs.argmax(-1) == labels, num_bins)
+
+
+def _brute_classwise_ece(probs, labels, num_bins):
+    """Classwise ECE by the brute-force bins: the mean over classes of the gap of p_c vs
+    1[y = c]."""
+    gaps = [_brute_binned_gap(probs[:, c], labels == c, num_bins) for c in range(probs.shape[1])]
+    return sum(gaps) / len(gaps)
+
+
+def _edge_case(num_bins, num_examples=200, num_classes=3, seed=10):
+    """Rows whose top entry (at a random position) is exactly a bin edge k / B, including 0
+    and 1, the rest split evenly. The prediction is right where k is odd and wrong where k is
+    even, so neighbouring bins' gaps have opposite signs: an edge value put in the wrong bin,
+    or 1.0 put in a bin of its own, changes both ECEs."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(0, num_bins + 1, size=num_examples)
+    top = k / num_bins
+    probs = np.repeat(((1 - top) / (num_classes - 1))[:, None], num_classes, axis=1)
+    where = rng.integers(0, num_classes, size=num_examples)
+    probs[np.arange(num_examples), where] = top
+    other = (where + rng.integers(1, num_classes, size=num_examples)) % num_classes
+    return probs, np.where(k % 2 == 1, where, other)
+
+
 def test_classification_metrics_dict():
+    """Every entry against an independent computation: scikit-learn for accuracy and NLL, the
+    Brier sum by hand, brute-force bins for both ECEs (tolerance: float64 summation order)."""
     probs, labels = _random_case(seed=7)
     out = classification_metrics(probs, labels, num_bins=5)
     assert set(out) == {"accuracy", "nll", "brier", "ece", "classwise_ece"}
     assert out["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(-1)), abs=0)
     assert out["nll"] == pytest.approx(log_loss(labels, probs, labels=range(4)), abs=1e-10)
-    assert out["ece"] == pytest.approx(expected_calibration_error(probs, labels, 5), abs=0)
+    brier = ((probs - np.eye(4)[labels]) ** 2).sum(-1).mean()
+    assert out["brier"] == pytest.approx(brier, abs=1e-12)
+    assert out["ece"] == pytest.approx(_brute_ece(probs, labels, 5), abs=1e-12)
+    assert out["classwise_ece"] == pytest.approx(_brute_classwise_ece(probs, labels, 5), abs=1e-12)
+
+
+@pytest.mark.parametrize("num_bins", [2, 4, 5, 10, 15])
+def test_both_eces_match_brute_force_bins_on_edge_values(num_bins):
+    """Probabilities exactly on bin edges, 0 and 1: an edge belongs to the bin above it and 1
+    to the last bin, for the ECE and the classwise ECE alike (tolerance: summation order)."""
+    from mtbkd_jax.metrics import classwise_calibration_error
+
+    probs, labels = _edge_case(num_bins)
+    assert (probs == 1.0).any() and (probs == 0.0).any()
+    assert expected_calibration_error(probs, labels, num_bins) == pytest.approx(
+        _brute_ece(probs, labels, num_bins), abs=1e-12
+    )
+    assert classwise_calibration_error(probs, labels, num_bins) == pytest.approx(
+        _brute_classwise_ece(probs, labels, num_bins), abs=1e-12
+    )
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -220,10 +283,39 @@ def test_bad_num_bins_raise(num_bins):
 
 def test_metrics_reject_invalid_probabilities():
     labels = np.array([0, 1])
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="probs must be finite and non-negative"):
         negative_log_likelihood(np.array([[np.nan, 1.0], [0.5, 0.5]]), labels)
-    with pytest.raises(ValueError, match="sum to 1"):
+    with pytest.raises(ValueError, match="probs must be finite and non-negative"):
+        accuracy(np.array([[np.inf, 0.0], [0.5, 0.5]]), labels)
+    with pytest.raises(ValueError, match="probs must be finite and non-negative"):
+        brier_score(np.array([[1.1, -0.1], [0.5, 0.5]]), labels)  # sums to 1, negative entry
+    with pytest.raises(ValueError, match="probs rows must sum to 1"):
         expected_calibration_error(np.array([[0.9, 0.9], [0.5, 0.5]]), labels)
+
+
+def test_metrics_take_whole_float_labels_and_reject_fractional_ones():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7]])
+    assert accuracy(probs, np.array([0.0, 1.0])) == 1.0
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+        accuracy(probs, np.array([0.0, 0.5]))
+
+
+def test_classwise_ece_last_bin_is_closed_on_the_right():
+    """Class probabilities of exactly 1.0 (and 0.5 on the inner edge) with 2 bins.
+
+    Class 0: scores 1.0, 0.75, 0.5, 0.0 with outcomes 0, 1, 1, 0.
+      [0, 0.5): {0.0}: |0 - 0| = 0; [0.5, 1]: {1.0, 0.75, 0.5}: |2 - 2.25| = 0.25 -> 0.25 / 4
+    Class 1: scores 0.0, 0.25, 0.5, 1.0 with outcomes 1, 0, 0, 1.
+      [0, 0.5): {0.0, 0.25}: |1 - 0.25| = 0.75; [0.5, 1]: {0.5, 1.0}: |1 - 1.5| = 0.5 -> 1.25 / 4
+    Classwise ECE = (0.0625 + 0.3125) / 2 = 0.1875. With the last bin open ([0.5, 1), the 1.0s
+    in a bin of their own) it would be 0.375; with 0.5 in the lower bin, 0.3125.
+    """
+    from mtbkd_jax.metrics import classwise_calibration_error
+
+    probs = np.array([[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.0, 1.0]])
+    labels = np.array([1, 0, 0, 1])
+    assert classwise_calibration_error(probs, labels, 2) == pytest.approx(0.1875, abs=1e-12)
+    assert _brute_classwise_ece(probs, labels, 2) == pytest.approx(0.1875, abs=1e-12)
 
 
 def test_classwise_ece_hand_worked():
@@ -285,11 +377,65 @@ def test_interval_coverage_by_probability_hand_worked():
     assert by_low[0.1]["below"] == 0.5
     assert by_low[0.9]["count"] == 2 and by_low[0.9]["coverage"] == 0.5
     assert by_low[0.9]["above"] == 0.5
-    # the bins partition the pairs: counts add up and pooled coverage is their weighted mean
+    # the bins partition the pairs: counts add up and pooled coverage is their weighted mean,
+    # 3 of the 6 pairs inside (counted above by hand)
     assert sum(r["count"] for r in rows) == true.size
     pooled = sum(r["coverage"] * r["count"] for r in rows) / true.size
-    assert pooled == pytest.approx(interval_coverage(intervals, true))
-    with pytest.raises(ValueError, match="edges"):
-        interval_coverage_by_probability(intervals, true, edges=(0.5, 0.1))
-    with pytest.raises(ValueError, match="intervals must have shape"):
-        interval_coverage_by_probability(intervals[:2], true)
+    assert pooled == pytest.approx(0.5, abs=1e-15)
+    assert interval_coverage(intervals, true) == 0.5
+
+
+def test_interval_coverage_edges_are_closed_where_documented():
+    """A bin is [low, high), the last [low, high]; a truth on an interval's bound is inside."""
+    from mtbkd_jax.metrics import interval_coverage, interval_coverage_by_probability
+
+    true = np.array([[0.1, 0.9], [0.0, 1.0]])
+    intervals = np.stack([true, true], axis=-1)  # degenerate intervals: bound == truth
+    assert interval_coverage(intervals, true) == 1.0
+    rows = interval_coverage_by_probability(intervals, true, edges=(0.0, 0.1, 1.0))
+    assert [(r["low"], r["count"]) for r in rows] == [(0.0, 1), (0.1, 3)]
+
+
+# ------------------------------------------------------------------------ coverage errors
+@pytest.mark.parametrize("name", ["interval_coverage", "interval_coverage_by_probability"])
+def test_interval_coverage_shape_errors_name_both_arguments(name):
+    from mtbkd_jax import metrics
+
+    function = getattr(metrics, name)
+    true = np.full((4, 3), 1 / 3)
+    intervals = np.stack([true - 0.1, true + 0.1], axis=-1)
+    for bad_intervals, bad_true in (
+        (intervals[:3], true),  # fewer examples
+        (intervals[:, :2], true),  # fewer classes
+        (intervals[..., :1], true),  # one bound only
+        (np.concatenate([intervals, intervals[..., :1]], -1), true),  # three bounds
+        (intervals, true[:, :2]),  # the truth is the odd one out
+        (intervals, true[None]),
+    ):
+        with pytest.raises(ValueError, match=r"intervals must have shape .*true_probs"):
+            function(bad_intervals, bad_true)
+
+
+@pytest.mark.parametrize("edges", [(0.5,), (), (0.5, 0.1), (0.0, 0.5, 0.5, 1.0), [[0, 0.5, 1]]])
+def test_interval_coverage_by_probability_rejects_bad_edges(edges):
+    from mtbkd_jax.metrics import interval_coverage_by_probability
+
+    true = np.full((2, 2), 0.5)
+    intervals = np.stack([true - 0.1, true + 0.1], axis=-1)
+    with pytest.raises(ValueError, match="edges must be at least two increasing values"):
+        interval_coverage_by_probability(intervals, true, edges=edges)
+
+
+def test_classwise_ece_and_error_auroc_reject_bad_input():
+    from mtbkd_jax.metrics import classwise_calibration_error, error_detection_auroc
+
+    probs, labels = _random_case(num_examples=6, num_classes=3, seed=11)
+    for num_bins in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+            classwise_calibration_error(probs, labels, num_bins)
+    with pytest.raises(ValueError, match=r"probs must have shape \(N, C\)"):
+        classwise_calibration_error(probs[None], labels)
+    scores, errors = np.arange(5.0), np.array([True, False] * 2 + [True])
+    for bad_scores, bad_errors in ((scores[:4], errors), (scores[None], errors[None])):
+        with pytest.raises(ValueError, match=r"scores and errors must be \(N,\) arrays"):
+            error_detection_auroc(bad_scores, bad_errors)

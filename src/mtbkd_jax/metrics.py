@@ -135,6 +135,17 @@ def error_detection_auroc(scores, errors) -> float:
     return float((rank_sum - num_errors * (num_errors + 1) / 2.0) / (num_errors * num_right))
 
 
+def _check_intervals(intervals, true_probs):
+    intervals = np.asarray(intervals, dtype=np.float64)
+    true_probs = np.asarray(true_probs, dtype=np.float64)
+    if intervals.shape != (*true_probs.shape, 2):
+        raise ValueError(
+            f"intervals must have shape {(*true_probs.shape, 2)} (lower and upper bounds for "
+            f"true_probs of shape {true_probs.shape}), got {intervals.shape}"
+        )
+    return intervals, true_probs
+
+
 def interval_coverage(intervals, true_probs) -> float:
     """Fraction of true class probabilities inside their credible intervals.
 
@@ -142,12 +153,7 @@ def interval_coverage(intervals, true_probs) -> float:
         intervals: (N, C, 2) lower and upper bounds.
         true_probs: (N, C) the known class probabilities (synthetic data).
     """
-    intervals = np.asarray(intervals, dtype=np.float64)
-    true_probs = np.asarray(true_probs, dtype=np.float64)
-    if intervals.shape != (*true_probs.shape, 2):
-        raise ValueError(
-            f"intervals must have shape {(*true_probs.shape, 2)}, got {intervals.shape}"
-        )
+    intervals, true_probs = _check_intervals(intervals, true_probs)
     inside = (intervals[..., 0] <= true_probs) & (true_probs <= intervals[..., 1])
     return float(inside.mean())
 
@@ -169,12 +175,7 @@ def interval_coverage_by_probability(
         One dict per non-empty bin: ``low``, ``high``, ``count``, ``coverage``, and the
         fractions of the bin with the truth ``below`` and ``above`` its interval.
     """
-    intervals = np.asarray(intervals, dtype=np.float64)
-    true_probs = np.asarray(true_probs, dtype=np.float64)
-    if intervals.shape != (*true_probs.shape, 2):
-        raise ValueError(
-            f"intervals must have shape {(*true_probs.shape, 2)}, got {intervals.shape}"
-        )
+    intervals, true_probs = _check_intervals(intervals, true_probs)
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")

@@ -2,6 +2,10 @@
 
 Pure functions of an (S, N, C) array, plus :func:`predictive_summary`, which evaluates a
 posterior on inputs in chunks of examples so that no (S, N, C) array is ever held for all N.
+
+Each public function checks its ``draw_probs`` in Python (three dimensions, at least one draw
+and one class, no NaN or infinity) and then calls a jit-compiled core. Inside a user's
+``jax.jit`` the values are unknown, so there only the shape is checked.
 """
 
 from __future__ import annotations
@@ -18,28 +22,90 @@ __all__ = [
     "credible_threshold",
     "class_intervals",
     "kde_mode_prediction",
+    "KDE_GRIDS",
+    "REFERENCE_GRID_POINTS",
+    "REFERENCE_GRID_MARGIN",
     "predictive_summary",
 ]
 
+#: The grids :func:`kde_mode_prediction` can evaluate its densities on.
+KDE_GRIDS = ("unit", "reference")
+#: The reference notebook's KDE grid: this many points over the draws' range ± the margin.
+REFERENCE_GRID_POINTS = 600
+REFERENCE_GRID_MARGIN = 0.05
+
+
+def _check_draws(draw_probs, *, min_draws: int = 1) -> jax.Array:
+    """Return ``draw_probs`` as a JAX array, raising unless it is a finite (S, N, C) array.
+
+    Raises:
+        ValueError: the wrong number of dimensions, fewer than ``min_draws`` draws, no
+            classes, or a NaN or infinite value (that check is one reduction per call, on
+            concrete values only: a traced array inside ``jax.jit`` is checked for its shape).
+    """
+    shape = tuple(np.shape(draw_probs))
+    if len(shape) != 3:
+        raise ValueError(
+            "draw_probs must have shape (S, N, C) (draws, examples, classes), "
+            f"got shape {shape} ({len(shape)} dimensions)"
+        )
+    if shape[0] < min_draws or shape[2] < 1:
+        raise ValueError(
+            f"draw_probs must have shape (S, N, C) with S >= {min_draws} draws and C >= 1 "
+            f"classes, got shape {shape}"
+        )
+    array = jnp.asarray(draw_probs)
+    if not isinstance(array, jax.core.Tracer) and not bool(jnp.isfinite(array).all()):
+        values = np.asarray(array)
+        bad = ~np.isfinite(values)
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(values[where]) else "infinite"
+        raise ValueError(
+            f"draw_probs must be finite; found {int(bad.sum())} NaN or infinite value(s) in "
+            f"shape {shape}, the first ({kind}) at index {where}"
+        )
+    return array
+
+
+def _require_int(value, name: str, lowest: int) -> int:
+    """Return ``value`` as an int, raising unless it is an integer (not a bool) >= lowest."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer >= {lowest}, got {value!r}")
+    if value < lowest:
+        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+    return int(value)
+
+
+def predictive_mean(draw_probs) -> jax.Array:
+    """The posterior predictive mean ``Q(x) = mean_s q_s``, shape (N, C)."""
+    return _predictive_mean(_check_draws(draw_probs))
+
 
 @jax.jit
-def predictive_mean(draw_probs: jax.Array) -> jax.Array:
-    """The posterior predictive mean ``Q(x) = mean_s q_s``, shape (N, C)."""
+def _predictive_mean(draw_probs):
     return draw_probs.mean(0)
 
 
-@jax.jit
-def mean_deviance(draw_probs: jax.Array) -> jax.Array:
+def mean_deviance(draw_probs) -> jax.Array:
     """The paper's uncertainty score ``MD(x) = mean_s sum_c -2 q_sc log q_sc``, shape (N,).
 
     Natural log; it lies in ``[0, 2 log C]``.
     """
-    return (-2.0 * xlogy(draw_probs, draw_probs).sum(-1)).mean(0)
+    return _mean_deviance(_check_draws(draw_probs))
 
 
 @jax.jit
-def entropy_decomposition(draw_probs: jax.Array) -> dict[str, jax.Array]:
+def _mean_deviance(draw_probs):
+    return (-2.0 * xlogy(draw_probs, draw_probs).sum(-1)).mean(0)
+
+
+def entropy_decomposition(draw_probs) -> dict[str, jax.Array]:
     """``H(Q) = mean_s H(q_s) + MI``: total, aleatoric (expected) and epistemic (MI), (N,) each."""
+    return _entropy_decomposition(_check_draws(draw_probs))
+
+
+@jax.jit
+def _entropy_decomposition(draw_probs):
     mean = draw_probs.mean(0)
     total = -xlogy(mean, mean).sum(-1)
     aleatoric = (-xlogy(draw_probs, draw_probs).sum(-1)).mean(0)
@@ -58,7 +124,8 @@ def credible_threshold(draw_probs, level: float = 0.95, num_iterations: int = 60
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    return _credible_threshold(jnp.asarray(draw_probs), float(level), int(num_iterations))
+    num_iterations = _require_int(num_iterations, "num_iterations", 1)
+    return _credible_threshold(_check_draws(draw_probs), float(level), num_iterations)
 
 
 @jax.jit(static_argnums=(1, 2))
@@ -80,35 +147,76 @@ def _credible_threshold(draw_probs, level, num_iterations):
 
 
 def class_intervals(draw_probs, level: float = 0.95) -> jax.Array:
-    """Equal-tailed credible intervals of each class probability, shape (N, C, 2)."""
+    """Equal-tailed credible intervals of each class probability, shape (N, C, 2).
+
+    The bounds are the posterior quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the
+    draws ``q_sc`` (linear interpolation between order statistics); ``[..., 0]`` is the lower.
+    """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
+    return _class_intervals(_check_draws(draw_probs), float(level))
+
+
+@jax.jit(static_argnums=1)
+def _class_intervals(draw_probs, level):
     tail = (1.0 - level) / 2.0
-    bounds = jnp.quantile(jnp.asarray(draw_probs), jnp.array([tail, 1.0 - tail]), axis=0)
+    bounds = jnp.quantile(draw_probs, jnp.array([tail, 1.0 - tail]), axis=0)
     return jnp.moveaxis(bounds, 0, -1)
 
 
-def kde_mode_prediction(draw_probs, num_grid: int = 512) -> jax.Array:
+def kde_mode_prediction(draw_probs, num_grid: int | None = None, grid: str = "unit") -> jax.Array:
     """The reference notebook's point prediction: per class, the mode of a Gaussian KDE of the S
-    draws ``q_sc`` (Scott's bandwidth, evaluated on a grid over [0, 1]), renormalised.
+    draws ``q_sc`` (Scott's bandwidth, as ``scipy.stats.gaussian_kde``), renormalised.
+
+    The density is evaluated on a grid and its mode is the grid point of highest density (the
+    first, on a tie). Where the draws of a class are all equal the mode is their value.
+
+    Args:
+        draw_probs: (S, N, C) class probabilities of S >= 2 posterior draws.
+        num_grid: the number of grid points (>= 2); by default 512 with ``grid="unit"`` and
+            :data:`REFERENCE_GRID_POINTS` (600) with ``grid="reference"``.
+        grid: ``"unit"`` (the default): the same ``num_grid`` points on [0, 1] for every
+            example and class. ``"reference"``: as the reference notebook, per example and
+            class, points spanning the draws' range widened by 0.05 on each side and clipped
+            to [0, 1], i.e. ``[max(min_s q_sc - 0.05, 0), min(max_s q_sc + 0.05, 1)]``.
 
     Returns:
         Probabilities (N, C); take ``argmax`` for the class.
     """
-    return _kde_mode(jnp.asarray(draw_probs), int(num_grid))
+    if grid not in KDE_GRIDS:
+        raise ValueError(f"grid must be one of {KDE_GRIDS}, got {grid!r}")
+    if num_grid is None:
+        num_grid = 512 if grid == "unit" else REFERENCE_GRID_POINTS
+    num_grid = _require_int(num_grid, "num_grid", 2)
+    draws = _check_draws(draw_probs, min_draws=2)  # a bandwidth needs a standard deviation
+    return _kde_mode(draws, num_grid, grid == "reference")
 
 
-@jax.jit(static_argnums=1)
-def _kde_mode(draw_probs, num_grid):
+@jax.jit(static_argnums=(1, 2))
+def _kde_mode(draw_probs, num_grid, reference):
     num_draws = draw_probs.shape[0]
-    grid = jnp.linspace(0.0, 1.0, num_grid)
+    steps = jnp.linspace(0.0, 1.0, num_grid)
+    if reference:  # (G, N, C): per example and class
+        low = jnp.maximum(draw_probs.min(0) - REFERENCE_GRID_MARGIN, 0.0)
+        high = jnp.minimum(draw_probs.max(0) + REFERENCE_GRID_MARGIN, 1.0)
+        grid = low[None] + (high - low)[None] * steps[:, None, None]
+    else:  # (G, 1, 1): shared
+        grid = steps[:, None, None]
     # Scott's rule as in scipy.stats.gaussian_kde: bandwidth = sd * S^(-1/5), sd with ddof=1
     sd = jnp.std(draw_probs, axis=0, ddof=1)
     bandwidth = jnp.maximum(sd * num_draws ** (-1.0 / 5.0), 1e-12)  # (N, C)
-    z = (grid[:, None, None, None] - draw_probs[None]) / bandwidth[None, None]  # (G, S, N, C)
-    density = jnp.exp(-0.5 * z**2).sum(1)  # (G, N, C), common factors dropped
-    mode = grid[jnp.argmax(density, axis=0)]  # (N, C)
-    degenerate = sd <= 0
+    log_kernel = -0.5 * ((grid[:, None] - draw_probs[None]) / bandwidth[None, None]) ** 2
+    # (G, S, N, C); shifted so that the largest term is exp(0) = 1 for each example and class:
+    # a bandwidth far below the grid's spacing would otherwise underflow every grid point's
+    # density to 0 (and the argmax to the first grid point); common factors are dropped
+    peak = log_kernel.max(axis=(0, 1))
+    density = jnp.exp(log_kernel - peak[None, None]).sum(1)  # (G, N, C)
+    best = jnp.argmax(density, axis=0)  # (N, C)
+    grid = jnp.broadcast_to(grid, density.shape)
+    mode = jnp.take_along_axis(grid, best[None], axis=0)[0]  # (N, C)
+    # all draws equal: no density (SciPy raises); the mode is their value. Tested on the range,
+    # not on sd, which float32 rounding can leave slightly above 0 for equal draws
+    degenerate = draw_probs.max(0) == draw_probs.min(0)
     mode = jnp.where(degenerate, draw_probs[0], mode)
     return mode / mode.sum(-1, keepdims=True)
 
@@ -121,37 +229,53 @@ def predictive_summary(
     example_batch_size: int = 512,
     draw_batch_size: int = 64,
     kde_mode: bool = False,
+    kde_grid: str = "unit",
 ) -> dict[str, np.ndarray]:
     """Every per-example summary of a posterior on ``inputs``, computed in chunks of examples.
 
     Memory is ``S * example_batch_size * C`` at a time, never ``S * N * C``.
+
+    Args:
+        posterior: anything with ``predict(inputs, draw_batch_size=...) -> (S, n, C)``.
+        inputs: (N, ...) inputs.
+        level: the credible level of the threshold and the intervals.
+        example_batch_size: examples per chunk.
+        draw_batch_size: passed on to ``posterior.predict``.
+        kde_mode: also compute :func:`kde_mode_prediction`.
+        kde_grid: its ``grid`` (``"unit"`` or ``"reference"``).
 
     Returns:
         A dict of NumPy arrays: ``predictive_mean`` (N, C), ``mean_deviance``,
         ``credible_threshold``, ``deviance_bound``, ``total_entropy``, ``aleatoric``,
         ``epistemic`` (N,), ``class_intervals`` (N, C, 2), and ``kde_mode`` (N, C) if asked.
     """
-    if example_batch_size < 1:
-        raise ValueError(f"example_batch_size must be >= 1, got {example_batch_size}")
+    example_batch_size = _require_int(example_batch_size, "example_batch_size", 1)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if kde_mode and kde_grid not in KDE_GRIDS:
+        raise ValueError(f"kde_grid must be one of {KDE_GRIDS}, got {kde_grid!r}")
     inputs = np.asarray(inputs)
+    if inputs.ndim < 1 or inputs.shape[0] < 1:
+        raise ValueError(f"inputs must hold at least one example, got shape {inputs.shape}")
     parts = []
     for start in range(0, inputs.shape[0], example_batch_size):
         probs = posterior.predict(
             inputs[start : start + example_batch_size], draw_batch_size=draw_batch_size
         )
-        u, bound = credible_threshold(probs, level)
-        entropies = entropy_decomposition(probs)
+        probs = _check_draws(probs)  # once per chunk; the cores below skip the checks
+        u, bound = _credible_threshold(probs, float(level), 60)
+        entropies = _entropy_decomposition(probs)
         part = {
-            "predictive_mean": predictive_mean(probs),
-            "mean_deviance": mean_deviance(probs),
+            "predictive_mean": _predictive_mean(probs),
+            "mean_deviance": _mean_deviance(probs),
             "credible_threshold": u,
             "deviance_bound": bound,
             "total_entropy": entropies["total"],
             "aleatoric": entropies["aleatoric"],
             "epistemic": entropies["epistemic"],
-            "class_intervals": class_intervals(probs, level),
+            "class_intervals": _class_intervals(probs, float(level)),
         }
         if kde_mode:
-            part["kde_mode"] = kde_mode_prediction(probs)
+            part["kde_mode"] = kde_mode_prediction(probs, grid=kde_grid)
         parts.append({k: np.asarray(v) for k, v in part.items()})
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
