@@ -124,6 +124,7 @@ run(model_for(teachers), x, y, checkpoint_path=sys.argv[1])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill_at", "phase"),
     [(3, "draws of chunk 2 appended, state not rewritten"), (4, "new state written, not moved")],

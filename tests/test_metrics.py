@@ -439,3 +439,13 @@ def test_classwise_ece_and_error_auroc_reject_bad_input():
     for bad_scores, bad_errors in ((scores[:4], errors), (scores[None], errors[None])):
         with pytest.raises(ValueError, match=r"scores and errors must be \(N,\) arrays"):
             error_detection_auroc(bad_scores, bad_errors)
+
+
+def test_interval_coverage_refuses_swapped_bounds():
+    """Swapped bounds would give coverage ~0 silently; they are an input error."""
+    from mtbkd_jax.metrics import interval_coverage
+
+    true = np.full((3, 2), 0.5)
+    intervals = np.stack([np.full((3, 2), 0.6), np.full((3, 2), 0.4)], -1)
+    with pytest.raises(ValueError, match=r"intervals must hold \(lower, upper\)"):
+        interval_coverage(intervals, true)

@@ -24,6 +24,7 @@ def _deeploc_data_present() -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     if path.stem == "deeploc" and not _deeploc_data_present():

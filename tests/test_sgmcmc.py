@@ -170,7 +170,6 @@ def _moments(posterior):
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sampler", "step_size", "batch_size", "friction"),
     [("sgld", 5e-4, 50, 0.1), ("sghmc", 3e-2, 100, 20.0)],

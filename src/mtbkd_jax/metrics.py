@@ -143,6 +143,14 @@ def _check_intervals(intervals, true_probs):
             f"intervals must have shape {(*true_probs.shape, 2)} (lower and upper bounds for "
             f"true_probs of shape {true_probs.shape}), got {intervals.shape}"
         )
+    reversed_ = intervals[..., 0] > intervals[..., 1]
+    if reversed_.any():
+        where = tuple(int(i) for i in np.argwhere(reversed_)[0])
+        raise ValueError(
+            f"intervals must hold (lower, upper) with lower <= upper; at {where} the lower bound "
+            f"{intervals[where][0]:.6g} is above the upper {intervals[where][1]:.6g} "
+            "(bounds swapped?)"
+        )
     return intervals, true_probs
 
 
