@@ -2,7 +2,7 @@
 
 A checkpoint at ``path`` is two files:
 
-* ``path`` itself, an ``.npz`` holding the run state's leaves (positions, momenta,
+* ``path`` itself: a JSON header and the run state's leaves as raw bytes (positions, momenta,
   accumulators: small) and a JSON record of the run's fingerprint, its progress, and how many
   bytes of draws are committed. It is rewritten after every chunk, atomically (a temporary file
   moved into place).
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import zipfile
 from pathlib import Path
 
 import jax
@@ -38,7 +37,7 @@ from mtbkd_jax.infer.fingerprint import RunFingerprint
 
 __all__ = ["Checkpoint", "CheckpointError"]
 
-_FORMAT = "mtbkd_jax checkpoint"
+_MAGIC = b"MTBKDCKP"  # the state file: magic, header length (8 bytes), JSON header, leaves
 _VERSION = 3
 
 
@@ -71,6 +70,7 @@ class Checkpoint:
         self.fingerprint = fingerprint
         self._committed = 0  # bytes of the draws file that the state file vouches for
         self._sites: list | None = None  # [[name, dtype, shape with the draws axis as -1]]
+        self._fingerprint_json: str | None = None
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -103,8 +103,13 @@ class Checkpoint:
             )
         expected = jax.tree.leaves(like_state)
         shapes = [tuple(np.shape(x)) for x in expected]
-        if [tuple(x.shape) for x in leaves] != shapes:
-            raise CheckpointError(self.path, "its state has other shapes than this run's model")
+        stored_shapes = [tuple(x.shape) for x in leaves]
+        if stored_shapes != shapes:
+            raise CheckpointError(
+                self.path,
+                f"its state has other shapes than this run's model ({len(stored_shapes)} arrays "
+                f"of shapes {stored_shapes[:4]}..., this run {len(shapes)} of {shapes[:4]}...)",
+            )
         state = jax.tree.unflatten(jax.tree.structure(like_state), leaves)
         self._committed = int(meta["draws"]["committed_bytes"])
         self._sites = meta["draws"]["sites"]
@@ -113,20 +118,29 @@ class Checkpoint:
 
     def _read_state(self):
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("format") != _FORMAT:
-                    raise CheckpointError(self.path, "it is not a mtbkd_jax checkpoint")
+            with open(self.path, "rb") as handle:
+                if handle.read(len(_MAGIC)) != _MAGIC:
+                    raise CheckpointError(
+                        self.path,
+                        "it is not a mtbkd_jax checkpoint (or one written by a version before "
+                        f"format {_VERSION})",
+                    )
+                (size,) = np.frombuffer(_read_exactly(handle, 8), dtype="<u8")
+                meta = json.loads(_read_exactly(handle, int(size)).decode())
                 if meta.get("version") != _VERSION:
                     raise CheckpointError(
                         self.path,
                         f"it was written in format version {meta.get('version')}, this "
                         f"version reads {_VERSION}",
                     )
-                leaves = [np.asarray(data[f"state_{i}"]) for i in range(meta["num_leaves"])]
+                leaves = []
+                for dtype, shape in meta["leaves"]:
+                    dtype = np.dtype(dtype)
+                    data = _read_exactly(handle, dtype.itemsize * int(np.prod(shape)))
+                    leaves.append(np.frombuffer(data, dtype=dtype).reshape(shape).copy())
         except CheckpointError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
             raise CheckpointError(
                 self.path,
                 f"it is not a readable checkpoint (truncated, or another kind of file: "
@@ -193,7 +207,9 @@ class Checkpoint:
             [n, chunk[n].dtype.str, [*chunk[n].shape[:1], -1, *chunk[n].shape[2:]]] for n in names
         ]
         if self._sites is not None and sites != self._sites:
-            raise ValueError(f"a chunk's sites {sites} differ from the run's {self._sites}")
+            raise CheckpointError(
+                self.path, f"chunk holds the sites {sites}, the run's draws are {self._sites}"
+            )
         count = int(chunk[names[0]].shape[1]) if names else 0
         mode = "r+b" if self.draws_path.exists() else "wb"
         with open(self.draws_path, mode) as handle:
@@ -205,21 +221,24 @@ class Checkpoint:
             handle.flush()
             os.fsync(handle.fileno())
             committed = handle.tell()
-        leaves = jax.tree.leaves(state)
-        arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        leaves = [np.ascontiguousarray(leaf) for leaf in jax.tree.leaves(state)]
         meta = {
-            "format": _FORMAT,
             "version": _VERSION,
-            "fingerprint": self.fingerprint.to_json(),
             "progress": progress,
-            "num_leaves": len(leaves),
+            "leaves": [[leaf.dtype.str, list(leaf.shape)] for leaf in leaves],
             "draws": {"committed_bytes": committed, "sites": sites},
         }
-        arrays["meta"] = np.asarray(json.dumps(meta))
+        if self._fingerprint_json is None:  # serialised once: it does not change in a run
+            self._fingerprint_json = json.dumps(self.fingerprint.to_json())
+        header = (
+            '{"fingerprint": ' + self._fingerprint_json + ", " + json.dumps(meta)[1:]
+        ).encode()
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+                handle.write(_MAGIC + np.asarray([len(header)], dtype="<u8").tobytes() + header)
+                for leaf in leaves:
+                    handle.write(leaf.tobytes())
                 handle.flush()
                 os.fsync(handle.fileno())
             tmp.replace(self.path)  # a crash before this line leaves the previous state intact
@@ -227,6 +246,13 @@ class Checkpoint:
             tmp.unlink(missing_ok=True)
         self._committed = committed
         self._sites = sites
+
+
+def _read_exactly(handle, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise EOFError(f"expected {size} bytes, found {len(data)}")
+    return data
 
 
 def _checked_path(path) -> Path:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtbkd_jax._checks import require_count
 from mtbkd_jax.infer._epochs import EpochRunner
 from mtbkd_jax.infer._orders import WARM_START, EpochOrders
 
@@ -26,8 +27,7 @@ def reference_optimizer(num_examples: int) -> optax.GradientTransformation:
     """The reference code's warm start: ``torch.optim.Adam(lr=3e-4, weight_decay=1e-5)`` on the
     mean batch loss (L2 coupled into the gradient), for a potential summed over
     ``num_examples`` examples (the data plate's N)."""
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"num_examples must be an integer >= 1, got {num_examples!r}")
+    num_examples = require_count(num_examples, "num_examples")
     return optax.chain(
         optax.scale(1.0 / num_examples),  # the gradient of the mean loss, as torch sees it
         optax.add_decayed_weights(1e-5),  # torch Adam's weight_decay: g + wd * theta
