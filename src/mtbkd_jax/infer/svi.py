@@ -38,6 +38,25 @@ _watched_models: set[int] = set()  # ids of the models with a finaliser that cle
 _runners_lock = threading.Lock()
 
 
+class SortedTraceELBO(Trace_ELBO):
+    """NumPyro's ``Trace_ELBO`` with its per-site terms summed in the order of the site names.
+
+    ``Trace_ELBO`` sums the sites' terms in the iteration order of a Python ``set`` of names,
+    which depends on the process's string-hash seed (``PYTHONHASHSEED``): the same fit in two
+    processes then differs in the last bits of every loss, and a chaotic sampler started from it
+    (NUTS) gives other draws. Summed in name order, a fit is the same in every process.
+    """
+
+    def __init__(self, num_particles: int = 1):
+        super().__init__(num_particles=num_particles, sum_sites=False)
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        out = super().loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
+        terms = out["loss"]
+        out["loss"] = sum((terms[name] for name in sorted(terms)), start=jnp.array(0.0))
+        return out
+
+
 def _make_guide(guide: str, model: Callable, init_scale: float, rank: int | None):
     """A fresh autoguide (its prototype, hence its initial values, is set by ``SVI.init``)."""
     init_loc = init_to_uniform(radius=0.5)
@@ -92,7 +111,7 @@ class _Runner:
         self.model, self.settings = model, settings
         optim = optax_to_numpyro(settings.optimizer or optax.adam(settings.learning_rate))
         self.guide = self._guide()
-        elbo = Trace_ELBO(num_particles=settings.num_particles)
+        elbo = SortedTraceELBO(num_particles=settings.num_particles)
         self.svi = SVI(model, self.guide, optim, elbo)
         self.fresh = True
         svi, static = self.svi, {name: value for name, (_, value) in settings.static}
