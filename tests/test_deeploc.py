@@ -205,3 +205,22 @@ def test_standardisation_uses_training_statistics(data):
         data.test.x, (raw - data.feature_mean) / data.feature_std, rtol=1e-4, atol=1e-4
     )
     assert np.abs(data.validation.x.mean(0)).max() > 1e-3
+
+
+@needs_data
+@pytest.mark.slow
+def test_deeploc_experiment_from_the_command_line_with_data(tmp_path):
+    """``mtbkd experiment deeploc --smoke --data PATH``: the CLI reads the folder it is given
+    and writes the experiment's rows (SGLD posteriors for the Bayesian rows)."""
+    import json
+
+    from mtbkd_jax.cli import main
+
+    out = tmp_path / "out"
+    folder = str(find_deeploc_dir())
+    assert main(["experiment", "deeploc", "--smoke", "--data", folder, "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    methods = {(r["method"], r["inference"]) for r in rows}
+    assert ("MT-BKD (entropy weights)", "sgld") in methods and ("averaged KD", "map") in methods
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0
