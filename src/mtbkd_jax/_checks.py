@@ -141,3 +141,20 @@ def require_key(key, name: str = "rng_key"):
     raise TypeError(
         f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {key!r} ({type(key).__name__})"
     )
+
+
+def as_input_batch(inputs, name: str):
+    """``inputs`` as an array of shape (N, ...) with N >= 1 and a numeric (or bool) dtype; a
+    ``jax.Array`` is kept as it is (no host copy), anything else becomes a NumPy array."""
+    import jax
+
+    if not isinstance(inputs, jax.Array):
+        try:
+            inputs = np.asarray(inputs)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {inputs.shape}")
+    if not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {inputs.dtype}")
+    return inputs

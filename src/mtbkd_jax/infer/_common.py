@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtbkd_jax._checks import as_labels, require_finite
+from mtbkd_jax._checks import as_input_batch, as_labels, require_finite
 from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.students import Student
@@ -24,16 +24,7 @@ def _features(model, inputs, name: str) -> jax.Array:
     featurize = getattr(model, "featurize", None)
     student = getattr(model, "student", None)
     has_extractor = student is not None and getattr(student, "feature_extractor", None)
-    raw = inputs
-    if not isinstance(inputs, jax.Array):
-        try:
-            raw = np.asarray(inputs)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
-    if raw.ndim < 2 or raw.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {raw.shape}")
-    if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {raw.dtype}")
+    raw = as_input_batch(inputs, name)
     if has_extractor:
         features = featurize(raw)
     else:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtbkd_jax._checks import as_input_batch
 from mtbkd_jax._paths import prepare_output_file
 
 __all__ = ["Posterior"]
@@ -311,15 +312,7 @@ class Posterior:
 
 def _checked_inputs(inputs, name: str):
     """Inputs as an array of at least two dimensions, finite where numeric."""
-    if not isinstance(inputs, jax.Array):
-        try:
-            inputs = np.asarray(inputs)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"{name} must be an array, got {type(inputs).__name__}") from error
-    if inputs.ndim < 2 or inputs.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {inputs.shape}")
-    if not (jnp.issubdtype(inputs.dtype, jnp.number) or inputs.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {inputs.dtype}")
+    inputs = as_input_batch(inputs, name)
     if jnp.issubdtype(inputs.dtype, jnp.floating) and not bool(jnp.isfinite(inputs).all()):
         bad = np.argwhere(~np.isfinite(np.asarray(inputs)))[0]
         raise ValueError(
