@@ -110,6 +110,27 @@ def test_save_and_load_round_trip(nuts_posterior, problem, tmp_path):
     assert "log_likelihood" in resaved.children
 
 
+def test_save_over_an_existing_file_and_a_failed_save_leave_no_temporary_file(
+    nuts_posterior, tmp_path, monkeypatch
+):
+    path = nuts_posterior.save(tmp_path / "post.nc")
+    loaded = Posterior.load(path)  # the file is read back while it is written over
+    loaded.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.nc"]
+    before = path.read_bytes()
+
+    def write_half_then_fail(self, target, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        nuts_posterior.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.nc"]  # no post.nc.tmp
+    assert path.read_bytes() == before  # the previous file is intact
+
+
 @pytest.mark.parametrize("guide", ["normal", "lowrank", "delta"])
 def test_svi_guides_return_posteriors(problem, guide):
     x, y, model = problem
