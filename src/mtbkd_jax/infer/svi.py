@@ -114,6 +114,7 @@ class _Runner:
         elbo = SortedTraceELBO(num_particles=settings.num_particles)
         self.svi = SVI(model, self.guide, optim, elbo)
         self.fresh = True
+        self.lock = threading.Lock()
         svi, static = self.svi, {name: value for name, (_, value) in settings.static}
 
         def run_chunk(state, features, labels, arrays, length):
@@ -135,6 +136,26 @@ class _Runner:
             return self.svi, self.guide, True
         guide = self._guide()
         return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide, False
+
+
+def _unconstrained_latents(guide) -> bool:
+    """Whether every latent site of the guide's model lives on the real line (its transform to
+    the unconstrained space is the identity). Only then can a chunk runner traced with one
+    fit's guide serve another fit's data: a support such as ``interval(0, max(x))`` depends
+    on the data, and the transform the runner closed over would be the first fit's."""
+    from numpyro.distributions import constraints
+
+    def real(constraint) -> bool:
+        while isinstance(constraint, constraints.independent):
+            constraint = constraint.base_constraint
+        return constraint is constraints.real
+
+    trace = getattr(guide, "prototype_trace", None) or {}
+    return all(
+        real(site["fn"].support)
+        for site in trace.values()
+        if site["type"] == "sample" and not site["is_observed"]
+    )
 
 
 def _discard(runner: _Runner) -> None:
@@ -270,17 +291,25 @@ def run_svi(
         static=tuple(sorted((k, (type(v), v)) for k, v in static.items())),
     )
     runner = _svi_runner(model, settings, features, labels, arrays)
-    svi, auto, own = runner.fit_objects()
-    run_chunk = runner.run_chunk
     init_key, run_key, draw_key = jax.random.split(rng_key, 3)
-    try:
+    with runner.lock:  # two threads' first fits must not set up the same guide at once
+        svi, auto, own = runner.fit_objects()
+        try:
+            state = svi.init(init_key, features, labels, **kwargs)
+        except Exception:
+            if own:  # its guide may be half set up: a later fit must not trace with it
+                _discard(runner)
+            raise
+        runner.fresh = False
+    if own and not _unconstrained_latents(auto):
+        _discard(runner)  # constrained latents: this runner serves this fit only
+    elif not own and not _unconstrained_latents(auto):
+        runner = _Runner(runner.model, runner.settings)  # never reuse across data here
+        svi, auto = runner.svi, runner.guide
         state = svi.init(init_key, features, labels, **kwargs)
-    except Exception:
-        if own:  # its guide may be half set up: a later fit must not trace with it
-            _discard(runner)
-        raise
-    runner.fresh = False
+        runner.fresh = False
     losses = []
+    run_chunk = runner.run_chunk
     bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
     done = 0
     while done < num_steps:
