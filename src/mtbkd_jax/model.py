@@ -155,7 +155,9 @@ class MTBKDModel:
         """The distillation settings, as plain values (stored with every posterior)."""
         out = {
             "student": repr(self.student),
-            "base_prior": str(getattr(self.student.prior, "description", self.student.prior)),
+            "base_prior": str(
+                getattr(self.student.prior, "description", type(self.student.prior).__name__)
+            ),
             "has_teachers": self.teachers is not None,
         }
         if self.teachers is not None:

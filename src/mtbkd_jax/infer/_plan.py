@@ -26,6 +26,7 @@ from mtbkd_jax.infer.fingerprint import (
     library_versions,
     optimizer_digest,
     schedule_values,
+    static_value,
     tree_digest,
 )
 from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
@@ -154,19 +155,21 @@ def count_valid_draws(
     return int(jnp.sum(~jax.vmap(jax.vmap(exploring))(global_steps)))
 
 
-def model_description(model, plan: MinibatchPlan) -> dict:
-    """The model's identity, settings, sites and constants (by content), for the fingerprint."""
-    name = getattr(model, "__qualname__", None) or type(model).__qualname__
-    module = getattr(model, "__module__", None) or type(model).__module__
+def model_description(model, plan: MinibatchPlan, features) -> dict:
+    """The model's identity, settings, sites, constants and base prior (by value), for the
+    fingerprint."""
     out = {
-        "model": f"{module}.{name}",
+        "model": static_value(model),
         "latent_shapes": {k: list(v) for k, v in plan.latent_shapes.items()},
     }
     if callable(getattr(model, "settings", None)):
-        out["settings"] = model.settings()
+        out["settings"] = static_value(model.settings())
     constants = getattr(model, "constant_kwargs", None)
     if callable(constants):
         out["constants"] = tree_digest(constants())
+    student = getattr(model, "student", None)
+    if student is not None and callable(getattr(student, "prior_digest", None)):
+        out["base_prior"] = student.prior_digest(tuple(features.shape[1:]))
     return out
 
 
@@ -183,23 +186,27 @@ def fingerprint(
     schedule: Callable,
     total_steps: int,
     warm_start_optimizer,
+    warm_start_steps: int,
     probe: dict,
 ) -> RunFingerprint:
     """Everything the draws depend on (:mod:`mtbkd_jax.infer.fingerprint`)."""
     exact = {
         **{k: v for k, v in settings.items() if k != "step_size"},
         "step_size_values": schedule_values(schedule, total_steps),
+        "warm_start_steps": int(warm_start_steps),
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),
         "inputs": array_digest(features),
         "labels": None if labels is None else array_digest(labels),
         "model_kwargs": {k: tree_digest(v) for k, v in sorted(plan.arrays.items())},
-        "static_model_kwargs": {k: repr(v) for k, v in sorted(plan.static.items())},
+        "static_model_kwargs": {k: static_value(v) for k, v in sorted(plan.static.items())},
         "predict_inputs": None if predict is None else array_digest(predict),
         "init_params": None if init_params is None else tree_digest(init_params),
         "warm_start_optimizer": (
-            None if warm_start_optimizer is None else optimizer_digest(warm_start_optimizer)
+            None
+            if warm_start_optimizer is None
+            else optimizer_digest(warm_start_optimizer, warm_start_steps)
         ),
-        "model": model_description(model, plan),
+        "model": model_description(model, plan, features),
         "versions": library_versions(),
         "minibatch_orders": ORDERS_SCHEME,
     }

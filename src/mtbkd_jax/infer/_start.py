@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mtbkd_jax.infer._common import check_init_params, nonfinite_sites
 from mtbkd_jax.infer.minibatch import MinibatchPotential
@@ -41,13 +42,27 @@ def starting_positions(model, potential, plan, data, init_params, rng_key, num_c
 
 
 def probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
-    """The model's log density and gradient norm at chain 0's start on the first minibatch
-    (and the predictions there), for the fingerprint: it sees constants a closure hides."""
+    """The model at chain 0's start, for the fingerprint (it sees constants a closure hides):
+    its log density on minibatches covering every example of every plate, summed into at most
+    64 groups of consecutive minibatches; its gradient norm on the first minibatch; and the
+    streamed predictions' log probabilities there."""
     point = jax.tree.map(lambda x: x[0], start)
-    batch = potential.first_batch()
-    value, grad = jax.jit(jax.value_and_grad(potential.logdensity))(point, batch)
+    first = potential.first_batch()
+    grad = jax.jit(jax.grad(potential.logdensity))(point, first)
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
-    out = {"logdensity_at_start": float(value), "gradient_norm_at_start": float(norm)}
+    num_steps = max(-(-p.size // p.batch_size) for p in potential.plates)
+    orders = {p.name: jnp.arange(p.size) for p in potential.plates}
+
+    def at(step):
+        batch = {p.name: p.indices(orders[p.name], step) for p in potential.plates}
+        return potential.logdensity(point, batch)
+
+    values = np.asarray(jax.jit(lambda s: jax.lax.map(at, s))(jnp.arange(num_steps)))
+    groups = np.array_split(values.astype(np.float64), min(64, num_steps))
+    out = {
+        "logdensity_at_start": [float(g.sum()) for g in groups],
+        "gradient_norm_at_start": float(norm),
+    }
     if predict is not None:
         logits = logits_fn(potential.constrain(point), predict[:8])
         out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))

@@ -91,6 +91,7 @@ class Checkpoint:
             CheckpointError: a file that is not a checkpoint, is truncated, belongs to another
                 run (the message lists what differs) or holds a state of other shapes.
         """
+        self._fingerprint_json = self.fingerprint.to_json_text()  # fails now, not mid-run
         if not self.path.exists():
             self.draws_path.unlink(missing_ok=True)  # a crash before the first state write
             return None
@@ -229,7 +230,7 @@ class Checkpoint:
             "draws": {"committed_bytes": committed, "sites": sites},
         }
         if self._fingerprint_json is None:  # serialised once: it does not change in a run
-            self._fingerprint_json = json.dumps(self.fingerprint.to_json())
+            self._fingerprint_json = self.fingerprint.to_json_text()
         header = (
             '{"fingerprint": ' + self._fingerprint_json + ", " + json.dumps(meta)[1:]
         ).encode()

@@ -2,18 +2,20 @@
 that wrote it.
 
 A resumed run must produce the draws an uninterrupted run would have. So the fingerprint
-records, by value: the sampler's settings; step-size schedules by their values on a grid of
-steps (never ``repr``, which holds a memory address); optimisers by their updates on a fixed
-probe; the data and every array argument by content hashes (BLAKE2b of their bytes, read a slice
-at a time, not sums); the model's settings, its latent sites and their shapes, and its
-constants (the teacher prior) by content; the starting point; the key; and the versions of the
-libraries whose numerics or random streams the draws depend on.
+records, by value: the sampler's settings; step-size schedules by their values at every step
+(never ``repr``, which holds a memory address); optimisers by their updates on a fixed probe
+over the warm start's steps; static arguments by value; the data and every array argument by
+content hashes (BLAKE2b of their bytes, read a slice at a time, not sums); the model's
+settings, its latent sites and their shapes, its constants (the teacher prior) by content and
+its base prior by its log density at fixed points; the starting point; the key; and the
+versions of the libraries whose numerics or random streams the draws depend on.
 
 A user's own model may hold constants the fingerprint cannot see (a closure over a teacher
-prior with another ``lambda``). The fingerprint therefore also *probes* the model: its log
-density and gradient norm at the run's starting point on the first minibatch. These two
-numbers are compared with a relative tolerance (``PROBE_RTOL``), since the same program can
-round its last bits differently on another device count.
+prior with another ``lambda``). The fingerprint therefore also *probes* the model at the run's
+starting point: its log density on minibatches that together cover every example of every
+plate (summed into at most 64 groups of consecutive minibatches), and its gradient norm on the
+first minibatch. These numbers are compared with a relative tolerance (``PROBE_RTOL``), since
+the same program can round its last bits differently on another device count.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "tree_digest",
     "schedule_values",
     "optimizer_digest",
+    "static_value",
     "library_versions",
     "PROBE_RTOL",
 ]
@@ -73,34 +76,70 @@ def tree_digest(tree) -> str:
     return digest.hexdigest()
 
 
-def schedule_values(schedule: Callable, num_steps: int, num_points: int = 64) -> list[float]:
-    """A schedule's values on a fixed grid of steps (the first few, then geometric up to the
-    run's last step), as exact floats: two schedules that agree here are taken as equal."""
-    last = max(int(num_steps) - 1, 0)
-    grid = set(range(min(4, last + 1)))
-    if last > 0:
-        grid |= {int(s) for s in np.unique(np.geomspace(1, last, num_points).round())}
-    steps = jnp.asarray(sorted(grid), dtype=jnp.int32)
-    values = jax.vmap(schedule)(steps)
-    return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+def schedule_values(schedule: Callable, num_steps: int) -> str:
+    """A digest of a schedule's values at every step of the run (evaluated a million steps at a
+    time, in float32): two schedules are taken as equal only if they agree at every step."""
+    digest = hashlib.blake2b(digest_size=16)
+    evaluate = jax.jit(jax.vmap(schedule))
+    step = 1 << 20
+    for start in range(0, max(int(num_steps), 1), step):
+        steps = jnp.arange(start, min(start + step, max(int(num_steps), 1)), dtype=jnp.int32)
+        values = np.asarray(evaluate(steps), dtype=np.float32)
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
 
 
-def optimizer_digest(optimizer) -> str:
-    """An optax transformation's behaviour: its updates over three steps on a fixed probe (a
-    small parameter tree and fixed gradients), hashed. Two optimisers that give the same updates
-    there are taken as equal."""
+def optimizer_digest(optimizer, num_steps: int = 3) -> str:
+    """An optax transformation's behaviour: its updates over ``num_steps`` steps (the warm
+    start's own number, so that schedules inside the optimiser are seen at every step) on a
+    fixed probe, hashed. The probe's gradients span six orders of magnitude (1e-3 to 1e3), so
+    that clipping thresholds and other scale-dependent settings show."""
     params = {
         "a": jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3),
         "b": jnp.asarray(0.5, jnp.float32),
     }
-    state = optimizer.init(params)
-    updates_seen = []
-    for step in range(3):
-        grads = jax.tree.map(lambda p, s=step: jnp.sin(p * (s + 1) + 0.3) * (s + 1), params)
+
+    def step(carry, index):
+        params, state = carry
+        scale = 10.0 ** (jnp.mod(index, 7).astype(jnp.float32) - 3.0)
+        grads = jax.tree.map(lambda p: jnp.sin(p * (index + 1) + 0.3) * scale, params)
         updates, state = optimizer.update(grads, state, params)
-        updates_seen.append(updates)
         params = jax.tree.map(lambda p, u: p + u, params, updates)
-    return tree_digest(updates_seen)
+        return (params, state), updates
+
+    steps = jnp.arange(max(int(num_steps), 3), dtype=jnp.int32)
+    _, updates = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), steps))(params)
+    return tree_digest(updates)
+
+
+def static_value(value):
+    """A JSON value for a static (non-array) argument, by value: plain values as they are,
+    arrays and array trees by digest, functions by their module and qualified name (and a
+    ``functools.partial`` with its arguments), never a ``repr`` holding a memory address."""
+    import functools
+
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | jax.Array):
+        return {"array": array_digest(value)}
+    if isinstance(value, list | tuple):
+        return [static_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): static_value(v) for k, v in value.items()}
+    if isinstance(value, functools.partial):
+        return {
+            "partial": static_value(value.func),
+            "args": static_value(value.args),
+            "kwargs": static_value(value.keywords),
+        }
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    description = getattr(value, "description", None)
+    if description is not None:
+        return static_value(description)
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def library_versions() -> dict[str, str]:
@@ -144,6 +183,18 @@ class RunFingerprint:
     def from_json(cls, data: Mapping) -> RunFingerprint:
         return cls(dict(data.get("exact", {})), dict(data.get("approx", {})))
 
+    def to_json_text(self) -> str:
+        """The fingerprint as JSON text; a ``TypeError`` names a value JSON cannot hold."""
+        import json
+
+        try:
+            return json.dumps(self.to_json())
+        except TypeError as error:
+            raise TypeError(
+                f"the run's fingerprint holds a value JSON cannot store ({error}); a model's "
+                "settings() must return plain values (numbers, strings, lists, dicts)"
+            ) from None
+
     def differences(self, other: RunFingerprint) -> list[str]:
         """What differs between ``self`` (stored) and ``other`` (current), one line each."""
         stored, current = self.to_json(), other.to_json()
@@ -155,7 +206,7 @@ class RunFingerprint:
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
         for name in sorted(set(stored["approx"]) | set(current["approx"])):
             a, b = stored["approx"].get(name), current["approx"].get(name)
-            if a is None or b is None or not _close(a, b):
+            if not _close_values(a, b):
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
         return lines
 
@@ -170,6 +221,17 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict:
         else:
             out[name] = value
     return out
+
+
+def _close_values(a, b) -> bool:
+    """Numbers, or equally long lists of numbers, equal within ``PROBE_RTOL``."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, list) or isinstance(b, list):
+        if not (isinstance(a, list) and isinstance(b, list)) or len(a) != len(b):
+            return False
+        return all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return _close(a, b)
 
 
 def _close(a: float, b: float) -> bool:

@@ -290,6 +290,7 @@ def run_sgmcmc(
             schedule=schedule,
             total_steps=total_steps,
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
+            warm_start_steps=warm_start_epochs * steps_per_epoch,
             probe=probe(potential, start, logits_fn, predict),
         )
         restored = checkpoint.load(like_state=state)
