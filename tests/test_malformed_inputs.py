@@ -1315,10 +1315,10 @@ CASES = [
         r"draw_probs must be finite",
     ),
     (
-        "kde-mode-one-draw",
-        lambda c: mk.kde_mode_prediction(c.draw_probs[:1]),
+        "kde-mode-no-draw",
+        lambda c: mk.kde_mode_prediction(c.draw_probs[:0]),
         ValueError,
-        r"draw_probs must have shape \(S, N, C\) with S >= 2",
+        r"draw_probs",
     ),
     (
         "credible-threshold-level",

@@ -189,3 +189,51 @@ def test_a_model_that_is_nan_at_the_start_is_named_not_the_step_size(data):
             num_chains=1,
             progress_bar=False,
         )
+
+
+def test_deterministic_sites_factor_likelihoods_and_small_new_data(data, tmp_path):
+    """Three things a review found refused: a point() holding a deterministic site as
+    init_params; saving a posterior whose likelihood is a factor (no observed site: no
+    log-likelihood group, with a warning); the log-likelihood of fewer new examples than the
+    plate's subsample_size."""
+    x, y = data
+
+    def with_deterministic(x, y=None, subsample_size=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([F, C]).to_event(2))
+        numpyro.deterministic("w_total", w.sum())
+        with numpyro.plate("data", x.shape[0], subsample_size=subsample_size) as idx:
+            logits = x[idx] @ w
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
+
+    settings = dict(num_warmup=5, num_samples=5, num_chains=1, progress_bar=False)
+    first = mk.run_nuts(jax.random.key(0), with_deterministic, x, y, **settings)
+    assert "w_total" in first.point()
+    again = mk.run_nuts(
+        jax.random.key(1), with_deterministic, x, y, init_params=first.point(), **settings
+    )
+    assert again.draws["w"].shape == (1, 5, F, C)
+
+    sg = mk.run_sgmcmc(
+        jax.random.key(2),
+        with_deterministic,
+        x,
+        y,
+        num_epochs=1,
+        step_size=1e-4,
+        draws_per_epoch=1,
+        init_params=first.point(),
+        model_kwargs={"subsample_size": 20},
+        progress_bar=False,
+    )
+    small = sg.log_likelihood(x[:5], y[:5])["y"]  # 5 examples, subsample_size 20
+    assert small.shape == (1, 1, 5) and np.isfinite(small).all()
+
+    def factor_likelihood(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([F, C]).to_event(2))
+        log_probs = jax.nn.log_softmax(x @ w, -1)
+        numpyro.factor("likelihood", jnp.take_along_axis(log_probs, y[:, None], -1).sum())
+
+    post = mk.run_map(jax.random.key(3), factor_likelihood, x, y, num_steps=20, progress_bar=False)
+    with pytest.warns(UserWarning, match="no observed sample site"):
+        path = post.save(tmp_path / "factor.nc")
+    assert "log_likelihood" not in mk.Posterior.load(path).to_datatree().children

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from numpyro import handlers
 
-__all__ = ["abstract_trace"]
+__all__ = ["abstract_trace", "full_batch"]
 
 
 def _zeros_for_latents(msg):
@@ -23,3 +23,14 @@ def abstract_trace(model: Callable, model_args: tuple, model_kwargs: dict):
     ``jax.eval_shape`` to compute nothing."""
     conditioned = handlers.substitute(handlers.seed(model, 0), substitute_fn=_zeros_for_latents)
     return handlers.trace(conditioned).get_trace(*model_args, **model_kwargs)
+
+
+def _all_indices(msg):
+    return jnp.arange(msg["args"][0]) if msg["type"] == "plate" else None
+
+
+def full_batch(model: Callable) -> Callable:
+    """The model with every plate given all its indices, whatever its ``subsample_size`` (for
+    the pointwise log-likelihood of every example; NumPyro warns that the subsample size does
+    not match, which the callers silence)."""
+    return handlers.substitute(model, substitute_fn=_all_indices)

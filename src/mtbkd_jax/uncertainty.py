@@ -172,7 +172,8 @@ def kde_mode_prediction(draw_probs, num_grid: int | None = None, grid: str = "un
     first, on a tie). Where the draws of a class are all equal the mode is their value.
 
     Args:
-        draw_probs: (S, N, C) class probabilities of S >= 2 posterior draws.
+        draw_probs: (S, N, C) class probabilities of S posterior draws (with one draw, a
+            MAP's, the result is that draw).
         num_grid: the number of grid points (>= 2); by default 512 with ``grid="unit"`` and
             :data:`REFERENCE_GRID_POINTS` (600) with ``grid="reference"``.
         grid: ``"unit"`` (the default): the same ``num_grid`` points on [0, 1] for every
@@ -188,7 +189,9 @@ def kde_mode_prediction(draw_probs, num_grid: int | None = None, grid: str = "un
     if num_grid is None:
         num_grid = 512 if grid == "unit" else REFERENCE_GRID_POINTS
     num_grid = _require_int(num_grid, "num_grid", 2)
-    draws = _check_draws(draw_probs, min_draws=2)  # a bandwidth needs a standard deviation
+    draws = _check_draws(draw_probs)
+    if draws.shape[0] == 1:  # one draw (a MAP): its own probabilities are the mode
+        return draws[0] / draws[0].sum(-1, keepdims=True)
     return _kde_mode(draws, num_grid, grid == "reference")
 
 

@@ -88,12 +88,16 @@ def latent_sites(model, features, labels, kwargs) -> dict[str, tuple]:
     return model_structure(model, (features, labels), kwargs).latent_shapes
 
 
-def check_init_params(init_params, expected: dict, argument: str = "init_params") -> dict:
+def check_init_params(
+    init_params, expected: dict, argument: str = "init_params", derived: tuple = ()
+) -> dict:
     """Check one starting point (site -> array) against the model's latent sites.
 
     Raises a ``TypeError``/``ValueError`` naming ``argument`` for a non-dict, a misspelt or
     missing site, a wrong shape (with a hint when it looks like an unsliced
-    ``Posterior.draws``) and non-finite values. Returns the point as float32 arrays.
+    ``Posterior.draws``) and non-finite values. Values of the model's ``derived`` sites
+    (``numpyro.deterministic``, which a posterior's draws hold too) are dropped: they are
+    computed from the latent ones. Returns the point as float32 arrays.
     """
     from mtbkd_jax.infer.posterior import Posterior
 
@@ -106,7 +110,7 @@ def check_init_params(init_params, expected: dict, argument: str = "init_params"
         raise TypeError(
             f"{argument} must be a dict of site -> array, got {type(init_params).__name__}"
         )
-    unknown = sorted(set(init_params) - set(expected))
+    unknown = sorted(set(init_params) - set(expected) - set(derived))
     missing = sorted(set(expected) - set(init_params))
     if unknown or missing:
         parts = []

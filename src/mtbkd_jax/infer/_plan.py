@@ -50,6 +50,7 @@ class MinibatchPlan:
     static: dict
     latent_shapes: dict
     partial_last_batch: bool = False
+    deterministic: tuple = ()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -90,7 +91,13 @@ def minibatch_plan(
             "each plate's subsample_size itself"
         )
     structure = model_structure(model, (features, labels), kwargs)
-    plates = structure.minibatched
+    plates = list(structure.minibatched)
+    # the epoch is set by the first plate that really subsamples (a plate of subsample_size N
+    # takes all N at every step)
+    lead = next((p for p in plates if p.batch_size < p.size), plates[0] if plates else None)
+    if lead is not None:
+        plates.remove(lead)
+        plates.insert(0, lead)
     if not plates:
         names = [p.name for p in structure.plates]
         raise ValueError(
@@ -112,7 +119,12 @@ def minibatch_plan(
     arrays = {k: v for k, v in kwargs.items() if _is_data(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     return MinibatchPlan(
-        tuple(plates), arrays, static, structure.latent_shapes, bool(partial_last_batch)
+        tuple(plates),
+        arrays,
+        static,
+        structure.latent_shapes,
+        bool(partial_last_batch),
+        structure.deterministic,
     )
 
 

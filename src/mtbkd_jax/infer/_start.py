@@ -22,7 +22,7 @@ __all__ = ["starting_positions", "probe", "divergence_cause"]
 def starting_positions(model, potential, plan, data, init_params, rng_key, num_chains) -> dict:
     """Unconstrained starting points with a leading chain axis."""
     if init_params is not None:
-        point = check_init_params(init_params, plan.latent_shapes)
+        point = check_init_params(init_params, plan.latent_shapes, derived=plan.deterministic)
         point = _unconstrain(potential, point)
         return {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
     try:

@@ -20,9 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
+from mtbkd_jax._tracing import full_batch
 from mtbkd_jax.infer.minibatch import _is_factor, model_structure
 
-__all__ = ["pointwise_log_likelihood"]
+__all__ = ["pointwise_log_likelihood", "has_observed_sites"]
+
+
+def has_observed_sites(model: Callable, model_args: tuple, model_kwargs: dict | None) -> bool:
+    """Whether the model has an observed sample site (a likelihood written as a
+    ``numpyro.factor`` is not one)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="subsample_size does not match")
+        structure = model_structure(full_batch(model), model_args, dict(model_kwargs or {}))
+    return bool(structure.observed)
 
 
 def pointwise_log_likelihood(
@@ -45,7 +55,10 @@ def pointwise_log_likelihood(
         Observed site name -> array ``(S, *site shape)`` (float32 NumPy).
     """
     kwargs = dict(model_kwargs or {})
-    structure = model_structure(model, model_args, kwargs)
+    model = full_batch(model)  # every example, whatever the plates' subsample_size
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="subsample_size does not match")
+        structure = model_structure(model, model_args, kwargs)
     if not structure.observed:
         raise ValueError(
             "the model has no observed sample site (obs=...); there is no likelihood to "
@@ -57,7 +70,6 @@ def pointwise_log_likelihood(
             f"draws has no values for the model's latent sites {missing}; they would be drawn "
             "from the prior instead"
         )
-    full = {p.name: jnp.arange(p.size) for p in structure.subsampled}
     is_array = [isinstance(a, jax.Array | np.ndarray) for a in model_args]
     traced_args = tuple(a for a, flag in zip(model_args, is_array, strict=True) if flag)
     arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
@@ -69,7 +81,7 @@ def pointwise_log_likelihood(
 
     def one(draw, traced, arrays):
         args = merge(traced)
-        conditioned = handlers.substitute(handlers.substitute(model, data=draw), data=full)
+        conditioned = handlers.substitute(model, data=draw)
         with warnings.catch_warnings():  # all indices of a plate declared with subsample_size
             warnings.filterwarnings("ignore", message="subsample_size does not match")
             trace = handlers.trace(handlers.seed(conditioned, 0)).get_trace(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from numpyro.infer import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
@@ -66,6 +67,7 @@ class ModelStructure:
     minibatched: tuple[PlateSpec, ...]
     latent_shapes: dict
     observed: tuple[str, ...]
+    deterministic: tuple[str, ...] = ()
 
     @property
     def subsampled(self) -> tuple[PlateSpec, ...]:
@@ -80,11 +82,13 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
 
     def run():
         trace = abstract_trace(model, model_args, model_kwargs)
-        plates, minibatched, latent, observed = [], [], {}, []
+        plates, minibatched, latent, observed, deterministic = [], [], {}, [], []
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
                 batch = size if subsample_size is None else subsample_size
+                if site["value"] is not None and np.shape(site["value"])[0] == size:
+                    batch = size  # all indices given (a full-batch evaluation)
                 plates.append(PlateSpec(name, int(size), int(batch)))
                 if subsample_size is not None:
                     minibatched.append(plates[-1])
@@ -92,12 +96,25 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                 latent[name] = site["value"]
             elif site["type"] == "sample" and not _is_factor(site["fn"]):
                 observed.append(name)
-        found.update(plates=tuple(plates), minibatched=tuple(minibatched), observed=tuple(observed))
+            elif site["type"] == "deterministic":
+                deterministic.append(name)
+        found.update(
+            plates=tuple(plates),
+            minibatched=tuple(minibatched),
+            observed=tuple(observed),
+            deterministic=tuple(deterministic),
+        )
         return latent
 
     shapes = jax.eval_shape(run)
     latent_shapes = {k: tuple(v.shape) for k, v in shapes.items()}
-    return ModelStructure(found["plates"], found["minibatched"], latent_shapes, found["observed"])
+    return ModelStructure(
+        found["plates"],
+        found["minibatched"],
+        latent_shapes,
+        found["observed"],
+        found["deterministic"],
+    )
 
 
 def _is_factor(fn) -> bool:

@@ -119,7 +119,9 @@ def run_nuts(
         raise ValueError("the model has no latent sample site to sample")
     if init_params is not None:
         init_params = _broadcast_init(
-            _checked_starts(init_params, structure.latent_shapes, int(num_chains)),
+            _checked_starts(
+                init_params, structure.latent_shapes, int(num_chains), structure.deterministic
+            ),
             int(num_chains),
         )
     kernel = NUTS(
@@ -201,7 +203,7 @@ def _no_valid_start(model, features, labels, kwargs, init_params, structure) -> 
     )
 
 
-def _checked_starts(init_params, expected: dict, num_chains: int):
+def _checked_starts(init_params, expected: dict, num_chains: int, derived: tuple = ()):
     """Validate a shared starting point or a list with one per chain."""
     if isinstance(init_params, list | tuple):
         if len(init_params) != num_chains:
@@ -209,10 +211,10 @@ def _checked_starts(init_params, expected: dict, num_chains: int):
                 f"init_params has {len(init_params)} starting points for {num_chains} chains"
             )
         return [
-            check_init_params(point, expected, f"init_params[{i}]")
+            check_init_params(point, expected, f"init_params[{i}]", derived)
             for i, point in enumerate(init_params)
         ]
-    return check_init_params(init_params, expected)
+    return check_init_params(init_params, expected, derived=derived)
 
 
 def _broadcast_init(init_params, num_chains: int) -> dict:

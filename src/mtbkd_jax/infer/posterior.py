@@ -206,7 +206,28 @@ class Posterior:
         inputs = _checked_inputs(inputs, "inputs")
         if not featurized and self.featurize is not None:
             inputs = self.featurize(inputs)
-        return self._evaluate((inputs, labels), self.model_kwargs, draw_batch_size)
+        labels = None if labels is None else jnp.asarray(labels)  # the model indexes them
+        return self._evaluate((jnp.asarray(inputs), labels), self.model_kwargs, draw_batch_size)
+
+    def _has_observed_sites(self) -> bool:
+        """Whether the model has an observed site; if not (a likelihood written as a
+        ``numpyro.factor``), the DataTree gets no log-likelihood group, with a warning."""
+        import warnings
+
+        from mtbkd_jax.infer.likelihood import has_observed_sites
+
+        observation = getattr(self.model, "observation_kwargs", dict)()
+        found = has_observed_sites(
+            self.model, self.model_args, {**self.model_kwargs, **observation}
+        )
+        if not found:
+            warnings.warn(
+                "the model has no observed sample site (obs=...), so the DataTree gets no "
+                "log_likelihood group (az.loo needs one: write the likelihood with obs=)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return found
 
     def _evaluate(self, args, kwargs, draw_batch_size):
         from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
@@ -233,7 +254,7 @@ class Posterior:
         pointwise = None
         if log_likelihood:
             if self.model is not None and self.model_args:
-                pointwise = self.log_likelihood()
+                pointwise = self.log_likelihood() if self._has_observed_sites() else None
             else:
                 pointwise = self.pointwise_log_likelihood
         return to_datatree(self, log_likelihood=pointwise)
