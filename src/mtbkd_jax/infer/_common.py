@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import as_input_batch, as_labels, require_finite
-from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.students import Student
 
@@ -83,9 +82,11 @@ def _requires_labels(model) -> bool:
     return callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student")
 
 
-def latent_sites(model, features, labels, kwargs) -> dict[str, tuple]:
-    """The model's latent sample sites and their shapes (read abstractly, no compute)."""
-    return model_structure(model, (features, labels), kwargs).latent_shapes
+def is_array_tree(value) -> bool:
+    """Whether a keyword argument is data (a pytree of arrays, passed through ``jit`` as an
+    argument) rather than a static setting."""
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(x, jax.Array | np.ndarray) for x in leaves)
 
 
 def check_init_params(
@@ -147,11 +148,7 @@ def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
     sampler cannot start, instead of blaming the step size. (Called on failure paths only.)"""
     from numpyro import handlers
 
-    def is_data(value):
-        leaves = jax.tree.leaves(value)
-        return bool(leaves) and all(isinstance(x, jax.Array | np.ndarray) for x in leaves)
-
-    arrays = {k: v for k, v in kwargs.items() if is_data(v)}
+    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
 
     def log_densities(point, args, arrays):

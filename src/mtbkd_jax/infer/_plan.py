@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtbkd_jax._checks import require_counts, require_key, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
+from mtbkd_jax.infer._common import is_array_tree
 from mtbkd_jax.infer._epochs import keep_positions
 from mtbkd_jax.infer._orders import ORDERS_SCHEME
 from mtbkd_jax.infer.fingerprint import (
@@ -31,7 +33,17 @@ from mtbkd_jax.infer.fingerprint import (
 )
 from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
 
-__all__ = ["MinibatchPlan", "minibatch_plan", "step_schedules", "count_valid_draws"]
+SAMPLERS = ("sgld", "sghmc", "cyclical_sgld")
+
+__all__ = [
+    "SAMPLERS",
+    "checked_arguments",
+    "MinibatchPlan",
+    "minibatch_plan",
+    "step_schedules",
+    "count_valid_draws",
+    "check_cyclical_draws",
+]
 
 
 @dataclass(frozen=True)
@@ -57,11 +69,6 @@ class MinibatchPlan:
         """``N // |B|`` steps, or ``ceil(N / |B|)`` with a partial last batch."""
         size, batch = self.plates[0].size, self.plates[0].batch_size
         return -(-size // batch) if self.partial_last_batch else size // batch
-
-
-def _is_data(value) -> bool:
-    leaves = jax.tree.leaves(value)
-    return bool(leaves) and all(isinstance(x, jax.Array | np.ndarray) for x in leaves)
 
 
 def minibatch_plan(
@@ -116,7 +123,7 @@ def minibatch_plan(
             "partial_last_batch needs a model with one subsampled plate, got "
             f"{[p.name for p in plates]}"
         )
-    arrays = {k: v for k, v in kwargs.items() if _is_data(v)}
+    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     return MinibatchPlan(
         tuple(plates),
@@ -126,6 +133,42 @@ def minibatch_plan(
         bool(partial_last_batch),
         structure.deterministic,
     )
+
+
+def checked_arguments(
+    *,
+    rng_key,
+    sampler,
+    counts,
+    flags,
+    temperature,
+    friction,
+    step_size,
+    exploration_fraction,
+    warm_start_optimizer,
+):
+    """Validate ``run_sgmcmc``'s arguments (counts given as ``name: (value, lowest)``, ``None``
+    for an optional one left out); returns ``(temperature, friction, step_size)`` as floats
+    (a schedule stays a callable)."""
+    require_key(rng_key)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    require_counts(**{k: v for k, v in counts.items() if v[0] is not None})
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    temperature = require_nonnegative(temperature, "temperature")
+    friction = require_positive(friction, "friction")
+    if not callable(step_size):
+        step_size = require_positive(step_size, "step_size")
+    if not 0 <= exploration_fraction < 1:
+        raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
+    if warm_start_optimizer is not None and not hasattr(warm_start_optimizer, "update"):
+        raise TypeError(
+            "warm_start_optimizer must be an optax GradientTransformation, got "
+            f"{type(warm_start_optimizer).__name__}"
+        )
+    return temperature, friction, step_size
 
 
 def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:
@@ -165,6 +208,30 @@ def count_valid_draws(
     kept = jax.vmap(lambda e: keep_positions(keep_key, e, steps, draws_per_epoch, random))(epochs)
     global_steps = epochs[:, None] * steps + kept
     return int(jnp.sum(~jax.vmap(jax.vmap(exploring))(global_steps)))
+
+
+def check_cyclical_draws(
+    keep_key,
+    exploring,
+    plan,
+    first_epoch,
+    total_epochs,
+    draws_per_epoch,
+    random,
+    num_cycles,
+    exploration_fraction,
+) -> None:
+    """Refuse a cyclical-SGLD setting that would keep no draw at all."""
+    kept = count_valid_draws(
+        keep_key, exploring, plan, first_epoch, total_epochs, draws_per_epoch, random
+    )
+    if kept == 0:
+        raise ValueError(
+            f"cyclical SGLD would keep no draw: every kept step after burn-in falls in an "
+            f"exploration stage (num_cycles={num_cycles}, exploration_fraction="
+            f"{exploration_fraction}, num_burnin_epochs={first_epoch}); lower "
+            "exploration_fraction, or raise num_epochs or draws_per_epoch"
+        )
 
 
 def model_description(model, plan: MinibatchPlan, features) -> dict:

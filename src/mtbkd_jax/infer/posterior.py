@@ -77,6 +77,7 @@ class Posterior:
             self.pointwise_log_likelihood = {"y": self.pointwise_log_likelihood}
         self._predict_jit = None
         self._log_likelihood = None
+        self._fitting_shapes: set[tuple] = set()
 
     # ------------------------------------------------------------------ shape
     @property
@@ -159,7 +160,11 @@ class Posterior:
         return self._predict_jit(draws, jnp.asarray(inputs), int(draw_batch_size))
 
     def _check_fits(self, features) -> None:
-        """Raise a ValueError naming ``inputs`` if the student cannot take these features."""
+        """Raise a ValueError naming ``inputs`` if the student cannot take these features
+        (traced abstractly once per feature shape: chunked prediction checks only the first)."""
+        shape = tuple(np.shape(features)[1:])
+        if shape in self._fitting_shapes:
+            return
         one = {k: jax.ShapeDtypeStruct(v.shape[2:], jnp.float32) for k, v in self.draws.items()}
         example = jax.ShapeDtypeStruct((1, *np.shape(features)[1:]), jnp.float32)
         try:
@@ -171,6 +176,7 @@ class Posterior:
                 f"inputs have shape {tuple(np.shape(features))}, which the student cannot take"
                 f"{hint} ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
             ) from None
+        self._fitting_shapes.add(shape)
 
     def predict(self, inputs, **kwargs) -> jax.Array:
         """Class probabilities ``softmax(f_theta_s(x))`` per draw, shape ``(S, N, C)``."""

@@ -20,20 +20,16 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import (
-    require_counts,
-    require_key,
-    require_nonnegative,
-    require_positive,
-)
 from mtbkd_jax.infer._common import _features, prepare_data
 from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._draws import append_chunk, package_posterior, select_draws
 from mtbkd_jax.infer._epochs import ChainState, EpochRunner
 from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
 from mtbkd_jax.infer._plan import (
+    SAMPLERS,
+    check_cyclical_draws,
     check_draws_per_epoch,
-    count_valid_draws,
+    checked_arguments,
     fingerprint,
     minibatch_plan,
     step_schedules,
@@ -46,8 +42,6 @@ from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.warm_start import adamw_optimizer, minibatch_optimize
 
 __all__ = ["run_sgmcmc", "SamplerDivergedError", "SAMPLERS"]
-
-SAMPLERS = ("sgld", "sghmc", "cyclical_sgld")
 
 
 class SamplerDivergedError(FloatingPointError):
@@ -149,40 +143,31 @@ def run_sgmcmc(
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
-    require_key(rng_key)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    require_counts(
-        num_epochs=(num_epochs, 1),
-        num_burnin_epochs=(num_burnin_epochs, 0),
-        draws_per_epoch=(draws_per_epoch, 1),
-        num_chains=(num_chains, 1),
-        num_cycles=(num_cycles, 1),
-        warm_start_epochs=(warm_start_epochs, 0),
-        chunk_epochs=(chunk_epochs, 1),
+    temperature, friction, step_size = checked_arguments(
+        rng_key=rng_key,
+        sampler=sampler,
+        counts={
+            "num_epochs": (num_epochs, 1),
+            "num_burnin_epochs": (num_burnin_epochs, 0),
+            "draws_per_epoch": (draws_per_epoch, 1),
+            "num_chains": (num_chains, 1),
+            "num_cycles": (num_cycles, 1),
+            "warm_start_epochs": (warm_start_epochs, 0),
+            "chunk_epochs": (chunk_epochs, 1),
+            "batch_size": (batch_size, 1),
+            "prior_batch_size": (prior_batch_size, 1),
+        },
+        flags={
+            "random_draw_positions": random_draw_positions,
+            "keep_draws": keep_draws,
+            "partial_last_batch": partial_last_batch,
+        },
+        temperature=temperature,
+        friction=friction,
+        step_size=step_size,
+        exploration_fraction=exploration_fraction,
+        warm_start_optimizer=warm_start_optimizer,
     )
-    if batch_size is not None:
-        require_counts(batch_size=(batch_size, 1))
-    if prior_batch_size is not None:
-        require_counts(prior_batch_size=(prior_batch_size, 1))
-    for flag, name in (
-        (random_draw_positions, "random_draw_positions"),
-        (keep_draws, "keep_draws"),
-        (partial_last_batch, "partial_last_batch"),
-    ):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
-    temperature = require_nonnegative(temperature, "temperature")
-    friction = require_positive(friction, "friction")
-    if not callable(step_size):
-        step_size = require_positive(step_size, "step_size")
-    if not 0 <= exploration_fraction < 1:
-        raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
-    if warm_start_optimizer is not None and not hasattr(warm_start_optimizer, "update"):
-        raise TypeError(
-            "warm_start_optimizer must be an optax GradientTransformation, got "
-            f"{type(warm_start_optimizer).__name__}"
-        )
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
     if checkpoint is not None:
         checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
@@ -213,7 +198,7 @@ def run_sgmcmc(
     )
     init_key, warm_key, sample_key, keep_key = jax.random.split(rng_key, 4)
     if sampler == "cyclical_sgld":
-        kept = count_valid_draws(
+        check_cyclical_draws(
             keep_key,
             exploring,
             plan,
@@ -221,14 +206,9 @@ def run_sgmcmc(
             total_epochs,
             draws_per_epoch,
             random_draw_positions,
+            num_cycles,
+            exploration_fraction,
         )
-        if kept == 0:
-            raise ValueError(
-                f"cyclical SGLD would keep no draw: every kept step after burn-in falls in an "
-                f"exploration stage (num_cycles={num_cycles}, exploration_fraction="
-                f"{exploration_fraction}, num_burnin_epochs={num_burnin_epochs}); lower "
-                "exploration_fraction, or raise num_epochs or draws_per_epoch"
-            )
     settings = {
         "sampler": sampler,
         "plates": [[p.name, p.size, p.batch_size] for p in plates],

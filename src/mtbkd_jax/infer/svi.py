@@ -303,11 +303,6 @@ def run_svi(
         runner.fresh = False
     if own and not _unconstrained_latents(auto):
         _discard(runner)  # constrained latents: this runner serves this fit only
-    elif not own and not _unconstrained_latents(auto):
-        runner = _Runner(runner.model, runner.settings)  # never reuse across data here
-        svi, auto = runner.svi, runner.guide
-        state = svi.init(init_key, features, labels, **kwargs)
-        runner.fresh = False
     losses = []
     run_chunk = runner.run_chunk
     bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
