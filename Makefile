@@ -1,11 +1,12 @@
-# Two commands matter: `make demo` (the main job) and `make test` (the test-suite).
+# Two commands matter: `make demo` (the main job) and `make test` (the test-suite); CI also
+# runs `make typecheck` (mypy on src/) and `make docs` (the API reference, warnings as errors).
 # Each builds its own virtual environment in .venv on first use.
 PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= results/demo
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint typecheck docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "Python >= 3.12 is required, found " + sys.version'
@@ -23,5 +24,13 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests models notebooks
 
+# settings in pyproject.toml, [tool.mypy]
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy src
+
+# offline; MTBKD_DOCS_INTERSPHINX=1 links to Python/NumPy/JAX/NumPyro docs (fetches inventories)
+docs: $(BIN)/.installed
+	$(BIN)/sphinx-build -W --keep-going -b html docs/api docs/_build/html
+
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results docs/_build

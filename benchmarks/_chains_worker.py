@@ -2,7 +2,7 @@
 
 Run by bench.py as ``python _chains_worker.py --case C --devices D --chains K --chunk-epochs E
 --steady-chunks S``; prints one JSON line. The device count must be set before JAX starts,
-hence a process of its own; the run is the same ``run_sgmcmc`` call as bench.py's ``sgld_run``.
+hence a process of its own; the run is the same ``run_sgmcmc`` call as ``sgld_runs.sgld_run``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_num_cpu_devices", args.devices)
-    from _cases import digits_case, reference_case
-    from bench import sgld_run
+    from cases import case_by_name
+    from sgld_runs import sgld_run
 
-    case = digits_case() if args.case == "digits" else reference_case()[0]
+    case = case_by_name(args.case)
     run = sgld_run(
         case,
         num_chains=args.chains,

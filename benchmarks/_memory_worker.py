@@ -1,6 +1,6 @@
 """One SGLD run of the reference head at a given N in a fresh process: step rate and memory.
 
-Run by bench.py as ``python _memory_worker.py --n N --epochs E --chunk-epochs K --input I``;
+Run by memory.py as ``python _memory_worker.py --n N --epochs E --chunk-epochs K --input I``;
 prints one JSON line. ``--input device`` hands the sampler the data as a ``jax.Array`` (held
 once); ``--input numpy`` as a NumPy array, which the sampler copies to the device once (XLA's CPU
 client aliases only 64-byte-aligned buffers).
@@ -49,7 +49,7 @@ class RssSampler(threading.Thread):
         return max(inside) if inside else 0
 
 
-def main() -> None:
+def _args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True, help="epochs after the first chunk")
@@ -61,13 +61,49 @@ def main() -> None:
         help="hand the sampler a jax.Array (the data held once) or a NumPy array (which the "
         "sampler copies to the device once)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _prior_bytes(model) -> int:
+    import numpy as np
+
+    prior = model.teacher_prior
+    return (
+        sum(
+            np.asarray(a).nbytes
+            for a in (prior.scaled_probs, prior.log_normalizer, prior.log_weights)
+        )
+        + np.asarray(model.teachers.log_probs).nbytes
+    )
+
+
+def _sample(model, features, labels, chunk_epochs: int, epochs: int):
+    import jax
+
+    import mtbkd_jax as mt
+
+    return mt.run_sgmcmc(
+        jax.random.key(0),
+        model,
+        features,
+        labels,
+        sampler="sgld",
+        batch_size=64,
+        step_size=1e-6,
+        num_chains=1,
+        num_epochs=chunk_epochs * (1 + max(1, epochs // chunk_epochs)),
+        draws_per_epoch=1,
+        chunk_epochs=chunk_epochs,
+        progress_bar=False,
+    )
+
+
+def main() -> None:
+    args = _args()
 
     import jax
     import numpy as np
-    from _cases import reference_model, synthetic_reference_data
-
-    import mtbkd_jax as mt
+    from cases import reference_model, synthetic_reference_data
 
     jax.block_until_ready(jax.numpy.zeros(1) + 1)
     sampler = RssSampler()
@@ -80,32 +116,8 @@ def main() -> None:
         features = jax.block_until_ready(jax.device_put(features))
         labels = jax.block_until_ready(jax.device_put(labels))
     rss_data = current_rss()
-    prior = model.teacher_prior
-    prior_bytes = (
-        sum(
-            np.asarray(a).nbytes
-            for a in (prior.scaled_probs, prior.log_normalizer, prior.log_weights)
-        )
-        + np.asarray(model.teachers.log_probs).nbytes
-    )
-
-    chunk_epochs = args.chunk_epochs
-    num_epochs = chunk_epochs * (1 + max(1, args.epochs // chunk_epochs))
     started = time.perf_counter()
-    posterior = mt.run_sgmcmc(
-        jax.random.key(0),
-        model,
-        features,
-        labels,
-        sampler="sgld",
-        batch_size=64,
-        step_size=1e-6,
-        num_chains=1,
-        num_epochs=num_epochs,
-        draws_per_epoch=1,
-        chunk_epochs=chunk_epochs,
-        progress_bar=False,
-    )
+    posterior = _sample(model, features, labels, args.chunk_epochs, args.epochs)
     finished = time.perf_counter()
     sampler.running = False
     sampler.join()
@@ -114,33 +126,25 @@ def main() -> None:
     steady = chunks[1:]
     # the steady chunks are the last ones of the sampling loop, which ends just before return
     steady_seconds = sum(s for _, s in steady)
-    steady_peak = sampler.peak_between(finished - steady_seconds - 0.05, finished)
-    setup_peak = sampler.peak_between(started, finished - steady_seconds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    data_bytes = features.nbytes + labels.nbytes
-    print(
-        json.dumps(
-            {
-                "n": args.n,
-                "input": args.input,
-                "steps_per_epoch": steps_per_epoch,
-                "epochs_timed": sum(e for e, _ in steady),
-                "chunk_seconds": chunks,
-                "steps_per_s": [e * steps_per_epoch / s for e, s in steady],
-                "data_mb": data_bytes / MB,
-                "teacher_constants_mb": prior_bytes / MB,
-                "rss_after_imports_mb": rss_imports / MB,
-                "rss_with_data_mb": rss_data / MB,
-                "rss_peak_setup_mb": setup_peak / MB,
-                "rss_peak_steady_mb": steady_peak / MB,
-                "peak_rss_mb": peak / MB,
-                "run_seconds": finished - started,
-                "finite": bool(
-                    all(np.isfinite(np.asarray(v)).all() for v in posterior.draws.values())
-                ),
-            }
-        )
-    )
+    result = {
+        "n": args.n,
+        "input": args.input,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_timed": sum(e for e, _ in steady),
+        "chunk_seconds": chunks,
+        "steps_per_s": [e * steps_per_epoch / s for e, s in steady],
+        "data_mb": (features.nbytes + labels.nbytes) / MB,
+        "teacher_constants_mb": _prior_bytes(model) / MB,
+        "rss_after_imports_mb": rss_imports / MB,
+        "rss_with_data_mb": rss_data / MB,
+        "rss_peak_setup_mb": sampler.peak_between(started, finished - steady_seconds) / MB,
+        "rss_peak_steady_mb": sampler.peak_between(finished - steady_seconds - 0.05, finished) / MB,
+        "peak_rss_mb": peak / MB,
+        "run_seconds": finished - started,
+        "finite": bool(all(np.isfinite(np.asarray(v)).all() for v in posterior.draws.values())),
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

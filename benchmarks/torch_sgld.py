@@ -33,17 +33,17 @@ def load(directory: Path):
     return arrays, meta
 
 
-def main() -> None:
+def _args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000, help="steps per timed repeat")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    arrays, meta = load(args.data)
+
+def build_steps(arrays: dict, meta: dict):
+    """``(params, sgld_step, grad_step)`` of the reference head's SGLD in eager PyTorch."""
     x = torch.from_numpy(arrays["x"])
     y = torch.from_numpy(arrays["y"].astype(np.int64))
     scaled = torch.from_numpy(arrays["scaled_probs"])  # (N, M, C)
@@ -80,18 +80,22 @@ def main() -> None:
         state["step"] += 1
         return state["perm"][i * batch : (i + 1) * batch]
 
-    def sgld_step():
+    def step(noise: bool):
         grads = torch.autograd.grad(log_density(next_index()), params)
         with torch.no_grad():
             for p, g in zip(params, grads, strict=True):
                 p.add_(g, alpha=eta)
-                p.add_(torch.randn_like(p), alpha=noise_scale)
+                if noise:
+                    p.add_(torch.randn_like(p), alpha=noise_scale)
 
-    def grad_step():
-        grads = torch.autograd.grad(log_density(next_index()), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p.add_(g, alpha=eta)
+    return params, lambda: step(True), lambda: step(False)
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    params, sgld_step, grad_step = build_steps(*load(args.data))
 
     def rates(step_fn):
         for _ in range(min(args.steps, 200)):  # warm-up

@@ -25,6 +25,8 @@ from scipy import stats
 
 import mtbkd_jax as mk
 from mtbkd_jax.datasets import deeploc_available, load_deeploc
+from mtbkd_jax.metrics import classification_metrics
+from mtbkd_jax.uncertainty import mean_deviance
 
 
 def skip_reason(data_path=None) -> str | None:
@@ -72,11 +74,11 @@ def main(argv=None):
     rows = {}
     for name, post in (("MT-BKD MAP", mode), ("MT-BKD SGLD", posterior)):
         probs = np.asarray(post.predict(data.test.x))
-        rows[name] = mk.classification_metrics(probs.mean(0), data.test.y)
+        rows[name] = classification_metrics(probs.mean(0), data.test.y)
         print(f"{name:<12} " + "  ".join(f"{k} {v:.3f}" for k, v in rows[name].items()))
 
-    single = np.asarray(mk.mean_deviance(posterior.predict(data.test.x)), np.float64)
-    multi = np.asarray(mk.mean_deviance(posterior.predict(data.multilocation.x)), np.float64)
+    single = np.asarray(mean_deviance(posterior.predict(data.test.x)), np.float64)
+    multi = np.asarray(mean_deviance(posterior.predict(data.multilocation.x)), np.float64)
     test = stats.mannwhitneyu(multi, single, alternative="greater")
     print(
         f"mean deviance, median: single-location {np.median(single):.2f}, multi-location "

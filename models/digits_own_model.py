@@ -21,6 +21,8 @@ import numpyro.distributions as dist
 
 import mtbkd_jax as mk
 from mtbkd_jax.datasets import load_digits_distillation
+from mtbkd_jax.metrics import classification_metrics
+from mtbkd_jax.students import LinenMLP
 
 
 def make_model(student: mk.Student, prior: mk.TeacherPrior, power: float):
@@ -49,12 +51,15 @@ def main(argv=None):
 
     data = load_digits_distillation(args.seed)
     student = mk.Student(
-        mk.LinenMLP(10, hidden=(16,)),
+        LinenMLP(10, hidden=(16,)),
         prior=mk.normal_prior(1.0, scales={"Dense_1": 0.5}),  # a tighter prior on the output layer
     )
     temperature, power = 2.0, 0.1
     prior = mk.TeacherPrior.build(
-        data.teachers_prior, concentration=10.0, temperature=temperature, weights="inverse_entropy"
+        data.teachers_prior,
+        concentration=10.0,
+        temperature=temperature,
+        weight_rule="inverse_entropy",
     )
     model = make_model(student, prior, power)
     kwargs = {"prior_inputs": jnp.asarray(data.prior_inputs)}
@@ -67,7 +72,7 @@ def main(argv=None):
         data.y_train,
         num_steps=steps,
         model_kwargs=kwargs,
-        logits_fn=student.apply,
+        logits_fn=student.logits,
         progress_bar=not args.smoke,
     )
     posterior = mk.run_nuts(
@@ -80,13 +85,13 @@ def main(argv=None):
         num_chains=1,
         init_params={k: v[0, 0] for k, v in mode.draws.items()},
         model_kwargs=kwargs,
-        logits_fn=student.apply,
+        logits_fn=student.logits,
         progress_bar=not args.smoke,
     )
     rows = {}
     for name, post in (("MAP", mode), ("NUTS", posterior)):
         probs = np.asarray(post.predict(data.x_test))
-        rows[name] = mk.classification_metrics(probs.mean(0), data.y_test)
+        rows[name] = classification_metrics(probs.mean(0), data.y_test)
         print(f"{name:<5} " + "  ".join(f"{k} {v:.3f}" for k, v in rows[name].items()))
     return rows
 

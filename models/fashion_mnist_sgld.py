@@ -25,6 +25,7 @@ from flax import nnx
 import mtbkd_jax as mk
 from mtbkd_jax.datasets import fashion_mnist_available, load_fashion_mnist_distillation
 from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings
+from mtbkd_jax.metrics import classification_metrics
 
 
 def skip_reason(data_path=None) -> str | None:
@@ -82,7 +83,7 @@ def main(argv=None):
     rows = {}
     for name, post in (("MT-BKD MAP", mode), ("MT-BKD SGLD", posterior)):
         probs = np.asarray(post.predict(data.x_test))
-        rows[name] = mk.classification_metrics(probs.mean(0), data.y_test)
+        rows[name] = classification_metrics(probs.mean(0), data.y_test)
         print(f"{name:<12} " + "  ".join(f"{k} {v:.3f}" for k, v in rows[name].items()))
     return rows
 

@@ -25,7 +25,12 @@ from flax import nnx
 
 import mtbkd_jax as mk
 from mtbkd_jax.datasets import make_synthetic
-from mtbkd_jax.metrics import interval_coverage_by_probability
+from mtbkd_jax.metrics import (
+    classification_metrics,
+    interval_coverage,
+    interval_coverage_by_probability,
+)
+from mtbkd_jax.uncertainty import class_intervals
 
 
 def main(argv=None):
@@ -47,7 +52,7 @@ def main(argv=None):
             mk.MLP(data.x_train.shape[1], args.classes, hidden=(16,), rngs=nnx.Rngs(args.seed))
         )
         model = mk.MTBKDModel(
-            student, data.teachers_train, concentration=10.0, prior_power=0.1, weights=weights
+            student, data.teachers_train, concentration=10.0, prior_power=0.1, weight_rule=weights
         )
         key_map, key_nuts = jax.random.split(jax.random.key(args.seed))
         mode = mk.run_map(
@@ -65,10 +70,10 @@ def main(argv=None):
             progress_bar=not args.smoke,
         )
         probs = np.asarray(posterior.predict(data.x_test))  # (draws, N, C)
-        intervals = mk.class_intervals(probs, level=0.95)  # (N, C, 2)
+        intervals = class_intervals(probs, level=0.95)  # (N, C, 2)
         name = f"MT-BKD ({'entropy' if weights == 'paper' else weights} weights)"
-        metrics = mk.classification_metrics(probs.mean(0), data.y_test)
-        metrics["coverage_95"] = mk.interval_coverage(intervals, data.true_probs_test)
+        metrics = classification_metrics(probs.mean(0), data.y_test)
+        metrics["coverage_95"] = interval_coverage(intervals, data.true_probs_test)
         rows[name] = metrics
         print(f"{name}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         for row in interval_coverage_by_probability(intervals, data.true_probs_test):

@@ -4,6 +4,7 @@ paths, checked before any compute, and its JAX compilation cache."""
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +49,39 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"mtbkd_jax {mtbkd_jax.__version__}\n"
 
 
-def test_experiment_names_come_from_the_registry(capsys):
+def test_experiment_names_come_from_the_registry(capsys, monkeypatch, tmp_path, no_cache):
     assert main(["experiment", "--help"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in EXPERIMENTS)
+    assert all(name in out and entry.summary in out for name, entry in EXPERIMENTS.items())
+    assert "demo" in EXPERIMENTS  # the demo is one of them
+    # a new entry is a new choice, with no change to the command
+    seen = []
+    runner = types.SimpleNamespace(run=lambda out_dir, **kwargs: seen.append((out_dir, kwargs)))
+    monkeypatch.setitem(sys.modules, "toy_experiment", runner)
+    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run")
+    monkeypatch.setitem(EXPERIMENTS, "toy", entry)
+    assert main(["experiment", "toy", "--smoke", "--seed", "3", "--out", str(tmp_path)]) == 0
+    assert seen == [(str(tmp_path), {"smoke": True, "seed": 3, "say": print})]
+
+
+def test_every_registered_runner_takes_the_same_arguments():
+    import importlib
+    import inspect
+
+    for name, entry in EXPERIMENTS.items():
+        module, function = entry.runner.split(":")
+        parameters = inspect.signature(
+            getattr(importlib.import_module(module), function)
+        ).parameters
+        expected = {"smoke", "seed", "say"} | ({"data_path"} if entry.takes_data else set())
+        assert expected <= set(parameters), name
+
+
+def test_quick_is_still_accepted_for_smoke(monkeypatch, no_cache):
+    seen = []
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", lambda out, **kw: seen.append(kw["smoke"]))
+    assert main(["demo", "--quick"]) == 0 and main(["demo"]) == 0
+    assert seen == [True, False]
 
 
 def test_unknown_experiment_is_a_one_line_usage_error(capsys, monkeypatch):
@@ -81,7 +111,7 @@ def test_demo_out_that_is_a_file_is_refused_before_any_compute(tmp_path, capsys,
     _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
     target = tmp_path / "results.json"
     target.write_text("{}")
-    assert main(["demo", "--quick", "--out", str(target)]) == 2
+    assert main(["demo", "--smoke", "--out", str(target)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "--out" in line and str(target) in line
     assert target.read_text() == "{}"
@@ -100,7 +130,7 @@ def test_out_folder_is_created_with_its_parents(tmp_path, monkeypatch, no_cache)
     seen = []
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", lambda out, *a, **k: seen.append(out))
     out = tmp_path / "a" / "b" / "c"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--smoke", "--out", str(out)]) == 0
     assert out.is_dir() and seen == [str(out)]
 
 
@@ -134,12 +164,12 @@ def test_errors_of_the_run_are_one_line_with_status_1(capsys, monkeypatch, no_ca
         raise ValueError("labels must lie in 0..9,\n  got values in 0..12")
 
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", bad_input)
-    assert main(["demo", "--quick"]) == 1
+    assert main(["demo", "--smoke"]) == 1
     assert _one_error_line(capsys.readouterr().err) == (
         "mtbkd: error: labels must lie in 0..9, got values in 0..12"
     )
     with pytest.raises(ValueError, match="labels must lie"):
-        main(["demo", "--quick", "--traceback"])
+        main(["demo", "--smoke", "--traceback"])
 
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, no_cache):
@@ -148,12 +178,12 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch, no_cache):
 
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", bug)
     with pytest.raises(RuntimeError, match="a bug"):
-        main(["demo", "--quick"])
+        main(["demo", "--smoke"])
 
 
 def test_bad_compile_cache_variable_is_a_one_line_error(capsys, monkeypatch):
     monkeypatch.setenv(COMPILE_CACHE_ENV_VAR, "sometimes")
-    assert main(["demo", "--quick"]) == 2
+    assert main(["demo", "--smoke"]) == 2
     assert COMPILE_CACHE_ENV_VAR in _one_error_line(capsys.readouterr().err)
 
 
@@ -161,7 +191,7 @@ def test_command_line_process_exits_with_the_status_and_one_line(tmp_path):
     target = tmp_path / "file"
     target.write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "mtbkd_jax.cli", "demo", "--quick", "--out", str(target)],
+        [sys.executable, "-m", "mtbkd_jax.cli", "demo", "--smoke", "--out", str(target)],
         capture_output=True,
         text=True,
         env={**os.environ, COMPILE_CACHE_ENV_VAR: "0"},
@@ -190,7 +220,7 @@ def test_compile_cache_is_written_and_jax_settings_restored(monkeypatch, tmp_pat
     monkeypatch.delenv(COMPILE_CACHE_ENV_VAR, raising=False)
     before = jax.config.jax_compilation_cache_dir
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
-    assert main(["demo", "--quick"]) == 0
+    assert main(["demo", "--smoke"]) == 0
     folder = tmp_path / "mtbkd_jax" / "jax-compilation-cache"
     assert any(path.name.endswith("-cache") for path in folder.iterdir())
     assert jax.config.jax_compilation_cache_dir == before
@@ -206,7 +236,7 @@ def test_compile_cache_can_be_turned_off(monkeypatch, tmp_path, flag, environmen
     else:
         monkeypatch.setenv(COMPILE_CACHE_ENV_VAR, environment)
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
-    assert main(["demo", "--quick", *flag]) == 0
+    assert main(["demo", "--smoke", *flag]) == 0
     assert list(tmp_path.iterdir()) == []
 
 
@@ -216,7 +246,7 @@ def test_unusable_cache_folder_is_a_warning_not_an_error(monkeypatch, tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     monkeypatch.delenv(COMPILE_CACHE_ENV_VAR, raising=False)
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", _compile_something_new)
-    assert main(["demo", "--quick"]) == 0
+    assert main(["demo", "--smoke"]) == 0
     assert capsys.readouterr().err.startswith("mtbkd: warning: running without the compilation")
 
 

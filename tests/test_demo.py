@@ -1,4 +1,4 @@
-"""The demo (the README's main command) runs end to end in its quick setting."""
+"""The demo (the README's main command) runs end to end in its smoke setting (``--smoke``)."""
 
 import json
 
@@ -9,18 +9,19 @@ from mtbkd_jax.cli import main
 
 
 @pytest.mark.slow
-def test_demo_quick_writes_its_outputs(tmp_path):
-    """The demo's claims (docs/results.md) that already hold at the quick settings (200 MAP
+def test_demo_smoke_writes_its_outputs(tmp_path):
+    """The demo's claims (docs/results.md) that already hold at the smoke settings (200 MAP
     steps, one NUTS chain of 30 draws): the teacher prior lowers the test NLL, by MAP and by
     NUTS, and the mean deviance. Measured over seeds 0..5, MT-BKD / student alone was
     0.50..0.68 for the MAP NLL, 0.48..0.53 for the NUTS NLL and 0.48..0.57 for the mean
     deviance; the bounds below (0.8, 0.8, 0.7) leave a margin of several seed-to-seed spreads.
     (Accuracy is not asserted: at these settings MT-BKD was below the student alone at seed 3.)
     """
-    assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "metrics.json").read_text())
     by_key = {(r["method"], r["inference"]): r for r in rows}
     assert len(by_key) == len(rows) == 6
+    assert [r["inference"] for r in rows] == ["map"] * 4 + ["nuts"] * 2  # MAP rows first
     assert {method for method, _ in by_key} >= {
         "student alone",
         "averaged-teacher KD",
@@ -42,5 +43,39 @@ def test_demo_quick_writes_its_outputs(tmp_path):
     tree = xr.open_datatree(tmp_path / "posterior.nc")
     assert "posterior" in tree.children and "sample_stats" in tree.children
     draws = tree["posterior"].dataset.sizes
-    assert draws["chain"] == 1 and draws["draw"] == 30  # the quick settings' one chain
+    assert draws["chain"] == 1 and draws["draw"] == 30  # the smoke settings' one chain
     assert (tmp_path / "reliability.png").stat().st_size > 1000
+    # the demo writes what every experiment writes (the same runner and report)
+    for name in ("table.md", "teacher_weights.png", "deviance_by_class.png", "trace.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_demo_is_a_configuration_of_the_runner():
+    """The demo's config differs from the runner's defaults only in what makes it the demo,
+    and its smoke run only in its budget."""
+    from dataclasses import fields
+
+    from mtbkd_jax.demo import DemoConfig
+    from mtbkd_jax.experiments import EXPERIMENTS, ExperimentConfig
+
+    assert EXPERIMENTS["demo"].runner == "mtbkd_jax.demo:run_demo"
+    full, smoke, base = DemoConfig(), DemoConfig.smoke(seed=3), ExperimentConfig()
+    changed = {f.name for f in fields(base) if getattr(full, f.name) != getattr(base, f.name)}
+    assert changed == {
+        "methods",
+        "teacher_rows",
+        "num_warmup",
+        "num_samples",
+        "key_schedule",
+        "chain_starts",
+        "progress_bar",
+    }
+    assert (full.map_steps, full.num_warmup, full.num_samples, full.num_chains) == (
+        2000,
+        400,
+        400,
+        2,
+    )
+    assert (smoke.seed, smoke.map_steps, smoke.num_warmup, smoke.num_samples) == (3, 200, 30, 30)
+    assert smoke.num_chains == 1 and not smoke.tune
+    assert DemoConfig.for_run(smoke=True, seed=3) == smoke

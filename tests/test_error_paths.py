@@ -36,11 +36,12 @@ from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings, fashion_m
 from mtbkd_jax.datasets.synthetic import make_synthetic
 from mtbkd_jax.experiments import run_experiment
 from mtbkd_jax.infer import schedules
-from mtbkd_jax.infer._epochs import EpochRunner
+from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer.checkpoint import Checkpoint, CheckpointError
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
-from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+from mtbkd_jax.infer.gradients import GradientEstimator
+from mtbkd_jax.infer.minibatch import PlateSpec
 from mtbkd_jax.infer.svi import _weak_model
 from mtbkd_jax.infer.warm_start import reference_optimizer
 
@@ -132,7 +133,7 @@ def test_a_nonnegative_values_check_refuses_a_non_number():
     """``require_nonnegative_values``: NumPy cannot make a float array of it (``:99``)."""
     probs = jnp.full((2, 4, C), 1.0 / C)
     with pytest.raises(TypeError, match=r"concentration must be a number, got object"):
-        mk.TeacherMixtureDirichlet(probs, jnp.full((2, 4), 0.5), concentration=object())
+        mk.priors.TeacherMixtureDirichlet(probs, jnp.full((2, 4), 0.5), concentration=object())
 
 
 # --------------------------------------------------------------------------- _paths
@@ -440,7 +441,7 @@ def test_plate_spec_batch_size_out_of_range(batch_size):
 
 def test_minibatch_potential_needs_a_plate(data):
     with pytest.raises(ValueError, match=r"plates must name at least one subsampled plate"):
-        MinibatchPotential(minibatch_model, data, {}, plates=())
+        GradientEstimator(minibatch_model, data, {}, plates=())
 
 
 def test_epoch_runner_partial_last_batch_with_two_plates():
@@ -451,7 +452,7 @@ def test_epoch_runner_partial_last_batch_with_two_plates():
         match=r"partial_last_batch needs a model with one subsampled plate, got "
         r"\['data', 'other'\]",
     ):
-        EpochRunner(None, None, plates, steps_per_epoch=4, partial_last_batch=True)
+        EpochLoop(plates, steps_per_epoch=4, partial_last_batch=True)
 
 
 @pytest.mark.parametrize(
@@ -462,7 +463,7 @@ def test_epoch_runner_partial_last_batch_with_two_plates():
 def test_epoch_runner_steps_per_epoch_must_match(batch_size, steps, partial, expected):
     plates = [PlateSpec("data", 10, batch_size)]
     with pytest.raises(ValueError, match=rf"steps_per_epoch must be {expected}, got {steps}"):
-        EpochRunner(None, None, plates, steps_per_epoch=steps, partial_last_batch=partial)
+        EpochLoop(plates, steps_per_epoch=steps, partial_last_batch=partial)
 
 
 def test_sgmcmc_partial_last_batch_with_two_plates(data):
@@ -683,7 +684,7 @@ def test_model_prior_constants_of_the_wrong_type(data, student):
 
 
 def test_linen_parameter_shapes_need_feature_shape():
-    linen_student = mk.Student(mk.LinenMLP(C, hidden=(2,)))
+    linen_student = mk.Student(mk.students.LinenMLP(C, hidden=(2,)))
     with pytest.raises(ValueError, match=r"feature_shape is needed for a linen module"):
         linen_student.parameter_shapes()
     with pytest.raises(ValueError, match=r"feature_shape is needed for a linen module"):

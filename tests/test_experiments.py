@@ -116,7 +116,12 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     """
     import numpy as np
 
-    from mtbkd_jax.experiments.synthetic import coverage_breakdown, synthetic_problem
+    from mtbkd_jax.experiments.fit import build_student
+    from mtbkd_jax.experiments.synthetic import (
+        SyntheticConfig,
+        coverage_breakdown,
+        synthetic_problem,
+    )
     from mtbkd_jax.infer.posterior import Posterior
     from mtbkd_jax.model import MTBKDModel
 
@@ -128,8 +133,9 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     assert (tmp_path / "linear_2" / "reliability.png").exists()
     main_row = next(r for r in bayesian if r["method"] == "MT-BKD (entropy weights)")
 
-    problem, _ = synthetic_problem("linear", 2, num_examples=440, seed=0)  # run_synthetic's
-    logits = MTBKDModel(problem.make_student(0), None).logits
+    config = SyntheticConfig.smoke()
+    problem, _ = synthetic_problem("linear", 2, num_examples=config.num_examples, seed=0)
+    logits = MTBKDModel(build_student(problem, config), None).logits
     posterior = Posterior.load(tmp_path / "linear_2" / "posterior.nc", logits_fn=logits)
     draws = np.asarray(posterior.predict(problem.x_test), np.float64)  # (S, N, C)
     assert draws.shape[0] == 5
@@ -150,3 +156,115 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     again = coverage_breakdown(tmp_path, num_examples=440)["linear_2"]
     assert [b["count"] for b in again] == [b["count"] for b in breakdown]
     assert abs(sum(b["coverage"] * b["count"] for b in again) / pairs - pooled) < 1e-6
+
+
+# ---------------------------------------------------------------------- the runner's parts
+def test_distillation_data_is_the_one_problem_type():
+    import numpy as np
+
+    from mtbkd_jax.datasets import DistillationData, load_digits_distillation, make_synthetic
+
+    digits = load_digits_distillation(0, num_transfer=300, num_validation=150)
+    assert isinstance(digits, DistillationData) and digits.name == "digits"
+    assert (digits.num_classes, digits.num_features) == (10, 64)
+    assert (digits.num_transfer, digits.num_validation) == (300, 150) and digits.has_validation
+    assert digits.prior_inputs.shape == (450, 64)
+    assert "train/transfer/validation/test=150/300/150/397" in repr(digits)
+
+    synthetic = make_synthetic("nonlinear", 3, num_examples=110, seed=1)
+    data = synthetic.distillation_data()
+    assert data.name == "nonlinear_3" and data.x_transfer is None
+    assert data.prior_inputs is data.x_train and data.teachers_prior is synthetic.teachers_train
+    np.testing.assert_array_equal(data.true_probs_test, synthetic.true_probs_test)
+    np.testing.assert_array_equal(data.x_validation, synthetic.x_validation)
+
+
+def test_every_experiment_has_a_smoke_config_and_a_full_one():
+    """Each experiment's ``.smoke()`` is its tiny run (one chain); ``for_run`` picks it."""
+    from mtbkd_jax.demo import DemoConfig
+    from mtbkd_jax.experiments.deeploc import DeepLocConfig
+    from mtbkd_jax.experiments.digits import DigitsConfig
+    from mtbkd_jax.experiments.fashion_mnist import FashionMNISTConfig
+    from mtbkd_jax.experiments.synthetic import CASES, SyntheticConfig
+
+    for cls in (DigitsConfig, SyntheticConfig, DeepLocConfig, FashionMNISTConfig, DemoConfig):
+        smoke, full = cls.smoke(seed=2), cls(seed=2)
+        assert type(smoke) is cls and smoke.num_chains == 1 and full.num_chains == 2, cls
+        assert smoke.map_steps < full.map_steps, cls
+        assert cls.for_run(smoke=True, seed=2) == smoke, cls
+        assert cls.for_run(seed=2) == full, cls
+    assert SyntheticConfig().cases == CASES and SyntheticConfig.smoke().cases == CASES[:1]
+    assert (DeepLocConfig().bayes, DeepLocConfig().hidden) == ("sgld", (128,))
+    assert FashionMNISTConfig.smoke().teachers is not None
+    with pytest.raises(ValueError, match="key_schedule"):
+        DigitsConfig(key_schedule="random")
+    with pytest.raises(ValueError, match="methods"):
+        DigitsConfig(methods="all of them")
+
+
+def test_method_keys_follow_the_schedules():
+    """``per-method``: (next, MAP, posterior) split from the seed's key for each method in
+    turn; ``maps-first`` (the demo's): every MAP key first, then per posterior one skipped
+    key, the extra chain starts' keys and the sampler's key."""
+    import jax
+    import numpy as np
+
+    from mtbkd_jax.experiments import ExperimentConfig, Method
+    from mtbkd_jax.experiments.keys import method_keys
+
+    def same(a, b):
+        return np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
+
+    methods = [
+        Method("a", None, posterior="a"),
+        Method("b", None),
+        Method("c", None, posterior="c"),
+    ]
+    keys = method_keys(ExperimentConfig(seed=5), methods)
+    key = jax.random.key(5)
+    for got in keys:
+        key, map_key, posterior_key = jax.random.split(key, 3)
+        assert same(got.map, map_key) and same(got.posterior, posterior_key) and got.starts == ()
+
+    config = ExperimentConfig(seed=5, key_schedule="maps-first", chain_starts="maps", num_chains=3)
+    keys = method_keys(config, methods)
+    key = jax.random.key(5)
+    for got in keys:
+        key, map_key = jax.random.split(key)
+        assert same(got.map, map_key)
+    assert keys[1].posterior is None and keys[1].starts == ()
+    for got in (keys[0], keys[2]):
+        key, _ = jax.random.split(key)
+        starts = []
+        for _ in range(2):
+            key, start = jax.random.split(key)
+            starts.append(start)
+        key, posterior_key = jax.random.split(key)
+        assert same(got.posterior, posterior_key) and len(got.starts) == 2
+        assert all(same(a, b) for a, b in zip(got.starts, starts, strict=True))
+
+
+def test_the_plans_name_their_rows():
+    from mtbkd_jax.datasets import load_digits_distillation
+    from mtbkd_jax.experiments.methods import baseline_methods, demo_methods
+
+    data = load_digits_distillation(0)
+    demo = demo_methods(data)
+    assert [m.label for m in demo] == [
+        "student alone",
+        "averaged-teacher KD",
+        "single-teacher BKD (logreg)",  # the best teacher on the 150 labelled digits
+        "MT-BKD (entropy weights)",
+    ]
+    assert [m.posterior for m in demo] == ["student alone", None, None, "MT-BKD (entropy weights)"]
+    baselines = baseline_methods(data)
+    assert [m.label for m in baselines] == [
+        "student alone",
+        "KD (logreg)",
+        "KD (forest)",
+        "KD (naive_bayes)",
+        "averaged KD",
+        "MT-BKD (uniform weights)",
+        "MT-BKD (entropy weights)",
+    ]
+    assert [m.weight_rule for m in baselines][-2:] == ["uniform", "paper"]

@@ -104,6 +104,43 @@ def test_teachers_are_trained_once_then_loaded_from_the_cache(tmp_path):
     assert not retrained.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 2
 
 
+@pytest.mark.slow
+def test_fashion_mnist_experiment_runs_on_small_fake_files(tmp_path):
+    """The experiment's plumbing (config -> loader -> runner -> report) on fake IDX files, in
+    its smoke setting with sizes the fake files hold."""
+    from dataclasses import replace
+
+    from mtbkd_jax.experiments.fashion_mnist import FashionMNISTConfig, run_fashion_mnist
+
+    folder = _fake_folder(tmp_path / "data")
+    teachers = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
+    config = replace(
+        FashionMNISTConfig.smoke(seed=1),
+        num_labelled=60,
+        num_transfer=120,
+        num_validation=40,
+        teachers=teachers,
+        map_steps=20,
+        sgld_epochs=1,
+        sgld_batch_size=20,  # 3 steps per epoch of the 60 labelled images, 2 draws
+    )
+    messages = []
+    out = tmp_path / "out"
+    rows = run_fashion_mnist(
+        out, data_path=folder, cache_dir=tmp_path / "cache", say=messages.append, config=config
+    )
+    assert any("60 labelled, 120 transfer, 40 validation, 100 test images" in m for m in messages)
+    assert any("student MLP 196-16-10" in m for m in messages)
+    methods = {(r["method"], r["inference"]) for r in rows}
+    assert {("teacher cnn", "teacher"), ("KD (mlp)", "map"), ("BKD (mlp)", "sgld")} <= methods
+    assert ("MT-BKD (entropy weights)", "sgld") in methods
+    assert json.loads((out / "metrics.json").read_text()) == rows
+    assert set(json.loads((out / "tuning.json").read_text())) == {
+        m for m, inference in methods if inference == "map"
+    }
+    assert not json.loads((out / "teachers.json").read_text())["cached"]
+
+
 @needs_data
 def test_loader_shapes_and_dtypes():
     train, test = load_fashion_mnist(split="train"), load_fashion_mnist(split="test")

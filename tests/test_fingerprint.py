@@ -78,6 +78,7 @@ from flax import nnx
 import mtbkd_jax as mk
 from mtbkd_jax.infer import _plan
 from mtbkd_jax.infer._common import prepare_data
+from mtbkd_jax.infer.gradients import minibatch_plan
 student = mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)),
                      prior=lambda name, shape: dist.Normal(0.0, 1.0))
 rng = np.random.default_rng(0)
@@ -86,7 +87,7 @@ y = rng.integers(0, 2, 40)
 bank = mk.TeacherBank.from_logits(rng.normal(size=(2, 40, 2)))
 model = mk.MTBKDModel(student, bank)
 features, labels, kwargs = prepare_data(model, x, y, None)
-plan = _plan.minibatch_plan(model, features, labels, kwargs, 8, None)
+plan = minibatch_plan(model, (features, labels), kwargs, 8, None)
 print(_plan.model_description(model, plan, features))
 """
 

@@ -358,9 +358,9 @@ CASES = [
     ),
     (
         "prior-build-weights",
-        lambda c: mk.TeacherPrior.build(c.bank, concentration=1.0, weights="bogus"),
+        lambda c: mk.TeacherPrior.build(c.bank, concentration=1.0, weight_rule="bogus"),
         ValueError,
-        r"weights must be one of",
+        r"weight_rule must be one of",
     ),
     (
         "prior-build-not-a-bank",
@@ -371,13 +371,15 @@ CASES = [
     # ---- TeacherMixtureDirichlet
     (
         "tmd-concentration-float",
-        lambda c: mk.TeacherMixtureDirichlet(c.probs, jnp.full((M, N), 0.5), concentration=-1.0),
+        lambda c: mk.priors.TeacherMixtureDirichlet(
+            c.probs, jnp.full((M, N), 0.5), concentration=-1.0
+        ),
         ValueError,
         r"concentration must be finite and >= 0, got -1",
     ),
     (
         "tmd-concentration-jax",
-        lambda c: mk.TeacherMixtureDirichlet(
+        lambda c: mk.priors.TeacherMixtureDirichlet(
             c.probs, jnp.full((M, N), 0.5), concentration=jnp.asarray(-1.0)
         ),
         ValueError,
@@ -385,13 +387,15 @@ CASES = [
     ),
     (
         "tmd-concentration-string",
-        lambda c: mk.TeacherMixtureDirichlet(c.probs, jnp.full((M, N), 0.5), concentration="ten"),
+        lambda c: mk.priors.TeacherMixtureDirichlet(
+            c.probs, jnp.full((M, N), 0.5), concentration="ten"
+        ),
         TypeError,
         r"concentration must be a number",
     ),
     (
         "tmd-concentration-jax-vector",
-        lambda c: mk.TeacherMixtureDirichlet(
+        lambda c: mk.priors.TeacherMixtureDirichlet(
             c.probs, jnp.full((M, N), 0.5), concentration=jnp.asarray([[1.0], [-2.0]])
         ),
         ValueError,
@@ -399,19 +403,19 @@ CASES = [
     ),
     (
         "tmd-probs-2d",
-        lambda c: mk.TeacherMixtureDirichlet(c.probs[0], jnp.full((M, N), 0.5)),
+        lambda c: mk.priors.TeacherMixtureDirichlet(c.probs[0], jnp.full((M, N), 0.5)),
         ValueError,
         r"teacher_probs must have shape \(M, N, C\), got \(40, 3\)",
     ),
     (
         "tmd-weights-shape",
-        lambda c: mk.TeacherMixtureDirichlet(c.probs, jnp.full((N, M), 0.5)),
+        lambda c: mk.priors.TeacherMixtureDirichlet(c.probs, jnp.full((N, M), 0.5)),
         ValueError,
         r"weights must have shape \(M, N\) = \(2, 40\), got \(40, 2\)",
     ),
     (
         "tmd-weights-negative",
-        lambda c: mk.TeacherMixtureDirichlet(c.probs, jnp.full((M, N), -0.5)),
+        lambda c: mk.priors.TeacherMixtureDirichlet(c.probs, jnp.full((M, N), -0.5)),
         ValueError,
         r"weights must be finite and >= 0, got -0\.5",
     ),
@@ -516,7 +520,8 @@ CASES = [
             c.key,
             mk.MTBKDModel(
                 mk.Student(
-                    mk.LinenMLP(C, hidden=(4,)), prior={"Dense_9.kernel": dist.Normal(0.0, 1.0)}
+                    mk.students.LinenMLP(C, hidden=(4,)),
+                    prior={"Dense_9.kernel": dist.Normal(0.0, 1.0)},
                 ),
                 c.bank,
             ),
@@ -545,7 +550,8 @@ CASES = [
             c.key,
             mk.MTBKDModel(
                 mk.Student(
-                    mk.LinenMLP(C, hidden=(4,)), prior=mk.normal_prior(scales={"layers.0": 0.5})
+                    mk.students.LinenMLP(C, hidden=(4,)),
+                    prior=mk.normal_prior(scales={"layers.0": 0.5}),
                 ),
                 c.bank,
             ),
@@ -595,7 +601,7 @@ CASES = [
     ),
     (
         "model-weight-tau",
-        lambda c: mk.MTBKDModel(c.student, c.bank, weights="softmax", weight_tau=0.0),
+        lambda c: mk.MTBKDModel(c.student, c.bank, weight_rule="softmax", weight_tau=0.0),
         ValueError,
         r"weight_tau must be a finite number > 0",
     ),
@@ -607,15 +613,15 @@ CASES = [
     ),
     (
         "model-weights-rule",
-        lambda c: mk.MTBKDModel(c.student, c.bank, weights="paperr"),
+        lambda c: mk.MTBKDModel(c.student, c.bank, weight_rule="paperr"),
         ValueError,
-        r"weights must be one of .*'paperr'",
+        r"weight_rule must be one of .*'paperr'",
     ),
     (
         "model-weights-array",
-        lambda c: mk.MTBKDModel(c.student, c.bank, weights=np.ones((N, M))),
+        lambda c: mk.MTBKDModel(c.student, c.bank, weight_rule=np.ones((N, M))),
         ValueError,
-        r"weights \(an array\) must have shape \(M, N\) = \(2, 40\)",
+        r"weight_rule \(an array\) must have shape \(M, N\) = \(2, 40\)",
     ),
     (
         "paper-student-type",
@@ -1298,13 +1304,13 @@ CASES = [
     ),
     (
         "credible-threshold-2d",
-        lambda c: mk.credible_threshold(c.draw_probs[0]),
+        lambda c: mk.uncertainty.credible_threshold(c.draw_probs[0]),
         ValueError,
         r"draw_probs must have shape \(S, N, C\)",
     ),
     (
         "class-intervals-2d",
-        lambda c: mk.class_intervals(c.draw_probs[0]),
+        lambda c: mk.uncertainty.class_intervals(c.draw_probs[0]),
         ValueError,
         r"draw_probs must have shape \(S, N, C\)",
     ),
@@ -1316,44 +1322,44 @@ CASES = [
     ),
     (
         "kde-mode-no-draw",
-        lambda c: mk.kde_mode_prediction(c.draw_probs[:0]),
+        lambda c: mk.uncertainty.kde_mode_prediction(c.draw_probs[:0]),
         ValueError,
         r"draw_probs",
     ),
     (
         "credible-threshold-level",
-        lambda c: mk.credible_threshold(c.draw_probs, level=95),
+        lambda c: mk.uncertainty.credible_threshold(c.draw_probs, level=95),
         ValueError,
         r"level must lie in \(0, 1\), got 95",
     ),
     # ---- metrics
     (
         "accuracy-probs-3d",
-        lambda c: mk.accuracy(c.draw_probs, c.y),
+        lambda c: mk.metrics.accuracy(c.draw_probs, c.y),
         ValueError,
         r"probs must have shape \(N, C\), got \(5, 40, 3\)",
     ),
     (
         "nll-labels-shape",
-        lambda c: mk.negative_log_likelihood(c.draw_probs[0], c.y[:10]),
+        lambda c: mk.metrics.negative_log_likelihood(c.draw_probs[0], c.y[:10]),
         ValueError,
         r"labels must have shape \(40,\), got \(10,\)",
     ),
     (
         "ece-labels-range",
-        lambda c: mk.expected_calibration_error(c.draw_probs[0], c.y + C),
+        lambda c: mk.metrics.expected_calibration_error(c.draw_probs[0], c.y + C),
         ValueError,
         r"labels must lie in 0\.\.2",
     ),
     (
         "ece-num-bins",
-        lambda c: mk.expected_calibration_error(c.draw_probs[0], c.y, num_bins=0),
+        lambda c: mk.metrics.expected_calibration_error(c.draw_probs[0], c.y, num_bins=0),
         ValueError,
         r"num_bins must be a positive integer",
     ),
     (
         "interval-coverage-shape",
-        lambda c: mk.interval_coverage(np.zeros((N, C)), np.zeros((N, C))),
+        lambda c: mk.metrics.interval_coverage(np.zeros((N, C)), np.zeros((N, C))),
         ValueError,
         r"intervals must have shape \(40, 3, 2\)",
     ),

@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom in their reduced setting (MTBKD_QUICK=1)."""
+"""The notebooks run top to bottom in their smoke setting (MTBKD_SMOKE=1)."""
 
 import os
 from pathlib import Path
@@ -29,7 +29,7 @@ def _deeploc_data_present() -> bool:
 def test_notebook_runs(path, monkeypatch):
     if path.stem == "deeploc" and not _deeploc_data_present():
         pytest.skip("DeepLoc data absent (set MTBKD_DEEPLOC_DIR or see notebooks/deeploc.ipynb)")
-    monkeypatch.setenv("MTBKD_QUICK", "1")
+    monkeypatch.setenv("MTBKD_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
@@ -43,4 +43,11 @@ def test_notebook_runs(path, monkeypatch):
     ).execute()
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    assert os.environ["MTBKD_QUICK"] == "1"
+    assert os.environ["MTBKD_SMOKE"] == "1"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebooks_spell_the_smoke_switch_as_the_rest(path):
+    """One smoke switch: ``--smoke`` on the command lines, ``MTBKD_SMOKE=1`` for notebooks."""
+    text = path.read_text()
+    assert "MTBKD_SMOKE" in text and "QUICK" not in text

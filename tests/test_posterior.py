@@ -161,8 +161,8 @@ def test_transfer_set_path_adds_the_prior_on_the_transfer_inputs_only(problem):
     weights = model.student.init_weights(jax.random.key(3), x)
     got, _ = log_density(transfer_model, (x[:10], y[:10]), {"prior_inputs": x[:30]}, weights)
     # independent pieces
-    logits_l = np.asarray(model.student.apply(weights, x[:10]), np.float64)
-    logits_t = np.asarray(model.student.apply(weights, x[:30]), np.float64)
+    logits_l = np.asarray(model.student.logits(weights, x[:10]), np.float64)
+    logits_t = np.asarray(model.student.logits(weights, x[:30]), np.float64)
     loglik = (logits_l - logsumexp(logits_l, -1, keepdims=True))[np.arange(10), y[:10]].sum()
     p = np.exp(np.asarray(model.teachers.log_probs[:, :30], np.float64) / 2.0)
     p /= p.sum(-1, keepdims=True)

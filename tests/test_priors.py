@@ -12,13 +12,13 @@ from scipy.special import gammaln, log_softmax, logsumexp, softmax
 
 from mtbkd_jax import (
     TeacherBank,
-    TeacherMixtureDirichlet,
     TeacherPrior,
     flat_prior,
     normal_prior,
     teacher_prior_factor,
     teacher_weights,
 )
+from mtbkd_jax.priors import TeacherMixtureDirichlet
 
 
 def _reference_log_mixture(q, teacher_probs, weights, concentration):
@@ -77,7 +77,7 @@ def test_extreme_logits_are_finite_and_match_log_space_reference(logit_scale):
     student_logits = logit_scale * rng.normal(size=(num_examples, num_classes))
     bank = TeacherBank.from_logits(teacher_logits)
     weights = np.full((num_teachers, num_examples), 1 / num_teachers)
-    prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weights=weights)
+    prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weight_rule=weights)
     got = prior.log_density(jnp.asarray(student_logits, jnp.float32))
     # independent float64 reference in log space
     log_q = log_softmax(student_logits / 2.0, -1)
@@ -147,7 +147,7 @@ def test_factor_adds_beta_times_the_mixture_and_is_scaled_by_the_plate():
     x = rng.normal(size=(num_examples, 2)).astype(np.float32)
     y = rng.integers(0, 3, num_examples)
     bank = TeacherBank.from_logits(rng.normal(size=(2, num_examples, 3)))
-    prior = TeacherPrior.build(bank, concentration=5.0, temperature=1.5, weights="paper")
+    prior = TeacherPrior.build(bank, concentration=5.0, temperature=1.5, weight_rule="paper")
     w = rng.normal(size=(2, 3)).astype(np.float32)
     weights = np.asarray(teacher_weights(bank, "paper"), np.float64)
     probs = softmax(np.asarray(bank.log_probs, np.float64) / 1.5, -1)

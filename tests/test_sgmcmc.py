@@ -12,7 +12,7 @@ from flax import nnx
 from numpyro.infer.util import log_density
 
 import mtbkd_jax as mk
-from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+from mtbkd_jax.infer import gradient_estimator
 
 Z = 4.0
 
@@ -219,13 +219,17 @@ def test_minibatch_gradients_average_to_the_full_gradient():
     transfer = rng.normal(size=(12, 3)).astype(np.float32)
     bank = mk.TeacherBank.from_logits(rng.normal(size=(2, 12, 3)))
     model = mk.MTBKDModel(mk.Student(mk.MLP(3, 3, hidden=(4,), rngs=nnx.Rngs(0))), bank)
-    plates = (PlateSpec("data", 24, 6), PlateSpec("transfer", 12, 3))
-    potential = MinibatchPotential(
+    potential = gradient_estimator(
         model,
         (jnp.asarray(x), jnp.asarray(y)),
-        {"prior_inputs": jnp.asarray(transfer), "subsample_size": 6, "prior_subsample_size": 3},
-        plates,
+        {"prior_inputs": jnp.asarray(transfer)},
+        batch_size=6,
+        prior_batch_size=3,
     )
+    assert [(p.name, p.size, p.batch_size) for p in potential.plates] == [
+        ("data", 24, 6),
+        ("transfer", 12, 3),
+    ]
     position = potential.initial_position(jax.random.key(0))
     perm_data, perm_transfer = rng.permutation(24), rng.permutation(12)
     grads = [

@@ -9,7 +9,8 @@ from flax import linen, nnx
 from numpyro import handlers
 from scipy import stats
 
-from mtbkd_jax import CNN, MLP, LinenMLP, Student, normal_prior
+from mtbkd_jax import MLP, Student, normal_prior
+from mtbkd_jax.students import CNN, LinenMLP
 
 
 def _sites(student, x):
@@ -42,12 +43,12 @@ def test_apply_matches_the_flax_forward_pass():
     # independent forward pass with the same weights
     h = jnp.tanh(x @ weights["student.layers.0.kernel"] + weights["student.layers.0.bias"])
     expected = h @ weights["student.layers.1.kernel"] + weights["student.layers.1.bias"]
-    np.testing.assert_allclose(student.apply(weights, x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(student.logits(weights, x), expected, rtol=1e-5, atol=1e-6)
 
     linen_student = Student(linen.Dense(3))
     w = linen_student.init_weights(jax.random.key(4), x)
     np.testing.assert_allclose(
-        linen_student.apply(w, x), x @ w["student.kernel"] + w["student.bias"], rtol=1e-5
+        linen_student.logits(w, x), x @ w["student.kernel"] + w["student.bias"], rtol=1e-5
     )
 
 
@@ -55,8 +56,8 @@ def test_cnn_shapes_and_flattened_inputs():
     student = Student(CNN((8, 8, 1), 10, channels=(4, 8), rngs=nnx.Rngs(0)))
     x = jnp.ones((5, 64))
     weights = student.init_weights(jax.random.key(0), x)
-    assert student.apply(weights, x).shape == (5, 10)
-    assert student.apply(weights, x.reshape(5, 8, 8, 1)).shape == (5, 10)
+    assert student.logits(weights, x).shape == (5, 10)
+    assert student.logits(weights, x.reshape(5, 8, 8, 1)).shape == (5, 10)
 
 
 def test_frozen_feature_extractor_is_applied_once_outside_the_model():

@@ -15,7 +15,7 @@ def _separable(settings):
 
 def test_coordinate_search_finds_the_grid_minimum_of_a_separable_score():
     grid = {"a": (0, 1, 2, 3), "b": (0.01, 0.1, 1.0)}
-    result = mk.coordinate_search(_separable, grid, {"a": 0, "b": 1.0, "fixed": "x"})
+    result = mk.tuning.coordinate_search(_separable, grid, {"a": 0, "b": 1.0, "fixed": "x"})
     # an independent reference: the exhaustive grid
     exhaustive = min(
         ({"a": a, "b": b, "fixed": "x"} for a, b in itertools.product(*grid.values())),
@@ -30,7 +30,7 @@ def test_coordinate_search_finds_the_grid_minimum_of_a_separable_score():
 
 def test_coordinate_search_treats_nan_as_worst_and_keeps_ties():
     scores = {0: float("nan"), 1: 1.0, 2: 1.0}
-    result = mk.coordinate_search(lambda s: scores[s["a"]], {"a": (0, 1, 2)}, {"a": 0})
+    result = mk.tuning.coordinate_search(lambda s: scores[s["a"]], {"a": (0, 1, 2)}, {"a": 0})
     assert result.best == {"a": 1}
     assert result.evaluated[0] == {"a": 0, "score": None}
 
@@ -43,9 +43,9 @@ def test_coordinate_search_sweeps_until_nothing_changes():
         return (s["a"] - s["b"]) ** 2 + (s["b"] - 3) ** 2
 
     grid = {"a": range(5), "b": range(5)}
-    one = mk.coordinate_search(score, grid, {"a": 0, "b": 0})
+    one = mk.tuning.coordinate_search(score, grid, {"a": 0, "b": 0})
     assert (one.best, one.best_score) == ({"a": 0, "b": 1}, 5.0)
-    more = mk.coordinate_search(score, grid, {"a": 0, "b": 0}, sweeps=10)
+    more = mk.tuning.coordinate_search(score, grid, {"a": 0, "b": 0}, sweeps=10)
     assert (more.best, more.best_score) == ({"a": 2, "b": 2}, 1.0)
 
 
@@ -60,7 +60,7 @@ def test_coordinate_search_sweeps_until_nothing_changes():
 )
 def test_coordinate_search_rejects_bad_input(grid, start, sweeps, match):
     with pytest.raises(ValueError, match=match):
-        mk.coordinate_search(lambda s: 0.0, grid, start, sweeps=sweeps)
+        mk.tuning.coordinate_search(lambda s: 0.0, grid, start, sweeps=sweeps)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_mean_deviance_and_entropy_decomposition():
     md = -2 * (q * np.log(q)).sum(-1).mean(0)
     np.testing.assert_allclose(mk.mean_deviance(jnp.asarray(q)), md, rtol=1e-5)
     assert np.all(np.asarray(mk.mean_deviance(jnp.asarray(q))) <= 2 * np.log(4) + 1e-6)
-    parts = mk.entropy_decomposition(jnp.asarray(q))
+    parts = mk.uncertainty.entropy_decomposition(jnp.asarray(q))
     total = stats.entropy(q.mean(0), axis=-1)
     aleatoric = stats.entropy(q, axis=-1).mean(0)
     np.testing.assert_allclose(parts["total"], total, rtol=1e-5)
@@ -46,7 +46,7 @@ def _exact_threshold(q_example, level):
 @pytest.mark.parametrize("level", [0.5, 0.9, 0.95])
 def test_credible_threshold_by_bisection_matches_the_exact_sort(level):
     q = _draws(1)
-    u, bound = mk.credible_threshold(jnp.asarray(q, jnp.float32), level)
+    u, bound = mk.uncertainty.credible_threshold(jnp.asarray(q, jnp.float32), level)
     expected = np.array([_exact_threshold(q[:, i], level) for i in range(q.shape[1])])
     np.testing.assert_allclose(u, expected, rtol=1e-4)
     np.testing.assert_allclose(bound, -2 * np.log(expected), rtol=1e-3)
@@ -55,12 +55,12 @@ def test_credible_threshold_by_bisection_matches_the_exact_sort(level):
     mass = np.where(q32 >= np.asarray(u)[None, :, None], q32, 0).sum(-1).mean(0)
     assert np.all(mass >= level - 1e-6)
     with pytest.raises(ValueError, match="level"):
-        mk.credible_threshold(jnp.asarray(q), 1.5)
+        mk.uncertainty.credible_threshold(jnp.asarray(q), 1.5)
 
 
 def test_class_intervals_are_posterior_quantiles():
     q = _draws(2)
-    intervals = np.asarray(mk.class_intervals(jnp.asarray(q), 0.9))
+    intervals = np.asarray(mk.uncertainty.class_intervals(jnp.asarray(q), 0.9))
     np.testing.assert_allclose(intervals[..., 0], np.quantile(q, 0.05, axis=0), rtol=1e-5)
     np.testing.assert_allclose(intervals[..., 1], np.quantile(q, 0.95, axis=0), rtol=1e-5)
 
@@ -104,13 +104,13 @@ def test_class_intervals_cover_the_truth_at_the_nominal_rate():
     tail 10 standard errors off.
     """
     draws, truth = _conjugate_coverage_case()
-    intervals = np.asarray(mk.class_intervals(draws, 0.95), np.float64)  # (R, C, 2)
+    intervals = np.asarray(mk.uncertainty.class_intervals(draws, 0.95), np.float64)  # (R, C, 2)
     scored = np.arange(REPETITIONS) % len(ALPHA0)
     rows = np.arange(REPETITIONS)
     one_interval = intervals[rows, scored][:, None, :]  # (R, 1, 2)
     one_truth = truth[rows, scored][:, None]  # (R, 1)
 
-    coverage = mk.interval_coverage(one_interval, one_truth)
+    coverage = mk.metrics.interval_coverage(one_interval, one_truth)
     inside = (one_interval[..., 0] <= one_truth) & (one_truth <= one_interval[..., 1])
     assert coverage == inside.mean()  # the metric is the plain fraction inside
 
@@ -188,8 +188,8 @@ def test_kde_mode_matches_scipy_gaussian_kde_on_the_same_grid():
     """
     q = _draws(3, num_draws=100, num_examples=3)
     q = q.astype(np.float32).astype(np.float64)
-    got = np.asarray(mk.kde_mode_prediction(jnp.asarray(q)))
-    np.testing.assert_allclose(got, mk.kde_mode_prediction(q, num_grid=512), atol=0)
+    got = np.asarray(mk.uncertainty.kde_mode_prediction(jnp.asarray(q)))
+    np.testing.assert_allclose(got, mk.uncertainty.kde_mode_prediction(q, num_grid=512), atol=0)
     _, candidates = _scipy_kde_modes(q, lambda values: np.linspace(0, 1, 512))
     _assert_modes_match(got, candidates)
     # the mode is not the mean for skewed draws (the option changes the prediction)
@@ -202,24 +202,24 @@ def test_kde_mode_on_the_reference_notebooks_grid_matches_scipy():
     ``np.linspace`` over that range. Same tolerance argument as for the default grid."""
     q = _kde_draws()
     assert (q.min(0) < 0.05).any() and (q.max(0) > 0.95).any()  # both clips are exercised
-    got = np.asarray(mk.kde_mode_prediction(q, grid="reference"))
+    got = np.asarray(mk.uncertainty.kde_mode_prediction(q, grid="reference"))
     _, candidates = _scipy_kde_modes(q, _reference_grid)
     _assert_modes_match(got, candidates)
     np.testing.assert_allclose(
-        got, mk.kde_mode_prediction(q, REFERENCE_GRID_POINTS, grid="reference"), atol=0
+        got, mk.uncertainty.kde_mode_prediction(q, REFERENCE_GRID_POINTS, grid="reference"), atol=0
     )
     # the grid matters at this tolerance: the default grid's modes are elsewhere
-    unit = np.asarray(mk.kde_mode_prediction(q))
+    unit = np.asarray(mk.uncertainty.kde_mode_prediction(q))
     assert np.abs(unit - got).max() > 1e-4
     # a class whose draws are all equal has its common value as the mode, on either grid
     flat = q.copy()
     flat[:, 0] = [0.2, 0.3, 0.5]
-    both = [np.asarray(mk.kde_mode_prediction(flat, grid=g))[0] for g in KDE_GRIDS]
+    both = [np.asarray(mk.uncertainty.kde_mode_prediction(flat, grid=g))[0] for g in KDE_GRIDS]
     np.testing.assert_allclose(both, [[0.2, 0.3, 0.5]] * 2, rtol=1e-6)
     # draws spread far less than a grid cell: the density peaks at the grid point nearest to
     # them (the densities must not underflow to 0 everywhere and leave the first grid point)
     flat[:, 0] += np.array([1e-6, -1e-6, 0.0]) * np.linspace(-1, 1, len(flat))[:, None]
-    unit = np.asarray(mk.kde_mode_prediction(flat))[0]
+    unit = np.asarray(mk.uncertainty.kde_mode_prediction(flat))[0]
     np.testing.assert_allclose(unit, [0.2, 0.3, 0.5], atol=1 / 511)  # one grid cell
 
 
@@ -279,10 +279,10 @@ def test_predictive_summary_in_chunks_matches_numpy_on_all_examples():
 DRAW_FUNCTIONS = {
     "predictive_mean": mk.predictive_mean,
     "mean_deviance": mk.mean_deviance,
-    "entropy_decomposition": mk.entropy_decomposition,
-    "credible_threshold": mk.credible_threshold,
-    "class_intervals": mk.class_intervals,
-    "kde_mode_prediction": mk.kde_mode_prediction,
+    "entropy_decomposition": mk.uncertainty.entropy_decomposition,
+    "credible_threshold": mk.uncertainty.credible_threshold,
+    "class_intervals": mk.uncertainty.class_intervals,
+    "kde_mode_prediction": mk.uncertainty.kde_mode_prediction,
 }
 
 
@@ -325,19 +325,21 @@ def test_draw_functions_reject_nan_and_inf_but_stay_jittable(name):
 def test_kde_mode_of_one_draw_is_that_draw_and_the_grid_must_be_known():
     q = _draws(6, num_draws=20, num_examples=2, num_classes=3)
     # one draw (a MAP's, e.g. predictive_summary(map_posterior, kde_mode=True)) has no spread
-    np.testing.assert_allclose(np.asarray(mk.kde_mode_prediction(q[:1])), q[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(mk.uncertainty.kde_mode_prediction(q[:1])), q[0], rtol=1e-6
+    )
     with pytest.raises(ValueError, match="grid must be one of"):
-        mk.kde_mode_prediction(q, grid="scipy")
+        mk.uncertainty.kde_mode_prediction(q, grid="scipy")
     with pytest.raises(ValueError, match="num_grid must be an integer >= 2"):
-        mk.kde_mode_prediction(q, num_grid=1)
+        mk.uncertainty.kde_mode_prediction(q, num_grid=1)
     with pytest.raises(TypeError, match="num_grid must be an integer"):
-        mk.kde_mode_prediction(q, num_grid=512.5)
+        mk.uncertainty.kde_mode_prediction(q, num_grid=512.5)
 
 
 @pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1, float("nan")])
 def test_levels_outside_the_open_unit_interval_raise(level):
     q = _draws(7, num_draws=10, num_examples=2, num_classes=3)
-    for function in (mk.credible_threshold, mk.class_intervals):
+    for function in (mk.uncertainty.credible_threshold, mk.uncertainty.class_intervals):
         with pytest.raises(ValueError, match=r"level must lie in \(0, 1\)"):
             function(q, level)
     with pytest.raises(ValueError, match=r"level must lie in \(0, 1\)"):
@@ -347,9 +349,9 @@ def test_levels_outside_the_open_unit_interval_raise(level):
 def test_credible_threshold_and_predictive_summary_reject_bad_counts():
     q = _draws(8, num_draws=10, num_examples=2, num_classes=3)
     with pytest.raises(ValueError, match="num_iterations must be an integer >= 1"):
-        mk.credible_threshold(q, num_iterations=0)
+        mk.uncertainty.credible_threshold(q, num_iterations=0)
     with pytest.raises(TypeError, match="num_iterations must be an integer"):
-        mk.credible_threshold(q, num_iterations=True)
+        mk.uncertainty.credible_threshold(q, num_iterations=True)
     posterior = _SoftmaxPosterior(np.zeros((2, 3, 3)))
     x = np.zeros((4, 3))
     with pytest.raises(ValueError, match="example_batch_size must be an integer >= 1"):

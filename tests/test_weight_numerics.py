@@ -121,7 +121,7 @@ def test_every_rule_gives_valid_weights_and_a_finite_prior(rule, bank, student_s
     assert (log_weights <= 1e-6).all()
     np.testing.assert_allclose(logsumexp(log_weights, axis=0), 0.0, atol=1e-5)
 
-    prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weights=rule)
+    prior = TeacherPrior.build(bank, concentration=10.0, temperature=2.0, weight_rule=rule)
     rng = np.random.default_rng(0)
     logits = jnp.asarray(
         np.clip(
@@ -178,7 +178,7 @@ def test_the_motivating_case_gaussian_naive_bayes_and_logistic_regression_on_dig
     old = np.asarray(subtraction_form(bank.entropies()))
     assert (old < 0).sum() > 100  # the old form made hundreds of weights negative here
     for rule in sorted(WEIGHT_RULES):
-        prior = TeacherPrior.build(bank, concentration=10.0, weights=rule)
+        prior = TeacherPrior.build(bank, concentration=10.0, weight_rule=rule)
         assert not np.isnan(np.asarray(prior.log_weights)).any(), rule
         density = np.asarray(prior.log_density(jnp.zeros((600, 10))))
         assert np.isfinite(density).all(), f"{rule}: {np.isnan(density).sum()} NaN examples"

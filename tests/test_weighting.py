@@ -12,12 +12,11 @@ import pytest
 from scipy import stats
 from scipy.special import softmax
 
-from mtbkd_jax import (
-    TeacherBank,
+from mtbkd_jax import TeacherBank, teacher_weights
+from mtbkd_jax.weighting import (
     inverse_entropy_weights,
     paper_weights,
     softmax_weights,
-    teacher_weights,
     uniform_weights,
 )
 

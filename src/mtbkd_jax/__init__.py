@@ -3,8 +3,19 @@
 A small Flax student learns from several teachers inside a NumPyro model whose prior on the
 student's tempered class probabilities is a per-example mixture, over teachers, of Dirichlets
 centred on the teachers' soft labels.
+
+The top level holds what a first run needs (``__all__``, about twenty names); the rest lives in
+the submodules: :mod:`mtbkd_jax.metrics`, :mod:`~mtbkd_jax.uncertainty`,
+:mod:`~mtbkd_jax.weighting`, :mod:`~mtbkd_jax.priors`, :mod:`~mtbkd_jax.students`,
+:mod:`~mtbkd_jax.infer` (with :mod:`~mtbkd_jax.infer.schedules`), :mod:`~mtbkd_jax.tuning`,
+:mod:`~mtbkd_jax.diagnostics`, :mod:`~mtbkd_jax.plots`, :mod:`~mtbkd_jax.datasets` and
+:mod:`~mtbkd_jax.experiments`. The names that used to be at the top level as well still work
+there for one release, with a ``DeprecationWarning`` that names their home.
 """
 
+import importlib as _importlib
+
+from mtbkd_jax._deprecation import warn_renamed as _warn_renamed
 from mtbkd_jax.infer import (
     CheckpointError,
     Posterior,
@@ -14,91 +25,105 @@ from mtbkd_jax.infer import (
     run_paper_sgld,
     run_sgmcmc,
     run_svi,
-    schedules,
-)
-from mtbkd_jax.metrics import (
-    accuracy,
-    brier_score,
-    classification_metrics,
-    classwise_calibration_error,
-    error_detection_auroc,
-    expected_calibration_error,
-    interval_coverage,
-    negative_log_likelihood,
 )
 from mtbkd_jax.model import MTBKDModel
-from mtbkd_jax.priors import (
-    TeacherMixtureDirichlet,
-    TeacherPrior,
-    dirichlet_mixture_log_density,
-    flat_prior,
-    normal_prior,
-    teacher_prior_factor,
-)
-from mtbkd_jax.students import CNN, MLP, LinenMLP, Student
+from mtbkd_jax.priors import TeacherPrior, flat_prior, normal_prior, teacher_prior_factor
+from mtbkd_jax.students import MLP, Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.tuning import SearchResult, coordinate_search
-from mtbkd_jax.uncertainty import (
-    class_intervals,
-    credible_threshold,
-    entropy_decomposition,
-    kde_mode_prediction,
-    mean_deviance,
-    predictive_mean,
-    predictive_summary,
-)
-from mtbkd_jax.weighting import (
-    inverse_entropy_weights,
-    paper_weights,
-    softmax_weights,
-    teacher_weights,
-    uniform_weights,
-)
+from mtbkd_jax.uncertainty import mean_deviance, predictive_mean, predictive_summary
+from mtbkd_jax.weighting import teacher_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CNN",
-    "CheckpointError",
-    "MLP",
-    "LinenMLP",
-    "MTBKDModel",
-    "Posterior",
-    "SamplerDivergedError",
-    "SearchResult",
-    "Student",
+    # the teachers and their weights
     "TeacherBank",
-    "TeacherMixtureDirichlet",
+    "teacher_weights",
+    # the prior, for the canonical model or a model of your own
     "TeacherPrior",
-    "accuracy",
-    "brier_score",
-    "class_intervals",
-    "classification_metrics",
-    "classwise_calibration_error",
-    "coordinate_search",
-    "credible_threshold",
-    "dirichlet_mixture_log_density",
-    "entropy_decomposition",
-    "error_detection_auroc",
-    "expected_calibration_error",
-    "flat_prior",
-    "interval_coverage",
-    "inverse_entropy_weights",
-    "kde_mode_prediction",
-    "mean_deviance",
-    "negative_log_likelihood",
+    "teacher_prior_factor",
     "normal_prior",
-    "paper_weights",
-    "predictive_mean",
-    "predictive_summary",
+    "flat_prior",
+    # the student and the model
+    "Student",
+    "MLP",
+    "MTBKDModel",
+    # inference
     "run_map",
     "run_nuts",
-    "run_paper_sgld",
-    "run_sgmcmc",
     "run_svi",
-    "schedules",
-    "softmax_weights",
-    "teacher_prior_factor",
-    "teacher_weights",
-    "uniform_weights",
+    "run_sgmcmc",
+    "run_paper_sgld",
+    "Posterior",
+    "CheckpointError",
+    "SamplerDivergedError",
+    # the uncertainty users ask for first
+    "predictive_mean",
+    "mean_deviance",
+    "predictive_summary",
 ]
+
+# the submodules users reach for the rest (``dir(mtbkd_jax)`` lists them beside the card)
+_SUBMODULES = (
+    "datasets",
+    "diagnostics",
+    "experiments",
+    "infer",
+    "metrics",
+    "model",
+    "plots",
+    "priors",
+    "students",
+    "teachers",
+    "tuning",
+    "uncertainty",
+    "weighting",
+)
+
+# former top-level names -> the module that holds them now (deprecated here for one release)
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "accuracy",
+            "brier_score",
+            "classification_metrics",
+            "classwise_calibration_error",
+            "error_detection_auroc",
+            "expected_calibration_error",
+            "interval_coverage",
+            "negative_log_likelihood",
+        ),
+        "mtbkd_jax.metrics",
+    ),
+    **dict.fromkeys(
+        ("class_intervals", "credible_threshold", "entropy_decomposition", "kde_mode_prediction"),
+        "mtbkd_jax.uncertainty",
+    ),
+    **dict.fromkeys(
+        ("inverse_entropy_weights", "paper_weights", "softmax_weights", "uniform_weights"),
+        "mtbkd_jax.weighting",
+    ),
+    **dict.fromkeys(
+        ("TeacherMixtureDirichlet", "dirichlet_mixture_log_density"), "mtbkd_jax.priors"
+    ),
+    **dict.fromkeys(("CNN", "LinenMLP"), "mtbkd_jax.students"),
+    **dict.fromkeys(("SearchResult", "coordinate_search"), "mtbkd_jax.tuning"),
+    "schedules": "mtbkd_jax.infer",
+}
+
+
+def __getattr__(name: str):
+    """A submodule, imported on first use (``mtbkd_jax.metrics.accuracy`` works after
+    ``import mtbkd_jax``), or a former top-level name, from its new home, with a
+    ``DeprecationWarning``."""
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"mtbkd_jax.{name}")
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mtbkd_jax' has no attribute {name!r}")
+    _warn_renamed(f"mtbkd_jax.{name}", f"{home}.{name}")
+    return getattr(_importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES, "__version__"})

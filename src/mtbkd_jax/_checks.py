@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, SupportsFloat, cast
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    import jax
 
 
-def as_float_array(value, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+def as_float_array(value: ArrayLike, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
     """Return ``value`` as a float64 NumPy array with the expected number of dimensions."""
     try:
         array = np.asarray(value, dtype=np.float64)
@@ -31,13 +37,13 @@ def require_finite(array: np.ndarray, name: str) -> None:
         )
 
 
-def _as_number(value, name: str) -> float:
+def _as_number(value: object, name: str) -> float:
     """``value`` as a float, raising a ``TypeError`` naming ``name`` unless it is a real number
     (a Python or NumPy number, or a 0-d/one-element array; not a string, not ``None``)."""
     if isinstance(value, str | bytes) or value is None:
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
-        return float(value)
+        return float(cast(SupportsFloat, value))  # anything else raises TypeError here
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"{name} must be a number, got {value!r} ({type(value).__name__})"
@@ -60,32 +66,33 @@ def require_nonnegative(value: float, name: str) -> float:
     return value
 
 
-def require_counts(**counts) -> None:
+def require_counts(**counts: tuple[object, int]) -> None:
     """Raise unless each ``name=(value, lowest)`` is an integer (not a bool, not a float such
     as ``2.0``) >= lowest."""
     for name, (value, lowest) in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(
-                f"{name} must be an integer >= {lowest}, got {value!r} ({type(value).__name__})"
-            )
-        if value < lowest:
-            raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
+        require_count(value, name, lowest)
 
 
-def require_count(value, name: str, lowest: int = 1) -> int:
-    """Return ``value`` as an int, raising unless it is an integer >= lowest."""
-    require_counts(**{name: (value, lowest)})
+def require_count(value: object, name: str, lowest: int = 1) -> int:
+    """Return ``value`` as an int, raising unless it is an integer (not a bool, not a float
+    such as ``2.0``) >= lowest."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(
+            f"{name} must be an integer >= {lowest}, got {value!r} ({type(value).__name__})"
+        )
+    if value < lowest:
+        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     return int(value)
 
 
-def is_traced(value) -> bool:
+def is_traced(value: object) -> bool:
     """Whether ``value`` is a JAX tracer (inside jit/grad: its value is not known)."""
     import jax
 
     return isinstance(value, jax.core.Tracer)
 
 
-def require_nonnegative_values(value, name: str, *, strictly: bool = False):
+def require_nonnegative_values[V](value: V, name: str, *, strictly: bool = False) -> V:
     """Check a number or a concrete array (NumPy or JAX) elementwise: finite and >= 0 (> 0 with
     ``strictly``). Traced values (inside jit) are returned unchecked: their values are unknown
     there, and validation belongs at the public boundary."""
@@ -106,7 +113,7 @@ def require_nonnegative_values(value, name: str, *, strictly: bool = False):
     return value
 
 
-def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndarray:
+def as_labels(labels: ArrayLike, name: str, num_examples: int, num_classes: int) -> np.ndarray:
     """Return integer class labels of shape (N,), checking range and length."""
     array = np.asarray(labels)
     if array.ndim != 1:
@@ -128,7 +135,7 @@ def as_labels(labels, name: str, num_examples: int, num_classes: int) -> np.ndar
     return array.astype(np.int32)
 
 
-def require_key(key, name: str = "rng_key"):
+def require_key(key: object, name: str = "rng_key") -> jax.Array | np.ndarray:
     """Raise a ``TypeError`` naming ``name`` unless ``key`` is a JAX PRNG key: a typed key
     (``jax.random.key``) or a raw ``uint32`` key (``jax.random.PRNGKey``)."""
     import jax
@@ -143,7 +150,7 @@ def require_key(key, name: str = "rng_key"):
     )
 
 
-def as_input_batch(inputs, name: str):
+def as_input_batch(inputs: ArrayLike, name: str) -> jax.Array | np.ndarray:
     """``inputs`` as an array of shape (N, ...) with N >= 1 and a numeric (or bool) dtype; a
     ``jax.Array`` is kept as it is (no host copy), anything else becomes a NumPy array."""
     import jax

@@ -16,7 +16,7 @@ __all__ = ["prepare_output_dir", "prepare_output_file", "require_input_dir"]
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _as_path(path, argument: str) -> Path:
+def _as_path(path: object, argument: str) -> Path:
     """``path`` as a :class:`Path`, raising unless it is a non-empty str or os.PathLike."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(
@@ -38,7 +38,7 @@ def _existing_ancestor(folder: Path) -> Path:
     return Path(".")
 
 
-def prepare_output_dir(path, argument: str) -> Path:
+def prepare_output_dir(path: str | os.PathLike[str], argument: str) -> Path:
     """Create the output folder ``path`` (parents too) if it is missing and check that a file
     can be written in it.
 
@@ -79,7 +79,7 @@ def prepare_output_dir(path, argument: str) -> Path:
     return folder
 
 
-def prepare_output_file(path, argument: str) -> Path:
+def prepare_output_file(path: str | os.PathLike[str], argument: str) -> Path:
     """Check that a file can be written at ``path``: its folder is created (parents too) and
     writable, and ``path`` is not a folder. Nothing is written at ``path`` itself.
 
@@ -107,7 +107,7 @@ def _os_error(argument: str, folder: Path, what: str, error: OSError) -> Excepti
     return ValueError(message)
 
 
-def require_input_dir(path, argument: str) -> Path:
+def require_input_dir(path: str | os.PathLike[str], argument: str) -> Path:
     """Check that the input folder ``path`` exists and is a folder that can be read.
 
     Args:

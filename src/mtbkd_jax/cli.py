@@ -1,4 +1,4 @@
-"""The ``mtbkd`` command: the demo and the paper's experiments.
+"""The ``mtbkd`` command: the demo and the experiments of the registry.
 
 Bad arguments and paths are refused before any compute with one line on stderr
 (``mtbkd: error: ...``, exit status 2); errors of the run itself that a user can act on (bad
@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mtbkd: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
@@ -75,6 +75,9 @@ def _seed(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     from mtbkd_jax.experiments import DATA_EXPERIMENTS, EXPERIMENTS
 
+    smoke = _Parser(add_help=False)
+    smoke.add_argument("--smoke", action="store_true", help="the tiny run (seconds; for tests)")
+
     common = _Parser(add_help=False)
     common.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     common.add_argument(
@@ -91,17 +94,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtbkd_jax {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", parents=[common], help="distil three teachers into an MLP on digits"
+        "demo",
+        parents=[common, smoke],
+        help="distil three teachers into an MLP on digits (= experiment demo)",
     )
     demo.add_argument("--out", default=None, help="folder for metrics.json, posterior.nc, PNG")
-    demo.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    # the former spelling of --smoke, still accepted
+    demo.add_argument("--quick", dest="smoke", action="store_true", help=argparse.SUPPRESS)
     demo.add_argument("--no-progress", action="store_true", help="no progress output")
     experiment = commands.add_parser(
-        "experiment", parents=[common], help="run one of the paper's experiments"
+        "experiment",
+        parents=[common, smoke],
+        help="run one of the registered experiments",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="experiments:\n"
+        + "\n".join(f"  {name:<14} {entry.summary}" for name, entry in EXPERIMENTS.items()),
     )
-    experiment.add_argument("name", choices=EXPERIMENTS)
+    experiment.add_argument("name", choices=list(EXPERIMENTS), help="the experiment")
     experiment.add_argument("--out", required=True, help="folder for metrics.json and figures")
-    experiment.add_argument("--smoke", action="store_true", help="tiny settings (tests)")
     experiment.add_argument(
         "--data", default=None, help=f"data folder ({', '.join(DATA_EXPERIMENTS)})"
     )
@@ -159,7 +169,7 @@ def compile_cache(folder: Path | None) -> Iterator[None]:
 
     before = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
     if folder is None:
-        settings = {"jax_enable_compilation_cache": False}
+        settings: dict[str, object] = {"jax_enable_compilation_cache": False}
     else:
         settings = {
             "jax_enable_compilation_cache": True,
@@ -197,10 +207,9 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "demo":
-        from mtbkd_jax.demo import DemoSettings, run_demo
+        from mtbkd_jax.demo import run_demo
 
-        settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
-        run_demo(args.out, settings, progress=not args.no_progress)
+        run_demo(args.out, smoke=args.smoke, seed=args.seed, progress=not args.no_progress)
     else:
         from mtbkd_jax.experiments import run_experiment
 

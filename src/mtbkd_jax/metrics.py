@@ -6,6 +6,7 @@ All are plain NumPy on the host (they run once per evaluation), computed in floa
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "accuracy",
@@ -13,11 +14,15 @@ __all__ = [
     "brier_score",
     "expected_calibration_error",
     "reliability_bins",
+    "classwise_calibration_error",
+    "error_detection_auroc",
+    "interval_coverage",
+    "interval_coverage_by_probability",
     "classification_metrics",
 ]
 
 
-def _check(probs, labels):
+def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     if probs.ndim != 2:
@@ -39,27 +44,35 @@ def _check(probs, labels):
     return probs, labels.astype(np.int64)
 
 
-def accuracy(probs, labels) -> float:
-    """Fraction of examples whose most probable class is the label."""
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of examples whose most probable class is the label.
+
+    Example:
+        >>> from mtbkd_jax.metrics import accuracy
+        >>> accuracy([[0.9, 0.1], [0.3, 0.7]], [0, 0])
+        0.5
+    """
     probs, labels = _check(probs, labels)
     return float((probs.argmax(-1) == labels).mean())
 
 
-def negative_log_likelihood(probs, labels) -> float:
+def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean ``-log p(y_i)`` (natural log); a zero probability gives ``inf``, never a clip."""
     probs, labels = _check(probs, labels)
     with np.errstate(divide="ignore"):
         return float(-np.log(probs[np.arange(len(labels)), labels]).mean())
 
 
-def brier_score(probs, labels) -> float:
+def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean over examples of ``sum_c (p_c - 1[y = c])^2`` (the multi-class Brier score)."""
     probs, labels = _check(probs, labels)
     onehot = np.eye(probs.shape[1])[labels]
     return float(((probs - onehot) ** 2).sum(-1).mean())
 
 
-def reliability_bins(probs, labels, num_bins: int = 15):
+def reliability_bins(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Equal-width confidence bins on [0, 1]; each bin is [lo, hi) but the last is [lo, 1].
 
     Returns:
@@ -81,14 +94,14 @@ def reliability_bins(probs, labels, num_bins: int = 15):
     return edges, counts, mean_conf, mean_acc
 
 
-def expected_calibration_error(probs, labels, num_bins: int = 15) -> float:
+def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> float:
     """ECE: ``sum_b (n_b / N) |acc_b - conf_b|`` over equal-width bins (last bin closed)."""
     _, counts, conf, acc = reliability_bins(probs, labels, num_bins)
     filled = counts > 0
     return float((counts[filled] / counts.sum() * np.abs(acc[filled] - conf[filled])).sum())
 
 
-def _binned_gap(scores, outcomes, num_bins):
+def _binned_gap(scores: np.ndarray, outcomes: np.ndarray, num_bins: int) -> float:
     edges = np.arange(int(num_bins) + 1) / int(num_bins)
     index = np.searchsorted(edges[1:-1], scores, side="right")
     counts = np.bincount(index, minlength=num_bins)
@@ -98,7 +111,7 @@ def _binned_gap(scores, outcomes, num_bins):
     return float((np.abs(hits[filled] - sums[filled])).sum() / len(scores))
 
 
-def classwise_calibration_error(probs, labels, num_bins: int = 15) -> float:
+def classwise_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> float:
     """Classwise ECE (Kull et al., 2019): the mean over classes of the equal-width-binned gap
     between ``p_c`` and the frequency of ``y = c``, ``sum_b (n_b / N) |freq_b - mean p_b|``."""
     probs, labels = _check(probs, labels)
@@ -109,7 +122,7 @@ def classwise_calibration_error(probs, labels, num_bins: int = 15) -> float:
     )
 
 
-def error_detection_auroc(scores, errors) -> float:
+def error_detection_auroc(scores: ArrayLike, errors: ArrayLike) -> float:
     """AUROC of detecting errors by an uncertainty score (higher score = more likely wrong).
 
     ``P(score of an error > score of a correct prediction)``, ties counted one half
@@ -135,7 +148,7 @@ def error_detection_auroc(scores, errors) -> float:
     return float((rank_sum - num_errors * (num_errors + 1) / 2.0) / (num_errors * num_right))
 
 
-def _check_intervals(intervals, true_probs):
+def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     intervals = np.asarray(intervals, dtype=np.float64)
     true_probs = np.asarray(true_probs, dtype=np.float64)
     if intervals.shape != (*true_probs.shape, 2):
@@ -154,7 +167,7 @@ def _check_intervals(intervals, true_probs):
     return intervals, true_probs
 
 
-def interval_coverage(intervals, true_probs) -> float:
+def interval_coverage(intervals: ArrayLike, true_probs: ArrayLike) -> float:
     """Fraction of true class probabilities inside their credible intervals.
 
     Args:
@@ -167,8 +180,10 @@ def interval_coverage(intervals, true_probs) -> float:
 
 
 def interval_coverage_by_probability(
-    intervals, true_probs, edges=(0.0, 0.01, 0.1, 0.9, 1.0)
-) -> list[dict]:
+    intervals: ArrayLike,
+    true_probs: ArrayLike,
+    edges: ArrayLike = (0.0, 0.01, 0.1, 0.9, 1.0),
+) -> list[dict[str, float]]:
     """Coverage within bins of the true probability, and on which side the misses fall.
 
     With many classes most (example, class) pairs have a tiny true probability, and the pooled
@@ -208,7 +223,9 @@ def interval_coverage_by_probability(
     return rows
 
 
-def classification_metrics(probs, labels, num_bins: int = 15) -> dict[str, float]:
+def classification_metrics(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
+) -> dict[str, float]:
     """Accuracy, NLL, Brier score, ECE and classwise ECE in one dict."""
     return {
         "accuracy": accuracy(probs, labels),

@@ -17,6 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
@@ -24,7 +25,12 @@ from mtbkd_jax.teachers import TeacherBank
 __all__ = ["MTBKDModel", "PAPER_SETTINGS"]
 
 # the reference code's settings (METHOD §5), beside its flat base prior
-PAPER_SETTINGS = {"concentration": 5.0, "temperature": 2.0, "prior_power": 0.02, "weights": "paper"}
+PAPER_SETTINGS = {
+    "concentration": 5.0,
+    "temperature": 2.0,
+    "prior_power": 0.02,
+    "weight_rule": "paper",
+}
 
 
 class MTBKDModel:
@@ -40,10 +46,14 @@ class MTBKDModel:
         prior_power: ``beta > 0``, a power on the teacher prior (default 0.1, so that the
             distillation weight ``beta * lambda`` of the posterior mode is 1; the reference code
             effectively uses ``beta = 0.02``; ``beta = 1`` is the plain Bayesian model).
-        weights: mixing-weight rule (``"paper"``, ``"inverse_entropy"``, ``"softmax"``,
+        weight_rule: mixing-weight rule (``"paper"``, ``"inverse_entropy"``, ``"softmax"``,
             ``"uniform"``) or an (M, N) array.
         weight_temperature: temperature at which entropies are measured for the weights (1).
         weight_tau: temperature of the ``"softmax"`` weight rule.
+
+    The weight arguments are :func:`~mtbkd_jax.teacher_weights`'s ``rule``, ``temperature`` and
+    ``tau`` with a ``weight_`` prefix, since here ``temperature`` is already the ``T`` above
+    (the former ``weights=`` still works for one release, with a ``DeprecationWarning``).
 
     Example:
         >>> import numpy as np
@@ -55,6 +65,7 @@ class MTBKDModel:
         1.0
     """
 
+    @renamed_keywords("mtbkd_jax.MTBKDModel", weights="weight_rule")
     def __init__(
         self,
         student: Student,
@@ -63,7 +74,7 @@ class MTBKDModel:
         concentration: float = 10.0,
         temperature: float = 1.0,
         prior_power: float = 0.1,
-        weights="paper",
+        weight_rule="paper",
         weight_temperature: float = 1.0,
         weight_tau: float = 1.0,
     ):
@@ -78,7 +89,7 @@ class MTBKDModel:
         self.concentration = require_nonnegative(concentration, "concentration")
         self.temperature = require_positive(temperature, "temperature")
         self.prior_power = require_positive(prior_power, "prior_power")
-        self.weight_rule = weights if isinstance(weights, str) else "array"
+        self.weight_rule = weight_rule if isinstance(weight_rule, str) else "array"
         self.weight_temperature = require_positive(weight_temperature, "weight_temperature")
         self.weight_tau = require_positive(weight_tau, "weight_tau")
         self.teacher_prior = (
@@ -88,13 +99,14 @@ class MTBKDModel:
                 teachers,
                 concentration=self.concentration,
                 temperature=self.temperature,
-                weights=weights,
+                weight_rule=weight_rule,
                 weight_temperature=weight_temperature,
                 weight_tau=weight_tau,
             )
         )
 
     @classmethod
+    @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")
     def paper(cls, student: Student, teachers: TeacherBank, **overrides) -> MTBKDModel:
         """The reference code's model (METHOD §5) in one call.
 
@@ -129,7 +141,7 @@ class MTBKDModel:
                 ("concentration", "concentration", PAPER_SETTINGS["concentration"]),
                 ("temperature", "temperature", PAPER_SETTINGS["temperature"]),
                 ("prior_power", "prior_power", PAPER_SETTINGS["prior_power"]),
-                ("weights", "weight_rule", PAPER_SETTINGS["weights"]),
+                ("weight_rule", "weight_rule", PAPER_SETTINGS["weight_rule"]),
                 ("weight_temperature", "weight_temperature", 1.0),
             )
             if getattr(self, attribute) != value
@@ -204,8 +216,9 @@ class MTBKDModel:
         return {"teacher_prior": False}
 
     def logits(self, weights: dict, features: jax.Array) -> jax.Array:
-        """The student's logits for one draw of the weights (used for prediction)."""
-        return self.student.apply(weights, features)
+        """The student's logits for one draw of the weights: :meth:`Student.logits`, the
+        ``logits_fn`` the inference front-ends use for prediction by default."""
+        return self.student.logits(weights, features)
 
     def featurize(self, inputs) -> jax.Array:
         """The student's frozen feature extractor applied once (identity without one)."""
@@ -250,6 +263,8 @@ class MTBKDModel:
             batch = inputs if subsample_size is None else jnp.take(inputs, index, axis=0)
         transfer = use_prior and prior_inputs is not None
         if transfer:
+            # transfer implies use_prior (so constants are set) and prior_inputs
+            assert prior_inputs is not None and constants is not None
             num_transfer = prior_inputs.shape[0]
             self._check_prior_size(constants, num_transfer, "prior_inputs")
             transfer_plate = numpyro.plate(
@@ -273,6 +288,7 @@ class MTBKDModel:
                 batch_labels = labels if subsample_size is None else jnp.take(labels, index)
             numpyro.sample("y", dist.Categorical(logits=logits), obs=batch_labels)
             if use_prior and prior_inputs is None:
+                assert constants is not None  # use_prior implies a teacher prior
                 self._check_prior_size(constants, num_examples, "inputs")
                 prior = constants if subsample_size is None else constants.take(index)
                 teacher_prior_factor(
@@ -282,6 +298,7 @@ class MTBKDModel:
                     prior_power=self.prior_power,
                 )
         if transfer:
+            assert constants is not None  # checked above
             with transfer_plate:
                 prior = constants if prior_subsample_size is None else constants.take(t)
                 teacher_prior_factor(

@@ -3,9 +3,19 @@ matplotlib / ArviZ)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from arviz_plots import PlotCollection
+    from matplotlib.figure import Figure
 
 from mtbkd_jax.metrics import reliability_bins
 
@@ -17,7 +27,7 @@ __all__ = [
 ]
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     # no matplotlib.use(...): in Jupyter that would replace the inline backend; on a machine
     # without a display matplotlib falls back to Agg by itself
     import matplotlib.pyplot as plt
@@ -25,14 +35,20 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
 
 
-def reliability_diagram(curves: dict, labels, path=None, num_bins: int = 10, min_count: int = 5):
+def reliability_diagram(
+    curves: Mapping[str, ArrayLike],
+    labels: ArrayLike,
+    path: str | os.PathLike[str] | None = None,
+    num_bins: int = 10,
+    min_count: int = 5,
+) -> Figure:
     """Accuracy against confidence per bin for several methods.
 
     Args:
@@ -65,13 +81,22 @@ def reliability_diagram(curves: dict, labels, path=None, num_bins: int = 10, min
     return _save(fig, path)
 
 
-def teacher_weights_figure(weights, entropies, names, path=None):
+def teacher_weights_figure(
+    weights: ArrayLike,
+    entropies: ArrayLike,
+    names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """Per-example mixing weights against the teachers' entropies.
 
     Args:
         weights: (M, N) mixing weights.
         entropies: (M, N) teacher entropies (bits).
         names: the M teacher names.
+        path: where to save the PNG (optional).
+
+    Returns:
+        The matplotlib figure.
     """
     plt = _pyplot()
     weights, entropies = np.asarray(weights), np.asarray(entropies)
@@ -89,7 +114,11 @@ def teacher_weights_figure(weights, entropies, names, path=None):
     return _save(fig, path)
 
 
-def deviance_by_group(deviance: dict, path=None, title="Mean deviance by group"):
+def deviance_by_group(
+    deviance: Mapping[str, ArrayLike],
+    path: str | os.PathLike[str] | None = None,
+    title: str = "Mean deviance by group",
+) -> Figure:
     """Box plots of the mean deviance for each group ``{name: values}``."""
     plt = _pyplot()
     names = list(deviance)
@@ -101,12 +130,17 @@ def deviance_by_group(deviance: dict, path=None, title="Mean deviance by group")
     return _save(fig, path)
 
 
-def diagnostic_plots(tree, var_names, trace_path=None, rank_path=None):
+def diagnostic_plots(
+    tree: xr.DataTree,
+    var_names: Sequence[str],
+    trace_path: str | os.PathLike[str] | None = None,
+    rank_path: str | os.PathLike[str] | None = None,
+) -> dict[str, PlotCollection]:
     """ArviZ trace and rank plots of the chosen parameters, saved as PNG."""
     import arviz as az
 
     _pyplot()
-    out = {}
+    out: dict[str, PlotCollection] = {}
     if trace_path is not None:
         pc = az.plot_trace_dist(tree, var_names=var_names, backend="matplotlib")
         Path(trace_path).parent.mkdir(parents=True, exist_ok=True)

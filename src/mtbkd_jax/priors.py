@@ -18,8 +18,8 @@ centred on one teacher's soft label and ``lambda`` is the trust in the teachers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln, logsumexp, xlogy
+from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 from mtbkd_jax._checks import (
@@ -34,6 +35,7 @@ from mtbkd_jax._checks import (
     require_nonnegative_values,
     require_positive,
 )
+from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.weighting import teacher_log_weights
 
@@ -84,7 +86,7 @@ class TeacherMixtureDirichlet(dist.Distribution):
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> from mtbkd_jax import TeacherMixtureDirichlet
+        >>> from mtbkd_jax.priors import TeacherMixtureDirichlet
         >>> p = jax.nn.softmax(jnp.arange(12.0).reshape(2, 2, 3))
         >>> d = TeacherMixtureDirichlet(p, jnp.full((2, 2), 0.5), concentration=10.0)
         >>> d.sample(jax.random.key(0), (4,)).shape
@@ -93,9 +95,16 @@ class TeacherMixtureDirichlet(dist.Distribution):
 
     arg_constraints = {"teacher_probs": constraints.simplex, "weights": constraints.nonnegative}
     support = constraints.simplex
-    reparametrized_params = []
+    reparametrized_params: list[str] = []
 
-    def __init__(self, teacher_probs, weights, concentration: float = 1.0, *, validate_args=None):
+    def __init__(
+        self,
+        teacher_probs: ArrayLike,
+        weights: ArrayLike,
+        concentration: float | jax.Array = 1.0,
+        *,
+        validate_args: bool | None = None,
+    ) -> None:
         if jnp.ndim(teacher_probs) != 3:
             raise ValueError(
                 f"teacher_probs must have shape (M, N, C), got {jnp.shape(teacher_probs)}"
@@ -119,31 +128,33 @@ class TeacherMixtureDirichlet(dist.Distribution):
             batch_shape=(num_examples,), event_shape=(num_classes,), validate_args=validate_args
         )
 
-    def tree_flatten(self):
+    def tree_flatten(self) -> tuple[tuple[jax.Array, jax.Array, float | jax.Array], None]:
         return (self.teacher_probs, self.weights, self.concentration), None
 
     @classmethod
-    def tree_unflatten(cls, aux_data, params):
+    def tree_unflatten(
+        cls, aux_data: None, params: tuple[jax.Array, jax.Array, float | jax.Array]
+    ) -> TeacherMixtureDirichlet:
         return cls(*params)
 
-    def log_prob_from_log_q(self, log_q):
+    def log_prob_from_log_q(self, log_q: jax.Array) -> jax.Array:
         """Log density given ``log q`` (finite), shape (..., N, C) -> (..., N)."""
         return dirichlet_mixture_log_density(
             log_q, self._scaled_probs, self._log_normalizer, self._log_weights
         )
 
-    def log_prob_from_logits(self, logits):
+    def log_prob_from_logits(self, logits: jax.Array) -> jax.Array:
         """Log density of ``q = softmax(logits)``, stable for logits of any size."""
         return self.log_prob_from_log_q(jax.nn.log_softmax(logits, axis=-1))
 
-    def log_prob(self, value):
+    def log_prob(self, value: jax.Array) -> jax.Array:
         # xlogy keeps 0 * log 0 = 0 where a concentration equals one exactly.
         log_components = (
             xlogy(self._scaled_probs, value[..., None, :]).sum(-1) - self._log_normalizer
         )
         return logsumexp(self._log_weights + log_components, axis=-1)
 
-    def sample(self, key, sample_shape=()):
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         mixture = dist.MixtureSameFamily(
             dist.Categorical(probs=self.weights.T),
             dist.Dirichlet(1.0 + self._scaled_probs),
@@ -151,7 +162,7 @@ class TeacherMixtureDirichlet(dist.Distribution):
         return mixture.sample(key, sample_shape)
 
     @property
-    def mean(self):
+    def mean(self) -> jax.Array:
         component_means = (1.0 + self._scaled_probs) / (1.0 + self._scaled_probs).sum(
             -1, keepdims=True
         )
@@ -177,21 +188,28 @@ class TeacherPrior(NamedTuple):
     temperature: jax.Array
 
     @classmethod
+    @renamed_keywords("mtbkd_jax.TeacherPrior.build", weights="weight_rule")
     def build(
         cls,
         teachers: TeacherBank,
         *,
         concentration: float,
         temperature: float = 1.0,
-        weights="paper",
+        weight_rule: str | np.ndarray | jax.Array = "paper",
         weight_temperature: float = 1.0,
         weight_tau: float = 1.0,
     ) -> TeacherPrior:
-        """Constants for ``teachers``' inputs; ``weights`` is a rule name or an (M, N) array."""
+        """Constants for ``teachers``' inputs; ``weight_rule`` is a rule name or an (M, N)
+        array, and the weight arguments are those of :class:`~mtbkd_jax.MTBKDModel` (the
+        former ``weights=`` still works for one release, with a ``DeprecationWarning``)."""
         concentration = require_nonnegative(concentration, "concentration")
         temperature = require_positive(temperature, "temperature")
         log_w = teacher_log_weights(
-            teachers, weights, temperature=weight_temperature, tau=weight_tau, argument="weights"
+            teachers,
+            weight_rule,
+            temperature=weight_temperature,
+            tau=weight_tau,
+            argument="weight_rule",
         )
         scaled = concentration * jnp.moveaxis(teachers.probs(temperature), 0, 1)
         return cls(
@@ -203,12 +221,17 @@ class TeacherPrior(NamedTuple):
 
     @property
     def num_examples(self) -> int:
+        """N, the number of examples."""
         return int(self.scaled_probs.shape[0])
 
-    def take(self, indices) -> TeacherPrior:
+    def take(self, indices: ArrayLike) -> TeacherPrior:
         """The constants for the examples ``indices``."""
-        arrays = (self.scaled_probs, self.log_normalizer, self.log_weights)
-        return TeacherPrior(*(jnp.take(a, indices, axis=0) for a in arrays), self.temperature)
+        return TeacherPrior(
+            jnp.take(self.scaled_probs, indices, axis=0),
+            jnp.take(self.log_normalizer, indices, axis=0),
+            jnp.take(self.log_weights, indices, axis=0),
+            self.temperature,
+        )
 
     def log_density(self, student_logits: jax.Array) -> jax.Array:
         """Per-example ``log sum_m w_m Dir(softmax(logits / T); 1 + lambda p_m)``, shape (N,)."""
@@ -270,7 +293,7 @@ def _scale_for(name: str, scale: float, scales: Mapping[str, float] | None) -> f
     return scales[max(matches, key=len)] if matches else scale
 
 
-def check_prior_names(prior, names) -> None:
+def check_prior_names(prior: object, names: Iterable[str]) -> None:
     """Raise if a base prior names parameters that ``names`` (dotted paths such as
     ``"layers.0.kernel"``) does not have: a misspelt key would otherwise be ignored silently.
 
@@ -293,9 +316,18 @@ def check_prior_names(prior, names) -> None:
         )
 
 
+class _BasePrior(Protocol):
+    """What :func:`normal_prior` and :func:`flat_prior` return: a ``(name, shape) ->
+    Distribution`` callable with a JSON-able ``description`` (for fingerprints and messages)."""
+
+    description: dict[str, Any]
+
+    def __call__(self, name: str, shape: tuple[int, ...], /) -> dist.Distribution: ...
+
+
 def normal_prior(
     scale: float = 1.0, scales: Mapping[str, float] | None = None
-) -> Callable[[str, tuple], dist.Distribution]:
+) -> Callable[[str, tuple[int, ...]], dist.Distribution]:
     """Independent ``Normal(0, sigma0^2)`` on every weight, with optional per-layer scales.
 
     Args:
@@ -328,14 +360,15 @@ def normal_prior(
             raise TypeError(f"scales keys must be non-empty parameter paths (str), got {key!r}")
         require_positive(value, f"scales[{key!r}]")
 
-    def prior(name: str, shape) -> dist.Distribution:
+    def prior(name: str, shape: tuple[int, ...]) -> dist.Distribution:
         return dist.Normal(0.0, _scale_for(name, scale, scales))
 
-    prior.description = {"kind": "normal", "scale": scale, "scales": dict(scales or {})}
-    return prior
+    described = cast(_BasePrior, prior)
+    described.description = {"kind": "normal", "scale": scale, "scales": dict(scales or {})}
+    return described
 
 
-def flat_prior() -> Callable[[str, tuple], dist.Distribution]:
+def flat_prior() -> Callable[[str, tuple[int, ...]], dist.Distribution]:
     """An improper flat prior on every weight (the reference code's sampling setting).
 
     Note that softmax is unchanged by adding a constant to every logit, so with a flat prior
@@ -343,8 +376,9 @@ def flat_prior() -> Callable[[str, tuple], dist.Distribution]:
     :func:`normal_prior` for MCMC.
     """
 
-    def prior(name: str, shape) -> dist.Distribution:
+    def prior(name: str, shape: tuple[int, ...]) -> dist.Distribution:
         return dist.ImproperUniform(constraints.real, (), ())
 
-    prior.description = {"kind": "flat"}
-    return prior
+    described = cast(_BasePrior, prior)
+    described.description = {"kind": "flat"}
+    return described

@@ -24,6 +24,7 @@ from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
 from numpyro.primitives import Messenger
 
+from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._tracing import abstract_trace
 from mtbkd_jax.priors import check_prior_names, normal_prior
 
@@ -233,8 +234,12 @@ class Student:
         """Inside a NumPyro model: sample the weights and return the logits, shape (N, C)."""
         return self.network(features.shape[1:])(features)
 
-    def apply(self, weights: dict, features: jax.Array) -> jax.Array:
+    def logits(self, weights: dict, features: jax.Array) -> jax.Array:
         """Logits for one set of weights (a dict of site name -> array), outside a model.
+
+        This is the ``logits_fn`` to give the inference front-ends for a NumPyro model of your
+        own (``logits_fn=student.logits``); :meth:`MTBKDModel.logits
+        <mtbkd_jax.MTBKDModel.logits>` is the same function for the canonical model.
 
         Raises:
             ValueError: if a weight of the network is missing from ``weights`` (it would
@@ -254,6 +259,13 @@ class Student:
 
         with handlers.block(), handlers.substitute(substitute_fn=lookup):
             return self(features)
+
+    @property
+    def apply(self) -> Callable[[dict, jax.Array], jax.Array]:
+        """Deprecated: :meth:`logits` (the name ``MTBKDModel.logits`` and ``logits_fn`` share);
+        ``student.apply`` still gives it, with a ``DeprecationWarning``, for one release."""
+        warn_renamed("mtbkd_jax.Student.apply", "mtbkd_jax.Student.logits")
+        return self.logits
 
     def init_weights(self, rng_key: jax.Array, features: jax.Array) -> dict:
         """One draw of the weights from the base prior, as a dict of site name -> array."""

@@ -13,19 +13,25 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
 
 __all__ = ["TeacherBank"]
 
-_SIMPLEX_ATOL = 1e-4
+
+class _ProbabilisticClassifier(Protocol):
+    """A scikit-learn style classifier: anything with ``predict_proba``."""
+
+    def predict_proba(self, inputs: np.ndarray, /) -> ArrayLike: ...
 
 
-def _stack_teachers(arrays, name: str) -> np.ndarray:
+def _stack_teachers(arrays: ArrayLike, name: str) -> np.ndarray:
     """Accept an (M, N, C) array or a sequence of (N, C) arrays and return (M, N, C)."""
     if isinstance(arrays, np.ndarray | jax.Array) or (
         isinstance(arrays, Sequence) and len(arrays) > 0 and np.ndim(arrays[0]) == 2
@@ -37,7 +43,9 @@ def _stack_teachers(arrays, name: str) -> np.ndarray:
                     f"{name}: every teacher must give an (N, C) array of the same shape; "
                     f"got shapes {shapes} (a mismatch in examples or in class count)"
                 )
-        stacked = as_float_array(arrays if np.ndim(arrays) == 3 else np.stack(arrays), name, 3)
+        stacked = as_float_array(
+            arrays if np.ndim(arrays) == 3 else np.stack(list(arrays)), name, 3
+        )
     else:
         stacked = as_float_array(arrays, name, 3)
     num_teachers, num_examples, num_classes = stacked.shape
@@ -83,7 +91,7 @@ class TeacherBank:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_logits(cls, logits, names: Sequence[str] | None = None) -> TeacherBank:
+    def from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
         """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
         stacked = _stack_teachers(logits, "logits")
         require_finite(stacked, "logits")
@@ -96,9 +104,10 @@ class TeacherBank:
 
     @classmethod
     def from_probs(
-        cls, probs, names: Sequence[str] | None = None, atol: float = _SIMPLEX_ATOL
+        cls, probs: ArrayLike, names: Sequence[str] | None = None, atol: float = 1e-4
     ) -> TeacherBank:
-        """Teachers given by class probabilities (rows on the simplex, zeros allowed)."""
+        """Teachers given by class probabilities (rows on the simplex, zeros allowed; each row
+        must sum to 1 within ``atol``)."""
         stacked = _stack_teachers(probs, "probs")
         require_finite(stacked, "probs")
         if (stacked < 0).any():
@@ -122,8 +131,8 @@ class TeacherBank:
     @classmethod
     def from_callables(
         cls,
-        teachers: Sequence[Callable],
-        inputs,
+        teachers: Sequence[Callable[..., Any] | _ProbabilisticClassifier],
+        inputs: ArrayLike,
         *,
         outputs: str = "logits",
         names: Sequence[str] | None = None,
@@ -157,12 +166,18 @@ class TeacherBank:
         for index, teacher in enumerate(teachers):
             if not callable(teacher) and not hasattr(teacher, "predict_proba"):
                 raise TypeError(f"teachers[{index}] is not callable: {type(teacher).__name__}")
+            # hasattr, not isinstance with a runtime-checkable Protocol: that looks the
+            # attribute up statically, so it would find scikit-learn's `available_if`
+            # descriptor on e.g. an SVC(probability=False), which has no predict_proba
             is_sklearn = hasattr(teacher, "predict_proba")
             chunks = []
             for start in range(0, inputs.shape[0], batch_size):
                 batch = inputs[start : start + batch_size]
-                out = teacher.predict_proba(batch) if is_sklearn else teacher(jnp.asarray(batch))
-                chunks.append(np.asarray(out, dtype=np.float64))
+                if is_sklearn:
+                    chunk = cast(_ProbabilisticClassifier, teacher).predict_proba(batch)
+                else:
+                    chunk = cast(Callable[..., Any], teacher)(jnp.asarray(batch))
+                chunks.append(np.asarray(chunk, dtype=np.float64))
             out = np.concatenate(chunks, axis=0)
             if out.ndim != 2 or out.shape[0] != inputs.shape[0]:
                 raise ValueError(
@@ -195,14 +210,17 @@ class TeacherBank:
     # ------------------------------------------------------------------ shape
     @property
     def num_teachers(self) -> int:
+        """M, the number of teachers."""
         return int(self.log_probs.shape[0])
 
     @property
     def num_examples(self) -> int:
+        """N, the number of examples."""
         return int(self.log_probs.shape[1])
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes."""
         return int(self.log_probs.shape[2])
 
     # ------------------------------------------------------------------ derived quantities
@@ -233,7 +251,7 @@ class TeacherBank:
         base = require_positive(base, "base")
         return _log_entropies(self.tempered_log_probs(temperature), base)
 
-    def accuracy(self, labels) -> np.ndarray:
+    def accuracy(self, labels: ArrayLike) -> np.ndarray:
         """Each teacher's accuracy against ``labels``, shape (M,)."""
         labels = as_labels(labels, "labels", self.num_examples, self.num_classes)
         predictions = np.asarray(jnp.argmax(self.log_probs, axis=-1))
@@ -248,7 +266,7 @@ class TeacherBank:
         return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ new banks
-    def select(self, teachers: Sequence[int | str]) -> TeacherBank:
+    def select(self, teachers: Sequence[int | str] | np.ndarray | jax.Array) -> TeacherBank:
         """A bank with only the given teachers (by index or name)."""
         if isinstance(teachers, np.ndarray | jax.Array):
             teachers = np.asarray(teachers).tolist()
@@ -293,7 +311,7 @@ class TeacherBank:
         log_mean = jax.scipy.special.logsumexp(self.log_probs, axis=0) - jnp.log(self.num_teachers)
         return TeacherBank(log_mean[None], (name,))
 
-    def take(self, indices) -> TeacherBank:
+    def take(self, indices: ArrayLike) -> TeacherBank:
         """A bank restricted to the examples ``indices``."""
         indices = np.asarray(indices)
         if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["SearchResult", "coordinate_search"]
 
@@ -19,15 +20,15 @@ __all__ = ["SearchResult", "coordinate_search"]
 class SearchResult:
     """The best settings found, their score, and every evaluation in order."""
 
-    best: dict
+    best: dict[str, Any]
     best_score: float
-    evaluated: list[dict] = field(default_factory=list)
+    evaluated: list[dict[str, Any]] = field(default_factory=list)
 
 
 def coordinate_search(
-    score: Callable[[dict], float],
-    grid: Mapping[str, Sequence],
-    start: Mapping,
+    score: Callable[[dict[str, Any]], float],
+    grid: Mapping[str, Sequence[Any]],
+    start: Mapping[str, Any],
     *,
     sweeps: int = 1,
 ) -> SearchResult:
@@ -45,6 +46,16 @@ def coordinate_search(
         A :class:`SearchResult`. Each settings dict is scored once (results are cached), and
         ties keep the earlier value; ``evaluated`` records a non-finite score as ``None`` (so
         that it serialises as JSON).
+
+    Example:
+        >>> from mtbkd_jax.tuning import coordinate_search
+        >>> result = coordinate_search(
+        ...     lambda s: (s["a"] - 2) ** 2 + (s["b"] - 1) ** 2,
+        ...     grid={"a": [0, 1, 2, 3], "b": [0, 1, 2]},
+        ...     start={"a": 0, "b": 0},
+        ... )
+        >>> result.best, result.best_score
+        ({'a': 2, 'b': 1}, 0.0)
     """
     if not grid:
         raise ValueError("grid must name at least one axis")
@@ -56,10 +67,10 @@ def coordinate_search(
     if int(sweeps) < 1:
         raise ValueError(f"sweeps must be >= 1, got {sweeps}")
 
-    cache: dict[tuple, float] = {}
-    evaluated: list[dict] = []
+    cache: dict[tuple[tuple[str, Any], ...], float] = {}
+    evaluated: list[dict[str, Any]] = []
 
-    def evaluate(settings: dict) -> float:
+    def evaluate(settings: dict[str, Any]) -> float:
         key = tuple(sorted(settings.items()))
         if key not in cache:
             value = float(score(dict(settings)))

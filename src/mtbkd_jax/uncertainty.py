@@ -10,10 +10,13 @@ and one class, no NaN or infinity) and then calls a jit-compiled core. Inside a 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import xlogy
+from numpy.typing import ArrayLike
 
 __all__ = [
     "predictive_mean",
@@ -35,7 +38,14 @@ REFERENCE_GRID_POINTS = 600
 REFERENCE_GRID_MARGIN = 0.05
 
 
-def _check_draws(draw_probs, *, min_draws: int = 1) -> jax.Array:
+class _Predictor(Protocol):
+    """What :func:`predictive_summary` needs of a posterior, e.g. a
+    :class:`~mtbkd_jax.Posterior`."""
+
+    def predict(self, inputs: np.ndarray, /, *, draw_batch_size: int) -> ArrayLike: ...
+
+
+def _check_draws(draw_probs: ArrayLike, *, min_draws: int = 1) -> jax.Array:
     """Return ``draw_probs`` as a JAX array, raising unless it is a finite (S, N, C) array.
 
     Raises:
@@ -67,7 +77,7 @@ def _check_draws(draw_probs, *, min_draws: int = 1) -> jax.Array:
     return array
 
 
-def _require_int(value, name: str, lowest: int) -> int:
+def _require_int(value: object, name: str, lowest: int) -> int:
     """Return ``value`` as an int, raising unless it is an integer (not a bool) >= lowest."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"{name} must be an integer >= {lowest}, got {value!r}")
@@ -76,43 +86,52 @@ def _require_int(value, name: str, lowest: int) -> int:
     return int(value)
 
 
-def predictive_mean(draw_probs) -> jax.Array:
+def predictive_mean(draw_probs: ArrayLike) -> jax.Array:
     """The posterior predictive mean ``Q(x) = mean_s q_s``, shape (N, C)."""
     return _predictive_mean(_check_draws(draw_probs))
 
 
 @jax.jit
-def _predictive_mean(draw_probs):
+def _predictive_mean(draw_probs: jax.Array) -> jax.Array:
     return draw_probs.mean(0)
 
 
-def mean_deviance(draw_probs) -> jax.Array:
+def mean_deviance(draw_probs: ArrayLike) -> jax.Array:
     """The paper's uncertainty score ``MD(x) = mean_s sum_c -2 q_sc log q_sc``, shape (N,).
 
     Natural log; it lies in ``[0, 2 log C]``.
+
+    Example:
+        >>> import numpy as np
+        >>> from mtbkd_jax.uncertainty import mean_deviance
+        >>> draws = np.full((4, 1, 2), 0.5)  # 4 draws, 1 example, 2 classes
+        >>> round(float(mean_deviance(draws)[0]), 4)  # 2 log 2, the largest for C = 2
+        1.3863
     """
     return _mean_deviance(_check_draws(draw_probs))
 
 
 @jax.jit
-def _mean_deviance(draw_probs):
+def _mean_deviance(draw_probs: jax.Array) -> jax.Array:
     return (-2.0 * xlogy(draw_probs, draw_probs).sum(-1)).mean(0)
 
 
-def entropy_decomposition(draw_probs) -> dict[str, jax.Array]:
+def entropy_decomposition(draw_probs: ArrayLike) -> dict[str, jax.Array]:
     """``H(Q) = mean_s H(q_s) + MI``: total, aleatoric (expected) and epistemic (MI), (N,) each."""
     return _entropy_decomposition(_check_draws(draw_probs))
 
 
 @jax.jit
-def _entropy_decomposition(draw_probs):
+def _entropy_decomposition(draw_probs: jax.Array) -> dict[str, jax.Array]:
     mean = draw_probs.mean(0)
     total = -xlogy(mean, mean).sum(-1)
     aleatoric = (-xlogy(draw_probs, draw_probs).sum(-1)).mean(0)
     return {"total": total, "aleatoric": aleatoric, "epistemic": total - aleatoric}
 
 
-def credible_threshold(draw_probs, level: float = 0.95, num_iterations: int = 60):
+def credible_threshold(
+    draw_probs: ArrayLike, level: float = 0.95, num_iterations: int = 60
+) -> tuple[jax.Array, jax.Array]:
     """The paper's credible threshold per example, by bisection (METHOD §6).
 
     Finds the largest ``u`` with ``mean_s sum_c q_sc 1[q_sc >= u] >= level``: the class
@@ -129,11 +148,13 @@ def credible_threshold(draw_probs, level: float = 0.95, num_iterations: int = 60
 
 
 @jax.jit(static_argnums=(1, 2))
-def _credible_threshold(draw_probs, level, num_iterations):
-    def mass_above(u):  # (N,)
+def _credible_threshold(
+    draw_probs: jax.Array, level: float, num_iterations: int
+) -> tuple[jax.Array, jax.Array]:
+    def mass_above(u: jax.Array) -> jax.Array:  # (N,)
         return jnp.where(draw_probs >= u[None, :, None], draw_probs, 0.0).sum(-1).mean(0)
 
-    def body(_, bounds):
+    def body(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         low, high = bounds
         mid = 0.5 * (low + high)
         enough = mass_above(mid) >= level
@@ -146,7 +167,7 @@ def _credible_threshold(draw_probs, level, num_iterations):
     return low, -2.0 * jnp.log(low)
 
 
-def class_intervals(draw_probs, level: float = 0.95) -> jax.Array:
+def class_intervals(draw_probs: ArrayLike, level: float = 0.95) -> jax.Array:
     """Equal-tailed credible intervals of each class probability, shape (N, C, 2).
 
     The bounds are the posterior quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the
@@ -158,13 +179,15 @@ def class_intervals(draw_probs, level: float = 0.95) -> jax.Array:
 
 
 @jax.jit(static_argnums=1)
-def _class_intervals(draw_probs, level):
+def _class_intervals(draw_probs: jax.Array, level: float) -> jax.Array:
     tail = (1.0 - level) / 2.0
     bounds = jnp.quantile(draw_probs, jnp.array([tail, 1.0 - tail]), axis=0)
     return jnp.moveaxis(bounds, 0, -1)
 
 
-def kde_mode_prediction(draw_probs, num_grid: int | None = None, grid: str = "unit") -> jax.Array:
+def kde_mode_prediction(
+    draw_probs: ArrayLike, num_grid: int | None = None, grid: str = "unit"
+) -> jax.Array:
     """The reference notebook's point prediction: per class, the mode of a Gaussian KDE of the S
     draws ``q_sc`` (Scott's bandwidth, as ``scipy.stats.gaussian_kde``), renormalised.
 
@@ -196,7 +219,7 @@ def kde_mode_prediction(draw_probs, num_grid: int | None = None, grid: str = "un
 
 
 @jax.jit(static_argnums=(1, 2))
-def _kde_mode(draw_probs, num_grid, reference):
+def _kde_mode(draw_probs: jax.Array, num_grid: int, reference: bool) -> jax.Array:
     num_draws = draw_probs.shape[0]
     steps = jnp.linspace(0.0, 1.0, num_grid)
     if reference:  # (G, N, C): per example and class
@@ -225,8 +248,8 @@ def _kde_mode(draw_probs, num_grid, reference):
 
 
 def predictive_summary(
-    posterior,
-    inputs,
+    posterior: _Predictor,
+    inputs: ArrayLike,
     *,
     level: float = 0.95,
     example_batch_size: int = 512,

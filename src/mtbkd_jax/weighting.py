@@ -39,13 +39,16 @@ from mtbkd_jax._checks import as_float_array, require_finite, require_positive
 from mtbkd_jax.teachers import TeacherBank
 
 __all__ = [
+    "teacher_weights",
+    "teacher_log_weights",
+    "WEIGHT_RULES",
     "paper_weights",
     "inverse_entropy_weights",
     "softmax_weights",
     "uniform_weights",
-    "teacher_weights",
-    "teacher_log_weights",
-    "WEIGHT_RULES",
+    "paper_log_weights",
+    "inverse_entropy_log_weights",
+    "softmax_log_weights",
 ]
 
 

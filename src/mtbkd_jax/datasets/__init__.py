@@ -1,5 +1,6 @@
-"""Bundled-data loaders and teacher construction."""
+"""Bundled-data loaders and teacher construction; every problem is a :class:`DistillationData`."""
 
+from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.deeploc import (
     DEEPLOC_CLASS_NAMES,
     DEEPLOC_TEACHER_NAMES,
@@ -9,7 +10,7 @@ from mtbkd_jax.datasets.deeploc import (
     find_deeploc_dir,
     load_deeploc,
 )
-from mtbkd_jax.datasets.digits import DistillationData, load_digits_distillation
+from mtbkd_jax.datasets.digits import load_digits_distillation
 from mtbkd_jax.datasets.fashion_mnist import (
     FASHION_MNIST_CLASS_NAMES,
     fashion_mnist_available,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.protein_features import sequence_features
 from mtbkd_jax.teachers import TeacherBank
 
@@ -147,6 +148,29 @@ class DeepLocData:
     @property
     def teacher_names(self) -> tuple[str, ...]:
         return DEEPLOC_TEACHER_NAMES
+
+    def distillation_data(self) -> DistillationData:
+        """The problem an experiment runs on: the teacher prior on the training proteins (no
+        transfer set), the validation split, and the multi-location proteins as the extra input
+        set ``"multi-location"``."""
+        return DistillationData(
+            name="deeploc",
+            x_train=self.train.x,
+            y_train=self.train.y,
+            x_test=self.test.x,
+            y_test=self.test.y,
+            teachers_prior=_bank(self.train),
+            teachers_test=_bank(self.test),
+            x_validation=self.validation.x,
+            y_validation=self.validation.y,
+            extra_inputs={"multi-location": self.multilocation.x},
+        )
+
+
+def _bank(split: DeepLocSplit) -> TeacherBank:
+    if split.teachers is None:
+        raise ValueError("this DeepLoc split has no teacher outputs")
+    return split.teachers
 
 
 def _has_files(folder: Path) -> bool:

@@ -9,49 +9,16 @@ predictions inform its prior.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
+from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.teachers import TeacherBank
 
-__all__ = ["DistillationData", "load_digits_distillation"]
-
-
-@dataclass(frozen=True)
-class DistillationData:
-    """A distillation problem: labelled, transfer and test inputs plus the teachers' outputs.
-
-    Attributes:
-        x_train, y_train: the student's labelled examples.
-        x_transfer: unlabelled inputs (the teacher prior is evaluated on
-            ``prior_inputs = concat(x_train, x_transfer)``).
-        x_test, y_test: held-out evaluation data.
-        teachers_prior: the teacher bank on ``prior_inputs``.
-        teachers_test: the same teachers on ``x_test`` (for reporting teacher accuracy).
-        num_classes: C.
-        x_validation, y_validation: labelled validation examples, when the problem has them
-            (for choosing hyperparameters).
-    """
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_transfer: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    teachers_prior: TeacherBank
-    teachers_test: TeacherBank
-    num_classes: int
-    x_validation: np.ndarray | None = None
-    y_validation: np.ndarray | None = None
-
-    @property
-    def prior_inputs(self) -> np.ndarray:
-        return np.concatenate([self.x_train, self.x_transfer], axis=0)
+__all__ = ["load_digits_distillation"]
 
 
 def _digits_teachers(seed: int):
@@ -95,6 +62,7 @@ def load_digits_distillation(
     names = list(teachers)
     fitted = list(teachers.values())
     return DistillationData(
+        name="digits",
         x_train=x[label],
         y_train=y[label].astype(np.int32),
         x_transfer=x[transfer],
@@ -104,7 +72,6 @@ def load_digits_distillation(
             fitted, prior_inputs, names=names, num_classes=10
         ),
         teachers_test=TeacherBank.from_callables(fitted, x[test], names=names, num_classes=10),
-        num_classes=10,
         x_validation=x[validation] if num_validation else None,
         y_validation=y[validation].astype(np.int32) if num_validation else None,
     )

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mtbkd_jax.datasets.digits import DistillationData
+from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
@@ -242,6 +242,7 @@ def load_fashion_mnist_distillation(
     prior = np.concatenate([label, transfer])
     names = list(teachers.names)
     data = DistillationData(
+        name="fashion-mnist",
         x_train=_downsample(train.images[label], downsample),
         y_train=train.labels[label],
         x_transfer=_downsample(train.images[transfer], downsample),
@@ -249,7 +250,6 @@ def load_fashion_mnist_distillation(
         y_test=test.labels,
         teachers_prior=TeacherBank.from_logits(teachers.train_logits[:, prior], names=names),
         teachers_test=TeacherBank.from_logits(teachers.test_logits, names=names),
-        num_classes=10,
         x_validation=_downsample(train.images[validation], downsample) if num_validation else None,
         y_validation=train.labels[validation] if num_validation else None,
     )

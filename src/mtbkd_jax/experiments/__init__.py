@@ -1,35 +1,102 @@
-"""The paper's experiments (METHOD §7), each runnable as ``mtbkd experiment NAME --out DIR``.
+"""The paper's experiments (METHOD §7) and the demo, each runnable as
+``mtbkd experiment NAME --out DIR [--smoke]``.
 
-Each experiment builds a :class:`Problem`, runs every baseline with :func:`run_baselines` and
-writes ``metrics.json`` (the demo's row format), ``table.md``, the MT-BKD posterior and figures.
+Each experiment is a configuration of one runner: a problem (a
+:class:`~mtbkd_jax.datasets.DistillationData`), an :class:`ExperimentConfig` subclass (its full
+run; ``.smoke()`` its tiny one), :func:`run_baselines` and :func:`write_report`, which writes
+``metrics.json``, ``table.md``, the MT-BKD posterior and figures. :data:`EXPERIMENTS` is the
+registry the ``mtbkd`` command takes its choices from.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
-from mtbkd_jax.experiments.baselines import ExperimentConfig, Problem, run_baselines
+from mtbkd_jax.experiments.baselines import run_baselines
+from mtbkd_jax.experiments.config import ExperimentConfig
+from mtbkd_jax.experiments.methods import Method
 from mtbkd_jax.experiments.report import markdown_table, write_report
 
 __all__ = [
     "DATA_EXPERIMENTS",
     "EXPERIMENTS",
+    "Experiment",
     "ExperimentConfig",
-    "Problem",
+    "Method",
     "markdown_table",
     "run_baselines",
     "run_experiment",
     "write_report",
 ]
 
-EXPERIMENTS = ("digits", "synthetic", "deeploc", "fashion-mnist")
+
+@dataclass(frozen=True)
+class Experiment:
+    """An entry of the registry.
+
+    Attributes:
+        name: the ``mtbkd experiment`` choice.
+        summary: one line for ``mtbkd experiment --help``.
+        runner: ``"module:function"``, a function ``(out_dir, *, smoke, seed, say[, data_path])
+            -> rows``, imported when the experiment runs.
+        takes_data: whether it reads a data folder (``data_path``, ``--data``).
+    """
+
+    name: str
+    summary: str
+    runner: str
+    takes_data: bool = False
+
+    def run(self, out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print):
+        module, function = self.runner.split(":")
+        run = getattr(importlib.import_module(module), function)
+        kwargs = {"data_path": data_path} if self.takes_data else {}
+        return run(out_dir, smoke=smoke, seed=seed, say=say, **kwargs)
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            "digits",
+            "every baseline on scikit-learn's digits, tuned on a validation split",
+            "mtbkd_jax.experiments.digits:run_digits",
+        ),
+        Experiment(
+            "synthetic",
+            "every baseline on four problems with known class probabilities (coverage)",
+            "mtbkd_jax.experiments.synthetic:run_synthetic",
+        ),
+        Experiment(
+            "deeploc",
+            "protein localisation, two real teachers, SGLD, the multi-location check",
+            "mtbkd_jax.experiments.deeploc:run_deeploc",
+            takes_data=True,
+        ),
+        Experiment(
+            "fashion-mnist",
+            "three image teachers trained once, an MLP student on 14x14 images, SGLD",
+            "mtbkd_jax.experiments.fashion_mnist:run_fashion_mnist",
+            takes_data=True,
+        ),
+        Experiment(
+            "demo",
+            "the main job, also `mtbkd demo`: three teachers distilled into an MLP on digits",
+            "mtbkd_jax.demo:run_demo",
+        ),
+    )
+}
 # the experiments that read a data folder (``data_path``, ``--data``)
-DATA_EXPERIMENTS = ("deeploc", "fashion-mnist")
+DATA_EXPERIMENTS = tuple(name for name, e in EXPERIMENTS.items() if e.takes_data)
 
 
 def run_experiment(
     name: str, out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print
 ) -> list[dict]:
-    """Run experiment ``name`` and write its outputs to ``out_dir``; returns the rows.
+    """Run experiment ``name`` of :data:`EXPERIMENTS` and write its outputs to ``out_dir``;
+    returns the rows.
 
     The arguments are checked before any data is loaded: ``data_path`` must be an existing
     folder (and is taken only by :data:`DATA_EXPERIMENTS`), and ``out_dir`` is created if it is
@@ -42,7 +109,7 @@ def run_experiment(
         PermissionError: ``out_dir`` cannot be created or written.
     """
     if name not in EXPERIMENTS:
-        raise ValueError(f"name must be one of {EXPERIMENTS}, got {name!r}")
+        raise ValueError(f"name must be one of {tuple(EXPERIMENTS)}, got {name!r}")
     if data_path is not None:
         if name not in DATA_EXPERIMENTS:
             raise ValueError(
@@ -51,25 +118,4 @@ def run_experiment(
             )
         require_input_dir(data_path, "data_path")
     prepare_output_dir(out_dir, "out_dir")
-    if name == "digits":
-        from mtbkd_jax.experiments.digits import digits_config, digits_problem
-
-        problem, config = digits_problem(seed), digits_config(smoke, seed)
-        say(
-            f"[digits] {len(problem.y_train)} labelled, {len(problem.x_transfer)} transfer, "
-            f"{len(problem.y_val)} validation, {len(problem.y_test)} test digits"
-        )
-        rows, artifacts = run_baselines(problem, config, say=say)
-        write_report(out_dir, problem, rows, artifacts)
-        return rows
-    if name == "synthetic":
-        from mtbkd_jax.experiments.synthetic import run_synthetic
-
-        return run_synthetic(out_dir, smoke=smoke, seed=seed, say=say)
-    if name == "fashion-mnist":
-        from mtbkd_jax.experiments.fashion_mnist import run_fashion_mnist
-
-        return run_fashion_mnist(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)
-    from mtbkd_jax.experiments.deeploc import run_deeploc
-
-    return run_deeploc(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)
+    return EXPERIMENTS[name].run(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)

@@ -8,45 +8,50 @@ The data live outside the package (``--data PATH``, ``MTBKD_DEEPLOC_DIR`` or
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from flax import nnx
 from scipy import stats
 
-from mtbkd_jax.experiments.baselines import (
-    SMOKE_TUNING,
-    ExperimentConfig,
-    Problem,
-    run_baselines,
-)
+from mtbkd_jax.experiments.baselines import run_baselines
+from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
+from mtbkd_jax.experiments.methods import MAIN
 from mtbkd_jax.experiments.report import write_report
-from mtbkd_jax.students import MLP, Student
 
-__all__ = ["deeploc_problem", "run_deeploc"]
+__all__ = ["DeepLocConfig", "deeploc_problem", "run_deeploc"]
 
 
-def deeploc_problem(data_path=None, *, hidden: int = 128):
+@dataclass(frozen=True)
+class DeepLocConfig(ExperimentConfig):
+    """An MLP with 128 hidden units; 2,000 MAP steps at learning rate 3e-3; SGLD, 2 chains x
+    80 epochs; every method tuned on validation."""
+
+    hidden: tuple[int, ...] = (128,)
+    learning_rate: float = 3e-3
+    bayes: str = "sgld"
+    tune: bool = True
+
+    @classmethod
+    def smoke(cls, seed: int = 0) -> DeepLocConfig:
+        return cls(
+            seed=seed,
+            map_steps=50,
+            learning_rate=1e-2,
+            sgld_epochs=2,
+            sgld_draws_per_epoch=2,
+            num_chains=1,
+            **SMOKE_TUNING,
+        )
+
+
+def deeploc_problem(data_path=None):
+    """The problem (:meth:`DeepLocData.distillation_data`) and the DeepLoc data it comes
+    from."""
     from mtbkd_jax.datasets.deeploc import load_deeploc
 
     data = load_deeploc(data_path)
-    num_features = data.num_features
-    problem = Problem(
-        name="deeploc",
-        x_train=data.train.x,
-        y_train=data.train.y,
-        x_test=data.test.x,
-        y_test=data.test.y,
-        teachers_prior=data.train.teachers,
-        teachers_test=data.test.teachers,
-        make_student=lambda s: Student(
-            MLP(num_features, data.num_classes, hidden=(hidden,), rngs=nnx.Rngs(s))
-        ),
-        extra_inputs={"multi-location": data.multilocation.x},
-        x_val=data.validation.x,
-        y_val=data.validation.y,
-    )
-    return problem, data
+    return data.distillation_data(), data
 
 
 def _multilocation_rows(artifacts):
@@ -79,32 +84,27 @@ def _table(rows) -> str:
     return "\n".join(lines)
 
 
-def run_deeploc(out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print):
+def _deviance_figure(out: Path, data, artifacts) -> None:
+    from mtbkd_jax.plots import deviance_by_group
+
+    groups = {"single-location (test)": artifacts["summaries"][MAIN]["mean_deviance"]}
+    counts = data.multilocation.localization_count
+    for count in sorted(set(counts.tolist())):
+        groups[f"{count} locations"] = artifacts["extra"][MAIN]["multi-location"][counts == count]
+    deviance_by_group(
+        groups,
+        out / "deviance_by_group.png",
+        title="MT-BKD mean deviance: single- vs multi-location proteins",
+    )
+
+
+def run_deeploc(
+    out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print, config=None
+):
+    """Run the experiment (``config``: default ``DeepLocConfig.for_run(smoke=, seed=)``) and
+    write its outputs, ``multilocation.json`` included; returns the rows."""
+    config = config or DeepLocConfig.for_run(smoke=smoke, seed=seed)
     problem, data = deeploc_problem(data_path)
-    if smoke:
-        config = ExperimentConfig(
-            seed=seed,
-            map_steps=50,
-            bayes="sgld",
-            sgld_epochs=2,
-            sgld_step_size=1e-5,
-            sgld_draws_per_epoch=2,
-            num_chains=1,
-            **SMOKE_TUNING,
-        )
-    else:
-        config = ExperimentConfig(
-            seed=seed,
-            map_steps=2000,
-            learning_rate=3e-3,
-            bayes="sgld",
-            sgld_batch_size=64,
-            sgld_epochs=80,
-            sgld_step_size=1e-5,
-            sgld_draws_per_epoch=6,
-            num_chains=2,
-            tune=True,
-        )
     say(
         f"[deeploc] {len(problem.y_train)} train, {len(problem.y_test)} test, "
         f"{data.multilocation.num_examples} multi-location proteins, "
@@ -112,23 +112,10 @@ def run_deeploc(out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, 
     )
     rows, artifacts = run_baselines(problem, config, say=say)
     multi = _multilocation_rows(artifacts)
-    out = write_report(out_dir, problem, rows, artifacts)
-    main = "MT-BKD (entropy weights)"
-    if main in artifacts["extra"]:
-        from mtbkd_jax.plots import deviance_by_group
-
-        groups = {"single-location (test)": artifacts["summaries"][main]["mean_deviance"]}
-        counts = data.multilocation.localization_count
-        for count in sorted(set(counts.tolist())):
-            groups[f"{count} locations"] = artifacts["extra"][main]["multi-location"][
-                counts == count
-            ]
-        deviance_by_group(
-            groups,
-            Path(out) / "deviance_by_group.png",
-            title="MT-BKD mean deviance: single- vs multi-location proteins",
-        )
-    (Path(out) / "multilocation.json").write_text(json.dumps(multi, indent=2) + "\n")
-    with open(Path(out) / "table.md", "a") as handle:
+    out = Path(write_report(out_dir, problem, rows, artifacts))
+    if MAIN in artifacts["extra"]:
+        _deviance_figure(out, data, artifacts)
+    (out / "multilocation.json").write_text(json.dumps(multi, indent=2) + "\n")
+    with open(out / "table.md", "a") as handle:
         handle.write("\n" + _table(multi) + "\n")
     return rows

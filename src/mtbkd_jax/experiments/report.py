@@ -1,5 +1,5 @@
-"""Writing an experiment's outputs: metrics.json (the demo's row format), a markdown table,
-the MT-BKD posterior and figures."""
+"""Writing a run's outputs: metrics.json (one row format for every experiment and the demo), a
+markdown table, the MT-BKD posterior and figures."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from mtbkd_jax.experiments.methods import MAIN
 
 __all__ = ["markdown_table", "write_report"]
 
@@ -47,8 +49,12 @@ def markdown_table(rows) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir, problem, rows, artifacts, *, extra_rows=None, groups=None):
-    """Write metrics.json, table.md, posterior.nc and the figures into ``out_dir``."""
+def write_report(out_dir, data, rows, artifacts, *, extra_rows=None, groups=None):
+    """Write metrics.json, table.md, posterior.nc and the figures into ``out_dir``.
+
+    ``data`` is the run's :class:`~mtbkd_jax.datasets.DistillationData` and ``rows`` and
+    ``artifacts`` what :func:`~mtbkd_jax.experiments.run_baselines` returned for it.
+    """
     from mtbkd_jax.plots import (
         deviance_by_group,
         diagnostic_plots,
@@ -66,23 +72,14 @@ def write_report(out_dir, problem, rows, artifacts, *, extra_rows=None, groups=N
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
-    main = "MT-BKD (entropy weights)"
-    curves = {
-        f"{m} (MAP)": artifacts["map_probs"][m]
-        for m in ("student alone", "averaged KD")
-        if m in artifacts["map_probs"]
-    }
-    for m in ("student alone", main):
-        if m in artifacts["summaries"]:
-            curves[f"{m} (Bayes)"] = artifacts["summaries"][m]["predictive_mean"]
-    reliability_diagram(curves, problem.y_test, out / "reliability.png")
-    bank = problem.teachers_prior
+    reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
+    bank = data.teachers_prior
     teacher_weights_figure(
         teacher_weights(bank, "paper"), bank.entropies(), bank.names, out / "teacher_weights.png"
     )
-    if main in artifacts["summaries"]:
-        deviance = artifacts["summaries"][main]["mean_deviance"]
-        by_class = {f"class {c}": deviance[problem.y_test == c] for c in np.unique(problem.y_test)}
+    if MAIN in artifacts["summaries"]:
+        deviance = artifacts["summaries"][MAIN]["mean_deviance"]
+        by_class = {f"class {c}": deviance[data.y_test == c] for c in np.unique(data.y_test)}
         deviance_by_group(
             by_class,
             out / "deviance_by_class.png",
@@ -92,7 +89,7 @@ def write_report(out_dir, problem, rows, artifacts, *, extra_rows=None, groups=N
             deviance_by_group(
                 groups, out / "deviance_by_group.png", title="MT-BKD mean deviance by group"
             )
-        posterior = artifacts["posteriors"][main]
+        posterior = artifacts["posteriors"][MAIN]
         posterior.save(out / "posterior.nc")
         tree = posterior.to_datatree(log_likelihood=False)
         names = [n for n in tree["posterior"].data_vars if n.endswith("bias")]

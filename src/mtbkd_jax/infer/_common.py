@@ -25,6 +25,7 @@ def _features(model, inputs, name: str) -> jax.Array:
     has_extractor = student is not None and getattr(student, "feature_extractor", None)
     raw = as_input_batch(inputs, name)
     if has_extractor:
+        assert featurize is not None, "a model with a feature extractor needs featurize"
         features = featurize(raw)
     else:
         features = jnp.asarray(raw, dtype=jnp.float32)

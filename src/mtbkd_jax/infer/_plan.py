@@ -1,17 +1,10 @@
-"""Everything an SG-MCMC run decides before its first step: the minibatch plan read from the
-model's trace, the step-size schedule, the settings, and the run's fingerprint.
-
-The model owns its subsampling: a NumPyro model declares it with
-``numpyro.plate(name, N, subsample_size=B)`` (indexing its data with the plate's indices), and
-the canonical :class:`~mtbkd_jax.MTBKDModel` says which keyword arguments make it do so
-(``minibatch_kwargs``). The plates come from the model's trace, so a plate of any name is
-found, and a model that declares none is refused rather than run full batch.
-"""
+"""What an SG-MCMC run decides before its first step, beyond the model's minibatch plan
+(:mod:`mtbkd_jax.infer.gradients`): its arguments checked, the step-size schedule, the draws
+it will keep, and the run's fingerprint."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +12,9 @@ import numpy as np
 
 from mtbkd_jax._checks import require_counts, require_key, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
-from mtbkd_jax.infer._common import is_array_tree
-from mtbkd_jax.infer._epochs import keep_positions
+from mtbkd_jax.infer._loop import keep_positions
 from mtbkd_jax.infer._orders import ORDERS_SCHEME
+from mtbkd_jax.infer._samplers import SAMPLERS
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
     array_digest,
@@ -31,108 +24,15 @@ from mtbkd_jax.infer.fingerprint import (
     static_value,
     tree_digest,
 )
-from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
-
-SAMPLERS = ("sgld", "sghmc", "cyclical_sgld")
+from mtbkd_jax.infer.gradients import MinibatchPlan
 
 __all__ = [
     "SAMPLERS",
     "checked_arguments",
-    "MinibatchPlan",
-    "minibatch_plan",
     "step_schedules",
     "count_valid_draws",
     "check_cyclical_draws",
 ]
-
-
-@dataclass(frozen=True)
-class MinibatchPlan:
-    """The subsampled plates and the data the potential is built from.
-
-    Attributes:
-        plates: the subsampled plates (the first sets the epoch: ``size // batch_size`` steps).
-        arrays: keyword arguments that are arrays (passed through ``jit`` as data).
-        static: the other keyword arguments (compiled in).
-        latent_shapes: the model's latent sites and their shapes.
-    """
-
-    plates: tuple[PlateSpec, ...]
-    arrays: dict
-    static: dict
-    latent_shapes: dict
-    partial_last_batch: bool = False
-    deterministic: tuple = ()
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """``N // |B|`` steps, or ``ceil(N / |B|)`` with a partial last batch."""
-        size, batch = self.plates[0].size, self.plates[0].batch_size
-        return -(-size // batch) if self.partial_last_batch else size // batch
-
-
-def minibatch_plan(
-    model, features, labels, kwargs, batch_size, prior_batch_size, partial_last_batch=False
-) -> MinibatchPlan:
-    """Read the model's subsampled plates (see the module docstring) and split its kwargs."""
-    kwargs = dict(kwargs)
-    own_plan = getattr(model, "minibatch_kwargs", None)
-    if callable(own_plan):
-        prior_inputs = kwargs.get("prior_inputs")
-        num_transfer = None if prior_inputs is None else int(prior_inputs.shape[0])
-        kwargs.update(
-            own_plan(
-                int(features.shape[0]),
-                64 if batch_size is None else batch_size,
-                num_transfer,
-                prior_batch_size,
-            )
-        )
-        if kwargs.get("teacher_prior", True):
-            # the prior's (N, M, C) constants go through jit as data, not compiled constants
-            for name, value in getattr(model, "constant_kwargs", dict)().items():
-                kwargs.setdefault(name, value)
-    elif prior_batch_size is not None:
-        raise ValueError(
-            "prior_batch_size applies to the canonical MTBKDModel; a model of your own sets "
-            "each plate's subsample_size itself"
-        )
-    structure = model_structure(model, (features, labels), kwargs)
-    plates = list(structure.minibatched)
-    # the epoch is set by the first plate that really subsamples (a plate of subsample_size N
-    # takes all N at every step)
-    lead = next((p for p in plates if p.batch_size < p.size), plates[0] if plates else None)
-    if lead is not None:
-        plates.remove(lead)
-        plates.insert(0, lead)
-    if not plates:
-        names = [p.name for p in structure.plates]
-        raise ValueError(
-            "the model declares no subsampled plate, so SG-MCMC would run full batch; declare "
-            "the minibatch in the model, numpyro.plate(name, N, subsample_size=B), and index "
-            f"the data with the plate's indices (the model's plates: {names or 'none'})"
-        )
-    if batch_size is not None and not callable(own_plan) and batch_size != plates[0].batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} but the model's plate {plates[0].name!r} takes "
-            f"subsample_size={plates[0].batch_size}; a model of your own sets its minibatch "
-            "size itself: leave batch_size out, or change the plate's subsample_size"
-        )
-    if partial_last_batch and len(plates) > 1:
-        raise ValueError(
-            "partial_last_batch needs a model with one subsampled plate, got "
-            f"{[p.name for p in plates]}"
-        )
-    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
-    static = {k: v for k, v in kwargs.items() if k not in arrays}
-    return MinibatchPlan(
-        tuple(plates),
-        arrays,
-        static,
-        structure.latent_shapes,
-        bool(partial_last_batch),
-        structure.deterministic,
-    )
 
 
 def checked_arguments(
@@ -184,19 +84,16 @@ def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:
 
 
 def step_schedules(sampler, step_size, total_steps, num_cycles, exploration_fraction):
-    """``(schedule, exploring)``: step -> step size, and step -> in cyclical exploration."""
+    """``(schedule, exploring, cycle_length)``: step -> the step size handed to the kernel
+    (cyclical SGLD's peak, which its kernel shapes into cosine cycles), step -> in cyclical
+    exploration, and the cycle's length in steps."""
     cycle = max(1, total_steps // num_cycles)
-    if callable(step_size):
-        schedule = step_size
-    elif sampler == "cyclical_sgld":
-        schedule = schedules.cyclical(step_size, cycle)
-    else:
-        schedule = schedules.constant(step_size)
+    schedule = step_size if callable(step_size) else schedules.constant(step_size)
     if sampler == "cyclical_sgld":
         exploring = schedules.cyclical_exploration(cycle, exploration_fraction)
     else:
         exploring = lambda step: jnp.zeros((), bool)  # noqa: E731
-    return schedule, exploring
+    return schedule, exploring, cycle
 
 
 def count_valid_draws(

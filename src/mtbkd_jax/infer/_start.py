@@ -14,25 +14,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax.infer._common import check_init_params, nonfinite_sites
-from mtbkd_jax.infer.minibatch import MinibatchPotential
+from mtbkd_jax.infer.gradients import GradientEstimator
 
 __all__ = ["starting_positions", "probe", "divergence_cause"]
 
 
-def starting_positions(model, potential, plan, data, init_params, rng_key, num_chains) -> dict:
+def starting_positions(
+    model, estimator: GradientEstimator, plan, init_params, rng_key, num_chains
+) -> dict:
     """Unconstrained starting points with a leading chain axis."""
     if init_params is not None:
         point = check_init_params(init_params, plan.latent_shapes, derived=plan.deterministic)
-        point = _unconstrain(potential, point)
+        point = estimator.unconstrain(point)
         return {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
     try:
         keys = jax.random.split(rng_key, num_chains)
-        starts = [potential.initial_position(k) for k in keys]
+        starts = [estimator.initial_position(k) for k in keys]
     except RuntimeError as error:
         if "Cannot find valid initial parameters" not in str(error):
             raise
         zeros = {k: jnp.zeros(shape) for k, shape in plan.latent_shapes.items()}
-        bad = nonfinite_sites(model, data["args"], {**plan.arrays, **plan.static}, zeros)
+        bad = nonfinite_sites(model, estimator.model_args, plan.kwargs, zeros)
         raise ValueError(
             "no starting point with a finite log density was found; at all weights zero "
             f"the log density of {bad or 'no site'} is not finite. Check the model's data "
@@ -41,21 +43,21 @@ def starting_positions(model, potential, plan, data, init_params, rng_key, num_c
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
 
-def probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
+def probe(estimator: GradientEstimator, start, logits_fn, predict) -> dict:
     """The model at chain 0's start, for the fingerprint (it sees constants a closure hides):
     its log density on minibatches covering every example of every plate, summed into at most
     64 groups of consecutive minibatches; its gradient norm on the first minibatch; and the
     streamed predictions' log probabilities there."""
     point = jax.tree.map(lambda x: x[0], start)
-    first = potential.first_batch()
-    grad = jax.jit(jax.grad(potential.logdensity))(point, first)
+    first = estimator.first_batch()
+    grad = jax.jit(jax.grad(estimator.logdensity))(point, first)
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
-    num_steps = max(-(-p.size // p.batch_size) for p in potential.plates)
-    orders = {p.name: jnp.arange(p.size) for p in potential.plates}
+    num_steps = max(-(-p.size // p.batch_size) for p in estimator.plates)
+    orders = {p.name: jnp.arange(p.size) for p in estimator.plates}
 
     def at(step):
-        batch = {p.name: p.indices(orders[p.name], step) for p in potential.plates}
-        return potential.logdensity(point, batch)
+        batch = {p.name: p.indices(orders[p.name], step) for p in estimator.plates}
+        return estimator.logdensity(point, batch)
 
     values = np.asarray(jax.jit(lambda s: jax.lax.map(at, s))(jnp.arange(num_steps)))
     groups = np.array_split(values.astype(np.float64), min(64, num_steps))
@@ -64,16 +66,16 @@ def probe(potential: MinibatchPotential, start, logits_fn, predict) -> dict:
         "gradient_norm_at_start": float(norm),
     }
     if predict is not None:
-        logits = logits_fn(potential.constrain(point), predict[:8])
+        logits = logits_fn(estimator.constrain(point), predict[:8])
         out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
     return out
 
 
-def divergence_cause(model, data, static, potential, start) -> str:
+def divergence_cause(model, estimator: GradientEstimator, start) -> str:
     """Whether the model was already non-finite where the chains started (then the step size
     is not to blame), or the step size is the suspect."""
-    point = potential.constrain(jax.tree.map(lambda x: x[0], start))
-    bad = nonfinite_sites(model, data["args"], {**data["kwargs"], **static}, point)
+    point = estimator.constrain(jax.tree.map(lambda x: x[0], start))
+    bad = nonfinite_sites(model, estimator.model_args, estimator.model_kwargs, point)
     if bad:
         return (
             f"the model's log density is already non-finite where the chains started (sites "
@@ -81,14 +83,3 @@ def divergence_cause(model, data, static, potential, start) -> str:
             "the cause"
         )
     return "lower step_size"
-
-
-def _unconstrain(potential: MinibatchPotential, params: dict) -> dict:
-    from numpyro.infer.util import unconstrain_fn
-
-    return unconstrain_fn(
-        potential._substituted(potential.first_batch()),
-        potential.model_args,
-        potential.model_kwargs,
-        {k: jnp.asarray(v) for k, v in params.items()},
-    )

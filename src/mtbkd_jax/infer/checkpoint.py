@@ -61,10 +61,11 @@ class Checkpoint:
 
     Args:
         path: the state file; the draws go to ``path + ".draws"``.
-        fingerprint: what the run's draws depend on (stored, and checked on resume).
+        fingerprint: what the run's draws depend on (stored, and checked on resume); may be
+            ``None`` at first, but must be set before :meth:`load` or :meth:`save`.
     """
 
-    def __init__(self, path, fingerprint: RunFingerprint):
+    def __init__(self, path, fingerprint: RunFingerprint | None):
         self.path = _checked_path(path)
         self.draws_path = self.path.with_name(self.path.name + ".draws")
         self.fingerprint = fingerprint
@@ -91,6 +92,7 @@ class Checkpoint:
             CheckpointError: a file that is not a checkpoint, is truncated, belongs to another
                 run (the message lists what differs) or holds a state of other shapes.
         """
+        assert self.fingerprint is not None, "set the run's fingerprint before load"
         self._fingerprint_json = self.fingerprint.to_json_text()  # fails now, not mid-run
         if not self.path.exists():
             self.draws_path.unlink(missing_ok=True)  # a crash before the first state write
@@ -161,6 +163,7 @@ class Checkpoint:
         with open(self.draws_path, "rb") as handle:
             while handle.tell() < self._committed:
                 (count,) = np.fromfile(handle, dtype="<i8", count=1)
+                assert self._sites is not None  # load set it from the state file
                 for name, dtype, shape in self._sites:
                     shape = [int(count) if d == -1 else d for d in shape]
                     array = np.fromfile(handle, dtype=np.dtype(dtype), count=int(np.prod(shape)))
@@ -230,6 +233,7 @@ class Checkpoint:
             "draws": {"committed_bytes": committed, "sites": sites},
         }
         if self._fingerprint_json is None:  # serialised once: it does not change in a run
+            assert self.fingerprint is not None, "set the run's fingerprint before save"
             self._fingerprint_json = self.fingerprint.to_json_text()
         header = (
             '{"fingerprint": ' + self._fingerprint_json + ", " + json.dumps(meta)[1:]

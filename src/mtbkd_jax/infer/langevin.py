@@ -1,4 +1,4 @@
-"""The SG-MCMC update rules: BlackJAX's Euler solvers, with the Gaussian noise drawn once.
+"""The SG-MCMC integrators the kernels share: BlackJAX's Euler solvers, noise drawn once.
 
 ``sgld_update`` is BlackJAX's ``overdamped_langevin`` and ``sghmc_update`` its ``sghmc``
 diffusion (with ``beta = 0``), term for term and with the same random numbers: for the same key
@@ -18,7 +18,13 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["gaussian_noise", "sgld_update", "sghmc_update"]
+__all__ = [
+    "gaussian_noise",
+    "sgld_update",
+    "sghmc_update",
+    "sgnht_update",
+    "preconditioned_sgld_update",
+]
 
 
 def gaussian_noise(rng_key: jax.Array, like) -> dict:
@@ -37,15 +43,59 @@ def sgld_update(rng_key, position, logdensity_grad, step_size, temperature=1.0):
     )
 
 
-def sghmc_update(rng_key, position, momentum, logdensity_grad, step_size, temperature, friction):
-    """``z <- z + h r``; ``r <- (1 - alpha h) r + h grad + sqrt(2 alpha h tau) xi``."""
+def sghmc_update(
+    rng_key, position, momentum, logdensity_grad, step_size, temperature, friction, damping=None
+):
+    """``z <- z + h r``; ``r <- (1 - alpha h) r + h grad + sqrt(2 alpha h tau) xi``.
+
+    ``damping`` (default ``alpha``) replaces ``alpha`` in the momentum's decay only: SGNHT's
+    thermostat."""
     noise = gaussian_noise(rng_key, position)
     position = jax.tree.map(lambda x, r: x + step_size * r, position, momentum)
     scale = jnp.sqrt(step_size * temperature * 2 * friction)
+    damping = friction if damping is None else damping
     momentum = jax.tree.map(
-        lambda r, g, n: (1.0 - friction * step_size) * r + step_size * g + scale * n,
+        lambda r, g, n: (1.0 - damping * step_size) * r + step_size * g + scale * n,
         momentum,
         logdensity_grad,
         noise,
     )
     return position, momentum
+
+
+def sgnht_update(
+    rng_key, position, momentum, thermostat, logdensity_grad, step_size, temperature, noise
+):
+    """BlackJAX's ``sgnht`` diffusion (Ding et al., 2014; ``beta = 0``): the SGHMC step with
+    the friction replaced by the thermostat ``xi``, then
+    ``xi <- xi + h (r.r / d - tau)``, which drives the mean kinetic energy per coordinate to
+    ``tau`` and so absorbs the minibatch gradient's unknown noise. ``noise`` is the injected
+    diffusion ``A`` (BlackJAX's ``alpha``)."""
+    position, momentum = sghmc_update(
+        rng_key, position, momentum, logdensity_grad, step_size, temperature, noise, thermostat
+    )
+    leaves = jax.tree.leaves(momentum)
+    size = sum(x.size for x in leaves)
+    kinetic = sum(jnp.vdot(x, x) for x in leaves) / size
+    return position, momentum, thermostat + step_size * (kinetic - temperature)
+
+
+def preconditioned_sgld_update(
+    rng_key, position, logdensity_grad, preconditioner, correction, step_size, temperature
+):
+    """pSGLD's step (Li et al., 2016) in this package's convention (``eta`` = their
+    ``epsilon / 2``): ``z + eta (G grad + tau Gamma) + sqrt(2 eta tau G) xi``, with ``G`` the
+    diagonal preconditioner and ``Gamma`` its correction term."""
+    noise = gaussian_noise(rng_key, position)
+    return jax.tree.map(
+        lambda p, g, c, gamma, n: (
+            p
+            + step_size * (c * g + temperature * gamma)
+            + jnp.sqrt(2 * temperature * step_size * c) * n
+        ),
+        position,
+        logdensity_grad,
+        preconditioner,
+        correction,
+        noise,
+    )

@@ -44,7 +44,7 @@ def run_paper_sgld(
         >>> post.num_draws
         12
     """
-    differences = getattr(model, "differs_from_paper", lambda: [])()
+    differences: list[str] = getattr(model, "differs_from_paper", lambda: [])()
     if differences:
         warnings.warn(
             "run_paper_sgld runs the reference code's sampler, but the model differs from "

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +168,7 @@ class Posterior:
             return
         one = {k: jax.ShapeDtypeStruct(v.shape[2:], jnp.float32) for k, v in self.draws.items()}
         example = jax.ShapeDtypeStruct((1, *np.shape(features)[1:]), jnp.float32)
+        assert self.logits_fn is not None  # predict_logits checked it
         try:
             jax.eval_shape(self.logits_fn, one, example)
         except (TypeError, ValueError) as error:
@@ -222,7 +224,8 @@ class Posterior:
 
         from mtbkd_jax.infer.likelihood import has_observed_sites
 
-        observation = getattr(self.model, "observation_kwargs", dict)()
+        assert self.model is not None  # to_datatree checked it
+        observation: dict[str, Any] = getattr(self.model, "observation_kwargs", dict)()
         found = has_observed_sites(
             self.model, self.model_args, {**self.model_kwargs, **observation}
         )
@@ -238,7 +241,8 @@ class Posterior:
     def _evaluate(self, args, kwargs, draw_batch_size):
         from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
 
-        observation = getattr(self.model, "observation_kwargs", dict)()
+        assert self.model is not None  # log_likelihood checked it
+        observation: dict[str, Any] = getattr(self.model, "observation_kwargs", dict)()
         pointwise = pointwise_log_likelihood(
             self.model,
             self.flat_draws(),

@@ -1,55 +1,44 @@
-"""Minibatch SG-MCMC on NumPyro models: SGLD, SGHMC and cyclical SGLD, with a warm start.
+"""``run_sgmcmc``: the host driver of minibatch SG-MCMC on NumPyro models.
 
-The potential is the NumPyro model's own (:mod:`mtbkd_jax.infer.minibatch`): the sampler draws
-the minibatch indices and substitutes them into the model's subsampled plates, so the likelihood
-and the teacher prior are both scaled by ``N / |B|`` and the base prior is counted once. The
-update rules are BlackJAX's SGLD kernel (``z <- z + eta grad log p + sqrt(2 eta tau) xi``) and
-its SGHMC diffusion, with the momentum kept across steps (:mod:`mtbkd_jax.infer.langevin`: the
-same updates and random numbers, with the noise laid out for speed). Chains are vectorised with
-``vmap``; epochs run inside ``lax.scan``; the host sees one chunk of epochs at a time (progress,
-checkpoint, NaN check), never a single step.
+It composes three pieces that stand alone: the model's minibatch gradient estimator
+(:mod:`mtbkd_jax.infer.gradients`: the likelihood and the teacher prior scaled by ``N / |B|``,
+the base prior counted once), a kernel (:mod:`~mtbkd_jax.infer.sgld`,
+:mod:`~mtbkd_jax.infer.sghmc`, :mod:`~mtbkd_jax.infer.cyclical_sgld`,
+:mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`) and the epoch loop
+(:mod:`mtbkd_jax.infer._loop`). The driver adds what a long run needs: a warm start,
+minibatch orders drawn on the host ahead of the device, chains vectorised with ``vmap`` and
+sharded over local devices, chunks of epochs inside one ``jit`` call (between chunks: progress,
+checkpoint, NaN check), thinning, and the posterior predictive streamed over draws.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from functools import partial
 
 import jax
-import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
 from mtbkd_jax.infer._common import _features, prepare_data
 from mtbkd_jax.infer._devices import ChainPlacement
-from mtbkd_jax.infer._draws import append_chunk, package_posterior, select_draws
-from mtbkd_jax.infer._epochs import ChainState, EpochRunner
-from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
+from mtbkd_jax.infer._driver import SamplerDivergedError, SamplerRun
 from mtbkd_jax.infer._plan import (
-    SAMPLERS,
     check_cyclical_draws,
     check_draws_per_epoch,
     checked_arguments,
     fingerprint,
-    minibatch_plan,
     step_schedules,
 )
-from mtbkd_jax.infer._start import divergence_cause, probe, starting_positions
+from mtbkd_jax.infer._records import SGMCMCSettings
+from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
+from mtbkd_jax.infer._start import probe, starting_positions
 from mtbkd_jax.infer.checkpoint import Checkpoint
-from mtbkd_jax.infer.langevin import sghmc_update, sgld_update
-from mtbkd_jax.infer.minibatch import MinibatchPotential
+from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.infer.posterior import Posterior
-from mtbkd_jax.infer.warm_start import adamw_optimizer, minibatch_optimize
+from mtbkd_jax.infer.warm_start import adamw_optimizer
 
 __all__ = ["run_sgmcmc", "SamplerDivergedError", "SAMPLERS"]
-
-
-class SamplerDivergedError(FloatingPointError):
-    """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far."""
-
-    def __init__(self, message: str, posterior: Posterior | None):
-        super().__init__(message)
-        self.posterior = posterior
 
 
 def run_sgmcmc(
@@ -80,6 +69,7 @@ def run_sgmcmc(
     chunk_epochs: int = 1,
     checkpoint_path=None,
     progress_bar: bool = True,
+    sampler_options: dict | None = None,
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
 ) -> Posterior:
@@ -91,23 +81,29 @@ def run_sgmcmc(
             its minibatches, ``numpyro.plate(name, N, subsample_size=B)``, and indexes its data
             with the plate's indices (any plate name; several plates are fine, the first one
             entered sets the epoch). A model that declares no subsampled plate is refused.
-        sampler: ``"sgld"``, ``"sghmc"`` or ``"cyclical_sgld"``.
-        batch_size: minibatch size |B| of the canonical model's data plate (default 64). A
+        sampler: ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"`` or ``"psgld"``
+            (the kernels :mod:`~mtbkd_jax.infer.sgld`, :mod:`~mtbkd_jax.infer.sghmc`,
+            :mod:`~mtbkd_jax.infer.cyclical_sgld`, :mod:`~mtbkd_jax.infer.sgnht`,
+            :mod:`~mtbkd_jax.infer.psgld`).
+        batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64). A
             model of your own sets its plates' ``subsample_size`` itself (``batch_size``, if
             given, must equal its first plate's).
         num_epochs: sampling epochs after burn-in (an epoch is ``N // batch_size`` steps).
         num_burnin_epochs: epochs whose draws are discarded.
         step_size: ``eta`` in ``z <- z + eta grad log p + sqrt(2 eta tau) xi``, or a schedule
             ``step -> eta`` (:mod:`mtbkd_jax.infer.schedules`: constant, polynomial decay,
-            cyclical). For ``"cyclical_sgld"`` a float is the peak of the cosine cycles. For
-            ``"sghmc"`` it is the time step ``h`` of BlackJAX's SGHMC diffusion.
+            cyclical). For ``"cyclical_sgld"`` it is the peak of the cosine cycles (a schedule
+            sets each step's peak). For ``"sghmc"`` and ``"sgnht"`` it is the time step ``h``.
         temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
         num_chains: chains, vectorised with ``vmap``; with several local devices (on a CPU:
             ``numpyro.set_host_device_count(n)`` at the start of the program) the chains are
             sharded over as many of them as divide ``num_chains``.
-        friction: SGHMC's friction ``alpha``.
+        friction: SGHMC's friction ``alpha``; SGNHT's injected noise ``A`` (its thermostat
+            starts there).
+        sampler_options: further settings of a kernel, e.g. pSGLD's
+            ``{"decay": 0.99, "regularizer": 1e-5, "correction": False}``.
         num_cycles, exploration_fraction: cyclical SGLD: cycles over the run, and the fraction
             of each cycle run without noise and without keeping draws.
         warm_start_epochs: epochs of minibatch optimisation of the same potential first.
@@ -168,98 +164,69 @@ def run_sgmcmc(
         exploration_fraction=exploration_fraction,
         warm_start_optimizer=warm_start_optimizer,
     )
+    options = check_sampler_options(sampler, sampler_options)
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
     if checkpoint is not None:
         checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
-
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     plan = minibatch_plan(
-        model, features, labels, kwargs, batch_size, prior_batch_size, partial_last_batch
+        model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
     )
-    plates, static, steps_per_epoch = plan.plates, plan.static, plan.steps_per_epoch
     check_draws_per_epoch(plan, draws_per_epoch)
-    logits_fn = logits_fn or getattr(model, "logits", None)
-    if predict_inputs is not None and logits_fn is None:
-        raise ValueError("predict_inputs needs logits_fn (or an MTBKDModel)")
-    if not keep_draws and predict_inputs is None:
-        raise ValueError("keep_draws=False keeps nothing unless predict_inputs is given")
-    predict = None
-    if predict_inputs is not None:
-        predict = _features(model, predict_inputs, "predict_inputs")
-    data = {"args": (features, labels), "kwargs": plan.arrays, "predict": predict}
-
-    def make_potential(data):
-        return MinibatchPotential(model, data["args"], {**data["kwargs"], **static}, plates)
-
+    logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
+    estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
     total_epochs = num_burnin_epochs + num_epochs
-    total_steps = total_epochs * steps_per_epoch
-    schedule, exploring = step_schedules(
+    total_steps = total_epochs * plan.steps_per_epoch
+    schedule, exploring, cycle = step_schedules(
         sampler, step_size, total_steps, num_cycles, exploration_fraction
+    )
+    make_kernel = partial(
+        build_sampler,
+        sampler,
+        temperature=temperature,
+        friction=friction,
+        cycle_length=cycle,
+        exploration_fraction=exploration_fraction,
+        options=options,
     )
     init_key, warm_key, sample_key, keep_key = jax.random.split(rng_key, 4)
     if sampler == "cyclical_sgld":
         check_cyclical_draws(
-            keep_key,
-            exploring,
-            plan,
-            num_burnin_epochs,
-            total_epochs,
-            draws_per_epoch,
-            random_draw_positions,
-            num_cycles,
-            exploration_fraction,
-        )
-    settings = {
-        "sampler": sampler,
-        "plates": [[p.name, p.size, p.batch_size] for p in plates],
-        "batch_size": plates[0].batch_size,
-        "num_epochs": int(num_epochs),
-        "num_burnin_epochs": int(num_burnin_epochs),
-        "num_chains": int(num_chains),
-        "warm_start_epochs": int(warm_start_epochs),
-        "draws_per_epoch": int(draws_per_epoch),
-        "random_draw_positions": random_draw_positions,
-        "partial_last_batch": partial_last_batch,
-        "step_size": "schedule" if callable(step_size) else step_size,
-        "temperature": temperature,
-        "friction": friction,
-        "keep_draws": keep_draws,
-        **(
-            {"num_cycles": int(num_cycles), "exploration_fraction": exploration_fraction}
-            if sampler == "cyclical_sgld"
-            else {}
-        ),
-    }
-
-    potential = make_potential(data)
-    start = starting_positions(model, potential, plan, data, init_params, init_key, num_chains)
-    acc = None
-    if predict is not None:
-        num_predict = predict.shape[0]
-        num_classes = logits_fn(
-            potential.constrain(jax.tree.map(lambda x: x[0], start)), predict[:1]
-        ).shape[-1]
-        acc = {
-            "sum_probs": jnp.zeros((num_chains, num_predict, num_classes)),
-            "sum_deviance": jnp.zeros((num_chains, num_predict)),
-            "count": jnp.zeros((num_chains,)),
-        }
-    state = {"chain": ChainState(start, jax.tree.map(jnp.zeros_like, start)), "acc": acc}
-    placement = ChainPlacement(num_chains)  # several local devices share out the chains
-    state, data = placement.chains(state), placement.replicated(data)
-    warm_optimizer = warm_start_optimizer or adamw_optimizer()
-
-    bar = tqdm(
-        total=warm_start_epochs + total_epochs,
-        unit="epoch",
-        desc=sampler,
-        disable=not progress_bar,
-        leave=False,
+            keep_key, exploring, plan, num_burnin_epochs, total_epochs, draws_per_epoch,
+            random_draw_positions, num_cycles, exploration_fraction,
+        )  # fmt: skip
+    cyclical = sampler == "cyclical_sgld"
+    settings = SGMCMCSettings(
+        sampler=sampler,
+        plates=[[p.name, p.size, p.batch_size] for p in plan.plates],
+        batch_size=plan.plates[0].batch_size,
+        num_epochs=int(num_epochs),
+        num_burnin_epochs=int(num_burnin_epochs),
+        num_chains=int(num_chains),
+        warm_start_epochs=int(warm_start_epochs),
+        draws_per_epoch=int(draws_per_epoch),
+        random_draw_positions=random_draw_positions,
+        partial_last_batch=partial_last_batch,
+        step_size="schedule" if callable(step_size) else step_size,
+        temperature=temperature,
+        friction=friction,
+        keep_draws=keep_draws,
+        num_cycles=int(num_cycles) if cyclical else None,
+        exploration_fraction=exploration_fraction if cyclical else None,
+        sampler_options=options,
     )
-    restored = None
+    start = starting_positions(model, estimator, plan, init_params, init_key, num_chains)
+    run = SamplerRun(
+        model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
+        schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
+        labels=labels, features=features, model_kwargs=model_kwargs, start=start,
+        placement=ChainPlacement(num_chains), keep_key=keep_key,
+        chain_keys=jax.random.split(sample_key, num_chains), total_epochs=total_epochs,
+    )  # fmt: skip
+    warm_optimizer = warm_start_optimizer or adamw_optimizer()
     if checkpoint is not None:
         checkpoint.fingerprint = fingerprint(
-            settings=settings,
+            settings=settings.as_dict(),
             model=model,
             plan=plan,
             rng_key=rng_key,
@@ -270,133 +237,28 @@ def run_sgmcmc(
             schedule=schedule,
             total_steps=total_steps,
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
-            warm_start_steps=warm_start_epochs * steps_per_epoch,
-            probe=probe(potential, start, logits_fn, predict),
+            warm_start_steps=warm_start_epochs * plan.steps_per_epoch,
+            probe=probe(estimator, start, logits_fn, predict),
         )
-        restored = checkpoint.load(like_state=state)
-    if restored is None:
-        position = minibatch_optimize(
-            start,
-            make_potential,
-            plates,
-            steps_per_epoch,
-            int(warm_start_epochs),
-            warm_optimizer,
-            warm_key,
-            data,
-            chunk_epochs=chunk_epochs,
-            on_chunk=bar.update,
-            placement=placement,
-            partial_last_batch=partial_last_batch,
+    with tqdm(
+        total=warm_start_epochs + total_epochs,
+        unit="epoch",
+        desc=sampler,
+        disable=not progress_bar,
+        leave=False,
+    ) as bar:
+        carry, draws, first_epoch = run.resume_or_start(
+            checkpoint, warm_optimizer, warm_key, warm_start_epochs, chunk_epochs, bar
         )
-        state["chain"] = ChainState(position, jax.tree.map(jnp.zeros_like, position))
-        collected, next_epoch = {}, 0
-    else:
-        state, collected, progress = restored
-        state = jax.tree.map(jnp.asarray, state)
-        next_epoch = progress["next_epoch"]
-        bar.update(warm_start_epochs + next_epoch)
-    state = placement.chains(state)  # every chunk sees the same shardings: one compile
+        return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
 
-    def transition(key, state, potential, batch, step):
-        chain = state["chain"]
-        eta = schedule(step)
-        tau = jnp.where(exploring(step), 0.0, temperature)
-        grad = potential.grad(chain.position, batch)
-        if sampler == "sghmc":
-            position, momentum = sghmc_update(
-                key, chain.position, chain.momentum, grad, eta, tau, friction
-            )
-            return {**state, "chain": ChainState(position, momentum)}
-        position = sgld_update(key, chain.position, grad, eta, tau)
-        return {**state, "chain": ChainState(position, chain.momentum)}
 
-    def observe(state, step, epoch, potential, data):
-        valid = (epoch >= num_burnin_epochs) & ~exploring(step)
-        acc = state["acc"]
-        if acc is not None:
-            weights = potential.constrain(state["chain"].position)
-            probs = jax.nn.softmax(logits_fn(weights, data["predict"]), axis=-1)
-            deviance = -2.0 * jax.scipy.special.xlogy(probs, probs).sum(-1)
-            acc = {
-                "sum_probs": acc["sum_probs"] + jnp.where(valid, probs, 0.0),
-                "sum_deviance": acc["sum_deviance"] + jnp.where(valid, deviance, 0.0),
-                "count": acc["count"] + valid.astype(jnp.float32),
-            }
-        out = {"valid": valid, "step_size": schedule(step)}
-        if keep_draws:
-            out["position"] = state["chain"].position
-        return {**state, "acc": acc}, out
-
-    runner = EpochRunner(
-        make_potential,
-        transition,
-        plates,
-        steps_per_epoch,
-        draws_per_epoch,
-        random_draw_positions,
-        observe,
-        partial_last_batch=partial_last_batch,
-    )
-    run_chunk = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
-    constrain = jax.jit(jax.vmap(jax.vmap(potential.constrain)))
-    chain_keys = placement.chains(jax.random.split(sample_key, num_chains))
-    orders = EpochOrders(chain_keys, plates, SAMPLING)
-    started = time.perf_counter()
-    chunk_seconds = []
-
-    def package():
-        return package_posterior(
-            model,
-            collected,
-            state,
-            labels,
-            features,
-            logits_fn,
-            sampler,
-            settings,
-            constrain,
-            model_kwargs,
-        )
-
-    if next_epoch < total_epochs:
-        next_orders = orders.take(next_epoch, min(next_epoch + chunk_epochs, total_epochs))
-    try:
-        while next_epoch < total_epochs:
-            chunk_start = time.perf_counter()
-            stop = min(next_epoch + chunk_epochs, total_epochs)
-            epochs = jnp.arange(next_epoch, stop)
-            current, next_orders = placement.chains(next_orders), None  # now on the device(s)
-            state, observed = run_chunk(state, chain_keys, keep_key, epochs, current, data)
-            state = placement.chains(state)
-            del current
-            if stop < total_epochs:  # drawn on the host while the device runs this chunk
-                next_orders = orders.take(stop, min(stop + chunk_epochs, total_epochs))
-            chunk, all_finite = select_draws(observed, state, keep_draws, constrain)
-            chunk_seconds.append((len(epochs), time.perf_counter() - chunk_start))
-            collected = append_chunk(collected, chunk)
-            if not all_finite:
-                raise SamplerDivergedError(
-                    f"{sampler}: a chain reached a non-finite state in epochs "
-                    f"{int(epochs[0])}..{int(epochs[-1])}; "
-                    + divergence_cause(model, data, static, potential, start)
-                    + ". The finite draws so far are in error.posterior",
-                    package(),
-                )
-            next_epoch = int(epochs[-1]) + 1
-            if checkpoint is not None:  # written while the device runs the next chunk
-                checkpoint.save_in_background(state, chunk, {"next_epoch": next_epoch})
-            bar.update(len(epochs))
-        if checkpoint is not None:
-            checkpoint.wait()  # the last chunk's checkpoint is written before returning
-    finally:
-        bar.close()
-        if checkpoint is not None:
-            checkpoint.wait(raise_error=False)  # never leave a write half done behind an error
-    posterior = package()
-    posterior.settings["sampling_seconds"] = time.perf_counter() - started
-    posterior.settings["steps_per_epoch"] = steps_per_epoch
-    posterior.settings["chain_devices"] = placement.num_devices
-    # (epochs, seconds) per jitted chunk; the first includes compilation
-    posterior.settings["chunk_seconds"] = chunk_seconds
-    return posterior
+def _prediction_inputs(model, logits_fn, predict_inputs, keep_draws):
+    """``(logits_fn, predict features)``, checked."""
+    logits_fn = logits_fn or getattr(model, "logits", None)
+    if predict_inputs is not None and logits_fn is None:
+        raise ValueError("predict_inputs needs logits_fn (or an MTBKDModel)")
+    if not keep_draws and predict_inputs is None:
+        raise ValueError("keep_draws=False keeps nothing unless predict_inputs is given")
+    predict = None if predict_inputs is None else _features(model, predict_inputs, "predict_inputs")
+    return logits_fn, predict

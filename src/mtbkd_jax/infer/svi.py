@@ -20,7 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro.infer import SVI, Trace_ELBO, init_to_uniform
-from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, AutoNormal
+from numpyro.infer.autoguide import (
+    AutoDelta,
+    AutoGuide,
+    AutoLowRankMultivariateNormal,
+    AutoNormal,
+)
 from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
@@ -57,7 +62,7 @@ class SortedTraceELBO(Trace_ELBO):
         return out
 
 
-def _make_guide(guide: str, model: Callable, init_scale: float, rank: int | None):
+def _make_guide(guide: str, model: Callable, init_scale: float, rank: int | None) -> AutoGuide:
     """A fresh autoguide (its prototype, hence its initial values, is set by ``SVI.init``)."""
     init_loc = init_to_uniform(radius=0.5)
     if guide == "delta":
@@ -129,7 +134,7 @@ class _Runner:
         s = self.settings
         return _make_guide(s.guide, self.model, s.init_scale, s.rank)
 
-    def fit_objects(self) -> tuple[SVI, object, bool]:
+    def fit_objects(self) -> tuple[SVI, AutoGuide, bool]:
         """The ``(svi, guide, own)`` for one fit: the runner's own until they have been
         initialised once (``own`` is then true), new ones of the same structure later."""
         if self.fresh:

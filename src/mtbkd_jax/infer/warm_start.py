@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtbkd_jax._checks import require_count
-from mtbkd_jax.infer._epochs import EpochRunner
+from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import WARM_START, EpochOrders
 
 __all__ = ["reference_optimizer", "adamw_optimizer", "minibatch_optimize"]
@@ -42,13 +43,11 @@ def adamw_optimizer() -> optax.GradientTransformation:
 
 def minibatch_optimize(
     position,
-    make_potential,
-    plates,
+    estimator,
     steps_per_epoch: int,
     num_epochs: int,
     optimizer: optax.GradientTransformation,
     rng_key,
-    data,
     *,
     chunk_epochs: int = 1,
     on_chunk=None,
@@ -59,11 +58,10 @@ def minibatch_optimize(
 
     Args:
         position: unconstrained starting points with a leading chain axis.
-        make_potential: ``data -> MinibatchPotential``.
-        plates, steps_per_epoch: the minibatching.
+        estimator: the model's :class:`~mtbkd_jax.infer.gradients.GradientEstimator`.
+        steps_per_epoch: steps per epoch (the estimator's first plate sets the epoch).
         optimizer: an optax transformation.
         rng_key: key for the minibatch permutations.
-        data: the model's data pytree.
         chunk_epochs: epochs per jitted call; ``on_chunk(num_epochs_done)`` runs after each.
         placement: a ``ChainPlacement`` (chains sharded over devices); default one device.
         partial_last_batch: epochs end with the left-over examples as a smaller minibatch.
@@ -73,32 +71,31 @@ def minibatch_optimize(
     """
     if num_epochs == 0:
         return position
+    loop = EpochLoop(estimator.plates, steps_per_epoch, partial_last_batch=partial_last_batch)
 
-    def transition(key, state, potential, batch, global_step):
-        params, opt_state = state
-        grads = jax.grad(lambda p: -potential.logdensity(p, batch))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+    def run_epochs(state, chain_key, epochs, orders, estimator):
+        def step(key, state, batch, global_step):
+            params, opt_state = state
+            grads = jax.grad(lambda p: -estimator.logdensity(p, batch))(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
 
-    runner = EpochRunner(
-        make_potential,
-        transition,
-        plates,
-        steps_per_epoch,
-        partial_last_batch=partial_last_batch,
-    )
-    run = jax.jit(jax.vmap(runner.run_epochs, in_axes=(0, 0, None, None, 0, None)))
+        return loop.run(step, state, None, chain_key, chain_key, epochs, orders)[0]
+
+    run = jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, 0, None)))
     num_chains = jax.tree.leaves(position)[0].shape[0]
     place = (lambda tree: tree) if placement is None else placement.chains
     keys = place(jax.random.split(rng_key, num_chains))
-    orders = EpochOrders(keys, plates, WARM_START)
+    orders = EpochOrders(keys, estimator.plates, WARM_START)
     state = place((position, jax.vmap(optimizer.init)(position)))
+    if placement is not None:
+        estimator = placement.replicated(estimator)
     done = 0
-    next_orders = orders.take(0, min(chunk_epochs, num_epochs))
+    next_orders: dict[str, np.ndarray] | None = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
         stop = min(done + chunk_epochs, num_epochs)
         current, next_orders = place(next_orders), None  # now on the device(s)
-        state, _ = run(state, keys, keys[0], jnp.arange(done, stop), current, data)
+        state = run(state, keys, jnp.arange(done, stop), current, estimator)
         state = place(state)  # every chunk sees the same shardings: one compile
         del current
         if stop < num_epochs:  # drawn while the device runs this chunk

@@ -1,4 +1,4 @@
-"""The two students of the benchmark, and the minibatch potential as ``run_sgmcmc`` builds it.
+"""The two students of the benchmark, and their gradient estimators as ``run_sgmcmc`` builds them.
 
 * ``digits``: the bundled digits problem (150 labelled digits, a 3-teacher bank on the 600
   prior inputs = labelled + transfer), student MLP 64-16-10, batch 32 (4 steps per epoch; the
@@ -6,11 +6,15 @@
 * ``reference``: a head of the reference size: synthetic 320-feature inputs, MLP 320-128-10
   (relu, 42,378 parameters), 2 synthetic teachers (random logits) evaluated on the labelled
   inputs (no transfer set), batch 64.
+
+The minibatch potential is the package's public one, :func:`mtbkd_jax.infer.gradients.
+gradient_estimator` (the plates, the static kwargs and the teacher prior's constants as data
+come from the model's own subsampling plan, as in ``run_sgmcmc``); the benchmark checks its
+plates against ``posterior.settings["plates"]`` of an actual run.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -18,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 import mtbkd_jax as mt
-from mtbkd_jax.infer.minibatch import MinibatchPotential, PlateSpec
+from mtbkd_jax.infer.gradients import GradientEstimator, gradient_estimator
 
 REFERENCE_FEATURES = 320
 REFERENCE_HIDDEN = 128
@@ -80,6 +84,26 @@ class Case:
 
     def sgmcmc_kwargs(self) -> dict:
         return {"batch_size": self.batch_size, "model_kwargs": dict(self.model_kwargs)}
+
+    def device_args(self) -> tuple:
+        """``(inputs, labels)`` as device arrays (float32, int32)."""
+        return jnp.asarray(self.inputs, jnp.float32), jnp.asarray(self.labels, jnp.int32)
+
+    def device_kwargs(self) -> dict:
+        return {k: jnp.asarray(v, jnp.float32) for k, v in self.model_kwargs.items()}
+
+    def estimator(self, transfer_batch: int | None = None) -> GradientEstimator:
+        """The minibatch gradient estimator ``run_sgmcmc`` builds for this case (its default
+        transfer batch ceil(B * N_transfer / N) unless ``transfer_batch`` is given, as
+        ``prior_batch_size`` gives it). A pytree: pass it to a jitted function as an argument
+        and its arrays stay data, as in the sampler."""
+        return gradient_estimator(
+            self.model,
+            self.device_args(),
+            self.device_kwargs(),
+            batch_size=self.batch_size,
+            prior_batch_size=transfer_batch,
+        )
 
 
 def digits_case() -> Case:
@@ -143,46 +167,5 @@ def reference_case(num_examples: int = 2000, seed: int = 0) -> tuple[Case, dict]
     return case, {"features": features, "labels": labels, "teacher_logits": teacher_logits}
 
 
-# --------------------------------------------------------------------------- the potential
-def plates_and_static(case: Case, transfer_batch: int | None = None):
-    """The subsampled plates and static model kwargs, as run_sgmcmc chooses them (its default
-    transfer batch ceil(B * N_transfer / N) unless ``transfer_batch`` is given, as
-    ``prior_batch_size`` would give it).
-
-    (Written out here rather than imported from a private helper; bench.py checks the result
-    against ``posterior.settings["plates"]`` of an actual run.)
-    """
-    n = case.num_examples
-    batch = min(case.batch_size, n)
-    plates = [PlateSpec("data", n, batch)]
-    static = {"subsample_size": batch}
-    prior_inputs = case.model_kwargs.get("prior_inputs")
-    if prior_inputs is not None and case.model.teachers is not None:
-        transfer = int(prior_inputs.shape[0])
-        if transfer_batch is None:
-            transfer_batch = math.ceil(batch * transfer / n)
-        transfer_batch = min(transfer_batch, transfer)
-        plates.append(PlateSpec("transfer", transfer, transfer_batch))
-        static["prior_subsample_size"] = transfer_batch
-    return tuple(plates), static
-
-
-def device_data(case: Case) -> dict:
-    """The arrays passed through jit as arguments (as run_sgmcmc passes them)."""
-    kwargs = {}
-    if case.model.teachers is not None and case.model_kwargs.get("prior_inputs") is not None:
-        kwargs["prior_inputs"] = jnp.asarray(case.model_kwargs["prior_inputs"], jnp.float32)
-    return {
-        "args": (jnp.asarray(case.inputs, jnp.float32), jnp.asarray(case.labels, jnp.int32)),
-        "kwargs": kwargs,
-    }
-
-
-def potential_factory(case: Case, transfer_batch: int | None = None):
-    """``data -> MinibatchPotential`` (built inside jit from traced data), plus the plates."""
-    plates, static = plates_and_static(case, transfer_batch)
-
-    def make(data):
-        return MinibatchPotential(case.model, data["args"], {**data["kwargs"], **static}, plates)
-
-    return make, plates
+def case_by_name(name: str) -> Case:
+    return digits_case() if name == "digits" else reference_case()[0]

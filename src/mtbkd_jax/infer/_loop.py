@@ -1,33 +1,30 @@
-"""The jitted epoch loops behind SG-MCMC and minibatch warm starts.
+"""The jitted epoch loop that drives a kernel (SG-MCMC) or an optimiser (the warm start).
 
 One *epoch* is ``steps_per_epoch`` steps over a fresh order of every subsampled plate (drawn on
 the host by :class:`~mtbkd_jax.infer._orders.EpochOrders` and passed in with the chunk). Per
 step the noise key is ``fold_in(fold_in(fold_in(chain_key, 1), epoch), step)``, so results do
 not depend on how epochs are grouped into host-visible chunks (checkpoints resume
 bit-for-bit). Within an epoch the chain runs between kept steps in ``fori_loop`` segments and
-emits the state only at the kept steps: no per-step host round trip and no per-step buffer
+hands the state out only at the kept steps: no per-step host round trip and no per-step buffer
 writes.
+
+A step is ``step_fn(rng_key, state, minibatch, global_step) -> (state, info)``: a kernel's
+``step`` with its step size looked up from the schedule, or an optimiser's update.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from mtbkd_jax.infer.minibatch import MinibatchPotential
+from mtbkd_jax.infer.minibatch import PlateSpec
+
+__all__ = ["EpochLoop", "keep_positions", "epoch_noise_key"]
 
 _NOISE = 1  # noise keys fold in 1 (0 tagged the former on-device permutations)
-
-
-class ChainState(NamedTuple):
-    """Per-chain sampler state (a pytree): position and momentum (unconstrained)."""
-
-    position: dict
-    momentum: dict
 
 
 def batch_at(permutations: dict, plates, step_in_epoch) -> dict:
@@ -48,16 +45,12 @@ def keep_positions(keep_key, epoch, steps_per_epoch: int, draws_per_epoch: int, 
     return (jnp.arange(draws_per_epoch) + 1) * spacing - 1
 
 
-class EpochRunner:
-    """Runs epochs of a per-step transition for one chain (vmap it for several).
+class EpochLoop:
+    """Epochs of a step function for one chain (``vmap`` it for several).
 
     Args:
-        make_potential: ``data -> MinibatchPotential`` (built inside jit from traced data).
-        transition: ``(key, state, potential, batch, global_step) -> state``.
-        plates, steps_per_epoch: the minibatching.
+        plates, steps_per_epoch: the minibatching (the first plate sets the epoch).
         draws_per_epoch, random_draws: the keep rule (0 draws: run only).
-        observe: ``(state, global_step, epoch, potential, data) -> (state, pytree)`` at kept
-            steps: it emits the draw and statistics and may update accumulators in the state.
         partial_last_batch: end each epoch with the examples left over, ``N mod |B|`` of them,
             as one smaller minibatch (the plate then scales it by ``N / (N mod |B|)``), as
             PyTorch's ``DataLoader`` does by default; ``steps_per_epoch`` must then be
@@ -66,22 +59,16 @@ class EpochRunner:
 
     def __init__(
         self,
-        make_potential: Callable[..., MinibatchPotential],
-        transition: Callable,
-        plates,
+        plates: tuple[PlateSpec, ...],
         steps_per_epoch: int,
         draws_per_epoch: int = 0,
         random_draws: bool = False,
-        observe: Callable | None = None,
         partial_last_batch: bool = False,
     ):
-        self.make_potential = make_potential
-        self.transition = transition
         self.plates = tuple(plates)
         self.steps_per_epoch = int(steps_per_epoch)
         self.draws_per_epoch = int(draws_per_epoch)
         self.random_draws = random_draws
-        self.observe = observe
         plate = self.plates[0]
         self.full_steps = plate.size // plate.batch_size
         self.partial = bool(partial_last_batch) and plate.size % plate.batch_size > 0
@@ -94,36 +81,38 @@ class EpochRunner:
         if self.steps_per_epoch != expected:
             raise ValueError(f"steps_per_epoch must be {expected}, got {self.steps_per_epoch}")
 
-    def _advance(self, state, noise_key, epoch, permutations, potential, start, stop):
-        def body(i, state):
+    def _advance(self, step_fn, carry, noise_key, epoch, permutations, start, stop):
+        """Steps ``start .. stop - 1`` of an epoch; ``carry`` is ``(state, last info)``."""
+
+        def body(i, carry):
             batch = batch_at(permutations, self.plates, i)
-            global_step = epoch * self.steps_per_epoch + i
             key = jax.random.fold_in(noise_key, i)  # the step's noise key
-            return self.transition(key, state, potential, batch, global_step)
+            return step_fn(key, carry[0], batch, epoch * self.steps_per_epoch + i)
 
         if not self.partial:
-            return jax.lax.fori_loop(start, stop, body, state)
-        state = jax.lax.fori_loop(start, jnp.minimum(stop, self.full_steps), body, state)
+            return jax.lax.fori_loop(start, stop, body, carry)
+        carry = jax.lax.fori_loop(start, jnp.minimum(stop, self.full_steps), body, carry)
         last = self.full_steps
 
-        def partial_step(state):
+        def partial_step(carry):
             plate = self.plates[0]
             batch = {plate.name: permutations[plate.name][last * plate.batch_size :]}
             key = jax.random.fold_in(noise_key, last)
             with warnings.catch_warnings():  # the plate's declared size is the full batch's
                 warnings.filterwarnings("ignore", message="subsample_size does not match")
-                return self.transition(
-                    key, state, potential, batch, epoch * self.steps_per_epoch + last
-                )
+                return step_fn(key, carry[0], batch, epoch * self.steps_per_epoch + last)
 
         covers_last = (start <= last) & (stop > last)
-        return jax.lax.cond(covers_last, partial_step, lambda state: state, state)
+        return jax.lax.cond(covers_last, partial_step, lambda carry: carry, carry)
 
-    def run_epochs(self, state, chain_key, keep_key, epochs, orders, data):
-        """Run the given epochs (an int array) for one chain, visiting each plate in
-        ``orders[plate name][e]`` in epoch ``epochs[e]``; returns (state, observations) with
-        observations stacked as (num_epochs, draws_per_epoch, ...)."""
-        potential = self.make_potential(data)
+    def run(
+        self, step_fn: Callable, state, info, chain_key, keep_key, epochs, orders, observe=None
+    ):
+        """Run ``epochs`` (an int array) for one chain, visiting each plate in
+        ``orders[plate name][e]`` in epoch ``epochs[e]``. ``info`` is a placeholder of the
+        step's info (its shapes). At every kept step ``observe(state, info, epoch) -> (state,
+        out)``; returns ``(state, outs)`` with outs stacked as (num_epochs, draws_per_epoch,
+        ...)."""
         kept_steps = None
         if self.draws_per_epoch > 0:  # the kept steps of every epoch of the chunk at once
             kept_steps = jax.vmap(
@@ -135,23 +124,20 @@ class EpochRunner:
         def epoch_fn(state, xs):
             epoch, permutations, kept = xs
             noise_key = epoch_noise_key(chain_key, epoch)
+            advance = lambda carry, start, stop: self._advance(  # noqa: E731
+                step_fn, carry, noise_key, epoch, permutations, start, stop
+            )
             if self.draws_per_epoch == 0:
-                state = self._advance(
-                    state, noise_key, epoch, permutations, potential, 0, self.steps_per_epoch
-                )
+                state, _ = advance((state, info), 0, self.steps_per_epoch)
                 return state, None
             starts = jnp.concatenate([jnp.zeros(1, kept.dtype), kept[:-1] + 1])
 
             def segment(state, bounds):
-                start, stop = bounds
-                state = self._advance(state, noise_key, epoch, permutations, potential, start, stop)
-                global_step = epoch * self.steps_per_epoch + stop - 1
-                return self.observe(state, global_step, epoch, potential, data)
+                state, last_info = advance((state, info), *bounds)
+                return observe(state, last_info, epoch)
 
             state, observed = jax.lax.scan(segment, state, (starts, kept + 1))
-            state = self._advance(
-                state, noise_key, epoch, permutations, potential, kept[-1] + 1, self.steps_per_epoch
-            )
+            state, _ = advance((state, info), kept[-1] + 1, self.steps_per_epoch)
             return state, observed
 
         return jax.lax.scan(epoch_fn, state, (epochs, orders, kept_steps))

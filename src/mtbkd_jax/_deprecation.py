@@ -1,0 +1,41 @@
+"""Old spellings kept for one release, each with a ``DeprecationWarning`` naming the new one."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+__all__ = ["renamed_keywords", "warn_renamed"]
+
+
+def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new`` (``stacklevel`` counts from the
+    caller of this function: 3 points at the code that called the caller)."""
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed_keywords(owner: str, **renames: str) -> Callable[[Callable], Callable]:
+    """Accept each old keyword ``old=`` of the decorated function as its new name
+    ``renames[old]``, with a ``DeprecationWarning`` that points at the caller.
+
+    Giving both spellings is a ``TypeError``. The wrapper keeps the function's signature
+    (``inspect.signature`` shows the new names only).
+    """
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(
+                            f"{owner}() got both {old}= (deprecated) and {new}=; pass {new}= only"
+                        )
+                    warn_renamed(f"{owner}({old}=)", f"{new}=")
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,84 @@
+"""The one data type of a distillation problem: what every loader returns and every experiment
+(the demo included) runs on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mtbkd_jax.teachers import TeacherBank
+
+__all__ = ["DistillationData"]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class DistillationData:
+    """A distillation problem: labelled, transfer, validation and test inputs and the teachers.
+
+    Attributes:
+        name: the problem's name (used in file names and messages).
+        x_train, y_train: the student's labelled examples, (N, D) and (N,).
+        x_test, y_test: held-out evaluation data.
+        teachers_prior: the teacher bank on :attr:`prior_inputs` (``x_train``, then
+            ``x_transfer``).
+        teachers_test: the same teachers on ``x_test``.
+        x_transfer: unlabelled transfer inputs, or ``None`` (the prior sees ``x_train`` only).
+        x_validation, y_validation: a labelled validation split, or ``None``; on it
+            ``ExperimentConfig(tune=True)`` chooses each method's hyperparameters. Neither
+            the teachers' prior nor the student's likelihood sees it.
+        true_probs_test: the true class probabilities of the test inputs, (N_test, C), where
+            they are known (synthetic data), else ``None``.
+        extra_inputs: named further input sets scored for uncertainty (e.g. the
+            multi-location proteins).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    teachers_prior: TeacherBank
+    teachers_test: TeacherBank
+    x_transfer: np.ndarray | None = None
+    x_validation: np.ndarray | None = None
+    y_validation: np.ndarray | None = None
+    true_probs_test: np.ndarray | None = None
+    extra_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def prior_inputs(self) -> np.ndarray:
+        """The inputs the teacher prior is evaluated on: ``x_train``, then ``x_transfer``."""
+        if self.x_transfer is None:
+            return self.x_train
+        return np.concatenate([self.x_train, self.x_transfer], axis=0)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.teachers_test.num_classes)
+
+    @property
+    def num_features(self) -> int:
+        """D, the width of a (flat) input."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_validation is not None and self.y_validation is not None
+
+    @property
+    def num_transfer(self) -> int:
+        return 0 if self.x_transfer is None else len(self.x_transfer)
+
+    @property
+    def num_validation(self) -> int:
+        return 0 if self.y_validation is None else len(self.y_validation)
+
+    def __repr__(self) -> str:
+        sizes = [len(self.y_train), self.num_transfer, self.num_validation, len(self.y_test)]
+        return (
+            f"DistillationData(name={self.name!r}, C={self.num_classes}, D={self.num_features}, "
+            f"train/transfer/validation/test={'/'.join(map(str, sizes))}, "
+            f"teachers={list(self.teachers_test.names)})"
+        )

@@ -1,0 +1,108 @@
+"""The settings of one run of the experiment runner (:func:`mtbkd_jax.experiments.run_baselines`).
+
+Every experiment, the demo included, is a subclass of :class:`ExperimentConfig` whose defaults
+are its full run and whose :meth:`ExperimentConfig.smoke` is its tiny run for tests (the
+``--smoke`` of ``mtbkd``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Self
+
+__all__ = ["ExperimentConfig", "SMOKE_TUNING", "KEY_SCHEDULES", "CHAIN_STARTS"]
+
+# a two-point search for smoke runs and tests: exercises the tuning path in seconds
+SMOKE_TUNING: dict[str, Any] = {
+    "tune": True,
+    "prior_scale_grid": (0.3, 1.0),
+    "concentration_grid": (10.0,),
+    "prior_power_grid": (0.1,),
+}
+# how each method's random keys come from the seed (see ExperimentConfig)
+KEY_SCHEDULES = ("per-method", "maps-first")
+# where the chains of a posterior start (see ExperimentConfig)
+CHAIN_STARTS = ("map", "maps")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Methods, hyperparameters, student and inference budget of a run.
+
+    The student is an MLP with ``hidden`` units (tanh) initialised from ``seed``. ``methods``
+    names the plan of :data:`mtbkd_jax.experiments.methods.METHOD_PLANS` (``"baselines"``:
+    every baseline of METHOD §7; ``"demo"``: the demo's four); ``teacher_rows`` adds each
+    teacher's own row.
+
+    With ``tune=True`` every method chooses its base prior scale (and, with teachers, its
+    ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP
+    (:func:`mtbkd_jax.tuning.coordinate_search`, starting from ``prior_scale``,
+    ``concentration``, ``prior_power``); the posterior is then sampled once with the chosen
+    values.
+
+    Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
+    posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
+    published figures reproduce) draws every method's MAP key first, then for each posterior
+    skips one key, draws one key per extra chain start and then the sampler's key. Chains
+    start at the method's MAP (``chain_starts="map"``), or chain 0 there and every other chain
+    at a MAP fitted from another random start (``"maps"``, so that R-hat compares chains that
+    began apart).
+    """
+
+    seed: int = 0
+    methods: str = "baselines"
+    teacher_rows: bool = True
+    hidden: tuple[int, ...] = (16,)
+    prior_scale: float = 1.0
+    tune: bool = False
+    prior_scale_grid: tuple = (0.1, 0.2, 0.3, 0.5, 1.0)
+    concentration_grid: tuple = (3.0, 10.0, 30.0)
+    prior_power_grid: tuple = (0.03, 0.1, 0.3)
+    concentration: float = 10.0
+    prior_power: float = 0.1
+    temperature: float = 1.0
+    map_steps: int = 2000
+    learning_rate: float = 1e-2
+    bayes: str = "nuts"  # or "sgld"
+    num_warmup: int = 300
+    num_samples: int = 300
+    num_chains: int = 2
+    sgld_batch_size: int = 64
+    sgld_epochs: int = 80
+    sgld_step_size: float = 1e-5
+    sgld_draws_per_epoch: int = 6
+    key_schedule: str = "per-method"
+    chain_starts: str = "map"
+    progress_bar: bool = False
+
+    def __post_init__(self):
+        from mtbkd_jax.experiments.methods import METHOD_PLANS
+
+        for name, allowed in (
+            ("methods", tuple(METHOD_PLANS)),
+            ("bayes", ("nuts", "sgld")),
+            ("key_schedule", KEY_SCHEDULES),
+            ("chain_starts", CHAIN_STARTS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def smoke(cls, seed: int = 0) -> Self:
+        """The tiny run for tests: 100 MAP steps, one chain of 10 draws (or 2 SGLD epochs),
+        a two-point search over the prior scale."""
+        return cls(
+            seed=seed,
+            map_steps=100,
+            num_warmup=10,
+            num_samples=10,
+            num_chains=1,
+            sgld_epochs=2,
+            sgld_draws_per_epoch=2,
+            **SMOKE_TUNING,
+        )
+
+    @classmethod
+    def for_run(cls, *, smoke: bool = False, seed: int = 0) -> Self:
+        """``cls.smoke(seed)`` with ``smoke``, else the full run ``cls(seed=seed)``."""
+        return cls.smoke(seed) if smoke else cls(seed=seed)

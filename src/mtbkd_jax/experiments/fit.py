@@ -1,0 +1,143 @@
+"""Fitting one method of a run: the student and model it builds, its MAP (tuned on validation
+or not) and its posterior, sampled from that MAP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.experiments.config import ExperimentConfig
+from mtbkd_jax.infer import run_map, run_nuts, run_sgmcmc
+from mtbkd_jax.metrics import negative_log_likelihood
+from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.priors import normal_prior
+from mtbkd_jax.students import MLP, Student
+from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.tuning import coordinate_search
+
+__all__ = [
+    "build_model",
+    "build_student",
+    "default_settings",
+    "fit_map",
+    "fit_posterior",
+    "settings_label",
+    "tuned_map",
+]
+
+
+def build_student(data: DistillationData, config: ExperimentConfig) -> Student:
+    """The run's student: an MLP ``D - hidden - C`` initialised from ``config.seed``."""
+    network = MLP(
+        data.num_features, data.num_classes, hidden=config.hidden, rngs=nnx.Rngs(config.seed)
+    )
+    return Student(network)
+
+
+def default_settings(config: ExperimentConfig) -> dict:
+    return {
+        "prior_scale": config.prior_scale,
+        "concentration": config.concentration,
+        "prior_power": config.prior_power,
+    }
+
+
+def build_model(data, config, teachers: TeacherBank | None, weight_rule="paper", settings=None):
+    """The method's :class:`MTBKDModel` under ``settings`` (σ0, λ, β; default: the config's)."""
+    settings = settings or default_settings(config)
+    student = build_student(data, config)
+    if settings["prior_scale"] != 1.0:
+        student = student.with_prior(normal_prior(settings["prior_scale"]))
+    return MTBKDModel(
+        student,
+        teachers,
+        concentration=settings["concentration"],
+        prior_power=settings["prior_power"],
+        temperature=config.temperature,
+        weight_rule=weight_rule,
+    )
+
+
+def settings_label(settings, teachers) -> str:
+    label = f"σ0={settings['prior_scale']:g}"
+    if teachers is not None:
+        label += f" λ={settings['concentration']:g} β={settings['prior_power']:g}"
+    return label
+
+
+def _model_kwargs(data, model) -> dict:
+    return {} if model.teachers is None else {"prior_inputs": data.prior_inputs}
+
+
+def fit_map(key, data: DistillationData, config: ExperimentConfig, model, *, progress_bar=False):
+    return run_map(
+        key,
+        model,
+        data.x_train,
+        data.y_train,
+        num_steps=config.map_steps,
+        learning_rate=config.learning_rate,
+        progress_bar=progress_bar,
+        model_kwargs=_model_kwargs(data, model),
+    )
+
+
+def tuned_map(key, data: DistillationData, config: ExperimentConfig, teachers, weight_rule):
+    """The MAP under the settings with the lowest validation NLL; returns
+    ``(mode, model, search_result)``."""
+    fits = {}
+
+    def fit(settings):
+        model = build_model(data, config, teachers, weight_rule, settings)
+        mode = fit_map(key, data, config, model)
+        fits[tuple(sorted(settings.items()))] = (mode, model)
+        probs = np.asarray(mode.predict(data.x_validation))[0]
+        return negative_log_likelihood(probs, np.asarray(data.y_validation))
+
+    grid = {"prior_scale": config.prior_scale_grid}
+    if teachers is not None:
+        grid.update(concentration=config.concentration_grid, prior_power=config.prior_power_grid)
+    result = coordinate_search(fit, grid, default_settings(config))
+    mode, model = fits[tuple(sorted(result.best.items()))]
+    return mode, model, result
+
+
+def fit_posterior(key, data, config: ExperimentConfig, model, mode, start_keys=()):
+    """The posterior by ``config.bayes``, chain 0 started at ``mode``; with ``start_keys``
+    (``chain_starts="maps"``), chain ``c`` at the MAP fitted from ``start_keys[c - 1]``."""
+    start = {k: v[0, 0] for k, v in mode.draws.items()}
+    init: dict | list[dict] = start
+    if config.chain_starts == "maps":
+        others = [fit_map(k, data, config, model) for k in start_keys]
+        init = [start] + [{k: v[0, 0] for k, v in other.draws.items()} for other in others]
+    common: dict[str, Any] = {
+        "num_chains": config.num_chains,
+        "init_params": init,
+        "progress_bar": config.progress_bar,
+        "model_kwargs": _model_kwargs(data, model),
+    }
+    if config.bayes == "nuts":
+        return run_nuts(
+            key,
+            model,
+            data.x_train,
+            data.y_train,
+            num_warmup=config.num_warmup,
+            num_samples=config.num_samples,
+            **common,
+        )
+    return run_sgmcmc(
+        key,
+        model,
+        data.x_train,
+        data.y_train,
+        sampler="sgld",
+        batch_size=config.sgld_batch_size,
+        num_epochs=config.sgld_epochs,
+        step_size=config.sgld_step_size,
+        draws_per_epoch=config.sgld_draws_per_epoch,
+        **common,
+    )

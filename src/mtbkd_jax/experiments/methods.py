@@ -1,0 +1,75 @@
+"""Which methods a run fits: the plans an :class:`~mtbkd_jax.experiments.ExperimentConfig`
+names by its ``methods``.
+
+A KD row is a posterior mode (MAP = KD, METHOD §4): a single-teacher model's MAP is vanilla KD
+from that teacher and its posterior is single-teacher BKD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.teachers import TeacherBank
+
+__all__ = ["MAIN", "METHOD_PLANS", "Method", "baseline_methods", "demo_methods"]
+
+MAIN = "MT-BKD (entropy weights)"
+
+
+@dataclass(frozen=True, eq=False)
+class Method:
+    """One method: a model fitted by MAP (row ``label``) and, when ``posterior`` names its row,
+    sampled from that MAP.
+
+    Attributes:
+        label: the MAP row's ``method``.
+        teachers: the teacher bank of the prior, or ``None`` (the student alone).
+        weight_rule: the mixture's weight rule (:func:`mtbkd_jax.weighting.teacher_weights`).
+        posterior: the posterior row's ``method``, or ``None`` (MAP only).
+        reliability: draw this method's curves (MAP and posterior) in ``reliability.png``.
+    """
+
+    label: str
+    teachers: TeacherBank | None
+    weight_rule: str = "paper"
+    posterior: str | None = None
+    reliability: bool = False
+
+
+def baseline_methods(data: DistillationData) -> list[Method]:
+    """Every baseline of METHOD §7: the student alone, KD and BKD from each teacher, averaged
+    multi-teacher KD, and MT-BKD with uniform and with entropy weights."""
+    bank = data.teachers_prior
+    methods = [Method("student alone", None, posterior="student alone", reliability=True)]
+    methods += [Method(f"KD ({n})", bank.select([n]), posterior=f"BKD ({n})") for n in bank.names]
+    methods += [
+        Method("averaged KD", bank.average(), reliability=True),
+        Method("MT-BKD (uniform weights)", bank, "uniform", posterior="MT-BKD (uniform weights)"),
+        Method(MAIN, bank, posterior=MAIN, reliability=True),
+    ]
+    return methods
+
+
+def demo_methods(data: DistillationData) -> list[Method]:
+    """The demo's four: the student alone, averaged-teacher KD, the best teacher (by accuracy
+    on the labelled set) distilled alone, and MT-BKD with entropy weights; the student alone
+    and MT-BKD are also sampled."""
+    bank = data.teachers_prior
+    labelled = bank.take(np.arange(len(data.y_train))).accuracy(data.y_train)
+    best = int(np.argmax(labelled))
+    return [
+        Method("student alone", None, posterior="student alone", reliability=True),
+        Method("averaged-teacher KD", bank.average(), reliability=True),
+        Method(f"single-teacher BKD ({bank.names[best]})", bank.select([best])),
+        Method(MAIN, bank, posterior=MAIN, reliability=True),
+    ]
+
+
+METHOD_PLANS: dict[str, Callable[[DistillationData], list[Method]]] = {
+    "baselines": baseline_methods,
+    "demo": demo_methods,
+}

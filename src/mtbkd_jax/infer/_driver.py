@@ -1,0 +1,216 @@
+"""The chunked host loop behind ``run_sgmcmc``: start or resume, then chunks of epochs.
+
+A chunk is one ``jit`` call: ``vmap`` over chains of the epoch loop
+(:class:`~mtbkd_jax.infer._loop.EpochLoop`) driving the kernel's ``step``. Between chunks the
+host keeps the valid draws, checks that every chain is finite, writes the checkpoint on a
+background thread and draws the next chunk's minibatch orders while the device runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mtbkd_jax.infer._devices import ChainPlacement
+from mtbkd_jax.infer._draws import Draws, StreamedPredictive, package_posterior, select_draws
+from mtbkd_jax.infer._loop import EpochLoop
+from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
+from mtbkd_jax.infer._records import SGMCMCSettings, SGMCMCTimings
+from mtbkd_jax.infer._start import divergence_cause
+from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan
+from mtbkd_jax.infer.posterior import Posterior
+from mtbkd_jax.infer.warm_start import minibatch_optimize
+
+__all__ = ["Carry", "SamplerRun", "SamplerDivergedError"]
+
+
+class SamplerDivergedError(FloatingPointError):
+    """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far."""
+
+    def __init__(self, message: str, posterior: Posterior | None):
+        super().__init__(message)
+        self.posterior = posterior
+
+
+class Carry(NamedTuple):
+    """What a chain carries from step to step: the kernel's state and the streamed sums."""
+
+    kernel: Any
+    stream: StreamedPredictive | None
+
+
+@dataclass
+class SamplerRun:
+    """One SG-MCMC run, everything decided: model, estimator, kernel, schedule, chains."""
+
+    model: Callable
+    estimator: GradientEstimator
+    plan: MinibatchPlan
+    make_kernel: Callable  # estimator -> SamplingAlgorithm
+    schedule: Callable  # global step -> step size handed to the kernel
+    settings: SGMCMCSettings
+    logits_fn: Callable | None
+    predict: jax.Array | None
+    labels: Any
+    features: Any
+    model_kwargs: dict | None
+    start: dict
+    placement: ChainPlacement
+    keep_key: jax.Array
+    chain_keys: jax.Array
+    total_epochs: int
+    chunk_seconds: list = field(default_factory=list)
+
+    # ------------------------------------------------------------------ the device program
+    def _initial_carry(self, position) -> Carry:
+        kernel = jax.vmap(self.make_kernel(self.estimator).init)(position)
+        stream = None
+        if self.predict is not None:
+            assert self.logits_fn is not None  # predict needs it (checked by run_sgmcmc)
+            point = self.estimator.constrain(jax.tree.map(lambda x: x[0], position))
+            num_classes = self.logits_fn(point, self.predict[:1]).shape[-1]
+            stream = StreamedPredictive.zeros(
+                self.settings.num_chains, self.predict.shape[0], num_classes
+            )
+        return self.placement.chains(Carry(kernel, stream))
+
+    def _chunk_program(self) -> Callable:
+        """``(carry, chain_keys, keep_key, epochs, orders, estimator, predict) -> (carry,
+        observed)``, jitted and vectorised over chains."""
+        settings, schedule, logits_fn = self.settings, self.schedule, self.logits_fn
+        loop = EpochLoop(
+            self.plan.plates,
+            self.plan.steps_per_epoch,
+            settings.draws_per_epoch,
+            settings.random_draw_positions,
+            settings.partial_last_batch,
+        )
+
+        def run_epochs(carry, chain_key, keep_key, epochs, orders, estimator, predict):
+            kernel = self.make_kernel(estimator)
+
+            def step(key, carry, batch, global_step):
+                state, info = kernel.step(key, carry.kernel, batch, schedule(global_step))
+                return carry._replace(kernel=state), info
+
+            def observe(carry, info, epoch):
+                exploring = getattr(info, "exploring", jnp.zeros((), bool))
+                valid = (epoch >= settings.num_burnin_epochs) & ~exploring
+                position = carry.kernel.position
+                stream = carry.stream
+                if stream is not None:
+                    assert logits_fn is not None  # a stream needs it (checked by run_sgmcmc)
+                    logits = logits_fn(estimator.constrain(position), predict)
+                    stream = stream.update(logits, valid)
+                out = {"valid": valid, "step_size": info.step_size}
+                if settings.keep_draws:
+                    out["position"] = position
+                return carry._replace(stream=stream), out
+
+            batch = estimator.first_batch()
+            shapes = jax.eval_shape(step, chain_key, carry, batch, 0)[1]
+            info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            return loop.run(step, carry, info, chain_key, keep_key, epochs, orders, observe)
+
+        return jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, None, 0, None, None)))
+
+    # ------------------------------------------------------------------ the host loop
+    def resume_or_start(self, checkpoint, optimizer, warm_key, warm_epochs, chunk_epochs, bar):
+        """``(carry, draws, first epoch)``: from the checkpoint when there is one, else after
+        the warm start."""
+        like = self._initial_carry(self.start)
+        restored = None if checkpoint is None else checkpoint.load(like_state=like)
+        if restored is not None:
+            carry, arrays, progress = restored
+            bar.update(self.settings.warm_start_epochs + progress["next_epoch"])
+            carry = self.placement.chains(jax.tree.map(jnp.asarray, carry))
+            return carry, Draws.from_arrays(arrays), progress["next_epoch"]
+        position = minibatch_optimize(
+            self.placement.chains(self.start),
+            self.estimator,
+            self.plan.steps_per_epoch,
+            int(warm_epochs),
+            optimizer,
+            warm_key,
+            chunk_epochs=chunk_epochs,
+            on_chunk=bar.update,
+            placement=self.placement,
+            partial_last_batch=self.plan.partial_last_batch,
+        )
+        return self._initial_carry(position), None, 0
+
+    def sample(self, carry, draws, first_epoch, chunk_epochs, checkpoint, bar) -> Posterior:
+        """Chunks of epochs from ``first_epoch`` to the end; the posterior."""
+        run_chunk = self._chunk_program()
+        constrain = jax.jit(jax.vmap(jax.vmap(self.estimator.constrain)))
+        chain_keys = self.placement.chains(self.chain_keys)
+        data = self.placement.replicated((self.estimator, self.predict))
+        orders = EpochOrders(chain_keys, self.plan.plates, SAMPLING)
+        started, epoch, total = time.perf_counter(), first_epoch, self.total_epochs
+        next_orders = (
+            orders.take(epoch, min(epoch + chunk_epochs, total)) if epoch < total else None
+        )
+        try:
+            while epoch < total:
+                tick, stop = time.perf_counter(), min(epoch + chunk_epochs, total)
+                current, next_orders = self.placement.chains(next_orders), None  # on device
+                epochs = jnp.arange(epoch, stop)
+                carry, observed = run_chunk(
+                    carry, chain_keys, self.keep_key, epochs, current, *data
+                )
+                carry = self.placement.chains(carry)
+                del current
+                if stop < total:  # drawn on the host while the device runs this chunk
+                    next_orders = orders.take(stop, min(stop + chunk_epochs, total))
+                position = carry.kernel.position
+                chunk, finite = select_draws(
+                    observed, position, self.settings.keep_draws, constrain
+                )
+                self.chunk_seconds.append((stop - epoch, time.perf_counter() - tick))
+                draws = chunk.extend(None) if draws is None else draws.extend(chunk)
+                if not finite:
+                    raise self._diverged(epoch, stop, draws, carry, constrain, started)
+                epoch = stop
+                if checkpoint is not None:  # written while the device runs the next chunk
+                    checkpoint.save_in_background(carry, chunk.to_arrays(), {"next_epoch": epoch})
+                bar.update(len(epochs))
+            if checkpoint is not None:
+                checkpoint.wait()  # the last chunk's checkpoint is written before returning
+        finally:
+            if checkpoint is not None:
+                checkpoint.wait(raise_error=False)  # never leave a write half done
+        return self._package(draws, carry, constrain, started)
+
+    def _diverged(self, epoch, stop, draws, carry, constrain, started) -> SamplerDivergedError:
+        cause = divergence_cause(self.model, self.estimator, self.start)
+        return SamplerDivergedError(
+            f"{self.settings.sampler}: a chain reached a non-finite state in epochs "
+            f"{epoch}..{stop - 1}; {cause}. The finite draws so far are in error.posterior",
+            self._package(draws, carry, constrain, started),
+        )
+
+    def _package(self, draws, carry, constrain, started) -> Posterior:
+        timings = SGMCMCTimings(
+            sampling_seconds=time.perf_counter() - started,
+            steps_per_epoch=self.plan.steps_per_epoch,
+            chain_devices=self.placement.num_devices,
+            chunk_seconds=list(self.chunk_seconds),
+        )
+        return package_posterior(
+            self.model,
+            draws,
+            carry.kernel.position,
+            carry.stream,
+            constrain=constrain,
+            labels=self.labels,
+            features=self.features,
+            logits_fn=self.logits_fn,
+            method=self.settings.sampler,
+            settings={**self.settings.as_dict(), **timings.as_dict()},
+            model_kwargs=self.model_kwargs,
+        )

@@ -1,0 +1,69 @@
+"""The samplers ``run_sgmcmc`` and :class:`~mtbkd_jax.infer.SGMCMC` know by name: each a
+constructor ``(gradient estimator, settings) -> SamplingAlgorithm`` over the kernels."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from blackjax.base import SamplingAlgorithm
+
+from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
+from mtbkd_jax.infer.psgld import psgld
+from mtbkd_jax.infer.sghmc import sghmc
+from mtbkd_jax.infer.sgld import sgld
+from mtbkd_jax.infer.sgnht import sgnht
+
+__all__ = ["SAMPLERS", "build_sampler", "check_sampler_options"]
+
+SAMPLERS = ("sgld", "sghmc", "cyclical_sgld", "sgnht", "psgld")
+
+# options beyond temperature/friction/cycles, per sampler (passed as ``sampler_options``)
+_OPTIONS: dict[str, Callable] = {"psgld": psgld}
+
+
+def check_sampler_options(sampler: str, options: dict | None) -> dict:
+    """``sampler_options`` checked against the sampler's constructor."""
+    options = dict(options or {})
+    if not options:
+        return options
+    if sampler not in _OPTIONS:
+        raise ValueError(
+            f"sampler_options applies to {sorted(_OPTIONS)}; {sampler!r} takes none "
+            f"(got {sorted(options)})"
+        )
+    accepted = set(inspect.signature(_OPTIONS[sampler]).parameters) - {
+        "grad_estimator",
+        "temperature",
+    }
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"sampler_options for {sampler!r} may hold {sorted(accepted)}, got unknown {unknown}"
+        )
+    return options
+
+
+def build_sampler(
+    sampler: str,
+    grad_estimator: Callable,
+    *,
+    temperature: float = 1.0,
+    friction: float = 0.1,
+    cycle_length: int = 1,
+    exploration_fraction: float = 0.5,
+    options: dict | None = None,
+) -> SamplingAlgorithm:
+    """The named sampler on ``grad_estimator``."""
+    options = options or {}
+    if sampler == "sgld":
+        return sgld(grad_estimator, temperature)
+    if sampler == "sghmc":
+        return sghmc(grad_estimator, friction, temperature)
+    if sampler == "cyclical_sgld":
+        return cyclical_sgld(grad_estimator, cycle_length, exploration_fraction, temperature)
+    if sampler == "sgnht":
+        return sgnht(grad_estimator, friction, temperature)
+    if sampler == "psgld":
+        return psgld(grad_estimator, temperature=temperature, **options)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")

@@ -1,0 +1,190 @@
+"""SG-MCMC as a NumPyro ``MCMCKernel``: any NumPyro model with a subsampled plate, run by
+``numpyro.infer.MCMC``.
+
+NumPyro has no SG-MCMC (its issue #2075). :class:`SGMCMC` brings this package's kernels
+(:mod:`~mtbkd_jax.infer.sgld`, :mod:`~mtbkd_jax.infer.sghmc`,
+:mod:`~mtbkd_jax.infer.cyclical_sgld`, :mod:`~mtbkd_jax.infer.sgnht`,
+:mod:`~mtbkd_jax.infer.psgld`) to it, over the model's minibatch gradient estimator
+(:mod:`mtbkd_jax.infer.gradients`). One MCMC iteration is one minibatch step; each chain visits
+every example once per epoch in a fresh random order (drawn on the device at the epoch's first
+step). Warm-up steps are sampler steps whose states are discarded (SG-MCMC has nothing to
+adapt). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar, the chain methods
+and ``arviz.from_numpyro(mcmc)`` work as for NUTS.
+
+``run_sgmcmc`` is the faster driver for long runs (host-drawn orders, chunked epochs,
+thinning inside the chain, checkpoints, streamed predictions): ``docs/benchmarks.md`` reports
+how much faster.
+
+Example:
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import MCMC
+    >>> from mtbkd_jax.infer import SGMCMC
+    >>> def model(x):
+    ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     with numpyro.plate("data", x.shape[0], subsample_size=20) as idx:
+    ...         numpyro.sample("x", dist.Normal(mu, 1.0), obs=x[idx])
+    >>> x = 2.0 + jax.random.normal(jax.random.key(0), (200,))
+    >>> mcmc = MCMC(SGMCMC(model, "sgld", step_size=1e-3), num_warmup=200, num_samples=500,
+    ...             progress_bar=False)
+    >>> mcmc.run(jax.random.key(1), x)
+    >>> bool(abs(mcmc.get_samples()["mu"].mean() - x.mean()) < 0.1)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.util import is_prng_key
+
+from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax.infer import schedules
+from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
+from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
+
+__all__ = ["SGMCMC", "SGMCMCState"]
+
+
+class SGMCMCState(NamedTuple):
+    """The state ``MCMC`` carries: the step count ``i``, the unconstrained sample ``z`` (its
+    ``sample_field``), the kernel's state, each plate's current epoch order, the key and the
+    last step size."""
+
+    i: jax.Array
+    z: dict
+    kernel: Any
+    orders: dict
+    rng_key: jax.Array
+    step_size: jax.Array
+
+
+class SGMCMC(MCMCKernel):
+    """SG-MCMC for ``numpyro.infer.MCMC``.
+
+    Args:
+        model: a NumPyro model with at least one subsampled plate,
+            ``numpyro.plate(name, N, subsample_size=B)``, that indexes its data with the
+            plate's indices; or a model with its own subsampling plan
+            (:class:`~mtbkd_jax.MTBKDModel`, which then needs ``batch_size``).
+        sampler: one of ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"``,
+            ``"psgld"``.
+        step_size: a float, or a schedule ``step -> step size``
+            (:mod:`mtbkd_jax.infer.schedules`); the step counts warm-up steps too.
+        batch_size, prior_batch_size: minibatch sizes for a model with its own plan.
+        temperature: ``tau`` (1 = the posterior).
+        friction: SGHMC's friction; SGNHT's injected noise.
+        cycle_length, exploration_fraction: cyclical SGLD's cycles (in steps). Draws of the
+            exploration stages are kept too (``MCMC`` keeps every state): thin them yourself,
+            or use ``run_sgmcmc``, which drops them.
+        sampler_options: further kernel settings (pSGLD's ``decay``, ``regularizer``,
+            ``correction``).
+    """
+
+    sample_field = "z"
+
+    def __init__(
+        self,
+        model: Callable,
+        sampler: str = "sgld",
+        *,
+        step_size: float | Callable = 1e-5,
+        batch_size: int | None = None,
+        prior_batch_size: int | None = None,
+        temperature: float = 1.0,
+        friction: float = 0.1,
+        cycle_length: int = 1000,
+        exploration_fraction: float = 0.5,
+        sampler_options: dict | None = None,
+    ):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if not callable(model):
+            raise TypeError(f"model must be a NumPyro model (a callable), got {model!r}")
+        self.model = model
+        self.sampler = sampler
+        self.schedule: Callable[[Any], Any] = (  # takes a Python int or an int array
+            step_size
+            if callable(step_size)
+            else schedules.constant(require_positive(step_size, "step_size"))
+        )
+        self.batch_size = batch_size
+        self.prior_batch_size = prior_batch_size
+        self.options: dict[str, Any] = dict(
+            temperature=require_nonnegative(temperature, "temperature"),
+            friction=require_positive(friction, "friction"),
+            cycle_length=int(require_positive(cycle_length, "cycle_length")),
+            exploration_fraction=exploration_fraction,
+            options=check_sampler_options(sampler, sampler_options),
+        )
+        self._estimator: GradientEstimator | None = None
+
+    @property
+    def estimator(self) -> GradientEstimator:
+        if self._estimator is None:
+            raise RuntimeError("SGMCMC.init has not run: call mcmc.run(...) first")
+        return self._estimator
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        plan = minibatch_plan(
+            self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
+        )
+        self._estimator = GradientEstimator(self.model, tuple(model_args), plan.kwargs, plan.plates)
+        if is_prng_key(rng_key):
+            return self._init_one(rng_key, init_params)
+        return jax.vmap(self._init_one)(rng_key, init_params)
+
+    def _init_one(self, rng_key, init_params) -> SGMCMCState:
+        rng_key, init_key = jax.random.split(rng_key)
+        if init_params is None:
+            position = self.estimator.initial_position(init_key)
+        else:
+            position = {k: jnp.asarray(v) for k, v in init_params.items()}
+        kernel = build_sampler(self.sampler, self.estimator, **self.options)
+        orders = {p.name: jnp.arange(p.size) for p in self.estimator.plates}
+        step_size = jnp.asarray(self.schedule(0), jnp.float32)
+        return SGMCMCState(
+            jnp.zeros((), jnp.int32), position, kernel.init(position), orders, rng_key, step_size
+        )
+
+    def sample(self, state: SGMCMCState, model_args, model_kwargs) -> SGMCMCState:
+        if not is_prng_key(state.rng_key):  # chain_method="vectorized": a batch of chains
+            return jax.vmap(self._sample_one)(state)
+        return self._sample_one(state)
+
+    def _sample_one(self, state: SGMCMCState) -> SGMCMCState:
+        estimator = self.estimator
+        lead = estimator.plates[0]
+        steps_per_epoch = lead.size // lead.batch_size
+        step_in_epoch = jnp.mod(state.i, steps_per_epoch)
+        rng_key, order_key, noise_key = jax.random.split(state.rng_key, 3)
+
+        def shuffled(_):
+            keys = jax.random.split(order_key, len(estimator.plates))
+            return {
+                p.name: jax.random.permutation(k, p.size)
+                for p, k in zip(estimator.plates, keys, strict=True)
+            }
+
+        orders = jax.lax.cond(step_in_epoch == 0, shuffled, lambda _: state.orders, None)
+        batch = {p.name: p.indices(orders[p.name], step_in_epoch) for p in estimator.plates}
+        kernel = build_sampler(self.sampler, estimator, **self.options)
+        new, info = kernel.step(noise_key, state.kernel, batch, self.schedule(state.i))
+        return SGMCMCState(
+            state.i + 1,
+            new.position,
+            new,
+            orders,
+            rng_key,
+            jnp.asarray(info.step_size, jnp.float32),
+        )
+
+    def postprocess_fn(self, model_args, model_kwargs) -> Callable:
+        return self.estimator.constrain
+
+    def get_diagnostics_str(self, state: SGMCMCState) -> str:
+        return f"step size {float(np.ravel(state.step_size)[0]):.2e}"

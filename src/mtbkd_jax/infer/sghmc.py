@@ -1,0 +1,59 @@
+"""Stochastic gradient Hamiltonian Monte Carlo (Chen et al., 2014) as a pure kernel.
+
+BlackJAX's SGHMC diffusion (``beta = 0``): ``z <- z + h r``;
+``r <- (1 - alpha h) r + h grad log p + sqrt(2 alpha h tau) xi``, with the momentum ``r`` kept
+across steps (an underdamped Langevin chain; BlackJAX's own ``sghmc`` resamples it at every
+call). ``h`` is the step size, ``alpha`` the friction. The momentum starts at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from blackjax.base import SamplingAlgorithm
+
+from mtbkd_jax.infer.langevin import sghmc_update
+
+__all__ = ["SGHMCState", "SGHMCInfo", "init", "build_kernel", "sghmc"]
+
+
+class SGHMCState(NamedTuple):
+    """Position and momentum (pytrees of the same structure)."""
+
+    position: Any
+    momentum: Any
+
+
+class SGHMCInfo(NamedTuple):
+    """The step size of the transition."""
+
+    step_size: jax.Array
+
+
+def init(position) -> SGHMCState:
+    return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
+
+
+def build_kernel(
+    grad_estimator: Callable, friction: float = 0.1, temperature: float = 1.0
+) -> Callable:
+    """``step(rng_key, state, minibatch, step_size) -> (SGHMCState, SGHMCInfo)``."""
+
+    def step(rng_key, state: SGHMCState, minibatch, step_size) -> tuple[SGHMCState, SGHMCInfo]:
+        grad = grad_estimator(state.position, minibatch)
+        position, momentum = sghmc_update(
+            rng_key, state.position, state.momentum, grad, step_size, temperature, friction
+        )
+        return SGHMCState(position, momentum), SGHMCInfo(jnp.asarray(step_size))
+
+    return step
+
+
+def sghmc(
+    grad_estimator: Callable, friction: float = 0.1, temperature: float = 1.0
+) -> SamplingAlgorithm:
+    """SGHMC with friction ``alpha`` at temperature ``tau``."""
+    return SamplingAlgorithm(init, build_kernel(grad_estimator, friction, temperature))

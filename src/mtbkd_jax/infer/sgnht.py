@@ -1,0 +1,70 @@
+"""The stochastic gradient Nosé-Hoover thermostat (Ding et al., 2014) as a pure kernel.
+
+SGHMC whose friction is a state variable, the thermostat ``xi``:
+``z <- z + h r``; ``r <- (1 - xi h) r + h grad log p + sqrt(2 A h tau) xi_noise``;
+``xi <- xi + h (r.r / d - tau)``. The thermostat rises until the mean kinetic energy per
+coordinate is ``tau``, so it absorbs the minibatch gradient's noise, which SGHMC must be told
+(BlackJAX's ``sgnht`` diffusion; ``A`` is its ``alpha``, the injected noise). The momentum starts
+at zero and the thermostat at ``A``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from blackjax.base import SamplingAlgorithm
+
+from mtbkd_jax.infer.langevin import sgnht_update
+
+__all__ = ["SGNHTState", "SGNHTInfo", "init", "build_kernel", "sgnht"]
+
+
+class SGNHTState(NamedTuple):
+    """Position, momentum and the (scalar) thermostat."""
+
+    position: Any
+    momentum: Any
+    thermostat: jax.Array
+
+
+class SGNHTInfo(NamedTuple):
+    """The step size of the transition."""
+
+    step_size: jax.Array
+
+
+def init(position, thermostat: float = 0.1) -> SGNHTState:
+    momentum = jax.tree.map(jnp.zeros_like, position)
+    return SGNHTState(position, momentum, jnp.asarray(thermostat, jnp.float32))
+
+
+def build_kernel(
+    grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0
+) -> Callable:
+    """``step(rng_key, state, minibatch, step_size) -> (SGNHTState, SGNHTInfo)``."""
+
+    def step(rng_key, state: SGNHTState, minibatch, step_size) -> tuple[SGNHTState, SGNHTInfo]:
+        grad = grad_estimator(state.position, minibatch)
+        position, momentum, thermostat = sgnht_update(
+            rng_key,
+            state.position,
+            state.momentum,
+            state.thermostat,
+            grad,
+            step_size,
+            temperature,
+            noise,
+        )
+        return SGNHTState(position, momentum, thermostat), SGNHTInfo(jnp.asarray(step_size))
+
+    return step
+
+
+def sgnht(grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0):
+    """SGNHT with injected noise ``A`` (its thermostat starts at ``A``)."""
+    return SamplingAlgorithm(
+        lambda position: init(position, noise), build_kernel(grad_estimator, noise, temperature)
+    )

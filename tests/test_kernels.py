@@ -1,0 +1,252 @@
+"""The SG-MCMC kernels alone: each against the exact stationary variance of its discretised
+chain on a Gaussian with exact gradients (a linear chain, so the oracle is a Lyapunov
+equation), pSGLD's correction term against autodiff, cyclical SGLD's stages, and the gradient
+estimator's unbiasedness on a model of one's own with two plates."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer.util import log_density
+from scipy.linalg import solve_discrete_lyapunov
+
+from mtbkd_jax.infer import cyclical_sgld, gradient_estimator, psgld, sghmc, sgld, sgnht
+from mtbkd_jax.infer.psgld import correction_term
+
+SIGMA = 1.0
+DIM = 64  # independent coordinates: thermostat and preconditioner average over them
+Z = 4.0
+
+
+def gaussian_grad(position, minibatch):
+    return jax.tree.map(lambda x: -x / SIGMA**2, position)
+
+
+def run_chain(kernel, step_size, num_steps, burn_in, thin=5, seed=0):
+    """Every ``thin``-th position after ``burn_in`` steps, and the infos, via lax.scan."""
+    state = kernel.init({"x": jnp.zeros(DIM)})
+
+    def one(state, key):
+        state, info = kernel.step(key, state, None, step_size)
+        return state, (state.position["x"], info)
+
+    keys = jax.random.split(jax.random.key(seed), num_steps)
+    state, (xs, infos) = jax.jit(lambda s: jax.lax.scan(one, s, keys))(state)
+    xs = np.asarray(xs[burn_in::thin], np.float64)
+    return state, xs, jax.tree.map(lambda v: np.asarray(v[burn_in:]), infos)
+
+
+def lyapunov_variance(step_size, damping, noise, temperature=1.0):
+    """Stationary variance of x for the SGHMC/SGNHT Euler chain with a fixed damping:
+    x' = x + h p; p' = (1 - damping h) p - h x / s^2 + sqrt(2 noise h tau) xi."""
+    h = step_size
+    a = np.array([[1.0, h], [-h / SIGMA**2, 1.0 - damping * h]])
+    q = np.diag([0.0, 2.0 * noise * h * temperature])
+    return solve_discrete_lyapunov(a, q)[0, 0]
+
+
+def z_score(variance, exact, draws):
+    """|var - exact| in standard errors, for roughly independent draws."""
+    return abs(variance - exact) / (exact * np.sqrt(2.0 / draws.size))
+
+
+def test_sgld_kernel_settles_at_the_discretised_variance():
+    eta = 0.3
+    _, xs, infos = run_chain(sgld(gaussian_grad), eta, 20_000, 1000, thin=10)
+    exact = SIGMA**2 / (1 - eta / (2 * SIGMA**2))
+    assert z_score(xs.var(), exact, xs) < Z
+    assert z_score(SIGMA**2, exact, xs) > 2 * Z  # the continuous-time answer is rejected
+    np.testing.assert_allclose(infos.step_size, eta)
+
+
+def test_sgld_kernel_temperature_scales_the_variance():
+    eta, tau = 0.2, 0.25
+    _, xs, _ = run_chain(sgld(gaussian_grad, temperature=tau), eta, 20_000, 1000, thin=10)
+    exact = tau * SIGMA**2 / (1 - eta / (2 * SIGMA**2))
+    assert z_score(xs.var(), exact, xs) < Z
+
+
+def test_sghmc_kernel_settles_at_the_lyapunov_variance():
+    h, alpha = 0.2, 1.0
+    _, xs, _ = run_chain(sghmc(gaussian_grad, friction=alpha), h, 40_000, 2000, thin=20)
+    exact = lyapunov_variance(h, alpha, alpha)
+    assert z_score(xs.var(), exact, xs) < Z
+    assert z_score(SIGMA**2, exact, xs) > 2 * Z
+
+
+def test_sgnht_thermostat_settles_the_kinetic_energy_and_the_variance():
+    """The thermostat rises or falls until the mean kinetic energy per coordinate is tau; at
+    its stationary value the chain is SGHMC with that damping (the Lyapunov oracle)."""
+    h, noise = 0.2, 1.0
+    kernel = sgnht(gaussian_grad, noise=noise)
+    state = kernel.init({"x": jnp.zeros(DIM)})
+
+    def one(state, key):
+        state, _ = kernel.step(key, state, None, h)
+        return state, (state.position["x"], state.thermostat, jnp.mean(state.momentum["x"] ** 2))
+
+    keys = jax.random.split(jax.random.key(0), 40_000)
+    _, (xs, thermostats, momentum) = jax.jit(lambda s: jax.lax.scan(one, s, keys))(state)
+    xs = np.asarray(xs[4000::20], np.float64)
+    thermostats, momentum = np.asarray(thermostats[4000:]), np.asarray(momentum[4000:])
+    xi = np.mean(thermostats)
+    assert abs(np.mean(momentum) - 1.0) < 0.05, np.mean(momentum)
+    exact = lyapunov_variance(h, xi, noise)
+    assert abs(xs.var() - exact) / exact < 0.05, (xs.var(), exact, xi)
+    # power: a thermostat driven the wrong way diverges or freezes; a fixed damping far from
+    # the thermostat's gives another variance
+    assert abs(lyapunov_variance(h, 3 * noise, noise) - exact) / exact > 0.05
+
+
+def test_sgnht_absorbs_unknown_gradient_noise():
+    """With noisy gradients (variance unknown to the sampler), SGHMC at the nominal friction
+    runs hot; SGNHT's thermostat compensates and keeps the kinetic energy at tau."""
+
+    def noisy_grad(position, minibatch):
+        key = minibatch
+        return jax.tree.map(
+            lambda x: -x / SIGMA**2 + 2.0 * jax.random.normal(key, x.shape), position
+        )
+
+    kernel = sgnht(noisy_grad, noise=0.5)
+    state = kernel.init({"x": jnp.zeros(DIM)})
+
+    def one(state, key):
+        noise_key, batch_key = jax.random.split(key)
+        state, _ = kernel.step(noise_key, state, batch_key, 0.05)
+        return state, jnp.mean(state.momentum["x"] ** 2)
+
+    keys = jax.random.split(jax.random.key(1), 20_000)
+    state, kinetic = jax.jit(lambda s: jax.lax.scan(one, s, keys))(state)
+    assert abs(float(kinetic[5000:].mean()) - 1.0) < 0.05
+    assert float(state.thermostat) > 0.5  # it rose above the injected noise to absorb it
+
+
+def test_psgld_settles_at_the_preconditioned_discretised_variance():
+    """With exact gradients V tracks E[g^2] = 1 / s^2, so G ~ s; a chain with the
+    preconditioner frozen at its mean has variance s^2 / (1 - eta G / (2 s^2))."""
+    eta = 0.2
+    kernel = psgld(gaussian_grad, decay=0.999)
+    _, xs, infos = run_chain(kernel, eta, 30_000, 3000, thin=10)
+    g = float(infos.mean_preconditioner.mean())
+    exact = SIGMA**2 / (1 - eta * g / (2 * SIGMA**2))
+    assert abs(xs.var() - exact) / exact < 0.04, (xs.var(), exact, g)
+    # power: pSGLD without the preconditioner in the noise would sample s^2 / G-ish
+    assert abs(SIGMA**2 / (1 - eta / (2 * g * SIGMA**2)) * g - exact) / exact > 0.04 or g != 1
+
+
+def test_psgld_correction_term_is_dG_dz():
+    """Gamma_i = dG_i/dz_i, checked against autodiff of G(z) = 1 / (lambda + sqrt(alpha V +
+    (1 - alpha) g(z)^2)) on a non-quadratic log density (so g and H vary with z)."""
+    decay, reg = 0.9, 1e-3
+    v_prev = jnp.array([0.5, 1.5, 0.2])
+
+    def logdensity(z):
+        return -jnp.sum(z**4) / 4 - jnp.sum(jnp.sin(z))
+
+    def preconditioner(z):
+        g = jax.grad(logdensity)(z)
+        return 1.0 / (reg + jnp.sqrt(decay * v_prev + (1 - decay) * g**2))
+
+    z = jnp.array([0.3, -1.2, 0.8])
+    expected = jnp.diag(jax.jacfwd(preconditioner)(z))
+    g = jax.grad(logdensity)(z)
+    h = jnp.diag(jax.hessian(logdensity)(z))
+    v = decay * v_prev + (1 - decay) * g**2
+    got = correction_term(g, h, v, decay, reg)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    wrong = correction_term(g, h, v, decay, 10 * reg)  # a deliberately wrong constant fails
+    assert not np.allclose(wrong, expected, rtol=1e-3)
+
+
+def test_psgld_with_correction_runs_and_differs_only_by_gamma():
+    """correction=True adds eta * tau * Gamma to the drift (Hutchinson's estimate of H_ii is
+    exact for a diagonal Hessian), and the noise is the same."""
+    eta = 0.1
+    state = psgld(gaussian_grad).init({"x": jnp.ones(4)})
+    key = jax.random.key(3)
+    plain, _ = psgld(gaussian_grad).step(key, state, None, eta)
+    corrected, _ = psgld(gaussian_grad, correction=True).step(key, state, None, eta)
+    g = -jnp.ones(4) / SIGMA**2
+    v = 0.01 * g**2
+    gamma = correction_term(g, -jnp.ones(4) / SIGMA**2, v, 0.99, 1e-5)
+    np.testing.assert_allclose(
+        corrected.position["x"] - plain.position["x"], eta * gamma, rtol=1e-4, atol=1e-6
+    )
+
+
+def test_cyclical_sgld_explores_without_noise_then_samples():
+    cycle, fraction, eta = 10, 0.3, 0.1
+    kernel = cyclical_sgld(gaussian_grad, cycle, fraction)
+    state = kernel.init({"x": jnp.ones(3)})
+    etas, flags = [], []
+    for i in range(2 * cycle):
+        keys = jax.random.split(jax.random.key(i), 2)
+        a, info = kernel.step(keys[0], state, None, eta)
+        b, _ = kernel.step(keys[1], state, None, eta)
+        same = bool(jnp.array_equal(a.position["x"], b.position["x"]))
+        assert same == bool(info.exploring)  # noise-free exactly in the exploration stages
+        etas.append(float(info.step_size))
+        flags.append(bool(info.exploring))
+        state = a
+    t = np.arange(2 * cycle) % cycle
+    np.testing.assert_allclose(etas, eta / 2 * (np.cos(np.pi * t / cycle) + 1), rtol=1e-6)
+    assert flags == list(t < fraction * cycle)
+    assert int(state.count) == 2 * cycle
+
+
+@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld])
+def test_kernels_vmap_over_chains(sampler):
+    kernel = sampler(gaussian_grad)
+    states = jax.vmap(kernel.init)({"x": jnp.ones((5, 3))})
+    keys = jax.random.split(jax.random.key(0), 5)
+    step = jax.vmap(kernel.step, in_axes=(0, 0, None, None))
+    new, _ = step(keys, states, None, 0.1)
+    new, _ = step(jax.vmap(jax.random.split)(keys)[:, 0], new, None, 0.1)  # momentum moves x
+    assert new.position["x"].shape == (5, 3)
+    assert not np.allclose(new.position["x"][0], new.position["x"][1])
+
+
+def test_gradient_estimator_is_unbiased_on_an_own_model_with_two_plates():
+    """Over one epoch's partition of both plates, the mean minibatch gradient equals the
+    full-data gradient of NumPyro's own log density; a single minibatch does not."""
+    rng = np.random.default_rng(0)
+    x, extra = jnp.asarray(rng.normal(size=(30, 2))), jnp.asarray(rng.normal(size=(12, 2)))
+    y = jnp.asarray(rng.normal(size=30))
+
+    def model(x, y=None, extra=None, subsample=(6, 4)):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        scale = numpyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with numpyro.plate("obs", x.shape[0], subsample_size=subsample[0]) as i:
+            numpyro.sample("y", dist.Normal(x[i] @ w, scale), obs=None if y is None else y[i])
+        with numpyro.plate("aux", extra.shape[0], subsample_size=subsample[1]) as j:
+            numpyro.factor("pull", -0.5 * (extra[j] @ w) ** 2)
+
+    estimator = gradient_estimator(model, (x, y), {"extra": extra})
+    assert [(p.name, p.size, p.batch_size) for p in estimator.plates] == [
+        ("obs", 30, 6),
+        ("aux", 12, 4),
+    ]
+    position = {"w": jnp.array([0.3, -0.7]), "scale": jnp.array(0.2)}  # unconstrained
+    perm_obs, perm_aux = rng.permutation(30), rng.permutation(12)
+    grads = [  # every pair of minibatches of one epoch's partitions (5 of obs, 3 of aux)
+        estimator(
+            position, {"obs": perm_obs[k * 6 : k * 6 + 6], "aux": perm_aux[m * 4 : m * 4 + 4]}
+        )
+        for k in range(5)
+        for m in range(3)
+    ]
+    mean = jax.tree.map(lambda *g: sum(g) / len(g), *grads)
+    full_kwargs = {"extra": extra, "subsample": (None, None)}
+
+    def full(params):  # NumPyro's own full-data log density, on the unconstrained space
+        constrained = {"w": params["w"], "scale": jnp.exp(params["scale"])}
+        return log_density(model, (x, y), full_kwargs, constrained)[0] + params["scale"]
+
+    exact = jax.grad(full)(position)
+    for name in exact:
+        np.testing.assert_allclose(mean[name], exact[name], rtol=1e-4, atol=1e-5)
+    # power: one minibatch is not the full gradient
+    assert max(float(jnp.abs(grads[0][k] - exact[k]).max()) for k in exact) > 1e-2
