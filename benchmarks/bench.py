@@ -1,6 +1,6 @@
 """Throughput and memory benchmark of mtbkd_jax's samplers on the CPU (issue 3).
 
-    .venv/bin/python benchmarks/bench.py --out DIR [--quick] [--write-docs docs/benchmarks.md]
+    .venv/bin/python benchmarks/bench.py --out DIR [--smoke] [--write-docs docs/benchmarks.md]
 
 Writes DIR/bench.json (every figure, every repeat, the machine) and DIR/table.md, and prints the
 table. All ratios come from this one run. What each figure is and how it is computed is
@@ -47,7 +47,7 @@ from torch_compare import TorchComparison, torch_summary  # noqa: E402
 
 SECTIONS = ("nuts", "adapter", "torch", "memory")  # the ones --skip can leave out
 
-# The settings: (full run, --quick smoke run).
+# The settings: (full run, --smoke run).
 FULL = {
     "rounds": 3,
     "steady_chunks": 4,  # timed chunks per run_sgmcmc call (after the compiling first chunk)
@@ -89,7 +89,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.json")
     parser.add_argument(
-        "--quick", "--smoke", action="store_true", help="tiny smoke setting (< 2 min)"
+        "--smoke", "--quick", action="store_true", help="tiny smoke setting (< 2 min)"
     )
     parser.add_argument(
         "--from-json",
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     )
     if args.from_json is not None:
         return rerender(args, command)
-    cfg = QUICK if args.quick else FULL
+    cfg = QUICK if args.smoke else FULL
     QUIET["max_wait"] = args.quiet_wait
     started = time.perf_counter()
     background = BackgroundLoad()
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
     results = {
         "machine": machine_info(),
         "settings": {**cfg, "step_size": STEP_SIZE},
-        "quick": args.quick,
+        "quick": args.smoke,
         "loadavg_start": os.getloadavg(),
         "command": command,
     }
@@ -173,8 +173,8 @@ def main(argv=None) -> dict:
     results["background_cores_busy"] = background.cores()
     results["wall_seconds"] = time.perf_counter() - started
     markdown = table(results)
-    if args.quick:
-        markdown = "(--quick smoke run: too short for meaningful figures)\n\n" + markdown
+    if args.smoke:
+        markdown = "(--smoke run: too short for meaningful figures)\n\n" + markdown
     (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "table.md").write_text(markdown + "\n")
     print(markdown)

@@ -73,7 +73,7 @@ class Case:
                 concentration=model.concentration,
                 temperature=model.temperature,
                 prior_power=model.prior_power,
-                weights=model.weight_rule,
+                weight_rule=model.weight_rule,
             ),
             self.inputs,
             self.labels,

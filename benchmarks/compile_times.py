@@ -3,7 +3,7 @@
 1. ``run_map`` (10 Adam steps) three times on the same small MTBKDModel in one process: the
    first call traces and compiles; later calls reuse the compiled program (``run_svi`` keeps
    it per model and shapes).
-2. ``mtbkd demo --quick`` (or the full demo with ``--full``) twice, each in a fresh process
+2. ``mtbkd demo --smoke`` (or the full demo with ``--full``) twice, each in a fresh process
    with an empty JAX compilation-cache folder before the first: the second run reads its
    programs from the persistent cache the CLI keeps; a third run with ``--no-compile-cache``
    is the reference.
@@ -47,7 +47,7 @@ def run_map_calls(num_calls: int = 3) -> list[float]:
 
 def demo_runs(full: bool) -> dict:
     mtbkd = Path(sys.executable).with_name("mtbkd")
-    quick = [] if full else ["--quick"]
+    quick = [] if full else ["--smoke"]
     out = {}
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "XDG_CACHE_HOME": str(Path(folder) / "cache")}
@@ -78,7 +78,7 @@ def demo_runs(full: bool) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
-    parser.add_argument("--full", action="store_true", help="the full demo instead of --quick")
+    parser.add_argument("--full", action="store_true", help="the full demo instead of --smoke")
     args = parser.parse_args(argv)
     result = {
         "run_map_seconds": run_map_calls(),

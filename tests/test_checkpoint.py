@@ -216,7 +216,7 @@ def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):
         y,
         checkpoint_path=path,
         num_epochs=2,
-        step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.55),
+        step_size=mk.infer.schedules.polynomial_decay(1e-3, 1.0, 0.55),
     )
     again = run(
         model_for(teachers),
@@ -224,7 +224,7 @@ def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):
         y,
         checkpoint_path=path,
         num_epochs=2,
-        step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.55),
+        step_size=mk.infer.schedules.polynomial_decay(1e-3, 1.0, 0.55),
     )
     _assert_same_draws(first, again)
     with pytest.raises(CheckpointError, match="step_size_values"):
@@ -234,7 +234,7 @@ def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):
             y,
             checkpoint_path=path,
             num_epochs=2,
-            step_size=mk.schedules.polynomial_decay(1e-3, 1.0, 0.6),
+            step_size=mk.infer.schedules.polynomial_decay(1e-3, 1.0, 0.6),
         )
 
 

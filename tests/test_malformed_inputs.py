@@ -1056,7 +1056,7 @@ CASES = [
             c.key, minibatch_model, c.x, c.y, prior_batch_size=5, **{**SGMCMC, "batch_size": None}
         ),
         ValueError,
-        r"prior_batch_size applies to the canonical MTBKDModel",
+        r"prior_batch_size applies to a model with its own subsampling plan",
     ),
     (
         "sgmcmc-own-model-without-plate",
@@ -1366,7 +1366,7 @@ CASES = [
     # ---- the command line
     (
         "cli-seed",
-        lambda c: run_cli(["demo", "--quick", "--seed", "-1"]),
+        lambda c: run_cli(["demo", "--smoke", "--seed", "-1"]),
         CommandRefused,
         r"exit 2: mtbkd: error: .*--seed",
     ),

@@ -357,14 +357,14 @@ def test_cyclical_sgld_keeps_draws_only_in_sampling_stages(logistic_problem):
 
 
 def test_schedules():
-    schedule = mk.schedules.polynomial_decay(0.1, 2.0, 0.55)
+    schedule = mk.infer.schedules.polynomial_decay(0.1, 2.0, 0.55)
     np.testing.assert_allclose(schedule(jnp.asarray(10)), 0.1 * 12.0**-0.55, rtol=1e-6)
-    cyc = mk.schedules.cyclical(1.0, 10)
+    cyc = mk.infer.schedules.cyclical(1.0, 10)
     np.testing.assert_allclose(
         [cyc(jnp.asarray(t)) for t in (0, 5, 10)], [1.0, 0.5, 1.0], atol=1e-6
     )
     with pytest.raises(ValueError, match="gamma"):
-        mk.schedules.polynomial_decay(0.1, 1.0, 0.4)
+        mk.infer.schedules.polynomial_decay(0.1, 1.0, 0.4)
 
 
 def test_paper_preset_and_validation(logistic_problem):
@@ -476,6 +476,6 @@ def test_a_users_own_model_with_the_prior_primitive_samples_like_the_canonical_o
         progress_bar=False,
     )
     canonical = mk.run_sgmcmc(jax.random.key(11), model, x, y, **settings)
-    own = mk.run_sgmcmc(jax.random.key(11), own_model, x, y, logits_fn=student.apply, **settings)
+    own = mk.run_sgmcmc(jax.random.key(11), own_model, x, y, logits_fn=student.logits, **settings)
     for name, value in canonical.draws.items():
         np.testing.assert_allclose(own.draws[name], value, rtol=1e-5, atol=1e-6)

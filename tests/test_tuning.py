@@ -73,9 +73,10 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
     fits the data (validation NLL 0.20..0.57 across the methods, measured), so every method
     must choose sigma0 = 1.
     """
-    from flax import nnx
+    from dataclasses import replace
 
-    from mtbkd_jax.experiments import ExperimentConfig, Problem, run_baselines
+    from mtbkd_jax.datasets import DistillationData
+    from mtbkd_jax.experiments import ExperimentConfig, run_baselines
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 3)).astype(np.float32)
@@ -83,7 +84,7 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
     # "good" predicts class 1 where x0 > 0, as the labels mostly are; "bad" looks at x1
     logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1), np.stack([x[:, 1], -x[:, 1]], -1)])
     bank = mk.TeacherBank.from_logits(logits[:, :100] * 3, names=("good", "bad"))
-    problem = Problem(
+    problem = DistillationData(
         name="toy",
         x_train=x[:100],
         y_train=y[:100],
@@ -91,11 +92,11 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         y_test=y[130:],
         teachers_prior=bank,
         teachers_test=mk.TeacherBank.from_logits(logits[:, 130:] * 3, names=("good", "bad")),
-        make_student=lambda s: mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(s))),
-        x_val=x[100:130],
-        y_val=y[100:130],
+        x_validation=x[100:130],
+        y_validation=y[100:130],
     )
     config = ExperimentConfig(
+        hidden=(4,),
         map_steps=200,
         bayes="sgld",
         sgld_epochs=1,
@@ -140,4 +141,4 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
     for method, row in bayes_rows.items():
         assert row["settings"] == map_rows[map_of.get(method, method)]["settings"], method
     with pytest.raises(ValueError, match="validation split"):
-        run_baselines(Problem(**{**problem.__dict__, "x_val": None}), config, say=lambda *_: None)
+        run_baselines(replace(problem, x_validation=None), config, say=lambda *_: None)

@@ -316,7 +316,7 @@ def load_deeploc(
     raw = {}
     names = None
     for key, proteins in (("train", train_file), ("test", test_file), ("multi", multi_file)):
-        raw[key], names = sequence_features(proteins["sequences"], groups=feature_groups)
+        raw[key], names = sequence_features(list(proteins["sequences"]), groups=feature_groups)
     mean = raw["train"][train_rows].astype(np.float64).mean(axis=0)
     std = raw["train"][train_rows].astype(np.float64).std(axis=0)
     std = np.where(std > 1e-8, std, 1.0)
@@ -332,7 +332,7 @@ def load_deeploc(
         validation=_split(train_file, validation_rows, x_train_file, train_teachers),
         test=_split(test_file, np.arange(len(test_file["y"])), x_test, test_teachers),
         multilocation=_split(multi_file, np.arange(len(multi_file["y"])), x_multi, None),
-        feature_names=tuple(names),
+        feature_names=tuple(names or ()),
         feature_mean=mean.astype(np.float32),
         feature_std=std.astype(np.float32),
         class_names=DEEPLOC_CLASS_NAMES,

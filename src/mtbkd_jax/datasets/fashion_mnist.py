@@ -100,6 +100,14 @@ def _file(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _existing_file(folder: Path, name: str) -> Path:
+    """``_file`` where the folder is known to hold it (``find_fashion_mnist_dir`` checked)."""
+    file = _file(folder, name)
+    if file is None:
+        raise FileNotFoundError(f"{folder}: no {name} (or its uncompressed form)")
+    return file
+
+
 def _has_files(folder: Path) -> bool:
     return all(_file(folder, n) is not None for pair in FASHION_MNIST_FILES.values() for n in pair)
 
@@ -157,8 +165,8 @@ def load_fashion_mnist(
         raise ValueError(f"split must be one of {tuple(FASHION_MNIST_FILES)}, got {split!r}")
     folder = find_fashion_mnist_dir(path)
     image_name, label_name = FASHION_MNIST_FILES[split]
-    images = read_idx(_file(folder, image_name))
-    labels = read_idx(_file(folder, label_name))
+    images = read_idx(_existing_file(folder, image_name))
+    labels = read_idx(_existing_file(folder, label_name))
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise ValueError(
             f"{folder}: expected images (N, 28, 28) and labels (N,), "
@@ -175,7 +183,7 @@ def _data_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for pair in FASHION_MNIST_FILES.values():
         for name in pair:
-            file = _file(folder, name)
+            file = _existing_file(folder, name)
             digest.update(name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

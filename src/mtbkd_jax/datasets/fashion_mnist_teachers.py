@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -192,7 +193,7 @@ def fashion_mnist_teachers(
     *,
     settings: TeacherSettings | None = None,
     data_digest: str = "",
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | Literal[False] | None = None,
     say=print,
 ) -> FashionMNISTTeachers:
     """Train the teachers on ``train`` (or load their logits from the cache).

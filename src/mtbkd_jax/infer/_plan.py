@@ -14,7 +14,7 @@ from mtbkd_jax._checks import require_counts, require_key, require_nonnegative, 
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._loop import keep_positions
 from mtbkd_jax.infer._orders import ORDERS_SCHEME
-from mtbkd_jax.infer._samplers import SAMPLERS
+from mtbkd_jax.infer._samplers import SAMPLERS, check_sampler_options
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
     array_digest,
@@ -35,40 +35,50 @@ __all__ = [
 ]
 
 
-def checked_arguments(
-    *,
-    rng_key,
-    sampler,
-    counts,
-    flags,
-    temperature,
-    friction,
-    step_size,
-    exploration_fraction,
-    warm_start_optimizer,
-):
-    """Validate ``run_sgmcmc``'s arguments (counts given as ``name: (value, lowest)``, ``None``
-    for an optional one left out); returns ``(temperature, friction, step_size)`` as floats
-    (a schedule stays a callable)."""
-    require_key(rng_key)
+# run_sgmcmc's counts, with the least value each may take (None: an optional one left out)
+_COUNTS = {
+    "num_epochs": 1,
+    "num_burnin_epochs": 0,
+    "draws_per_epoch": 1,
+    "num_chains": 1,
+    "num_cycles": 1,
+    "warm_start_epochs": 0,
+    "chunk_epochs": 1,
+    "batch_size": 1,
+    "prior_batch_size": 1,
+}
+_FLAGS = ("random_draw_positions", "keep_draws", "partial_last_batch")
+
+
+def checked_arguments(arguments: dict) -> dict:
+    """``run_sgmcmc``'s arguments (by name) validated; returns them with ``temperature``,
+    ``friction`` and ``step_size`` as floats (a schedule stays a callable) and
+    ``sampler_options`` checked against the sampler."""
+    out = dict(arguments)
+    require_key(out["rng_key"])
+    sampler = out["sampler"]
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    require_counts(**{k: v for k, v in counts.items() if v[0] is not None})
-    for name, flag in flags.items():
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
-    temperature = require_nonnegative(temperature, "temperature")
-    friction = require_positive(friction, "friction")
-    if not callable(step_size):
-        step_size = require_positive(step_size, "step_size")
-    if not 0 <= exploration_fraction < 1:
-        raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
-    if warm_start_optimizer is not None and not hasattr(warm_start_optimizer, "update"):
+    counts = {k: (out[k], least) for k, least in _COUNTS.items() if out[k] is not None}
+    require_counts(**counts)
+    for name in _FLAGS:
+        if not isinstance(out[name], bool):
+            raise TypeError(f"{name} must be True or False, got {out[name]!r}")
+    out["temperature"] = require_nonnegative(out["temperature"], "temperature")
+    out["friction"] = require_positive(out["friction"], "friction")
+    if not callable(out["step_size"]):
+        out["step_size"] = require_positive(out["step_size"], "step_size")
+    fraction = out["exploration_fraction"]
+    if not 0 <= fraction < 1:
+        raise ValueError(f"exploration_fraction must lie in [0, 1), got {fraction}")
+    optimizer = out["warm_start_optimizer"]
+    if optimizer is not None and not hasattr(optimizer, "update"):
         raise TypeError(
             "warm_start_optimizer must be an optax GradientTransformation, got "
-            f"{type(warm_start_optimizer).__name__}"
+            f"{type(optimizer).__name__}"
         )
-    return temperature, friction, step_size
+    out["sampler_options"] = check_sampler_options(sampler, out["sampler_options"])
+    return out
 
 
 def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:

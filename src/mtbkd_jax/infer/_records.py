@@ -31,6 +31,35 @@ class SGMCMCSettings:
     exploration_fraction: float | None = None
     sampler_options: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_arguments(cls, arguments: dict, plates) -> SGMCMCSettings:
+        """From ``run_sgmcmc``'s checked arguments and the model's subsampled plates."""
+        a = arguments
+        cyclical = a["sampler"] == "cyclical_sgld"
+        return cls(
+            sampler=a["sampler"],
+            plates=[[p.name, p.size, p.batch_size] for p in plates],
+            batch_size=plates[0].batch_size,
+            num_epochs=int(a["num_epochs"]),
+            num_burnin_epochs=int(a["num_burnin_epochs"]),
+            num_chains=int(a["num_chains"]),
+            warm_start_epochs=int(a["warm_start_epochs"]),
+            draws_per_epoch=int(a["draws_per_epoch"]),
+            random_draw_positions=a["random_draw_positions"],
+            partial_last_batch=a["partial_last_batch"],
+            step_size="schedule" if callable(a["step_size"]) else a["step_size"],
+            temperature=a["temperature"],
+            friction=a["friction"],
+            keep_draws=a["keep_draws"],
+            num_cycles=int(a["num_cycles"]) if cyclical else None,
+            exploration_fraction=a["exploration_fraction"] if cyclical else None,
+            sampler_options=a["sampler_options"],
+        )
+
+    @property
+    def total_epochs(self) -> int:
+        return self.num_burnin_epochs + self.num_epochs
+
     def as_dict(self) -> dict:
         """Plain values; the cyclical and kernel-specific fields only where they apply."""
         out = asdict(self)

@@ -88,35 +88,9 @@ def run_nuts(
         thinning=(thinning, 1),
     )
     require_counts(max_tree_depth=(max_tree_depth, 1))
-    if isinstance(target_accept_prob, bool) or not isinstance(
-        target_accept_prob, int | float | np.integer | np.floating
-    ):
-        raise TypeError(
-            f"target_accept_prob must be a number in (0, 1), got {target_accept_prob!r} "
-            f"({type(target_accept_prob).__name__})"
-        )
-    if not 0 < target_accept_prob < 1:
-        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
-    if chain_method is None:
-        chain_method = "parallel" if jax.local_device_count() >= num_chains > 1 else "sequential"
-    if chain_method not in ("sequential", "vectorized", "parallel"):
-        raise ValueError(
-            f"chain_method must be 'sequential', 'vectorized' or 'parallel', got {chain_method!r}"
-        )
-    if not isinstance(dense_mass, bool):
-        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+    chain_method = _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains)
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
-    structure = model_structure(model, (features, labels), kwargs)
-    if structure.subsampled:
-        plate = structure.subsampled[0]
-        raise ValueError(
-            f"run_nuts needs the full-batch model, but plate {plate.name!r} subsamples "
-            f"{plate.batch_size} of {plate.size} (subsample_size); NUTS's accept step is wrong "
-            "on minibatches. Leave subsample_size out of model_kwargs, or use run_sgmcmc / "
-            "run_svi for minibatches"
-        )
-    if not structure.latent_shapes:
-        raise ValueError("the model has no latent sample site to sample")
+    structure = _full_batch_structure(model, (features, labels), kwargs)
     if init_params is not None:
         init_params = _broadcast_init(
             _checked_starts(
@@ -150,10 +124,7 @@ def run_nuts(
         raise _no_valid_start(model, features, labels, kwargs, init_params, structure) from None
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
-    stats = {_ARVIZ_NAMES[k]: v for k, v in extra.items() if k in _ARVIZ_NAMES}
-    stats["lp"] = -np.asarray(extra["potential_energy"])
-    # a tree of depth d has at most 2^d - 1 leapfrog steps; NUTS may stop inside the last one
-    stats["tree_depth"] = np.ceil(np.log2(np.asarray(extra["num_steps"]) + 1)).astype(np.int64)
+    stats = _sample_stats(extra)
     return make_posterior(
         model,
         samples,
@@ -174,6 +145,53 @@ def run_nuts(
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
     )
+
+
+def _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains) -> str:
+    """The NUTS settings checked; returns the chain method (chosen when ``None``)."""
+    if isinstance(target_accept_prob, bool) or not isinstance(
+        target_accept_prob, int | float | np.integer | np.floating
+    ):
+        raise TypeError(
+            f"target_accept_prob must be a number in (0, 1), got {target_accept_prob!r} "
+            f"({type(target_accept_prob).__name__})"
+        )
+    if not 0 < target_accept_prob < 1:
+        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+    if chain_method is None:
+        chain_method = "parallel" if jax.local_device_count() >= num_chains > 1 else "sequential"
+    if chain_method not in ("sequential", "vectorized", "parallel"):
+        raise ValueError(
+            f"chain_method must be 'sequential', 'vectorized' or 'parallel', got {chain_method!r}"
+        )
+    if not isinstance(dense_mass, bool):
+        raise TypeError(f"dense_mass must be True or False, got {dense_mass!r}")
+    return chain_method
+
+
+def _full_batch_structure(model, model_args, kwargs):
+    """The model's structure; refused when a plate subsamples or nothing is latent."""
+    structure = model_structure(model, model_args, kwargs)
+    if structure.subsampled:
+        plate = structure.subsampled[0]
+        raise ValueError(
+            f"run_nuts needs the full-batch model, but plate {plate.name!r} subsamples "
+            f"{plate.batch_size} of {plate.size} (subsample_size); NUTS's accept step is wrong "
+            "on minibatches. Leave subsample_size out of model_kwargs, or use run_sgmcmc / "
+            "run_svi for minibatches"
+        )
+    if not structure.latent_shapes:
+        raise ValueError("the model has no latent sample site to sample")
+    return structure
+
+
+def _sample_stats(extra: dict) -> dict:
+    """NUTS's extra fields under ArviZ's names, with ``lp`` and ``tree_depth``."""
+    stats = {_ARVIZ_NAMES[k]: v for k, v in extra.items() if k in _ARVIZ_NAMES}
+    stats["lp"] = -np.asarray(extra["potential_energy"])
+    # a tree of depth d has at most 2^d - 1 leapfrog steps; NUTS may stop inside the last one
+    stats["tree_depth"] = np.ceil(np.log2(np.asarray(extra["num_steps"]) + 1)).astype(np.int64)
+    return stats
 
 
 def _no_valid_start(model, features, labels, kwargs, init_params, structure) -> ValueError:

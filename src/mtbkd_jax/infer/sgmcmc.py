@@ -31,7 +31,7 @@ from mtbkd_jax.infer._plan import (
     step_schedules,
 )
 from mtbkd_jax.infer._records import SGMCMCSettings
-from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
+from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
 from mtbkd_jax.infer._start import probe, starting_positions
 from mtbkd_jax.infer.checkpoint import Checkpoint
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
@@ -139,32 +139,7 @@ def run_sgmcmc(
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
-    temperature, friction, step_size = checked_arguments(
-        rng_key=rng_key,
-        sampler=sampler,
-        counts={
-            "num_epochs": (num_epochs, 1),
-            "num_burnin_epochs": (num_burnin_epochs, 0),
-            "draws_per_epoch": (draws_per_epoch, 1),
-            "num_chains": (num_chains, 1),
-            "num_cycles": (num_cycles, 1),
-            "warm_start_epochs": (warm_start_epochs, 0),
-            "chunk_epochs": (chunk_epochs, 1),
-            "batch_size": (batch_size, 1),
-            "prior_batch_size": (prior_batch_size, 1),
-        },
-        flags={
-            "random_draw_positions": random_draw_positions,
-            "keep_draws": keep_draws,
-            "partial_last_batch": partial_last_batch,
-        },
-        temperature=temperature,
-        friction=friction,
-        step_size=step_size,
-        exploration_fraction=exploration_fraction,
-        warm_start_optimizer=warm_start_optimizer,
-    )
-    options = check_sampler_options(sampler, sampler_options)
+    arguments = checked_arguments(dict(locals()))
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
     if checkpoint is not None:
         checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
@@ -174,74 +149,47 @@ def run_sgmcmc(
     )
     check_draws_per_epoch(plan, draws_per_epoch)
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
+    settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
     estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
-    total_epochs = num_burnin_epochs + num_epochs
-    total_steps = total_epochs * plan.steps_per_epoch
+    total_steps = settings.total_epochs * plan.steps_per_epoch
     schedule, exploring, cycle = step_schedules(
-        sampler, step_size, total_steps, num_cycles, exploration_fraction
+        sampler, arguments["step_size"], total_steps, num_cycles, exploration_fraction
     )
     make_kernel = partial(
         build_sampler,
         sampler,
-        temperature=temperature,
-        friction=friction,
+        temperature=settings.temperature,
+        friction=settings.friction,
         cycle_length=cycle,
         exploration_fraction=exploration_fraction,
-        options=options,
+        options=settings.sampler_options,
     )
     init_key, warm_key, sample_key, keep_key = jax.random.split(rng_key, 4)
     if sampler == "cyclical_sgld":
         check_cyclical_draws(
-            keep_key, exploring, plan, num_burnin_epochs, total_epochs, draws_per_epoch,
+            keep_key, exploring, plan, num_burnin_epochs, settings.total_epochs, draws_per_epoch,
             random_draw_positions, num_cycles, exploration_fraction,
         )  # fmt: skip
-    cyclical = sampler == "cyclical_sgld"
-    settings = SGMCMCSettings(
-        sampler=sampler,
-        plates=[[p.name, p.size, p.batch_size] for p in plan.plates],
-        batch_size=plan.plates[0].batch_size,
-        num_epochs=int(num_epochs),
-        num_burnin_epochs=int(num_burnin_epochs),
-        num_chains=int(num_chains),
-        warm_start_epochs=int(warm_start_epochs),
-        draws_per_epoch=int(draws_per_epoch),
-        random_draw_positions=random_draw_positions,
-        partial_last_batch=partial_last_batch,
-        step_size="schedule" if callable(step_size) else step_size,
-        temperature=temperature,
-        friction=friction,
-        keep_draws=keep_draws,
-        num_cycles=int(num_cycles) if cyclical else None,
-        exploration_fraction=exploration_fraction if cyclical else None,
-        sampler_options=options,
-    )
     start = starting_positions(model, estimator, plan, init_params, init_key, num_chains)
     run = SamplerRun(
         model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
         schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
         labels=labels, features=features, model_kwargs=model_kwargs, start=start,
         placement=ChainPlacement(num_chains), keep_key=keep_key,
-        chain_keys=jax.random.split(sample_key, num_chains), total_epochs=total_epochs,
+        chain_keys=jax.random.split(sample_key, num_chains), total_epochs=settings.total_epochs,
     )  # fmt: skip
     warm_optimizer = warm_start_optimizer or adamw_optimizer()
     if checkpoint is not None:
         checkpoint.fingerprint = fingerprint(
-            settings=settings.as_dict(),
-            model=model,
-            plan=plan,
-            rng_key=rng_key,
-            features=features,
-            labels=labels,
-            predict=predict,
-            init_params=init_params,
-            schedule=schedule,
-            total_steps=total_steps,
+            settings=settings.as_dict(), model=model, plan=plan, rng_key=rng_key,
+            features=features, labels=labels, predict=predict, init_params=init_params,
+            schedule=schedule, total_steps=total_steps,
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
             warm_start_steps=warm_start_epochs * plan.steps_per_epoch,
             probe=probe(estimator, start, logits_fn, predict),
-        )
+        )  # fmt: skip
     with tqdm(
-        total=warm_start_epochs + total_epochs,
+        total=warm_start_epochs + settings.total_epochs,
         unit="epoch",
         desc=sampler,
         disable=not progress_bar,

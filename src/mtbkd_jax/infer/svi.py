@@ -308,25 +308,9 @@ def run_svi(
         runner.fresh = False
     if own and not _unconstrained_latents(auto):
         _discard(runner)  # constrained latents: this runner serves this fit only
-    losses = []
-    run_chunk = runner.run_chunk
-    bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
-    done = 0
-    while done < num_steps:
-        length = min(int(chunk_size), int(num_steps) - done)
-        state, chunk_losses = run_chunk(state, features, labels, arrays, length)
-        chunk_losses = np.asarray(chunk_losses)
-        losses.append(chunk_losses)
-        if not np.isfinite(chunk_losses).all():
-            bad = done + int(np.argmin(np.isfinite(chunk_losses)))
-            bar.close()
-            raise FloatingPointError(
-                f"SVI loss became non-finite at step {bad}; lower learning_rate or check the data"
-            )
-        done += length
-        bar.update(length)
-        bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
-    bar.close()
+    state, losses = _optimize(
+        runner, state, (features, labels, arrays), num_steps, chunk_size, progress_bar, guide
+    )
     params = svi.get_params(state)
     if guide == "delta":
         point = auto.median(params)
@@ -339,13 +323,37 @@ def run_svi(
         model,
         samples,
         method=method,
-        losses=np.concatenate(losses),
+        losses=losses,
         labels=labels,
         features=features,
         settings={"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate},
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
     )
+
+
+def _optimize(runner, state, data, num_steps, chunk_size, progress_bar, guide):
+    """``num_steps`` SVI steps in jitted chunks; returns the state and the losses, refusing
+    a non-finite loss where it appears."""
+    losses = []
+    bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
+    done = 0
+    while done < num_steps:
+        length = min(int(chunk_size), int(num_steps) - done)
+        state, chunk_losses = runner.run_chunk(state, *data, length)
+        chunk_losses = np.asarray(chunk_losses)
+        losses.append(chunk_losses)
+        if not np.isfinite(chunk_losses).all():
+            bad = done + int(np.argmin(np.isfinite(chunk_losses)))
+            bar.close()
+            raise FloatingPointError(
+                f"SVI loss became non-finite at step {bad}; lower learning_rate or check the data"
+            )
+        done += length
+        bar.update(length)
+        bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
+    bar.close()
+    return state, np.concatenate(losses)
 
 
 def run_map(rng_key: jax.Array, model: Callable, inputs, labels=None, **kwargs) -> Posterior:
