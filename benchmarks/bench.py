@@ -57,7 +57,7 @@ FULL = {
     "chains_cases": ("digits", "reference"),
     "chain_devices": 2,  # the chains also sharded over this many CPU devices (fresh process)
     "floor_layouts": ("once", "tree"),
-    "nuts": {"num_warmup": 100, "num_samples": (100, 700), "pairs": 2, "grad_steps": 4000},
+    "nuts": {"num_warmup": 100, "num_draws": (100, 700), "pairs": 2, "grad_steps": 4000},
     # the adapter's two runs: num_samples = these epochs x 31 steps (the long one keeps 3,100
     # samples of 42,378 floats, 0.5 GB); run_sgmcmc runs the long one's epochs
     "adapter": {"num_warmup": 100, "epochs": (20, 100), "rounds": 3},
@@ -78,7 +78,7 @@ QUICK = {
     "chains_cases": ("reference",),
     "chain_devices": 2,
     "floor_layouts": ("once",),
-    "nuts": {"num_warmup": 10, "num_samples": (5, 15), "pairs": 1, "grad_steps": 200},
+    "nuts": {"num_warmup": 10, "num_draws": (5, 15), "pairs": 1, "grad_steps": 200},
     "adapter": {"num_warmup": 10, "epochs": (1, 3), "rounds": 1},
     "torch": {"steps": 50, "reps": 1},
     "memory": [(10_000, 2, 1, "device")],

@@ -1,6 +1,6 @@
 """NUTS speed: gradient evaluations per second of ``run_nuts`` against bare full-batch gradients.
 
-``run_nuts`` recompiles per call, so each pair of calls differs only in ``num_samples`` (same
+``run_nuts`` recompiles per call, so each pair of calls differs only in ``num_draws`` (same
 seed, same ``num_warmup``: warm-up is identical and the first draws coincide); the rate is
 (difference in summed ``n_steps``) / (difference in wall time). ``n_steps`` counts leapfrog
 steps, one gradient each; warm-up steps are not in ``sample_stats`` and cancel out. The bare
@@ -21,7 +21,7 @@ from machine import log, summary, wait_for_quiet
 import mtbkd_jax as mt
 
 
-def _nuts_call(case: Case, ncfg: dict, num_samples: int):
+def _nuts_call(case: Case, ncfg: dict, num_draws: int):
     """One ``run_nuts`` call: (wall seconds, the draws' ``n_steps``)."""
     start = time.perf_counter()
     posterior = mt.run_nuts(
@@ -30,7 +30,7 @@ def _nuts_call(case: Case, ncfg: dict, num_samples: int):
         case.inputs,
         case.labels,
         num_warmup=ncfg["num_warmup"],
-        num_samples=num_samples,
+        num_draws=num_draws,
         num_chains=1,
         progress_bar=False,
         model_kwargs=dict(case.model_kwargs),
@@ -53,7 +53,7 @@ def _pair_record(result: dict, small: int, large: int) -> dict:
 def bench_nuts(case: Case, cfg: dict) -> dict:
     """Gradient evaluations per second of run_nuts vs bare jitted full-batch gradients."""
     ncfg = cfg["nuts"]
-    small, large = ncfg["num_samples"]
+    small, large = ncfg["num_draws"]
     args, kwargs = case.device_args(), case.device_kwargs()
     position = case.estimator().initial_position(jax.random.key(1))
     grad_loop = full_gradient_loop(case.model, args, kwargs, ncfg["grad_steps"])
@@ -69,9 +69,9 @@ def bench_nuts(case: Case, cfg: dict) -> dict:
         wait_for_quiet(f"nuts pair {p + 1}")
         order = (small, large) if p % 2 == 0 else (large, small)
         result = {}
-        for num_samples in order:
+        for num_draws in order:
             bare.extend(bare_rates())
-            result[num_samples] = _nuts_call(case, ncfg, num_samples)
+            result[num_draws] = _nuts_call(case, ncfg, num_draws)
         s_small, s_large = result[small][1], result[large][1]
         prefix_identical &= bool(np.array_equal(s_small, s_large[: len(s_small)]))
         runs.append(_pair_record(result, small, large))
@@ -80,7 +80,7 @@ def bench_nuts(case: Case, cfg: dict) -> dict:
     return {
         "description": case.description + ", full batch (150 labelled + 600 prior inputs)",
         "num_warmup": ncfg["num_warmup"],
-        "num_samples": [small, large],
+        "num_draws": [small, large],
         "runs": runs,
         "mean_leapfrog_steps_per_draw": float(runs[-1]["n_steps_sum"][str(large)] / large),
         "first_draws_identical_across_pair": prefix_identical,

@@ -81,7 +81,7 @@ def main(argv=None):
         data.x_train,
         data.y_train,
         num_warmup=warmup,
-        num_samples=samples,
+        num_draws=samples,
         num_chains=1,
         init_params={k: v[0, 0] for k, v in mode.draws.items()},
         model_kwargs=kwargs,

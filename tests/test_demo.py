@@ -65,17 +65,17 @@ def test_demo_is_a_configuration_of_the_runner():
         "methods",
         "teacher_rows",
         "num_warmup",
-        "num_samples",
+        "num_draws",
         "key_schedule",
         "chain_starts",
         "progress_bar",
     }
-    assert (full.map_steps, full.num_warmup, full.num_samples, full.num_chains) == (
+    assert (full.map_steps, full.num_warmup, full.num_draws, full.num_chains) == (
         2000,
         400,
         400,
         2,
     )
-    assert (smoke.seed, smoke.map_steps, smoke.num_warmup, smoke.num_samples) == (3, 200, 30, 30)
+    assert (smoke.seed, smoke.map_steps, smoke.num_warmup, smoke.num_draws) == (3, 200, 30, 30)
     assert smoke.num_chains == 1 and not smoke.tune
     assert DemoConfig.for_run(smoke=True, seed=3) == smoke

@@ -417,7 +417,7 @@ def test_nuts_init_params_not_a_dict(data, init_params, pattern):
             y,
             init_params=init_params,
             num_warmup=1,
-            num_samples=1,
+            num_draws=1,
             num_chains=2,
             chain_method="sequential",
             **FAST,
@@ -583,7 +583,7 @@ def test_pointwise_log_likelihood_needs_every_latent_site(data):
 def test_nuts_needs_a_latent_site(data):
     x, y = data
     with pytest.raises(ValueError, match=r"the model has no latent sample site to sample"):
-        mk.run_nuts(KEY, no_latent_model, x, y, num_warmup=1, num_samples=1, num_chains=1, **FAST)
+        mk.run_nuts(KEY, no_latent_model, x, y, num_warmup=1, num_draws=1, num_chains=1, **FAST)
 
 
 def test_nuts_passes_on_a_models_own_runtime_error(data):
@@ -591,7 +591,7 @@ def test_nuts_passes_on_a_models_own_runtime_error(data):
     x, y = data
     model = RuntimeErrorAfterFirstTrace(full_batch_model)
     with pytest.raises(RuntimeError, match=r"the model's own failure on call 2"):
-        mk.run_nuts(KEY, model, x, y, num_warmup=1, num_samples=1, num_chains=1, **FAST)
+        mk.run_nuts(KEY, model, x, y, num_warmup=1, num_draws=1, num_chains=1, **FAST)
 
 
 def test_sgmcmc_passes_on_a_models_own_runtime_error(data):

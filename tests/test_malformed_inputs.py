@@ -30,7 +30,7 @@ from mtbkd_jax.infer.fingerprint import RunFingerprint
 N, F, C, M = 40, 4, 3, 2
 FAST = {"progress_bar": False}
 SVI = {"num_steps": 2, **FAST}
-NUTS = {"num_warmup": 2, "num_samples": 2, "num_chains": 1, **FAST}
+NUTS = {"num_warmup": 2, "num_draws": 2, "num_chains": 1, **FAST}
 SGMCMC = {"num_epochs": 1, "batch_size": 10, "draws_per_epoch": 1, **FAST}
 PAPER = {"warm_start_epochs": 0, "num_epochs": 1, "batch_size": 10, "draws_per_epoch": 1, **FAST}
 

@@ -94,7 +94,7 @@ def test_nuts_matches_quadrature_posterior():
         x,
         y,
         num_warmup=500,
-        num_samples=2000,
+        num_draws=2000,
         num_chains=2,
         progress_bar=False,
     )

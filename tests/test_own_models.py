@@ -52,7 +52,7 @@ def test_the_pointwise_log_likelihood_is_the_models_own(data):
         x,
         y,
         num_warmup=50,
-        num_samples=100,
+        num_draws=100,
         num_chains=1,
         progress_bar=False,
     )
@@ -131,7 +131,7 @@ def test_predictive_takes_the_flat_draws_and_nuts_takes_one_shared_start(data):
         x,
         y,
         num_warmup=20,
-        num_samples=10,
+        num_draws=10,
         num_chains=2,
         init_params=mode.point(),  # one start shared by both chains (the README's pattern)
         progress_bar=False,
@@ -185,7 +185,7 @@ def test_a_model_that_is_nan_at_the_start_is_named_not_the_step_size(data):
             x,
             y,
             num_warmup=2,
-            num_samples=2,
+            num_draws=2,
             num_chains=1,
             progress_bar=False,
         )
@@ -205,7 +205,7 @@ def test_deterministic_sites_factor_likelihoods_and_small_new_data(data, tmp_pat
             logits = x[idx] @ w
             numpyro.sample("y", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
 
-    settings = dict(num_warmup=5, num_samples=5, num_chains=1, progress_bar=False)
+    settings = dict(num_warmup=5, num_draws=5, num_chains=1, progress_bar=False)
     first = mk.run_nuts(jax.random.key(0), with_deterministic, x, y, **settings)
     assert "w_total" in first.point()
     again = mk.run_nuts(

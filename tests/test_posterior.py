@@ -35,7 +35,7 @@ def nuts_posterior(problem):
         x,
         y,
         num_warmup=50,
-        num_samples=40,
+        num_draws=40,
         num_chains=2,
         progress_bar=False,
     )
@@ -190,7 +190,7 @@ def test_map_with_transfer_set_and_student_alone(problem):
         progress_bar=False,
         model_kwargs={"prior_inputs": x[:30]},
     )
-    assert post.num_samples == 1
+    assert post.total_draws == 1
     alone = MTBKDModel(model.student, None)
     post = run_map(jax.random.key(2), alone, x, y, num_steps=100, progress_bar=False)
     assert "teacher_weights" not in post.constant_data
@@ -253,8 +253,8 @@ def test_front_ends_validate_inputs(problem):
         run_map(key, model, x[:20], y[:20], num_steps=1, progress_bar=False)
     with pytest.raises(ValueError, match="guide"):
         run_svi(key, model, x, y, guide="flow")
-    with pytest.raises(ValueError, match="num_samples"):
-        run_nuts(key, model, x, y, num_samples=0)
+    with pytest.raises(ValueError, match="num_draws"):
+        run_nuts(key, model, x, y, num_draws=0)
     with pytest.raises(ValueError, match="chain_method"):
         run_nuts(key, model, x, y, chain_method="threads")
     with pytest.raises(ValueError, match="learning_rate"):

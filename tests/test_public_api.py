@@ -326,8 +326,54 @@ def test_one_name_for_the_logits_of_one_draw(small):
 
 
 def test_the_draw_counts_of_a_posterior():
-    """``Posterior.num_draws`` is per chain, as ``run_svi(num_draws=)``."""
+    """``Posterior.num_draws`` is per chain, as ``run_svi(num_draws=)`` and
+    ``run_nuts(num_draws=)``; ``Posterior.total_draws`` is chains x draws."""
     draws = {"w": np.zeros((2, 3, 4), np.float32)}
     post = mtbkd_jax.Posterior(draws)
-    assert (post.num_chains, post.num_draws) == (2, 3)
-    assert "num_draws" in _keywords(mtbkd_jax.run_svi)
+    assert (post.num_chains, post.num_draws, post.total_draws) == (2, 3, 6)
+    for front_end in (mtbkd_jax.run_nuts, mtbkd_jax.run_svi):
+        keywords = _keywords(front_end)
+        assert "num_draws" in keywords and "num_samples" not in keywords, front_end
+    message = (
+        r"Posterior\.num_samples is deprecated; use Posterior\.total_draws \(chains x draws\) "
+        r"or Posterior\.num_draws \(per chain\)$"
+    )
+    with pytest.warns(DeprecationWarning, match=message) as record:
+        old = post.num_samples
+    assert record[0].filename == __file__
+    assert old == post.total_draws == 6
+
+
+def test_the_former_num_samples_keyword_of_run_nuts_still_works_with_a_warning():
+    """``run_nuts(num_samples=)`` is ``num_draws=`` (draws per chain), with a warning; the
+    posterior's settings name it ``num_draws``."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        numpyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
+
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    settings = dict(num_warmup=3, num_chains=2, chain_method="sequential", progress_bar=False)
+    match = r"mtbkd_jax\.run_nuts\(num_samples=\) is deprecated; use num_draws="
+    with pytest.warns(DeprecationWarning, match=match) as record:
+        old = mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_samples=4, **settings)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "error", message=r"mtbkd_jax\.run_nuts", category=DeprecationWarning
+        )
+        new = mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_draws=4, **settings)
+    for post in (old, new):
+        assert (post.num_chains, post.num_draws, post.total_draws) == (2, 4, 8)
+        assert post.settings["num_draws"] == 4 and "num_samples" not in post.settings
+    np.testing.assert_array_equal(old.draws["w"], new.draws["w"])
+    with pytest.raises(TypeError, match=r"both num_samples= .* and num_draws="):
+        mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_samples=4, num_draws=4)
+    with pytest.raises(ValueError, match=r"num_draws must be an integer >= 1"):
+        mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_draws=0)
+    with pytest.raises(ValueError, match=r"num_draws must be >= thinning"):
+        mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_draws=2, thinning=3)

@@ -153,7 +153,7 @@ def logistic_problem():
         x,
         y,
         num_warmup=500,
-        num_samples=3000,
+        num_draws=3000,
         num_chains=2,
         progress_bar=False,
     )
@@ -164,7 +164,7 @@ def _moments(posterior):
     tree = posterior.to_datatree(log_likelihood=False)
     out = {}
     for name in ("student.w", "student.b"):
-        draws = posterior.flat_draws()[name].astype(np.float64).reshape(posterior.num_samples, -1)
+        draws = posterior.flat_draws()[name].astype(np.float64).reshape(posterior.total_draws, -1)
         ess = np.atleast_1d(np.asarray(az.ess(tree)[name].values))
         out[name] = (draws.mean(0), draws.std(0), ess)
     return out
@@ -304,7 +304,7 @@ def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
     x, y, model, _ = logistic_problem
     post = _small_run(x, y, model, predict_inputs=x[:30])
     probs = np.asarray(post.predict(x[:30]))
-    assert post.streamed["num_draws"] == post.num_samples
+    assert post.streamed["num_draws"] == post.total_draws
     np.testing.assert_allclose(post.streamed["predictive_mean"], probs.mean(0), atol=1e-5)
     np.testing.assert_allclose(
         post.streamed["mean_deviance"], np.asarray(mk.mean_deviance(probs)), rtol=1e-4, atol=1e-5

@@ -13,7 +13,10 @@ the submodules: :mod:`mtbkd_jax.metrics`, :mod:`~mtbkd_jax.uncertainty`,
 there for one release, with a ``DeprecationWarning`` that names their home.
 """
 
+from __future__ import annotations
+
 import importlib as _importlib
+import typing as _typing
 
 from mtbkd_jax._deprecation import warn_renamed as _warn_renamed
 from mtbkd_jax.infer import (
@@ -112,7 +115,7 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> _typing.Any:
     """A submodule, imported on first use (``mtbkd_jax.metrics.accuracy`` works after
     ``import mtbkd_jax``), or a former top-level name, from its new home, with a
     ``DeprecationWarning``."""

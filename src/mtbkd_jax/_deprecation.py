@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 __all__ = ["renamed_keywords", "warn_renamed"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
@@ -15,7 +18,7 @@ def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
     warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 
-def renamed_keywords(owner: str, **renames: str) -> Callable[[Callable], Callable]:
+def renamed_keywords(owner: str, **renames: str) -> Callable[[_F], _F]:
     """Accept each old keyword ``old=`` of the decorated function as its new name
     ``renames[old]``, with a ``DeprecationWarning`` that points at the caller.
 
@@ -23,9 +26,9 @@ def renamed_keywords(owner: str, **renames: str) -> Callable[[Callable], Callabl
     (``inspect.signature`` shows the new names only).
     """
 
-    def decorate(function: Callable) -> Callable:
+    def decorate(function: _F) -> _F:
         @functools.wraps(function)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             for old, new in renames.items():
                 if old in kwargs:
                     if new in kwargs:
@@ -36,6 +39,6 @@ def renamed_keywords(owner: str, **renames: str) -> Callable[[Callable], Callabl
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 
-        return wrapper
+        return cast(_F, wrapper)
 
     return decorate

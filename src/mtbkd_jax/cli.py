@@ -16,8 +16,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["COMPILE_CACHE_ENV_VAR", "compile_cache", "compile_cache_dir", "main"]
 
@@ -39,7 +43,7 @@ _SEED_LIMIT = 2**32
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line: ``mtbkd: error: ...``, exit 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"mtbkd: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 

@@ -10,9 +10,12 @@ posterior ``posterior.nc`` (an ArviZ DataTree), ``reliability.png`` and the othe
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from mtbkd_jax._paths import prepare_output_dir
 from mtbkd_jax.datasets import load_digits_distillation
@@ -33,18 +36,18 @@ class DemoConfig(ExperimentConfig):
     methods: str = "demo"
     teacher_rows: bool = False
     num_warmup: int = 400
-    num_samples: int = 400
+    num_draws: int = 400
     key_schedule: str = "maps-first"
     chain_starts: str = "maps"
     progress_bar: bool = True
 
     @classmethod
     def smoke(cls, seed: int = 0) -> DemoConfig:
-        return cls(seed=seed, map_steps=200, num_warmup=30, num_samples=30, num_chains=1)
+        return cls(seed=seed, map_steps=200, num_warmup=30, num_draws=30, num_chains=1)
 
 
-def _flushed(say):
-    def emit(*args):
+def _flushed(say: Callable[..., object]) -> Callable[..., None]:
+    def emit(*args: object) -> None:
         say(*args)
         sys.stdout.flush()
 
@@ -52,14 +55,14 @@ def _flushed(say):
 
 
 def run_demo(
-    out_dir=None,
+    out_dir: str | os.PathLike[str] | None = None,
     *,
     smoke: bool = False,
     seed: int = 0,
     config: DemoConfig | None = None,
     progress: bool = True,
-    say=print,
-):
+    say: Callable[..., object] = print,
+) -> list[dict[str, Any]]:
     """Run the demo and return its rows (the row format of every experiment:
     ``{method, inference, accuracy, nll, ece, brier, mean_deviance, ...}``).
 
@@ -81,7 +84,7 @@ def run_demo(
         say(f"      teacher {name:<12} test accuracy {acc:.3f}")
     say(
         f"[2/3] each method: MAP ({config.map_steps} Adam steps), then NUTS from it where "
-        f"sampled ({config.num_chains} chains x {config.num_samples} draws, "
+        f"sampled ({config.num_chains} chains x {config.num_draws} draws, "
         f"{config.num_warmup} warm-up) ..."
     )
     rows, artifacts = run_baselines(data, config, say=say)

@@ -11,6 +11,8 @@ call, copy and compose. A user's own NumPyro model can call
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -22,10 +24,14 @@ from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike
+
 __all__ = ["MTBKDModel", "PAPER_SETTINGS"]
 
 # the reference code's settings (METHOD §5), beside its flat base prior
-PAPER_SETTINGS = {
+PAPER_SETTINGS: dict[str, Any] = {
     "concentration": 5.0,
     "temperature": 2.0,
     "prior_power": 0.02,
@@ -74,10 +80,10 @@ class MTBKDModel:
         concentration: float = 10.0,
         temperature: float = 1.0,
         prior_power: float = 0.1,
-        weight_rule="paper",
+        weight_rule: str | np.ndarray | jax.Array = "paper",
         weight_temperature: float = 1.0,
         weight_tau: float = 1.0,
-    ):
+    ) -> None:
         if not isinstance(student, Student):
             raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
         if teachers is not None and not isinstance(teachers, TeacherBank):
@@ -107,7 +113,7 @@ class MTBKDModel:
 
     @classmethod
     @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")
-    def paper(cls, student: Student, teachers: TeacherBank, **overrides) -> MTBKDModel:
+    def paper(cls, student: Student, teachers: TeacherBank, **overrides: Any) -> MTBKDModel:
         """The reference code's model (METHOD §5) in one call.
 
         ``lambda = 5``, ``T = 2``, ``beta = 0.02`` (distillation weight 0.1), the ``paper`` weight
@@ -220,7 +226,7 @@ class MTBKDModel:
         ``logits_fn`` the inference front-ends use for prediction by default."""
         return self.student.logits(weights, features)
 
-    def featurize(self, inputs) -> jax.Array:
+    def featurize(self, inputs: ArrayLike) -> jax.Array:
         """The student's frozen feature extractor applied once (identity without one)."""
         return self.student.featurize(inputs)
 
@@ -234,7 +240,7 @@ class MTBKDModel:
         prior_subsample_size: int | None = None,
         teacher_prior: bool = True,
         prior_constants: TeacherPrior | None = None,
-    ):
+    ) -> jax.Array:
         """The NumPyro model.
 
         Args:

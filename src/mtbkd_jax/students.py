@@ -14,6 +14,7 @@ front-ends (:meth:`Student.featurize`), never inside the potential.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -30,15 +31,26 @@ from mtbkd_jax.priors import check_prior_names, normal_prior
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    # what a student's base prior may be (see :class:`Student`): a distribution on every
+    # weight, a ``(name, shape) -> Distribution`` callable, or a dict of path -> distribution
+    type _PriorSpec = (
+        dist.Distribution
+        | Callable[[str, tuple[int, ...]], dist.Distribution]
+        | Mapping[str, dist.Distribution]
+    )
+
 
 class _DotDivider(Messenger):
     """Rewrite the '/' that NumPyro's flax scope puts in site names as '.'."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str) -> None:
         self.prefix = prefix + "/"
         super().__init__()
 
-    def process_message(self, msg):
+    def process_message(self, msg: dict[str, Any]) -> None:
         name = msg.get("name")
         if name and name.startswith(self.prefix):
             msg["name"] = name.replace("/", ".")
@@ -66,12 +78,12 @@ class Student:
 
     def __init__(
         self,
-        module,
+        module: nnx.Module | linen.Module,
         *,
-        prior=None,
+        prior: _PriorSpec | None = None,
         name: str = "student",
-        feature_extractor: Callable | None = None,
-    ):
+        feature_extractor: Callable[..., Any] | None = None,
+    ) -> None:
         if not isinstance(module, nnx.Module | linen.Module):
             raise TypeError(
                 "module must be a flax.nnx.Module instance or a flax.linen.Module, "
@@ -93,7 +105,7 @@ class Student:
         if self.is_nnx:  # an NNX module knows its parameters already: check the prior now
             check_prior_names(self.prior, self._all_parameter_names())
 
-    def with_prior(self, prior) -> Student:
+    def with_prior(self, prior: _PriorSpec | None) -> Student:
         """The same network and feature extractor under another base prior."""
         return Student(
             self.module, prior=prior, name=self.name, feature_extractor=self.feature_extractor
@@ -111,7 +123,9 @@ class Student:
         """
         return self._network(feature_shape, self.prior)
 
-    def _network(self, feature_shape, prior):
+    def _network(
+        self, feature_shape: tuple[int, ...], prior: _PriorSpec
+    ) -> Callable[[jax.Array], jax.Array]:
         if self.is_nnx:
             return random_nnx_module(self.name, self.module, prior, scope_divider=".")
         with _DotDivider(self.name):
@@ -131,11 +145,13 @@ class Student:
         """
         return self._parameter_shapes(feature_shape, self.prior)
 
-    def _parameter_shapes(self, feature_shape, prior) -> dict:
+    def _parameter_shapes(
+        self, feature_shape: tuple[int, ...] | None, prior: _PriorSpec
+    ) -> dict[str, tuple[int, ...]]:
         if not self.is_nnx and feature_shape is None:
             raise ValueError("feature_shape is needed for a linen module's parameter shapes")
 
-        def sites():
+        def sites() -> None:
             self._network(tuple(feature_shape or ()), prior)
 
         trace = jax.eval_shape(
@@ -158,7 +174,7 @@ class Student:
 
         digest = hashlib.blake2b(digest_size=16)
         for name, shape in sorted(self.parameter_shapes(feature_shape).items()):
-            prior = self.prior
+            prior: Any = self.prior
             if isinstance(prior, dict):
                 prior = prior.get(name)
             elif callable(prior) and not isinstance(prior, Distribution):
@@ -176,7 +192,7 @@ class Student:
         """The weights' dotted paths (without the student's name prefix)."""
         return list(self.parameter_shapes(feature_shape))
 
-    def check_inputs(self, features, argument: str = "inputs") -> int:
+    def check_inputs(self, features: ArrayLike, argument: str = "inputs") -> int:
         """Check that the network accepts ``features`` (N, ...) and return its number of output
         classes; raise a ``ValueError`` naming ``argument`` otherwise.
 
@@ -189,10 +205,10 @@ class Student:
             return self._classes_for[feature_shape]
         example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
 
-        def logits(x):
-            found = {}
+        def logits(x: jax.Array) -> jax.Array:
+            found: dict[str, jax.Array] = {}
 
-            def model():
+            def model() -> None:
                 found["logits"] = self(x)
 
             abstract_trace(model, (), {})
@@ -246,7 +262,7 @@ class Student:
                 otherwise be drawn from the prior silently).
         """
 
-        def lookup(msg):
+        def lookup(msg: dict[str, Any]) -> jax.Array | None:
             if msg["type"] != "sample":
                 return None
             if msg["name"] not in weights:
@@ -272,7 +288,7 @@ class Student:
         trace = handlers.trace(handlers.seed(self, rng_key)).get_trace(features)
         return {k: v["value"] for k, v in trace.items() if v["type"] == "sample"}
 
-    def featurize(self, inputs, batch_size: int = 4096) -> jax.Array:
+    def featurize(self, inputs: ArrayLike, batch_size: int = 4096) -> jax.Array:
         """Apply the frozen feature extractor once (in batches); identity without one."""
         if self._featurize_jit is None:
             return jnp.asarray(inputs)
@@ -288,7 +304,7 @@ class Student:
         return f"Student({type(self.module).__name__}, name={self.name!r}{frozen})"
 
 
-def _check_prior_type(prior) -> None:
+def _check_prior_type(prior: object) -> None:
     """Raise a ``TypeError`` naming ``prior`` unless it is a form NumPyro's module lifting
     takes: ``None`` (the default), a distribution, a ``(name, shape) -> Distribution``
     callable, or a dict of parameter path -> distribution."""
@@ -312,7 +328,8 @@ def _check_prior_type(prior) -> None:
 
 # --------------------------------------------------------------------------- architectures
 class MLP(nnx.Module):
-    """A multilayer perceptron ``in -> hidden... -> num_classes`` with tanh or relu units.
+    """A multilayer perceptron with tanh or relu units: the inputs, the hidden layers, then
+    ``num_classes`` logits.
 
     Args:
         in_features: input dimension.
@@ -330,7 +347,7 @@ class MLP(nnx.Module):
         hidden: Sequence[int] = (32,),
         activation: str = "tanh",
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
         sizes = [int(in_features), *map(int, hidden), int(num_classes)]
@@ -339,7 +356,7 @@ class MLP(nnx.Module):
         )
         self.activation = activation
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         act = jnp.tanh if self.activation == "tanh" else jax.nn.relu
         for layer in self.layers[:-1]:
             x = act(layer(x))
@@ -359,7 +376,7 @@ class CNN(nnx.Module):
         *,
         channels: Sequence[int] = (8, 16),
         rngs: nnx.Rngs,
-    ):
+    ) -> None:
         height, width, in_channels = image_shape
         self.image_shape = tuple(int(s) for s in image_shape)
         convs, c_in = [], in_channels
@@ -370,7 +387,7 @@ class CNN(nnx.Module):
         self.convs = nnx.List(convs)
         self.head = nnx.Linear(height * width * c_in, int(num_classes), rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], *self.image_shape))
         for conv in self.convs:
             x = jnp.tanh(conv(x))
@@ -385,7 +402,7 @@ class LinenMLP(linen.Module):
     hidden: Sequence[int] = (32,)
 
     @linen.compact
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
             x = jnp.tanh(linen.Dense(width)(x))
         return linen.Dense(self.num_classes)(x)

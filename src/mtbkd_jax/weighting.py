@@ -30,6 +30,8 @@ inverse-entropy rule when another is exactly one-hot).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,9 @@ from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import as_float_array, require_finite, require_positive
 from mtbkd_jax.teachers import TeacherBank
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "teacher_weights",
@@ -135,7 +140,7 @@ WEIGHT_RULES = {
 
 def teacher_log_weights(
     teachers: TeacherBank,
-    rule="paper",
+    rule: str | ArrayLike = "paper",
     *,
     temperature: float = 1.0,
     tau: float = 1.0,
@@ -189,7 +194,7 @@ def teacher_log_weights(
 
 def teacher_weights(
     teachers: TeacherBank,
-    rule="paper",
+    rule: str | ArrayLike = "paper",
     *,
     temperature: float = 1.0,
     tau: float = 1.0,

@@ -1,5 +1,7 @@
 """Bundled-data loaders and teacher construction; every problem is a :class:`DistillationData`."""
 
+from __future__ import annotations
+
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.deeploc import (
     DEEPLOC_CLASS_NAMES,

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -177,7 +178,7 @@ def _has_files(folder: Path) -> bool:
     return all((folder / name).is_file() for name in DEEPLOC_FILES)
 
 
-def _candidates(path) -> list[tuple[str, Path]]:
+def _candidates(path: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
     if path is not None:
         return [("the path argument", Path(path))]
     from_env = os.environ.get(DEEPLOC_ENV_VAR)
@@ -265,7 +266,9 @@ def _teacher_bank(folder: Path, files: Sequence[str], header: bool, num_rows: in
     return TeacherBank.from_logits(logits, names=DEEPLOC_TEACHER_NAMES)
 
 
-def _split(proteins, rows: np.ndarray, x: np.ndarray, teachers: TeacherBank | None):
+def _split(
+    proteins: Mapping[str, Any], rows: np.ndarray, x: np.ndarray, teachers: TeacherBank | None
+) -> DeepLocSplit:
     return DeepLocSplit(
         x=x[rows],
         y=proteins["y"][rows],

@@ -9,6 +9,8 @@ predictions inform its prior.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
@@ -21,7 +23,7 @@ from mtbkd_jax.teachers import TeacherBank
 __all__ = ["load_digits_distillation"]
 
 
-def _digits_teachers(seed: int):
+def _digits_teachers(seed: int) -> dict[str, Any]:
     return {
         "logreg": LogisticRegression(max_iter=2000, C=0.5),
         "forest": RandomForestClassifier(n_estimators=60, max_depth=6, random_state=seed),

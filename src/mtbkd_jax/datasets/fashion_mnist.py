@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
-    from mtbkd_jax.datasets.fashion_mnist_teachers import FashionMNISTTeachers
+    from mtbkd_jax.datasets.fashion_mnist_teachers import FashionMNISTTeachers, TeacherSettings
 
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
@@ -207,9 +208,9 @@ def load_fashion_mnist_distillation(
     num_transfer: int = 8000,
     num_validation: int = 0,
     downsample: int = 2,
-    teacher_settings=None,
+    teacher_settings: TeacherSettings | None = None,
     cache_dir: str | os.PathLike | None = None,
-    say=print,
+    say: Callable[..., object] = print,
 ) -> tuple[DistillationData, FashionMNISTTeachers]:
     """The student's labelled, transfer and test images and the teachers on them.
 

@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ __all__ = ["FashionMNISTTeachers", "TeacherSettings", "fashion_mnist_teachers"]
 
 
 # --------------------------------------------------------------------------- teachers
-def _patches(x):
+def _patches(x: jax.Array) -> jax.Array:
     """The 3x3 neighbourhoods of every pixel (SAME padding): (N, H, W, C) -> (N, H, W, 9C)."""
     return jax.lax.conv_general_dilated_patches(
         x, (3, 3), (1, 1), "SAME", dimension_numbers=("NHWC", "OIHW", "NHWC")
@@ -43,13 +44,15 @@ class _ConvTeacher(nnx.Module):
     several times faster than its convolution's gradient on the CPU.
     """
 
-    def __init__(self, channels=(16, 32), hidden: int = 128, *, rngs: nnx.Rngs):
+    def __init__(
+        self, channels: Sequence[int] = (16, 32), hidden: int = 128, *, rngs: nnx.Rngs
+    ) -> None:
         self.conv1 = nnx.Linear(9, channels[0], rngs=rngs)
         self.conv2 = nnx.Linear(9 * channels[0], channels[1], rngs=rngs)
         self.dense = nnx.Linear(7 * 7 * channels[1], hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, 10, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], 28, 28, 1))
         for conv in (self.conv1, self.conv2):
             x = jax.nn.relu(conv(_patches(x)))
@@ -58,19 +61,19 @@ class _ConvTeacher(nnx.Module):
 
 
 class _MLPTeacher(nnx.Module):
-    def __init__(self, hidden: int = 256, *, rngs: nnx.Rngs):
+    def __init__(self, hidden: int = 256, *, rngs: nnx.Rngs) -> None:
         self.hidden = nnx.Linear(784, hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, 10, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(jax.nn.relu(self.hidden(x.reshape((x.shape[0], -1)))))
 
 
 class _LogRegTeacher(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs):
+    def __init__(self, *, rngs: nnx.Rngs) -> None:
         self.out = nnx.Linear(784, 10, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return self.out(x.reshape((x.shape[0], -1)))
 
 
@@ -114,7 +117,16 @@ def _make_teacher(name: str, seed: int) -> nnx.Module:
     return _LogRegTeacher(rngs=rngs)
 
 
-def _train(module, images, labels, *, epochs, learning_rate, batch_size, seed):
+def _train(
+    module: nnx.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[nnx.Module, list[float]]:
     """Adam on the cross-entropy, one jitted ``lax.scan`` per epoch; returns (module, losses)."""
     graphdef, params = nnx.split(module)
     optimizer = optax.adam(learning_rate)
@@ -123,15 +135,17 @@ def _train(module, images, labels, *, epochs, learning_rate, batch_size, seed):
     if num_steps < 1:
         raise ValueError(f"need at least batch_size={batch_size} images, got {images.shape[0]}")
 
-    def loss_fn(p, x, y):
+    def loss_fn(p: nnx.State, x: jax.Array, y: jax.Array) -> jax.Array:
         logits = nnx.merge(graphdef, p)(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     @jax.jit
-    def epoch(p, state, key, x, y):
+    def epoch(
+        p: nnx.State, state: Any, key: jax.Array, x: jax.Array, y: jax.Array
+    ) -> tuple[nnx.State, Any, jax.Array]:
         order = jax.random.permutation(key, x.shape[0])[: num_steps * batch_size]
 
-        def step(carry, idx):
+        def step(carry: tuple[nnx.State, Any], idx: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
             p, state = carry
             loss, grads = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
             updates, state = optimizer.update(grads, state, p)
@@ -150,7 +164,7 @@ def _train(module, images, labels, *, epochs, learning_rate, batch_size, seed):
     return nnx.merge(graphdef, params), losses
 
 
-def _logits(module, images, batch_size: int = 2000) -> np.ndarray:
+def _logits(module: nnx.Module, images: np.ndarray, batch_size: int = 2000) -> np.ndarray:
     graphdef, params = nnx.split(module)
     apply = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
     return np.concatenate(
@@ -179,7 +193,7 @@ class FashionMNISTTeachers:
     info: dict
 
 
-def _cache_dir(cache_dir) -> Path:
+def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     if os.environ.get(FASHION_MNIST_CACHE_ENV_VAR):
@@ -194,7 +208,7 @@ def fashion_mnist_teachers(
     settings: TeacherSettings | None = None,
     data_digest: str = "",
     cache_dir: str | os.PathLike | Literal[False] | None = None,
-    say=print,
+    say: Callable[..., object] = print,
 ) -> FashionMNISTTeachers:
     """Train the teachers on ``train`` (or load their logits from the cache).
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class SyntheticData:
         )
 
 
-def _as_int(value, name: str, minimum: int) -> int:
+def _as_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     try:
@@ -215,7 +216,15 @@ def make_synthetic(
     )
 
 
-def _checked(kind, num_classes, num_examples, num_features, num_teachers, bayes_accuracy, seed):
+def _checked(
+    kind: str,
+    num_classes: int,
+    num_examples: int,
+    num_features: int,
+    num_teachers: int,
+    bayes_accuracy: float,
+    seed: int,
+) -> tuple[int, int, int, int, int, float]:
     """:func:`make_synthetic`'s arguments checked: ``(C, N, D, M, seed, bayes_accuracy)``."""
     if not isinstance(kind, str) or kind not in SYNTHETIC_KINDS:
         raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
@@ -236,7 +245,9 @@ def _checked(kind, num_classes, num_examples, num_features, num_teachers, bayes_
     return num_classes, num_examples, num_features, num_teachers, seed, target
 
 
-def _split_fields(generator: SyntheticGenerator, x, y, probs) -> dict:
+def _split_fields(
+    generator: SyntheticGenerator, x: np.ndarray, y: np.ndarray, probs: np.ndarray
+) -> dict[str, Any]:
     """:class:`SyntheticData`'s per-split fields: the examples in order, split 7:3:1."""
     teacher_logits = generator.teacher_logits(x)
     expert = generator.expert(x)
@@ -247,7 +258,7 @@ def _split_fields(generator: SyntheticGenerator, x, y, probs) -> dict:
         for i, name in enumerate(("train", "validation", "test"))
     }
     names = list(generator.teacher_names)
-    fields = {}
+    fields: dict[str, Any] = {}
     for name, index in parts.items():
         fields[f"x_{name}"] = x[index]
         fields[f"y_{name}"] = y[index]

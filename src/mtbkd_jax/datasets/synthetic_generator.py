@@ -4,10 +4,14 @@ teachers of set expertise (the formulas are in :mod:`mtbkd_jax.datasets.syntheti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtbkd_jax.teachers import TeacherBank
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["SyntheticGenerator", "build_generator"]
 
@@ -59,37 +63,37 @@ class SyntheticGenerator:
     noise_phases: np.ndarray  # (M, R)
     noise_amplitudes: np.ndarray  # (M, R, C)
 
-    def _inputs(self, x) -> np.ndarray:
+    def _inputs(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ValueError(f"x must have shape (N, {self.num_features}), got {x.shape}")
         return x
 
-    def scores(self, x) -> np.ndarray:
+    def scores(self, x: ArrayLike) -> np.ndarray:
         """The unscaled scores ``h(x)``, shape (N, C)."""
         return _scores(self.kind, self.weights, self.bias, self.centres, self._inputs(x))
 
-    def true_logits(self, x) -> np.ndarray:
+    def true_logits(self, x: ArrayLike) -> np.ndarray:
         """``s * h(x)``, shape (N, C)."""
         return self.logit_scale * self.scores(x)
 
-    def true_probs(self, x) -> np.ndarray:
+    def true_probs(self, x: ArrayLike) -> np.ndarray:
         """The exact class probabilities ``p(y | x)``, shape (N, C)."""
         return _softmax(self.true_logits(x))
 
-    def expert(self, x) -> np.ndarray:
+    def expert(self, x: ArrayLike) -> np.ndarray:
         """Index of the teacher whose sector holds each input, shape (N,)."""
         x = self._inputs(x)
         angle = np.mod(np.arctan2(x[:, 1], x[:, 0]) - self.region_offset, 2 * np.pi)
         sector = np.floor(angle / (2 * np.pi / self.num_teachers)).astype(np.int64)
         return np.minimum(sector, self.num_teachers - 1)
 
-    def in_region(self, x) -> np.ndarray:
+    def in_region(self, x: ArrayLike) -> np.ndarray:
         """Boolean mask (M, N): whether each input lies in each teacher's region."""
         expert = self.expert(x)
         return expert[None, :] == np.arange(self.num_teachers)[:, None]
 
-    def noise(self, x) -> np.ndarray:
+    def noise(self, x: ArrayLike) -> np.ndarray:
         """The teachers' unit-variance random fields ``eps_m(x)``, shape (M, N, C)."""
         x = self._inputs(x)
         fields = []
@@ -100,7 +104,7 @@ class SyntheticGenerator:
             fields.append(np.sqrt(2.0 / len(phases)) * (features @ amplitudes))
         return np.stack(fields)
 
-    def teacher_logits(self, x) -> np.ndarray:
+    def teacher_logits(self, x: ArrayLike) -> np.ndarray:
         """Every teacher's logits (M, N, C) (see the module docstring for the formula)."""
         x = self._inputs(x)
         z = self.true_logits(x)[None]
@@ -113,12 +117,13 @@ class SyntheticGenerator:
     def teacher_names(self) -> tuple[str, ...]:
         return tuple(f"teacher_{m}" for m in range(self.num_teachers))
 
-    def teachers(self, x) -> TeacherBank:
+    def teachers(self, x: ArrayLike) -> TeacherBank:
         """The teachers on ``x`` as a :class:`TeacherBank`."""
         return TeacherBank.from_logits(self.teacher_logits(x), names=list(self.teacher_names))
 
 
-def _scores(kind, weights, bias, centres, x: np.ndarray) -> np.ndarray:
+def _scores(kind: str, weights: Any, bias: Any, centres: Any, x: np.ndarray) -> np.ndarray:
+    # arrays for ``kind`` (``weights``, ``bias`` for "linear", else ``centres``), the others None
     if kind == "linear":
         return x @ weights.T + bias
     # (N, C, K): distance from each input to each class's centres

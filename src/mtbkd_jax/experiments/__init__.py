@@ -11,7 +11,10 @@ registry the ``mtbkd`` command takes its choices from.
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.baselines import run_baselines
@@ -49,7 +52,15 @@ class Experiment:
     runner: str
     takes_data: bool = False
 
-    def run(self, out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print):
+    def run(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        smoke: bool = False,
+        seed: int = 0,
+        data_path: str | os.PathLike[str] | None = None,
+        say: Callable[..., object] = print,
+    ) -> list[dict[str, Any]]:
         module, function = self.runner.split(":")
         run = getattr(importlib.import_module(module), function)
         kwargs = {"data_path": data_path} if self.takes_data else {}
@@ -93,7 +104,13 @@ DATA_EXPERIMENTS = tuple(name for name, e in EXPERIMENTS.items() if e.takes_data
 
 
 def run_experiment(
-    name: str, out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print
+    name: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    data_path: str | os.PathLike[str] | None = None,
+    say: Callable[..., object] = print,
 ) -> list[dict]:
     """Run experiment ``name`` of :data:`EXPERIMENTS` and write its outputs to ``out_dir``;
     returns the rows.

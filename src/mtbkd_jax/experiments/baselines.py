@@ -10,6 +10,8 @@ weights. KD rows are posterior modes (MAP = KD, METHOD §4); Bayesian rows are s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -28,10 +30,24 @@ from mtbkd_jax.experiments.methods import METHOD_PLANS, Method
 from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
 from mtbkd_jax.uncertainty import predictive_summary
 
+if TYPE_CHECKING:
+    import jax
+    from numpy.typing import ArrayLike
+
+    from mtbkd_jax.infer import Posterior
+    from mtbkd_jax.model import MTBKDModel
+
 __all__ = ["run_baselines"]
 
 
-def _row(method, inference, probs, data: DistillationData, summary=None, seconds=None):
+def _row(
+    method: str,
+    inference: str,
+    probs: ArrayLike,
+    data: DistillationData,
+    summary: Mapping[str, np.ndarray] | None = None,
+    seconds: float | None = None,
+) -> dict[str, Any]:
     """The row format of every experiment: ``method``, ``inference``, the classification
     metrics of ``probs`` on the test set, ``mean_deviance`` (posteriors only), the AUROC of
     error detection by it, the 95% interval coverage (with true probabilities) and the
@@ -61,7 +77,13 @@ def _teacher_rows(data: DistillationData) -> list[dict]:
     return rows
 
 
-def _fit_mode(keys: MethodKeys, data, config: ExperimentConfig, method: Method, artifacts):
+def _fit_mode(
+    keys: MethodKeys,
+    data: DistillationData,
+    config: ExperimentConfig,
+    method: Method,
+    artifacts: dict[str, dict[str, Any]],
+) -> tuple[Posterior, MTBKDModel, dict[str, Any]]:
     """The method's MAP (tuned if ``config.tune``): ``(mode, model, settings)``."""
     if config.tune:
         mode, model, search = tuned_map(keys.map, data, config, method.teachers, method.weight_rule)
@@ -73,7 +95,14 @@ def _fit_mode(keys: MethodKeys, data, config: ExperimentConfig, method: Method, 
     return mode, model, settings
 
 
-def _run_method(keys: MethodKeys, data, config: ExperimentConfig, method: Method, out, say):
+def _run_method(
+    keys: MethodKeys,
+    data: DistillationData,
+    config: ExperimentConfig,
+    method: Method,
+    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    say: Callable[..., object],
+) -> None:
     rows, artifacts = out
     start = time.perf_counter()
     mode, model, settings = _fit_mode(keys, data, config, method, artifacts)
@@ -88,7 +117,9 @@ def _run_method(keys: MethodKeys, data, config: ExperimentConfig, method: Method
     if method.posterior is None:
         return
     label, start = method.posterior, time.perf_counter()
-    posterior = fit_posterior(keys.posterior, data, config, model, mode, keys.starts)
+    # a method with a posterior row has a posterior key (see method_keys)
+    posterior_key = cast("jax.Array", keys.posterior)
+    posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
     summary = predictive_summary(posterior, data.x_test)
     seconds = time.perf_counter() - start
     rows.append(_row(label, config.bayes, summary["predictive_mean"], data, summary, seconds))
@@ -108,7 +139,9 @@ def _run_method(keys: MethodKeys, data, config: ExperimentConfig, method: Method
     say(line)
 
 
-def run_baselines(data: DistillationData, config: ExperimentConfig, *, say=print):
+def run_baselines(
+    data: DistillationData, config: ExperimentConfig, *, say: Callable[..., object] = print
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Fit every method of ``config.methods``'s plan; returns ``(rows, artifacts)``.
 
     ``artifacts`` holds, per Bayesian method, its posterior and per-example summary on the test

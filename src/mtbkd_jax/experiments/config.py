@@ -65,7 +65,7 @@ class ExperimentConfig:
     learning_rate: float = 1e-2
     bayes: str = "nuts"  # or "sgld"
     num_warmup: int = 300
-    num_samples: int = 300
+    num_draws: int = 300
     num_chains: int = 2
     sgld_batch_size: int = 64
     sgld_epochs: int = 80
@@ -75,7 +75,7 @@ class ExperimentConfig:
     chain_starts: str = "map"
     progress_bar: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from mtbkd_jax.experiments.methods import METHOD_PLANS
 
         for name, allowed in (
@@ -95,7 +95,7 @@ class ExperimentConfig:
             seed=seed,
             map_steps=100,
             num_warmup=10,
-            num_samples=10,
+            num_draws=10,
             num_chains=1,
             sgld_epochs=2,
             sgld_draws_per_epoch=2,

@@ -8,8 +8,11 @@ The data live outside the package (``--data PATH``, ``MTBKD_DEEPLOC_DIR`` or
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -18,6 +21,10 @@ from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
 from mtbkd_jax.experiments.report import write_report
+
+if TYPE_CHECKING:
+    from mtbkd_jax.datasets.data import DistillationData
+    from mtbkd_jax.datasets.deeploc import DeepLocData
 
 __all__ = ["DeepLocConfig", "deeploc_problem", "run_deeploc"]
 
@@ -45,7 +52,9 @@ class DeepLocConfig(ExperimentConfig):
         )
 
 
-def deeploc_problem(data_path=None):
+def deeploc_problem(
+    data_path: str | os.PathLike[str] | None = None,
+) -> tuple[DistillationData, DeepLocData]:
     """The problem (:meth:`DeepLocData.distillation_data`) and the DeepLoc data it comes
     from."""
     from mtbkd_jax.datasets.deeploc import load_deeploc
@@ -54,7 +63,7 @@ def deeploc_problem(data_path=None):
     return data.distillation_data(), data
 
 
-def _multilocation_rows(artifacts):
+def _multilocation_rows(artifacts: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean deviance of single- (test) vs multi-location proteins, per Bayesian method."""
     rows = []
     for method, extra in artifacts["extra"].items():
@@ -74,7 +83,7 @@ def _multilocation_rows(artifacts):
     return rows
 
 
-def _table(rows) -> str:
+def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     keys = ["method", "median_md_single", "median_md_multi", "auc_multi_vs_single", "mannwhitney_p"]
     lines = ["| " + " | ".join(keys) + " |", "| --- |" + " ---: |" * (len(keys) - 1)]
     for r in rows:
@@ -84,7 +93,9 @@ def _table(rows) -> str:
     return "\n".join(lines)
 
 
-def _deviance_figure(out: Path, data, artifacts) -> None:
+def _deviance_figure(
+    out: Path, data: DeepLocData, artifacts: Mapping[str, Mapping[str, Any]]
+) -> None:
     from mtbkd_jax.plots import deviance_by_group
 
     groups = {"single-location (test)": artifacts["summaries"][MAIN]["mean_deviance"]}
@@ -99,8 +110,14 @@ def _deviance_figure(out: Path, data, artifacts) -> None:
 
 
 def run_deeploc(
-    out_dir, *, smoke: bool = False, seed: int = 0, data_path=None, say=print, config=None
-):
+    out_dir: str | os.PathLike[str],
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    data_path: str | os.PathLike[str] | None = None,
+    say: Callable[..., object] = print,
+    config: ExperimentConfig | None = None,
+) -> list[dict[str, Any]]:
     """Run the experiment (``config``: default ``DeepLocConfig.for_run(smoke=, seed=)``) and
     write its outputs, ``multilocation.json`` included; returns the rows."""
     config = config or DeepLocConfig.for_run(smoke=smoke, seed=seed)

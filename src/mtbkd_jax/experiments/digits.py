@@ -7,7 +7,10 @@ chooses its prior settings by validation NLL.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mtbkd_jax.datasets import DistillationData, load_digits_distillation
 from mtbkd_jax.experiments.baselines import run_baselines
@@ -37,7 +40,14 @@ def digits_problem(seed: int = 0) -> DistillationData:
     )
 
 
-def run_digits(out_dir, *, smoke: bool = False, seed: int = 0, say=print, config=None):
+def run_digits(
+    out_dir: str | os.PathLike[str],
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    say: Callable[..., object] = print,
+    config: ExperimentConfig | None = None,
+) -> list[dict[str, Any]]:
     """Run the experiment (``config``: default ``DigitsConfig.for_run(smoke=, seed=)``) and
     write its outputs into ``out_dir``; returns the rows."""
     config = config or DigitsConfig.for_run(smoke=smoke, seed=seed)

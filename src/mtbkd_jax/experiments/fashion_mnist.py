@@ -10,16 +10,19 @@ absent. The teachers' logits are cached under ``$MTBKD_FASHION_MNIST_CACHE`` (de
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.report import write_report
 
 if TYPE_CHECKING:
-    from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings
+    from mtbkd_jax.datasets.data import DistillationData
+    from mtbkd_jax.datasets.fashion_mnist_teachers import FashionMNISTTeachers, TeacherSettings
 
 __all__ = ["FashionMNISTConfig", "fashion_mnist_problem", "run_fashion_mnist"]
 
@@ -64,7 +67,13 @@ class FashionMNISTConfig(ExperimentConfig):
         )
 
 
-def fashion_mnist_problem(data_path=None, *, config=None, cache_dir=None, say=print):
+def fashion_mnist_problem(
+    data_path: str | os.PathLike[str] | None = None,
+    *,
+    config: FashionMNISTConfig | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    say: Callable[..., object] = print,
+) -> tuple[DistillationData, FashionMNISTTeachers]:
     """The problem and the teachers' record (training time, accuracy, cache)."""
     from mtbkd_jax.datasets.fashion_mnist import load_fashion_mnist_distillation
 
@@ -82,15 +91,15 @@ def fashion_mnist_problem(data_path=None, *, config=None, cache_dir=None, say=pr
 
 
 def run_fashion_mnist(
-    out_dir,
+    out_dir: str | os.PathLike[str],
     *,
     smoke: bool = False,
     seed: int = 0,
-    data_path=None,
-    cache_dir=None,
-    say=print,
-    config=None,
-):
+    data_path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    say: Callable[..., object] = print,
+    config: FashionMNISTConfig | None = None,
+) -> list[dict[str, Any]]:
     """Run the experiment (``config``: default ``FashionMNISTConfig.for_run(smoke=, seed=)``)
     and write metrics.json, table.md, teachers.json and figures; returns the rows."""
     config = config or FashionMNISTConfig.for_run(smoke=smoke, seed=seed)

@@ -3,7 +3,8 @@ or not) and its posterior, sampled from that MAP."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flax import nnx
@@ -17,6 +18,12 @@ from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.students import MLP, Student
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.tuning import coordinate_search
+
+if TYPE_CHECKING:
+    import jax
+
+    from mtbkd_jax.infer import Posterior
+    from mtbkd_jax.tuning import SearchResult
 
 __all__ = [
     "build_model",
@@ -45,7 +52,13 @@ def default_settings(config: ExperimentConfig) -> dict:
     }
 
 
-def build_model(data, config, teachers: TeacherBank | None, weight_rule="paper", settings=None):
+def build_model(
+    data: DistillationData,
+    config: ExperimentConfig,
+    teachers: TeacherBank | None,
+    weight_rule: str | np.ndarray | jax.Array = "paper",
+    settings: Mapping[str, Any] | None = None,
+) -> MTBKDModel:
     """The method's :class:`MTBKDModel` under ``settings`` (σ0, λ, β; default: the config's)."""
     settings = settings or default_settings(config)
     student = build_student(data, config)
@@ -61,18 +74,25 @@ def build_model(data, config, teachers: TeacherBank | None, weight_rule="paper",
     )
 
 
-def settings_label(settings, teachers) -> str:
+def settings_label(settings: Mapping[str, Any], teachers: TeacherBank | None) -> str:
     label = f"σ0={settings['prior_scale']:g}"
     if teachers is not None:
         label += f" λ={settings['concentration']:g} β={settings['prior_power']:g}"
     return label
 
 
-def _model_kwargs(data, model) -> dict:
+def _model_kwargs(data: DistillationData, model: MTBKDModel) -> dict:
     return {} if model.teachers is None else {"prior_inputs": data.prior_inputs}
 
 
-def fit_map(key, data: DistillationData, config: ExperimentConfig, model, *, progress_bar=False):
+def fit_map(
+    key: jax.Array,
+    data: DistillationData,
+    config: ExperimentConfig,
+    model: MTBKDModel,
+    *,
+    progress_bar: bool = False,
+) -> Posterior:
     return run_map(
         key,
         model,
@@ -85,16 +105,24 @@ def fit_map(key, data: DistillationData, config: ExperimentConfig, model, *, pro
     )
 
 
-def tuned_map(key, data: DistillationData, config: ExperimentConfig, teachers, weight_rule):
+def tuned_map(
+    key: jax.Array,
+    data: DistillationData,
+    config: ExperimentConfig,
+    teachers: TeacherBank | None,
+    weight_rule: str | np.ndarray | jax.Array,
+) -> tuple[Posterior, MTBKDModel, SearchResult]:
     """The MAP under the settings with the lowest validation NLL; returns
     ``(mode, model, search_result)``."""
-    fits = {}
+    fits: dict[tuple[tuple[str, Any], ...], tuple[Posterior, MTBKDModel]] = {}
 
-    def fit(settings):
+    def fit(settings: dict[str, Any]) -> float:
         model = build_model(data, config, teachers, weight_rule, settings)
         mode = fit_map(key, data, config, model)
         fits[tuple(sorted(settings.items()))] = (mode, model)
-        probs = np.asarray(mode.predict(data.x_validation))[0]
+        # tuning needs a validation split (run_baselines checks data.has_validation first)
+        x_validation = cast("np.ndarray", data.x_validation)
+        probs = np.asarray(mode.predict(x_validation))[0]
         return negative_log_likelihood(probs, np.asarray(data.y_validation))
 
     grid = {"prior_scale": config.prior_scale_grid}
@@ -105,7 +133,14 @@ def tuned_map(key, data: DistillationData, config: ExperimentConfig, teachers, w
     return mode, model, result
 
 
-def fit_posterior(key, data, config: ExperimentConfig, model, mode, start_keys=()):
+def fit_posterior(
+    key: jax.Array,
+    data: DistillationData,
+    config: ExperimentConfig,
+    model: MTBKDModel,
+    mode: Posterior,
+    start_keys: Sequence[jax.Array] = (),
+) -> Posterior:
     """The posterior by ``config.bayes``, chain 0 started at ``mode``; with ``start_keys``
     (``chain_starts="maps"``), chain ``c`` at the MAP fitted from ``start_keys[c - 1]``."""
     start = {k: v[0, 0] for k, v in mode.draws.items()}
@@ -126,7 +161,7 @@ def fit_posterior(key, data, config: ExperimentConfig, model, mode, start_keys=(
             data.x_train,
             data.y_train,
             num_warmup=config.num_warmup,
-            num_samples=config.num_samples,
+            num_draws=config.num_draws,
             **common,
         )
     return run_sgmcmc(

@@ -4,11 +4,19 @@ markdown table, the MT-BKD posterior and figures."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtbkd_jax.experiments.methods import MAIN
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from mtbkd_jax.datasets.data import DistillationData
 
 __all__ = ["markdown_table", "write_report"]
 
@@ -26,7 +34,7 @@ _COLUMNS = [
 ]
 
 
-def markdown_table(rows) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of the rows (columns present in any row)."""
     columns = [(k, title) for k, title in _COLUMNS if any(k in r for r in rows)]
     lines = [
@@ -49,7 +57,15 @@ def markdown_table(rows) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir, data, rows, artifacts, *, extra_rows=None, groups=None):
+def write_report(
+    out_dir: str | os.PathLike[str],
+    data: DistillationData,
+    rows: Sequence[Mapping[str, Any]],
+    artifacts: Mapping[str, Mapping[str, Any]],
+    *,
+    extra_rows: Sequence[Mapping[str, Any]] | None = None,
+    groups: Mapping[str, ArrayLike] | None = None,
+) -> Path:
     """Write metrics.json, table.md, posterior.nc and the figures into ``out_dir``.
 
     ``data`` is the run's :class:`~mtbkd_jax.datasets.DistillationData` and ``rows`` and

@@ -7,8 +7,11 @@ teachers, each expert on one sector of the plane. Every baseline is run on each 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mtbkd_jax.datasets import DistillationData, SyntheticData, make_synthetic
 from mtbkd_jax.experiments.baselines import run_baselines
@@ -34,7 +37,7 @@ class SyntheticConfig(ExperimentConfig):
     every method tuned on validation. The smoke run: the first case, 440 examples."""
 
     num_warmup: int = 400
-    num_samples: int = 500
+    num_draws: int = 500
     tune: bool = True
     prior_scale_grid: tuple = (0.3, 1.0, 3.0, 10.0)
     cases: tuple = CASES
@@ -46,7 +49,7 @@ class SyntheticConfig(ExperimentConfig):
             seed=seed,
             map_steps=50,
             num_warmup=5,
-            num_samples=5,
+            num_draws=5,
             num_chains=1,
             cases=CASES[:1],
             num_examples=440,
@@ -62,7 +65,9 @@ def synthetic_problem(
     return data.distillation_data(), data
 
 
-def _run_case(out: Path, kind, num_classes, config: SyntheticConfig, say):
+def _run_case(
+    out: Path, kind: str, num_classes: int, config: SyntheticConfig, say: Callable[..., object]
+) -> tuple[list[dict[str, Any]], str]:
     """Run one case into ``out / KIND_C``; returns its rows and its part of table.md."""
     data, synthetic = synthetic_problem(
         kind, num_classes, num_examples=config.num_examples, seed=config.seed
@@ -88,7 +93,14 @@ def _run_case(out: Path, kind, num_classes, config: SyntheticConfig, say):
     return rows, table
 
 
-def run_synthetic(out_dir, *, smoke: bool = False, seed: int = 0, say=print, config=None):
+def run_synthetic(
+    out_dir: str | os.PathLike[str],
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    say: Callable[..., object] = print,
+    config: SyntheticConfig | None = None,
+) -> list[dict[str, Any]]:
     """Run every case of ``config`` (default ``SyntheticConfig.for_run(smoke=, seed=)``); write
     one folder per case and a combined metrics.json / table.md."""
     config = config or SyntheticConfig.for_run(smoke=smoke, seed=seed)
@@ -104,7 +116,7 @@ def run_synthetic(out_dir, *, smoke: bool = False, seed: int = 0, say=print, con
     return all_rows
 
 
-def _breakdown_table(rows) -> str:
+def _breakdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| true p | pairs | coverage | truth below | truth above |", "| --- |" + " ---: |" * 4]
     for k, r in enumerate(rows):
         close = "]" if k == len(rows) - 1 and r["high"] == 1.0 else ")"
@@ -115,7 +127,9 @@ def _breakdown_table(rows) -> str:
     return "\n".join(lines)
 
 
-def coverage_breakdown(out_dir, *, seed: int = 0, num_examples: int = 2200) -> dict:
+def coverage_breakdown(
+    out_dir: str | os.PathLike[str], *, seed: int = 0, num_examples: int = 2200
+) -> dict:
     """Coverage by true probability of the MT-BKD posteriors a finished run saved
     (``OUT/CASE/posterior.nc``); regenerates each case's test data from ``seed``."""
     from mtbkd_jax.experiments.fit import build_student

@@ -11,6 +11,8 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
 * :class:`SGMCMC`: a kernel for ``numpyro.infer.MCMC``.
 """
 
+from __future__ import annotations
+
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._driver import SamplerDivergedError
 from mtbkd_jax.infer.checkpoint import CheckpointError

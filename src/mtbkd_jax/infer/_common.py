@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +13,13 @@ from mtbkd_jax._checks import as_input_batch, as_labels, require_finite
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.students import Student
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def _features(model, inputs, name: str) -> jax.Array:
+PyTree = Any  # a JAX pytree: nested dicts, tuples and NamedTuples of arrays
+
+
+def _features(model: Callable[..., Any], inputs: ArrayLike, name: str) -> jax.Array:
     """Apply the model's frozen feature extractor to the raw inputs (integer token ids are
     fine), or cast the inputs to float32; then check the result is finite.
 
@@ -41,7 +49,12 @@ def _all_finite(array: jax.Array) -> jax.Array:
     return jnp.isfinite(array).all()
 
 
-def prepare_data(model, inputs, labels, model_kwargs):
+def prepare_data(
+    model: Callable[..., Any],
+    inputs: ArrayLike,
+    labels: ArrayLike | None,
+    model_kwargs: Mapping[str, Any] | None,
+) -> tuple[jax.Array, jax.Array | None, dict[str, Any]]:
     """Validate and featurize the model's data; returns (features, labels, model_kwargs).
 
     Labels are required for the canonical model (its ``y`` would otherwise be a discrete latent
@@ -79,11 +92,11 @@ def prepare_data(model, inputs, labels, model_kwargs):
     return features, labels, kwargs
 
 
-def _requires_labels(model) -> bool:
+def _requires_labels(model: Callable[..., Any]) -> bool:
     return callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student")
 
 
-def is_array_tree(value) -> bool:
+def is_array_tree(value: object) -> bool:
     """Whether a keyword argument is data (a pytree of arrays, passed through ``jit`` as an
     argument) rather than a static setting."""
     leaves = jax.tree.leaves(value)
@@ -91,8 +104,11 @@ def is_array_tree(value) -> bool:
 
 
 def check_init_params(
-    init_params, expected: dict, argument: str = "init_params", derived: tuple = ()
-) -> dict:
+    init_params: object,
+    expected: Mapping[str, tuple[int, ...]],
+    argument: str = "init_params",
+    derived: tuple[str, ...] = (),
+) -> dict[str, jax.Array]:
     """Check one starting point (site -> array) against the model's latent sites.
 
     Raises a ``TypeError``/``ValueError`` naming ``argument`` for a non-dict, a misspelt or
@@ -143,7 +159,12 @@ def check_init_params(
     return out
 
 
-def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
+def nonfinite_sites(
+    model: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    point: Mapping[str, ArrayLike],
+) -> list[str]:
     """The sample sites (factors included) whose log density is NaN or infinite when the
     model's latent sites take the constrained values ``point``: what to tell a user whose
     sampler cannot start, instead of blaming the step size. (Called on failure paths only.)"""
@@ -152,7 +173,9 @@ def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
     arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
 
-    def log_densities(point, args, arrays):
+    def log_densities(
+        point: Mapping[str, ArrayLike], args: tuple[Any, ...], arrays: dict[str, Any]
+    ) -> dict[str, jax.Array]:
         conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
         trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
         return {
@@ -166,17 +189,17 @@ def nonfinite_sites(model, args: tuple, kwargs: dict, point: dict) -> list[str]:
 
 
 def make_posterior(
-    model,
-    samples,
+    model: Callable[..., Any],
+    samples: Mapping[str, ArrayLike],
     *,
-    method,
-    sample_stats=None,
-    losses=None,
-    labels=None,
-    features=None,
-    settings=None,
-    logits_fn=None,
-    model_kwargs=None,
+    method: str,
+    sample_stats: Mapping[str, ArrayLike] | None = None,
+    losses: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
+    features: ArrayLike | None = None,
+    settings: Mapping[str, Any] | None = None,
+    logits_fn: Callable[..., Any] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> Posterior:
     """Package draws (site -> (chains, draws, ...)) with the model and its data.
 

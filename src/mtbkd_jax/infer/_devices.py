@@ -15,6 +15,8 @@ holds its own copy of the data (on a CPU, in the same host memory).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -30,7 +32,7 @@ class ChainPlacement:
         devices: the devices to use (default ``jax.local_devices()``).
     """
 
-    def __init__(self, num_chains: int, devices=None):
+    def __init__(self, num_chains: int, devices: Sequence[jax.Device] | None = None) -> None:
         devices = list(jax.local_devices() if devices is None else devices)
         usable = [d for d in range(1, len(devices) + 1) if num_chains % d == 0]
         self.num_devices = max(usable)
@@ -40,13 +42,13 @@ class ChainPlacement:
             else None
         )
 
-    def chains(self, tree):
+    def chains[T](self, tree: T) -> T:
         """Arrays with a leading chain axis, sharded along it (unchanged on one device)."""
         if self.mesh is None:
             return tree
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec("chain")))
 
-    def replicated(self, tree):
+    def replicated[T](self, tree: T) -> T:
         """Arrays every chain reads (the data), one copy per device (unchanged on one device)."""
         if self.mesh is None:
             return tree

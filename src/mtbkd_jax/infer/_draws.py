@@ -10,13 +10,17 @@ streamed predictive when it was accumulated.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax.infer._common import make_posterior
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer.posterior import Posterior
 
 __all__ = ["Draws", "StreamedPredictive", "select_draws", "package_posterior"]
 
@@ -64,7 +68,7 @@ class StreamedPredictive(NamedTuple):
             jnp.zeros((num_chains,)),
         )
 
-    def update(self, logits: jax.Array, valid) -> StreamedPredictive:
+    def update(self, logits: jax.Array, valid: jax.Array) -> StreamedPredictive:
         """Add one draw's predictions (one chain) when ``valid``."""
         probs = jax.nn.softmax(logits, axis=-1)
         deviance = -2.0 * jax.scipy.special.xlogy(probs, probs).sum(-1)
@@ -83,7 +87,9 @@ class StreamedPredictive(NamedTuple):
         }
 
 
-def select_draws(observed: dict, position, keep_draws: bool, constrain: Callable):
+def select_draws(
+    observed: dict, position: PyTree, keep_draws: bool, constrain: Callable
+) -> tuple[Draws, bool]:
     """A chunk's valid draws as host arrays, and whether every chain is finite.
 
     ``observed`` holds the kept steps' ``valid`` and ``step_size`` (and ``position`` when
@@ -107,9 +113,11 @@ def select_draws(observed: dict, position, keep_draws: bool, constrain: Callable
 
 
 def package_posterior(
-    model, draws: Draws | None, position, stream, *, constrain, labels, features, logits_fn,
-    method, settings, model_kwargs,
-):  # fmt: skip
+    model: Callable, draws: Draws | None, position: PyTree, stream: StreamedPredictive | None,
+    *, constrain: Callable, labels: jax.Array | None, features: jax.Array | None,
+    logits_fn: Callable | None, method: str, settings: dict[str, Any],
+    model_kwargs: dict[str, Any] | None,
+) -> Posterior:  # fmt: skip
     """The run's :class:`Posterior`: the kept draws (or, without them, each chain's last
     state) and the streamed predictive."""
     sites = {} if draws is None else draws.sites

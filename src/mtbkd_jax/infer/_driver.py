@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +26,20 @@ from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.warm_start import minibatch_optimize
 
+if TYPE_CHECKING:
+    import optax
+    from tqdm.auto import tqdm
+
+    from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer.checkpoint import Checkpoint
+
 __all__ = ["Carry", "SamplerRun", "SamplerDivergedError"]
 
 
 class SamplerDivergedError(FloatingPointError):
     """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far."""
 
-    def __init__(self, message: str, posterior: Posterior | None):
+    def __init__(self, message: str, posterior: Posterior | None) -> None:
         super().__init__(message)
         self.posterior = posterior
 
@@ -67,7 +74,7 @@ class SamplerRun:
     chunk_seconds: list = field(default_factory=list)
 
     # ------------------------------------------------------------------ the device program
-    def _initial_carry(self, position) -> Carry:
+    def _initial_carry(self, position: PyTree) -> Carry:
         kernel = jax.vmap(self.make_kernel(self.estimator).init)(position)
         stream = None
         if self.predict is not None:
@@ -91,14 +98,29 @@ class SamplerRun:
             settings.partial_last_batch,
         )
 
-        def run_epochs(carry, chain_key, keep_key, epochs, orders, estimator, predict):
+        def run_epochs(
+            carry: Carry,
+            chain_key: jax.Array,
+            keep_key: jax.Array,
+            epochs: jax.Array,
+            orders: dict[str, jax.Array],
+            estimator: GradientEstimator,
+            predict: jax.Array | None,
+        ) -> tuple[Carry, dict[str, Any]]:
             kernel = self.make_kernel(estimator)
 
-            def step(key, carry, batch, global_step):
+            def step(
+                key: jax.Array,
+                carry: Carry,
+                batch: dict[str, jax.Array],
+                global_step: jax.Array | int,
+            ) -> tuple[Carry, PyTree]:
                 state, info = kernel.step(key, carry.kernel, batch, schedule(global_step))
                 return carry._replace(kernel=state), info
 
-            def observe(carry, info, epoch):
+            def observe(
+                carry: Carry, info: PyTree, epoch: jax.Array
+            ) -> tuple[Carry, dict[str, Any]]:
                 exploring = getattr(info, "exploring", jnp.zeros((), bool))
                 valid = (epoch >= settings.num_burnin_epochs) & ~exploring
                 position = carry.kernel.position
@@ -120,7 +142,15 @@ class SamplerRun:
         return jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, None, 0, None, None)))
 
     # ------------------------------------------------------------------ the host loop
-    def resume_or_start(self, checkpoint, optimizer, warm_key, warm_epochs, chunk_epochs, bar):
+    def resume_or_start(
+        self,
+        checkpoint: Checkpoint | None,
+        optimizer: optax.GradientTransformation,
+        warm_key: jax.Array,
+        warm_epochs: int,
+        chunk_epochs: int,
+        bar: tqdm,
+    ) -> tuple[Carry, Draws | None, int]:
         """``(carry, draws, first epoch)``: from the checkpoint when there is one, else after
         the warm start."""
         like = self._initial_carry(self.start)
@@ -144,7 +174,15 @@ class SamplerRun:
         )
         return self._initial_carry(position), None, 0
 
-    def sample(self, carry, draws, first_epoch, chunk_epochs, checkpoint, bar) -> Posterior:
+    def sample(
+        self,
+        carry: Carry,
+        draws: Draws | None,
+        first_epoch: int,
+        chunk_epochs: int,
+        checkpoint: Checkpoint | None,
+        bar: tqdm,
+    ) -> Posterior:
         """Chunks of epochs from ``first_epoch`` to the end; the posterior."""
         run_chunk = self._chunk_program()
         constrain = jax.jit(jax.vmap(jax.vmap(self.estimator.constrain)))
@@ -186,7 +224,15 @@ class SamplerRun:
                 checkpoint.wait(raise_error=False)  # never leave a write half done
         return self._package(draws, carry, constrain, started)
 
-    def _diverged(self, epoch, stop, draws, carry, constrain, started) -> SamplerDivergedError:
+    def _diverged(
+        self,
+        epoch: int,
+        stop: int,
+        draws: Draws | None,
+        carry: Carry,
+        constrain: Callable,
+        started: float,
+    ) -> SamplerDivergedError:
         cause = divergence_cause(self.model, self.estimator, self.start)
         return SamplerDivergedError(
             f"{self.settings.sampler}: a chain reached a non-finite state in epochs "
@@ -194,7 +240,9 @@ class SamplerRun:
             self._package(draws, carry, constrain, started),
         )
 
-    def _package(self, draws, carry, constrain, started) -> Posterior:
+    def _package(
+        self, draws: Draws | None, carry: Carry, constrain: Callable, started: float
+    ) -> Posterior:
         timings = SGMCMCTimings(
             sampling_seconds=time.perf_counter() - started,
             steps_per_epoch=self.plan.steps_per_epoch,

@@ -15,27 +15,46 @@ A step is ``step_fn(rng_key, state, minibatch, global_step) -> (state, info)``: 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from mtbkd_jax.infer.minibatch import PlateSpec
 
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
+
+    # step_fn(rng_key, state, minibatch, global_step) -> (state, info)
+    StepFn = Callable[[jax.Array, Any, dict[str, jax.Array], Any], tuple[Any, Any]]
+    # observe(state, info, epoch) -> (state, out)
+    ObserveFn = Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+
 __all__ = ["EpochLoop", "keep_positions", "epoch_noise_key"]
 
 _NOISE = 1  # noise keys fold in 1 (0 tagged the former on-device permutations)
 
 
-def batch_at(permutations: dict, plates, step_in_epoch) -> dict:
+def batch_at(
+    permutations: Mapping[str, jax.Array],
+    plates: Sequence[PlateSpec],
+    step_in_epoch: jax.Array | int,
+) -> dict[str, jax.Array]:
     return {p.name: p.indices(permutations[p.name], step_in_epoch) for p in plates}
 
 
-def epoch_noise_key(chain_key, epoch):
+def epoch_noise_key(chain_key: jax.Array, epoch: jax.Array | int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(chain_key, _NOISE), epoch)
 
 
-def keep_positions(keep_key, epoch, steps_per_epoch: int, draws_per_epoch: int, random: bool):
+def keep_positions(
+    keep_key: jax.Array,
+    epoch: jax.Array | int,
+    steps_per_epoch: int,
+    draws_per_epoch: int,
+    random: bool,
+) -> jax.Array:
     """Sorted step indices (draws_per_epoch,) kept in this epoch, the same for every chain."""
     if random:
         key = jax.random.fold_in(keep_key, epoch)
@@ -64,7 +83,7 @@ class EpochLoop:
         draws_per_epoch: int = 0,
         random_draws: bool = False,
         partial_last_batch: bool = False,
-    ):
+    ) -> None:
         self.plates = tuple(plates)
         self.steps_per_epoch = int(steps_per_epoch)
         self.draws_per_epoch = int(draws_per_epoch)
@@ -81,10 +100,19 @@ class EpochLoop:
         if self.steps_per_epoch != expected:
             raise ValueError(f"steps_per_epoch must be {expected}, got {self.steps_per_epoch}")
 
-    def _advance(self, step_fn, carry, noise_key, epoch, permutations, start, stop):
+    def _advance(
+        self,
+        step_fn: StepFn,
+        carry: tuple[PyTree, PyTree],
+        noise_key: jax.Array,
+        epoch: jax.Array,
+        permutations: Mapping[str, jax.Array],
+        start: jax.Array | int,
+        stop: jax.Array | int,
+    ) -> tuple[PyTree, PyTree]:
         """Steps ``start .. stop - 1`` of an epoch; ``carry`` is ``(state, last info)``."""
 
-        def body(i, carry):
+        def body(i: jax.Array, carry: tuple[PyTree, PyTree]) -> tuple[PyTree, PyTree]:
             batch = batch_at(permutations, self.plates, i)
             key = jax.random.fold_in(noise_key, i)  # the step's noise key
             return step_fn(key, carry[0], batch, epoch * self.steps_per_epoch + i)
@@ -94,7 +122,7 @@ class EpochLoop:
         carry = jax.lax.fori_loop(start, jnp.minimum(stop, self.full_steps), body, carry)
         last = self.full_steps
 
-        def partial_step(carry):
+        def partial_step(carry: tuple[PyTree, PyTree]) -> tuple[PyTree, PyTree]:
             plate = self.plates[0]
             batch = {plate.name: permutations[plate.name][last * plate.batch_size :]}
             key = jax.random.fold_in(noise_key, last)
@@ -106,8 +134,16 @@ class EpochLoop:
         return jax.lax.cond(covers_last, partial_step, lambda carry: carry, carry)
 
     def run(
-        self, step_fn: Callable, state, info, chain_key, keep_key, epochs, orders, observe=None
-    ):
+        self,
+        step_fn: StepFn,
+        state: PyTree,
+        info: PyTree,
+        chain_key: jax.Array,
+        keep_key: jax.Array,
+        epochs: jax.Array,
+        orders: Mapping[str, jax.Array],
+        observe: ObserveFn | None = None,
+    ) -> tuple[PyTree, PyTree]:
         """Run ``epochs`` (an int array) for one chain, visiting each plate in
         ``orders[plate name][e]`` in epoch ``epochs[e]``. ``info`` is a placeholder of the
         step's info (its shapes). At every kept step ``observe(state, info, epoch) -> (state,
@@ -121,7 +157,9 @@ class EpochLoop:
                 )
             )(epochs)
 
-        def epoch_fn(state, xs):
+        def epoch_fn(
+            state: PyTree, xs: tuple[jax.Array, Mapping[str, jax.Array], Any]
+        ) -> tuple[PyTree, PyTree]:
             epoch, permutations, kept = xs
             noise_key = epoch_noise_key(chain_key, epoch)
             advance = lambda carry, start, stop: self._advance(  # noqa: E731
@@ -132,8 +170,11 @@ class EpochLoop:
                 return state, None
             starts = jnp.concatenate([jnp.zeros(1, kept.dtype), kept[:-1] + 1])
 
-            def segment(state, bounds):
+            def segment(
+                state: PyTree, bounds: tuple[jax.Array, jax.Array]
+            ) -> tuple[PyTree, PyTree]:
                 state, last_info = advance((state, info), *bounds)
+                assert observe is not None  # kept draws need it (trace time only)
                 return observe(state, last_info, epoch)
 
             state, observed = jax.lax.scan(segment, state, (starts, kept + 1))

@@ -34,7 +34,7 @@ _BLOCK_INDICES = 1 << 18  # a block holds up to 1 MB of indices per chain (at le
 _MAX_BLOCK_EPOCHS = 64
 
 
-def key_words(keys) -> np.ndarray:
+def key_words(keys: jax.Array | np.ndarray) -> np.ndarray:
     """The raw uint32 words of a stack of JAX keys (typed or legacy), shape (num_keys, words)."""
     keys = jax.numpy.asarray(keys)
     typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
@@ -60,7 +60,9 @@ class EpochOrders:
     sampler holds one chunk's orders on the host (the next chunk's) and one on the device.
     """
 
-    def __init__(self, chain_keys, plates: tuple[PlateSpec, ...], purpose: int = SAMPLING):
+    def __init__(
+        self, chain_keys: jax.Array, plates: tuple[PlateSpec, ...], purpose: int = SAMPLING
+    ) -> None:
         self.words = key_words(chain_keys)
         self.plates = tuple(plates)
         self.purpose = int(purpose)

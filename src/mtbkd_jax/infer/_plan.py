@@ -5,6 +5,7 @@ it will keep, and the run's fingerprint."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,9 @@ from mtbkd_jax.infer.fingerprint import (
     tree_digest,
 )
 from mtbkd_jax.infer.gradients import MinibatchPlan
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = [
     "SAMPLERS",
@@ -93,7 +97,13 @@ def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:
         )
 
 
-def step_schedules(sampler, step_size, total_steps, num_cycles, exploration_fraction):
+def step_schedules(
+    sampler: str,
+    step_size: float | Callable,
+    total_steps: int,
+    num_cycles: int,
+    exploration_fraction: float,
+) -> tuple[Callable, Callable, int]:
     """``(schedule, exploring, cycle_length)``: step -> the step size handed to the kernel
     (cyclical SGLD's peak, which its kernel shapes into cosine cycles), step -> in cyclical
     exploration, and the cycle's length in steps."""
@@ -107,8 +117,14 @@ def step_schedules(sampler, step_size, total_steps, num_cycles, exploration_frac
 
 
 def count_valid_draws(
-    keep_key, exploring, plan, first_epoch, total_epochs, draws_per_epoch, random
-):
+    keep_key: jax.Array,
+    exploring: Callable,
+    plan: MinibatchPlan,
+    first_epoch: int,
+    total_epochs: int,
+    draws_per_epoch: int,
+    random: bool,
+) -> int:
     """How many draws per chain the run will keep (after burn-in, outside exploration)."""
     steps = plan.steps_per_epoch
     epochs = jnp.arange(first_epoch, total_epochs)
@@ -118,15 +134,15 @@ def count_valid_draws(
 
 
 def check_cyclical_draws(
-    keep_key,
-    exploring,
-    plan,
-    first_epoch,
-    total_epochs,
-    draws_per_epoch,
-    random,
-    num_cycles,
-    exploration_fraction,
+    keep_key: jax.Array,
+    exploring: Callable,
+    plan: MinibatchPlan,
+    first_epoch: int,
+    total_epochs: int,
+    draws_per_epoch: int,
+    random: bool,
+    num_cycles: int,
+    exploration_fraction: float,
 ) -> None:
     """Refuse a cyclical-SGLD setting that would keep no draw at all."""
     kept = count_valid_draws(
@@ -141,7 +157,8 @@ def check_cyclical_draws(
         )
 
 
-def model_description(model, plan: MinibatchPlan, features) -> dict:
+# model: Any, as its optional methods (settings, constant_kwargs) are looked up by name
+def model_description(model: Any, plan: MinibatchPlan, features: jax.Array) -> dict:
     """The model's identity, settings, sites, constants and base prior (by value), for the
     fingerprint."""
     out = {
@@ -162,16 +179,16 @@ def model_description(model, plan: MinibatchPlan, features) -> dict:
 def fingerprint(
     *,
     settings: dict,
-    model,
+    model: Callable,
     plan: MinibatchPlan,
-    rng_key,
-    features,
-    labels,
-    predict,
-    init_params,
+    rng_key: jax.Array,
+    features: jax.Array,
+    labels: jax.Array | None,
+    predict: jax.Array | None,
+    init_params: dict[str, Any] | None,
     schedule: Callable,
     total_steps: int,
-    warm_start_optimizer,
+    warm_start_optimizer: optax.GradientTransformation | None,
     warm_start_steps: int,
     probe: dict,
 ) -> RunFingerprint:

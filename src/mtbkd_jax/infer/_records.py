@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer.minibatch import PlateSpec
 
 __all__ = ["SGMCMCSettings", "SGMCMCTimings"]
 
@@ -32,7 +37,7 @@ class SGMCMCSettings:
     sampler_options: dict = field(default_factory=dict)
 
     @classmethod
-    def from_arguments(cls, arguments: dict, plates) -> SGMCMCSettings:
+    def from_arguments(cls, arguments: dict, plates: Sequence[PlateSpec]) -> SGMCMCSettings:
         """From ``run_sgmcmc``'s checked arguments and the model's subsampled plates."""
         a = arguments
         cyclical = a["sampler"] == "cyclical_sgld"

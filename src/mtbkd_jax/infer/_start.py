@@ -9,6 +9,9 @@ step size too large. The run's fingerprint probes the model at chain 0's start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +19,20 @@ import numpy as np
 from mtbkd_jax.infer._common import check_init_params, nonfinite_sites
 from mtbkd_jax.infer.gradients import GradientEstimator
 
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer.gradients import MinibatchPlan
+
 __all__ = ["starting_positions", "probe", "divergence_cause"]
 
 
 def starting_positions(
-    model, estimator: GradientEstimator, plan, init_params, rng_key, num_chains
+    model: Callable,
+    estimator: GradientEstimator,
+    plan: MinibatchPlan,
+    init_params: dict | None,
+    rng_key: jax.Array,
+    num_chains: int,
 ) -> dict:
     """Unconstrained starting points with a leading chain axis."""
     if init_params is not None:
@@ -43,7 +55,12 @@ def starting_positions(
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
 
-def probe(estimator: GradientEstimator, start, logits_fn, predict) -> dict:
+def probe(
+    estimator: GradientEstimator,
+    start: PyTree,
+    logits_fn: Callable | None,
+    predict: jax.Array | None,
+) -> dict:
     """The model at chain 0's start, for the fingerprint (it sees constants a closure hides):
     its log density on minibatches covering every example of every plate, summed into at most
     64 groups of consecutive minibatches; its gradient norm on the first minibatch; and the
@@ -55,7 +72,7 @@ def probe(estimator: GradientEstimator, start, logits_fn, predict) -> dict:
     num_steps = max(-(-p.size // p.batch_size) for p in estimator.plates)
     orders = {p.name: jnp.arange(p.size) for p in estimator.plates}
 
-    def at(step):
+    def at(step: jax.Array) -> jax.Array:
         batch = {p.name: p.indices(orders[p.name], step) for p in estimator.plates}
         return estimator.logdensity(point, batch)
 
@@ -66,12 +83,13 @@ def probe(estimator: GradientEstimator, start, logits_fn, predict) -> dict:
         "gradient_norm_at_start": float(norm),
     }
     if predict is not None:
+        assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
         logits = logits_fn(estimator.constrain(point), predict[:8])
         out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
     return out
 
 
-def divergence_cause(model, estimator: GradientEstimator, start) -> str:
+def divergence_cause(model: Callable, estimator: GradientEstimator, start: PyTree) -> str:
     """Whether the model was already non-finite where the chains started (then the step size
     is not to blame), or the step size is the suspect."""
     point = estimator.constrain(jax.tree.map(lambda x: x[0], start))

@@ -28,12 +28,16 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from mtbkd_jax._paths import prepare_output_file
 from mtbkd_jax.infer.fingerprint import RunFingerprint
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["Checkpoint", "CheckpointError"]
 
@@ -48,7 +52,7 @@ class CheckpointError(ValueError):
         path: the checkpoint file.
     """
 
-    def __init__(self, path, problem: str):
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = Path(path)
         super().__init__(
             f"checkpoint {str(path)!r} cannot be resumed: {problem}. Delete it (and "
@@ -65,7 +69,7 @@ class Checkpoint:
             ``None`` at first, but must be set before :meth:`load` or :meth:`save`.
     """
 
-    def __init__(self, path, fingerprint: RunFingerprint | None):
+    def __init__(self, path: str | os.PathLike[str], fingerprint: RunFingerprint | None) -> None:
         self.path = _checked_path(path)
         self.draws_path = self.path.with_name(self.path.name + ".draws")
         self.fingerprint = fingerprint
@@ -82,7 +86,9 @@ class Checkpoint:
         if self.path.exists():
             self._read_state()
 
-    def load(self, like_state):
+    def load(
+        self, like_state: PyTree
+    ) -> tuple[PyTree, dict[str, np.ndarray], dict[str, Any]] | None:
         """The stored ``(state, collected, progress)``, or ``None`` when there is no checkpoint.
 
         ``like_state`` gives the state's structure; ``collected`` is name -> array, the chunks'
@@ -119,7 +125,7 @@ class Checkpoint:
         collected = self._read_draws()
         return state, collected, meta["progress"]
 
-    def _read_state(self):
+    def _read_state(self) -> tuple[dict[str, Any], list[np.ndarray]]:
         try:
             with open(self.path, "rb") as handle:
                 if handle.read(len(_MAGIC)) != _MAGIC:
@@ -174,14 +180,14 @@ class Checkpoint:
         return {k: np.concatenate(v, axis=1) for k, v in parts.items()}
 
     # ------------------------------------------------------------------ writing
-    def save_in_background(self, state, chunk: dict, progress: dict) -> None:
+    def save_in_background(self, state: PyTree, chunk: dict, progress: dict) -> None:
         """:meth:`save` on a thread of its own, so that the write overlaps the next chunk's
         compute. Writes stay in order: this first waits for the previous one (and re-raises
         its error). The state is copied to the host before the thread starts."""
         self.wait()
         host_state = jax.tree.map(np.asarray, state)
 
-        def write():
+        def write() -> None:
             try:
                 self.save(host_state, chunk, progress)
             except BaseException as error:  # re-raised by the next wait()
@@ -200,7 +206,7 @@ class Checkpoint:
             error, self._error = self._error, None
             raise error
 
-    def save(self, state, chunk: dict, progress: dict) -> None:
+    def save(self, state: PyTree, chunk: dict, progress: dict) -> None:
         """Append ``chunk`` (name -> array (chains, draws, ...)) and rewrite the state.
 
         Only the new draws are written; the state file, written last and atomically, commits
@@ -253,13 +259,13 @@ class Checkpoint:
         self._sites = sites
 
 
-def _read_exactly(handle, size: int) -> bytes:
+def _read_exactly(handle: IO[bytes], size: int) -> bytes:
     data = handle.read(size)
     if len(data) != size:
         raise EOFError(f"expected {size} bytes, found {len(data)}")
     return data
 
 
-def _checked_path(path) -> Path:
+def _checked_path(path: str | os.PathLike[str]) -> Path:
     """The checkpoint's path, its folder created and writable (checked before any compute)."""
     return prepare_output_file(path, "checkpoint_path")

@@ -10,7 +10,7 @@ no schedule from outside: ``step_size`` is the peak ``eta_0`` (a driver may stil
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,9 @@ import optax
 from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgld_update
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["CyclicalSGLDState", "CyclicalSGLDInfo", "init", "build_kernel", "cyclical_sgld"]
 
@@ -36,7 +39,7 @@ class CyclicalSGLDInfo(NamedTuple):
     exploring: jax.Array
 
 
-def init(position) -> CyclicalSGLDState:
+def init(position: PyTree) -> CyclicalSGLDState:
     return CyclicalSGLDState(position, jnp.zeros((), jnp.int32))
 
 
@@ -54,7 +57,12 @@ def build_kernel(
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
     cosine = optax.cosine_decay_schedule(1.0, cycle_length, alpha=0.0)
 
-    def step(rng_key, state: CyclicalSGLDState, minibatch, step_size):
+    def step(
+        rng_key: jax.Array,
+        state: CyclicalSGLDState,
+        minibatch: PyTree,
+        step_size: float | jax.Array,
+    ) -> tuple[CyclicalSGLDState, CyclicalSGLDInfo]:
         phase = jnp.mod(state.count, cycle_length)
         eta = cosine(phase) * step_size
         exploring = phase < exploration_fraction * cycle_length

@@ -25,10 +25,16 @@ import importlib.metadata
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import optax
+
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = [
     "RunFingerprint",
@@ -45,7 +51,7 @@ PROBE_RTOL = 1e-4
 _SLICE_BYTES = 1 << 26  # hash 64 MB at a time: a huge array never needs a full host copy
 
 
-def array_digest(array) -> str:
+def array_digest(array: np.ndarray | jax.Array) -> str:
     """BLAKE2b of an array's dtype, shape and bytes (hex, 32 characters).
 
     A device array is copied to the host one slice of its leading axis at a time.
@@ -66,7 +72,7 @@ def array_digest(array) -> str:
     return digest.hexdigest()
 
 
-def tree_digest(tree) -> str:
+def tree_digest(tree: PyTree) -> str:
     """A digest of a pytree: its structure and every leaf's :func:`array_digest`."""
     leaves, structure = jax.tree.flatten(tree)
     digest = hashlib.blake2b(digest_size=16)
@@ -89,7 +95,7 @@ def schedule_values(schedule: Callable, num_steps: int) -> str:
     return digest.hexdigest()
 
 
-def optimizer_digest(optimizer, num_steps: int = 3) -> str:
+def optimizer_digest(optimizer: optax.GradientTransformation, num_steps: int = 3) -> str:
     """An optax transformation's behaviour: its updates over ``num_steps`` steps (the warm
     start's own number, so that schedules inside the optimiser are seen at every step) on a
     fixed probe, hashed. The probe's gradients span six orders of magnitude (1e-3 to 1e3), so
@@ -99,7 +105,9 @@ def optimizer_digest(optimizer, num_steps: int = 3) -> str:
         "b": jnp.asarray(0.5, jnp.float32),
     }
 
-    def step(carry, index):
+    def step(
+        carry: tuple[PyTree, PyTree], index: jax.Array
+    ) -> tuple[tuple[PyTree, PyTree], PyTree]:
         params, state = carry
         scale = 10.0 ** (jnp.mod(index, 7).astype(jnp.float32) - 3.0)
         grads = jax.tree.map(lambda p: jnp.sin(p * (index + 1) + 0.3) * scale, params)
@@ -112,7 +120,7 @@ def optimizer_digest(optimizer, num_steps: int = 3) -> str:
     return tree_digest(updates)
 
 
-def static_value(value):
+def static_value(value: object) -> Any:
     """A JSON value for a static (non-array) argument, by value: plain values as they are,
     arrays and array trees by digest, functions by their module and qualified name (and a
     ``functools.partial`` with its arguments), never a ``repr`` holding a memory address."""
@@ -153,7 +161,7 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _plain(value):
+def _plain(value: object) -> Any:
     """JSON-friendly form: tuples as lists, NumPy scalars as Python numbers."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -223,7 +231,7 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def _close_values(a, b) -> bool:
+def _close_values(a: float | list[float] | None, b: float | list[float] | None) -> bool:
     """Numbers, or equally long lists of numbers, equal within ``PROBE_RTOL``."""
     if a is None or b is None:
         return False
@@ -240,6 +248,6 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= PROBE_RTOL * max(abs(a), abs(b), 1e-12)
 
 
-def _short(value, limit: int = 120) -> str:
+def _short(value: object, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,11 @@ from mtbkd_jax.infer._common import is_array_tree
 from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
 
 __all__ = ["GradientEstimator", "MinibatchPlan", "gradient_estimator", "minibatch_plan"]
+
+if TYPE_CHECKING:
+    # the estimator as a pytree: children (model_args, array kwargs), aux (model, static, plates)
+    _Children = tuple[tuple[Any, ...], dict[str, Any]]
+    _Aux = tuple[Callable, "_Static", tuple[PlateSpec, ...]]
 
 DEFAULT_BATCH_SIZE = 64  # the canonical model's data plate when no batch size is given
 
@@ -64,7 +70,7 @@ class GradientEstimator:
         model_args: tuple = (),
         model_kwargs: dict | None = None,
         plates: tuple[PlateSpec, ...] = (),
-    ):
+    ) -> None:
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
@@ -73,13 +79,13 @@ class GradientEstimator:
             raise ValueError("plates must name at least one subsampled plate")
 
     # ------------------------------------------------------------------------- pytree
-    def tree_flatten(self):
+    def tree_flatten(self) -> tuple[_Children, _Aux]:
         arrays = {k: v for k, v in self.model_kwargs.items() if is_array_tree(v)}
         static = tuple(sorted((k, v) for k, v in self.model_kwargs.items() if k not in arrays))
         return (self.model_args, arrays), (self.model, _Static(static), self.plates)
 
     @classmethod
-    def tree_unflatten(cls, aux, children):
+    def tree_unflatten(cls, aux: _Aux, children: _Children) -> GradientEstimator:
         model, static, plates = aux
         model_args, arrays = children
         return cls(model, model_args, {**arrays, **dict(static.items)}, plates)
@@ -121,7 +127,7 @@ class GradientEstimator:
         }
 
     # ------------------------------------------------------------------------- positions
-    def initial_position(self, rng_key: jax.Array, init_strategy=None) -> dict:
+    def initial_position(self, rng_key: jax.Array, init_strategy: Callable | None = None) -> dict:
         """A starting point on the unconstrained space (default ``init_to_uniform(0.5)``)."""
         info = initialize_model(
             rng_key,
@@ -156,10 +162,10 @@ class GradientEstimator:
 class _Static:
     """Static keyword arguments as a hashable ``jit`` cache key (by value where hashable)."""
 
-    def __init__(self, items: tuple):
+    def __init__(self, items: tuple) -> None:
         self.items = items
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, _Static) and _same(self.items, other.items)
 
     def __hash__(self) -> int:
@@ -169,7 +175,7 @@ class _Static:
             return hash(tuple(k for k, _ in self.items))
 
 
-def _same(a, b) -> bool:
+def _same(a: object, b: object) -> bool:
     try:
         return bool(a == b)
     except Exception:  # values whose == is not a bool (arrays in a list): by identity
@@ -259,7 +265,13 @@ def minibatch_plan(
     )
 
 
-def _with_own_plan(model, model_args, kwargs, batch_size, prior_batch_size) -> dict:
+def _with_own_plan(
+    model: Callable,
+    model_args: tuple,
+    kwargs: dict,
+    batch_size: int | None,
+    prior_batch_size: int | None,
+) -> dict:
     """The keyword arguments after the model's own subsampling plan (the protocol above)."""
     own_plan = getattr(model, "minibatch_kwargs", None)
     if not callable(own_plan):

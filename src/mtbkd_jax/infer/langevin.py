@@ -14,9 +14,14 @@ docs/benchmarks.md).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = [
     "gaussian_noise",
@@ -27,14 +32,20 @@ __all__ = [
 ]
 
 
-def gaussian_noise(rng_key: jax.Array, like) -> dict:
+def gaussian_noise(rng_key: jax.Array, like: PyTree) -> PyTree:
     """Standard normal noise shaped like the pytree ``like`` (BlackJAX's random numbers)."""
     flat, unravel = ravel_pytree(like)
     draw = jax.random.normal(rng_key, flat.shape, flat.dtype)
     return unravel(jax.lax.optimization_barrier(draw))
 
 
-def sgld_update(rng_key, position, logdensity_grad, step_size, temperature=1.0):
+def sgld_update(
+    rng_key: jax.Array,
+    position: PyTree,
+    logdensity_grad: PyTree,
+    step_size: float | jax.Array,
+    temperature: float | jax.Array = 1.0,
+) -> PyTree:
     """``z + eta * grad + sqrt(2 * tau * eta) * xi``."""
     noise = gaussian_noise(rng_key, position)
     scale = jnp.sqrt(2 * temperature * step_size)
@@ -44,8 +55,15 @@ def sgld_update(rng_key, position, logdensity_grad, step_size, temperature=1.0):
 
 
 def sghmc_update(
-    rng_key, position, momentum, logdensity_grad, step_size, temperature, friction, damping=None
-):
+    rng_key: jax.Array,
+    position: PyTree,
+    momentum: PyTree,
+    logdensity_grad: PyTree,
+    step_size: float | jax.Array,
+    temperature: float | jax.Array,
+    friction: float | jax.Array,
+    damping: float | jax.Array | None = None,
+) -> tuple[PyTree, PyTree]:
     """``z <- z + h r``; ``r <- (1 - alpha h) r + h grad + sqrt(2 alpha h tau) xi``.
 
     ``damping`` (default ``alpha``) replaces ``alpha`` in the momentum's decay only: SGNHT's
@@ -64,8 +82,15 @@ def sghmc_update(
 
 
 def sgnht_update(
-    rng_key, position, momentum, thermostat, logdensity_grad, step_size, temperature, noise
-):
+    rng_key: jax.Array,
+    position: PyTree,
+    momentum: PyTree,
+    thermostat: jax.Array,
+    logdensity_grad: PyTree,
+    step_size: float | jax.Array,
+    temperature: float | jax.Array,
+    noise: float | jax.Array,
+) -> tuple[PyTree, PyTree, jax.Array]:
     """BlackJAX's ``sgnht`` diffusion (Ding et al., 2014; ``beta = 0``): the SGHMC step with
     the friction replaced by the thermostat ``xi``, then
     ``xi <- xi + h (r.r / d - tau)``, which drives the mean kinetic energy per coordinate to
@@ -81,8 +106,14 @@ def sgnht_update(
 
 
 def preconditioned_sgld_update(
-    rng_key, position, logdensity_grad, preconditioner, correction, step_size, temperature
-):
+    rng_key: jax.Array,
+    position: PyTree,
+    logdensity_grad: PyTree,
+    preconditioner: PyTree,
+    correction: PyTree,
+    step_size: float | jax.Array,
+    temperature: float | jax.Array,
+) -> PyTree:
     """pSGLD's step (Li et al., 2016) in this package's convention (``eta`` = their
     ``epsilon / 2``): ``z + eta (G grad + tau Gamma) + sqrt(2 eta tau G) xi``, with ``G`` the
     diagonal preconditioner and ``Gamma`` its correction term."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,11 +76,13 @@ def pointwise_log_likelihood(
     arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
 
-    def merge(traced):
+    def merge(traced: tuple[jax.Array, ...]) -> tuple[Any, ...]:
         it = iter(traced)
         return tuple(next(it) if flag else a for a, flag in zip(model_args, is_array, strict=True))
 
-    def one(draw, traced, arrays):
+    def one(
+        draw: dict[str, jax.Array], traced: tuple[jax.Array, ...], arrays: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
         args = merge(traced)
         conditioned = handlers.substitute(model, data=draw)
         with warnings.catch_warnings():  # all indices of a plate declared with subsample_size
@@ -94,7 +97,9 @@ def pointwise_log_likelihood(
         }
 
     @jax.jit
-    def run(draws, traced, arrays):
+    def run(
+        draws: dict[str, jax.Array], traced: tuple[jax.Array, ...], arrays: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
         return jax.lax.map(lambda d: one(d, traced, arrays), draws, batch_size=draw_batch_size)
 
     with warnings.catch_warnings():

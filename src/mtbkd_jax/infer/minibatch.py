@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +33,14 @@ class PlateSpec:
     size: int
     batch_size: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= self.size:
             raise ValueError(
                 f"batch size of plate {self.name!r} must lie in 1..{self.size}, "
                 f"got {self.batch_size}"
             )
 
-    def indices(self, permutation: jax.Array, step_in_epoch) -> jax.Array:
+    def indices(self, permutation: jax.Array, step_in_epoch: jax.Array | int) -> jax.Array:
         """The minibatch at a step: the next ``|B|`` entries of this epoch's permutation."""
         start = step_in_epoch * self.batch_size
         return jnp.take(permutation, jnp.mod(start + jnp.arange(self.batch_size), self.size))
@@ -74,7 +75,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
     and return its plates, latent sites and observed sites."""
     found: dict = {}
 
-    def run():
+    def run() -> dict[str, Any]:
         trace = abstract_trace(model, model_args, model_kwargs)
         plates, minibatched, latent, observed, deterministic = [], [], {}, [], []
         for name, site in trace.items():
@@ -111,7 +112,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
     )
 
 
-def _is_factor(fn) -> bool:
+def _is_factor(fn: object) -> bool:
     """Whether a site's distribution is ``numpyro.factor``'s ``Unit`` (possibly wrapped)."""
     import numpyro.distributions as dist
 

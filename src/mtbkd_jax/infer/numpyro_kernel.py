@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,9 @@ from mtbkd_jax._checks import require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["SGMCMC", "SGMCMCState"]
 
@@ -100,7 +103,7 @@ class SGMCMC(MCMCKernel):
         cycle_length: int = 1000,
         exploration_fraction: float = 0.5,
         sampler_options: dict | None = None,
-    ):
+    ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if not callable(model):
@@ -129,7 +132,14 @@ class SGMCMC(MCMCKernel):
             raise RuntimeError("SGMCMC.init has not run: call mcmc.run(...) first")
         return self._estimator
 
-    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+    def init(
+        self,
+        rng_key: jax.Array,
+        num_warmup: int,
+        init_params: dict[str, ArrayLike] | None,
+        model_args: tuple,
+        model_kwargs: dict | None,
+    ) -> SGMCMCState:
         plan = minibatch_plan(
             self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
         )
@@ -138,7 +148,9 @@ class SGMCMC(MCMCKernel):
             return self._init_one(rng_key, init_params)
         return jax.vmap(self._init_one)(rng_key, init_params)
 
-    def _init_one(self, rng_key, init_params) -> SGMCMCState:
+    def _init_one(
+        self, rng_key: jax.Array, init_params: dict[str, ArrayLike] | None
+    ) -> SGMCMCState:
         rng_key, init_key = jax.random.split(rng_key)
         if init_params is None:
             position = self.estimator.initial_position(init_key)
@@ -151,7 +163,9 @@ class SGMCMC(MCMCKernel):
             jnp.zeros((), jnp.int32), position, kernel.init(position), orders, rng_key, step_size
         )
 
-    def sample(self, state: SGMCMCState, model_args, model_kwargs) -> SGMCMCState:
+    def sample(
+        self, state: SGMCMCState, model_args: tuple, model_kwargs: dict | None
+    ) -> SGMCMCState:
         if not is_prng_key(state.rng_key):  # chain_method="vectorized": a batch of chains
             return jax.vmap(self._sample_one)(state)
         return self._sample_one(state)
@@ -163,7 +177,7 @@ class SGMCMC(MCMCKernel):
         step_in_epoch = jnp.mod(state.i, steps_per_epoch)
         rng_key, order_key, noise_key = jax.random.split(state.rng_key, 3)
 
-        def shuffled(_):
+        def shuffled(_: None) -> dict[str, jax.Array]:
             keys = jax.random.split(order_key, len(estimator.plates))
             return {
                 p.name: jax.random.permutation(k, p.size)
@@ -183,7 +197,7 @@ class SGMCMC(MCMCKernel):
             jnp.asarray(info.step_size, jnp.float32),
         )
 
-    def postprocess_fn(self, model_args, model_kwargs) -> Callable:
+    def postprocess_fn(self, model_args: tuple, model_kwargs: dict | None) -> Callable:
         return self.estimator.constrain
 
     def get_diagnostics_str(self, state: SGMCMCState) -> str:

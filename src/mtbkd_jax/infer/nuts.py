@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, init_to_uniform
 
 from mtbkd_jax._checks import require_counts, require_key
+from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.infer._common import (
     check_init_params,
     make_posterior,
     nonfinite_sites,
     prepare_data,
 )
-from mtbkd_jax.infer.minibatch import model_structure
+from mtbkd_jax.infer.minibatch import ModelStructure, model_structure
 from mtbkd_jax.infer.posterior import Posterior
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["run_nuts"]
 
@@ -37,21 +42,22 @@ _ARVIZ_NAMES = {
 }
 
 
+@renamed_keywords("mtbkd_jax.run_nuts", num_samples="num_draws")
 def run_nuts(
     rng_key: jax.Array,
     model: Callable,
-    inputs,
-    labels=None,
+    inputs: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     num_warmup: int = 500,
-    num_samples: int = 500,
+    num_draws: int = 500,
     num_chains: int = 2,
     chain_method: str | None = None,
     thinning: int = 1,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
-    init_strategy=None,
+    init_strategy: Callable | None = None,
     init_params: dict | list[dict] | None = None,
     progress_bar: bool = True,
     model_kwargs: dict | None = None,
@@ -65,7 +71,10 @@ def run_nuts(
             ``model(inputs, labels=None, **kwargs)``.
         inputs: the student's inputs (N, ...); a frozen feature extractor is applied once.
         labels: class labels (N,).
-        num_warmup, num_samples, num_chains, thinning: the usual MCMC settings.
+        num_warmup, num_chains, thinning: the usual MCMC settings.
+        num_draws: draws per chain after warmup, as ``run_svi(num_draws=)`` and
+            :attr:`Posterior.num_draws` (with thinning, ``num_draws // thinning`` are kept).
+            ``num_samples=``, its former name, still works with a ``DeprecationWarning``.
         chain_method: ``"sequential"``, ``"vectorized"`` or ``"parallel"``; by default
             parallel when there are enough devices, else sequential.
         target_accept_prob, max_tree_depth, dense_mass: NUTS settings.
@@ -83,10 +92,15 @@ def run_nuts(
     require_key(rng_key)
     require_counts(
         num_warmup=(num_warmup, 0),
-        num_samples=(num_samples, 1),
+        num_draws=(num_draws, 1),
         num_chains=(num_chains, 1),
         thinning=(thinning, 1),
     )
+    if num_draws < thinning:  # NumPyro's own message would name its num_samples
+        raise ValueError(
+            f"num_draws must be >= thinning (one draw kept per chain at least), got "
+            f"num_draws={num_draws} and thinning={thinning}"
+        )
     require_counts(max_tree_depth=(max_tree_depth, 1))
     chain_method = _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains)
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
@@ -108,7 +122,7 @@ def run_nuts(
     mcmc = MCMC(
         kernel,
         num_warmup=int(num_warmup),
-        num_samples=int(num_samples),
+        num_samples=int(num_draws),
         num_chains=int(num_chains),
         thinning=int(thinning),
         chain_method=chain_method,
@@ -135,7 +149,7 @@ def run_nuts(
         settings={
             "inference": "nuts",
             "num_warmup": int(num_warmup),
-            "num_samples": int(num_samples),
+            "num_draws": int(num_draws),
             "thinning": int(thinning),
             "max_tree_depth": int(max_tree_depth),
             "num_chains": int(num_chains),
@@ -147,7 +161,9 @@ def run_nuts(
     )
 
 
-def _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains) -> str:
+def _checked_settings(
+    target_accept_prob: float, chain_method: str | None, dense_mass: bool, num_chains: int
+) -> str:
     """The NUTS settings checked; returns the chain method (chosen when ``None``)."""
     if isinstance(target_accept_prob, bool) or not isinstance(
         target_accept_prob, int | float | np.integer | np.floating
@@ -169,7 +185,9 @@ def _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains) 
     return chain_method
 
 
-def _full_batch_structure(model, model_args, kwargs):
+def _full_batch_structure(
+    model: Callable, model_args: tuple, kwargs: dict[str, Any]
+) -> ModelStructure:
     """The model's structure; refused when a plate subsamples or nothing is latent."""
     structure = model_structure(model, model_args, kwargs)
     if structure.subsampled:
@@ -194,7 +212,14 @@ def _sample_stats(extra: dict) -> dict:
     return stats
 
 
-def _no_valid_start(model, features, labels, kwargs, init_params, structure) -> ValueError:
+def _no_valid_start(
+    model: Callable,
+    features: jax.Array,
+    labels: Any,
+    kwargs: dict[str, Any],
+    init_params: Any,
+    structure: ModelStructure,
+) -> ValueError:
     """A clear error for NumPyro's "Cannot find valid initial parameters": which sites of the
     model have a non-finite log density at the start (or at zeros)."""
     import jax.numpy as jnp
@@ -221,7 +246,7 @@ def _no_valid_start(model, features, labels, kwargs, init_params, structure) -> 
     )
 
 
-def _checked_starts(init_params, expected: dict, num_chains: int, derived: tuple = ()):
+def _checked_starts(init_params: Any, expected: dict, num_chains: int, derived: tuple = ()) -> Any:
     """Validate a shared starting point or a list with one per chain."""
     if isinstance(init_params, list | tuple):
         if len(init_params) != num_chains:
@@ -235,7 +260,7 @@ def _checked_starts(init_params, expected: dict, num_chains: int, derived: tuple
     return check_init_params(init_params, expected, derived=derived)
 
 
-def _broadcast_init(init_params, num_chains: int) -> dict:
+def _broadcast_init(init_params: Any, num_chains: int) -> dict:
     """Starting points with a leading chain axis (a shared one is repeated)."""
     import jax.numpy as jnp
 

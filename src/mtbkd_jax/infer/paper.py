@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -10,11 +12,21 @@ from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.sgmcmc import run_sgmcmc
 from mtbkd_jax.infer.warm_start import reference_optimizer
 
+if TYPE_CHECKING:
+    import jax
+    from numpy.typing import ArrayLike
+
 __all__ = ["run_paper_sgld"]
 
 
 def run_paper_sgld(
-    rng_key, model, inputs, labels=None, *, partial_last_batch: bool = False, **overrides
+    rng_key: jax.Array,
+    model: Callable,
+    inputs: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    partial_last_batch: bool = False,
+    **overrides: Any,
 ) -> Posterior:
     """The reference code's schedule (METHOD §5) in one call.
 

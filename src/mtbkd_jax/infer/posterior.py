@@ -9,17 +9,22 @@ draw in chunks inside one jitted ``lax.map``; ``to_datatree`` converts to an Arv
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import as_input_batch
+from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._paths import prepare_output_file
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["Posterior"]
 
@@ -63,7 +68,7 @@ class Posterior:
     streamed: dict = field(default_factory=dict, repr=False)
     pointwise_log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.draws, dict) or not self.draws:
             raise ValueError("draws must be a dict holding at least one site")
         shapes = {np.shape(v)[:2] for v in self.draws.values()}
@@ -76,8 +81,8 @@ class Posterior:
                 raise ValueError(f"site name {name!r} contains '/', which ArviZ 1.x rejects")
         if isinstance(self.pointwise_log_likelihood, np.ndarray):  # one site, as ArviZ's "y"
             self.pointwise_log_likelihood = {"y": self.pointwise_log_likelihood}
-        self._predict_jit = None
-        self._log_likelihood = None
+        self._predict_jit: Callable | None = None
+        self._log_likelihood: dict[str, np.ndarray] | None = None
         self._fitting_shapes: set[tuple] = set()
 
     # ------------------------------------------------------------------ shape
@@ -91,12 +96,21 @@ class Posterior:
         return next(iter(self.draws.values())).shape[1]
 
     @property
-    def num_samples(self) -> int:
-        """Draws over all chains."""
+    def total_draws(self) -> int:
+        """Draws over all chains (``num_chains * num_draws``)."""
         return self.num_chains * self.num_draws
 
     @property
-    def inputs(self):
+    def num_samples(self) -> int:
+        """Deprecated: :attr:`total_draws` (chains x draws); :attr:`num_draws` is per chain."""
+        warn_renamed(
+            "Posterior.num_samples",
+            "Posterior.total_draws (chains x draws) or Posterior.num_draws (per chain)",
+        )
+        return self.total_draws
+
+    @property
+    def inputs(self) -> Any:
         """The model's (featurized) training inputs, if known."""
         return self.model_args[0] if self.model_args else None
 
@@ -124,7 +138,9 @@ class Posterior:
         return {k: v[chain, draw] for k, v in self.draws.items()}
 
     # ------------------------------------------------------------------ prediction
-    def predict_logits(self, inputs, *, draw_batch_size: int = 64, featurized: bool = False):
+    def predict_logits(
+        self, inputs: ArrayLike, *, draw_batch_size: int = 64, featurized: bool = False
+    ) -> jax.Array:
         """The student's logits for every draw, shape ``(S, N, C)`` with ``S = chains*draws``.
 
         Args:
@@ -153,14 +169,14 @@ class Posterior:
         if self._predict_jit is None:
             logits_fn = self.logits_fn
 
-            def run(draws, x, batch_size):
+            def run(draws: dict[str, jax.Array], x: jax.Array, batch_size: int) -> jax.Array:
                 return jax.lax.map(lambda d: logits_fn(d, x), draws, batch_size=batch_size)
 
             self._predict_jit = jax.jit(run, static_argnums=2)
         draws = {k: jnp.asarray(v) for k, v in self.flat_draws().items()}
         return self._predict_jit(draws, jnp.asarray(inputs), int(draw_batch_size))
 
-    def _check_fits(self, features) -> None:
+    def _check_fits(self, features: jax.Array | np.ndarray) -> None:
         """Raise a ValueError naming ``inputs`` if the student cannot take these features
         (traced abstractly once per feature shape: chunked prediction checks only the first)."""
         shape = tuple(np.shape(features)[1:])
@@ -180,12 +196,17 @@ class Posterior:
             ) from None
         self._fitting_shapes.add(shape)
 
-    def predict(self, inputs, **kwargs) -> jax.Array:
+    def predict(self, inputs: ArrayLike, **kwargs: Any) -> jax.Array:
         """Class probabilities ``softmax(f_theta_s(x))`` per draw, shape ``(S, N, C)``."""
         return jax.nn.softmax(self.predict_logits(inputs, **kwargs), axis=-1)
 
     def log_likelihood(
-        self, inputs=None, labels=None, *, featurized: bool = False, draw_batch_size: int = 64
+        self,
+        inputs: ArrayLike | None = None,
+        labels: ArrayLike | None = None,
+        *,
+        featurized: bool = False,
+        draw_batch_size: int = 64,
     ) -> dict[str, np.ndarray]:
         """Pointwise log-likelihood of each of the model's observed sites, for every draw.
 
@@ -238,7 +259,9 @@ class Posterior:
             )
         return found
 
-    def _evaluate(self, args, kwargs, draw_batch_size):
+    def _evaluate(
+        self, args: tuple, kwargs: dict[str, Any], draw_batch_size: int
+    ) -> dict[str, np.ndarray]:
         from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
 
         assert self.model is not None  # log_likelihood checked it
@@ -256,7 +279,7 @@ class Posterior:
         }
 
     # ------------------------------------------------------------------ ArviZ and files
-    def to_datatree(self, *, log_likelihood: bool = True):
+    def to_datatree(self, *, log_likelihood: bool = True) -> Any:
         """An ArviZ ``xarray.DataTree`` (posterior, sample_stats, observed_data,
         constant_data, log_likelihood when the model and its training data are known)."""
         from mtbkd_jax.diagnostics import to_datatree
@@ -269,7 +292,7 @@ class Posterior:
                 pointwise = self.pointwise_log_likelihood
         return to_datatree(self, log_likelihood=pointwise)
 
-    def save(self, path) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the DataTree to ``path`` (netCDF-4 via h5netcdf), atomically.
 
         The folder is checked before anything is computed; the file is written beside the
@@ -286,7 +309,13 @@ class Posterior:
         return path
 
     @classmethod
-    def load(cls, path, *, logits_fn: Callable | None = None, featurize: Callable | None = None):
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        logits_fn: Callable | None = None,
+        featurize: Callable | None = None,
+    ) -> Posterior:
         """Read a posterior written by :meth:`save` (pass ``logits_fn`` to predict again)."""
         import xarray as xr
 
@@ -311,11 +340,11 @@ class Posterior:
                     f"no 'posterior' group (groups: {sorted(tree.children)})"
                 )
 
-            def group(name):
+            def group(name: str) -> dict[str, np.ndarray]:
                 if name not in tree.children:
                     return {}
                 data = tree[name].to_dataset().data_vars
-                return {k: np.asarray(v.values) for k, v in data.items()}
+                return {str(k): np.asarray(v.values) for k, v in data.items()}
 
             losses = group("optimization").get("loss")
             attrs = dict(tree.attrs)
@@ -341,7 +370,7 @@ class Posterior:
         )
 
 
-def _checked_inputs(inputs, name: str):
+def _checked_inputs(inputs: ArrayLike, name: str) -> jax.Array | np.ndarray:
     """Inputs as an array of at least two dimensions, finite where numeric."""
     inputs = as_input_batch(inputs, name)
     if jnp.issubdtype(inputs.dtype, jnp.floating) and not bool(jnp.isfinite(inputs).all()):

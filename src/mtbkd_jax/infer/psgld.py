@@ -16,13 +16,16 @@ Li et al. do (the bias is of order ``(1 - alpha)``, small for ``alpha`` near 1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import preconditioned_sgld_update
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["PSGLDState", "PSGLDInfo", "init", "build_kernel", "psgld", "correction_term"]
 
@@ -41,14 +44,16 @@ class PSGLDInfo(NamedTuple):
     mean_preconditioner: jax.Array
 
 
-def init(position) -> PSGLDState:
+def init(position: PyTree) -> PSGLDState:
     return PSGLDState(position, jax.tree.map(jnp.zeros_like, position))
 
 
-def correction_term(grad, hessian_diag, square_avg, decay: float, regularizer: float):
+def correction_term(
+    grad: PyTree, hessian_diag: PyTree, square_avg: PyTree, decay: float, regularizer: float
+) -> PyTree:
     """``Gamma = dG/dz`` (elementwise pytrees; see the module docstring)."""
 
-    def gamma(g, h, v):
+    def gamma(g: jax.Array, h: jax.Array, v: jax.Array) -> jax.Array:
         root = jnp.sqrt(v)
         safe = jnp.where(root > 0, root, 1.0)
         out = -(1.0 - decay) * g * h / (safe * (regularizer + root) ** 2)
@@ -70,7 +75,9 @@ def build_kernel(
     if not regularizer > 0:
         raise ValueError(f"regularizer must be positive, got {regularizer}")
 
-    def step(rng_key, state: PSGLDState, minibatch, step_size):
+    def step(
+        rng_key: jax.Array, state: PSGLDState, minibatch: PyTree, step_size: float | jax.Array
+    ) -> tuple[PSGLDState, PSGLDInfo]:
         noise_key, probe_key = jax.random.split(rng_key)
         if correction:
             probe = _rademacher(probe_key, state.position)
@@ -96,7 +103,7 @@ def build_kernel(
     return step
 
 
-def _rademacher(rng_key, like):
+def _rademacher(rng_key: jax.Array, like: PyTree) -> PyTree:
     leaves, treedef = jax.tree.flatten(like)
     keys = jax.random.split(rng_key, len(leaves))
     signs = [jax.random.rademacher(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]

@@ -7,11 +7,15 @@ cosine of cyclical SGLD (Zhang et al., 2020) are written here because optax has 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import optax
 
 from mtbkd_jax._checks import require_nonnegative, require_positive
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
 
 __all__ = ["constant", "polynomial_decay", "cyclical", "cyclical_exploration"]
 
@@ -30,7 +34,7 @@ def polynomial_decay(a: float, b: float = 1.0, gamma: float = 0.55) -> Schedule:
     if not 0.5 < gamma <= 1.0:
         raise ValueError(f"gamma must lie in (0.5, 1] for the SGLD conditions, got {gamma}")
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jnp.ndarray:
         return a * (b + jnp.asarray(step, jnp.float32)) ** (-gamma)
 
     return schedule
@@ -42,7 +46,7 @@ def cyclical(initial_step_size: float, cycle_length: int) -> Schedule:
     cycle_length = int(require_positive(cycle_length, "cycle_length"))
     one_cycle = optax.cosine_decay_schedule(initial_step_size, cycle_length, alpha=0.0)
 
-    def schedule(step):
+    def schedule(step: ArrayLike) -> jnp.ndarray:
         return one_cycle(jnp.mod(step, cycle_length))
 
     return schedule
@@ -56,7 +60,7 @@ def cyclical_exploration(cycle_length: int, exploration_fraction: float) -> Call
     if fraction >= 1:
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {fraction}")
 
-    def is_exploring(step):
+    def is_exploring(step: ArrayLike) -> jnp.ndarray:
         return jnp.mod(step, cycle_length) < fraction * cycle_length
 
     return is_exploring

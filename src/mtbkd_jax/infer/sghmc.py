@@ -9,13 +9,16 @@ call). ``h`` is the step size, ``alpha`` the friction. The momentum starts at ze
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sghmc_update
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGHMCState", "SGHMCInfo", "init", "build_kernel", "sghmc"]
 
@@ -33,7 +36,7 @@ class SGHMCInfo(NamedTuple):
     step_size: jax.Array
 
 
-def init(position) -> SGHMCState:
+def init(position: PyTree) -> SGHMCState:
     return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
 
 
@@ -42,7 +45,9 @@ def build_kernel(
 ) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGHMCState, SGHMCInfo)``."""
 
-    def step(rng_key, state: SGHMCState, minibatch, step_size) -> tuple[SGHMCState, SGHMCInfo]:
+    def step(
+        rng_key: jax.Array, state: SGHMCState, minibatch: PyTree, step_size: float | jax.Array
+    ) -> tuple[SGHMCState, SGHMCInfo]:
         grad = grad_estimator(state.position, minibatch)
         position, momentum = sghmc_update(
             rng_key, state.position, state.momentum, grad, step_size, temperature, friction

@@ -18,13 +18,16 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgld_update
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGLDState", "SGLDInfo", "init", "build_kernel", "sgld"]
 
@@ -41,14 +44,16 @@ class SGLDInfo(NamedTuple):
     step_size: jax.Array
 
 
-def init(position) -> SGLDState:
+def init(position: PyTree) -> SGLDState:
     return SGLDState(position)
 
 
 def build_kernel(grad_estimator: Callable, temperature: float = 1.0) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGLDState, SGLDInfo)``."""
 
-    def step(rng_key, state: SGLDState, minibatch, step_size) -> tuple[SGLDState, SGLDInfo]:
+    def step(
+        rng_key: jax.Array, state: SGLDState, minibatch: PyTree, step_size: float | jax.Array
+    ) -> tuple[SGLDState, SGLDInfo]:
         grad = grad_estimator(state.position, minibatch)
         position = sgld_update(rng_key, state.position, grad, step_size, temperature)
         return SGLDState(position), SGLDInfo(jnp.asarray(step_size))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import optax
@@ -38,14 +39,19 @@ from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.warm_start import adamw_optimizer
 
+if TYPE_CHECKING:
+    import os
+
+    from numpy.typing import ArrayLike
+
 __all__ = ["run_sgmcmc", "SamplerDivergedError", "SAMPLERS"]
 
 
 def run_sgmcmc(
     rng_key: jax.Array,
     model: Callable,
-    inputs,
-    labels=None,
+    inputs: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     sampler: str = "sgld",
     batch_size: int | None = None,
@@ -65,9 +71,9 @@ def run_sgmcmc(
     prior_batch_size: int | None = None,
     partial_last_batch: bool = False,
     keep_draws: bool = True,
-    predict_inputs=None,
+    predict_inputs: ArrayLike | None = None,
     chunk_epochs: int = 1,
-    checkpoint_path=None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
     progress_bar: bool = True,
     sampler_options: dict | None = None,
     model_kwargs: dict | None = None,
@@ -201,7 +207,12 @@ def run_sgmcmc(
         return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
 
 
-def _prediction_inputs(model, logits_fn, predict_inputs, keep_draws):
+def _prediction_inputs(
+    model: Callable,
+    logits_fn: Callable | None,
+    predict_inputs: ArrayLike | None,
+    keep_draws: bool,
+) -> tuple[Callable | None, jax.Array | None]:
     """``(logits_fn, predict features)``, checked."""
     logits_fn = logits_fn or getattr(model, "logits", None)
     if predict_inputs is not None and logits_fn is None:

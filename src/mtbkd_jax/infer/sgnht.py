@@ -11,13 +11,16 @@ at zero and the thermostat at ``A``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgnht_update
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGNHTState", "SGNHTInfo", "init", "build_kernel", "sgnht"]
 
@@ -36,7 +39,7 @@ class SGNHTInfo(NamedTuple):
     step_size: jax.Array
 
 
-def init(position, thermostat: float = 0.1) -> SGNHTState:
+def init(position: PyTree, thermostat: float = 0.1) -> SGNHTState:
     momentum = jax.tree.map(jnp.zeros_like, position)
     return SGNHTState(position, momentum, jnp.asarray(thermostat, jnp.float32))
 
@@ -46,7 +49,9 @@ def build_kernel(
 ) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGNHTState, SGNHTInfo)``."""
 
-    def step(rng_key, state: SGNHTState, minibatch, step_size) -> tuple[SGNHTState, SGNHTInfo]:
+    def step(
+        rng_key: jax.Array, state: SGNHTState, minibatch: PyTree, step_size: float | jax.Array
+    ) -> tuple[SGNHTState, SGNHTInfo]:
         grad = grad_estimator(state.position, minibatch)
         position, momentum, thermostat = sgnht_update(
             rng_key,
@@ -63,7 +68,9 @@ def build_kernel(
     return step
 
 
-def sgnht(grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0):
+def sgnht(
+    grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0
+) -> SamplingAlgorithm:
     """SGNHT with injected noise ``A`` (its thermostat starts at ``A``)."""
     return SamplingAlgorithm(
         lambda position: init(position, noise), build_kernel(grad_estimator, noise, temperature)

@@ -14,6 +14,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,10 @@ from tqdm.auto import tqdm
 from mtbkd_jax._checks import require_counts, require_key, require_positive
 from mtbkd_jax.infer._common import make_posterior, prepare_data
 from mtbkd_jax.infer.posterior import Posterior
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from numpyro.infer.svi import SVIState
 
 __all__ = ["run_svi", "run_map", "GUIDES"]
 
@@ -52,10 +57,18 @@ class SortedTraceELBO(Trace_ELBO):
     (NUTS) gives other draws. Summed in name order, a fit is the same in every process.
     """
 
-    def __init__(self, num_particles: int = 1):
+    def __init__(self, num_particles: int = 1) -> None:
         super().__init__(num_particles=num_particles, sum_sites=False)
 
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+    def loss_with_mutable_state(
+        self,
+        rng_key: jax.Array,
+        param_map: dict[str, jax.Array],
+        model: Callable,
+        guide: Callable,
+        *args: Any,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         out = super().loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
         terms = out["loss"]
         out["loss"] = sum((terms[name] for name in sorted(terms)), start=jnp.array(0.0))
@@ -80,7 +93,7 @@ def _weak_model(model: Callable) -> Callable:
     keep the model alive)."""
     reference = weakref.ref(model)
 
-    def weak_model(*args, **kwargs):
+    def weak_model(*args: Any, **kwargs: Any) -> Any:
         target = reference()
         if target is None:
             raise ReferenceError("the model of a cached SVI runner no longer exists")
@@ -112,7 +125,7 @@ class _Runner:
     that their initial values come from their own key, exactly as without the cache.
     """
 
-    def __init__(self, model: Callable, settings: _Settings):
+    def __init__(self, model: Callable, settings: _Settings) -> None:
         self.model, self.settings = model, settings
         optim = optax_to_numpyro(settings.optimizer or optax.adam(settings.learning_rate))
         self.guide = self._guide()
@@ -122,15 +135,21 @@ class _Runner:
         self.lock = threading.Lock()
         svi, static = self.svi, {name: value for name, (_, value) in settings.static}
 
-        def run_chunk(state, features, labels, arrays, length):
-            def step(state, _):
+        def run_chunk(
+            state: SVIState,
+            features: jax.Array,
+            labels: jax.Array | None,
+            arrays: dict[str, Any],
+            length: int,
+        ) -> tuple[SVIState, jax.Array]:
+            def step(state: SVIState, _: None) -> tuple[SVIState, jax.Array]:
                 return svi.update(state, features, labels, **arrays, **static)
 
             return jax.lax.scan(step, state, None, length=length)
 
         self.run_chunk = jax.jit(run_chunk, static_argnums=4)
 
-    def _guide(self):
+    def _guide(self) -> AutoGuide:
         s = self.settings
         return _make_guide(s.guide, self.model, s.init_scale, s.rank)
 
@@ -143,14 +162,14 @@ class _Runner:
         return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide, False
 
 
-def _unconstrained_latents(guide) -> bool:
+def _unconstrained_latents(guide: AutoGuide) -> bool:
     """Whether every latent site of the guide's model lives on the real line (its transform to
     the unconstrained space is the identity). Only then can a chunk runner traced with one
     fit's guide serve another fit's data: a support such as ``interval(0, max(x))`` depends
     on the data, and the transform the runner closed over would be the first fit's."""
     from numpyro.distributions import constraints
 
-    def real(constraint) -> bool:
+    def real(constraint: constraints.Constraint) -> bool:
         while isinstance(constraint, constraints.independent):
             constraint = constraint.base_constraint
         return constraint is constraints.real
@@ -170,7 +189,7 @@ def _discard(runner: _Runner) -> None:
             del _runners[key]
 
 
-def _signature(array) -> tuple | None:
+def _signature(array: jax.Array | np.ndarray | None) -> tuple | None:
     return None if array is None else (tuple(array.shape), str(array.dtype))
 
 
@@ -182,7 +201,13 @@ def _forget_model(model_id: int) -> None:
             del _runners[key]
 
 
-def _svi_runner(model: Callable, settings: _Settings, features, labels, arrays) -> _Runner:
+def _svi_runner(
+    model: Callable,
+    settings: _Settings,
+    features: jax.Array,
+    labels: jax.Array | None,
+    arrays: dict[str, Any],
+) -> _Runner:
     """The cached runner of ``model`` for these settings and data shapes, or a new one (not
     cached when the model cannot be weakly referenced or a static keyword is unhashable)."""
     key = (
@@ -217,8 +242,8 @@ def _svi_runner(model: Callable, settings: _Settings, features, labels, arrays) 
 def run_svi(
     rng_key: jax.Array,
     model: Callable,
-    inputs,
-    labels=None,
+    inputs: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     guide: str = "normal",
     num_steps: int = 2000,
@@ -332,7 +357,15 @@ def run_svi(
     )
 
 
-def _optimize(runner, state, data, num_steps, chunk_size, progress_bar, guide):
+def _optimize(
+    runner: _Runner,
+    state: SVIState,
+    data: tuple[jax.Array, jax.Array | None, dict[str, Any]],
+    num_steps: int,
+    chunk_size: int,
+    progress_bar: bool,
+    guide: str,
+) -> tuple[SVIState, np.ndarray]:
     """``num_steps`` SVI steps in jitted chunks; returns the state and the losses, refusing
     a non-finite loss where it appears."""
     losses = []
@@ -356,7 +389,13 @@ def _optimize(runner, state, data, num_steps, chunk_size, progress_bar, guide):
     return state, np.concatenate(losses)
 
 
-def run_map(rng_key: jax.Array, model: Callable, inputs, labels=None, **kwargs) -> Posterior:
+def run_map(
+    rng_key: jax.Array,
+    model: Callable,
+    inputs: ArrayLike,
+    labels: ArrayLike | None = None,
+    **kwargs: Any,
+) -> Posterior:
     """The posterior mode by optimisation (AutoDelta): one draw, equal to KD's optimum.
 
     Takes the keyword arguments of :func:`run_svi` (``num_steps``, ``learning_rate``,

@@ -12,6 +12,9 @@ vectorised over chains and scanned over epochs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +23,11 @@ import optax
 from mtbkd_jax._checks import require_count
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import WARM_START, EpochOrders
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer._devices import ChainPlacement
+    from mtbkd_jax.infer.gradients import GradientEstimator
 
 __all__ = ["reference_optimizer", "adamw_optimizer", "minibatch_optimize"]
 
@@ -42,18 +50,18 @@ def adamw_optimizer() -> optax.GradientTransformation:
 
 
 def minibatch_optimize(
-    position,
-    estimator,
+    position: PyTree,
+    estimator: GradientEstimator,
     steps_per_epoch: int,
     num_epochs: int,
     optimizer: optax.GradientTransformation,
-    rng_key,
+    rng_key: jax.Array,
     *,
     chunk_epochs: int = 1,
-    on_chunk=None,
-    placement=None,
+    on_chunk: Callable[[int], object] | None = None,
+    placement: ChainPlacement | None = None,
     partial_last_batch: bool = False,
-):
+) -> PyTree:
     """Minimise ``-log p`` on minibatches for ``num_epochs`` epochs, for every chain.
 
     Args:
@@ -73,8 +81,19 @@ def minibatch_optimize(
         return position
     loop = EpochLoop(estimator.plates, steps_per_epoch, partial_last_batch=partial_last_batch)
 
-    def run_epochs(state, chain_key, epochs, orders, estimator):
-        def step(key, state, batch, global_step):
+    def run_epochs(
+        state: tuple[PyTree, optax.OptState],
+        chain_key: jax.Array,
+        epochs: jax.Array,
+        orders: dict[str, jax.Array],
+        estimator: GradientEstimator,
+    ) -> tuple[PyTree, optax.OptState]:
+        def step(
+            key: jax.Array,
+            state: tuple[PyTree, optax.OptState],
+            batch: dict[str, jax.Array],
+            global_step: jax.Array | int,
+        ) -> tuple[tuple[PyTree, optax.OptState], None]:
             params, opt_state = state
             grads = jax.grad(lambda p: -estimator.logdensity(p, batch))(params)
             updates, opt_state = optimizer.update(grads, opt_state, params)
