@@ -19,7 +19,7 @@ def _python_blocks() -> list[str]:
 
 def test_the_readme_has_the_blocks_this_test_expects():
     blocks = _python_blocks()
-    assert len(blocks) == 4, [b.splitlines()[0] for b in blocks]
+    assert len(blocks) == 5, [b.splitlines()[0] for b in blocks]
 
 
 def test_the_readme_uses_only_the_top_level_card_and_submodules():
@@ -58,5 +58,8 @@ def test_the_readme_code_blocks_run_in_order(tmp_path, monkeypatch):
     assert (tmp_path / "run.ckpt.npz").exists()
     assert namespace["labels"].shape == (4 * 80 * 6, 1197)  # SG-MCMC's draws, all chains
     assert namespace["paper"].num_draws == 80 * 6
+    samples = namespace["mcmc"].get_samples()  # the NumPyro adapter's 200 draws
+    assert all(v.shape[0] == 200 and np.isfinite(v).all() for v in samples.values())
+    assert int(namespace["state"].thermostat.size) == 1  # the kernel stepped on its own
     for name in ("mode", "post", "vi", "sg", "paper"):
         assert all(np.isfinite(v).all() for v in namespace[name].draws.values()), name

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from numpyro.infer import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy, unconstrain_fn
@@ -72,8 +73,9 @@ class GradientEstimator:
         plates: tuple[PlateSpec, ...] = (),
     ) -> None:
         self.model = model
-        self.model_args = tuple(model_args)
-        self.model_kwargs = dict(model_kwargs or {})
+        # NumPy arrays become JAX arrays: the model indexes them with traced plate indices
+        self.model_args = tuple(_as_jax(a) for a in model_args)
+        self.model_kwargs = {k: _as_jax(v) for k, v in (model_kwargs or {}).items()}
         self.plates = tuple(plates)
         if not self.plates:
             raise ValueError("plates must name at least one subsampled plate")
@@ -159,6 +161,11 @@ class GradientEstimator:
         return f"GradientEstimator({name}, {plates})"
 
 
+def _as_jax(value: Any) -> Any:
+    """NumPy arrays in a pytree as JAX arrays (anything else unchanged)."""
+    return jax.tree.map(lambda v: jnp.asarray(v) if isinstance(v, np.ndarray) else v, value)
+
+
 class _Static:
     """Static keyword arguments as a hashable ``jit`` cache key (by value where hashable)."""
 
@@ -223,6 +230,8 @@ def minibatch_plan(
 ) -> MinibatchPlan:
     """Read a model's subsampled plates from its trace (after its own plan, if it has one:
     see the module docstring) and split its keyword arguments into data and settings."""
+    model_args = tuple(_as_jax(a) for a in model_args)
+    model_kwargs = {k: _as_jax(v) for k, v in (model_kwargs or {}).items()}
     kwargs = _with_own_plan(
         model, model_args, dict(model_kwargs or {}), batch_size, prior_batch_size
     )
