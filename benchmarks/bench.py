@@ -89,7 +89,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.json")
     parser.add_argument(
-        "--smoke", "--quick", action="store_true", help="tiny smoke setting (< 2 min)"
+        "--smoke", action="store_true", help="tiny smoke setting (< 2 min)"
     )
     parser.add_argument(
         "--from-json",
@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
     results = {
         "machine": machine_info(),
         "settings": {**cfg, "step_size": STEP_SIZE},
-        "quick": args.smoke,
+        "smoke": args.smoke,
         "loadavg_start": os.getloadavg(),
         "command": command,
     }

@@ -82,7 +82,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = {
         "run_map_seconds": run_map_calls(),
-        "demo": "full" if args.full else "quick",
+        "demo": "full" if args.full else "smoke",
         "demo_seconds": demo_runs(args.full),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "git": subprocess.run(

@@ -37,12 +37,12 @@ from mtbkd_jax.datasets.synthetic import make_synthetic
 from mtbkd_jax.experiments import run_experiment
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._loop import EpochLoop
+from mtbkd_jax.infer._svi_runners import _weak_model
 from mtbkd_jax.infer.checkpoint import Checkpoint, CheckpointError
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 from mtbkd_jax.infer.gradients import GradientEstimator
 from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
 from mtbkd_jax.infer.minibatch import PlateSpec
-from mtbkd_jax.infer.svi import _weak_model
 from mtbkd_jax.infer.warm_start import reference_optimizer
 
 N, F, C = 20, 3, 3

@@ -76,8 +76,7 @@ FINGERPRINT_IN_A_PROCESS = """
 import jax, numpy as np, numpyro.distributions as dist
 from flax import nnx
 import mtbkd_jax as mk
-from mtbkd_jax.infer import _plan
-from mtbkd_jax.infer._common import prepare_data
+from mtbkd_jax.infer.fingerprint import model_description
 from mtbkd_jax.infer.gradients import minibatch_plan
 student = mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)),
                      prior=lambda name, shape: dist.Normal(0.0, 1.0))
@@ -86,9 +85,9 @@ x = rng.normal(size=(40, 3)).astype(np.float32)
 y = rng.integers(0, 2, 40)
 bank = mk.TeacherBank.from_logits(rng.normal(size=(2, 40, 2)))
 model = mk.MTBKDModel(student, bank)
-features, labels, kwargs = prepare_data(model, x, y, None)
-plan = minibatch_plan(model, (features, labels), kwargs, 8, None)
-print(_plan.model_description(model, plan, features))
+features, labels = jax.numpy.asarray(x), jax.numpy.asarray(y)
+plan = minibatch_plan(model, (features, labels), {}, 8, None)
+print(model_description(model, plan, features))
 """
 
 

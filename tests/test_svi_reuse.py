@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from mtbkd_jax import run_map, run_svi
-from mtbkd_jax.infer import svi as svi_module
+from mtbkd_jax.infer import _svi_runners as svi_module
 
 
 class CountingModel:

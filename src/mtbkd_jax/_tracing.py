@@ -1,4 +1,5 @@
-"""Reading a NumPyro model's structure without computing: a trace with latent sites as zeros."""
+"""Reading a NumPyro model's structure without computing (a trace with latent sites as zeros),
+and the handler that gives a lifted network's sites ArviZ-friendly names."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
+from numpyro.primitives import Messenger
 
-__all__ = ["abstract_trace", "full_batch"]
+__all__ = ["abstract_trace", "full_batch", "DotDivider"]
 
 
 def _zeros_for_latents(msg: dict[str, Any]) -> jax.Array | None:
@@ -38,3 +40,16 @@ def full_batch(model: Callable[..., Any]) -> Callable[..., Any]:
     the pointwise log-likelihood of every example; NumPyro warns that the subsample size does
     not match, which the callers silence)."""
     return handlers.substitute(model, substitute_fn=_all_indices)
+
+
+class DotDivider(Messenger):
+    """Rewrite the '/' that NumPyro's flax scope puts in site names as '.'."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix + "/"
+        super().__init__()
+
+    def process_message(self, msg: dict[str, Any]) -> None:
+        name = msg.get("name")
+        if name and name.startswith(self.prefix):
+            msg["name"] = name.replace("/", ".")

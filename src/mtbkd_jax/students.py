@@ -23,10 +23,9 @@ import numpyro.distributions as dist
 from flax import linen, nnx
 from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
-from numpyro.primitives import Messenger
 
 from mtbkd_jax._deprecation import warn_renamed
-from mtbkd_jax._tracing import abstract_trace
+from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.priors import check_prior_names, normal_prior
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
@@ -41,19 +40,6 @@ if TYPE_CHECKING:
         | Callable[[str, tuple[int, ...]], dist.Distribution]
         | Mapping[str, dist.Distribution]
     )
-
-
-class _DotDivider(Messenger):
-    """Rewrite the '/' that NumPyro's flax scope puts in site names as '.'."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix + "/"
-        super().__init__()
-
-    def process_message(self, msg: dict[str, Any]) -> None:
-        name = msg.get("name")
-        if name and name.startswith(self.prefix):
-            msg["name"] = name.replace("/", ".")
 
 
 class Student:
@@ -128,7 +114,7 @@ class Student:
     ) -> Callable[[jax.Array], jax.Array]:
         if self.is_nnx:
             return random_nnx_module(self.name, self.module, prior, scope_divider=".")
-        with _DotDivider(self.name):
+        with DotDivider(self.name):
             return random_flax_module(
                 self.name, self.module, prior, input_shape=(1, *feature_shape)
             )

@@ -20,6 +20,7 @@ from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
     array_digest,
     library_versions,
+    model_description,
     optimizer_digest,
     schedule_values,
     static_value,
@@ -158,24 +159,6 @@ def check_cyclical_draws(
 
 
 # model: Any, as its optional methods (settings, constant_kwargs) are looked up by name
-def model_description(model: Any, plan: MinibatchPlan, features: jax.Array) -> dict:
-    """The model's identity, settings, sites, constants and base prior (by value), for the
-    fingerprint."""
-    out = {
-        "model": static_value(model),
-        "latent_shapes": {k: list(v) for k, v in plan.latent_shapes.items()},
-    }
-    if callable(getattr(model, "settings", None)):
-        out["settings"] = static_value(model.settings())
-    constants = getattr(model, "constant_kwargs", None)
-    if callable(constants):
-        out["constants"] = tree_digest(constants())
-    student = getattr(model, "student", None)
-    if student is not None and callable(getattr(student, "prior_digest", None)):
-        out["base_prior"] = student.prior_digest(tuple(features.shape[1:]))
-    return out
-
-
 def fingerprint(
     *,
     settings: dict,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import optax
 
     from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer.gradients import MinibatchPlan
 
 __all__ = [
     "RunFingerprint",
@@ -44,6 +45,7 @@ __all__ = [
     "optimizer_digest",
     "static_value",
     "library_versions",
+    "model_description",
     "PROBE_RTOL",
 ]
 
@@ -251,3 +253,21 @@ def _close(a: float, b: float) -> bool:
 def _short(value: object, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def model_description(model: Any, plan: MinibatchPlan, features: jax.Array) -> dict:
+    """The model's identity, settings, sites, constants and base prior (by value), for the
+    fingerprint."""
+    out = {
+        "model": static_value(model),
+        "latent_shapes": {k: list(v) for k, v in plan.latent_shapes.items()},
+    }
+    if callable(getattr(model, "settings", None)):
+        out["settings"] = static_value(model.settings())
+    constants = getattr(model, "constant_kwargs", None)
+    if callable(constants):
+        out["constants"] = tree_digest(constants())
+    student = getattr(model, "student", None)
+    if student is not None and callable(getattr(student, "prior_digest", None)):
+        out["base_prior"] = student.prior_digest(tuple(features.shape[1:]))
+    return out
