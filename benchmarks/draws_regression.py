@@ -7,7 +7,9 @@ The settings cover every sampler path the driver has: SGLD, two chains with a wa
 burn-in, SGHMC, cyclical SGLD, a transfer plate with the streamed predictive at a cold
 temperature, a partial last batch with evenly spaced draws, a step-size schedule, a model of
 one's own with two plates, and keep_draws=False. The issue-11 redesign (kernels, estimator,
-driver) was checked this way against a383e54: differing 0. Draws depend on the JAX/XLA
+driver) was checked this way against a383e54: differing 0. Since SGHMC's position moves
+after its momentum (semi-implicit Euler, later in issue 11), its two settings differ by
+design. Draws depend on the JAX/XLA
 version and the CPU, so compare on the machine and environment that saved them.
 """
 

@@ -24,9 +24,9 @@ def gaussian_grad(position, minibatch):
     return jax.tree.map(lambda x: -x / SIGMA**2, position)
 
 
-def run_chain(kernel, step_size, num_steps, burn_in, thin=5, seed=0):
+def run_chain(kernel, step_size, num_steps, burn_in, thin=5, seed=0, start=0.0):
     """Every ``thin``-th position after ``burn_in`` steps, and the infos, via lax.scan."""
-    state = kernel.init({"x": jnp.zeros(DIM)})
+    state = kernel.init({"x": jnp.full(DIM, start)})
 
     def one(state, key):
         state, info = kernel.step(key, state, None, step_size)
@@ -39,11 +39,13 @@ def run_chain(kernel, step_size, num_steps, burn_in, thin=5, seed=0):
 
 
 def lyapunov_variance(step_size, damping, noise, temperature=1.0):
-    """Stationary variance of x for the SGHMC/SGNHT Euler chain with a fixed damping:
-    x' = x + h p; p' = (1 - damping h) p - h x / s^2 + sqrt(2 noise h tau) xi."""
+    """Stationary variance of x for the SGHMC/SGNHT chain with a fixed damping, momentum first:
+    p' = (1 - damping h) p - h x / s^2 + e, e ~ N(0, 2 noise h tau); x' = x + h p'."""
     h = step_size
-    a = np.array([[1.0, h], [-h / SIGMA**2, 1.0 - damping * h]])
-    q = np.diag([0.0, 2.0 * noise * h * temperature])
+    a = np.array(
+        [[1.0 - h**2 / SIGMA**2, h * (1.0 - damping * h)], [-h / SIGMA**2, 1.0 - damping * h]]
+    )
+    q = 2.0 * noise * h * temperature * np.array([[h**2, h], [h, 1.0]])
     return solve_discrete_lyapunov(a, q)[0, 0]
 
 
@@ -68,8 +70,31 @@ def test_sgld_kernel_temperature_scales_the_variance():
     assert z_score(xs.var(), exact, xs) < Z
 
 
+def test_sghmc_kernel_is_stable_where_explicit_euler_diverges():
+    """Curvature w^2 = 400 (a posterior sharpened by N), friction 0.1, h = 0.02: explicit Euler
+    (BlackJAX's order) has |eigenvalue| > 1 (h w^2 = 8 > alpha) and diverges; the momentum-first
+    step (h w = 0.4 < 2) settles at its Lyapunov variance."""
+    sigma, h, alpha = 0.05, 0.02, 0.1
+
+    def grad(position, minibatch):
+        return jax.tree.map(lambda x: -x / sigma**2, position)
+
+    explicit = np.array([[1.0, h], [-h / sigma**2, 1.0 - alpha * h]])
+    assert max(abs(np.linalg.eigvals(explicit))) > 1.0
+    kernel = sghmc(grad, friction=alpha)
+    state = kernel.init({"x": jnp.zeros(DIM)})
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    state, xs = jax.lax.scan(lambda s, k: (kernel.step(k, s, None, h)[0],) * 2, state, keys)
+    xs = np.asarray(xs.position["x"][5000::20], np.float64)
+    a = np.array([[1.0 - h**2 / sigma**2, h * (1.0 - alpha * h)], [-h / sigma**2, 1.0 - alpha * h]])
+    q = 2.0 * alpha * h * np.array([[h**2, h], [h, 1.0]])
+    exact = solve_discrete_lyapunov(a, q)[0, 0]
+    assert np.isfinite(xs).all()
+    assert abs(xs.var() - exact) / exact < 0.1, (xs.var(), exact)
+
+
 def test_sghmc_kernel_settles_at_the_lyapunov_variance():
-    h, alpha = 0.2, 1.0
+    h, alpha = 0.5, 1.0
     _, xs, _ = run_chain(sghmc(gaussian_grad, friction=alpha), h, 40_000, 2000, thin=20)
     exact = lyapunov_variance(h, alpha, alpha)
     assert z_score(xs.var(), exact, xs) < Z
@@ -129,7 +154,8 @@ def test_psgld_settles_at_the_preconditioned_discretised_variance():
     preconditioner frozen at its mean has variance s^2 / (1 - eta G / (2 s^2))."""
     eta = 0.2
     kernel = psgld(gaussian_grad, decay=0.999)
-    _, xs, infos = run_chain(kernel, eta, 30_000, 3000, thin=10)
+    # started off the mode: at a zero gradient V stays 0 and G = 1 / lambda (pSGLD as published)
+    _, xs, infos = run_chain(kernel, eta, 30_000, 3000, thin=10, start=1.0)
     g = float(infos.mean_preconditioner.mean())
     exact = SIGMA**2 / (1 - eta * g / (2 * SIGMA**2))
     assert abs(xs.var() - exact) / exact < 0.04, (xs.var(), exact, g)
@@ -170,7 +196,7 @@ def test_psgld_with_correction_runs_and_differs_only_by_gamma():
     plain, _ = psgld(gaussian_grad).step(key, state, None, eta)
     corrected, _ = psgld(gaussian_grad, correction=True).step(key, state, None, eta)
     g = -jnp.ones(4) / SIGMA**2
-    v = 0.01 * g**2
+    v = g**2  # the first step sets V = g * g
     gamma = correction_term(g, -jnp.ones(4) / SIGMA**2, v, 0.99, 1e-5)
     np.testing.assert_allclose(
         corrected.position["x"] - plain.position["x"], eta * gamma, rtol=1e-4, atol=1e-6
@@ -250,3 +276,14 @@ def test_gradient_estimator_is_unbiased_on_an_own_model_with_two_plates():
         np.testing.assert_allclose(mean[name], exact[name], rtol=1e-4, atol=1e-5)
     # power: one minibatch is not the full gradient
     assert max(float(jnp.abs(grads[0][k] - exact[k]).max()) for k in exact) > 1e-2
+
+
+def test_psgld_first_step_stays_near_its_start():
+    """V = 0 at the start: the first step sets V = g * g, so G = 1 / (lambda + |g|); with
+    Li et al.'s V = (1 - alpha) g * g the preconditioner is 10x larger at alpha = 0.99 and the
+    noise throws the chain about +-4 from a start near the mode of N(0, 1) (found by review)."""
+    kernel = psgld(gaussian_grad)
+    state = kernel.init({"x": jnp.full(DIM, 0.5)})
+    moved, info = kernel.step(jax.random.key(0), state, None, 1e-3)
+    np.testing.assert_allclose(float(info.mean_preconditioner), 2.0, rtol=1e-3)  # 1 / |g|
+    assert float(jnp.abs(moved.position["x"] - 0.5).max()) < 0.5

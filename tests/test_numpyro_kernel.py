@@ -152,3 +152,24 @@ def test_the_adapter_refuses_bad_settings():
     mcmc = MCMC(SGMCMC(full_batch), num_warmup=1, num_samples=1, progress_bar=False)
     with pytest.raises(ValueError, match=r"declares no subsampled plate"):
         mcmc.run(jax.random.key(0), jnp.zeros(10))
+
+
+@pytest.mark.parametrize("jit_model_args", [False, True])
+def test_a_second_run_on_new_data_samples_the_new_posterior(jit_model_args):
+    """MCMC reuses its compiled sampler across runs when the model's arguments are traced
+    (``jit_model_args=True``): the kernel must read the data it is given, not the first
+    run's (found by review: both runs gave the first data's mean)."""
+    mcmc = MCMC(
+        SGMCMC(mean_model, "sgld", step_size=2e-4),
+        num_warmup=1500,
+        num_samples=300,
+        progress_bar=False,
+        jit_model_args=jit_model_args,
+    )
+    x = 0.5 * jax.random.normal(jax.random.key(0), (200,))
+    mcmc.run(jax.random.key(1), x)
+    first = float(mcmc.get_samples()["mu"].mean())
+    mcmc.run(jax.random.key(1), x + 5.0)
+    second = float(mcmc.get_samples()["mu"].mean())
+    assert abs(first - float(x.mean())) < 0.2
+    assert abs(second - float(x.mean()) - 5.0) < 0.2, (first, second)

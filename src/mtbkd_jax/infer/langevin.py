@@ -1,7 +1,8 @@
 """The SG-MCMC integrators the kernels share: BlackJAX's Euler solvers, noise drawn once.
 
 ``sgld_update`` is BlackJAX's ``overdamped_langevin`` and ``sghmc_update`` its ``sghmc``
-diffusion (with ``beta = 0``), term for term and with the same random numbers: for the same key
+diffusion (with ``beta = 0``; the position moves after the momentum, see there), term for term
+and with the same random numbers: for the same key
 they return the same state up to float rounding (``tests/test_sgmcmc.py`` checks it against
 BlackJAX itself). The
 one change is where the noise is laid out. BlackJAX draws a flat normal vector and unravels it
@@ -64,12 +65,17 @@ def sghmc_update(
     friction: float | jax.Array,
     damping: float | jax.Array | None = None,
 ) -> tuple[PyTree, PyTree]:
-    """``z <- z + h r``; ``r <- (1 - alpha h) r + h grad + sqrt(2 alpha h tau) xi``.
+    """``r <- (1 - alpha h) r + h grad + sqrt(2 alpha h tau) xi``, then ``z <- z + h r``.
 
-    ``damping`` (default ``alpha``) replaces ``alpha`` in the momentum's decay only: SGNHT's
-    thermostat."""
+    The momentum moves first and the position follows with the new momentum (semi-implicit
+    Euler, the order of Chen et al.'s and Ding et al.'s algorithms): for a Gaussian of
+    curvature w^2 the step's determinant is ``1 - alpha h``, stable for ``h w < 2``. BlackJAX's
+    ``sghmc`` diffusion moves the position with the old momentum (explicit Euler, determinant
+    ``1 - alpha h + h^2 w^2``), which diverges once ``h w^2 > alpha``: with the posterior's
+    curvature growing with N, at almost any step size (found by review; the momentum update
+    and its random numbers are BlackJAX's). ``damping`` (default ``alpha``) replaces
+    ``alpha`` in the momentum's decay only: SGNHT's thermostat."""
     noise = gaussian_noise(rng_key, position)
-    position = jax.tree.map(lambda x, r: x + step_size * r, position, momentum)
     scale = jnp.sqrt(step_size * temperature * 2 * friction)
     damping = friction if damping is None else damping
     momentum = jax.tree.map(
@@ -78,6 +84,7 @@ def sghmc_update(
         logdensity_grad,
         noise,
     )
+    position = jax.tree.map(lambda x, r: x + step_size * r, position, momentum)
     return position, momentum
 
 

@@ -125,12 +125,20 @@ class SGMCMC(MCMCKernel):
             options=check_sampler_options(sampler, sampler_options),
         )
         self._estimator: GradientEstimator | None = None
+        self._plan_kwargs: dict[str, Any] = {}  # what the model's own plan adds to its kwargs
 
     @property
     def estimator(self) -> GradientEstimator:
+        """The estimator on the data of the last ``init`` (``mcmc.run``)."""
         if self._estimator is None:
             raise RuntimeError("SGMCMC.init has not run: call mcmc.run(...) first")
         return self._estimator
+
+    def _estimator_for(self, model_args: tuple, model_kwargs: dict | None) -> GradientEstimator:
+        """The estimator on the data ``MCMC`` passes (traced under ``jit_model_args=True``),
+        with the plates and plan of ``init``: the data are never stale constants."""
+        kwargs = {**(model_kwargs or {}), **self._plan_kwargs}
+        return GradientEstimator(self.model, tuple(model_args), kwargs, self.estimator.plates)
 
     def init(
         self,
@@ -140,9 +148,12 @@ class SGMCMC(MCMCKernel):
         model_args: tuple,
         model_kwargs: dict | None,
     ) -> SGMCMCState:
+        # NumPyro calls init again at every mcmc.run (this kernel has no _sample_fn attribute)
         plan = minibatch_plan(
             self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
         )
+        given = set(model_kwargs or {})
+        self._plan_kwargs = {k: v for k, v in plan.kwargs.items() if k not in given}
         self._estimator = GradientEstimator(self.model, tuple(model_args), plan.kwargs, plan.plates)
         if is_prng_key(rng_key):
             return self._init_one(rng_key, init_params)
@@ -166,39 +177,44 @@ class SGMCMC(MCMCKernel):
     def sample(
         self, state: SGMCMCState, model_args: tuple, model_kwargs: dict | None
     ) -> SGMCMCState:
-        if not is_prng_key(state.rng_key):  # chain_method="vectorized": a batch of chains
-            return jax.vmap(self._sample_one)(state)
-        return self._sample_one(state)
-
-    def _sample_one(self, state: SGMCMCState) -> SGMCMCState:
-        estimator = self.estimator
+        """One minibatch step of every chain (``chain_method="vectorized"``: a batch of
+        chains, which share the step count, so an epoch's reshuffle is one branch for all)."""
+        estimator = self._estimator_for(model_args, model_kwargs)
+        batched = not is_prng_key(state.rng_key)
+        count = state.i[0] if batched else state.i
         lead = estimator.plates[0]
-        steps_per_epoch = lead.size // lead.batch_size
-        step_in_epoch = jnp.mod(state.i, steps_per_epoch)
-        rng_key, order_key, noise_key = jax.random.split(state.rng_key, 3)
+        step_in_epoch = jnp.mod(count, lead.size // lead.batch_size)
+        keys = (jax.vmap(jax.random.split, (0, None))(state.rng_key, 3) if batched
+                else jax.random.split(state.rng_key, 3))  # fmt: skip
+        rng_key, order_key, noise_key = (keys[:, 0], keys[:, 1], keys[:, 2]) if batched else keys
 
-        def shuffled(_: None) -> dict[str, jax.Array]:
-            keys = jax.random.split(order_key, len(estimator.plates))
+        def shuffled(key: jax.Array) -> dict[str, jax.Array]:
+            plate_keys = jax.random.split(key, len(estimator.plates))
             return {
                 p.name: jax.random.permutation(k, p.size)
-                for p, k in zip(estimator.plates, keys, strict=True)
+                for p, k in zip(estimator.plates, plate_keys, strict=True)
             }
 
-        orders = jax.lax.cond(step_in_epoch == 0, shuffled, lambda _: state.orders, None)
-        batch = {p.name: p.indices(orders[p.name], step_in_epoch) for p in estimator.plates}
-        kernel = build_sampler(self.sampler, estimator, **self.options)
-        new, info = kernel.step(noise_key, state.kernel, batch, self.schedule(state.i))
-        return SGMCMCState(
-            state.i + 1,
-            new.position,
-            new,
-            orders,
-            rng_key,
-            jnp.asarray(info.step_size, jnp.float32),
+        reshuffle = jax.vmap(shuffled) if batched else shuffled
+        orders = jax.lax.cond(
+            step_in_epoch == 0, lambda: reshuffle(order_key), lambda: state.orders
         )
+        kernel = build_sampler(self.sampler, estimator, **self.options)
+
+        def step(
+            state: SGMCMCState, orders: dict, noise_key: jax.Array, rng_key: jax.Array
+        ) -> SGMCMCState:
+            batch = {p.name: p.indices(orders[p.name], step_in_epoch) for p in estimator.plates}
+            new, info = kernel.step(noise_key, state.kernel, batch, self.schedule(state.i))
+            step_size = jnp.asarray(info.step_size, jnp.float32)
+            return SGMCMCState(state.i + 1, new.position, new, orders, rng_key, step_size)
+
+        if batched:
+            return jax.vmap(step)(state, orders, noise_key, rng_key)
+        return step(state, orders, noise_key, rng_key)
 
     def postprocess_fn(self, model_args: tuple, model_kwargs: dict | None) -> Callable:
-        return self.estimator.constrain
+        return self._estimator_for(model_args, model_kwargs).constrain
 
     def get_diagnostics_str(self, state: SGMCMCState) -> str:
         return f"step size {float(np.ravel(state.step_size)[0]):.2e}"

@@ -8,9 +8,14 @@ position-dependent preconditioner's chain on the target: through ``V``'s depende
 current gradient, ``Gamma_i = -(1 - alpha) g_i H_ii / (sqrt(V_i) (lambda + sqrt(V_i))^2)``, with
 ``H_ii`` the log density's Hessian diagonal. With ``correction=True`` the kernel estimates
 ``H_ii`` without bias by Hutchinson's probe, ``z * (H z)`` with Rademacher ``z`` (one
-Hessian-vector product per step: about twice a gradient's cost); by default it is left out, as
-Li et al. do (the bias is of order ``(1 - alpha)``, small for ``alpha`` near 1).
-``V`` starts at zero, as in Li et al.'s Algorithm 1.
+Hessian-vector product per step: about twice a gradient's cost). It is left out by default, as
+Li et al. do in their experiments, and ``correction=True`` is experimental: ``Gamma`` grows like
+``G^2`` where gradients are small, and since ``V`` carries the chain's history it is the
+derivative of the current step's preconditioner only.
+
+``V`` starts at zero, as in Li et al.'s Algorithm 1, and the first step sets it to ``g * g``
+(not ``(1 - alpha) g * g``): otherwise the first preconditioner is ``1 / sqrt(1 - alpha)``
+times too large and the first step's noise throws the chain far from its start.
 """
 
 from __future__ import annotations
@@ -84,8 +89,10 @@ def build_kernel(
             grad, hvp = jax.jvp(lambda z: grad_estimator(z, minibatch), (state.position,), (probe,))
         else:
             grad = grad_estimator(state.position, minibatch)
-        square_avg = jax.tree.map(
-            lambda v, g: decay * v + (1.0 - decay) * g * g, state.square_avg, grad
+        square_avg = jax.tree.map(  # V = 0: the first step (or a gradient never seen non-zero)
+            lambda v, g: jnp.where(v == 0, g * g, decay * v + (1.0 - decay) * g * g),
+            state.square_avg,
+            grad,
         )
         preconditioner = jax.tree.map(lambda v: 1.0 / (regularizer + jnp.sqrt(v)), square_avg)
         if correction:

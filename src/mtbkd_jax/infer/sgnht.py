@@ -41,7 +41,8 @@ class SGNHTInfo(NamedTuple):
 
 def init(position: PyTree, thermostat: float = 0.1) -> SGNHTState:
     momentum = jax.tree.map(jnp.zeros_like, position)
-    return SGNHTState(position, momentum, jnp.asarray(thermostat, jnp.float32))
+    dtype = jnp.result_type(*jax.tree.leaves(position))  # float64 positions: a float64 one
+    return SGNHTState(position, momentum, jnp.asarray(thermostat, dtype))
 
 
 def build_kernel(
