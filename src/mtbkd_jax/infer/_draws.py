@@ -31,9 +31,8 @@ class Draws(NamedTuple):
     sites: dict
     step_size: np.ndarray
 
-    def extend(self, other: Draws | None) -> Draws:
-        if other is None:
-            return self
+    def extend(self, other: Draws) -> Draws:
+        """These draws followed by ``other``'s, along the draw axis."""
         join = lambda a, b: np.concatenate([a, b], axis=1)  # noqa: E731
         sites = {k: join(v, other.sites[k]) for k, v in self.sites.items()}
         return Draws(sites, join(self.step_size, other.step_size))

@@ -210,7 +210,7 @@ class SamplerRun:
                     observed, position, self.settings.keep_draws, constrain
                 )
                 self.chunk_seconds.append((stop - epoch, time.perf_counter() - tick))
-                draws = chunk.extend(None) if draws is None else draws.extend(chunk)
+                draws = chunk if draws is None else draws.extend(chunk)
                 if not finite:
                     raise self._diverged(epoch, stop, draws, carry, constrain, started)
                 epoch = stop

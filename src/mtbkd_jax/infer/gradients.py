@@ -350,8 +350,3 @@ def gradient_estimator(
     """
     plan = minibatch_plan(model, tuple(model_args), model_kwargs, batch_size, prior_batch_size)
     return GradientEstimator(model, tuple(model_args), plan.kwargs, plan.plates)
-
-
-def estimator_for(model: Callable, model_args: tuple, plan: MinibatchPlan) -> GradientEstimator:
-    """The estimator of a plan already read (the driver's path)."""
-    return GradientEstimator(model, tuple(model_args), plan.kwargs, plan.plates)
