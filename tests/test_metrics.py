@@ -226,7 +226,15 @@ def test_classification_metrics_dict():
     Brier sum by hand, brute-force bins for both ECEs (tolerance: float64 summation order)."""
     probs, labels = _random_case(seed=7)
     out = classification_metrics(probs, labels, num_bins=5)
-    assert set(out) == {"accuracy", "nll", "brier", "ece", "classwise_ece"}
+    assert set(out) == {
+        "accuracy",
+        "nll",
+        "brier",
+        "ece",
+        "classwise_ece",
+        "aurc",  # checked against brute force in tests/test_selective_metrics.py
+        "accuracy_at_90",
+    }
     assert out["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(-1)), abs=0)
     assert out["nll"] == pytest.approx(log_loss(labels, probs, labels=range(4)), abs=1e-10)
     brier = ((probs - np.eye(4)[labels]) ** 2).sum(-1).mean()

@@ -1,12 +1,23 @@
 """Classification metrics on predictive probabilities ``(N, C)`` and integer labels ``(N,)``.
 
-All are plain NumPy on the host (they run once per evaluation), computed in float64.
+All are plain NumPy on the host (they run once per evaluation), computed in float64. The
+selective-prediction, OOD-detection and calibration-band metrics live in
+:mod:`mtbkd_jax.selective` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from mtbkd_jax.selective import (
+    accuracy_at_coverage,
+    aurc,
+    ood_auroc,
+    ood_detection,
+    reliability_bands,
+    risk_coverage_curve,
+)
 
 __all__ = [
     "accuracy",
@@ -19,6 +30,12 @@ __all__ = [
     "interval_coverage",
     "interval_coverage_by_probability",
     "classification_metrics",
+    "risk_coverage_curve",
+    "aurc",
+    "accuracy_at_coverage",
+    "ood_auroc",
+    "ood_detection",
+    "reliability_bands",
 ]
 
 
@@ -226,11 +243,15 @@ def interval_coverage_by_probability(
 def classification_metrics(
     probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
 ) -> dict[str, float]:
-    """Accuracy, NLL, Brier score, ECE and classwise ECE in one dict."""
+    """Accuracy, NLL, Brier score, ECE, classwise ECE, and the selective-prediction metrics
+    :func:`~mtbkd_jax.selective.aurc` and :func:`~mtbkd_jax.selective.accuracy_at_coverage` at
+    90% (``"aurc"``, ``"accuracy_at_90"``; confidence ``max_c p_c``) in one dict."""
     return {
         "accuracy": accuracy(probs, labels),
         "nll": negative_log_likelihood(probs, labels),
         "brier": brier_score(probs, labels),
         "ece": expected_calibration_error(probs, labels, num_bins),
         "classwise_ece": classwise_calibration_error(probs, labels, num_bins),
+        "aurc": aurc(probs, labels),
+        "accuracy_at_90": accuracy_at_coverage(probs, labels, coverage=0.9),
     }

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from arviz_plots import PlotCollection
     from matplotlib.figure import Figure
 
-from mtbkd_jax.metrics import reliability_bins
+from mtbkd_jax.selective import reliability_bands
 
 __all__ = [
     "reliability_diagram",
@@ -48,35 +48,61 @@ def reliability_diagram(
     path: str | os.PathLike[str] | None = None,
     num_bins: int = 10,
     min_count: int = 5,
+    *,
+    bands: bool = True,
+    level: float = 0.95,
+    num_resamples: int = 1000,
+    seed: int = 0,
 ) -> Figure:
-    """Accuracy against confidence per bin for several methods.
+    """Accuracy against confidence per bin for several methods, with each bin's consistency bar
+    and, in a panel below, its number of examples.
+
+    A consistency bar (Bröcker & Smith, 2007; :func:`~mtbkd_jax.selective.reliability_bands`)
+    is the range of accuracies a calibrated model would show in the bin given its examples'
+    confidences: a point outside its bar is miscalibrated, one inside a wide bar may just be a
+    small bin. (ArviZ's ``plot_ppc_pava`` draws PAV calibration with bands from predictive
+    draws of the labels, one model and one class at a time; this figure works from the
+    ``(N, C)`` probabilities of several methods at once.)
 
     Args:
         curves: ``{method name: predictive probabilities (N, C)}``.
         labels: true labels (N,).
         path: where to save the PNG (optional).
         num_bins: equal-width confidence bins (the last one closed on the right).
-        min_count: bins with fewer examples are not drawn (their accuracy is noise).
+        min_count: bins with fewer examples are not drawn above (their accuracy is noise); the
+            counts panel shows every bin.
+        bands: draw the consistency bars.
+        level: the bars' probability.
+        num_resamples: simulated outcome sets per bar.
+        seed: the bars' random seed (the figure is deterministic).
 
     Returns:
-        The matplotlib figure.
+        The matplotlib figure: the reliability axes first, the counts axes (log scale) second.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    for name, probs in curves.items():
-        edges, counts, conf, acc = reliability_bins(probs, labels, num_bins)
-        filled = counts >= min_count
-        ax.plot(conf[filled], acc[filled], marker="o", ms=4, label=name)
-    ax.text(0.98, 0.02, f"bins with >= {min_count} examples", ha="right", fontsize=7)
-    ax.set(
-        xlabel="confidence",
-        ylabel="accuracy",
-        xlim=(0, 1),
-        ylim=(0, 1),
-        title="Reliability diagram (test set)",
+    fig, (ax, counts_ax) = plt.subplots(
+        2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    width = 1.0 / (num_bins * max(len(curves), 1))
+    for m, (name, probs) in enumerate(curves.items()):
+        found = reliability_bands(probs, labels, num_bins, num_resamples, level, seed)
+        filled = found["count"] >= min_count
+        conf, freq = found["confidence"][filled], found["frequency"][filled]
+        (line,) = ax.plot(conf, freq, marker="o", ms=4, label=name)
+        if bands:
+            low, high = found["lower"][filled], found["upper"][filled]
+            ax.vlines(conf, low, high, lw=4, alpha=0.3, color=line.get_color())
+        left = found["edges"][:-1] + m * width
+        counts_ax.bar(left, found["count"], width=width, align="edge", color=line.get_color())
+    note = f"bins with >= {min_count} examples"
+    if bands:
+        note += f"; bars: {level:.0%} consistency under calibration"
+    ax.text(0.98, 0.02, note, ha="right", fontsize=7)
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability diagram (test set)")
     ax.legend(fontsize=8, loc="upper left")
+    counts_ax.set_yscale("symlog", linthresh=1)
+    counts_ax.set(xlabel="confidence", ylabel="examples per bin", xlim=(0, 1), ylim=(0, None))
     fig.tight_layout()
     return _save(fig, path)
 
