@@ -27,6 +27,7 @@ from numpyro.contrib.module import random_flax_module, random_nnx_module
 from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.priors import check_prior_names, normal_prior
+from mtbkd_jax.scale_priors import chain_groups
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
 
@@ -112,12 +113,13 @@ class Student:
     def _network(
         self, feature_shape: tuple[int, ...], prior: _PriorSpec
     ) -> Callable[[jax.Array], jax.Array]:
-        if self.is_nnx:
-            return random_nnx_module(self.name, self.module, prior, scope_divider=".")
-        with DotDivider(self.name):
-            return random_flax_module(
-                self.name, self.module, prior, input_shape=(1, *feature_shape)
-            )
+        with chain_groups(prior):  # a hierarchical prior's groups of several arrays
+            if self.is_nnx:
+                return random_nnx_module(self.name, self.module, prior, scope_divider=".")
+            with DotDivider(self.name):
+                return random_flax_module(
+                    self.name, self.module, prior, input_shape=(1, *feature_shape)
+                )
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """Every weight's dotted path, whatever the prior (a dict prior samples only the
