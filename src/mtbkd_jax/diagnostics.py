@@ -1,12 +1,14 @@
 """ArviZ integration (this module and :mod:`mtbkd_jax.plots` are the only ones importing ArviZ).
 
-Conversion to an ArviZ 1.x ``xarray.DataTree`` and thin helpers that select parameters by
-name, so summaries need not print every network weight.
+Conversion to an ArviZ 1.x ``xarray.DataTree``, thin helpers that select parameters by name, so
+summaries need not print every network weight, and :func:`exploration_report`: what the draws
+explore, in a few numbers.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from mtbkd_jax.infer.posterior import Posterior
 
-__all__ = ["to_datatree", "summary", "parameter_names"]
+__all__ = ["to_datatree", "summary", "parameter_names", "exploration_report"]
 
 
 def to_datatree(
@@ -79,3 +81,130 @@ def summary(
     import arviz as az
 
     return az.summary(tree, var_names=parameter_names(tree, pattern), **kwargs)
+
+
+def exploration_report(
+    posterior: Posterior, mode: Posterior | Mapping[str, ArrayLike] | None = None
+) -> dict[str, Any]:
+    """What the draws explore: agreement across chains, and how far they travel.
+
+    Every site of ``posterior.draws`` counts; ``theta`` below is all of them flattened into one
+    vector per draw (chain ``c``, draw ``s``).
+
+    Args:
+        posterior: the draws, ``(chains, draws, *shape)`` per site.
+        mode: a point to measure the distance travelled from (a MAP): site -> array, or a
+            :class:`~mtbkd_jax.Posterior` whose first draw is taken (``run_map``'s).
+
+    Returns:
+        A dict of plain numbers:
+
+        * ``rhat``: site -> the largest rank-normalised split R-hat over its coordinates
+          (``arviz.rhat``, Vehtari et al. 2021); near 1 when the chains agree, above ~1.01
+          when they sample different regions; NaN with one chain or constant draws.
+          ``max_rhat``: the largest over all sites (NaN coordinates left out).
+        * ``ess_bulk``: site -> the smallest bulk effective sample size over its coordinates
+          (``arviz.ess``), ``min_ess_bulk`` the smallest overall: the number of independent
+          draws the chains are worth for the posterior mean.
+        * ``within_chain_sd``: ``sqrt(sum_i mean_c var_s(theta_csi))``, how far a chain's
+          draws spread around its own mean (sample variance, ``ddof=1``).
+        * ``between_chain_distance``: the mean over pairs of chains of
+          ``||mean_s theta_c - mean_s theta_c'||``; ``spread_to_separation`` is
+          ``within_chain_sd / between_chain_distance``: well above 1 when the chains explore
+          the same region, at or below 1 when each sits in its own (both ``None`` with one
+          chain).
+        * ``distance_from_mode``: the mean over draws of ``||theta - theta_mode||``;
+          ``relative_distance_from_mode`` that divided by ``||theta_mode||`` (``None``
+          without ``mode``; ``inf`` for a mode at the origin).
+        * ``num_chains``, ``num_draws``.
+
+        The posterior does not record where the chains started, so their initial distance
+        is not reported.
+
+    Example:
+        >>> import numpy as np
+        >>> from mtbkd_jax import Posterior
+        >>> from mtbkd_jax.diagnostics import exploration_report
+        >>> draws = np.random.default_rng(0).normal(size=(2, 400, 3))
+        >>> draws[1] += 5.0  # the second chain sits elsewhere
+        >>> report = exploration_report(Posterior({"w": draws}), mode={"w": np.ones(3)})
+        >>> report["max_rhat"] > 1.5, report["spread_to_separation"] < 1
+        (True, True)
+    """
+    import arviz as az
+
+    point = _mode_point(posterior, mode)
+    num_chains = posterior.num_chains
+    rhat, ess, variance, squared, means = {}, {}, 0.0, 0.0, []
+    with warnings.catch_warnings():  # constant coordinates: NaN, not a warning per site
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, value in posterior.draws.items():
+            theta = np.asarray(value, np.float64).reshape(num_chains, posterior.num_draws, -1)
+            rhat[name] = _nan_reduce(np.nanmax, az.rhat(theta))
+            ess[name] = _nan_reduce(np.nanmin, az.ess(theta, method="bulk"))
+            variance += float(theta.var(axis=1, ddof=1).mean(axis=0).sum())
+            means.append(theta.mean(axis=1))
+            if point is not None:
+                squared = squared + ((theta - point[name].reshape(1, 1, -1)) ** 2).sum(axis=-1)
+    centres = np.concatenate(means, axis=-1)
+    pairs = [(a, b) for a in range(num_chains) for b in range(a + 1, num_chains)]
+    between = (
+        float(np.mean([np.linalg.norm(centres[a] - centres[b]) for a, b in pairs]))
+        if pairs
+        else None
+    )
+    within = float(np.sqrt(variance))
+    report: dict[str, Any] = {
+        "rhat": rhat,
+        "max_rhat": _nan_reduce(np.nanmax, np.asarray(list(rhat.values()))),
+        "ess_bulk": ess,
+        "min_ess_bulk": _nan_reduce(np.nanmin, np.asarray(list(ess.values()))),
+        "within_chain_sd": within,
+        "between_chain_distance": between,
+        "spread_to_separation": None if between is None else _ratio(within, between),
+        "distance_from_mode": None,
+        "relative_distance_from_mode": None,
+        "num_chains": num_chains,
+        "num_draws": posterior.num_draws,
+    }
+    if point is not None:
+        distance = float(np.sqrt(squared).mean())
+        norm = float(np.sqrt(sum((v**2).sum() for v in point.values())))
+        report["distance_from_mode"] = distance
+        report["relative_distance_from_mode"] = _ratio(distance, norm)
+    return report
+
+
+def _mode_point(
+    posterior: Posterior, mode: Posterior | Mapping[str, ArrayLike] | None
+) -> dict[str, np.ndarray] | None:
+    """``mode`` as site -> float64 array, checked against the posterior's sites."""
+    from mtbkd_jax.infer.posterior import Posterior
+
+    if mode is None:
+        return None
+    if isinstance(mode, Posterior):
+        mode = mode.point()
+    if not isinstance(mode, Mapping):
+        raise TypeError(f"mode must be a Posterior or a dict of site -> array, got {mode!r}")
+    missing = sorted(set(posterior.draws) - set(mode))
+    if missing:
+        raise ValueError(f"mode lacks the posterior's sites {missing}")
+    point = {}
+    for name, value in posterior.draws.items():
+        point[name] = np.asarray(mode[name], np.float64)
+        if point[name].shape != value.shape[2:]:
+            raise ValueError(
+                f"mode[{name!r}] has shape {point[name].shape}, the draws {value.shape[2:]}"
+            )
+    return point
+
+
+def _nan_reduce(reduce: Any, values: ArrayLike) -> float:
+    """``reduce`` (``np.nanmax``/``np.nanmin``) over the finite-or-NaN values; NaN if all NaN."""
+    values = np.asarray(values, np.float64)
+    return float("nan") if np.isnan(values).all() else float(reduce(values))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("inf")

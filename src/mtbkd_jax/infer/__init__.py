@@ -9,6 +9,8 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
 * :func:`gradient_estimator`: the minibatch gradient of any NumPyro model with subsampled
   plates.
 * :class:`SGMCMC`: a kernel for ``numpyro.infer.MCMC``.
+* :func:`choose_step_size`: the SG-MCMC step size from pilot runs (:func:`check_step_size`
+  judges one; ``run_sgmcmc(step_size="auto")`` applies the choice).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from mtbkd_jax.infer.sghmc import sghmc
 from mtbkd_jax.infer.sgld import sgld
 from mtbkd_jax.infer.sgmcmc import run_sgmcmc
 from mtbkd_jax.infer.sgnht import sgnht
+from mtbkd_jax.infer.step_size import (
+    StepSizeCheck,
+    StepSizeChoice,
+    check_step_size,
+    choose_step_size,
+)
 from mtbkd_jax.infer.svi import run_map, run_svi
 
 __all__ = [
@@ -35,6 +43,10 @@ __all__ = [
     "Posterior",
     "SGMCMC",
     "SamplerDivergedError",
+    "StepSizeCheck",
+    "StepSizeChoice",
+    "check_step_size",
+    "choose_step_size",
     "cyclical_sgld",
     "gradient_estimator",
     "psgld",

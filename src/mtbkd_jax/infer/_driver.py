@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._draws import Draws, StreamedPredictive, package_posterior, select_draws
 from mtbkd_jax.infer._loop import EpochLoop
@@ -24,6 +25,7 @@ from mtbkd_jax.infer._records import SGMCMCSettings, SGMCMCTimings
 from mtbkd_jax.infer._start import divergence_cause
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan
 from mtbkd_jax.infer.posterior import Posterior
+from mtbkd_jax.infer.step_size import pilot_sampler, select_step_size
 from mtbkd_jax.infer.warm_start import minibatch_optimize
 
 if TYPE_CHECKING:
@@ -173,6 +175,21 @@ class SamplerRun:
             partial_last_batch=self.plan.partial_last_batch,
         )
         return self._initial_carry(position), None, 0
+
+    def choose_step_size(self, position: PyTree, rng_key: jax.Array) -> None:
+        """``step_size="auto"``: pilots from ``position`` (the chains after the warm start)
+        choose the run's constant step size (cyclical SGLD's peak), recorded in its settings
+        (:func:`~mtbkd_jax.infer.step_size.select_step_size`, default ladder and margin)."""
+        s = self.settings
+        make_kernel = pilot_sampler(
+            s.sampler, temperature=s.temperature, friction=s.friction, options=s.sampler_options
+        )
+        choice = select_step_size(
+            self.estimator, make_kernel, position, rng_key, sampler=s.sampler,
+            temperature=s.temperature,
+        )  # fmt: skip
+        self.schedule = schedules.constant(choice.step_size)
+        self.settings = replace(s, step_size=choice.step_size, step_size_choice=choice.as_dict())
 
     def sample(
         self,

@@ -1,4 +1,5 @@
-"""Typed records of an SG-MCMC run: what it was asked to do, and how long it took."""
+"""Typed records of an SG-MCMC run: what it was asked to do, how long it took, and the step
+size chosen by pilot runs (:mod:`mtbkd_jax.infer.step_size`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mtbkd_jax.infer.minibatch import PlateSpec
 
-__all__ = ["SGMCMCSettings", "SGMCMCTimings"]
+__all__ = ["SGMCMCSettings", "SGMCMCTimings", "StepSizeCheck", "StepSizeChoice"]
 
 
 @dataclass(frozen=True)
 class SGMCMCSettings:
     """The sampler's settings, as stored with the posterior and in the checkpoint's
     fingerprint (``step_size`` is ``"schedule"`` for a schedule; its values are fingerprinted
-    apart)."""
+    apart; with ``step_size="auto"`` it is the chosen value, ``step_size_choice`` the
+    evidence)."""
 
     sampler: str
     plates: list
@@ -35,6 +37,7 @@ class SGMCMCSettings:
     num_cycles: int | None = None
     exploration_fraction: float | None = None
     sampler_options: dict = field(default_factory=dict)
+    step_size_choice: dict | None = None  # step_size="auto": StepSizeChoice.as_dict()
 
     @classmethod
     def from_arguments(cls, arguments: dict, plates: Sequence[PlateSpec]) -> SGMCMCSettings:
@@ -68,7 +71,7 @@ class SGMCMCSettings:
     def as_dict(self) -> dict:
         """Plain values; the cyclical and kernel-specific fields only where they apply."""
         out = asdict(self)
-        for name in ("num_cycles", "exploration_fraction"):
+        for name in ("num_cycles", "exploration_fraction", "step_size_choice"):
             if out[name] is None:
                 del out[name]
         if not out["sampler_options"]:
@@ -87,4 +90,52 @@ class SGMCMCTimings:
     chunk_seconds: list
 
     def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepSizeCheck:
+    """One pilot's verdict (the diagnostic: :mod:`mtbkd_jax.infer.step_size`).
+
+    Attributes:
+        step_size: the step size piloted.
+        stable: the verdict; ``reason`` says why not (empty when stable).
+        temperature_ratio: ``T / tau`` over the pilot's second half (1 on the target; NaN
+            when not finite or the curvature estimate is not positive).
+        divergence: the worst chain's potential rise over its allowance (above 1: diverging).
+    """
+
+    step_size: float
+    stable: bool
+    reason: str
+    temperature_ratio: float
+    divergence: float
+
+
+@dataclass(frozen=True)
+class StepSizeChoice:
+    """What :func:`~mtbkd_jax.infer.choose_step_size` chose, and on what evidence.
+
+    Attributes:
+        step_size: the choice, ``margin * largest_stable``.
+        largest_stable: the largest rung whose pilot was judged stable.
+        margin: the safety factor.
+        sampler: the sampler piloted.
+        candidates: the ladder, largest first.
+        checks: the pilots run, in the order run (:attr:`unstable`: those refused, and why).
+    """
+
+    step_size: float
+    largest_stable: float
+    margin: float
+    sampler: str
+    candidates: tuple[float, ...]
+    checks: tuple[StepSizeCheck, ...]
+
+    @property
+    def unstable(self) -> tuple[StepSizeCheck, ...]:
+        return tuple(c for c in self.checks if not c.stable)
+
+    def as_dict(self) -> dict:
+        """Plain values (as stored in a posterior's settings)."""
         return asdict(self)

@@ -57,7 +57,7 @@ def run_sgmcmc(
     batch_size: int | None = None,
     num_epochs: int = 80,
     num_burnin_epochs: int = 0,
-    step_size: float | Callable = 1e-5,
+    step_size: float | Callable | str = 1e-5,
     temperature: float = 1.0,
     draws_per_epoch: int = 6,
     random_draw_positions: bool = True,
@@ -100,6 +100,12 @@ def run_sgmcmc(
             ``step -> eta`` (:mod:`mtbkd_jax.infer.schedules`: constant, polynomial decay,
             cyclical). For ``"cyclical_sgld"`` it is the peak of the cosine cycles (a schedule
             sets each step's peak). For ``"sghmc"`` and ``"sgnht"`` it is the time step ``h``.
+            ``"auto"``: chosen by pilot runs of the sampler from the chains after the warm
+            start (:func:`~mtbkd_jax.infer.choose_step_size`'s rule: half the largest stable
+            step of a ladder; a random start is judged on its transient, so warm-start or pass
+            ``init_params``); the choice and its evidence are in the posterior's
+            ``settings["step_size"]`` and ``settings["step_size_choice"]``. Not with
+            ``checkpoint_path`` (choose it first and pass the number).
         temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
@@ -145,7 +151,8 @@ def run_sgmcmc(
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
-    arguments = checked_arguments(dict(locals()))
+    auto = _auto_step_size(step_size, checkpoint_path)
+    arguments = checked_arguments({**locals(), "step_size": 1.0 if auto else step_size})
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
     if checkpoint is not None:
         checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
@@ -204,7 +211,24 @@ def run_sgmcmc(
         carry, draws, first_epoch = run.resume_or_start(
             checkpoint, warm_optimizer, warm_key, warm_start_epochs, chunk_epochs, bar
         )
+        if auto:  # the pilots' key leaves the run's own keys as they were
+            run.choose_step_size(carry.kernel.position, jax.random.fold_in(rng_key, 0x5EED))
         return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
+
+
+def _auto_step_size(step_size: object, checkpoint_path: object) -> bool:
+    """Whether ``step_size`` is ``"auto"`` (refused with a checkpoint: a resumed run could not
+    redo the pilots from the warm start it skips)."""
+    if not isinstance(step_size, str):
+        return False
+    if step_size != "auto":
+        raise TypeError(f"step_size must be a number, a schedule or 'auto', got {step_size!r}")
+    if checkpoint_path is not None:
+        raise ValueError(
+            "step_size='auto' cannot be combined with checkpoint_path: choose the step size "
+            "first (mtbkd_jax.infer.choose_step_size) and pass the number"
+        )
+    return True
 
 
 def _prediction_inputs(
