@@ -63,6 +63,136 @@ def test_coordinate_search_rejects_bad_input(grid, start, sweeps, match):
         mk.tuning.coordinate_search(lambda s: 0.0, grid, start, sweeps=sweeps)
 
 
+# ------------------------------------------------------------------ grids without edges
+def _quadratic(optimum, name="x"):
+    """A validation curve quadratic in log(value), lowest at ``optimum``."""
+    return lambda s: (math.log(s[name]) - math.log(optimum)) ** 2
+
+
+def _lattice_minimum(score, first, ratio, name="x"):
+    """The independent reference: the best point of the whole geometric lattice
+    ``first * ratio**k`` (k = -12..12), by exhaustive search."""
+    lattice = [first * ratio**k for k in range(-12, 13)]
+    return min(lattice, key=lambda v: score({name: v}))
+
+
+@pytest.mark.parametrize(
+    ("grid", "optimum", "ratio"),
+    [((1.0, 3.0, 9.0), 40.0, 3.0), ((0.03, 0.1, 0.3), 0.01, 0.1 / 0.03), ((2.0, 4.0), 19.0, 2.0)],
+)
+def test_an_optimum_beyond_the_grid_is_found_by_extending_it(grid, optimum, ratio):
+    score = _quadratic(optimum)
+    result = mk.tuning.coordinate_search(score, {"x": grid}, {"x": grid[1]})
+    expected = _lattice_minimum(score, grid[0], ratio)
+    assert result.best["x"] == pytest.approx(expected, rel=1e-9)
+    assert result.best["x"] not in grid and result.best["x"] in result.extended["x"]
+    assert result.on_edge == []  # one value beyond the best was tried, and lost
+    assert result.grid_note("x") == "grid extended"
+    # a search without extension (the old behaviour) stops at the grid's edge: the test fails it
+    plain = mk.tuning.coordinate_search(score, {"x": grid}, {"x": grid[1]}, max_extensions=0)
+    assert plain.best["x"] in (min(grid), max(grid)) and plain.best["x"] != result.best["x"]
+    assert plain.on_edge == ["x"] and plain.extended == {} and plain.grid_note("x") == "grid edge"
+
+
+def test_an_optimum_inside_the_grid_is_not_extended():
+    result = mk.tuning.coordinate_search(_quadratic(3.5), {"x": (1.0, 3.0, 9.0)}, {"x": 1.0})
+    assert result.best == {"x": 3.0}
+    assert result.extended == {} and result.on_edge == [] and result.grid_note("x") is None
+    assert [r["x"] for r in result.evaluated] == [1.0, 3.0, 9.0]
+
+
+def test_the_cap_is_respected_and_reported():
+    score = _quadratic(1e6)
+    result = mk.tuning.coordinate_search(score, {"x": (1.0, 3.0)}, {"x": 1.0})
+    assert result.extended == {"x": [9.0, 27.0, 81.0]}  # the default cap: 3 per end
+    assert result.best == {"x": 81.0} and result.on_edge == ["x"]
+    assert result.grid_note("x") == "grid extended, still on edge"
+    one = mk.tuning.coordinate_search(score, {"x": (1.0, 3.0)}, {"x": 1.0}, max_extensions=1)
+    assert one.extended == {"x": [9.0]} and one.on_edge == ["x"]
+    # the cap counts over all sweeps
+    more = mk.tuning.coordinate_search(score, {"x": (1.0, 3.0)}, {"x": 1.0}, sweeps=5)
+    assert more.extended == {"x": [9.0, 27.0, 81.0]}
+
+
+def test_only_numeric_sorted_grids_move_unless_named():
+    def score(s):
+        return (math.log(s["x"]) - math.log(20.0)) ** 2 + (s["n"] - 7) ** 2 + len(s["mode"])
+
+    grid = {"x": (1.0, 3.0), "n": (0, 1, 2), "mode": ("ab", "a"), "fixed": (0.1,)}
+    start = {"x": 1.0, "n": 0, "mode": "ab", "fixed": 0.1}
+    result = mk.tuning.coordinate_search(score, grid, start)
+    # "n" holds 0 (not positive), "mode" is not numeric, "fixed" has one value: none moves
+    assert result.extended == {"x": [9.0, 27.0, 81.0]} and result.best["x"] == 27.0
+    assert result.best["fixed"] == 0.1
+    assert result.best["n"] == 2 and result.best["mode"] == "a"
+    assert result.on_edge == []  # n's grid is not geometric, so its edge is not reported
+    # integers stay integers; extend=[] leaves every axis alone, and an axis left alone whose
+    # best value is on its edge is reported
+    ints = mk.tuning.coordinate_search(_quadratic(20), {"x": (1, 2, 4)}, {"x": 1})
+    assert ints.extended == {"x": [8, 16, 32]} and ints.best == {"x": 16}
+    assert all(isinstance(v, int) for v in ints.extended["x"])
+    frozen = mk.tuning.coordinate_search(_quadratic(20), {"x": (1, 2, 4)}, {"x": 1}, extend=[])
+    assert frozen.extended == {} and frozen.on_edge == ["x"]
+    # a single value named in extend moves by factors of 3, up and then down
+    single = mk.tuning.coordinate_search(_quadratic(0.1), {"x": (1.0,)}, {"x": 1.0}, extend=["x"])
+    assert single.extended["x"] == pytest.approx([3.0, 1 / 3, 1 / 9, 1 / 27], rel=1e-11)
+    assert single.best["x"] == pytest.approx(1 / 9, rel=1e-11) and single.on_edge == []
+
+
+def test_prior_settings_grids_keep_working():
+    """The experiments' axes: the single-value smoke grids of lambda and beta never move; beta's
+    three-point grid extends downward when the best beta is its smallest."""
+    from mtbkd_jax.experiments.config import SMOKE_TUNING
+
+    def score(s):
+        return (
+            (math.log(s["prior_scale"]) - math.log(0.5)) ** 2
+            + (math.log(s["prior_power"]) - math.log(0.004)) ** 2
+            + (s["concentration"] - 10.0) ** 2
+        )
+
+    start = {"prior_scale": 1.0, "concentration": 10.0, "prior_power": 0.1}
+    grid = {name: SMOKE_TUNING[f"{name}_grid"] for name in start}
+    smoke = mk.tuning.coordinate_search(score, grid, start)
+    # sigma0: 0.3 beats 1, so 0.3 / (1 / 0.3) = 0.09 is tried; it loses, and 0.3 is inside
+    assert smoke.extended == {"prior_scale": [0.09]} and smoke.best["prior_scale"] == 0.3
+    assert smoke.best["concentration"] == 10.0 and smoke.best["prior_power"] == 0.1
+    grid["prior_power"] = (0.03, 0.1, 0.3)
+    full = mk.tuning.coordinate_search(score, grid, start)
+    assert full.best["prior_power"] == pytest.approx(0.0027)
+    assert full.extended["prior_power"] == pytest.approx([0.009, 0.0027, 0.00081])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"extend": ["y"]}, ValueError, "extend names 'y', which is not an axis"),
+        ({"extend": ["mode"]}, ValueError, "extend names 'mode', whose grid"),
+        ({"extend": "x"}, TypeError, "extend must be a list"),
+        ({"max_extensions": -1}, ValueError, "max_extensions"),
+        ({"max_extensions": 1.5}, TypeError, "max_extensions"),
+    ],
+)
+def test_extension_arguments_are_checked(kwargs, error, match):
+    grid = {"x": (1.0, 2.0), "mode": ("a", "b")}
+    with pytest.raises(error, match=match):
+        mk.tuning.coordinate_search(lambda s: 0.0, grid, {"x": 1.0, "mode": "a"}, **kwargs)
+
+
+def test_settings_labels_say_where_a_value_came_from():
+    from mtbkd_jax.experiments.fit import settings_label
+
+    settings = {"prior_scale": 9.0, "concentration": 10.0, "prior_power": 0.1}
+    bank = mk.TeacherBank.from_logits(np.zeros((1, 2, 2)))
+    assert settings_label(settings, bank) == "σ0=9 λ=10 β=0.1"
+    result = mk.tuning.SearchResult(
+        settings, 0.0, extended={"prior_scale": [9.0]}, on_edge=["prior_power"]
+    )
+    label = "σ0=9 (grid extended) λ=10 β=0.1 (grid edge)"
+    assert settings_label(settings, bank, result) == label
+    assert settings_label(settings, None, result) == "σ0=9 (grid extended)"
+
+
 @pytest.mark.slow
 def test_tuned_baselines_pick_the_validation_best_prior_scale():
     """With tune=True each method's MAP uses the grid value with the lowest validation NLL,
@@ -115,19 +245,26 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         "KD (good)",
         "KD (bad)",
         "averaged KD",
+        "CA-MKD",
         "MT-BKD (uniform weights)",
         "MT-BKD (entropy weights)",
     }
     assert set(artifacts["tuning"]) == set(map_rows) == expected_methods
     for method, tuning in artifacts["tuning"].items():
-        # one MAP per grid value (the other axes have a single value, the start)
-        assert sorted(r["prior_scale"] for r in tuning) == [0.01, 1.0], method
+        # one MAP per grid value (the other axes have a single value, the start), then, since
+        # sigma0 = 1 beats 0.01 and is the grid's top, the grid extended by its ratio 100 (up
+        # to 3 times, while each new value is the best)
+        tried = [r["prior_scale"] for r in tuning]
+        assert tried[:2] == [1.0, 0.01] and 1 <= len(tried) - 2 <= 3, method
+        assert tried[2:] == [100.0, 1e4, 1e6][: len(tried) - 2], method
         scores = {r["prior_scale"]: r["score"] for r in tuning}
         assert scores[0.01] == pytest.approx(np.log(2), abs=1e-3), method
         assert scores[1.0] < np.log(2) - 0.05, method
-        best = min(tuning, key=lambda r: r["score"])
-        assert best["prior_scale"] == 1.0, method
-        label = "σ0=1" if method == "student alone" else "σ0=1 λ=10 β=0.1"
+        best = min(tuning, key=lambda r: r["score"])["prior_scale"]
+        note = ""
+        if best > 1.0:
+            note = " (grid extended, still on edge)" if best == 1e6 else " (grid extended)"
+        label = f"σ0={best:g}{note}" + ("" if method == "student alone" else " λ=10 β=0.1")
         assert map_rows[method]["settings"] == label, method
     # the Bayesian rows use their MAP's settings (BKD's MAP is the KD row of its teacher)
     assert set(bayes_rows) == {

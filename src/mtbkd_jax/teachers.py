@@ -307,9 +307,43 @@ class TeacherBank:
         )
 
     def average(self, name: str = "average") -> TeacherBank:
-        """One teacher whose probabilities are the mean of all teachers' (averaged KD)."""
+        """One teacher whose probabilities are the mean of all teachers' (averaged KD).
+
+        The mean is taken at temperature 1; a model at ``T != 1`` tempers the mean (see
+        :meth:`weighted_average`, which is this with equal weights and ``temperature=1``)."""
         log_mean = jax.scipy.special.logsumexp(self.log_probs, axis=0) - jnp.log(self.num_teachers)
         return TeacherBank(log_mean[None], (name,))
+
+    def weighted_average(
+        self, weights: ArrayLike, name: str = "weighted average", temperature: float = 1.0
+    ) -> TeacherBank:
+        """One teacher whose soft labels at ``temperature`` are, per example ``i``, the mean
+        ``sum_m w_mi softmax(z_mi / T)`` of the teachers' (weighted-average KD).
+
+        ``weights`` (M, N) are non-negative; each column is normalised to sum to 1. The bank
+        stores ``log_softmax(T log mean)``, so tempering it at ``temperature`` gives the mean
+        back; at another temperature the mean is tempered again (the convention of
+        :meth:`average`: ``temperature=1`` averages the untempered probabilities).
+
+        Example:
+            >>> import numpy as np
+            >>> bank = TeacherBank.from_probs([[[0.5, 0.5]], [[0.9, 0.1]]])
+            >>> np.asarray(bank.weighted_average([[1.0], [3.0]]).probs()).round(3)
+            array([[[0.8, 0.2]]], dtype=float32)
+        """
+        temperature = require_positive(temperature, "temperature")
+        array, shape = as_float_array(weights, "weights", 2), self.log_probs.shape[:2]
+        if array.shape != shape:
+            raise ValueError(f"weights must have shape (M, N) = {shape}, got {array.shape}")
+        require_finite(array, "weights")
+        sums = array.sum(0)
+        if (array < 0).any() or (sums <= 0).any():
+            raise ValueError("weights must be non-negative with every column summing to > 0")
+        with np.errstate(divide="ignore"):
+            log_w = jnp.asarray(np.log(array / sums), jnp.float32)
+        tempered = self.tempered_log_probs(temperature)
+        log_mean = jax.scipy.special.logsumexp(log_w[:, :, None] + tempered, axis=0)
+        return TeacherBank(jax.nn.log_softmax(temperature * log_mean, axis=-1)[None], (name,))
 
     def take(self, indices: ArrayLike) -> TeacherBank:
         """A bank restricted to the examples ``indices``."""

@@ -4,13 +4,19 @@ The experiments choose the base prior's scale ``sigma0`` and the teacher prior's
 ``beta`` for every method by the validation NLL of its posterior mode (a few seconds per fit),
 then sample the posterior once with the chosen values. A full grid grows as the product of the
 axes; coordinate search grows as their sum, which is what makes per-method tuning affordable.
+
+A grid has no edges when the best value is on one: a numeric grid (positive, sorted) whose best
+value is its smallest or largest is extended geometrically beyond that end until the best is
+inside it or a cap is reached, and the result says which axes were extended and which are still
+on an edge.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 __all__ = ["SearchResult", "coordinate_search"]
@@ -18,11 +24,97 @@ __all__ = ["SearchResult", "coordinate_search"]
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The best settings found, their score, and every evaluation in order."""
+    """The best settings found, their score, and every evaluation in order.
+
+    Attributes:
+        best, best_score: the settings of lowest score and that score.
+        evaluated: every settings dict scored, with its ``score``, in order.
+        extended: axis -> the values added beyond its grid, in the order they were tried.
+        on_edge: the numeric axes (positive, sorted, two or more values, or extended) whose
+            best value is still the smallest or largest of their (extended) grid: the cap was
+            reached, or the axis was not allowed to move.
+    """
 
     best: dict[str, Any]
     best_score: float
     evaluated: list[dict[str, Any]] = field(default_factory=list)
+    extended: dict[str, list[float]] = field(default_factory=dict)
+    on_edge: list[str] = field(default_factory=list)
+
+    def grid_note(self, name: str) -> str | None:
+        """How the best value of axis ``name`` relates to its grid: ``"grid extended"`` (a
+        value added beyond the grid), ``"grid edge"`` (still on an edge), both, or ``None``.
+
+        Example:
+            >>> SearchResult({"a": 9.0}, 0.0, extended={"a": [9.0]}, on_edge=["a"]).grid_note("a")
+            'grid extended, still on edge'
+        """
+        extended = name in self.best and self.best[name] in self.extended.get(name, [])
+        if extended and name in self.on_edge:
+            return "grid extended, still on edge"
+        if extended:
+            return "grid extended"
+        return "grid edge" if name in self.on_edge else None
+
+
+def _geometric(values: Sequence[Any]) -> bool:
+    """Whether ``values`` are positive finite real numbers in strictly monotone order."""
+    if not values or not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        return False
+    numbers = [float(v) for v in values]
+    if not all(math.isfinite(v) and v > 0 for v in numbers):
+        return False
+    steps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
+    return all(d > 0 for d in steps) or all(d < 0 for d in steps)
+
+
+def _at_edge(value: Any, values: Sequence[Any], up: bool) -> bool:
+    """Whether ``value`` is at (or beyond) the largest (``up``) or smallest of ``values``."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    return value >= max(values) if up else value <= min(values)
+
+
+def _beyond(values: Sequence[Any], upward: bool) -> Any:
+    """The next value beyond the largest (``upward``) or smallest value of a geometric grid:
+    the edge times the grid's own ratio at that end (3 for a single value), rounded to 12
+    significant digits; integers stay integers. ``None`` where no new value exists."""
+    ordered = sorted(values)
+    edge = ordered[-1] if upward else ordered[0]
+    if len(ordered) == 1:
+        ratio = 3.0
+    else:
+        ratio = edge / ordered[-2] if upward else ordered[1] / edge
+    value = float(f"{(edge * ratio if upward else edge / ratio):.12g}")
+    if all(isinstance(v, int) for v in ordered):
+        value = round(value)
+    if value <= 0 or value == edge or not math.isfinite(value):
+        return None
+    return value
+
+
+def _check_extend(
+    grid: Mapping[str, Sequence[Any]], extend: Iterable[str] | None, max_extensions: int
+) -> set[str]:
+    """The axes that may be extended (see :func:`coordinate_search`), checked."""
+    if isinstance(max_extensions, bool) or not isinstance(max_extensions, int):
+        raise TypeError(f"max_extensions must be an integer >= 0, got {max_extensions!r}")
+    if max_extensions < 0:
+        raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions}")
+    if extend is None:
+        return {n for n, v in grid.items() if len(v) >= 2 and _geometric(list(v))}
+    if isinstance(extend, str):
+        raise TypeError(f"extend must be a list of axis names, got the string {extend!r}")
+    names = set(extend)
+    for name in names:
+        if name not in grid:
+            raise ValueError(f"extend names {name!r}, which is not an axis of grid {list(grid)}")
+        if not _geometric(list(grid[name])):
+            raise ValueError(
+                f"extend names {name!r}, whose grid {list(grid[name])} is not positive numbers "
+                "in sorted order (only such a grid can be extended geometrically)"
+            )
+    return names
 
 
 def coordinate_search(
@@ -31,8 +123,12 @@ def coordinate_search(
     start: Mapping[str, Any],
     *,
     sweeps: int = 1,
+    extend: Iterable[str] | None = None,
+    max_extensions: int = 3,
+    min_improvement: float = 0.0,
 ) -> SearchResult:
-    """Minimise ``score(settings)`` one axis at a time over ``grid``.
+    """Minimise ``score(settings)`` one axis at a time over ``grid``, extending a numeric grid
+    whose best value is on its edge.
 
     Args:
         score: settings (a dict with every key of ``start``) -> a number, lower is better
@@ -41,6 +137,17 @@ def coordinate_search(
             their current best.
         start: the initial settings; must contain every axis of ``grid``.
         sweeps: passes over the axes (stops early once a pass changes nothing).
+        extend: the axes that may be extended; default: every axis whose grid holds two or more
+            positive numbers in sorted order. An axis named here must have such a grid (a
+            single value is extended by factors of 3).
+        max_extensions: the most values added beyond each end of an axis (over all sweeps).
+        min_improvement: an extended value is kept only if it lowers the best score by more
+            than this (so that a flat score, e.g. a validation NLL that moves by less than its
+            noise, does not walk the grid out to its cap).
+
+    When the best value of an extendable axis is (at least) the largest of its grid, the value
+    ``largest * ratio`` is tried, ``ratio`` being the grid's own ratio at that end (the same
+    downward); this repeats while the new value is the best, up to ``max_extensions`` times.
 
     Returns:
         A :class:`SearchResult`. Each settings dict is scored once (results are cached), and
@@ -56,6 +163,9 @@ def coordinate_search(
         ... )
         >>> result.best, result.best_score
         ({'a': 2, 'b': 1}, 0.0)
+        >>> far = coordinate_search(lambda s: (s["c"] - 7) ** 2, {"c": [1, 2]}, {"c": 1})
+        >>> far.best, far.extended, far.on_edge
+        ({'c': 8}, {'c': [4, 8, 16]}, [])
     """
     if not grid:
         raise ValueError("grid must name at least one axis")
@@ -66,6 +176,9 @@ def coordinate_search(
             raise ValueError(f"grid[{name!r}] must list at least one value")
     if int(sweeps) < 1:
         raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+    extendable = _check_extend(grid, extend, max_extensions)
+    if not (math.isfinite(min_improvement) and min_improvement >= 0):
+        raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
 
     cache: dict[tuple[tuple[str, Any], ...], float] = {}
     evaluated: list[dict[str, Any]] = []
@@ -78,16 +191,38 @@ def coordinate_search(
             evaluated.append({**settings, "score": value if math.isfinite(value) else None})
         return cache[key]
 
+    axes = {name: list(values) for name, values in grid.items()}
+    added: dict[str, list[Any]] = {}
+    counts = {(name, up): 0 for name in extendable for up in (False, True)}
     best = dict(start)
     best_score = evaluate(best)
     for _ in range(int(sweeps)):
         changed = False
-        for name, values in grid.items():
-            for value in values:
+        for name, values in axes.items():
+            for value in list(values):
                 candidate = {**best, name: value}
                 candidate_score = evaluate(candidate)
                 if candidate_score < best_score:
                     best, best_score, changed = candidate, candidate_score, True
+            for up in (True, False) if name in extendable else ():
+                while _at_edge(best[name], values, up) and counts[name, up] < max_extensions:
+                    value = _beyond(values, up)
+                    if value is None:
+                        break
+                    counts[name, up] += 1
+                    values.append(value)
+                    added.setdefault(name, []).append(value)
+                    candidate = {**best, name: value}
+                    candidate_score = evaluate(candidate)
+                    if candidate_score >= best_score - min_improvement:
+                        break
+                    best, best_score, changed = candidate, candidate_score, True
         if not changed:
             break
-    return SearchResult(best, best_score, evaluated)
+    on_edge = [
+        name
+        for name, values in axes.items()
+        if (name in extendable or (len(values) >= 2 and _geometric(list(grid[name]))))
+        and (_at_edge(best[name], values, True) or _at_edge(best[name], values, False))
+    ]
+    return SearchResult(best, best_score, evaluated, added, on_edge)

@@ -26,6 +26,9 @@ negative when one teacher is almost one-hot, which made ``log w`` NaN): it is
 teachers. A weight is exactly zero only where the rule's limit says so (the paper rule with
 M = 2 when the other teacher is exactly one-hot; a teacher of positive entropy in the
 inverse-entropy rule when another is exactly one-hot).
+
+:func:`ca_mkd_weights` is a label-aware rule of a baseline (CA-MKD), not one of the rules
+above: it needs the labels, so it is not a ``weight_rule`` of the prior.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from mtbkd_jax._checks import as_float_array, require_finite, require_positive
+from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ __all__ = [
     "paper_log_weights",
     "inverse_entropy_log_weights",
     "softmax_log_weights",
+    "ca_mkd_weights",
 ]
 
 
@@ -219,3 +223,70 @@ def teacher_weights(
         (2, 4)
     """
     return jnp.exp(teacher_log_weights(teachers, rule, temperature=temperature, tau=tau))
+
+
+@jax.jit
+def _ca_mkd_log_weights(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``log w`` (M, N) of CA-MKD from log-probabilities (M, N, C) and labels (N,)."""
+    num_teachers = log_probs.shape[0]
+    if num_teachers == 1:
+        return jnp.zeros(log_probs.shape[:2], log_probs.dtype)
+    normalized = jax.nn.log_softmax(log_probs, axis=-1)
+    ce = -jnp.take_along_axis(normalized, labels[None, :, None], axis=-1)[..., 0]  # (M, N)
+    # s = softmax(CE) over teachers, in log space; where some CE are infinite (a teacher that
+    # gives the label probability 0) s is the limit: shared equally among those teachers
+    infinite = jnp.isinf(ce)
+    num_infinite = infinite.sum(0, keepdims=True)
+    limit = jnp.where(infinite, -jnp.log(jnp.maximum(num_infinite, 1)), -jnp.inf)
+    log_share = jnp.where(
+        num_infinite > 0, limit, jax.nn.log_softmax(jnp.where(infinite, 0.0, ce), axis=0)
+    )
+    # log(1 - s_m) = log sum_{j != m} s_j: a sum of non-negative terms, never a subtraction
+    others = ~jnp.eye(num_teachers, dtype=bool)  # (m, j): j != m
+    masked = jnp.where(others[:, :, None], log_share[None, :, :], -jnp.inf)  # (M, M, N)
+    return logsumexp(masked, axis=1) - jnp.log(num_teachers - 1.0)
+
+
+def ca_mkd_weights(log_probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Per-example teacher weights of CA-MKD (Zhang, Chen & Wang, ICASSP 2022), shape (M, N).
+
+    ``w_m = (1 - softmax_m(L)) / (M - 1)`` with ``L_m = CE(y, p_m) = -log p_m[y]``, the
+    cross-entropy of teacher ``m``'s *untempered* prediction against the label: per example,
+    as in the authors' code (``attention = (1 - F.softmax(loss_t, dim=0)) / (teacher_num - 1)``
+    with ``CrossEntropyLoss(reduction='none')`` on the teachers' logits, Rorozhl/CA-MKD
+    ``helper/loops.py``). The teacher closer to the one-hot label gets more weight; every
+    column sums to 1; one teacher gets weight 1. For M = 2, ``w_1 = p_1[y] / (p_1[y] + p_2[y])``;
+    for M >= 3 no weight exceeds ``1 / (M - 1)``.
+
+    Computed in log space: ``softmax(L)`` as a ``log_softmax`` (CE can be in the thousands)
+    and ``1 - s_m`` as ``sum_{j != m} s_j``. A label probability of exactly 0 (infinite CE)
+    takes the limit: such teachers share the softmax mass equally.
+
+    Args:
+        log_probs: the teachers' log-probabilities (or logits) at temperature 1, (M, N, C);
+            ``-inf`` is allowed (a probability of 0), NaN and ``+inf`` are not.
+        labels: integer class labels, (N,).
+
+    Example:
+        >>> import numpy as np
+        >>> from mtbkd_jax.weighting import ca_mkd_weights
+        >>> right, wrong = np.log([[0.9, 0.1]]), np.log([[0.2, 0.8]])
+        >>> np.round(np.asarray(ca_mkd_weights(np.stack([right, wrong]), [0])), 3)[:, 0]
+        array([0.818, 0.182], dtype=float32)
+    """
+    array = as_float_array(log_probs, "log_probs", 3)
+    bad = np.isnan(array) | np.isposinf(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"log_probs must not hold NaN or +inf; found {array[where]} at {where}")
+    num_teachers, num_examples, num_classes = array.shape
+    if num_teachers == 0 or num_examples == 0 or num_classes < 2:
+        raise ValueError(
+            f"log_probs must have shape (M, N, C) with M, N >= 1 and C >= 2, got {array.shape}"
+        )
+    if np.isneginf(array).all(-1).any():
+        where = tuple(int(i) for i in np.argwhere(np.isneginf(array).all(-1))[0])
+        raise ValueError(f"log_probs has a row of all -inf at (teacher, example) {where}")
+    labels = as_labels(labels, "labels", num_examples, num_classes)
+    log_weights = _ca_mkd_log_weights(jnp.asarray(array, jnp.float32), jnp.asarray(labels))
+    return jnp.exp(log_weights)

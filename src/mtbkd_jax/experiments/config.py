@@ -18,6 +18,7 @@ SMOKE_TUNING: dict[str, Any] = {
     "prior_scale_grid": (0.3, 1.0),
     "concentration_grid": (10.0,),
     "prior_power_grid": (0.1,),
+    "grid_extensions": 0,
 }
 # how each method's random keys come from the seed (see ExperimentConfig)
 KEY_SCHEDULES = ("per-method", "maps-first")
@@ -38,7 +39,9 @@ class ExperimentConfig:
     ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP
     (:func:`mtbkd_jax.tuning.coordinate_search`, starting from ``prior_scale``,
     ``concentration``, ``prior_power``); the posterior is then sampled once with the chosen
-    values.
+    values. A best value on a grid's edge extends that grid (up to ``grid_extensions`` values
+    per end, each kept only if it lowers the validation NLL by more than
+    ``grid_min_improvement``), and the row's settings say so.
 
     Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
     posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
@@ -58,6 +61,8 @@ class ExperimentConfig:
     prior_scale_grid: tuple = (0.1, 0.2, 0.3, 0.5, 1.0)
     concentration_grid: tuple = (3.0, 10.0, 30.0)
     prior_power_grid: tuple = (0.03, 0.1, 0.3)
+    grid_extensions: int = 3
+    grid_min_improvement: float = 0.002
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0

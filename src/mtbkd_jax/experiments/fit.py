@@ -4,6 +4,7 @@ or not) and its posterior, sampled from that MAP."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -17,13 +18,12 @@ from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.students import MLP, Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.tuning import coordinate_search
+from mtbkd_jax.tuning import SearchResult, coordinate_search
 
 if TYPE_CHECKING:
     import jax
 
     from mtbkd_jax.infer import Posterior
-    from mtbkd_jax.tuning import SearchResult
 
 __all__ = [
     "build_model",
@@ -74,11 +74,33 @@ def build_model(
     )
 
 
-def settings_label(settings: Mapping[str, Any], teachers: TeacherBank | None) -> str:
-    label = f"σ0={settings['prior_scale']:g}"
-    if teachers is not None:
-        label += f" λ={settings['concentration']:g} β={settings['prior_power']:g}"
-    return label
+class _TunedSettings(dict[str, Any]):
+    """The settings a search chose (a plain dict of them), with the search itself, so that
+    :func:`settings_label` can say how each value relates to its grid."""
+
+    search: SearchResult
+
+
+def settings_label(
+    settings: Mapping[str, Any],
+    teachers: TeacherBank | None,
+    search: SearchResult | None = None,
+) -> str:
+    """A row's ``settings``: ``σ0=.. λ=.. β=..`` (``σ0`` alone without teachers); a tuned value
+    that came from a grid extension or is still on its grid's edge says so (``search``, by
+    default the one :func:`tuned_map`'s settings carry), e.g. ``σ0=3 (grid extended)``.
+
+    Example:
+        >>> settings_label({"prior_scale": 0.5, "concentration": 10.0, "prior_power": 0.1}, None)
+        'σ0=0.5'
+    """
+    search = search if search is not None else getattr(settings, "search", None)
+    names = ["prior_scale"] + ([] if teachers is None else ["concentration", "prior_power"])
+    parts = []
+    for name, symbol in zip(names, ("σ0", "λ", "β"), strict=False):
+        note = None if search is None else search.grid_note(name)
+        parts.append(f"{symbol}={settings[name]:g}" + (f" ({note})" if note else ""))
+    return " ".join(parts)
 
 
 def _model_kwargs(data: DistillationData, model: MTBKDModel) -> dict:
@@ -113,7 +135,12 @@ def tuned_map(
     weight_rule: str | np.ndarray | jax.Array,
 ) -> tuple[Posterior, MTBKDModel, SearchResult]:
     """The MAP under the settings with the lowest validation NLL; returns
-    ``(mode, model, search_result)``."""
+    ``(mode, model, search_result)``.
+
+    Every numeric grid of two or more values is extended beyond an edge that holds the best
+    value (:func:`~mtbkd_jax.tuning.coordinate_search`, up to ``config.grid_extensions`` values per
+    end); the result's
+    ``best`` carries the search, so that :func:`settings_label` marks such values."""
     fits: dict[tuple[tuple[str, Any], ...], tuple[Posterior, MTBKDModel]] = {}
 
     def fit(settings: dict[str, Any]) -> float:
@@ -128,9 +155,17 @@ def tuned_map(
     grid = {"prior_scale": config.prior_scale_grid}
     if teachers is not None:
         grid.update(concentration=config.concentration_grid, prior_power=config.prior_power_grid)
-    result = coordinate_search(fit, grid, default_settings(config))
+    result = coordinate_search(
+        fit,
+        grid,
+        default_settings(config),
+        max_extensions=config.grid_extensions,
+        min_improvement=config.grid_min_improvement,
+    )
     mode, model = fits[tuple(sorted(result.best.items()))]
-    return mode, model, result
+    best = _TunedSettings(result.best)
+    best.search = result
+    return mode, model, replace(result, best=best)
 
 
 def fit_posterior(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -18,10 +19,33 @@ class MethodKeys(NamedTuple):
     starts: tuple  # one key per extra chain start (chain_starts="maps"), else empty
 
 
+def _label_keys(config: ExperimentConfig, method: Method, extra: int) -> MethodKeys:
+    """A method's keys from its label: the seed's key folded with the label's CRC-32, then
+    split into (MAP, posterior) keys as in ``per-method``."""
+    folded = jax.random.fold_in(jax.random.key(config.seed), zlib.crc32(method.label.encode()))
+    map_key, posterior_key = jax.random.split(folded)
+    starts: tuple = ()
+    if method.posterior is not None and extra:
+        posterior_key, *rest = jax.random.split(posterior_key, extra + 1)
+        starts = tuple(rest)
+    return MethodKeys(map_key, posterior_key if method.posterior is not None else None, starts)
+
+
 def method_keys(config: ExperimentConfig, methods: list[Method]) -> list[MethodKeys]:
-    """The keys of every method, in order (see :class:`ExperimentConfig` for the schedules)."""
-    key = jax.random.key(config.seed)
+    """The keys of every method, in order (see :class:`ExperimentConfig` for the schedules).
+
+    A method with ``key_by_label`` takes its keys from its label instead
+    (:func:`_label_keys`), and the schedule runs over the other methods alone, so adding
+    such a method anywhere in a plan leaves every other method's keys as they were.
+    """
     extra = config.num_chains - 1 if config.chain_starts == "maps" else 0
+    positional = iter(_schedule_keys(config, [m for m in methods if not m.key_by_label], extra))
+    return [_label_keys(config, m, extra) if m.key_by_label else next(positional) for m in methods]
+
+
+def _schedule_keys(config: ExperimentConfig, methods: list[Method], extra: int) -> list[MethodKeys]:
+    """The keys of ``methods`` by their position, under ``config.key_schedule``."""
+    key = jax.random.key(config.seed)
     out = []
     if config.key_schedule == "per-method":
         for method in methods:

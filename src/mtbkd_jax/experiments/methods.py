@@ -2,7 +2,11 @@
 names by its ``methods``.
 
 A KD row is a posterior mode (MAP = KD, METHOD §4): a single-teacher model's MAP is vanilla KD
-from that teacher and its posterior is single-teacher BKD.
+from that teacher and its posterior is single-teacher BKD. CA-MKD (:mod:`mtbkd_jax.camkd`) is KD
+from one teacher too, the per-example weighted average of the teachers, weighted by their
+cross-entropy against the labels (on transfer inputs: each teacher's mean weight). Its soft
+labels, like averaged KD's, are averaged at temperature 1 (a plan does not see the config's
+temperature; the experiments use ``T = 1``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtbkd_jax.camkd import ca_mkd_teacher
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.teachers import TeacherBank
 
@@ -31,6 +36,9 @@ class Method:
         weight_rule: the mixture's weight rule (:func:`mtbkd_jax.weighting.teacher_weights`).
         posterior: the posterior row's ``method``, or ``None`` (MAP only).
         reliability: draw this method's curves (MAP and posterior) in ``reliability.png``.
+        key_by_label: draw this method's random keys from its label, not its place in the plan
+            (:func:`~mtbkd_jax.experiments.keys.method_keys`), so that adding it to a plan leaves
+            the other methods' keys, and so their published rows, as they were.
     """
 
     label: str
@@ -38,16 +46,24 @@ class Method:
     weight_rule: str = "paper"
     posterior: str | None = None
     reliability: bool = False
+    key_by_label: bool = False
+
+
+def _ca_mkd(data: DistillationData) -> Method:
+    """CA-MKD's MAP row (keyed by its label: it was added after the plans' rows were published)."""
+    teacher = ca_mkd_teacher(data.teachers_prior, data.y_train)
+    return Method("CA-MKD", teacher, key_by_label=True)
 
 
 def baseline_methods(data: DistillationData) -> list[Method]:
     """Every baseline of METHOD §7: the student alone, KD and BKD from each teacher, averaged
-    multi-teacher KD, and MT-BKD with uniform and with entropy weights."""
+    multi-teacher KD, CA-MKD, and MT-BKD with uniform and with entropy weights."""
     bank = data.teachers_prior
     methods = [Method("student alone", None, posterior="student alone", reliability=True)]
     methods += [Method(f"KD ({n})", bank.select([n]), posterior=f"BKD ({n})") for n in bank.names]
     methods += [
         Method("averaged KD", bank.average(), reliability=True),
+        _ca_mkd(data),
         Method("MT-BKD (uniform weights)", bank, "uniform", posterior="MT-BKD (uniform weights)"),
         Method(MAIN, bank, posterior=MAIN, reliability=True),
     ]
@@ -55,15 +71,16 @@ def baseline_methods(data: DistillationData) -> list[Method]:
 
 
 def demo_methods(data: DistillationData) -> list[Method]:
-    """The demo's four: the student alone, averaged-teacher KD, the best teacher (by accuracy
-    on the labelled set) distilled alone, and MT-BKD with entropy weights; the student alone
-    and MT-BKD are also sampled."""
+    """The demo's five: the student alone, averaged-teacher KD, CA-MKD, the best teacher (by
+    accuracy on the labelled set) distilled alone, and MT-BKD with entropy weights; the student
+    alone and MT-BKD are also sampled."""
     bank = data.teachers_prior
     labelled = bank.take(np.arange(len(data.y_train))).accuracy(data.y_train)
     best = int(np.argmax(labelled))
     return [
         Method("student alone", None, posterior="student alone", reliability=True),
         Method("averaged-teacher KD", bank.average(), reliability=True),
+        _ca_mkd(data),
         Method(f"single-teacher BKD ({bank.names[best]})", bank.select([best])),
         Method(MAIN, bank, posterior=MAIN, reliability=True),
     ]
