@@ -6,7 +6,9 @@ centred on the teachers' soft labels.
 
 The top level holds what a first run needs (``__all__``, about twenty names); the rest lives in
 the submodules: :mod:`mtbkd_jax.metrics`, :mod:`~mtbkd_jax.uncertainty`,
-:mod:`~mtbkd_jax.weighting`, :mod:`~mtbkd_jax.priors`, :mod:`~mtbkd_jax.students`,
+:mod:`~mtbkd_jax.weighting` (with :mod:`~mtbkd_jax.camkd`), :mod:`~mtbkd_jax.trust` (teacher
+trust learned from labels), :mod:`~mtbkd_jax.priors` (with :mod:`~mtbkd_jax.scale_priors`, a
+base prior whose scales are learned), :mod:`~mtbkd_jax.students`,
 :mod:`~mtbkd_jax.infer` (with :mod:`~mtbkd_jax.infer.schedules`), :mod:`~mtbkd_jax.tuning`,
 :mod:`~mtbkd_jax.diagnostics`, :mod:`~mtbkd_jax.plots`, :mod:`~mtbkd_jax.datasets` and
 :mod:`~mtbkd_jax.experiments`. The names that used to be at the top level as well still work
@@ -76,8 +78,12 @@ _SUBMODULES = (
     "model",
     "plots",
     "priors",
+    "scale_priors",
+    "selective",
     "students",
+    "camkd",
     "teachers",
+    "trust",
     "tuning",
     "uncertainty",
     "weighting",

@@ -23,6 +23,8 @@ from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust, trust_description
+from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +58,18 @@ class MTBKDModel:
             ``"uniform"``) or an (M, N) array.
         weight_temperature: temperature at which entropies are measured for the weights (1).
         weight_tau: temperature of the ``"softmax"`` weight rule.
+        trust: the teachers' trust (:mod:`mtbkd_jax.trust`): ``None`` (the paper's fixed
+            model); a :class:`~mtbkd_jax.trust.TrustPosterior` from
+            :func:`~mtbkd_jax.trust.fit_teacher_trust` (the cut posterior: the student is
+            conditioned on the trust learned from the labels, at its posterior median; the
+            default way to learn trust); :class:`~mtbkd_jax.trust.TrustValues` (trust fixed
+            by hand; the weights then follow ``weight_rule``, which may also be
+            ``"learned"``); or ``"joint"`` (the trust sites are sampled with the student's
+            weights under ``trust_hyperprior``, and the labels inform trust only through the
+            student). With a trust, ``concentration`` is unused, except as the hyperprior's
+            median for ``"joint"``.
+        trust_hyperprior: the hyperpriors of ``trust="joint"`` (default
+            ``TrustHyperprior(concentration=concentration)``).
 
     The weight arguments are :func:`~mtbkd_jax.teacher_weights`'s ``rule``, ``temperature`` and
     ``tau`` with a ``weight_`` prefix, since here ``temperature`` is already the ``T`` above
@@ -83,6 +97,8 @@ class MTBKDModel:
         weight_rule: str | np.ndarray | jax.Array = "paper",
         weight_temperature: float = 1.0,
         weight_tau: float = 1.0,
+        trust: TrustPosterior | TrustValues | str | None = None,
+        trust_hyperprior: TrustHyperprior | None = None,
     ) -> None:
         if not isinstance(student, Student):
             raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
@@ -98,10 +114,14 @@ class MTBKDModel:
         self.weight_rule = weight_rule if isinstance(weight_rule, str) else "array"
         self.weight_temperature = require_positive(weight_temperature, "weight_temperature")
         self.weight_tau = require_positive(weight_tau, "weight_tau")
-        self.teacher_prior = (
-            None
-            if teachers is None
-            else TeacherPrior.build(
+        self.trust, self.trust_hyperprior = trust, trust_hyperprior
+        self.trusted_teachers: TrustedTeachers | None = None
+        self.teacher_prior: TeacherPrior | None = None
+        if teachers is None:
+            if trust is not None:
+                raise ValueError("trust needs teachers; got teachers=None")
+        elif trust is None:
+            self.teacher_prior = TeacherPrior.build(
                 teachers,
                 concentration=self.concentration,
                 temperature=self.temperature,
@@ -109,7 +129,15 @@ class MTBKDModel:
                 weight_temperature=weight_temperature,
                 weight_tau=weight_tau,
             )
-        )
+        else:
+            self.teacher_prior, self.trusted_teachers, self.trust_hyperprior = resolve_trust(
+                trust,
+                teachers,
+                temperature=self.temperature,
+                weight_rule=self.weight_rule,
+                concentration=self.concentration,
+                hyperprior=trust_hyperprior,
+            )
 
     @classmethod
     @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")
@@ -157,6 +185,9 @@ class MTBKDModel:
             differences.append(f"base prior {base or 'custom'!s} (paper: flat)")
         if self.teachers is None:
             differences.append("no teachers (paper: a teacher bank)")
+        if self.trust is not None:
+            kind = trust_description(self.trust, self.trust_hyperprior)["kind"]
+            differences.append(f"{kind} trust (paper: fixed)")
         return differences
 
     @property
@@ -188,6 +219,8 @@ class MTBKDModel:
                 teacher_names=list(self.teachers.names),
                 teacher_hash=self.teachers.content_hash,
             )
+            if self.trust is not None:
+                out["trust"] = trust_description(self.trust, self.trust_hyperprior)
         return out
 
     # ------------------------------------------------------------------ how inference uses it
@@ -214,6 +247,8 @@ class MTBKDModel:
     def constant_kwargs(self) -> dict:
         """Array constants the samplers pass to the model as data (so ``jit`` does not compile
         them into the program): the teacher prior's (N, M, C) constants."""
+        if self.trusted_teachers is not None:
+            return {"prior_constants": self.trusted_teachers}
         return {} if self.teacher_prior is None else {"prior_constants": self.teacher_prior}
 
     def observation_kwargs(self) -> dict:
@@ -239,7 +274,7 @@ class MTBKDModel:
         subsample_size: int | None = None,
         prior_subsample_size: int | None = None,
         teacher_prior: bool = True,
-        prior_constants: TeacherPrior | None = None,
+        prior_constants: TeacherPrior | TrustedTeachers | None = None,
     ) -> jax.Array:
         """The NumPyro model.
 
@@ -260,8 +295,17 @@ class MTBKDModel:
         Returns:
             The student's logits on the (sub)sampled labelled inputs.
         """
-        use_prior = teacher_prior and self.teacher_prior is not None
-        constants = self.teacher_prior if prior_constants is None else prior_constants
+        joint = self.trusted_teachers is not None
+        use_prior = teacher_prior and (self.teacher_prior is not None or joint)
+        constants = prior_constants
+        if constants is None:
+            constants = self.trusted_teachers if joint else self.teacher_prior
+        trust = None
+        if use_prior and joint:
+            assert self.teachers is not None and self.trust_hyperprior is not None
+            trust = sample_trust(
+                self.trust_hyperprior, self.teachers.num_teachers, self.teachers.num_classes
+            )
         network = self.student.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
         data_plate = numpyro.plate("data", num_examples, subsample_size=subsample_size)
@@ -300,7 +344,7 @@ class MTBKDModel:
                 teacher_prior_factor(
                     "teacher_prior",
                     logits,
-                    prior,
+                    self._resolve(prior, trust),
                     prior_power=self.prior_power,
                 )
         if transfer:
@@ -310,14 +354,25 @@ class MTBKDModel:
                 teacher_prior_factor(
                     "teacher_prior",
                     transfer_logits,
-                    prior,
+                    self._resolve(prior, trust),
                     prior_power=self.prior_power,
                 )
         return logits
 
+    def _resolve(
+        self, prior: TeacherPrior | TrustedTeachers, trust: TrustValues | None
+    ) -> TeacherPrior:
+        """The batch's prior constants: as given, or under the sampled trust (joint)."""
+        if isinstance(prior, TeacherPrior):
+            return prior
+        assert trust is not None and self.trust_hyperprior is not None
+        return prior.prior(trust, self.temperature, self.trust_hyperprior.weight_rule)
+
     @staticmethod
-    def _check_prior_size(constants: TeacherPrior, num_examples: int, argument: str) -> None:
-        if not isinstance(constants, TeacherPrior):
+    def _check_prior_size(
+        constants: TeacherPrior | TrustedTeachers, num_examples: int, argument: str
+    ) -> None:
+        if not isinstance(constants, TeacherPrior | TrustedTeachers):
             raise TypeError(
                 f"prior_constants must be a TeacherPrior, got {type(constants).__name__}"
             )

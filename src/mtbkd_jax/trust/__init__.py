@@ -1,0 +1,62 @@
+"""Learned teacher trust: each teacher's calibration ``tau_m``, concentration ``lambda_m``
+(per consensus class) and mixing weights, learned from labelled data.
+
+* :mod:`mtbkd_jax.trust.sites`: the trust sites, the prior's constants under a trust, and the
+  label models that make labels evidence about trust.
+* :mod:`mtbkd_jax.trust.fit`: :func:`fit_teacher_trust` (the cut posterior of trust) and the
+  :class:`TrustPosterior` it returns, which :class:`~mtbkd_jax.MTBKDModel` takes as ``trust=``.
+
+Example:
+    >>> import jax, numpy as np
+    >>> from mtbkd_jax import TeacherBank
+    >>> from mtbkd_jax.trust import TrustHyperprior, fit_teacher_trust
+    >>> rng = np.random.default_rng(0)
+    >>> labels = rng.integers(0, 3, 60)
+    >>> logits = rng.normal(size=(2, 60, 3)) + 3.0 * np.eye(3)[labels]
+    >>> bank = TeacherBank.from_logits(logits, names=["a", "b"])
+    >>> trust = fit_teacher_trust(jax.random.key(0), bank, labels, num_warmup=50, num_draws=50)
+    >>> [row["teacher"] for row in trust.summary()]
+    ['a', 'b']
+"""
+
+from mtbkd_jax.trust.fit import (
+    TrustPosterior,
+    fit_teacher_trust,
+    resolve_trust,
+    trust_description,
+)
+from mtbkd_jax.trust.sites import (
+    TRUST_WEIGHT_RULES,
+    TrustedTeachers,
+    TrustHyperprior,
+    TrustValues,
+    calibrated_log_probs,
+    consensus_class,
+    label_log_likelihood,
+    label_log_probs,
+    mixing_weight_model,
+    sample_trust,
+    teacher_label_log_likelihood,
+    teacher_trust_model,
+    trusted_teacher_prior,
+)
+
+__all__ = [
+    "fit_teacher_trust",
+    "TrustPosterior",
+    "TrustHyperprior",
+    "TrustValues",
+    "TRUST_WEIGHT_RULES",
+    "TrustedTeachers",
+    "calibrated_log_probs",
+    "consensus_class",
+    "label_log_likelihood",
+    "label_log_probs",
+    "mixing_weight_model",
+    "resolve_trust",
+    "sample_trust",
+    "teacher_label_log_likelihood",
+    "teacher_trust_model",
+    "trust_description",
+    "trusted_teacher_prior",
+]

@@ -1,0 +1,290 @@
+"""Learned teacher trust (mtbkd_jax.trust): the label models against independent references,
+recovery of known trust, the fixed model as a special case, the confidently wrong teacher, and
+labels counted once."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from flax import nnx
+from numpyro.infer import MCMC, NUTS, Predictive
+from numpyro.infer.util import log_density
+
+from mtbkd_jax import MLP, MTBKDModel, Student, TeacherBank, run_map
+from mtbkd_jax.metrics import negative_log_likelihood
+from mtbkd_jax.priors import TeacherPrior
+from mtbkd_jax.trust import (
+    TrustHyperprior,
+    TrustValues,
+    consensus_class,
+    fit_teacher_trust,
+    label_log_likelihood,
+    label_log_probs,
+    teacher_label_log_likelihood,
+    teacher_trust_model,
+    trusted_teacher_prior,
+)
+
+
+def _bank(seed: int = 0, shape: tuple[int, int, int] = (2, 40, 4), scale: float = 2.0):
+    rng = np.random.default_rng(seed)
+    return TeacherBank.from_logits(scale * rng.normal(size=shape))
+
+
+# ------------------------------------------------------------------ the label models
+def test_label_probabilities_are_the_mixture_mean_by_monte_carlo():
+    """P(y = c | trust) is E[pi_c] for pi drawn from the teacher mixture: checked against the
+    mean of 200,000 draws of NumPyro's MixtureSameFamily of Dirichlet(1 + lambda p), within 5
+    standard errors; the teachers' soft labels without smoothing (lambda -> infinity) fail it."""
+    bank = _bank(1, (3, 5, 4))
+    values = TrustValues(
+        jnp.array([0.7, 1.0, 2.0]),
+        jnp.array([[2.0], [5.0], [0.5]]),
+        jnp.array([0.3, -0.2, 0.0]),
+        jnp.array(1.5),
+    )
+    prior = trusted_teacher_prior(
+        bank.log_probs, consensus_class(bank.log_probs), values, weight_rule="learned"
+    )
+    probs = np.exp(np.asarray(label_log_probs(prior), np.float64))
+    weights = jnp.exp(prior.log_weights)  # (N, M)
+    mixture = dist.MixtureSameFamily(
+        dist.Categorical(probs=weights), dist.Dirichlet(1.0 + prior.scaled_probs)
+    )
+    draws = np.asarray(mixture.sample(jax.random.key(0), (200_000,)), np.float64)
+    mean, se = draws.mean(0), draws.std(0) / np.sqrt(len(draws))
+    assert np.all(np.abs(probs - mean) < 5 * se + 1e-6)
+    soft_labels = prior.scaled_probs / prior.scaled_probs.sum(-1, keepdims=True)
+    unsmoothed = np.einsum("nm,nmc->nc", np.asarray(weights), np.asarray(soft_labels))
+    assert np.any(np.abs(unsmoothed - mean) > 5 * se + 1e-6)
+
+
+def test_each_teachers_label_likelihood_is_its_smoothed_soft_label():
+    bank = _bank(2, (2, 6, 3))
+    values = TrustValues(
+        jnp.array([0.5, 3.0]), jnp.array([[1.0], [20.0]]), jnp.zeros(2), jnp.zeros(())
+    )
+    prior = trusted_teacher_prior(bank.log_probs, consensus_class(bank.log_probs), values)
+    labels = jnp.array([0, 1, 2, 0, 1, 2])
+    got = np.asarray(teacher_label_log_likelihood(prior, labels))
+    logits = np.asarray(bank.log_probs, np.float64) / np.array([0.5, 3.0])[:, None, None]
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    lam = np.array([1.0, 20.0])[:, None]
+    expected = np.log((1 + lam * p[:, np.arange(6), labels]) / (3 + lam)).T
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fixed_model_is_the_special_case_of_fixed_trust():
+    """tau = 1 and one lambda with a fixed rule give TeacherPrior.build's constants exactly."""
+    bank = _bank(3, (3, 30, 5), scale=4.0)
+    for rule in ("paper", "uniform", "inverse_entropy"):
+        fixed = TeacherPrior.build(bank, concentration=7.0, temperature=2.0, weight_rule=rule)
+        trusted = trusted_teacher_prior(
+            bank.log_probs,
+            consensus_class(bank.log_probs),
+            TrustValues.fixed(3, 7.0),
+            temperature=2.0,
+            weight_rule=rule,
+        )
+        for a, b in zip(fixed, trusted, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+
+
+def test_extreme_teachers_give_finite_trust_terms():
+    """One-hot teachers (logits of 1e4) and extreme temperatures stay finite."""
+    logits = np.zeros((2, 3, 4))
+    logits[0, :, 0] = 1e4
+    logits[1] = np.array([[1e4, -1e4, 0, 0], [0, 0, 0, 0], [-1e4, 1e4, 1e4, 0]])
+    bank = TeacherBank.from_logits(logits)
+    for tau in (1e-3, 1.0, 1e3):
+        values = TrustValues(jnp.full(2, tau), jnp.full((2, 4), 30.0), jnp.zeros(2), jnp.array(2.0))
+        prior = trusted_teacher_prior(
+            bank.log_probs, consensus_class(bank.log_probs), values, weight_rule="learned"
+        )
+        assert all(bool(jnp.isfinite(a).all()) for a in prior)
+        assert bool(jnp.isfinite(label_log_probs(prior)).all())
+        assert bool(jnp.isfinite(prior.log_density(jnp.array([[50.0, -50.0, 0, 0]] * 3))).all())
+
+
+# ------------------------------------------------------------------ recovery
+def test_simulation_based_calibration_of_the_calibration_model():
+    """Trust drawn from its hyperprior, labels simulated from the model, trust refitted: each
+    number's central 80% interval covers its truth at the nominal rate (40 simulations x 4
+    numbers = 160 trials; 0.8 +- 3.5 binomial standard errors)."""
+    num_teachers, num_examples, num_classes = 2, 150, 3
+    hyper = TrustHyperprior(per_class=False, weight_rule="uniform")
+    bank = _bank(4, (num_teachers, num_examples, num_classes), scale=2.5)
+    trust_model = partial(teacher_trust_model, hyperprior=hyper)
+    mcmc = MCMC(
+        NUTS(trust_model),
+        num_warmup=150,
+        num_samples=200,
+        progress_bar=False,
+        jit_model_args=True,
+    )
+    simulate = Predictive(trust_model, num_samples=1)
+    covered = []
+    for seed in range(40):
+        key_sim, key_fit = jax.random.split(jax.random.key(seed))
+        truth = simulate(key_sim, bank.log_probs, None)
+        # the model simulates one label set per teacher; keep the first teacher's and fit
+        # that teacher alone, whose model it exactly is
+        labels = truth["y"][0, 0]
+        mcmc.run(key_fit, bank.log_probs[:1], labels)
+        draws = mcmc.get_samples()
+        for name in ("trust.temperature", "trust.concentration"):
+            true_value = float(np.ravel(truth[name][0])[0])
+            low, high = np.percentile(np.ravel(draws[name]), [10, 90])
+            covered.append(low <= true_value <= high)
+    rate = float(np.mean(covered))
+    assert (
+        0.8 - 3.5 * np.sqrt(0.16 / len(covered)) <= rate <= 0.8 + 3.5 * np.sqrt(0.16 / len(covered))
+    ), rate
+
+
+def _miscalibrated(seed: int, num_examples: int = 400):
+    """Labels from known class probabilities; teacher 0 over-confident (logits x 3, tau = 3),
+    teacher 1 under-confident (logits x 0.5, tau = 0.5)."""
+    rng = np.random.default_rng(seed)
+    true_logits = 1.5 * rng.normal(size=(num_examples, 4))
+    probs = np.exp(true_logits) / np.exp(true_logits).sum(-1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in probs])
+    bank = TeacherBank.from_logits(np.stack([3.0 * true_logits, 0.5 * true_logits]))
+    return bank, labels
+
+
+def _recovers(trust) -> bool:
+    low, high = trust.interval("temperature", 0.9)
+    return bool(low[0] > 1.5 and high[1] < 0.8 and high[0] > 2.0 and low[1] < 0.6)
+
+
+def test_trust_recovers_known_miscalibration_and_ignoring_labels_does_not():
+    """The over-confident teacher's tau is learned above 1.5, the under-confident one's below
+    0.8 (truths 3 and 0.5; the 90% intervals keep the truths' side); a broken trust whose
+    labels carry no information (permuted) fails the same check."""
+    bank, labels = _miscalibrated(5)
+    hyper = TrustHyperprior(per_class=False, weight_rule="uniform")
+    trust = fit_teacher_trust(
+        jax.random.key(0), bank, labels, hyperprior=hyper, num_warmup=200, num_draws=200
+    )
+    assert _recovers(trust), trust.summary()
+    assert trust.max_rhat < 1.1
+    permuted = np.random.default_rng(0).permutation(labels)
+    broken = fit_teacher_trust(
+        jax.random.key(0), bank, permuted, hyperprior=hyper, num_warmup=200, num_draws=200
+    )
+    assert not _recovers(broken)
+
+
+# ------------------------------------------------------------------ the confidently wrong teacher
+def _blobs(rng: np.random.Generator, mu: np.ndarray, n: int):
+    y = rng.integers(0, len(mu), n)
+    x = mu[y] + rng.normal(size=(n, mu.shape[1]))
+    log_joint = -0.5 * ((x[:, None, :] - mu[None]) ** 2).sum(-1)
+    log_post = log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)
+    return x.astype(np.float32), y, log_post
+
+
+def _wrong_teacher_problem():
+    """Four classes; a good teacher (the Bayes posterior plus noise), an over-confident one, and
+    one that is confidently wrong on class 2 (says 3 wherever the Bayes rule says 2)."""
+    rng = np.random.default_rng(1)
+    mu = rng.normal(0, 1.2, (4, 5))
+    x, y, log_post = _blobs(rng, mu, 150)
+    x_test, y_test, _ = _blobs(rng, mu, 3000)
+    wrong = log_post.copy()
+    where = np.argmax(log_post, 1) == 2
+    wrong[where] = 0.0
+    wrong[where, 3] = 8.0
+    logits = np.stack([log_post + rng.normal(0, 0.3, log_post.shape), 3 * log_post, wrong])
+    bank = TeacherBank.from_logits(logits, names=["good", "overconfident", "wrong_on_2"])
+    return bank, x, y, x_test, y_test
+
+
+@pytest.mark.slow
+def test_learned_trust_flattens_a_confidently_wrong_teacher_where_it_lies():
+    bank, x, y, x_test, y_test = _wrong_teacher_problem()
+    trust = fit_teacher_trust(jax.random.key(0), bank, y, num_warmup=300, num_draws=300)
+    lam = np.median(trust.draws["concentration"], axis=0)  # (M, C)
+    # flattened on the consensus class where it lies, not elsewhere, and not the others
+    assert lam[2, 2] < 0.2 * lam[2, [0, 1]].min()
+    assert lam[2, 2] < 0.2 * lam[:2, 2].min()
+
+    def test_nll(**options):
+        student = Student(MLP(5, 4, hidden=(), rngs=nnx.Rngs(0)))
+        mode = run_map(
+            jax.random.key(1),
+            MTBKDModel(student, bank, **options),
+            x,
+            y,
+            num_steps=2000,
+            progress_bar=False,
+        )
+        return negative_log_likelihood(np.asarray(mode.predict(x_test))[0], y_test)
+
+    paper, learned = test_nll(), test_nll(trust=trust)
+    assert learned < paper - 0.01, (learned, paper)
+
+
+def test_one_teacher_with_fixed_trust_gives_the_fixed_models_map():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    for bank in (_bank(7, (1, 60, 3)), _bank(7, (1, 60, 3)).select([0, 0])):
+        fits = []
+        for options in (
+            {"concentration": 5.0, "weight_rule": "uniform"},
+            {"trust": TrustValues.fixed(bank.num_teachers, 5.0), "weight_rule": "uniform"},
+        ):
+            model = MTBKDModel(Student(MLP(3, 3, hidden=(), rngs=nnx.Rngs(0))), bank, **options)
+            mode = run_map(jax.random.key(0), model, x, y, num_steps=500, progress_bar=False)
+            fits.append(np.concatenate([np.ravel(v) for v in mode.draws.values()]))
+        np.testing.assert_allclose(fits[0], fits[1], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ labels counted once
+def _joint_log_density(model, x, y, params):
+    return float(log_density(model, (x, y), {}, params)[0])
+
+
+def test_the_joint_model_uses_each_label_once():
+    """In trust='joint' the labels inform trust only through the student: with the student's
+    weights held fixed, changing the labels changes the log density by the same amount
+    whatever the trust. A model that also adds the labels' trust likelihood (double counting)
+    fails that check."""
+    bank = _bank(8, (2, 30, 3))
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(30, 4)), jnp.float32)
+    y1, y2 = jnp.asarray(rng.integers(0, 3, 30)), jnp.asarray(rng.integers(0, 3, 30))
+    model = MTBKDModel(Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0))), bank, trust="joint")
+    weights = model.student.init_weights(jax.random.key(0), x)
+
+    def trust(scale):
+        return {
+            "trust.temperature": jnp.array([0.5, 2.0]) * scale,
+            "trust.concentration": jnp.full((2, 3), 4.0) * scale,
+            "trust.weight_bias": jnp.array([0.1, -0.1]) * scale,
+            "trust.weight_slope": jnp.array(1.0) * scale,
+        }
+
+    def label_effect(m, scale):
+        params = {**weights, **trust(scale)}
+        return _joint_log_density(m, x, y1, params) - _joint_log_density(m, x, y2, params)
+
+    assert abs(label_effect(model, 1.0) - label_effect(model, 3.0)) < 1e-3
+
+    def double_counting(inputs, labels=None):
+        inner = numpyro.handlers.trace(model).get_trace(inputs, labels)
+        names = ("temperature", "concentration", "weight_bias", "weight_slope")
+        values = TrustValues(*(inner[f"trust.{n}"]["value"] for n in names))
+        prior = model.trusted_teachers.prior(values, 1.0, "learned")
+        numpyro.factor("labels_again", label_log_likelihood(prior, labels).sum())
+
+    assert abs(label_effect(double_counting, 1.0) - label_effect(double_counting, 3.0)) > 0.1
