@@ -20,13 +20,14 @@ def test_demo_smoke_writes_its_outputs(tmp_path):
     assert main(["demo", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "metrics.json").read_text())
     by_key = {(r["method"], r["inference"]): r for r in rows}
-    assert len(by_key) == len(rows) == 7
-    assert [r["inference"] for r in rows] == ["map"] * 5 + ["nuts"] * 2  # MAP rows first
+    assert len(by_key) == len(rows) == 9
+    assert [r["inference"] for r in rows] == ["map"] * 6 + ["nuts"] * 3  # MAP rows first
     assert {method for method, _ in by_key} >= {
         "student alone",
         "averaged-teacher KD",
         "CA-MKD",
         "MT-BKD (entropy weights)",
+        "MT-BKD (learned trust)",
     }
     assert any(method.startswith("single-teacher BKD (") for method, _ in by_key)
     for row in rows:

@@ -29,6 +29,7 @@ def test_digits_experiment_smoke(tmp_path):
         expected |= {(f"BKD ({teacher})", "nuts")}
     for weights in ("uniform", "entropy"):
         expected |= {(f"MT-BKD ({weights} weights)", i) for i in ("map", "nuts")}
+    expected |= {("MT-BKD (learned trust)", i) for i in ("map", "nuts")}
     assert set(by_key) == expected
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0 and row["ece"] >= 0
@@ -55,6 +56,15 @@ def test_digits_experiment_smoke(tmp_path):
     # (0.3, 1.0), which smoke runs do not extend (SMOKE_TUNING's grid_extensions=0)
     tuning = json.loads((tmp_path / "tuning.json").read_text())
     assert set(tuning) == {method for method, inference in by_key if inference == "map"}
+    # the learned-trust row chose beta by its posterior's validation NLL, from the smoke's
+    # one-point grid, and wrote its trust summary
+    learned = tuning.pop("MT-BKD (learned trust)")
+    assert [r["prior_power"] for r in learned] == [0.3]
+    assert by_key[("MT-BKD (learned trust)", "map")]["settings"] == (
+        "σ learned, trust learned, β=0.3"
+    )
+    trust = json.loads((tmp_path / "trust.json").read_text())["MT-BKD (learned trust)"]
+    assert [row["teacher"] for row in trust] == ["logreg", "forest", "naive_bayes"]
     for method, tried in tuning.items():
         assert len(tried) == 2, method
         best = min(tried, key=lambda r: r["score"])
@@ -258,11 +268,21 @@ def test_the_plans_name_their_rows():
         "CA-MKD",
         "single-teacher BKD (logreg)",  # the best teacher on the 150 labelled digits
         "MT-BKD (entropy weights)",
+        "MT-BKD (learned trust)",
     ]
-    posteriors = ["student alone", None, None, None, "MT-BKD (entropy weights)"]
+    posteriors = [
+        "student alone",
+        None,
+        None,
+        None,
+        "MT-BKD (entropy weights)",
+        "MT-BKD (learned trust)",
+    ]
     assert [m.posterior for m in demo] == posteriors
-    # CA-MKD was added after the plans' rows were published: it keys by its label
-    assert [m.key_by_label for m in demo] == [False, False, True, False, False]
+    # CA-MKD and learned trust were added after the plans' rows were published: they key by
+    # their labels
+    assert [m.key_by_label for m in demo] == [False, False, True, False, False, True]
+    assert [m.trust for m in demo] == [False] * 5 + [True]
     baselines = baseline_methods(data)
     assert [m.label for m in baselines] == [
         "student alone",
@@ -273,5 +293,6 @@ def test_the_plans_name_their_rows():
         "CA-MKD",
         "MT-BKD (uniform weights)",
         "MT-BKD (entropy weights)",
+        "MT-BKD (learned trust)",
     ]
-    assert [m.weight_rule for m in baselines][-2:] == ["uniform", "paper"]
+    assert [m.weight_rule for m in baselines][-3:-1] == ["uniform", "paper"]

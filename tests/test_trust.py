@@ -22,6 +22,7 @@ from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.trust import (
     TrustHyperprior,
     TrustValues,
+    calibrated_log_probs,
     consensus_class,
     fit_teacher_trust,
     label_log_likelihood,
@@ -288,3 +289,26 @@ def test_the_joint_model_uses_each_label_once():
         numpyro.factor("labels_again", label_log_likelihood(prior, labels).sum())
 
     assert abs(label_effect(double_counting, 1.0) - label_effect(double_counting, 3.0)) > 0.1
+
+
+def test_teachers_with_zero_probabilities_give_finite_trust_gradients():
+    """A teacher with exact zeros (log p = -inf, e.g. a random forest) keeps them at every tau,
+    and the label models' gradients in the trust stay finite (NaN before: -inf / tau)."""
+    probs = np.array([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], [[0.2, 0.3, 0.5], [0.0, 0.0, 1.0]]])
+    bank = TeacherBank.from_probs(probs)
+    labels = jnp.array([1, 2])
+
+    def loss(log_tau, log_lam):
+        values = TrustValues(jnp.exp(log_tau), jnp.exp(log_lam), jnp.zeros(2), jnp.array(1.0))
+        prior = trusted_teacher_prior(
+            bank.log_probs, consensus_class(bank.log_probs), values, weight_rule="learned"
+        )
+        return (
+            teacher_label_log_likelihood(prior, labels).sum()
+            + label_log_likelihood(prior, labels).sum()
+        )
+
+    grads = jax.grad(loss, argnums=(0, 1))(jnp.array([0.3, -0.2]), jnp.zeros((2, 3)))
+    assert all(bool(jnp.isfinite(g).all()) for g in grads)
+    calibrated = jnp.exp(calibrated_log_probs(bank.log_probs, jnp.array([5.0, 0.2])))
+    assert bool((calibrated[np.asarray(probs) == 0] == 0).all())

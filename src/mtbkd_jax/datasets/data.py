@@ -32,6 +32,9 @@ class DistillationData:
             they are known (synthetic data), else ``None``.
         extra_inputs: named further input sets scored for uncertainty (e.g. the
             multi-location proteins).
+        ood_inputs: out-of-distribution inputs shaped like ``x_test``'s, (N_ood, D), or
+            ``None``; each row's OOD-detection AUROCs tell them from the test inputs (see
+            :mod:`mtbkd_jax.datasets.ood` for the experiments' sets).
     """
 
     name: str
@@ -46,6 +49,17 @@ class DistillationData:
     y_validation: np.ndarray | None = None
     true_probs_test: np.ndarray | None = None
     extra_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    ood_inputs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.ood_inputs is None:
+            return
+        shape, test_shape = np.shape(self.ood_inputs), np.shape(self.x_test)
+        if len(shape) != len(test_shape) or shape[1:] != test_shape[1:] or shape[0] < 1:
+            raise ValueError(
+                f"ood_inputs must have shape (N_ood, ...) like x_test's {test_shape} with "
+                f"N_ood >= 1, got {shape}"
+            )
 
     @property
     def prior_inputs(self) -> np.ndarray:
@@ -74,6 +88,10 @@ class DistillationData:
     @property
     def num_validation(self) -> int:
         return 0 if self.y_validation is None else len(self.y_validation)
+
+    @property
+    def num_ood(self) -> int:
+        return 0 if self.ood_inputs is None else len(self.ood_inputs)
 
     def __repr__(self) -> str:
         sizes = [len(self.y_train), self.num_transfer, self.num_validation, len(self.y_test)]

@@ -30,6 +30,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.datasets.ood import shuffled_features
 from mtbkd_jax.datasets.protein_features import sequence_features
 from mtbkd_jax.teachers import TeacherBank
 
@@ -150,10 +151,15 @@ class DeepLocData:
     def teacher_names(self) -> tuple[str, ...]:
         return DEEPLOC_TEACHER_NAMES
 
-    def distillation_data(self) -> DistillationData:
+    def distillation_data(self, *, ood_seed: int = 0) -> DistillationData:
         """The problem an experiment runs on: the teacher prior on the training proteins (no
         transfer set), the validation split, and the multi-location proteins as the extra input
-        set ``"multi-location"``."""
+        set ``"multi-location"``.
+
+        Its OOD set (``ood_inputs``) is "shuffled" proteins: the test proteins' features with
+        each feature column permuted independently across proteins (by ``ood_seed``;
+        :func:`~mtbkd_jax.datasets.ood.shuffled_features`), so every feature keeps its
+        distribution but no row is a real protein's feature vector."""
         return DistillationData(
             name="deeploc",
             x_train=self.train.x,
@@ -165,6 +171,7 @@ class DeepLocData:
             x_validation=self.validation.x,
             y_validation=self.validation.y,
             extra_inputs={"multi-location": self.multilocation.x},
+            ood_inputs=shuffled_features(self.test.x, ood_seed),
         )
 
 

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.datasets.ood import digits_ood
 from mtbkd_jax.teachers import TeacherBank
 
 __all__ = ["load_digits_distillation"]
@@ -45,6 +46,11 @@ def load_digits_distillation(
     Pixels are scaled to [0, 1]. ``num_validation`` labelled digits (none by default) are held
     out for choosing hyperparameters; neither the teachers nor the student's prior see them.
     The test set is whatever remains (397 digits by default).
+
+    The OOD set (``ood_inputs``, seeded by ``seed``) is as large as the test set: half
+    Gaussian-noise images with the labelled and transfer digits' per-pixel mean and standard
+    deviation (clipped to [0, 1]), half pixel-shuffled test digits, each with a permutation of
+    its own (:func:`~mtbkd_jax.datasets.ood.digits_ood`).
     """
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
@@ -76,4 +82,5 @@ def load_digits_distillation(
         teachers_test=TeacherBank.from_callables(fitted, x[test], names=names, num_classes=10),
         x_validation=x[validation] if num_validation else None,
         y_validation=y[validation].astype(np.int32) if num_validation else None,
+        ood_inputs=digits_ood(prior_inputs, x[test], seed),
     )

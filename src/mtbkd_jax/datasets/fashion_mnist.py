@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.datasets.ood import digit_images
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
@@ -219,6 +220,11 @@ def load_fashion_mnist_distillation(
     ``teacher_settings.num_train`` training images); the test set is the first ``num_test``
     test images. The student's inputs are the images
     average-pooled by ``downsample`` and flattened (196 pixels for 2).
+
+    The OOD set (``ood_inputs``) is handwritten digits, not clothes: scikit-learn's bundled
+    8x8 digits enlarged to 28x28 images in [0, 1] (:func:`~mtbkd_jax.datasets.ood.
+    digit_images`; as many as the test images, at most 1,797, picked by ``seed``), pooled and
+    flattened like the test images.
     """
     from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings, fashion_mnist_teachers
 
@@ -261,5 +267,6 @@ def load_fashion_mnist_distillation(
         teachers_test=TeacherBank.from_logits(teachers.test_logits, names=names),
         x_validation=_downsample(train.images[validation], downsample) if num_validation else None,
         y_validation=train.labels[validation] if num_validation else None,
+        ood_inputs=_downsample(digit_images(min(test.num_examples, 1797), seed), downsample),
     )
     return data, teachers

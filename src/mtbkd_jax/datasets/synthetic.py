@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.datasets.ood import far_gaussian
 from mtbkd_jax.datasets.synthetic_generator import SyntheticGenerator, build_generator
 from mtbkd_jax.teachers import TeacherBank
 
@@ -112,10 +113,15 @@ class SyntheticData:
         """Accuracy of ``argmax true_probs_test`` against ``y_test`` (the empirical Bayes rate)."""
         return float((self.true_probs_test.argmax(-1) == self.y_test).mean())
 
-    def distillation_data(self) -> DistillationData:
+    def distillation_data(self, *, ood_seed: int = 0) -> DistillationData:
         """The problem an experiment runs on, named ``KIND_C``: the teacher prior on the
         training inputs (no transfer set), the validation split and the test split's true
-        probabilities."""
+        probabilities.
+
+        Its OOD set (``ood_inputs``, as many as the test inputs, drawn by ``ood_seed``) lies
+        far from the data: Gaussian inputs around points three standard deviations from the
+        training inputs' mean in random directions
+        (:func:`~mtbkd_jax.datasets.ood.far_gaussian`), where ``x ~ N(0, I)`` rarely goes."""
         return DistillationData(
             name=f"{self.kind}_{self.num_classes}",
             x_train=self.x_train,
@@ -127,6 +133,7 @@ class SyntheticData:
             x_validation=self.x_validation,
             y_validation=self.y_validation,
             true_probs_test=self.true_probs_test,
+            ood_inputs=far_gaussian(self.x_train, len(self.x_test), ood_seed),
         )
 
     def __repr__(self) -> str:

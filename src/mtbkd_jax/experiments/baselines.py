@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+import jax
 import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
@@ -27,11 +28,12 @@ from mtbkd_jax.experiments.fit import (
 )
 from mtbkd_jax.experiments.keys import MethodKeys, method_keys
 from mtbkd_jax.experiments.methods import METHOD_PLANS, Method
+from mtbkd_jax.experiments.trusted import fit_trusted
 from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
-from mtbkd_jax.uncertainty import predictive_summary
+from mtbkd_jax.selective import ood_auroc
+from mtbkd_jax.uncertainty import entropy_decomposition, predictive_summary
 
 if TYPE_CHECKING:
-    import jax
     from numpy.typing import ArrayLike
 
     from mtbkd_jax.infer import Posterior
@@ -47,11 +49,17 @@ def _row(
     data: DistillationData,
     summary: Mapping[str, np.ndarray] | None = None,
     seconds: float | None = None,
+    ood: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The row format of every experiment: ``method``, ``inference``, the classification
-    metrics of ``probs`` on the test set, ``mean_deviance`` (posteriors only), the AUROC of
-    error detection by it, the 95% interval coverage (with true probabilities) and the
-    seconds."""
+    metrics of ``probs`` on the test set (selective prediction included: ``aurc``,
+    ``accuracy_at_90``), ``mean_deviance`` (posteriors only), the AUROC of error detection by
+    it, the 95% interval coverage (with true probabilities), the OOD-detection AUROCs (with an
+    OOD set, :func:`_ood_columns`) and the seconds.
+
+    ``summary`` is a posterior's :func:`~mtbkd_jax.uncertainty.predictive_summary` on the test
+    inputs (``None`` for a MAP or a teacher) and ``ood`` the same on ``data.ood_inputs``
+    (:func:`_ood_summary`; ``None`` where there is none, e.g. a teacher's row)."""
     row = {
         "method": method,
         "inference": inference,
@@ -64,9 +72,40 @@ def _row(
         row["error_auroc_md"] = error_detection_auroc(summary["mean_deviance"], errors)
         if data.true_probs_test is not None:
             row["coverage_95"] = interval_coverage(summary["class_intervals"], data.true_probs_test)
+    if data.ood_inputs is not None:
+        row.update(_ood_columns(probs, summary, ood))
     if seconds is not None:
         row["seconds"] = round(seconds, 2)
     return row
+
+
+def _ood_summary(predictor: Posterior, data: DistillationData) -> dict[str, np.ndarray] | None:
+    """``predictor``'s :func:`~mtbkd_jax.uncertainty.predictive_summary` on
+    ``data.ood_inputs`` (a MAP is a one-draw posterior), or ``None`` without an OOD set."""
+    if data.ood_inputs is None:
+        return None
+    return predictive_summary(predictor, data.ood_inputs)
+
+
+def _ood_columns(
+    probs: ArrayLike,
+    summary: Mapping[str, np.ndarray] | None,
+    ood: Mapping[str, np.ndarray] | None,
+) -> dict[str, float | None]:
+    """``ood_auroc_entropy`` and ``ood_auroc_mi``: :func:`~mtbkd_jax.selective.ood_auroc` of
+    the OOD inputs (positives) against the test inputs, scored by the predictive entropy
+    (``total_entropy``) and by the mutual information (``epistemic``). Both are ``None``
+    without ``ood``; ``ood_auroc_mi`` is ``None`` without a posterior ``summary`` (a MAP's one
+    draw has no mutual information), and the test inputs' entropy is then that of ``probs``."""
+    if ood is None:
+        return {"ood_auroc_entropy": None, "ood_auroc_mi": None}
+    if summary is None:
+        inside = entropy_decomposition(np.asarray(probs)[None])["total"]
+        return {"ood_auroc_entropy": ood_auroc(inside, ood["total_entropy"]), "ood_auroc_mi": None}
+    return {
+        "ood_auroc_entropy": ood_auroc(summary["total_entropy"], ood["total_entropy"]),
+        "ood_auroc_mi": ood_auroc(summary["epistemic"], ood["epistemic"]),
+    }
 
 
 def _teacher_rows(data: DistillationData) -> list[dict]:
@@ -103,27 +142,86 @@ def _run_method(
     out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
     say: Callable[..., object],
 ) -> None:
-    rows, artifacts = out
+    artifacts = out[1]
     start = time.perf_counter()
-    mode, model, settings = _fit_mode(keys, data, config, method, artifacts)
+    posterior: Posterior | None = None
+    if method.trust:
+        assert method.teachers is not None  # a learned-trust method has teachers
+        trust_key = jax.random.fold_in(keys.map, 1)
+        fitted = fit_trusted(
+            (trust_key, keys.map, cast("jax.Array", keys.posterior)),
+            data,
+            config,
+            method.teachers,
+            keys.starts,
+        )
+        mode, model, posterior, settings = fitted.mode, fitted.model, fitted.posterior, fitted.label
+        artifacts["trust"][method.label] = fitted.trust.summary()
+        if fitted.search is not None:
+            artifacts["tuning"][method.label] = fitted.search.evaluated
+    else:
+        mode, model, tuned = _fit_mode(keys, data, config, method, artifacts)
+        settings = settings_label(tuned, method.teachers)
+    # with tuning, a MAP row's seconds include every fit of its search (for a learned-trust
+    # row, the trust and every posterior of its search too)
+    _map_row(method, mode, data, settings, time.perf_counter() - start, out, say)
+    if method.posterior is None:
+        return
+    start = time.perf_counter()
+    if posterior is None:
+        # a method with a posterior row has a posterior key (see method_keys)
+        posterior_key = cast("jax.Array", keys.posterior)
+        posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
+    _posterior_row(method, posterior, data, config, settings, start, out, say)
+
+
+def _map_row(
+    method: Method,
+    mode: Posterior,
+    data: DistillationData,
+    settings: str,
+    seconds: float,
+    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    say: Callable[..., object],
+) -> None:
+    rows, artifacts = out
     probs = np.asarray(mode.predict(data.x_test))[0]
-    # with tuning, a MAP row's seconds include every fit of its search
-    rows.append(_row(method.label, "map", probs, data, seconds=time.perf_counter() - start))
-    rows[-1]["settings"] = settings_label(settings, method.teachers)
+    rows.append(
+        _row(method.label, "map", probs, data, seconds=seconds, ood=_ood_summary(mode, data))
+    )
+    rows[-1]["settings"] = settings
     artifacts["map_probs"][method.label] = probs
     if method.reliability:
         artifacts["curves"][f"{method.label} (MAP)"] = probs
     say(f"  {method.label:<28} map   accuracy {rows[-1]['accuracy']:.3f} nll {rows[-1]['nll']:.3f}")
-    if method.posterior is None:
-        return
-    label, start = method.posterior, time.perf_counter()
-    # a method with a posterior row has a posterior key (see method_keys)
-    posterior_key = cast("jax.Array", keys.posterior)
-    posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
+
+
+def _posterior_row(
+    method: Method,
+    posterior: Posterior,
+    data: DistillationData,
+    config: ExperimentConfig,
+    settings: str,
+    start: float,
+    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    say: Callable[..., object],
+) -> None:
+    rows, artifacts = out
+    label = cast(str, method.posterior)
     summary = predictive_summary(posterior, data.x_test)
     seconds = time.perf_counter() - start
-    rows.append(_row(label, config.bayes, summary["predictive_mean"], data, summary, seconds))
-    rows[-1]["settings"] = settings_label(settings, method.teachers)
+    rows.append(
+        _row(
+            label,
+            config.bayes,
+            summary["predictive_mean"],
+            data,
+            summary,
+            seconds,
+            ood=_ood_summary(posterior, data),
+        )
+    )
+    rows[-1]["settings"] = settings
     artifacts["posteriors"][label] = posterior
     artifacts["summaries"][label] = summary
     artifacts["extra"][label] = {
@@ -156,7 +254,8 @@ def run_baselines(
     methods = METHOD_PLANS[config.methods](data)
     rows = _teacher_rows(data) if config.teacher_rows else []
     artifacts: dict[str, dict] = {
-        name: {} for name in ("posteriors", "summaries", "extra", "map_probs", "tuning", "curves")
+        name: {}
+        for name in ("posteriors", "summaries", "extra", "map_probs", "tuning", "curves", "trust")
     }
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
         _run_method(keys, data, config, method, (rows, artifacts), say)

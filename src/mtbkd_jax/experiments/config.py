@@ -41,7 +41,12 @@ class ExperimentConfig:
     ``concentration``, ``prior_power``); the posterior is then sampled once with the chosen
     values. A best value on a grid's edge extends that grid (up to ``grid_extensions`` values
     per end, each kept only if it lowers the validation NLL by more than
-    ``grid_min_improvement``), and the row's settings say so.
+    ``grid_min_improvement``), and the row's settings say so. The learned-trust rows
+    (:mod:`mtbkd_jax.experiments.trusted`) learn their trust (NUTS, ``trust_warmup`` +
+    ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
+    ``trust_prior_power_grid`` by their *posterior's* validation NLL; by SGLD, their step size
+    is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
+    :func:`mtbkd_jax.infer.choose_step_size`).
 
     Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
     posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
@@ -63,6 +68,10 @@ class ExperimentConfig:
     prior_power_grid: tuple = (0.03, 0.1, 0.3)
     grid_extensions: int = 3
     grid_min_improvement: float = 0.002
+    trust_prior_power_grid: tuple = (0.1, 0.3, 1.0)
+    trust_warmup: int = 300
+    trust_draws: int = 300
+    trust_sgld_step_size: float | str = "auto"
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -74,7 +83,7 @@ class ExperimentConfig:
     num_chains: int = 2
     sgld_batch_size: int = 64
     sgld_epochs: int = 80
-    sgld_step_size: float = 1e-5
+    sgld_step_size: float | str = 1e-5
     sgld_draws_per_epoch: int = 6
     key_schedule: str = "per-method"
     chain_starts: str = "map"
@@ -104,6 +113,9 @@ class ExperimentConfig:
             num_chains=1,
             sgld_epochs=2,
             sgld_draws_per_epoch=2,
+            trust_warmup=20,
+            trust_draws=20,
+            trust_prior_power_grid=(0.3,),
             **SMOKE_TUNING,
         )
 

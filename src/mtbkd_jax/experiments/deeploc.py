@@ -53,14 +53,14 @@ class DeepLocConfig(ExperimentConfig):
 
 
 def deeploc_problem(
-    data_path: str | os.PathLike[str] | None = None,
+    data_path: str | os.PathLike[str] | None = None, *, seed: int = 0
 ) -> tuple[DistillationData, DeepLocData]:
-    """The problem (:meth:`DeepLocData.distillation_data`) and the DeepLoc data it comes
-    from."""
+    """The problem (:meth:`DeepLocData.distillation_data`, its shuffled OOD set drawn by
+    ``seed``) and the DeepLoc data it comes from."""
     from mtbkd_jax.datasets.deeploc import load_deeploc
 
     data = load_deeploc(data_path)
-    return data.distillation_data(), data
+    return data.distillation_data(ood_seed=seed), data
 
 
 def _multilocation_rows(artifacts: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ def run_deeploc(
     """Run the experiment (``config``: default ``DeepLocConfig.for_run(smoke=, seed=)``) and
     write its outputs, ``multilocation.json`` included; returns the rows."""
     config = config or DeepLocConfig.for_run(smoke=smoke, seed=seed)
-    problem, data = deeploc_problem(data_path)
+    problem, data = deeploc_problem(data_path, seed=config.seed)
     say(
         f"[deeploc] {len(problem.y_train)} train, {len(problem.y_test)} test, "
         f"{data.multilocation.num_examples} multi-location proteins, "

@@ -20,7 +20,15 @@ from mtbkd_jax.camkd import ca_mkd_teacher
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.teachers import TeacherBank
 
-__all__ = ["MAIN", "METHOD_PLANS", "Method", "baseline_methods", "demo_methods"]
+__all__ = [
+    "LEARNED",
+    "MAIN",
+    "METHOD_PLANS",
+    "Method",
+    "baseline_methods",
+    "demo_methods",
+    "kd_methods",
+]
 
 MAIN = "MT-BKD (entropy weights)"
 
@@ -39,6 +47,8 @@ class Method:
         key_by_label: draw this method's random keys from its label, not its place in the plan
             (:func:`~mtbkd_jax.experiments.keys.method_keys`), so that adding it to a plan leaves
             the other methods' keys, and so their published rows, as they were.
+        trust: learn the teachers' trust, the prior scales and ``beta`` on the posterior's
+            validation NLL (:mod:`mtbkd_jax.experiments.trusted`); ``weight_rule`` is unused.
     """
 
     label: str
@@ -47,6 +57,7 @@ class Method:
     posterior: str | None = None
     reliability: bool = False
     key_by_label: bool = False
+    trust: bool = False
 
 
 def _ca_mkd(data: DistillationData) -> Method:
@@ -55,9 +66,19 @@ def _ca_mkd(data: DistillationData) -> Method:
     return Method("CA-MKD", teacher, key_by_label=True)
 
 
+LEARNED = "MT-BKD (learned trust)"
+
+
+def _learned_trust(data: DistillationData) -> Method:
+    """MT-BKD with learned trust and learned prior scales (keyed by its label)."""
+    bank = data.teachers_prior
+    return Method(LEARNED, bank, posterior=LEARNED, reliability=True, key_by_label=True, trust=True)
+
+
 def baseline_methods(data: DistillationData) -> list[Method]:
     """Every baseline of METHOD §7: the student alone, KD and BKD from each teacher, averaged
-    multi-teacher KD, CA-MKD, and MT-BKD with uniform and with entropy weights."""
+    multi-teacher KD, CA-MKD, MT-BKD with uniform and with entropy weights, and MT-BKD with
+    learned trust."""
     bank = data.teachers_prior
     methods = [Method("student alone", None, posterior="student alone", reliability=True)]
     methods += [Method(f"KD ({n})", bank.select([n]), posterior=f"BKD ({n})") for n in bank.names]
@@ -66,14 +87,15 @@ def baseline_methods(data: DistillationData) -> list[Method]:
         _ca_mkd(data),
         Method("MT-BKD (uniform weights)", bank, "uniform", posterior="MT-BKD (uniform weights)"),
         Method(MAIN, bank, posterior=MAIN, reliability=True),
+        _learned_trust(data),
     ]
     return methods
 
 
 def demo_methods(data: DistillationData) -> list[Method]:
-    """The demo's five: the student alone, averaged-teacher KD, CA-MKD, the best teacher (by
-    accuracy on the labelled set) distilled alone, and MT-BKD with entropy weights; the student
-    alone and MT-BKD are also sampled."""
+    """The demo's six: the student alone, averaged-teacher KD, CA-MKD, the best teacher (by
+    accuracy on the labelled set) distilled alone, MT-BKD with entropy weights and MT-BKD with
+    learned trust; the student alone and the MT-BKD rows are also sampled."""
     bank = data.teachers_prior
     labelled = bank.take(np.arange(len(data.y_train))).accuracy(data.y_train)
     best = int(np.argmax(labelled))
@@ -83,10 +105,27 @@ def demo_methods(data: DistillationData) -> list[Method]:
         _ca_mkd(data),
         Method(f"single-teacher BKD ({bank.names[best]})", bank.select([best])),
         Method(MAIN, bank, posterior=MAIN, reliability=True),
+        _learned_trust(data),
     ]
+
+
+def kd_methods(data: DistillationData) -> list[Method]:
+    """The KD baselines against MT-BKD, without the single-teacher posteriors (a shorter run):
+    KD from each teacher, averaged KD, CA-MKD, MT-BKD with entropy weights (MAP and
+    posterior) and MT-BKD with learned trust (MAP and posterior)."""
+    bank = data.teachers_prior
+    methods = [Method(f"KD ({n})", bank.select([n])) for n in bank.names]
+    methods += [
+        Method("averaged KD", bank.average(), reliability=True),
+        _ca_mkd(data),
+        Method(MAIN, bank, posterior=MAIN, reliability=True),
+        _learned_trust(data),
+    ]
+    return methods
 
 
 METHOD_PLANS: dict[str, Callable[[DistillationData], list[Method]]] = {
     "baselines": baseline_methods,
     "demo": demo_methods,
+    "kd": kd_methods,
 }

@@ -28,14 +28,21 @@ _COLUMNS = [
     ("nll", "NLL"),
     ("ece", "ECE"),
     ("brier", "Brier"),
+    ("aurc", "AURC"),
+    ("accuracy_at_90", "acc@90"),
     ("mean_deviance", "mean dev."),
     ("error_auroc_md", "AUROC(err, MD)"),
+    ("ood_auroc_entropy", "OOD AUROC (H)"),
+    ("ood_auroc_mi", "OOD AUROC (MI)"),
     ("coverage_95", "95% coverage"),
 ]
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table of the rows (columns present in any row)."""
+    """A markdown table of the rows (columns present in any row; a missing or ``None`` value
+    shows as "–"): the classification metrics, AURC and accuracy at 90% coverage (``acc@90``),
+    the mean deviance and its error-detection AUROC, the OOD-detection AUROCs by predictive
+    entropy (H) and mutual information (MI), and the 95% interval coverage."""
     columns = [(k, title) for k, title in _COLUMNS if any(k in r for r in rows)]
     lines = [
         "| " + " | ".join(t for _, t in columns) + " |",
@@ -88,6 +95,8 @@ def write_report(
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
+    if artifacts.get("trust"):
+        (out / "trust.json").write_text(json.dumps(artifacts["trust"], indent=2) + "\n")
     reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
     bank = data.teachers_prior
     teacher_weights_figure(

@@ -60,9 +60,10 @@ class SyntheticConfig(ExperimentConfig):
 def synthetic_problem(
     kind: str, num_classes: int, *, num_examples: int = 2200, seed: int = 0
 ) -> tuple[DistillationData, SyntheticData]:
-    """The case's problem (named ``KIND_C``) and the synthetic data it comes from."""
+    """The case's problem (named ``KIND_C``, its OOD set drawn by ``seed`` too) and the
+    synthetic data it comes from."""
     data = make_synthetic(kind, num_classes, num_examples=num_examples, seed=seed)
-    return data.distillation_data(), data
+    return data.distillation_data(ood_seed=seed), data
 
 
 def _run_case(

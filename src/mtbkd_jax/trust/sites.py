@@ -152,8 +152,13 @@ def consensus_class(log_probs: jax.Array) -> jax.Array:
 
 
 def calibrated_log_probs(log_probs: jax.Array, temperature: jax.Array) -> jax.Array:
-    """``log_softmax(log p_m / tau_m)`` for (M, N, C) log-probabilities and ``tau`` (M,)."""
-    return jax.nn.log_softmax(log_probs / temperature[:, None, None], axis=-1)
+    """``log_softmax(log p_m / tau_m)`` for (M, N, C) log-probabilities and ``tau`` (M,).
+
+    A class of probability zero (``log p = -inf``) keeps probability zero at every ``tau``, with
+    a zero gradient (dividing ``-inf`` by ``tau`` would make the gradient in ``tau`` NaN)."""
+    zero = jnp.isneginf(log_probs)
+    scaled = jnp.where(zero, 0.0, log_probs) / temperature[:, None, None]
+    return jax.nn.log_softmax(jnp.where(zero, -jnp.inf, scaled), axis=-1)
 
 
 def sample_trust(
@@ -195,8 +200,10 @@ def sample_trust(
 
 
 def _entropy(log_probs: jax.Array) -> jax.Array:
-    """Entropy in nats over the last axis (``0 log 0 = 0``)."""
-    return -jnp.sum(jnp.where(jnp.isneginf(log_probs), 0.0, jnp.exp(log_probs) * log_probs), -1)
+    """Entropy in nats over the last axis (``0 log 0 = 0``, with a finite gradient there)."""
+    zero = jnp.isneginf(log_probs)
+    safe = jnp.where(zero, 0.0, log_probs)
+    return -jnp.sum(jnp.where(zero, 0.0, jnp.exp(safe) * safe), -1)
 
 
 def _log_weights(calibrated: jax.Array, values: TrustValues, rule: str) -> jax.Array:

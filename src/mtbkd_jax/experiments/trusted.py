@@ -1,0 +1,144 @@
+"""The learned-trust rows: MT-BKD with teacher trust learned from the labels, a base prior
+whose per-layer scales are learned, and ``beta`` chosen by the Bayesian row's own validation
+predictive.
+
+* Trust: :func:`mtbkd_jax.trust.fit_teacher_trust` on the labelled inputs (the cut posterior),
+  passed to the model at its posterior median.
+* Base prior: :func:`mtbkd_jax.scale_priors.hierarchical_normal_prior` (no ``sigma0`` to tune;
+  the scale of each weight array is learned).
+* ``beta``: with ``config.tune``, every value of ``config.trust_prior_power_grid`` (extended past
+  an edge that holds the best, as every search here) is fitted by MAP *and* sampled, and the
+  value whose posterior predictive has the lowest validation NLL wins; its posterior is the
+  row's (no refit). The MAP row is that value's MAP.
+* SGLD (``config.bayes == "sgld"``): the step size is ``config.trust_sgld_step_size``, by
+  default ``"auto"`` (pilot runs from the MAP, :func:`mtbkd_jax.infer.choose_step_size`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
+
+import jax
+import numpy as np
+
+from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.experiments.config import ExperimentConfig
+from mtbkd_jax.experiments.fit import build_student, fit_map, fit_posterior
+from mtbkd_jax.metrics import negative_log_likelihood
+from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.scale_priors import hierarchical_normal_prior
+from mtbkd_jax.trust import TrustHyperprior, TrustPosterior, fit_teacher_trust
+from mtbkd_jax.tuning import SearchResult, coordinate_search
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mtbkd_jax.infer import Posterior
+    from mtbkd_jax.teachers import TeacherBank
+
+__all__ = ["TrustedFit", "fit_trusted", "learned_trust", "trusted_label", "trusted_model"]
+
+
+def learned_trust(
+    key: jax.Array, data: DistillationData, config: ExperimentConfig, teachers: TeacherBank
+) -> TrustPosterior:
+    """The trust posterior from the labelled inputs (the first ``len(y_train)`` of the bank)."""
+    labelled = teachers.take(np.arange(len(data.y_train)))
+    return fit_teacher_trust(
+        key,
+        labelled,
+        data.y_train,
+        hyperprior=TrustHyperprior(concentration=config.concentration),
+        temperature=config.temperature,
+        num_warmup=config.trust_warmup,
+        num_draws=config.trust_draws,
+    )
+
+
+def trusted_model(
+    data: DistillationData,
+    config: ExperimentConfig,
+    teachers: TeacherBank,
+    trust: TrustPosterior,
+    prior_power: float,
+) -> MTBKDModel:
+    """The row's model: the run's student with a learned-scale prior, the learned trust."""
+    student = build_student(data, config).with_prior(hierarchical_normal_prior())
+    return MTBKDModel(
+        student, teachers, trust=trust, prior_power=prior_power, temperature=config.temperature
+    )
+
+
+def trusted_label(prior_power: float, search: SearchResult | None = None) -> str:
+    """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note)."""
+    note = None if search is None else search.grid_note("prior_power")
+    return f"σ learned, trust learned, β={prior_power:g}" + (f" ({note})" if note else "")
+
+
+class TrustedFit:
+    """The chosen ``beta``'s MAP, model and posterior, with the trust and the search."""
+
+    def __init__(
+        self,
+        mode: Posterior,
+        model: MTBKDModel,
+        posterior: Posterior,
+        trust: TrustPosterior,
+        search: SearchResult | None,
+    ) -> None:
+        self.mode, self.model, self.posterior = mode, model, posterior
+        self.trust, self.search = trust, search
+
+    @property
+    def label(self) -> str:
+        return trusted_label(self.model.prior_power, self.search)
+
+
+def fit_trusted(
+    keys: tuple[jax.Array, jax.Array, jax.Array],
+    data: DistillationData,
+    config: ExperimentConfig,
+    teachers: TeacherBank,
+    start_keys: Sequence[jax.Array] = (),
+) -> TrustedFit:
+    """Trust, then for each ``beta`` tried a MAP and a posterior; returns the best.
+
+    Args:
+        keys: (trust, MAP, posterior) keys.
+        data, config: the run.
+        teachers: the bank of the prior.
+        start_keys: extra chain starts (``chain_starts="maps"``).
+    """
+    trust_key, map_key, posterior_key = keys
+    trust = learned_trust(trust_key, data, config, teachers)
+    sampling = replace(config, sgld_step_size=config.trust_sgld_step_size)
+    fits: dict[float, tuple[Posterior, MTBKDModel, Posterior]] = {}
+
+    def fit(prior_power: float) -> tuple[Posterior, MTBKDModel, Posterior]:
+        model = trusted_model(data, config, teachers, trust, prior_power)
+        mode = fit_map(map_key, data, config, model)
+        posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
+        fits[prior_power] = (mode, model, posterior)
+        return fits[prior_power]
+
+    if not config.tune:
+        return TrustedFit(*fit(config.prior_power), trust, None)
+
+    def score(settings: Mapping[str, Any]) -> float:
+        _, _, posterior = fit(float(settings["prior_power"]))
+        x_validation = cast("np.ndarray", data.x_validation)
+        draws = np.asarray(posterior.predict(x_validation), np.float64)
+        probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
+        return negative_log_likelihood(probs, np.asarray(data.y_validation))
+
+    search = coordinate_search(
+        score,
+        {"prior_power": config.trust_prior_power_grid},
+        {"prior_power": config.trust_prior_power_grid[len(config.trust_prior_power_grid) // 2]},
+        max_extensions=config.grid_extensions,
+        min_improvement=config.grid_min_improvement,
+    )
+    best = float(search.best["prior_power"])
+    return TrustedFit(*fits[best], trust, search)
