@@ -312,3 +312,39 @@ def test_teachers_with_zero_probabilities_give_finite_trust_gradients():
     assert all(bool(jnp.isfinite(g).all()) for g in grads)
     calibrated = jnp.exp(calibrated_log_probs(bank.log_probs, jnp.array([5.0, 0.2])))
     assert bool((calibrated[np.asarray(probs) == 0] == 0).all())
+
+
+def test_an_own_model_with_trust_sites_matches_the_joint_canonical_model():
+    """sample_trust + trusted_prior_factor in a model written by hand give the same log density
+    as MTBKDModel(trust="joint") (a deliberately wrong weight rule does not)."""
+    from mtbkd_jax.trust import TrustedTeachers, sample_trust, trusted_prior_factor
+
+    bank = _bank(9, (2, 20, 3))
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(20, 4)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 20))
+    canonical = MTBKDModel(
+        Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0))), bank, trust="joint", prior_power=0.5
+    )
+    teachers = TrustedTeachers.build(bank.log_probs)
+
+    def own(inputs, labels, rule="learned"):
+        trust = sample_trust(canonical.trust_hyperprior, 2, 3)
+        logits = canonical.student.network(inputs.shape[1:])(inputs)
+        with numpyro.plate("data", inputs.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=labels)
+            trusted_prior_factor(
+                "teacher_prior", logits, teachers, trust, weight_rule=rule, prior_power=0.5
+            )
+
+    params = {
+        **canonical.student.init_weights(jax.random.key(0), x),
+        "trust.temperature": jnp.array([0.5, 2.0]),
+        "trust.concentration": jnp.full((2, 3), 4.0),
+        "trust.weight_bias": jnp.array([0.1, -0.1]),
+        "trust.weight_slope": jnp.array(1.0),
+    }
+    expected = _joint_log_density(canonical, x, y, params)
+    assert abs(_joint_log_density(own, x, y, params) - expected) < 1e-3 * abs(expected)
+    wrong = partial(own, rule="uniform")
+    assert abs(_joint_log_density(wrong, x, y, params) - expected) > 1e-3

@@ -5,6 +5,8 @@
   label models that make labels evidence about trust.
 * :mod:`mtbkd_jax.trust.fit`: :func:`fit_teacher_trust` (the cut posterior of trust) and the
   :class:`TrustPosterior` it returns, which :class:`~mtbkd_jax.MTBKDModel` takes as ``trust=``.
+* :mod:`mtbkd_jax.trust.factor`: :func:`trusted_prior_factor`, the teacher prior under sampled
+  trust in a NumPyro model of one's own.
 
 Example:
     >>> import jax, numpy as np
@@ -19,6 +21,7 @@ Example:
     ['a', 'b']
 """
 
+from mtbkd_jax.trust.factor import trusted_prior_factor
 from mtbkd_jax.trust.fit import (
     TrustPosterior,
     fit_teacher_trust,
@@ -59,4 +62,5 @@ __all__ = [
     "teacher_trust_model",
     "trust_description",
     "trusted_teacher_prior",
+    "trusted_prior_factor",
 ]
