@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
+from mtbkd_jax.diagnostics import exploration_report
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import (
     build_model,
@@ -173,6 +174,8 @@ def _run_method(
         posterior_key = cast("jax.Array", keys.posterior)
         posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
     _posterior_row(method, posterior, data, config, settings, start, out, say)
+    # what the draws explore: R-hat/ESS across chains, spread, distance travelled from the MAP
+    artifacts["exploration"][method.posterior] = exploration_report(posterior, mode)
 
 
 def _map_row(
@@ -255,7 +258,16 @@ def run_baselines(
     rows = _teacher_rows(data) if config.teacher_rows else []
     artifacts: dict[str, dict] = {
         name: {}
-        for name in ("posteriors", "summaries", "extra", "map_probs", "tuning", "curves", "trust")
+        for name in (
+            "posteriors",
+            "summaries",
+            "extra",
+            "map_probs",
+            "tuning",
+            "curves",
+            "trust",
+            "exploration",
+        )
     }
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
         _run_method(keys, data, config, method, (rows, artifacts), say)

@@ -95,8 +95,9 @@ def write_report(
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
-    if artifacts.get("trust"):
-        (out / "trust.json").write_text(json.dumps(artifacts["trust"], indent=2) + "\n")
+    for name in ("trust", "exploration"):
+        if artifacts.get(name):
+            (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
     reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
     bank = data.teachers_prior
     teacher_weights_figure(
