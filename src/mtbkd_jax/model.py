@@ -64,9 +64,10 @@ class MTBKDModel:
             conditioned on the trust learned from the labels, at its posterior median; the
             default way to learn trust); :class:`~mtbkd_jax.trust.TrustValues` (trust fixed
             by hand; the weights then follow ``weight_rule``, which may also be
-            ``"learned"``); or ``"joint"`` (the trust sites are sampled with the student's
-            weights under ``trust_hyperprior``, and the labels inform trust only through the
-            student). With a trust, ``concentration`` is unused, except as the hyperprior's
+            ``"learned"``); or ``"joint"`` (experimental: the trust sites are sampled with the
+            student's weights under ``trust_hyperprior``, and the labels inform trust only
+            through the student; NUTS diverged on it in ``models/trust_cut_vs_joint.py``, see
+            docs/results.md). With a trust, ``concentration`` is unused, except as the hyperprior's
             median for ``"joint"``.
         trust_hyperprior: the hyperpriors of ``trust="joint"`` (default
             ``TrustHyperprior(concentration=concentration)``).
