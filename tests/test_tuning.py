@@ -249,7 +249,14 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         "MT-BKD (uniform weights)",
         "MT-BKD (entropy weights)",
     }
-    assert set(artifacts["tuning"]) == set(map_rows) == expected_methods
+    # the learned-trust row tunes beta alone, by its posterior's validation NLL (SGLD here,
+    # with the step size chosen by pilot runs), over the default beta grid and its extensions
+    learned = artifacts["tuning"].pop("MT-BKD (learned trust)")
+    assert set(map_rows) == expected_methods | {"MT-BKD (learned trust)"}
+    assert "MT-BKD (learned trust)" in bayes_rows
+    assert {r["prior_power"] for r in learned} >= set(config.trust_prior_power_grid)
+    assert all(set(r) == {"prior_power", "score"} for r in learned)
+    assert set(artifacts["tuning"]) == expected_methods
     for method, tuning in artifacts["tuning"].items():
         # one MAP per grid value (the other axes have a single value, the start), then, since
         # sigma0 = 1 beats 0.01 and is the grid's top, the grid extended by its ratio 100 (up
@@ -273,6 +280,7 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         "BKD (bad)",
         "MT-BKD (uniform weights)",
         "MT-BKD (entropy weights)",
+        "MT-BKD (learned trust)",
     }
     map_of = {"BKD (good)": "KD (good)", "BKD (bad)": "KD (bad)"}
     for method, row in bayes_rows.items():
