@@ -144,3 +144,8 @@ def setup(app):
     app.connect("autodoc-process-signature", _tidy_signature)
     app.connect("missing-reference", _resolve_reexports)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+# NamedTuple fields of the same name in two modules (ScalePosterior.concentration,
+# TrustValues.concentration) make napoleon's unqualified attribute references ambiguous;
+# "ref.python" is only that ambiguity warning (a missing target is still an error)
+suppress_warnings = ["ref.python"]
