@@ -28,7 +28,7 @@ __all__ = ["DemoConfig", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoConfig(ExperimentConfig):
-    """The demo's four methods without the teachers' rows and without tuning (σ0 = 1,
+    """The demo's six methods without the teachers' rows and without tuning (σ0 = 1,
     λ = 10, β = 0.1, T = 1); 2,000 Adam steps; NUTS, 2 chains x 400 draws after 400 warm-up
     steps, chain 1 started at a MAP from another random start. The smoke run: 200 Adam steps,
     one chain of 30 draws after 30 warm-up steps."""

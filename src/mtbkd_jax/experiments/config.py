@@ -32,8 +32,8 @@ class ExperimentConfig:
 
     The student is an MLP with ``hidden`` units (tanh) initialised from ``seed``. ``methods``
     names the plan of :data:`mtbkd_jax.experiments.methods.METHOD_PLANS` (``"baselines"``:
-    every baseline of METHOD §7; ``"demo"``: the demo's four); ``teacher_rows`` adds each
-    teacher's own row.
+    every baseline of METHOD §7; ``"demo"``: the demo's six; ``"kd"``: the KD baselines
+    against MT-BKD); ``teacher_rows`` adds each teacher's own row.
 
     With ``tune=True`` every method chooses its base prior scale (and, with teachers, its
     ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP

@@ -31,7 +31,7 @@ With many labelled examples the trust posterior is narrow (it concentrates at ra
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -79,7 +79,6 @@ class TrustPosterior:
     teacher_names: tuple[str, ...]
     temperature: float = 1.0
     max_rhat: float = float("nan")
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_draws(self) -> int:

@@ -39,7 +39,7 @@ modular posterior is the default, and :class:`~mtbkd_jax.MTBKDModel` for the joi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
 import jax
@@ -361,7 +361,7 @@ def teacher_trust_model(
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
     consensus = consensus_class(log_probs) if consensus is None else consensus
-    calibration = TrustHyperprior(**{**hyperprior.description, "weight_rule": "uniform"})
+    calibration = replace(hyperprior, weight_rule="uniform")
     values = sample_trust(calibration, num_teachers, num_classes)
     prior = trusted_teacher_prior(
         log_probs, consensus, values, temperature=temperature, weight_rule="uniform"
