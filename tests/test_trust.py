@@ -348,3 +348,24 @@ def test_an_own_model_with_trust_sites_matches_the_joint_canonical_model():
     assert abs(_joint_log_density(own, x, y, params) - expected) < 1e-3 * abs(expected)
     wrong = partial(own, rule="uniform")
     assert abs(_joint_log_density(wrong, x, y, params) - expected) > 1e-3
+
+
+def test_a_trust_fitted_for_other_teachers_or_another_temperature_is_refused():
+    from mtbkd_jax.trust import TrustPosterior
+
+    bank = _bank(10, (2, 8, 3))
+    draws = {
+        "temperature": np.ones((4, 2)),
+        "concentration": np.full((4, 2, 3), 5.0),
+        "weight_bias": np.zeros((4, 2)),
+        "weight_slope": np.zeros(4),
+    }
+    trust = TrustPosterior(draws, TrustHyperprior(), ("teacher_0", "teacher_1"), 1.0)
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    MTBKDModel(student, bank, trust=trust)  # the right teachers, at the right temperature
+    with pytest.raises(ValueError, match="fitted for the teachers"):
+        MTBKDModel(student, TeacherBank(bank.log_probs, ("a", "b")), trust=trust)
+    with pytest.raises(ValueError, match="temperature"):
+        MTBKDModel(student, bank, trust=trust, temperature=2.0)
+    with pytest.raises(ValueError, match="trust must be"):
+        MTBKDModel(student, bank, trust="learned")
