@@ -426,8 +426,20 @@ def test_nuts_init_params_not_a_dict(data, init_params, pattern):
 
 def test_sgmcmc_init_params_not_a_dict(data):
     x, y = data
-    with pytest.raises(TypeError, match=r"init_params must be a dict of site -> array, got tuple"):
+    with pytest.raises(TypeError, match=r"init_params must be a dict of site -> array, got int"):
+        mk.run_sgmcmc(KEY, minibatch_model, x, y, init_params=3, **SGMCMC)
+    first_not_a_dict = r"init_params\[0\] must be a dict of site -> array, got int"
+    with pytest.raises(TypeError, match=first_not_a_dict):
         mk.run_sgmcmc(KEY, minibatch_model, x, y, init_params=(1, 2), **SGMCMC)
+
+
+def test_sgmcmc_needs_one_start_per_chain(data):
+    x, y = data
+    start = {"w": np.zeros((F, C), np.float32)}
+    with pytest.raises(ValueError, match=r"init_params holds 3 starting points for num_chains=2"):
+        mk.run_sgmcmc(
+            KEY, minibatch_model, x, y, init_params=[start] * 3, **{**SGMCMC, "num_chains": 2}
+        )
 
 
 # --------------------------------------------------------------------------- minibatch internals

@@ -1,15 +1,15 @@
 """Where an SG-MCMC run's chains start, and what the model says when it cannot start.
 
-Chains start from ``init_params`` (one point, checked against the model's latent sites, for
-every chain) or from NumPyro's ``init_to_uniform(0.5)`` per chain. When the model's log
-density is not finite there, or a run diverges, the sites at fault are named
+Chains start from ``init_params`` (one point for every chain, or one per chain, each checked
+against the model's latent sites) or from NumPyro's ``init_to_uniform(0.5)`` per chain. When
+the model's log density is not finite there, or a run diverges, the sites at fault are named
 (:func:`~mtbkd_jax.infer._common.nonfinite_sites`), so that a NaN prior is not mistaken for a
 step size too large. The run's fingerprint probes the model at chain 0's start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import jax
@@ -30,11 +30,25 @@ def starting_positions(
     model: Callable,
     estimator: GradientEstimator,
     plan: MinibatchPlan,
-    init_params: dict | None,
+    init_params: dict | Sequence[dict] | None,
     rng_key: jax.Array,
     num_chains: int,
 ) -> dict:
-    """Unconstrained starting points with a leading chain axis."""
+    """Unconstrained starting points with a leading chain axis: one point for every chain, one
+    point per chain (a list of ``num_chains`` points, e.g. MAPs from different random starts,
+    so that R-hat compares chains that began apart), or random starts."""
+    if isinstance(init_params, list | tuple):
+        points = [
+            check_init_params(p, plan.latent_shapes, f"init_params[{c}]", plan.deterministic)
+            for c, p in enumerate(init_params)
+        ]
+        if len(points) != num_chains:
+            raise ValueError(
+                f"init_params holds {len(points)} starting points for num_chains={num_chains}; "
+                "pass one per chain, or one dict for every chain"
+            )
+        unconstrained = [estimator.unconstrain(p) for p in points]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *unconstrained)
     if init_params is not None:
         point = check_init_params(init_params, plan.latent_shapes, derived=plan.deterministic)
         point = estimator.unconstrain(point)

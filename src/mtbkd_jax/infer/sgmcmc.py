@@ -67,7 +67,7 @@ def run_sgmcmc(
     exploration_fraction: float = 0.5,
     warm_start_epochs: int = 0,
     warm_start_optimizer: optax.GradientTransformation | None = None,
-    init_params: dict | None = None,
+    init_params: dict | list[dict] | None = None,
     prior_batch_size: int | None = None,
     partial_last_batch: bool = False,
     keep_draws: bool = True,
@@ -124,7 +124,8 @@ def run_sgmcmc(
             gradient, is :func:`~mtbkd_jax.infer.warm_start.reference_optimizer`, which
             :func:`run_paper_sgld` uses).
         init_params: one starting point (site -> array, e.g. ``posterior.point()``) for every
-            chain, instead of random ones.
+            chain, or a list of ``num_chains`` points (one per chain, e.g. MAPs fitted from
+            different random starts), instead of random ones.
         prior_batch_size: minibatch size of the transfer plate (default: proportional to N).
         partial_last_batch: end each epoch with the ``N mod |B|`` examples left over as one
             smaller minibatch (scaled by ``N / (N mod |B|)``), so an epoch has
