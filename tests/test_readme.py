@@ -19,7 +19,7 @@ def _python_blocks() -> list[str]:
 
 def test_the_readme_has_the_blocks_this_test_expects():
     blocks = _python_blocks()
-    assert len(blocks) == 6, [b.splitlines()[0] for b in blocks]
+    assert len(blocks) == 7, [b.splitlines()[0] for b in blocks]
 
 
 def test_the_readme_uses_only_the_top_level_card_and_submodules():

@@ -11,6 +11,8 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
 * :class:`SGMCMC`: a kernel for ``numpyro.infer.MCMC``.
 * :func:`choose_step_size`: the SG-MCMC step size from pilot runs (:func:`check_step_size`
   judges one; ``run_sgmcmc(step_size="auto")`` applies the choice).
+* ``mesh=`` on every front-end but :func:`run_paper_sgld`: a ``jax.sharding.Mesh`` with axes
+  ``("chains", "data")`` (:mod:`mtbkd_jax.infer.mesh`).
 """
 
 from __future__ import annotations

@@ -10,16 +10,21 @@ the program, before JAX is first used::
     numpyro.set_host_device_count(2)  # or jax.config.update("jax_num_cpu_devices", 2)
 
 Each CPU device runs on its own thread, so the chains then use more than one core. Every device
-holds its own copy of the data (on a CPU, in the same host memory).
+holds its own copy of the data (on a CPU, in the same host memory). To split the minibatches
+over devices too, pass ``mesh=`` (:class:`~mtbkd_jax.infer.mesh.MeshPlacement`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer.gradients import GradientEstimator
 
 __all__ = ["ChainPlacement"]
 
@@ -31,6 +36,8 @@ class ChainPlacement:
         num_chains: the number of chains (the leading axis of the chain state).
         devices: the devices to use (default ``jax.local_devices()``).
     """
+
+    data_devices = 1  # the data are replicated, never split (a mesh's "data" axis does that)
 
     def __init__(self, num_chains: int, devices: Sequence[jax.Device] | None = None) -> None:
         devices = list(jax.local_devices() if devices is None else devices)
@@ -53,3 +60,12 @@ class ChainPlacement:
         if self.mesh is None:
             return tree
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def data_parallel(self, estimator: GradientEstimator) -> GradientEstimator:
+        """The estimator the programs use: the one given (the minibatch is not split)."""
+        return estimator
+
+    def program(self, fn: Callable, in_axes: Sequence[int | None]) -> Callable:
+        """``fn`` (one chain's program) vectorised over chains and jitted; ``jit`` partitions
+        it along the chain axis of sharded arguments."""
+        return jax.jit(jax.vmap(fn, in_axes=tuple(in_axes)))

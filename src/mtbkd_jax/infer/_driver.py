@@ -24,6 +24,7 @@ from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
 from mtbkd_jax.infer._records import SGMCMCSettings, SGMCMCTimings
 from mtbkd_jax.infer._start import divergence_cause
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan
+from mtbkd_jax.infer.mesh import MeshPlacement
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.step_size import pilot_sampler, select_step_size
 from mtbkd_jax.infer.warm_start import minibatch_optimize
@@ -69,7 +70,7 @@ class SamplerRun:
     features: Any
     model_kwargs: dict | None
     start: dict
-    placement: ChainPlacement
+    placement: ChainPlacement | MeshPlacement
     keep_key: jax.Array
     chain_keys: jax.Array
     total_epochs: int
@@ -90,7 +91,8 @@ class SamplerRun:
 
     def _chunk_program(self) -> Callable:
         """``(carry, chain_keys, keep_key, epochs, orders, estimator, predict) -> (carry,
-        observed)``, jitted and vectorised over chains."""
+        observed)``, jitted and vectorised over chains (on a mesh: under ``shard_map``, the
+        estimator's minibatch split over the ``data`` axis)."""
         settings, schedule, logits_fn = self.settings, self.schedule, self.logits_fn
         loop = EpochLoop(
             self.plan.plates,
@@ -141,7 +143,7 @@ class SamplerRun:
             info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             return loop.run(step, carry, info, chain_key, keep_key, epochs, orders, observe)
 
-        return jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, None, 0, None, None)))
+        return self.placement.program(run_epochs, (0, 0, None, None, 0, None, None))
 
     # ------------------------------------------------------------------ the host loop
     def resume_or_start(
@@ -204,7 +206,8 @@ class SamplerRun:
         run_chunk = self._chunk_program()
         constrain = jax.jit(jax.vmap(jax.vmap(self.estimator.constrain)))
         chain_keys = self.placement.chains(self.chain_keys)
-        data = self.placement.replicated((self.estimator, self.predict))
+        estimator = self.placement.data_parallel(self.estimator)  # a mesh splits minibatches
+        data = self.placement.replicated((estimator, self.predict))
         orders = EpochOrders(chain_keys, self.plan.plates, SAMPLING)
         started, epoch, total = time.perf_counter(), first_epoch, self.total_epochs
         next_orders = (
@@ -264,6 +267,7 @@ class SamplerRun:
             sampling_seconds=time.perf_counter() - started,
             steps_per_epoch=self.plan.steps_per_epoch,
             chain_devices=self.placement.num_devices,
+            data_devices=self.placement.data_devices,
             chunk_seconds=list(self.chunk_seconds),
         )
         return package_posterior(

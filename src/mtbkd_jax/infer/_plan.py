@@ -168,7 +168,7 @@ def fingerprint(
     features: jax.Array,
     labels: jax.Array | None,
     predict: jax.Array | None,
-    init_params: dict[str, Any] | None,
+    init_params: dict[str, Any] | list[dict[str, Any]] | None,
     schedule: Callable,
     total_steps: int,
     warm_start_optimizer: optax.GradientTransformation | None,

@@ -82,12 +82,14 @@ class SGMCMCSettings:
 @dataclass(frozen=True)
 class SGMCMCTimings:
     """Wall-clock figures of a run: seconds sampling (warm start excluded), and per jitted
-    chunk ``(epochs, seconds)`` (the first includes compilation)."""
+    chunk ``(epochs, seconds)`` (the first includes compilation); the devices along the
+    chains and (with a mesh) along the data."""
 
     sampling_seconds: float
     steps_per_epoch: int
     chain_devices: int
     chunk_seconds: list
+    data_devices: int = 1  # a mesh's "data" axis: devices that split each minibatch
 
     def as_dict(self) -> dict:
         return asdict(self)

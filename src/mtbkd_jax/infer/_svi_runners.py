@@ -182,8 +182,15 @@ def _discard(runner: _Runner) -> None:
             del _runners[key]
 
 
-def _signature(array: jax.Array | np.ndarray | None) -> tuple | None:
-    return None if array is None else (tuple(array.shape), str(array.dtype))
+def _signature(array: Any) -> tuple | None:
+    """Shape and dtype of an array; of every leaf, with the structure, of a pytree (the
+    teacher prior's constants on a mesh)."""
+    if array is None:
+        return None
+    if isinstance(array, jax.Array | np.ndarray):
+        return (tuple(array.shape), str(array.dtype))
+    leaves, treedef = jax.tree.flatten(array)
+    return (treedef, tuple(_signature(leaf) for leaf in leaves))
 
 
 def _forget_model(model_id: int) -> None:

@@ -17,10 +17,12 @@ from mtbkd_jax.infer._common import (
     nonfinite_sites,
     prepare_data,
 )
+from mtbkd_jax.infer.mesh import check_mesh, full_batch_data, mcmc_chain_method
 from mtbkd_jax.infer.minibatch import ModelStructure, model_structure
 from mtbkd_jax.infer.posterior import Posterior
 
 if TYPE_CHECKING:
+    from jax.sharding import Mesh
     from numpy.typing import ArrayLike
 
 __all__ = ["run_nuts"]
@@ -62,6 +64,7 @@ def run_nuts(
     progress_bar: bool = True,
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
+    mesh: Mesh | None = None,
 ) -> Posterior:
     """Sample the posterior of ``model(inputs, labels, **model_kwargs)`` with NUTS.
 
@@ -85,6 +88,18 @@ def run_nuts(
         progress_bar: show NumPyro's progress bar.
         model_kwargs: further keyword arguments of the model (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for prediction with a user's own model.
+        mesh: a :class:`jax.sharding.Mesh` with axes ``("chains", "data")``
+            (:mod:`mtbkd_jax.infer.mesh`): the inputs, the labels and the teacher bank's
+            constants (every array with the length of ``inputs`` or ``prior_inputs``) sharded
+            over ``data``, ``jit`` partitioning the potential's sums over it (the model's
+            arguments are then arguments of the compiled program, NumPyro's
+            ``jit_model_args``); the chains split over ``chains``, each shard running its
+            chains as ``chain_method`` says (``"sequential"`` by default; ``"parallel"`` is
+            refused, the mesh places the chains). The ``data`` axis must divide the number of
+            examples (no padding) and the ``chains`` axis ``num_chains``. The potential and
+            its gradient equal the one-device ones to float32 rounding; NUTS's discrete
+            choices (tree doubling, U-turn, acceptance) amplify such last-bit differences, so
+            a long run's draws may follow another, equally valid, trajectory.
 
     Returns:
         A :class:`Posterior` with ArviZ-named sampler statistics.
@@ -102,6 +117,15 @@ def run_nuts(
             f"num_draws={num_draws} and thinning={thinning}"
         )
     require_counts(max_tree_depth=(max_tree_depth, 1))
+    if mesh is not None:
+        mesh = check_mesh(mesh, num_chains=int(num_chains))
+        if chain_method == "parallel":
+            raise ValueError(
+                "chain_method='parallel' cannot be combined with mesh: the mesh's 'chains' axis "
+                "places the chains; pass 'sequential' or 'vectorized' (how each device runs "
+                "its chains)"
+            )
+        chain_method = chain_method or "sequential"
     chain_method = _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains)
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     structure = _full_batch_structure(model, (features, labels), kwargs)
@@ -112,6 +136,8 @@ def run_nuts(
             ),
             int(num_chains),
         )
+    if mesh is not None:
+        features, labels, kwargs = full_batch_data(model, features, labels, kwargs, mesh)
     kernel = NUTS(
         model,
         target_accept_prob=target_accept_prob,
@@ -125,8 +151,9 @@ def run_nuts(
         num_samples=int(num_draws),
         num_chains=int(num_chains),
         thinning=int(thinning),
-        chain_method=chain_method,
+        chain_method=chain_method if mesh is None else mcmc_chain_method(mesh, chain_method),
         progress_bar=progress_bar,
+        jit_model_args=mesh is not None,  # the sharded data enter the program as arguments
     )
     try:
         mcmc.run(

@@ -7,8 +7,10 @@ the base prior counted once), a kernel (:mod:`~mtbkd_jax.infer.sgld`,
 :mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`) and the epoch loop
 (:mod:`mtbkd_jax.infer._loop`). The driver adds what a long run needs: a warm start,
 minibatch orders drawn on the host ahead of the device, chains vectorised with ``vmap`` and
-sharded over local devices, chunks of epochs inside one ``jit`` call (between chunks: progress,
-checkpoint, NaN check), thinning, and the posterior predictive streamed over draws.
+sharded over local devices (or over a mesh's ``chains`` axis, each minibatch split over its
+``data`` axis: :mod:`mtbkd_jax.infer.mesh`), chunks of epochs inside one ``jit`` call (between
+chunks: progress, checkpoint, NaN check), thinning, and the posterior predictive streamed over
+draws.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from mtbkd_jax.infer._records import SGMCMCSettings
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
 from mtbkd_jax.infer._start import probe, starting_positions
 from mtbkd_jax.infer.checkpoint import Checkpoint
-from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
+from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, minibatch_plan
+from mtbkd_jax.infer.mesh import MeshPlacement, check_mesh
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.infer.warm_start import adamw_optimizer
 
 if TYPE_CHECKING:
     import os
 
+    from jax.sharding import Mesh
     from numpy.typing import ArrayLike
 
 __all__ = ["run_sgmcmc", "SamplerDivergedError", "SAMPLERS"]
@@ -78,6 +82,7 @@ def run_sgmcmc(
     sampler_options: dict | None = None,
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
+    mesh: Mesh | None = None,
 ) -> Posterior:
     """Sample ``model(inputs, labels, **model_kwargs)`` with minibatch SG-MCMC.
 
@@ -148,6 +153,17 @@ def run_sgmcmc(
         progress_bar: show a tqdm progress bar.
         model_kwargs: further model keyword arguments (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for a user's own model.
+        mesh: a :class:`jax.sharding.Mesh` with axes ``("chains", "data")``
+            (:mod:`mtbkd_jax.infer.mesh`): the chains split over ``chains``; every step's
+            minibatch (each subsampled plate's, the transfer plate's too) split over
+            ``data``, each device evaluating its part of the potential, one all-reduce of
+            the gradient per step; the data replicated on every device. The ``chains`` axis
+            must divide ``num_chains`` and the ``data`` axis every plate's minibatch size
+            (with ``partial_last_batch``, the left-over batch's too). The draws equal the
+            run without a mesh to float32 rounding (``rtol=1e-5, atol=1e-6`` in the tests;
+            sums in another order), so a checkpoint written with one mesh resumes with
+            another or none (its fingerprint leaves the mesh out). Default: chains sharded
+            over as many local devices as divide them, as described under ``num_chains``.
 
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
@@ -162,6 +178,11 @@ def run_sgmcmc(
         model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
     )
     check_draws_per_epoch(plan, draws_per_epoch)
+    placement = (
+        ChainPlacement(num_chains)
+        if mesh is None
+        else MeshPlacement(check_mesh(mesh, num_chains=num_chains, batch_sizes=_split(plan)))
+    )
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
     settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
     estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
@@ -189,7 +210,7 @@ def run_sgmcmc(
         model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
         schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
         labels=labels, features=features, model_kwargs=model_kwargs, start=start,
-        placement=ChainPlacement(num_chains), keep_key=keep_key,
+        placement=placement, keep_key=keep_key,
         chain_keys=jax.random.split(sample_key, num_chains), total_epochs=settings.total_epochs,
     )  # fmt: skip
     warm_optimizer = warm_start_optimizer or adamw_optimizer()
@@ -215,6 +236,15 @@ def run_sgmcmc(
         if auto:  # the pilots' key leaves the run's own keys as they were
             run.choose_step_size(carry.kernel.position, jax.random.fold_in(rng_key, 0x5EED))
         return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
+
+
+def _split(plan: MinibatchPlan) -> dict[str, int]:
+    """The minibatches a mesh's ``data`` axis splits at every step, by name."""
+    sizes = {f"the minibatch of plate {p.name!r}": p.batch_size for p in plan.plates}
+    lead = plan.plates[0]
+    if plan.partial_last_batch and lead.size % lead.batch_size:
+        sizes[f"the partial last batch of plate {lead.name!r}"] = lead.size % lead.batch_size
+    return sizes
 
 
 def _auto_step_size(step_size: object, checkpoint_path: object) -> bool:

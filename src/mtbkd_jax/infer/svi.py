@@ -16,7 +16,7 @@ import optax
 from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_key, require_positive
-from mtbkd_jax.infer._common import make_posterior, prepare_data
+from mtbkd_jax.infer._common import is_array_tree, make_posterior, prepare_data
 from mtbkd_jax.infer._svi_runners import (
     GUIDES,
     SortedTraceELBO,
@@ -25,9 +25,11 @@ from mtbkd_jax.infer._svi_runners import (
     _svi_runner,
     _unconstrained_latents,
 )
+from mtbkd_jax.infer.mesh import full_batch_data
 from mtbkd_jax.infer.posterior import Posterior
 
 if TYPE_CHECKING:
+    from jax.sharding import Mesh
     from numpy.typing import ArrayLike
     from numpyro.infer.svi import SVIState
 
@@ -54,6 +56,7 @@ def run_svi(
     progress_bar: bool = True,
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
+    mesh: Mesh | None = None,
 ) -> Posterior:
     """Fit a guide by SVI and return draws from it as a :class:`Posterior`.
 
@@ -74,6 +77,13 @@ def run_svi(
         progress_bar: show a tqdm progress bar.
         model_kwargs: further keyword arguments of the model (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for a user's own model.
+        mesh: a :class:`jax.sharding.Mesh` with axes ``("chains", "data")``
+            (:mod:`mtbkd_jax.infer.mesh`): the inputs, the labels and the teacher bank's
+            constants (every array with the length of ``inputs`` or ``prior_inputs``) sharded
+            over ``data``, ``jit`` partitioning the ELBO's sums over it; the guide's
+            parameters replicated (there are no chains: the ``chains`` axis only replicates).
+            The ``data`` axis must divide the number of examples (no padding). The fit
+            equals the one without a mesh to float32 rounding (sums in another order).
 
     The compiled optimisation program is kept for later calls with the same model object,
     guide, optimiser (the same object, or Adam with the same ``learning_rate``),
@@ -105,8 +115,11 @@ def run_svi(
             f"{optimizer!r} ({type(optimizer).__name__})"
         )
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
-
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
+    if mesh is None:
+        arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
+    else:  # the teacher prior's constants become arguments too (pytrees of arrays)
+        features, labels, kwargs = full_batch_data(model, features, labels, kwargs, mesh)
+        arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     settings = _Settings(
         guide=guide,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mtbkd_jax.infer._common import PyTree
     from mtbkd_jax.infer._devices import ChainPlacement
     from mtbkd_jax.infer.gradients import GradientEstimator
+    from mtbkd_jax.infer.mesh import MeshPlacement
 
 __all__ = ["reference_optimizer", "adamw_optimizer", "minibatch_optimize"]
 
@@ -59,7 +60,7 @@ def minibatch_optimize(
     *,
     chunk_epochs: int = 1,
     on_chunk: Callable[[int], object] | None = None,
-    placement: ChainPlacement | None = None,
+    placement: ChainPlacement | MeshPlacement | None = None,
     partial_last_batch: bool = False,
 ) -> PyTree:
     """Minimise ``-log p`` on minibatches for ``num_epochs`` epochs, for every chain.
@@ -71,7 +72,9 @@ def minibatch_optimize(
         optimizer: an optax transformation.
         rng_key: key for the minibatch permutations.
         chunk_epochs: epochs per jitted call; ``on_chunk(num_epochs_done)`` runs after each.
-        placement: a ``ChainPlacement`` (chains sharded over devices); default one device.
+        placement: a ``ChainPlacement`` (chains sharded over devices) or a ``MeshPlacement``
+            (chains over a mesh's ``chains`` axis, each minibatch split over its ``data``
+            axis); default one device.
         partial_last_batch: epochs end with the left-over examples as a smaller minibatch.
 
     Returns:
@@ -101,14 +104,19 @@ def minibatch_optimize(
 
         return loop.run(step, state, None, chain_key, chain_key, epochs, orders)[0]
 
-    run = jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, 0, None)))
+    in_axes = (0, 0, None, 0, None)
+    run: Callable
+    if placement is None:
+        run = jax.jit(jax.vmap(run_epochs, in_axes=in_axes))
+    else:  # on a mesh: under shard_map, each minibatch split over the "data" axis
+        run = placement.program(run_epochs, in_axes)
     num_chains = jax.tree.leaves(position)[0].shape[0]
     place = (lambda tree: tree) if placement is None else placement.chains
     keys = place(jax.random.split(rng_key, num_chains))
     orders = EpochOrders(keys, estimator.plates, WARM_START)
     state = place((position, jax.vmap(optimizer.init)(position)))
     if placement is not None:
-        estimator = placement.replicated(estimator)
+        estimator = placement.replicated(placement.data_parallel(estimator))
     done = 0
     next_orders: dict[str, np.ndarray] | None = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
