@@ -118,14 +118,7 @@ def run_nuts(
         )
     require_counts(max_tree_depth=(max_tree_depth, 1))
     if mesh is not None:
-        mesh = check_mesh(mesh, num_chains=int(num_chains))
-        if chain_method == "parallel":
-            raise ValueError(
-                "chain_method='parallel' cannot be combined with mesh: the mesh's 'chains' axis "
-                "places the chains; pass 'sequential' or 'vectorized' (how each device runs "
-                "its chains)"
-            )
-        chain_method = chain_method or "sequential"
+        mesh, chain_method = _checked_mesh(mesh, int(num_chains), chain_method)
     chain_method = _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains)
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     structure = _full_batch_structure(model, (features, labels), kwargs)
@@ -186,6 +179,19 @@ def run_nuts(
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
     )
+
+
+def _checked_mesh(mesh: object, num_chains: int, chain_method: str | None) -> tuple[Mesh, str]:
+    """``mesh`` checked (:func:`~mtbkd_jax.infer.mesh.check_mesh`) and how each of its devices
+    runs its chains (``"sequential"`` unless ``"vectorized"`` is asked for)."""
+    checked = check_mesh(mesh, num_chains=num_chains)
+    if chain_method == "parallel":
+        raise ValueError(
+            "chain_method='parallel' cannot be combined with mesh: the mesh's 'chains' axis "
+            "places the chains; pass 'sequential' or 'vectorized' (how each device runs "
+            "its chains)"
+        )
+    return checked, chain_method or "sequential"
 
 
 def _checked_settings(
