@@ -37,8 +37,9 @@ class DeepLocConfig(ExperimentConfig):
 
     Why four chains started apart: SGLD at these step sizes explores one mode of the
     student's posterior, and the student's MAPs from different initialisations differ. On
-    seed 0's validation split, MT-BKD with learned trust at β = 0.03 had validation NLL 1.131
-    with 2 chains from one MAP and 1.062 with 4 chains from 4 MAPs (docs/results.md)."""
+    seed 0's validation split, MT-BKD with learned trust (``normal_prior(0.2)``, β = 0.03) had
+    validation NLL 1.131 with 2 chains from one MAP and 1.062 with 4 chains from 4 MAPs
+    (``models/deeploc_chain_starts.py``, docs/results.md)."""
 
     hidden: tuple[int, ...] = (128,)
     learning_rate: float = 3e-3
