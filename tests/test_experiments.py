@@ -209,6 +209,10 @@ def test_every_experiment_has_a_smoke_config_and_a_full_one():
     assert (DeepLocConfig().bayes, DeepLocConfig().hidden) == ("sgld", (128,))
     # DeepLoc's SGLD chains start apart: 4 chains, each at its own MAP
     assert (DeepLocConfig().num_chains, DeepLocConfig().chain_starts) == (4, "maps")
+    # the synthetic learned-trust search scores each beta by a quarter of the NUTS budget; the
+    # other experiments score it by the row's full run
+    assert SyntheticConfig().trust_search_budget == 0.25
+    assert {c().trust_search_budget for c in (DigitsConfig, DeepLocConfig)} == {1.0}
     assert FashionMNISTConfig.smoke().teachers is not None
     with pytest.raises(ValueError, match="key_schedule"):
         DigitsConfig(key_schedule="random")

@@ -287,3 +287,86 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         assert row["settings"] == map_rows[map_of.get(method, method)]["settings"], method
     with pytest.raises(ValueError, match="validation split"):
         run_baselines(replace(problem, x_validation=None), config, say=lambda *_: None)
+
+
+def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winner_in_full(
+    monkeypatch,
+):
+    """With ``trust_search_budget=0.5`` every beta of the learned-trust search is sampled with
+    half the NUTS warm-up and draws, and the winner alone again with the full budget, from the
+    same key and MAP; the row's posterior is that full run, and it equals the run without a
+    search at the winning beta (the same key, model and start give the same draws)."""
+    from dataclasses import replace
+
+    import jax
+
+    from mtbkd_jax.datasets import DistillationData
+    from mtbkd_jax.experiments import ExperimentConfig, trusted
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1), np.stack([x[:, 1], -x[:, 1]], -1)])
+    problem = DistillationData(
+        name="toy",
+        x_train=x[:60],
+        y_train=y[:60],
+        x_test=x[75:],
+        y_test=y[75:],
+        teachers_prior=mk.TeacherBank.from_logits(2 * logits[:, :60], names=("a", "b")),
+        teachers_test=mk.TeacherBank.from_logits(2 * logits[:, 75:], names=("a", "b")),
+        x_validation=x[60:75],
+        y_validation=y[60:75],
+    )
+    config = ExperimentConfig(
+        hidden=(3,),
+        map_steps=50,
+        num_warmup=40,
+        num_draws=40,
+        num_chains=1,
+        tune=True,
+        trust_warmup=20,
+        trust_draws=20,
+        trust_prior_power_grid=(0.1, 1.0),
+        grid_extensions=0,
+        trust_search_budget=0.5,
+    )
+    budgets = []
+    real_fit_posterior = trusted.fit_posterior
+
+    def recording_fit_posterior(key, data, budget, model, mode, start_keys=()):
+        budgets.append((budget.num_warmup, budget.num_draws, model.prior_power))
+        return real_fit_posterior(key, data, budget, model, mode, start_keys)
+
+    monkeypatch.setattr(trusted, "fit_posterior", recording_fit_posterior)
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+    best = float(fit.search.best["prior_power"])
+    assert budgets[:-1] == [(20, 20, 1.0), (20, 20, 0.1)] or budgets[:-1] == [
+        (20, 20, 0.1),
+        (20, 20, 1.0),
+    ]
+    assert budgets[-1] == (40, 40, best) and fit.model.prior_power == best
+    assert fit.posterior.draws[next(iter(fit.posterior.draws))].shape[:2] == (1, 40)
+    # the row's posterior is what a run without the search at the winning beta gives
+    budgets.clear()
+    untuned = trusted.fit_trusted(
+        keys, problem, replace(config, tune=False, prior_power=best), problem.teachers_prior
+    )
+    assert budgets == [(40, 40, best)]
+    for name, value in fit.posterior.draws.items():
+        np.testing.assert_allclose(value, untuned.posterior.draws[name], rtol=1e-6, atol=1e-6)
+    # the full budget scores each beta by the row's own run: no refit
+    budgets.clear()
+    trusted.fit_trusted(
+        keys, problem, replace(config, trust_search_budget=1.0), problem.teachers_prior
+    )
+    assert budgets == [(40, 40, p) for _, _, p in budgets] and len(budgets) == 2
+
+
+@pytest.mark.parametrize("budget", [0.0, -0.5, 1.5, float("nan")])
+def test_the_search_budget_must_be_a_fraction(budget):
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    with pytest.raises(ValueError, match="trust_search_budget must be a fraction in"):
+        ExperimentConfig(trust_search_budget=budget)

@@ -44,7 +44,9 @@ class ExperimentConfig:
     ``grid_min_improvement``), and the row's settings say so. The learned-trust rows
     (:mod:`mtbkd_jax.experiments.trusted`) learn their trust (NUTS, ``trust_warmup`` +
     ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
-    ``trust_prior_power_grid`` by their *posterior's* validation NLL; by SGLD, their step size
+    ``trust_prior_power_grid`` by their *posterior's* validation NLL (each value sampled with
+    ``trust_search_budget`` of the row's sampling budget, the winner then at the full budget
+    when that fraction is below 1); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
 
@@ -72,6 +74,7 @@ class ExperimentConfig:
     trust_warmup: int = 300
     trust_draws: int = 300
     trust_sgld_step_size: float | str = "auto"
+    trust_search_budget: float = 1.0
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -100,6 +103,11 @@ class ExperimentConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 < self.trust_search_budget <= 1.0:
+            raise ValueError(
+                "trust_search_budget must be a fraction in (0, 1], got "
+                f"{self.trust_search_budget!r}"
+            )
 
     @classmethod
     def smoke(cls, seed: int = 0) -> Self:

@@ -8,8 +8,12 @@ predictive.
   the scale of each weight array is learned).
 * ``beta``: with ``config.tune``, every value of ``config.trust_prior_power_grid`` (extended past
   an edge that holds the best, as every search here) is fitted by MAP *and* sampled, and the
-  value whose posterior predictive has the lowest validation NLL wins; its posterior is the
-  row's (no refit). The MAP row is that value's MAP.
+  value whose posterior predictive has the lowest validation NLL wins. With
+  ``config.trust_search_budget = 1`` each value is sampled at the row's full budget and the
+  winner's posterior is the row's (no refit); with a fraction ``f < 1`` each value is scored by
+  a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and draws, SGLD
+  epochs) and the winner alone is then sampled at the full budget, with the same key and start.
+  The MAP row is the winner's MAP.
 * SGLD (``config.bayes == "sgld"``): the step size is ``config.trust_sgld_step_size``, by
   default ``"auto"`` (pilot runs from the MAP, :func:`mtbkd_jax.infer.choose_step_size`).
 """
@@ -38,7 +42,14 @@ if TYPE_CHECKING:
     from mtbkd_jax.infer import Posterior
     from mtbkd_jax.teachers import TeacherBank
 
-__all__ = ["TrustedFit", "fit_trusted", "learned_trust", "trusted_label", "trusted_model"]
+__all__ = [
+    "TrustedFit",
+    "fit_trusted",
+    "learned_trust",
+    "search_budget",
+    "trusted_label",
+    "trusted_model",
+]
 
 
 def learned_trust(
@@ -75,6 +86,25 @@ def trusted_label(prior_power: float, search: SearchResult | None = None) -> str
     """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note)."""
     note = None if search is None else search.grid_note("prior_power")
     return f"σ learned, trust learned, β={prior_power:g}" + (f" ({note})" if note else "")
+
+
+def search_budget(config: ExperimentConfig) -> ExperimentConfig:
+    """The sampling settings that score one ``beta`` of the search: ``config`` with
+    ``trust_search_budget`` of its NUTS warm-up and draws (at least 20 of each) and of its
+    SGLD epochs (at least 1); ``config`` itself when the budget is 1."""
+    fraction = config.trust_search_budget
+    if fraction >= 1.0:
+        return config
+
+    def cut(value: int, floor: int) -> int:
+        return min(value, max(floor, round(fraction * value)))
+
+    return replace(
+        config,
+        num_warmup=cut(config.num_warmup, 20),
+        num_draws=cut(config.num_draws, 20),
+        sgld_epochs=cut(config.sgld_epochs, 1),
+    )
 
 
 class TrustedFit:
@@ -116,18 +146,21 @@ def fit_trusted(
     sampling = replace(config, sgld_step_size=config.trust_sgld_step_size)
     fits: dict[float, tuple[Posterior, MTBKDModel, Posterior]] = {}
 
-    def fit(prior_power: float) -> tuple[Posterior, MTBKDModel, Posterior]:
+    def fit(
+        prior_power: float, budget: ExperimentConfig
+    ) -> tuple[Posterior, MTBKDModel, Posterior]:
         model = trusted_model(data, config, teachers, trust, prior_power)
         mode = fit_map(map_key, data, config, model)
-        posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
+        posterior = fit_posterior(posterior_key, data, budget, model, mode, start_keys)
         fits[prior_power] = (mode, model, posterior)
         return fits[prior_power]
 
     if not config.tune:
-        return TrustedFit(*fit(config.prior_power), trust, None)
+        return TrustedFit(*fit(config.prior_power, sampling), trust, None)
+    scoring = search_budget(sampling)
 
     def score(settings: Mapping[str, Any]) -> float:
-        _, _, posterior = fit(float(settings["prior_power"]))
+        _, _, posterior = fit(float(settings["prior_power"]), scoring)
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
@@ -141,4 +174,7 @@ def fit_trusted(
         min_improvement=config.grid_min_improvement,
     )
     best = float(search.best["prior_power"])
-    return TrustedFit(*fits[best], trust, search)
+    mode, model, posterior = fits[best]
+    if scoring is not sampling:
+        posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
+    return TrustedFit(mode, model, posterior, trust, search)
