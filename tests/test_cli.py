@@ -77,6 +77,53 @@ def test_every_registered_runner_takes_the_same_arguments():
         assert expected <= set(parameters), name
 
 
+def test_several_processes_connect_first_and_only_process_0_writes_out(
+    monkeypatch, tmp_path, no_cache
+):
+    from mtbkd_jax.infer import multiprocess
+
+    connected, seen = [], []
+    monkeypatch.setattr(multiprocess, "initialize", lambda **kw: connected.append(kw))
+    runner = types.SimpleNamespace(
+        run=lambda out_dir, **kwargs: seen.append((out_dir, os.path.isdir(out_dir)))
+    )
+    monkeypatch.setitem(sys.modules, "toy_experiment", runner)
+    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run")
+    monkeypatch.setitem(EXPERIMENTS, "toy", entry)
+    out = tmp_path / "out"
+    flags = ["--coordinator", "127.0.0.1:1234", "--num-processes", "2"]
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert main(["experiment", "toy", "--out", str(out), *flags, "--process-id", "1"]) == 0
+    assert connected == [
+        {"coordinator_address": "127.0.0.1:1234", "num_processes": 2, "process_id": 1}
+    ]
+    ((elsewhere, existed),) = seen
+    assert existed and elsewhere != str(out) and not os.path.exists(elsewhere)
+    assert not out.exists()  # process 1 wrote nothing into --out
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert main(["experiment", "toy", "--out", str(out), "--distributed"]) == 0
+    assert connected[-1] == {} and seen[-1] == (str(out), True)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--coordinator", "h:1"], "go together"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "0..1"),
+        (["--distributed", "--process-id", "0"], "cannot be combined"),
+    ],
+)
+def test_incomplete_process_flags_are_refused_before_any_compute(
+    capsys, monkeypatch, flags, expected
+):
+    from mtbkd_jax.infer import multiprocess
+
+    _forbid(monkeypatch, multiprocess, "initialize")
+    _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
+    assert main(["demo", *flags]) == 2
+    assert expected in _one_error_line(capsys.readouterr().err)
+
+
 def test_quick_is_still_accepted_for_smoke(monkeypatch, no_cache):
     seen = []
     monkeypatch.setattr(mtbkd_jax.demo, "run_demo", lambda out, **kw: seen.append(kw["smoke"]))

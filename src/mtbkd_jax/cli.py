@@ -6,6 +6,18 @@ input, missing data, a folder that cannot be written, a diverging fit) are repor
 way with exit status 1. JAX's persistent compilation cache is on by default, in
 ``$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache`` (``~/.cache/...``), so that a second run
 compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` turn it off.
+
+Several processes (:mod:`mtbkd_jax.infer.multiprocess`): ``--coordinator HOST:PORT
+--num-processes N --process-id I`` (all three) or ``--distributed`` (JAX's detection under
+Slurm, Open MPI or Kubernetes) connect the command's processes with ``jax.distributed``
+before anything runs; start the same command in every process. Only process 0 writes into
+``--out``: the others write into a temporary folder that is removed at the end. What this
+does *not* do yet: split an experiment's work. The experiments pass no mesh, so every
+process runs the whole experiment on its own local devices (the same computation, with the
+same seed, in each), and the result is that of one process. So the flags are for checking a
+cluster set-up end to end; to spread a run's SG-MCMC data over the processes, call
+``run_sgmcmc(..., mesh=mesh, shard_data=True)`` from a script (the recipe in
+:mod:`mtbkd_jax.infer.multiprocess`).
 """
 
 from __future__ import annotations
@@ -93,6 +105,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--traceback", action="store_true", help="show the full Python traceback of an error"
+    )
+    processes = common.add_argument_group(
+        "several processes",
+        "run the same command in every process; process 0 writes --out. Each process still "
+        "runs the whole experiment on its own devices (no work is split between them yet; "
+        "see mtbkd_jax.infer.multiprocess for run_sgmcmc(mesh=, shard_data=True))",
+    )
+    processes.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all"
+    )
+    processes.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    processes.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    processes.add_argument(
+        "--distributed",
+        action="store_true",
+        help="connect the processes as JAX detects them (Slurm, Open MPI, Kubernetes)",
     )
     parser = _Parser(prog="mtbkd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"mtbkd_jax {_version()}")
@@ -205,8 +233,65 @@ def _check_paths(args: argparse.Namespace) -> None:
                 f"got --data {data!r} for {args.name!r}"
             )
         require_input_dir(data, "--data")
-    if args.out is not None:
+    if args.out is not None and not args.process_id:  # process 0 (or one) writes --out
         prepare_output_dir(args.out, "--out")
+
+
+def _processes(args: argparse.Namespace) -> dict | None:
+    """The ``jax.distributed`` arguments the command asks for (``{}``: JAX's detection), or
+    ``None`` for one process; refused unless all three flags or ``--distributed`` alone."""
+    given = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    named = [v is not None for v in given.values()]
+    if args.distributed and any(named):
+        raise ValueError(
+            "--distributed (JAX's cluster detection) cannot be combined with --coordinator, "
+            "--num-processes or --process-id"
+        )
+    if args.distributed:
+        return {}
+    if not any(named):
+        return None
+    if not all(named):
+        raise ValueError(
+            "--coordinator, --num-processes and --process-id go together, got "
+            f"--coordinator {args.coordinator}, --num-processes {args.num_processes}, "
+            f"--process-id {args.process_id}"
+        )
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise ValueError(
+            f"--process-id must lie in 0..{args.num_processes - 1} and --num-processes be at "
+            f"least 1, got --process-id {args.process_id}, --num-processes {args.num_processes}"
+        )
+    return given
+
+
+@contextlib.contextmanager
+def _connected(args: argparse.Namespace, processes: dict | None) -> Iterator[None]:
+    """Connect the processes (``processes`` not ``None``); on every process but 0, ``--out``
+    becomes a temporary folder, removed afterwards."""
+    if processes is None:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    import jax
+
+    from mtbkd_jax.infer import multiprocess
+
+    multiprocess.initialize(**processes)
+    if jax.process_index() == 0 or getattr(args, "out", None) is None:
+        yield
+        return
+    args.out = tempfile.mkdtemp(prefix=f"mtbkd-process-{jax.process_index()}-")
+    try:
+        yield
+    finally:
+        shutil.rmtree(args.out, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -245,13 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(stop)
     try:
         wanted = _cache_wanted(args.no_compile_cache)
+        processes = _processes(args)
         _check_paths(args)
     except (OSError, ValueError, TypeError) as error:
         print(_error(error), file=sys.stderr)
         return 2
     cache = _cache_folder(wanted)
     try:
-        with compile_cache(cache):
+        with _connected(args, processes), compile_cache(cache):
             _run(args)
     except KeyboardInterrupt:
         print("mtbkd: interrupted", file=sys.stderr)

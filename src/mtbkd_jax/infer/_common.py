@@ -88,8 +88,29 @@ def prepare_data(
     else:
         if num_classes is None:
             num_classes = teachers.num_classes if teachers is not None else np.iinfo(np.int32).max
-        labels = jnp.asarray(as_labels(labels, "labels", features.shape[0], num_classes))
+        if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
+            labels = _global_labels(labels, features.shape[0], num_classes)
+        else:
+            labels = jnp.asarray(as_labels(labels, "labels", features.shape[0], num_classes))
     return features, labels, kwargs
+
+
+def _global_labels(labels: jax.Array, num_examples: int, num_classes: int) -> jax.Array:
+    """Labels spread over several processes (:mod:`mtbkd_jax.infer.multiprocess`), checked
+    as :func:`~mtbkd_jax._checks.as_labels` checks host labels, without gathering them."""
+    if labels.ndim != 1 or labels.shape[0] != num_examples:
+        raise ValueError(
+            f"labels must have shape ({num_examples},) like the inputs, got {labels.shape}"
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+    low, high = (int(v) for v in jax.jit(lambda v: (v.min(), v.max()))(labels))
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1} (C = {num_classes} classes), got values "
+            f"in {low}..{high}"
+        )
+    return labels.astype(jnp.int32)
 
 
 def _requires_labels(model: Callable[..., Any]) -> bool:
@@ -201,10 +222,19 @@ def make_posterior(
     logits_fn: Callable[..., Any] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> Posterior:
-    """Package draws (site -> (chains, draws, ...)) with the model and its data.
+    """Package draws (site -> (chains, draws, ...)) with the model and its data (labels
+    spread over several processes gathered; inputs spread over them left out).
 
     ``model_kwargs`` are the user's full-batch keyword arguments (without the samplers' own:
     subsample sizes, constants), kept for the pointwise log-likelihood."""
+    if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
+        from jax.experimental import multihost_utils  # several processes: gather (a collective)
+
+        labels = np.asarray(multihost_utils.process_allgather(labels, tiled=True))
+    if isinstance(features, jax.Array) and not features.is_fully_addressable:
+        # inputs spread over processes stay out of the posterior: its log-likelihood and
+        # predictions would be collectives, which a file write on process 0 cannot be
+        features = None
     model_settings = model.settings() if hasattr(model, "settings") else {}
     constant = {}
     weights = getattr(model, "teacher_weights", None)

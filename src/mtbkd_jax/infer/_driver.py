@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax.infer import schedules
-from mtbkd_jax.infer._devices import ChainPlacement
+from mtbkd_jax.infer._devices import ORDERS, SHARDED, ChainPlacement
 from mtbkd_jax.infer._draws import Draws, StreamedPredictive, package_posterior, select_draws
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
@@ -95,7 +95,7 @@ class SamplerRun:
         estimator's minibatch split over the ``data`` axis)."""
         settings, schedule, logits_fn = self.settings, self.schedule, self.logits_fn
         loop = EpochLoop(
-            self.plan.plates,
+            self.placement.loop_plates(self.plan.plates),  # a device's own rows, if sharded
             self.plan.steps_per_epoch,
             settings.draws_per_epoch,
             settings.random_draw_positions,
@@ -143,7 +143,7 @@ class SamplerRun:
             info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             return loop.run(step, carry, info, chain_key, keep_key, epochs, orders, observe)
 
-        return self.placement.program(run_epochs, (0, 0, None, None, 0, None, None))
+        return self.placement.program(run_epochs, (0, 0, None, None, ORDERS, SHARDED, None))
 
     # ------------------------------------------------------------------ the host loop
     def resume_or_start(
@@ -204,11 +204,11 @@ class SamplerRun:
     ) -> Posterior:
         """Chunks of epochs from ``first_epoch`` to the end; the posterior."""
         run_chunk = self._chunk_program()
-        constrain = jax.jit(jax.vmap(jax.vmap(self.estimator.constrain)))
+        constrain = self._constrain()
         chain_keys = self.placement.chains(self.chain_keys)
         estimator = self.placement.data_parallel(self.estimator)  # a mesh splits minibatches
-        data = self.placement.replicated((estimator, self.predict))
-        orders = EpochOrders(chain_keys, self.plan.plates, SAMPLING)
+        data = (self.placement.sharded(estimator), self.placement.replicated(self.predict))
+        orders = EpochOrders(self.chain_keys, self.plan.plates, SAMPLING, self.placement.num_strata)
         started, epoch, total = time.perf_counter(), first_epoch, self.total_epochs
         next_orders = (
             orders.take(epoch, min(epoch + chunk_epochs, total)) if epoch < total else None
@@ -216,7 +216,8 @@ class SamplerRun:
         try:
             while epoch < total:
                 tick, stop = time.perf_counter(), min(epoch + chunk_epochs, total)
-                current, next_orders = self.placement.chains(next_orders), None  # on device
+                assert next_orders is not None  # drawn during the previous chunk
+                current, next_orders = self.placement.orders(next_orders), None  # on device
                 epochs = jnp.arange(epoch, stop)
                 carry, observed = run_chunk(
                     carry, chain_keys, self.keep_key, epochs, current, *data
@@ -225,9 +226,9 @@ class SamplerRun:
                 del current
                 if stop < total:  # drawn on the host while the device runs this chunk
                     next_orders = orders.take(stop, min(stop + chunk_epochs, total))
-                position = carry.kernel.position
+                position = self.placement.to_host(carry.kernel.position)
                 chunk, finite = select_draws(
-                    observed, position, self.settings.keep_draws, constrain
+                    self.placement.to_host(observed), position, self.settings.keep_draws, constrain
                 )
                 self.chunk_seconds.append((stop - epoch, time.perf_counter() - tick))
                 draws = chunk if draws is None else draws.extend(chunk)
@@ -235,7 +236,8 @@ class SamplerRun:
                     raise self._diverged(epoch, stop, draws, carry, constrain, started)
                 epoch = stop
                 if checkpoint is not None:  # written while the device runs the next chunk
-                    checkpoint.save_in_background(carry, chunk.to_arrays(), {"next_epoch": epoch})
+                    state = self.placement.to_host(carry)  # all processes; process 0 writes
+                    checkpoint.save_in_background(state, chunk.to_arrays(), {"next_epoch": epoch})
                 bar.update(len(epochs))
             if checkpoint is not None:
                 checkpoint.wait()  # the last chunk's checkpoint is written before returning
@@ -243,6 +245,13 @@ class SamplerRun:
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)  # never leave a write half done
         return self._package(draws, carry, constrain, started)
+
+    def _constrain(self) -> Callable:
+        """``(chains, draws, ...)`` unconstrained positions -> the model's sites, on the
+        host where several processes hold them (the estimator an argument, not a constant:
+        its data may span processes)."""
+        constrain = jax.jit(lambda estimator, z: jax.vmap(jax.vmap(estimator.constrain))(z))
+        return lambda z: self.placement.to_host(constrain(self.estimator, z))
 
     def _diverged(
         self,
@@ -270,6 +279,7 @@ class SamplerRun:
             data_devices=self.placement.data_devices,
             chunk_seconds=list(self.chunk_seconds),
         )
+        carry = self.placement.to_host(carry)
         return package_posterior(
             self.model,
             draws,

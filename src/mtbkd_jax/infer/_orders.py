@@ -7,6 +7,15 @@ generator seeded by the chain's key, a purpose tag and the block's index. An epo
 depends only on (chain key, purpose, epoch): not on how epochs are grouped into chunks, so a
 resumed run sees the same minibatches as an uninterrupted one.
 
+**Stratified orders** (``num_strata = D > 1``: data sharded over a mesh's ``data`` axis,
+:mod:`mtbkd_jax.infer.stratified`): every plate's N examples are D strata of N / D
+consecutive rows, and each stratum ``d`` gets its own uniformly random order of its own rows
+per epoch, drawn from a generator seeded by (chain key, purpose, block, D, d). An epoch's order
+of a plate is then the D strata's orders side by side: entries ``d N / D .. (d + 1) N / D - 1``
+hold a permutation of the *local* row numbers ``0 .. N / D - 1`` of stratum ``d``, so that the
+device holding stratum ``d`` reads only its own rows. With ``D = 1`` the orders are exactly the
+unstratified ones.
+
 Why on the host: JAX dispatches a chunk asynchronously, so the samplers draw the *next* chunk's
 orders here while the device runs the current one, and shuffling costs the chain no time as
 long as the host's share of a chunk is the smaller one. On the device the same shuffles are
@@ -54,6 +63,8 @@ class EpochOrders:
         chain_keys: one JAX key per chain (a stacked key array).
         plates: the subsampled plates.
         purpose: a tag that separates streams drawn from the same keys.
+        num_strata: D, the strata of every plate (each plate's size divisible by D); 1: one
+            order of all N examples.
 
     ``take(start, stop)`` returns ``{plate name: int32 array (chains, stop - start, N)}``.
     Memory: that result, plus at most one cached block (the one a chunk ended inside). A
@@ -61,11 +72,22 @@ class EpochOrders:
     """
 
     def __init__(
-        self, chain_keys: jax.Array, plates: tuple[PlateSpec, ...], purpose: int = SAMPLING
+        self,
+        chain_keys: jax.Array,
+        plates: tuple[PlateSpec, ...],
+        purpose: int = SAMPLING,
+        num_strata: int = 1,
     ) -> None:
         self.words = key_words(chain_keys)
         self.plates = tuple(plates)
         self.purpose = int(purpose)
+        self.num_strata = int(num_strata)
+        for plate in self.plates:
+            if plate.size % self.num_strata:
+                raise ValueError(
+                    f"plate {plate.name!r} has {plate.size} examples, which {self.num_strata} "
+                    "strata do not divide"
+                )
         total = sum(p.size for p in self.plates)
         self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
@@ -74,8 +96,10 @@ class EpochOrders:
     def num_chains(self) -> int:
         return int(self.words.shape[0])
 
-    def _generator(self, chain: int, block: int) -> np.random.Generator:
+    def _generator(self, chain: int, block: int, stratum: int = 0) -> np.random.Generator:
         entropy = [int(w) for w in self.words[chain]] + [self.purpose, block]
+        if self.num_strata > 1:
+            entropy += [self.num_strata, stratum]
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
     def _draw_block(self, block: int) -> dict[str, np.ndarray]:
@@ -84,11 +108,13 @@ class EpochOrders:
             for p in self.plates
         }
         for chain in range(self.num_chains):
-            generator = self._generator(chain, block)
-            for plate in self.plates:
-                rows = out[plate.name][chain]
-                rows[:] = np.arange(plate.size, dtype=np.int32)
-                generator.permuted(rows, axis=1, out=rows)  # in place, row by row
+            for stratum in range(self.num_strata):
+                generator = self._generator(chain, block, stratum)
+                for plate in self.plates:
+                    size = plate.size // self.num_strata
+                    rows = out[plate.name][chain][:, stratum * size : (stratum + 1) * size]
+                    rows[:] = np.arange(size, dtype=np.int32)
+                    generator.permuted(rows, axis=1, out=rows)  # in place, row by row
         return out
 
     def _block(self, block: int) -> dict[str, np.ndarray]:

@@ -174,16 +174,27 @@ def fingerprint(
     warm_start_optimizer: optax.GradientTransformation | None,
     warm_start_steps: int,
     probe: dict,
+    num_strata: int = 1,
 ) -> RunFingerprint:
-    """Everything the draws depend on (:mod:`mtbkd_jax.infer.fingerprint`)."""
+    """Everything the draws depend on (:mod:`mtbkd_jax.infer.fingerprint`).
+
+    ``num_strata``: D, the data shards a ``shard_data`` run stratifies its minibatches over.
+    The stratified draws depend on D, so D is recorded (when above 1, so that earlier
+    checkpoints still resume) and a resume with another D is refused. They do not depend on
+    how the D shards are spread over processes and devices (to float rounding), and neither
+    does the fingerprint: the data are digested as D row blocks (``array_digest(...,
+    blocks=D)``), the same value whether one process holds every row or each process only
+    its own; the mesh's ``chains`` axis and the number of processes are left out. So a run
+    checkpointed by 2 processes x 2 devices resumes in 1 process x 4 devices, and the
+    reverse."""
     exact = {
         **{k: v for k, v in settings.items() if k != "step_size"},
         "step_size_values": schedule_values(schedule, total_steps),
         "warm_start_steps": int(warm_start_steps),
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),
-        "inputs": array_digest(features),
-        "labels": None if labels is None else array_digest(labels),
-        "model_kwargs": {k: tree_digest(v) for k, v in sorted(plan.arrays.items())},
+        "inputs": array_digest(features, num_strata),
+        "labels": None if labels is None else array_digest(labels, num_strata),
+        "model_kwargs": {k: tree_digest(v, num_strata) for k, v in sorted(plan.arrays.items())},
         "static_model_kwargs": {k: static_value(v) for k, v in sorted(plan.static.items())},
         "predict_inputs": None if predict is None else array_digest(predict),
         "init_params": None if init_params is None else tree_digest(init_params),
@@ -196,4 +207,6 @@ def fingerprint(
         "versions": library_versions(),
         "minibatch_orders": ORDERS_SCHEME,
     }
+    if num_strata > 1:
+        exact["minibatch_strata"] = int(num_strata)
     return RunFingerprint(exact, probe)

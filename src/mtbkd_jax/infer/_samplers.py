@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-
-from blackjax.base import SamplingAlgorithm
+from typing import TYPE_CHECKING
 
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
 from mtbkd_jax.infer.psgld import psgld
 from mtbkd_jax.infer.sghmc import sghmc
 from mtbkd_jax.infer.sgld import sgld
 from mtbkd_jax.infer.sgnht import sgnht
+
+if TYPE_CHECKING:  # BlackJAX is imported where a kernel is built: its import starts JAX
+    from blackjax.base import SamplingAlgorithm
 
 __all__ = ["SAMPLERS", "build_sampler", "check_sampler_options"]
 

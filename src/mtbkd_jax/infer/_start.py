@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mtbkd_jax.infer._common import PyTree
     from mtbkd_jax.infer.gradients import MinibatchPlan
 
-__all__ = ["starting_positions", "probe", "divergence_cause"]
+__all__ = ["starting_positions", "first_chain", "probe", "divergence_cause"]
 
 
 def starting_positions(
@@ -69,6 +69,11 @@ def starting_positions(
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
 
+def first_chain(start: PyTree) -> PyTree:
+    """Chain 0's position of a state with a leading chain axis."""
+    return jax.tree.map(lambda x: x[0], start)
+
+
 def probe(
     estimator: GradientEstimator,
     start: PyTree,
@@ -79,18 +84,23 @@ def probe(
     its log density on minibatches covering every example of every plate, summed into at most
     64 groups of consecutive minibatches; its gradient norm on the first minibatch; and the
     streamed predictions' log probabilities there."""
-    point = jax.tree.map(lambda x: x[0], start)
+    point = first_chain(start)
     first = estimator.first_batch()
-    grad = jax.jit(jax.grad(estimator.logdensity))(point, first)
+    # the estimator an argument, not a constant: its data may span processes
+    grad = jax.jit(lambda e, p, b: jax.grad(e.logdensity)(p, b))(estimator, point, first)
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
     num_steps = max(-(-p.size // p.batch_size) for p in estimator.plates)
-    orders = {p.name: jnp.arange(p.size) for p in estimator.plates}
 
-    def at(step: jax.Array) -> jax.Array:
-        batch = {p.name: p.indices(orders[p.name], step) for p in estimator.plates}
-        return estimator.logdensity(point, batch)
+    def values_at(estimator: GradientEstimator, steps: jax.Array) -> jax.Array:
+        orders = {p.name: jnp.arange(p.size) for p in estimator.plates}
 
-    values = np.asarray(jax.jit(lambda s: jax.lax.map(at, s))(jnp.arange(num_steps)))
+        def at(step: jax.Array) -> jax.Array:
+            batch = {p.name: p.indices(orders[p.name], step) for p in estimator.plates}
+            return estimator.logdensity(point, batch)
+
+        return jax.lax.map(at, steps)
+
+    values = np.asarray(jax.jit(values_at)(estimator, jnp.arange(num_steps)))
     groups = np.array_split(values.astype(np.float64), min(64, num_steps))
     out = {
         "logdensity_at_start": [float(g.sum()) for g in groups],
@@ -106,7 +116,7 @@ def probe(
 def divergence_cause(model: Callable, estimator: GradientEstimator, start: PyTree) -> str:
     """Whether the model was already non-finite where the chains started (then the step size
     is not to blame), or the step size is the suspect."""
-    point = estimator.constrain(jax.tree.map(lambda x: x[0], start))
+    point = estimator.constrain(first_chain(start))
     bad = nonfinite_sites(model, estimator.model_args, estimator.model_kwargs, point)
     if bad:
         return (

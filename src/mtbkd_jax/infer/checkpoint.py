@@ -24,6 +24,7 @@ continued with another model, data, settings or seed. Every problem with a check
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -67,9 +68,14 @@ class Checkpoint:
         path: the state file; the draws go to ``path + ".draws"``.
         fingerprint: what the run's draws depend on (stored, and checked on resume); may be
             ``None`` at first, but must be set before :meth:`load` or :meth:`save`.
+
+    In a run of several processes (:mod:`mtbkd_jax.infer.multiprocess`) every process reads
+    the checkpoint, and only process 0 (``writer``) writes it: :meth:`save_in_background`
+    does nothing elsewhere, and :meth:`load` leaves the files as they are.
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: RunFingerprint | None) -> None:
+        self.writer = jax.process_index() == 0
         self.path = _checked_path(path)
         self.draws_path = self.path.with_name(self.path.name + ".draws")
         self.fingerprint = fingerprint
@@ -94,14 +100,35 @@ class Checkpoint:
         ``like_state`` gives the state's structure; ``collected`` is name -> array, the chunks'
         draws concatenated along axis 1 (chains, draws, ...).
 
+        In a run of several processes every process reads the files, and they then check,
+        with one ``process_allgather``, that they all read the same: whether there is a
+        checkpoint, its epoch, this run's fingerprint and digests of the state and the draws
+        (a checkpoint on a disk that not every process sees, or a file replaced between their
+        reads, would otherwise resume the processes from different states, or hang them in
+        different collectives). If one process cannot read it, all raise.
+
         Raises:
             CheckpointError: a file that is not a checkpoint, is truncated, belongs to another
-                run (the message lists what differs) or holds a state of other shapes.
+                run (the message lists what differs) or holds a state of other shapes; or the
+                processes read different checkpoints.
         """
+        if jax.process_count() == 1:
+            return self._load(like_state)
+        try:
+            restored, error = self._load(like_state), None
+        except CheckpointError as caught:
+            restored, error = None, caught
+        self._agree(restored, error)
+        return restored
+
+    def _load(
+        self, like_state: PyTree
+    ) -> tuple[PyTree, dict[str, np.ndarray], dict[str, Any]] | None:
         assert self.fingerprint is not None, "set the run's fingerprint before load"
         self._fingerprint_json = self.fingerprint.to_json_text()  # fails now, not mid-run
         if not self.path.exists():
-            self.draws_path.unlink(missing_ok=True)  # a crash before the first state write
+            if self.writer:
+                self.draws_path.unlink(missing_ok=True)  # a crash before the first state write
             return None
         meta, leaves = self._read_state()
         stored = RunFingerprint.from_json(meta["fingerprint"])
@@ -124,6 +151,41 @@ class Checkpoint:
         self._sites = meta["draws"]["sites"]
         collected = self._read_draws()
         return state, collected, meta["progress"]
+
+    def _agree(self, restored: tuple | None, error: CheckpointError | None) -> None:
+        """Raise on every process unless every process read the same checkpoint (``load``).
+        ``process_allgather`` rather than ``multihost_utils.assert_equal``: the latter raises
+        only in the processes that differ from process 0, and leaves the others to hang in
+        the run's next collective."""
+        from jax.experimental import multihost_utils
+
+        status = 2 if error is not None else 0 if restored is None else 1
+        epoch = -1 if restored is None else int(restored[2]["next_epoch"])
+        digests = [hashlib.blake2b((self._fingerprint_json or "").encode(), digest_size=16)]
+        if restored is not None:
+            digests += [_digest(restored[0]), _digest(restored[1])]
+        summary = np.frombuffer(b"".join(d.digest() for d in digests).ljust(48, b"\0"), np.uint8)
+        mine = np.concatenate([np.array([status, epoch], np.int64).view(np.uint8), summary])
+        everyone = np.asarray(multihost_utils.process_allgather(mine))
+        epochs = everyone[:, :16].copy().view(np.int64)  # (processes, [status, epoch])
+        if error is not None:
+            raise error
+        failed = [i for i, row in enumerate(epochs) if row[0] == 2]
+        if failed:
+            raise CheckpointError(self.path, f"process(es) {failed} could not read it")
+        if not (everyone == everyone[0]).all():
+            seen = "; ".join(
+                f"process {i}: "
+                + ("no checkpoint" if row[0] == 0 else f"next epoch {row[1]}")
+                + ("" if (everyone[i] == everyone[0]).all() else " (differs from process 0)")
+                for i, row in enumerate(epochs)
+            )
+            raise CheckpointError(
+                self.path,
+                f"the {len(everyone)} processes read different checkpoints or run different "
+                f"settings ({seen}); every process must read the same file: put "
+                "checkpoint_path on a file system that all of them share",
+            )
 
     def _read_state(self) -> tuple[dict[str, Any], list[np.ndarray]]:
         try:
@@ -174,7 +236,7 @@ class Checkpoint:
                     shape = [int(count) if d == -1 else d for d in shape]
                     array = np.fromfile(handle, dtype=np.dtype(dtype), count=int(np.prod(shape)))
                     parts[name].append(array.reshape(shape))
-        if size > self._committed:  # a chunk appended but never committed: drop it
+        if size > self._committed and self.writer:  # appended but never committed: drop it
             with open(self.draws_path, "r+b") as handle:
                 handle.truncate(self._committed)
         return {k: np.concatenate(v, axis=1) for k, v in parts.items()}
@@ -183,8 +245,11 @@ class Checkpoint:
     def save_in_background(self, state: PyTree, chunk: dict, progress: dict) -> None:
         """:meth:`save` on a thread of its own, so that the write overlaps the next chunk's
         compute. Writes stay in order: this first waits for the previous one (and re-raises
-        its error). The state is copied to the host before the thread starts."""
+        its error). The state is copied to the host before the thread starts. Only the
+        ``writer`` (process 0) writes."""
         self.wait()
+        if not self.writer:
+            return
         host_state = jax.tree.map(np.asarray, state)
 
         def write() -> None:
@@ -210,8 +275,11 @@ class Checkpoint:
         """Append ``chunk`` (name -> array (chains, draws, ...)) and rewrite the state.
 
         Only the new draws are written; the state file, written last and atomically, commits
-        them.
+        them. Only process 0 (``writer``) writes; elsewhere this does nothing (it holds no
+        collective, so the processes stay in step).
         """
+        if not self.writer:
+            return
         names = sorted(chunk)
         sites = [
             [n, chunk[n].dtype.str, [*chunk[n].shape[:1], -1, *chunk[n].shape[2:]]] for n in names
@@ -257,6 +325,17 @@ class Checkpoint:
             tmp.unlink(missing_ok=True)
         self._committed = committed
         self._sites = sites
+
+
+def _digest(tree: PyTree) -> Any:
+    """A BLAKE2b hash object of a tree of host arrays: its structure and bytes."""
+    leaves, structure = jax.tree.flatten(tree)
+    digest = hashlib.blake2b(str(structure).encode(), digest_size=16)
+    for leaf in leaves:
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{leaf.dtype.str}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    return digest
 
 
 def _read_exactly(handle: IO[bytes], size: int) -> bytes:

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
+    from blackjax.base import SamplingAlgorithm
+
     from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["CyclicalSGLDState", "CyclicalSGLDInfo", "init", "build_kernel", "cyclical_sgld"]
@@ -85,4 +86,6 @@ def cyclical_sgld(
 ) -> SamplingAlgorithm:
     """Cyclical SGLD with cycles of ``cycle_length`` steps."""
     kernel = build_kernel(grad_estimator, cycle_length, exploration_fraction, temperature)
+    from blackjax.base import SamplingAlgorithm  # lazily: importing BlackJAX starts JAX
+
     return SamplingAlgorithm(init, kernel)

@@ -53,14 +53,47 @@ PROBE_RTOL = 1e-4
 _SLICE_BYTES = 1 << 26  # hash 64 MB at a time: a huge array never needs a full host copy
 
 
-def array_digest(array: np.ndarray | jax.Array) -> str:
+def array_digest(array: np.ndarray | jax.Array, blocks: int = 1) -> str:
     """BLAKE2b of an array's dtype, shape and bytes (hex, 32 characters).
 
     A device array is copied to the host one slice of its leading axis at a time.
+
+    With ``blocks = D > 1`` (a ``shard_data`` run's data, split over D data shards) an array
+    whose leading axis D divides is digested as D blocks of consecutive rows: the digest of
+    its dtype, shape, D and each block's plain digest. That value depends on the array and D
+    only, not on where the rows live: an array spread over several processes
+    (:mod:`mtbkd_jax.infer.multiprocess`) is digested block by block, each process the blocks
+    its devices hold, and the block digests gathered (a collective: every process calls this
+    in the same order), giving what one process with the whole array gives. Other arrays
+    (no leading axis, or one D does not divide) get the plain digest.
+
+    Raises:
+        ValueError: an array split over processes other than into D row blocks (its rows
+            cannot be digested without gathering them).
     """
-    digest = hashlib.blake2b(digest_size=16)
     if isinstance(array, jax.Array) and jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
         array = jax.random.key_data(array)
+    shape = tuple(np.shape(array))
+    split = blocks > 1 and len(shape) >= 1 and shape[0] % blocks == 0
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        if array.is_fully_replicated:  # every process holds it whole
+            array = array.addressable_shards[0].data
+        elif split:
+            return _block_digest(_global_blocks(array, blocks), array.dtype, shape)
+        else:
+            raise ValueError(
+                f"an array of shape {shape} spread over several processes can be digested only "
+                f"as the data of a shard_data run (blocks of rows, one per data shard)"
+            )
+    if split:
+        size = shape[0] // blocks
+        parts = [_plain_digest(array[b * size : (b + 1) * size]) for b in range(blocks)]
+        return _block_digest(parts, np.dtype(array.dtype), shape)
+    return _plain_digest(array)
+
+
+def _plain_digest(array: np.ndarray | jax.Array) -> str:
+    digest = hashlib.blake2b(digest_size=16)
     shape = tuple(np.shape(array))
     dtype = np.dtype(getattr(array, "dtype", np.asarray(array).dtype))
     digest.update(f"{dtype.str}{shape}".encode())
@@ -74,13 +107,50 @@ def array_digest(array: np.ndarray | jax.Array) -> str:
     return digest.hexdigest()
 
 
-def tree_digest(tree: PyTree) -> str:
-    """A digest of a pytree: its structure and every leaf's :func:`array_digest`."""
+def _block_digest(parts: list[str], dtype: Any, shape: tuple) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{np.dtype(dtype).str}{shape} in {len(parts)} blocks".encode())
+    for part in parts:
+        digest.update(bytes.fromhex(part))
+    return digest.hexdigest()
+
+
+def _global_blocks(array: jax.Array, blocks: int) -> list[str]:
+    """The plain digests of an array's ``blocks`` row blocks, where several processes hold
+    it: each process digests the blocks of its own shards, then all gather them."""
+    from jax.experimental import multihost_utils
+
+    size = array.shape[0] // blocks
+    mine = np.zeros((blocks, 16), np.uint8)
+    for shard in array.addressable_shards:
+        rows = shard.index[0] if shard.index else slice(None)
+        first, stop = rows.start or 0, array.shape[0] if rows.stop is None else rows.stop
+        whole = [b for b in range(blocks) if first <= b * size and (b + 1) * size <= stop]
+        if shard.index[1:] and any(s != slice(None) for s in shard.index[1:]):
+            whole = []  # split along another axis too: no block is whole here
+        for b in whole:
+            if not mine[b].any():
+                local = shard.data[b * size - first : (b + 1) * size - first]
+                mine[b] = np.frombuffer(bytes.fromhex(_plain_digest(local)), np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(mine))  # (processes, blocks, 16)
+    found = np.bitwise_or.reduce(everyone, axis=0)
+    if not found.any(axis=-1).all():  # a block no process holds whole
+        raise ValueError(
+            f"an array of shape {tuple(array.shape)} spread over several processes is not split "
+            f"into {blocks} blocks of rows (one per data shard), so it cannot be digested"
+        )
+    # a block held by several processes has the same digest in each: OR changes nothing
+    return [bytes(row).hex() for row in found]
+
+
+def tree_digest(tree: PyTree, blocks: int = 1) -> str:
+    """A digest of a pytree: its structure and every leaf's :func:`array_digest` (with
+    ``blocks``)."""
     leaves, structure = jax.tree.flatten(tree)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(structure).encode())
     for leaf in leaves:
-        digest.update(array_digest(leaf).encode())
+        digest.update(array_digest(leaf, blocks).encode())
     return digest.hexdigest()
 
 

@@ -59,6 +59,10 @@ class GradientEstimator:
             ``jit``), the rest is compiled in.
         plates: the subsampled plates (:class:`~mtbkd_jax.infer.minibatch.PlateSpec`); a
             minibatch maps each plate's name to its indices.
+        array_keys: the keyword arguments that are the pytree's leaves (default: those that
+            are trees of arrays). Kept through flattening, so that a tree of the same
+            structure with other leaves (``shard_map``'s partition specs) has the same
+            structure.
 
     Build one with :func:`gradient_estimator`, which reads the plates from the model.
     ``estimator(position, minibatch)`` is the gradient, BlackJAX's ``grad_estimator``
@@ -71,18 +75,22 @@ class GradientEstimator:
         model_args: tuple = (),
         model_kwargs: dict | None = None,
         plates: tuple[PlateSpec, ...] = (),
+        array_keys: frozenset[str] | None = None,
     ) -> None:
         self.model = model
         # NumPy arrays become JAX arrays: the model indexes them with traced plate indices
         self.model_args = tuple(_as_jax(a) for a in model_args)
         self.model_kwargs = {k: _as_jax(v) for k, v in (model_kwargs or {}).items()}
+        if array_keys is None:
+            array_keys = frozenset(k for k, v in self.model_kwargs.items() if is_array_tree(v))
+        self.array_keys = array_keys
         self.plates = tuple(plates)
         if not self.plates:
             raise ValueError("plates must name at least one subsampled plate")
 
     # ------------------------------------------------------------------------- pytree
     def tree_flatten(self) -> tuple[_Children, _Aux]:
-        arrays = {k: v for k, v in self.model_kwargs.items() if is_array_tree(v)}
+        arrays = {k: v for k, v in self.model_kwargs.items() if k in self.array_keys}
         static = tuple(sorted((k, v) for k, v in self.model_kwargs.items() if k not in arrays))
         return (self.model_args, arrays), (self.model, _Static(static), self.plates)
 
@@ -90,7 +98,8 @@ class GradientEstimator:
     def tree_unflatten(cls, aux: _Aux, children: _Children) -> GradientEstimator:
         model, static, plates = aux
         model_args, arrays = children
-        return cls(model, model_args, {**arrays, **dict(static.items)}, plates)
+        kwargs = {**arrays, **dict(static.items)}
+        return cls(model, model_args, kwargs, plates, frozenset(arrays))
 
     # ------------------------------------------------------------------------- densities
     def _substituted(self, minibatch: dict) -> Callable:

@@ -32,7 +32,9 @@ one-device one and that the doubled version fails.) The Langevin and momentum no
 from each chain's key, sharded over ``chains`` and replicated over ``data``, so the
 replicas of a chain on the ``data`` axis draw the same noise and stay identical. The data
 stay replicated over ``data`` because each step's minibatch is a random subset: a device
-holding only its shard would need the other shards' rows every step.
+holding only its shard would need the other shards' rows every step. (``shard_data=True``
+shards them and draws *stratified* minibatches instead, each shard's part from its own rows:
+:mod:`mtbkd_jax.infer.stratified`; several processes: :mod:`mtbkd_jax.infer.multiprocess`.)
 
 **Full-batch potentials (NUTS, SVI, MAP).** The inputs, the labels and every array whose
 leading axis is the data set's (or the transfer set's) length, the teacher bank's constants
@@ -58,10 +60,12 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from mtbkd_jax.infer._devices import vmap_axes
 from mtbkd_jax.infer.gradients import GradientEstimator
 
 if TYPE_CHECKING:
     from mtbkd_jax.infer._common import PyTree
+    from mtbkd_jax.infer.minibatch import PlateSpec
 
 __all__ = [
     "CHAINS",
@@ -74,6 +78,7 @@ __all__ = [
     "full_batch_data",
     "mcmc_chain_method",
     "place_full_batch",
+    "put",
 ]
 
 CHAINS, DATA = "chains", "data"
@@ -170,7 +175,11 @@ class DataShardedEstimator(GradientEstimator):
 
     def __init__(self, estimator: GradientEstimator, axis_name: str, axis_size: int) -> None:
         super().__init__(
-            estimator.model, estimator.model_args, estimator.model_kwargs, estimator.plates
+            estimator.model,
+            estimator.model_args,
+            estimator.model_kwargs,
+            estimator.plates,
+            estimator.array_keys,
         )
         self.axis_name = axis_name
         self.axis_size = int(axis_size)
@@ -202,12 +211,15 @@ class MeshPlacement:
     run under ``shard_map`` with the minibatch split over ``data``.
 
     It has :class:`~mtbkd_jax.infer._devices.ChainPlacement`'s interface (``chains``,
-    ``replicated``, ``data_parallel``, ``program``, ``num_devices``, ``data_devices``), so
-    the driver and the warm start take either.
+    ``replicated``, ``sharded``, ``orders``, ``to_host``, ``loop_plates``, ``data_parallel``,
+    ``program``, ``num_devices``, ``data_devices``, ``num_strata``), so the driver and the
+    warm start take either.
 
     Args:
         mesh: a mesh checked by :func:`check_mesh`.
     """
+
+    num_strata = 1  # minibatches are drawn from all the data (``shard_data`` stratifies)
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = auto_mesh(mesh)
@@ -216,11 +228,19 @@ class MeshPlacement:
 
     def chains[T](self, tree: T) -> T:
         """Arrays with a leading chain axis, sharded along it over ``chains``."""
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec(CHAINS)))
+        return put(tree, NamedSharding(self.mesh, PartitionSpec(CHAINS)))
 
     def replicated[T](self, tree: T) -> T:
         """Arrays every chain reads (the data), one copy per device."""
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def sharded[T](self, tree: T) -> T:
+        """The data the programs read: replicated (:meth:`replicated`)."""
+        return self.replicated(tree)
+
+    def orders(self, tree: dict) -> dict:
+        """A chunk's minibatch orders (chains, epochs, N): split like the chains."""
+        return self.chains(tree)
 
     def data_parallel(self, estimator: GradientEstimator) -> GradientEstimator:
         """The estimator the programs use: the minibatch split over ``data`` (itself when the
@@ -229,18 +249,60 @@ class MeshPlacement:
             return estimator
         return DataShardedEstimator(estimator, DATA, self.data_devices)
 
-    def program(self, fn: Callable, in_axes: Sequence[int | None]) -> Callable:
+    def to_host(self, tree: PyTree) -> PyTree:
+        """Every array of ``tree`` as a NumPy array on this process, gathered from the other
+        processes where it spans their devices (``process_allgather``: a collective, which
+        every process must call; see :mod:`mtbkd_jax.infer.multiprocess`)."""
+        from jax.experimental import multihost_utils
+
+        def host(leaf: Any) -> Any:
+            if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+                return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+            return np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf
+
+        return jax.tree.map(host, tree)
+
+    def loop_plates(self, plates: tuple[PlateSpec, ...]) -> tuple[PlateSpec, ...]:
+        """The plates as one device's epoch loop sees them: the whole data set's (every device
+        holds all the rows and reads the whole minibatch's indices, then its part of them)."""
+        return tuple(plates)
+
+    def program(self, fn: Callable, in_axes: Sequence[int | str | None]) -> Callable:
         """``fn`` (one chain's program) ``vmap``-ped over the chains of each device and run
-        under ``shard_map`` on the mesh, jitted: arguments with ``in_axes`` 0 are split over
-        ``chains``, the others (``None``) replicated; every output has a leading chain axis
-        and is invariant over ``data`` (``shard_map`` checks it)."""
-        in_specs = tuple(PartitionSpec(CHAINS) if a == 0 else PartitionSpec() for a in in_axes)
-        mapped = jax.vmap(fn, in_axes=tuple(in_axes))
+        under ``shard_map`` on the mesh, jitted: arguments with ``in_axes`` 0 (or ``ORDERS``)
+        are split over ``chains``, the others (``None``, ``SHARDED``) replicated; every
+        output has a leading chain axis and is invariant over ``data`` (``shard_map`` checks
+        it)."""
+        axes = vmap_axes(in_axes)
+        in_specs = tuple(PartitionSpec(CHAINS) if a == 0 else PartitionSpec() for a in axes)
+        mapped = jax.vmap(fn, in_axes=axes)
         return jax.jit(
             jax.shard_map(
                 mapped, mesh=self.mesh, in_specs=in_specs, out_specs=PartitionSpec(CHAINS)
             )
         )
+
+
+def put[T](tree: T, sharding: NamedSharding) -> T:
+    """``jax.device_put(tree, sharding)``, also where ``sharding`` spans other processes'
+    devices (:mod:`mtbkd_jax.infer.multiprocess`): then every process gives the same values
+    (the chains' state, keys, a checkpoint read by all) and each transfers its own devices'
+    blocks; arrays already spread over the processes are resharded by JAX."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda leaf: _put_global(leaf, sharding), tree)
+
+
+def _put_global(leaf: Any, sharding: NamedSharding) -> Any:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return jax.device_put(leaf, sharding)
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = _put_global(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    if not isinstance(leaf, jax.Array | np.ndarray | np.generic):
+        return leaf
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 # ---------------------------------------------------------------------------- full batch

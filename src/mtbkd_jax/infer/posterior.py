@@ -296,8 +296,12 @@ class Posterior:
         """Write the DataTree to ``path`` (netCDF-4 via h5netcdf), atomically.
 
         The folder is checked before anything is computed; the file is written beside the
-        final name and moved into place, and nothing is left behind if writing fails.
+        final name and moved into place, and nothing is left behind if writing fails. In a
+        run of several processes (:mod:`mtbkd_jax.infer.multiprocess`) only process 0 writes;
+        the others return the path and touch nothing.
         """
+        if jax.process_index() != 0:
+            return Path(path)
         path = prepare_output_file(path, "path")
         tmp = path.with_name(path.name + ".tmp")
         try:

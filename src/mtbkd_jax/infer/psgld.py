@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import preconditioned_sgld_update
 
 if TYPE_CHECKING:
+    from blackjax.base import SamplingAlgorithm
+
     from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["PSGLDState", "PSGLDInfo", "init", "build_kernel", "psgld", "correction_term"]
@@ -126,4 +127,6 @@ def psgld(
 ) -> SamplingAlgorithm:
     """pSGLD with RMSprop decay ``alpha`` and regularizer ``lambda``."""
     kernel = build_kernel(grad_estimator, decay, regularizer, temperature, correction)
+    from blackjax.base import SamplingAlgorithm  # lazily: importing BlackJAX starts JAX
+
     return SamplingAlgorithm(init, kernel)

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sghmc_update
 
 if TYPE_CHECKING:
+    from blackjax.base import SamplingAlgorithm
+
     from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGHMCState", "SGHMCInfo", "init", "build_kernel", "sghmc"]
@@ -61,4 +62,6 @@ def sghmc(
     grad_estimator: Callable, friction: float = 0.1, temperature: float = 1.0
 ) -> SamplingAlgorithm:
     """SGHMC with friction ``alpha`` at temperature ``tau``."""
+    from blackjax.base import SamplingAlgorithm  # lazily: importing BlackJAX starts JAX
+
     return SamplingAlgorithm(init, build_kernel(grad_estimator, friction, temperature))

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
+    from blackjax.base import SamplingAlgorithm
+
     from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGLDState", "SGLDInfo", "init", "build_kernel", "sgld"]
@@ -64,4 +65,6 @@ def build_kernel(grad_estimator: Callable, temperature: float = 1.0) -> Callable
 def sgld(grad_estimator: Callable, temperature: float = 1.0) -> SamplingAlgorithm:
     """SGLD on ``grad_estimator(position, minibatch)`` at temperature ``tau`` (1: the
     posterior; < 1: a cold posterior)."""
+    from blackjax.base import SamplingAlgorithm  # lazily: importing BlackJAX starts JAX
+
     return SamplingAlgorithm(init, build_kernel(grad_estimator, temperature))

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from mtbkd_jax.infer._common import _features, prepare_data
 from mtbkd_jax.infer._devices import ChainPlacement
 from mtbkd_jax.infer._driver import SamplerDivergedError, SamplerRun
+from mtbkd_jax.infer._layout import check_data_layout
 from mtbkd_jax.infer._plan import (
     check_cyclical_draws,
     check_draws_per_epoch,
@@ -35,11 +36,17 @@ from mtbkd_jax.infer._plan import (
 )
 from mtbkd_jax.infer._records import SGMCMCSettings
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
-from mtbkd_jax.infer._start import probe, starting_positions
+from mtbkd_jax.infer._start import first_chain, probe, starting_positions
 from mtbkd_jax.infer.checkpoint import Checkpoint
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, minibatch_plan
 from mtbkd_jax.infer.mesh import MeshPlacement, check_mesh
+from mtbkd_jax.infer.multiprocess import require_addressable
 from mtbkd_jax.infer.posterior import Posterior
+from mtbkd_jax.infer.stratified import (
+    ShardedDataPlacement,
+    check_sharded_plates,
+    data_on_mesh,
+)
 from mtbkd_jax.infer.warm_start import adamw_optimizer
 
 if TYPE_CHECKING:
@@ -83,6 +90,7 @@ def run_sgmcmc(
     model_kwargs: dict | None = None,
     logits_fn: Callable | None = None,
     mesh: Mesh | None = None,
+    shard_data: bool = False,
 ) -> Posterior:
     """Sample ``model(inputs, labels, **model_kwargs)`` with minibatch SG-MCMC.
 
@@ -164,6 +172,16 @@ def run_sgmcmc(
             sums in another order), so a checkpoint written with one mesh resumes with
             another or none (its fingerprint leaves the mesh out). Default: chains sharded
             over as many local devices as divide them, as described under ``num_chains``.
+        shard_data: with ``mesh``, shard the data over its ``data`` axis instead of
+            replicating them (:mod:`mtbkd_jax.infer.stratified`): the inputs, the labels and
+            every array with a subsampled plate's length (transfer inputs, the teacher
+            prior's constants) split into ``D`` shards of consecutive rows, each device
+            reading only its own, and every minibatch *stratified*: ``|B| / D`` rows from each
+            shard, in each shard's own random order per epoch. Unbiased, but other draws
+            than ``shard_data=False`` (the same draws for any number of processes with the
+            same ``D``). The data may be global arrays of which this process holds only its
+            rows (several processes: :mod:`mtbkd_jax.infer.multiprocess`). ``D`` must divide
+            every plate's length and minibatch size; not with ``partial_last_batch``.
 
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
@@ -173,19 +191,23 @@ def run_sgmcmc(
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
     if checkpoint is not None:
         checkpoint.check_readable()  # not a checkpoint, or truncated: refused before any compute
+    if shard_data:
+        inputs, labels, model_kwargs = data_on_mesh(inputs, labels, model_kwargs, mesh)
+    else:
+        require_addressable(
+            {"inputs": inputs, "labels": labels, "model_kwargs": model_kwargs},
+            "pass mesh= (a mesh over every process's devices) and shard_data=True",
+        )
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     plan = minibatch_plan(
         model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
     )
     check_draws_per_epoch(plan, draws_per_epoch)
-    placement = (
-        ChainPlacement(num_chains)
-        if mesh is None
-        else MeshPlacement(check_mesh(mesh, num_chains=num_chains, batch_sizes=_split(plan)))
-    )
+    placement = _placement(mesh, shard_data, num_chains, plan)
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
     settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
     estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
+    estimator = placement.sharded(estimator) if shard_data else estimator
     total_steps = settings.total_epochs * plan.steps_per_epoch
     schedule, exploring, cycle = step_schedules(
         sampler, arguments["step_size"], total_steps, num_cycles, exploration_fraction
@@ -206,6 +228,8 @@ def run_sgmcmc(
             random_draw_positions, num_cycles, exploration_fraction,
         )  # fmt: skip
     start = starting_positions(model, estimator, plan, init_params, init_key, num_chains)
+    if isinstance(placement, ShardedDataPlacement):  # is every array where the model needs it?
+        check_data_layout(placement, estimator, first_chain(placement.to_host(start)))
     run = SamplerRun(
         model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
         schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
@@ -222,6 +246,7 @@ def run_sgmcmc(
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
             warm_start_steps=warm_start_epochs * plan.steps_per_epoch,
             probe=probe(estimator, start, logits_fn, predict),
+            num_strata=placement.num_strata,
         )  # fmt: skip
     with tqdm(
         total=warm_start_epochs + settings.total_epochs,
@@ -236,6 +261,19 @@ def run_sgmcmc(
         if auto:  # the pilots' key leaves the run's own keys as they were
             run.choose_step_size(carry.kernel.position, jax.random.fold_in(rng_key, 0x5EED))
         return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
+
+
+def _placement(
+    mesh: Mesh | None, shard_data: bool, num_chains: int, plan: MinibatchPlan
+) -> ChainPlacement | MeshPlacement:
+    """Where the chains (and with ``shard_data``, the data) live."""
+    if mesh is None:
+        return ChainPlacement(num_chains)
+    checked = check_mesh(mesh, num_chains=num_chains, batch_sizes=_split(plan))
+    if not shard_data:
+        return MeshPlacement(checked)
+    check_sharded_plates(plan.plates, checked.shape["data"], plan.partial_last_batch)
+    return ShardedDataPlacement(checked, [p.size for p in plan.plates])
 
 
 def _split(plan: MinibatchPlan) -> dict[str, int]:

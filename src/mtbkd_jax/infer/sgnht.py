@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.base import SamplingAlgorithm
 
 from mtbkd_jax.infer.langevin import sgnht_update
 
 if TYPE_CHECKING:
+    from blackjax.base import SamplingAlgorithm
+
     from mtbkd_jax.infer._common import PyTree
 
 __all__ = ["SGNHTState", "SGNHTInfo", "init", "build_kernel", "sgnht"]
@@ -73,6 +74,8 @@ def sgnht(
     grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0
 ) -> SamplingAlgorithm:
     """SGNHT with injected noise ``A`` (its thermostat starts at ``A``)."""
+    from blackjax.base import SamplingAlgorithm  # lazily: importing BlackJAX starts JAX
+
     return SamplingAlgorithm(
         lambda position: init(position, noise), build_kernel(grad_estimator, noise, temperature)
     )

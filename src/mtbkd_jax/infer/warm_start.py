@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from mtbkd_jax._checks import require_count
+from mtbkd_jax.infer._devices import ORDERS, SHARDED
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import WARM_START, EpochOrders
 
@@ -82,7 +83,8 @@ def minibatch_optimize(
     """
     if num_epochs == 0:
         return position
-    loop = EpochLoop(estimator.plates, steps_per_epoch, partial_last_batch=partial_last_batch)
+    plates = estimator.plates if placement is None else placement.loop_plates(estimator.plates)
+    loop = EpochLoop(plates, steps_per_epoch, partial_last_batch=partial_last_batch)
 
     def run_epochs(
         state: tuple[PyTree, optax.OptState],
@@ -104,24 +106,27 @@ def minibatch_optimize(
 
         return loop.run(step, state, None, chain_key, chain_key, epochs, orders)[0]
 
-    in_axes = (0, 0, None, 0, None)
     run: Callable
     if placement is None:
-        run = jax.jit(jax.vmap(run_epochs, in_axes=in_axes))
+        run = jax.jit(jax.vmap(run_epochs, in_axes=(0, 0, None, 0, None)))
     else:  # on a mesh: under shard_map, each minibatch split over the "data" axis
-        run = placement.program(run_epochs, in_axes)
+        run = placement.program(run_epochs, (0, 0, None, ORDERS, SHARDED))
     num_chains = jax.tree.leaves(position)[0].shape[0]
     place = (lambda tree: tree) if placement is None else placement.chains
-    keys = place(jax.random.split(rng_key, num_chains))
-    orders = EpochOrders(keys, estimator.plates, WARM_START)
+    place_orders = (lambda tree: tree) if placement is None else placement.orders
+    host_keys = jax.random.split(rng_key, num_chains)
+    keys = place(host_keys)
+    strata = 1 if placement is None else placement.num_strata
+    orders = EpochOrders(host_keys, estimator.plates, WARM_START, strata)
     state = place((position, jax.vmap(optimizer.init)(position)))
     if placement is not None:
-        estimator = placement.replicated(placement.data_parallel(estimator))
+        estimator = placement.sharded(placement.data_parallel(estimator))
     done = 0
     next_orders: dict[str, np.ndarray] | None = orders.take(0, min(chunk_epochs, num_epochs))
     while done < num_epochs:
         stop = min(done + chunk_epochs, num_epochs)
-        current, next_orders = place(next_orders), None  # now on the device(s)
+        assert next_orders is not None  # drawn during the previous chunk
+        current, next_orders = place_orders(next_orders), None  # now on the device(s)
         state = run(state, keys, jnp.arange(done, stop), current, estimator)
         state = place(state)  # every chunk sees the same shardings: one compile
         del current
