@@ -8,7 +8,7 @@ examples of every minibatch, one all-reduce per step. Each device count runs in 
 chunk compiles and is dropped), and the script reports the ratio of the medians. The 1-device
 run is also timed without a mesh (today's default path), so the mesh's own overhead shows.
 
-    .venv/bin/python benchmarks/mesh_scaling.py                 # ~3 min on 2 cores
+    .venv/bin/python benchmarks/mesh_scaling.py                 # ~2 min on 2 cores
     .venv/bin/python benchmarks/mesh_scaling.py --json out.json
 
 What to expect on a 2-core CPU: XLA's CPU client gives each device its own thread pool, so one
@@ -98,8 +98,8 @@ def timed(devices: int, use_mesh: bool, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4096, help="minibatch size |B|")
-    parser.add_argument("--steps", type=int, default=25, help="steps per epoch (= per chunk)")
-    parser.add_argument("--chunks", type=int, default=6, help="chunks; the first is dropped")
+    parser.add_argument("--steps", type=int, default=200, help="steps per epoch (= per chunk)")
+    parser.add_argument("--chunks", type=int, default=8, help="chunks; the first is dropped")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-mesh", action="store_true", help=argparse.SUPPRESS)
