@@ -369,3 +369,77 @@ def test_a_trust_fitted_for_other_teachers_or_another_temperature_is_refused():
         MTBKDModel(student, bank, trust=trust, temperature=2.0)
     with pytest.raises(ValueError, match="trust must be"):
         MTBKDModel(student, bank, trust="learned")
+
+
+# ------------------------------------------------------------- confidence-dependent calibration
+def test_confidence_calibration_matches_an_independent_formula():
+    """``log tau_im = log tau_m + kappa_m (H(p_im)/log C - 1/2)`` computed by NumPy example by
+    example (to float32 rounding); zero slopes give the per-teacher calibration exactly."""
+    bank = _bank(7, (2, 30, 4), scale=3.0)
+    log_p = np.asarray(bank.log_probs, np.float64)
+    tau, kappa = np.array([1.7, 0.6]), np.array([2.5, -1.0])
+    expected = np.empty_like(log_p)
+    for m in range(2):
+        for i in range(30):
+            p = np.exp(log_p[m, i])
+            u = -(p * log_p[m, i]).sum() / np.log(4)
+            t = tau[m] * np.exp(kappa[m] * (u - 0.5))
+            z = log_p[m, i] / t
+            expected[m, i] = z - np.log(np.exp(z).sum())
+    got = calibrated_log_probs(bank.log_probs, jnp.asarray(tau), jnp.asarray(kappa))
+    np.testing.assert_allclose(np.asarray(got), expected, atol=2e-5)
+    flat = calibrated_log_probs(bank.log_probs, jnp.asarray(tau), jnp.zeros(2))
+    np.testing.assert_array_equal(
+        np.asarray(flat), np.asarray(calibrated_log_probs(bank.log_probs, jnp.asarray(tau)))
+    )
+    with pytest.raises(ValueError, match="calibration"):
+        TrustHyperprior(calibration="per_example")
+
+
+def _confidence_miscalibrated(seed: int, kappa: float, num_examples: int = 600):
+    """One teacher whose true temperature grows with its own entropy: labels drawn from
+    ``softmax(log p / tau_i)``, ``log tau_i = log 1.5 + kappa (u_i - 1/2)``."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(num_examples, 4)) * rng.uniform(0.3, 4.0, size=(num_examples, 1))
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    u = -(np.exp(log_p) * log_p).sum(-1) / np.log(4)
+    tau = 1.5 * np.exp(kappa * (u - 0.5))
+    z = log_p / tau[:, None]
+    probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in probs])
+    return TeacherBank.from_logits(logits[None]), labels
+
+
+def test_confidence_calibration_recovers_a_confidence_dependent_temperature():
+    """A teacher over-confident only where it is unsure (true kappa = 3): the 90% interval of
+    the learned slope covers 3 and excludes 0, and the held-out labels are better predicted
+    than by one temperature per teacher; with permuted labels (a trust that ignores them) the
+    slope's interval does not cover the truth while excluding 0."""
+    hyper = TrustHyperprior(
+        per_class=False, weight_rule="uniform", calibration="confidence", concentration=100.0
+    )
+    bank, labels = _confidence_miscalibrated(3, kappa=3.0)
+    held_bank, held_labels = _confidence_miscalibrated(4, kappa=3.0)
+
+    def fit(hyperprior, y):
+        return fit_teacher_trust(
+            jax.random.key(0), bank, y, hyperprior=hyperprior, num_warmup=200, num_draws=200
+        )
+
+    def recovers(trust) -> bool:
+        low, high = trust.interval("temperature_slope", 0.9)
+        return bool(low[0] <= 3.0 <= high[0] and low[0] > 0.0)
+
+    trust = fit(hyper, labels)
+    assert recovers(trust), trust.summary()
+    assert trust.max_rhat < 1.1
+    assert "temperature_slope" in trust.summary()[0]
+
+    def held_out(fitted) -> float:
+        prior = fitted.teacher_prior(held_bank)
+        return float(np.mean(label_log_likelihood(prior, jnp.asarray(held_labels))))
+
+    one_temperature = fit(TrustHyperprior(per_class=False, weight_rule="uniform"), labels)
+    assert held_out(trust) > held_out(one_temperature) + 0.01
+    permuted = np.random.default_rng(0).permutation(labels)
+    assert not recovers(fit(hyper, permuted))

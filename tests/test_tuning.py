@@ -370,3 +370,21 @@ def test_the_search_budget_must_be_a_fraction(budget):
 
     with pytest.raises(ValueError, match="trust_search_budget must be a fraction in"):
         ExperimentConfig(trust_search_budget=budget)
+
+
+def test_the_trust_calibration_reaches_the_learned_trust():
+    """``trust_calibration`` is the trust hyperprior's ``calibration`` (the fitted trust has
+    confidence slopes), and an unknown value is refused when the config is made."""
+    import jax
+
+    from mtbkd_jax.experiments import ExperimentConfig, trusted
+    from mtbkd_jax.experiments.synthetic import synthetic_problem
+
+    problem, _ = synthetic_problem("linear", 3, num_examples=220, seed=0)
+    config = ExperimentConfig(trust_warmup=20, trust_draws=20, trust_calibration="confidence")
+    trust = trusted.learned_trust(jax.random.key(0), problem, config, problem.teachers_prior)
+    assert trust.hyperprior.calibration == "confidence"
+    slopes = trust.draws["temperature_slope"]
+    assert slopes.shape == (40, problem.teachers_prior.num_teachers) and np.all(slopes != 0)
+    with pytest.raises(ValueError, match="trust_calibration must be one of"):
+        ExperimentConfig(trust_calibration="per_example")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Self
 
+from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS
+
 __all__ = ["ExperimentConfig", "SMOKE_TUNING", "KEY_SCHEDULES", "CHAIN_STARTS"]
 
 # a two-point search for smoke runs and tests: exercises the tuning path in seconds
@@ -46,7 +48,8 @@ class ExperimentConfig:
     ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
     ``trust_prior_power_grid`` by their *posterior's* validation NLL (each value sampled with
     ``trust_search_budget`` of the row's sampling budget, the winner then at the full budget
-    when that fraction is below 1); by SGLD, their step size
+    when that fraction is below 1; ``trust_calibration`` is the trust's ``calibration``, see
+    :class:`mtbkd_jax.trust.TrustHyperprior`); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
 
@@ -75,6 +78,7 @@ class ExperimentConfig:
     trust_draws: int = 300
     trust_sgld_step_size: float | str = "auto"
     trust_search_budget: float = 1.0
+    trust_calibration: str = "teacher"
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -100,6 +104,7 @@ class ExperimentConfig:
             ("bayes", ("nuts", "sgld")),
             ("key_schedule", KEY_SCHEDULES),
             ("chain_starts", CHAIN_STARTS),
+            ("trust_calibration", TRUST_CALIBRATIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -61,7 +61,9 @@ def learned_trust(
         key,
         labelled,
         data.y_train,
-        hyperprior=TrustHyperprior(concentration=config.concentration),
+        hyperprior=TrustHyperprior(
+            concentration=config.concentration, calibration=config.trust_calibration
+        ),
         temperature=config.temperature,
         num_warmup=config.trust_warmup,
         num_draws=config.trust_draws,

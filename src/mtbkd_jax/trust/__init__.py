@@ -1,8 +1,8 @@
 """Learned teacher trust: each teacher's calibration ``tau_m``, concentration ``lambda_m``
 (per consensus class) and mixing weights, learned from labelled data.
 
-* :mod:`mtbkd_jax.trust.sites`: the trust sites, the prior's constants under a trust, and the
-  label models that make labels evidence about trust.
+* :mod:`mtbkd_jax.trust.sites`: the trust sites and the prior's constants under a trust.
+* :mod:`mtbkd_jax.trust.labels`: the label models that make labels evidence about trust.
 * :mod:`mtbkd_jax.trust.fit`: :func:`fit_teacher_trust` (the cut posterior of trust) and the
   :class:`TrustPosterior` it returns, which :class:`~mtbkd_jax.MTBKDModel` takes as ``trust=``.
 * :mod:`mtbkd_jax.trust.factor`: :func:`trusted_prior_factor`, the teacher prior under sampled
@@ -28,19 +28,22 @@ from mtbkd_jax.trust.fit import (
     resolve_trust,
     trust_description,
 )
+from mtbkd_jax.trust.labels import (
+    label_log_likelihood,
+    label_log_probs,
+    mixing_weight_model,
+    teacher_label_log_likelihood,
+    teacher_trust_model,
+)
 from mtbkd_jax.trust.sites import (
+    TRUST_CALIBRATIONS,
     TRUST_WEIGHT_RULES,
     TrustedTeachers,
     TrustHyperprior,
     TrustValues,
     calibrated_log_probs,
     consensus_class,
-    label_log_likelihood,
-    label_log_probs,
-    mixing_weight_model,
     sample_trust,
-    teacher_label_log_likelihood,
-    teacher_trust_model,
     trusted_teacher_prior,
 )
 
@@ -50,6 +53,7 @@ __all__ = [
     "TrustHyperprior",
     "TrustValues",
     "TRUST_WEIGHT_RULES",
+    "TRUST_CALIBRATIONS",
     "TrustedTeachers",
     "calibrated_log_probs",
     "consensus_class",

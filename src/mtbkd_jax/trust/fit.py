@@ -42,14 +42,13 @@ from numpyro.infer import MCMC, NUTS
 from mtbkd_jax._checks import as_labels
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
 from mtbkd_jax.trust.sites import (
     TRUST_WEIGHT_RULES,
     TrustedTeachers,
     TrustHyperprior,
     TrustValues,
     consensus_class,
-    mixing_weight_model,
-    teacher_trust_model,
     trusted_teacher_prior,
 )
 
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrustPosterior", "fit_teacher_trust", "resolve_trust", "trust_description"]
 
-_SITES = ("temperature", "concentration", "weight_bias", "weight_slope")
+_SITES = ("temperature", "concentration", "weight_bias", "weight_slope", "temperature_slope")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +66,8 @@ class TrustPosterior:
 
     Attributes:
         draws: ``{"temperature": (S, M), "concentration": (S, M, K), "weight_bias": (S, M),
-            "weight_slope": (S,)}`` (chains flattened).
+            "weight_slope": (S,), "temperature_slope": (S, M)}`` (chains flattened; the slopes
+            are zero unless the hyperprior's ``calibration`` is ``"confidence"``).
         hyperprior: the hyperpriors they were drawn under.
         teacher_names: the teachers, in order.
         temperature: the prior's ``T`` used in the label model.
@@ -88,12 +88,19 @@ class TrustPosterior:
     def point(self) -> TrustValues:
         """The posterior median of every trust number."""
         return TrustValues(
-            *(jnp.asarray(np.median(self.draws[name], axis=0), jnp.float32) for name in _SITES)
+            *(jnp.asarray(np.median(self._site(name), axis=0), jnp.float32) for name in _SITES)
         )
 
     def draw(self, index: int) -> TrustValues:
         """Draw ``index`` of the trust."""
-        return TrustValues(*(jnp.asarray(self.draws[name][index], jnp.float32) for name in _SITES))
+        return TrustValues(*(jnp.asarray(self._site(name)[index], jnp.float32) for name in _SITES))
+
+    def _site(self, name: str) -> np.ndarray:
+        """The draws of ``name``; zero slopes where draws of them are absent (a trust of one
+        temperature per teacher)."""
+        if name == "temperature_slope" and name not in self.draws:
+            return np.zeros_like(self.draws["temperature"])
+        return self.draws[name]
 
     def interval(self, name: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """The central ``level`` interval of the site ``name`` (e.g. ``"temperature"``)."""
@@ -132,6 +139,8 @@ class TrustPosterior:
                     self.draws["concentration"][:, m], axis=0
                 ).tolist(),
             }
+            if self.hyperprior.calibration == "confidence":
+                row["temperature_slope"] = float(np.median(self.draws["temperature_slope"][:, m]))
             if self.hyperprior.weight_rule == "learned":
                 row["weight_bias"] = float(np.median(self.draws["weight_bias"][:, m]))
             rows.append(row)
@@ -146,6 +155,11 @@ class TrustPosterior:
             "hyperprior": self.hyperprior.description,
             "temperature": np.asarray(point.temperature).round(6).tolist(),
             "concentration": np.asarray(point.concentration).round(6).tolist(),
+            **(
+                {"temperature_slope": np.asarray(point.temperature_slope).round(6).tolist()}
+                if self.hyperprior.calibration == "confidence"
+                else {}
+            ),
             "num_draws": self.num_draws,
         }
 
@@ -205,6 +219,8 @@ def fit_teacher_trust(
     key_calibration, key_weights = jax.random.split(rng_key)
     draws, rhat = _nuts(key_calibration, teacher_trust_model, data, common, settings, progress_bar)
     size = int(num_chains) * int(num_draws)
+    if "temperature_slope" not in draws:
+        draws["temperature_slope"] = np.zeros((size, teachers.num_teachers), np.float32)
     draws["weight_bias"] = np.zeros((size, teachers.num_teachers), np.float32)
     draws["weight_slope"] = np.zeros((size,), np.float32)
     if hyperprior.weight_rule == "learned":
@@ -306,7 +322,9 @@ def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict
     if isinstance(trust, TrustPosterior):
         return trust.description
     if isinstance(trust, TrustValues):
-        values = {k: np.asarray(v).round(6).tolist() for k, v in trust._asdict().items()}
+        values = {
+            k: np.asarray(v).round(6).tolist() for k, v in trust._asdict().items() if v is not None
+        }
         return {"kind": "given", **values}
     assert hyperprior is not None  # joint
     return {"kind": "joint", "hyperprior": hyperprior.description}

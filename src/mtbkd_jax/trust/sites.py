@@ -11,6 +11,13 @@ which is not the most reliable one. Trust that matters acts on what shapes the D
 * ``tau_m > 0``, teacher ``m``'s **calibration temperature**: its log-probabilities become
   ``log_softmax(log p_m / tau_m)`` before anything uses them (soft labels and entropies alike);
   ``tau > 1`` softens an over-confident teacher, ``tau < 1`` sharpens an under-confident one.
+  With ``calibration="confidence"`` the temperature also depends on the input, through the
+  teacher's own confidence there: ``log tau_im = log tau_m + kappa_m (u_im - 1/2)`` with
+  ``u_im = H(p_im) / log C`` the normalised entropy of its raw prediction (entropy-based
+  adaptive temperature scaling, as Balanya et al. 2024). ``kappa_m > 0`` flattens the teacher
+  further where it is already unsure and leaves it sharp where it is sure: a teacher that is
+  reliable in one region of the inputs and guesses elsewhere (an expert of its sector, not of
+  a class) is described by where it is confident, which a per-class ``lambda`` cannot say.
 * ``lambda_{m,k} >= 0``, teacher ``m``'s **concentration** on the examples whose *consensus
   class* is ``k`` (the argmax of the teachers' mean probabilities: label-free, so it exists on
   unlabelled transfer inputs too); with ``per_class=False`` one ``lambda_m`` per teacher. A
@@ -21,25 +28,15 @@ which is not the most reliable one. Trust that matters acts on what shapes the D
   and ``b = 0`` the ``softmax`` rule; a fixed rule (``"paper"``, ``"uniform"``, ...) stays
   available, computed on the calibrated teachers.
 
-The fixed model is the special case ``tau = 1`` and ``lambda = lambda_0`` with a fixed weight
-rule (:meth:`TrustValues.fixed`).
+The fixed model is the special case ``tau = 1``, ``kappa = 0`` and ``lambda = lambda_0`` with a
+fixed weight rule (:meth:`TrustValues.fixed`).
 
-**How labels inform trust.** The Dirichlet mixture is a prior on an example's class-probability
-vector ``pi_i``; a label is a draw from it: ``y_i ~ Cat(pi_i)``. Integrating ``pi_i`` out gives
-
-    P(y_i = c | trust) = sum_m w_im (1 + lambda_im p_imc) / (C + lambda_im)
-
-(:func:`label_log_likelihood`): each teacher's calibrated soft label smoothed toward uniform by
-its concentration, mixed by the weights. With one label per example only this mean is
-identified: ``lambda`` is learned as how far a teacher's soft label should be trusted over the
-uniform distribution, ``tau`` as its calibration, the weights as which teacher to follow.
-:func:`mtbkd_jax.trust.fit_teacher_trust` samples this *label model* (see there for why the cut,
-modular posterior is the default, and :class:`~mtbkd_jax.MTBKDModel` for the joint one).
+How labels inform trust: :mod:`mtbkd_jax.trust.labels`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -58,6 +55,7 @@ from mtbkd_jax.weighting import (
 
 __all__ = [
     "TRUST_WEIGHT_RULES",
+    "TRUST_CALIBRATIONS",
     "TrustHyperprior",
     "TrustValues",
     "TrustedTeachers",
@@ -65,14 +63,10 @@ __all__ = [
     "calibrated_log_probs",
     "sample_trust",
     "trusted_teacher_prior",
-    "label_log_probs",
-    "label_log_likelihood",
-    "teacher_label_log_likelihood",
-    "mixing_weight_model",
-    "teacher_trust_model",
 ]
 
 TRUST_WEIGHT_RULES = ("learned", "paper", "uniform", "inverse_entropy", "softmax")
+TRUST_CALIBRATIONS = ("teacher", "confidence")
 
 
 @dataclass(frozen=True)
@@ -90,6 +84,13 @@ class TrustHyperprior:
             rule of :data:`TRUST_WEIGHT_RULES` computed on the calibrated teachers.
         weight_slope_scale: the standard deviation of ``alpha``'s Normal prior.
         weight_bias_scale: the standard deviation of each ``b_m``'s Normal prior.
+        calibration: ``"teacher"`` (one temperature per teacher) or ``"confidence"`` (each
+            teacher's temperature also moves with its own normalised entropy on the input,
+            ``log tau_im = log tau_m + kappa_m (u_im - 1/2)``; the slopes ``kappa_m`` are
+            sampled).
+        temperature_slope_scale: the standard deviation of each ``kappa_m``'s Normal prior (2:
+            between a sure and an unsure prediction, ``tau`` may change by a factor of
+            ``e^4`` at two prior standard deviations).
     """
 
     concentration: float = 10.0
@@ -99,6 +100,8 @@ class TrustHyperprior:
     weight_rule: str = "learned"
     weight_slope_scale: float = 3.0
     weight_bias_scale: float = 1.0
+    calibration: str = "teacher"
+    temperature_slope_scale: float = 2.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -107,11 +110,16 @@ class TrustHyperprior:
             "temperature_spread",
             "weight_slope_scale",
             "weight_bias_scale",
+            "temperature_slope_scale",
         ):
             require_positive(getattr(self, name), name)
         if self.weight_rule not in TRUST_WEIGHT_RULES:
             raise ValueError(
                 f"weight_rule must be one of {TRUST_WEIGHT_RULES}, got {self.weight_rule!r}"
+            )
+        if self.calibration not in TRUST_CALIBRATIONS:
+            raise ValueError(
+                f"calibration must be one of {TRUST_CALIBRATIONS}, got {self.calibration!r}"
             )
 
     @property
@@ -128,12 +136,15 @@ class TrustValues(NamedTuple):
         concentration: ``lambda``, shape (M, K) (K = C per class, else 1).
         weight_bias: ``b``, shape (M,) (ignored by a fixed weight rule).
         weight_slope: ``alpha``, shape () (ignored by a fixed weight rule).
+        temperature_slope: ``kappa``, shape (M,), the slope of ``log tau`` in the teacher's
+            normalised entropy; ``None`` means zero (one temperature per teacher).
     """
 
     temperature: jax.Array
     concentration: jax.Array
     weight_bias: jax.Array
     weight_slope: jax.Array
+    temperature_slope: jax.Array | None = None
 
     @classmethod
     def fixed(cls, num_teachers: int, concentration: float) -> TrustValues:
@@ -143,6 +154,7 @@ class TrustValues(NamedTuple):
             jnp.full((num_teachers, 1), float(concentration)),
             jnp.zeros(num_teachers),
             jnp.zeros(()),
+            jnp.zeros(num_teachers),
         )
 
 
@@ -151,13 +163,23 @@ def consensus_class(log_probs: jax.Array) -> jax.Array:
     return jnp.argmax(logsumexp(log_probs, axis=0), axis=-1).astype(jnp.int32)
 
 
-def calibrated_log_probs(log_probs: jax.Array, temperature: jax.Array) -> jax.Array:
-    """``log_softmax(log p_m / tau_m)`` for (M, N, C) log-probabilities and ``tau`` (M,).
+def calibrated_log_probs(
+    log_probs: jax.Array, temperature: jax.Array, slope: jax.Array | None = None
+) -> jax.Array:
+    """``log_softmax(log p_m / tau_im)`` for (M, N, C) log-probabilities and ``tau`` (M,).
 
-    A class of probability zero (``log p = -inf``) keeps probability zero at every ``tau``, with
-    a zero gradient (dividing ``-inf`` by ``tau`` would make the gradient in ``tau`` NaN)."""
+    ``tau_im = tau_m`` without ``slope``; with ``slope`` (``kappa``, (M,)),
+    ``log tau_im = log tau_m + kappa_m (H(p_im) / log C - 1/2)`` (the raw prediction's
+    normalised entropy). A class of probability zero (``log p = -inf``) keeps probability zero
+    at every ``tau``, with a zero gradient (dividing ``-inf`` by ``tau`` would make the gradient
+    in ``tau`` NaN)."""
     zero = jnp.isneginf(log_probs)
-    scaled = jnp.where(zero, 0.0, log_probs) / temperature[:, None, None]
+    tau = temperature[:, None, None]
+    if slope is not None:
+        num_classes = log_probs.shape[-1]
+        normalised = jnp.clip(_entropy(log_probs) / jnp.log(float(num_classes)), 0.0, 1.0)
+        tau = tau * jnp.exp(slope[:, None, None] * (normalised[..., None] - 0.5))
+    scaled = jnp.where(zero, 0.0, log_probs) / tau
     return jax.nn.log_softmax(jnp.where(zero, -jnp.inf, scaled), axis=-1)
 
 
@@ -166,17 +188,30 @@ def sample_trust(
     num_teachers: int,
     num_classes: int,
     prefix: str = "trust",
-    sites: tuple[str, ...] = ("temperature", "concentration", "weight_bias", "weight_slope"),
+    sites: tuple[str, ...] = (
+        "temperature",
+        "concentration",
+        "weight_bias",
+        "weight_slope",
+        "temperature_slope",
+    ),
 ) -> TrustValues:
-    """Sample the trust sites ``<prefix>.temperature`` (M,), ``<prefix>.concentration`` (M, K)
-    and, for the learned weight link, ``<prefix>.weight_bias`` (M,) and
-    ``<prefix>.weight_slope`` () in the enclosing NumPyro model (outside any data plate);
-    ``sites`` limits which are sampled (the others take the fixed model's values)."""
+    """Sample the trust sites ``<prefix>.temperature`` (M,), ``<prefix>.concentration`` (M, K),
+    for ``calibration="confidence"`` ``<prefix>.temperature_slope`` (M,) and, for the learned
+    weight link, ``<prefix>.weight_bias`` (M,) and ``<prefix>.weight_slope`` () in the
+    enclosing NumPyro model (outside any data plate); ``sites`` limits which are sampled (the
+    others take the fixed model's values)."""
     h = hyperprior
     num_groups = num_classes if h.per_class else 1
     fixed = TrustValues.fixed(num_teachers, h.concentration)
     temperature, concentration = fixed.temperature, fixed.concentration
     bias, slope = fixed.weight_bias, fixed.weight_slope
+    temperature_slope = None
+    if h.calibration == "confidence" and "temperature_slope" in sites:
+        temperature_slope = numpyro.sample(
+            f"{prefix}.temperature_slope",
+            dist.Normal(0.0, h.temperature_slope_scale).expand([num_teachers]).to_event(1),
+        )
     if "temperature" in sites:
         temperature = numpyro.sample(
             f"{prefix}.temperature",
@@ -196,7 +231,7 @@ def sample_trust(
         )
     if h.weight_rule == "learned" and "weight_slope" in sites:
         slope = numpyro.sample(f"{prefix}.weight_slope", dist.Normal(0.0, h.weight_slope_scale))
-    return TrustValues(temperature, concentration, bias, slope)
+    return TrustValues(temperature, concentration, bias, slope, temperature_slope)
 
 
 def _entropy(log_probs: jax.Array) -> jax.Array:
@@ -249,7 +284,7 @@ def trusted_teacher_prior(
         A :class:`~mtbkd_jax.TeacherPrior` (N, M, C), usable by
         :func:`~mtbkd_jax.teacher_prior_factor` and :func:`label_log_likelihood`.
     """
-    calibrated = calibrated_log_probs(log_probs, values.temperature)
+    calibrated = calibrated_log_probs(log_probs, values.temperature, values.temperature_slope)
     tempered = jax.nn.log_softmax(calibrated / temperature, axis=-1)
     concentration = values.concentration
     if concentration.shape[-1] == 1:
@@ -264,37 +299,6 @@ def trusted_teacher_prior(
         log_weights,
         jnp.asarray(temperature, jnp.float32),
     )
-
-
-def _log_means(prior: TeacherPrior) -> jax.Array:
-    """``log E[pi_c] = log (1 + s_mc) / (C + sum_c s_mc)`` per teacher, (N, M, C)."""
-    scaled = prior.scaled_probs
-    return jnp.log1p(scaled) - jnp.log(scaled.shape[-1] + scaled.sum(-1, keepdims=True))
-
-
-def label_log_probs(prior: TeacherPrior) -> jax.Array:
-    """``log P(y_i = c | trust) = log sum_m w_im (1 + s_imc) / (C + sum_c' s_imc')``, (N, C).
-
-    The probability of each class when the example's class-probability vector is drawn from
-    the teacher mixture (``s = lambda p``, the prior's ``scaled_probs``), in log space.
-    """
-    return logsumexp(prior.log_weights[..., None] + _log_means(prior), axis=1)
-
-
-def label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.Array:
-    """``log P(y_i | trust)`` of the labels (N,) under the mixture (:func:`label_log_probs`)."""
-    log_class = label_log_probs(prior)
-    return jnp.take_along_axis(log_class, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
-def teacher_label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.Array:
-    """``log (1 + s_imy) / (C + lambda_im)`` of each label under each teacher alone, (N, M):
-    the label's probability when its class-probability vector is drawn from teacher ``m``'s
-    Dirichlet."""
-    index = jnp.broadcast_to(
-        labels[:, None, None].astype(jnp.int32), prior.scaled_probs.shape[:2] + (1,)
-    )
-    return jnp.take_along_axis(_log_means(prior), index, axis=2)[..., 0]
 
 
 class TrustedTeachers(NamedTuple):
@@ -331,69 +335,3 @@ class TrustedTeachers(NamedTuple):
             temperature=temperature,
             weight_rule=weight_rule,
         )
-
-
-def teacher_trust_model(
-    log_probs: jax.Array,
-    labels: jax.Array | None = None,
-    *,
-    consensus: jax.Array | None = None,
-    hyperprior: TrustHyperprior | None = None,
-    temperature: float = 1.0,
-) -> None:
-    """The label model of each teacher's calibration and concentration (stage 1 of the cut).
-
-    ``tau, lambda ~ hyperprior`` and, for every teacher ``m`` *on its own*,
-    ``y_i ~ Cat((1 + lambda_im p_im(tau_m)) / (C + lambda_im))``: each teacher's trust is
-    learned from how well that teacher alone predicts the labels (as an annotator's reliability
-    in Dawid & Skene's model), so an unreliable teacher cannot hide behind a reliable one, and
-    each teacher's numbers use each label once. The mixing weights are stage 2
-    (:func:`mixing_weight_model`).
-
-    Args:
-        log_probs: the teachers' log-probabilities on the labelled inputs, (M, N, C).
-        labels: the labels (N,), or ``None`` to simulate them (one set per teacher, as the model
-            says; prior predictive and simulation-based calibration).
-        consensus: the consensus classes (default: from ``log_probs``).
-        hyperprior: the trust hyperpriors (default :class:`TrustHyperprior`).
-        temperature: the prior's ``T``.
-    """
-    hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
-    num_teachers, num_examples, num_classes = log_probs.shape
-    consensus = consensus_class(log_probs) if consensus is None else consensus
-    calibration = replace(hyperprior, weight_rule="uniform")
-    values = sample_trust(calibration, num_teachers, num_classes)
-    prior = trusted_teacher_prior(
-        log_probs, consensus, values, temperature=temperature, weight_rule="uniform"
-    )
-    observed = None if labels is None else jnp.broadcast_to(labels, (num_teachers, num_examples))
-    with numpyro.plate("teachers", num_teachers, dim=-2), numpyro.plate("labelled", num_examples):
-        log_means = jnp.moveaxis(_log_means(prior), 0, 1)  # (M, N, C)
-        numpyro.sample("y", dist.Categorical(logits=log_means), obs=observed)
-
-
-def mixing_weight_model(
-    log_probs: jax.Array,
-    labels: jax.Array | None,
-    values: TrustValues,
-    *,
-    consensus: jax.Array | None = None,
-    hyperprior: TrustHyperprior | None = None,
-    temperature: float = 1.0,
-) -> None:
-    """The label model of the learned weight link (stage 2 of the cut), given the teachers'
-    calibration and concentrations ``values`` from stage 1: ``b, alpha ~ hyperprior``,
-    ``y_i ~ Cat(sum_m w_im (1 + lambda_im p_im) / (C + lambda_im))`` (:func:`label_log_probs`).
-    """
-    hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
-    num_teachers, num_examples, num_classes = log_probs.shape
-    consensus = consensus_class(log_probs) if consensus is None else consensus
-    link = sample_trust(
-        hyperprior, num_teachers, num_classes, sites=("weight_bias", "weight_slope")
-    )
-    values = values._replace(weight_bias=link.weight_bias, weight_slope=link.weight_slope)
-    prior = trusted_teacher_prior(
-        log_probs, consensus, values, temperature=temperature, weight_rule="learned"
-    )
-    with numpyro.plate("labelled", num_examples):
-        numpyro.sample("y", dist.Categorical(logits=label_log_probs(prior)), obs=labels)
