@@ -93,7 +93,7 @@ class SamplerRun:
         """``(carry, chain_keys, keep_key, epochs, orders, estimator, predict) -> (carry,
         observed)``, jitted and vectorised over chains (on a mesh: under ``shard_map``, the
         estimator's minibatch split over the ``data`` axis)."""
-        settings, schedule, logits_fn = self.settings, self.schedule, self.logits_fn
+        settings = self.settings
         loop = EpochLoop(
             self.placement.loop_plates(self.plan.plates),  # a device's own rows, if sharded
             self.plan.steps_per_epoch,
@@ -111,39 +111,46 @@ class SamplerRun:
             estimator: GradientEstimator,
             predict: jax.Array | None,
         ) -> tuple[Carry, dict[str, Any]]:
-            kernel = self.make_kernel(estimator)
-
-            def step(
-                key: jax.Array,
-                carry: Carry,
-                batch: dict[str, jax.Array],
-                global_step: jax.Array | int,
-            ) -> tuple[Carry, PyTree]:
-                state, info = kernel.step(key, carry.kernel, batch, schedule(global_step))
-                return carry._replace(kernel=state), info
-
-            def observe(
-                carry: Carry, info: PyTree, epoch: jax.Array
-            ) -> tuple[Carry, dict[str, Any]]:
-                exploring = getattr(info, "exploring", jnp.zeros((), bool))
-                valid = (epoch >= settings.num_burnin_epochs) & ~exploring
-                position = carry.kernel.position
-                stream = carry.stream
-                if stream is not None:
-                    assert logits_fn is not None  # a stream needs it (checked by run_sgmcmc)
-                    logits = logits_fn(estimator.constrain(position), predict)
-                    stream = stream.update(logits, valid)
-                out = {"valid": valid, "step_size": info.step_size}
-                if settings.keep_draws:
-                    out["position"] = position
-                return carry._replace(stream=stream), out
-
+            step, observe = self._step_and_observe(estimator, predict)
             batch = estimator.first_batch()
             shapes = jax.eval_shape(step, chain_key, carry, batch, 0)[1]
             info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             return loop.run(step, carry, info, chain_key, keep_key, epochs, orders, observe)
 
         return self.placement.program(run_epochs, (0, 0, None, None, ORDERS, SHARDED, None))
+
+    def _step_and_observe(
+        self, estimator: GradientEstimator, predict: jax.Array | None
+    ) -> tuple[Callable, Callable]:
+        """One chain's ``step(key, carry, minibatch, global_step) -> (carry, info)`` (the
+        kernel's step at the schedule's step size) and ``observe(carry, info, epoch, real=True)
+        -> (carry, out)`` at a kept step (``real=False``: a padded slot, never valid)."""
+        settings, schedule, logits_fn = self.settings, self.schedule, self.logits_fn
+        kernel = self.make_kernel(estimator)
+
+        def step(
+            key: jax.Array, carry: Carry, batch: Any, global_step: jax.Array | int
+        ) -> tuple[Carry, PyTree]:
+            state, info = kernel.step(key, carry.kernel, batch, schedule(global_step))
+            return carry._replace(kernel=state), info
+
+        def observe(
+            carry: Carry, info: PyTree, epoch: jax.Array, real: jax.Array | bool = True
+        ) -> tuple[Carry, dict[str, Any]]:
+            exploring = getattr(info, "exploring", jnp.zeros((), bool))
+            valid = (epoch >= settings.num_burnin_epochs) & ~exploring & real
+            position = carry.kernel.position
+            stream = carry.stream
+            if stream is not None:
+                assert logits_fn is not None  # a stream needs it (checked by run_sgmcmc)
+                logits = logits_fn(estimator.constrain(position), predict)
+                stream = stream.update(logits, valid)
+            out = {"valid": valid, "step_size": info.step_size}
+            if settings.keep_draws:
+                out["position"] = position
+            return carry._replace(stream=stream), out
+
+        return step, observe
 
     # ------------------------------------------------------------------ the host loop
     def resume_or_start(

@@ -10,6 +10,10 @@ writes.
 
 A step is ``step_fn(rng_key, state, minibatch, global_step) -> (state, info)``: a kernel's
 ``step`` with its step size looked up from the schedule, or an optimiser's update.
+
+:meth:`EpochLoop.run_steps` runs any range of global steps instead of whole epochs, each step's
+minibatch given (a streamed run's rows, gathered on the host: :mod:`mtbkd_jax.infer.streaming`),
+with the same noise keys, the same kept steps and the same global step numbers as :meth:`run`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ if TYPE_CHECKING:
 
     # step_fn(rng_key, state, minibatch, global_step) -> (state, info)
     StepFn = Callable[[jax.Array, Any, dict[str, jax.Array], Any], tuple[Any, Any]]
-    # observe(state, info, epoch) -> (state, out)
-    ObserveFn = Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+    # observe(state, info, epoch[, real]) -> (state, out); real=False: a padded slot, not valid
+    ObserveFn = Callable[..., tuple[Any, Any]]
 
 __all__ = ["EpochLoop", "keep_positions", "epoch_noise_key"]
 
@@ -182,3 +186,49 @@ class EpochLoop:
             return state, observed
 
         return jax.lax.scan(epoch_fn, state, (epochs, orders, kept_steps))
+
+    def run_steps(
+        self,
+        step_fn: StepFn,
+        state: PyTree,
+        info: PyTree,
+        chain_key: jax.Array,
+        first_step: jax.Array,
+        kept: jax.Array,
+        real: jax.Array,
+        batches: PyTree,
+        observe: ObserveFn,
+    ) -> tuple[PyTree, PyTree]:
+        """Run global steps ``first_step .. first_step + S - 1`` for one chain, step ``j``'s
+        minibatch being ``batches``' entry ``j`` (every leaf has a leading axis of length S).
+
+        ``kept`` (K,) holds the kept steps' positions within the range, sorted; entries where
+        ``real`` is false are padding (equal to the last real entry, or -1 where there is none)
+        and observed as not valid. Step ``g`` of epoch ``e = g // steps_per_epoch`` takes the
+        noise key and global step of :meth:`run`'s step ``g - e * steps_per_epoch`` of that
+        epoch. Returns ``(state, outs)``, outs stacked as (K, ...). Not with
+        ``partial_last_batch``."""
+        if self.partial:
+            raise ValueError("run_steps does not support partial_last_batch")
+        num_steps = jax.tree.leaves(batches)[0].shape[0]
+
+        def body(j: jax.Array, carry: tuple[PyTree, PyTree]) -> tuple[PyTree, PyTree]:
+            step = first_step + j
+            epoch = step // self.steps_per_epoch
+            in_epoch = step - epoch * self.steps_per_epoch
+            key = jax.random.fold_in(epoch_noise_key(chain_key, epoch), in_epoch)
+            batch = jax.tree.map(lambda rows: rows[j], batches)
+            return step_fn(key, carry[0], batch, epoch * self.steps_per_epoch + in_epoch)
+
+        def segment(
+            state: PyTree, xs: tuple[jax.Array, jax.Array, jax.Array]
+        ) -> tuple[PyTree, PyTree]:
+            start, stop, is_real = xs
+            state, last_info = jax.lax.fori_loop(start, stop, body, (state, info))
+            epoch = (first_step + stop - 1) // self.steps_per_epoch
+            return observe(state, last_info, epoch, is_real)
+
+        starts = jnp.concatenate([jnp.zeros(1, kept.dtype), kept[:-1] + 1])
+        state, observed = jax.lax.scan(segment, state, (starts, kept + 1, real))
+        state, _ = jax.lax.fori_loop(kept[-1] + 1, num_steps, body, (state, info))
+        return state, observed

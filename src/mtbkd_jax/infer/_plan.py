@@ -51,8 +51,9 @@ _COUNTS = {
     "chunk_epochs": 1,
     "batch_size": 1,
     "prior_batch_size": 1,
+    "chunk_steps": 1,
 }
-_FLAGS = ("random_draw_positions", "keep_draws", "partial_last_batch")
+_FLAGS = ("random_draw_positions", "keep_draws", "partial_last_batch", "stream")
 
 
 def checked_arguments(arguments: dict) -> dict:
@@ -165,8 +166,8 @@ def fingerprint(
     model: Callable,
     plan: MinibatchPlan,
     rng_key: jax.Array,
-    features: jax.Array,
-    labels: jax.Array | None,
+    features: jax.Array | np.ndarray,
+    labels: jax.Array | np.ndarray | None,
     predict: jax.Array | None,
     init_params: dict[str, Any] | list[dict[str, Any]] | None,
     schedule: Callable,
@@ -175,6 +176,7 @@ def fingerprint(
     warm_start_steps: int,
     probe: dict,
     num_strata: int = 1,
+    streamed: bool = False,
 ) -> RunFingerprint:
     """Everything the draws depend on (:mod:`mtbkd_jax.infer.fingerprint`).
 
@@ -186,7 +188,10 @@ def fingerprint(
     blocks=D)``), the same value whether one process holds every row or each process only
     its own; the mesh's ``chains`` axis and the number of processes are left out. So a run
     checkpointed by 2 processes x 2 devices resumes in 1 process x 4 devices, and the
-    reverse."""
+    reverse.
+
+    ``streamed``: a ``stream=True`` run (recorded when true; its probe reads one minibatch,
+    :func:`~mtbkd_jax.infer.streaming.streamed_probe`), resumed only by a streamed run."""
     exact = {
         **{k: v for k, v in settings.items() if k != "step_size"},
         "step_size_values": schedule_values(schedule, total_steps),
@@ -209,4 +214,6 @@ def fingerprint(
     }
     if num_strata > 1:
         exact["minibatch_strata"] = int(num_strata)
+    if streamed:
+        exact["streamed"] = True
     return RunFingerprint(exact, probe)

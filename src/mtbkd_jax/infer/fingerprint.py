@@ -325,7 +325,7 @@ def _short(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def model_description(model: Any, plan: MinibatchPlan, features: jax.Array) -> dict:
+def model_description(model: Any, plan: MinibatchPlan, features: jax.Array | np.ndarray) -> dict:
     """The model's identity, settings, sites, constants and base prior (by value), for the
     fingerprint."""
     out = {

@@ -10,7 +10,8 @@ minibatch orders drawn on the host ahead of the device, chains vectorised with `
 sharded over local devices (or over a mesh's ``chains`` axis, each minibatch split over its
 ``data`` axis: :mod:`mtbkd_jax.infer.mesh`), chunks of epochs inside one ``jit`` call (between
 chunks: progress, checkpoint, NaN check), thinning, and the posterior predictive streamed over
-draws.
+draws. With ``stream=True`` the data stay on the host and each chunk's minibatch rows are
+streamed to the device (:mod:`mtbkd_jax.infer.streaming`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import jax
+import numpy as np
 import optax
 from tqdm.auto import tqdm
 
@@ -37,6 +39,7 @@ from mtbkd_jax.infer._plan import (
 from mtbkd_jax.infer._records import SGMCMCSettings
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
 from mtbkd_jax.infer._start import first_chain, probe, starting_positions
+from mtbkd_jax.infer._stream_driver import StreamedRun
 from mtbkd_jax.infer.checkpoint import Checkpoint
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, minibatch_plan
 from mtbkd_jax.infer.mesh import MeshPlacement, check_mesh
@@ -47,6 +50,7 @@ from mtbkd_jax.infer.stratified import (
     check_sharded_plates,
     data_on_mesh,
 )
+from mtbkd_jax.infer.streaming import check_stream_arguments, streamed_data, streamed_probe
 from mtbkd_jax.infer.warm_start import adamw_optimizer
 
 if TYPE_CHECKING:
@@ -91,6 +95,8 @@ def run_sgmcmc(
     logits_fn: Callable | None = None,
     mesh: Mesh | None = None,
     shard_data: bool = False,
+    stream: bool = False,
+    chunk_steps: int | None = None,
 ) -> Posterior:
     """Sample ``model(inputs, labels, **model_kwargs)`` with minibatch SG-MCMC.
 
@@ -182,10 +188,29 @@ def run_sgmcmc(
             same ``D``). The data may be global arrays of which this process holds only its
             rows (several processes: :mod:`mtbkd_jax.infer.multiprocess`). ``D`` must divide
             every plate's length and minibatch size; not with ``partial_last_batch``.
+        stream: stream the data from the host (:mod:`mtbkd_jax.infer.streaming`): ``inputs``,
+            ``labels`` and every array keyword argument with a subsampled plate's length stay
+            where they are (NumPy arrays, or ``np.load(path, mmap_mode="r")`` memory maps of
+            files larger than memory); each chunk's minibatch rows are gathered on the host
+            and transferred while the device runs the previous chunk, so the device holds two
+            chunks' rows, never N. The same draws as without it (to float32 rounding; equal
+            in the tests). The inputs must be the student's features (no feature extractor).
+            Not with ``mesh``, ``shard_data``, ``warm_start_epochs``, ``partial_last_batch``
+            or ``step_size="auto"``; the posterior holds no training inputs (its pointwise
+            log-likelihood would need every row), and its checkpoint resumes only a streamed
+            run.
+        chunk_steps: with ``stream``, steps per jitted call (default ``chunk_epochs`` epochs'
+            steps); it may end inside an epoch (an epoch of millions of rows needs that), and
+            a checkpoint then records the next step. Device memory per chunk: ``2 x
+            num_chains x chunk_steps x |B|`` rows of every streamed array.
 
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
+    if stream:
+        check_stream_arguments(**locals())
+    elif chunk_steps is not None:
+        raise ValueError("chunk_steps applies to stream=True; pass chunk_epochs instead")
     auto = _auto_step_size(step_size, checkpoint_path)
     arguments = checked_arguments({**locals(), "step_size": 1.0 if auto else step_size})
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
@@ -198,16 +223,25 @@ def run_sgmcmc(
             {"inputs": inputs, "labels": labels, "model_kwargs": model_kwargs},
             "pass mesh= (a mesh over every process's devices) and shard_data=True",
         )
-    features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
-    plan = minibatch_plan(
-        model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
-    )
+    features: jax.Array | np.ndarray
+    if stream:
+        features, labels, plan, rows, streamed = streamed_data(
+            model, inputs, labels, model_kwargs, batch_size, prior_batch_size
+        )
+    else:
+        features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
+        plan = minibatch_plan(
+            model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
+        )
     check_draws_per_epoch(plan, draws_per_epoch)
     placement = _placement(mesh, shard_data, num_chains, plan)
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
     settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
-    estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
-    estimator = placement.sharded(estimator) if shard_data else estimator
+    if stream:
+        estimator: GradientEstimator = streamed
+    else:
+        estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
+        estimator = placement.sharded(estimator) if shard_data else estimator
     total_steps = settings.total_epochs * plan.steps_per_epoch
     schedule, exploring, cycle = step_schedules(
         sampler, arguments["step_size"], total_steps, num_cycles, exploration_fraction
@@ -230,11 +264,11 @@ def run_sgmcmc(
     start = starting_positions(model, estimator, plan, init_params, init_key, num_chains)
     if isinstance(placement, ShardedDataPlacement):  # is every array where the model needs it?
         check_data_layout(placement, estimator, first_chain(placement.to_host(start)))
-    run = SamplerRun(
+    run = (StreamedRun if stream else SamplerRun)(
         model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
         schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
-        labels=labels, features=features, model_kwargs=model_kwargs, start=start,
-        placement=placement, keep_key=keep_key,
+        labels=labels, features=None if stream else features, model_kwargs=model_kwargs,
+        start=start, placement=placement, keep_key=keep_key,
         chain_keys=jax.random.split(sample_key, num_chains), total_epochs=settings.total_epochs,
     )  # fmt: skip
     warm_optimizer = warm_start_optimizer or adamw_optimizer()
@@ -245,8 +279,8 @@ def run_sgmcmc(
             schedule=schedule, total_steps=total_steps,
             warm_start_optimizer=warm_optimizer if warm_start_epochs else None,
             warm_start_steps=warm_start_epochs * plan.steps_per_epoch,
-            probe=probe(estimator, start, logits_fn, predict),
-            num_strata=placement.num_strata,
+            probe=(streamed_probe if stream else probe)(estimator, start, logits_fn, predict),
+            num_strata=placement.num_strata, streamed=stream,
         )  # fmt: skip
     with tqdm(
         total=warm_start_epochs + settings.total_epochs,
@@ -255,6 +289,10 @@ def run_sgmcmc(
         disable=not progress_bar,
         leave=False,
     ) as bar:
+        if isinstance(run, StreamedRun):
+            run.rows, run.chunk_steps = rows, chunk_steps or chunk_epochs * plan.steps_per_epoch
+            carry, draws, first_step = run.resume_or_start_streamed(checkpoint, bar)
+            return run.sample_streamed(carry, draws, first_step, checkpoint, bar)
         carry, draws, first_epoch = run.resume_or_start(
             checkpoint, warm_optimizer, warm_key, warm_start_epochs, chunk_epochs, bar
         )

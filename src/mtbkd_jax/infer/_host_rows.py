@@ -1,0 +1,198 @@
+"""The host side of a streamed run: which arrays are streamed by which plate, each chunk's rows
+gathered on the host from the epochs' orders, and memory-mapped pages handed back.
+
+A streamed run's data (the inputs, the labels, the model's array keyword arguments) stay where
+the caller keeps them: NumPy arrays or ``np.load(path, mmap_mode="r")`` memory maps. Every leaf
+whose leading axis is a subsampled plate's length is *streamed* by that plate: for a chunk of
+``S`` steps, the rows each step will visit (the next ``|B|`` entries of its epoch's order, as
+:meth:`~mtbkd_jax.infer.minibatch.PlateSpec.indices` reads them on the device) are gathered into
+an array (chains, S, |B|, ...). Other leaves (a 0-d temperature, a small table) are *resident*:
+copied to the device once. Rows are cast as the device-resident path casts its data (the inputs
+and a transfer set's inputs to float32, labels to int32, anything else to JAX's default dtype
+of its kind), so a step sees the same values on both paths.
+
+Reading rows of a memory map maps their pages into the process (they count in its resident set
+until the kernel reclaims them); after every block of rows the gather hands them back
+(``madvise(MADV_DONTNEED)``: the file's pages stay in the page cache, the process's resident
+set stays bounded by a block), so a run over a file larger than memory keeps a flat footprint.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtbkd_jax.infer._loop import keep_positions
+from mtbkd_jax.infer._orders import EpochOrders
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer.minibatch import PlateSpec
+
+__all__ = ["HostRows", "OrdersCache", "kept_in_range", "release_pages", "check_finite_rows"]
+
+_BLOCK_ROWS = 1 << 14  # rows gathered (and memory-mapped pages released) at a time
+
+
+def release_pages(array: Any) -> None:
+    """Hand a memory map's pages back to the kernel (no-op for an array in memory)."""
+    base = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            if hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                base.madvise(mmap.MADV_DONTNEED)
+            return
+        mapped = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else None
+        base = mapped if mapped is not None else getattr(base, "base", None)
+
+
+def check_finite_rows(array: Any, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` if a floating host array holds NaN or inf,
+    reading it a block at a time (no copy of the whole array)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    step = max(1, (1 << 24) // max(1, array.dtype.itemsize * int(np.prod(array.shape[1:]))))
+    for start in range(0, array.shape[0], step):
+        block = np.asarray(array[start : start + step])
+        bad = ~np.isfinite(block)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = (where[0] + start, *where[1:])
+            raise ValueError(f"{name} must be finite; found a non-finite value at index {where}")
+        release_pages(array)
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: jit's cache key of an estimator
+class HostRows:
+    """The model's data for a streamed run, leaf by leaf.
+
+    Attributes:
+        treedef: the structure of ``(model_args, array model_kwargs)``.
+        roles: per leaf, the plate whose minibatches index it, or ``None`` (resident).
+        leaves: the host arrays (streamed) and device arrays (resident), per leaf.
+        dtypes: the dtype each leaf takes on the device.
+        plates: the subsampled plates (the first sets the epoch).
+    """
+
+    treedef: Any
+    roles: tuple[str | None, ...]
+    leaves: tuple[Any, ...]
+    dtypes: tuple[Any, ...]
+    plates: tuple[PlateSpec, ...]
+
+    @property
+    def streamed(self) -> tuple[int, ...]:
+        return tuple(i for i, role in enumerate(self.roles) if role is not None)
+
+    @property
+    def resident(self) -> tuple[Any, ...]:
+        return tuple(self.leaves[i] for i, role in enumerate(self.roles) if role is None)
+
+    def assemble(self, rows: tuple, resident: tuple) -> tuple[tuple, dict]:
+        """``(model_args, array kwargs)`` from a minibatch's streamed rows and the resident
+        leaves."""
+        rows_it, resident_it = iter(rows), iter(resident)
+        leaves = [next(resident_it) if r is None else next(rows_it) for r in self.roles]
+        args, arrays = jax.tree.unflatten(self.treedef, leaves)
+        return tuple(args), dict(arrays)
+
+    def take(self, indices: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Every streamed leaf's rows at ``indices`` (plate -> int array of any shape),
+        shaped ``indices.shape + row shape``, cast to the leaf's device dtype."""
+        out = []
+        for i in self.streamed:
+            leaf, index = self.leaves[i], indices[self.roles[i]]  # type: ignore[index]
+            flat = index.reshape(-1)
+            rows = np.empty((flat.shape[0], *leaf.shape[1:]), self.dtypes[i])
+            for start in range(0, flat.shape[0], _BLOCK_ROWS):
+                stop = start + _BLOCK_ROWS
+                rows[start:stop] = leaf[flat[start:stop]]
+                release_pages(leaf)
+            out.append(rows.reshape(*index.shape, *leaf.shape[1:]))
+        return tuple(out)
+
+    def first_rows(self) -> tuple[jax.Array, ...]:
+        """The rows ``0 .. |B| - 1`` of every plate (the device-resident path's
+        ``first_batch``), on the device."""
+        first = {p.name: np.arange(p.batch_size) for p in self.plates}
+        return tuple(jnp.asarray(r) for r in self.take(first))
+
+    def step_indices(
+        self, orders: Mapping[str, np.ndarray], first_epoch: int, start: int, stop: int
+    ) -> dict[str, np.ndarray]:
+        """The rows of global steps ``start .. stop - 1``: plate -> (chains, S, |B|), read from
+        ``orders`` (plate -> (chains, epochs, N) from ``first_epoch`` on)."""
+        spe = self.plates[0].size // self.plates[0].batch_size
+        steps = np.arange(start, stop)
+        epochs = steps // spe - first_epoch
+        out = {}
+        for plate in self.plates:
+            offset = (steps % spe)[:, None] * plate.batch_size + np.arange(plate.batch_size)
+            position = np.mod(offset, plate.size)
+            out[plate.name] = orders[plate.name][:, epochs[:, None], position]
+        return out
+
+
+class OrdersCache:
+    """The epochs' orders a streamed run's chunks read, each epoch drawn once however many
+    chunks it spans (:class:`~mtbkd_jax.infer._orders.EpochOrders`), the epochs before the
+    current chunk's dropped."""
+
+    def __init__(self, orders: EpochOrders) -> None:
+        self.orders = orders
+        self.epochs: dict[int, dict[str, np.ndarray]] = {}
+
+    def take(self, first: int, last: int) -> dict[str, np.ndarray]:
+        """Plate -> (chains, last - first + 1, N): the orders of epochs ``first .. last``."""
+        self.epochs = {e: v for e, v in self.epochs.items() if e >= first}
+        missing = [e for e in range(first, last + 1) if e not in self.epochs]
+        if missing:
+            drawn = self.orders.take(missing[0], missing[-1] + 1)
+            for k, e in enumerate(range(missing[0], missing[-1] + 1)):
+                self.epochs[e] = {name: v[:, k] for name, v in drawn.items()}
+        names = self.epochs[first].keys()
+        return {
+            name: np.stack([self.epochs[e][name] for e in range(first, last + 1)], axis=1)
+            for name in names
+        }
+
+
+def kept_in_range(
+    keep: Callable[[int], np.ndarray], steps_per_epoch: int, start: int, stop: int, slots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept steps among global steps ``start .. stop - 1``, as positions in the range,
+    padded to ``slots``: ``(kept, real)``; padding repeats the last real position (-1 when
+    there is none) and is marked ``real = False``. ``keep(epoch)`` gives an epoch's kept
+    steps (:func:`~mtbkd_jax.infer._loop.keep_positions`)."""
+    found: list[int] = []
+    for epoch in range(start // steps_per_epoch, (stop - 1) // steps_per_epoch + 1):
+        steps = epoch * steps_per_epoch + np.asarray(keep(epoch))
+        found.extend(int(s) - start for s in steps if start <= s < stop)
+    if len(found) > slots:
+        raise AssertionError(f"{len(found)} kept steps exceed the chunk's {slots} slots")
+    kept = np.full(slots, found[-1] if found else -1, np.int32)
+    kept[: len(found)] = found
+    real = np.arange(slots) < len(found)
+    return kept, real
+
+
+def keep_rule(
+    keep_key: jax.Array, steps_per_epoch: int, draws_per_epoch: int, random: bool
+) -> Callable[[int], np.ndarray]:
+    """``epoch -> kept steps`` of the run (the device-resident loop's rule), cached."""
+    compute = jax.jit(
+        lambda epoch: keep_positions(keep_key, epoch, steps_per_epoch, draws_per_epoch, random)
+    )
+    cache: dict[int, np.ndarray] = {}
+
+    def keep(epoch: int) -> np.ndarray:
+        if epoch not in cache:
+            cache[epoch] = np.asarray(compute(jnp.asarray(epoch, jnp.int32)))
+        return cache[epoch]
+
+    return keep

@@ -1,0 +1,340 @@
+"""Streaming: SG-MCMC on data larger than device memory (``run_sgmcmc(..., stream=True)``).
+
+The inputs, the labels and the model's per-example arrays (a teacher prior's constants, a
+transfer set) stay on the host, as NumPy arrays or memory maps (``np.load(path,
+mmap_mode="r")``). The host draws every epoch's minibatch orders ahead of the device anyway
+(:mod:`mtbkd_jax.infer._orders`), so for each chunk of steps it gathers the rows every step will
+visit, (chains, S, |B|, ...) per array (:mod:`mtbkd_jax.infer._host_rows`), and transfers them
+while the device runs the previous chunk. The device holds two chunks' rows, never the N rows.
+A chunk may be shorter than an epoch (``chunk_steps``), which an epoch of millions of rows
+needs; the steps keep their noise keys, kept positions and global step numbers
+(:meth:`~mtbkd_jax.infer._loop.EpochLoop.run_steps`), so the draws are the device-resident
+run's.
+
+Inside a step the model sees a minibatch of ``|B|`` rows. The handler :class:`StreamedPlates`
+gives each subsampled plate the indices ``0 .. |B| - 1`` of those rows and keeps the
+likelihood's scale at ``N / |B|``: a model that declares its plate from its data,
+``numpyro.plate("data", x.shape[0], subsample_size=B)``, now sees ``x.shape[0] == |B|``, and
+the handler scales the plate's sites by ``N / |B|`` itself; a model that declares ``N`` by
+number is scaled by NumPyro as usual. A model must use its data's length for nothing but its
+plates' sizes.
+
+Which plate indexes an array: the inputs and labels, the first subsampled plate; an array
+keyword argument, the plate of its leading length (a leaf of another length, a 0-d
+temperature, stays on the device whole). Where two plates have that length, the model says
+(``model.row_plates(model_kwargs) -> {keyword: plate name}``, as
+:class:`~mtbkd_jax.MTBKDModel` does for ``prior_inputs`` and its teacher prior) or the array is
+refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.util import potential_energy
+from numpyro.primitives import Messenger
+
+from mtbkd_jax._checks import as_input_batch
+from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
+from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
+from mtbkd_jax.students import Student
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer.minibatch import PlateSpec
+
+__all__ = [
+    "StreamedPlates",
+    "StreamedEstimator",
+    "streamed_data",
+    "streamed_probe",
+    "check_stream_arguments",
+]
+
+
+class StreamedPlates(Messenger):
+    """Run a model on one minibatch's gathered rows with the full data's plate scaling.
+
+    Every plate in ``plates`` gets the indices ``0 .. |B| - 1``. A plate the model declares
+    with size ``N`` is scaled by NumPyro (``N / |B|``); one it declares with size ``|B|`` (its
+    data's length) has its sample sites scaled by ``N / |B|`` here. Any other size is refused.
+    """
+
+    def __init__(self, fn: Callable | None, plates: tuple[PlateSpec, ...]) -> None:
+        self.plates = {p.name: p for p in plates}
+        self.factors: dict[str, float] = {}
+        super().__init__(fn)
+
+    def process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "plate" and msg["name"] in self.plates:
+            plate = self.plates[msg["name"]]
+            declared = int(msg["args"][0])
+            msg["value"] = jnp.arange(plate.batch_size)
+            if declared == plate.size:
+                self.factors.pop(plate.name, None)  # NumPyro scales by N / |B|
+            elif declared == plate.batch_size:
+                self.factors[plate.name] = plate.size / plate.batch_size
+            else:
+                raise ValueError(
+                    f"streamed: the model declares plate {plate.name!r} with size {declared}, "
+                    f"but the streamed minibatch has {plate.batch_size} rows of {plate.size}; "
+                    f"declare it with the data's length or with {plate.size}"
+                )
+        elif msg["type"] == "sample":
+            for frame in msg["cond_indep_stack"]:
+                factor = self.factors.get(frame.name)
+                if factor is not None:
+                    msg["scale"] = (1.0 if msg["scale"] is None else msg["scale"]) * factor
+
+
+@jax.tree_util.register_pytree_node_class
+class StreamedEstimator(GradientEstimator):
+    """The minibatch log density of a model whose minibatch is its gathered rows.
+
+    A minibatch is the tuple of every streamed array's rows for one step (the order of
+    :attr:`HostRows.streamed`); the estimator holds the resident arrays and, as its
+    ``model_args`` / ``model_kwargs``, the first minibatch's rows (rows ``0 .. |B| - 1``:
+    what the device-resident estimator's ``first_batch`` indexes), from which the starting
+    points are drawn and positions constrained.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        rows: HostRows,
+        first: tuple,
+        resident: tuple,
+        static: dict,
+    ) -> None:
+        self.model = model
+        self.rows = rows
+        self.first = tuple(first)
+        self.resident = tuple(resident)
+        self.static = dict(static)
+        self.plates = rows.plates
+        args, arrays = rows.assemble(self.first, self.resident)
+        self.model_args = args
+        self.model_kwargs = {**arrays, **self.static}
+        self.array_keys = frozenset(arrays)
+
+    def tree_flatten(self) -> tuple[tuple, tuple]:
+        static = _Static(tuple(sorted(self.static.items())))
+        return (self.first, self.resident), (self.model, self.rows, static)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple, children: tuple) -> StreamedEstimator:
+        model, rows, static = aux
+        return cls(model, rows, children[0], children[1], dict(static.items))
+
+    def _substituted(self, minibatch: dict) -> Callable:
+        return StreamedPlates(self.model, self.plates)
+
+    def logdensity(self, position: dict, minibatch: Any) -> jax.Array:
+        """``log p(z, D)`` estimated on one minibatch of gathered rows (a tuple)."""
+        args, arrays = self.rows.assemble(tuple(minibatch), self.resident)
+        model = StreamedPlates(self.model, self.plates)
+        return -potential_energy(model, args, {**arrays, **self.static}, position)
+
+    def first_batch(self) -> Any:
+        return self.first
+
+    def full_batch(self) -> dict:
+        raise ValueError("a streamed estimator holds one minibatch, never the full batch")
+
+    def sample_minibatch(self, rng_key: jax.Array) -> dict:
+        raise ValueError("a streamed estimator's minibatches are gathered on the host")
+
+
+def check_stream_arguments(**arguments: Any) -> None:
+    """Refuse what ``stream=True`` does not support, naming the argument."""
+    refused = {
+        "mesh": (arguments["mesh"] is not None, "None"),
+        "shard_data": (arguments["shard_data"], "False"),
+        "warm_start_epochs": (arguments["warm_start_epochs"] != 0, "0 (warm-start first)"),
+        "partial_last_batch": (arguments["partial_last_batch"], "False"),
+        "step_size": (isinstance(arguments["step_size"], str), "a number or a schedule"),
+    }
+    for name, (bad, expected) in refused.items():
+        if bad:
+            raise ValueError(
+                f"stream=True does not support {name}={arguments[name]!r}; pass {name}={expected}"
+            )
+
+
+def _host_labels(labels: Any, num_examples: int, num_classes: int) -> Any:
+    """Labels checked as :func:`~mtbkd_jax._checks.as_labels` checks them, kept on the host."""
+    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional (N,), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"labels must hold integer class indices, got dtype {array.dtype}")
+    if array.shape[0] != num_examples:
+        raise ValueError(
+            f"labels has {array.shape[0]} entries but the inputs have {num_examples} examples"
+        )
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1} (C = {num_classes} classes), got values "
+            f"in {low}..{high}"
+        )
+    return array
+
+
+def _host_inputs(model: Callable, inputs: Any, name: str) -> Any:
+    """Inputs checked without a device copy: shape, dtype, finiteness, the student."""
+    if isinstance(inputs, jax.Array):
+        raise TypeError(
+            f"stream=True streams host arrays; {name} is already a device array (pass a NumPy "
+            "array or np.load(path, mmap_mode='r'))"
+        )
+    array = as_input_batch(inputs, name)
+    student = getattr(model, "student", None)
+    if student is not None and getattr(student, "feature_extractor", None):
+        raise ValueError(
+            f"stream=True needs {name} that the student takes as they are; featurize them "
+            "first (the model's feature extractor would need every row on the device)"
+        )
+    check_finite_rows(array, name)
+    if isinstance(student, Student):
+        student.check_inputs(array, name)
+    return array
+
+
+def streamed_data(
+    model: Callable,
+    inputs: Any,
+    labels: Any,
+    model_kwargs: dict | None,
+    batch_size: int | None,
+    prior_batch_size: int | None,
+) -> tuple[np.ndarray, np.ndarray | None, MinibatchPlan, HostRows, StreamedEstimator]:
+    """``(inputs, labels, plan, host data, estimator)`` of a streamed run, the inputs and
+    labels checked and kept on the host (nothing of size N is copied to the device)."""
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
+    features = _host_inputs(model, inputs, "inputs")
+    kwargs = dict(model_kwargs or {})
+    if kwargs.get("prior_inputs") is not None:
+        kwargs["prior_inputs"] = _host_inputs(model, kwargs["prior_inputs"], "prior_inputs")
+    teachers = getattr(model, "teachers", None)
+    if labels is None:
+        if callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student"):
+            raise ValueError("labels are required for inference")
+    else:
+        student = getattr(model, "student", None)
+        classes = student.check_inputs(features) if isinstance(student, Student) else None
+        classes = classes or (teachers.num_classes if teachers is not None else 2**31 - 1)
+        labels = _host_labels(labels, features.shape[0], classes)
+    plan = _plan(model, (features, labels), kwargs, batch_size, prior_batch_size)
+    rows = _host_rows(model, (features, labels), plan, kwargs)
+    resident = tuple(jnp.asarray(v) for v in rows.resident)
+    estimator = StreamedEstimator(model, rows, rows.first_rows(), resident, plan.static)
+    return features, labels, plan, rows, estimator
+
+
+def streamed_probe(
+    estimator: GradientEstimator,
+    start: Any,
+    logits_fn: Callable | None,
+    predict: jax.Array | None,
+) -> dict:
+    """The fingerprint's probe of a streamed run (:func:`~mtbkd_jax.infer._start.probe` reads
+    every row on the device): the log density and gradient norm on the first minibatch at
+    chain 0's start, and the streamed predictions' log probabilities there."""
+    point = jax.tree.map(lambda x: x[0], start)
+    value, grad = jax.jit(lambda e, p: jax.value_and_grad(e.logdensity)(p, e.first_batch()))(
+        estimator, point
+    )
+    norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
+    out = {"logdensity_at_start": [float(value)], "gradient_norm_at_start": float(norm)}
+    if predict is not None:
+        assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
+        logits = logits_fn(estimator.constrain(point), predict[:8])
+        out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
+    return out
+
+
+def _plan(
+    model: Callable,
+    args: tuple,
+    kwargs: dict,
+    batch_size: int | None,
+    prior_batch_size: int | None,
+) -> MinibatchPlan:
+    """The model's minibatch plan, read from abstract stand-ins of the host arrays."""
+    found: dict[str, MinibatchPlan] = {}
+    hosts = {k: v for k, v in kwargs.items() if _is_host_tree(v)}
+    others = {k: v for k, v in kwargs.items() if k not in hosts}
+
+    def plan(args: tuple, hosts: dict) -> int:
+        found["plan"] = minibatch_plan(
+            model, args, {**hosts, **others}, batch_size, prior_batch_size
+        )
+        return 0
+
+    def abstract(x: Any, dtype: Any = None) -> jax.ShapeDtypeStruct:
+        kind = dtype or jnp.asarray(np.zeros(0, np.asarray(x[:1]).dtype)).dtype
+        return jax.ShapeDtypeStruct(np.shape(x), kind)
+
+    features, labels = args
+    stand_ins = (
+        abstract(features, jnp.float32),
+        None if labels is None else abstract(labels, jnp.int32),
+    )
+    hosts_abstract = {
+        k: abstract(v, jnp.float32) if k == "prior_inputs" else jax.tree.map(abstract, v)
+        for k, v in hosts.items()
+    }
+    jax.eval_shape(plan, stand_ins, hosts_abstract)
+    found_plan = found["plan"]
+    arrays = {k: hosts.get(k, found_plan.arrays[k]) for k in found_plan.arrays}
+    return replace(found_plan, arrays=arrays)
+
+
+def _is_host_tree(value: object) -> bool:
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(x, np.ndarray) for x in leaves)
+
+
+def _host_rows(model: Callable, args: tuple, plan: MinibatchPlan, kwargs: dict) -> HostRows:
+    """Each leaf's plate (see the module docstring) and device dtype."""
+    declared = getattr(model, "row_plates", None)
+    declared = declared(kwargs) if callable(declared) else {}
+    data = (args, plan.arrays)
+    flat: list[Any]
+    flat, treedef = jax.tree_util.tree_flatten_with_path(data)
+    sizes = {p.name: p.size for p in plan.plates}
+    roles: list[str | None] = []
+    dtypes = []
+    for path, leaf in flat:
+        shape = np.shape(leaf)
+        dtype: Any
+        if path[0].idx == 0:  # the inputs and the labels
+            role: str | None = plan.plates[0].name
+            dtype = np.float32 if path[1].idx == 0 else np.int32
+        else:
+            name = path[1].key
+            matching = [p for p, n in sizes.items() if len(shape) and shape[0] == n]
+            role = declared.get(name) if declared.get(name) in matching else None
+            if role is None and len(matching) > 1:
+                raise ValueError(
+                    f"model_kwargs[{name!r}] has {shape[0]} rows, the size of plates "
+                    f"{matching}: streaming cannot tell which plate's minibatches index it "
+                    "(give the model a method row_plates(model_kwargs) -> {keyword: plate})"
+                )
+            role = role or (matching[0] if matching else None)
+            kind = np.asarray(leaf[:1] if len(shape) else leaf).dtype
+            dtype = np.float32 if name == "prior_inputs" else jnp.asarray(np.zeros(0, kind)).dtype
+        roles.append(role)
+        dtypes.append(np.dtype(dtype))
+    # a streamed leaf built on the device (a model's constants) is copied to the host once
+    leaves = tuple(
+        np.asarray(x) if r is not None and not isinstance(x, np.ndarray) else x
+        for (_, x), r in zip(flat, roles, strict=True)
+    )
+    return HostRows(treedef, tuple(roles), leaves, tuple(dtypes), plan.plates)
