@@ -13,6 +13,8 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
   judges one; ``run_sgmcmc(step_size="auto")`` applies the choice).
 * ``mesh=`` on every front-end but :func:`run_paper_sgld`: a ``jax.sharding.Mesh`` with axes
   ``("chains", "data")`` (:mod:`mtbkd_jax.infer.mesh`).
+* ``run_sgmcmc(stream=True)``: data larger than device memory, streamed from the host
+  (:mod:`mtbkd_jax.infer.streaming`).
 """
 
 from __future__ import annotations

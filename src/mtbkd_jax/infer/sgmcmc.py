@@ -50,7 +50,12 @@ from mtbkd_jax.infer.stratified import (
     check_sharded_plates,
     data_on_mesh,
 )
-from mtbkd_jax.infer.streaming import check_stream_arguments, streamed_data, streamed_probe
+from mtbkd_jax.infer.streaming import (
+    StreamedEstimator,
+    check_stream_arguments,
+    streamed_data,
+    streamed_probe,
+)
 from mtbkd_jax.infer.warm_start import adamw_optimizer
 
 if TYPE_CHECKING:
@@ -207,10 +212,7 @@ def run_sgmcmc(
     Raises:
         SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
     """
-    if stream:
-        check_stream_arguments(**locals())
-    elif chunk_steps is not None:
-        raise ValueError("chunk_steps applies to stream=True; pass chunk_epochs instead")
+    check_stream_arguments(**locals())
     auto = _auto_step_size(step_size, checkpoint_path)
     arguments = checked_arguments({**locals(), "step_size": 1.0 if auto else step_size})
     checkpoint = None if checkpoint_path is None else Checkpoint(checkpoint_path, None)
@@ -223,25 +225,16 @@ def run_sgmcmc(
             {"inputs": inputs, "labels": labels, "model_kwargs": model_kwargs},
             "pass mesh= (a mesh over every process's devices) and shard_data=True",
         )
-    features: jax.Array | np.ndarray
-    if stream:
-        features, labels, plan, rows, streamed = streamed_data(
-            model, inputs, labels, model_kwargs, batch_size, prior_batch_size
-        )
-    else:
-        features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
-        plan = minibatch_plan(
-            model, (features, labels), kwargs, batch_size, prior_batch_size, partial_last_batch
-        )
+    features, labels, plan, streamed = _prepared(
+        model, inputs, labels, model_kwargs, batch_size, prior_batch_size, partial_last_batch,
+        stream,
+    )  # fmt: skip
     check_draws_per_epoch(plan, draws_per_epoch)
     placement = _placement(mesh, shard_data, num_chains, plan)
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
     settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
-    if stream:
-        estimator: GradientEstimator = streamed
-    else:
-        estimator = GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
-        estimator = placement.sharded(estimator) if shard_data else estimator
+    estimator = streamed or GradientEstimator(model, (features, labels), plan.kwargs, plan.plates)
+    estimator = placement.sharded(estimator) if shard_data else estimator
     total_steps = settings.total_epochs * plan.steps_per_epoch
     schedule, exploring, cycle = step_schedules(
         sampler, arguments["step_size"], total_steps, num_cycles, exploration_fraction
@@ -282,23 +275,52 @@ def run_sgmcmc(
             probe=(streamed_probe if stream else probe)(estimator, start, logits_fn, predict),
             num_strata=placement.num_strata, streamed=stream,
         )  # fmt: skip
-    with tqdm(
-        total=warm_start_epochs + settings.total_epochs,
-        unit="epoch",
-        desc=sampler,
-        disable=not progress_bar,
-        leave=False,
-    ) as bar:
-        if isinstance(run, StreamedRun):
-            run.rows, run.chunk_steps = rows, chunk_steps or chunk_epochs * plan.steps_per_epoch
-            carry, draws, first_step = run.resume_or_start_streamed(checkpoint, bar)
-            return run.sample_streamed(carry, draws, first_step, checkpoint, bar)
+    with _progress(warm_start_epochs + settings.total_epochs, sampler, progress_bar) as bar:
+        if isinstance(run, StreamedRun) and streamed is not None:
+            run.rows, run.chunk_steps = (
+                streamed.rows,
+                chunk_steps or chunk_epochs * plan.steps_per_epoch,
+            )
+            return run.sample_streamed(
+                *run.resume_or_start_streamed(checkpoint, bar), checkpoint, bar
+            )
         carry, draws, first_epoch = run.resume_or_start(
             checkpoint, warm_optimizer, warm_key, warm_start_epochs, chunk_epochs, bar
         )
         if auto:  # the pilots' key leaves the run's own keys as they were
             run.choose_step_size(carry.kernel.position, jax.random.fold_in(rng_key, 0x5EED))
         return run.sample(carry, draws, first_epoch, chunk_epochs, checkpoint, bar)
+
+
+def _progress(total: int, sampler: str, shown: bool) -> tqdm:
+    """The run's progress bar, in epochs."""
+    return tqdm(total=total, unit="epoch", desc=sampler, disable=not shown, leave=False)
+
+
+def _prepared(
+    model: Callable,
+    inputs: ArrayLike,
+    labels: ArrayLike | None,
+    model_kwargs: dict | None,
+    batch_size: int | None,
+    prior_batch_size: int | None,
+    partial_last_batch: bool,
+    stream: bool,
+) -> tuple[
+    jax.Array | np.ndarray, jax.Array | np.ndarray | None, MinibatchPlan, StreamedEstimator | None
+]:
+    """``(features, labels, plan, streamed estimator)``: the data checked and featurized on the
+    device, or checked and left on the host for a streamed run (then with its estimator)."""
+    if stream:
+        features, host_labels, plan, _, streamed = streamed_data(
+            model, inputs, labels, model_kwargs, batch_size, prior_batch_size
+        )
+        return features, host_labels, plan, streamed
+    on_device, device_labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
+    plan = minibatch_plan(
+        model, (on_device, device_labels), kwargs, batch_size, prior_batch_size, partial_last_batch
+    )
+    return on_device, device_labels, plan, None
 
 
 def _placement(

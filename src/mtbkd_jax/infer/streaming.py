@@ -150,7 +150,12 @@ class StreamedEstimator(GradientEstimator):
 
 
 def check_stream_arguments(**arguments: Any) -> None:
-    """Refuse what ``stream=True`` does not support, naming the argument."""
+    """Refuse what ``stream=True`` does not support (and ``chunk_steps`` without it), naming
+    the argument."""
+    if not arguments["stream"]:
+        if arguments["chunk_steps"] is not None:
+            raise ValueError("chunk_steps applies to stream=True; pass chunk_epochs instead")
+        return
     refused = {
         "mesh": (arguments["mesh"] is not None, "None"),
         "shard_data": (arguments["shard_data"], "False"),
