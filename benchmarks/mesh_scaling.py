@@ -10,10 +10,19 @@ run is also timed without a mesh (today's default path), so the mesh's own overh
 
     .venv/bin/python benchmarks/mesh_scaling.py                 # ~2 min on 2 cores
     .venv/bin/python benchmarks/mesh_scaling.py --json out.json
+    .venv/bin/python benchmarks/mesh_scaling.py --single-thread # per-core scaling, ~2-3 min
 
-What to expect on a 2-core CPU: XLA's CPU client gives each device its own thread pool, so one
-device already parallelises a large matrix product over both cores; the ratio measures what
-splitting the minibatch over devices adds to that, not 1 core against 2.
+What to expect on a 2-core CPU: XLA's CPU client may spread one device's large matrix products
+over both cores; the ratio then measures what splitting the minibatch over devices adds to
+that, not 1 core against 2. ``--single-thread`` runs the workers with
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` (the first
+is an XLA flag of the installed jaxlib: Eigen's matrix products on one thread; the second
+token is accepted by XLA's flag parser but is no flag of it, and is kept because JAX's
+documentation and issues pair the two), and times 1 device with the default threads, 1 device
+and 2 devices single-threaded: the per-core scaling. Every run also reports its CPU time per
+wall-clock second over the steady chunks (``cpu_per_wall``, from ``time.process_time`` sampled
+every 50 ms; other processes on the machine lower it): about 1 for one busy thread, up to the
+core count for more.
 """
 
 from __future__ import annotations
@@ -26,6 +35,38 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+class CpuClock:
+    """``(wall, process CPU seconds)`` sampled every 50 ms in a thread, so that the CPU time
+    of a window that ended just now (the steady chunks of a run) can be read afterwards."""
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        self.samples: list[tuple[float, float]] = []
+        self._running = True
+        self._time = time
+
+        def sample() -> None:
+            while self._running:
+                self.samples.append((time.perf_counter(), time.process_time()))
+                time.sleep(0.05)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def cpu_per_wall(self, seconds: float) -> float:
+        """Process CPU seconds per wall second over the last ``seconds`` (stops the clock)."""
+        end = (self._time.perf_counter(), self._time.process_time())
+        self._running = False
+        self._thread.join()
+        start = end[0] - seconds
+        before = [s for s in self.samples if s[0] <= start] or self.samples[:1]
+        t0, c0 = before[-1]
+        return (end[1] - c0) / (end[0] - t0)
 
 
 def worker(devices: int, use_mesh: bool, batch: int, steps: int, chunks: int) -> dict:
@@ -43,6 +84,7 @@ def worker(devices: int, use_mesh: bool, batch: int, steps: int, chunks: int) ->
     num_examples = batch * steps  # `steps` minibatches per epoch; an epoch per chunk
     features, labels, teacher_logits = synthetic_reference_data(num_examples, seed=0)
     mesh = jax.make_mesh((1, devices), ("chains", "data")) if use_mesh else None
+    clock = CpuClock()
     posterior = mt.run_sgmcmc(
         jax.random.key(7),
         reference_model(teacher_logits),
@@ -59,6 +101,7 @@ def worker(devices: int, use_mesh: bool, batch: int, steps: int, chunks: int) ->
     )
     chunk_seconds = [(int(e), float(s)) for e, s in posterior.settings["chunk_seconds"]]
     rates = [e * steps / s for e, s in chunk_seconds[1:]]
+    cpu_per_wall = clock.cpu_per_wall(sum(s for _, s in chunk_seconds[1:]))
     finite = all(np.isfinite(np.asarray(v)).all() for v in posterior.draws.values())
     return {
         "devices": len(jax.devices()),
@@ -69,11 +112,18 @@ def worker(devices: int, use_mesh: bool, batch: int, steps: int, chunks: int) ->
         "chunk_seconds": chunk_seconds,
         "steps_per_s": float(np.median(rates)),
         "rates": rates,
+        "cpu_per_wall": cpu_per_wall,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "finite": bool(finite),
     }
 
 
-def timed(devices: int, use_mesh: bool, args: argparse.Namespace) -> dict:
+def timed(
+    devices: int, use_mesh: bool, args: argparse.Namespace, single_thread: bool = False
+) -> dict:
+    env = dict(os.environ)
+    if single_thread:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_FLAGS).strip()
     command = [
         sys.executable,
         __file__,
@@ -86,7 +136,7 @@ def timed(devices: int, use_mesh: bool, args: argparse.Namespace) -> dict:
         "--chunks",
         str(args.chunks),
     ] + ([] if use_mesh else ["--no-mesh"])
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"worker ({devices} devices) failed:\n{done.stderr[-3000:]}")
     run = json.loads(done.stdout.strip().splitlines()[-1])
@@ -100,6 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=4096, help="minibatch size |B|")
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch (= per chunk)")
     parser.add_argument("--chunks", type=int, default=8, help="chunks; the first is dropped")
+    parser.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="per-core scaling: 1 device (default threads), 1 and 2 devices on one thread each",
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-mesh", action="store_true", help=argparse.SUPPRESS)
@@ -109,25 +164,63 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result))
         return result
 
+    report = single_thread_report(args) if args.single_thread else default_report(args)
+    for name, run in report["runs"].items():
+        rates = ", ".join(f"{r:.1f}" for r in run["rates"])
+        print(
+            f"{name:40s} {run['steps_per_s']:8.2f} steps/s, CPU/wall "
+            f"{run['cpu_per_wall']:.2f}  (chunks: {rates})"
+        )
+    for name, value in report["ratios"].items():
+        print(f"{name}: {value:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def default_report(args: argparse.Namespace) -> dict:
     runs = {
         "1 device, no mesh": timed(1, False, args),
         "1 device, mesh (1, 1)": timed(1, True, args),
         "2 devices, mesh (1, 2)": timed(2, True, args),
     }
     base = runs["1 device, mesh (1, 1)"]["steps_per_s"]
-    report = {
+    ratios = {
+        "2 devices / 1 device (both on a mesh)": runs["2 devices, mesh (1, 2)"]["steps_per_s"]
+        / base,
+        "1 device without a mesh / with one": runs["1 device, no mesh"]["steps_per_s"] / base,
+    }
+    return {
         "runs": runs,
-        "speedup_2_devices": runs["2 devices, mesh (1, 2)"]["steps_per_s"] / base,
-        "mesh_overhead_1_device": runs["1 device, no mesh"]["steps_per_s"] / base,
+        "ratios": ratios,
+        "speedup_2_devices": ratios["2 devices / 1 device (both on a mesh)"],
+        "mesh_overhead_1_device": ratios["1 device without a mesh / with one"],
         "cpu_count": os.cpu_count(),
     }
-    for name, run in runs.items():
-        print(f"{name:24s} {run['steps_per_s']:8.2f} steps/s  (chunks: {run['rates']})")
-    print(f"2 devices / 1 device (both on a mesh): {report['speedup_2_devices']:.2f}x")
-    print(f"1 device without a mesh / with one:   {report['mesh_overhead_1_device']:.2f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return report
+
+
+def single_thread_report(args: argparse.Namespace) -> dict:
+    default, one, two = (
+        "1 device, mesh (1, 1), default threads",
+        "1 device, mesh (1, 1), single thread",
+        "2 devices, mesh (1, 2), single thread",
+    )
+    runs = {
+        default: timed(1, True, args),
+        one: timed(1, True, args, single_thread=True),
+        two: timed(2, True, args, single_thread=True),
+    }
+    rate = {name: run["steps_per_s"] for name, run in runs.items()}
+    return {
+        "runs": runs,
+        "ratios": {
+            "2 devices / 1 device, single thread each": rate[two] / rate[one],
+            "1 device, single thread / default threads": rate[one] / rate[default],
+            "2 devices single thread / 1 device default": rate[two] / rate[default],
+        },
+        "single_thread_flags": SINGLE_THREAD_FLAGS,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 if __name__ == "__main__":
