@@ -69,6 +69,27 @@ def sgmcmc(sampler: str, mesh: jax.sharding.Mesh | None) -> dict:
     }
 
 
+def auto(mesh: jax.sharding.Mesh | None, shard_data: bool = False) -> dict:
+    """``step_size="auto"`` on a mesh: the chosen step, the draws, and the draws of the same run
+    with that step passed as a number (the pilots must not move the run's own keys)."""
+    import mtbkd_jax as mk
+
+    model, x, y, kwargs = _problem()
+    common = dict(
+        sampler="sgld", batch_size=BATCH, num_epochs=2, draws_per_epoch=2, num_chains=2,
+        warm_start_epochs=1, progress_bar=False, model_kwargs=kwargs, mesh=mesh,
+        shard_data=shard_data,
+    )  # fmt: skip
+    chosen = mk.run_sgmcmc(jax.random.key(3), model, x, y, step_size="auto", **common)
+    step = float(chosen.settings["step_size"])
+    given = mk.run_sgmcmc(jax.random.key(3), model, x, y, step_size=step, **common)
+    return {
+        "step": np.asarray(step),
+        **{"draw_" + k: np.asarray(v) for k, v in chosen.draws.items()},
+        **{"given_" + k: np.asarray(v) for k, v in given.draws.items()},
+    }
+
+
 def gradients(mesh: jax.sharding.Mesh) -> dict:
     """The minibatch gradient of the tiny model at a random point: one device, the sharded
     estimator under shard_map, and the trap (a psum added to the already all-reduced
@@ -199,6 +220,8 @@ def main(argv: list[str]) -> None:
             result = gradients(mesh)
         elif kind == "nuts":
             result = nuts(mesh)
+        elif kind in ("auto", "autoshard"):
+            result = auto(mesh, shard_data=kind == "autoshard")
         elif kind == "refuse":
             result = refusals()
         elif kind in ("map", "svi"):

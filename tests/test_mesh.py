@@ -42,8 +42,11 @@ SCRIPT = Path(__file__).with_name("mesh_script.py")
 
 # per device count, the tasks its process runs ("kind:CxD", C x D the chains x data axes)
 TASKS = {
-    1: ["sgld:none", "sgld:1x1", "sghmc:none", "nuts:none", "map:none", "svi:none"],
-    2: ["sgld:1x2", "sgld:2x1", "sghmc:1x2", "grad:1x2", "nuts:1x2", "map:1x2", "svi:1x2"],
+    1: ["sgld:none", "sgld:1x1", "sghmc:none", "nuts:none", "map:none", "svi:none", "auto:none"],
+    2: [
+        "sgld:1x2", "sgld:2x1", "sghmc:1x2", "grad:1x2", "nuts:1x2", "map:1x2", "svi:1x2",
+        "auto:1x2", "autoshard:1x2",
+    ],
     4: [
         "sgld:2x2", "sgld:1x4", "sghmc:2x2", "sghmc:1x4", "grad:1x4", "nuts:2x2", "map:1x4",
         "svi:2x2", "refuse:none",
@@ -117,6 +120,24 @@ def test_sgmcmc_draws_on_a_mesh_equal_the_run_without_one(runs, sampler):
     # the chains differ from one another (a shared chain would pass the comparison above)
     first = _results(runs, f"{sampler}:none")["draw_student.layers.0.kernel"]
     assert first.shape[0] == 4 and not np.allclose(first[0], first[1])
+
+
+@pytest.mark.slow
+def test_an_automatic_step_size_on_a_mesh_is_the_one_without_it(runs):
+    """``step_size="auto"`` on a (1 x 2) mesh chooses the step of the run without a mesh and
+    gives its draws (to float tolerance); with ``shard_data=True`` (stratified minibatches, so
+    other draws) it runs, and its draws equal a run given the chosen step as a number, so the
+    pilots leave the run's keys alone."""
+    alone, split = _results(runs, "auto:none"), _results(runs, "auto:1x2")
+    assert float(alone["step"]) > 0 and float(split["step"]) == float(alone["step"])
+    _assert_same_draws(runs, "auto:1x2", "auto:none", rtol=1e-5, atol=1e-6)
+    for result in (alone, split, _results(runs, "autoshard:1x2")):
+        names = [n[len("draw_") :] for n in result if n.startswith("draw_")]
+        assert names and float(result["step"]) > 0
+        for name in names:
+            np.testing.assert_allclose(
+                result["draw_" + name], result["given_" + name], rtol=1e-5, atol=1e-6
+            )
 
 
 @pytest.mark.slow
