@@ -14,7 +14,7 @@ from flax import nnx
 import mtbkd_jax as mk
 from mtbkd_jax.infer import _stream_driver
 from mtbkd_jax.infer import checkpoint as checkpoint_module
-from mtbkd_jax.infer._host_rows import HostRows
+from mtbkd_jax.infer._host_rows import HostRows, _byte_range, release_pages
 from mtbkd_jax.infer.gradients import gradient_estimator
 from mtbkd_jax.infer.streaming import streamed_data
 
@@ -226,3 +226,30 @@ def test_stream_arguments_are_checked():
 
     with pytest.raises(ValueError, match=r"model_kwargs\['z'\] has 200 rows.*'data', 'other'"):
         _run(two_plates, x, y, stream=True, model_kwargs={"z": x[:, 0]})
+
+
+def test_pages_are_handed_back_by_the_rows_they_hold(tmp_path):
+    """The byte range of rows [a, b) of a memory-mapped ``.npy`` (and of a view of it) starts on
+    a page boundary at or before row a and ends at or after row b; handing those pages back
+    leaves every value readable and unchanged."""
+    import mmap
+
+    values = np.arange(5000 * 7, dtype=np.float32).reshape(5000, 7)
+    np.save(tmp_path / "x.npy", values)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    raw = mapped._mmap
+    header = mapped.__array_interface__["data"][0] - np.frombuffer(raw, np.uint8).ctypes.data
+    row_bytes = 7 * 4
+    for array, shift in ((mapped, 0), (mapped[1000:], 1000)):
+        begin, length = _byte_range(raw, array, 10, 2000)
+        assert begin % mmap.PAGESIZE == 0 and length > 0
+        assert begin <= header + (shift + 10) * row_bytes
+        assert begin + length >= header + (shift + 2000) * row_bytes
+        assert begin + length <= len(raw)
+        release_pages(array, (10, 2000))
+        np.testing.assert_array_equal(np.asarray(array[10:2000]), values[shift + 10 : shift + 2000])
+    release_pages(mapped)
+    np.testing.assert_array_equal(np.asarray(mapped), values)
+    in_memory = values.copy()
+    release_pages(in_memory, (0, 10))  # no map: nothing to do
+    np.testing.assert_array_equal(in_memory, values)

@@ -12,13 +12,13 @@ and a transfer set's inputs to float32, labels to int32, anything else to JAX's 
 of its kind), so a step sees the same values on both paths.
 
 Reading rows of a memory map maps their pages into the process (they count in its resident set
-until the kernel reclaims them); after each chunk's gather the rows' pages are handed back
-(``madvise(MADV_DONTNEED)``: the file's pages stay in the page cache, the process's resident
-set stays bounded by the pages of one chunk's rows), so a run over a file larger than memory
-keeps a flat footprint. A chunk's rows are read in ascending order (then put in step order),
-and the pages are handed back once per chunk, not per block of rows: ``madvise`` walks the
-whole mapping, and on a 2.56 GB file releasing every 16,384 rows made a chunk of 512,000 random
-rows cost 4.5 s instead of 0.6 s (``benchmarks/streaming.py``'s file, this machine).
+until the kernel reclaims them). A chunk's rows are read in ascending order (then put in step
+order), a block of 16,384 rows at a time; each block's rows lie in one stretch of the file, and
+after the block exactly that stretch's pages are handed back (``madvise(MADV_DONTNEED)``: the
+file's pages stay in the page cache, the process's resident set stays bounded by one block's
+pages), so a run over a file larger than memory keeps a flat footprint. Handing back the whole
+map after every block instead made a chunk of 512,000 random rows of a 2.56 GB file take 4.5 s
+to gather, against 0.2 s now (``madvise`` walks the page tables of the range it is given).
 """
 
 from __future__ import annotations
@@ -43,16 +43,40 @@ __all__ = ["HostRows", "OrdersCache", "kept_in_range", "release_pages", "check_f
 _BLOCK_ROWS = 1 << 14  # rows gathered at a time (bounds the fancy-indexing temporaries)
 
 
-def release_pages(array: Any) -> None:
-    """Hand a memory map's pages back to the kernel (no-op for an array in memory)."""
+def release_pages(array: Any, rows: tuple[int, int] | None = None) -> None:
+    """Hand a memory map's pages back to the kernel (no-op for an array in memory): those of
+    the rows ``[start, stop)`` of ``array`` when ``rows`` is given (and the rows are evenly
+    spaced in the map), else the whole map's. ``madvise`` walks the page tables of the range
+    it is given, so a small range costs little where the whole map of a large file does not."""
     base = array
     while base is not None:
         if isinstance(base, mmap.mmap):
             if hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                base.madvise(mmap.MADV_DONTNEED)
+                span = None if rows is None else _byte_range(base, array, *rows)
+                if span is None:
+                    base.madvise(mmap.MADV_DONTNEED)
+                elif span[1] > 0:
+                    base.madvise(mmap.MADV_DONTNEED, *span)
             return
         mapped = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else None
         base = mapped if mapped is not None else getattr(base, "base", None)
+
+
+def _byte_range(mapped: mmap.mmap, array: Any, start: int, stop: int) -> tuple[int, int] | None:
+    """``(offset, length)`` in ``mapped`` of the pages that hold rows ``[start, stop)`` of
+    ``array`` (offset page-aligned), or ``None`` where the rows' place cannot be told."""
+    stride = array.strides[0] if array.ndim else 0
+    if stride <= 0 or len(mapped) == 0:
+        return None
+    origin = np.frombuffer(mapped, np.uint8).ctypes.data
+    first = array.__array_interface__["data"][0] - origin
+    if not 0 <= first < len(mapped):
+        return None
+    row_bytes = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    begin = first + start * stride
+    end = min(len(mapped), first + (stop - 1) * stride + row_bytes)
+    begin -= begin % mmap.PAGESIZE
+    return begin, max(0, end - begin)
 
 
 def check_finite_rows(array: Any, name: str) -> None:
@@ -118,8 +142,10 @@ class HostRows:
             rows = np.empty((flat.shape[0], *leaf.shape[1:]), self.dtypes[i])
             for start in range(0, flat.shape[0], _BLOCK_ROWS):
                 block = ascending[start : start + _BLOCK_ROWS]
-                rows[block] = leaf[flat[block]]
-            release_pages(leaf)
+                wanted = flat[block]  # ascending: the block's rows lie in one stretch of the file
+                rows[block] = leaf[wanted]
+                if wanted.size:
+                    release_pages(leaf, (int(wanted[0]), int(wanted[-1]) + 1))
             out.append(rows.reshape(*index.shape, *leaf.shape[1:]))
         return tuple(out)
 
