@@ -253,3 +253,66 @@ def test_pages_are_handed_back_by_the_rows_they_hold(tmp_path):
     in_memory = values.copy()
     release_pages(in_memory, (0, 10))  # no map: nothing to do
     np.testing.assert_array_equal(in_memory, values)
+
+
+def test_a_copy_on_write_map_keeps_the_callers_edits(tmp_path):
+    """Pages of a copy-on-write map (``mmap_mode="c"``) are never handed back: the caller's
+    in-place edits (e.g. standardised features) are what the checks and the gather read."""
+    from mtbkd_jax.infer._host_rows import check_finite_rows
+
+    np.save(tmp_path / "x.npy", np.ones((3000, 5), np.float32))
+    edited = np.load(tmp_path / "x.npy", mmap_mode="c")
+    edited[:] = 5.0
+    check_finite_rows(edited, "inputs")
+    release_pages(edited, (0, 3000))
+    release_pages(edited)
+    np.testing.assert_array_equal(np.asarray(edited), 5.0)
+
+
+def test_a_small_labelled_set_with_a_large_transfer_set_streams():
+    """All N labelled rows every step (batch_size = N) and a subsampled transfer set: the inputs
+    and labels are gathered by the data plate, not by the plate that sets the epoch."""
+    x, y, _ = _problem(n=BATCH, seed=2)
+    transfer, _, teachers = _problem(n=200, seed=3)
+    model = _canonical(teachers)
+    kwargs = dict(model_kwargs={"prior_inputs": transfer}, batch_size=BATCH, prior_batch_size=BATCH)
+    resident = _run(model, x, y, **kwargs)
+    assert [p[0] for p in resident.settings["plates"]] == ["transfer", "data"]
+    _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=7, **kwargs))
+
+
+def test_a_chunk_longer_than_the_run_holds_only_the_run():
+    """``chunk_steps`` far beyond the run's steps: one chunk of the run's length (no buffer of
+    a million kept slots), the resident draws."""
+    x, y, teachers = _problem()
+    model = _canonical(teachers)
+    resident = _run(model, x, y)
+    _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=10**6))
+
+
+def test_a_zero_dimensional_keyword_and_a_wrong_row_plate():
+    """A 0-d host array among the model's keywords stays whole on the device; a ``row_plates``
+    that names a plate of another size is refused, naming the keyword."""
+    x, y, _ = _problem(teachers=False)
+
+    def model(x, y=None, scale=None, offsets=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        with numpyro.plate("data", x.shape[0], subsample_size=BATCH) as idx:
+            logits = scale * (x[idx] @ w) + (0.0 if offsets is None else offsets[idx])
+            numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y[idx])
+
+    kwargs = {"scale": np.array(0.5, np.float32)}
+    resident = _run(model, x, y, model_kwargs=kwargs)
+    streamed = _run(model, x, y, model_kwargs=kwargs, stream=True, chunk_steps=4)
+    _assert_same_draws(resident, streamed, exact=False)
+
+    class Declared:
+        def __call__(self, *args, **kwargs):
+            return model(*args, **kwargs)
+
+        def row_plates(self, model_kwargs):
+            return {"offsets": "transfer"}
+
+    offsets = {"scale": np.array(0.5, np.float32), "offsets": np.zeros(N, np.float32)}
+    with pytest.raises(ValueError, match=r"row_plates says plate 'transfer' indexes "):
+        _run(Declared(), x, y, model_kwargs=offsets, stream=True, chunk_steps=4)

@@ -254,11 +254,16 @@ class MTBKDModel:
 
     def row_plates(self, model_kwargs: dict) -> dict:
         """Which plate's minibatches index each per-example keyword argument (a streamed run,
-        :mod:`mtbkd_jax.infer.streaming`, gathers their rows on the host): ``prior_inputs``
-        the transfer plate's; the teacher prior's constants the transfer plate's when there is
-        a transfer set, else the data plate's."""
+        :mod:`mtbkd_jax.infer.streaming`, gathers their rows on the host): the inputs and
+        labels the data plate's; ``prior_inputs`` the transfer plate's; the teacher prior's
+        constants the transfer plate's when there is a transfer set, else the data plate's."""
         transfer = model_kwargs.get("prior_inputs") is not None
-        return {"prior_inputs": "transfer", "prior_constants": "transfer" if transfer else "data"}
+        return {
+            "inputs": "data",
+            "labels": "data",
+            "prior_inputs": "transfer",
+            "prior_constants": "transfer" if transfer else "data",
+        }
 
     def observation_kwargs(self) -> dict:
         """Keyword arguments for evaluating only the likelihood (pointwise log-likelihood,

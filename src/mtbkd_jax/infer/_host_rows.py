@@ -44,22 +44,28 @@ _BLOCK_ROWS = 1 << 14  # rows gathered at a time (bounds the fancy-indexing temp
 
 
 def release_pages(array: Any, rows: tuple[int, int] | None = None) -> None:
-    """Hand a memory map's pages back to the kernel (no-op for an array in memory): those of
-    the rows ``[start, stop)`` of ``array`` when ``rows`` is given (and the rows are evenly
-    spaced in the map), else the whole map's. ``madvise`` walks the page tables of the range
-    it is given, so a small range costs little where the whole map of a large file does not."""
+    """Hand a memory map's pages back to the kernel: those of the rows ``[start, stop)`` of
+    ``array`` when ``rows`` is given (and the rows are evenly spaced in the map), else the whole
+    map's. ``madvise`` walks the page tables of the range it is given, so a small range costs
+    little where the whole map of a large file does not.
+
+    Only a ``np.memmap`` that shares the file's pages (mode ``"r"``, ``"r+"`` or ``"w+"``) is
+    released: dropping a copy-on-write map's pages (``mode="c"``) would throw away the
+    caller's edits, so such a map, an array in memory, or a buffer of unknown kind is left
+    alone."""
     base = array
     while base is not None:
-        if isinstance(base, mmap.mmap):
-            if hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                span = None if rows is None else _byte_range(base, array, *rows)
-                if span is None:
-                    base.madvise(mmap.MADV_DONTNEED)
-                elif span[1] > 0:
-                    base.madvise(mmap.MADV_DONTNEED, *span)
-            return
         mapped = getattr(base, "_mmap", None) if isinstance(base, np.memmap) else None
-        base = mapped if mapped is not None else getattr(base, "base", None)
+        if isinstance(mapped, mmap.mmap):
+            if base.mode not in ("r", "r+", "w+") or not hasattr(mmap, "MADV_DONTNEED"):
+                return
+            span = None if rows is None else _byte_range(mapped, array, *rows)
+            if span is None:
+                mapped.madvise(mmap.MADV_DONTNEED)
+            elif span[1] > 0:
+                mapped.madvise(mmap.MADV_DONTNEED, *span)
+            return
+        base = getattr(base, "base", None)
 
 
 def _byte_range(mapped: mmap.mmap, array: Any, start: int, stop: int) -> tuple[int, int] | None:

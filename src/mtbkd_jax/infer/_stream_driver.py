@@ -115,9 +115,9 @@ class StreamedRun(SamplerRun):
         predict = self.placement.replicated(self.predict)
         orders = OrdersCache(EpochOrders(self.chain_keys, self.plan.plates, SAMPLING))
         keep = keep_rule(self.keep_key, spe, s.draws_per_epoch, s.random_draw_positions)
-        slots = kept_slots(self.chunk_steps, spe, s.draws_per_epoch)
         total = self.total_epochs * spe
-        size = self.chunk_steps
+        size = max(1, min(self.chunk_steps, total - first_step))  # not more than are left
+        slots = kept_slots(size, spe, s.draws_per_epoch)
         bounds = [(a, min(a + size, total)) for a in range(first_step, total, size)]
 
         def prepare(start: int, stop: int) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -163,6 +163,7 @@ class StreamedRun(SamplerRun):
             if pending is not None:
                 pending.cancel()
             pool.shutdown(wait=True)
+            pending = None  # a traceback kept by the caller must not hold a chunk's rows
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)
         return self._package(draws, carry, constrain, started)

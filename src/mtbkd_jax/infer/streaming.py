@@ -283,7 +283,8 @@ def _plan(
         return 0
 
     def abstract(x: Any, dtype: Any = None) -> jax.ShapeDtypeStruct:
-        kind = dtype or jnp.asarray(np.zeros(0, np.asarray(x[:1]).dtype)).dtype
+        sample = np.asarray(x[:1] if np.ndim(x) else x)
+        kind = dtype or jnp.asarray(np.zeros(0, sample.dtype)).dtype
         return jax.ShapeDtypeStruct(np.shape(x), kind)
 
     features, labels = args
@@ -299,6 +300,29 @@ def _plan(
     found_plan = found["plan"]
     arrays = {k: hosts.get(k, found_plan.arrays[k]) for k in found_plan.arrays}
     return replace(found_plan, arrays=arrays)
+
+
+def _row_plate(name: str, shape: tuple, declared: str | None, matching: list[str]) -> str | None:
+    """The plate whose minibatches index an array of ``shape``: the one the model declares
+    (``row_plates``; refused if its size is not the array's length; a 0-d leaf of a declared
+    tree stays whole), else the only plate of that size (several: refused), else none (the
+    array stays on the device whole)."""
+    if declared is not None and len(shape) > 0:  # a 0-d leaf of a declared tree stays whole
+        if declared not in matching:
+            raise ValueError(
+                f"the model's row_plates says plate {declared!r} indexes {name}, but {name} "
+                f"has {shape[0]} rows and the plates of that size are "
+                f"{matching or 'none'}"
+            )
+        return declared
+    if len(matching) > 1:
+        raise ValueError(
+            f"{name} has {shape[0]} rows, the size of plates {matching}: streaming cannot "
+            "tell which plate's minibatches index it (give the model a method "
+            "row_plates(model_kwargs) -> {keyword: plate}, with 'inputs' and 'labels' for "
+            "the positional data)"
+        )
+    return matching[0] if matching else None
 
 
 def _is_host_tree(value: object) -> bool:
@@ -319,20 +343,23 @@ def _host_rows(model: Callable, args: tuple, plan: MinibatchPlan, kwargs: dict) 
     for path, leaf in flat:
         shape = np.shape(leaf)
         dtype: Any
+        matching = [p for p, n in sizes.items() if len(shape) and shape[0] == n]
         if path[0].idx == 0:  # the inputs and the labels
-            role: str | None = plan.plates[0].name
+            name = "inputs" if path[1].idx == 0 else "labels"
+            # several plates of the data's length: the one that sets the epoch, as before
+            lead = plan.plates[0].name
+            preferred = declared.get(name) or (lead if lead in matching else None)
+            role: str | None = _row_plate(name, shape, preferred, matching)
+            if role is None:
+                raise ValueError(
+                    f"{name} have {shape[0] if shape else 0} rows, but no subsampled plate of "
+                    f"the model has that size (plates: {sizes}); streaming gathers them by "
+                    "the plate that indexes them"
+                )
             dtype = np.float32 if path[1].idx == 0 else np.int32
         else:
             name = path[1].key
-            matching = [p for p, n in sizes.items() if len(shape) and shape[0] == n]
-            role = declared.get(name) if declared.get(name) in matching else None
-            if role is None and len(matching) > 1:
-                raise ValueError(
-                    f"model_kwargs[{name!r}] has {shape[0]} rows, the size of plates "
-                    f"{matching}: streaming cannot tell which plate's minibatches index it "
-                    "(give the model a method row_plates(model_kwargs) -> {keyword: plate})"
-                )
-            role = role or (matching[0] if matching else None)
+            role = _row_plate(f"model_kwargs[{name!r}]", shape, declared.get(name), matching)
             kind = np.asarray(leaf[:1] if len(shape) else leaf).dtype
             dtype = np.float32 if name == "prior_inputs" else jnp.asarray(np.zeros(0, kind)).dtype
         roles.append(role)
