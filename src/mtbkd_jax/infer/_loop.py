@@ -218,7 +218,7 @@ class EpochLoop:
             in_epoch = step - epoch * self.steps_per_epoch
             key = jax.random.fold_in(epoch_noise_key(chain_key, epoch), in_epoch)
             batch = jax.tree.map(lambda rows: rows[j], batches)
-            return step_fn(key, carry[0], batch, epoch * self.steps_per_epoch + in_epoch)
+            return step_fn(key, carry[0], batch, step)  # the global step, as run's
 
         def segment(
             state: PyTree, xs: tuple[jax.Array, jax.Array, jax.Array]
