@@ -443,3 +443,30 @@ def test_confidence_calibration_recovers_a_confidence_dependent_temperature():
     assert held_out(trust) > held_out(one_temperature) + 0.01
     permuted = np.random.default_rng(0).permutation(labels)
     assert not recovers(fit(hyper, permuted))
+
+
+# ------------------------------------------------------------------ no calibration
+def test_no_calibration_keeps_the_teachers_soft_labels_and_learns_the_rest():
+    """``calibration="none"``: the label model has no temperature site, every temperature draw
+    is 1, and the trusted prior's soft labels are the teachers' own probabilities (scaled by
+    the learned ``lambda``), while ``lambda`` is still learned from the labels."""
+    from numpyro import handlers
+
+    bank = _bank(2, (2, 60, 3))
+    labels = np.asarray(jnp.argmax(bank.log_probs[0], -1))
+    hyper = TrustHyperprior(calibration="none")
+    trace = handlers.trace(handlers.seed(teacher_trust_model, 0)).get_trace(
+        bank.log_probs, jnp.asarray(labels), hyperprior=hyper
+    )
+    assert "trust.temperature" not in trace and "trust.concentration" in trace
+    trust = fit_teacher_trust(
+        jax.random.key(0), bank, labels, hyperprior=hyper, num_warmup=100, num_draws=100
+    )
+    np.testing.assert_array_equal(trust.draws["temperature"], 1.0)
+    prior = trust.teacher_prior(bank)
+    lam = np.asarray(prior.scaled_probs).sum(-1, keepdims=True)  # (N, M, 1): lambda per example
+    soft = np.asarray(prior.scaled_probs) / lam
+    np.testing.assert_allclose(soft, np.moveaxis(np.exp(bank.log_probs), 0, 1), rtol=1e-5)
+    # teacher 0 predicts every label: learned lambda above the prior median, teacher 1 below
+    assert np.median(trust.draws["concentration"][:, 0]) > hyper.concentration
+    assert np.median(trust.draws["concentration"][:, 1]) < hyper.concentration

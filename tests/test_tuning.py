@@ -249,13 +249,15 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         "MT-BKD (uniform weights)",
         "MT-BKD (entropy weights)",
     }
-    # the learned-trust row tunes beta alone, by its posterior's validation NLL (SGLD here,
-    # with the step size chosen by pilot runs), over the default beta grid and its extensions
+    # the learned-trust row tunes its trust's calibration and beta, by its posterior's
+    # validation NLL (SGLD here, with the step size chosen by pilot runs), over the default
+    # calibrations and beta grid and its extensions
     learned = artifacts["tuning"].pop("MT-BKD (learned trust)")
     assert set(map_rows) == expected_methods | {"MT-BKD (learned trust)"}
     assert "MT-BKD (learned trust)" in bayes_rows
     assert {r["prior_power"] for r in learned} >= set(config.trust_prior_power_grid)
-    assert all(set(r) == {"prior_power", "score"} for r in learned)
+    assert {r["calibration"] for r in learned} == set(config.trust_calibration_grid)
+    assert all(set(r) == {"calibration", "prior_power", "score"} for r in learned)
     assert set(artifacts["tuning"]) == expected_methods
     for method, tuning in artifacts["tuning"].items():
         # one MAP per grid value (the other axes have a single value, the start), then, since
@@ -289,6 +291,28 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         run_baselines(replace(problem, x_validation=None), config, say=lambda *_: None)
 
 
+def _toy_trust_problem():
+    """60 labelled 2-d inputs, 15 validation, 15 test; teacher ``a`` knows the rule (the sign
+    of the first coordinate), teacher ``b`` looks at the second."""
+    from mtbkd_jax.datasets import DistillationData
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1), np.stack([x[:, 1], -x[:, 1]], -1)])
+    return DistillationData(
+        name="toy",
+        x_train=x[:60],
+        y_train=y[:60],
+        x_test=x[75:],
+        y_test=y[75:],
+        teachers_prior=mk.TeacherBank.from_logits(2 * logits[:, :60], names=("a", "b")),
+        teachers_test=mk.TeacherBank.from_logits(2 * logits[:, 75:], names=("a", "b")),
+        x_validation=x[60:75],
+        y_validation=y[60:75],
+    )
+
+
 def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winner_in_full(
     monkeypatch,
 ):
@@ -300,24 +324,9 @@ def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winne
 
     import jax
 
-    from mtbkd_jax.datasets import DistillationData
     from mtbkd_jax.experiments import ExperimentConfig, trusted
 
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(90, 2)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32)
-    logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1), np.stack([x[:, 1], -x[:, 1]], -1)])
-    problem = DistillationData(
-        name="toy",
-        x_train=x[:60],
-        y_train=y[:60],
-        x_test=x[75:],
-        y_test=y[75:],
-        teachers_prior=mk.TeacherBank.from_logits(2 * logits[:, :60], names=("a", "b")),
-        teachers_test=mk.TeacherBank.from_logits(2 * logits[:, 75:], names=("a", "b")),
-        x_validation=x[60:75],
-        y_validation=y[60:75],
-    )
+    problem = _toy_trust_problem()
     config = ExperimentConfig(
         hidden=(3,),
         map_steps=50,
@@ -330,6 +339,7 @@ def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winne
         trust_prior_power_grid=(0.1, 1.0),
         grid_extensions=0,
         trust_search_budget=0.5,
+        trust_calibration_grid=("teacher",),
     )
     budgets = []
     real_fit_posterior = trusted.fit_posterior
@@ -388,3 +398,68 @@ def test_the_trust_calibration_reaches_the_learned_trust():
     assert slopes.shape == (40, problem.teachers_prior.num_teachers) and np.all(slopes != 0)
     with pytest.raises(ValueError, match="trust_calibration must be one of"):
         ExperimentConfig(trust_calibration="per_example")
+
+
+def test_the_trust_calibration_is_chosen_by_the_posteriors_validation_nll(monkeypatch):
+    """With ``tune``, the learned-trust search scores each calibration of
+    ``trust_calibration_grid`` (first, at the middle beta) by its posterior's validation NLL,
+    fits each calibration's trust once, and the row is the best setting's: its trust has that
+    calibration (``"none"``: every temperature 1) and its label says ``(τ = 1)`` exactly then."""
+    import jax
+
+    from mtbkd_jax.experiments import ExperimentConfig, trusted
+
+    problem = _toy_trust_problem()
+    config = ExperimentConfig(
+        hidden=(3,),
+        map_steps=50,
+        num_warmup=20,
+        num_draws=20,
+        num_chains=1,
+        tune=True,
+        trust_warmup=20,
+        trust_draws=20,
+        trust_prior_power_grid=(0.1, 1.0),
+        grid_extensions=0,
+    )
+    fitted_trusts = []
+    real_learned_trust = trusted.learned_trust
+
+    def recording_learned_trust(key, data, cfg, teachers, calibration=None):
+        fitted_trusts.append(calibration)
+        return real_learned_trust(key, data, cfg, teachers, calibration)
+
+    monkeypatch.setattr(trusted, "learned_trust", recording_learned_trust)
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+    evaluated = fit.search.evaluated
+    assert [(e["calibration"], e["prior_power"]) for e in evaluated[:2]] == [
+        ("teacher", 1.0),
+        ("none", 1.0),
+    ]
+    assert sorted(fitted_trusts) == ["none", "teacher"]  # each calibration's trust once
+    best = min(evaluated, key=lambda e: e["score"])
+    assert fit.search.best == {k: best[k] for k in ("calibration", "prior_power")}
+    assert fit.trust.hyperprior.calibration == best["calibration"]
+    assert fit.model.prior_power == best["prior_power"]
+    assert ("(τ = 1)" in fit.label) == (best["calibration"] == "none")
+    none = trusted.learned_trust(keys[0], problem, config, problem.teachers_prior, "none")
+    np.testing.assert_array_equal(none.draws["temperature"], 1.0)
+    assert np.ptp(none.draws["concentration"]) > 0  # lambda is still learned
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"trust_calibration_grid": ()}, "trust_calibration_grid must be a non-empty tuple"),
+        ({"trust_calibration_grid": ("none", "sharp")}, "trust_calibration_grid must be"),
+        ({"trust_calibration_grid": "none"}, "trust_calibration_grid must be"),
+        ({"sgld_burnin_epochs": -1}, "sgld_burnin_epochs must be an integer >= 0"),
+        ({"sgld_burnin_epochs": 2.5}, "sgld_burnin_epochs must be an integer >= 0"),
+    ],
+)
+def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig(**options)

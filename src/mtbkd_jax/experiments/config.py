@@ -21,6 +21,7 @@ SMOKE_TUNING: dict[str, Any] = {
     "concentration_grid": (10.0,),
     "prior_power_grid": (0.1,),
     "grid_extensions": 0,
+    "trust_calibration_grid": ("teacher",),
 }
 # how each method's random keys come from the seed (see ExperimentConfig)
 KEY_SCHEDULES = ("per-method", "maps-first")
@@ -35,7 +36,8 @@ class ExperimentConfig:
     The student is an MLP with ``hidden`` units (tanh) initialised from ``seed``. ``methods``
     names the plan of :data:`mtbkd_jax.experiments.methods.METHOD_PLANS` (``"baselines"``:
     every baseline of METHOD §7; ``"demo"``: the demo's six; ``"kd"``: the KD baselines
-    against MT-BKD); ``teacher_rows`` adds each teacher's own row.
+    against MT-BKD; ``"trust"``: the learned-trust row alone); ``teacher_rows`` adds each
+    teacher's own row.
 
     With ``tune=True`` every method chooses its base prior scale (and, with teachers, its
     ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP
@@ -48,10 +50,15 @@ class ExperimentConfig:
     ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
     ``trust_prior_power_grid`` by their *posterior's* validation NLL (each value sampled with
     ``trust_search_budget`` of the row's sampling budget, the winner then at the full budget
-    when that fraction is below 1; ``trust_calibration`` is the trust's ``calibration``, see
-    :class:`mtbkd_jax.trust.TrustHyperprior`); by SGLD, their step size
+    when that fraction is below 1); their trust's ``calibration`` (see
+    :class:`mtbkd_jax.trust.TrustHyperprior`) is chosen the same way from
+    ``trust_calibration_grid``, the search starting at ``trust_calibration`` (the value used
+    without ``tune``); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
+
+    SGLD (``bayes="sgld"``) runs ``sgld_burnin_epochs`` epochs whose draws are dropped, then
+    ``sgld_epochs`` epochs that keep ``sgld_draws_per_epoch`` draws each.
 
     Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
     posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
@@ -79,6 +86,7 @@ class ExperimentConfig:
     trust_sgld_step_size: float | str = "auto"
     trust_search_budget: float = 1.0
     trust_calibration: str = "teacher"
+    trust_calibration_grid: tuple = ("teacher", "none")
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -91,6 +99,7 @@ class ExperimentConfig:
     sgld_batch_size: int = 64
     sgld_epochs: int = 80
     sgld_step_size: float | str = 1e-5
+    sgld_burnin_epochs: int = 0
     sgld_draws_per_epoch: int = 6
     key_schedule: str = "per-method"
     chain_starts: str = "map"
@@ -108,6 +117,19 @@ class ExperimentConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        grid = self.trust_calibration_grid
+        known = isinstance(grid, tuple) and all(c in TRUST_CALIBRATIONS for c in grid)
+        if not (known and grid):
+            raise ValueError(
+                f"trust_calibration_grid must be a non-empty tuple of {TRUST_CALIBRATIONS}, "
+                f"got {grid!r}"
+            )
+        if isinstance(self.sgld_burnin_epochs, bool) or not (
+            isinstance(self.sgld_burnin_epochs, int) and self.sgld_burnin_epochs >= 0
+        ):
+            raise ValueError(
+                f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
+            )
         if not 0.0 < self.trust_search_budget <= 1.0:
             raise ValueError(
                 "trust_search_budget must be a fraction in (0, 1], got "

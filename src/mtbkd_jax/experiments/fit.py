@@ -207,6 +207,7 @@ def fit_posterior(
         sampler="sgld",
         batch_size=config.sgld_batch_size,
         num_epochs=config.sgld_epochs,
+        num_burnin_epochs=config.sgld_burnin_epochs,
         step_size=config.sgld_step_size,
         draws_per_epoch=config.sgld_draws_per_epoch,
         **common,

@@ -28,6 +28,7 @@ __all__ = [
     "baseline_methods",
     "demo_methods",
     "kd_methods",
+    "trust_methods",
 ]
 
 MAIN = "MT-BKD (entropy weights)"
@@ -124,8 +125,15 @@ def kd_methods(data: DistillationData) -> list[Method]:
     return methods
 
 
+def trust_methods(data: DistillationData) -> list[Method]:
+    """MT-BKD with learned trust alone (MAP and posterior): the row is the one the other plans
+    give (its keys come from its label), so that it can be rerun without the rest."""
+    return [_learned_trust(data)]
+
+
 METHOD_PLANS: dict[str, Callable[[DistillationData], list[Method]]] = {
     "baselines": baseline_methods,
     "demo": demo_methods,
     "kd": kd_methods,
+    "trust": trust_methods,
 }

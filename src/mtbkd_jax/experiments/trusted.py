@@ -6,9 +6,14 @@ predictive.
   passed to the model at its posterior median.
 * Base prior: :func:`mtbkd_jax.scale_priors.hierarchical_normal_prior` (no ``sigma0`` to tune;
   the scale of each weight array is learned).
-* ``beta``: with ``config.tune``, every value of ``config.trust_prior_power_grid`` (extended past
-  an edge that holds the best, as every search here) is fitted by MAP *and* sampled, and the
-  value whose posterior predictive has the lowest validation NLL wins. With
+* ``beta`` and the trust's calibration: with ``config.tune``, every value of
+  ``config.trust_calibration_grid`` (one temperature per teacher, or none: ``tau = 1``), then
+  every value of ``config.trust_prior_power_grid`` (extended past an edge that holds the best,
+  as every search here) is fitted by MAP *and* sampled, and the value whose posterior
+  predictive has the lowest validation NLL wins. A temperature calibrates a teacher over all
+  labelled inputs, which blurs a teacher that is right in one region and wrong elsewhere
+  exactly where it is right (``docs/results.md``, "Learned trust taken apart"); whether the
+  problem's teachers are of that kind is for the validation split to say. With
   ``config.trust_search_budget = 1`` each value is sampled at the row's full budget and the
   winner's posterior is the row's (no refit); with a fraction ``f < 1`` each value is scored by
   a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and draws, SGLD
@@ -53,17 +58,21 @@ __all__ = [
 
 
 def learned_trust(
-    key: jax.Array, data: DistillationData, config: ExperimentConfig, teachers: TeacherBank
+    key: jax.Array,
+    data: DistillationData,
+    config: ExperimentConfig,
+    teachers: TeacherBank,
+    calibration: str | None = None,
 ) -> TrustPosterior:
-    """The trust posterior from the labelled inputs (the first ``len(y_train)`` of the bank)."""
+    """The trust posterior from the labelled inputs (the first ``len(y_train)`` of the bank),
+    with the hyperprior's ``calibration`` (default ``config.trust_calibration``)."""
     labelled = teachers.take(np.arange(len(data.y_train)))
+    calibration = config.trust_calibration if calibration is None else calibration
     return fit_teacher_trust(
         key,
         labelled,
         data.y_train,
-        hyperprior=TrustHyperprior(
-            concentration=config.concentration, calibration=config.trust_calibration
-        ),
+        hyperprior=TrustHyperprior(concentration=config.concentration, calibration=calibration),
         temperature=config.temperature,
         num_warmup=config.trust_warmup,
         num_draws=config.trust_draws,
@@ -84,16 +93,24 @@ def trusted_model(
     )
 
 
-def trusted_label(prior_power: float, search: SearchResult | None = None) -> str:
-    """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note)."""
+_CALIBRATION_NOTES = {"teacher": "", "confidence": " (τ by confidence)", "none": " (τ = 1)"}
+
+
+def trusted_label(
+    prior_power: float, search: SearchResult | None = None, calibration: str = "teacher"
+) -> str:
+    """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note), the trust
+    marked ``(τ = 1)`` or ``(τ by confidence)`` unless it has one temperature per teacher."""
     note = None if search is None else search.grid_note("prior_power")
-    return f"σ learned, trust learned, β={prior_power:g}" + (f" ({note})" if note else "")
+    trust = "trust learned" + _CALIBRATION_NOTES[calibration]
+    return f"σ learned, {trust}, β={prior_power:g}" + (f" ({note})" if note else "")
 
 
 def search_budget(config: ExperimentConfig) -> ExperimentConfig:
     """The sampling settings that score one ``beta`` of the search: ``config`` with
     ``trust_search_budget`` of its NUTS warm-up and draws (at least 20 of each) and of its
-    SGLD epochs (at least 1); ``config`` itself when the budget is 1."""
+    SGLD epochs (at least 1; burn-in epochs likewise, at least 0); ``config`` itself when the
+    budget is 1."""
     fraction = config.trust_search_budget
     if fraction >= 1.0:
         return config
@@ -106,6 +123,7 @@ def search_budget(config: ExperimentConfig) -> ExperimentConfig:
         num_warmup=cut(config.num_warmup, 20),
         num_draws=cut(config.num_draws, 20),
         sgld_epochs=cut(config.sgld_epochs, 1),
+        sgld_burnin_epochs=cut(config.sgld_burnin_epochs, 0),
     )
 
 
@@ -125,7 +143,7 @@ class TrustedFit:
 
     @property
     def label(self) -> str:
-        return trusted_label(self.model.prior_power, self.search)
+        return trusted_label(self.model.prior_power, self.search, self.trust.hyperprior.calibration)
 
 
 def fit_trusted(
@@ -135,7 +153,12 @@ def fit_trusted(
     teachers: TeacherBank,
     start_keys: Sequence[jax.Array] = (),
 ) -> TrustedFit:
-    """Trust, then for each ``beta`` tried a MAP and a posterior; returns the best.
+    """Trust, then for each (calibration, ``beta``) tried a MAP and a posterior; returns the
+    best by the posterior's validation NLL.
+
+    The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``,
+    at the middle ``beta`` of the grid), then over ``beta``; each calibration's trust is fitted
+    once, with the same key.
 
     Args:
         keys: (trust, MAP, posterior) keys.
@@ -144,39 +167,45 @@ def fit_trusted(
         start_keys: extra chain starts (``chain_starts="maps"``).
     """
     trust_key, map_key, posterior_key = keys
-    trust = learned_trust(trust_key, data, config, teachers)
+    trusts: dict[str, TrustPosterior] = {}
     sampling = replace(config, sgld_step_size=config.trust_sgld_step_size)
-    fits: dict[float, tuple[Posterior, MTBKDModel, Posterior]] = {}
+    fits: dict[tuple[str, float], tuple[Posterior, MTBKDModel, Posterior]] = {}
 
     def fit(
-        prior_power: float, budget: ExperimentConfig
+        calibration: str, prior_power: float, budget: ExperimentConfig
     ) -> tuple[Posterior, MTBKDModel, Posterior]:
-        model = trusted_model(data, config, teachers, trust, prior_power)
+        if calibration not in trusts:
+            trusts[calibration] = learned_trust(trust_key, data, config, teachers, calibration)
+        model = trusted_model(data, config, teachers, trusts[calibration], prior_power)
         mode = fit_map(map_key, data, config, model)
         posterior = fit_posterior(posterior_key, data, budget, model, mode, start_keys)
-        fits[prior_power] = (mode, model, posterior)
-        return fits[prior_power]
+        fits[calibration, prior_power] = (mode, model, posterior)
+        return fits[calibration, prior_power]
 
     if not config.tune:
-        return TrustedFit(*fit(config.prior_power, sampling), trust, None)
+        calibration = config.trust_calibration
+        fitted = fit(calibration, config.prior_power, sampling)
+        return TrustedFit(*fitted, trusts[calibration], None)
     scoring = search_budget(sampling)
 
     def score(settings: Mapping[str, Any]) -> float:
-        _, _, posterior = fit(float(settings["prior_power"]), scoring)
+        _, _, posterior = fit(settings["calibration"], float(settings["prior_power"]), scoring)
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
         return negative_log_likelihood(probs, np.asarray(data.y_validation))
 
+    powers = config.trust_prior_power_grid
+    calibrations = tuple(dict.fromkeys((config.trust_calibration, *config.trust_calibration_grid)))
     search = coordinate_search(
         score,
-        {"prior_power": config.trust_prior_power_grid},
-        {"prior_power": config.trust_prior_power_grid[len(config.trust_prior_power_grid) // 2]},
+        {"calibration": calibrations, "prior_power": powers},
+        {"calibration": config.trust_calibration, "prior_power": powers[len(powers) // 2]},
         max_extensions=config.grid_extensions,
         min_improvement=config.grid_min_improvement,
     )
-    best = float(search.best["prior_power"])
-    mode, model, posterior = fits[best]
+    calibration, best = search.best["calibration"], float(search.best["prior_power"])
+    mode, model, posterior = fits[calibration, best]
     if scoring is not sampling:
         posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
-    return TrustedFit(mode, model, posterior, trust, search)
+    return TrustedFit(mode, model, posterior, trusts[calibration], search)

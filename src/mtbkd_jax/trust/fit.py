@@ -67,7 +67,8 @@ class TrustPosterior:
     Attributes:
         draws: ``{"temperature": (S, M), "concentration": (S, M, K), "weight_bias": (S, M),
             "weight_slope": (S,), "temperature_slope": (S, M)}`` (chains flattened; the slopes
-            are zero unless the hyperprior's ``calibration`` is ``"confidence"``).
+            are zero unless the hyperprior's ``calibration`` is ``"confidence"``, and every
+            temperature is 1 where it is ``"none"``).
         hyperprior: the hyperpriors they were drawn under.
         teacher_names: the teachers, in order.
         temperature: the prior's ``T`` used in the label model.
@@ -219,6 +220,8 @@ def fit_teacher_trust(
     key_calibration, key_weights = jax.random.split(rng_key)
     draws, rhat = _nuts(key_calibration, teacher_trust_model, data, common, settings, progress_bar)
     size = int(num_chains) * int(num_draws)
+    if "temperature" not in draws:  # calibration="none": tau = 1
+        draws["temperature"] = np.ones((size, teachers.num_teachers), np.float32)
     if "temperature_slope" not in draws:
         draws["temperature_slope"] = np.zeros((size, teachers.num_teachers), np.float32)
     draws["weight_bias"] = np.zeros((size, teachers.num_teachers), np.float32)

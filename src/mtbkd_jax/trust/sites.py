@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 TRUST_WEIGHT_RULES = ("learned", "paper", "uniform", "inverse_entropy", "softmax")
-TRUST_CALIBRATIONS = ("teacher", "confidence")
+TRUST_CALIBRATIONS = ("teacher", "confidence", "none")
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,15 @@ class TrustHyperprior:
             rule of :data:`TRUST_WEIGHT_RULES` computed on the calibrated teachers.
         weight_slope_scale: the standard deviation of ``alpha``'s Normal prior.
         weight_bias_scale: the standard deviation of each ``b_m``'s Normal prior.
-        calibration: ``"teacher"`` (one temperature per teacher) or ``"confidence"`` (each
+        calibration: ``"teacher"`` (one temperature per teacher), ``"confidence"`` (each
             teacher's temperature also moves with its own normalised entropy on the input,
             ``log tau_im = log tau_m + kappa_m (u_im - 1/2)``; the slopes ``kappa_m`` are
-            sampled).
+            sampled) or ``"none"`` (no temperature site: ``tau = 1``, the teachers' soft labels
+            as they come, while ``lambda`` and the weights are still learned). A teacher's
+            temperature calibrates it over *all* labelled inputs; for teachers that are sharp
+            and right in one region and wrong elsewhere (experts of a sector) that blurs each one
+            where it is right, and ``"none"`` is the better prior. Which one a problem needs is
+            a question for its validation split (the experiments search over it).
         temperature_slope_scale: the standard deviation of each ``kappa_m``'s Normal prior (2:
             between a sure and an unsure prediction, ``tau`` may change by a factor of
             ``e^4`` at two prior standard deviations).
@@ -196,7 +201,8 @@ def sample_trust(
         "temperature_slope",
     ),
 ) -> TrustValues:
-    """Sample the trust sites ``<prefix>.temperature`` (M,), ``<prefix>.concentration`` (M, K),
+    """Sample the trust sites ``<prefix>.temperature`` (M; not for ``calibration="none"``),
+    ``<prefix>.concentration`` (M, K),
     for ``calibration="confidence"`` ``<prefix>.temperature_slope`` (M,) and, for the learned
     weight link, ``<prefix>.weight_bias`` (M,) and ``<prefix>.weight_slope`` () in the
     enclosing NumPyro model (outside any data plate); ``sites`` limits which are sampled (the
@@ -212,7 +218,7 @@ def sample_trust(
             f"{prefix}.temperature_slope",
             dist.Normal(0.0, h.temperature_slope_scale).expand([num_teachers]).to_event(1),
         )
-    if "temperature" in sites:
+    if h.calibration != "none" and "temperature" in sites:
         temperature = numpyro.sample(
             f"{prefix}.temperature",
             dist.LogNormal(0.0, h.temperature_spread).expand([num_teachers]).to_event(1),
