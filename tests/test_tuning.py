@@ -313,6 +313,24 @@ def _toy_trust_problem():
     )
 
 
+def _toy_trust_config(**options):
+    """A tuned run of the toy problem's learned-trust row: a 3-unit student, 50 MAP steps, one
+    chain, a short trust fit and the two-point beta grid (0.1, 1) without extensions."""
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    settings = {
+        "hidden": (3,),
+        "map_steps": 50,
+        "num_chains": 1,
+        "tune": True,
+        "trust_warmup": 20,
+        "trust_draws": 20,
+        "trust_prior_power_grid": (0.1, 1.0),
+        "grid_extensions": 0,
+    }
+    return ExperimentConfig(**{**settings, **options})
+
+
 def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winner_in_full(
     monkeypatch,
 ):
@@ -324,22 +342,11 @@ def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winne
 
     import jax
 
-    from mtbkd_jax.experiments import ExperimentConfig, trusted
+    from mtbkd_jax.experiments import trusted
 
     problem = _toy_trust_problem()
-    config = ExperimentConfig(
-        hidden=(3,),
-        map_steps=50,
-        num_warmup=40,
-        num_draws=40,
-        num_chains=1,
-        tune=True,
-        trust_warmup=20,
-        trust_draws=20,
-        trust_prior_power_grid=(0.1, 1.0),
-        grid_extensions=0,
-        trust_search_budget=0.5,
-        trust_calibration_grid=("teacher",),
+    config = _toy_trust_config(
+        num_warmup=40, num_draws=40, trust_search_budget=0.5, trust_calibration_grid=("teacher",)
     )
     budgets = []
     real_fit_posterior = trusted.fit_posterior
@@ -407,21 +414,10 @@ def test_the_trust_calibration_is_chosen_by_the_posteriors_validation_nll(monkey
     calibration (``"none"``: every temperature 1) and its label says ``(τ = 1)`` exactly then."""
     import jax
 
-    from mtbkd_jax.experiments import ExperimentConfig, trusted
+    from mtbkd_jax.experiments import trusted
 
     problem = _toy_trust_problem()
-    config = ExperimentConfig(
-        hidden=(3,),
-        map_steps=50,
-        num_warmup=20,
-        num_draws=20,
-        num_chains=1,
-        tune=True,
-        trust_warmup=20,
-        trust_draws=20,
-        trust_prior_power_grid=(0.1, 1.0),
-        grid_extensions=0,
-    )
+    config = _toy_trust_config(num_warmup=20, num_draws=20)
     fitted_trusts = []
     real_learned_trust = trusted.learned_trust
 
