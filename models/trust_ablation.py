@@ -61,7 +61,11 @@ def variants(bank, labels, concentration, warmup, draws):
     learned, confident = trust("teacher"), trust("confidence")
     for name, fitted in (("teacher", learned), ("confidence", confident)):
         for row in fitted.summary():
-            numbers = {k: np.round(v, 2).tolist() for k, v in row.items() if k != "teacher"}
+            numbers = {
+                k: np.round(v, 2).tolist()
+                for k, v in row.items()
+                if k != "teacher" and v is not None
+            }
             print(name, row["teacher"], numbers)
     point = learned.point()
     ones = jnp.ones(bank.num_teachers)

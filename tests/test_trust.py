@@ -177,6 +177,10 @@ def test_trust_recovers_known_miscalibration_and_ignoring_labels_does_not():
     )
     assert _recovers(trust), trust.summary()
     assert trust.max_rhat < 1.1
+    low, high = trust.interval("temperature", 0.9)
+    rows = trust.summary()
+    assert trust.temperature_learned and all(row["temperature_learned"] for row in rows)
+    assert [row["temperature_90"] for row in rows] == [(low[0], high[0]), (low[1], high[1])]
     permuted = np.random.default_rng(0).permutation(labels)
     broken = fit_teacher_trust(
         jax.random.key(0), bank, permuted, hyperprior=hyper, num_warmup=200, num_draws=200
@@ -470,3 +474,10 @@ def test_no_calibration_keeps_the_teachers_soft_labels_and_learns_the_rest():
     # teacher 0 predicts every label: learned lambda above the prior median, teacher 1 below
     assert np.median(trust.draws["concentration"][:, 0]) > hyper.concentration
     assert np.median(trust.draws["concentration"][:, 1]) < hyper.concentration
+    # the summary does not present the fixed tau = 1 as a learned value with an interval
+    assert not trust.temperature_learned
+    assert all(
+        row["temperature_90"] is None and row["temperature"] == 1.0 for row in trust.summary()
+    )
+    with pytest.raises(ValueError, match="calibration='none'"):
+        trust.interval("temperature")

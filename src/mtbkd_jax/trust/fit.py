@@ -109,6 +109,11 @@ class TrustPosterior:
             raise ValueError(f"name must be one of {_SITES}, got {name!r}")
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must lie in (0, 1), got {level}")
+        if name == "temperature" and not self.temperature_learned:
+            raise ValueError(
+                "name='temperature' has no interval: this trust was fitted with "
+                "calibration='none', so every teacher's temperature is fixed at 1, not learned"
+            )
         tail = 50.0 * (1.0 - level)
         return tuple(np.percentile(self.draws[name], [tail, 100.0 - tail], axis=0))
 
@@ -125,16 +130,25 @@ class TrustPosterior:
             weight_rule=self.hyperprior.weight_rule,
         )
 
+    @property
+    def temperature_learned(self) -> bool:
+        """Whether the temperatures are sites of the trust model (``False`` for
+        ``calibration="none"``, whose draws hold the fixed ``tau = 1``)."""
+        return self.hyperprior.calibration != "none"
+
     def summary(self) -> list[dict[str, Any]]:
-        """Per teacher: the median and 90% interval of ``tau``, the median ``lambda`` (over
+        """Per teacher: the median and 90% interval of ``tau`` (the interval ``None`` where
+        ``tau`` is fixed at 1, see ``temperature_learned``), the median ``lambda`` (over
         classes) and, for the learned link, the weight bias."""
         rows = []
-        low, high = self.interval("temperature")
+        learned = self.temperature_learned
+        low, high = self.interval("temperature") if learned else (None, None)
         for m, name in enumerate(self.teacher_names):
             row = {
                 "teacher": name,
                 "temperature": float(np.median(self.draws["temperature"][:, m])),
-                "temperature_90": (float(low[m]), float(high[m])),
+                "temperature_learned": learned,
+                "temperature_90": (float(low[m]), float(high[m])) if learned else None,
                 "concentration": float(np.median(self.draws["concentration"][:, m])),
                 "concentration_by_class": np.median(
                     self.draws["concentration"][:, m], axis=0
