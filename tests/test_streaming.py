@@ -134,7 +134,13 @@ def test_the_streamed_log_density_is_scaled_by_n_over_the_batch(declared_size):
     np.testing.assert_allclose(streamed.logdensity(position, batch), scaled, rtol=1e-5)
 
 
-def test_a_checkpoint_written_inside_an_epoch_resumes_exactly(canonical, tmp_path, monkeypatch):
+@pytest.mark.parametrize("resume_chunk_steps", [7, 4, 13])
+def test_a_checkpoint_written_inside_an_epoch_resumes_exactly(
+    canonical, tmp_path, monkeypatch, resume_chunk_steps
+):
+    """Interrupted after step 20 of 40 (chunks of 7), resumed with chunks of 7, or of another
+    length (the checkpoint records the next global step, not a chunk): the draws are the
+    uninterrupted device-resident run's, bit for bit."""
     model, x, y, resident = canonical
     path = tmp_path / "stream.ckpt.npz"
     real_save, saved = checkpoint_module.Checkpoint.save, []
@@ -150,7 +156,7 @@ def test_a_checkpoint_written_inside_an_epoch_resumes_exactly(canonical, tmp_pat
         _run(model, x, y, stream=True, chunk_steps=7, checkpoint_path=path)
     assert saved[-1] == {"next_epoch": 2, "next_step": 21}
     monkeypatch.setattr(checkpoint_module.Checkpoint, "save", real_save)
-    resumed = _run(model, x, y, stream=True, chunk_steps=7, checkpoint_path=path)
+    resumed = _run(model, x, y, stream=True, chunk_steps=resume_chunk_steps, checkpoint_path=path)
     _assert_same_draws(resident, resumed)
     with pytest.raises(mk.infer.CheckpointError, match="streamed"):
         _run(model, x, y, checkpoint_path=path)  # a streamed checkpoint, a resident run
@@ -253,6 +259,36 @@ def test_pages_are_handed_back_by_the_rows_they_hold(tmp_path):
     in_memory = values.copy()
     release_pages(in_memory, (0, 10))  # no map: nothing to do
     np.testing.assert_array_equal(in_memory, values)
+
+
+@pytest.mark.parametrize("kind", ["map", "view of a map", "copy-on-write map", "in memory"])
+def test_a_chunks_rows_are_the_rows_at_its_indices(tmp_path, monkeypatch, kind):
+    """``HostRows.take`` gives ``leaf[indices]`` cast to the device dtype, in step order, for
+    indices of any shape with repeats (a chunk spanning two epochs), read in blocks (made small
+    here, so a chunk spans several) from a map, a view of one, a copy-on-write map or memory;
+    the shared map's pages are handed back once per block, by the block's stretch."""
+    import mtbkd_jax.infer._host_rows as host_rows
+
+    monkeypatch.setattr(host_rows, "_BLOCK_ROWS", 64)
+    values = np.random.default_rng(0).normal(size=(3000, 4))  # float64 on the host
+    np.save(tmp_path / "x.npy", values)
+    mode = "c" if kind == "copy-on-write map" else "r"
+    leaf = values.copy() if kind == "in memory" else np.load(tmp_path / "x.npy", mmap_mode=mode)
+    if kind == "view of a map":
+        leaf, values = leaf[500:], values[500:]
+    released = []
+    monkeypatch.setattr(host_rows, "release_pages", lambda a, rows: released.append(rows))
+    rows = HostRows(None, ("data",), (leaf,), (np.dtype(np.float32),), ())
+    rng = np.random.default_rng(1)
+    indices = np.stack([rng.permutation(len(values))[:300].reshape(3, 100) for _ in range(2)])
+    (taken,) = rows.take({"data": indices})  # (chains 2, steps 3, batch 100), repeats across
+    assert taken.shape == (2, 3, 100, 4) and taken.dtype == np.float32
+    np.testing.assert_array_equal(taken, values[indices].astype(np.float32))
+    if kind in ("map", "view of a map"):
+        assert len(released) == -(-indices.size // 64)  # once per block of 64 rows
+        assert all(a <= b for a, b in released) and sorted(released) == released  # ascending
+    else:
+        assert released == []  # nothing to hand back (or the caller's edits to keep)
 
 
 def test_a_copy_on_write_map_keeps_the_callers_edits(tmp_path):
