@@ -164,7 +164,8 @@ def test_a_checkpoint_written_inside_an_epoch_resumes_exactly(
 
 def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, monkeypatch):
     """Inputs and labels from .npy files opened with mmap_mode="r"; every chunk's rows reach
-    the device as (chains, S, |B|, ...), and no live device array has N rows."""
+    the device as (chains, S |B|, ...) with their positions (chains, S, |B|), and no live
+    device array has N rows."""
     x, y, _ = _problem(n=230, teachers=False)  # 11 steps per epoch; no other array of 230
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
@@ -173,25 +174,27 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
     assert isinstance(x_map, np.memmap)
     model = _users_model(None)
     shapes, holding_n = [], []
-    real_take, real_select = HostRows.take, _stream_driver.select_draws
+    real_take, real_select = HostRows.take_chunk, _stream_driver.select_draws
 
-    def take(self, indices):
-        rows = real_take(self, indices)
-        shapes.extend(r.shape for r in rows)
-        return rows
+    def take_chunk(self, indices):
+        buffers, positions = real_take(self, indices)
+        shapes.append(([b.shape for b in buffers], [p.shape for p in positions]))
+        return buffers, positions
 
     def select_draws(*args, **kwargs):  # between chunks, while the next chunk's rows arrive
         holding_n.append([a.shape for a in jax.live_arrays() if 230 in a.shape])
         return real_select(*args, **kwargs)
 
-    monkeypatch.setattr(HostRows, "take", take)
+    monkeypatch.setattr(HostRows, "take_chunk", take_chunk)
     monkeypatch.setattr(_stream_driver, "select_draws", select_draws)
     streamed = _run(model, x_map, y_map, stream=True, chunk_steps=5)
     assert holding_n == [[]] * 9  # 44 steps in chunks of 5
     _assert_same_draws(_run(model, x, y), streamed, exact=False)
-    chunk_shapes = [s for s in shapes if len(s) >= 3]
-    assert chunk_shapes and {s[:3] for s in chunk_shapes} <= {(2, 5, BATCH), (2, 4, BATCH)}
-    assert (2, 5, BATCH, 3) in chunk_shapes and (2, 5, BATCH) in chunk_shapes
+    expected = {  # x (rows of 3 features) and y per chunk: 8 chunks of 5 steps, one of 4
+        S: ([(2, S * BATCH, 3), (2, S * BATCH)], [(2, S, BATCH), (2, S, BATCH)]) for S in (5, 4)
+    }
+    assert shapes[0] == ([(1, BATCH, 3), (1, BATCH)], [(1, BATCH)] * 2)  # first_rows
+    assert shapes[1:] == [expected[5]] * 8 + [expected[4]]
 
 
 @pytest.mark.parametrize(
@@ -289,6 +292,17 @@ def test_a_chunks_rows_are_the_rows_at_its_indices(tmp_path, monkeypatch, kind):
         assert all(a <= b for a, b in released) and sorted(released) == released  # ascending
     else:
         assert released == []  # nothing to hand back (or the caller's edits to keep)
+    # a chunk as the device reads it: per chain, the rows and where each step's lie among them
+    ((buffer,), (positions,)) = rows.take_chunk({"data": indices})
+    assert buffer.shape == (2, 300, 4) and positions.shape == (2, 3, 100)
+    assert positions.dtype == np.int32
+    for chain in range(2):
+        np.testing.assert_array_equal(buffer[chain][positions[chain]], taken[chain])
+        in_file_order = np.sort(indices[chain].reshape(-1))
+        expected = values[
+            in_file_order if "map" in kind and "copy" not in kind else indices[chain].reshape(-1)
+        ]
+        np.testing.assert_array_equal(buffer[chain], expected.astype(np.float32))
 
 
 def test_a_copy_on_write_map_keeps_the_callers_edits(tmp_path):

@@ -54,7 +54,10 @@ class StreamedRun(SamplerRun):
 
     def _stream_program(self) -> Callable:
         """``(carry, chain_keys, first_step, kept, real, rows, estimator, predict) -> (carry,
-        observed)``, jitted and vectorised over chains (``rows``: (chains, S, |B|, ...))."""
+        observed)``, jitted and vectorised over chains. ``rows`` is ``(buffers, positions)``
+        (:meth:`~mtbkd_jax.infer._host_rows.HostRows.take_chunk`): per streamed leaf the
+        chunk's rows (chains, S |B|, ...) and where step ``j``'s minibatch lies among them
+        (chains, S, |B|); each step gathers its |B| rows, as the device-resident path does."""
         settings = self.settings
         loop = EpochLoop(
             self.plan.plates,
@@ -74,11 +77,17 @@ class StreamedRun(SamplerRun):
             predict: jax.Array | None,
         ) -> tuple[Carry, dict[str, Any]]:
             step, observe = self._step_and_observe(estimator, predict)
-            batch = jax.tree.map(lambda r: r[0], rows)
-            shapes = jax.eval_shape(step, chain_key, carry, batch, 0)[1]
+            buffers, positions = rows
+
+            def gathered_step(key: jax.Array, state: Any, where: Any, number: Any) -> tuple:
+                batch = tuple(buffer[at] for buffer, at in zip(buffers, where, strict=True))
+                return step(key, state, batch, number)
+
+            first = jax.tree.map(lambda at: at[0], positions)
+            shapes = jax.eval_shape(gathered_step, chain_key, carry, first, 0)[1]
             info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             carry, observed = loop.run_steps(
-                step, carry, info, chain_key, first_step, kept, real, rows, observe
+                gathered_step, carry, info, chain_key, first_step, kept, real, positions, observe
             )
             return carry, jax.tree.map(lambda v: v[None], observed)  # (1 row, K slots, ...)
 
@@ -123,7 +132,7 @@ class StreamedRun(SamplerRun):
         def prepare(start: int, stop: int) -> tuple[Any, np.ndarray, np.ndarray]:
             first, last = start // spe, (stop - 1) // spe
             indices = rows.step_indices(orders.take(first, last), first, start, stop)
-            device_rows = self.placement.chains(jax.device_put(rows.take(indices)))
+            device_rows = self.placement.chains(jax.device_put(rows.take_chunk(indices)))
             kept, real = kept_in_range(keep, spe, start, stop, slots)
             return device_rows, kept, real
 

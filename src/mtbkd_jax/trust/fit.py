@@ -142,13 +142,15 @@ class TrustPosterior:
         classes) and, for the learned link, the weight bias."""
         rows = []
         learned = self.temperature_learned
-        low, high = self.interval("temperature") if learned else (None, None)
+        intervals = list(zip(*self.interval("temperature"), strict=True)) if learned else None
         for m, name in enumerate(self.teacher_names):
             row = {
                 "teacher": name,
                 "temperature": float(np.median(self.draws["temperature"][:, m])),
                 "temperature_learned": learned,
-                "temperature_90": (float(low[m]), float(high[m])) if learned else None,
+                "temperature_90": (
+                    None if intervals is None else tuple(float(v) for v in intervals[m])
+                ),
                 "concentration": float(np.median(self.draws["concentration"][:, m])),
                 "concentration_by_class": np.median(
                     self.draws["concentration"][:, m], axis=0
