@@ -305,6 +305,29 @@ def test_a_chunks_rows_are_the_rows_at_its_indices(tmp_path, monkeypatch, kind):
         np.testing.assert_array_equal(buffer[chain], expected.astype(np.float32))
 
 
+def test_checks_and_digests_of_a_map_hand_its_pages_back_slice_by_slice(tmp_path, monkeypatch):
+    """The finiteness check and the checkpoint's data digest read a memory map a slice at a
+    time and hand each slice's pages back (by its rows: no walk of the whole map), covering
+    every row once; the digest equals the in-memory array's."""
+    import mtbkd_jax.infer._host_rows as host_rows
+    import mtbkd_jax.infer.fingerprint as fingerprint
+
+    values = np.random.default_rng(0).normal(size=(5000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    expected = fingerprint.array_digest(values)
+    released = []
+    monkeypatch.setattr(host_rows, "release_pages", lambda a, rows=None: released.append(rows))
+    monkeypatch.setattr(fingerprint, "release_pages", host_rows.release_pages)
+    monkeypatch.setattr(fingerprint, "_SLICE_BYTES", 32 * 700)  # 700 rows a slice
+    assert fingerprint.array_digest(mapped) == expected
+    assert released == [(a, min(a + 700, 5000)) for a in range(0, 5000, 700)]
+    released.clear()
+    host_rows.check_finite_rows(mapped, "inputs")
+    assert None not in released and released[0][0] == 0 and released[-1][1] == 5000
+    assert all(a[1] == b[0] for a, b in zip(released, released[1:], strict=False))
+
+
 def test_a_copy_on_write_map_keeps_the_callers_edits(tmp_path):
     """Pages of a copy-on-write map (``mmap_mode="c"``) are never handed back: the caller's
     in-place edits (e.g. standardised features) are what the checks and the gather read."""

@@ -101,16 +101,14 @@ def check_finite_rows(array: Any, name: str) -> None:
     if not np.issubdtype(array.dtype, np.floating):
         return
     step = max(1, (1 << 24) // max(1, array.dtype.itemsize * int(np.prod(array.shape[1:]))))
-    for number, start in enumerate(range(0, array.shape[0], step), 1):
+    for start in range(0, array.shape[0], step):
         block = np.asarray(array[start : start + step])
         bad = ~np.isfinite(block)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             where = (where[0] + start, *where[1:])
             raise ValueError(f"{name} must be finite; found a non-finite value at index {where}")
-        if number % 16 == 0:  # every 256 MB read (each release walks the whole mapping)
-            release_pages(array)
-    release_pages(array)
+        release_pages(array, (start, min(start + step, array.shape[0])))  # the block's pages
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: jit's cache key of an estimator

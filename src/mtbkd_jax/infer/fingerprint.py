@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtbkd_jax.infer._host_rows import release_pages
+
 if TYPE_CHECKING:
     import optax
 
@@ -104,6 +106,9 @@ def _plain_digest(array: np.ndarray | jax.Array) -> str:
     step = max(1, _SLICE_BYTES // row_bytes)
     for start in range(0, shape[0], step):
         digest.update(np.ascontiguousarray(np.asarray(array[start : start + step])).tobytes())
+        # a memory map's pages read for this slice are handed back: digesting a file larger
+        # than memory keeps the process's resident set at one slice
+        release_pages(array, (start, min(start + step, shape[0])))
     return digest.hexdigest()
 
 
