@@ -162,6 +162,36 @@ def test_a_checkpoint_written_inside_an_epoch_resumes_exactly(
         _run(model, x, y, checkpoint_path=path)  # a streamed checkpoint, a resident run
 
 
+def test_a_failed_read_on_the_prefetch_thread_loses_nothing(canonical, tmp_path, monkeypatch):
+    """A read of the next chunk's rows that fails on the background thread (a file gone, a
+    disk error) is raised in the caller, with its type and message, once the chunk running
+    meanwhile is done and checkpointed; the resumed run's draws are the uninterrupted ones."""
+    model, x, y, resident = canonical
+    path = tmp_path / "stream.ckpt.npz"
+    real_take, calls = HostRows.take_chunk, []
+
+    def failing_take(self, indices):
+        calls.append(1)
+        if len(calls) == 4:  # first_rows, chunks 0 and 1; chunk 2's read fails
+            raise OSError("the disk went away")
+        return real_take(self, indices)
+
+    real_save, saved = checkpoint_module.Checkpoint.save, []
+
+    def save(self, state, chunk, progress):
+        real_save(self, state, chunk, progress)
+        saved.append(progress["next_step"])
+
+    monkeypatch.setattr(HostRows, "take_chunk", failing_take)
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "save", save)
+    with pytest.raises(OSError, match="the disk went away"):
+        _run(model, x, y, stream=True, chunk_steps=7, checkpoint_path=path)
+    assert saved == [7, 14]  # chunks 0 and 1 kept
+    monkeypatch.setattr(HostRows, "take_chunk", real_take)
+    resumed = _run(model, x, y, stream=True, chunk_steps=7, checkpoint_path=path)
+    _assert_same_draws(resident, resumed)
+
+
 def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, monkeypatch):
     """Inputs and labels from .npy files opened with mmap_mode="r"; every chunk's rows reach
     the device as (chains, S |B|, ...) with their positions (chains, S, |B|), and no live
