@@ -228,6 +228,42 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
 
 
 @pytest.mark.parametrize(
+    "labels",
+    [
+        "column",  # (N, 1)
+        "strings",
+        "fractions",
+        "too many classes",
+        "negative",
+        "too short",
+    ],
+)
+def test_bad_labels_get_the_resident_paths_error(canonical, labels):
+    """Labels are checked as the device-resident path checks them: the same error type and
+    message, whichever path the user takes."""
+    model, x, y, _ = canonical
+    bad = {
+        "column": y[:, None],
+        "strings": y.astype(str),
+        "fractions": y + 0.5,
+        "too many classes": np.where(y == 1, 2, y),
+        "negative": y - 1,
+        "too short": y[:-1],
+    }[labels]
+    errors = []
+    for stream in (False, True):
+        with pytest.raises((TypeError, ValueError)) as caught:
+            _run(model, x, bad, stream=stream)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+
+
+def test_float_labels_of_whole_numbers_stream_as_the_resident_path_takes_them(canonical):
+    model, x, y, resident = canonical
+    _assert_same_draws(resident, _run(model, x, y.astype(np.float32), stream=True, chunk_steps=7))
+
+
+@pytest.mark.parametrize(
     "argument, value",
     [
         ("mesh", "a mesh"),

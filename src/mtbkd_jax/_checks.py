@@ -115,7 +115,14 @@ def require_nonnegative_values[V](value: V, name: str, *, strictly: bool = False
 
 def as_labels(labels: ArrayLike, name: str, num_examples: int, num_classes: int) -> np.ndarray:
     """Return integer class labels of shape (N,), checking range and length."""
-    array = np.asarray(labels)
+    return checked_labels(labels, name, num_examples, num_classes).astype(np.int32)
+
+
+def checked_labels(labels: ArrayLike, name: str, num_examples: int, num_classes: int) -> np.ndarray:
+    """:func:`as_labels`'s checks, the labels returned as they are when they already hold
+    integers (a memory map stays one: no copy of N labels), else converted (floats holding
+    whole numbers)."""
+    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional (N,), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
@@ -132,7 +139,7 @@ def as_labels(labels: ArrayLike, name: str, num_examples: int, num_classes: int)
             f"{name} must lie in 0..{num_classes - 1} (C = {num_classes} classes), "
             f"got values in {int(array.min())}..{int(array.max())}"
         )
-    return array.astype(np.int32)
+    return array
 
 
 def require_key(key: object, name: str = "rng_key") -> jax.Array | np.ndarray:

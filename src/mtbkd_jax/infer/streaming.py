@@ -39,7 +39,7 @@ import numpy as np
 from numpyro.infer.util import potential_energy
 from numpyro.primitives import Messenger
 
-from mtbkd_jax._checks import as_input_batch
+from mtbkd_jax._checks import as_input_batch, checked_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
 from mtbkd_jax.students import Student
@@ -170,26 +170,6 @@ def check_stream_arguments(**arguments: Any) -> None:
             )
 
 
-def _host_labels(labels: Any, num_examples: int, num_classes: int) -> Any:
-    """Labels checked as :func:`~mtbkd_jax._checks.as_labels` checks them, kept on the host."""
-    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional (N,), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"labels must hold integer class indices, got dtype {array.dtype}")
-    if array.shape[0] != num_examples:
-        raise ValueError(
-            f"labels has {array.shape[0]} entries but the inputs have {num_examples} examples"
-        )
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"labels must lie in 0..{num_classes - 1} (C = {num_classes} classes), got values "
-            f"in {low}..{high}"
-        )
-    return array
-
-
 def _host_inputs(model: Callable, inputs: Any, name: str) -> Any:
     """Inputs checked without a device copy: shape, dtype, finiteness, the student."""
     if isinstance(inputs, jax.Array):
@@ -234,7 +214,7 @@ def streamed_data(
         student = getattr(model, "student", None)
         classes = student.check_inputs(features) if isinstance(student, Student) else None
         classes = classes or (teachers.num_classes if teachers is not None else 2**31 - 1)
-        labels = _host_labels(labels, features.shape[0], classes)
+        labels = checked_labels(labels, "labels", features.shape[0], classes)
     plan = _plan(model, (features, labels), kwargs, batch_size, prior_batch_size)
     rows = _host_rows(model, (features, labels), plan, kwargs)
     resident = tuple(jnp.asarray(v) for v in rows.resident)
