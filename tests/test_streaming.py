@@ -170,11 +170,11 @@ def test_a_failed_read_on_the_prefetch_thread_loses_nothing(canonical, tmp_path,
     path = tmp_path / "stream.ckpt.npz"
     real_take, calls = HostRows.take_chunk, []
 
-    def failing_take(self, indices):
+    def failing_take(self, indices, *allocate):
         calls.append(1)
         if len(calls) == 4:  # first_rows, chunks 0 and 1; chunk 2's read fails
             raise OSError("the disk went away")
-        return real_take(self, indices)
+        return real_take(self, indices, *allocate)
 
     real_save, saved = checkpoint_module.Checkpoint.save, []
 
@@ -206,8 +206,8 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
     shapes, holding_n = [], []
     real_take, real_select = HostRows.take_chunk, _stream_driver.select_draws
 
-    def take_chunk(self, indices):
-        buffers, positions = real_take(self, indices)
+    def take_chunk(self, indices, *allocate):
+        buffers, positions = real_take(self, indices, *allocate)
         shapes.append(([b.shape for b in buffers], [p.shape for p in positions]))
         return buffers, positions
 

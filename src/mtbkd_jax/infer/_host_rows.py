@@ -39,6 +39,8 @@ from mtbkd_jax.infer._orders import EpochOrders
 if TYPE_CHECKING:
     from mtbkd_jax.infer.minibatch import PlateSpec
 
+    Allocate = Callable[[tuple[int, ...], Any], np.ndarray]  # (shape, dtype) -> array
+
 __all__ = ["HostRows", "OrdersCache", "kept_in_range", "release_pages", "check_finite_rows"]
 
 _BLOCK_ROWS = 1 << 14  # rows gathered at a time (bounds the fancy-indexing temporaries)
@@ -162,7 +164,7 @@ class HostRows:
         return tuple(role for role in self.roles if role is not None)
 
     def take_chunk(
-        self, indices: Mapping[str, np.ndarray]
+        self, indices: Mapping[str, np.ndarray], allocate: Allocate = np.empty
     ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """A chunk's rows as the device reads them: ``(buffers, positions)``, per streamed
         leaf a buffer (chains, n, ...) of the rows at ``indices`` (plate -> (chains, ...) int
@@ -174,7 +176,9 @@ class HostRows:
         read front to back, its pages handed back a block at a time); an array in memory's in
         the indices' order. Placing the rows in step order is left to the device (a gather of
         |B| rows a step, as the device-resident path does), not done here: on the host it cost
-        as much as the reading."""
+        as much as the reading. ``allocate(shape, dtype)`` gives the arrays they are written
+        into (:class:`~mtbkd_jax.infer._staging.StagingBuffers` reuses them chunk after
+        chunk)."""
         layouts: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}
         buffers, positions = [], []
         for i, plate in zip(self.streamed, self._plates_of_streamed, strict=True):
@@ -182,18 +186,19 @@ class HostRows:
             flat = index.reshape(index.shape[0], -1)
             mapped = _shared_map(leaf) is not None
             if (plate, mapped) not in layouts:
-                layouts[(plate, mapped)] = _read_layout(flat, mapped)
+                layouts[(plate, mapped)] = _read_layout(flat, mapped, allocate)
             ordered, where = layouts[(plate, mapped)]
-            buffers.append(self._read(leaf, ordered, self.dtypes[i], mapped))
+            buffer = allocate((*ordered.shape, *leaf.shape[1:]), self.dtypes[i])
+            buffers.append(self._read(leaf, ordered, buffer, mapped))
             positions.append(where.reshape(index.shape))
         return tuple(buffers), tuple(positions)
 
     @staticmethod
-    def _read(leaf: Any, ordered: np.ndarray, dtype: Any, mapped: bool) -> np.ndarray:
-        """``leaf``'s rows at ``ordered`` (chains, n) in that order, a block at a time (a
-        map's pages handed back after each block, by the block's stretch of the file)."""
+    def _read(leaf: Any, ordered: np.ndarray, buffer: np.ndarray, mapped: bool) -> np.ndarray:
+        """``leaf``'s rows at ``ordered`` (chains, n) in that order, into ``buffer``, a block
+        at a time (a map's pages handed back after each block, by the block's stretch of the
+        file)."""
         source = np.asarray(leaf)  # a plain view: np.take skips np.memmap's overhead
-        buffer = np.empty((*ordered.shape, *leaf.shape[1:]), dtype)
         for chain, wanted in enumerate(ordered):
             for start in range(0, wanted.shape[0], _BLOCK_ROWS):
                 block = wanted[start : start + _BLOCK_ROWS]
@@ -224,17 +229,20 @@ class HostRows:
         return out
 
 
-def _read_layout(flat: np.ndarray, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_layout(
+    flat: np.ndarray, ascending: bool, allocate: Allocate
+) -> tuple[np.ndarray, np.ndarray]:
     """``(ordered, positions)`` for a chunk's indices ``flat`` (chains, n): the indices in the
     order to read them (ascending per chain, or as given) and where each entry lands in its
-    chain's buffer (int32, (chains, n))."""
+    chain's buffer (int32, (chains, n), from ``allocate``)."""
     count = flat.shape[1]
+    positions = allocate(flat.shape, np.dtype(np.int32))
     if not ascending:
-        return flat, np.broadcast_to(np.arange(count, dtype=np.int32), flat.shape)
+        positions[...] = np.arange(count, dtype=np.int32)
+        return flat, positions
     # equal indices read the same row, so the sort need not be stable (NumPy's default sort of
     # integers is vectorised: 4.7x faster than the stable one on 512,000 indices)
     order = np.argsort(flat, axis=-1)
-    positions = np.empty(flat.shape, np.int32)
     np.put_along_axis(positions, order, np.arange(count, dtype=np.int32)[None], axis=-1)
     return np.take_along_axis(flat, order, axis=-1), positions
 

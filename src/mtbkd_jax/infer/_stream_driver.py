@@ -4,8 +4,9 @@ chunk's rows gathered on the host and transferred while the device runs the prev
 A chunk is ``chunk_steps`` consecutive global steps (across epoch boundaries, or a part of one
 epoch), one ``jit`` call of :meth:`~mtbkd_jax.infer._loop.EpochLoop.run_steps` vectorised over
 chains. On a background thread the host draws the next chunk's epochs' orders (each epoch once,
-:class:`~mtbkd_jax.infer._host_rows.OrdersCache`), gathers its rows and puts them on the device
-while this chunk runs; between chunks the valid draws are kept, the chains checked for NaN and
+:class:`~mtbkd_jax.infer._host_rows.OrdersCache`), gathers its rows into reused host arrays
+(:class:`~mtbkd_jax.infer._staging.StagingBuffers`) and puts them on the device while this chunk
+runs; between chunks the valid draws are kept, the chains checked for NaN and
 the checkpoint written, recording the next global step.
 """
 
@@ -25,6 +26,7 @@ from mtbkd_jax.infer._driver import Carry, SamplerRun
 from mtbkd_jax.infer._host_rows import HostRows, OrdersCache, keep_rule, kept_in_range
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
+from mtbkd_jax.infer._staging import StagingBuffers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,11 +130,14 @@ class StreamedRun(SamplerRun):
         size = max(1, min(self.chunk_steps, total - first_step))  # not more than are left
         slots = kept_slots(size, spe, s.draws_per_epoch)
         bounds = [(a, min(a + size, total)) for a in range(first_step, total, size)]
+        staging = StagingBuffers()  # chunk k + 2 reuses chunk k's host arrays
 
         def prepare(start: int, stop: int) -> tuple[Any, np.ndarray, np.ndarray]:
             first, last = start // spe, (stop - 1) // spe
             indices = rows.step_indices(orders.take(first, last), first, start, stop)
-            device_rows = self.placement.chains(jax.device_put(rows.take_chunk(indices)))
+            host_rows = rows.take_chunk(indices, staging.allocator())
+            device_rows = self.placement.chains(jax.device_put(host_rows))
+            jax.block_until_ready(device_rows)  # the transfer done on this thread
             kept, real = kept_in_range(keep, spe, start, stop, slots)
             return device_rows, kept, real
 
