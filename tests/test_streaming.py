@@ -219,6 +219,8 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
     monkeypatch.setattr(_stream_driver, "select_draws", select_draws)
     streamed = _run(model, x_map, y_map, stream=True, chunk_steps=5)
     assert holding_n == [[]] * 9  # 44 steps in chunks of 5
+    reads = streamed.settings["chunk_read_seconds"]  # the host's time per chunk, recorded
+    assert len(reads) == len(streamed.settings["chunk_seconds"]) == 9 and min(reads) > 0
     _assert_same_draws(_run(model, x, y), streamed, exact=False)
     expected = {  # x (rows of 3 features) and y per chunk: 8 chunks of 5 steps, one of 4
         S: ([(2, S * BATCH, 3), (2, S * BATCH)], [(2, S, BATCH), (2, S, BATCH)]) for S in (5, 4)

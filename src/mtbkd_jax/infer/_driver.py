@@ -75,6 +75,7 @@ class SamplerRun:
     chain_keys: jax.Array
     total_epochs: int
     chunk_seconds: list = field(default_factory=list)
+    chunk_read_seconds: list = field(default_factory=list)
 
     # ------------------------------------------------------------------ the device program
     def _initial_carry(self, position: PyTree) -> Carry:
@@ -285,6 +286,7 @@ class SamplerRun:
             chain_devices=self.placement.num_devices,
             data_devices=self.placement.data_devices,
             chunk_seconds=list(self.chunk_seconds),
+            chunk_read_seconds=list(self.chunk_read_seconds),
         )
         carry = self.placement.to_host(carry)
         return package_posterior(

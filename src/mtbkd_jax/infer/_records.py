@@ -83,13 +83,16 @@ class SGMCMCSettings:
 class SGMCMCTimings:
     """Wall-clock figures of a run: seconds sampling (warm start excluded), and per jitted
     chunk ``(epochs, seconds)`` (the first includes compilation); the devices along the
-    chains and (with a mesh) along the data."""
+    chains and (with a mesh) along the data; for a streamed run, per chunk the seconds the
+    host spent reading its rows and putting them on the device (on the prefetch thread,
+    while the previous chunk ran)."""
 
     sampling_seconds: float
     steps_per_epoch: int
     chain_devices: int
     chunk_seconds: list
     data_devices: int = 1  # a mesh's "data" axis: devices that split each minibatch
+    chunk_read_seconds: list = field(default_factory=list)  # streamed runs only
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -133,11 +133,13 @@ class StreamedRun(SamplerRun):
         staging = StagingBuffers()  # chunk k + 2 reuses chunk k's host arrays
 
         def prepare(start: int, stop: int) -> tuple[Any, np.ndarray, np.ndarray]:
+            tick = time.perf_counter()
             first, last = start // spe, (stop - 1) // spe
             indices = rows.step_indices(orders.take(first, last), first, start, stop)
             host_rows = rows.take_chunk(indices, staging.allocator())
             device_rows = self.placement.chains(jax.device_put(host_rows))
             jax.block_until_ready(device_rows)  # the transfer done on this thread
+            self.chunk_read_seconds.append(time.perf_counter() - tick)
             kept, real = kept_in_range(keep, spe, start, stop, slots)
             return device_rows, kept, real
 
