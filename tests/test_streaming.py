@@ -113,6 +113,24 @@ def test_a_users_model_streams_with_the_same_draws(declared_size):
 
 
 @pytest.mark.parametrize("declared_size", [None, N])
+def test_a_model_that_subsamples_with_numpyro_subsample_streams(declared_size):
+    """``numpyro.subsample(x, event_dim=...)`` instead of ``x[idx]``, under a plate declared
+    from the data or with N by number: the streamed rows are already the minibatch, and the
+    draws are the device-resident run's."""
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        size = x.shape[0] if declared_size is None else declared_size
+        with numpyro.plate("data", size, subsample_size=BATCH):
+            rows, labels = numpyro.subsample(x, event_dim=1), numpyro.subsample(y, event_dim=0)
+            numpyro.sample("y", dist.Bernoulli(logits=rows @ w), obs=labels)
+
+    x, y, _ = _problem(teachers=False)
+    resident = _run(model, x, y)
+    _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=7), exact=False)
+
+
+@pytest.mark.parametrize("declared_size", [None, N])
 def test_the_streamed_log_density_is_scaled_by_n_over_the_batch(declared_size):
     """On the same rows the streamed estimator's log density and gradient are the resident
     one's: the likelihood scaled by N / |B| (not 1, not N / |B| twice), the prior once."""

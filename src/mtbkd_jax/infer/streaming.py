@@ -17,7 +17,8 @@ likelihood's scale at ``N / |B|``: a model that declares its plate from its data
 ``numpyro.plate("data", x.shape[0], subsample_size=B)``, now sees ``x.shape[0] == |B|``, and
 the handler scales the plate's sites by ``N / |B|`` itself; a model that declares ``N`` by
 number is scaled by NumPyro as usual. A model must use its data's length for nothing but its
-plates' sizes.
+plates' sizes. ``numpyro.subsample(x, event_dim=...)`` works too: ``x`` is the minibatch's rows
+already, and the handler tells the plates so.
 
 Which plate indexes an array: the inputs and labels, the first subsampled plate; an array
 keyword argument, the plate of its leading length (a leaf of another length, a 0-d
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import potential_energy
-from numpyro.primitives import Messenger
+from numpyro.primitives import _PYRO_STACK, Messenger, plate
 
 from mtbkd_jax._checks import as_input_batch, checked_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
@@ -89,6 +90,25 @@ class StreamedPlates(Messenger):
                 factor = self.factors.get(frame.name)
                 if factor is not None:
                     msg["scale"] = (1.0 if msg["scale"] is None else msg["scale"]) * factor
+
+    def postprocess_message(self, msg: dict[str, Any]) -> None:
+        """``numpyro.subsample(x, event_dim)`` under a streamed plate declared with ``N``: ``x``
+        already holds the minibatch's ``|B|`` rows (what the plate would take from ``N``), so
+        the enclosing plates, which would look for ``N`` rows, are told to leave it as it is.
+        Runs before the model's own plates' ``postprocess_message`` (this handler wraps the
+        model)."""
+        event_dim = msg["kwargs"].get("event_dim") if msg["type"] == "subsample" else None
+        if event_dim is None:
+            return
+        shape = jnp.shape(msg["value"])
+        for frame in _PYRO_STACK:
+            spec = self.plates.get(getattr(frame, "name", None))  # type: ignore[arg-type]
+            if not isinstance(frame, plate) or spec is None or frame.size != spec.size:
+                continue
+            dim = frame.dim - event_dim
+            if len(shape) >= -dim and shape[dim] == spec.batch_size:
+                msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
+                return
 
 
 @jax.tree_util.register_pytree_node_class
