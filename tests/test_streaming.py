@@ -256,11 +256,14 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
         "too many classes",
         "negative",
         "too short",
+        "missing",
+        "student of 3 classes",
     ],
 )
 def test_bad_labels_get_the_resident_paths_error(canonical, labels):
-    """Labels are checked as the device-resident path checks them: the same error type and
-    message, whichever path the user takes."""
+    """Labels (and the student's classes against the teachers') are checked as the
+    device-resident path checks them: the same error type and message, whichever path the
+    user takes."""
     model, x, y, _ = canonical
     bad = {
         "column": y[:, None],
@@ -269,7 +272,13 @@ def test_bad_labels_get_the_resident_paths_error(canonical, labels):
         "too many classes": np.where(y == 1, 2, y),
         "negative": y - 1,
         "too short": y[:-1],
+        "missing": None,
+        "student of 3 classes": y,
     }[labels]
+    if labels == "student of 3 classes":  # the teachers have 2
+        model = mk.MTBKDModel(
+            mk.Student(mk.MLP(3, 3, hidden=(4,), rngs=nnx.Rngs(0))), model.teachers
+        )
     errors = []
     for stream in (False, True):
         with pytest.raises((TypeError, ValueError)) as caught:

@@ -66,25 +66,12 @@ def prepare_data(
         raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
     features = _features(model, inputs, "inputs")
     kwargs = dict(model_kwargs or {})
-    student = getattr(model, "student", None)
     teachers = getattr(model, "teachers", None)
-    num_classes = None
-    if isinstance(student, Student):
-        num_classes = student.check_inputs(features, "inputs")  # checked already: cached
-        if teachers is not None and num_classes != teachers.num_classes:
-            raise ValueError(
-                f"the student returns {num_classes} classes but the teachers have "
-                f"{teachers.num_classes}; build the student with num_classes="
-                f"{teachers.num_classes}"
-            )
+    num_classes = student_classes(model, features)
     if kwargs.get("prior_inputs") is not None:
         kwargs["prior_inputs"] = _features(model, kwargs["prior_inputs"], "prior_inputs")
     if labels is None:
-        if _requires_labels(model):
-            raise ValueError(
-                "labels are required for inference; to sample predictions use "
-                "Posterior.predict, or numpyro.infer.Predictive for prior predictive checks"
-            )
+        require_labels(model)
     else:
         if num_classes is None:
             num_classes = teachers.num_classes if teachers is not None else np.iinfo(np.int32).max
@@ -93,6 +80,22 @@ def prepare_data(
         else:
             labels = jnp.asarray(as_labels(labels, "labels", features.shape[0], num_classes))
     return features, labels, kwargs
+
+
+def student_classes(model: Callable, features: Any) -> int | None:
+    """The number of classes a model's :class:`Student` returns on ``features`` (``None``
+    without one), checked against the model's teachers."""
+    student = getattr(model, "student", None)
+    if not isinstance(student, Student):
+        return None
+    teachers = getattr(model, "teachers", None)
+    num_classes = student.check_inputs(features, "inputs")  # checked already: cached
+    if teachers is not None and num_classes != teachers.num_classes:
+        raise ValueError(
+            f"the student returns {num_classes} classes but the teachers have "
+            f"{teachers.num_classes}; build the student with num_classes={teachers.num_classes}"
+        )
+    return num_classes
 
 
 def _global_labels(labels: jax.Array, num_examples: int, num_classes: int) -> jax.Array:
@@ -113,8 +116,14 @@ def _global_labels(labels: jax.Array, num_examples: int, num_classes: int) -> ja
     return labels.astype(jnp.int32)
 
 
-def _requires_labels(model: Callable[..., Any]) -> bool:
-    return callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student")
+def require_labels(model: Callable[..., Any]) -> None:
+    """Raise a ``ValueError`` if ``model`` (the canonical model) needs labels: without them
+    its ``y`` would be a discrete latent variable."""
+    if callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student"):
+        raise ValueError(
+            "labels are required for inference; to sample predictions use "
+            "Posterior.predict, or numpyro.infer.Predictive for prior predictive checks"
+        )
 
 
 def is_array_tree(value: object) -> bool:

@@ -41,6 +41,7 @@ from numpyro.infer.util import potential_energy
 from numpyro.primitives import _PYRO_STACK, Messenger, plate
 
 from mtbkd_jax._checks import as_input_batch, checked_labels
+from mtbkd_jax.infer._common import require_labels, student_classes
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
 from mtbkd_jax.students import Student
@@ -228,11 +229,9 @@ def streamed_data(
         kwargs["prior_inputs"] = _host_inputs(model, kwargs["prior_inputs"], "prior_inputs")
     teachers = getattr(model, "teachers", None)
     if labels is None:
-        if callable(getattr(model, "observation_kwargs", None)) and hasattr(model, "student"):
-            raise ValueError("labels are required for inference")
-    else:
-        student = getattr(model, "student", None)
-        classes = student.check_inputs(features) if isinstance(student, Student) else None
+        require_labels(model)
+    classes = student_classes(model, features)  # the student against the teachers
+    if labels is not None:
         classes = classes or (teachers.num_classes if teachers is not None else 2**31 - 1)
         labels = checked_labels(labels, "labels", features.shape[0], classes)
     plan = _plan(model, (features, labels), kwargs, batch_size, prior_batch_size)
