@@ -310,6 +310,7 @@ def test_what_streaming_does_not_support_is_refused_by_name(argument, value):
         _run(_users_model(None), x, y, stream=True, **{argument: value})
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # resident
 def test_stream_arguments_are_checked():
     x, y, teachers = _problem()
     with pytest.raises(ValueError, match="chunk_steps applies to stream=True"):
@@ -320,6 +321,11 @@ def test_stream_arguments_are_checked():
     bad[17, 1] = np.nan
     with pytest.raises(ValueError, match=r"inputs must be finite.*\(17, 1\)"):
         _run(_users_model(None), bad, y, stream=True)
+    huge = x.astype(np.float64)
+    huge[5, 2] = 1e39  # finite in float64, inf in the float32 the device takes
+    for stream in (False, True):  # refused on both paths
+        with pytest.raises(ValueError, match="inputs must be finite"):
+            _run(_users_model(None), huge, y, stream=stream)
 
     def two_plates(x, y, z):
         w = numpyro.sample("w", dist.Normal(0.0, 1.0))

@@ -97,19 +97,26 @@ def _byte_range(mapped: mmap.mmap, array: Any, start: int, stop: int) -> tuple[i
     return begin, max(0, end - begin)
 
 
-def check_finite_rows(array: Any, name: str) -> None:
-    """Raise a ``ValueError`` naming ``name`` if a floating host array holds NaN or inf,
-    reading it a block at a time (no copy of the whole array)."""
+def check_finite_rows(array: Any, name: str, device_dtype: Any = np.float32) -> None:
+    """Raise a ``ValueError`` naming ``name`` if a floating host array holds NaN or inf, or a
+    value that becomes inf in ``device_dtype`` (the dtype the device takes it in: a float64
+    above float32's largest value), reading it a block at a time (no copy of the whole
+    array)."""
     if not np.issubdtype(array.dtype, np.floating):
         return
     step = max(1, (1 << 24) // max(1, array.dtype.itemsize * int(np.prod(array.shape[1:]))))
     for start in range(0, array.shape[0], step):
         block = np.asarray(array[start : start + step])
-        bad = ~np.isfinite(block)
+        with np.errstate(over="ignore"):  # an overflow is what is looked for here
+            bad = ~np.isfinite(block.astype(device_dtype, copy=False))
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             where = (where[0] + start, *where[1:])
-            raise ValueError(f"{name} must be finite; found a non-finite value at index {where}")
+            value = block[(where[0] - start, *where[1:])]
+            detail = "" if not np.isfinite(value) else f" (it is inf in {np.dtype(device_dtype)})"
+            raise ValueError(
+                f"{name} must be finite; found a non-finite value at index {where}: {value}{detail}"
+            )
         release_pages(array, (start, min(start + step, array.shape[0])))  # the block's pages
 
 

@@ -158,6 +158,9 @@ class StreamedRun(SamplerRun):
                 del chunk_rows
                 # the next chunk's rows are gathered and transferred while this one runs
                 pending = pool.submit(prepare, *bounds[k + 1]) if k + 1 < len(bounds) else None
+                # chunk k's program done before chunk k + 2's rows overwrite its staging set
+                # (on a CPU the device reads them in place): explicit, not left to the reads
+                jax.block_until_ready((carry, observed))
                 carry = self.placement.chains(carry)
                 position = self.placement.to_host(carry.kernel.position)
                 chunk, finite = select_draws(
