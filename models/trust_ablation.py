@@ -64,7 +64,7 @@ def variants(bank, labels, concentration, warmup, draws):
             numbers = {
                 k: np.round(v, 2).tolist()
                 for k, v in row.items()
-                if k != "teacher" and v is not None
+                if k != "teacher" and v is not None and not isinstance(v, bool)
             }
             print(name, row["teacher"], numbers)
     point = learned.point()
