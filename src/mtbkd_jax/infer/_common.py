@@ -66,15 +66,12 @@ def prepare_data(
         raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
     features = _features(model, inputs, "inputs")
     kwargs = dict(model_kwargs or {})
-    teachers = getattr(model, "teachers", None)
-    num_classes = student_classes(model, features)
+    num_classes = label_classes(model, features)
     if kwargs.get("prior_inputs") is not None:
         kwargs["prior_inputs"] = _features(model, kwargs["prior_inputs"], "prior_inputs")
     if labels is None:
         require_labels(model)
     else:
-        if num_classes is None:
-            num_classes = teachers.num_classes if teachers is not None else np.iinfo(np.int32).max
         if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
             labels = _global_labels(labels, features.shape[0], num_classes)
         else:
@@ -82,13 +79,13 @@ def prepare_data(
     return features, labels, kwargs
 
 
-def student_classes(model: Callable, features: Any) -> int | None:
-    """The number of classes a model's :class:`Student` returns on ``features`` (``None``
-    without one), checked against the model's teachers."""
+def label_classes(model: Callable, features: Any) -> int:
+    """The number of classes labels may take: the model's :class:`Student`'s on ``features``
+    (checked against its teachers'), else its teachers', else any int32."""
     student = getattr(model, "student", None)
-    if not isinstance(student, Student):
-        return None
     teachers = getattr(model, "teachers", None)
+    if not isinstance(student, Student):
+        return teachers.num_classes if teachers is not None else int(np.iinfo(np.int32).max)
     num_classes = student.check_inputs(features, "inputs")  # checked already: cached
     if teachers is not None and num_classes != teachers.num_classes:
         raise ValueError(

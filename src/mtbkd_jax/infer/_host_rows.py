@@ -12,9 +12,9 @@ and a transfer set's inputs to float32, labels to int32, anything else to JAX's 
 of its kind), so a step sees the same values on both paths.
 
 Reading rows of a memory map maps their pages into the process (they count in its resident set
-until the kernel reclaims them). A chunk's rows of a map are read in ascending order (then put
-in step order), a block of 16,384 rows at a time; each block's rows lie in one stretch of the
-file, and after the block exactly that stretch's pages are handed back
+until the kernel reclaims them). A chunk's rows of a map are read in ascending order (the device
+puts them in step order), a block of 16,384 rows at a time; each block's rows lie in one
+stretch of the file, and after the block exactly that stretch's pages are handed back
 (``madvise(MADV_DONTNEED)``: the file's pages stay in the page cache, the process's resident set
 stays bounded by one block's pages), so a run over a file larger than memory keeps a flat
 footprint. Handing back the whole map after every block instead made a chunk of 512,000 random

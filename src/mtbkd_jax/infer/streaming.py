@@ -41,7 +41,7 @@ from numpyro.infer.util import potential_energy
 from numpyro.primitives import _PYRO_STACK, Messenger, plate
 
 from mtbkd_jax._checks import as_input_batch, checked_labels
-from mtbkd_jax.infer._common import require_labels, student_classes
+from mtbkd_jax.infer._common import label_classes, require_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
 from mtbkd_jax.students import Student
@@ -227,12 +227,10 @@ def streamed_data(
     kwargs = dict(model_kwargs or {})
     if kwargs.get("prior_inputs") is not None:
         kwargs["prior_inputs"] = _host_inputs(model, kwargs["prior_inputs"], "prior_inputs")
-    teachers = getattr(model, "teachers", None)
+    classes = label_classes(model, features)  # the student checked against the teachers
     if labels is None:
         require_labels(model)
-    classes = student_classes(model, features)  # the student against the teachers
-    if labels is not None:
-        classes = classes or (teachers.num_classes if teachers is not None else 2**31 - 1)
+    else:
         labels = checked_labels(labels, "labels", features.shape[0], classes)
     plan = _plan(model, (features, labels), kwargs, batch_size, prior_batch_size)
     rows = _host_rows(model, (features, labels), plan, kwargs)
