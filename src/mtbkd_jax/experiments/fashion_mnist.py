@@ -30,10 +30,12 @@ __all__ = ["FashionMNISTConfig", "fashion_mnist_problem", "run_fashion_mnist"]
 @dataclass(frozen=True)
 class FashionMNISTConfig(ExperimentConfig):
     """Data sizes, teachers, student and inference budget: 2,000 labelled, 8,000 transfer and
-    2,000 validation images; an MLP with 32 hidden units; 1,500 MAP steps; SGLD, 2 chains x
-    40 epochs; every method tuned on validation. ``teachers`` are the teachers' training
-    settings (``None``: :class:`~mtbkd_jax.datasets.fashion_mnist_teachers.TeacherSettings`'s
-    defaults)."""
+    2,000 validation images; an MLP with 32 hidden units; 1,500 MAP steps; SGLD, 4 chains x
+    40 epochs, each chain started at a MAP fitted from its own random initialisation
+    (``chain_starts="maps"``, as in :class:`~mtbkd_jax.experiments.deeploc.DeepLocConfig`: chains
+    from one MAP explore one mode and agree with each other while doing so); every method
+    tuned on validation. ``teachers`` are the teachers' training settings (``None``:
+    :class:`~mtbkd_jax.datasets.fashion_mnist_teachers.TeacherSettings`'s defaults)."""
 
     num_labelled: int = 2000
     num_transfer: int = 8000
@@ -44,6 +46,8 @@ class FashionMNISTConfig(ExperimentConfig):
     bayes: str = "sgld"
     sgld_epochs: int = 40
     sgld_draws_per_epoch: int = 4
+    num_chains: int = 4
+    chain_starts: str = "maps"
     tune: bool = True
 
     @classmethod
