@@ -18,7 +18,7 @@ import mtbkd_jax.experiments.digits
 from mtbkd_jax import _paths
 from mtbkd_jax.cli import COMPILE_CACHE_ENV_VAR, compile_cache_dir, main
 from mtbkd_jax.demo import run_demo
-from mtbkd_jax.experiments import EXPERIMENTS, run_experiment
+from mtbkd_jax.experiments import EXPERIMENTS, ExperimentConfig, run_experiment
 
 
 def _one_error_line(err: str) -> str:
@@ -37,6 +37,9 @@ def _forbid(monkeypatch, module, name):
         raise AssertionError(f"{name} was called; the check should have come first")
 
     monkeypatch.setattr(module, name, called)
+
+
+TOY_CONFIG = "mtbkd_jax.experiments:ExperimentConfig"  # the toy runner's config class
 
 
 @pytest.fixture
@@ -58,10 +61,11 @@ def test_experiment_names_come_from_the_registry(capsys, monkeypatch, tmp_path, 
     seen = []
     runner = types.SimpleNamespace(run=lambda out_dir, **kwargs: seen.append((out_dir, kwargs)))
     monkeypatch.setitem(sys.modules, "toy_experiment", runner)
-    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run")
+    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run", TOY_CONFIG)
     monkeypatch.setitem(EXPERIMENTS, "toy", entry)
     assert main(["experiment", "toy", "--smoke", "--seed", "3", "--out", str(tmp_path)]) == 0
-    assert seen == [(str(tmp_path), {"smoke": True, "seed": 3, "say": print})]
+    config = ExperimentConfig.smoke(3)  # the registry's config class, smoke run, no mesh
+    assert seen == [(str(tmp_path), {"smoke": True, "seed": 3, "say": print, "config": config})]
 
 
 def test_every_registered_runner_takes_the_same_arguments():
@@ -73,8 +77,10 @@ def test_every_registered_runner_takes_the_same_arguments():
         parameters = inspect.signature(
             getattr(importlib.import_module(module), function)
         ).parameters
-        expected = {"smoke", "seed", "say"} | ({"data_path"} if entry.takes_data else set())
+        expected = {"smoke", "seed", "say", "config"}
+        expected |= {"data_path"} if entry.takes_data else set()
         assert expected <= set(parameters), name
+        assert issubclass(entry.config_class(), ExperimentConfig), name
 
 
 def test_several_processes_connect_first_and_only_process_0_writes_out(
@@ -88,7 +94,7 @@ def test_several_processes_connect_first_and_only_process_0_writes_out(
         run=lambda out_dir, **kwargs: seen.append((out_dir, os.path.isdir(out_dir)))
     )
     monkeypatch.setitem(sys.modules, "toy_experiment", runner)
-    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run")
+    entry = mtbkd_jax.experiments.Experiment("toy", "a toy", "toy_experiment:run", TOY_CONFIG)
     monkeypatch.setitem(EXPERIMENTS, "toy", entry)
     out = tmp_path / "out"
     flags = ["--coordinator", "127.0.0.1:1234", "--num-processes", "2"]

@@ -7,17 +7,19 @@ way with exit status 1. JAX's persistent compilation cache is on by default, in
 ``$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache`` (``~/.cache/...``), so that a second run
 compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` turn it off.
 
-Several processes (:mod:`mtbkd_jax.infer.multiprocess`): ``--coordinator HOST:PORT
---num-processes N --process-id I`` (all three) or ``--distributed`` (JAX's detection under
-Slurm, Open MPI or Kubernetes) connect the command's processes with ``jax.distributed``
-before anything runs; start the same command in every process. Only process 0 writes into
-``--out``: the others write into a temporary folder that is removed at the end. What this
-does *not* do yet: split an experiment's work. The experiments pass no mesh, so every
-process runs the whole experiment on its own local devices (the same computation, with the
-same seed, in each), and the result is that of one process. So the flags are for checking a
-cluster set-up end to end; to spread a run's SG-MCMC data over the processes, call
-``run_sgmcmc(..., mesh=mesh, shard_data=True)`` from a script (the recipe in
-:mod:`mtbkd_jax.infer.multiprocess`).
+Devices and processes: ``--mesh CxD`` runs every student fit of the command on a
+:class:`jax.sharding.Mesh` of ``C`` x ``D`` devices, axes ``("chains", "data")``
+(:class:`mtbkd_jax.experiments.ExperimentConfig`'s ``mesh``: MAP and NUTS with the data sharded
+over ``data``, SGLD with ``shard_data=True``). ``--coordinator HOST:PORT --num-processes N
+--process-id I`` (all three) or ``--distributed`` (JAX's detection under Slurm, Open MPI or
+Kubernetes) connect the command's processes with ``jax.distributed``
+(:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same command in every
+process. The mesh then spans every process's devices (default ``1`` x all of them), each
+process evaluating the potential on the data shards of its own devices, and every process
+ends with the same rows. Only process 0 writes into ``--out``: the others write into a
+temporary folder that is removed at the end. What is not split: loading the data, training
+the teachers and fitting the teachers' trust (a small model of the labels) run in every
+process alike.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 
 if TYPE_CHECKING:
@@ -107,10 +110,16 @@ def _parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="show the full Python traceback of an error"
     )
     processes = common.add_argument_group(
-        "several processes",
-        "run the same command in every process; process 0 writes --out. Each process still "
-        "runs the whole experiment on its own devices (no work is split between them yet; "
-        "see mtbkd_jax.infer.multiprocess for run_sgmcmc(mesh=, shard_data=True))",
+        "devices and processes",
+        "run the same command in every process; the student fits run on a mesh over every "
+        "process's devices (--mesh); process 0 writes --out",
+    )
+    processes.add_argument(
+        "--mesh",
+        type=mesh_shape,
+        metavar="CxD",
+        help="run the student fits on C x D devices, axes (chains, data), e.g. 1x4 (default: "
+        "no mesh; with several processes 1 x all their devices)",
     )
     processes.add_argument(
         "--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all"
@@ -237,72 +246,32 @@ def _check_paths(args: argparse.Namespace) -> None:
         prepare_output_dir(args.out, "--out")
 
 
-def _processes(args: argparse.Namespace) -> dict | None:
-    """The ``jax.distributed`` arguments the command asks for (``{}``: JAX's detection), or
-    ``None`` for one process; refused unless all three flags or ``--distributed`` alone."""
-    given = {
-        "coordinator_address": args.coordinator,
-        "num_processes": args.num_processes,
-        "process_id": args.process_id,
-    }
-    named = [v is not None for v in given.values()]
-    if args.distributed and any(named):
-        raise ValueError(
-            "--distributed (JAX's cluster detection) cannot be combined with --coordinator, "
-            "--num-processes or --process-id"
-        )
-    if args.distributed:
-        return {}
-    if not any(named):
-        return None
-    if not all(named):
-        raise ValueError(
-            "--coordinator, --num-processes and --process-id go together, got "
-            f"--coordinator {args.coordinator}, --num-processes {args.num_processes}, "
-            f"--process-id {args.process_id}"
-        )
-    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
-        raise ValueError(
-            f"--process-id must lie in 0..{args.num_processes - 1} and --num-processes be at "
-            f"least 1, got --process-id {args.process_id}, --num-processes {args.num_processes}"
-        )
-    return given
-
-
-@contextlib.contextmanager
-def _connected(args: argparse.Namespace, processes: dict | None) -> Iterator[None]:
-    """Connect the processes (``processes`` not ``None``); on every process but 0, ``--out``
-    becomes a temporary folder, removed afterwards."""
-    if processes is None:
-        yield
-        return
-    import shutil
-    import tempfile
-
-    import jax
-
-    from mtbkd_jax.infer import multiprocess
-
-    multiprocess.initialize(**processes)
-    if jax.process_index() == 0 or getattr(args, "out", None) is None:
-        yield
-        return
-    args.out = tempfile.mkdtemp(prefix=f"mtbkd-process-{jax.process_index()}-")
-    try:
-        yield
-    finally:
-        shutil.rmtree(args.out, ignore_errors=True)
-
-
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, processes: dict | None) -> None:
+    mesh = mesh_for(args.mesh, processes)
     if args.command == "demo":
-        from mtbkd_jax.demo import run_demo
+        from dataclasses import replace
 
-        run_demo(args.out, smoke=args.smoke, seed=args.seed, progress=not args.no_progress)
+        from mtbkd_jax.demo import DemoConfig, run_demo
+
+        config = replace(DemoConfig.for_run(smoke=args.smoke, seed=args.seed), mesh=mesh)
+        run_demo(
+            args.out,
+            smoke=args.smoke,
+            seed=args.seed,
+            config=config,
+            progress=not args.no_progress,
+        )
     else:
         from mtbkd_jax.experiments import run_experiment
 
-        run_experiment(args.name, args.out, smoke=args.smoke, seed=args.seed, data_path=args.data)
+        run_experiment(
+            args.name,
+            args.out,
+            smoke=args.smoke,
+            seed=args.seed,
+            data_path=args.data,
+            mesh=mesh,
+        )
 
 
 def _error(error: BaseException) -> str:
@@ -330,15 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(stop)
     try:
         wanted = _cache_wanted(args.no_compile_cache)
-        processes = _processes(args)
+        processes = processes_wanted(args)
         _check_paths(args)
     except (OSError, ValueError, TypeError) as error:
         print(_error(error), file=sys.stderr)
         return 2
     cache = _cache_folder(wanted)
     try:
-        with _connected(args, processes), compile_cache(cache):
-            _run(args)
+        with connected(args, processes), compile_cache(cache):
+            _run(args, processes)
     except KeyboardInterrupt:
         print("mtbkd: interrupted", file=sys.stderr)
         return 130

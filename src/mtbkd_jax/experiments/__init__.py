@@ -13,14 +13,17 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.methods import Method
 from mtbkd_jax.experiments.report import markdown_table, write_report
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 __all__ = [
     "DATA_EXPERIMENTS",
@@ -42,14 +45,16 @@ class Experiment:
     Attributes:
         name: the ``mtbkd experiment`` choice.
         summary: one line for ``mtbkd experiment --help``.
-        runner: ``"module:function"``, a function ``(out_dir, *, smoke, seed, say[, data_path])
-            -> rows``, imported when the experiment runs.
+        runner: ``"module:function"``, a function ``(out_dir, *, smoke, seed, say, config[,
+            data_path]) -> rows``, imported when the experiment runs.
+        config: ``"module:Class"``, the runner's :class:`ExperimentConfig` subclass.
         takes_data: whether it reads a data folder (``data_path``, ``--data``).
     """
 
     name: str
     summary: str
     runner: str
+    config: str
     takes_data: bool = False
 
     def run(
@@ -60,11 +65,25 @@ class Experiment:
         seed: int = 0,
         data_path: str | os.PathLike[str] | None = None,
         say: Callable[..., object] = print,
+        mesh: Mesh | None = None,
     ) -> list[dict[str, Any]]:
-        module, function = self.runner.split(":")
-        run = getattr(importlib.import_module(module), function)
-        kwargs = {"data_path": data_path} if self.takes_data else {}
-        return run(out_dir, smoke=smoke, seed=seed, say=say, **kwargs)
+        """The runner with ``config_class.for_run(smoke=, seed=)``, its fits on ``mesh``
+        (:class:`ExperimentConfig`'s ``mesh``)."""
+        config = replace(self.config_class().for_run(smoke=smoke, seed=seed), mesh=mesh)
+        kwargs: dict[str, Any] = {"data_path": data_path} if self.takes_data else {}
+        return _imported(self.runner)(
+            out_dir, smoke=smoke, seed=seed, say=say, config=config, **kwargs
+        )
+
+    def config_class(self) -> type[ExperimentConfig]:
+        """The runner's configuration class (imported)."""
+        return _imported(self.config)
+
+
+def _imported(name: str) -> Any:
+    """``"module:attribute"``'s attribute."""
+    module, attribute = name.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -74,28 +93,33 @@ EXPERIMENTS: dict[str, Experiment] = {
             "digits",
             "every baseline on scikit-learn's digits, tuned on a validation split",
             "mtbkd_jax.experiments.digits:run_digits",
+            "mtbkd_jax.experiments.digits:DigitsConfig",
         ),
         Experiment(
             "synthetic",
             "every baseline on four problems with known class probabilities (coverage)",
             "mtbkd_jax.experiments.synthetic:run_synthetic",
+            "mtbkd_jax.experiments.synthetic:SyntheticConfig",
         ),
         Experiment(
             "deeploc",
             "protein localisation, two real teachers, SGLD, the multi-location check",
             "mtbkd_jax.experiments.deeploc:run_deeploc",
+            "mtbkd_jax.experiments.deeploc:DeepLocConfig",
             takes_data=True,
         ),
         Experiment(
             "fashion-mnist",
             "three image teachers trained once, an MLP student on 14x14 images, SGLD",
             "mtbkd_jax.experiments.fashion_mnist:run_fashion_mnist",
+            "mtbkd_jax.experiments.fashion_mnist:FashionMNISTConfig",
             takes_data=True,
         ),
         Experiment(
             "demo",
             "the main job, also `mtbkd demo`: three teachers distilled into an MLP on digits",
             "mtbkd_jax.demo:run_demo",
+            "mtbkd_jax.demo:DemoConfig",
         ),
     )
 }
@@ -111,9 +135,12 @@ def run_experiment(
     seed: int = 0,
     data_path: str | os.PathLike[str] | None = None,
     say: Callable[..., object] = print,
+    mesh: Mesh | None = None,
 ) -> list[dict]:
     """Run experiment ``name`` of :data:`EXPERIMENTS` and write its outputs to ``out_dir``;
-    returns the rows.
+    returns the rows. With ``mesh``, every student fit runs on it (:class:`ExperimentConfig`'s
+    ``mesh``; with several processes, start the same call in each after
+    :func:`mtbkd_jax.infer.multiprocess.initialize`).
 
     The arguments are checked before any data is loaded: ``data_path`` must be an existing
     folder (and is taken only by :data:`DATA_EXPERIMENTS`), and ``out_dir`` is created if it is
@@ -135,4 +162,6 @@ def run_experiment(
             )
         require_input_dir(data_path, "data_path")
     prepare_output_dir(out_dir, "out_dir")
-    return EXPERIMENTS[name].run(out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say)
+    return EXPERIMENTS[name].run(
+        out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say, mesh=mesh
+    )

@@ -8,9 +8,12 @@ are its full run and whose :meth:`ExperimentConfig.smoke` is its tiny run for te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 __all__ = ["ExperimentConfig", "SMOKE_TUNING", "KEY_SCHEDULES", "CHAIN_STARTS"]
 
@@ -67,6 +70,15 @@ class ExperimentConfig:
     start at the method's MAP (``chain_starts="map"``), or chain 0 there and every other chain
     at a MAP fitted from another random start (``"maps"``, so that R-hat compares chains that
     began apart).
+
+    ``mesh`` (a :class:`jax.sharding.Mesh` with axes ``("chains", "data")``, e.g. one over
+    the devices of several processes, :mod:`mtbkd_jax.infer.multiprocess`) is where every
+    student fit runs: the MAPs by ``run_map(mesh=)``, NUTS by ``run_nuts(mesh=)`` and SGLD by
+    ``run_sgmcmc(mesh=, shard_data=True)`` (each device evaluates the potential on its shard
+    of the data; SGLD's minibatches are then stratified over the shards, so its draws are
+    those of a run with as many data shards, not those without a mesh). ``None``: one
+    process's devices, as without a mesh. The teachers' trust (a small model of the labels)
+    is fitted in every process alike, without the mesh.
     """
 
     seed: int = 0
@@ -104,6 +116,7 @@ class ExperimentConfig:
     key_schedule: str = "per-method"
     chain_starts: str = "map"
     progress_bar: bool = False
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         from mtbkd_jax.experiments.methods import METHOD_PLANS
@@ -130,6 +143,10 @@ class ExperimentConfig:
             raise ValueError(
                 f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
             )
+        if self.mesh is not None:  # its type and axes, before any compute
+            from mtbkd_jax.infer.mesh import check_mesh
+
+            check_mesh(self.mesh)
         if not 0.0 < self.trust_search_budget <= 1.0:
             raise ValueError(
                 "trust_search_budget must be a fraction in (0, 1], got "

@@ -124,6 +124,7 @@ def fit_map(
         learning_rate=config.learning_rate,
         progress_bar=progress_bar,
         model_kwargs=_model_kwargs(data, model),
+        mesh=config.mesh,
     )
 
 
@@ -188,6 +189,7 @@ def fit_posterior(
         "init_params": init,
         "progress_bar": config.progress_bar,
         "model_kwargs": _model_kwargs(data, model),
+        "mesh": config.mesh,
     }
     if config.bayes == "nuts":
         return run_nuts(
@@ -210,5 +212,6 @@ def fit_posterior(
         num_burnin_epochs=config.sgld_burnin_epochs,
         step_size=config.sgld_step_size,
         draws_per_epoch=config.sgld_draws_per_epoch,
+        shard_data=config.mesh is not None,
         **common,
     )

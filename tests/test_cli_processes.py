@@ -1,0 +1,124 @@
+"""``mtbkd experiment ... --mesh`` over the devices of several processes.
+
+Two processes on 127.0.0.1 with 2 CPU devices each run a tiny experiment
+(``tests/cli_processes_script.py``: MT-BKD by MAP and by stratified SGLD on the synthetic smoke
+problem) on a global (1 x 4) mesh, connected by ``--coordinator``; one process with 4 CPU
+devices runs the same command with ``--mesh 1x4``. Their metrics must agree to float32
+rounding carried through the run (``atol=1e-5``: the draws agree to ``rtol=1e-5, atol=1e-6``,
+``tests/test_multiprocess.py``, and each metric is an average of their predictions), and only
+process 0 may write its ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtbkd_jax.cli import main
+
+SCRIPT = Path(__file__).with_name("cli_processes_script.py")
+TIMEOUT = 600
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _launch(num_devices: int, out: Path, *arguments: str) -> subprocess.Popen:
+    """The script in a process group of its own (so that the test can stop all of it)."""
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(num_devices), str(out), "--", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"},
+        start_new_session=True,
+    )
+
+
+def _finish(processes: list[subprocess.Popen]) -> None:
+    """Wait for every process; each must exit 0 (else: the end of its output). Whatever is
+    left is killed with its children, whatever happened."""
+    try:
+        for i, process in enumerate(processes):
+            output, _ = process.communicate(timeout=TIMEOUT)
+            assert process.returncode == 0, (
+                f"process {i}: exit {process.returncode}\n{output[-4000:]}"
+            )
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-processes")
+    folders = {"two": root / "two", "second": root / "second-process", "one": root / "one"}
+    port = str(_free_port())
+    processes = [
+        _launch(
+            2,
+            folders[name],
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--mesh",
+            "1x4",
+        )
+        for i, name in enumerate(("two", "second"))
+    ]
+    processes.append(_launch(4, folders["one"], "--mesh", "1x4"))
+    _finish(processes)
+    return folders
+
+
+def _rows(folder: Path) -> list[dict]:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return metrics["rows"] if isinstance(metrics, dict) else metrics
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_rows_of_one_process_with_as_many_devices(outputs):
+    two, one = _rows(outputs["two"]), _rows(outputs["one"])
+    assert [(r["method"], r["inference"]) for r in two] == [
+        (r["method"], r["inference"]) for r in one
+    ]
+    assert {r["inference"] for r in one} == {"map", "sgld"}
+    for a, b in zip(two, one, strict=True):
+        for name in ("accuracy", "nll", "ece", "brier"):
+            np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=f"{a['method']} {name}")
+
+
+@pytest.mark.slow
+def test_only_process_0_writes_its_out_folder(outputs):
+    assert (outputs["two"] / "metrics.json").is_file()
+    assert not outputs["second"].exists()
+
+
+def test_a_mesh_of_more_devices_than_the_command_has_is_refused(tmp_path, capsys):
+    status = main(["experiment", "synthetic", "--smoke", "--mesh", "1x999", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "--mesh 1x999 needs 999 devices" in error
+
+
+@pytest.mark.parametrize("shape", ["4", "2by2", "0x4", "1x-2", "x"])
+def test_a_malformed_mesh_is_refused_before_any_compute(shape, tmp_path, capsys):
+    status = main(["experiment", "synthetic", "--smoke", "--mesh", shape, "--out", str(tmp_path)])
+    assert status == 2
+    assert "--mesh: must be CHAINSxDATA" in capsys.readouterr().err
