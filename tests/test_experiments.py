@@ -302,3 +302,72 @@ def test_the_plans_name_their_rows():
         "MT-BKD (learned trust)",
     ]
     assert [m.weight_rule for m in baselines][-3:-1] == ["uniform", "paper"]
+
+
+def test_a_failing_method_leaves_the_others_written_and_the_run_reports_it(tmp_path, monkeypatch):
+    """Nothing is lost when one method fails: the synthetic smoke run with the learned-trust
+    method broken still writes the other rows (CA-MKD, MT-BKD by MAP and NUTS), records the
+    failure (failures.json, table.md) and then stops with ExperimentFailed naming the method
+    and its error, raised from it."""
+    from dataclasses import replace
+
+    import mtbkd_jax.experiments.baselines as baselines
+    from mtbkd_jax.experiments.methods import MAIN, METHOD_PLANS, Method, _ca_mkd, _learned_trust
+    from mtbkd_jax.experiments.report import ExperimentFailed
+    from mtbkd_jax.experiments.synthetic import SyntheticConfig, run_synthetic
+
+    def broken(*args, **kwargs):
+        raise ValueError("candidates: every step size tried is unstable")
+
+    def plan(data):
+        bank = data.teachers_prior
+        return [_ca_mkd(data), _learned_trust(data), Method(MAIN, bank, posterior=MAIN)]
+
+    monkeypatch.setattr(baselines, "fit_trusted", broken)
+    monkeypatch.setitem(METHOD_PLANS, "failing", plan)
+    config = replace(SyntheticConfig.smoke(), methods="failing", teacher_rows=False)
+    with pytest.raises(ExperimentFailed, match=r"1 method.*MT-BKD \(learned trust\): Value") as e:
+        run_synthetic(tmp_path, config=config, say=lambda *a: None)
+    assert isinstance(e.value.__cause__, ValueError)
+    rows = json.loads((tmp_path / "linear_2" / "metrics.json").read_text())
+    assert [(r["method"], r["inference"]) for r in rows] == [
+        ("CA-MKD", "map"),
+        (MAIN, "map"),
+        (MAIN, "nuts"),
+    ]
+    failures = json.loads((tmp_path / "linear_2" / "failures.json").read_text())
+    assert failures == {
+        "MT-BKD (learned trust)": "ValueError: candidates: every step size tried is unstable"
+    }
+    assert "Failed methods" in (tmp_path / "linear_2" / "table.md").read_text()
+    assert json.loads((tmp_path / "metrics.json").read_text()) == rows
+
+
+@pytest.mark.parametrize("cause, status", [(ValueError("bad input"), 1), (KeyError("bug"), None)])
+def test_the_cli_reports_failed_methods_in_one_line_and_bugs_with_their_traceback(
+    cause, status, tmp_path, monkeypatch, capsys
+):
+    import sys
+    import types
+
+    from mtbkd_jax.experiments import EXPERIMENTS, Experiment
+    from mtbkd_jax.experiments.report import ExperimentFailed, raise_failures
+
+    def run(out_dir, **kwargs):
+        raise_failures({"MT-BKD (learned trust)": cause}, out_dir)
+
+    monkeypatch.setitem(sys.modules, "failing_experiment", types.SimpleNamespace(run=run))
+    entry = Experiment(
+        "failing", "", "failing_experiment:run", "mtbkd_jax.experiments:ExperimentConfig"
+    )
+    monkeypatch.setitem(EXPERIMENTS, "failing", entry)
+    command = ["experiment", "failing", "--no-compile-cache", "--out", str(tmp_path)]
+    if status is None:  # a bug: the traceback, with the method's error as the cause
+        with pytest.raises(ExperimentFailed) as raised:
+            main(command)
+        assert raised.value.__cause__ is cause
+        return
+    assert main(command) == status
+    error = capsys.readouterr().err
+    assert error.startswith("mtbkd: error: 1 method(s) failed (the other methods' results are in")
+    assert "MT-BKD (learned trust): ValueError: bad input" in error

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
+from mtbkd_jax.experiments.report import ExperimentFailed
 
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -44,7 +45,7 @@ COMPILE_CACHE_ENV_VAR = "MTBKD_COMPILE_CACHE"
 _OFF = ("0", "false", "no", "off")
 _ON = ("", "1", "true", "yes", "on")
 # errors of a run that come from its input or environment, not from a bug: one line, exit 1
-_ACTIONABLE = (ValueError, TypeError, FloatingPointError, OSError)
+_ACTIONABLE = (ValueError, TypeError, FloatingPointError, OSError, ExperimentFailed)
 # the JAX options the cache sets for the duration of a command (restored afterwards)
 _CACHE_OPTIONS = (
     "jax_enable_compilation_cache",
@@ -312,7 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mtbkd: interrupted", file=sys.stderr)
         return 130
     except _ACTIONABLE as error:
-        if args.traceback:
+        # a method that failed of a bug (its cause not actionable) shows its traceback too
+        bug = isinstance(error, ExperimentFailed) and not isinstance(error.__cause__, _ACTIONABLE)
+        if args.traceback or bug:
             raise
         print(_error(error), file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from mtbkd_jax._paths import prepare_output_dir
 from mtbkd_jax.datasets import load_digits_distillation
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import ExperimentConfig
-from mtbkd_jax.experiments.report import markdown_table, write_report
+from mtbkd_jax.experiments.report import markdown_table, raise_failures, write_report
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -94,4 +94,5 @@ def run_demo(
     if out_dir is not None:
         write_report(out_dir, data, rows, artifacts)
         say(f"\nwrote metrics.json, table.md, posterior.nc, reliability.png, ... to {out_dir}")
+    raise_failures(artifacts["failures"], out_dir)
     return rows

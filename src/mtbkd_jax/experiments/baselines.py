@@ -249,6 +249,12 @@ def run_baselines(
     set (and on ``extra_inputs``), each MAP's test probabilities, the validation scores of every
     search (``tuning``) and the curves of ``reliability.png``.
 
+    A method that raises does not stop the run: its exception is kept in
+    ``artifacts["failures"]`` by label (with the rows it finished, e.g. its MAP's), and the
+    other methods run. :func:`~mtbkd_jax.experiments.report.write_report` records the
+    failures and :func:`~mtbkd_jax.experiments.report.raise_failures` then raises, so that
+    hours of other methods' work are written before the run reports the error.
+
     Raises:
         ValueError: ``config.tune`` on a problem without a validation split.
     """
@@ -267,8 +273,13 @@ def run_baselines(
             "curves",
             "trust",
             "exploration",
+            "failures",
         )
     }
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
-        _run_method(keys, data, config, method, (rows, artifacts), say)
+        try:
+            _run_method(keys, data, config, method, (rows, artifacts), say)
+        except Exception as error:  # the other methods still run; raise_failures reports it
+            artifacts["failures"][method.label] = error
+            say(f"  {method.label:<28} failed: {type(error).__name__}: {error}")
     return rows, artifacts

@@ -20,7 +20,7 @@ from scipy import stats
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
-from mtbkd_jax.experiments.report import write_report
+from mtbkd_jax.experiments.report import raise_failures, write_report
 
 if TYPE_CHECKING:
     from mtbkd_jax.datasets.data import DistillationData
@@ -144,4 +144,5 @@ def run_deeploc(
     (out / "multilocation.json").write_text(json.dumps(multi, indent=2) + "\n")
     with open(out / "table.md", "a") as handle:
         handle.write("\n" + _table(multi) + "\n")
+    raise_failures(artifacts["failures"], out)
     return rows

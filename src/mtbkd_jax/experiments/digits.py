@@ -15,7 +15,7 @@ from typing import Any
 from mtbkd_jax.datasets import DistillationData, load_digits_distillation
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import ExperimentConfig
-from mtbkd_jax.experiments.report import write_report
+from mtbkd_jax.experiments.report import raise_failures, write_report
 
 __all__ = ["DigitsConfig", "digits_problem", "run_digits"]
 
@@ -58,4 +58,5 @@ def run_digits(
     )
     rows, artifacts = run_baselines(data, config, say=say)
     write_report(out_dir, data, rows, artifacts)
+    raise_failures(artifacts["failures"], out_dir)
     return rows

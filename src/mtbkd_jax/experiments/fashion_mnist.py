@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
-from mtbkd_jax.experiments.report import write_report
+from mtbkd_jax.experiments.report import raise_failures, write_report
 
 if TYPE_CHECKING:
     from mtbkd_jax.datasets.data import DistillationData
@@ -116,4 +116,5 @@ def run_fashion_mnist(
     rows, artifacts = run_baselines(data, config, say=say)
     out = write_report(out_dir, data, rows, artifacts)
     (Path(out) / "teachers.json").write_text(json.dumps(teachers.info, indent=2) + "\n")
+    raise_failures(artifacts["failures"], out)
     return rows

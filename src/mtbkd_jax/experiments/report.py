@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from mtbkd_jax.datasets.data import DistillationData
 
-__all__ = ["markdown_table", "write_report"]
+__all__ = ["ExperimentFailed", "markdown_table", "raise_failures", "write_report"]
 
 _COLUMNS = [
     ("method", "method"),
@@ -64,6 +64,27 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+class ExperimentFailed(RuntimeError):
+    """Some methods of an experiment failed; the others' results were written first."""
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def raise_failures(failures: Mapping[str, BaseException], out: object = None) -> None:
+    """Raise :class:`ExperimentFailed` (from the first failure) if ``failures`` (label ->
+    exception: ``artifacts["failures"]`` of :func:`~mtbkd_jax.experiments.run_baselines`) is
+    not empty; call it after the report is written. ``out``: where the report is, for the
+    message."""
+    if not failures:
+        return
+    listed = "; ".join(f"{label}: {_described(e)}" for label, e in failures.items())
+    where = f" (the other methods' results are in {out})" if out is not None else ""
+    first = next(iter(failures.values()))
+    raise ExperimentFailed(f"{len(failures)} method(s) failed{where}: {listed}") from first
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     data: DistillationData,
@@ -98,6 +119,13 @@ def write_report(
     for name in ("trust", "exploration"):
         if artifacts.get(name):
             (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
+    if artifacts.get("failures"):
+        failures = {label: _described(e) for label, e in artifacts["failures"].items()}
+        (out / "failures.json").write_text(json.dumps(failures, indent=2) + "\n")
+        lines = [f"- {label}: {text}" for label, text in failures.items()]
+        with (out / "table.md").open("a") as table_file:
+            table_file.write("\nFailed methods (their other rows are above):\n\n")
+            table_file.write("\n".join(lines) + "\n")
     reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
     bank = data.teachers_prior
     teacher_weights_figure(

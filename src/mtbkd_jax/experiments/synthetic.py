@@ -17,7 +17,7 @@ from mtbkd_jax.datasets import DistillationData, SyntheticData, make_synthetic
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
-from mtbkd_jax.experiments.report import markdown_table, write_report
+from mtbkd_jax.experiments.report import markdown_table, raise_failures, write_report
 from mtbkd_jax.metrics import interval_coverage_by_probability
 
 __all__ = [
@@ -72,8 +72,9 @@ def synthetic_problem(
 
 def _run_case(
     out: Path, kind: str, num_classes: int, config: SyntheticConfig, say: Callable[..., object]
-) -> tuple[list[dict[str, Any]], str]:
-    """Run one case into ``out / KIND_C``; returns its rows and its part of table.md."""
+) -> tuple[list[dict[str, Any]], str, dict[str, BaseException]]:
+    """Run one case into ``out / KIND_C``; returns its rows, its part of table.md and the
+    methods that failed (``run_baselines``'s ``artifacts["failures"]``)."""
     data, synthetic = synthetic_problem(
         kind, num_classes, num_examples=config.num_examples, seed=config.seed
     )
@@ -95,7 +96,7 @@ def _run_case(
         )
         table += f"\n\n{MAIN}, coverage by true probability:\n\n" + _breakdown_table(breakdown)
     table = f"### {data.name}\n\nBayes accuracy on the test split: {bayes_accuracy:.3f}\n\n" + table
-    return rows, table
+    return rows, table, artifacts["failures"]
 
 
 def run_synthetic(
@@ -110,14 +111,16 @@ def run_synthetic(
     one folder per case and a combined metrics.json / table.md."""
     config = config or SyntheticConfig.for_run(smoke=smoke, seed=seed)
     out = Path(out_dir)
-    all_rows, tables = [], []
+    all_rows, tables, failures = [], [], {}
     for kind, num_classes in config.cases:
-        rows, table = _run_case(out, kind, num_classes, config, say)
+        rows, table, failed = _run_case(out, kind, num_classes, config, say)
         all_rows += rows
         tables.append(table)
+        failures.update({f"{kind}_{num_classes}: {label}": e for label, e in failed.items()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(all_rows, indent=2) + "\n")
     (out / "table.md").write_text("\n\n".join(tables) + "\n")
+    raise_failures(failures, out)
     return all_rows
 
 
