@@ -459,3 +459,37 @@ def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
 
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**options)
+
+
+def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded(monkeypatch):
+    """A (calibration, beta) whose posterior no SGLD step size can sample
+    (``UnstableStepSizes``) scores worst; the search chooses among the others and the row
+    records the reason. When every setting tried has none, the error is raised."""
+    import jax
+
+    from mtbkd_jax.experiments import trusted
+    from mtbkd_jax.infer import UnstableStepSizes
+
+    problem = _toy_trust_problem()
+    config = _toy_trust_config(num_warmup=20, num_draws=20, trust_calibration_grid=("teacher",))
+    real_fit_posterior = trusted.fit_posterior
+
+    def unstable_at_1(key, data, budget, model, mode, start_keys=()):
+        if model.prior_power == 1.0:
+            raise UnstableStepSizes("candidates: every step size tried is unstable (test)")
+        return real_fit_posterior(key, data, budget, model, mode, start_keys)
+
+    monkeypatch.setattr(trusted, "fit_posterior", unstable_at_1)
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+    assert fit.model.prior_power == 0.1
+    assert fit.unsampled == {"teacher, β=1": "candidates: every step size tried is unstable (test)"}
+    scores = {e["prior_power"]: e["score"] for e in fit.search.evaluated}
+    assert scores[1.0] is None and np.isfinite(scores[0.1])
+
+    def always_unstable(*args, **kwargs):
+        raise UnstableStepSizes("candidates: every step size tried is unstable (always)")
+
+    monkeypatch.setattr(trusted, "fit_posterior", always_unstable)
+    with pytest.raises(UnstableStepSizes, match="always"):
+        trusted.fit_trusted(keys, problem, config, problem.teachers_prior)

@@ -158,6 +158,8 @@ def _run_method(
         )
         mode, model, posterior, settings = fitted.mode, fitted.model, fitted.posterior, fitted.label
         artifacts["trust"][method.label] = fitted.trust.summary()
+        if fitted.unsampled:  # settings of the search without a stable SGLD step size
+            artifacts["trust"][method.label]["search_unsampled"] = fitted.unsampled
         if fitted.search is not None:
             artifacts["tuning"][method.label] = fitted.search.evaluated
     else:

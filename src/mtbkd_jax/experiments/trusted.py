@@ -25,6 +25,7 @@ predictive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +36,7 @@ import numpy as np
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import build_student, fit_map, fit_posterior
+from mtbkd_jax.infer import UnstableStepSizes
 from mtbkd_jax.metrics import negative_log_likelihood
 from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
@@ -128,7 +130,9 @@ def search_budget(config: ExperimentConfig) -> ExperimentConfig:
 
 
 class TrustedFit:
-    """The chosen ``beta``'s MAP, model and posterior, with the trust and the search."""
+    """The chosen ``beta``'s MAP, model and posterior, with the trust and the search;
+    ``unsampled``: the settings of the search (``"calibration, beta=.."``) that no stable SGLD
+    step size could sample, with the step-size search's reasons."""
 
     def __init__(
         self,
@@ -140,6 +144,7 @@ class TrustedFit:
     ) -> None:
         self.mode, self.model, self.posterior = mode, model, posterior
         self.trust, self.search = trust, search
+        self.unsampled: dict[str, str] = {}
 
     @property
     def label(self) -> str:
@@ -158,7 +163,9 @@ def fit_trusted(
 
     The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``,
     at the middle ``beta`` of the grid), then over ``beta``; each calibration's trust is fitted
-    once, with the same key.
+    once, with the same key. A setting whose posterior has no stable SGLD step size
+    (:class:`~mtbkd_jax.infer.UnstableStepSizes`) scores worst, with the reason in
+    ``TrustedFit.unsampled``; if every setting tried has none, that error is raised.
 
     Args:
         keys: (trust, MAP, posterior) keys.
@@ -188,8 +195,15 @@ def fit_trusted(
         return TrustedFit(*fitted, trusts[calibration], None)
     scoring = search_budget(sampling)
 
+    unsampled: dict[tuple[str, float], UnstableStepSizes] = {}
+
     def score(settings: Mapping[str, Any]) -> float:
-        _, _, posterior = fit(settings["calibration"], float(settings["prior_power"]), scoring)
+        calibration, prior_power = settings["calibration"], float(settings["prior_power"])
+        try:
+            _, _, posterior = fit(calibration, prior_power, scoring)
+        except UnstableStepSizes as error:  # no stable SGLD step: not a candidate
+            unsampled[calibration, prior_power] = error
+            return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
@@ -205,7 +219,11 @@ def fit_trusted(
         min_improvement=config.grid_min_improvement,
     )
     calibration, best = search.best["calibration"], float(search.best["prior_power"])
+    if (calibration, best) in unsampled:  # every setting tried was
+        raise unsampled[calibration, best]
     mode, model, posterior = fits[calibration, best]
     if scoring is not sampling:
         posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
-    return TrustedFit(mode, model, posterior, trusts[calibration], search)
+    chosen = TrustedFit(mode, model, posterior, trusts[calibration], search)
+    chosen.unsampled = {f"{c}, β={b:g}": str(e) for (c, b), e in unsampled.items()}
+    return chosen

@@ -36,6 +36,7 @@ from mtbkd_jax.infer.sgnht import sgnht
 from mtbkd_jax.infer.step_size import (
     StepSizeCheck,
     StepSizeChoice,
+    UnstableStepSizes,
     check_step_size,
     choose_step_size,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "SamplerDivergedError",
     "StepSizeCheck",
     "StepSizeChoice",
+    "UnstableStepSizes",
     "check_step_size",
     "choose_step_size",
     "cyclical_sgld",

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mtbkd_jax.infer.minibatch import PlateSpec
 
-__all__ = ["SGMCMCSettings", "SGMCMCTimings", "StepSizeCheck", "StepSizeChoice"]
+__all__ = [
+    "SGMCMCSettings",
+    "SGMCMCTimings",
+    "StepSizeCheck",
+    "StepSizeChoice",
+    "UnstableStepSizes",
+]
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,11 @@ class SGMCMCTimings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class UnstableStepSizes(ValueError):
+    """Every candidate step size's pilot was judged unstable
+    (:func:`~mtbkd_jax.infer.choose_step_size`); the message gives each pilot's reason."""
 
 
 @dataclass(frozen=True)

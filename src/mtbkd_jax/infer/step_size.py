@@ -67,7 +67,7 @@ import numpy as np
 
 from mtbkd_jax._checks import require_count, require_key, require_positive
 from mtbkd_jax.infer._common import prepare_data
-from mtbkd_jax.infer._records import StepSizeCheck, StepSizeChoice
+from mtbkd_jax.infer._records import StepSizeCheck, StepSizeChoice, UnstableStepSizes
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
 from mtbkd_jax.infer._start import starting_positions
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = [
     "StepSizeCheck",
     "StepSizeChoice",
+    "UnstableStepSizes",
     "check_step_size",
     "choose_step_size",
     "default_ladder",
@@ -251,7 +252,8 @@ def select_step_size(
     chain each); the other arguments as :func:`choose_step_size`.
 
     Raises:
-        ValueError: if every candidate is unstable (the message gives each pilot's reason).
+        UnstableStepSizes: (a ``ValueError``) if every candidate is unstable (the message
+            gives each pilot's reason).
     """
     ladder = _ladder(candidates, margin)
     judge = _judge(estimator, make_kernel, start, rng_key, temperature, pilot_steps,
@@ -264,7 +266,7 @@ def select_step_size(
         low, high = (low, middle) if checks[-1].stable else (middle + 1, high)
     if low == len(ladder):
         reasons = "; ".join(f"{c.step_size:.3g}: {c.reason}" for c in checks)
-        raise ValueError(
+        raise UnstableStepSizes(
             f"candidates: every step size tried is unstable, down to {ladder[-1]:.3g} "
             f"({reasons}); pass smaller candidates, or start the chains nearer the posterior "
             "(init_params)"
