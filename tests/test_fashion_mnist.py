@@ -4,7 +4,9 @@ loader and experiment on the real data (skipped when Debian's dataset-fashion-mn
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -102,6 +104,53 @@ def test_teachers_are_trained_once_then_loaded_from_the_cache(tmp_path):
     other = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
     _, retrained = load_fashion_mnist_distillation(folder, **{**kwargs, "teacher_settings": other})
     assert not retrained.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_held_out_images_are_not_trained_on_and_hold_the_students_images(tmp_path, monkeypatch):
+    """With ``held_out=h`` the teachers train on the pool's first ``N - h`` images only, the
+    student's labelled, transfer and validation images are drawn from the last ``h``, the
+    cache key is another, and ``held_out=0`` keeps the key of before."""
+    from mtbkd_jax.datasets import fashion_mnist_teachers as teachers_module
+
+    folder = _fake_folder(tmp_path / "data")
+    seen_sizes = []
+    real_train = teachers_module._train
+
+    def recording_train(module, images, labels, **kwargs):
+        seen_sizes.append(len(images))
+        return real_train(module, images, labels, **kwargs)
+
+    monkeypatch.setattr(teachers_module, "_train", recording_train)
+    base = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
+    held = replace(base, held_out=120)
+    kwargs = dict(seed=1, num_labelled=40, num_transfer=60, num_validation=20, cache_dir=False)
+    data, teachers = load_fashion_mnist_distillation(folder, teacher_settings=held, **kwargs)
+    assert seen_sizes == [180, 180, 180]  # 300 images, the last 120 held out
+    assert teachers.train_logits.shape == (3, 300, 10)  # every image predicted
+    assert set(teachers.info["cnn"]) >= {"held_out_accuracy", "train_accuracy"}
+    pool = _downsampled_training_images(folder)
+    chosen = np.concatenate([data.x_train, data.x_transfer, data.x_validation])
+    rows = [int(np.flatnonzero((pool == row).all(axis=1))[0]) for row in chosen]
+    assert min(rows) >= 180 and len(set(rows)) == 120  # all 120 held-out images, no other
+    assert held.key("d") != base.key("d")
+    # held_out=0 keeps the cache key of the settings from before the field existed
+    described = {k: v for k, v in asdict(base).items() if k != "held_out"}
+    text = json.dumps({"settings": described, "data": "d", "v": 1}, sort_keys=True)
+    assert base.key("d") == hashlib.sha256(text.encode()).hexdigest()[:16]
+    with pytest.raises(ValueError, match=r"together at most 120 \(the held-out images\)"):
+        load_fashion_mnist_distillation(
+            folder, teacher_settings=held, **{**kwargs, "num_transfer": 61}
+        )
+    with pytest.raises(ValueError, match="held_out must lie in 0..299"):
+        load_fashion_mnist_distillation(
+            folder, teacher_settings=replace(base, held_out=300), **kwargs
+        )
+
+
+def _downsampled_training_images(folder):
+    from mtbkd_jax.datasets.fashion_mnist import _downsample, load_fashion_mnist
+
+    return _downsample(load_fashion_mnist(folder, "train").images, 2)
 
 
 @pytest.mark.slow

@@ -217,8 +217,9 @@ def load_fashion_mnist_distillation(
 
     The labelled, transfer and ``num_validation`` labelled validation images are drawn without
     overlap (permutation by ``seed``) from the teachers' training pool (the first
-    ``teacher_settings.num_train`` training images); the test set is the first ``num_test``
-    test images. The student's inputs are the images
+    ``teacher_settings.num_train`` training images), or, with ``teacher_settings.held_out``,
+    from the pool's last ``held_out`` images, on which the teachers did not train; the test
+    set is the first ``num_test`` test images. The student's inputs are the images
     average-pooled by ``downsample`` and flattened (196 pixels for 2).
 
     The OOD set (``ood_inputs``) is handwritten digits, not clothes: scikit-learn's bundled
@@ -238,10 +239,12 @@ def load_fashion_mnist_distillation(
     if settings.num_test is not None:
         test = FashionMNISTSplit(test.images[: settings.num_test], test.labels[: settings.num_test])
     total = num_labelled + num_transfer + num_validation
-    if min(num_labelled, num_transfer) < 1 or num_validation < 0 or total > train.num_examples:
+    pool = settings.held_out or train.num_examples
+    if min(num_labelled, num_transfer) < 1 or num_validation < 0 or total > pool:
+        where = "the held-out images" if settings.held_out else "the training images"
         raise ValueError(
             f"num_labelled and num_transfer must be >= 1, num_validation >= 0, and together at "
-            f"most {train.num_examples}, got {num_labelled}, {num_transfer} and {num_validation}"
+            f"most {pool} ({where}), got {num_labelled}, {num_transfer} and {num_validation}"
         )
     teachers = fashion_mnist_teachers(
         train,
@@ -251,7 +254,7 @@ def load_fashion_mnist_distillation(
         cache_dir=cache_dir,
         say=say,
     )
-    order = np.random.default_rng(seed).permutation(train.num_examples)
+    order = np.random.default_rng(seed).permutation(pool) + (train.num_examples - pool)
     label, transfer = order[:num_labelled], order[num_labelled : num_labelled + num_transfer]
     validation = order[num_labelled + num_transfer : total]
     prior = np.concatenate([label, transfer])

@@ -89,6 +89,11 @@ class TeacherSettings:
             labelled and transfer images are drawn (``None``: all 60,000).
         num_test: test images (``None``: all 10,000).
         seed: initialisation and shuffling.
+        held_out: the last ``held_out`` images of the pool, which the teachers do not train
+            on (they still predict them); the student's images are then drawn from these, so
+            that the teachers' predictions on the student's labelled images are out of sample,
+            as a trust learned from those labels needs (0: the teachers train on the whole
+            pool, and their accuracy on the student's labelled images is training accuracy).
     """
 
     epochs: dict = field(default_factory=lambda: {"cnn": 4, "mlp": 8, "logreg": 4})
@@ -97,6 +102,7 @@ class TeacherSettings:
     num_train: int | None = None
     num_test: int | None = None
     seed: int = 0
+    held_out: int = 0
 
     @classmethod
     def smoke(cls) -> TeacherSettings:
@@ -104,7 +110,10 @@ class TeacherSettings:
         return cls(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, num_train=1200, num_test=300)
 
     def key(self, data_digest: str) -> str:
-        text = json.dumps({"settings": asdict(self), "data": data_digest, "v": 1}, sort_keys=True)
+        described = asdict(self)
+        if not self.held_out:  # the key of the settings from before held_out existed
+            del described["held_out"]
+        text = json.dumps({"settings": described, "data": data_digest, "v": 1}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -212,10 +221,17 @@ def fashion_mnist_teachers(
 ) -> FashionMNISTTeachers:
     """Train the teachers on ``train`` (or load their logits from the cache).
 
-    ``train`` and ``test`` must already be cut to ``settings.num_train`` / ``num_test``.
-    ``cache_dir=False`` disables the cache.
+    ``train`` and ``test`` must already be cut to ``settings.num_train`` / ``num_test``; the
+    teachers train on all but the last ``settings.held_out`` images of ``train`` and predict
+    every image. ``cache_dir=False`` disables the cache.
     """
     settings = settings or TeacherSettings()
+    seen = train.num_examples - settings.held_out
+    if not 0 <= settings.held_out < train.num_examples:
+        raise ValueError(
+            f"held_out must lie in 0..{train.num_examples - 1} (the teachers need images to "
+            f"train on), got {settings.held_out}"
+        )
     cache = None
     if cache_dir is not False:
         cache = _cache_dir(cache_dir) / f"teachers-{settings.key(data_digest)}.npz"
@@ -235,8 +251,8 @@ def fashion_mnist_teachers(
         start = time.perf_counter()
         module, losses = _train(
             _make_teacher(name, settings.seed + index),
-            train.images,
-            train.labels,
+            train.images[:seen],
+            train.labels[:seen],
             epochs=settings.epochs[name],
             learning_rate=settings.learning_rates[name],
             batch_size=settings.batch_size,
@@ -250,6 +266,9 @@ def fashion_mnist_teachers(
             "train_accuracy": float((train_logits[-1].argmax(-1) == train.labels).mean()),
             "test_accuracy": float((test_logits[-1].argmax(-1) == test.labels).mean()),
         }
+        if settings.held_out:  # the images it did not train on
+            unseen = train_logits[-1][seen:].argmax(-1) == train.labels[seen:]
+            info[name]["held_out_accuracy"] = float(unseen.mean())
         say(
             f"[fashion-mnist] teacher {name}: {settings.epochs[name]} epochs in "
             f"{info[name]['seconds']} s, test accuracy {info[name]['test_accuracy']:.3f}"
