@@ -1,4 +1,7 @@
 import os
+import sys
+
+import pytest
 
 # Tests that call the CLI in-process would otherwise fill the user's JAX compilation cache
 # (~/.cache/mtbkd_jax/jax-compilation-cache); the CLI's own cache tests point it elsewhere.
@@ -14,3 +17,22 @@ else:
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def die_with_parent():
+    """A ``preexec_fn`` for a test's subprocesses (Linux): the child is killed when the test
+    process dies, however it dies (a killed CI run left such children running: the
+    multiprocess scripts ignore SIGTERM)."""
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+
+    def arm() -> None:  # runs in the child between fork and exec: nothing to import here
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return arm

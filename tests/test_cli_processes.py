@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _launch(num_devices: int, out: Path, *arguments: str) -> subprocess.Popen:
+def _launch(num_devices: int, out: Path, die: Callable, *arguments: str) -> subprocess.Popen:
     """The script in a process group of its own (so that the test can stop all of it)."""
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), str(num_devices), str(out), "--", *arguments],
@@ -43,6 +44,7 @@ def _launch(num_devices: int, out: Path, *arguments: str) -> subprocess.Popen:
         text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"},
         start_new_session=True,
+        preexec_fn=die,
     )
 
 
@@ -63,7 +65,7 @@ def _finish(processes: list[subprocess.Popen]) -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def outputs(tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli-processes")
     folders = {"two": root / "two", "second": root / "second-process", "one": root / "one"}
     port = str(_free_port())
@@ -71,6 +73,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         _launch(
             2,
             folders[name],
+            die_with_parent,
             "--coordinator",
             f"127.0.0.1:{port}",
             "--num-processes",
@@ -82,7 +85,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
         for i, name in enumerate(("two", "second"))
     ]
-    processes.append(_launch(4, folders["one"], "--mesh", "1x4"))
+    processes.append(_launch(4, folders["one"], die_with_parent, "--mesh", "1x4"))
     _finish(processes)
     return folders
 

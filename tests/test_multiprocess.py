@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -58,8 +60,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _start(num_processes: int, num_devices: int, out: Path, tasks: str, cache: Path) -> list:
-    """Start the script in ``num_processes`` processes at once."""
+def _start(
+    num_processes: int, num_devices: int, out: Path, tasks: str, cache: Path, die: Callable
+) -> list:
+    """Start the script in ``num_processes`` processes at once (``die``: the
+    ``die_with_parent`` fixture)."""
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -77,6 +82,8 @@ def _start(num_processes: int, num_devices: int, out: Path, tasks: str, cache: P
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            start_new_session=True,  # a group of its own: teardown stops all of it
+            preexec_fn=die,
         )
         for i in range(num_processes)
     ]
@@ -90,10 +97,11 @@ def _finish(processes: list, expected: int = 0) -> None:
             output, _ = process.communicate(timeout=TIMEOUT)
             status = process.returncode
             assert status == expected, f"process {i}: exit {status}\n{output[-4000:]}"
-    finally:
+    finally:  # whatever happened, nothing of the launch outlives the test
         for process in processes:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def _copy_checkpoint(source: Path, target: Path) -> None:
@@ -103,17 +111,19 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable) -> dict[str, Path]:
     """The folders of the two processes' launches (``two``) and the one process's (``one``)."""
     root = tmp_path_factory.mktemp("multiprocess")
     cache, two, one = root / "cache", root / "two", root / "one"
-    _finish(_start(2, 2, two, "misuse,sgld,map,kill", cache), expected=3)  # kill: exit 3
+    _finish(
+        _start(2, 2, two, "misuse,sgld,map,kill", cache, die_with_parent), expected=3
+    )  # kill: exit 3
     for name in ("cross", "strata"):  # the killed run's checkpoint, for the one process
         _copy_checkpoint(two / "killed.ckpt", one / f"{name}.ckpt")
     _copy_checkpoint(two / "killed.ckpt", two / "disagree-0.ckpt")  # next epoch 2
     _copy_checkpoint(two / "run.ckpt", two / "disagree-1.ckpt")  # next epoch 4
-    second = _start(2, 2, two, "disagree,resume", cache)
-    single = _start(1, 4, one, "sgld,map,cross,strata,identity,refusals", cache)
+    second = _start(2, 2, two, "disagree,resume", cache, die_with_parent)
+    single = _start(1, 4, one, "sgld,map,cross,strata,identity,refusals", cache, die_with_parent)
     _finish(second)
     _finish(single)
     return {"one": one, "two": two}

@@ -490,3 +490,25 @@ def test_a_zero_dimensional_keyword_and_a_wrong_row_plate():
     offsets = {"scale": np.array(0.5, np.float32), "offsets": np.zeros(N, np.float32)}
     with pytest.raises(ValueError, match=r"row_plates says plate 'transfer' indexes "):
         _run(Declared(), x, y, model_kwargs=offsets, stream=True, chunk_steps=4)
+
+
+def test_the_labels_range_is_read_a_block_at_a_time_and_hands_a_maps_pages_back(
+    tmp_path, monkeypatch
+):
+    """``label_range`` (the labels check of both paths) reads a memory-mapped labels file in
+    blocks of ``LABEL_BLOCK`` and hands each block's pages back; its range is NumPy's."""
+    from mtbkd_jax import _checks
+    from mtbkd_jax.infer import _host_rows as host_rows
+
+    monkeypatch.setattr(_checks, "LABEL_BLOCK", 1000)
+    labels = np.random.default_rng(0).integers(0, 7, size=3500).astype(np.int32)
+    labels[2345] = 9
+    np.save(tmp_path / "y.npy", labels)
+    mapped = np.load(tmp_path / "y.npy", mmap_mode="r")
+    released = []
+    monkeypatch.setattr(host_rows, "release_pages", lambda a, rows: released.append(rows))
+    assert _checks.label_range(mapped) == (int(labels.min()), 9)
+    assert released == [(0, 1000), (1000, 2000), (2000, 3000), (3000, 3500)]
+    assert _checks.label_range(np.zeros(0, np.int32)) == (0, -1)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.7 .* got values in 0\.\.9"):
+        _checks.checked_labels(mapped, "labels", 3500, 8)

@@ -134,12 +134,34 @@ def checked_labels(labels: ArrayLike, name: str, num_examples: int, num_classes:
         raise ValueError(
             f"{name} has {array.shape[0]} entries but the inputs have {num_examples} examples"
         )
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
+    low, high = label_range(array)
+    if array.size and (low < 0 or high >= num_classes):
         raise ValueError(
             f"{name} must lie in 0..{num_classes - 1} (C = {num_classes} classes), "
-            f"got values in {int(array.min())}..{int(array.max())}"
+            f"got values in {low}..{high}"
         )
     return array
+
+
+LABEL_BLOCK = 1 << 22  # labels read at a time by label_range
+
+
+def label_range(labels: np.ndarray) -> tuple[int, int]:
+    """``(min, max)`` of integer ``labels`` (``(0, -1)`` when empty), read ``LABEL_BLOCK``
+    entries at a time; a memory map's pages are handed back after each block
+    (:func:`~mtbkd_jax.infer._host_rows.release_pages`), so that checking the labels of a
+    file larger than memory leaves the process's resident set as it was."""
+    from mtbkd_jax.infer._host_rows import release_pages  # the infer package imports this one
+
+    low, high = None, None
+    for start in range(0, labels.shape[0], LABEL_BLOCK):
+        stop = min(start + LABEL_BLOCK, labels.shape[0])
+        block = np.asarray(labels[start:stop])
+        block_low, block_high = int(block.min()), int(block.max())
+        low = block_low if low is None else min(low, block_low)
+        high = block_high if high is None else max(high, block_high)
+        release_pages(labels, (start, stop))
+    return (0, -1) if low is None or high is None else (low, high)
 
 
 def require_key(key: object, name: str = "rng_key") -> jax.Array | np.ndarray:
