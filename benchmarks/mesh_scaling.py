@@ -10,7 +10,8 @@ run is also timed without a mesh (today's default path), so the mesh's own overh
 
     .venv/bin/python benchmarks/mesh_scaling.py                 # ~2 min on 2 cores
     .venv/bin/python benchmarks/mesh_scaling.py --json out.json
-    .venv/bin/python benchmarks/mesh_scaling.py --single-thread # per-core scaling, ~2-3 min
+    .venv/bin/python benchmarks/mesh_scaling.py --single-thread # XLA's single-thread flags
+    .venv/bin/python benchmarks/mesh_scaling.py --pinned        # 1 core against 2, ~3 min
 
 What to expect on a 2-core CPU: XLA's CPU client may spread one device's large matrix products
 over both cores; the ratio then measures what splitting the minibatch over devices adds to
@@ -23,6 +24,11 @@ and 2 devices single-threaded: the per-core scaling. Every run also reports its 
 wall-clock second over the steady chunks (``cpu_per_wall``, from ``time.process_time`` sampled
 every 50 ms; other processes on the machine lower it): about 1 for one busy thread, up to the
 core count for more.
+
+``--pinned`` measures per-core scaling by the operating system instead (the single-thread
+flags of this jaxlib leave one device's CPU/wall near 1.8: XLA's CPU runtime still spreads
+its work over both cores): the 1-device run is pinned to core 0 (``taskset -c 0``), the
+2-device run has both cores, each ``--repeats`` times (default 2), in turn.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -119,23 +127,31 @@ def worker(devices: int, use_mesh: bool, batch: int, steps: int, chunks: int) ->
 
 
 def timed(
-    devices: int, use_mesh: bool, args: argparse.Namespace, single_thread: bool = False
+    devices: int,
+    use_mesh: bool,
+    args: argparse.Namespace,
+    single_thread: bool = False,
+    cores: str | None = None,
 ) -> dict:
     env = dict(os.environ)
     if single_thread:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_FLAGS).strip()
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        str(devices),
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--chunks",
-        str(args.chunks),
-    ] + ([] if use_mesh else ["--no-mesh"])
+    command = (
+        ([] if cores is None else ["taskset", "-c", cores])
+        + [
+            sys.executable,
+            __file__,
+            "--worker",
+            str(devices),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--chunks",
+            str(args.chunks),
+        ]
+        + ([] if use_mesh else ["--no-mesh"])
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"worker ({devices} devices) failed:\n{done.stderr[-3000:]}")
@@ -155,6 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="per-core scaling: 1 device (default threads), 1 and 2 devices on one thread each",
     )
+    parser.add_argument(
+        "--pinned", action="store_true", help="1 device on core 0 only against 2 on both cores"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="--pinned: runs of each")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--no-mesh", action="store_true", help=argparse.SUPPRESS)
@@ -164,7 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(result))
         return result
 
-    report = single_thread_report(args) if args.single_thread else default_report(args)
+    if args.pinned:
+        report = pinned_report(args)
+    else:
+        report = single_thread_report(args) if args.single_thread else default_report(args)
     for name, run in report["runs"].items():
         rates = ", ".join(f"{r:.1f}" for r in run["rates"])
         print(
@@ -195,6 +218,21 @@ def default_report(args: argparse.Namespace) -> dict:
         "ratios": ratios,
         "speedup_2_devices": ratios["2 devices / 1 device (both on a mesh)"],
         "mesh_overhead_1_device": ratios["1 device without a mesh / with one"],
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def pinned_report(args: argparse.Namespace) -> dict:
+    """1 device on core 0 alone against 2 devices on both cores, alternating."""
+    runs = {}
+    for repeat in range(args.repeats):
+        runs[f"1 device, core 0 only, run {repeat + 1}"] = timed(1, True, args, cores="0")
+        runs[f"2 devices, both cores, run {repeat + 1}"] = timed(2, True, args)
+    one = np.median([r["steps_per_s"] for k, r in runs.items() if k.startswith("1 device")])
+    two = np.median([r["steps_per_s"] for k, r in runs.items() if k.startswith("2 devices")])
+    return {
+        "runs": runs,
+        "ratios": {"2 devices on 2 cores / 1 device on 1 core (medians)": float(two / one)},
         "cpu_count": os.cpu_count(),
     }
 

@@ -125,3 +125,17 @@ def test_a_malformed_mesh_is_refused_before_any_compute(shape, tmp_path, capsys)
     status = main(["experiment", "synthetic", "--smoke", "--mesh", shape, "--out", str(tmp_path)])
     assert status == 2
     assert "--mesh: must be CHAINSxDATA" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_mesh_that_does_not_divide_the_chains_is_refused_before_any_fit(
+    tmp_path, die_with_parent
+):
+    """The tiny experiment has 2 chains: a (4 x 1) mesh is refused once, before the first fit,
+    not by every method's fit in turn (each would fail alike)."""
+    process = _launch(4, tmp_path / "out", die_with_parent, "--mesh", "4x1")
+    output, _ = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 1, output[-3000:]
+    assert "mesh's 'chains' axis (size 4) must divide num_chains (2)" in output
+    assert " map " not in output and "failed" not in output  # no method was fitted
+    assert not (tmp_path / "out" / "metrics.json").exists()

@@ -10,6 +10,7 @@ weights. KD rows are posterior modes (MAP = KD, METHOD §4); Bayesian rows are s
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +31,7 @@ from mtbkd_jax.experiments.fit import (
 from mtbkd_jax.experiments.keys import MethodKeys, method_keys
 from mtbkd_jax.experiments.methods import METHOD_PLANS, Method
 from mtbkd_jax.experiments.trusted import fit_trusted
+from mtbkd_jax.infer.mesh import check_mesh
 from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
 from mtbkd_jax.selective import ood_auroc
 from mtbkd_jax.uncertainty import entropy_decomposition, predictive_summary
@@ -251,14 +253,18 @@ def run_baselines(
     set (and on ``extra_inputs``), each MAP's test probabilities, the validation scores of every
     search (``tuning``) and the curves of ``reliability.png``.
 
-    A method that raises does not stop the run: its exception is kept in
-    ``artifacts["failures"]`` by label (with the rows it finished, e.g. its MAP's), and the
-    other methods run. :func:`~mtbkd_jax.experiments.report.write_report` records the
+    A method that raises does not stop the run (in one process; with several, the error is
+    raised at once, as the processes would otherwise fall out of step): its exception is kept
+    in ``artifacts["failures"]`` by label (its frames' locals cleared, so that the failed
+    fit's arrays are freed; the rows it finished, e.g. its MAP's, are kept), and the other
+    methods run. :func:`~mtbkd_jax.experiments.report.write_report` records the
     failures and :func:`~mtbkd_jax.experiments.report.raise_failures` then raises, so that
     hours of other methods' work are written before the run reports the error.
 
     Raises:
-        ValueError: ``config.tune`` on a problem without a validation split.
+        ValueError: ``config.tune`` on a problem without a validation split, or a
+            ``config.mesh`` whose axes do not divide the chains, the SGLD minibatch or the
+            data (:func:`~mtbkd_jax.infer.mesh.check_mesh`).
     """
     if config.tune and not data.has_validation:
         raise ValueError(f"config.tune needs a validation split; problem {data.name!r} has none")
@@ -278,10 +284,26 @@ def run_baselines(
             "failures",
         )
     }
+    _check_mesh(data, config)
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
         try:
             _run_method(keys, data, config, method, (rows, artifacts), say)
         except Exception as error:  # the other methods still run; raise_failures reports it
+            if jax.process_count() > 1:  # the processes would leave each other's collectives
+                raise
+            traceback.clear_frames(error.__traceback__)  # not the failed fit's arrays
             artifacts["failures"][method.label] = error
             say(f"  {method.label:<28} failed: {type(error).__name__}: {error}")
     return rows, artifacts
+
+
+def _check_mesh(data: DistillationData, config: ExperimentConfig) -> None:
+    """Refuse, before any fit, a ``config.mesh`` whose axes do not divide what every fit
+    splits over them (the fits would each refuse it, one method after the other)."""
+    if config.mesh is None:
+        return
+    sizes = {"the labelled inputs": len(data.y_train)}
+    if data.prior_inputs is not None:
+        sizes["the prior inputs"] = len(data.prior_inputs)
+    batches = {"sgld_batch_size": config.sgld_batch_size} if config.bayes == "sgld" else {}
+    check_mesh(config.mesh, num_chains=config.num_chains, batch_sizes=batches, data_sizes=sizes)

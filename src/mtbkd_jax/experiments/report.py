@@ -68,12 +68,17 @@ class ExperimentFailed(RuntimeError):
     """Some methods of an experiment failed; the others' results were written first."""
 
 
+# errors of a method that come from its input or settings, not from a bug (the CLI's too)
+_INPUT_ERRORS = (ValueError, TypeError, FloatingPointError, OSError)
+
+
 def _described(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
 def raise_failures(failures: Mapping[str, BaseException], out: object = None) -> None:
-    """Raise :class:`ExperimentFailed` (from the first failure) if ``failures`` (label ->
+    """Raise :class:`ExperimentFailed` (from the first failure that is a bug, else the first)
+    if ``failures`` (label ->
     exception: ``artifacts["failures"]`` of :func:`~mtbkd_jax.experiments.run_baselines`) is
     not empty; call it after the report is written. ``out``: where the report is, for the
     message."""
@@ -81,8 +86,10 @@ def raise_failures(failures: Mapping[str, BaseException], out: object = None) ->
         return
     listed = "; ".join(f"{label}: {_described(e)}" for label, e in failures.items())
     where = f" (the other methods' results are in {out})" if out is not None else ""
-    first = next(iter(failures.values()))
-    raise ExperimentFailed(f"{len(failures)} method(s) failed{where}: {listed}") from first
+    # raised from the first that is a bug (not an error of the input), if any: its traceback
+    bugs = [e for e in failures.values() if not isinstance(e, _INPUT_ERRORS)]
+    cause = bugs[0] if bugs else next(iter(failures.values()))
+    raise ExperimentFailed(f"{len(failures)} method(s) failed{where}: {listed}") from cause
 
 
 def write_report(

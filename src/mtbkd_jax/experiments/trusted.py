@@ -131,7 +131,7 @@ def search_budget(config: ExperimentConfig) -> ExperimentConfig:
 
 class TrustedFit:
     """The chosen ``beta``'s MAP, model and posterior, with the trust and the search;
-    ``unsampled``: the settings of the search (``"calibration, beta=.."``) that no stable SGLD
+    ``unsampled``: the settings of the search (``"calibration, β=.."``) that no stable SGLD
     step size could sample, with the step-size search's reasons."""
 
     def __init__(
