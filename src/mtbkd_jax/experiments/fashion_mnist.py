@@ -38,8 +38,8 @@ class FashionMNISTConfig(ExperimentConfig):
     :class:`~mtbkd_jax.datasets.fashion_mnist_teachers.TeacherSettings`'s defaults with
     ``held_out`` the student's 12,000 images: the teachers train on the other 48,000, so that
     their predictions on the student's labelled images are out of sample, as the learned
-    trust, which is fitted to those labels, needs; trained on them, every teacher is more
-    accurate there than anywhere else, and the trust learns concentrations of 350-500)."""
+    trust, which is fitted to those labels, needs: a teacher is judged on images it did not
+    learn, as on the test set)."""
 
     num_labelled: int = 2000
     num_transfer: int = 8000
