@@ -461,14 +461,23 @@ def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
         ExperimentConfig(**options)
 
 
-def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded(monkeypatch):
+@pytest.mark.parametrize("failure", ["unstable", "diverged"])
+def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded(
+    failure, monkeypatch
+):
     """A (calibration, beta) whose posterior no SGLD step size can sample
-    (``UnstableStepSizes``) scores worst; the search chooses among the others and the row
-    records the reason. When every setting tried has none, the error is raised."""
+    (``UnstableStepSizes``), or whose chains diverge (``SamplerDivergedError``), scores worst;
+    the search chooses among the others and the row records the reason. When every setting
+    tried fails, the error is raised."""
     import jax
 
     from mtbkd_jax.experiments import trusted
-    from mtbkd_jax.infer import UnstableStepSizes
+    from mtbkd_jax.infer import SamplerDivergedError, UnstableStepSizes
+
+    def error(text):
+        if failure == "unstable":
+            return UnstableStepSizes(text)
+        return SamplerDivergedError(text, None)
 
     problem = _toy_trust_problem()
     config = _toy_trust_config(num_warmup=20, num_draws=20, trust_calibration_grid=("teacher",))
@@ -476,7 +485,7 @@ def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded
 
     def unstable_at_1(key, data, budget, model, mode, start_keys=()):
         if model.prior_power == 1.0:
-            raise UnstableStepSizes("candidates: every step size tried is unstable (test)")
+            raise error("candidates: every step size tried is unstable (test)")
         return real_fit_posterior(key, data, budget, model, mode, start_keys)
 
     monkeypatch.setattr(trusted, "fit_posterior", unstable_at_1)
@@ -488,8 +497,8 @@ def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded
     assert scores[1.0] is None and np.isfinite(scores[0.1])
 
     def always_unstable(*args, **kwargs):
-        raise UnstableStepSizes("candidates: every step size tried is unstable (always)")
+        raise error("candidates: every step size tried is unstable (always)")
 
     monkeypatch.setattr(trusted, "fit_posterior", always_unstable)
-    with pytest.raises(UnstableStepSizes, match="always"):
+    with pytest.raises((UnstableStepSizes, SamplerDivergedError), match="always"):
         trusted.fit_trusted(keys, problem, config, problem.teachers_prior)

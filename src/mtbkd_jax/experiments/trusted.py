@@ -36,7 +36,7 @@ import numpy as np
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import build_student, fit_map, fit_posterior
-from mtbkd_jax.infer import UnstableStepSizes
+from mtbkd_jax.infer import SamplerDivergedError, UnstableStepSizes
 from mtbkd_jax.metrics import negative_log_likelihood
 from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
@@ -131,8 +131,8 @@ def search_budget(config: ExperimentConfig) -> ExperimentConfig:
 
 class TrustedFit:
     """The chosen ``beta``'s MAP, model and posterior, with the trust and the search;
-    ``unsampled``: the settings of the search (``"calibration, β=.."``) that no stable SGLD
-    step size could sample, with the step-size search's reasons."""
+    ``unsampled``: the settings of the search (``"calibration, β=.."``) that could not be
+    sampled (no stable SGLD step size, or diverging chains), with the reasons."""
 
     def __init__(
         self,
@@ -164,8 +164,9 @@ def fit_trusted(
     The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``,
     at the middle ``beta`` of the grid), then over ``beta``; each calibration's trust is fitted
     once, with the same key. A setting whose posterior has no stable SGLD step size
-    (:class:`~mtbkd_jax.infer.UnstableStepSizes`) scores worst, with the reason in
-    ``TrustedFit.unsampled``; if every setting tried has none, that error is raised.
+    (:class:`~mtbkd_jax.infer.UnstableStepSizes`), or whose chains diverge
+    (:class:`~mtbkd_jax.infer.SamplerDivergedError`), scores worst, with the reason in
+    ``TrustedFit.unsampled``; if every setting tried fails so, the chosen one's error is raised.
 
     Args:
         keys: (trust, MAP, posterior) keys.
@@ -195,13 +196,13 @@ def fit_trusted(
         return TrustedFit(*fitted, trusts[calibration], None)
     scoring = search_budget(sampling)
 
-    unsampled: dict[tuple[str, float], UnstableStepSizes] = {}
+    unsampled: dict[tuple[str, float], Exception] = {}
 
     def score(settings: Mapping[str, Any]) -> float:
         calibration, prior_power = settings["calibration"], float(settings["prior_power"])
         try:
             _, _, posterior = fit(calibration, prior_power, scoring)
-        except UnstableStepSizes as error:  # no stable SGLD step: not a candidate
+        except (UnstableStepSizes, SamplerDivergedError) as error:  # not a candidate
             unsampled[calibration, prior_power] = error
             return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
