@@ -108,6 +108,16 @@ def test_two_processes_give_the_rows_of_one_process_with_as_many_devices(outputs
 
 
 @pytest.mark.slow
+def test_the_runs_record_that_their_sgld_split_each_minibatch_over_the_4_devices(outputs):
+    """Without this the rows could agree because both ignored the mesh (chain placement does
+    not change the draws)."""
+    for name, processes in (("two", 2), ("one", 1)):
+        run = json.loads((outputs[name] / "linear_2" / "run.json").read_text())
+        assert run["mesh"] == {"chains": 1, "data": 4} and run["processes"] == processes
+        assert run["data_devices"] == {"MT-BKD (entropy weights)": 4}
+
+
+@pytest.mark.slow
 def test_only_process_0_writes_its_out_folder(outputs):
     assert (outputs["two"] / "metrics.json").is_file()
     assert not outputs["second"].exists()

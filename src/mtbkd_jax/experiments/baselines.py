@@ -180,6 +180,9 @@ def _run_method(
     _posterior_row(method, posterior, data, config, settings, start, out, say)
     # what the draws explore: R-hat/ESS across chains, spread, distance travelled from the MAP
     artifacts["exploration"][method.posterior] = exploration_report(posterior, mode)
+    if "data_devices" in posterior.settings:  # SG-MCMC: the devices each minibatch was split over
+        devices = int(posterior.settings["data_devices"])
+        artifacts["run"].setdefault("data_devices", {})[method.posterior] = devices
 
 
 def _map_row(
@@ -282,8 +285,10 @@ def run_baselines(
             "trust",
             "exploration",
             "failures",
+            "run",
         )
     }
+    artifacts["run"].update(_placement(config))
     _check_mesh(data, config)
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
         try:
@@ -295,6 +300,16 @@ def run_baselines(
             artifacts["failures"][method.label] = error
             say(f"  {method.label:<28} failed: {type(error).__name__}: {error}")
     return rows, artifacts
+
+
+def _placement(config: ExperimentConfig) -> dict[str, Any]:
+    """Where the run's fits ran: the mesh's axes (``None`` without one) and the processes (SGLD's
+    draws with a mesh depend on its ``data`` axis: the minibatches are stratified over it)."""
+    mesh = config.mesh
+    return {
+        "mesh": None if mesh is None else {str(k): int(v) for k, v in mesh.shape.items()},
+        "processes": jax.process_count(),
+    }
 
 
 def _check_mesh(data: DistillationData, config: ExperimentConfig) -> None:

@@ -123,7 +123,7 @@ def write_report(
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
-    for name in ("trust", "exploration"):
+    for name in ("trust", "exploration", "run"):
         if artifacts.get(name):
             (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
     if artifacts.get("failures"):
