@@ -352,7 +352,7 @@ def test_fashion_mnist_distillation_counts(tmp_path, counts, got):
     with pytest.raises(
         ValueError,
         match=r"num_labelled and num_transfer must be >= 1, num_validation >= 0, and together "
-        r"at most 4, " + got,
+        r"at most 4 \(the training images\), " + got,
     ):
         load_fashion_mnist_distillation(
             folder, teacher_settings=settings, cache_dir=False, **counts
