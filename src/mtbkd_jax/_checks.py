@@ -150,7 +150,8 @@ def label_range(labels: np.ndarray) -> tuple[int, int]:
     """``(min, max)`` of integer ``labels`` (``(0, -1)`` when empty), read ``LABEL_BLOCK``
     entries at a time; a memory map's pages are handed back after each block
     (:func:`~mtbkd_jax.infer._host_rows.release_pages`), so that checking the labels of a
-    file larger than memory leaves the process's resident set as it was."""
+    file larger than memory does not grow the process's resident set by the file (pages that
+    were resident before are handed back too)."""
     from mtbkd_jax.infer._host_rows import release_pages  # the infer package imports this one
 
     low, high = None, None

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
-from mtbkd_jax.experiments.report import ExperimentFailed
+from mtbkd_jax.experiments.report import INPUT_ERRORS, ExperimentFailed
 
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -45,7 +45,7 @@ COMPILE_CACHE_ENV_VAR = "MTBKD_COMPILE_CACHE"
 _OFF = ("0", "false", "no", "off")
 _ON = ("", "1", "true", "yes", "on")
 # errors of a run that come from its input or environment, not from a bug: one line, exit 1
-_ACTIONABLE = (ValueError, TypeError, FloatingPointError, OSError, ExperimentFailed)
+_ACTIONABLE = (*INPUT_ERRORS, ExperimentFailed)
 # the JAX options the cache sets for the duration of a command (restored afterwards)
 _CACHE_OPTIONS = (
     "jax_enable_compilation_cache",

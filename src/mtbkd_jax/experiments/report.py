@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
     from mtbkd_jax.datasets.data import DistillationData
 
-__all__ = ["ExperimentFailed", "markdown_table", "raise_failures", "write_report"]
+__all__ = [
+    "ExperimentFailed",
+    "INPUT_ERRORS",
+    "markdown_table",
+    "raise_failures",
+    "write_report",
+]
 
 _COLUMNS = [
     ("method", "method"),
@@ -69,7 +75,7 @@ class ExperimentFailed(RuntimeError):
 
 
 # errors of a method that come from its input or settings, not from a bug (the CLI's too)
-_INPUT_ERRORS = (ValueError, TypeError, FloatingPointError, OSError)
+INPUT_ERRORS = (ValueError, TypeError, FloatingPointError, OSError)
 
 
 def _described(error: BaseException) -> str:
@@ -77,17 +83,16 @@ def _described(error: BaseException) -> str:
 
 
 def raise_failures(failures: Mapping[str, BaseException], out: object = None) -> None:
-    """Raise :class:`ExperimentFailed` (from the first failure that is a bug, else the first)
-    if ``failures`` (label ->
-    exception: ``artifacts["failures"]`` of :func:`~mtbkd_jax.experiments.run_baselines`) is
-    not empty; call it after the report is written. ``out``: where the report is, for the
-    message."""
+    """Raise :class:`ExperimentFailed` if ``failures`` (label -> exception:
+    ``artifacts["failures"]`` of :func:`~mtbkd_jax.experiments.run_baselines`) is not empty,
+    from the first failure that is a bug, else from the first; call it after the report is
+    written. ``out``: where the report is, for the message."""
     if not failures:
         return
     listed = "; ".join(f"{label}: {_described(e)}" for label, e in failures.items())
     where = f" (the other methods' results are in {out})" if out is not None else ""
     # raised from the first that is a bug (not an error of the input), if any: its traceback
-    bugs = [e for e in failures.values() if not isinstance(e, _INPUT_ERRORS)]
+    bugs = [e for e in failures.values() if not isinstance(e, INPUT_ERRORS)]
     cause = bugs[0] if bugs else next(iter(failures.values()))
     raise ExperimentFailed(f"{len(failures)} method(s) failed{where}: {listed}") from cause
 
