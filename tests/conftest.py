@@ -36,3 +36,17 @@ def die_with_parent():
         prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     return arm
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function that returns a TCP port free on 127.0.0.1 now (for a ``jax.distributed``
+    coordinator the test starts)."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    return pick

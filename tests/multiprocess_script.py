@@ -20,6 +20,8 @@ devices unless a task says otherwise. Tasks (``OUT`` holds the checkpoints the t
 * ``disagree``: the ``sgld`` run, process ``i`` on ``OUT/disagree-i.ckpt`` (copies of
   checkpoints at different epochs): refused by every process.
 * ``misuse``: global data without ``shard_data`` and ``initialize`` called again: refused.
+* ``broadcast``: ``multiprocess.from_main_process``: computed on process 0 only, sent to all.
+* ``teachers``: tiny Fashion-MNIST teachers: trained and cached by process 0, sent to all.
 * ``identity``: the exact epoch-sum identity through the real programs, below.
 * ``refusals``: a nested subsampled plate and a misplaced array with ``shard_data``.
 
@@ -159,6 +161,50 @@ def misuse(mesh: jax.sharding.Mesh, port: int) -> dict:
     return {"global": out["global"]["message"], "again": other["message"]}
 
 
+def broadcast() -> dict:
+    """``from_main_process``: process 0 computes (a value only it would give), every process
+    receives it; the others never compute."""
+    from mtbkd_jax.infer import multiprocess
+
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"a": np.full((3, 2), 7.0 + jax.process_index(), np.float32)}
+
+    like = {"a": jax.ShapeDtypeStruct((3, 2), np.float32)}
+    shared = multiprocess.from_main_process(compute, like)
+    return {"shared": shared["a"], "calls": np.asarray(len(calls))}
+
+
+def teachers(out: str) -> dict:
+    """The Fashion-MNIST teachers (tiny, on random images) in two processes: process 0 trains
+    and caches them, the other receives its logits."""
+    from mtbkd_jax.datasets.fashion_mnist import FashionMNISTSplit
+    from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings, fashion_mnist_teachers
+
+    rng = np.random.default_rng(0)
+    split = lambda n: FashionMNISTSplit(  # noqa: E731
+        rng.random((n, 28, 28), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32)
+    )
+    train, test = split(128), split(32)
+    settings = TeacherSettings(
+        epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=64, num_train=128, num_test=32
+    )
+    said: list[str] = []
+    cache = os.path.join(out, "teacher-cache")
+    made = fashion_mnist_teachers(
+        train, test, settings=settings, cache_dir=cache, say=lambda *a: said.append(str(a))
+    )
+    return {
+        "train_logits": made.train_logits,
+        "test_logits": made.test_logits,
+        "info_keys": np.array(sorted(made.info)),
+        "said": np.asarray(len(said)),
+        "cached": np.array(sorted(os.listdir(cache)) if os.path.isdir(cache) else []),
+    }
+
+
 def main(argv: list[str]) -> None:
     port, num_processes, process_id, num_devices = (int(a) for a in argv[1:5])
     out, tasks = argv[5], argv[6].split(",")
@@ -183,6 +229,8 @@ def main(argv: list[str]) -> None:
         "strata": lambda: refused(lambda: sgld(two_of_four(), path("strata.ckpt"))),
         "disagree": lambda: refused(lambda: sgld(mesh, path(f"disagree-{process_id}.ckpt"))),
         "misuse": lambda: misuse(mesh, port),
+        "broadcast": broadcast,
+        "teachers": lambda: teachers(out),
     }
     for name in tasks:
         if name == "kill":

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,12 +27,6 @@ from mtbkd_jax.cli import main
 
 SCRIPT = Path(__file__).with_name("cli_processes_script.py")
 TIMEOUT = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _launch(num_devices: int, out: Path, die: Callable, *arguments: str) -> subprocess.Popen:
@@ -48,15 +42,18 @@ def _launch(num_devices: int, out: Path, die: Callable, *arguments: str) -> subp
     )
 
 
-def _finish(processes: list[subprocess.Popen]) -> None:
-    """Wait for every process; each must exit 0 (else: the end of its output). Whatever is
-    left is killed with its children, whatever happened."""
+def _finish(processes: list[subprocess.Popen]) -> list[str]:
+    """Wait for every process; each must exit 0 (else: the end of its output); returns their
+    outputs. Whatever is left is killed with its children, whatever happened."""
+    outputs = []
     try:
         for i, process in enumerate(processes):
             output, _ = process.communicate(timeout=TIMEOUT)
             assert process.returncode == 0, (
                 f"process {i}: exit {process.returncode}\n{output[-4000:]}"
             )
+            outputs.append(output)
+        return outputs
     finally:
         for process in processes:
             if process.poll() is None:
@@ -65,10 +62,14 @@ def _finish(processes: list[subprocess.Popen]) -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable) -> dict[str, Path]:
+def outputs(
+    tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable, free_port: Callable
+) -> dict[str, Any]:
+    """The three ``--out`` folders (``two``: process 0's, ``second``: process 1's, ``one``: the
+    single process's) and ``logs``, the three processes' outputs in that order."""
     root = tmp_path_factory.mktemp("cli-processes")
     folders = {"two": root / "two", "second": root / "second-process", "one": root / "one"}
-    port = str(_free_port())
+    port = str(free_port())
     processes = [
         _launch(
             2,
@@ -86,8 +87,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable)
         for i, name in enumerate(("two", "second"))
     ]
     processes.append(_launch(4, folders["one"], die_with_parent, "--mesh", "1x4"))
-    _finish(processes)
-    return folders
+    return {**folders, "logs": _finish(processes)}
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -121,6 +121,13 @@ def test_the_runs_record_that_their_sgld_split_each_minibatch_over_the_4_devices
 def test_only_process_0_writes_its_out_folder(outputs):
     assert (outputs["two"] / "metrics.json").is_file()
     assert not outputs["second"].exists()
+
+
+@pytest.mark.slow
+def test_only_process_0_prints_the_log_and_the_table(outputs):
+    first, second, single = outputs["logs"]
+    assert "[synthetic linear_2]" in first and "[synthetic linear_2]" in single
+    assert "[synthetic" not in second and "MT-BKD" not in second
 
 
 def test_a_mesh_of_more_devices_than_the_command_has_is_refused(tmp_path, capsys):

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -54,17 +53,17 @@ SCRIPT = Path(__file__).with_name("multiprocess_script.py")
 TIMEOUT = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start(
-    num_processes: int, num_devices: int, out: Path, tasks: str, cache: Path, die: Callable
+    num_processes: int,
+    num_devices: int,
+    out: Path,
+    tasks: str,
+    cache: Path,
+    die: Callable,
+    port: int,
 ) -> list:
     """Start the script in ``num_processes`` processes at once (``die``: the
-    ``die_with_parent`` fixture)."""
+    ``die_with_parent`` fixture; ``port``: the coordinator's, free)."""
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -73,8 +72,7 @@ def _start(
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     out.mkdir(parents=True, exist_ok=True)
-    port = str(_free_port())
-    arguments = [port, str(num_processes), "I", str(num_devices), str(out), tasks]
+    arguments = [str(port), str(num_processes), "I", str(num_devices), str(out), tasks]
     return [
         subprocess.Popen(
             [sys.executable, str(SCRIPT), *[str(i) if a == "I" else a for a in arguments]],
@@ -111,19 +109,22 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable) -> dict[str, Path]:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, die_with_parent: Callable, free_port: Callable
+) -> dict[str, Path]:
     """The folders of the two processes' launches (``two``) and the one process's (``one``)."""
     root = tmp_path_factory.mktemp("multiprocess")
     cache, two, one = root / "cache", root / "two", root / "one"
-    _finish(
-        _start(2, 2, two, "misuse,sgld,map,kill", cache, die_with_parent), expected=3
-    )  # kill: exit 3
+    first = "misuse,broadcast,teachers,sgld,map,kill"
+    _finish(_start(2, 2, two, first, cache, die_with_parent, free_port()), expected=3)  # kill: 3
     for name in ("cross", "strata"):  # the killed run's checkpoint, for the one process
         _copy_checkpoint(two / "killed.ckpt", one / f"{name}.ckpt")
     _copy_checkpoint(two / "killed.ckpt", two / "disagree-0.ckpt")  # next epoch 2
     _copy_checkpoint(two / "run.ckpt", two / "disagree-1.ckpt")  # next epoch 4
-    second = _start(2, 2, two, "disagree,resume", cache, die_with_parent)
-    single = _start(1, 4, one, "sgld,map,cross,strata,identity,refusals", cache, die_with_parent)
+    second = _start(2, 2, two, "disagree,resume", cache, die_with_parent, free_port())
+    single = _start(
+        1, 4, one, "sgld,map,cross,strata,identity,refusals", cache, die_with_parent, free_port()
+    )
     _finish(second)
     _finish(single)
     return {"one": one, "two": two}
@@ -232,6 +233,25 @@ def test_misuse_in_several_processes_is_refused_clearly(runs):
         assert "ValueError: inputs is a global array spread over 2 processes" in str(r["global"])
         assert "shard_data=True" in str(r["global"])
         assert "already initialized with num_processes=2" in str(r["again"]), r["again"]
+
+
+@pytest.mark.slow
+def test_from_main_process_computes_on_process_0_and_sends_it_to_all(runs):
+    for process in (0, 1):
+        r = _load(runs["two"] / f"results-broadcast-{process}.npz")
+        np.testing.assert_array_equal(r["shared"], np.full((3, 2), 7.0, np.float32))
+        assert int(r["calls"]) == (1 if process == 0 else 0)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_teachers_are_trained_by_process_0_and_sent_to_the_other(runs):
+    first, second = (_load(runs["two"] / f"results-teachers-{p}.npz") for p in (0, 1))
+    for name in ("train_logits", "test_logits"):
+        assert first[name].shape == (3, {"train_logits": 128, "test_logits": 32}[name], 10)
+        np.testing.assert_array_equal(first[name], second[name])  # bit for bit
+    assert "cnn" in first["info_keys"] and list(second["info_keys"]) == ["from_process"]
+    assert int(first["said"]) > 0 and int(second["said"]) == 0  # process 1 trained nothing
+    assert len(first["cached"]) == 1 and str(first["cached"][0]).endswith(".npz")  # no .tmp
 
 
 # ---------------------------------------------------------------------------- fast checks

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,8 @@ def processes_wanted(args: argparse.Namespace) -> dict | None:
 @contextlib.contextmanager
 def connected(args: argparse.Namespace, processes: dict | None) -> Iterator[None]:
     """Connect the processes (``processes`` not ``None``); on every process but 0, ``--out``
-    becomes a temporary folder, removed afterwards."""
+    becomes a temporary folder, removed afterwards, and the standard output is silenced (the
+    log and the table are process 0's; errors still go to the standard error)."""
     if processes is None:
         yield
         return
@@ -93,6 +95,7 @@ def connected(args: argparse.Namespace, processes: dict | None) -> Iterator[None
         return
     args.out = tempfile.mkdtemp(prefix=f"mtbkd-process-{jax.process_index()}-")
     try:
-        yield
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            yield
     finally:
         shutil.rmtree(args.out, ignore_errors=True)

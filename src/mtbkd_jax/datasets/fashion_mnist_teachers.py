@@ -223,9 +223,41 @@ def fashion_mnist_teachers(
 
     ``train`` and ``test`` must already be cut to ``settings.num_train`` / ``num_test``; the
     teachers train on all but the last ``settings.held_out`` images of ``train`` and predict
-    every image. ``cache_dir=False`` disables the cache.
+    every image. ``cache_dir=False`` disables the cache. With several processes
+    (``jax.distributed``) process 0 alone trains (or loads) and caches them, and sends their
+    logits to the others (:func:`mtbkd_jax.infer.multiprocess.from_main_process`): every
+    process then holds the same teachers bit for bit, and one file is written.
     """
     settings = settings or TeacherSettings()
+    if jax.process_count() == 1:
+        return _load_or_train(train, test, settings, data_digest, cache_dir, say)
+    from mtbkd_jax.infer.multiprocess import from_main_process
+
+    made: list[FashionMNISTTeachers] = []
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        made.append(_load_or_train(train, test, settings, data_digest, cache_dir, say))
+        return made[0].train_logits, made[0].test_logits
+
+    like = tuple(
+        jax.ShapeDtypeStruct((len(FASHION_MNIST_TEACHER_NAMES), split.num_examples, 10), np.float32)
+        for split in (train, test)
+    )
+    train_logits, test_logits = from_main_process(compute, like)
+    if made:
+        return made[0]
+    info = {"from_process": 0}  # process 0 trained or loaded them, and writes the record
+    return FashionMNISTTeachers(FASHION_MNIST_TEACHER_NAMES, train_logits, test_logits, info)
+
+
+def _load_or_train(
+    train: FashionMNISTSplit,
+    test: FashionMNISTSplit,
+    settings: TeacherSettings,
+    data_digest: str,
+    cache_dir: str | os.PathLike | Literal[False] | None,
+    say: Callable[..., object],
+) -> FashionMNISTTeachers:
     seen = train.num_examples - settings.held_out
     if not 0 <= settings.held_out < train.num_examples:
         raise ValueError(

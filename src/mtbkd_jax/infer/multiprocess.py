@@ -44,7 +44,7 @@ is a collective); keep file writes, prints and progress bars to process 0
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -53,7 +53,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mtbkd_jax.infer.mesh import DATA, auto_mesh
 
-__all__ = ["initialize", "is_main_process", "local_rows", "require_addressable", "shard_rows"]
+__all__ = [
+    "from_main_process",
+    "initialize",
+    "is_main_process",
+    "local_rows",
+    "require_addressable",
+    "shard_rows",
+]
 
 
 def initialize(
@@ -121,6 +128,35 @@ def _check_connected(num_processes: int | None, process_id: int | None) -> None:
 def is_main_process() -> bool:
     """Whether this is process 0, the one that writes files."""
     return jax.process_index() == 0
+
+
+def from_main_process(compute: Callable[[], Any], like: Any) -> Any:
+    """``compute()`` on process 0 only, its result (a tree of arrays) broadcast to every process.
+
+    For data that every process must hold bit for bit (teachers trained for the run, say):
+    computed in each process it could differ in the last bits from one host to another (another
+    CPU, another BLAS), and processes that disagree on the data give no error, only a wrong
+    posterior. ``like`` is a tree of the result's shapes and dtypes
+    (:class:`jax.ShapeDtypeStruct` leaves, or arrays), which the other processes need to
+    receive it. With one process this is ``compute()``.
+
+    Raises:
+        ValueError: process 0's result does not have the shapes and dtypes of ``like``.
+    """
+    if jax.process_count() == 1:
+        return compute()
+    from jax.experimental import multihost_utils
+
+    if is_main_process():
+        result = compute()
+        got = jax.tree.map(lambda a: (tuple(np.shape(a)), np.asarray(a).dtype), result)
+        want = jax.tree.map(lambda a: (tuple(a.shape), np.dtype(a.dtype)), like)
+        if got != want:  # a caller's bug; the other processes wait until JAX's heartbeat stops them
+            raise ValueError(f"compute() returned {got}, but like says {want}")
+    else:
+        result = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
+    shared = multihost_utils.broadcast_one_to_all(result)
+    return jax.tree.map(np.asarray, shared)
 
 
 def require_addressable(arguments: Mapping[str, Any], remedy: str) -> None:
