@@ -326,6 +326,7 @@ def _toy_trust_config(**options):
         "trust_warmup": 20,
         "trust_draws": 20,
         "trust_prior_power_grid": (0.1, 1.0),
+        "trust_pooling_grid": ("mixture",),
         "grid_extensions": 0,
     }
     return ExperimentConfig(**{**settings, **options})
@@ -407,38 +408,52 @@ def test_the_trust_calibration_reaches_the_learned_trust():
         ExperimentConfig(trust_calibration="per_example")
 
 
-def test_the_trust_calibration_is_chosen_by_the_posteriors_validation_nll(monkeypatch):
+def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validation_nll(
+    monkeypatch,
+):
     """With ``tune``, the learned-trust search scores each calibration of
-    ``trust_calibration_grid`` (first, at the middle beta) by its posterior's validation NLL,
-    fits each calibration's trust once, and the row is the best setting's: its trust has that
-    calibration (``"none"``: every temperature 1) and its label says ``(τ = 1)`` exactly then."""
+    ``trust_calibration_grid`` (first, at the middle beta), then each pooling of
+    ``trust_pooling_grid``, by its posterior's validation NLL, fits each (calibration, pooling)
+    trust once, and the row is the best setting's: its trust has that calibration (``"none"``:
+    every temperature 1) and pooling, and its label says ``τ = 1`` and ``product`` exactly
+    then."""
     import jax
 
     from mtbkd_jax.experiments import trusted
 
     problem = _toy_trust_problem()
-    config = _toy_trust_config(num_warmup=20, num_draws=20)
+    config = _toy_trust_config(
+        num_warmup=20, num_draws=20, trust_pooling_grid=("mixture", "product")
+    )
     fitted_trusts = []
     real_learned_trust = trusted.learned_trust
 
-    def recording_learned_trust(key, data, cfg, teachers, calibration=None):
-        fitted_trusts.append(calibration)
-        return real_learned_trust(key, data, cfg, teachers, calibration)
+    def recording_learned_trust(key, data, cfg, teachers, calibration=None, pooling=None):
+        fitted_trusts.append((calibration, pooling))
+        return real_learned_trust(key, data, cfg, teachers, calibration, pooling)
 
     monkeypatch.setattr(trusted, "learned_trust", recording_learned_trust)
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
     evaluated = fit.search.evaluated
-    assert [(e["calibration"], e["prior_power"]) for e in evaluated[:2]] == [
-        ("teacher", 1.0),
-        ("none", 1.0),
+    chosen_calibration = min(evaluated[:2], key=lambda e: e["score"])["calibration"]
+    assert [(e["calibration"], e["pooling"], e["prior_power"]) for e in evaluated[:3]] == [
+        ("teacher", "mixture", 1.0),
+        ("none", "mixture", 1.0),
+        (chosen_calibration, "product", 1.0),
     ]
-    assert sorted(fitted_trusts) == ["none", "teacher"]  # each calibration's trust once
+    assert len(fitted_trusts) == len(set(fitted_trusts)) == 3  # each trust once
     best = min(evaluated, key=lambda e: e["score"])
-    assert fit.search.best == {k: best[k] for k in ("calibration", "prior_power")}
+    assert fit.search.best == {k: best[k] for k in ("calibration", "pooling", "prior_power")}
     assert fit.trust.hyperprior.calibration == best["calibration"]
+    assert fit.trust.hyperprior.pooling == best["pooling"]
     assert fit.model.prior_power == best["prior_power"]
-    assert ("(τ = 1)" in fit.label) == (best["calibration"] == "none")
+    assert ("τ = 1" in fit.label) == (best["calibration"] == "none")
+    assert ("product" in fit.label) == (best["pooling"] == "product")
+    component_count = fit.model.teacher_prior.scaled_probs.shape[1]
+    assert component_count == (
+        1 if best["pooling"] == "product" else problem.teachers_prior.num_teachers
+    )
     none = trusted.learned_trust(keys[0], problem, config, problem.teachers_prior, "none")
     np.testing.assert_array_equal(none.draws["temperature"], 1.0)
     assert np.ptp(none.draws["concentration"]) > 0  # lambda is still learned
@@ -450,6 +465,8 @@ def test_the_trust_calibration_is_chosen_by_the_posteriors_validation_nll(monkey
         ({"trust_calibration_grid": ()}, "trust_calibration_grid must be a non-empty tuple"),
         ({"trust_calibration_grid": ("none", "sharp")}, "trust_calibration_grid must be"),
         ({"trust_calibration_grid": "none"}, "trust_calibration_grid must be"),
+        ({"trust_pooling_grid": ("mixture", "sum")}, "trust_pooling_grid must be a non-empty"),
+        ({"trust_pooling": "sum"}, "trust_pooling must be one of"),
         ({"sgld_burnin_epochs": -1}, "sgld_burnin_epochs must be an integer >= 0"),
         ({"sgld_burnin_epochs": 2.5}, "sgld_burnin_epochs must be an integer >= 0"),
     ],

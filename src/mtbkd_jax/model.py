@@ -380,7 +380,8 @@ class MTBKDModel:
         if isinstance(prior, TeacherPrior):
             return prior
         assert trust is not None and self.trust_hyperprior is not None
-        return prior.prior(trust, self.temperature, self.trust_hyperprior.weight_rule)
+        h = self.trust_hyperprior
+        return prior.prior(trust, self.temperature, h.weight_rule, h.pooling)
 
     @staticmethod
     def _check_prior_size(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS
+from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS, TRUST_POOLINGS
 
 if TYPE_CHECKING:
     from jax.sharding import Mesh
@@ -25,6 +25,7 @@ SMOKE_TUNING: dict[str, Any] = {
     "prior_power_grid": (0.1,),
     "grid_extensions": 0,
     "trust_calibration_grid": ("teacher",),
+    "trust_pooling_grid": ("mixture",),
 }
 # how each method's random keys come from the seed (see ExperimentConfig)
 KEY_SCHEDULES = ("per-method", "maps-first")
@@ -56,7 +57,9 @@ class ExperimentConfig:
     when that fraction is below 1); their trust's ``calibration`` (see
     :class:`mtbkd_jax.trust.TrustHyperprior`) is chosen the same way from
     ``trust_calibration_grid``, the search starting at ``trust_calibration`` (the value used
-    without ``tune``); by SGLD, their step size
+    without ``tune``), and so is how the teachers' Dirichlets combine (``pooling``, the
+    paper's mixture or one product) from ``trust_pooling_grid``, starting at
+    ``trust_pooling``; by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
 
@@ -99,6 +102,8 @@ class ExperimentConfig:
     trust_search_budget: float = 1.0
     trust_calibration: str = "teacher"
     trust_calibration_grid: tuple = ("teacher", "none")
+    trust_pooling: str = "mixture"
+    trust_pooling_grid: tuple = ("mixture", "product")
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -127,16 +132,17 @@ class ExperimentConfig:
             ("key_schedule", KEY_SCHEDULES),
             ("chain_starts", CHAIN_STARTS),
             ("trust_calibration", TRUST_CALIBRATIONS),
+            ("trust_pooling", TRUST_POOLINGS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        grid = self.trust_calibration_grid
-        known = isinstance(grid, tuple) and all(c in TRUST_CALIBRATIONS for c in grid)
-        if not (known and grid):
-            raise ValueError(
-                f"trust_calibration_grid must be a non-empty tuple of {TRUST_CALIBRATIONS}, "
-                f"got {grid!r}"
-            )
+        for name, allowed in (
+            ("trust_calibration_grid", TRUST_CALIBRATIONS),
+            ("trust_pooling_grid", TRUST_POOLINGS),
+        ):
+            grid = getattr(self, name)
+            if not (isinstance(grid, tuple) and grid and all(c in allowed for c in grid)):
+                raise ValueError(f"{name} must be a non-empty tuple of {allowed}, got {grid!r}")
         if isinstance(self.sgld_burnin_epochs, bool) or not (
             isinstance(self.sgld_burnin_epochs, int) and self.sgld_burnin_epochs >= 0
         ):

@@ -6,12 +6,16 @@ predictive.
   passed to the model at its posterior median.
 * Base prior: :func:`mtbkd_jax.scale_priors.hierarchical_normal_prior` (no ``sigma0`` to tune;
   the scale of each weight array is learned).
-* ``beta`` and the trust's calibration: with ``config.tune``, every value of
+* ``beta``, the trust's calibration and its pooling: with ``config.tune``, every value of
   ``config.trust_calibration_grid`` (one temperature per teacher, or none: ``tau = 1``), then
-  every value of ``config.trust_prior_power_grid`` (extended past an edge that holds the best,
-  as every search here) is fitted by MAP *and* sampled, and the value whose posterior
-  predictive has the lowest validation NLL wins. A temperature calibrates a teacher over all
-  labelled inputs, which blurs a teacher that is right in one region and wrong elsewhere
+  of ``config.trust_pooling_grid`` (the paper's mixture of the teachers' Dirichlets, or their
+  product, one Dirichlet on the trust-weighted average of the soft labels), then of
+  ``config.trust_prior_power_grid`` (extended past an edge that holds the best, as every
+  search here) is fitted by MAP *and* sampled, and the value whose posterior predictive has
+  the lowest validation NLL wins. Under the mixture the student may follow, example by
+  example, the teacher easiest for it to imitate, the more so the sharper the Dirichlets;
+  the product cannot (``docs/results.md``, Fashion-MNIST). A temperature calibrates a teacher
+  over all labelled inputs, which blurs a teacher that is right in one region and wrong elsewhere
   exactly where it is right (``docs/results.md``, "Learned trust taken apart"); whether the
   problem's teachers are of that kind is for the validation split to say. With
   ``config.trust_search_budget = 1`` each value is sampled at the row's full budget and the
@@ -65,16 +69,22 @@ def learned_trust(
     config: ExperimentConfig,
     teachers: TeacherBank,
     calibration: str | None = None,
+    pooling: str | None = None,
 ) -> TrustPosterior:
     """The trust posterior from the labelled inputs (the first ``len(y_train)`` of the bank),
-    with the hyperprior's ``calibration`` (default ``config.trust_calibration``)."""
+    with the hyperprior's ``calibration`` and ``pooling`` (default ``config.trust_calibration``
+    and ``config.trust_pooling``)."""
     labelled = teachers.take(np.arange(len(data.y_train)))
     calibration = config.trust_calibration if calibration is None else calibration
+    pooling = config.trust_pooling if pooling is None else pooling
+    hyperprior = TrustHyperprior(
+        concentration=config.concentration, calibration=calibration, pooling=pooling
+    )
     return fit_teacher_trust(
         key,
         labelled,
         data.y_train,
-        hyperprior=TrustHyperprior(concentration=config.concentration, calibration=calibration),
+        hyperprior=hyperprior,
         temperature=config.temperature,
         num_warmup=config.trust_warmup,
         num_draws=config.trust_draws,
@@ -95,16 +105,21 @@ def trusted_model(
     )
 
 
-_CALIBRATION_NOTES = {"teacher": "", "confidence": " (τ by confidence)", "none": " (τ = 1)"}
+_CALIBRATION_NOTES = {"teacher": "", "confidence": ", τ by confidence", "none": ", τ = 1"}
 
 
 def trusted_label(
-    prior_power: float, search: SearchResult | None = None, calibration: str = "teacher"
+    prior_power: float,
+    search: SearchResult | None = None,
+    calibration: str = "teacher",
+    pooling: str = "mixture",
 ) -> str:
     """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note), the trust
-    marked ``(τ = 1)`` or ``(τ by confidence)`` unless it has one temperature per teacher."""
+    marked ``(τ = 1)`` or ``(τ by confidence)`` unless it has one temperature per teacher, and
+    ``product`` where the teachers' Dirichlets are pooled as one product."""
     note = None if search is None else search.grid_note("prior_power")
-    trust = "trust learned" + _CALIBRATION_NOTES[calibration]
+    marks = _CALIBRATION_NOTES[calibration] + (", product" if pooling == "product" else "")
+    trust = "trust learned" + (f" ({marks[2:]})" if marks else "")
     return f"σ learned, {trust}, β={prior_power:g}" + (f" ({note})" if note else "")
 
 
@@ -131,8 +146,8 @@ def search_budget(config: ExperimentConfig) -> ExperimentConfig:
 
 class TrustedFit:
     """The chosen ``beta``'s MAP, model and posterior, with the trust and the search;
-    ``unsampled``: the settings of the search (``"calibration, β=.."``) that could not be
-    sampled (no stable SGLD step size, or diverging chains), with the reasons."""
+    ``unsampled``: the settings of the search (``"calibration[, product], β=.."``) that could
+    not be sampled (no stable SGLD step size, or diverging chains), with the reasons."""
 
     def __init__(
         self,
@@ -148,7 +163,8 @@ class TrustedFit:
 
     @property
     def label(self) -> str:
-        return trusted_label(self.model.prior_power, self.search, self.trust.hyperprior.calibration)
+        h = self.trust.hyperprior
+        return trusted_label(self.model.prior_power, self.search, h.calibration, h.pooling)
 
 
 def fit_trusted(
@@ -158,12 +174,13 @@ def fit_trusted(
     teachers: TeacherBank,
     start_keys: Sequence[jax.Array] = (),
 ) -> TrustedFit:
-    """Trust, then for each (calibration, ``beta``) tried a MAP and a posterior; returns the
-    best by the posterior's validation NLL.
+    """Trust, then for each (calibration, pooling, ``beta``) tried a MAP and a posterior;
+    returns the best by the posterior's validation NLL.
 
     The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``,
-    at the middle ``beta`` of the grid), then over ``beta``; each calibration's trust is fitted
-    once, with the same key. A setting whose posterior has no stable SGLD step size
+    at the middle ``beta`` of the grid), then over its ``pooling``
+    (``config.trust_pooling_grid``), then over ``beta``; each (calibration, pooling) trust is
+    fitted once, with the same key. A setting whose posterior has no stable SGLD step size
     (:class:`~mtbkd_jax.infer.UnstableStepSizes`), or whose chains diverge
     (:class:`~mtbkd_jax.infer.SamplerDivergedError`), scores worst, with the reason in
     ``TrustedFit.unsampled``; if every setting tried fails so, the chosen one's error is raised.
@@ -175,56 +192,76 @@ def fit_trusted(
         start_keys: extra chain starts (``chain_starts="maps"``).
     """
     trust_key, map_key, posterior_key = keys
-    trusts: dict[str, TrustPosterior] = {}
+    trusts: dict[tuple[str, str], TrustPosterior] = {}
     sampling = replace(config, sgld_step_size=config.trust_sgld_step_size)
-    fits: dict[tuple[str, float], tuple[Posterior, MTBKDModel, Posterior]] = {}
+    Setting = tuple[str, str, float]  # calibration, pooling, beta
+    fits: dict[Setting, tuple[Posterior, MTBKDModel, Posterior]] = {}
 
-    def fit(
-        calibration: str, prior_power: float, budget: ExperimentConfig
-    ) -> tuple[Posterior, MTBKDModel, Posterior]:
-        if calibration not in trusts:
-            trusts[calibration] = learned_trust(trust_key, data, config, teachers, calibration)
-        model = trusted_model(data, config, teachers, trusts[calibration], prior_power)
+    def fit(setting: Setting, budget: ExperimentConfig) -> tuple[Posterior, MTBKDModel, Posterior]:
+        calibration, pooling, prior_power = setting
+        if (calibration, pooling) not in trusts:
+            trusts[calibration, pooling] = learned_trust(
+                trust_key, data, config, teachers, calibration, pooling
+            )
+        trust = trusts[calibration, pooling]
+        model = trusted_model(data, config, teachers, trust, prior_power)
         mode = fit_map(map_key, data, config, model)
         posterior = fit_posterior(posterior_key, data, budget, model, mode, start_keys)
-        fits[calibration, prior_power] = (mode, model, posterior)
-        return fits[calibration, prior_power]
+        fits[setting] = (mode, model, posterior)
+        return fits[setting]
 
     if not config.tune:
-        calibration = config.trust_calibration
-        fitted = fit(calibration, config.prior_power, sampling)
-        return TrustedFit(*fitted, trusts[calibration], None)
+        setting = (config.trust_calibration, config.trust_pooling, config.prior_power)
+        return TrustedFit(*fit(setting, sampling), trusts[setting[:2]], None)
     scoring = search_budget(sampling)
 
-    unsampled: dict[tuple[str, float], Exception] = {}
+    unsampled: dict[Setting, Exception] = {}
 
     def score(settings: Mapping[str, Any]) -> float:
-        calibration, prior_power = settings["calibration"], float(settings["prior_power"])
+        setting = (settings["calibration"], settings["pooling"], float(settings["prior_power"]))
         try:
-            _, _, posterior = fit(calibration, prior_power, scoring)
+            _, _, posterior = fit(setting, scoring)
         except (UnstableStepSizes, SamplerDivergedError) as error:  # not a candidate
-            unsampled[calibration, prior_power] = error
+            unsampled[setting] = error
             return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
         return negative_log_likelihood(probs, np.asarray(data.y_validation))
 
+    def grid(start: str, values: tuple) -> tuple:
+        return tuple(dict.fromkeys((start, *values)))
+
     powers = config.trust_prior_power_grid
-    calibrations = tuple(dict.fromkeys((config.trust_calibration, *config.trust_calibration_grid)))
     search = coordinate_search(
         score,
-        {"calibration": calibrations, "prior_power": powers},
-        {"calibration": config.trust_calibration, "prior_power": powers[len(powers) // 2]},
+        {
+            "calibration": grid(config.trust_calibration, config.trust_calibration_grid),
+            "pooling": grid(config.trust_pooling, config.trust_pooling_grid),
+            "prior_power": powers,
+        },
+        {
+            "calibration": config.trust_calibration,
+            "pooling": config.trust_pooling,
+            "prior_power": powers[len(powers) // 2],
+        },
         max_extensions=config.grid_extensions,
         min_improvement=config.grid_min_improvement,
     )
-    calibration, best = search.best["calibration"], float(search.best["prior_power"])
-    if (calibration, best) in unsampled:  # every setting tried was
-        raise unsampled[calibration, best]
-    mode, model, posterior = fits[calibration, best]
+    best = search.best
+    chosen_setting = (best["calibration"], best["pooling"], float(best["prior_power"]))
+    if chosen_setting in unsampled:  # every setting tried was
+        raise unsampled[chosen_setting]
+    mode, model, posterior = fits[chosen_setting]
     if scoring is not sampling:
         posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
-    chosen = TrustedFit(mode, model, posterior, trusts[calibration], search)
-    chosen.unsampled = {f"{c}, β={b:g}": str(e) for (c, b), e in unsampled.items()}
+    chosen = TrustedFit(mode, model, posterior, trusts[chosen_setting[:2]], search)
+    chosen.unsampled = {_setting_text(*k): str(e) for k, e in unsampled.items()}
     return chosen
+
+
+def _setting_text(calibration: str, pooling: str, prior_power: float) -> str:
+    """``"teacher, β=1"`` (``"teacher, product, β=1"`` for the product pooling)."""
+    return ", ".join((calibration, *(("product",) if pooling == "product" else ()))) + (
+        f", β={prior_power:g}"
+    )

@@ -1,7 +1,8 @@
 """Learned teacher trust: each teacher's calibration ``tau_m``, concentration ``lambda_m``
 (per consensus class) and mixing weights, learned from labelled data.
 
-* :mod:`mtbkd_jax.trust.sites`: the trust sites and the prior's constants under a trust.
+* :mod:`mtbkd_jax.trust.sites`: the trust sites and the prior's constants under a trust, with
+  the teachers' Dirichlets pooled as the paper's mixture or as one product (``pooling``).
 * :mod:`mtbkd_jax.trust.labels`: the label models that make labels evidence about trust.
 * :mod:`mtbkd_jax.trust.fit`: :func:`fit_teacher_trust` (the cut posterior of trust) and the
   :class:`TrustPosterior` it returns, which :class:`~mtbkd_jax.MTBKDModel` takes as ``trust=``.
@@ -37,6 +38,7 @@ from mtbkd_jax.trust.labels import (
 )
 from mtbkd_jax.trust.sites import (
     TRUST_CALIBRATIONS,
+    TRUST_POOLINGS,
     TRUST_WEIGHT_RULES,
     TrustedTeachers,
     TrustHyperprior,
@@ -54,6 +56,7 @@ __all__ = [
     "TrustValues",
     "TRUST_WEIGHT_RULES",
     "TRUST_CALIBRATIONS",
+    "TRUST_POOLINGS",
     "TrustedTeachers",
     "calibrated_log_probs",
     "consensus_class",

@@ -41,8 +41,10 @@ def trusted_prior_factor(
     temperature: float = 1.0,
     weight_rule: str = "learned",
     prior_power: float = 1.0,
+    pooling: str = "mixture",
 ) -> jax.Array:
-    """Add ``beta * log sum_m w_m Dir(q^T; 1 + lambda_m p_m(tau_m))`` under ``trust``.
+    """Add ``beta * log sum_m w_m Dir(q^T; 1 + lambda_m p_m(tau_m))`` under ``trust`` (with
+    ``pooling="product"``: ``beta * log Dir(q^T; 1 + sum_m w_m lambda_m p_m(tau_m))``).
 
     Args:
         name: the factor site's name.
@@ -53,13 +55,14 @@ def trusted_prior_factor(
         weight_rule: ``"learned"`` or a fixed rule (see
             :func:`~mtbkd_jax.trust.trusted_teacher_prior`).
         prior_power: ``beta``.
+        pooling: ``"mixture"`` or ``"product"`` (see :mod:`mtbkd_jax.trust.sites`).
 
     Returns:
-        The per-example log mixture density (before ``beta``), shape (B,).
+        The per-example log prior density (before ``beta``), shape (B,).
     """
     if not isinstance(teachers, TrustedTeachers):
         raise TypeError(f"teachers must be a TrustedTeachers, got {type(teachers).__name__}")
     if not isinstance(trust, TrustValues):
         raise TypeError(f"trust must be a TrustValues, got {type(trust).__name__}")
-    prior = teachers.prior(trust, temperature, weight_rule)
+    prior = teachers.prior(trust, temperature, weight_rule, pooling)
     return teacher_prior_factor(name, student_logits, prior, prior_power=prior_power)

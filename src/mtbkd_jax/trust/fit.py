@@ -128,6 +128,7 @@ class TrustPosterior:
             self.point(),
             temperature=self.temperature if temperature is None else temperature,
             weight_rule=self.hyperprior.weight_rule,
+            pooling=self.hyperprior.pooling,
         )
 
     @property
@@ -320,6 +321,7 @@ def resolve_trust(
             trust,
             temperature=temperature,
             weight_rule=weight_rule,
+            pooling="mixture" if hyperprior is None else hyperprior.pooling,
         )
         return prior, None, None
     if isinstance(trust, str) and trust == "joint":

@@ -122,7 +122,9 @@ def mixing_weight_model(
 ) -> None:
     """The label model of the learned weight link (stage 2 of the cut), given the teachers'
     calibration and concentrations ``values`` from stage 1: ``b, alpha ~ hyperprior``,
-    ``y_i ~ Cat(sum_m w_im (1 + lambda_im p_im) / (C + lambda_im))`` (:func:`label_log_probs`).
+    ``y_i ~ Cat(sum_m w_im (1 + lambda_im p_im) / (C + lambda_im))`` (:func:`label_log_probs`);
+    with the hyperprior's ``pooling="product"`` the labels' model is the pooled Dirichlet's mean,
+    ``y_i ~ Cat((1 + sum_m w_im lambda_im p_im) / (C + sum_m w_im lambda_im))``.
     """
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
@@ -132,7 +134,12 @@ def mixing_weight_model(
     )
     values = values._replace(weight_bias=link.weight_bias, weight_slope=link.weight_slope)
     prior = trusted_teacher_prior(
-        log_probs, consensus, values, temperature=temperature, weight_rule="learned"
+        log_probs,
+        consensus,
+        values,
+        temperature=temperature,
+        weight_rule="learned",
+        pooling=hyperprior.pooling,
     )
     with numpyro.plate("labelled", num_examples):
         numpyro.sample("y", dist.Categorical(logits=label_log_probs(prior)), obs=labels)

@@ -28,8 +28,20 @@ which is not the most reliable one. Trust that matters acts on what shapes the D
   and ``b = 0`` the ``softmax`` rule; a fixed rule (``"paper"``, ``"uniform"``, ...) stays
   available, computed on the calibrated teachers.
 
+How the teachers' Dirichlets combine (``pooling``):
+
+* ``"mixture"`` (the paper's): ``sum_m w_im Dir(pi; 1 + lambda_im p_im)``. At the posterior mode
+  each example's responsibility goes to the teacher whose Dirichlet is closest to the student,
+  and the sharper the Dirichlets the more so: the student may follow, example by example, the
+  teacher easiest for it to imitate rather than the most reliable one.
+* ``"product"`` (logarithmic opinion pooling): ``prod_m Dir(pi; 1 + lambda_im p_im)^{w_im}``,
+  which is one Dirichlet, ``Dir(pi; 1 + sum_m w_im lambda_im p_im)``: the student is held to
+  the trust-weighted average of the teachers' soft labels, each weighted by its concentration
+  and weight, so a reliable teacher pulls more everywhere and a flat one adds almost nothing.
+  With one teacher (or identical teachers) both poolings are the same prior.
+
 The fixed model is the special case ``tau = 1``, ``kappa = 0`` and ``lambda = lambda_0`` with a
-fixed weight rule (:meth:`TrustValues.fixed`).
+fixed weight rule and ``pooling="mixture"`` (:meth:`TrustValues.fixed`).
 
 How labels inform trust: :mod:`mtbkd_jax.trust.labels`.
 """
@@ -56,6 +68,7 @@ from mtbkd_jax.weighting import (
 __all__ = [
     "TRUST_WEIGHT_RULES",
     "TRUST_CALIBRATIONS",
+    "TRUST_POOLINGS",
     "TrustHyperprior",
     "TrustValues",
     "TrustedTeachers",
@@ -67,6 +80,7 @@ __all__ = [
 
 TRUST_WEIGHT_RULES = ("learned", "paper", "uniform", "inverse_entropy", "softmax")
 TRUST_CALIBRATIONS = ("teacher", "confidence", "none")
+TRUST_POOLINGS = ("mixture", "product")
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,9 @@ class TrustHyperprior:
         temperature_slope_scale: the standard deviation of each ``kappa_m``'s Normal prior (2:
             between a sure and an unsure prediction, ``tau`` may change by a factor of
             ``e^4`` at two prior standard deviations).
+        pooling: how the teachers' Dirichlets combine in the prior and in the weights' label
+            model: ``"mixture"`` (the paper's) or ``"product"`` (one Dirichlet centred on the
+            trust-weighted average of the soft labels; see the module's docstring).
     """
 
     concentration: float = 10.0
@@ -107,6 +124,7 @@ class TrustHyperprior:
     weight_bias_scale: float = 1.0
     calibration: str = "teacher"
     temperature_slope_scale: float = 2.0
+    pooling: str = "mixture"
 
     def __post_init__(self) -> None:
         for name in (
@@ -126,6 +144,8 @@ class TrustHyperprior:
             raise ValueError(
                 f"calibration must be one of {TRUST_CALIBRATIONS}, got {self.calibration!r}"
             )
+        if self.pooling not in TRUST_POOLINGS:
+            raise ValueError(f"pooling must be one of {TRUST_POOLINGS}, got {self.pooling!r}")
 
     @property
     def description(self) -> dict[str, Any]:
@@ -275,6 +295,7 @@ def trusted_teacher_prior(
     *,
     temperature: float | jax.Array = 1.0,
     weight_rule: str = "learned",
+    pooling: str = "mixture",
 ) -> TeacherPrior:
     """The teacher prior's constants under ``values``, for the examples of ``log_probs``.
 
@@ -285,11 +306,15 @@ def trusted_teacher_prior(
         temperature: the prior's ``T``: soft labels are ``softmax(log p_m / (tau_m T))``.
         weight_rule: ``"learned"`` or a fixed rule (computed on the calibrated teachers at
             temperature 1, in bits for the entropy rules, as :func:`~mtbkd_jax.teacher_weights`).
+        pooling: ``"mixture"`` (M components) or ``"product"`` (one component,
+            ``1 + sum_m w_im lambda_im p_im``; see the module's docstring).
 
     Returns:
-        A :class:`~mtbkd_jax.TeacherPrior` (N, M, C), usable by
+        A :class:`~mtbkd_jax.TeacherPrior` (N, M, C), or (N, 1, C) for ``"product"``, usable by
         :func:`~mtbkd_jax.teacher_prior_factor` and :func:`label_log_likelihood`.
     """
+    if pooling not in TRUST_POOLINGS:
+        raise ValueError(f"pooling must be one of {TRUST_POOLINGS}, got {pooling!r}")
     calibrated = calibrated_log_probs(log_probs, values.temperature, values.temperature_slope)
     tempered = jax.nn.log_softmax(calibrated / temperature, axis=-1)
     concentration = values.concentration
@@ -299,6 +324,9 @@ def trusted_teacher_prior(
         per_example = jnp.take(concentration, consensus, axis=1)  # (M, N)
     scaled = jnp.moveaxis(per_example[..., None] * jnp.exp(tempered), 0, 1)  # (N, M, C)
     log_weights = _log_weights(calibrated, values, weight_rule).T  # (N, M)
+    if pooling == "product":  # prod_m Dir(1 + s_m)^w_m = Dir(1 + sum_m w_m s_m)
+        scaled = jnp.sum(jnp.exp(log_weights)[..., None] * scaled, axis=1, keepdims=True)
+        log_weights = jnp.zeros(log_weights.shape[:1] + (1,), log_weights.dtype)
     return TeacherPrior(
         scaled,
         log_dirichlet_normalizer(1.0 + scaled),
@@ -331,7 +359,11 @@ class TrustedTeachers(NamedTuple):
         )
 
     def prior(
-        self, values: TrustValues, temperature: float | jax.Array, weight_rule: str
+        self,
+        values: TrustValues,
+        temperature: float | jax.Array,
+        weight_rule: str,
+        pooling: str = "mixture",
     ) -> TeacherPrior:
         """The prior's constants under ``values`` (:func:`trusted_teacher_prior`)."""
         return trusted_teacher_prior(
@@ -340,4 +372,5 @@ class TrustedTeachers(NamedTuple):
             values,
             temperature=temperature,
             weight_rule=weight_rule,
+            pooling=pooling,
         )
