@@ -16,10 +16,11 @@ Kubernetes) connect the command's processes with ``jax.distributed``
 (:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same command in every
 process. The mesh then spans every process's devices (default ``1`` x all of them), each
 process evaluating the potential on the data shards of its own devices, and every process
-ends with the same rows. Only process 0 writes into ``--out``: the others write into a
-temporary folder that is removed at the end. What is not split: loading the data, training
-the teachers and fitting the teachers' trust (a small model of the labels) run in every
-process alike.
+ends with the same rows. Only process 0 writes into ``--out`` and prints the log: the others
+write into a temporary folder that is removed at the end, and their standard output is
+silenced. What is not split: loading the data and fitting the teachers' trust (a small model
+of the labels) run in every process alike; teachers that the experiment trains itself
+(Fashion-MNIST's networks) are trained by process 0 alone and sent to the others.
 """
 
 from __future__ import annotations
