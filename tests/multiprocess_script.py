@@ -162,19 +162,36 @@ def misuse(mesh: jax.sharding.Mesh, port: int) -> dict:
 
 
 def broadcast() -> dict:
-    """``from_main_process``: process 0 computes (a value only it would give), every process
-    receives it; the others never compute."""
+    """``from_main_process``: process 0 computes (a value only it would give, with a -0.0 and a
+    subnormal that arithmetic would change, after 35 s: longer than a first meeting of CPU
+    collectives waits), every process receives its bytes; the others never compute. Then a
+    ``compute`` that raises in process 0: its error there, a RuntimeError in the others."""
+    import time
+
     from mtbkd_jax.infer import multiprocess
 
     calls = []
 
     def compute() -> dict:
         calls.append(1)
-        return {"a": np.full((3, 2), 7.0 + jax.process_index(), np.float32)}
+        time.sleep(35.0)
+        value = np.full((3, 2), 7.0 + jax.process_index(), np.float32)
+        value[0, :] = (-0.0, 1e-45)
+        return {"a": value, "b": np.float64(2.5)}
 
-    like = {"a": jax.ShapeDtypeStruct((3, 2), np.float32)}
+    like = {"a": jax.ShapeDtypeStruct((3, 2), np.float32), "b": np.zeros((), np.float64)}
     shared = multiprocess.from_main_process(compute, like)
-    return {"shared": shared["a"], "calls": np.asarray(len(calls))}
+
+    def failing() -> dict:
+        raise ValueError("no teachers here")
+
+    failure = refused(lambda: multiprocess.from_main_process(failing, like))
+    return {
+        "bits": shared["a"].view(np.uint32),
+        "b": shared["b"],
+        "calls": np.asarray(len(calls)),
+        "failure": failure["message"],
+    }
 
 
 def teachers(out: str) -> dict:

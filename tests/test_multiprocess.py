@@ -239,8 +239,16 @@ def test_misuse_in_several_processes_is_refused_clearly(runs):
 def test_from_main_process_computes_on_process_0_and_sends_it_to_all(runs):
     for process in (0, 1):
         r = _load(runs["two"] / f"results-broadcast-{process}.npz")
-        np.testing.assert_array_equal(r["shared"], np.full((3, 2), 7.0, np.float32))
+        expected = np.full((3, 2), 7.0, np.float32)
+        expected[0, :] = (-0.0, 1e-45)
+        np.testing.assert_array_equal(r["bits"], expected.view(np.uint32))  # bit for bit
+        assert r["b"].dtype == np.float64 and float(r["b"]) == 2.5
         assert int(r["calls"]) == (1 if process == 0 else 0)
+        failure = str(r["failure"])
+        if process == 0:
+            assert failure == "ValueError: no teachers here"
+        else:
+            assert "RuntimeError: process 0 failed to compute" in failure
 
 
 @pytest.mark.slow

@@ -235,3 +235,66 @@ def test_pooled_weights_learned_from_labels_favour_the_reliable_teacher():
     low = np.percentile(biases["labels"][:, 0] - biases["labels"][:, 1], 5)
     assert low > 0.0, low
     assert np.median(biases["shuffled"][:, 0] - biases["shuffled"][:, 1]) < 1.0
+
+
+def test_the_weights_label_model_uses_the_pooling():
+    """Stage 2 of the cut (``mixing_weight_model``): the labels' logits are the pooled
+    Dirichlet's mean under ``pooling="product"``, computed here by hand; the mixture's mean
+    (the other pooling) is not."""
+    from numpyro.handlers import seed, substitute, trace
+
+    from mtbkd_jax.trust import mixing_weight_model
+
+    bank = _bank(13, (3, 6, 4))
+    labels = jnp.arange(6) % 4
+    link = {"trust.weight_bias": VALUES.weight_bias, "trust.weight_slope": VALUES.weight_slope}
+    logits = {}
+    for pooling in ("mixture", "product"):
+        model = substitute(seed(mixing_weight_model, 0), link)
+        hyperprior = TrustHyperprior(pooling=pooling)
+        site = trace(model).get_trace(bank.log_probs, labels, VALUES, hyperprior=hyperprior)["y"]
+        logits[pooling] = np.asarray(site["fn"].logits, np.float64)
+    _, product = _priors(bank, temperature=1.0)
+    pooled = np.asarray(product.scaled_probs[:, 0], np.float64)
+    expected = np.log((1.0 + pooled) / (4.0 + pooled.sum(-1, keepdims=True)))
+    np.testing.assert_allclose(logits["product"], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(logits["mixture"], expected, atol=1e-3)
+
+
+def test_a_pooled_posterior_keeps_the_teachers_weights_and_saves(tmp_path):
+    """Under product pooling the prior has one component, but the model's ``teacher_weights``
+    are still the M teachers' (those of the sum), so the posterior converts to ArviZ and
+    saves."""
+    from mtbkd_jax import run_map
+
+    bank = _bank(14, (3, 12, 4))
+    x = np.random.default_rng(15).normal(size=(12, 5)).astype(np.float32)
+    y = np.arange(12) % 4
+    models = {
+        pooling: MTBKDModel(
+            Student(MLP(5, 4, hidden=(), rngs=nnx.Rngs(0))), bank, trust=_trust(bank, pooling)
+        )
+        for pooling in ("mixture", "product")
+    }
+    np.testing.assert_allclose(
+        np.asarray(models["product"].teacher_weights), np.asarray(models["mixture"].teacher_weights)
+    )
+    assert models["product"].teacher_weights.shape == (3, 12)
+    mode = run_map(jax.random.key(0), models["product"], x, y, num_steps=5, progress_bar=False)
+    tree = mode.to_datatree()
+    assert tree.constant_data["teacher_weights"].shape == (3, 12)
+    mode.save(tmp_path / "pooled.nc")
+
+
+def test_a_hyperprior_other_than_the_posteriors_own_is_refused_and_given_values_record_it():
+    bank = _bank(16, (3, 6, 4))
+    student = Student(MLP(5, 4, hidden=(), rngs=nnx.Rngs(0)))
+    trust = _trust(bank, "mixture")
+    with pytest.raises(ValueError, match="trust_hyperprior is for trust='joint' or TrustValues"):
+        MTBKDModel(student, bank, trust=trust, trust_hyperprior=TrustHyperprior(pooling="product"))
+    same = MTBKDModel(student, bank, trust=trust, trust_hyperprior=trust.hyperprior)
+    assert same.settings()["trust"]["hyperprior"]["pooling"] == "mixture"
+    for hyperprior, pooling in ((None, "mixture"), (TrustHyperprior(pooling="product"), "product")):
+        given = MTBKDModel(student, bank, trust=VALUES, trust_hyperprior=hyperprior)
+        assert given.settings()["trust"]["pooling"] == pooling
+        assert given.teacher_prior.scaled_probs.shape[1] == (1 if pooling == "product" else 3)

@@ -23,7 +23,12 @@ from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust, trust_description
+from mtbkd_jax.trust.fit import (
+    TrustPosterior,
+    resolve_trust,
+    trust_description,
+    trust_log_weights,
+)
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
 
 if TYPE_CHECKING:
@@ -198,8 +203,20 @@ class MTBKDModel:
 
     @property
     def teacher_weights(self) -> jax.Array | None:
-        """The mixing weights (M, N) used by the prior."""
-        return None if self.teacher_prior is None else jnp.exp(self.teacher_prior.log_weights).T
+        """The weights (M, N) by which the prior combines its teachers: the mixing weights, or
+        under a trust pooled as one product the weights of its sum."""
+        if self.teacher_prior is None or self.teachers is None:
+            return None
+        log_weights = self.teacher_prior.log_weights
+        if log_weights.shape[1] != self.teachers.num_teachers:  # pooled: one component
+            assert isinstance(self.trust, TrustPosterior | TrustValues)
+            log_weights = trust_log_weights(
+                self.trust,
+                self.teachers,
+                temperature=self.temperature,
+                weight_rule=self.weight_rule,
+            )
+        return jnp.exp(log_weights).T
 
     def settings(self) -> dict:
         """The distillation settings, as plain values (stored with every posterior)."""

@@ -229,6 +229,11 @@ def fashion_mnist_teachers(
     process then holds the same teachers bit for bit, and one file is written.
     """
     settings = settings or TeacherSettings()
+    if not 0 <= settings.held_out < train.num_examples:  # in every process, before any waits
+        raise ValueError(
+            f"held_out must lie in 0..{train.num_examples - 1} (the teachers need images to "
+            f"train on), got {settings.held_out}"
+        )
     if jax.process_count() == 1:
         return _load_or_train(train, test, settings, data_digest, cache_dir, say)
     from mtbkd_jax.infer.multiprocess import from_main_process
@@ -244,9 +249,7 @@ def fashion_mnist_teachers(
         for split in (train, test)
     )
     train_logits, test_logits = from_main_process(compute, like)
-    if made:
-        return made[0]
-    info = {"from_process": 0}  # process 0 trained or loaded them, and writes the record
+    info = made[0].info if made else {"from_process": 0}  # process 0 writes the record
     return FashionMNISTTeachers(FASHION_MNIST_TEACHER_NAMES, train_logits, test_logits, info)
 
 
@@ -259,11 +262,6 @@ def _load_or_train(
     say: Callable[..., object],
 ) -> FashionMNISTTeachers:
     seen = train.num_examples - settings.held_out
-    if not 0 <= settings.held_out < train.num_examples:
-        raise ValueError(
-            f"held_out must lie in 0..{train.num_examples - 1} (the teachers need images to "
-            f"train on), got {settings.held_out}"
-        )
     cache = None
     if cache_dir is not False:
         cache = _cache_dir(cache_dir) / f"teachers-{settings.key(data_digest)}.npz"

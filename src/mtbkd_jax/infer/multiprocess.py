@@ -131,32 +131,60 @@ def is_main_process() -> bool:
 
 
 def from_main_process(compute: Callable[[], Any], like: Any) -> Any:
-    """``compute()`` on process 0 only, its result (a tree of arrays) broadcast to every process.
+    """``compute()`` on process 0 only, its result (a tree of arrays) sent to every process.
 
     For data that every process must hold bit for bit (teachers trained for the run, say):
     computed in each process it could differ in the last bits from one host to another (another
     CPU, another BLAS), and processes that disagree on the data give no error, only a wrong
     posterior. ``like`` is a tree of the result's shapes and dtypes
     (:class:`jax.ShapeDtypeStruct` leaves, or arrays), which the other processes need to
-    receive it. With one process this is ``compute()``.
+    receive it. Every process returns the bytes process 0 computed (sent as bytes, so that no
+    arithmetic touches them). With one process this is ``compute()``.
+
+    The processes first meet in a small collective (so that the others may wait for process 0
+    as long as ``compute`` takes: CPU collectives give up on a first meeting after 30 s), then
+    process 0 computes and tells the others whether it succeeded.
 
     Raises:
-        ValueError: process 0's result does not have the shapes and dtypes of ``like``.
+        ValueError: process 0's result does not have the shapes and dtypes of ``like`` (in
+            every process).
+        RuntimeError: ``compute`` failed in process 0 (in the other processes; process 0
+            raises the error itself).
     """
     if jax.process_count() == 1:
         return compute()
     from jax.experimental import multihost_utils
 
+    leaves, tree = jax.tree.flatten(like)
+    specs = [(tuple(leaf.shape), np.dtype(leaf.dtype)) for leaf in leaves]
+    multihost_utils.broadcast_one_to_all(np.zeros((), np.int32))  # meet before the wait
+    error: BaseException | None = None
+    payload = [np.zeros(int(np.prod(shape)) * dtype.itemsize, np.uint8) for shape, dtype in specs]
+    status = 0  # 0: done, 1: compute raised, 2: wrong shapes or dtypes
     if is_main_process():
-        result = compute()
-        got = jax.tree.map(lambda a: (tuple(np.shape(a)), np.asarray(a).dtype), result)
-        want = jax.tree.map(lambda a: (tuple(a.shape), np.dtype(a.dtype)), like)
-        if got != want:  # a caller's bug; the other processes wait until JAX's heartbeat stops them
-            raise ValueError(f"compute() returned {got}, but like says {want}")
-    else:
-        result = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like)
-    shared = multihost_utils.broadcast_one_to_all(result)
-    return jax.tree.map(np.asarray, shared)
+        try:
+            result = jax.tree.leaves(compute())
+            got = [(tuple(np.shape(a)), np.asarray(a).dtype) for a in result]
+            if got != specs:
+                status, error = 2, ValueError(f"compute() returned {got}, but like says {specs}")
+            else:
+                payload = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in result]
+        except Exception as failure:  # told to the others, then raised here
+            status, error = 1, failure
+    status = int(multihost_utils.broadcast_one_to_all(np.asarray(status, np.int32)))
+    if status == 1:
+        assert error is not None or not is_main_process()
+        if error is not None:
+            raise error
+        raise RuntimeError("process 0 failed to compute the data it sends (see its error)")
+    if status == 2:
+        raise error or ValueError("process 0's result does not have the shapes of like")
+    received = multihost_utils.broadcast_one_to_all(payload)
+    arrays = [
+        np.asarray(raw).astype(np.uint8).view(dtype).reshape(shape)
+        for raw, (shape, dtype) in zip(received, specs, strict=True)
+    ]
+    return jax.tree.unflatten(tree, arrays)
 
 
 def require_addressable(arguments: Mapping[str, Any], remedy: str) -> None:

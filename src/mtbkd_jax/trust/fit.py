@@ -118,9 +118,11 @@ class TrustPosterior:
         return tuple(np.percentile(self.draws[name], [tail, 100.0 - tail], axis=0))
 
     def teacher_prior(
-        self, teachers: TeacherBank, temperature: float | None = None
+        self, teachers: TeacherBank, temperature: float | None = None, pooling: str | None = None
     ) -> TeacherPrior:
-        """The teacher prior's constants on ``teachers``' inputs at the posterior median."""
+        """The teacher prior's constants on ``teachers``' inputs at the posterior median
+        (``pooling``: default the hyperprior's; ``"mixture"`` keeps one component per teacher,
+        with the weights a product pooling sums them by)."""
         self._check_bank(teachers)
         return trusted_teacher_prior(
             teachers.log_probs,
@@ -128,7 +130,7 @@ class TrustPosterior:
             self.point(),
             temperature=self.temperature if temperature is None else temperature,
             weight_rule=self.hyperprior.weight_rule,
-            pooling=self.hyperprior.pooling,
+            pooling=self.hyperprior.pooling if pooling is None else pooling,
         )
 
     @property
@@ -300,9 +302,18 @@ def resolve_trust(
     hyperprior: TrustHyperprior | None,
 ) -> tuple[TeacherPrior | None, TrustedTeachers | None, TrustHyperprior | None]:
     """What :class:`~mtbkd_jax.MTBKDModel` makes of its ``trust=``: ``(teacher_prior,
-    trusted_teachers, hyperprior)``, the first for a trust given as values or a posterior
-    (constants), the other two for ``"joint"`` (sampled in the model)."""
+    trusted_teachers, hyperprior)``: the first for a trust given as values or a posterior
+    (constants), the second for ``"joint"`` (sampled in the model), the third the hyperprior of
+    ``"joint"`` or of given values (their ``pooling``; ``None`` where none was given), ``None``
+    for a posterior, which keeps its own (a different ``hyperprior`` is refused)."""
     if isinstance(trust, TrustPosterior):
+        if hyperprior is not None and hyperprior != trust.hyperprior:
+            raise ValueError(
+                "trust_hyperprior is for trust='joint' or TrustValues; this TrustPosterior was "
+                f"fitted under its own hyperprior ({trust.hyperprior}), which it keeps: leave "
+                "trust_hyperprior out, or fit the trust under the hyperprior wanted "
+                "(fit_teacher_trust(..., hyperprior=...))"
+            )
         if abs(trust.temperature - temperature) > 1e-9:
             raise ValueError(
                 f"trust was fitted at temperature {trust.temperature} but the model's "
@@ -323,7 +334,7 @@ def resolve_trust(
             weight_rule=weight_rule,
             pooling="mixture" if hyperprior is None else hyperprior.pooling,
         )
-        return prior, None, None
+        return prior, None, hyperprior
     if isinstance(trust, str) and trust == "joint":
         if hyperprior is None:
             hyperprior = TrustHyperprior(concentration=max(concentration, 1e-3))
@@ -338,6 +349,28 @@ def resolve_trust(
     )
 
 
+def trust_log_weights(
+    trust: TrustPosterior | TrustValues,
+    teachers: TeacherBank,
+    *,
+    temperature: float,
+    weight_rule: str,
+) -> jax.Array:
+    """The log weights (N, M) by which a cut or given trust combines the teachers: the
+    mixture's weights, or the weights of a product pooling's sum (whose prior keeps one
+    component only)."""
+    if isinstance(trust, TrustPosterior):
+        return trust.teacher_prior(teachers, temperature, pooling="mixture").log_weights
+    prior = trusted_teacher_prior(
+        teachers.log_probs,
+        consensus_class(teachers.log_probs),
+        trust,
+        temperature=temperature,
+        weight_rule=weight_rule,
+    )
+    return prior.log_weights
+
+
 def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict[str, Any]:
     """Plain values identifying a model's trust (its ``settings()["trust"]``)."""
     if isinstance(trust, TrustPosterior):
@@ -346,6 +379,7 @@ def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict
         values = {
             k: np.asarray(v).round(6).tolist() for k, v in trust._asdict().items() if v is not None
         }
-        return {"kind": "given", **values}
+        pooling = "mixture" if hyperprior is None else hyperprior.pooling
+        return {"kind": "given", **values, "pooling": pooling}
     assert hyperprior is not None  # joint
     return {"kind": "joint", "hyperprior": hyperprior.description}

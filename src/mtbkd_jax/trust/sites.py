@@ -37,7 +37,8 @@ How the teachers' Dirichlets combine (``pooling``):
 * ``"product"`` (logarithmic opinion pooling): ``prod_m Dir(pi; 1 + lambda_im p_im)^{w_im}``,
   which is one Dirichlet, ``Dir(pi; 1 + sum_m w_im lambda_im p_im)``: the student is held to
   the trust-weighted average of the teachers' soft labels, each weighted by its concentration
-  and weight, so a reliable teacher pulls more everywhere and a flat one adds almost nothing.
+  and weight, so a reliable teacher pulls more everywhere; a teacher of small ``w lambda``
+  adds only ``w lambda`` pseudo-counts, spread over its soft label.
   With one teacher (or identical teachers) both poolings are the same prior.
 
 The fixed model is the special case ``tau = 1``, ``kappa = 0`` and ``lambda = lambda_0`` with a
