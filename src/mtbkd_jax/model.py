@@ -23,13 +23,9 @@ from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.fit import (
-    TrustPosterior,
-    resolve_trust,
-    trust_description,
-    trust_log_weights,
-)
+from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust, trust_description
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
+from mtbkd_jax.trust.weights import teacher_log_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,15 +172,9 @@ class MTBKDModel:
     def differs_from_paper(self) -> list[str]:
         """The settings in which this model differs from :meth:`paper`'s (empty if none)."""
         differences = [
-            f"{name}={getattr(self, attribute)!r} (paper: {value!r})"
-            for name, attribute, value in (
-                ("concentration", "concentration", PAPER_SETTINGS["concentration"]),
-                ("temperature", "temperature", PAPER_SETTINGS["temperature"]),
-                ("prior_power", "prior_power", PAPER_SETTINGS["prior_power"]),
-                ("weight_rule", "weight_rule", PAPER_SETTINGS["weight_rule"]),
-                ("weight_temperature", "weight_temperature", 1.0),
-            )
-            if getattr(self, attribute) != value
+            f"{name}={getattr(self, name)!r} (paper: {value!r})"
+            for name, value in {**PAPER_SETTINGS, "weight_temperature": 1.0}.items()
+            if getattr(self, name) != value
         ]
         base = getattr(self.student.prior, "description", {}).get("kind")
         if base != "flat":
@@ -203,19 +193,12 @@ class MTBKDModel:
 
     @property
     def teacher_weights(self) -> jax.Array | None:
-        """The weights (M, N) by which the prior combines its teachers: the mixing weights, or
-        under a trust pooled as one product the weights of its sum."""
+        """The weights (M, N) by which the prior combines its teachers (a product's: its sum's)."""
         if self.teacher_prior is None or self.teachers is None:
             return None
-        log_weights = self.teacher_prior.log_weights
-        if log_weights.shape[1] != self.teachers.num_teachers:  # pooled: one component
-            assert isinstance(self.trust, TrustPosterior | TrustValues)
-            log_weights = trust_log_weights(
-                self.trust,
-                self.teachers,
-                temperature=self.temperature,
-                weight_rule=self.weight_rule,
-            )
+        log_weights = teacher_log_weights(
+            self.teacher_prior, self.trust, self.teachers, self.temperature, self.weight_rule
+        )
         return jnp.exp(log_weights).T
 
     def settings(self) -> dict:

@@ -349,28 +349,6 @@ def resolve_trust(
     )
 
 
-def trust_log_weights(
-    trust: TrustPosterior | TrustValues,
-    teachers: TeacherBank,
-    *,
-    temperature: float,
-    weight_rule: str,
-) -> jax.Array:
-    """The log weights (N, M) by which a cut or given trust combines the teachers: the
-    mixture's weights, or the weights of a product pooling's sum (whose prior keeps one
-    component only)."""
-    if isinstance(trust, TrustPosterior):
-        return trust.teacher_prior(teachers, temperature, pooling="mixture").log_weights
-    prior = trusted_teacher_prior(
-        teachers.log_probs,
-        consensus_class(teachers.log_probs),
-        trust,
-        temperature=temperature,
-        weight_rule=weight_rule,
-    )
-    return prior.log_weights
-
-
 def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict[str, Any]:
     """Plain values identifying a model's trust (its ``settings()["trust"]``)."""
     if isinstance(trust, TrustPosterior):
