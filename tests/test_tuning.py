@@ -257,7 +257,8 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
     assert "MT-BKD (learned trust)" in bayes_rows
     assert {r["prior_power"] for r in learned} >= set(config.trust_prior_power_grid)
     assert {r["calibration"] for r in learned} == set(config.trust_calibration_grid)
-    assert all(set(r) == {"calibration", "prior_power", "score"} for r in learned)
+    assert {r["pooling"] for r in learned} == set(config.trust_pooling_grid)
+    assert all(set(r) == {"calibration", "pooling", "prior_power", "score"} for r in learned)
     assert set(artifacts["tuning"]) == expected_methods
     for method, tuning in artifacts["tuning"].items():
         # one MAP per grid value (the other axes have a single value, the start), then, since
