@@ -298,3 +298,5 @@ def test_a_hyperprior_other_than_the_posteriors_own_is_refused_and_given_values_
         given = MTBKDModel(student, bank, trust=VALUES, trust_hyperprior=hyperprior)
         assert given.settings()["trust"]["pooling"] == pooling
         assert given.teacher_prior.scaled_probs.shape[1] == (1 if pooling == "product" else 3)
+        mixture = MTBKDModel(student, bank, trust=VALUES)
+        np.testing.assert_allclose(given.teacher_weights, mixture.teacher_weights, rtol=1e-6)

@@ -6,8 +6,8 @@ import jax
 
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.fit import TrustPosterior
-from mtbkd_jax.trust.sites import TrustValues, consensus_class, trusted_teacher_prior
+from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust
+from mtbkd_jax.trust.sites import TrustValues
 
 __all__ = ["teacher_log_weights"]
 
@@ -28,11 +28,13 @@ def teacher_log_weights(
         return trust.teacher_prior(teachers, temperature, pooling="mixture").log_weights
     if not isinstance(trust, TrustValues):
         raise TypeError(f"a pooled prior needs its trust's values, got {type(trust).__name__}")
-    mixture = trusted_teacher_prior(
-        teachers.log_probs,
-        consensus_class(teachers.log_probs),
+    mixture, _, _ = resolve_trust(  # the given values' prior, left as a mixture
         trust,
+        teachers,
         temperature=temperature,
         weight_rule=weight_rule,
+        concentration=0.0,
+        hyperprior=None,
     )
+    assert mixture is not None
     return mixture.log_weights
