@@ -130,6 +130,36 @@ def test_a_model_that_subsamples_with_numpyro_subsample_streams(declared_size):
     _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=7), exact=False)
 
 
+def _model_with_a_param(per_example: bool):
+    """A user's model with a constant ``numpyro.param``: per example (N rows, ``event_dim=0``,
+    under the plate) or one global offset."""
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        offset = numpyro.param("global_offset", jnp.asarray(0.1))
+        with numpyro.plate("data", N, subsample_size=BATCH) as idx:
+            logits = x[idx] @ w + offset if not per_example else x[idx] @ w
+            if per_example:
+                logits = logits + numpyro.param("offsets", jnp.linspace(-1, 1, N), event_dim=0)
+            numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y[idx])
+
+    return model
+
+
+def test_a_per_example_param_under_a_streamed_plate_is_refused():
+    """The plate would take rows 0 .. |B| - 1 of a param's N rows, not the minibatch's: a
+    silently wrong potential. Streaming refuses it by name; the device-resident run (which
+    indexes it with the minibatch's indices) and a global param are fine."""
+    x, y, _ = _problem(teachers=False)
+    model = _model_with_a_param(per_example=True)
+    with pytest.raises(ValueError, match=r"numpyro.param\('offsets', ..., event_dim=0\)"):
+        _run(model, x, y, stream=True, num_epochs=1, num_burnin_epochs=0)
+    assert np.isfinite(_run(model, x, y, num_epochs=1, num_burnin_epochs=0).draws["w"]).all()
+    model = _model_with_a_param(per_example=False)
+    resident = _run(model, x, y)
+    _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=7), exact=False)
+
+
 @pytest.mark.parametrize("declared_size", [None, N])
 def test_the_streamed_log_density_is_scaled_by_n_over_the_batch(declared_size):
     """On the same rows the streamed estimator's log density and gradient are the resident

@@ -18,7 +18,8 @@ likelihood's scale at ``N / |B|``: a model that declares its plate from its data
 the handler scales the plate's sites by ``N / |B|`` itself; a model that declares ``N`` by
 number is scaled by NumPyro as usual. A model must use its data's length for nothing but its
 plates' sizes. ``numpyro.subsample(x, event_dim=...)`` works too: ``x`` is the minibatch's rows
-already, and the handler tells the plates so.
+already, and the handler tells the plates so. A ``numpyro.param(..., event_dim=...)`` holding
+the N rows of a streamed plate is refused (the plate would take the wrong rows of it).
 
 Which plate indexes an array: the inputs and labels, the first subsampled plate; an array
 keyword argument, the plate of its leading length (a leaf of another length, a 0-d
@@ -98,7 +99,9 @@ class StreamedPlates(Messenger):
         the enclosing plates, which would look for ``N`` rows, are told to leave it as it is.
         Runs before the model's own plates' ``postprocess_message`` (this handler wraps the
         model)."""
-        event_dim = msg["kwargs"].get("event_dim") if msg["type"] == "subsample" else None
+        if msg["type"] not in ("subsample", "param"):
+            return
+        event_dim = msg["kwargs"].get("event_dim")
         if event_dim is None:
             return
         shape = jnp.shape(msg["value"])
@@ -107,7 +110,17 @@ class StreamedPlates(Messenger):
             if not isinstance(frame, plate) or spec is None or frame.size != spec.size:
                 continue
             dim = frame.dim - event_dim
-            if len(shape) >= -dim and shape[dim] == spec.batch_size:
+            if len(shape) < -dim:
+                continue
+            if msg["type"] == "param" and shape[dim] == spec.size and spec.size > 1:
+                raise ValueError(
+                    f"streamed: numpyro.param({msg['name']!r}, ..., event_dim={event_dim}) "
+                    f"holds all {spec.size} rows of plate {spec.name!r}, and the plate would "
+                    f"take rows 0 .. {spec.batch_size - 1} of it instead of the minibatch's; "
+                    "pass per-example arrays as the model's arguments (they are streamed), "
+                    "or run without stream=True"
+                )
+            if msg["type"] == "subsample" and shape[dim] == spec.batch_size:
                 msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
                 return
 
