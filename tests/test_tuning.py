@@ -443,8 +443,17 @@ def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validati
         ("none", "mixture", 1.0),
         (chosen_calibration, "product", 1.0),
     ]
-    assert len(fitted_trusts) == len(set(fitted_trusts)) == 3  # each trust once
+    assert len(fitted_trusts) == len(set(fitted_trusts))  # each trust once
     best = min(evaluated, key=lambda e: e["score"])
+    # the search ends on a pass that changed nothing: at the chosen beta (and pooling, and
+    # calibration), every calibration (and every pooling) of its grid was scored
+    for axis, other in (("calibration", "pooling"), ("pooling", "calibration")):
+        at_best = {
+            e[axis]
+            for e in evaluated
+            if e["prior_power"] == best["prior_power"] and e[other] == best[other]
+        }
+        assert at_best == set(getattr(config, f"trust_{axis}_grid")), (axis, evaluated)
     assert fit.search.best == {k: best[k] for k in ("calibration", "pooling", "prior_power")}
     assert fit.trust.hyperprior.calibration == best["calibration"]
     assert fit.trust.hyperprior.pooling == best["pooling"]
@@ -460,6 +469,46 @@ def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validati
     assert np.ptp(none.draws["concentration"]) > 0  # lambda is still learned
 
 
+def test_the_trust_search_revisits_pooling_and_calibration_at_the_beta_it_found(monkeypatch):
+    """The pooling is chosen at the middle beta, but the product's best beta is not the
+    mixture's: a second pass over the axes at the beta found reaches the mixture's better
+    optimum, which one pass (``trust_search_sweeps=1``) misses. Fits are stubbed: each
+    setting's validation NLL is a table."""
+    import jax
+
+    from mtbkd_jax.experiments import trusted
+
+    table = {("mixture", 1.0): 0.5, ("mixture", 0.1): 0.3}
+    table |= {("product", 1.0): 0.45, ("product", 0.1): 0.35}
+
+    class Fitted:
+        def __init__(self, setting):
+            self.setting = setting
+
+        def predict(self, x):
+            calibration, pooling, beta = self.setting
+            score = table[pooling, beta] + (0.1 if calibration == "none" else 0.0)
+            return np.full((1, len(x), 2), score)
+
+    monkeypatch.setattr(trusted, "learned_trust", lambda k, d, c, t, cal, pool: (cal, pool))
+    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
+    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
+    monkeypatch.setattr(trusted, "fit_posterior", lambda *a: Fitted(a[3]))
+    monkeypatch.setattr(trusted, "negative_log_likelihood", lambda probs, y: float(probs[0, 0]))
+    problem = _toy_trust_problem()
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    options = {"trust_calibration_grid": ("teacher", "none")}
+    options |= {"trust_pooling_grid": ("mixture", "product")}
+    found = {}
+    for sweeps in (1, 3):
+        config = _toy_trust_config(trust_search_sweeps=sweeps, **options)
+        fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+        found[sweeps] = (fit.search.best, fit.search.best_score)
+    assert found[1] == ({"calibration": "teacher", "pooling": "product", "prior_power": 0.1}, 0.35)
+    assert found[3] == ({"calibration": "teacher", "pooling": "mixture", "prior_power": 0.1}, 0.3)
+    assert mk.experiments.ExperimentConfig().trust_search_sweeps > 1
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -468,6 +517,8 @@ def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validati
         ({"trust_calibration_grid": "none"}, "trust_calibration_grid must be"),
         ({"trust_pooling_grid": ("mixture", "sum")}, "trust_pooling_grid must be a non-empty"),
         ({"trust_pooling": "sum"}, "trust_pooling must be one of"),
+        ({"trust_search_sweeps": 0}, "trust_search_sweeps must be an integer >= 1"),
+        ({"trust_search_sweeps": 1.5}, "trust_search_sweeps must be an integer >= 1"),
         ({"sgld_burnin_epochs": -1}, "sgld_burnin_epochs must be an integer >= 0"),
         ({"sgld_burnin_epochs": 2.5}, "sgld_burnin_epochs must be an integer >= 0"),
     ],

@@ -59,7 +59,10 @@ class ExperimentConfig:
     ``trust_calibration_grid``, the search starting at ``trust_calibration`` (the value used
     without ``tune``), and so is how the teachers' Dirichlets combine (``pooling``, the
     paper's mixture or one product) from ``trust_pooling_grid``, starting at
-    ``trust_pooling``; by SGLD, their step size
+    ``trust_pooling``, in up to ``trust_search_sweeps`` passes over the three (each pass at
+    the others' best so far; a pass that changes nothing ends the search: the pooling and
+    the calibration interact with ``beta``, the product's best ``beta`` being unlike the
+    mixture's); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
 
@@ -104,6 +107,7 @@ class ExperimentConfig:
     trust_calibration_grid: tuple = ("teacher", "none")
     trust_pooling: str = "mixture"
     trust_pooling_grid: tuple = ("mixture", "product")
+    trust_search_sweeps: int = 3
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -153,6 +157,12 @@ class ExperimentConfig:
             from mtbkd_jax.infer.mesh import check_mesh
 
             check_mesh(self.mesh)
+        if isinstance(self.trust_search_sweeps, bool) or not (
+            isinstance(self.trust_search_sweeps, int) and self.trust_search_sweeps >= 1
+        ):
+            raise ValueError(
+                f"trust_search_sweeps must be an integer >= 1, got {self.trust_search_sweeps!r}"
+            )
         if not 0.0 < self.trust_search_budget <= 1.0:
             raise ValueError(
                 "trust_search_budget must be a fraction in (0, 1], got "

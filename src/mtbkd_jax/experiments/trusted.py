@@ -10,19 +10,20 @@ predictive.
   ``config.trust_calibration_grid`` (one temperature per teacher, or none: ``tau = 1``), then
   of ``config.trust_pooling_grid`` (the paper's mixture of the teachers' Dirichlets, or their
   product, one Dirichlet on the trust-weighted average of the soft labels), then of
-  ``config.trust_prior_power_grid`` (extended past an edge that holds the best, as every
-  search here) is fitted by MAP *and* sampled, and the value whose posterior predictive has
-  the lowest validation NLL wins. Under the mixture the student may follow, example by
-  example, the teacher easiest for it to imitate, the more so the sharper the Dirichlets;
-  the product cannot (``docs/results.md``, Fashion-MNIST). A temperature calibrates a teacher
-  over all labelled inputs, which blurs a teacher that is right in one region and wrong elsewhere
-  exactly where it is right (``docs/results.md``, "Learned trust taken apart"); whether the
-  problem's teachers are of that kind is for the validation split to say. With
-  ``config.trust_search_budget = 1`` each value is sampled at the row's full budget and the
-  winner's posterior is the row's (no refit); with a fraction ``f < 1`` each value is scored by
-  a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and draws, SGLD
-  epochs) and the winner alone is then sampled at the full budget, with the same key and start.
-  The MAP row is the winner's MAP.
+  ``config.trust_prior_power_grid`` (extended past an edge that holds the best, as every search
+  here), and again over the three at the values found until a pass changes nothing (at most
+  ``config.trust_search_sweeps`` passes), is fitted by MAP *and* sampled, and the value whose
+  posterior predictive has the lowest validation NLL wins. Under the mixture the student may
+  follow, example by example, the teacher easiest for it to imitate, the more so the sharper
+  the Dirichlets; the product cannot (``docs/results.md``, Fashion-MNIST). A temperature
+  calibrates a teacher over all labelled inputs, which blurs a teacher that is right in one
+  region and wrong elsewhere exactly where it is right (``docs/results.md``, "Learned trust
+  taken apart"); whether the problem's teachers are of that kind is for the validation split to
+  say. With ``config.trust_search_budget = 1`` each value is sampled at the row's full budget
+  and the winner's posterior is the row's (no refit); with a fraction ``f < 1`` each value is
+  scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and
+  draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same
+  key and start. The MAP row is the winner's MAP.
 * SGLD (``config.bayes == "sgld"``): the step size is ``config.trust_sgld_step_size``, by
   default ``"auto"`` (pilot runs from the MAP, :func:`mtbkd_jax.infer.choose_step_size`).
 """
@@ -177,10 +178,11 @@ def fit_trusted(
     """Trust, then for each (calibration, pooling, ``beta``) tried a MAP and a posterior;
     returns the best by the posterior's validation NLL.
 
-    The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``,
-    at the middle ``beta`` of the grid), then over its ``pooling``
-    (``config.trust_pooling_grid``), then over ``beta``; each (calibration, pooling) trust is
-    fitted once, with the same key. A setting whose posterior has no stable SGLD step size
+    The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``, at
+    the middle ``beta`` of the grid), then over its ``pooling`` (``config.trust_pooling_grid``),
+    then over ``beta``, and again at the values found, up to ``config.trust_search_sweeps`` passes
+    (a pass that changes nothing ends it); each (calibration, pooling) trust is fitted once, with
+    the same key. A setting whose posterior has no stable SGLD step size
     (:class:`~mtbkd_jax.infer.UnstableStepSizes`), or whose chains diverge
     (:class:`~mtbkd_jax.infer.SamplerDivergedError`), scores worst, with the reason in
     ``TrustedFit.unsampled``; if every setting tried fails so, the chosen one's error is raised.
@@ -245,6 +247,7 @@ def fit_trusted(
             "pooling": config.trust_pooling,
             "prior_power": powers[len(powers) // 2],
         },
+        sweeps=config.trust_search_sweeps,
         max_extensions=config.grid_extensions,
         min_improvement=config.grid_min_improvement,
     )
