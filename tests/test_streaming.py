@@ -160,6 +160,23 @@ def test_a_per_example_param_under_a_streamed_plate_is_refused():
     _assert_same_draws(resident, _run(model, x, y, stream=True, chunk_steps=7), exact=False)
 
 
+def test_a_subsample_of_an_array_the_stream_does_not_gather_is_refused():
+    """``numpyro.subsample`` of a per-example array the model closes over (all N rows, not
+    streamed) under a streamed plate: refused by name, not given rows 0 .. |B| - 1."""
+    x, y, _ = _problem(teachers=False)
+    offsets = jnp.linspace(-1.0, 1.0, N)
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        with numpyro.plate("data", N, subsample_size=BATCH):
+            rows, labels = numpyro.subsample(x, event_dim=1), numpyro.subsample(y, event_dim=0)
+            shift = numpyro.subsample(offsets, event_dim=0)
+            numpyro.sample("y", dist.Bernoulli(logits=rows @ w + shift), obs=labels)
+
+    with pytest.raises(ValueError, match=r"numpyro.subsample\(..., event_dim=0\) got all 200"):
+        _run(model, x, y, stream=True, num_epochs=1, num_burnin_epochs=0)
+
+
 @pytest.mark.parametrize("declared_size", [None, N])
 def test_the_streamed_log_density_is_scaled_by_n_over_the_batch(declared_size):
     """On the same rows the streamed estimator's log density and gradient are the resident

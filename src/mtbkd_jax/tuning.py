@@ -142,8 +142,9 @@ def coordinate_search(
             single value is extended by factors of 3).
         max_extensions: the most values added beyond each end of an axis (over all sweeps).
         min_improvement: an extended value is kept only if it lowers the best score by more
-            than this (so that a flat score, e.g. a validation NLL that moves by less than its
-            noise, does not walk the grid out to its cap).
+            than this, when it is added and in every later sweep (so that a flat score, e.g. a
+            validation NLL that moves by less than its noise, does not walk the grid out to
+            its cap).
 
     When the best value of an extendable axis is (at least) the largest of its grid, the value
     ``largest * ratio`` is tried, ``ratio`` being the grid's own ratio at that end (the same
@@ -202,7 +203,9 @@ def coordinate_search(
             for value in list(values):
                 candidate = {**best, name: value}
                 candidate_score = evaluate(candidate)
-                if candidate_score < best_score:
+                # an extended value, in a later sweep too, must beat the best by min_improvement
+                margin = min_improvement if value in added.get(name, ()) else 0.0
+                if candidate_score < best_score - margin:
                     best, best_score, changed = candidate, candidate_score, True
             for up in (True, False) if name in extendable else ():
                 while _at_edge(best[name], values, up) and counts[name, up] < max_extensions:

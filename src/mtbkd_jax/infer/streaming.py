@@ -18,8 +18,11 @@ likelihood's scale at ``N / |B|``: a model that declares its plate from its data
 the handler scales the plate's sites by ``N / |B|`` itself; a model that declares ``N`` by
 number is scaled by NumPyro as usual. A model must use its data's length for nothing but its
 plates' sizes. ``numpyro.subsample(x, event_dim=...)`` works too: ``x`` is the minibatch's rows
-already, and the handler tells the plates so. A ``numpyro.param(..., event_dim=...)`` holding
-the N rows of a streamed plate is refused (the plate would take the wrong rows of it).
+already, and the handler tells the plates so. A ``numpyro.param(..., event_dim=...)`` or a
+``numpyro.subsample`` of an array holding the N rows of a streamed plate is refused (the plate
+would take the wrong rows of it). What no handler can see: a per-example array the model
+closes over, or a ``numpyro.param`` without ``event_dim``, indexed by hand (``p[idx]``) gets
+rows ``0 .. |B| - 1``; per-example arrays belong in the model's arguments.
 
 Which plate indexes an array: the inputs and labels, the first subsampled plate; an array
 keyword argument, the plate of its leading length (a leaf of another length, a 0-d
@@ -97,7 +100,9 @@ class StreamedPlates(Messenger):
         """``numpyro.subsample(x, event_dim)`` under a streamed plate declared with ``N``: ``x``
         already holds the minibatch's ``|B|`` rows (what the plate would take from ``N``), so
         the enclosing plates, which would look for ``N`` rows, are told to leave it as it is.
-        Runs before the model's own plates' ``postprocess_message`` (this handler wraps the
+        An ``x`` (or a ``numpyro.param(..., event_dim)``) that holds all ``N`` rows is
+        refused: the plate would take its rows ``0 .. |B| - 1``, not the minibatch's. Runs
+        before the model's own plates' ``postprocess_message`` (this handler wraps the
         model)."""
         if msg["type"] not in ("subsample", "param"):
             return
@@ -123,6 +128,14 @@ class StreamedPlates(Messenger):
             if msg["type"] == "subsample" and shape[dim] == spec.batch_size:
                 msg["kwargs"] = {**msg["kwargs"], "event_dim": None}
                 return
+            if msg["type"] == "subsample" and shape[dim] == spec.size:
+                raise ValueError(
+                    f"streamed: numpyro.subsample(..., event_dim={event_dim}) got all "
+                    f"{spec.size} rows of plate {spec.name!r} (an array the stream does not "
+                    f"gather), and the plate would take rows 0 .. {spec.batch_size - 1} of it "
+                    "instead of the minibatch's; pass it as one of the model's arguments with "
+                    "its rows first (they are streamed), or run without stream=True"
+                )
 
 
 @jax.tree_util.register_pytree_node_class
