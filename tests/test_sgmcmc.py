@@ -277,6 +277,40 @@ def _small_run(x, y, model, **kwargs):
     )
 
 
+@pytest.mark.parametrize("site", ["subsample", "param"])
+def test_a_full_plate_pairs_subsampled_rows_with_the_hand_indexed_ones(site):
+    """A plate that takes all N examples at every step (``subsample_size=N``) still gets each
+    step's permuted indices; labels by ``numpyro.subsample(y, event_dim=0)`` (or per-example
+    offsets by ``numpyro.param(..., event_dim=0)``), which NumPyro returns unpermuted when
+    nothing is subsampled, must follow the order of ``x[idx]``: the log density on a
+    permutation is the full data's, as with ``y[idx]`` (a deliberately unpermuted version
+    pairs labels with other examples' inputs and fails)."""
+    n = 8
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, 2)).astype(np.float32))
+    y = jnp.asarray((rng.random(n) > 0.5).astype(np.int32))
+    offsets = jnp.linspace(-1.0, 1.0, n)
+
+    def model(x, y=None, by_hand=False):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with numpyro.plate("data", n, subsample_size=n) as idx:
+            if site == "param":
+                shift = offsets[idx] if by_hand else numpyro.param("shift", offsets, event_dim=0)
+                labels = y[idx]
+            else:
+                shift = 0.0
+                labels = y[idx] if by_hand else numpyro.subsample(y, event_dim=0)
+            numpyro.sample("y", dist.Bernoulli(logits=x[idx] @ w + shift), obs=labels)
+
+    position = {"w": jnp.array([1.5, -2.0])}
+    permutation = {"data": jnp.asarray(rng.permutation(n))}
+    by_hand = gradient_estimator(model, (x, y), {"by_hand": True})
+    via_numpyro = gradient_estimator(model, (x, y))
+    expected = by_hand.logdensity(position, by_hand.full_batch())
+    np.testing.assert_allclose(by_hand.logdensity(position, permutation), expected, rtol=1e-6)
+    np.testing.assert_allclose(via_numpyro.logdensity(position, permutation), expected, rtol=1e-6)
+
+
 def test_nan_stops_with_a_clear_error_and_keeps_the_draws(logistic_problem):
     x, y, model, _ = logistic_problem
     steps_per_epoch = 200 // 20

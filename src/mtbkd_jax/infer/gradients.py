@@ -36,6 +36,7 @@ from numpyro.infer import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy, unconstrain_fn
 
 from mtbkd_jax.infer._common import is_array_tree
+from mtbkd_jax.infer._plate_order import FullPlateOrder
 from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
 
 __all__ = ["GradientEstimator", "MinibatchPlan", "gradient_estimator", "minibatch_plan"]
@@ -104,7 +105,9 @@ class GradientEstimator:
     # ------------------------------------------------------------------------- densities
     def _substituted(self, minibatch: dict) -> Callable:
         indices = {name: jnp.asarray(index) for name, index in minibatch.items()}
-        return handlers.substitute(self.model, data=indices)
+        model = handlers.substitute(self.model, data=indices)
+        full = [p.name for p in self.plates if p.batch_size == p.size]
+        return FullPlateOrder(model, full) if full else model
 
     def logdensity(self, position: dict, minibatch: dict) -> jax.Array:
         """``log p(z, D)`` on the unconstrained space, estimated on ``minibatch`` (plate name

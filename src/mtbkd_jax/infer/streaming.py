@@ -20,7 +20,8 @@ number is scaled by NumPyro as usual. A model must use its data's length for not
 plates' sizes. ``numpyro.subsample(x, event_dim=...)`` works too: ``x`` is the minibatch's rows
 already, and the handler tells the plates so. A ``numpyro.param(..., event_dim=...)`` or a
 ``numpyro.subsample`` of an array holding the N rows of a streamed plate is refused (the plate
-would take the wrong rows of it). What no handler can see: a per-example array the model
+would take the wrong rows of it; with ``N == |B|`` such an array cannot be told from a
+streamed one). What no handler can see: a per-example array the model
 closes over, or a ``numpyro.param`` without ``event_dim``, indexed by hand (``p[idx]``) gets
 rows ``0 .. |B| - 1``; per-example arrays belong in the model's arguments.
 
