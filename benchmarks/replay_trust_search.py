@@ -4,8 +4,9 @@
 Every (calibration, pooling, beta) of the learned-trust search is fitted with fixed keys, so its
 validation NLL does not depend on when the search visits it. The scores recorded in one or more
 ``tuning.json`` files (a run's, plus runs that fitted the settings a newer search adds) are
-therefore a table from which :func:`mtbkd_jax.tuning.coordinate_search` can be rerun with the
-grids, start, passes and extension rules of :class:`~mtbkd_jax.experiments.ExperimentConfig`.
+therefore a table from which :func:`mtbkd_jax.experiments.trusted.trust_search` can be rerun
+with the grids, start, passes and extension rules of
+:class:`~mtbkd_jax.experiments.ExperimentConfig`.
 Prints the settings the search visits, whether they are the recorded ones in the recorded order,
 and its choice; stops with the missing setting when the table lacks one (fit it, then pass that
 run's ``tuning.json`` too).
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from mtbkd_jax.experiments import ExperimentConfig
 from mtbkd_jax.experiments.methods import LEARNED
-from mtbkd_jax.tuning import coordinate_search
+from mtbkd_jax.experiments.trusted import trust_search
 
 Setting = tuple[str, str, float]
 
@@ -42,32 +43,13 @@ def recorded(path: Path) -> list[dict]:
 def replay(table: dict[Setting, float], config: ExperimentConfig) -> tuple[list[Setting], dict]:
     """The settings the search visits, in order, and its choice, scored from ``table``."""
 
-    def grid(start: str, values: tuple) -> tuple:
-        return tuple(dict.fromkeys((start, *values)))
-
     def score(settings: dict) -> float:
         key = setting(settings)
         if key not in table:
             raise SystemExit(f"no recorded score for {key}: fit it and pass its tuning.json")
         return table[key]
 
-    powers = config.trust_prior_power_grid
-    result = coordinate_search(
-        score,
-        {
-            "calibration": grid(config.trust_calibration, config.trust_calibration_grid),
-            "pooling": grid(config.trust_pooling, config.trust_pooling_grid),
-            "prior_power": powers,
-        },
-        {
-            "calibration": config.trust_calibration,
-            "pooling": config.trust_pooling,
-            "prior_power": powers[len(powers) // 2],
-        },
-        sweeps=config.trust_search_sweeps,
-        max_extensions=config.grid_extensions,
-        min_improvement=config.grid_min_improvement,
-    )
+    result = trust_search(score, config)
     return [setting(e) for e in result.evaluated], {**result.best, "score": result.best_score}
 
 

@@ -31,7 +31,7 @@ predictive.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -61,6 +61,7 @@ __all__ = [
     "search_budget",
     "trusted_label",
     "trusted_model",
+    "trust_search",
 ]
 
 
@@ -122,6 +123,34 @@ def trusted_label(
     marks = _CALIBRATION_NOTES[calibration] + (", product" if pooling == "product" else "")
     trust = "trust learned" + (f" ({marks[2:]})" if marks else "")
     return f"σ learned, {trust}, β={prior_power:g}" + (f" ({note})" if note else "")
+
+
+def trust_search(
+    score: Callable[[dict[str, Any]], float], config: ExperimentConfig
+) -> SearchResult:
+    """The learned-trust search over (calibration, pooling, ``beta``) of ``config`` (its grids,
+    start, passes and extension rules), each setting scored by ``score``."""
+
+    def grid(start: str, values: tuple) -> tuple:
+        return tuple(dict.fromkeys((start, *values)))
+
+    powers = config.trust_prior_power_grid
+    return coordinate_search(
+        score,
+        {
+            "calibration": grid(config.trust_calibration, config.trust_calibration_grid),
+            "pooling": grid(config.trust_pooling, config.trust_pooling_grid),
+            "prior_power": powers,
+        },
+        {
+            "calibration": config.trust_calibration,
+            "pooling": config.trust_pooling,
+            "prior_power": powers[len(powers) // 2],
+        },
+        sweeps=config.trust_search_sweeps,
+        max_extensions=config.grid_extensions,
+        min_improvement=config.grid_min_improvement,
+    )
 
 
 def search_budget(config: ExperimentConfig) -> ExperimentConfig:
@@ -231,26 +260,7 @@ def fit_trusted(
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
         return negative_log_likelihood(probs, np.asarray(data.y_validation))
 
-    def grid(start: str, values: tuple) -> tuple:
-        return tuple(dict.fromkeys((start, *values)))
-
-    powers = config.trust_prior_power_grid
-    search = coordinate_search(
-        score,
-        {
-            "calibration": grid(config.trust_calibration, config.trust_calibration_grid),
-            "pooling": grid(config.trust_pooling, config.trust_pooling_grid),
-            "prior_power": powers,
-        },
-        {
-            "calibration": config.trust_calibration,
-            "pooling": config.trust_pooling,
-            "prior_power": powers[len(powers) // 2],
-        },
-        sweeps=config.trust_search_sweeps,
-        max_extensions=config.grid_extensions,
-        min_improvement=config.grid_min_improvement,
-    )
+    search = trust_search(score, config)
     best = search.best
     chosen_setting = (best["calibration"], best["pooling"], float(best["prior_power"]))
     if chosen_setting in unsampled:  # every setting tried was
