@@ -546,6 +546,56 @@ def test_the_trust_search_revisits_pooling_and_calibration_at_the_beta_it_found(
     assert mk.experiments.ExperimentConfig().trust_search_sweeps > 1
 
 
+@pytest.mark.parametrize("extension_score", [0.2995, 0.25])
+def test_the_trust_search_holds_one_posterior_and_resamples_a_winner_it_did_not_keep(
+    extension_score, monkeypatch
+):
+    """While the learned-trust search runs, only the lowest-scoring setting's posterior is held
+    (with the one being fitted). The row's posterior is the winner's: kept when it also scored
+    lowest (each setting sampled once), sampled again with the same keys when the search
+    refused a lower score (an extension of beta that gains less than ``min_improvement``)."""
+    import weakref
+
+    import jax
+
+    from mtbkd_jax.experiments import trusted
+
+    table = {1.0: 0.5, 0.1: 0.3, 0.01: extension_score}
+    alive, sampled = weakref.WeakSet(), []
+
+    class Fitted:
+        def __init__(self, beta):
+            self.beta = beta
+
+        def predict(self, x):
+            return np.full((1, len(x), 2), table[round(self.beta, 6)])
+
+    def fit_posterior(key, data, budget, model, mode, start_keys):
+        assert len(alive) <= 1, "the search holds more than the best posterior"
+        sampled.append(round(model[-1], 6))
+        posterior = Fitted(model[-1])
+        alive.add(posterior)
+        return posterior
+
+    monkeypatch.setattr(trusted, "learned_trust", lambda k, d, c, t, cal, pool: (cal, pool))
+    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
+    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
+    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
+    monkeypatch.setattr(trusted, "negative_log_likelihood", lambda probs, y: float(probs[0, 0]))
+    problem = _toy_trust_problem()
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    config = _toy_trust_config(
+        trust_calibration_grid=("teacher",), grid_extensions=1, grid_min_improvement=0.002
+    )
+    fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+    chosen = round(fit.model[-1], 6)
+    assert round(fit.posterior.beta, 6) == chosen
+    if extension_score == 0.2995:  # lower than 0.3 by less than min_improvement: refused
+        assert chosen == 0.1 and sampled == [1.0, 0.1, 0.01, 0.1]
+    else:
+        assert chosen == 0.01 and sampled == [1.0, 0.1, 0.01]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -565,6 +615,17 @@ def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
 
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**options)
+
+
+def test_numpy_integers_are_integers_to_the_config_and_bools_are_not():
+    """A count read from a NumPy array (``np.int64``) is an integer; ``True`` is not."""
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    config = ExperimentConfig(trust_search_sweeps=np.int64(2), sgld_burnin_epochs=np.int32(3))
+    assert (config.trust_search_sweeps, config.sgld_burnin_epochs) == (2, 3)
+    for name in ("trust_search_sweeps", "sgld_burnin_epochs"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            ExperimentConfig(**{name: True})
 
 
 @pytest.mark.parametrize("failure", ["unstable", "diverged"])

@@ -8,6 +8,7 @@ are its full run and whose :meth:`ExperimentConfig.smoke` is its tiny run for te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, Self
 
 from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS, TRUST_POOLINGS
@@ -148,7 +149,7 @@ class ExperimentConfig:
             if not (isinstance(grid, tuple) and grid and all(c in allowed for c in grid)):
                 raise ValueError(f"{name} must be a non-empty tuple of {allowed}, got {grid!r}")
         if isinstance(self.sgld_burnin_epochs, bool) or not (
-            isinstance(self.sgld_burnin_epochs, int) and self.sgld_burnin_epochs >= 0
+            isinstance(self.sgld_burnin_epochs, Integral) and self.sgld_burnin_epochs >= 0
         ):
             raise ValueError(
                 f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
@@ -158,7 +159,7 @@ class ExperimentConfig:
 
             check_mesh(self.mesh)
         if isinstance(self.trust_search_sweeps, bool) or not (
-            isinstance(self.trust_search_sweeps, int) and self.trust_search_sweeps >= 1
+            isinstance(self.trust_search_sweeps, Integral) and self.trust_search_sweeps >= 1
         ):
             raise ValueError(
                 f"trust_search_sweeps must be an integer >= 1, got {self.trust_search_sweeps!r}"

@@ -20,7 +20,9 @@ predictive.
   region and wrong elsewhere exactly where it is right (``docs/results.md``, "Learned trust
   taken apart"); whether the problem's teachers are of that kind is for the validation split to
   say. With ``config.trust_search_budget = 1`` each value is sampled at the row's full budget
-  and the winner's posterior is the row's (no refit); with a fraction ``f < 1`` each value is
+  and the winner's posterior is the row's (kept, not refitted, when it also scored lowest: only
+  that one posterior is held while the search runs; otherwise it is sampled again with the same
+  keys, which gives the draws it was scored by); with a fraction ``f < 1`` each value is
   scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and
   draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same
   key and start. The MAP row is the winner's MAP.
@@ -226,48 +228,57 @@ def fit_trusted(
     trusts: dict[tuple[str, str], TrustPosterior] = {}
     sampling = replace(config, sgld_step_size=config.trust_sgld_step_size)
     Setting = tuple[str, str, float]  # calibration, pooling, beta
-    fits: dict[Setting, tuple[Posterior, MTBKDModel, Posterior]] = {}
+    fitted: dict[Setting, tuple[Posterior, MTBKDModel]] = {}  # MAP and model of each setting
 
-    def fit(setting: Setting, budget: ExperimentConfig) -> tuple[Posterior, MTBKDModel, Posterior]:
+    def fit(setting: Setting, budget: ExperimentConfig) -> Posterior:
         calibration, pooling, prior_power = setting
         if (calibration, pooling) not in trusts:
             trusts[calibration, pooling] = learned_trust(
                 trust_key, data, config, teachers, calibration, pooling
             )
-        trust = trusts[calibration, pooling]
-        model = trusted_model(data, config, teachers, trust, prior_power)
-        mode = fit_map(map_key, data, config, model)
-        posterior = fit_posterior(posterior_key, data, budget, model, mode, start_keys)
-        fits[setting] = (mode, model, posterior)
-        return fits[setting]
+        if setting not in fitted:
+            model = trusted_model(data, config, teachers, trusts[calibration, pooling], prior_power)
+            fitted[setting] = (fit_map(map_key, data, config, model), model)
+        mode, model = fitted[setting]
+        return fit_posterior(posterior_key, data, budget, model, mode, start_keys)
 
     if not config.tune:
         setting = (config.trust_calibration, config.trust_pooling, config.prior_power)
-        return TrustedFit(*fit(setting, sampling), trusts[setting[:2]], None)
+        posterior = fit(setting, sampling)
+        return TrustedFit(*fitted[setting], posterior, trusts[setting[:2]], None)
     scoring = search_budget(sampling)
 
     unsampled: dict[Setting, Exception] = {}
+    # Only the lowest-scoring setting's posterior is kept (draws of a large student times
+    # every setting of a search would not fit in memory), and only when it is the row's.
+    kept: dict[str, Any] = {"setting": None, "posterior": None, "score": math.inf}
 
     def score(settings: Mapping[str, Any]) -> float:
         setting = (settings["calibration"], settings["pooling"], float(settings["prior_power"]))
         try:
-            _, _, posterior = fit(setting, scoring)
+            posterior = fit(setting, scoring)
         except (UnstableStepSizes, SamplerDivergedError) as error:  # not a candidate
             unsampled[setting] = error
             return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
         probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
-        return negative_log_likelihood(probs, np.asarray(data.y_validation))
+        value = negative_log_likelihood(probs, np.asarray(data.y_validation))
+        if scoring is sampling and value < kept["score"]:
+            kept.update(setting=setting, posterior=posterior, score=value)
+        return value
 
     search = trust_search(score, config)
     best = search.best
     chosen_setting = (best["calibration"], best["pooling"], float(best["prior_power"]))
     if chosen_setting in unsampled:  # every setting tried was
         raise unsampled[chosen_setting]
-    mode, model, posterior = fits[chosen_setting]
-    if scoring is not sampling:
-        posterior = fit_posterior(posterior_key, data, sampling, model, mode, start_keys)
+    mode, model = fitted[chosen_setting]
+    if kept["setting"] == chosen_setting:
+        posterior = kept["posterior"]
+    else:  # sampled again: a cheaper score, or a lower score the search did not take
+        kept.clear()
+        posterior = fit(chosen_setting, sampling)  # the same keys: the draws it was scored by
     chosen = TrustedFit(mode, model, posterior, trusts[chosen_setting[:2]], search)
     chosen.unsampled = {_setting_text(*k): str(e) for k, e in unsampled.items()}
     return chosen
