@@ -22,7 +22,8 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests models notebooks
+	$(BIN)/ruff check src tests models notebooks benchmarks
+	$(BIN)/ruff format --check src tests models benchmarks
 
 # settings in pyproject.toml, [tool.mypy]
 typecheck: $(BIN)/.installed

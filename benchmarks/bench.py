@@ -88,9 +88,7 @@ QUICK = {
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.json")
-    parser.add_argument(
-        "--smoke", action="store_true", help="tiny smoke setting (< 2 min)"
-    )
+    parser.add_argument("--smoke", action="store_true", help="tiny smoke setting (< 2 min)")
     parser.add_argument(
         "--from-json",
         type=Path,
