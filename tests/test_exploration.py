@@ -63,6 +63,29 @@ def test_chains_with_different_means_have_rhat_far_above_one_and_iid_chains_abou
     assert stuck["min_ess_bulk"] < iid["min_ess_bulk"] / 20
 
 
+def test_norm_rhat_is_the_split_rhat_of_each_sites_norm_and_ignores_relabelled_modes():
+    """Per site, ``norm_rhat`` is the rank-normalised split R-hat of ``||theta_site||`` (the
+    hand-written reference). Chains in the same mode up to a permutation and sign flips of
+    the coordinates (an MLP's hidden-unit symmetries) disagree in weight space but agree on
+    the norm; chains at different scales, or one drifting outward, disagree on it."""
+    centre = np.array([3.0, -2.0, 1.0, 0.5, -1.5, 2.5])
+    draws = RNG.normal(size=(4, 800, 6)) * 0.3 + centre
+    relabelled = draws.copy()
+    relabelled[1::2] = relabelled[1::2][..., ::-1] * np.array([1, -1, 1, -1, 1, -1])
+    report = exploration_report(posterior_of(w=relabelled))
+    norms = np.linalg.norm(relabelled, axis=-1)
+    assert report["norm_rhat"]["w"] == pytest.approx(rank_rhat(norms), rel=1e-6)
+    assert report["max_rhat"] > 1.5 and abs(report["max_norm_rhat"] - 1) < 0.01
+    assert report["min_norm_ess_bulk"] == pytest.approx(norms.size, rel=0.2)
+    drifting = (
+        draws * np.linspace(1.0, 1.5, 800)[None, :, None] ** (np.arange(4) % 2)[:, None, None]
+    )
+    scaled = exploration_report(posterior_of(w=drifting, b=RNG.normal(size=(4, 800, 3))))
+    assert scaled["norm_rhat"]["w"] > 1.5 and abs(scaled["norm_rhat"]["b"] - 1) < 0.02
+    assert scaled["max_norm_rhat"] == scaled["norm_rhat"]["w"]
+    assert scaled["min_norm_ess_bulk"] == scaled["norm_ess_bulk"]["w"]
+
+
 def test_bulk_ess_matches_the_ar1_formula():
     """For AR(1) draws of coefficient rho the ESS of the mean is n (1 - rho) / (1 + rho);
     tolerance 20% (ArviZ's Geyer truncation is an estimate; iid draws: ESS = n)."""

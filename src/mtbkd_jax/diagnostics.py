@@ -106,6 +106,14 @@ def exploration_report(
         * ``ess_bulk``: site -> the smallest bulk effective sample size over its coordinates
           (``arviz.ess``), ``min_ess_bulk`` the smallest overall: the number of independent
           draws the chains are worth for the posterior mean.
+        * ``norm_rhat``, ``norm_ess_bulk``: site -> the same two numbers for the site's norm
+          ``||theta_site||`` (one number per draw), ``max_norm_rhat`` and
+          ``min_norm_ess_bulk`` over all sites. A norm does not change when a network's
+          hidden units are permuted or their signs flipped, so two chains that sample the
+          same posterior in differently labelled modes agree on it, while weight-space R-hat
+          counts the relabelling as disagreement; chains that disagree on the scale of a
+          layer, or are still drifting in it (a sampler started at a MAP, slow along a
+          heavy-tailed direction), show here.
         * ``within_chain_sd``: ``sqrt(sum_i mean_c var_s(theta_csi))``, how far a chain's
           draws spread around its own mean (sample variance, ``ddof=1``).
         * ``between_chain_distance``: the mean over pairs of chains of
@@ -136,12 +144,17 @@ def exploration_report(
     point = _mode_point(posterior, mode)
     num_chains = posterior.num_chains
     rhat, ess, variance, squared, means = {}, {}, 0.0, 0.0, []
+    norm_rhat: dict[str, float] = {}
+    norm_ess: dict[str, float] = {}
     with warnings.catch_warnings():  # constant coordinates: NaN, not a warning per site
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, value in posterior.draws.items():
             theta = np.asarray(value, np.float64).reshape(num_chains, posterior.num_draws, -1)
             rhat[name] = _nan_reduce(np.nanmax, az.rhat(theta))
             ess[name] = _nan_reduce(np.nanmin, az.ess(theta, method="bulk"))
+            norms = np.linalg.norm(theta, axis=-1, keepdims=True)  # (chains, draws, 1)
+            norm_rhat[name] = _nan_reduce(np.nanmax, az.rhat(norms))
+            norm_ess[name] = _nan_reduce(np.nanmin, az.ess(norms, method="bulk"))
             variance += float(theta.var(axis=1, ddof=1).mean(axis=0).sum())
             means.append(theta.mean(axis=1))
             if point is not None:
@@ -159,6 +172,10 @@ def exploration_report(
         "max_rhat": _nan_reduce(np.nanmax, np.asarray(list(rhat.values()))),
         "ess_bulk": ess,
         "min_ess_bulk": _nan_reduce(np.nanmin, np.asarray(list(ess.values()))),
+        "norm_rhat": norm_rhat,
+        "max_norm_rhat": _nan_reduce(np.nanmax, np.asarray(list(norm_rhat.values()))),
+        "norm_ess_bulk": norm_ess,
+        "min_norm_ess_bulk": _nan_reduce(np.nanmin, np.asarray(list(norm_ess.values()))),
         "within_chain_sd": within,
         "between_chain_distance": between,
         "spread_to_separation": None if between is None else _ratio(within, between),
