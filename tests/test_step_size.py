@@ -100,6 +100,31 @@ def test_the_minibatch_noise_does_not_bias_the_estimate():
         jax.random.key(3), model, x, step_size=h, num_chains=128, init_params=start
     )
     assert result.temperature_ratio == pytest.approx(exact, rel=0.3)
+    # the minibatch noise against the injected noise: h V / 2 (d = 1, tau = 1); 1280 pairs of
+    # gradients give a relative sd of about 4%, tolerance 15% (a ratio without the 1/2, or
+    # of the gradient's second moment instead of its variance, is off by 2x or more)
+    assert result.noise_ratio == pytest.approx(h * variance / 2, rel=0.15)
+    assert check(0.5 * LIMIT).noise_ratio == 0.0  # full batch: no minibatch noise
+
+
+def test_the_choice_reports_the_minibatch_noise_at_the_chosen_step():
+    """``StepSizeChoice.noise_ratio`` is the largest stable pilot's ratio scaled to the chosen
+    step (linear in the step), and the posterior's record carries it."""
+    num, batch = 200, 20
+    x = np.random.default_rng(0).normal(size=(num, 1)).astype(np.float32)
+
+    def model(x, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", x.shape[0], subsample_size=batch) as i:
+            numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+
+    start = {"mu": np.float32(x.mean() * num / (1.0 + num))}
+    choice = choose_step_size(jax.random.key(3), model, x, num_chains=16, init_params=start)
+    (largest,) = [c for c in choice.checks if c.step_size == choice.largest_stable]
+    assert choice.noise_ratio == pytest.approx(choice.margin * largest.noise_ratio, rel=1e-12)
+    variance = num * (num - batch) * x[:, 0].var(ddof=1) / batch
+    assert choice.noise_ratio == pytest.approx(choice.step_size * variance / 2, rel=0.3)
+    assert choice.as_dict()["noise_ratio"] == choice.noise_ratio
 
 
 # ------------------------------------------------------------------ the rule
@@ -116,6 +141,7 @@ def test_the_chosen_step_is_below_the_limit_within_a_rung_of_limit_times_margin(
     assert all(c.step_size > choice.largest_stable for c in choice.unstable)
     record = choice.as_dict()
     assert record["checks"][0]["step_size"] == choice.checks[0].step_size
+    assert record["checks"][0]["noise_ratio"] == 0.0 == choice.noise_ratio  # full batch
 
 
 def test_bisection_finds_the_same_rung_as_trying_every_rung():

@@ -3,6 +3,7 @@ size chosen by pilot runs (:mod:`mtbkd_jax.infer.step_size`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -119,6 +120,9 @@ class StepSizeCheck:
         temperature_ratio: ``T / tau`` over the pilot's second half (1 on the target; NaN
             when not finite or the curvature estimate is not positive).
         divergence: the worst chain's potential rise over its allowance (above 1: diverging).
+        noise_ratio: ``h tr Cov(g) / (2 tau d)`` over the pilot's second half: the variance a
+            step's minibatch gradient noise adds per coordinate against the ``2 h tau`` SGLD
+            injects (NaN when not measured).
     """
 
     step_size: float
@@ -126,6 +130,7 @@ class StepSizeCheck:
     reason: str
     temperature_ratio: float
     divergence: float
+    noise_ratio: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,13 @@ class StepSizeChoice:
     def unstable(self) -> tuple[StepSizeCheck, ...]:
         return tuple(c for c in self.checks if not c.stable)
 
+    @property
+    def noise_ratio(self) -> float:
+        """The minibatch noise's ``noise_ratio`` at the chosen step: the largest stable
+        pilot's, times ``margin`` (it is linear in the step at a given spread of the chains)."""
+        stable = [c for c in self.checks if c.step_size == self.largest_stable]
+        return self.margin * stable[0].noise_ratio if stable else math.nan
+
     def as_dict(self) -> dict:
-        """Plain values (as stored in a posterior's settings)."""
-        return asdict(self)
+        """Plain values (as stored in a posterior's settings), ``noise_ratio`` included."""
+        return {**asdict(self), "noise_ratio": self.noise_ratio}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
@@ -16,7 +17,7 @@ from mtbkd_jax.infer.sgnht import sgnht
 if TYPE_CHECKING:  # BlackJAX is imported where a kernel is built: its import starts JAX
     from blackjax.base import SamplingAlgorithm
 
-__all__ = ["SAMPLERS", "build_sampler", "check_sampler_options"]
+__all__ = ["SAMPLERS", "build_sampler", "check_sampler_options", "pilot_sampler"]
 
 SAMPLERS = ("sgld", "sghmc", "cyclical_sgld", "sgnht", "psgld")
 
@@ -69,3 +70,19 @@ def build_sampler(
     if sampler == "psgld":
         return psgld(grad_estimator, temperature=temperature, **options)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def pilot_sampler(
+    sampler: str, *, temperature: float = 1.0, friction: float = 0.1, options: dict | None = None
+) -> Callable:
+    """``estimator -> SamplingAlgorithm`` for a pilot of ``sampler`` (cyclical SGLD as SGLD at
+    its peak step size, which sets its stability); one object per setting (one compile)."""
+    items = tuple(sorted(check_sampler_options(sampler, options).items()))
+    name = "sgld" if sampler == "cyclical_sgld" else sampler
+    return _sampler(name, float(temperature), float(friction), items)
+
+
+@lru_cache(maxsize=16)
+def _sampler(name: str, temperature: float, friction: float, options: tuple) -> Callable:
+    return partial(build_sampler, name, temperature=temperature, friction=friction,
+                   options=dict(options))  # fmt: skip

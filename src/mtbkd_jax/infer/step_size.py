@@ -37,6 +37,15 @@ relax in a few steps near the limit, but a pilot started far from the posterior 
 its transient: start it from a warm start (``init_params``, e.g. a MAP; for pSGLD not exactly
 at a mode, where its first step's preconditioner is ``1 / regularizer``).
 
+**The minibatch noise, measured, not judged.** Each check also records ``noise_ratio``,
+``h tr Cov(g) / (2 tau d)`` over the pilot's second half (``Cov(g)`` of one minibatch gradient,
+from ``|g1 - g2|^2 / 2``): the minibatch noise a step adds against the ``2 h tau`` it injects,
+per coordinate (SGLD's scaling). Welling & Teh (2011) need it well below 1 for the injected
+noise to dominate. Where the gradient noise grows across the posterior, a chain at a larger
+ratio is biased towards where the noise is smaller (``docs/results.md``: on synthetic linear_5
+minibatch SGLD settles at smaller weights than NUTS). :attr:`StepSizeChoice.noise_ratio` gives
+it at the chosen step.
+
 **The margin.** At ``h_s / 2`` SGLD on a Gaussian has ``h max w_i^2 <= 0.9`` and
 ``T / tau <= 1.8``: the stiffest variance inflated at most 1.8-fold (10-fold at ``h_s``). Each
 pilot's ``T / tau`` is in the returned record.
@@ -58,7 +67,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -68,7 +77,7 @@ import numpy as np
 from mtbkd_jax._checks import require_count, require_key, require_positive
 from mtbkd_jax.infer._common import prepare_data
 from mtbkd_jax.infer._records import StepSizeCheck, StepSizeChoice, UnstableStepSizes
-from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
+from mtbkd_jax.infer._samplers import SAMPLERS, pilot_sampler
 from mtbkd_jax.infer._start import starting_positions
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.infer.psgld import _rademacher
@@ -106,8 +115,8 @@ def default_ladder(top: float = 10.0, factor: float = 3.0, num: int = 24) -> tup
 
 # ---------------------------------------------------------------------------- the pilot
 def _measure(estimator: GradientEstimator, position: PyTree, rng_key: jax.Array) -> dict:
-    """At one point: ``U``, ``g1 . g2`` (independent minibatches), ``z . H z`` (Hutchinson),
-    and whether the position is finite."""
+    """At one point: ``U``, ``g1 . g2`` (independent minibatches), ``|g1 - g2|^2 / 2``,
+    ``z . H z`` (Hutchinson), and whether the position is finite."""
     key1, key2, probe_key = jax.random.split(rng_key, 3)
     batch1, batch2 = estimator.sample_minibatch(key1), estimator.sample_minibatch(key2)
     probe = _rademacher(probe_key, position)
@@ -121,6 +130,7 @@ def _measure(estimator: GradientEstimator, position: PyTree, rng_key: jax.Array)
     return {
         "potential": -estimator.logdensity(position, batch1),
         "square": total(jnp.multiply, grad1, grad2),
+        "noise": total(lambda a, b: (a - b) ** 2, grad1, grad2) / 2,  # tr Cov of a minibatch grad
         "curvature": -total(jnp.multiply, probe, hvp),  # the Hessian of U = -log p
         "finite": total(lambda x, _: (~jnp.isfinite(x)).sum(), position, position) == 0,
     }
@@ -170,6 +180,7 @@ def _verdict(
     divergence = float(rise.max() / allowed)
     curvature = float(m["curvature"][:, half:].sum())
     ratio = float(m["square"][:, half:].sum()) / curvature / temperature if curvature else math.nan
+    noise = step_size * float(m["noise"][:, half:].mean()) / (2 * temperature * dimension)
     if divergence > 1:
         reason = (
             f"the potential diverges: chain {int(rise.argmax())}'s mean U rose by "
@@ -184,7 +195,7 @@ def _verdict(
         )
     else:
         reason = ""
-    return StepSizeCheck(step_size, not reason, reason, ratio, divergence)
+    return StepSizeCheck(step_size, not reason, reason, ratio, divergence, noise)
 
 
 def _judge(
@@ -218,22 +229,6 @@ def _pilot_arguments(temperature: float, steps: int, max_ratio: float) -> tuple[
 
 
 # ---------------------------------------------------------------------------- the search
-def pilot_sampler(
-    sampler: str, *, temperature: float = 1.0, friction: float = 0.1, options: dict | None = None
-) -> Callable:
-    """``estimator -> SamplingAlgorithm`` for a pilot of ``sampler`` (cyclical SGLD as SGLD at
-    its peak step size, which sets its stability); one object per setting (one compile)."""
-    items = tuple(sorted(check_sampler_options(sampler, options).items()))
-    name = "sgld" if sampler == "cyclical_sgld" else sampler
-    return _sampler(name, float(temperature), float(friction), items)
-
-
-@lru_cache(maxsize=16)
-def _sampler(name: str, temperature: float, friction: float, options: tuple) -> Callable:
-    return partial(build_sampler, name, temperature=temperature, friction=friction,
-                   options=dict(options))  # fmt: skip
-
-
 def select_step_size(
     estimator: GradientEstimator,
     make_kernel: Callable,

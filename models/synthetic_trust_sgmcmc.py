@@ -1,0 +1,135 @@
+"""Recipe: where SG-MCMC's draws of a learned-trust student sit, against NUTS's.
+
+One synthetic case (known class probabilities), one model: MT-BKD with learned trust (``tau = 1``,
+the mixture, the learned-scale base prior) at the ``beta`` its experiment chose
+(``docs/results.md``). NUTS gives the reference posterior (2 chains from the MAP, 400 warm-up
+steps, 500 draws each); each SG-MCMC run has 4 chains, each from a MAP of its own random start,
+a quarter of its epochs burn-in, and a step size ``"auto"`` times a factor.
+
+Per run: accuracy, NLL, the 95% class-interval coverage (overall, for true probabilities below
+0.01 and above 0.9), the mean interval width, the mean over draws of the weights' norm, and the
+largest split R-hat of a weight array's norm (``exploration_report``'s ``max_norm_rhat``: the
+hidden units' permutations and sign flips leave it unchanged, so it is near 1 only when the
+chains agree on the scale of every layer).
+
+``--runs`` is a comma-separated list of ``nuts`` or ``SAMPLER:FACTOR:EPOCHS`` (``FACTOR`` times
+the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of 64, as in the
+experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), ``--batch-size`` the
+minibatch of every SG-MCMC run (1,400 = full batch), ``--draws-per-epoch`` the draws it keeps
+per epoch (at most its steps per epoch).
+
+    .venv/bin/python models/synthetic_trust_sgmcmc.py --case linear_5 --prior-power 0.0333333 \\
+        --runs nuts,sgld:1:240,sgld:1:4000,sgld:0.25:16000
+    .venv/bin/python models/synthetic_trust_sgmcmc.py --smoke      # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+import mtbkd_jax as mk
+from mtbkd_jax.diagnostics import exploration_report
+from mtbkd_jax.experiments import ExperimentConfig
+from mtbkd_jax.experiments.fit import fit_map
+from mtbkd_jax.experiments.synthetic import synthetic_problem
+from mtbkd_jax.experiments.trusted import learned_trust, trusted_model
+from mtbkd_jax.infer import choose_step_size
+from mtbkd_jax.metrics import (
+    classification_metrics,
+    interval_coverage,
+    interval_coverage_by_probability,
+)
+from mtbkd_jax.uncertainty import class_intervals
+
+
+def run_one(
+    spec, model, data, starts, keys, eta, epochs_scale, batch_size, draws_per_epoch, kwargs
+):
+    """The posterior of one ``--runs`` entry."""
+    if spec == "nuts":
+        warmup, draws = (10, 10) if epochs_scale < 1 else (400, 500)
+        return mk.run_nuts(keys[0], model, data.x_train, data.y_train, num_warmup=warmup,
+                           num_draws=draws, num_chains=2, init_params=starts[0],
+                           progress_bar=False, model_kwargs=kwargs)  # fmt: skip
+    sampler, factor, epochs = spec.split(":")
+    epochs = max(2, int(int(epochs) * epochs_scale))
+    return mk.run_sgmcmc(
+        keys[1], model, data.x_train, data.y_train, sampler=sampler, batch_size=batch_size,
+        num_epochs=epochs - epochs // 4, num_burnin_epochs=epochs // 4,
+        step_size="auto" if float(factor) == 0 else eta * float(factor),
+        draws_per_epoch=min(draws_per_epoch, len(data.y_train) // batch_size),
+        num_chains=len(starts),
+        init_params=starts, progress_bar=False, model_kwargs=kwargs,
+    )  # fmt: skip
+
+
+def describe(posterior, data, truth):
+    """The row's figures (module docstring)."""
+    probs = np.asarray(posterior.predict(data.x_test), np.float64)
+    flat = probs.reshape(-1, *probs.shape[-2:])
+    intervals = np.asarray(class_intervals(flat, level=0.95))
+    row = classification_metrics(flat.mean(0), data.y_test)
+    row["coverage_95"] = interval_coverage(intervals, truth)
+    bins = interval_coverage_by_probability(intervals, truth, edges=(0.0, 0.01, 0.9, 1.0))
+    row["coverage_low"], row["coverage_high"] = bins[0]["coverage"], bins[-1]["coverage"]
+    row["width"] = float(np.mean(intervals[..., 1] - intervals[..., 0]))
+    squares = sum((np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1).sum(-1)
+                  for v in posterior.draws.values())  # fmt: skip
+    row["weight_norm"] = float(np.sqrt(squares).mean())
+    row["max_norm_rhat"] = exploration_report(posterior)["max_norm_rhat"]
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", default="linear_5", help="KIND_C")
+    parser.add_argument("--prior-power", type=float, default=0.0333333333333)
+    parser.add_argument("--runs", default="nuts,sgld:1:240")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--draws-per-epoch", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
+    args = parser.parse_args(argv)
+    kind, num_classes = args.case.rsplit("_", 1)
+    data, synthetic = synthetic_problem(
+        kind, int(num_classes), num_examples=440 if args.smoke else 2200, seed=0
+    )
+    config = ExperimentConfig(
+        trust_calibration="none",
+        trust_warmup=20 if args.smoke else 300,
+        trust_draws=20 if args.smoke else 300,
+        map_steps=50 if args.smoke else 2000,
+    )
+    keys = jax.random.split(jax.random.key(args.seed), 8)
+    trust = learned_trust(keys[0], data, config, data.teachers_prior, "none", "mixture")
+    model = trusted_model(data, config, data.teachers_prior, trust, args.prior_power)
+    kwargs = {"prior_inputs": data.prior_inputs}
+
+    starts = [fit_map(k, data, config, model).point() for k in keys[1:5]]
+    eta = choose_step_size(keys[5], model, data.x_train, data.y_train, batch_size=64,
+                           init_params=starts[0], model_kwargs=kwargs).step_size  # fmt: skip
+    print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}")
+    print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p > 0.9 | width | weight norm "
+          "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
+    rows = {}
+    for spec in args.runs.split(","):
+        start = time.perf_counter()
+        posterior = run_one(spec, model, data, starts, keys[6:], eta, 0.01 if args.smoke else 1,
+                            args.batch_size, args.draws_per_epoch, kwargs)  # fmt: skip
+        rows[spec] = row = describe(posterior, data, synthetic.true_probs_test)
+        print(
+            f"| {spec} | {row['accuracy']:.3f} | {row['nll']:.3f} | {row['coverage_95']:.3f} "
+            f"| {row['coverage_low']:.2f} | {row['coverage_high']:.2f} | {row['width']:.3f} "
+            f"| {row['weight_norm']:.1f} | {row['max_norm_rhat']:.2f} "
+            f"| {time.perf_counter() - start:.0f} s |",
+            flush=True,
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
