@@ -110,9 +110,11 @@ def main(argv=None):
     kwargs = {"prior_inputs": data.prior_inputs}
 
     starts = [fit_map(k, data, config, model).point() for k in keys[1:5]]
-    eta = choose_step_size(keys[5], model, data.x_train, data.y_train, batch_size=64,
-                           init_params=starts[0], model_kwargs=kwargs).step_size  # fmt: skip
-    print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}")
+    choice = choose_step_size(keys[5], model, data.x_train, data.y_train, batch_size=64,
+                              init_params=starts[0], model_kwargs=kwargs)  # fmt: skip
+    eta = choice.step_size
+    print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}, "
+          f"minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
     print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p > 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
     rows = {}
