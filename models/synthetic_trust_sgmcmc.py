@@ -7,10 +7,10 @@ steps, 500 draws each); each SG-MCMC run has 4 chains, each from a MAP of its ow
 a quarter of its epochs burn-in, and a step size ``"auto"`` times a factor.
 
 Per run: accuracy, NLL, the 95% class-interval coverage (overall, for true probabilities below
-0.01 and above 0.9), the mean interval width, the mean over draws of the weights' norm, and the
-largest split R-hat of a weight array's norm (``exploration_report``'s ``max_norm_rhat``: the
-hidden units' permutations and sign flips leave it unchanged, so it is near 1 only when the
-chains agree on the scale of every layer).
+0.01 and at least 0.9; NaN where none), the mean interval width, the mean over draws of the
+weights' norm, and the largest split R-hat of a weight array's norm (``exploration_report``'s
+``max_norm_rhat``: the hidden units' permutations and sign flips leave it unchanged, so it is
+near 1 only when the chains agree on the scale of every layer).
 
 ``--runs`` is a comma-separated list of ``nuts`` or ``SAMPLER:FACTOR:EPOCHS`` (``FACTOR`` times
 the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of 64, as in the
@@ -74,8 +74,11 @@ def describe(posterior, data, truth):
     intervals = np.asarray(class_intervals(flat, level=0.95))
     row = classification_metrics(flat.mean(0), data.y_test)
     row["coverage_95"] = interval_coverage(intervals, truth)
-    bins = interval_coverage_by_probability(intervals, truth, edges=(0.0, 0.01, 0.9, 1.0))
-    row["coverage_low"], row["coverage_high"] = bins[0]["coverage"], bins[-1]["coverage"]
+    bins = {
+        b["low"]: b["coverage"]
+        for b in interval_coverage_by_probability(intervals, truth, edges=(0.0, 0.01, 0.9, 1.0))
+    }
+    row["coverage_low"], row["coverage_high"] = (bins.get(low, np.nan) for low in (0.0, 0.9))
     row["width"] = float(np.mean(intervals[..., 1] - intervals[..., 0]))
     squares = sum((np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1).sum(-1)
                   for v in posterior.draws.values())  # fmt: skip
@@ -115,7 +118,7 @@ def main(argv=None):
     eta = choice.step_size
     print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}, "
           f"minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
-    print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p > 0.9 | width | weight norm "
+    print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p >= 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
     rows = {}
     for spec in args.runs.split(","):

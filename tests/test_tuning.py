@@ -617,6 +617,46 @@ def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
         ExperimentConfig(**options)
 
 
+def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(monkeypatch):
+    """A diverged chain's error carries its partial draws; the search keeps the reason of each
+    failed setting (and the first error, to raise if all fail), not every error's draws."""
+    import weakref
+
+    import jax
+
+    from mtbkd_jax.experiments import trusted
+    from mtbkd_jax.infer import SamplerDivergedError
+
+    class Draws:  # a failed run's partial draws
+        pass
+
+    alive = weakref.WeakSet()
+
+    class Fitted:
+        def predict(self, x):
+            return np.full((1, len(x), 2), 0.5)
+
+    def fit_posterior(key, data, budget, model, mode, start_keys):
+        assert len(alive) <= 1, "the search holds the draws of more than one failed run"
+        calibration, _, beta = model
+        if beta == 1.0:  # both calibrations fail at the first beta
+            draws = Draws()
+            alive.add(draws)
+            raise SamplerDivergedError(f"{calibration} diverged", draws)
+        return Fitted()
+
+    monkeypatch.setattr(trusted, "learned_trust", lambda k, d, c, t, cal, pool: (cal, pool))
+    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
+    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
+    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
+    problem = _toy_trust_problem()
+    keys = tuple(jax.random.split(jax.random.key(0), 3))
+    config = _toy_trust_config(trust_calibration_grid=("teacher", "none"))
+    fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+    assert fit.model[-1] == 0.1
+    assert fit.unsampled == {"teacher, β=1": "teacher diverged", "none, β=1": "none diverged"}
+
+
 def test_numpy_integers_are_integers_to_the_config_and_bools_are_not():
     """A count read from a NumPy array (``np.int64``) is an integer; ``True`` is not."""
     from mtbkd_jax.experiments import ExperimentConfig

@@ -22,7 +22,8 @@ predictive.
   say. With ``config.trust_search_budget = 1`` each value is sampled at the row's full budget
   and the winner's posterior is the row's (kept, not refitted, when it also scored lowest: only
   that one posterior is held while the search runs; otherwise it is sampled again with the same
-  keys, which gives the draws it was scored by); with a fraction ``f < 1`` each value is
+  keys and start, which on a deterministic backend such as the CPU gives the draws it was scored
+  by, and on a GPU may differ in the last bits); with a fraction ``f < 1`` each value is
   scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and
   draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same
   key and start. The MAP row is the winner's MAP.
@@ -216,7 +217,8 @@ def fit_trusted(
     the same key. A setting whose posterior has no stable SGLD step size
     (:class:`~mtbkd_jax.infer.UnstableStepSizes`), or whose chains diverge
     (:class:`~mtbkd_jax.infer.SamplerDivergedError`), scores worst, with the reason in
-    ``TrustedFit.unsampled``; if every setting tried fails so, the chosen one's error is raised.
+    ``TrustedFit.unsampled``; if every setting tried fails so, the first error (the start's) is
+    raised.
 
     Args:
         keys: (trust, MAP, posterior) keys.
@@ -248,7 +250,8 @@ def fit_trusted(
         return TrustedFit(*fitted[setting], posterior, trusts[setting[:2]], None)
     scoring = search_budget(sampling)
 
-    unsampled: dict[Setting, Exception] = {}
+    unsampled: dict[Setting, str] = {}  # the reasons (an error holds its partial draws)
+    first_failure: list[Exception] = []  # raised if every setting fails (the start's)
     # Only the lowest-scoring setting's posterior is kept (draws of a large student times
     # every setting of a search would not fit in memory), and only when it is the row's.
     kept: dict[str, Any] = {"setting": None, "posterior": None, "score": math.inf}
@@ -258,7 +261,8 @@ def fit_trusted(
         try:
             posterior = fit(setting, scoring)
         except (UnstableStepSizes, SamplerDivergedError) as error:  # not a candidate
-            unsampled[setting] = error
+            unsampled[setting] = str(error)
+            first_failure[:] = first_failure or [error]
             return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
         draws = np.asarray(posterior.predict(x_validation), np.float64)
@@ -271,16 +275,16 @@ def fit_trusted(
     search = trust_search(score, config)
     best = search.best
     chosen_setting = (best["calibration"], best["pooling"], float(best["prior_power"]))
-    if chosen_setting in unsampled:  # every setting tried was
-        raise unsampled[chosen_setting]
+    if chosen_setting in unsampled:  # every setting tried was: the start first
+        raise first_failure[0]
     mode, model = fitted[chosen_setting]
     if kept["setting"] == chosen_setting:
         posterior = kept["posterior"]
     else:  # sampled again: a cheaper score, or a lower score the search did not take
         kept.clear()
-        posterior = fit(chosen_setting, sampling)  # the same keys: the draws it was scored by
+        posterior = fit(chosen_setting, sampling)  # the same keys and start
     chosen = TrustedFit(mode, model, posterior, trusts[chosen_setting[:2]], search)
-    chosen.unsampled = {_setting_text(*k): str(e) for k, e in unsampled.items()}
+    chosen.unsampled = {_setting_text(*k): reason for k, reason in unsampled.items()}
     return chosen
 
 
