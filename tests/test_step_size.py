@@ -43,6 +43,17 @@ DATA = jnp.zeros((N, 3))  # the posterior mode is 0
 MODE = {"mu": np.zeros(3, np.float32)}
 
 
+# a Gaussian mean (prior N(0, 1), 200 observations of N(mu, 1)) by minibatches of 20
+MEAN_NUM, MEAN_BATCH = 200, 20
+MEAN_DATA = np.random.default_rng(0).normal(size=(MEAN_NUM, 1)).astype(np.float32)
+
+
+def minibatch_mean(x, y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", x.shape[0], subsample_size=MEAN_BATCH) as i:
+        numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+
+
 def sgld_temperature(h, precisions=PRECISIONS):
     """The exact stationary configurational temperature of SGLD (tau = 1)."""
     return float(np.sum(precisions / (1 - h * precisions / 2)) / np.sum(precisions))
@@ -83,13 +94,7 @@ def test_the_minibatch_noise_does_not_bias_the_estimate():
     replacement), so ``T = p var``. Estimating ``|grad U|^2`` by one minibatch gradient squared
     would add ``V / p`` (here about 9 against T = 3.5); the product of two independent
     minibatches does not. Tolerance 30% (128 chains: the relative sd is about 7%)."""
-    num, batch = 200, 20
-    x = np.random.default_rng(0).normal(size=(num, 1)).astype(np.float32)
-
-    def model(x, y=None):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-        with numpyro.plate("data", x.shape[0], subsample_size=batch) as i:
-            numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+    num, batch, x, model = MEAN_NUM, MEAN_BATCH, MEAN_DATA, minibatch_mean
 
     precision, h = 1.0 + num, 0.002
     variance = num * (num - batch) * x[:, 0].var(ddof=1) / batch
@@ -112,13 +117,7 @@ def test_the_minibatch_noise_does_not_bias_the_estimate():
 def test_the_choice_reports_the_minibatch_noise_at_the_chosen_step():
     """``StepSizeChoice.noise_ratio`` is the largest stable pilot's ratio scaled to the chosen
     step (linear in the step), and the posterior's record carries it."""
-    num, batch = 200, 20
-    x = np.random.default_rng(0).normal(size=(num, 1)).astype(np.float32)
-
-    def model(x, y=None):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-        with numpyro.plate("data", x.shape[0], subsample_size=batch) as i:
-            numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+    num, batch, x, model = MEAN_NUM, MEAN_BATCH, MEAN_DATA, minibatch_mean
 
     start = {"mu": np.float32(x.mean() * num / (1.0 + num))}
     choice = choose_step_size(jax.random.key(3), model, x, num_chains=16, init_params=start)

@@ -336,6 +336,23 @@ def _toy_trust_problem():
     )
 
 
+def _stub_trust_fits(monkeypatch, fit_posterior, learned_trust=None, score_by_first_prob=True):
+    """Stub the learned-trust row's fits: a trust is its (calibration, pooling), a model that
+    plus beta, no MAP, the posterior ``fit_posterior``'s; with ``score_by_first_prob`` a
+    setting's validation NLL is its posterior's first predicted probability."""
+    from mtbkd_jax.experiments import trusted
+
+    def trust_of(key, data, config, teachers, calibration, pooling):
+        return calibration, pooling
+
+    monkeypatch.setattr(trusted, "learned_trust", learned_trust or trust_of)
+    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
+    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
+    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
+    if score_by_first_prob:
+        monkeypatch.setattr(trusted, "negative_log_likelihood", lambda p, y: float(p[0, 0]))
+
+
 def _toy_trust_config(**options):
     """A tuned run of the toy problem's learned-trust row: a 3-unit student, 50 MAP steps, one
     chain, a short trust fit and the two-point beta grid (0.1, 1) without extensions."""
@@ -523,11 +540,7 @@ def test_the_trust_search_revisits_pooling_and_calibration_at_the_beta_it_found(
         posteriors.append(model)
         return Fitted(model)
 
-    monkeypatch.setattr(trusted, "learned_trust", learned_trust)
-    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
-    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
-    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
-    monkeypatch.setattr(trusted, "negative_log_likelihood", lambda probs, y: float(probs[0, 0]))
+    _stub_trust_fits(monkeypatch, fit_posterior, learned_trust)
     problem = _toy_trust_problem()
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     options = {"trust_calibration_grid": ("teacher", "none")}
@@ -577,11 +590,7 @@ def test_the_trust_search_holds_one_posterior_and_resamples_a_winner_it_did_not_
         alive.add(posterior)
         return posterior
 
-    monkeypatch.setattr(trusted, "learned_trust", lambda k, d, c, t, cal, pool: (cal, pool))
-    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
-    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
-    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
-    monkeypatch.setattr(trusted, "negative_log_likelihood", lambda probs, y: float(probs[0, 0]))
+    _stub_trust_fits(monkeypatch, fit_posterior)
     problem = _toy_trust_problem()
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     config = _toy_trust_config(
@@ -645,10 +654,7 @@ def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(m
             raise SamplerDivergedError(f"{calibration} diverged", draws)
         return Fitted()
 
-    monkeypatch.setattr(trusted, "learned_trust", lambda k, d, c, t, cal, pool: (cal, pool))
-    monkeypatch.setattr(trusted, "trusted_model", lambda d, c, t, trust, b: (*trust, b))
-    monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
-    monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
+    _stub_trust_fits(monkeypatch, fit_posterior, score_by_first_prob=False)
     problem = _toy_trust_problem()
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     config = _toy_trust_config(trust_calibration_grid=("teacher", "none"))

@@ -41,10 +41,10 @@ at a mode, where its first step's preconditioner is ``1 / regularizer``).
 ``h tr Cov(g) / (2 tau d)`` over the pilot's second half (``Cov(g)`` of one minibatch gradient,
 from ``|g1 - g2|^2 / 2``): the minibatch noise a step adds against the ``2 h tau`` it injects,
 per coordinate (SGLD's scaling). Welling & Teh (2011) need it well below 1 for the injected
-noise to dominate. Where the gradient noise grows across the posterior, a chain at a larger
-ratio is biased towards where the noise is smaller (``docs/results.md``: on synthetic linear_5
-minibatch SGLD settles at smaller weights than NUTS). :attr:`StepSizeChoice.noise_ratio` gives
-it at the chosen step.
+noise to dominate. Where the gradient noise varies across the posterior, an uncorrected chain
+at a larger ratio can be biased towards where the noise is smaller (``docs/results.md``, on
+synthetic linear_5, says how much of SGLD's gap to NUTS that may explain).
+:attr:`StepSizeChoice.noise_ratio` gives it at the chosen step.
 
 **The margin.** At ``h_s / 2`` SGLD on a Gaussian has ``h max w_i^2 <= 0.9`` and
 ``T / tau <= 1.8``: the stiffest variance inflated at most 1.8-fold (10-fold at ``h_s``). Each
