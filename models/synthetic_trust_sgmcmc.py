@@ -14,9 +14,17 @@ near 1 only when the chains agree on the scale of every layer).
 
 ``--runs`` is a comma-separated list of ``nuts`` or ``SAMPLER:FACTOR:EPOCHS`` (``FACTOR`` times
 the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of 64, as in the
-experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), ``--batch-size`` the
-minibatch of every SG-MCMC run (1,400 = full batch), ``--draws-per-epoch`` the draws it keeps
-per epoch (at most its steps per epoch).
+experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), the latter ending in
+``@nuts`` to start its 4 chains at draws of the last NUTS run before it (the last and the middle
+draw of each NUTS chain: in the posterior's typical set, not at a MAP). A second
+table gives each weight array's norm (mean and standard deviation over the draws).
+
+``--batch-size`` is the minibatch of every SG-MCMC run (1,400 = full batch), ``--draws-per-epoch``
+the draws it keeps per epoch (at most its steps per epoch), ``--base-prior`` the student's prior
+on its weights: ``learned`` (the row's learned scale per weight array, the default),
+``learned:GROUPS`` (learned scales shared by ``GROUPS``, ``layer`` or ``network``:
+``hierarchical_normal_prior``'s ``groups``) or a number ``s`` for a fixed ``Normal(0, s^2)`` on
+every weight (the paper's base prior), everything else unchanged.
 
     .venv/bin/python models/synthetic_trust_sgmcmc.py --case linear_5 --prior-power 0.0333333 \\
         --runs nuts,sgld:1:240,sgld:1:4000,sgld:0.25:16000
@@ -34,15 +42,17 @@ import numpy as np
 import mtbkd_jax as mk
 from mtbkd_jax.diagnostics import exploration_report
 from mtbkd_jax.experiments import ExperimentConfig
-from mtbkd_jax.experiments.fit import fit_map
+from mtbkd_jax.experiments.fit import build_student, fit_map
 from mtbkd_jax.experiments.synthetic import synthetic_problem
-from mtbkd_jax.experiments.trusted import learned_trust, trusted_model
+from mtbkd_jax.experiments.trusted import learned_trust
 from mtbkd_jax.infer import choose_step_size
 from mtbkd_jax.metrics import (
     classification_metrics,
     interval_coverage,
     interval_coverage_by_probability,
 )
+from mtbkd_jax.priors import normal_prior
+from mtbkd_jax.scale_priors import hierarchical_normal_prior
 from mtbkd_jax.uncertainty import class_intervals
 
 
@@ -80,11 +90,38 @@ def describe(posterior, data, truth):
     }
     row["coverage_low"], row["coverage_high"] = (bins.get(low, np.nan) for low in (0.0, 0.9))
     row["width"] = float(np.mean(intervals[..., 1] - intervals[..., 0]))
-    squares = sum((np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1).sum(-1)
-                  for v in posterior.draws.values())  # fmt: skip
-    row["weight_norm"] = float(np.sqrt(squares).mean())
+    squares = {
+        name.removeprefix("student."): (np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1)
+        for name, v in posterior.draws.items()
+    }
+    squares = {name: sq.sum(-1) for name, sq in squares.items()}
+    row["weight_norm"] = float(np.sqrt(sum(squares.values())).mean())
     row["max_norm_rhat"] = exploration_report(posterior)["max_norm_rhat"]
+    row["array_norms"] = {
+        name: (float(np.sqrt(sq).mean()), float(np.sqrt(sq).std())) for name, sq in squares.items()
+    }
     return row
+
+
+def base_prior(spec):
+    """``--base-prior``: ``learned``, ``learned:GROUPS`` or a fixed scale."""
+    kind, _, groups = spec.partition(":")
+    if kind == "learned":
+        return hierarchical_normal_prior(groups=groups or "parameter")
+    return normal_prior(float(spec))
+
+
+def typical_starts(posterior):
+    """Four draws of a 2-chain posterior: each chain's last draw and its middle one."""
+    return [posterior.point(chain=c % 2, draw=(-1, posterior.num_draws // 2)[c // 2])
+            for c in range(4)]  # fmt: skip
+
+
+def pilot(key, model, data, start):
+    """``choose_step_size`` from ``start`` with the experiments' minibatches of 64."""
+    kwargs = {"prior_inputs": data.prior_inputs}
+    return choose_step_size(key, model, data.x_train, data.y_train, batch_size=64,
+                            init_params=start, model_kwargs=kwargs)  # fmt: skip
 
 
 def main(argv=None):
@@ -95,8 +132,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--draws-per-epoch", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--base-prior", default="learned", help="learned[:GROUPS] or a scale")
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
     args = parser.parse_args(argv)
+    specs = args.runs.split(",")
+    for i, spec in enumerate(specs):
+        if spec.endswith("@nuts") and "nuts" not in specs[:i]:
+            raise ValueError(f"--runs: {spec!r} starts at NUTS draws, but no nuts run precedes it")
     kind, num_classes = args.case.rsplit("_", 1)
     data, synthetic = synthetic_problem(
         kind, int(num_classes), num_examples=440 if args.smoke else 2200, seed=0
@@ -109,23 +151,29 @@ def main(argv=None):
     )
     keys = jax.random.split(jax.random.key(args.seed), 8)
     trust = learned_trust(keys[0], data, config, data.teachers_prior, "none", "mixture")
-    model = trusted_model(data, config, data.teachers_prior, trust, args.prior_power)
+    student = build_student(data, config).with_prior(base_prior(args.base_prior))
+    model = mk.MTBKDModel(student, data.teachers_prior, trust=trust, prior_power=args.prior_power,
+                          temperature=config.temperature)  # fmt: skip
     kwargs = {"prior_inputs": data.prior_inputs}
 
     starts = [fit_map(k, data, config, model).point() for k in keys[1:5]]
-    choice = choose_step_size(keys[5], model, data.x_train, data.y_train, batch_size=64,
-                              init_params=starts[0], model_kwargs=kwargs)  # fmt: skip
+    choice = pilot(keys[5], model, data, starts[0])
     eta = choice.step_size
     print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}, "
           f"minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
     print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p >= 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
-    rows = {}
-    for spec in args.runs.split(","):
+    rows, nuts = {}, None
+    for spec in specs:
         start = time.perf_counter()
-        posterior = run_one(spec, model, data, starts, keys[6:], eta, 0.01 if args.smoke else 1,
-                            args.batch_size, args.draws_per_epoch, kwargs)  # fmt: skip
+        sampler_spec, at_nuts, _ = spec.partition("@nuts")
+        posterior = run_one(sampler_spec, model, data, typical_starts(nuts) if at_nuts else starts,
+                            keys[6:], eta, 0.01 if args.smoke else 1, args.batch_size,
+                            args.draws_per_epoch, kwargs)  # fmt: skip
         rows[spec] = row = describe(posterior, data, synthetic.true_probs_test)
+        if spec == "nuts":
+            nuts = posterior
+            row["step_at_last_draw"] = pilot(keys[5], model, data, typical_starts(nuts)[0])
         print(
             f"| {spec} | {row['accuracy']:.3f} | {row['nll']:.3f} | {row['coverage_95']:.3f} "
             f"| {row['coverage_low']:.2f} | {row['coverage_high']:.2f} | {row['width']:.3f} "
@@ -133,6 +181,17 @@ def main(argv=None):
             f"| {time.perf_counter() - start:.0f} s |",
             flush=True,
         )
+    for spec, row in rows.items():
+        if "step_at_last_draw" in row:
+            there = row["step_at_last_draw"]
+            print(f"\nSGLD step chosen from {spec}'s last draw instead of the MAP: "
+                  f"{there.step_size:.3g} (noise ratio {there.noise_ratio:.3g})")  # fmt: skip
+    names = list(next(iter(rows.values()))["array_norms"])
+    print("\nNorm of each weight array (mean ± sd over the draws):\n| run | " + " | ".join(names)
+          + " |\n| --- |" + " ---: |" * len(names))  # fmt: skip
+    for spec, row in rows.items():
+        cells = " | ".join(f"{m:.1f} ± {sd:.1f}" for m, sd in row["array_norms"].values())
+        print(f"| {spec} | {cells} |")
     return rows
 
 
