@@ -90,15 +90,14 @@ def describe(posterior, data, truth):
     }
     row["coverage_low"], row["coverage_high"] = (bins.get(low, np.nan) for low in (0.0, 0.9))
     row["width"] = float(np.mean(intervals[..., 1] - intervals[..., 0]))
-    squares = {
-        name.removeprefix("student."): (np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1)
-        for name, v in posterior.draws.items()
-    }
-    squares = {name: sq.sum(-1) for name, sq in squares.items()}
-    row["weight_norm"] = float(np.sqrt(sum(squares.values())).mean())
-    row["max_norm_rhat"] = exploration_report(posterior)["max_norm_rhat"]
+    squares = sum((np.asarray(v, np.float64) ** 2).reshape(*v.shape[:2], -1).sum(-1)
+                  for v in posterior.draws.values())  # fmt: skip
+    row["weight_norm"] = float(np.sqrt(squares).mean())
+    report = exploration_report(posterior)
+    row["max_norm_rhat"] = report["max_norm_rhat"]
     row["array_norms"] = {
-        name: (float(np.sqrt(sq).mean()), float(np.sqrt(sq).std())) for name, sq in squares.items()
+        name.removeprefix("student."): (mean, report["norm_sd"][name])
+        for name, mean in report["norm_mean"].items()
     }
     return row
 

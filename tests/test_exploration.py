@@ -86,6 +86,25 @@ def test_norm_rhat_is_the_split_rhat_of_each_sites_norm_and_ignores_relabelled_m
     assert scaled["min_norm_ess_bulk"] == scaled["norm_ess_bulk"]["w"]
 
 
+def test_norm_mean_and_sd_are_those_of_each_sites_norm_over_all_draws():
+    """``norm_mean`` / ``norm_sd`` per site equal NumPy's mean and sd of ``||theta_site||``
+    over chains and draws, are unchanged by relabelling the coordinates, and tell two runs
+    at different scales apart though each run's chains agree (norm R-hat near 1 for both)."""
+    centre = np.array([3.0, -2.0, 1.0, 0.5])
+    draws = RNG.normal(size=(3, 600, 2, 2)) * 0.2 + centre.reshape(2, 2)
+    bias = RNG.normal(size=(3, 600))
+    report = exploration_report(posterior_of(w=draws, b=bias))
+    norms = np.sqrt((draws**2).sum(axis=(-2, -1)))
+    assert report["norm_mean"]["w"] == pytest.approx(norms.mean(), rel=1e-12)
+    assert report["norm_sd"]["w"] == pytest.approx(norms.std(), rel=1e-12)
+    assert report["norm_mean"]["b"] == pytest.approx(np.abs(bias).mean(), rel=1e-12)
+    flipped = exploration_report(posterior_of(w=-draws[..., ::-1, :]))
+    assert flipped["norm_mean"]["w"] == pytest.approx(report["norm_mean"]["w"], rel=1e-12)
+    shrunk = exploration_report(posterior_of(w=draws * 0.6))
+    assert abs(shrunk["norm_rhat"]["w"] - 1) < 0.02 and abs(report["norm_rhat"]["w"] - 1) < 0.02
+    assert shrunk["norm_mean"]["w"] == pytest.approx(0.6 * norms.mean(), rel=1e-12)
+
+
 def test_bulk_ess_matches_the_ar1_formula():
     """For AR(1) draws of coefficient rho the ESS of the mean is n (1 - rho) / (1 + rho);
     tolerance 20% (ArviZ's Geyer truncation is an estimate; iid draws: ESS = n)."""

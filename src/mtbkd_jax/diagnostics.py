@@ -114,6 +114,10 @@ def exploration_report(
           counts the relabelling as disagreement; chains that disagree on the scale of a
           layer, or are still drifting in it (a sampler started at a MAP, slow along a
           heavy-tailed direction), show here.
+        * ``norm_mean``, ``norm_sd``: site -> the mean and standard deviation of
+          ``||theta_site||`` over all draws. Chains that agree can still agree on the wrong
+          scale (a biased SG-MCMC step); these are what to compare between two runs, e.g. at
+          a step and a quarter of it, or against NUTS on a subsample (``docs/results.md``).
         * ``within_chain_sd``: ``sqrt(sum_i mean_c var_s(theta_csi))``, how far a chain's
           draws spread around its own mean (sample variance, ``ddof=1``).
         * ``between_chain_distance``: the mean over pairs of chains of
@@ -146,6 +150,8 @@ def exploration_report(
     rhat, ess, variance, squared, means = {}, {}, 0.0, 0.0, []
     norm_rhat: dict[str, float] = {}
     norm_ess: dict[str, float] = {}
+    norm_mean: dict[str, float] = {}
+    norm_sd: dict[str, float] = {}
     with warnings.catch_warnings():  # constant coordinates: NaN, not a warning per site
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, value in posterior.draws.items():
@@ -155,6 +161,7 @@ def exploration_report(
             norms = np.linalg.norm(theta, axis=-1, keepdims=True)  # (chains, draws, 1)
             norm_rhat[name] = _nan_reduce(np.nanmax, az.rhat(norms))
             norm_ess[name] = _nan_reduce(np.nanmin, az.ess(norms, method="bulk"))
+            norm_mean[name], norm_sd[name] = float(norms.mean()), float(norms.std())
             variance += float(theta.var(axis=1, ddof=1).mean(axis=0).sum())
             means.append(theta.mean(axis=1))
             if point is not None:
@@ -176,6 +183,8 @@ def exploration_report(
         "max_norm_rhat": _nan_reduce(np.nanmax, np.asarray(list(norm_rhat.values()))),
         "norm_ess_bulk": norm_ess,
         "min_norm_ess_bulk": _nan_reduce(np.nanmin, np.asarray(list(norm_ess.values()))),
+        "norm_mean": norm_mean,
+        "norm_sd": norm_sd,
         "within_chain_sd": within,
         "between_chain_distance": between,
         "spread_to_separation": None if between is None else _ratio(within, between),

@@ -42,8 +42,10 @@ at a mode, where its first step's preconditioner is ``1 / regularizer``).
 from ``|g1 - g2|^2 / 2``): the minibatch noise a step adds against the ``2 h tau`` it injects,
 per coordinate (SGLD's scaling). Welling & Teh (2011) need it well below 1 for the injected
 noise to dominate. Where the gradient noise varies across the posterior, an uncorrected chain
-at a larger ratio can be biased towards where the noise is smaller (``docs/results.md``, on
-synthetic linear_5, says how much of SGLD's gap to NUTS that may explain).
+at a larger ratio is biased towards where the noise is smaller, and a ratio measured at the MAP
+can understate the posterior's: on synthetic linear_5 (``docs/results.md``) it is 0.1 at the MAP
+and about 0.6 at a NUTS draw (scaled from a step nine times smaller), and minibatch SGLD started
+at NUTS's draws drifts back towards the MAP while full batches at the same step stay.
 :attr:`StepSizeChoice.noise_ratio` gives it at the chosen step.
 
 **The margin.** At ``h_s / 2`` SGLD on a Gaussian has ``h max w_i^2 <= 0.9`` and
