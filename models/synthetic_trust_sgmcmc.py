@@ -16,8 +16,9 @@ near 1 only when the chains agree on the scale of every layer).
 the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of 64, as in the
 experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), the latter ending in
 ``@nuts`` to start its 4 chains at draws of the last NUTS run before it (the last and the middle
-draw of each NUTS chain: in the posterior's typical set, not at a MAP). A second
-table gives each weight array's norm (mean and standard deviation over the draws).
+draw of each NUTS chain: in the posterior's typical set, not at a MAP). After a NUTS run the
+recipe also prints the step ``choose_step_size`` picks from its last draw, and a second table
+gives each weight array's norm (mean and standard deviation over the draws).
 
 ``--batch-size`` is the minibatch of every SG-MCMC run (1,400 = full batch), ``--draws-per-epoch``
 the draws it keeps per epoch (at most its steps per epoch), ``--base-prior`` the student's prior
