@@ -57,7 +57,7 @@ def test_sgld_through_mcmc_settles_at_the_discretised_variance():
     assert abs(sigma**2 - exact) / (exact * np.sqrt(2 / ess)) > 2 * Z  # power
 
 
-@pytest.mark.parametrize("sampler", ["sgld", "sgnht", "psgld"])
+@pytest.mark.parametrize("sampler", ["sgld", "sgnht", "psgld", "ncsgld"])
 def test_sgmcmc_through_mcmc_agrees_with_nuts(sampler):
     """Minibatch SG-MCMC on a normal model with unknown mean and scale (200 points, batch 20)
     against NUTS on the full-data model: posterior means and sds within Monte-Carlo error
@@ -70,7 +70,7 @@ def test_sgmcmc_through_mcmc_agrees_with_nuts(sampler):
     nuts = MCMC(NUTS(mean_model), num_warmup=500, num_samples=2000, progress_bar=False)
     nuts.run(jax.random.key(1), x, subsample_size=None)
     reference = nuts.get_samples()
-    step = {"sgld": 2e-4, "sghmc": 5e-3, "sgnht": 5e-3, "psgld": 2e-3}[sampler]
+    step = {"sgld": 2e-4, "sghmc": 5e-3, "sgnht": 5e-3, "psgld": 2e-3, "ncsgld": 2e-4}[sampler]
     mcmc = MCMC(
         SGMCMC(mean_model, sampler, step_size=step, friction=1.0),
         num_warmup=2000,

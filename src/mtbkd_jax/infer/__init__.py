@@ -5,7 +5,8 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
   :func:`run_paper_sgld`.
 * Kernels (BlackJAX's shape: ``init(position) -> State``, ``step(rng_key, state, minibatch,
   step_size) -> (State, Info)``): :func:`sgld`, :func:`sghmc`, :func:`cyclical_sgld`,
-  :func:`sgnht`, :func:`psgld`; their modules hold ``init``, ``build_kernel`` and the types.
+  :func:`sgnht`, :func:`psgld`, :func:`ncsgld`; their modules hold ``init``, ``build_kernel``
+  and the types.
 * :func:`gradient_estimator`: the minibatch gradient of any NumPyro model with subsampled
   plates.
 * :class:`SGMCMC`: a kernel for ``numpyro.infer.MCMC``.
@@ -24,6 +25,7 @@ from mtbkd_jax.infer._driver import SamplerDivergedError
 from mtbkd_jax.infer.checkpoint import CheckpointError
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
 from mtbkd_jax.infer.gradients import GradientEstimator, gradient_estimator
+from mtbkd_jax.infer.ncsgld import ncsgld
 from mtbkd_jax.infer.numpyro_kernel import SGMCMC
 from mtbkd_jax.infer.nuts import run_nuts
 from mtbkd_jax.infer.paper import run_paper_sgld
@@ -55,6 +57,7 @@ __all__ = [
     "choose_step_size",
     "cyclical_sgld",
     "gradient_estimator",
+    "ncsgld",
     "psgld",
     "run_map",
     "run_nuts",

@@ -84,7 +84,21 @@ def checked_arguments(arguments: dict) -> dict:
             f"{type(optimizer).__name__}"
         )
     out["sampler_options"] = check_sampler_options(sampler, out["sampler_options"])
+    if sampler == "ncsgld":
+        _check_half_batches(out)
     return out
+
+
+def _check_half_batches(arguments: dict) -> None:
+    """NC-SGLD splits each minibatch in two (``GradientEstimator.half_batches``)."""
+    for flag in ("stream", "shard_data", "partial_last_batch"):
+        if arguments.get(flag):
+            raise ValueError(
+                "sampler 'ncsgld' splits every minibatch into two halves, which needs the "
+                f"in-memory data path and whole batches: not with {flag}=True"
+            )
+    if arguments["temperature"] == 0:
+        raise ValueError("sampler 'ncsgld' needs temperature > 0 (it corrects injected noise)")
 
 
 def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:

@@ -9,6 +9,7 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
+from mtbkd_jax.infer.ncsgld import ncsgld
 from mtbkd_jax.infer.psgld import psgld
 from mtbkd_jax.infer.sghmc import sghmc
 from mtbkd_jax.infer.sgld import sgld
@@ -19,10 +20,10 @@ if TYPE_CHECKING:  # BlackJAX is imported where a kernel is built: its import st
 
 __all__ = ["SAMPLERS", "build_sampler", "check_sampler_options", "pilot_sampler"]
 
-SAMPLERS = ("sgld", "sghmc", "cyclical_sgld", "sgnht", "psgld")
+SAMPLERS = ("sgld", "sghmc", "cyclical_sgld", "sgnht", "psgld", "ncsgld")
 
 # options beyond temperature/friction/cycles, per sampler (passed as ``sampler_options``)
-_OPTIONS: dict[str, Callable] = {"psgld": psgld}
+_OPTIONS: dict[str, Callable] = {"psgld": psgld, "ncsgld": ncsgld}
 
 
 def check_sampler_options(sampler: str, options: dict | None) -> dict:
@@ -38,6 +39,7 @@ def check_sampler_options(sampler: str, options: dict | None) -> dict:
     accepted = set(inspect.signature(_OPTIONS[sampler]).parameters) - {
         "grad_estimator",
         "temperature",
+        "split",
     }
     unknown = sorted(set(options) - accepted)
     if unknown:
@@ -69,6 +71,14 @@ def build_sampler(
         return sgnht(grad_estimator, friction, temperature)
     if sampler == "psgld":
         return psgld(grad_estimator, temperature=temperature, **options)
+    if sampler == "ncsgld":
+        split = getattr(grad_estimator, "half_batches", None)
+        if split is None:
+            raise ValueError(
+                "sampler 'ncsgld' needs a gradient estimator that splits its minibatch in two "
+                "(half_batches): the in-memory data path; streamed and data-sharded runs have none"
+            )
+        return ncsgld(grad_estimator, split, temperature=temperature, **options)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 

@@ -140,6 +140,27 @@ class GradientEstimator:
             for p, k in zip(self.plates, keys, strict=True)
         }
 
+    def half_batches(self, minibatch: dict) -> tuple[dict, dict]:
+        """The two halves of ``minibatch``, each an unbiased minibatch of its own: a
+        subsampled plate's first half of indices repeated twice, and its second half (the
+        plate's ``N / |B|`` scaling then weighs each half's examples ``N / (|B| / 2)``); a
+        plate taken whole stays whole in both. Their gradients' mean is the minibatch's."""
+        first, second = {}, {}
+        for plate in self.plates:
+            index = jnp.asarray(minibatch[plate.name])
+            if plate.batch_size == plate.size:
+                first[plate.name] = second[plate.name] = index
+                continue
+            if plate.batch_size % 2:
+                raise ValueError(
+                    f"half_batches needs an even batch size on plate {plate.name!r}, "
+                    f"got {plate.batch_size}"
+                )
+            half = plate.batch_size // 2
+            first[plate.name] = jnp.concatenate([index[:half], index[:half]])
+            second[plate.name] = jnp.concatenate([index[half:], index[half:]])
+        return first, second
+
     # ------------------------------------------------------------------------- positions
     def initial_position(self, rng_key: jax.Array, init_strategy: Callable | None = None) -> dict:
         """A starting point on the unconstrained space (default ``init_to_uniform(0.5)``)."""

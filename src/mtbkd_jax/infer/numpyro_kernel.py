@@ -75,7 +75,7 @@ class SGMCMC(MCMCKernel):
             plate's indices; or a model with its own subsampling plan
             (:class:`~mtbkd_jax.MTBKDModel`, which then needs ``batch_size``).
         sampler: one of ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"``,
-            ``"psgld"``.
+            ``"psgld"``, ``"ncsgld"``.
         step_size: a float, or a schedule ``step -> step size``
             (:mod:`mtbkd_jax.infer.schedules`); the step counts warm-up steps too.
         batch_size, prior_batch_size: minibatch sizes for a model with its own plan.
@@ -85,7 +85,7 @@ class SGMCMC(MCMCKernel):
             exploration stages are kept too (``MCMC`` keeps every state): thin them yourself,
             or use ``run_sgmcmc``, which drops them.
         sampler_options: further kernel settings (pSGLD's ``decay``, ``regularizer``,
-            ``correction``).
+            ``correction``; NC-SGLD's ``rank``, ``margin``).
     """
 
     sample_field = "z"

@@ -111,10 +111,13 @@ def run_sgmcmc(
             its minibatches, ``numpyro.plate(name, N, subsample_size=B)``, and indexes its data
             with the plate's indices (any plate name; several plates are fine, the first one
             entered sets the epoch). A model that declares no subsampled plate is refused.
-        sampler: ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"`` or ``"psgld"``
-            (the kernels :mod:`~mtbkd_jax.infer.sgld`, :mod:`~mtbkd_jax.infer.sghmc`,
-            :mod:`~mtbkd_jax.infer.cyclical_sgld`, :mod:`~mtbkd_jax.infer.sgnht`,
-            :mod:`~mtbkd_jax.infer.psgld`).
+        sampler: ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"``, ``"psgld"`` or
+            ``"ncsgld"`` (the kernels :mod:`~mtbkd_jax.infer.sgld`,
+            :mod:`~mtbkd_jax.infer.sghmc`, :mod:`~mtbkd_jax.infer.cyclical_sgld`,
+            :mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`,
+            :mod:`~mtbkd_jax.infer.ncsgld`: SGLD corrected for the minibatch noise, two
+            half-batch gradients per step; it needs an even batch size and the in-memory data
+            path, not ``stream=True`` or ``shard_data=True``).
         batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64). A
             model of your own sets its plates' ``subsample_size`` itself (``batch_size``, if
             given, must equal its first plate's).
@@ -139,7 +142,8 @@ def run_sgmcmc(
         friction: SGHMC's friction ``alpha``; SGNHT's injected noise ``A`` (its thermostat
             starts there).
         sampler_options: further settings of a kernel, e.g. pSGLD's
-            ``{"decay": 0.99, "regularizer": 1e-5, "correction": False}``.
+            ``{"decay": 0.99, "regularizer": 1e-5, "correction": False}``; NC-SGLD's
+            ``{"rank": 32, "margin": 1.0}``.
         num_cycles, exploration_fraction: cyclical SGLD: cycles over the run, and the fraction
             of each cycle run without noise and without keeping draws.
         warm_start_epochs: epochs of minibatch optimisation of the same potential first.
