@@ -144,7 +144,12 @@ class GradientEstimator:
         """The two halves of ``minibatch``, each an unbiased minibatch of its own: a
         subsampled plate's first half of indices repeated twice, and its second half (the
         plate's ``N / |B|`` scaling then weighs each half's examples ``N / (|B| / 2)``); a
-        plate taken whole stays whole in both. Their gradients' mean is the minibatch's."""
+        plate taken whole stays whole in both. For a model whose every site lies in at most one
+        subsampled plate (the canonical model's ``data`` and ``transfer`` plates are separate)
+        their gradients' mean is the minibatch's; a site inside two subsampled plates (nested
+        or crossed) gets two unbiased halves whose mean misses the plates' cross terms. The
+        indices must come in random order (as ``sample_minibatch`` and epoch permutations
+        give them)."""
         first, second = {}, {}
         for plate in self.plates:
             index = jnp.asarray(minibatch[plate.name])

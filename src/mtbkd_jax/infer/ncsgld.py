@@ -15,7 +15,8 @@ preconditions by an online estimate of the gradient noise's covariance:
   moves with their mean ``g`` (the minibatch's own gradient). ``d = (g_a - g_b) / 2`` has
   ``E[d d^T] = V`` (with replacement; drawing without replacement it is ``N / (N - |B|)`` times
   ``V``, a few per cent more for ``|B| << N``, which errs towards a cooler chain). The last ``K``
-  of them (``rank``) form a sketch ``D`` and ``V_hat = D^T D / K``, handled through its ``K x K``
+  of them (``rank``) form a sketch ``D`` and ``V_hat = D^T D / K`` (``/ m`` while only ``m < K``
+  rows are filled), handled through its ``K x K``
   Gram matrix: eigenvalues ``s_k``, orthonormal directions ``q_k`` in parameter space. Only
   *earlier* steps' ``d`` enter ``V_hat``, so the estimate is independent of the current noise.
 * **The step.** ``P = (I + c eta V_hat / (2 tau))^-1`` (``c``: ``margin``, >= 1), i.e. ``p_k =
@@ -25,6 +26,13 @@ preconditions by an online estimate of the gradient noise's covariance:
   noise is ``2 eta tau P``, as a preconditioned Langevin step wants. Outside the sketch's span
   the step is plain SGLD's. With no gradient noise (``g_a = g_b``) it *is* SGLD, random numbers
   included.
+
+*What the sketch misses.* Where ``V`` has rank well above ``K`` (diffuse noise in a large
+network), ``V_hat``'s eigenvalues are those of a ``K``-sample covariance and overstate ``V``
+along their directions: the chain is then cooler there and uncorrected elsewhere. The halves
+must be random (``sample_minibatch`` and the epochs' permutations are), and a site inside two
+subsampled plates at once gets halves that miss the plates' cross terms (see
+:meth:`~mtbkd_jax.infer.GradientEstimator.half_batches`).
 
 *What it does not correct.* ``P`` depends on where the chain is, and the drift omits the
 ``Gamma = div P`` term a position-dependent preconditioner needs (as pSGLD and SGFS omit it:
@@ -106,7 +114,8 @@ def noise_directions(sketch: PyTree, count: jax.Array) -> tuple[jax.Array, Calla
     gram = sum(r @ r.T for r in rows) / filled
     s, u = jnp.linalg.eigh(gram)
     s = jnp.maximum(s, 0.0)
-    kept = s > jnp.maximum(1e-6 * jnp.max(s), jnp.finfo(s.dtype).tiny)
+    # float32 eigh leaves directions of s < ~1e-4 max(s) far from orthonormal; they matter little
+    kept = s > jnp.maximum(1e-4 * jnp.max(s), jnp.finfo(s.dtype).tiny)
     scale = jnp.where(kept, jax.lax.rsqrt(jnp.where(kept, filled * s, 1.0)), 0.0)
     s = jnp.where(kept, s, 0.0)
 
