@@ -39,8 +39,9 @@ subsampled plates at once gets halves that miss the plates' cross terms (see
 ``P`` is built from the chain's recent history, whose derivative is not the current step's).
 In one dimension the chain's stationary density is then ``pi / p``: it over-weights where the
 noise is large, the opposite of plain SGLD's bias, and smaller for moderate noise. Measured on
-the synthetic learned-trust cases (``docs/results.md``, "Noise-corrected SGLD"): closer to
-NUTS's predictive than SGLD, output weights somewhat larger than NUTS's. Each step costs two
+the synthetic learned-trust cases (``docs/results.md``, "Noise-corrected SGLD"): started at
+NUTS's draws it keeps NUTS's weight scale and interval width where SGLD drifts away (a
+standalone version with other random numbers overshot NUTS's output weights). Each step costs two
 gradient evaluations of a half-batch duplicated to a full one (twice SGLD's) and a ``K x K``
 eigendecomposition.
 
@@ -88,8 +89,8 @@ class NCSGLDState(NamedTuple):
 
 class NCSGLDInfo(NamedTuple):
     """The step size, and the largest minibatch-noise variance along the sketch's directions
-    over the Langevin variance, ``eta max(s_k) / (2 tau)`` (above 1: plain SGLD would run
-    hot there)."""
+    over the Langevin variance, ``eta max(s_k) / (2 tau)`` (above 1: the minibatch noise there
+    exceeds all the noise SGLD would inject)."""
 
     step_size: jax.Array
     noise_ratio: jax.Array

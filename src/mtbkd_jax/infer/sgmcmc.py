@@ -117,7 +117,7 @@ def run_sgmcmc(
             :mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`,
             :mod:`~mtbkd_jax.infer.ncsgld`: SGLD corrected for the minibatch noise, two
             half-batch gradients per step; it needs an even batch size and the in-memory data
-            path, not ``stream=True`` or ``shard_data=True``).
+            path, not ``stream``, ``shard_data`` or ``partial_last_batch``).
         batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64). A
             model of your own sets its plates' ``subsample_size`` itself (``batch_size``, if
             given, must equal its first plate's).
