@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
+import mtbkd_jax as mk
 from mtbkd_jax.cli import main
 from mtbkd_jax.experiments import markdown_table
 
@@ -371,3 +373,87 @@ def test_the_cli_reports_failed_methods_in_one_line_and_bugs_with_their_tracebac
     error = capsys.readouterr().err
     assert error.startswith("mtbkd: error: 1 method(s) failed (the other methods' results are in")
     assert "MT-BKD (learned trust): ValueError: bad input" in error
+
+
+@pytest.mark.parametrize("bayes", ["psgld", "ncsgld"])
+def test_an_experiment_samples_its_posterior_by_the_minibatch_sampler_it_names(bayes):
+    """``bayes`` names any of the minibatch samplers the experiments offer: the row's
+    posterior is run_sgmcmc's with that sampler and the ``sgld_`` settings (the same draws),
+    and not SGLD's."""
+    import jax
+
+    from mtbkd_jax.datasets import DistillationData
+    from mtbkd_jax.experiments import ExperimentConfig
+    from mtbkd_jax.experiments.fit import build_model, fit_map, fit_posterior
+    from mtbkd_jax.infer import run_sgmcmc
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1), np.stack([x[:, 1], -x[:, 1]], -1)])
+    data = DistillationData(
+        name="toy",
+        x_train=x[:40],
+        y_train=y[:40],
+        x_test=x[40:],
+        y_test=y[40:],
+        teachers_prior=mk.TeacherBank.from_logits(logits[:, :40] * 3, names=("a", "b")),
+        teachers_test=mk.TeacherBank.from_logits(logits[:, 40:] * 3, names=("a", "b")),
+    )
+    config = ExperimentConfig(
+        hidden=(4,),
+        map_steps=50,
+        bayes=bayes,
+        sgld_batch_size=10,
+        sgld_epochs=3,
+        sgld_draws_per_epoch=2,
+        sgld_step_size=1e-3,
+        num_chains=1,
+    )
+    model = build_model(data, config, data.teachers_prior)
+    mode = fit_map(jax.random.key(0), data, config, model)
+    posterior = fit_posterior(jax.random.key(1), data, config, model, mode)
+    start = {k: v[0, 0] for k, v in mode.draws.items()}
+    common = dict(
+        batch_size=10,
+        num_epochs=3,
+        step_size=1e-3,
+        draws_per_epoch=2,
+        num_chains=1,
+        init_params=start,
+        model_kwargs={"prior_inputs": data.prior_inputs},
+    )
+    direct = run_sgmcmc(jax.random.key(1), model, x[:40], y[:40], sampler=bayes, **common)
+    sgld = run_sgmcmc(jax.random.key(1), model, x[:40], y[:40], sampler="sgld", **common)
+    for site, draws in posterior.draws.items():
+        assert draws.shape == (1, 6, *start[site].shape)
+        np.testing.assert_array_equal(np.asarray(draws), np.asarray(direct.draws[site]))
+    assert any(
+        not np.allclose(np.asarray(posterior.draws[s]), np.asarray(sgld.draws[s]))
+        for s in sgld.draws
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bayes": "hmc"}, r"bayes must be one of \('nuts', 'sgld', 'psgld', 'ncsgld'\)"),
+        ({"bayes": "ncsgld", "sgld_batch_size": 63}, "sgld_batch_size must be even"),
+    ],
+)
+def test_a_bayes_the_experiments_cannot_run_is_refused_up_front(options, message):
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig(**options)
+
+
+def test_ncsgld_with_a_mesh_is_refused_up_front():
+    import jax
+    from jax.sharding import Mesh
+
+    from mtbkd_jax.experiments import ExperimentConfig
+
+    mesh = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("chains", "data"))
+    with pytest.raises(ValueError, match="bayes='ncsgld' needs the one-process data path"):
+        ExperimentConfig(bayes="ncsgld", mesh=mesh)

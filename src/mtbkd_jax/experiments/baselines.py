@@ -320,5 +320,5 @@ def _check_mesh(data: DistillationData, config: ExperimentConfig) -> None:
     sizes = {"the labelled inputs": len(data.y_train)}
     if data.prior_inputs is not None:
         sizes["the prior inputs"] = len(data.prior_inputs)
-    batches = {"sgld_batch_size": config.sgld_batch_size} if config.bayes == "sgld" else {}
+    batches = {"sgld_batch_size": config.sgld_batch_size} if config.bayes != "nuts" else {}
     check_mesh(config.mesh, num_chains=config.num_chains, batch_sizes=batches, data_sizes=sizes)

@@ -16,7 +16,7 @@ from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS, TRUST_POOLINGS
 if TYPE_CHECKING:
     from jax.sharding import Mesh
 
-__all__ = ["ExperimentConfig", "SMOKE_TUNING", "KEY_SCHEDULES", "CHAIN_STARTS"]
+__all__ = ["ExperimentConfig", "SMOKE_TUNING", "KEY_SCHEDULES", "CHAIN_STARTS", "BAYES_SGMCMC"]
 
 # a two-point search for smoke runs and tests: exercises the tuning path in seconds
 SMOKE_TUNING: dict[str, Any] = {
@@ -32,6 +32,9 @@ SMOKE_TUNING: dict[str, Any] = {
 KEY_SCHEDULES = ("per-method", "maps-first")
 # where the chains of a posterior start (see ExperimentConfig)
 CHAIN_STARTS = ("map", "maps")
+# the minibatch samplers a run's posterior may take instead of NUTS (``bayes``); those of
+# run_sgmcmc whose step size "auto" chooses and that take no sampler_options here
+BAYES_SGMCMC = ("sgld", "psgld", "ncsgld")
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,12 @@ class ExperimentConfig:
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`).
 
-    SGLD (``bayes="sgld"``) runs ``sgld_burnin_epochs`` epochs whose draws are dropped, then
-    ``sgld_epochs`` epochs that keep ``sgld_draws_per_epoch`` draws each.
+    ``bayes`` is ``"nuts"`` or one of :data:`BAYES_SGMCMC`, a minibatch sampler of
+    :func:`mtbkd_jax.infer.run_sgmcmc`: ``"sgld"`` (the paper's), ``"psgld"`` (RMSprop
+    preconditioned) or ``"ncsgld"`` (corrected for the minibatch gradient's noise; an even
+    ``sgld_batch_size`` and no ``mesh``). Each runs ``sgld_burnin_epochs`` epochs whose draws
+    are dropped, then ``sgld_epochs`` epochs that keep ``sgld_draws_per_epoch`` draws each,
+    in minibatches of ``sgld_batch_size`` (the ``sgld_`` settings are every such sampler's).
 
     Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
     posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
@@ -114,7 +121,7 @@ class ExperimentConfig:
     temperature: float = 1.0
     map_steps: int = 2000
     learning_rate: float = 1e-2
-    bayes: str = "nuts"  # or "sgld"
+    bayes: str = "nuts"  # or one of BAYES_SGMCMC
     num_warmup: int = 300
     num_draws: int = 300
     num_chains: int = 2
@@ -133,7 +140,7 @@ class ExperimentConfig:
 
         for name, allowed in (
             ("methods", tuple(METHOD_PLANS)),
-            ("bayes", ("nuts", "sgld")),
+            ("bayes", ("nuts", *BAYES_SGMCMC)),
             ("key_schedule", KEY_SCHEDULES),
             ("chain_starts", CHAIN_STARTS),
             ("trust_calibration", TRUST_CALIBRATIONS),
@@ -153,6 +160,16 @@ class ExperimentConfig:
         ):
             raise ValueError(
                 f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
+            )
+        if self.bayes == "ncsgld" and self.mesh is not None:
+            raise ValueError(
+                "bayes='ncsgld' needs the one-process data path; with a mesh choose another "
+                f"of {BAYES_SGMCMC} (ncsgld cannot shard its half batches over 'data')"
+            )
+        if self.bayes == "ncsgld" and self.sgld_batch_size % 2:
+            raise ValueError(
+                "sgld_batch_size must be even with bayes='ncsgld' (it halves each minibatch), "
+                f"got {self.sgld_batch_size!r}"
             )
         if self.mesh is not None:  # its type and axes, before any compute
             from mtbkd_jax.infer.mesh import check_mesh

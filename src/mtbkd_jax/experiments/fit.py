@@ -206,7 +206,7 @@ def fit_posterior(
         model,
         data.x_train,
         data.y_train,
-        sampler="sgld",
+        sampler=config.bayes,
         batch_size=config.sgld_batch_size,
         num_epochs=config.sgld_epochs,
         num_burnin_epochs=config.sgld_burnin_epochs,

@@ -27,8 +27,9 @@ predictive.
   scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and
   draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same
   key and start. The MAP row is the winner's MAP.
-* SGLD (``config.bayes == "sgld"``): the step size is ``config.trust_sgld_step_size``, by
-  default ``"auto"`` (pilot runs from the MAP, :func:`mtbkd_jax.infer.choose_step_size`).
+* SG-MCMC (``config.bayes`` not ``"nuts"``: SGLD, pSGLD or NC-SGLD): the step size is
+  ``config.trust_sgld_step_size``, by default ``"auto"`` (pilot runs from the MAP,
+  :func:`mtbkd_jax.infer.choose_step_size`).
 """
 
 from __future__ import annotations
