@@ -12,13 +12,21 @@ weights' norm, and the largest split R-hat of a weight array's norm (``explorati
 ``max_norm_rhat``: the hidden units' permutations and sign flips leave it unchanged, so it is
 near 1 only when the chains agree on the scale of every layer).
 
-``--runs`` is a comma-separated list of ``nuts`` or ``SAMPLER:FACTOR:EPOCHS`` (``FACTOR`` times
-the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of 64, as in the
-experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), the latter ending in
-``@nuts`` to start its 4 chains at draws of the last NUTS run before it (the last and the middle
-draw of each NUTS chain: in the posterior's typical set, not at a MAP). After a NUTS run the
+``--runs`` is a comma-separated list of ``nuts``, ``svi`` (a mean-field Gaussian guide,
+``run_svi(guide="normal")``, 5,000 full-batch Adam steps, 500 draws) or ``SAMPLER:FACTOR:EPOCHS``
+(``FACTOR`` times the SGLD step chosen by ``choose_step_size`` from the MAP with minibatches of
+64, as in the experiments; ``0``: the sampler's own ``"auto"`` at the run's batch size), the
+latter ending in ``@nuts`` to start its 4 chains at draws of the last NUTS run before it (the
+last and the middle draw of each NUTS chain: in the posterior's typical set, not at a MAP) or in
+``@svi`` to start them at 4 independent draws of the last SVI run before it (what a user without
+NUTS can afford). After a NUTS run the
 recipe also prints the step ``choose_step_size`` picks from its last draw, and a second table
 gives each weight array's norm (mean and standard deviation over the draws).
+
+``--noncentred`` runs every SG-MCMC run on the model with its learned scales non-centred
+(``mtbkd_jax.noncentred``: each weight array as ``sigma^2`` and ``z`` with ``w = sigma z``, the
+same posterior of the weights), its chains started at the same points in those coordinates
+(``noncentred_point``); the figures are of the weights ``w``. NUTS and SVI stay centred.
 
 ``--batch-size`` is the minibatch of every SG-MCMC run (1,400 = full batch), ``--draws-per-epoch``
 the draws it keeps per epoch (at most its steps per epoch), ``--base-prior`` the student's prior
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -52,15 +61,30 @@ from mtbkd_jax.metrics import (
     interval_coverage,
     interval_coverage_by_probability,
 )
+from mtbkd_jax.noncentred import centred_weights, noncentred, noncentred_point
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
 from mtbkd_jax.uncertainty import class_intervals
 
 
 def run_one(
-    spec, model, data, starts, keys, eta, epochs_scale, batch_size, draws_per_epoch, kwargs
+    spec,
+    model,
+    data,
+    starts,
+    keys,
+    eta,
+    epochs_scale,
+    batch_size,
+    draws_per_epoch,
+    kwargs,
+    centred=True,
 ):
-    """The posterior of one ``--runs`` entry."""
+    """The posterior of one ``--runs`` entry (SG-MCMC non-centred unless ``centred``)."""
+    if spec == "svi":
+        return mk.run_svi(keys[2], model, data.x_train, data.y_train, guide="normal",
+                          num_steps=50 if epochs_scale < 1 else 5000, num_draws=500,
+                          progress_bar=False, model_kwargs=kwargs)  # fmt: skip
     if spec == "nuts":
         warmup, draws = (10, 10) if epochs_scale < 1 else (400, 500)
         return mk.run_nuts(keys[0], model, data.x_train, data.y_train, num_warmup=warmup,
@@ -68,7 +92,10 @@ def run_one(
                            progress_bar=False, model_kwargs=kwargs)  # fmt: skip
     sampler, factor, epochs = spec.split(":")
     epochs = max(2, int(int(epochs) * epochs_scale))
-    return mk.run_sgmcmc(
+    if not centred:
+        starts = [noncentred_point(model, s, data.x_train, data.y_train, **kwargs) for s in starts]
+        model = noncentred(model)
+    posterior = mk.run_sgmcmc(
         keys[1], model, data.x_train, data.y_train, sampler=sampler, batch_size=batch_size,
         num_epochs=epochs - epochs // 4, num_burnin_epochs=epochs // 4,
         step_size="auto" if float(factor) == 0 else eta * float(factor),
@@ -76,6 +103,8 @@ def run_one(
         num_chains=len(starts),
         init_params=starts, progress_bar=False, model_kwargs=kwargs,
     )  # fmt: skip
+    return posterior if centred else replace(posterior, draws=centred_weights(posterior.draws),
+                                             logits_fn=model.model.logits)  # fmt: skip
 
 
 def describe(posterior, data, truth):
@@ -112,7 +141,10 @@ def base_prior(spec):
 
 
 def typical_starts(posterior):
-    """Four draws of a 2-chain posterior: each chain's last draw and its middle one."""
+    """Four draws: of a 2-chain posterior (NUTS) each chain's last draw and its middle one; of
+    a 1-chain one (SVI's independent draws) its first four."""
+    if posterior.num_chains == 1:
+        return [posterior.point(draw=d) for d in range(4)]
     return [posterior.point(chain=c % 2, draw=(-1, posterior.num_draws // 2)[c // 2])
             for c in range(4)]  # fmt: skip
 
@@ -133,12 +165,17 @@ def main(argv=None):
     parser.add_argument("--draws-per-epoch", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--base-prior", default="learned", help="learned[:GROUPS] or a scale")
+    parser.add_argument("--noncentred", action="store_true", help="SG-MCMC non-centred")
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
     args = parser.parse_args(argv)
     specs = args.runs.split(",")
     for i, spec in enumerate(specs):
-        if spec.endswith("@nuts") and "nuts" not in specs[:i]:
-            raise ValueError(f"--runs: {spec!r} starts at NUTS draws, but no nuts run precedes it")
+        origin = spec.partition("@")[2]
+        if origin not in ("", "nuts", "svi"):
+            raise ValueError(f"--runs: {spec!r} must start '@nuts', '@svi' or at the MAPs")
+        if origin and origin not in specs[:i]:
+            raise ValueError(f"--runs: {spec!r} starts at {origin} draws, but no {origin} "
+                             "run precedes it")  # fmt: skip
     kind, num_classes = args.case.rsplit("_", 1)
     data, synthetic = synthetic_problem(
         kind, int(num_classes), num_examples=440 if args.smoke else 2200, seed=0
@@ -163,17 +200,19 @@ def main(argv=None):
           f"minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
     print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p >= 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
-    rows, nuts = {}, None
+    rows, reference = {}, {}
     for spec in specs:
         start = time.perf_counter()
-        sampler_spec, at_nuts, _ = spec.partition("@nuts")
-        posterior = run_one(sampler_spec, model, data, typical_starts(nuts) if at_nuts else starts,
+        sampler_spec, _, origin = spec.partition("@")
+        posterior = run_one(sampler_spec, model, data,
+                            typical_starts(reference[origin]) if origin else starts,
                             keys[6:], eta, 0.01 if args.smoke else 1, args.batch_size,
-                            args.draws_per_epoch, kwargs)  # fmt: skip
+                            args.draws_per_epoch, kwargs, not args.noncentred)  # fmt: skip
         rows[spec] = row = describe(posterior, data, synthetic.true_probs_test)
+        if spec in ("nuts", "svi"):
+            reference[spec] = posterior
         if spec == "nuts":
-            nuts = posterior
-            row["step_at_last_draw"] = pilot(keys[5], model, data, typical_starts(nuts)[0])
+            row["step_at_last_draw"] = pilot(keys[5], model, data, typical_starts(posterior)[0])
         print(
             f"| {spec} | {row['accuracy']:.3f} | {row['nll']:.3f} | {row['coverage_95']:.3f} "
             f"| {row['coverage_low']:.2f} | {row['coverage_high']:.2f} | {row['width']:.3f} "

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 RECIPES = sorted((Path(__file__).parents[1] / "models").glob("*.py"))
@@ -39,10 +40,29 @@ def test_trust_sgmcmc_recipe_options():
 
     class Draws:
         num_draws = 7
+        num_chains = 2
 
-        def point(self, chain, draw):
+        def point(self, chain=0, draw=0):
             return (chain, draw)
 
     assert module.typical_starts(Draws()) == [(0, -1), (1, -1), (0, 3), (1, 3)]
+    Draws.num_chains = 1  # SVI's independent draws: the first four
+    assert module.typical_starts(Draws()) == [(0, 0), (0, 1), (0, 2), (0, 3)]
     with pytest.raises(ValueError, match="no nuts run precedes it"):
         module.main(["--smoke", "--runs", "sgld:1:240@nuts"])
+    with pytest.raises(ValueError, match="no svi run precedes it"):
+        module.main(["--smoke", "--runs", "nuts,sgld:1:240@svi"])
+    with pytest.raises(ValueError, match="must start '@nuts', '@svi' or at the MAPs"):
+        module.main(["--smoke", "--runs", "nuts,sgld:1:240@map"])
+
+
+@pytest.mark.slow
+def test_trust_sgmcmc_recipe_runs_sgmcmc_non_centred(capsys):
+    """``--noncentred``: the SG-MCMC runs sample the non-centred model from the MAPs moved into
+    its coordinates, and report the weights (the same arrays as NUTS's rows)."""
+    module = _recipe("synthetic_trust_sgmcmc")
+    rows = module.main(["--smoke", "--noncentred", "--runs", "nuts,ncsgld:1:240@nuts,sgld:1:240"])
+    assert set(rows) == {"nuts", "ncsgld:1:240@nuts", "sgld:1:240"}
+    for row in rows.values():
+        assert list(row["array_norms"]) == list(rows["nuts"]["array_norms"])
+        assert 0.0 <= row["coverage_95"] <= 1.0 and np.isfinite(row["weight_norm"])

@@ -8,7 +8,8 @@ The top level holds what a first run needs (``__all__``, about twenty names); th
 the submodules: :mod:`mtbkd_jax.metrics`, :mod:`~mtbkd_jax.uncertainty`,
 :mod:`~mtbkd_jax.weighting` (with :mod:`~mtbkd_jax.camkd`), :mod:`~mtbkd_jax.trust` (teacher
 trust learned from labels), :mod:`~mtbkd_jax.priors` (with :mod:`~mtbkd_jax.scale_priors`, a
-base prior whose scales are learned), :mod:`~mtbkd_jax.students`,
+base prior whose scales are learned, and :mod:`~mtbkd_jax.noncentred`, its coordinates for
+SG-MCMC), :mod:`~mtbkd_jax.students`,
 :mod:`~mtbkd_jax.infer` (with :mod:`~mtbkd_jax.infer.schedules`), :mod:`~mtbkd_jax.tuning`,
 :mod:`~mtbkd_jax.diagnostics`, :mod:`~mtbkd_jax.plots`, :mod:`~mtbkd_jax.datasets` and
 :mod:`~mtbkd_jax.experiments`. The names that used to be at the top level as well still work
@@ -79,6 +80,7 @@ _SUBMODULES = (
     "plots",
     "priors",
     "scale_priors",
+    "noncentred",
     "selective",
     "students",
     "camkd",

@@ -251,25 +251,32 @@ def hierarchical_normal_prior(
 
 class _GroupChain(Messenger):
     """Give each :class:`CollapsedNormal` site its distribution given the sites of its group
-    sampled before it (the chain rule of the group's joint collapsed density)."""
+    sampled before it (the chain rule of the group's joint collapsed density). A site that an
+    outer ``numpyro.handlers.reparam`` turns into a deterministic one (the non-centred
+    coordinates, :mod:`mtbkd_jax.noncentred`) counts with its value all the same."""
 
     def __init__(self) -> None:
         super().__init__()
         self._seen: dict[str, tuple[int, jax.Array]] = {}
+        self._pending: dict[object, tuple[str, CollapsedNormal]] = {}
 
     def process_message(self, msg: dict[str, Any]) -> None:
-        fn = msg.get("fn")
-        if msg["type"] == "sample" and isinstance(fn, CollapsedNormal) and fn.group in self._seen:
-            msg["fn"] = fn.given(*self._seen[fn.group])
+        fn, group = msg.get("fn"), getattr(msg.get("fn"), "group", None)
+        if msg["type"] != "sample" or not isinstance(fn, CollapsedNormal) or group is None:
+            return
+        if group in self._seen:
+            msg["fn"] = fn.given(*self._seen[group])
+        self._pending[msg["name"]] = (group, fn)  # a reparam may drop the fn before postprocess
 
     def postprocess_message(self, msg: dict[str, Any]) -> None:
-        fn = msg.get("fn")
-        if msg["type"] != "sample" or not isinstance(fn, CollapsedNormal) or fn.group is None:
+        pending = self._pending.pop(msg.get("name"), None)
+        if pending is None or msg["type"] not in ("sample", "deterministic"):
             return
+        group, fn = pending
         axes = tuple(range(-len(fn.event_shape), 0))
-        size, sum_squares = self._seen.get(fn.group, (0, jnp.zeros(())))
+        size, sum_squares = self._seen.get(group, (0, jnp.zeros(())))
         squares = jnp.sum(jnp.square(msg["value"]), axis=axes)
-        self._seen[fn.group] = (size + fn.size, sum_squares + squares)
+        self._seen[group] = (size + fn.size, sum_squares + squares)
 
 
 def chain_groups(prior: object) -> contextlib.AbstractContextManager[Any]:
