@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import jax
 import numpy as np
@@ -61,7 +60,7 @@ from mtbkd_jax.metrics import (
     interval_coverage,
     interval_coverage_by_probability,
 )
-from mtbkd_jax.noncentred import centred_weights, noncentred, noncentred_point
+from mtbkd_jax.noncentred import centred_posterior, noncentred, noncentred_point
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
 from mtbkd_jax.uncertainty import class_intervals
@@ -103,8 +102,7 @@ def run_one(
         num_chains=len(starts),
         init_params=starts, progress_bar=False, model_kwargs=kwargs,
     )  # fmt: skip
-    return posterior if centred else replace(posterior, draws=centred_weights(posterior.draws),
-                                             logits_fn=model.model.logits)  # fmt: skip
+    return centred_posterior(posterior)
 
 
 def describe(posterior, data, truth):

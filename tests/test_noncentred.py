@@ -16,6 +16,7 @@ from scipy import stats
 import mtbkd_jax as mk
 from mtbkd_jax.noncentred import (
     NonCentredScale,
+    centred_posterior,
     centred_weights,
     noncentred,
     noncentred_config,
@@ -176,6 +177,14 @@ def test_the_samplers_take_the_wrapped_model_and_predict_with_its_weights():
             np.asarray(posterior.predict(x))[-1], np.asarray(expected), rtol=1e-4, atol=1e-5
         )
         assert np.all(posterior.draws["student.layers.1.kernel_scale2"] > 0)
+        # as a posterior of the model itself: the weights, the same predictions
+        centred = centred_posterior(posterior)
+        assert sorted(centred.draws) == sorted(mode.draws) and centred.model is model
+        assert centred.draws["student.layers.1.kernel"].shape[:2] == (2, 8)
+        np.testing.assert_allclose(
+            np.asarray(centred.predict(x)), np.asarray(posterior.predict(x)), rtol=1e-6
+        )
+        assert centred_posterior(mode) is mode
 
 
 def test_bad_arguments_are_refused_with_their_names():

@@ -23,7 +23,9 @@ the coordinates the sampler walks in are (Papaspiliopoulos, Roberts & Skold 2007
   ``logits`` (a posterior's ``logits_fn``) multiplies them back, so predictions work unchanged.
 * :func:`noncentred_point`: a point of the centred model (e.g. a MAP) in the non-centred
   coordinates, to start chains from (``init_params``); :func:`centred_weights`: draws or a
-  point back in the weights ``w`` (e.g. ``posterior.draws``, for their norms).
+  point back in the weights ``w``; :func:`centred_posterior`: a posterior of the wrapped model
+  as one of the model itself (its draws the weights, for diagnostics, ArviZ and the pointwise
+  log-likelihood).
 
 Each weight array gains two sites, ``<array>_scale2`` (``sigma^2``) and ``<array>_unit``
 (``z``), named without the student's scope prefix, which NumPyro adds back.
@@ -32,7 +34,8 @@ Each weight array gains two sites, ``<array>_scale2`` (``sigma^2``) and ``<array
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +46,9 @@ from numpyro import handlers
 from numpyro.infer.reparam import Reparam
 
 from mtbkd_jax.scale_priors import CollapsedNormal
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer.posterior import Posterior
 
 __all__ = ["NonCentredScale", "NonCentredModel", "noncentred", "noncentred_config",
            "noncentred_point"]  # fmt: skip
@@ -227,3 +233,17 @@ def centred_weights(draws: Mapping[str, Any]) -> dict[str, Any]:
         root = jnp.sqrt(scale2) if isinstance(scale2, jax.Array) else np.sqrt(scale2)
         out[array] = root[(..., *(None,) * extra)] * unit
     return out
+
+
+def centred_posterior(posterior: Posterior) -> Posterior:
+    """A posterior sampled from :func:`noncentred`'s model as one of the model itself: its
+    draws the weights (:func:`centred_weights`), its ``model`` and ``logits_fn`` the inner
+    model's; the settings still say the coordinates the chains moved in. A posterior of any
+    other model is returned as it is."""
+    wrapped = posterior.model
+    if not isinstance(wrapped, NonCentredModel):
+        return posterior
+    inner = wrapped.model
+    logits_fn = getattr(inner, "logits", None) or posterior.logits_fn
+    return replace(posterior, draws=centred_weights(posterior.draws), model=inner,
+                   logits_fn=logits_fn)  # fmt: skip

@@ -35,6 +35,8 @@ CHAIN_STARTS = ("map", "maps")
 # the minibatch samplers a run's posterior may take instead of NUTS (``bayes``); those of
 # run_sgmcmc whose step size "auto" chooses and that take no sampler_options here
 BAYES_SGMCMC = ("sgld", "psgld", "ncsgld")
+# the coordinates SG-MCMC moves a learned-scale prior's weights in (see ExperimentConfig)
+SGMCMC_COORDINATES = ("centred", "noncentred")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class ExperimentConfig:
     ``sgld_batch_size`` and no ``mesh``). Each runs ``sgld_burnin_epochs`` epochs whose draws
     are dropped, then ``sgld_epochs`` epochs that keep ``sgld_draws_per_epoch`` draws each,
     in minibatches of ``sgld_batch_size`` (the ``sgld_`` settings are every such sampler's).
+    ``sgmcmc_coordinates="noncentred"`` runs it on the model with its learned scales non-centred
+    (:mod:`mtbkd_jax.noncentred`; the learned-trust rows', a no-op for a fixed-scale prior),
+    each chain started at its MAP in those coordinates, the draws reported as weights.
 
     Random keys: ``key_schedule="per-method"`` splits the seed's key into (next, MAP,
     posterior) keys for each method in turn; ``"maps-first"`` (the demo's, kept so that its
@@ -130,6 +135,7 @@ class ExperimentConfig:
     sgld_step_size: float | str = 1e-5
     sgld_burnin_epochs: int = 0
     sgld_draws_per_epoch: int = 6
+    sgmcmc_coordinates: str = "centred"
     key_schedule: str = "per-method"
     chain_starts: str = "map"
     progress_bar: bool = False
@@ -141,6 +147,7 @@ class ExperimentConfig:
         for name, allowed in (
             ("methods", tuple(METHOD_PLANS)),
             ("bayes", ("nuts", *BAYES_SGMCMC)),
+            ("sgmcmc_coordinates", SGMCMC_COORDINATES),
             ("key_schedule", KEY_SCHEDULES),
             ("chain_starts", CHAIN_STARTS),
             ("trust_calibration", TRUST_CALIBRATIONS),

@@ -15,6 +15,7 @@ from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.infer import run_map, run_nuts, run_sgmcmc
 from mtbkd_jax.metrics import negative_log_likelihood
 from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.noncentred import centred_posterior, noncentred, noncentred_point
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.students import MLP, Student
 from mtbkd_jax.teachers import TeacherBank
@@ -201,9 +202,17 @@ def fit_posterior(
             num_draws=config.num_draws,
             **common,
         )
-    return run_sgmcmc(
+    sampled: Any = model
+    if config.sgmcmc_coordinates == "noncentred":
+        point_kwargs = _model_kwargs(data, model)
+        starts = init if isinstance(init, list) else [init]
+        moved = [noncentred_point(model, p, data.x_train, data.y_train, **point_kwargs)
+                 for p in starts]  # fmt: skip
+        init = moved if isinstance(init, list) else moved[0]
+        common["init_params"], sampled = init, noncentred(model)
+    posterior = run_sgmcmc(
         key,
-        model,
+        sampled,
         data.x_train,
         data.y_train,
         sampler=config.bayes,
@@ -215,3 +224,4 @@ def fit_posterior(
         shard_data=config.mesh is not None,
         **common,
     )
+    return centred_posterior(posterior)
