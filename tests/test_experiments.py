@@ -462,7 +462,7 @@ def test_ncsgld_with_a_mesh_is_refused_up_front():
 def test_an_experiment_samples_a_learned_scale_model_non_centred_when_asked():
     """``sgmcmc_coordinates="noncentred"``: the posterior is NC-SGLD's on ``noncentred(model)``
     from the MAP moved into its coordinates (the same draws), reported as weights; a
-    fixed-scale model has nothing to non-centre (the same sites, the same draws)."""
+    fixed-scale model has nothing to non-centre (sampled as it is)."""
     import jax
 
     from mtbkd_jax.datasets import DistillationData
@@ -512,6 +512,9 @@ def test_an_experiment_samples_a_learned_scale_model_non_centred_when_asked():
         for site, draws in posterior.draws.items():
             np.testing.assert_array_equal(draws, direct.draws[site])
         assert posterior.model is model
-        assert posterior.settings["base_prior_coordinates"] == "non-centred"
+        coordinates = posterior.settings.get("base_prior_coordinates")
+        assert coordinates == ("non-centred" if model is learned else None)
     with pytest.raises(ValueError, match="sgmcmc_coordinates must be one of"):
         ExperimentConfig(sgmcmc_coordinates="whitened")
+    with pytest.raises(ValueError, match="NUTS samples the centred model"):
+        ExperimentConfig(bayes="nuts", sgmcmc_coordinates="noncentred")

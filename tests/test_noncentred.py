@@ -213,3 +213,83 @@ def test_a_model_of_your_own_keeps_its_own_attributes_through_the_wrapper():
     assert wrapped.settings() == {"base_prior_coordinates": "non-centred"}
     trace = handlers.trace(handlers.seed(wrapped, 0)).get_trace(jnp.zeros(3))
     assert [n for n, s in trace.items() if s["type"] == "sample"] == ["w_scale2", "w_unit"]
+
+
+def test_site_names_hold_for_linen_students_and_models_inside_scopes():
+    """The new sites are named after the array's full name whatever renames it: a linen
+    student (whose names NumPyro's flax lifting rewrites) and a model wrapped in an outer
+    scope; there the group chain still conditions each array on the ones before it."""
+    from flax import linen
+
+    class Net(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(2)(linen.tanh(linen.Dense(4)(x)))
+
+    x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int32)
+    for groups in ("parameter", "layer"):
+        model = mk.MTBKDModel(mk.Student(Net(), prior=hierarchical_normal_prior(groups=groups)))
+        wrapped = noncentred(model)
+        trace = handlers.trace(handlers.seed(wrapped, 0)).get_trace(x, y)
+        latent = sorted(
+            n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
+        )
+        assert latent == sorted(
+            f"student.Dense_{i}.{p}{suffix}"
+            for i in (0, 1) for p in ("bias", "kernel") for suffix in ("_scale2", "_unit")
+        )  # fmt: skip
+        point = {k: np.full(v.shape, 0.5, np.float32) for k, v in
+                 mk.run_map(jax.random.key(0), model, x, y, num_steps=2,
+                            progress_bar=False).point().items()}  # fmt: skip
+        moved = noncentred_point(model, point, x, y)
+        assert sorted(moved) == latent
+
+    # an outer scope: the same names under its prefix, and the chained hyperpriors
+    def outer(groups, wrap):
+        model = mk.MTBKDModel(
+            mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)),
+                       prior=hierarchical_normal_prior(groups=groups))
+        )  # fmt: skip
+        scoped = handlers.scope(wrap(model), prefix="outer")
+        return handlers.trace(handlers.seed(scoped, 0)).get_trace(x, y)
+
+    trace = outer("parameter", noncentred)
+    assert "outer/student.layers.1.kernel_unit" in trace
+    assert trace["outer/student.layers.1.kernel"]["type"] == "deterministic"
+    for wrap in (lambda m: m, noncentred):
+        trace = outer("network", wrap)
+        fns = [s["fn"] for s in trace.values() if isinstance(s.get("fn"), CollapsedNormal)]
+        if not fns:  # non-centred: the hyperpriors sit on the scale sites
+            fns = [s["fn"] for n, s in trace.items() if n.endswith("_scale2")]
+        # each array's a: 2, then 2 + n/2 of the arrays before it (4, 12, 2, 8 weights)
+        assert [float(f.concentration) for f in fns] == [2.0, 4.0, 10.0, 11.0]
+
+
+def test_a_batched_collapsed_normal_gets_a_scale_per_row():
+    """A CollapsedNormal with a batch shape: each row its own scale and units, so the rows of
+    a draw are not proportional, and each row's radius is F(n, 2a) (KS, p > 0.001)."""
+
+    def model():
+        numpyro.sample("w", CollapsedNormal(jnp.full(3, 2.0), 1.0, (5,)))
+
+    def draw(key):
+        trace = handlers.trace(handlers.seed(handlers.reparam(model, noncentred_config), key))
+        return trace.get_trace()["w"]["value"]
+
+    w = np.asarray(jax.vmap(draw)(jax.random.split(jax.random.key(0), 4000)), np.float64)
+    assert w.shape == (4000, 3, 5)
+    ratios = w[:, 1] / w[:, 0]
+    assert np.ptp(ratios, axis=1).min() > 1e-3  # not one z shared by the rows
+    for row in range(3):
+        radius = (w[:, row] ** 2).sum(1) * 2.0 / 5
+        assert stats.kstest(radius, stats.f(5, 4.0).cdf).pvalue > 1e-3
+
+
+def test_scales_of_non_centred_draws_are_refused_until_centred():
+    from mtbkd_jax.scale_priors import posterior_scales
+
+    draws = {"student.w_scale2": np.ones(3), "student.w_unit": np.ones((3, 2))}
+    with pytest.raises(ValueError, match="draws hold non-centred sites"):
+        posterior_scales(draws, hierarchical_normal_prior())
+    scales = posterior_scales(centred_weights(draws), hierarchical_normal_prior())
+    assert scales["w"].size == 2

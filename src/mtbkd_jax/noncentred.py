@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -44,6 +45,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.infer.reparam import Reparam
+from numpyro.primitives import Messenger
 
 from mtbkd_jax.scale_priors import CollapsedNormal
 
@@ -56,22 +58,31 @@ __all__ = ["NonCentredScale", "NonCentredModel", "noncentred", "noncentred_confi
 SCALE_SUFFIX, UNIT_SUFFIX = "_scale2", "_unit"
 
 
-def _unscoped(name: str) -> str:
-    """``name`` without the prefixes of the ``numpyro.handlers.scope``s active around the site
-    (the reparameterizer's own sample sites go through those scopes again, which add them
-    back)."""
-    from numpyro.primitives import _PYRO_STACK
+_NAME_KEY = "noncentred_name"  # where a site's intended name travels, in its ``infer`` dict
 
-    prefix = "".join(f"{f.prefix}{f.divider}" for f in _PYRO_STACK if isinstance(f, handlers.scope))
-    return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
+class _PinNames(Messenger):
+    """Give each site :class:`NonCentredScale` samples the name it intended, ``<array>_scale2``
+    or ``<array>_unit`` of the array's full name: the handlers between it and the model (a
+    student's scope, linen's name rewriting) rename the site again on its way out. Pushed
+    outside the reparam handler, so it acts after all of them."""
+
+    def process_message(self, msg: dict[str, Any]) -> None:
+        intended = (msg.get("infer") or {}).get(_NAME_KEY)
+        if intended is not None:
+            msg["name"] = intended
 
 
 class NonCentredScale(Reparam):
     """``w ~ CollapsedNormal(a, b)`` as ``sigma^2 ~ InverseGamma(a, b)``, ``z ~ N(0, I)``,
-    ``w = sigma z`` (the module docstring says why).
+    ``w = sigma z`` (the module docstring says why), each batch row of its own.
 
     Only for a :class:`~mtbkd_jax.scale_priors.CollapsedNormal` site without an observed
-    value; :func:`noncentred_config` picks those sites.
+    value; :func:`noncentred_config` picks those sites (not one wrapped in a
+    ``numpyro.plate``'s expansion, which stays centred). Use it through :func:`noncentred`:
+    there the new sites are named ``<site>_scale2`` and ``<site>_unit`` after the site's full
+    name whatever scopes it sits in; by ``numpyro.handlers.reparam`` alone that holds only for
+    a site outside any ``numpyro.handlers.scope``.
     """
 
     def __call__(self, name: str, fn: Any, obs: Any) -> tuple[None, jax.Array]:
@@ -82,11 +93,16 @@ class NonCentredScale(Reparam):
             )
         if obs is not None:
             raise ValueError(f"NonCentredScale cannot reparameterize the observed site {name!r}")
-        local = _unscoped(name)
-        scale2 = numpyro.sample(local + SCALE_SUFFIX, dist.InverseGamma(fn.concentration, fn.rate))
+        scale2 = numpyro.sample(
+            name + SCALE_SUFFIX,
+            dist.InverseGamma(fn.concentration, fn.rate),
+            infer={_NAME_KEY: name + SCALE_SUFFIX},
+        )
         ndim = len(fn.event_shape)
         unit = numpyro.sample(
-            local + UNIT_SUFFIX, dist.Normal(0.0, 1.0).expand(fn.event_shape).to_event(ndim)
+            name + UNIT_SUFFIX,
+            dist.Normal(0.0, 1.0).expand(fn.batch_shape + fn.event_shape).to_event(ndim),
+            infer={_NAME_KEY: name + UNIT_SUFFIX},
         )
         return None, jnp.sqrt(scale2)[(..., *(None,) * ndim)] * unit
 
@@ -107,27 +123,18 @@ class NonCentredModel:
 
     def __init__(self, model: Callable[..., Any]) -> None:
         self.model = model
+        inner_logits = getattr(model, "logits", None)
+        if inner_logits is not None:  # one function per model (jit caches on its identity)
+            self.logits = partial(_logits_of_either, inner_logits)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with handlers.reparam(config=noncentred_config):
+        with _PinNames(), handlers.reparam(config=noncentred_config):
             return self.model(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name == "model":  # not set yet (e.g. while unpickling)
             raise AttributeError(name)
         return getattr(self.model, name)
-
-    @property
-    def logits(self) -> Callable[[Mapping[str, Any], jax.Array], jax.Array]:
-        """The model's ``logits(weights, features)`` for one draw given in either coordinates
-        (:func:`centred_weights` first); an ``AttributeError`` where the model has none (the
-        samplers then ask for ``logits_fn``)."""
-        inner = getattr(self.model, "logits")  # noqa: B009 (raises AttributeError if absent)
-
-        def logits(weights: Mapping[str, Any], features: jax.Array) -> jax.Array:
-            return inner(centred_weights(weights), features)
-
-        return logits
 
     def settings(self) -> dict:
         """The model's settings and ``base_prior_coordinates: "non-centred"`` (a checkpoint of
@@ -137,6 +144,13 @@ class NonCentredModel:
 
     def __repr__(self) -> str:
         return f"noncentred({self.model!r})"
+
+
+def _logits_of_either(
+    logits: Callable[..., jax.Array], weights: Mapping[str, Any], features: jax.Array
+) -> jax.Array:
+    """``logits`` of a draw given in either coordinates (:func:`centred_weights` first)."""
+    return logits(centred_weights(weights), features)
 
 
 def noncentred(model: Callable[..., Any]) -> NonCentredModel:

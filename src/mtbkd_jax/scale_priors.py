@@ -258,7 +258,8 @@ class _GroupChain(Messenger):
     def __init__(self) -> None:
         super().__init__()
         self._seen: dict[str, tuple[int, jax.Array]] = {}
-        self._pending: dict[object, tuple[str, CollapsedNormal]] = {}
+        # by the message's identity: handlers outside may rename the site on its way
+        self._pending: dict[int, tuple[str, CollapsedNormal]] = {}
 
     def process_message(self, msg: dict[str, Any]) -> None:
         fn, group = msg.get("fn"), getattr(msg.get("fn"), "group", None)
@@ -266,10 +267,10 @@ class _GroupChain(Messenger):
             return
         if group in self._seen:
             msg["fn"] = fn.given(*self._seen[group])
-        self._pending[msg["name"]] = (group, fn)  # a reparam may drop the fn before postprocess
+        self._pending[id(msg)] = (group, fn)  # a reparam may drop the fn before postprocess
 
     def postprocess_message(self, msg: dict[str, Any]) -> None:
-        pending = self._pending.pop(msg.get("name"), None)
+        pending = self._pending.pop(id(msg), None)
         if pending is None or msg["type"] not in ("sample", "deterministic"):
             return
         group, fn = pending
@@ -364,6 +365,14 @@ def posterior_scales(
     if not isinstance(values, Mapping):
         raise TypeError(
             f"draws must be a Posterior or a dict of arrays, got {type(draws).__name__}"
+        )
+    from mtbkd_jax.noncentred import SCALE_SUFFIX, UNIT_SUFFIX
+
+    moved = sorted(k for k in values if k.endswith((SCALE_SUFFIX, UNIT_SUFFIX)))
+    if moved:
+        raise ValueError(
+            f"draws hold non-centred sites ({moved[:2]}...); pass the weights: "
+            "mtbkd_jax.noncentred.centred_posterior(posterior) or centred_weights(draws)"
         )
     lead = (2 if values is not draws else 1) if sample_ndim is None else int(sample_ndim)
     if lead < 0:

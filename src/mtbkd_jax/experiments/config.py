@@ -168,6 +168,11 @@ class ExperimentConfig:
             raise ValueError(
                 f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
             )
+        if self.sgmcmc_coordinates != "centred" and self.bayes == "nuts":
+            raise ValueError(
+                f"sgmcmc_coordinates={self.sgmcmc_coordinates!r} applies to the SG-MCMC "
+                f"samplers {BAYES_SGMCMC}; NUTS samples the centred model (bayes='nuts')"
+            )
         if self.bayes == "ncsgld" and self.mesh is not None:
             raise ValueError(
                 "bayes='ncsgld' needs the one-process data path; with a mesh choose another "

@@ -204,12 +204,12 @@ def fit_posterior(
         )
     sampled: Any = model
     if config.sgmcmc_coordinates == "noncentred":
-        point_kwargs = _model_kwargs(data, model)
         starts = init if isinstance(init, list) else [init]
-        moved = [noncentred_point(model, p, data.x_train, data.y_train, **point_kwargs)
+        moved = [noncentred_point(model, p, data.x_train, data.y_train, **common["model_kwargs"])
                  for p in starts]  # fmt: skip
-        init = moved if isinstance(init, list) else moved[0]
-        common["init_params"], sampled = init, noncentred(model)
+        if set(moved[0]) != set(starts[0]):  # a learned-scale prior: sample it non-centred
+            common["init_params"] = moved if isinstance(init, list) else moved[0]
+            sampled = noncentred(model)
     posterior = run_sgmcmc(
         key,
         sampled,

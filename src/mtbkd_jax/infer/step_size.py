@@ -46,8 +46,8 @@ at a larger ratio is biased towards where the noise is smaller, and a ratio meas
 can understate the posterior's: on synthetic linear_5 (``docs/results.md``) it is 0.1 at the MAP
 and about 0.6 at a NUTS draw (scaled from a step nine times smaller), and minibatch SGLD started
 at NUTS's draws drifts back towards the MAP, full batches at the same step much less
-(``sampler="ncsgld"`` corrects for it). :attr:`StepSizeChoice.noise_ratio` gives it at the
-chosen step.
+(``sampler="ncsgld"`` corrects for it; its pilots are SGLD's, :func:`pilot_sampler`).
+:attr:`StepSizeChoice.noise_ratio` gives it at the chosen step.
 
 **The margin.** At ``h_s / 2`` SGLD on a Gaussian has ``h max w_i^2 <= 0.9`` and
 ``T / tau <= 1.8``: the stiffest variance inflated at most 1.8-fold (10-fold at ``h_s``). Each
