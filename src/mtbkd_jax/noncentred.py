@@ -52,8 +52,16 @@ from mtbkd_jax.scale_priors import CollapsedNormal
 if TYPE_CHECKING:
     from mtbkd_jax.infer.posterior import Posterior
 
-__all__ = ["NonCentredScale", "NonCentredModel", "noncentred", "noncentred_config",
-           "noncentred_point"]  # fmt: skip
+__all__ = [
+    "NonCentredScale",
+    "NonCentredModel",
+    "centred_posterior",
+    "centred_weights",
+    "noncentred",
+    "noncentred_config",
+    "noncentred_point",
+    "require_centred",
+]
 
 SCALE_SUFFIX, UNIT_SUFFIX = "_scale2", "_unit"
 
@@ -261,3 +269,14 @@ def centred_posterior(posterior: Posterior) -> Posterior:
     logits_fn = getattr(inner, "logits", None) or posterior.logits_fn
     return replace(posterior, draws=centred_weights(posterior.draws), model=inner,
                    logits_fn=logits_fn)  # fmt: skip
+
+
+def require_centred(draws: Mapping[str, Any], argument: str = "draws") -> None:
+    """Raise a ``ValueError`` naming ``argument`` if ``draws`` hold non-centred sites
+    (``<array>_scale2``, ``<array>_unit``) where weights are needed."""
+    moved = sorted(k for k in draws if k.endswith((SCALE_SUFFIX, UNIT_SUFFIX)))
+    if moved:
+        raise ValueError(
+            f"{argument} hold non-centred sites ({moved[:2]}...); pass the weights: "
+            "mtbkd_jax.noncentred.centred_posterior(posterior) or centred_weights(draws)"
+        )

@@ -258,8 +258,7 @@ class _GroupChain(Messenger):
     def __init__(self) -> None:
         super().__init__()
         self._seen: dict[str, tuple[int, jax.Array]] = {}
-        # by the message's identity: handlers outside may rename the site on its way
-        self._pending: dict[int, tuple[str, CollapsedNormal]] = {}
+        self._pending: dict[int, tuple[str, CollapsedNormal]] = {}  # by id: names may change
 
     def process_message(self, msg: dict[str, Any]) -> None:
         fn, group = msg.get("fn"), getattr(msg.get("fn"), "group", None)
@@ -366,14 +365,9 @@ def posterior_scales(
         raise TypeError(
             f"draws must be a Posterior or a dict of arrays, got {type(draws).__name__}"
         )
-    from mtbkd_jax.noncentred import SCALE_SUFFIX, UNIT_SUFFIX
+    from mtbkd_jax.noncentred import require_centred
 
-    moved = sorted(k for k in values if k.endswith((SCALE_SUFFIX, UNIT_SUFFIX)))
-    if moved:
-        raise ValueError(
-            f"draws hold non-centred sites ({moved[:2]}...); pass the weights: "
-            "mtbkd_jax.noncentred.centred_posterior(posterior) or centred_weights(draws)"
-        )
+    require_centred(values, "draws")
     lead = (2 if values is not draws else 1) if sample_ndim is None else int(sample_ndim)
     if lead < 0:
         raise ValueError(f"sample_ndim must be >= 0, got {sample_ndim}")
