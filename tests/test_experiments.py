@@ -439,6 +439,7 @@ def test_an_experiment_samples_its_posterior_by_the_minibatch_sampler_it_names(b
     [
         ({"bayes": "hmc"}, r"bayes must be one of \('nuts', 'sgld', 'psgld', 'ncsgld'\)"),
         ({"bayes": "ncsgld", "sgld_batch_size": 63}, "sgld_batch_size must be even"),
+        ({"activation": "gelu"}, r"activation must be one of \('tanh', 'relu'\)"),
     ],
 )
 def test_a_bayes_the_experiments_cannot_run_is_refused_up_front(options, message):
@@ -446,6 +447,36 @@ def test_a_bayes_the_experiments_cannot_run_is_refused_up_front(options, message
 
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**options)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_student_has_the_configured_activation(activation):
+    """Far from the data a tanh student's logits level off and a relu student's grow
+    linearly: the second difference of the logits along a ray vanishes for relu only."""
+    import jax.numpy as jnp
+
+    from mtbkd_jax.experiments import ExperimentConfig
+    from mtbkd_jax.experiments.fit import build_student
+
+    config = ExperimentConfig(hidden=(8,), activation=activation)
+    student = build_student(_TwoFeatures(), config)
+    assert student.module.activation == activation
+    ray = jnp.asarray([[100.0, 50.0], [200.0, 100.0], [300.0, 150.0]])
+    logits = np.asarray(student.module(ray), np.float64)
+    second = logits[2] - 2 * logits[1] + logits[0]
+    first = logits[2] - logits[1]
+    if activation == "relu":
+        np.testing.assert_allclose(second, 0.0, atol=1e-3 * np.abs(logits).max())
+        assert np.abs(first).max() > 1.0
+    else:
+        np.testing.assert_allclose(first, 0.0, atol=1e-5)
+
+
+class _TwoFeatures:
+    """What ``build_student`` reads of a problem."""
+
+    num_features = 2
+    num_classes = 3
 
 
 def test_ncsgld_with_a_mesh_is_refused_up_front():

@@ -66,3 +66,18 @@ def test_trust_sgmcmc_recipe_runs_sgmcmc_non_centred(capsys):
     for row in rows.values():
         assert list(row["array_norms"]) == list(rows["nuts"]["array_norms"])
         assert 0.0 <= row["coverage_95"] <= 1.0 and np.isfinite(row["weight_norm"])
+
+
+def test_coverage_over_datasets_recipe_summary():
+    """The band count and the standard error of the mean coverage, against hand figures; a
+    malformed or empty ``--seeds`` is refused naming the option."""
+    module = _recipe("synthetic_coverage_over_datasets")
+    result = module.summary([0.90, 0.95, 0.97, 1.00])
+    assert result["in_band"] == 2
+    np.testing.assert_allclose(result["mean"], 0.955)
+    np.testing.assert_allclose(result["standard_error"], np.std([0.9, 0.95, 0.97, 1.0], ddof=1) / 2)
+    assert list(module.parse_seeds("3:6")) == [3, 4, 5]
+    assert list(module.parse_seeds("4")) == [4]
+    for bad in ("5:5", "a:b", "6:3"):
+        with pytest.raises(ValueError, match="--seeds must be 'a:b'"):
+            module.parse_seeds(bad)

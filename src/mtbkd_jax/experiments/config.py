@@ -37,13 +37,17 @@ CHAIN_STARTS = ("map", "maps")
 BAYES_SGMCMC = ("sgld", "psgld", "ncsgld")
 # the coordinates SG-MCMC moves a learned-scale prior's weights in (see ExperimentConfig)
 SGMCMC_COORDINATES = ("centred", "noncentred")
+# the student MLP's hidden units (see ExperimentConfig)
+ACTIVATIONS = ("tanh", "relu")
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Methods, hyperparameters, student and inference budget of a run.
 
-    The student is an MLP with ``hidden`` units (tanh) initialised from ``seed``. ``methods``
+    The student is an MLP with ``hidden`` units of ``activation`` (``"tanh"``, whose logits
+    saturate away from the data, or ``"relu"``, whose logits grow linearly there) initialised
+    from ``seed``. ``methods``
     names the plan of :data:`mtbkd_jax.experiments.methods.METHOD_PLANS` (``"baselines"``:
     every baseline of METHOD §7; ``"demo"``: the demo's six; ``"kd"``: the KD baselines
     against MT-BKD; ``"trust"``: the learned-trust row alone); ``teacher_rows`` adds each
@@ -104,6 +108,7 @@ class ExperimentConfig:
     methods: str = "baselines"
     teacher_rows: bool = True
     hidden: tuple[int, ...] = (16,)
+    activation: str = "tanh"
     prior_scale: float = 1.0
     tune: bool = False
     prior_scale_grid: tuple = (0.1, 0.2, 0.3, 0.5, 1.0)
@@ -147,6 +152,7 @@ class ExperimentConfig:
         for name, allowed in (
             ("methods", tuple(METHOD_PLANS)),
             ("bayes", ("nuts", *BAYES_SGMCMC)),
+            ("activation", ACTIVATIONS),
             ("sgmcmc_coordinates", SGMCMC_COORDINATES),
             ("key_schedule", KEY_SCHEDULES),
             ("chain_starts", CHAIN_STARTS),

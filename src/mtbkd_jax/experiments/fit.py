@@ -38,9 +38,14 @@ __all__ = [
 
 
 def build_student(data: DistillationData, config: ExperimentConfig) -> Student:
-    """The run's student: an MLP ``D - hidden - C`` initialised from ``config.seed``."""
+    """The run's student: an MLP ``D - hidden - C`` of ``config.activation`` units,
+    initialised from ``config.seed``."""
     network = MLP(
-        data.num_features, data.num_classes, hidden=config.hidden, rngs=nnx.Rngs(config.seed)
+        data.num_features,
+        data.num_classes,
+        hidden=config.hidden,
+        activation=config.activation,
+        rngs=nnx.Rngs(config.seed),
     )
     return Student(network)
 
