@@ -19,9 +19,9 @@ near 1 only when the chains agree on the scale of every layer).
 latter ending in ``@nuts`` to start its 4 chains at draws of the last NUTS run before it (the
 last and the middle draw of each NUTS chain: in the posterior's typical set, not at a MAP) or in
 ``@svi`` to start them at 4 independent draws of the last SVI run before it (what a user without
-NUTS can afford). After a NUTS run the
-recipe also prints the step ``choose_step_size`` picks from its last draw, and a second table
-gives each weight array's norm (mean and standard deviation over the draws).
+NUTS can afford). Where ``--runs`` has an SG-MCMC run, the recipe also prints, after a NUTS run,
+the step ``choose_step_size`` picks from its last draw (the pilots run only then). A second
+table gives each weight array's norm (mean and standard deviation over the draws).
 
 ``--noncentred`` runs every SG-MCMC run on the model with its learned scales non-centred
 (``mtbkd_jax.noncentred``: each weight array as ``sigma^2`` and ``z`` with ``w = sigma z``, the
@@ -33,7 +33,9 @@ the draws it keeps per epoch (at most its steps per epoch), ``--base-prior`` the
 on its weights: ``learned`` (the row's learned scale per weight array, the default),
 ``learned:GROUPS`` (learned scales shared by ``GROUPS``, ``layer`` or ``network``:
 ``hierarchical_normal_prior``'s ``groups``) or a number ``s`` for a fixed ``Normal(0, s^2)`` on
-every weight (the paper's base prior), everything else unchanged.
+every weight (the paper's base prior), everything else unchanged. ``--hidden`` is the student's
+hidden widths joined by ``x`` (default ``16``, the experiments'; empty: no hidden layer) and
+``--activation`` their units (``tanh``, the experiments', or ``relu``).
 
     .venv/bin/python models/synthetic_trust_sgmcmc.py --case linear_5 --prior-power 0.0333333 \\
         --runs nuts,sgld:1:240,sgld:1:4000,sgld:0.25:16000
@@ -164,6 +166,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--base-prior", default="learned", help="learned[:GROUPS] or a scale")
     parser.add_argument("--noncentred", action="store_true", help="SG-MCMC non-centred")
+    parser.add_argument("--hidden", default="16", help="hidden widths joined by 'x'")
+    parser.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
     args = parser.parse_args(argv)
     specs = args.runs.split(",")
@@ -183,6 +187,8 @@ def main(argv=None):
         trust_warmup=20 if args.smoke else 300,
         trust_draws=20 if args.smoke else 300,
         map_steps=50 if args.smoke else 2000,
+        hidden=tuple(int(h) for h in args.hidden.split("x") if h),
+        activation=args.activation,
     )
     keys = jax.random.split(jax.random.key(args.seed), 8)
     trust = learned_trust(keys[0], data, config, data.teachers_prior, "none", "mixture")
@@ -192,10 +198,13 @@ def main(argv=None):
     kwargs = {"prior_inputs": data.prior_inputs}
 
     starts = [fit_map(k, data, config, model).point() for k in keys[1:5]]
-    choice = pilot(keys[5], model, data, starts[0])
-    eta = choice.step_size
-    print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP {eta:.3g}, "
-          f"minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
+    sgmcmc = any(spec.partition("@")[0] not in ("nuts", "svi") for spec in specs)
+    eta = None
+    if sgmcmc:  # the pilots only where an SG-MCMC run takes their step
+        choice = pilot(keys[5], model, data, starts[0])
+        eta = choice.step_size
+        print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP "
+              f"{eta:.3g}, minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
     print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p >= 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
     rows, reference = {}, {}
@@ -209,7 +218,7 @@ def main(argv=None):
         rows[spec] = row = describe(posterior, data, synthetic.true_probs_test)
         if spec in ("nuts", "svi"):
             reference[spec] = posterior
-        if spec == "nuts":
+        if spec == "nuts" and sgmcmc:
             row["step_at_last_draw"] = pilot(keys[5], model, data, typical_starts(posterior)[0])
         print(
             f"| {spec} | {row['accuracy']:.3f} | {row['nll']:.3f} | {row['coverage_95']:.3f} "

@@ -81,3 +81,10 @@ def test_coverage_over_datasets_recipe_summary():
     for bad in ("5:5", "a:b", "6:3"):
         with pytest.raises(ValueError, match="--seeds must be 'a:b'"):
             module.parse_seeds(bad)
+
+
+def test_trust_sgmcmc_recipe_takes_the_students_architecture():
+    """``--hidden ""`` gives a student without a hidden layer (one kernel and one bias)."""
+    module = _recipe("synthetic_trust_sgmcmc")
+    rows = module.main(["--smoke", "--hidden", "", "--activation", "relu", "--runs", "nuts"])
+    assert sorted(rows["nuts"]["array_norms"]) == ["layers.0.bias", "layers.0.kernel"]
