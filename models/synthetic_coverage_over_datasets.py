@@ -27,11 +27,10 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 
 import mtbkd_jax as mk
 from mtbkd_jax.experiments import ExperimentConfig
-from mtbkd_jax.experiments.fit import fit_map
+from mtbkd_jax.experiments.fit import build_student, fit_map
 from mtbkd_jax.experiments.synthetic import synthetic_problem
 from mtbkd_jax.experiments.trusted import learned_trust
 from mtbkd_jax.metrics import classification_metrics, interval_coverage
@@ -60,6 +59,9 @@ def one_data_set(case, seed, args, smoke):
         kind, int(num_classes), num_examples=440 if smoke else 2200, seed=seed
     )
     config = ExperimentConfig(
+        seed=seed,  # the student's initial weights
+        hidden=tuple(int(h) for h in args.hidden.split("x") if h),
+        activation=args.activation,
         trust_calibration="none",
         trust_warmup=20 if smoke else 300,
         trust_draws=20 if smoke else 300,
@@ -67,10 +69,7 @@ def one_data_set(case, seed, args, smoke):
     )
     keys = jax.random.split(jax.random.key(seed), 3)
     trust = learned_trust(keys[0], data, config, data.teachers_prior, "none", "mixture")
-    hidden = tuple(int(h) for h in args.hidden.split("x") if h)
-    network = mk.MLP(data.num_features, data.num_classes, hidden=hidden,
-                     activation=args.activation, rngs=nnx.Rngs(seed))  # fmt: skip
-    student = mk.Student(network).with_prior(hierarchical_normal_prior())
+    student = build_student(data, config).with_prior(hierarchical_normal_prior())
     model = mk.MTBKDModel(student, data.teachers_prior, trust=trust,
                           prior_power=args.prior_power, temperature=config.temperature)  # fmt: skip
     kwargs = {"prior_inputs": data.prior_inputs}
@@ -105,8 +104,9 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
     args = parser.parse_args(argv)
     seeds = parse_seeds("0:2" if args.smoke else args.seeds)
-    print(f"{args.case}, beta = {args.prior_power:g}, student {args.hidden or 'linear'} "
-          f"{args.activation}\n| data-set seed | accuracy | NLL | 95% coverage | time |\n"
+    units = f" {args.activation}" if args.hidden else " (no hidden layer)"
+    print(f"{args.case}, beta = {args.prior_power:g}, student {args.hidden or 'linear'}{units}"
+          f"\n| data-set seed | accuracy | NLL | 95% coverage | time |\n"
           "| ---: | ---: | ---: | ---: | ---: |")  # fmt: skip
     rows = {}
     for seed in seeds:

@@ -199,12 +199,13 @@ def main(argv=None):
 
     starts = [fit_map(k, data, config, model).point() for k in keys[1:5]]
     sgmcmc = any(spec.partition("@")[0] not in ("nuts", "svi") for spec in specs)
+    print(f"{args.case}, beta = {args.prior_power:g}, student {student.module.architecture}")
     eta = None
     if sgmcmc:  # the pilots only where an SG-MCMC run takes their step
         choice = pilot(keys[5], model, data, starts[0])
         eta = choice.step_size
-        print(f"{args.case}, beta = {args.prior_power:g}: SGLD step chosen from the MAP "
-              f"{eta:.3g}, minibatch noise ratio there {choice.noise_ratio:.3g}")  # fmt: skip
+        print(f"SGLD step chosen from the MAP {eta:.3g}, minibatch noise ratio there "
+              f"{choice.noise_ratio:.3g}")  # fmt: skip
     print("| run | accuracy | NLL | 95% coverage | p < 0.01 | p >= 0.9 | width | weight norm "
           "| max norm R-hat | time |\n| --- |" + " ---: |" * 9)  # fmt: skip
     rows, reference = {}, {}

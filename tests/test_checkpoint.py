@@ -35,8 +35,8 @@ def problem():
     )
     return x, y, teachers
 
-def model_for(teachers, concentration=10.0):
-    student = mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)))
+def model_for(teachers, concentration=10.0, activation="tanh"):
+    student = mk.Student(mk.MLP(3, 2, hidden=(4,), activation=activation, rngs=nnx.Rngs(0)))
     return mk.MTBKDModel(student, teachers, concentration=concentration)
 
 def run(model, x, y, **kwargs):
@@ -170,6 +170,7 @@ def finished_checkpoint(tmp_path_factory):
         ({"init_params": "zeros"}, "init_params"),
         ({"temperature": 0.5}, "temperature"),
         ({"teachers": "other"}, "model"),
+        ({"activation": "relu"}, "student"),
         ({"warm_start_optimizer": "other"}, "warm_start_optimizer"),
     ],
 )
@@ -185,7 +186,7 @@ def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, chang
         x[3, 1] += 1e-3
     if change.get("teachers") == "other":
         teachers = teachers.select([0])
-    model = model_for(teachers, concentration)
+    model = model_for(teachers, concentration, change.get("activation", "tanh"))
     if "step_size" in change:
         kwargs["step_size"] = change["step_size"]
     if "random_draw_positions" in change:

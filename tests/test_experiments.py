@@ -170,6 +170,8 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     again = coverage_breakdown(tmp_path, num_examples=440)["linear_2"]
     assert [b["count"] for b in again] == [b["count"] for b in breakdown]
     assert abs(sum(b["coverage"] * b["count"] for b in again) / pairs - pooled) < 1e-6
+    with pytest.raises(ValueError, match="pass the run's hidden and activation"):
+        coverage_breakdown(tmp_path, num_examples=440, activation="relu")
 
 
 # ---------------------------------------------------------------------- the runner's parts

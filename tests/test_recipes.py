@@ -72,10 +72,13 @@ def test_coverage_over_datasets_recipe_summary():
     """The band count and the standard error of the mean coverage, against hand figures; a
     malformed or empty ``--seeds`` is refused naming the option."""
     module = _recipe("synthetic_coverage_over_datasets")
-    result = module.summary([0.90, 0.95, 0.97, 1.00])
-    assert result["in_band"] == 2
-    np.testing.assert_allclose(result["mean"], 0.955)
-    np.testing.assert_allclose(result["standard_error"], np.std([0.9, 0.95, 0.97, 1.0], ddof=1) / 2)
+    coverages = [0.90, 0.92, 0.95, 0.98, 0.981, 1.00]  # the band's edges count as inside
+    result = module.summary(coverages)
+    assert result["in_band"] == 3
+    np.testing.assert_allclose(result["mean"], np.mean(coverages))
+    np.testing.assert_allclose(
+        result["standard_error"], np.std(coverages, ddof=1) / np.sqrt(len(coverages))
+    )
     assert list(module.parse_seeds("3:6")) == [3, 4, 5]
     assert list(module.parse_seeds("4")) == [4]
     for bad in ("5:5", "a:b", "6:3"):
@@ -83,8 +86,19 @@ def test_coverage_over_datasets_recipe_summary():
             module.parse_seeds(bad)
 
 
-def test_trust_sgmcmc_recipe_takes_the_students_architecture():
-    """``--hidden ""`` gives a student without a hidden layer (one kernel and one bias)."""
+def test_trust_sgmcmc_recipe_takes_the_students_architecture(monkeypatch, capsys):
+    """``--hidden``/``--activation`` build the student they name, and with NUTS runs alone the
+    step-size pilots (for SG-MCMC runs only) are not run."""
     module = _recipe("synthetic_trust_sgmcmc")
-    rows = module.main(["--smoke", "--hidden", "", "--activation", "relu", "--runs", "nuts"])
+
+    def no_pilot(*args, **kwargs):
+        raise AssertionError("the pilots ran for NUTS alone")
+
+    monkeypatch.setattr(module, "pilot", no_pilot)
+    rows = module.main(["--smoke", "--hidden", "4", "--activation", "relu", "--runs", "nuts"])
+    assert "student 2-4-5 relu" in capsys.readouterr().out
+    assert sorted(rows["nuts"]["array_norms"]) == [
+        "layers.0.bias", "layers.0.kernel", "layers.1.bias", "layers.1.kernel"
+    ]  # fmt: skip
+    rows = module.main(["--smoke", "--hidden", "", "--runs", "nuts"])
     assert sorted(rows["nuts"]["array_norms"]) == ["layers.0.bias", "layers.0.kernel"]

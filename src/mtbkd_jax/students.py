@@ -289,7 +289,9 @@ class Student:
 
     def __repr__(self) -> str:
         frozen = ", frozen feature extractor" if self.feature_extractor else ""
-        return f"Student({type(self.module).__name__}, name={self.name!r}{frozen})"
+        shape = getattr(self.module, "architecture", "")  # e.g. an MLP's sizes and units
+        kind = f"{type(self.module).__name__} {shape if isinstance(shape, str) else ''}".strip()
+        return f"Student({kind}, name={self.name!r}{frozen})"
 
 
 def _check_prior_type(prior: object) -> None:
@@ -325,6 +327,8 @@ class MLP(nnx.Module):
         hidden: widths of the hidden layers.
         activation: ``"tanh"`` (smooth, friendlier to NUTS) or ``"relu"``.
         rngs: ``flax.nnx.Rngs`` for the initial weights.
+
+    ``architecture`` (``"2-16-5 tanh"``) enters the settings, so checkpoints tell units apart.
     """
 
     def __init__(
@@ -342,7 +346,7 @@ class MLP(nnx.Module):
         self.layers = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
-        self.activation = activation
+        self.activation, self.architecture = activation, f"{'-'.join(map(str, sizes))} {activation}"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = jnp.tanh if self.activation == "tanh" else jax.nn.relu

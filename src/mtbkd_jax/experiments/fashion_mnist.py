@@ -123,7 +123,7 @@ def run_fashion_mnist(
     say(
         f"[fashion-mnist] {len(data.y_train)} labelled, {data.num_transfer} transfer, "
         f"{data.num_validation} validation, {len(data.y_test)} test images; student MLP "
-        f"{data.num_features}-{'-'.join(map(str, config.hidden))}-10"
+        f"{data.num_features}-{'-'.join(map(str, config.hidden))}-10 {config.activation}"
     )
     rows, artifacts = run_baselines(data, config, say=say)
     out = write_report(out_dir, data, rows, artifacts)

@@ -136,10 +136,17 @@ def _breakdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def coverage_breakdown(
-    out_dir: str | os.PathLike[str], *, seed: int = 0, num_examples: int = 2200
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    num_examples: int = 2200,
+    hidden: tuple[int, ...] = SyntheticConfig.hidden,
+    activation: str = SyntheticConfig.activation,
 ) -> dict:
     """Coverage by true probability of the MT-BKD posteriors a finished run saved
-    (``OUT/CASE/posterior.nc``); regenerates each case's test data from ``seed``."""
+    (``OUT/CASE/posterior.nc``); regenerates each case's test data from ``seed`` and its
+    student from ``hidden`` and ``activation`` (a posterior sampled with another student is
+    refused)."""
     from mtbkd_jax.experiments.fit import build_student
     from mtbkd_jax.infer.posterior import Posterior
     from mtbkd_jax.model import MTBKDModel
@@ -151,8 +158,20 @@ def coverage_breakdown(
         path = Path(out_dir) / data.name / "posterior.nc"
         if not path.is_file():
             continue
-        logits = MTBKDModel(build_student(data, SyntheticConfig(seed=seed)), None).logits
-        summary = predictive_summary(Posterior.load(path, logits_fn=logits), data.x_test)
+        student = build_student(
+            data, SyntheticConfig(seed=seed, hidden=hidden, activation=activation)
+        )
+        posterior = Posterior.load(path, logits_fn=MTBKDModel(student, None).logits)
+        sampled = posterior.settings.get("student")
+        legacy = f"Student(MLP, name={student.name!r})"  # saved before the units were recorded
+        if sampled not in (None, repr(student)) and not (
+            sampled == legacy and activation == "tanh"
+        ):
+            raise ValueError(
+                f"{path} was sampled with {sampled}, not {student!r}: pass the run's hidden "
+                "and activation"
+            )
+        summary = predictive_summary(posterior, data.x_test)
         out[data.name] = interval_coverage_by_probability(
             summary["class_intervals"], synthetic.true_probs_test
         )
