@@ -172,6 +172,17 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     assert abs(sum(b["coverage"] * b["count"] for b in again) / pairs - pooled) < 1e-6
     with pytest.raises(ValueError, match="pass the run's hidden and activation"):
         coverage_breakdown(tmp_path, num_examples=440, activation="relu")
+    # a posterior saved before the units were recorded is read as the tanh student it was
+    from mtbkd_jax.infer.posterior import Posterior
+
+    path = tmp_path / "linear_2" / "posterior.nc"
+    old = Posterior.load(path)
+    old.settings = {**old.settings, "student": "Student(MLP, name='student')"}
+    old.save(path)
+    legacy = coverage_breakdown(tmp_path, num_examples=440)["linear_2"]
+    assert [b["coverage"] for b in legacy] == [b["coverage"] for b in again]
+    with pytest.raises(ValueError, match="pass the run's hidden and activation"):
+        coverage_breakdown(tmp_path, num_examples=440, activation="relu")
 
 
 # ---------------------------------------------------------------------- the runner's parts
