@@ -348,3 +348,51 @@ def test_require_input_dir_checks(tmp_path):
         _paths.require_input_dir(tmp_path / "file", "--data")
     with pytest.raises(FileNotFoundError, match="--data must be an existing folder"):
         _paths.require_input_dir(tmp_path / "missing", "--data")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environment", "expected"),
+    [
+        (["demo"], None, "cpu"),  # the demo's student is too small to gain from a GPU
+        (["demo"], "cuda", None),  # JAX_PLATFORMS in the environment is obeyed
+        (["demo"], "", None),  # even when empty (JAX's own choice)
+        (["demo", "--platform", "auto"], None, None),
+        (["demo", "--platform", "gpu"], None, "gpu"),
+        (["experiment", "demo", "--out", "x"], None, "cpu"),
+        (["experiment", "digits", "--out", "x"], None, "cpu"),  # as small a student
+        (["experiment", "fashion-mnist", "--out", "x"], None, None),  # JAX's choice
+        (["experiment", "deeploc", "--out", "x"], None, None),
+        (["experiment", "deeploc", "--out", "x", "--platform", "cpu"], "cuda", "cpu"),
+    ],
+)
+def test_platform_defaults_to_the_experiments_own(monkeypatch, argv, environment, expected):
+    from mtbkd_jax._cli_platform import platform_wanted
+    from mtbkd_jax.cli import _parser
+
+    if environment is None:
+        monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    else:
+        monkeypatch.setenv("JAX_PLATFORMS", environment)
+    assert platform_wanted(_parser().parse_args(argv)) == expected
+
+
+def test_platform_is_set_for_the_command_and_restored(monkeypatch, no_cache):
+    seen = []
+    monkeypatch.setattr(
+        mtbkd_jax.demo, "run_demo", lambda *a, **k: seen.append(jax.config.jax_platforms)
+    )
+    before = jax.config.jax_platforms
+    assert main(["demo", "--smoke", "--platform", "cpu"]) == 0
+    assert seen == ["cpu"]
+    assert jax.config.jax_platforms == before
+
+
+def test_a_platform_this_machine_lacks_is_a_one_line_error(capsys, monkeypatch, no_cache):
+    _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
+    before = jax.config.jax_platforms
+    assert main(["demo", "--smoke", "--platform", "tpu"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--platform 'tpu'" in line and "no device of this platform" in line
+    assert jax.config.jax_platforms == before
+    assert main(["demo", "--platform", "quantum"]) == 2  # not a platform: a usage error
+    assert "--platform" in _one_error_line(capsys.readouterr().err)

@@ -7,7 +7,9 @@ way with exit status 1. JAX's persistent compilation cache is on by default, in
 ``$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache`` (``~/.cache/...``), so that a second run
 compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` turn it off.
 
-Devices and processes: ``--mesh CxD`` runs every student fit of the command on a
+Devices and processes: ``--platform`` chooses JAX's platform (``cpu``, ``gpu``, ``tpu``,
+``auto``); the demo, digits and synthetic run on the CPU unless it says otherwise
+(:mod:`mtbkd_jax._cli_platform` says why). ``--mesh CxD`` runs every student fit of the command on a
 :class:`jax.sharding.Mesh` of ``C`` x ``D`` devices, axes ``("chains", "data")``
 (:class:`mtbkd_jax.experiments.ExperimentConfig`'s ``mesh``: MAP and NUTS with the data sharded
 over ``data``, SGLD with ``shard_data=True``). ``--coordinator HOST:PORT --num-processes N
@@ -33,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtbkd_jax._cli_platform import PLATFORMS, check_platform, on_platform, platform_wanted
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.report import INPUT_ERRORS, ExperimentFailed
@@ -107,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         help="do not use JAX's persistent compilation cache (by default in "
         f"$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache; {COMPILE_CACHE_ENV_VAR}=0 also "
         "turns it off)",
+    )
+    common.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        default=None,
+        help="the JAX platform to run on (default: the CPU for the demo, digits and synthetic, "
+        "whose students are too small to gain from an accelerator; JAX's choice for the "
+        "others; JAX_PLATFORMS in the environment is obeyed; auto: JAX's choice)",
     )
     common.add_argument(
         "--traceback", action="store_true", help="show the full Python traceback of an error"
@@ -308,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cache = _cache_folder(wanted)
     try:
-        with connected(args, processes), compile_cache(cache):
+        platform = platform_wanted(args)
+        with on_platform(platform), connected(args, processes), compile_cache(cache):
+            check_platform(platform)
             _run(args, processes)
     except KeyboardInterrupt:
         print("mtbkd: interrupted", file=sys.stderr)

@@ -49,6 +49,10 @@ class Experiment:
             data_path]) -> rows``, imported when the experiment runs.
         config: ``"module:Class"``, the runner's :class:`ExperimentConfig` subclass.
         takes_data: whether it reads a data folder (``data_path``, ``--data``).
+        platform: the JAX platform ``mtbkd`` runs it on unless ``--platform`` or
+            ``JAX_PLATFORMS`` says otherwise; ``None``: JAX's choice (a GPU if there is one).
+            ``"cpu"`` for the experiments whose students are too small to gain from an
+            accelerator (:mod:`mtbkd_jax._cli_platform`).
     """
 
     name: str
@@ -56,6 +60,7 @@ class Experiment:
     runner: str
     config: str
     takes_data: bool = False
+    platform: str | None = None
 
     def run(
         self,
@@ -94,12 +99,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             "every baseline on scikit-learn's digits, tuned on a validation split",
             "mtbkd_jax.experiments.digits:run_digits",
             "mtbkd_jax.experiments.digits:DigitsConfig",
+            platform="cpu",
         ),
         Experiment(
             "synthetic",
             "every baseline on four problems with known class probabilities (coverage)",
             "mtbkd_jax.experiments.synthetic:run_synthetic",
             "mtbkd_jax.experiments.synthetic:SyntheticConfig",
+            platform="cpu",
         ),
         Experiment(
             "deeploc",
@@ -120,6 +127,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "the main job, also `mtbkd demo`: three teachers distilled into an MLP on digits",
             "mtbkd_jax.demo:run_demo",
             "mtbkd_jax.demo:DemoConfig",
+            platform="cpu",
         ),
     )
 }
