@@ -5,10 +5,10 @@
 #   1. the demo, profiled (benchmarks/demo_profile.py: wall time, each method's seconds, the
 #      seconds spent compiling) on the GPU; the same on cores 0-1 and vectorised-chain
 #      throughput (benchmarks/chain_throughput.py) on cores 2-3, meanwhile;
-#   2. vectorised-chain throughput on the GPU;
+#   2. vectorised-chain throughput on the GPU, SGLD then NUTS (one invocation each);
 #   3. tests on the GPU, with the time that is left (the GPU-specific paths first).
-# Each step has its own time limit (DEMO_SECONDS, THROUGHPUT_SECONDS, END_SECONDS: when the
-# run stops). Everything is packed into $OUT/device_check.tar.gz after every step, so a time
+# Each step has its own time limit (DEMO_SECONDS, CPU_THROUGHPUT_SECONDS and THROUGHPUT_SECONDS
+# per sampler, END_SECONDS: when the run stops). Everything is packed into $OUT/device_check.tar.gz after every step, so a time
 # limit keeps what was measured. Needs the wheels in .whl/ (the device image lacks ArviZ 1.x
 # and BlackJAX, and has older numpyro, flax and xarray). A dry run on the CPU, with another
 # Python and its own packages: PY=.venv/bin/python NO_INSTALL=1 GPU_PLATFORM=cpu DEMO_SECONDS=60 \
@@ -20,7 +20,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/device-out}
 LOGS=/tmp/device-check
 START=$SECONDS
-mkdir -p "$OUT" "$LOGS"
+rm -rf "$LOGS"; mkdir -p "$OUT" "$LOGS"  # nothing of an earlier run on a warm machine
 pack() { tar -czf "$OUT/device_check.tar.gz" --exclude="*.nc" --exclude="*.png" -C "$LOGS" . 2>/dev/null; }
 PINNED=0  # pin to cores only where taskset works and the cores exist
 if [ "$(nproc)" -ge 16 ] && taskset -c 4-15 true 2>/dev/null; then PINNED=1; fi
@@ -36,20 +36,26 @@ echo "== 1. demo on the GPU; demo and throughput on 2 CPU cores each, meanwhile"
 JAX_PLATFORMS=cpu pin 0,1 timeout -k 10 "${DEMO_SECONDS:-280}" $PY benchmarks/demo_profile.py \
   --out "$LOGS/demo_cpu" --json "$LOGS/demo_cpu.json" > "$LOGS/demo_cpu.log" 2>&1 &
 CPU_DEMO=$!
-JAX_PLATFORMS=cpu pin 2,3 timeout -k 10 "${DEMO_SECONDS:-280}" $PY benchmarks/chain_throughput.py \
-  --budget 30 --json "$LOGS/throughput_cpu.json" > "$LOGS/throughput_cpu.log" 2>&1 &
+( for sampler in sgld nuts; do  # one invocation per sampler: NUTS cannot starve SGLD
+    JAX_PLATFORMS=cpu pin 2,3 timeout -k 10 "${CPU_THROUGHPUT_SECONDS:-140}" $PY \
+      benchmarks/chain_throughput.py --samplers $sampler --budget 30 \
+      --json "$LOGS/throughput_cpu_$sampler.json" > "$LOGS/throughput_cpu_$sampler.log" 2>&1
+  done ) &
 CPU_THROUGHPUT=$!
 JAX_PLATFORMS=$GPU_PLATFORM pin 4-15 timeout -k 10 "${DEMO_SECONDS:-280}" $PY benchmarks/demo_profile.py \
   --out "$LOGS/demo_gpu" --json "$LOGS/demo_gpu.json" > "$LOGS/demo_gpu.log" 2>&1
 echo "GPU demo: exit $? after $((SECONDS - START)) s"; tail -c 1500 "$LOGS/demo_gpu.log"; pack
 
 echo "== 2. vectorised chains on the GPU (draws/s)"
-JAX_PLATFORMS=$GPU_PLATFORM pin 4-15 timeout -k 10 "${THROUGHPUT_SECONDS:-170}" $PY \
-  benchmarks/chain_throughput.py --budget 30 --json "$LOGS/throughput_gpu.json" \
-  > "$LOGS/throughput_gpu.log" 2>&1
-echo "GPU throughput: exit $? after $((SECONDS - START)) s"; cat "$LOGS/throughput_gpu.log" | tail -14
+for sampler in sgld nuts; do
+  JAX_PLATFORMS=$GPU_PLATFORM pin 4-15 timeout -k 10 "${THROUGHPUT_SECONDS:-85}" $PY \
+    benchmarks/chain_throughput.py --samplers $sampler --budget 30 \
+    --json "$LOGS/throughput_gpu_$sampler.json" > "$LOGS/throughput_gpu_$sampler.log" 2>&1
+  echo "GPU throughput ($sampler): exit $? after $((SECONDS - START)) s"
+  cat "$LOGS/throughput_gpu_$sampler.log"
+done
 wait $CPU_DEMO; echo "CPU demo: exit $?"; tail -c 600 "$LOGS/demo_cpu.log"
-wait $CPU_THROUGHPUT; echo "CPU throughput: exit $?"; tail -14 "$LOGS/throughput_cpu.log"; pack
+wait $CPU_THROUGHPUT; echo "CPU throughput:"; cat "$LOGS"/throughput_cpu_*.log; pack
 
 LEFT=$(( ${END_SECONDS:-540} - (SECONDS - START) ))
 echo "== 3. tests on the GPU (${LEFT} s left)"

@@ -358,8 +358,11 @@ def test_require_input_dir_checks(tmp_path):
         (["demo"], "", None),  # even when empty (JAX's own choice)
         (["demo", "--platform", "auto"], None, None),
         (["demo", "--platform", "gpu"], None, "gpu"),
+        (["demo", "--mesh", "1x2"], None, None),  # several devices: JAX's choice
+        (["demo", "--mesh", "1x2", "--platform", "cpu"], None, "cpu"),
         (["experiment", "demo", "--out", "x"], None, "cpu"),
         (["experiment", "digits", "--out", "x"], None, "cpu"),  # as small a student
+        (["experiment", "synthetic", "--out", "x"], None, "cpu"),
         (["experiment", "fashion-mnist", "--out", "x"], None, None),  # JAX's choice
         (["experiment", "deeploc", "--out", "x"], None, None),
         (["experiment", "deeploc", "--out", "x", "--platform", "cpu"], "cuda", "cpu"),
@@ -376,23 +379,64 @@ def test_platform_defaults_to_the_experiments_own(monkeypatch, argv, environment
     assert platform_wanted(_parser().parse_args(argv)) == expected
 
 
-def test_platform_is_set_for_the_command_and_restored(monkeypatch, no_cache):
+def test_several_processes_keep_jaxs_platform(monkeypatch):
+    from mtbkd_jax._cli_platform import platform_wanted
+    from mtbkd_jax.cli import _parser
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    args = _parser().parse_args(["demo"])
+    assert platform_wanted(args, {"num_processes": 2}) is None
+
+
+@pytest.fixture
+def platforms_unset():
+    """``jax_platforms`` unset for the test (the suite's conftest sets it to "cpu"), so that a
+    command that sets it, or fails to restore it, is seen."""
+    before = jax.config.jax_platforms
+    jax.config.update("jax_platforms", None)
+    yield
+    jax.config.update("jax_platforms", before)
+
+
+def test_platform_is_set_for_the_command_and_restored(monkeypatch, no_cache, platforms_unset):
     seen = []
-    monkeypatch.setattr(
-        mtbkd_jax.demo, "run_demo", lambda *a, **k: seen.append(jax.config.jax_platforms)
-    )
-    before = jax.config.jax_platforms
+
+    def run(*args, **kwargs):
+        seen.append((jax.config.jax_platforms, jnp.zeros(2).devices()))
+
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", run)
     assert main(["demo", "--smoke", "--platform", "cpu"]) == 0
-    assert seen == ["cpu"]
-    assert jax.config.jax_platforms == before
+    assert seen == [("cpu", {jax.devices("cpu")[0]})]
+    assert jax.config.jax_platforms is None
+    assert main(["demo", "--smoke", "--platform", "auto"]) == 0
+    assert seen[-1][0] is None  # JAX's choice: nothing set
 
 
-def test_a_platform_this_machine_lacks_is_a_one_line_error(capsys, monkeypatch, no_cache):
+def test_a_platform_this_machine_lacks_is_a_one_line_error(
+    capsys, monkeypatch, no_cache, platforms_unset
+):
     _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
-    before = jax.config.jax_platforms
     assert main(["demo", "--smoke", "--platform", "tpu"]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert "--platform 'tpu'" in line and "no device of this platform" in line
-    assert jax.config.jax_platforms == before
+    assert jax.config.jax_platforms is None
     assert main(["demo", "--platform", "quantum"]) == 2  # not a platform: a usage error
     assert "--platform" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(
+    os.environ.get("MTBKD_TEST_DEVICE", "cpu") != "cpu", reason="needs a machine without a GPU"
+)
+def test_a_gpu_platform_on_a_machine_without_one_is_a_one_line_error():
+    # in a fresh process JAX starts no backend for "cuda" here and fails with an
+    # AssertionError, not a RuntimeError: still one line that names --platform
+    environment = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mtbkd_jax.cli", "demo", "--smoke", "--platform", "cuda"],
+        capture_output=True,
+        text=True,
+        env={**environment, COMPILE_CACHE_ENV_VAR: "0"},
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "--platform 'cuda'" in _one_error_line(result.stderr)

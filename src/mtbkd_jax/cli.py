@@ -9,10 +9,11 @@ compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` tur
 
 Devices and processes: ``--platform`` chooses JAX's platform (``cpu``, ``gpu``, ``tpu``,
 ``auto``); the demo, digits and synthetic run on the CPU unless it says otherwise
-(:mod:`mtbkd_jax._cli_platform` says why). ``--mesh CxD`` runs every student fit of the command on a
-:class:`jax.sharding.Mesh` of ``C`` x ``D`` devices, axes ``("chains", "data")``
-(:class:`mtbkd_jax.experiments.ExperimentConfig`'s ``mesh``: MAP and NUTS with the data sharded
-over ``data``, SGLD with ``shard_data=True``). ``--coordinator HOST:PORT --num-processes N
+(:mod:`mtbkd_jax._cli_platform` says why).
+
+``--mesh CxD`` runs every student fit of the command on a :class:`jax.sharding.Mesh` of ``C`` x
+``D`` devices, axes ``("chains", "data")`` (:class:`mtbkd_jax.experiments.ExperimentConfig`'s
+``mesh``: MAP and NUTS with the data sharded over ``data``, SGLD with ``shard_data=True``). ``--coordinator HOST:PORT --num-processes N
 --process-id I`` (all three) or ``--distributed`` (JAX's detection under Slurm, Open MPI or
 Kubernetes) connect the command's processes with ``jax.distributed``
 (:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same command in every
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtbkd_jax._cli_platform import PLATFORMS, check_platform, on_platform, platform_wanted
+from mtbkd_jax._cli_platform import PLATFORMS, platform_config, platform_device, platform_wanted
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.report import INPUT_ERRORS, ExperimentFailed
@@ -117,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the JAX platform to run on (default: the CPU for the demo, digits and synthetic, "
         "whose students are too small to gain from an accelerator; JAX's choice for the "
-        "others; JAX_PLATFORMS in the environment is obeyed; auto: JAX's choice)",
+        "others, with --mesh or several processes, or where JAX_PLATFORMS is set; auto: "
+        "JAX's choice)",
     )
     common.add_argument(
         "--traceback", action="store_true", help="show the full Python traceback of an error"
@@ -319,10 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cache = _cache_folder(wanted)
     try:
-        platform = platform_wanted(args)
-        with on_platform(platform), connected(args, processes), compile_cache(cache):
-            check_platform(platform)
-            _run(args, processes)
+        platform = platform_wanted(args, processes)
+        with platform_config(platform), connected(args, processes):
+            with compile_cache(cache), platform_device(platform):
+                _run(args, processes)
     except KeyboardInterrupt:
         print("mtbkd: interrupted", file=sys.stderr)
         return 130
