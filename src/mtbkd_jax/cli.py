@@ -13,8 +13,8 @@ Devices and processes: ``--platform`` chooses JAX's platform (``cpu``, ``gpu``, 
 
 ``--mesh CxD`` runs every student fit of the command on a :class:`jax.sharding.Mesh` of ``C`` x
 ``D`` devices, axes ``("chains", "data")`` (:class:`mtbkd_jax.experiments.ExperimentConfig`'s
-``mesh``: MAP and NUTS with the data sharded over ``data``, SGLD with ``shard_data=True``). ``--coordinator HOST:PORT --num-processes N
---process-id I`` (all three) or ``--distributed`` (JAX's detection under Slurm, Open MPI or
+``mesh``: MAP and NUTS with the data sharded over ``data``, SGLD with ``shard_data=True``).
+``--coordinator HOST:PORT --num-processes N --process-id I`` (all three) or ``--distributed`` (JAX's detection under Slurm, Open MPI or
 Kubernetes) connect the command's processes with ``jax.distributed``
 (:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same command in every
 process. The mesh then spans every process's devices (default ``1`` x all of them), each
