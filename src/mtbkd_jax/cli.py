@@ -14,15 +14,15 @@ Devices and processes: ``--platform`` chooses JAX's platform (``cpu``, ``gpu``, 
 ``--mesh CxD`` runs every student fit of the command on a :class:`jax.sharding.Mesh` of ``C`` x
 ``D`` devices, axes ``("chains", "data")`` (:class:`mtbkd_jax.experiments.ExperimentConfig`'s
 ``mesh``: MAP and NUTS with the data sharded over ``data``, SGLD with ``shard_data=True``).
-``--coordinator HOST:PORT --num-processes N --process-id I`` (all three) or ``--distributed`` (JAX's detection under Slurm, Open MPI or
-Kubernetes) connect the command's processes with ``jax.distributed``
-(:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same command in every
-process. The mesh then spans every process's devices (default ``1`` x all of them), each
-process evaluating the potential on the data shards of its own devices, and every process
-ends with the same rows. Only process 0 writes into ``--out`` and prints the log: the others
-write into a temporary folder that is removed at the end, and their standard output is
-silenced. What is not split: loading the data and fitting the teachers' trust (a small model
-of the labels) run in every process alike; teachers that the experiment trains itself
+``--coordinator HOST:PORT --num-processes N --process-id I`` (all three) or ``--distributed``
+(JAX's detection under Slurm, Open MPI or Kubernetes) connect the command's processes with
+``jax.distributed`` (:mod:`mtbkd_jax.infer.multiprocess`) before anything runs; start the same
+command in every process. The mesh then spans every process's devices (default ``1`` x all of
+them), each process evaluating the potential on the data shards of its own devices, and every
+process ends with the same rows. Only process 0 writes into ``--out`` and prints the log: the
+others write into a temporary folder that is removed at the end, and their standard output is
+silenced. What is not split: loading the data and fitting the teachers' trust (a small model of
+the labels) run in every process alike; teachers that the experiment trains itself
 (Fashion-MNIST's networks) are trained by process 0 alone and sent to the others.
 """
 
