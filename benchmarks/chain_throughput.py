@@ -99,10 +99,13 @@ def nuts_rate(model, inputs, labels, chains: int, draws: tuple[int, int], warmup
     first = nuts_call(model, inputs, labels, chains, draws[0], warmup, start)
     small = nuts_call(model, inputs, labels, chains, draws[0], warmup, start)
     large = nuts_call(model, inputs, labels, chains, draws[1], warmup, start)
-    seconds = {"first call": first, str(draws[0]): small, str(draws[1]): large}
+    run = {
+        "seconds": {"first call": first, str(draws[0]): small, str(draws[1]): large},
+        "extra_seconds": large - small,
+    }
     if large - small < 0.1 * small:  # the extra draws took less than the timer's noise
-        return {"draws_per_s": None, "seconds": seconds, "note": "difference within noise"}
-    return {"draws_per_s": chains * (draws[1] - draws[0]) / (large - small), "seconds": seconds}
+        return {**run, "draws_per_s": None, "note": "difference within noise"}
+    return {**run, "draws_per_s": chains * (draws[1] - draws[0]) / (large - small)}
 
 
 def steady_seconds(run: dict) -> float:
@@ -112,8 +115,7 @@ def steady_seconds(run: dict) -> float:
     in separate invocations where a time limit matters (``device_check.sh`` does)."""
     if "seconds_per_epoch" in run:
         return 3 * float(run["seconds_per_epoch"])
-    seconds = [float(value) for key, value in run["seconds"].items() if key != "first call"]
-    return max(max(seconds) - min(seconds), 0.0)
+    return max(float(run["extra_seconds"]), 0.0)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -72,9 +72,7 @@ def profile_demo(out_dir: Path, smoke: bool) -> dict:
         status = "stopped by a time limit"
     wall = time.perf_counter() - tick
     done = status == "finished"
-    rows = json.loads((out_dir / "metrics.json").read_text()) if done else []
-    if isinstance(rows, dict):
-        rows = rows.get("rows", [])
+    rows = json.loads((out_dir / "metrics.json").read_text()) if done else []  # a list of rows
     compile_total = sum(seconds.values())
     return {
         "backend": jax.default_backend(),

@@ -61,10 +61,11 @@ def platform_config(platform: str | None) -> Iterator[None]:
 @contextlib.contextmanager
 def platform_device(platform: str | None) -> Iterator[None]:
     """Place the command's computations on ``platform``'s first device
-    (``jax.default_device``): this also holds where the backends had started before the
-    command (``main`` called in a process that already used JAX), when ``jax_platforms`` no
-    longer acts. A platform JAX cannot run on here is refused with a :class:`ValueError` that
-    names ``--platform``. Enter it after the processes are connected."""
+    (``jax.default_device``): this also holds, on the command's own thread, where the
+    backends had started before the command (``main`` called in a process that already used
+    JAX), when ``jax_platforms`` no longer acts. A platform JAX cannot run on here is refused
+    with a :class:`ValueError` that names ``--platform``. Enter it after the processes are
+    connected."""
     if platform is None:
         yield
         return
