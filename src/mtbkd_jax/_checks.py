@@ -50,11 +50,25 @@ def _as_number(value: object, name: str) -> float:
         ) from error
 
 
+# float32's smallest normal number and its reciprocal: a positive setting outside this range, or
+# its reciprocal (XLA divides by multiplying with it), rounds to 0 or inf in float32 and turns
+# a temperature's ``-inf / T`` into NaN
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+_FLOAT32_RANGE = (_FLOAT32_TINY, 1.0 / _FLOAT32_TINY)
+
+
 def require_positive(value: float, name: str) -> float:
-    """Return ``value`` as a float, raising unless it is finite and > 0."""
+    """Return ``value`` as a float, raising unless it is finite and > 0, and within float32's
+    normal range with its reciprocal (1.2e-38 to 8.5e37)."""
     value = _as_number(value, name)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    low, high = _FLOAT32_RANGE
+    if not low <= value <= high:
+        raise ValueError(
+            f"{name} must be a finite number > 0 between {low:.3g} and {high:.3g} (it and its "
+            f"reciprocal normal float32 numbers), got {value}"
+        )
     return value
 
 

@@ -44,6 +44,8 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]
     labels = np.asarray(labels)
     if probs.ndim != 2:
         raise ValueError(f"probs must have shape (N, C), got {probs.shape}")
+    if probs.shape[0] == 0:  # a mean over no examples is NaN or 0, never a figure
+        raise ValueError("probs must hold at least one example, got shape (0, C)")
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("probs must be finite and non-negative")
     if probs.size and np.abs(probs.sum(-1) - 1).max() > 1e-3:
@@ -151,6 +153,8 @@ def error_detection_auroc(scores: ArrayLike, errors: ArrayLike) -> float:
         raise ValueError(
             f"scores and errors must be (N,) arrays, got {scores.shape}, {errors.shape}"
         )
+    if not np.isfinite(scores).all():  # a NaN would sort as the highest score
+        raise ValueError("scores must be finite (no NaN or infinity)")
     num_errors, num_right = int(errors.sum()), int((~errors).sum())
     if num_errors == 0 or num_right == 0:
         return float("nan")
@@ -173,6 +177,13 @@ def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.nd
             f"intervals must have shape {(*true_probs.shape, 2)} (lower and upper bounds for "
             f"true_probs of shape {true_probs.shape}), got {intervals.shape}"
         )
+    if true_probs.size == 0:
+        raise ValueError("true_probs must hold at least one probability, got shape (0, ...)")
+    # a NaN bound or probability compares False everywhere, so it would count as a miss
+    if np.isnan(intervals).any():
+        raise ValueError("intervals must not hold NaN")
+    if not np.isfinite(true_probs).all():
+        raise ValueError("true_probs must be finite (no NaN or infinity)")
     reversed_ = intervals[..., 0] > intervals[..., 1]
     if reversed_.any():
         where = tuple(int(i) for i in np.argwhere(reversed_)[0])

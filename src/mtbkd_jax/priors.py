@@ -36,6 +36,7 @@ from mtbkd_jax._checks import (
     require_positive,
 )
 from mtbkd_jax._deprecation import renamed_keywords
+from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.weighting import teacher_log_weights
 
@@ -235,7 +236,7 @@ class TeacherPrior(NamedTuple):
 
     def log_density(self, student_logits: jax.Array) -> jax.Array:
         """Per-example ``log sum_m w_m Dir(softmax(logits / T); 1 + lambda p_m)``, shape (N,)."""
-        log_q = jax.nn.log_softmax(student_logits / self.temperature, axis=-1)
+        log_q = tempered_log_softmax(student_logits, self.temperature)
         return dirichlet_mixture_log_density(
             log_q, self.scaled_probs, self.log_normalizer, self.log_weights
         )

@@ -32,10 +32,7 @@ def _checked(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarra
     # metrics imports this module to re-export it, so its validation is imported at call time
     from mtbkd_jax.metrics import _check
 
-    probs, labels = _check(probs, labels)
-    if probs.shape[0] == 0:
-        raise ValueError("probs must hold at least one example, got shape (0, C)")
-    return probs, labels
+    return _check(probs, labels)  # which also refuses an empty set
 
 
 def _scores(scores: ArrayLike | None, probs: np.ndarray, name: str = "scores") -> np.ndarray:

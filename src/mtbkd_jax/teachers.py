@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
+from mtbkd_jax._tempering import tempered_log_softmax
 
 __all__ = ["TeacherBank"]
 
@@ -368,7 +369,7 @@ class TeacherBank:
 
 @jax.jit
 def _tempered_log_probs(log_probs: jax.Array, temperature: float) -> jax.Array:
-    return jax.nn.log_softmax(log_probs / temperature, axis=-1)
+    return tempered_log_softmax(log_probs, temperature)
 
 
 @jax.jit

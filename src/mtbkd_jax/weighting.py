@@ -41,6 +41,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
+from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
@@ -106,8 +107,10 @@ def inverse_entropy_log_weights(log_entropies: jax.Array) -> jax.Array:
 
 @jax.jit
 def softmax_log_weights(entropies: jax.Array, tau: float = 1.0) -> jax.Array:
-    """``log softmax(-H / tau)`` over teachers."""
-    return jax.nn.log_softmax(-jnp.maximum(entropies, 0.0) / tau, axis=0)
+    """``log softmax(-H / tau)`` over teachers; ``tau = 0`` is the limit (the surest teachers
+    share the weight). Shifted before dividing, so a tiny ``tau`` stays exact."""
+    positive = jnp.where(tau == 0, jnp.finfo(jnp.float32).tiny, tau)
+    return tempered_log_softmax(-jnp.maximum(entropies, 0.0), positive, axis=0)
 
 
 @jax.jit
@@ -279,6 +282,9 @@ def ca_mkd_weights(log_probs: ArrayLike, labels: ArrayLike) -> jax.Array:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"log_probs must not hold NaN or +inf; found {array[where]} at {where}")
+    finite = np.abs(array[np.isfinite(array)])
+    if finite.size and finite.max() > 1e30:  # +1e39 is +inf in float32, and the weights NaN
+        raise ValueError(f"log_probs must be below 1e30 in size (float32), got {finite.max():.3g}")
     num_teachers, num_examples, num_classes = array.shape
     if num_teachers == 0 or num_examples == 0 or num_classes < 2:
         raise ValueError(

@@ -292,6 +292,31 @@ def _max_rhat(grouped: dict[str, jax.Array]) -> float:
     return float(np.max(values))
 
 
+def _check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> None:
+    """Raise a ``ValueError`` naming the field unless ``trust`` is usable for these teachers:
+    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C); a zero or negative ``tau``
+    would make the prior NaN or invert the teacher without a word."""
+    shapes: dict[str, list[tuple[int, ...]]] = {
+        "temperature": [(num_teachers,)],
+        "concentration": [(num_teachers, 1), (num_teachers, num_classes)],
+    }
+    for name, value in trust._asdict().items():
+        if value is None:
+            continue
+        array = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"trust.{name} must be finite, got {array.tolist()}")
+        allowed = shapes.get(name)
+        if allowed is not None and array.shape not in allowed:
+            wanted = " or ".join(str(shape) for shape in allowed)
+            raise ValueError(f"trust.{name} must have shape {wanted}, got {array.shape}")
+    tau, lam = np.asarray(trust.temperature), np.asarray(trust.concentration)
+    if (tau < np.finfo(np.float32).tiny).any():
+        raise ValueError(f"trust.temperature must be > 0, got {tau.tolist()}")
+    if (lam < 0).any():
+        raise ValueError(f"trust.concentration must be >= 0, got {lam.tolist()}")
+
+
 def resolve_trust(
     trust: object,
     teachers: TeacherBank,
@@ -321,6 +346,7 @@ def resolve_trust(
             )
         return trust.teacher_prior(teachers, temperature), None, None
     if isinstance(trust, TrustValues):
+        _check_values(trust, teachers.num_teachers, teachers.num_classes)
         if weight_rule not in TRUST_WEIGHT_RULES:
             raise ValueError(
                 f"with trust=TrustValues, weight_rule must be one of {TRUST_WEIGHT_RULES}, "

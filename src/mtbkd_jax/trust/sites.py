@@ -59,6 +59,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import require_positive
+from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.priors import TeacherPrior, log_dirichlet_normalizer
 from mtbkd_jax.weighting import (
     inverse_entropy_log_weights,
@@ -205,7 +206,10 @@ def calibrated_log_probs(
         num_classes = log_probs.shape[-1]
         normalised = jnp.clip(_entropy(log_probs) / jnp.log(float(num_classes)), 0.0, 1.0)
         tau = tau * jnp.exp(slope[:, None, None] * (normalised[..., None] - 0.5))
-    scaled = jnp.where(zero, 0.0, log_probs) / tau
+    # shifted by the row's largest entry before dividing, so it stays exact at a tiny tau
+    # (see mtbkd_jax._tempering); the shift is constant over classes and changes nothing else
+    top = jax.lax.stop_gradient(jnp.max(log_probs, axis=-1, keepdims=True))
+    scaled = (jnp.where(zero, 0.0, log_probs) - jnp.where(jnp.isfinite(top), top, 0.0)) / tau
     return jax.nn.log_softmax(jnp.where(zero, -jnp.inf, scaled), axis=-1)
 
 
@@ -317,7 +321,7 @@ def trusted_teacher_prior(
     if pooling not in TRUST_POOLINGS:
         raise ValueError(f"pooling must be one of {TRUST_POOLINGS}, got {pooling!r}")
     calibrated = calibrated_log_probs(log_probs, values.temperature, values.temperature_slope)
-    tempered = jax.nn.log_softmax(calibrated / temperature, axis=-1)
+    tempered = tempered_log_softmax(calibrated, temperature)
     concentration = values.concentration
     if concentration.shape[-1] == 1:
         per_example = jnp.broadcast_to(concentration, concentration.shape[:1] + consensus.shape)

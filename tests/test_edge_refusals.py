@@ -1,0 +1,104 @@
+"""Inputs that used to give a number where there is none (NaN, 0 or a wrong value, silently) are
+refused with a ``ValueError`` that names the argument: empty or NaN metric inputs, NaN scores,
+logits that overflow float32 in CA-MKD, and unusable trust values given to ``MTBKDModel``.
+Each case was reproduced against the code before the fix (the values it returned are in the
+comments)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mtbkd_jax import MLP, MTBKDModel, Student, TeacherBank
+from mtbkd_jax.metrics import (
+    accuracy,
+    brier_score,
+    classification_metrics,
+    classwise_calibration_error,
+    error_detection_auroc,
+    expected_calibration_error,
+    interval_coverage,
+    interval_coverage_by_probability,
+    negative_log_likelihood,
+)
+from mtbkd_jax.trust import TrustValues
+from mtbkd_jax.weighting import ca_mkd_weights
+
+EMPTY = (np.zeros((0, 2)), np.zeros(0, int))
+
+
+@pytest.mark.parametrize(
+    "metric",  # accuracy/NLL/Brier gave NaN with a RuntimeWarning, the ECEs 0.0
+    [
+        accuracy,
+        negative_log_likelihood,
+        brier_score,
+        expected_calibration_error,
+        classwise_calibration_error,
+        classification_metrics,
+    ],
+)
+def test_metrics_refuse_an_empty_set(metric):
+    with pytest.raises(ValueError, match="probs must hold at least one example"):
+        metric(*EMPTY)
+
+
+@pytest.mark.parametrize("where", [0, 1])
+def test_error_detection_auroc_refuses_nan_scores(where):
+    scores = [0.1, 0.2, 0.3, 0.4]
+    scores[where] = np.nan  # was ranked as the highest score: 0.25 or 1.0
+    with pytest.raises(ValueError, match="scores must be finite"):
+        error_detection_auroc(scores, [False, True, False, True])
+    assert error_detection_auroc([0.1, 0.2, 0.3, 0.4], [False, True, False, True]) == 0.75
+
+
+@pytest.mark.parametrize("coverage", [interval_coverage, interval_coverage_by_probability])
+def test_interval_coverage_refuses_nan_and_empty(coverage):
+    with pytest.raises(ValueError, match="intervals must not hold NaN"):  # was 0.0
+        coverage(np.array([[[np.nan, np.nan]]]), [[0.5]])
+    with pytest.raises(ValueError, match="true_probs must be finite"):  # was 0.0
+        coverage(np.array([[[0.1, 0.9]]]), [[np.nan]])
+    with pytest.raises(ValueError, match="true_probs must hold at least one"):
+        coverage(np.zeros((0, 2, 2)), np.zeros((0, 2)))
+    assert interval_coverage(np.array([[[0.1, 0.9], [0.0, 0.2]]]), [[0.5, 0.5]]) == 0.5
+
+
+def test_ca_mkd_refuses_logits_that_overflow_float32():
+    with pytest.raises(ValueError, match="log_probs must be below 1e30"):  # was NaN weights
+        ca_mkd_weights([[[1e39, 0.0]], [[0.0, 0.0]]], [0])
+    weights = np.asarray(ca_mkd_weights([[[1e29, 0.0]], [[0.0, 0.0]]], [0]))
+    np.testing.assert_allclose(weights[:, 0], [2 / 3, 1 / 3], atol=1e-6)  # p1 / (p1 + p2)
+
+
+def _model(values: TrustValues) -> MTBKDModel:
+    bank = TeacherBank.from_logits(np.random.default_rng(0).normal(size=(2, 5, 3)))
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    return MTBKDModel(student, bank, trust=values)
+
+
+def _values(tau=(1.0, 1.0), lam=((4.0,), (4.0,))) -> TrustValues:
+    return TrustValues(jnp.array(tau), jnp.array(lam), jnp.zeros(2), jnp.array(0.0))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (_values(tau=(0.0, 1.0)), "trust.temperature must be > 0"),  # was a NaN prior
+        (_values(tau=(-1.0, 1.0)), "trust.temperature must be > 0"),  # was an inverted teacher
+        (_values(lam=((-5.0,), (4.0,))), "trust.concentration must be >= 0"),  # NaN prior
+        (_values(lam=((np.nan,), (4.0,))), "trust.concentration must be finite"),
+        (_values(tau=(1.0, 1.0, 1.0)), r"trust.temperature must have shape \(2,\)"),
+        (_values(lam=((1.0, 2.0),) * 2), r"trust.concentration must have shape \(2, 1\) or"),
+    ],
+)
+def test_mtbkd_model_refuses_unusable_trust_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        _model(values)
+
+
+def test_usable_trust_values_give_a_finite_prior():
+    for values in (_values(), _values(tau=(0.5, 3.0), lam=((0.0, 2.0, 9.0), (1.0, 1.0, 1.0)))):
+        model = _model(values)
+        assert np.isfinite(np.asarray(model.teacher_prior.log_normalizer)).all()
+        density = model.teacher_prior.log_density(jnp.zeros((5, 3)))
+        assert np.isfinite(np.asarray(density)).all()
