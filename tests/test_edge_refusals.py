@@ -64,10 +64,14 @@ def test_interval_coverage_refuses_nan_and_empty(coverage):
 
 
 def test_ca_mkd_refuses_logits_that_overflow_float32():
-    with pytest.raises(ValueError, match="log_probs must be below 1e30"):  # was NaN weights
+    with pytest.raises(ValueError, match="log_probs must be at most 3.403e"):  # was NaN
         ca_mkd_weights([[[1e39, 0.0]], [[0.0, 0.0]]], [0])
-    weights = np.asarray(ca_mkd_weights([[[1e29, 0.0]], [[0.0, 0.0]]], [0]))
-    np.testing.assert_allclose(weights[:, 0], [2 / 3, 1 / 3], atol=1e-6)  # p1 / (p1 + p2)
+    for big in (1e29, 1e35, 3e38):  # float32 holds these: the label's teacher is one-hot
+        weights = np.asarray(ca_mkd_weights([[[big, 0.0]], [[0.0, 0.0]]], [0]))
+        np.testing.assert_allclose(weights[:, 0], [2 / 3, 1 / 3], atol=1e-6)  # p1 / (p1 + p2)
+    for small in (-1e35, -1e39):  # -1e39 is -inf in float32: a probability of 0, allowed
+        weights = np.asarray(ca_mkd_weights([[[small, 0.0]], [[0.0, 0.0]]], [0]))
+        np.testing.assert_allclose(weights[:, 0], [0.0, 1.0], atol=1e-6)
 
 
 def _model(values: TrustValues) -> MTBKDModel:

@@ -19,7 +19,8 @@ def tempered_log_softmax(x: jax.Array, temperature: jax.Array | float, axis: int
     """``log_softmax(x / T)`` along ``axis``, computed as ``log_softmax((x - max x) / T)``.
 
     ``x`` may hold ``-inf`` (a class of probability zero stays at zero); ``temperature`` is
-    positive and broadcasts against ``x``.
+    positive and constant along ``axis`` (a scalar, or an array of size 1 there that broadcasts
+    over the other axes: a temperature that varied across classes would not be ``x / T``).
     """
     finite = jnp.where(jnp.isfinite(x), x, -jnp.inf)
     shift = jax.lax.stop_gradient(jnp.max(finite, axis=axis, keepdims=True))

@@ -282,9 +282,9 @@ def ca_mkd_weights(log_probs: ArrayLike, labels: ArrayLike) -> jax.Array:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"log_probs must not hold NaN or +inf; found {array[where]} at {where}")
-    finite = np.abs(array[np.isfinite(array)])
-    if finite.size and finite.max() > 1e30:  # +1e39 is +inf in float32, and the weights NaN
-        raise ValueError(f"log_probs must be below 1e30 in size (float32), got {finite.max():.3g}")
+    top = float(np.finfo(np.float32).max)  # +1e39 is +inf in float32, and the weights NaN
+    if (array > top).any():  # (a value below -top is -inf in float32: a probability of 0)
+        raise ValueError(f"log_probs must be at most {top:.4g} (float32), got {array.max():.3g}")
     num_teachers, num_examples, num_classes = array.shape
     if num_teachers == 0 or num_examples == 0 or num_classes < 2:
         raise ValueError(
@@ -294,5 +294,7 @@ def ca_mkd_weights(log_probs: ArrayLike, labels: ArrayLike) -> jax.Array:
         where = tuple(int(i) for i in np.argwhere(np.isneginf(array).all(-1))[0])
         raise ValueError(f"log_probs has a row of all -inf at (teacher, example) {where}")
     labels = as_labels(labels, "labels", num_examples, num_classes)
-    log_weights = _ca_mkd_log_weights(jnp.asarray(array, jnp.float32), jnp.asarray(labels))
+    with np.errstate(over="ignore"):  # below -3.4e38 is -inf in float32, as documented
+        single = array.astype(np.float32)
+    log_weights = _ca_mkd_log_weights(jnp.asarray(single), jnp.asarray(labels))
     return jnp.exp(log_weights)
