@@ -106,3 +106,19 @@ def test_usable_trust_values_give_a_finite_prior():
         assert np.isfinite(np.asarray(model.teacher_prior.log_normalizer)).all()
         density = model.teacher_prior.log_density(jnp.zeros((5, 3)))
         assert np.isfinite(np.asarray(density)).all()
+
+
+def test_unclear_inputs_get_a_message_that_names_the_argument():
+    from mtbkd_jax.metrics import accuracy_at_coverage, reliability_bins
+
+    probs, labels = [[0.9, 0.1], [0.2, 0.8]], [0, 1]
+    with pytest.raises(ValueError, match="coverage must lie in"):  # was "'<' not supported"
+        accuracy_at_coverage(probs, labels, coverage="0.5")
+    with pytest.raises(ValueError, match="labels must be integer class indices"):  # TypeError
+        accuracy(probs, ["a", "b"])
+    for num_bins in (True, "3", 2.5, 0, float("inf")):  # True was one bin, "3" a TypeError
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+            reliability_bins(probs, labels, num_bins=num_bins)
+    assert accuracy(probs, np.array([False, True])) == 1.0  # bool labels still work
+    assert reliability_bins(probs, labels, num_bins=np.int64(2))[1].tolist() == [0, 2]
+    assert accuracy_at_coverage(probs, labels, coverage=np.float32(0.5)) == 1.0

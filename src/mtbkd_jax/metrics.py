@@ -53,6 +53,8 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]
             f"probs rows must sum to 1 (within 1e-3); found a row summing to "
             f"{probs.sum(-1)[np.argmax(np.abs(probs.sum(-1) - 1))]:.6g}"
         )
+    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):  # strings
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -61,6 +63,17 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]
     if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise ValueError(f"labels must lie in 0..{probs.shape[1] - 1}")
     return probs, labels.astype(np.int64)
+
+
+def _bin_count(num_bins: object) -> int:
+    """``num_bins`` as an int, or a ``ValueError`` (a bool, a string or 2.5 is not a count)."""
+    number = isinstance(num_bins, int | np.integer | float | np.floating)
+    if isinstance(num_bins, bool) or not number:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    count = float(num_bins)  # type: ignore[arg-type]  # a number, checked above
+    if not np.isfinite(count) or count != int(count) or count < 1:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    return int(count)
 
 
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
@@ -98,8 +111,7 @@ def reliability_bins(
         ``(edges, counts, mean_confidence, accuracy)``; empty bins hold NaN.
     """
     probs, labels = _check(probs, labels)
-    if int(num_bins) != num_bins or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    num_bins = _bin_count(num_bins)
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
     # k / B is correctly rounded, so a confidence of exactly 0.7 sits on the edge 0.7
@@ -134,8 +146,7 @@ def classwise_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: i
     """Classwise ECE (Kull et al., 2019): the mean over classes of the equal-width-binned gap
     between ``p_c`` and the frequency of ``y = c``, ``sum_b (n_b / N) |freq_b - mean p_b|``."""
     probs, labels = _check(probs, labels)
-    if int(num_bins) != num_bins or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    num_bins = _bin_count(num_bins)
     return float(
         np.mean([_binned_gap(probs[:, c], labels == c, num_bins) for c in range(probs.shape[1])])
     )

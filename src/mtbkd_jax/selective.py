@@ -136,7 +136,8 @@ def accuracy_at_coverage(
         >>> accuracy_at_coverage([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]], [0, 1, 1], coverage=0.5)
         0.5
     """
-    if isinstance(coverage, bool) or not 0 < coverage <= 1:
+    number = isinstance(coverage, int | float | np.integer | np.floating)
+    if isinstance(coverage, bool) or not number or not 0 < coverage <= 1:
         raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}")
     _, risk = risk_coverage_curve(probs, labels, scores)
     kept = min(len(risk), max(1, math.ceil(coverage * len(risk) - 1e-9)))
