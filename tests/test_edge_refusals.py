@@ -122,3 +122,13 @@ def test_unclear_inputs_get_a_message_that_names_the_argument():
     assert accuracy(probs, np.array([False, True])) == 1.0  # bool labels still work
     assert reliability_bins(probs, labels, num_bins=np.int64(2))[1].tolist() == [0, 2]
     assert accuracy_at_coverage(probs, labels, coverage=np.float32(0.5)) == 1.0
+
+
+def test_a_nan_entropy_gives_nan_weights_not_a_one_hot_teachers():
+    from mtbkd_jax.weighting import inverse_entropy_weights, paper_weights
+
+    entropies = jnp.array([[np.nan, 0.5], [1.0, 0.7]])
+    for rule in (paper_weights, inverse_entropy_weights):  # both gave [1, 0] in column 0
+        weights = np.asarray(rule(entropies))
+        assert np.isnan(weights[:, 0]).all(), rule.__name__
+        assert np.isfinite(weights[:, 1]).all() and abs(weights[:, 1].sum() - 1) < 1e-6

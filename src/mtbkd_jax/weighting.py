@@ -63,9 +63,11 @@ __all__ = [
 
 
 def _log(entropies: jax.Array) -> jax.Array:
-    """``log H`` with ``log 0 = -inf`` (negative rounding noise counts as 0)."""
+    """``log H`` with ``log 0 = -inf`` (negative rounding noise counts as 0); NaN stays NaN,
+    so a NaN entropy gives NaN weights, not those of a one-hot teacher."""
     positive = entropies > 0
-    return jnp.where(positive, jnp.log(jnp.where(positive, entropies, 1.0)), -jnp.inf)
+    log = jnp.where(positive, jnp.log(jnp.where(positive, entropies, 1.0)), -jnp.inf)
+    return jnp.where(jnp.isnan(entropies), jnp.nan, log)
 
 
 def _normalize(log_raw: jax.Array) -> jax.Array:
@@ -81,7 +83,8 @@ def _normalize(log_raw: jax.Array) -> jax.Array:
     finite = jnp.isfinite(peak)
     shifted = log_raw - jnp.where(finite, peak, 0.0)
     out = shifted - jnp.log(jnp.exp(shifted).sum(0, keepdims=True))
-    return jnp.where(finite, out, -jnp.log(float(num_teachers)))
+    out = jnp.where(finite, out, -jnp.log(float(num_teachers)))
+    return jnp.where(jnp.isnan(peak), jnp.nan, out)  # a NaN input is not "no preference"
 
 
 @jax.jit
