@@ -89,6 +89,7 @@ def _values(tau=(1.0, 1.0), lam=((4.0,), (4.0,))) -> TrustValues:
     [
         (_values(tau=(0.0, 1.0)), "trust.temperature must be > 0"),  # was a NaN prior
         (_values(tau=(-1.0, 1.0)), "trust.temperature must be > 0"),  # was an inverted teacher
+        (_values(tau=(1e38, 1.0)), "trust.temperature must be > 0, between"),  # 1/tau is 0
         (_values(lam=((-5.0,), (4.0,))), "trust.concentration must be >= 0"),  # NaN prior
         (_values(lam=((np.nan,), (4.0,))), "trust.concentration must be finite"),
         (_values(tau=(1.0, 1.0, 1.0)), r"trust.temperature must have shape \(2,\)"),

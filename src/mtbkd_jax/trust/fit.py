@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 
-from mtbkd_jax._checks import as_labels
+from mtbkd_jax._checks import _FLOAT32_RANGE, as_labels
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
@@ -311,8 +311,11 @@ def _check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> No
             wanted = " or ".join(str(shape) for shape in allowed)
             raise ValueError(f"trust.{name} must have shape {wanted}, got {array.shape}")
     tau, lam = np.asarray(trust.temperature), np.asarray(trust.concentration)
-    if (tau < np.finfo(np.float32).tiny).any():
-        raise ValueError(f"trust.temperature must be > 0, got {tau.tolist()}")
+    low, high = _FLOAT32_RANGE  # as require_positive: tau and 1 / tau normal float32 numbers
+    if ((tau < low) | (tau > high)).any():
+        raise ValueError(
+            f"trust.temperature must be > 0, between {low:.3g} and {high:.3g}, got {tau.tolist()}"
+        )
     if (lam < 0).any():
         raise ValueError(f"trust.concentration must be >= 0, got {lam.tolist()}")
 
