@@ -28,6 +28,10 @@ class DistillationData:
         x_validation, y_validation: a labelled validation split, or ``None``; on it
             ``ExperimentConfig(tune=True)`` chooses each method's hyperparameters. Neither
             the teachers' prior nor the student's likelihood sees it.
+        teachers_validation: the same teachers on ``x_validation``, or ``None``; with
+            ``ExperimentConfig(trust_labels="validation")`` the learned-trust rows learn the
+            teachers' trust from these and ``y_validation`` (labelled inputs the teachers may
+            not have been trained on) instead of from the training labels.
         true_probs_test: the true class probabilities of the test inputs, (N_test, C), where
             they are known (synthetic data), else ``None``.
         extra_inputs: named further input sets scored for uncertainty (e.g. the
@@ -50,8 +54,16 @@ class DistillationData:
     true_probs_test: np.ndarray | None = None
     extra_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     ood_inputs: np.ndarray | None = None
+    teachers_validation: TeacherBank | None = None
 
     def __post_init__(self) -> None:
+        if self.teachers_validation is not None:
+            validation = self.num_validation
+            if self.teachers_validation.num_examples != validation:
+                raise ValueError(
+                    f"teachers_validation must describe the {validation} validation inputs, "
+                    f"got a bank of {self.teachers_validation.num_examples} examples"
+                )
         if self.ood_inputs is None:
             return
         shape, test_shape = np.shape(self.ood_inputs), np.shape(self.x_test)

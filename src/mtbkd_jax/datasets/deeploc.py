@@ -23,6 +23,7 @@ import csv
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEEPLOC_TEACHER_NAMES",
     "DeepLocData",
     "DeepLocSplit",
+    "HELD_OUT_SEED",
     "deeploc_available",
     "find_deeploc_dir",
     "load_deeploc",
@@ -59,6 +61,7 @@ DEEPLOC_CLASS_NAMES: tuple[str, ...] = (
 )
 DEEPLOC_TEACHER_NAMES: tuple[str, ...] = ("esm2_650m", "prott5")
 DEEPLOC_ENV_VAR = "MTBKD_DEEPLOC_DIR"
+HELD_OUT_SEED = 20261205  # draws the test-file proteins of DeepLocData.held_out_validation
 
 _TRAIN_FILE = "data_our_train_sample.csv"
 _TEST_FILE = "data_our_test.csv"
@@ -151,7 +154,9 @@ class DeepLocData:
     def teacher_names(self) -> tuple[str, ...]:
         return DEEPLOC_TEACHER_NAMES
 
-    def distillation_data(self, *, ood_seed: int = 0) -> DistillationData:
+    def distillation_data(
+        self, *, ood_seed: int = 0, validation_from_test: int = 0
+    ) -> DistillationData:
         """The problem an experiment runs on: the teacher prior on the training proteins (no
         transfer set), the validation split, and the multi-location proteins as the extra input
         set ``"multi-location"``.
@@ -159,20 +164,61 @@ class DeepLocData:
         Its OOD set (``ood_inputs``) is "shuffled" proteins: the test proteins' features with
         each feature column permuted independently across proteins (by ``ood_seed``;
         :func:`~mtbkd_jax.datasets.ood.shuffled_features`), so every feature keeps its
-        distribution but no row is a real protein's feature vector."""
+        distribution but no row is a real protein's feature vector.
+
+        ``validation_from_test = k > 0`` replaces the validation split by ``k`` proteins of the
+        test file (:meth:`held_out_validation`), and the test split by the others. The teachers
+        were trained on the training file, validation split included, so there they look far
+        more reliable than on new proteins; proteins of the test file are new to them, so a
+        setting chosen there (or trust learned there, ``trust_labels="validation"``) is judged
+        as the remaining test proteins will judge it."""
+        validation, test = self.validation, self.test
+        if validation_from_test:
+            validation, test = self.held_out_validation(validation_from_test)
         return DistillationData(
             name="deeploc",
             x_train=self.train.x,
             y_train=self.train.y,
-            x_test=self.test.x,
-            y_test=self.test.y,
+            x_test=test.x,
+            y_test=test.y,
             teachers_prior=_bank(self.train),
-            teachers_test=_bank(self.test),
-            x_validation=self.validation.x,
-            y_validation=self.validation.y,
+            teachers_test=_bank(test),
+            x_validation=validation.x,
+            y_validation=validation.y,
+            teachers_validation=_bank(validation),
             extra_inputs={"multi-location": self.multilocation.x},
-            ood_inputs=shuffled_features(self.test.x, ood_seed),
+            ood_inputs=shuffled_features(test.x, ood_seed),
         )
+
+    def held_out_validation(self, size: int) -> tuple[DeepLocSplit, DeepLocSplit]:
+        """``size`` proteins of the test file as a validation split the teachers were not
+        trained on, and the remaining test proteins in file order: ``(validation, test)``.
+
+        The proteins are drawn at random with a fixed seed (:data:`HELD_OUT_SEED`), the same
+        for every experiment seed, so runs of several seeds share one test set."""
+        count = self.test.num_examples
+        if isinstance(size, bool) or not isinstance(size, Integral) or not 0 < size < count:
+            raise ValueError(
+                f"validation_from_test must be an integer in 1..{count - 1} (test-file proteins "
+                f"held out for validation), got {size!r}"
+            )
+        order = np.random.default_rng(HELD_OUT_SEED).permutation(count)
+        return _subset(self.test, np.sort(order[:size])), _subset(self.test, np.sort(order[size:]))
+
+
+def _subset(split: DeepLocSplit, rows: np.ndarray) -> DeepLocSplit:
+    """The proteins ``rows`` (positions in ``split``) of a split."""
+    return DeepLocSplit(
+        x=split.x[rows],
+        y=split.y[rows],
+        locations=split.locations[rows],
+        localization_count=split.localization_count[rows],
+        teachers=None if split.teachers is None else split.teachers.take(rows),
+        accessions=tuple(split.accessions[i] for i in rows),
+        sequences=tuple(split.sequences[i] for i in rows),
+        kingdoms=tuple(split.kingdoms[i] for i in rows),
+        rows=split.rows[rows],
+    )
 
 
 def _bank(split: DeepLocSplit) -> TeacherBank:

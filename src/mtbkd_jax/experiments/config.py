@@ -39,6 +39,8 @@ BAYES_SGMCMC = ("sgld", "psgld", "ncsgld")
 SGMCMC_COORDINATES = ("centred", "noncentred")
 # the student MLP's hidden units (see ExperimentConfig)
 ACTIVATIONS = ("tanh", "relu")
+# where the learned-trust rows learn their trust: the training labels or the validation split's
+TRUST_LABELS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,12 @@ class ExperimentConfig:
     the calibration interact with ``beta``, the product's best ``beta`` being unlike the
     mixture's); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
-    :func:`mtbkd_jax.infer.choose_step_size`).
+    :func:`mtbkd_jax.infer.choose_step_size`). Their trust is learned from the training labels
+    (``trust_labels="train"``) or from the validation split's (``"validation"``; the problem
+    must carry the teachers on it, ``DistillationData.teachers_validation``): the choice when
+    the teachers were trained on the student's labelled inputs, where they look more reliable
+    than on new ones. The validation labels then also choose the row's settings: one split
+    does both, as it does for every other row's settings.
 
     ``bayes`` is ``"nuts"`` or one of :data:`BAYES_SGMCMC`, a minibatch sampler of
     :func:`mtbkd_jax.infer.run_sgmcmc`: ``"sgld"`` (the paper's), ``"psgld"`` (RMSprop
@@ -126,6 +133,7 @@ class ExperimentConfig:
     trust_pooling: str = "mixture"
     trust_pooling_grid: tuple = ("mixture", "product")
     trust_search_sweeps: int = 3
+    trust_labels: str = "train"
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -158,6 +166,7 @@ class ExperimentConfig:
             ("chain_starts", CHAIN_STARTS),
             ("trust_calibration", TRUST_CALIBRATIONS),
             ("trust_pooling", TRUST_POOLINGS),
+            ("trust_labels", TRUST_LABELS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -39,9 +39,16 @@ class DeepLocConfig(ExperimentConfig):
     student's posterior, and the student's MAPs from different initialisations differ. On
     seed 0's validation split, MT-BKD with learned trust (``normal_prior(0.2)``, β = 0.03) had
     validation NLL 1.131 with 2 chains from one MAP and 1.062 with 4 chains from 4 MAPs
-    (``models/deeploc_chain_starts.py``, docs/results.md)."""
+    (``models/deeploc_chain_starts.py``, docs/results.md).
+
+    ``validation_from_test = k > 0`` tunes every method on ``k`` proteins of the test file
+    (:meth:`~mtbkd_jax.datasets.deeploc.DeepLocData.held_out_validation`) and tests on the
+    others, instead of on the reference's 500 proteins of the training file, which the
+    teachers were trained on (with ``trust_labels="validation"`` the learned-trust rows also
+    learn their trust there)."""
 
     hidden: tuple[int, ...] = (128,)
+    validation_from_test: int = 0
     learning_rate: float = 3e-3
     bayes: str = "sgld"
     tune: bool = True
@@ -62,14 +69,19 @@ class DeepLocConfig(ExperimentConfig):
 
 
 def deeploc_problem(
-    data_path: str | os.PathLike[str] | None = None, *, seed: int = 0
+    data_path: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    validation_from_test: int = 0,
 ) -> tuple[DistillationData, DeepLocData]:
     """The problem (:meth:`DeepLocData.distillation_data`, its shuffled OOD set drawn by
-    ``seed``) and the DeepLoc data it comes from."""
+    ``seed``, its validation split ``validation_from_test`` test-file proteins when that is
+    above 0) and the DeepLoc data it comes from."""
     from mtbkd_jax.datasets.deeploc import load_deeploc
 
     data = load_deeploc(data_path)
-    return data.distillation_data(ood_seed=seed), data
+    problem = data.distillation_data(ood_seed=seed, validation_from_test=validation_from_test)
+    return problem, data
 
 
 def _multilocation_rows(artifacts: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -130,7 +142,8 @@ def run_deeploc(
     """Run the experiment (``config``: default ``DeepLocConfig.for_run(smoke=, seed=)``) and
     write its outputs, ``multilocation.json`` included; returns the rows."""
     config = config or DeepLocConfig.for_run(smoke=smoke, seed=seed)
-    problem, data = deeploc_problem(data_path, seed=config.seed)
+    held_out = getattr(config, "validation_from_test", 0)
+    problem, data = deeploc_problem(data_path, seed=config.seed, validation_from_test=held_out)
     say(
         f"[deeploc] {len(problem.y_train)} train, {len(problem.y_test)} test, "
         f"{data.multilocation.num_examples} multi-location proteins, "

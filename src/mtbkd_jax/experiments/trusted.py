@@ -78,9 +78,17 @@ def learned_trust(
     pooling: str | None = None,
 ) -> TrustPosterior:
     """The trust posterior from the labelled inputs (the first ``len(y_train)`` of the bank),
-    with the hyperprior's ``calibration`` and ``pooling`` (default ``config.trust_calibration``
-    and ``config.trust_pooling``)."""
-    labelled = teachers.take(np.arange(len(data.y_train)))
+    or with ``config.trust_labels="validation"`` from the validation split (its teachers,
+    ``data.teachers_validation``, and labels), with the hyperprior's ``calibration`` and
+    ``pooling`` (default ``config.trust_calibration`` and ``config.trust_pooling``)."""
+    labelled, labels = teachers.take(np.arange(len(data.y_train))), data.y_train
+    if config.trust_labels == "validation":
+        if data.teachers_validation is None or data.y_validation is None:
+            raise ValueError(
+                "trust_labels='validation' needs the teachers on the validation inputs and "
+                f"their labels; problem {data.name!r} has no teachers_validation or y_validation"
+            )
+        labelled, labels = data.teachers_validation, data.y_validation
     calibration = config.trust_calibration if calibration is None else calibration
     pooling = config.trust_pooling if pooling is None else pooling
     hyperprior = TrustHyperprior(
@@ -89,7 +97,7 @@ def learned_trust(
     return fit_teacher_trust(
         key,
         labelled,
-        data.y_train,
+        labels,
         hyperprior=hyperprior,
         temperature=config.temperature,
         num_warmup=config.trust_warmup,
