@@ -224,3 +224,49 @@ def test_deeploc_experiment_from_the_command_line_with_data(tmp_path):
     assert ("MT-BKD (entropy weights)", "sgld") in methods and ("averaged KD", "map") in methods
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0
+
+
+@needs_data
+def test_held_out_validation_splits_the_test_file_and_keeps_rows_aligned(data):
+    """k test-file proteins become the validation split and the rest the test split: disjoint,
+    together the whole file, the same draw every time, every field (teachers included) taken
+    from the same proteins."""
+    validation, test = data.held_out_validation(300)
+    assert (validation.num_examples, test.num_examples) == (300, 700)
+    assert len(np.intersect1d(validation.rows, test.rows)) == 0
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([validation.rows, test.rows])), np.arange(1000)
+    )
+    again, _ = data.held_out_validation(300)
+    np.testing.assert_array_equal(again.rows, validation.rows)
+    for split in (validation, test):
+        position = np.searchsorted(data.test.rows, split.rows)
+        np.testing.assert_array_equal(split.y, data.test.y[position])
+        np.testing.assert_array_equal(split.x, data.test.x[position])
+        assert split.accessions == tuple(data.test.accessions[i] for i in position)
+        np.testing.assert_array_equal(
+            np.asarray(split.teachers.log_probs),
+            np.asarray(data.test.teachers.log_probs)[:, position],
+        )
+    problem = data.distillation_data(validation_from_test=300)
+    assert (problem.num_validation, len(problem.y_test), len(problem.y_train)) == (300, 700, 2000)
+    np.testing.assert_array_equal(problem.y_validation, validation.y)
+    np.testing.assert_array_equal(
+        np.asarray(problem.teachers_validation.log_probs), np.asarray(validation.teachers.log_probs)
+    )
+    assert problem.ood_inputs.shape == problem.x_test.shape
+    # the reference's problem carries the teachers on its validation split too
+    reference = data.distillation_data()
+    assert reference.teachers_validation.num_examples == reference.num_validation == 500
+    # the teachers were trained on the training file: on its validation proteins they are
+    # far more accurate than on the held-out test-file proteins
+    held_out = problem.teachers_validation.accuracy(problem.y_validation)
+    in_sample = reference.teachers_validation.accuracy(reference.y_validation)
+    assert np.all(in_sample > held_out + 0.02)
+
+
+@needs_data
+@pytest.mark.parametrize("size", [0, 1000, -3, 2.5, True])
+def test_held_out_validation_refuses_a_size_outside_the_test_file(data, size):
+    with pytest.raises(ValueError, match=r"validation_from_test must be an integer in 1\.\.999"):
+        data.held_out_validation(size)

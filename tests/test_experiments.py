@@ -562,3 +562,59 @@ def test_an_experiment_samples_a_learned_scale_model_non_centred_when_asked():
         ExperimentConfig(sgmcmc_coordinates="whitened")
     with pytest.raises(ValueError, match="NUTS samples the centred model"):
         ExperimentConfig(bayes="nuts", sgmcmc_coordinates="noncentred")
+
+
+def test_trust_labels_choose_where_learned_trust_learns(monkeypatch):
+    """trust_labels='validation' learns the trust from the validation inputs' teachers and
+    labels; 'train' from the training inputs' (the first len(y_train) of the bank); a problem
+    without teachers on its validation split is refused with the option named."""
+    from dataclasses import replace
+
+    import jax
+
+    from mtbkd_jax import TeacherBank
+    from mtbkd_jax.datasets.data import DistillationData
+    from mtbkd_jax.experiments import ExperimentConfig, trusted
+
+    rng = np.random.default_rng(0)
+
+    def bank(n):
+        return TeacherBank.from_logits(rng.normal(size=(2, n, 3)).astype(np.float32))
+
+    problem = DistillationData(
+        name="toy",
+        x_train=rng.normal(size=(8, 2)).astype(np.float32),
+        y_train=rng.integers(0, 3, 8),
+        x_test=rng.normal(size=(4, 2)).astype(np.float32),
+        y_test=rng.integers(0, 3, 4),
+        teachers_prior=bank(8),
+        teachers_test=bank(4),
+        x_validation=rng.normal(size=(5, 2)).astype(np.float32),
+        y_validation=rng.integers(0, 3, 5),
+        teachers_validation=bank(5),
+    )
+    seen = {}
+
+    def capture(key, teachers, labels, **kwargs):
+        seen["log_probs"], seen["labels"] = np.asarray(teachers.log_probs), np.asarray(labels)
+        return "trust"
+
+    monkeypatch.setattr(trusted, "fit_teacher_trust", capture)
+    key = jax.random.key(0)
+    config = ExperimentConfig(trust_labels="validation")
+    assert trusted.learned_trust(key, problem, config, problem.teachers_prior) == "trust"
+    np.testing.assert_array_equal(seen["labels"], problem.y_validation)
+    np.testing.assert_array_equal(
+        seen["log_probs"], np.asarray(problem.teachers_validation.log_probs)
+    )
+    trusted.learned_trust(key, problem, ExperimentConfig(), problem.teachers_prior)
+    np.testing.assert_array_equal(seen["labels"], problem.y_train)
+    np.testing.assert_array_equal(seen["log_probs"], np.asarray(problem.teachers_prior.log_probs))
+    with pytest.raises(ValueError, match="trust_labels='validation' needs the teachers"):
+        trusted.learned_trust(
+            key, replace(problem, teachers_validation=None), config, problem.teachers_prior
+        )
+    with pytest.raises(ValueError, match=r"trust_labels must be one of \('train', 'validation'\)"):
+        ExperimentConfig(trust_labels="test")
+    with pytest.raises(ValueError, match="teachers_validation must describe the 5 validation"):
+        replace(problem, teachers_validation=bank(6))
