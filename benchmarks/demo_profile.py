@@ -10,7 +10,10 @@ every program is compiled) with a listener on JAX's monitoring events, and repor
   ``/jax/core/compile/jaxpr_trace_duration``, ``.../jaxpr_to_mlir_module_duration`` and
   ``.../backend_compile_duration``), with how many programs were compiled, and the functions
   whose XLA compilation cost most (most of the programs are small eager operations, each
-  compiled once per shape).
+  compiled once per shape), and the call sites that compiled most: each compilation is put
+  down to the innermost frame of the stack outside JAX (this package's code or a library's,
+  e.g. NumPyro's eager initialisation), so a site with many small programs shows where
+  eager work runs.
 
 What is left of the wall time after compilation is running the programs (and the host's own
 work: data, teachers, figures). A SIGTERM (``timeout``) stops the demo and still writes the
@@ -29,6 +32,7 @@ import json
 import signal
 import tempfile
 import time
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,19 +46,32 @@ COMPILE_EVENTS = {
 }
 
 
+def call_site() -> str:
+    """``file:line:function`` of the innermost frame outside JAX and this script: the code
+    (ours or a library's) whose call compiled."""
+    for frame in reversed(traceback.extract_stack()):
+        name = frame.filename
+        outside = any(part in name for part in ("site-packages", "dist-packages", "mtbkd_jax"))
+        if outside and "/jax/" not in name and "jaxlib" not in name:
+            short = name.split("-packages/")[-1].split("src/")[-1]
+            return f"{short}:{frame.lineno}:{frame.name}"
+    return "?"
+
+
 def profile_demo(out_dir: Path, smoke: bool) -> dict:
     seconds: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     by_function: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    by_site: dict[str, list] = defaultdict(lambda: [0, 0.0])
 
     def listen(event: str, duration: float, **kwargs: object) -> None:
         if event in COMPILE_EVENTS:
             seconds[COMPILE_EVENTS[event]] += duration
             counts[COMPILE_EVENTS[event]] += 1
         if COMPILE_EVENTS.get(event) == "xla_compile":
-            entry = by_function[str(kwargs.get("fun_name", "?"))]
-            entry[0] += 1
-            entry[1] += duration
+            for entry in (by_function[str(kwargs.get("fun_name", "?"))], by_site[call_site()]):
+                entry[0] += 1
+                entry[1] += duration
 
     monitoring.register_event_duration_secs_listener(listen)
     from mtbkd_jax.demo import run_demo
@@ -84,6 +101,9 @@ def profile_demo(out_dir: Path, smoke: bool) -> dict:
         "compile_share": compile_total / wall,
         "xla_compile_by_function": dict(  # the 25 costliest: name -> [programs, seconds]
             sorted(by_function.items(), key=lambda item: -item[1][1])[:25]
+        ),
+        "xla_compile_by_call_site": dict(  # the 25 with most programs: site -> [programs, s]
+            sorted(by_site.items(), key=lambda item: -item[1][0])[:25]
         ),
         "rows": [
             {k: row.get(k) for k in ("method", "inference", "seconds", "accuracy", "nll")}
