@@ -618,3 +618,45 @@ def test_trust_labels_choose_where_learned_trust_learns(monkeypatch):
         ExperimentConfig(trust_labels="test")
     with pytest.raises(ValueError, match="teachers_validation must describe the 5 validation"):
         replace(problem, teachers_validation=bank(6))
+
+
+def test_trust_prior_scale_fixes_the_learned_trust_rows_base_prior():
+    """trust_prior_scale=None learns a scale per weight array; a number puts Normal(0, s^2) on
+    every weight (its log density is SciPy's), and the row's label says which."""
+    import jax
+    from scipy import stats
+
+    from mtbkd_jax import TeacherBank
+    from mtbkd_jax.datasets.data import DistillationData
+    from mtbkd_jax.experiments import ExperimentConfig
+    from mtbkd_jax.experiments.trusted import trusted_label, trusted_model
+    from mtbkd_jax.scale_priors import hierarchical_normal_prior
+    from mtbkd_jax.trust import TrustValues
+
+    rng = np.random.default_rng(1)
+    bank = TeacherBank.from_logits(rng.normal(size=(2, 6, 3)).astype(np.float32))
+    problem = DistillationData(
+        name="toy",
+        x_train=rng.normal(size=(6, 2)).astype(np.float32),
+        y_train=rng.integers(0, 3, 6),
+        x_test=rng.normal(size=(4, 2)).astype(np.float32),
+        y_test=rng.integers(0, 3, 4),
+        teachers_prior=bank,
+        teachers_test=bank.take(np.arange(4)),
+    )
+    trust = TrustValues.fixed(2, 10.0)
+    fixed = trusted_model(problem, ExperimentConfig(trust_prior_scale=0.3), bank, trust, 0.1)
+    weights = rng.normal(size=(2, 16)).astype(np.float32)
+    density = fixed.student.prior("layers.0.kernel", weights.shape)
+    np.testing.assert_allclose(
+        float(density.log_prob(jax.numpy.asarray(weights)).sum()),
+        stats.norm(0.0, 0.3).logpdf(weights).sum(),
+        rtol=1e-5,
+    )
+    learned = trusted_model(problem, ExperimentConfig(), bank, trust, 0.1)
+    assert type(learned.student.prior) is type(hierarchical_normal_prior())
+    assert trusted_label(0.1, None, "none", "product", 0.3).startswith("σ0=0.3, trust learned")
+    assert trusted_label(0.1, None, "none", "product").startswith("σ learned, trust learned")
+    for bad, error in ((0.0, ValueError), (-1.0, ValueError), (True, TypeError), ("a", TypeError)):
+        with pytest.raises(error, match="trust_prior_scale must be"):
+            ExperimentConfig(trust_prior_scale=bad)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Self
 
+from mtbkd_jax._checks import require_positive
 from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS, TRUST_POOLINGS
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ class ExperimentConfig:
     must carry the teachers on it, ``DistillationData.teachers_validation``): the choice when
     the teachers were trained on the student's labelled inputs, where they look more reliable
     than on new ones. The validation labels then also choose the row's settings: one split
-    does both, as it does for every other row's settings.
+    does both, as it does for every other row's settings. Their base prior learns a scale per
+    weight array (``trust_prior_scale=None``) or, with a number ``sigma0``, is
+    ``Normal(0, sigma0^2)`` on every weight, as the other rows' (not searched).
 
     ``bayes`` is ``"nuts"`` or one of :data:`BAYES_SGMCMC`, a minibatch sampler of
     :func:`mtbkd_jax.infer.run_sgmcmc`: ``"sgld"`` (the paper's), ``"psgld"`` (RMSprop
@@ -134,6 +137,7 @@ class ExperimentConfig:
     trust_pooling_grid: tuple = ("mixture", "product")
     trust_search_sweeps: int = 3
     trust_labels: str = "train"
+    trust_prior_scale: float | None = None
     concentration: float = 10.0
     prior_power: float = 0.1
     temperature: float = 1.0
@@ -208,6 +212,12 @@ class ExperimentConfig:
             raise ValueError(
                 f"trust_search_sweeps must be an integer >= 1, got {self.trust_search_sweeps!r}"
             )
+        if self.trust_prior_scale is not None:
+            if isinstance(self.trust_prior_scale, bool):
+                raise TypeError(
+                    f"trust_prior_scale must be a number, got {self.trust_prior_scale!r}"
+                )
+            require_positive(self.trust_prior_scale, "trust_prior_scale")
         if not 0.0 < self.trust_search_budget <= 1.0:
             raise ValueError(
                 "trust_search_budget must be a fraction in (0, 1], got "

@@ -48,6 +48,7 @@ from mtbkd_jax.experiments.fit import build_student, fit_map, fit_posterior
 from mtbkd_jax.infer import SamplerDivergedError, UnstableStepSizes
 from mtbkd_jax.metrics import negative_log_likelihood
 from mtbkd_jax.model import MTBKDModel
+from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
 from mtbkd_jax.trust import TrustHyperprior, TrustPosterior, fit_teacher_trust
 from mtbkd_jax.tuning import SearchResult, coordinate_search
@@ -112,8 +113,11 @@ def trusted_model(
     trust: TrustPosterior,
     prior_power: float,
 ) -> MTBKDModel:
-    """The row's model: the run's student with a learned-scale prior, the learned trust."""
-    student = build_student(data, config).with_prior(hierarchical_normal_prior())
+    """The row's model: the run's student with a learned-scale prior (or the fixed
+    ``Normal(0, config.trust_prior_scale^2)`` on every weight), the learned trust."""
+    scale = config.trust_prior_scale
+    prior = hierarchical_normal_prior() if scale is None else normal_prior(scale)
+    student = build_student(data, config).with_prior(prior)
     return MTBKDModel(
         student, teachers, trust=trust, prior_power=prior_power, temperature=config.temperature
     )
@@ -127,14 +131,17 @@ def trusted_label(
     search: SearchResult | None = None,
     calibration: str = "teacher",
     pooling: str = "mixture",
+    prior_scale: float | None = None,
 ) -> str:
-    """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note), the trust
-    marked ``(τ = 1)`` or ``(τ by confidence)`` unless it has one temperature per teacher, and
-    ``product`` where the teachers' Dirichlets are pooled as one product."""
+    """The row's settings: ``σ learned, trust learned, β=..`` (with a grid note; ``σ0=..``
+    for a fixed ``prior_scale``), the trust marked ``(τ = 1)`` or ``(τ by confidence)`` unless
+    it has one temperature per teacher, and ``product`` where the teachers' Dirichlets are
+    pooled as one product."""
     note = None if search is None else search.grid_note("prior_power")
     marks = _CALIBRATION_NOTES[calibration] + (", product" if pooling == "product" else "")
     trust = "trust learned" + (f" ({marks[2:]})" if marks else "")
-    return f"σ learned, {trust}, β={prior_power:g}" + (f" ({note})" if note else "")
+    scale = "σ learned" if prior_scale is None else f"σ0={prior_scale:g}"
+    return f"{scale}, {trust}, β={prior_power:g}" + (f" ({note})" if note else "")
 
 
 def trust_search(
@@ -198,15 +205,18 @@ class TrustedFit:
         posterior: Posterior,
         trust: TrustPosterior,
         search: SearchResult | None,
+        prior_scale: float | None = None,
     ) -> None:
         self.mode, self.model, self.posterior = mode, model, posterior
-        self.trust, self.search = trust, search
+        self.trust, self.search, self.prior_scale = trust, search, prior_scale
         self.unsampled: dict[str, str] = {}
 
     @property
     def label(self) -> str:
         h = self.trust.hyperprior
-        return trusted_label(self.model.prior_power, self.search, h.calibration, h.pooling)
+        return trusted_label(
+            self.model.prior_power, self.search, h.calibration, h.pooling, self.prior_scale
+        )
 
 
 def fit_trusted(
@@ -256,7 +266,8 @@ def fit_trusted(
     if not config.tune:
         setting = (config.trust_calibration, config.trust_pooling, config.prior_power)
         posterior = fit(setting, sampling)
-        return TrustedFit(*fitted[setting], posterior, trusts[setting[:2]], None)
+        scale = config.trust_prior_scale
+        return TrustedFit(*fitted[setting], posterior, trusts[setting[:2]], None, scale)
     scoring = search_budget(sampling)
 
     unsampled: dict[Setting, str] = {}  # the reasons (an error holds its partial draws)
@@ -292,7 +303,8 @@ def fit_trusted(
     else:  # sampled again: a cheaper score, or a lower score the search did not take
         kept.clear()
         posterior = fit(chosen_setting, sampling)  # the same keys and start
-    chosen = TrustedFit(mode, model, posterior, trusts[chosen_setting[:2]], search)
+    trust = trusts[chosen_setting[:2]]
+    chosen = TrustedFit(mode, model, posterior, trust, search, config.trust_prior_scale)
     chosen.unsampled = {_setting_text(*k): reason for k, reason in unsampled.items()}
     return chosen
 
