@@ -451,12 +451,12 @@ def test_the_trust_calibration_reaches_the_learned_trust():
 def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validation_nll(
     monkeypatch,
 ):
-    """With ``tune``, the learned-trust search scores each calibration of
-    ``trust_calibration_grid`` (first, at the middle beta), then each pooling of
-    ``trust_pooling_grid``, by its posterior's validation NLL, fits each (calibration, pooling)
-    trust once, and the row is the best setting's: its trust has that calibration (``"none"``:
-    every temperature 1) and pooling, and its label says ``τ = 1`` and ``product`` exactly
-    then."""
+    """With ``tune``, the learned-trust search runs, for each pooling of
+    ``trust_pooling_grid``, a search that scores each calibration of ``trust_calibration_grid``
+    (first, at the middle beta) and then the betas, by its posterior's validation NLL, fits
+    each (calibration, pooling) trust once, and the row is the best setting's: its trust has
+    that calibration (``"none"``: every temperature 1) and pooling, and its label says
+    ``τ = 1`` and ``product`` exactly then."""
     import jax
 
     from mtbkd_jax.experiments import trusted
@@ -476,24 +476,22 @@ def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validati
     keys = tuple(jax.random.split(jax.random.key(0), 3))
     fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
     evaluated = fit.search.evaluated
-    chosen_calibration = min(evaluated[:2], key=lambda e: e["score"])["calibration"]
-    assert [(e["calibration"], e["pooling"], e["prior_power"]) for e in evaluated[:3]] == [
-        ("teacher", "mixture", 1.0),
-        ("none", "mixture", 1.0),
-        (chosen_calibration, "product", 1.0),
-    ]
+    settings = [(e["calibration"], e["pooling"], e["prior_power"]) for e in evaluated]
+    assert settings[:2] == [("teacher", "mixture", 1.0), ("none", "mixture", 1.0)]
+    assert ("teacher", "product", 1.0) in settings  # the product's own search, from the start
+    assert len(settings) == len(set(settings))  # each setting scored once
     assert len(fitted_trusts) == len(set(fitted_trusts)) <= 4  # each trust once
     best = min(evaluated, key=lambda e: e["score"])
+    assert fit.search.best_score == best["score"]
     # here the search ends on a pass that changed nothing (not guaranteed in general, with
-    # at most trust_search_sweeps passes): at the chosen beta (and pooling, and calibration),
-    # every calibration (and every pooling) of its grid was scored
-    for axis, other in (("calibration", "pooling"), ("pooling", "calibration")):
-        at_best = {
-            e[axis]
-            for e in evaluated
-            if e["prior_power"] == best["prior_power"] and e[other] == best[other]
-        }
-        assert at_best == set(getattr(config, f"trust_{axis}_grid")), (axis, evaluated)
+    # at most trust_search_sweeps passes): at the chosen beta and pooling, every calibration
+    # of its grid was scored
+    at_best = {
+        e["calibration"]
+        for e in evaluated
+        if e["prior_power"] == best["prior_power"] and e["pooling"] == best["pooling"]
+    }
+    assert at_best == set(config.trust_calibration_grid), evaluated
     assert fit.search.best == {k: best[k] for k in ("calibration", "pooling", "prior_power")}
     assert fit.trust.hyperprior.calibration == best["calibration"]
     assert fit.trust.hyperprior.pooling == best["pooling"]
@@ -509,17 +507,19 @@ def test_the_trust_calibration_and_pooling_are_chosen_by_the_posteriors_validati
     assert np.ptp(none.draws["concentration"]) > 0  # lambda is still learned
 
 
-def test_the_trust_search_revisits_pooling_and_calibration_at_the_beta_it_found(monkeypatch):
-    """The pooling is chosen at the middle beta, but the product's best beta is not the
-    mixture's: a second pass over the axes at the beta found reaches the mixture's better
-    optimum, which one pass (``trust_search_sweeps=1``) misses. Fits are stubbed: each
-    setting's validation NLL is a table."""
+def test_the_trust_search_compares_each_pooling_at_its_own_best_beta(monkeypatch):
+    """The product's best beta is not the mixture's. Here the product loses at the mixture's
+    best (the middle) beta and wins at its own, so one coordinate search over the three axes
+    stops at the mixture however many passes it makes (as on DeepLoc, seed 2); the search
+    profiles the pooling (a search over calibration and beta for each) and finds the product.
+    Fits are stubbed: each setting's validation NLL is a table."""
     import jax
 
     from mtbkd_jax.experiments import trusted
+    from mtbkd_jax.tuning import coordinate_search
 
-    table = {("mixture", 1.0): 0.5, ("mixture", 0.1): 0.3}
-    table |= {("product", 1.0): 0.45, ("product", 0.1): 0.35}
+    table = {("mixture", 1.0): 0.4, ("mixture", 0.1): 0.45}
+    table |= {("product", 1.0): 0.5, ("product", 0.1): 0.3}
 
     class Fitted:
         def __init__(self, setting):
@@ -554,9 +554,19 @@ def test_the_trust_search_revisits_pooling_and_calibration_at_the_beta_it_found(
         # each setting sampled once, each (calibration, pooling) trust fitted once
         assert len(posteriors) == len(set(posteriors)) == len(fit.search.evaluated)
         assert len(trusts) == len(set(trusts)) <= 4
-    assert found[1] == ({"calibration": "teacher", "pooling": "product", "prior_power": 0.1}, 0.35)
-    assert found[3] == ({"calibration": "teacher", "pooling": "mixture", "prior_power": 0.1}, 0.3)
-    assert mk.experiments.ExperimentConfig().trust_search_sweeps > 1
+    product = {"calibration": "teacher", "pooling": "product", "prior_power": 0.1}
+    assert found[1] == found[3] == (product, 0.3)
+
+    def score(settings):
+        return table[settings["pooling"], settings["prior_power"]] + (
+            0.1 if settings["calibration"] == "none" else 0.0
+        )
+
+    grid = {"calibration": ("teacher", "none"), "pooling": ("mixture", "product")}
+    grid |= {"prior_power": (0.1, 1.0)}
+    start = {"calibration": "teacher", "pooling": "mixture", "prior_power": 1.0}
+    trapped = coordinate_search(score, grid, start, sweeps=3, max_extensions=0)
+    assert trapped.best["pooling"] == "mixture" and trapped.best_score == 0.4
 
 
 @pytest.mark.parametrize("extension_score", [0.2995, 0.25])
@@ -715,3 +725,26 @@ def test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded
     monkeypatch.setattr(trusted, "fit_posterior", always_unstable)
     with pytest.raises((UnstableStepSizes, SamplerDivergedError), match="always"):
         trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
+
+
+def test_profile_search_keeps_every_inner_evaluation_and_refuses_an_unknown_axis():
+    """Each value of the profiled axis gets its own coordinate search (its start first); the
+    result is the best of them, ties keeping the earlier value, with every evaluation."""
+    from mtbkd_jax.tuning import profile_search
+
+    def score(s):
+        return {"a": 1.0, "b": 1.0, "c": 0.5}[s["m"]] + (s["x"] - 2) ** 2
+
+    grid = {"m": ["a", "b", "c"], "x": [1, 2, 3]}
+    result = profile_search(score, grid, {"m": "b", "x": 1}, over="m")
+    assert result.best == {"m": "c", "x": 2} and result.best_score == 0.5
+    assert [e["m"] for e in result.evaluated][:1] == ["b"]  # the start's value first
+    assert {(e["m"], e["x"]) for e in result.evaluated} == {
+        (m, x) for m in "abc" for x in (1, 2, 3)
+    }
+    tie = profile_search(lambda s: 0.0, {"m": ["a", "b"], "x": [1]}, {"m": "b", "x": 1}, over="m")
+    assert tie.best == {"m": "b", "x": 1}
+    only = profile_search(lambda s: s["m"], {"m": [2, 1]}, {"m": 2}, over="m")
+    assert only.best == {"m": 1}
+    with pytest.raises(ValueError, match="over must name an axis of grid"):
+        profile_search(score, grid, {"m": "a", "x": 1}, over="y")

@@ -70,12 +70,12 @@ class ExperimentConfig:
     when that fraction is below 1); their trust's ``calibration`` (see
     :class:`mtbkd_jax.trust.TrustHyperprior`) is chosen the same way from
     ``trust_calibration_grid``, the search starting at ``trust_calibration`` (the value used
-    without ``tune``), and so is how the teachers' Dirichlets combine (``pooling``, the
-    paper's mixture or one product) from ``trust_pooling_grid``, starting at
-    ``trust_pooling``, in up to ``trust_search_sweeps`` passes over the three (each pass at
-    the others' best so far; a pass that changes nothing ends the search: the pooling and
-    the calibration interact with ``beta``, the product's best ``beta`` being unlike the
-    mixture's); by SGLD, their step size
+    without ``tune``), in up to ``trust_search_sweeps`` passes over the two (each pass at
+    the other's best so far; a pass that changes nothing ends the search: the calibration
+    interacts with ``beta``); and so, with such a search for each, is how the teachers'
+    Dirichlets combine (``pooling``, the paper's mixture or one product) from
+    ``trust_pooling_grid``, starting at ``trust_pooling`` (each pooling judged at its own
+    best ``beta``: the product's is unlike the mixture's); by SGLD, their step size
     is ``trust_sgld_step_size`` (``"auto"``: chosen by pilot runs, see
     :func:`mtbkd_jax.infer.choose_step_size`). Their trust is learned from the training labels
     (``trust_labels="train"``) or from the validation split's (``"validation"``; the problem

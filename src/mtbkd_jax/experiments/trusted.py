@@ -6,27 +6,27 @@ predictive.
   passed to the model at its posterior median.
 * Base prior: :func:`mtbkd_jax.scale_priors.hierarchical_normal_prior` (no ``sigma0`` to tune;
   the scale of each weight array is learned).
-* ``beta``, the trust's calibration and its pooling: with ``config.tune``, every value of
-  ``config.trust_calibration_grid`` (one temperature per teacher, or none: ``tau = 1``), then
-  of ``config.trust_pooling_grid`` (the paper's mixture of the teachers' Dirichlets, or their
-  product, one Dirichlet on the trust-weighted average of the soft labels), then of
+* ``beta``, the trust's calibration and its pooling: with ``config.tune``, for each pooling of
+  ``config.trust_pooling_grid`` (the paper's mixture of the teachers' Dirichlets, or their product,
+  one Dirichlet on the trust-weighted average of the soft labels) in turn, every value of
+  ``config.trust_calibration_grid`` (one temperature per teacher, or none: ``tau = 1``), then of
   ``config.trust_prior_power_grid`` (extended past an edge that holds the best, as every search
-  here), and again over the three at the values found until a pass changes nothing (at most
-  ``config.trust_search_sweeps`` passes), is fitted by MAP *and* sampled, and the value whose
-  posterior predictive has the lowest validation NLL wins. Under the mixture the student may
-  follow, example by example, the teacher easiest for it to imitate, the more so the sharper
-  the Dirichlets; the product cannot (``docs/results.md``, Fashion-MNIST). A temperature
-  calibrates a teacher over all labelled inputs, which blurs a teacher that is right in one
-  region and wrong elsewhere exactly where it is right (``docs/results.md``, "Learned trust
-  taken apart"); whether the problem's teachers are of that kind is for the validation split to
-  say. With ``config.trust_search_budget = 1`` each value is sampled at the row's full budget
-  and the winner's posterior is the row's (kept, not refitted, when it also scored lowest: only
-  that one posterior is held while the search runs; otherwise it is sampled again with the same
-  keys and start, which on a deterministic backend such as the CPU gives the draws it was scored
-  by, and on a GPU may differ in the last bits); with a fraction ``f < 1`` each value is
-  scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up and
-  draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same
-  key and start. The MAP row is the winner's MAP.
+  here), and again over the two at the values found until a pass changes nothing (at most
+  ``config.trust_search_sweeps`` passes), is fitted by MAP *and* sampled, and the setting whose
+  posterior predictive has the lowest validation NLL wins (:func:`trust_search`: each pooling is
+  judged at its own best ``beta``). Under the mixture the student may follow, example by example,
+  the teacher easiest for it to imitate, the more so the sharper the Dirichlets; the product cannot
+  (``docs/results.md``, Fashion-MNIST). A temperature calibrates a teacher over all labelled inputs,
+  which blurs a teacher that is right in one region and wrong elsewhere exactly where it is right
+  (``docs/results.md``, "Learned trust taken apart"); whether the problem's teachers are of that
+  kind is for the validation split to say. With ``config.trust_search_budget = 1`` each value is
+  sampled at the row's full budget and the winner's posterior is the row's (kept, not refitted, when
+  it also scored lowest: only that one posterior is held while the search runs; otherwise it is
+  sampled again with the same keys and start, which on a deterministic backend such as the CPU gives
+  the draws it was scored by, and on a GPU may differ in the last bits); with a fraction ``f < 1``
+  each value is scored by a posterior with ``f`` of the budget (:func:`search_budget`: NUTS warm-up
+  and draws, SGLD epochs) and the winner alone is then sampled at the full budget, with the same key
+  and start. The MAP row is the winner's MAP.
 * SG-MCMC (``config.bayes`` not ``"nuts"``: SGLD, pSGLD or NC-SGLD): the step size is
   ``config.trust_sgld_step_size``, by default ``"auto"`` (pilot runs from the MAP,
   :func:`mtbkd_jax.infer.choose_step_size`).
@@ -51,7 +51,7 @@ from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
 from mtbkd_jax.trust import TrustHyperprior, TrustPosterior, fit_teacher_trust
-from mtbkd_jax.tuning import SearchResult, coordinate_search
+from mtbkd_jax.tuning import SearchResult, profile_search
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -148,13 +148,17 @@ def trust_search(
     score: Callable[[dict[str, Any]], float], config: ExperimentConfig
 ) -> SearchResult:
     """The learned-trust search over (calibration, pooling, ``beta``) of ``config`` (its grids,
-    start, passes and extension rules), each setting scored by ``score``."""
+    start, passes and extension rules), each setting scored by ``score``: for each pooling in
+    turn, a coordinate search over the calibration and ``beta`` (:func:`profile_search`), so
+    that the mixture and the product are each compared at their own best ``beta`` (the
+    product's is unlike the mixture's, and one coordinate search comparing them at the
+    mixture's best could stop there: DeepLoc, seed 2, ``docs/results.md``)."""
 
     def grid(start: str, values: tuple) -> tuple:
         return tuple(dict.fromkeys((start, *values)))
 
     powers = config.trust_prior_power_grid
-    return coordinate_search(
+    return profile_search(
         score,
         {
             "calibration": grid(config.trust_calibration, config.trust_calibration_grid),
@@ -166,6 +170,7 @@ def trust_search(
             "pooling": config.trust_pooling,
             "prior_power": powers[len(powers) // 2],
         },
+        over="pooling",
         sweeps=config.trust_search_sweeps,
         max_extensions=config.grid_extensions,
         min_improvement=config.grid_min_improvement,
@@ -229,11 +234,12 @@ def fit_trusted(
     """Trust, then for each (calibration, pooling, ``beta``) tried a MAP and a posterior;
     returns the best by the posterior's validation NLL.
 
-    The search runs over the trust's ``calibration`` first (``config.trust_calibration_grid``, at
-    the middle ``beta`` of the grid), then over its ``pooling`` (``config.trust_pooling_grid``),
-    then over ``beta``, and again at the values found, up to ``config.trust_search_sweeps`` passes
-    (a pass that changes nothing ends it); each (calibration, pooling) trust is fitted once, with
-    the same key. A setting whose posterior has no stable SGLD step size
+    For each ``pooling`` of ``config.trust_pooling_grid`` in turn, the search runs over the
+    trust's ``calibration`` first (``config.trust_calibration_grid``, at the middle ``beta`` of
+    the grid), then over ``beta``, and again at the values found, up to
+    ``config.trust_search_sweeps`` passes (a pass that changes nothing ends it); the best over
+    the poolings wins (:func:`trust_search`). Each (calibration, pooling) trust is fitted once,
+    with the same key. A setting whose posterior has no stable SGLD step size
     (:class:`~mtbkd_jax.infer.UnstableStepSizes`), or whose chains diverge
     (:class:`~mtbkd_jax.infer.SamplerDivergedError`), scores worst, with the reason in
     ``TrustedFit.unsampled``; if every setting tried fails so, the first error (the start's) is
