@@ -564,6 +564,40 @@ def test_an_experiment_samples_a_learned_scale_model_non_centred_when_asked():
         ExperimentConfig(bayes="nuts", sgmcmc_coordinates="noncentred")
 
 
+def _toy_bank(rng, num_examples):
+    """Two random teachers over 3 classes on ``num_examples`` inputs."""
+    from mtbkd_jax import TeacherBank
+
+    return TeacherBank.from_logits(rng.normal(size=(2, num_examples, 3)).astype(np.float32))
+
+
+def _toy_problem(rng, num_train, validation=None):
+    """A 2-feature, 3-class problem with 4 test inputs, and ``validation`` validation inputs
+    with the teachers on them when given."""
+    from mtbkd_jax.datasets.data import DistillationData
+
+    def inputs(n):
+        return rng.normal(size=(n, 2)).astype(np.float32)
+
+    extra = {}
+    if validation is not None:
+        extra = {
+            "x_validation": inputs(validation),
+            "y_validation": rng.integers(0, 3, validation),
+            "teachers_validation": _toy_bank(rng, validation),
+        }
+    return DistillationData(
+        name="toy",
+        x_train=inputs(num_train),
+        y_train=rng.integers(0, 3, num_train),
+        x_test=inputs(4),
+        y_test=rng.integers(0, 3, 4),
+        teachers_prior=_toy_bank(rng, num_train),
+        teachers_test=_toy_bank(rng, 4),
+        **extra,
+    )
+
+
 def test_trust_labels_choose_where_learned_trust_learns(monkeypatch):
     """trust_labels='validation' learns the trust from the validation inputs' teachers and
     labels; 'train' from the training inputs' (the first len(y_train) of the bank); a problem
@@ -572,27 +606,10 @@ def test_trust_labels_choose_where_learned_trust_learns(monkeypatch):
 
     import jax
 
-    from mtbkd_jax import TeacherBank
-    from mtbkd_jax.datasets.data import DistillationData
     from mtbkd_jax.experiments import ExperimentConfig, trusted
 
     rng = np.random.default_rng(0)
-
-    def bank(n):
-        return TeacherBank.from_logits(rng.normal(size=(2, n, 3)).astype(np.float32))
-
-    problem = DistillationData(
-        name="toy",
-        x_train=rng.normal(size=(8, 2)).astype(np.float32),
-        y_train=rng.integers(0, 3, 8),
-        x_test=rng.normal(size=(4, 2)).astype(np.float32),
-        y_test=rng.integers(0, 3, 4),
-        teachers_prior=bank(8),
-        teachers_test=bank(4),
-        x_validation=rng.normal(size=(5, 2)).astype(np.float32),
-        y_validation=rng.integers(0, 3, 5),
-        teachers_validation=bank(5),
-    )
+    problem = _toy_problem(rng, 8, validation=5)
     seen = {}
 
     def capture(key, teachers, labels, **kwargs):
@@ -617,7 +634,7 @@ def test_trust_labels_choose_where_learned_trust_learns(monkeypatch):
     with pytest.raises(ValueError, match=r"trust_labels must be one of \('train', 'validation'\)"):
         ExperimentConfig(trust_labels="test")
     with pytest.raises(ValueError, match="teachers_validation must describe the 5 validation"):
-        replace(problem, teachers_validation=bank(6))
+        replace(problem, teachers_validation=_toy_bank(rng, 6))
 
 
 def test_trust_prior_scale_fixes_the_learned_trust_rows_base_prior():
@@ -626,24 +643,14 @@ def test_trust_prior_scale_fixes_the_learned_trust_rows_base_prior():
     import jax
     from scipy import stats
 
-    from mtbkd_jax import TeacherBank
-    from mtbkd_jax.datasets.data import DistillationData
     from mtbkd_jax.experiments import ExperimentConfig
     from mtbkd_jax.experiments.trusted import trusted_label, trusted_model
     from mtbkd_jax.scale_priors import hierarchical_normal_prior
     from mtbkd_jax.trust import TrustValues
 
     rng = np.random.default_rng(1)
-    bank = TeacherBank.from_logits(rng.normal(size=(2, 6, 3)).astype(np.float32))
-    problem = DistillationData(
-        name="toy",
-        x_train=rng.normal(size=(6, 2)).astype(np.float32),
-        y_train=rng.integers(0, 3, 6),
-        x_test=rng.normal(size=(4, 2)).astype(np.float32),
-        y_test=rng.integers(0, 3, 4),
-        teachers_prior=bank,
-        teachers_test=bank.take(np.arange(4)),
-    )
+    problem = _toy_problem(rng, 6)
+    bank = problem.teachers_prior
     trust = TrustValues.fixed(2, 10.0)
     fixed = trusted_model(problem, ExperimentConfig(trust_prior_scale=0.3), bank, trust, 0.1)
     weights = rng.normal(size=(2, 16)).astype(np.float32)
