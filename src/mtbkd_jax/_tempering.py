@@ -11,16 +11,10 @@ gradient, are those of ``log_softmax(x / T)``.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
 
-# Jitted, as the other pure pieces of the teacher prior here: NumPyro evaluates a model
-# eagerly to initialise it, one XLA program per operation and shape; jitted, each is one
-# program there, and inside a jitted sampler it is inlined (docs/benchmarks.md).
-@partial(jax.jit, static_argnames=("axis",))
 def tempered_log_softmax(x: jax.Array, temperature: jax.Array | float, axis: int = -1) -> jax.Array:
     """``log_softmax(x / T)`` along ``axis``, computed as ``log_softmax((x - max x) / T)``.
 

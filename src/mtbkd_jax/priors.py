@@ -52,16 +52,11 @@ __all__ = [
 ]
 
 
-# Jitted, as the other pure pieces of the teacher prior here: NumPyro evaluates a model
-# eagerly to initialise it, one XLA program per operation and shape; jitted, each is one
-# program there, and inside a jitted sampler it is inlined (docs/benchmarks.md).
-@jax.jit
 def log_dirichlet_normalizer(concentration: jax.Array) -> jax.Array:
     """``log B(a) = sum_c lgamma(a_c) - lgamma(sum_c a_c)`` over the last axis."""
     return gammaln(concentration).sum(-1) - gammaln(concentration.sum(-1))
 
 
-@jax.jit
 def dirichlet_mixture_log_density(
     log_q: jax.Array, scaled_probs: jax.Array, log_normalizer: jax.Array, log_weights: jax.Array
 ) -> jax.Array:

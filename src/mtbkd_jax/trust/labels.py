@@ -47,10 +47,6 @@ def _log_means(prior: TeacherPrior) -> jax.Array:
     return jnp.log1p(scaled) - jnp.log(scaled.shape[-1] + scaled.sum(-1, keepdims=True))
 
 
-# Jitted, as the other pure pieces of the teacher prior here: NumPyro evaluates a model
-# eagerly to initialise it, one XLA program per operation and shape; jitted, each is one
-# program there, and inside a jitted sampler it is inlined (docs/benchmarks.md).
-@jax.jit
 def label_log_probs(prior: TeacherPrior) -> jax.Array:
     """``log P(y_i = c | trust) = log sum_m w_im (1 + s_imc) / (C + sum_c' s_imc')``, (N, C).
 
@@ -60,14 +56,12 @@ def label_log_probs(prior: TeacherPrior) -> jax.Array:
     return logsumexp(prior.log_weights[..., None] + _log_means(prior), axis=1)
 
 
-@jax.jit
 def label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.Array:
     """``log P(y_i | trust)`` of the labels (N,) under the mixture (:func:`label_log_probs`)."""
     log_class = label_log_probs(prior)
     return jnp.take_along_axis(log_class, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
-@jax.jit
 def teacher_label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.Array:
     """``log (1 + s_imy) / (C + lambda_im)`` of each label under each teacher alone, (N, M):
     the label's probability when its class-probability vector is drawn from teacher ``m``'s

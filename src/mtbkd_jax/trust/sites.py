@@ -50,7 +50,6 @@ How labels inform trust: :mod:`mtbkd_jax.trust.labels`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -186,16 +185,11 @@ class TrustValues(NamedTuple):
         )
 
 
-# Jitted, as the other pure pieces of the teacher prior here: NumPyro evaluates a model
-# eagerly to initialise it, one XLA program per operation and shape; jitted, each is one
-# program there, and inside a jitted sampler it is inlined (docs/benchmarks.md).
-@jax.jit
 def consensus_class(log_probs: jax.Array) -> jax.Array:
     """The argmax of the teachers' mean probabilities, shape (N,), from (M, N, C)."""
     return jnp.argmax(logsumexp(log_probs, axis=0), axis=-1).astype(jnp.int32)
 
 
-@jax.jit
 def calibrated_log_probs(
     log_probs: jax.Array, temperature: jax.Array, slope: jax.Array | None = None
 ) -> jax.Array:
@@ -299,7 +293,6 @@ def _log_weights(calibrated: jax.Array, values: TrustValues, rule: str) -> jax.A
     return inverse_entropy_log_weights(log_bits)
 
 
-@partial(jax.jit, static_argnames=("weight_rule", "pooling"))
 def trusted_teacher_prior(
     log_probs: jax.Array,
     consensus: jax.Array,
