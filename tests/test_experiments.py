@@ -53,6 +53,22 @@ def test_digits_experiment_smoke(tmp_path):
         "table.md",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
+    # predictions.npz holds every row's test probabilities: they give the row's metrics, and
+    # compare_runs pairs two rows on them
+    from mtbkd_jax.experiments import compare_runs, load_predictions
+    from mtbkd_jax.metrics import classification_metrics
+
+    probs, labels = load_predictions(tmp_path)
+    assert set(probs) == set(by_key)
+    for key, row in by_key.items():
+        again = classification_metrics(probs[key], labels)
+        assert again == pytest.approx({k: row[k] for k in again}, abs=1e-12), key
+    (found,) = compare_runs(
+        [tmp_path], ("MT-BKD (learned trust)", "nuts"), [("averaged KD", "map")], ["nll"]
+    )
+    gap = by_key[("MT-BKD (learned trust)", "nuts")]["nll"] - by_key[("averaged KD", "map")]["nll"]
+    assert found["estimate"] == pytest.approx(gap, abs=1e-12)
+    assert found["low"] <= found["estimate"] <= found["high"]
     # every method chose its prior settings on validation: its row reports the grid point of
     # lowest validation NLL, and says when that point lies on an edge of the smoke grid
     # (0.3, 1.0), which smoke runs do not extend (SMOKE_TUNING's grid_extensions=0)

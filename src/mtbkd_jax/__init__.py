@@ -5,7 +5,8 @@ student's tempered class probabilities is a per-example mixture, over teachers, 
 centred on the teachers' soft labels.
 
 The top level holds what a first run needs (``__all__``, about twenty names); the rest lives in
-the submodules: :mod:`mtbkd_jax.metrics`, :mod:`~mtbkd_jax.uncertainty`,
+the submodules: :mod:`mtbkd_jax.metrics` (with :mod:`~mtbkd_jax.comparison`, two predictors'
+metric difference with a paired bootstrap interval), :mod:`~mtbkd_jax.uncertainty`,
 :mod:`~mtbkd_jax.weighting` (with :mod:`~mtbkd_jax.camkd`), :mod:`~mtbkd_jax.trust` (teacher
 trust learned from labels), :mod:`~mtbkd_jax.priors` (with :mod:`~mtbkd_jax.scale_priors`, a
 base prior whose scales are learned, and :mod:`~mtbkd_jax.noncentred`, its coordinates for
@@ -71,6 +72,7 @@ __all__ = [
 
 # the submodules users reach for the rest (``dir(mtbkd_jax)`` lists them beside the card)
 _SUBMODULES = (
+    "comparison",
     "datasets",
     "diagnostics",
     "experiments",

@@ -4,8 +4,9 @@
 Each experiment is a configuration of one runner: a problem (a
 :class:`~mtbkd_jax.datasets.DistillationData`), an :class:`ExperimentConfig` subclass (its full
 run; ``.smoke()`` its tiny one), :func:`run_baselines` and :func:`write_report`, which writes
-``metrics.json``, ``table.md``, the MT-BKD posterior and figures. :data:`EXPERIMENTS` is the
-registry the ``mtbkd`` command takes its choices from.
+``metrics.json``, ``table.md``, ``predictions.npz``, the MT-BKD posterior and figures;
+:func:`compare_runs` compares two rows of finished runs with a paired bootstrap.
+:data:`EXPERIMENTS` is the registry the ``mtbkd`` command takes its choices from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.baselines import run_baselines
+from mtbkd_jax.experiments.compare import compare_runs, comparison_table, load_predictions
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.methods import Method
 from mtbkd_jax.experiments.report import markdown_table, write_report
@@ -31,6 +33,9 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "Method",
+    "compare_runs",
+    "comparison_table",
+    "load_predictions",
     "markdown_table",
     "run_baselines",
     "run_experiment",

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 __all__ = ["run_baselines"]
 
+# what a run keeps besides its rows, by kind (most kinds keyed by a row's label; test_probs by
+# (method, inference))
+Artifacts = dict[str, dict[Any, Any]]
+
 
 def _row(
     method: str,
@@ -111,11 +115,12 @@ def _ood_columns(
     }
 
 
-def _teacher_rows(data: DistillationData) -> list[dict]:
+def _teacher_rows(data: DistillationData, artifacts: Artifacts) -> list[dict]:
     rows = []
     for m, name in enumerate(data.teachers_test.names):
         probs = np.exp(np.asarray(data.teachers_test.log_probs[m], np.float64))
         rows.append(_row(f"teacher {name}", "teacher", probs, data))
+        artifacts["test_probs"][(rows[-1]["method"], "teacher")] = probs
     return rows
 
 
@@ -124,7 +129,7 @@ def _fit_mode(
     data: DistillationData,
     config: ExperimentConfig,
     method: Method,
-    artifacts: dict[str, dict[str, Any]],
+    artifacts: Artifacts,
 ) -> tuple[Posterior, MTBKDModel, dict[str, Any]]:
     """The method's MAP (tuned if ``config.tune``): ``(mode, model, settings)``."""
     if config.tune:
@@ -142,7 +147,7 @@ def _run_method(
     data: DistillationData,
     config: ExperimentConfig,
     method: Method,
-    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    out: tuple[list[dict[str, Any]], Artifacts],
     say: Callable[..., object],
 ) -> None:
     artifacts = out[1]
@@ -191,7 +196,7 @@ def _map_row(
     data: DistillationData,
     settings: str,
     seconds: float,
-    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    out: tuple[list[dict[str, Any]], Artifacts],
     say: Callable[..., object],
 ) -> None:
     rows, artifacts = out
@@ -201,6 +206,7 @@ def _map_row(
     )
     rows[-1]["settings"] = settings
     artifacts["map_probs"][method.label] = probs
+    artifacts["test_probs"][(method.label, "map")] = probs
     if method.reliability:
         artifacts["curves"][f"{method.label} (MAP)"] = probs
     say(f"  {method.label:<28} map   accuracy {rows[-1]['accuracy']:.3f} nll {rows[-1]['nll']:.3f}")
@@ -213,7 +219,7 @@ def _posterior_row(
     config: ExperimentConfig,
     settings: str,
     start: float,
-    out: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
+    out: tuple[list[dict[str, Any]], Artifacts],
     say: Callable[..., object],
 ) -> None:
     rows, artifacts = out
@@ -234,6 +240,7 @@ def _posterior_row(
     rows[-1]["settings"] = settings
     artifacts["posteriors"][label] = posterior
     artifacts["summaries"][label] = summary
+    artifacts["test_probs"][(label, config.bayes)] = summary["predictive_mean"]
     artifacts["extra"][label] = {
         name: predictive_summary(posterior, inputs)["mean_deviance"]
         for name, inputs in data.extra_inputs.items()
@@ -249,12 +256,13 @@ def _posterior_row(
 
 def run_baselines(
     data: DistillationData, config: ExperimentConfig, *, say: Callable[..., object] = print
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], Artifacts]:
     """Fit every method of ``config.methods``'s plan; returns ``(rows, artifacts)``.
 
     ``artifacts`` holds, per Bayesian method, its posterior and per-example summary on the test
     set (and on ``extra_inputs``), each MAP's test probabilities, the validation scores of every
-    search (``tuning``) and the curves of ``reliability.png``.
+    search (``tuning``), the curves of ``reliability.png`` and every row's test probabilities
+    by ``(method, inference)`` (``test_probs``, written to ``predictions.npz``).
 
     A method that raises does not stop the run (in one process; with several, the error is
     raised at once, as the processes would otherwise fall out of step): its exception is kept
@@ -272,7 +280,6 @@ def run_baselines(
     if config.tune and not data.has_validation:
         raise ValueError(f"config.tune needs a validation split; problem {data.name!r} has none")
     methods = METHOD_PLANS[config.methods](data)
-    rows = _teacher_rows(data) if config.teacher_rows else []
     artifacts: dict[str, dict] = {
         name: {}
         for name in (
@@ -280,6 +287,7 @@ def run_baselines(
             "summaries",
             "extra",
             "map_probs",
+            "test_probs",
             "tuning",
             "curves",
             "trust",
@@ -290,6 +298,7 @@ def run_baselines(
     }
     artifacts["run"].update(_placement(config))
     _check_mesh(data, config)
+    rows = _teacher_rows(data, artifacts) if config.teacher_rows else []
     for method, keys in zip(methods, method_keys(config, methods), strict=True):
         try:
             _run_method(keys, data, config, method, (rows, artifacts), say)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtbkd_jax.experiments.compare import PREDICTIONS, save_predictions
 from mtbkd_jax.experiments.methods import MAIN
 
 if TYPE_CHECKING:
@@ -101,12 +102,14 @@ def write_report(
     out_dir: str | os.PathLike[str],
     data: DistillationData,
     rows: Sequence[Mapping[str, Any]],
-    artifacts: Mapping[str, Mapping[str, Any]],
+    artifacts: Mapping[str, Mapping[Any, Any]],
     *,
     extra_rows: Sequence[Mapping[str, Any]] | None = None,
     groups: Mapping[str, ArrayLike] | None = None,
 ) -> Path:
-    """Write metrics.json, table.md, posterior.nc and the figures into ``out_dir``.
+    """Write metrics.json, table.md, predictions.npz (every row's test probabilities, for
+    :func:`~mtbkd_jax.experiments.compare_runs`), posterior.nc and the figures into
+    ``out_dir``.
 
     ``data`` is the run's :class:`~mtbkd_jax.datasets.DistillationData` and ``rows`` and
     ``artifacts`` what :func:`~mtbkd_jax.experiments.run_baselines` returned for it.
@@ -126,6 +129,8 @@ def write_report(
     if extra_rows:
         table += "\n\n" + markdown_table(extra_rows)
     (out / "table.md").write_text(table + "\n")
+    if artifacts.get("test_probs"):  # every row's test probabilities, for compare_runs
+        save_predictions(out / PREDICTIONS, artifacts["test_probs"], data.y_test)
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
     for name in ("trust", "exploration", "run"):

@@ -1,0 +1,238 @@
+"""Two predictors compared on one test set: a metric's difference with a paired bootstrap
+interval over the test examples.
+
+A table's metric is an estimate from a finite test set, and two rows evaluated on the same
+examples share most of its noise (the hard examples are hard for both). Resampling the
+examples jointly, the same indices for both predictors (the paired bootstrap; Efron &
+Tibshirani, 1993, ch. 16), gives the interval of the *difference*, which is what a claim such
+as "MT-BKD's NLL is below KD's" needs; two separate intervals would be far wider.
+
+Predictions of several runs of each predictor on the same examples (seeds of one experiment)
+may be given stacked, ``(R, N, C)``: the difference is then that of the metric's mean over the
+runs, and each resample draws one set of example indices for every run. The interval then
+covers the test examples' sampling noise, with the runs' own randomness averaged as in the
+table; it says nothing about other test sets of another size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from mtbkd_jax.metrics import (
+    _check,
+    accuracy,
+    brier_score,
+    classwise_calibration_error,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
+from mtbkd_jax.selective import accuracy_at_coverage, aurc
+
+__all__ = ["METRICS", "Difference", "paired_bootstrap"]
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
+    return accuracy_at_coverage(probs, labels, coverage=0.9)
+
+
+# the metrics of an experiment's row, by the row's names (lower is better but for accuracy)
+METRICS: dict[str, Metric] = {
+    "nll": negative_log_likelihood,
+    "accuracy": accuracy,
+    "brier": brier_score,
+    "ece": expected_calibration_error,
+    "classwise_ece": classwise_calibration_error,
+    "aurc": aurc,
+    "accuracy_at_90": _accuracy_at_90,
+}
+
+
+def _per_example(name: str, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """The per-example terms whose mean is the metric ``name``, or ``None`` for a metric that
+    is not a mean over examples (ECE, AURC: each resample is then scored in full)."""
+    picked = probs[np.arange(len(labels)), labels]
+    if name == "nll":
+        with np.errstate(divide="ignore"):
+            return -np.log(picked)
+    if name == "accuracy":
+        return (probs.argmax(-1) == labels).astype(np.float64)
+    if name == "brier":
+        return ((probs - np.eye(probs.shape[1])[labels]) ** 2).sum(-1)
+    return None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``metric(a) - metric(b)`` on one test set (the mean over runs, with stacked runs) and
+    its paired bootstrap interval.
+
+    Attributes:
+        metric: the metric's name (a key of :data:`METRICS`).
+        estimate: the difference on the test set itself.
+        low, high: the percentile interval of the resampled differences at ``level``.
+        level: the interval's nominal coverage.
+        p_value: two-sided bootstrap p-value of "no difference", ``2 min(P*(d <= 0),
+            P*(d >= 0))`` with the ``(1 + count) / (1 + num_resamples)`` correction, at most 1:
+            it is below ``1 - level`` exactly when the interval excludes 0 (up to the
+            correction).
+        num_resamples: the number of bootstrap resamples.
+        num_examples: the test examples (N).
+        num_runs: the runs averaged (R).
+    """
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    level: float
+    p_value: float
+    num_resamples: int
+    num_examples: int
+    num_runs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _stacked(probs: ArrayLike, name: str) -> np.ndarray:
+    """``probs`` as float64 ``(R, N, C)``."""
+    array = np.asarray(probs, dtype=np.float64)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, C) or (R, N, C), got {array.shape}")
+    return array
+
+
+def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
+    """Each run of ``array`` checked like a metric's input (the argument named)."""
+    for run in array:
+        try:
+            _check(run, labels)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+
+
+def _check_options(metric: str, level: float, num_resamples: int) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if not isinstance(level, float | int) or not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int | np.integer):
+        raise ValueError(f"num_resamples must be an integer, got {num_resamples!r}")
+    if num_resamples < 100:
+        raise ValueError(f"num_resamples must be at least 100, got {num_resamples}")
+
+
+def _resampled_differences(
+    metric: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    labels: np.ndarray,
+    num_resamples: int,
+    seed: int,
+) -> np.ndarray:
+    """The difference on ``num_resamples`` resamples of the examples, the same indices for
+    ``a``, ``b`` and every run; drawn in chunks of about two million indices."""
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    per = None  # a mean over examples: each resample's difference is a mean of these
+    terms = [t for t in (_per_example(metric, run, labels) for run in (*a, *b)) if t is not None]
+    if len(terms) == len(a) + len(b):
+        per = np.mean(terms[: len(a)], axis=0) - np.mean(terms[len(a) :], axis=0)
+    out = np.empty(num_resamples)
+    for start in range(0, num_resamples, chunk):
+        index = rng.integers(0, n, size=(min(chunk, num_resamples - start), n))
+        if per is not None:
+            out[start : start + len(index)] = per[index].mean(-1)
+            continue
+        score = METRICS[metric]
+        for k, rows in enumerate(index, start):
+            y = labels[rows]
+            out[k] = np.mean(
+                [score(ra[rows], y) - score(rb[rows], y) for ra, rb in zip(a, b, strict=True)]
+            )
+    return out
+
+
+def paired_bootstrap(
+    probs_a: ArrayLike,
+    probs_b: ArrayLike,
+    labels: ArrayLike,
+    metric: str = "nll",
+    *,
+    level: float = 0.95,
+    num_resamples: int = 2000,
+    seed: int = 0,
+) -> Difference:
+    """``metric(probs_a) - metric(probs_b)`` on the test set, with a paired percentile
+    bootstrap interval over its examples.
+
+    Args:
+        probs_a, probs_b: predictive probabilities on the same examples, ``(N, C)``, or
+            ``(R, N, C)`` for R runs of each (e.g. seeds; the difference of the means over
+            runs). Both must have the same shape.
+        labels: ``(N,)`` integer classes.
+        metric: a key of :data:`METRICS` (``"nll"``, ``"accuracy"``, ``"brier"``, ``"ece"``,
+            ``"classwise_ece"``, ``"aurc"``, ``"accuracy_at_90"``).
+        level: the interval's coverage, in (0, 1).
+        num_resamples: bootstrap resamples (at least 100).
+        seed: the seed of the resampled indices.
+
+    Raises:
+        ValueError: bad shapes or probabilities (the argument is named), an unknown metric,
+            a level outside (0, 1), fewer than 100 resamples, or a metric that is not finite
+            on the test set (an NLL with a zero probability on a label).
+
+    Example:
+        >>> import numpy as np
+        >>> from mtbkd_jax.comparison import paired_bootstrap
+        >>> rng = np.random.default_rng(0)
+        >>> labels = rng.integers(0, 2, 500)
+        >>> sharp = np.where(labels[:, None] == np.arange(2), 0.8, 0.2)
+        >>> blunt = np.full((500, 2), 0.5)
+        >>> d = paired_bootstrap(sharp, blunt, labels, "nll")
+        >>> round(d.estimate, 3), d.high < 0
+        (-0.47, True)
+    """
+    labels = np.asarray(labels)
+    a, b = _stacked(probs_a, "probs_a"), _stacked(probs_b, "probs_b")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"probs_a and probs_b must have the same shape, got {a.shape} and {b.shape}"
+        )
+    _check_runs(a, labels, "probs_a")
+    _check_runs(b, labels, "probs_b")
+    _check_options(metric, level, num_resamples)
+    labels = labels.astype(np.int64)
+    score = METRICS[metric]
+    estimate = float(
+        np.mean([score(ra, labels) - score(rb, labels) for ra, rb in zip(a, b, strict=True)])
+    )
+    if not np.isfinite(estimate):
+        raise ValueError(
+            f"metric {metric!r} is not finite on the test set (a zero probability on a label?)"
+        )
+    resampled = _resampled_differences(metric, a, b, labels, int(num_resamples), seed)
+    low, high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
+    tail = min((resampled <= 0).sum(), (resampled >= 0).sum())
+    p_value = min(1.0, 2 * (1 + tail) / (1 + num_resamples))
+    return Difference(
+        metric=metric,
+        estimate=estimate,
+        low=float(low),
+        high=float(high),
+        level=float(level),
+        p_value=float(p_value),
+        num_resamples=int(num_resamples),
+        num_examples=len(labels),
+        num_runs=len(a),
+    )

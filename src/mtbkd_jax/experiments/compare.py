@@ -1,0 +1,146 @@
+"""Rows of finished runs compared on their test set: each run's ``predictions.npz`` (every
+row's test probabilities, written by :func:`~mtbkd_jax.experiments.write_report`) and
+:func:`~mtbkd_jax.comparison.paired_bootstrap` over the test examples.
+
+Example (three seeds of one experiment; the test set is the same in each)::
+
+    from mtbkd_jax.experiments import compare_runs, comparison_table
+
+    found = compare_runs(
+        ["out/seed0", "out/seed1", "out/seed2"],
+        ("MT-BKD (learned trust)", "sgld"),
+        against=[("averaged KD", "map"), ("CA-MKD", "map")],
+    )
+    print(comparison_table(found))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtbkd_jax.comparison import paired_bootstrap
+
+__all__ = [
+    "PREDICTIONS",
+    "compare_runs",
+    "comparison_table",
+    "load_predictions",
+    "save_predictions",
+]
+
+PREDICTIONS = "predictions.npz"
+Row = tuple[str, str]  # (method, inference), as in metrics.json
+
+
+def save_predictions(path: str | os.PathLike[str], probs: Mapping[Row, Any], labels: Any) -> Path:
+    """Write every row's test probabilities (``{(method, inference): (N, C)}``) and the test
+    labels to ``path`` (a compressed ``.npz`` that loads without pickle)."""
+    rows = list(probs)
+    arrays: dict[str, Any] = {
+        f"probs_{k:03d}": np.asarray(probs[row], np.float64) for k, row in enumerate(rows)
+    }
+    arrays["labels"] = np.asarray(labels)
+    arrays["methods"] = np.array([m for m, _ in rows], dtype=str)
+    arrays["inferences"] = np.array([i for _, i in rows], dtype=str)
+    np.savez_compressed(path, **arrays)
+    return Path(path)
+
+
+def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndarray], np.ndarray]:
+    """``({(method, inference): test probabilities}, test labels)`` of a run folder.
+
+    Raises:
+        FileNotFoundError: the folder has no ``predictions.npz`` (runs before it was written
+            have none).
+    """
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        raise FileNotFoundError(f"run_dirs: {str(run_dir)!r} has no {PREDICTIONS}")
+    with np.load(path, allow_pickle=False) as saved:
+        rows = zip(saved["methods"].tolist(), saved["inferences"].tolist(), strict=True)
+        probs = {(str(m), str(i)): saved[f"probs_{k:03d}"] for k, (m, i) in enumerate(rows)}
+        return probs, saved["labels"]
+
+
+def _stacked_runs(
+    runs: Sequence[tuple[dict[Row, np.ndarray], np.ndarray]], row: Row, run_dirs: Sequence[Any]
+) -> np.ndarray:
+    missing = [str(d) for (probs, _), d in zip(runs, run_dirs, strict=True) if row not in probs]
+    if missing:
+        raise ValueError(f"row {row!r} is not in the predictions of {', '.join(missing)}")
+    return np.stack([probs[row] for probs, _ in runs])
+
+
+def compare_runs(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    row: Row,
+    against: Sequence[Row] | None = None,
+    metrics: Sequence[str] = ("nll", "accuracy", "ece", "aurc"),
+    *,
+    level: float = 0.95,
+    num_resamples: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Row ``row`` against each row of ``against`` (default: every other row) on the runs'
+    shared test set: per metric, the difference ``row - other`` of the metric's mean over the
+    runs, with its paired bootstrap interval and p-value
+    (:func:`~mtbkd_jax.comparison.paired_bootstrap`).
+
+    Returns:
+        One dict per (other row, metric): ``row``, ``against`` (``"method (inference)"``) and
+        the fields of :class:`~mtbkd_jax.comparison.Difference`.
+
+    Raises:
+        ValueError: no run folders, runs on different test labels (not one test set), or a row
+            missing from a run.
+        FileNotFoundError: a run without ``predictions.npz``.
+    """
+    if not run_dirs:
+        raise ValueError("run_dirs must name at least one run folder")
+    runs = [load_predictions(d) for d in run_dirs]
+    labels = runs[0][1]
+    for (_, their_labels), d in zip(runs[1:], run_dirs[1:], strict=True):
+        if their_labels.shape != labels.shape or not np.array_equal(their_labels, labels):
+            raise ValueError(
+                f"run_dirs: {str(d)!r} has other test labels than {str(run_dirs[0])!r}; "
+                "a paired comparison needs one test set"
+            )
+    row = (str(row[0]), str(row[1]))
+    if against is None:
+        against = [r for r in runs[0][0] if r != row]
+    ours = _stacked_runs(runs, row, run_dirs)
+    found = []
+    for given in against:
+        other = (str(given[0]), str(given[1]))
+        theirs = _stacked_runs(runs, other, run_dirs)
+        for metric in metrics:
+            difference = paired_bootstrap(
+                ours, theirs, labels, metric, level=level, num_resamples=num_resamples, seed=seed
+            )
+            found.append(
+                {"row": f"{row[0]} ({row[1]})", "against": f"{other[0]} ({other[1]})"}
+                | difference.as_dict()
+            )
+    return found
+
+
+def comparison_table(found: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of :func:`compare_runs`'s results: one line per (row, other row,
+    metric), the difference, its interval and p-value."""
+    lines = [
+        "| row | against | metric | difference | interval | p |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for f in found:
+        level = f"{100 * f['level']:g}%"
+        interval = f"{level} [{f['low']:+.4f}, {f['high']:+.4f}]"
+        lines.append(
+            f"| {f['row']} | {f['against']} | {f['metric']} | {f['estimate']:+.4f} | "
+            f"{interval} | {f['p_value']:.3g} |"
+        )
+    return "\n".join(lines)
