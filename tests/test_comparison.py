@@ -50,23 +50,45 @@ def test_the_interval_of_an_nll_difference_matches_scipys_paired_bootstrap():
     assert ours.high == pytest.approx(reference.confidence_interval.high, abs=0.05 * width)
 
 
-@pytest.mark.parametrize("metric", ["nll", "accuracy", "ece", "aurc"])
-def test_the_resamples_are_the_same_indices_for_both_predictors_and_every_run(metric):
-    """Brute force: draw the indices as documented and score each resample in full."""
+@pytest.mark.parametrize(
+    ("metric", "level", "seed"),
+    [("nll", 0.95, 0), ("accuracy", 0.9, 1), ("ece", 0.95, 2), ("aurc", 0.8, 3)],
+)
+def test_the_resamples_are_the_same_indices_for_both_predictors_and_every_run(metric, level, seed):
+    """Brute force: draw the indices as documented, score each resample in full, and take the
+    interval's quantiles and the two-sided p-value from those scores."""
     a, b, y = _population(150, 3)
     a2, b2 = _tempered(np.log(a), 0.9), _tempered(np.log(b), 1.1)
-    ours = paired_bootstrap(np.stack([a, a2]), np.stack([b, b2]), y, metric, num_resamples=300)
+    ours = paired_bootstrap(
+        np.stack([a, a2]), np.stack([b, b2]), y, metric, level=level, num_resamples=300, seed=seed
+    )
     score = METRICS[metric]
-    index = np.random.default_rng(0).integers(0, 150, size=(300, 150))
-    brute = [
-        np.mean([score(p[i], y[i]) - score(q[i], y[i]) for p, q in ((a, b), (a2, b2))])
-        for i in index
-    ]
-    low, high = np.quantile(brute, [0.025, 0.975])
+    index = np.random.default_rng(seed).integers(0, 150, size=(300, 150))
+    brute = np.array(
+        [
+            np.mean([score(p[i], y[i]) - score(q[i], y[i]) for p, q in ((a, b), (a2, b2))])
+            for i in index
+        ]
+    )
+    low, high = np.quantile(brute, [(1 - level) / 2, (1 + level) / 2])
     assert (ours.low, ours.high) == pytest.approx((low, high), abs=1e-12)
+    tail = min((brute <= 0).sum(), (brute >= 0).sum())
+    assert ours.p_value == pytest.approx(min(1.0, 2 * (1 + tail) / 301))
     full = np.mean([score(a, y) - score(b, y), score(a2, y) - score(b2, y)])
     assert ours.estimate == pytest.approx(full, abs=1e-12)
-    assert ours.num_runs == 2 and ours.num_examples == 150
+    assert ours.num_runs == 2 and ours.num_examples == 150 and ours.level == level
+
+
+@pytest.mark.parametrize("metric", ["nll", "accuracy", "brier", "ece"])
+def test_runs_that_are_the_others_in_another_order_tie_exactly(metric):
+    """The mean over three runs of the same terms in another order is the same mean: every
+    resample is a tie, counted in both tails (p = 1), not a rounding error of 1e-17 that
+    lands in one (before TIE_TOLERANCE, NLL's p-value here was 0.27)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    runs = rng.dirichlet(np.ones(3), (3, 40))
+    d = paired_bootstrap(runs, runs[[1, 2, 0]], y, metric, num_resamples=500)
+    assert (d.estimate, d.low, d.high, d.p_value) == (0.0, 0.0, 0.0, 1.0)
 
 
 def _unpaired(a, b, y, num_resamples, rng):
@@ -81,7 +103,7 @@ def _unpaired(a, b, y, num_resamples, rng):
 def test_the_interval_covers_a_known_difference_at_its_nominal_rate_and_an_unpaired_one_does_not():
     """Test sets of 200 drawn from a population of 200,000 whose NLL difference is known: the
     95% interval covers it in 0.91-0.985 of 300 test sets (the percentile bootstrap of a mean
-    at n = 200 covers about 0.94; 0.015 is one binomial standard error at 300). The unpaired
+    at n = 200 covers about 0.94; 0.014 is one binomial standard error at 300). The unpaired
     bootstrap ignores that the two predictors err on the same examples: its intervals are
     several times wider and cover almost always, outside the band."""
     pop_a, pop_b, pop_y = _population(200_000, 4)
@@ -155,6 +177,8 @@ def test_runs_that_repeat_one_run_give_that_runs_comparison():
     [
         ({"metric": "f1"}, "metric must be one of"),
         ({"level": 1.0}, "level must lie strictly between 0 and 1"),
+        ({"level": "0.95"}, "level must be a number strictly between 0 and 1"),
+        ({"probs_a": np.full((0, 5, 3), 1 / 3)}, "at least one run and one example"),
         ({"num_resamples": 10}, "num_resamples must be at least 100"),
         ({"num_resamples": 200.0}, "num_resamples must be an integer"),
         ({"probs_b": np.full((4, 3), 1 / 3)}, "probs_a and probs_b must have the same shape"),
@@ -177,6 +201,13 @@ def test_bad_input_is_refused_with_the_argument_named(change, message):
     options = {k: args.pop(k) for k in ("level", "num_resamples") if k in args}
     with pytest.raises(ValueError, match=message):
         paired_bootstrap(**args, **options)
+
+
+def test_a_numpy_level_is_taken_as_a_number():
+    a, b, y = _population(100, 11)
+    by_numpy = paired_bootstrap(a, b, y, "nll", level=np.float32(0.9), num_resamples=200)
+    by_float = paired_bootstrap(a, b, y, "nll", level=0.9, num_resamples=200)
+    assert (by_numpy.low, by_numpy.high) == pytest.approx((by_float.low, by_float.high))
 
 
 def test_a_zero_probability_on_a_label_is_refused_not_turned_into_nan():

@@ -2,7 +2,11 @@
 row's test probabilities, written by :func:`~mtbkd_jax.experiments.write_report`) and
 :func:`~mtbkd_jax.comparison.paired_bootstrap` over the test examples.
 
-Example (three seeds of one experiment; the test set is the same in each)::
+Runs compared together must share one test set (the same labels, checked, and inputs): the
+seeds of DeepLoc and Fashion-MNIST do (their test files are fixed), those of digits and the
+synthetic cases do not (their splits follow the seed), so compare those one seed at a time.
+
+Example (three seeds of DeepLoc)::
 
     from mtbkd_jax.experiments import compare_runs, comparison_table
 
