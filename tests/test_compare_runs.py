@@ -10,14 +10,14 @@ from mtbkd_jax.experiments import compare_runs, comparison_table, load_predictio
 from mtbkd_jax.experiments.compare import save_predictions
 
 
-def _run(folder, seed, labels):
+def _run(folder, seed, labels, inputs=None):
     rng = np.random.default_rng(seed)
     probs = {
         (name, inference): rng.dirichlet(np.ones(3), len(labels))
         for name, inference in (("KD", "map"), ("MT-BKD", "sgld"), ("MT-BKD", "map"))
     }
     folder.mkdir()
-    save_predictions(folder / "predictions.npz", probs, labels)
+    save_predictions(folder / "predictions.npz", probs, labels, inputs)
     return probs
 
 
@@ -62,6 +62,15 @@ def test_runs_on_different_test_sets_or_without_the_row_are_refused(tmp_path):
         compare_runs([tmp_path / "a", tmp_path / "b"], ("KD", "map"))
     with pytest.raises(ValueError, match=r"row \('KD', 'nuts'\) is not in the predictions"):
         compare_runs([tmp_path / "a"], ("KD", "nuts"))
+    x = np.arange(8.0).reshape(4, 2)
+    _run(tmp_path / "c", 2, labels, x)
+    _run(tmp_path / "d", 3, labels, x + 1)
+    _run(tmp_path / "e", 4, labels, x.copy())
+    assert len(compare_runs([tmp_path / "c", tmp_path / "e"], ("KD", "map"), num_resamples=100))
+    with pytest.raises(ValueError, match="other test inputs"):
+        compare_runs([tmp_path / "c", tmp_path / "d"], ("KD", "map"))
+    with pytest.raises(ValueError, match="other test inputs"):  # a digest against none
+        compare_runs([tmp_path / "c", tmp_path / "a"], ("KD", "map"))
     with pytest.raises(FileNotFoundError, match="has no predictions.npz"):
         compare_runs([tmp_path], ("KD", "map"))
     with pytest.raises(ValueError, match="at least one run folder"):

@@ -20,6 +20,7 @@ Example (three seeds of DeepLoc)::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,15 +36,33 @@ __all__ = [
     "comparison_table",
     "load_predictions",
     "save_predictions",
+    "saved_digest",
+    "test_set_digest",
 ]
 
 PREDICTIONS = "predictions.npz"
 Row = tuple[str, str]  # (method, inference), as in metrics.json
 
 
-def save_predictions(path: str | os.PathLike[str], probs: Mapping[Row, Any], labels: Any) -> Path:
-    """Write every row's test probabilities (``{(method, inference): (N, C)}``) and the test
-    labels to ``path`` (a compressed ``.npz`` that loads without pickle)."""
+def test_set_digest(inputs: Any, labels: Any) -> str:
+    """SHA-256 of the test inputs and labels (their dtype, shape and bytes): two runs on one
+    test set have the same digest."""
+    digest = hashlib.sha256()
+    for array in (np.ascontiguousarray(inputs), np.ascontiguousarray(labels)):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def save_predictions(
+    path: str | os.PathLike[str],
+    probs: Mapping[Row, Any],
+    labels: Any,
+    inputs: Any | None = None,
+) -> Path:
+    """Write every row's test probabilities (``{(method, inference): (N, C)}``), the test
+    labels and, with the test ``inputs``, their :func:`test_set_digest` to ``path`` (a
+    compressed ``.npz`` that loads without pickle)."""
     rows = list(probs)
     arrays: dict[str, Any] = {
         f"probs_{k:03d}": np.asarray(probs[row], np.float64) for k, row in enumerate(rows)
@@ -51,12 +70,15 @@ def save_predictions(path: str | os.PathLike[str], probs: Mapping[Row, Any], lab
     arrays["labels"] = np.asarray(labels)
     arrays["methods"] = np.array([m for m, _ in rows], dtype=str)
     arrays["inferences"] = np.array([i for _, i in rows], dtype=str)
+    if inputs is not None:
+        arrays["test_digest"] = np.array(test_set_digest(inputs, labels))
     np.savez_compressed(path, **arrays)
     return Path(path)
 
 
 def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndarray], np.ndarray]:
-    """``({(method, inference): test probabilities}, test labels)`` of a run folder.
+    """``({(method, inference): test probabilities}, test labels)`` of a run folder
+    (:func:`test_set_digest`: ``saved_digest``).
 
     Raises:
         FileNotFoundError: the folder has no ``predictions.npz`` (runs before it was written
@@ -69,6 +91,12 @@ def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndar
         rows = zip(saved["methods"].tolist(), saved["inferences"].tolist(), strict=True)
         probs = {(str(m), str(i)): saved[f"probs_{k:03d}"] for k, (m, i) in enumerate(rows)}
         return probs, saved["labels"]
+
+
+def saved_digest(run_dir: str | os.PathLike[str]) -> str | None:
+    """The test-set digest a run folder's ``predictions.npz`` holds, or ``None``."""
+    with np.load(Path(run_dir) / PREDICTIONS, allow_pickle=False) as saved:
+        return str(saved["test_digest"]) if "test_digest" in saved.files else None
 
 
 def _stacked_runs(
@@ -100,18 +128,21 @@ def compare_runs(
         the fields of :class:`~mtbkd_jax.comparison.Difference`.
 
     Raises:
-        ValueError: no run folders, runs on different test labels (not one test set), or a row
-            missing from a run.
+        ValueError: no run folders, runs on different test sets (other labels, or another
+            :func:`test_set_digest` of the inputs), or a row missing from a run.
         FileNotFoundError: a run without ``predictions.npz``.
     """
     if not run_dirs:
         raise ValueError("run_dirs must name at least one run folder")
     runs = [load_predictions(d) for d in run_dirs]
     labels = runs[0][1]
+    digest = saved_digest(run_dirs[0])
     for (_, their_labels), d in zip(runs[1:], run_dirs[1:], strict=True):
-        if their_labels.shape != labels.shape or not np.array_equal(their_labels, labels):
+        same = their_labels.shape == labels.shape and np.array_equal(their_labels, labels)
+        if not same or saved_digest(d) != digest:
+            what = "test labels" if not same else "test inputs"
             raise ValueError(
-                f"run_dirs: {str(d)!r} has other test labels than {str(run_dirs[0])!r}; "
+                f"run_dirs: {str(d)!r} has other {what} than {str(run_dirs[0])!r}; "
                 "a paired comparison needs one test set"
             )
     row = (str(row[0]), str(row[1]))

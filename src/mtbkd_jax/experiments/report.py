@@ -130,7 +130,7 @@ def write_report(
         table += "\n\n" + markdown_table(extra_rows)
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("test_probs"):  # every row's test probabilities, for compare_runs
-        save_predictions(out / PREDICTIONS, artifacts["test_probs"], data.y_test)
+        save_predictions(out / PREDICTIONS, artifacts["test_probs"], data.y_test, data.x_test)
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
     for name in ("trust", "exploration", "run"):
