@@ -32,7 +32,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mtbkd_jax.metrics import (
+    _brier_terms,
     _check,
+    _correct,
+    _nll_terms,
     accuracy,
     brier_score,
     classwise_calibration_error,
@@ -67,18 +70,13 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def _per_example(name: str, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-    """The per-example terms whose mean is the metric ``name``, or ``None`` for a metric that
-    is not a mean over examples (ECE, AURC: each resample is then scored in full)."""
-    picked = probs[np.arange(len(labels)), labels]
-    if name == "nll":
-        with np.errstate(divide="ignore"):
-            return -np.log(picked)
-    if name == "accuracy":
-        return (probs.argmax(-1) == labels).astype(np.float64)
-    if name == "brier":
-        return ((probs - np.eye(probs.shape[1])[labels]) ** 2).sum(-1)
-    return None
+# the metrics that are means over examples, by their per-example terms: a resample's value is
+# the mean of its examples' terms (the others are scored in full on each resample)
+_TERMS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "nll": _nll_terms,
+    "accuracy": _correct,
+    "brier": _brier_terms,
+}
 
 
 @dataclass(frozen=True)
@@ -163,9 +161,9 @@ def _resampled_differences(
     rng = np.random.default_rng(seed)
     chunk = max(1, 2_000_000 // n)
     per = None  # a mean over examples: each resample's difference is a mean of these
-    terms = [t for t in (_per_example(metric, run, labels) for run in (*a, *b)) if t is not None]
-    if len(terms) == len(a) + len(b):
-        per = np.mean(terms[: len(a)], axis=0) - np.mean(terms[len(a) :], axis=0)
+    if metric in _TERMS:
+        terms = _TERMS[metric]
+        per = np.mean([terms(r, labels) for r in a], 0) - np.mean([terms(r, labels) for r in b], 0)
     out = np.empty(num_resamples)
     for start in range(0, num_resamples, chunk):
         index = rng.integers(0, n, size=(min(chunk, num_resamples - start), n))

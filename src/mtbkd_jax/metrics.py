@@ -76,6 +76,21 @@ def _bin_count(num_bins: object) -> int:
     return int(count)
 
 
+# the per-example terms whose means are accuracy, NLL and the Brier score (on checked input;
+# mtbkd_jax.comparison resamples them)
+def _correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (probs.argmax(-1) == labels).astype(np.float64)
+
+
+def _nll_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):  # a zero probability gives inf, never a clip
+        return -np.log(probs[np.arange(len(labels)), labels])
+
+
+def _brier_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return ((probs - np.eye(probs.shape[1])[labels]) ** 2).sum(-1)
+
+
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
     """Fraction of examples whose most probable class is the label.
 
@@ -85,21 +100,19 @@ def accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
         0.5
     """
     probs, labels = _check(probs, labels)
-    return float((probs.argmax(-1) == labels).mean())
+    return float(_correct(probs, labels).mean())
 
 
 def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean ``-log p(y_i)`` (natural log); a zero probability gives ``inf``, never a clip."""
     probs, labels = _check(probs, labels)
-    with np.errstate(divide="ignore"):
-        return float(-np.log(probs[np.arange(len(labels)), labels]).mean())
+    return float(_nll_terms(probs, labels).mean())
 
 
 def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean over examples of ``sum_c (p_c - 1[y = c])^2`` (the multi-class Brier score)."""
     probs, labels = _check(probs, labels)
-    onehot = np.eye(probs.shape[1])[labels]
-    return float(((probs - onehot) ** 2).sum(-1).mean())
+    return float(_brier_terms(probs, labels).mean())
 
 
 def reliability_bins(

@@ -77,8 +77,8 @@ def save_predictions(
 
 
 def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndarray], np.ndarray]:
-    """``({(method, inference): test probabilities}, test labels)`` of a run folder
-    (:func:`test_set_digest`: ``saved_digest``).
+    """``({(method, inference): test probabilities}, test labels)`` of a run folder (its
+    test-set digest: :func:`saved_digest`).
 
     Raises:
         FileNotFoundError: the folder has no ``predictions.npz`` (runs before it was written
@@ -86,7 +86,7 @@ def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndar
     """
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
-        raise FileNotFoundError(f"run_dirs: {str(run_dir)!r} has no {PREDICTIONS}")
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} has no {PREDICTIONS}")
     with np.load(path, allow_pickle=False) as saved:
         rows = zip(saved["methods"].tolist(), saved["inferences"].tolist(), strict=True)
         probs = {(str(m), str(i)): saved[f"probs_{k:03d}"] for k, (m, i) in enumerate(rows)}
