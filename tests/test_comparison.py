@@ -161,6 +161,21 @@ def test_the_p_value_is_small_exactly_when_the_interval_excludes_zero():
     assert (near.low <= 0 <= near.high) == (near.p_value >= 0.05)
 
 
+def test_the_verdict_reads_the_interval_in_each_metrics_direction():
+    a, b, y = _population(500, 9)
+    blunt = np.full_like(a, 1 / 3)
+    assert paired_bootstrap(a, blunt, y, "nll").verdict == "better"
+    assert paired_bootstrap(blunt, a, y, "nll").verdict == "worse"
+    # accuracy: larger is better, so the same sign of the interval reads the other way
+    wrong = np.roll(a, 1, axis=-1)
+    higher = paired_bootstrap(a, wrong, y, "accuracy")
+    assert higher.low > 0 and higher.verdict == "better"
+    assert paired_bootstrap(wrong, a, y, "accuracy").verdict == "worse"
+    assert paired_bootstrap(a, a, y, "ece").verdict == "level"
+    record = higher.as_dict()
+    assert record["verdict"] == "better" and record["p_value"] == higher.p_value
+
+
 def test_runs_that_repeat_one_run_give_that_runs_comparison():
     a, b, y = _population(200, 10)
     for metric in ("brier", "classwise_ece"):

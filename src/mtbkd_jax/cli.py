@@ -1,4 +1,5 @@
-"""The ``mtbkd`` command: the demo and the experiments of the registry.
+"""The ``mtbkd`` command: the demo, the experiments of the registry, and ``compare`` (rows of
+finished runs on their test set, with paired bootstrap intervals: :mod:`mtbkd_jax._cli_compare`).
 
 Bad arguments and paths are refused before any compute with one line on stderr
 (``mtbkd: error: ...``, exit status 2); errors of the run itself that a user can act on (bad
@@ -36,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtbkd_jax._cli_compare import add_compare_parser, run_compare
 from mtbkd_jax._cli_platform import PLATFORMS, platform_config, platform_device, platform_wanted
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
@@ -171,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument(
         "--data", default=None, help=f"data folder ({', '.join(DATA_EXPERIMENTS)})"
     )
+    add_compare_parser(commands)
     return parser
 
 
@@ -299,6 +302,19 @@ def _exit_status(stop: SystemExit) -> int:
     return stop.code if isinstance(stop.code, int) else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """``mtbkd compare``: exit 2 for bad arguments or runs (one line on stderr)."""
+    try:
+        run_compare(args)
+    except KeyboardInterrupt:
+        print("mtbkd: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as error:
+        print(_error(error), file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mtbkd`` command with ``argv`` (default: ``sys.argv[1:]``).
 
@@ -312,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as stop:
         return _exit_status(stop)
+    if args.command == "compare":
+        return _compare(args)
     try:
         wanted = _cache_wanted(args.no_compile_cache)
         processes = processes_wanted(args)

@@ -44,7 +44,7 @@ from mtbkd_jax.metrics import (
 )
 from mtbkd_jax.selective import accuracy_at_coverage, aurc
 
-__all__ = ["METRICS", "TIE_TOLERANCE", "Difference", "paired_bootstrap"]
+__all__ = ["HIGHER_IS_BETTER", "METRICS", "TIE_TOLERANCE", "Difference", "paired_bootstrap"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -68,6 +68,10 @@ METRICS: dict[str, Metric] = {
     "aurc": aurc,
     "accuracy_at_90": _accuracy_at_90,
 }
+
+
+# the metrics of :data:`METRICS` whose larger values are better (the others: smaller)
+HIGHER_IS_BETTER = frozenset({"accuracy", "accuracy_at_90"})
 
 
 # the metrics that are means over examples, by their per-example terms: a resample's value is
@@ -97,6 +101,9 @@ class Difference:
         num_resamples: the number of bootstrap resamples.
         num_examples: the test examples (N).
         num_runs: the runs averaged (R).
+
+    :attr:`verdict` reads the interval: ``"better"`` or ``"worse"`` (``a`` against ``b``, by
+    the metric's direction, :data:`HIGHER_IS_BETTER`) when it excludes 0, else ``"level"``.
     """
 
     metric: str
@@ -109,8 +116,17 @@ class Difference:
     num_examples: int
     num_runs: int
 
+    @property
+    def verdict(self) -> str:
+        """``"better"``, ``"worse"`` or ``"level"``: ``a`` against ``b`` at :attr:`level`."""
+        if self.low <= 0 <= self.high:
+            return "level"
+        higher = self.low > 0
+        return "better" if higher == (self.metric in HIGHER_IS_BETTER) else "worse"
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, and the :attr:`verdict`."""
+        return asdict(self) | {"verdict": self.verdict}
 
 
 def _stacked(probs: ArrayLike, name: str) -> np.ndarray:

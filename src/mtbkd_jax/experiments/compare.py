@@ -104,7 +104,11 @@ def _stacked_runs(
 ) -> np.ndarray:
     missing = [str(d) for (probs, _), d in zip(runs, run_dirs, strict=True) if row not in probs]
     if missing:
-        raise ValueError(f"row {row!r} is not in the predictions of {', '.join(missing)}")
+        rows = "; ".join(f"{m} ({i})" for m, i in runs[0][0])
+        raise ValueError(
+            f"row '{row[0]} ({row[1]})' is not in the predictions of {', '.join(missing)} (rows of "
+            f"{str(run_dirs[0])!r}: {rows})"
+        )
     return np.stack([probs[row] for probs, _ in runs])
 
 
@@ -166,16 +170,17 @@ def compare_runs(
 
 def comparison_table(found: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of :func:`compare_runs`'s results: one line per (row, other row,
-    metric), the difference, its interval and p-value."""
+    metric), the difference, its interval, p-value and verdict (``row`` better, worse or
+    level: :attr:`~mtbkd_jax.comparison.Difference.verdict`)."""
     lines = [
-        "| row | against | metric | difference | interval | p |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
+        "| row | against | metric | difference | interval | p | verdict |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
     for f in found:
         level = f"{100 * f['level']:g}%"
         interval = f"{level} [{f['low']:+.4f}, {f['high']:+.4f}]"
         lines.append(
             f"| {f['row']} | {f['against']} | {f['metric']} | {f['estimate']:+.4f} | "
-            f"{interval} | {f['p_value']:.3g} |"
+            f"{interval} | {f['p_value']:.3g} | {f['verdict']} |"
         )
     return "\n".join(lines)

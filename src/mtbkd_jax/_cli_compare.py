@@ -1,0 +1,126 @@
+"""``mtbkd compare``: rows of finished runs compared on their test set, from the shell.
+
+A row is named as the tables print it, ``"METHOD (INFERENCE)"`` (e.g. ``"averaged KD (map)"``,
+``"MT-BKD (learned trust) (sgld)"``: the last parenthesised word is the inference). Without
+``--row`` the command lists the rows of the runs' ``predictions.npz``. The work is
+:func:`mtbkd_jax.experiments.compare_runs`'s; this module only reads the arguments and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_compare_parser", "parse_row", "run_compare"]
+
+_DEFAULT_METRICS = "nll,accuracy,ece,aurc"
+
+
+def parse_row(text: str) -> tuple[str, str]:
+    """``"METHOD (INFERENCE)"`` as ``(method, inference)``.
+
+    Raises:
+        ValueError: the text does not end with a parenthesised inference after a method.
+    """
+    method, bracket, rest = text.strip().rpartition(" (")
+    inference = rest[:-1]
+    if not bracket or not method.strip() or not rest.endswith(")") or not inference.strip():
+        raise ValueError(
+            f"a row must be written 'METHOD (INFERENCE)' as the tables print it, e.g. "
+            f"'averaged KD (map)', got {text!r}"
+        )
+    if "(" in inference or ")" in inference:
+        raise ValueError(f"a row's inference must be one word in brackets, got {text!r}")
+    return method.strip(), inference.strip()
+
+
+def _metrics(text: str) -> list[str]:
+    from mtbkd_jax.comparison import METRICS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"--metrics must be a comma-separated list of {', '.join(METRICS)}, got {text!r}"
+        )
+    return names
+
+
+def add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``compare`` subcommand's arguments, on the ``mtbkd`` command's subparsers."""
+    compare = commands.add_parser(
+        "compare",
+        help="compare rows of finished runs on their test set (paired bootstrap)",
+        description="A row against others on the runs' shared test set: each metric's "
+        "difference (the mean over the runs), its paired bootstrap interval over the test "
+        "examples, p-value and verdict. Runs must share one test set (seeds of DeepLoc or "
+        "Fashion-MNIST; digits and synthetic one seed at a time). Without --row, list the rows.",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders (--out of a run)")
+    compare.add_argument("--row", help="the row to compare, e.g. 'MT-BKD (learned trust) (sgld)'")
+    compare.add_argument(
+        "--against",
+        action="append",
+        metavar="ROW",
+        help="a row to compare with (repeat it; default: every other row)",
+    )
+    compare.add_argument(
+        "--metrics",
+        default=_DEFAULT_METRICS,
+        help=f"comma-separated metrics (default {_DEFAULT_METRICS}; also brier, "
+        "classwise_ece, accuracy_at_90)",
+    )
+    compare.add_argument("--level", type=float, default=0.95, help="interval level (0.95)")
+    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resamples (0)")
+    compare.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+
+
+def _list_rows(runs: list[str]) -> None:
+    from mtbkd_jax.experiments import load_predictions
+
+    probs, labels = load_predictions(runs[0])
+    print(f"{len(probs)} rows, {len(labels)} test examples, in {runs[0]}:")
+    for method, inference in probs:
+        print(f"  {method} ({inference})")
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    """Print the comparison table of ``args`` (or the rows, without ``--row``), and write
+    ``--json``.
+
+    Raises:
+        ValueError, OSError: bad rows, metrics or options, runs on other test sets, a missing
+            ``predictions.npz``, or a ``--json`` that cannot be written.
+    """
+    from mtbkd_jax.experiments import compare_runs, comparison_table
+
+    if args.row is None:
+        if args.against:
+            raise ValueError("--against needs --row (the row to compare with them)")
+        _list_rows(args.runs)
+        return
+    row = parse_row(args.row)
+    against = None if not args.against else [parse_row(text) for text in args.against]
+    metrics = _metrics(args.metrics)
+    if not 0 < args.level < 1:
+        raise ValueError(f"--level must lie strictly between 0 and 1, got {args.level}")
+    if args.resamples < 100:
+        raise ValueError(f"--resamples must be at least 100, got {args.resamples}")
+    if args.json is not None and not Path(args.json).parent.is_dir():
+        raise ValueError(f"--json: the folder of {args.json!r} does not exist")
+    found = compare_runs(
+        args.runs,
+        row,
+        against,
+        metrics,
+        level=args.level,
+        num_resamples=args.resamples,
+        seed=args.seed,
+    )
+    print(comparison_table(found))
+    if args.json is not None:
+        Path(args.json).write_text(json.dumps(found, indent=1) + "\n")
+        print(f"written to {args.json}", file=sys.stderr)
