@@ -70,7 +70,7 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
         "--metrics",
         default=_DEFAULT_METRICS,
         help=f"comma-separated metrics (default {_DEFAULT_METRICS}; also brier, "
-        "classwise_ece, accuracy_at_90)",
+        "classwise_ece, adaptive_ece, debiased_l2_ce, accuracy_at_90)",
     )
     compare.add_argument("--level", type=float, default=0.95, help="interval level (0.95)")
     compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")

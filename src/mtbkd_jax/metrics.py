@@ -2,7 +2,8 @@
 
 All are plain NumPy on the host (they run once per evaluation), computed in float64. The
 selective-prediction, OOD-detection and calibration-band metrics live in
-:mod:`mtbkd_jax.selective` and are re-exported here.
+:mod:`mtbkd_jax.selective`, the equal-mass calibration errors (adaptive ECE, the debiased L2
+calibration error) in :mod:`mtbkd_jax.calibration`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax.calibration import adaptive_calibration_error, debiased_calibration_error
 from mtbkd_jax.selective import (
     accuracy_at_coverage,
     aurc,
@@ -26,6 +28,8 @@ __all__ = [
     "expected_calibration_error",
     "reliability_bins",
     "classwise_calibration_error",
+    "adaptive_calibration_error",
+    "debiased_calibration_error",
     "error_detection_auroc",
     "interval_coverage",
     "interval_coverage_by_probability",
