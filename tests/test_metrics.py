@@ -7,8 +7,10 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 
 from mtbkd_jax.metrics import (
     accuracy,
+    adaptive_calibration_error,
     brier_score,
     classification_metrics,
+    debiased_calibration_error,
     expected_calibration_error,
     negative_log_likelihood,
     reliability_bins,
@@ -232,6 +234,8 @@ def test_classification_metrics_dict():
         "brier",
         "ece",
         "classwise_ece",
+        "adaptive_ece",  # both checked against Kumar et al.'s code in tests/test_calibration.py
+        "debiased_l2_ce",
         "aurc",  # checked against brute force in tests/test_selective_metrics.py
         "accuracy_at_90",
     }
@@ -241,6 +245,8 @@ def test_classification_metrics_dict():
     assert out["brier"] == pytest.approx(brier, abs=1e-12)
     assert out["ece"] == pytest.approx(_brute_ece(probs, labels, 5), abs=1e-12)
     assert out["classwise_ece"] == pytest.approx(_brute_classwise_ece(probs, labels, 5), abs=1e-12)
+    assert out["adaptive_ece"] == adaptive_calibration_error(probs, labels, 5)
+    assert out["debiased_l2_ce"] == debiased_calibration_error(probs, labels, 5)
 
 
 @pytest.mark.parametrize("num_bins", [2, 4, 5, 10, 15])

@@ -282,15 +282,19 @@ def interval_coverage_by_probability(
 def classification_metrics(
     probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
 ) -> dict[str, float]:
-    """Accuracy, NLL, Brier score, ECE, classwise ECE, and the selective-prediction metrics
-    :func:`~mtbkd_jax.selective.aurc` and :func:`~mtbkd_jax.selective.accuracy_at_coverage` at
-    90% (``"aurc"``, ``"accuracy_at_90"``; confidence ``max_c p_c``) in one dict."""
+    """Accuracy, NLL, Brier score, ECE, classwise ECE, the equal-mass calibration errors
+    (``"adaptive_ece"``, ``"debiased_l2_ce"``: :mod:`mtbkd_jax.calibration`), and the
+    selective-prediction metrics :func:`~mtbkd_jax.selective.aurc` and
+    :func:`~mtbkd_jax.selective.accuracy_at_coverage` at 90% (``"aurc"``,
+    ``"accuracy_at_90"``; confidence ``max_c p_c``) in one dict."""
     return {
         "accuracy": accuracy(probs, labels),
         "nll": negative_log_likelihood(probs, labels),
         "brier": brier_score(probs, labels),
         "ece": expected_calibration_error(probs, labels, num_bins),
         "classwise_ece": classwise_calibration_error(probs, labels, num_bins),
+        "adaptive_ece": adaptive_calibration_error(probs, labels, num_bins),
+        "debiased_l2_ce": debiased_calibration_error(probs, labels, num_bins),
         "aurc": aurc(probs, labels),
         "accuracy_at_90": accuracy_at_coverage(probs, labels, coverage=0.9),
     }
