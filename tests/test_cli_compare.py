@@ -65,15 +65,44 @@ def test_without_a_row_the_rows_are_listed(tmp_path, capsys):
         (["--row", "KD (map)", "--metrics", "nll,f1"], "--metrics must be"),
         (["--row", "KD (map)", "--level", "95"], "--level must lie strictly between 0 and 1"),
         (["--row", "KD (map)", "--resamples", "10"], "--resamples must be at least 100"),
-        (["--against", "KD (map)"], "--against needs --row"),
+        (["--against", "KD (map)"], "--against: only with --row"),
+        (["--metrics", "nll", "--json", "x.json"], "--metrics, --json: only with --row"),
         (["--row", "KD (map)", "--json", "/no/such/folder/x.json"], "--json: the folder"),
+        (["--row", "KD (map)", "--json", "{tmp}"], "is a folder, expected a file name"),
+        (["--row", "KD (map)", "--seed", "-1"], "--seed: must be a non-negative integer"),
     ],
 )
-def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
+def test_bad_arguments_are_one_line_and_exit_2_before_any_output(tmp_path, capsys, extra, message):
     runs = _runs(tmp_path, 1)
+    extra = [part.replace("{tmp}", str(tmp_path)) for part in extra]
     assert main(["compare", *runs, *extra]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.startswith("mtbkd: error: ") and message in err and err.count("\n") == 1
+    assert out == ""
+
+
+def test_a_truncated_predictions_file_is_named_not_a_traceback(tmp_path, capsys):
+    runs = _runs(tmp_path, 1)
+    path = tmp_path / "seed0" / "predictions.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    assert main(["compare", *runs]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable predictions.npz" in err and str(path) in err
+
+
+def test_runs_with_other_rows_are_listed_one_by_one(tmp_path, capsys):
+    runs = _runs(tmp_path, 2)
+    assert main(["compare", *runs]) == 0
+    assert "(the same in the 1 other runs)" in capsys.readouterr().out
+    other = tmp_path / "other"
+    other.mkdir()
+    labels = np.zeros(5, int)
+    save_predictions(other / "predictions.npz", {("KD", "map"): np.eye(3)[labels]}, labels)
+    assert main(["compare", runs[0], str(other)]) == 0
+    listed = capsys.readouterr().out
+    assert f"3 rows, 150 test examples, in {runs[0]}:" in listed
+    assert f"1 rows, 5 test examples, in {other}:" in listed
+    assert main(["compare", runs[0], str(tmp_path / "missing")]) == 2
 
 
 def test_a_folder_without_predictions_is_named(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,28 @@ def parse_row(text: str) -> tuple[str, str]:
     if "(" in inference or ")" in inference:
         raise ValueError(f"a row's inference must be one word in brackets, got {text!r}")
     return method.strip(), inference.strip()
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _writable(path: str) -> None:
+    """Refuse a ``--json`` that cannot be written, before any compute."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--json: {path!r} is a folder, expected a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"--json: the folder of {path!r} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"--json: {path!r} cannot be written")
 
 
 def _metrics(text: str) -> list[str]:
@@ -74,17 +97,36 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--level", type=float, default=0.95, help="interval level (0.95)")
     compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
-    compare.add_argument("--seed", type=int, default=0, help="seed of the resamples (0)")
+    compare.add_argument("--seed", type=_seed, default=0, help="seed of the resamples (0)")
     compare.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
 
 
 def _list_rows(runs: list[str]) -> None:
+    """The rows of the runs: one list where they agree, else each run's."""
     from mtbkd_jax.experiments import load_predictions
 
-    probs, labels = load_predictions(runs[0])
-    print(f"{len(probs)} rows, {len(labels)} test examples, in {runs[0]}:")
-    for method, inference in probs:
-        print(f"  {method} ({inference})")
+    loaded = [load_predictions(run) for run in runs]  # every folder read before any output
+    listed = [(list(probs), len(labels)) for probs, labels in loaded]
+    same = all(entry == listed[0] for entry in listed)
+    for k, (run, (rows, count)) in enumerate(zip(runs, listed, strict=True)):
+        if same and k:
+            break
+        others = f" (the same in the {len(runs) - 1} other runs)" if same and len(runs) > 1 else ""
+        print(f"{len(rows)} rows, {count} test examples, in {run}{others}:")
+        for method, inference in rows:
+            print(f"  {method} ({inference})")
+
+
+def _comparison_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """The options that only a comparison uses, and whether each was given."""
+    return [
+        ("--against", bool(args.against)),
+        ("--metrics", args.metrics != _DEFAULT_METRICS),
+        ("--level", args.level != 0.95),
+        ("--resamples", args.resamples != 2000),
+        ("--seed", args.seed != 0),
+        ("--json", args.json is not None),
+    ]
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -98,8 +140,11 @@ def run_compare(args: argparse.Namespace) -> None:
     from mtbkd_jax.experiments import compare_runs, comparison_table
 
     if args.row is None:
-        if args.against:
-            raise ValueError("--against needs --row (the row to compare with them)")
+        given = [flag for flag, value in _comparison_options(args) if value]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: only with --row (without it the rows are listed)"
+            )
         _list_rows(args.runs)
         return
     row = parse_row(args.row)
@@ -109,8 +154,8 @@ def run_compare(args: argparse.Namespace) -> None:
         raise ValueError(f"--level must lie strictly between 0 and 1, got {args.level}")
     if args.resamples < 100:
         raise ValueError(f"--resamples must be at least 100, got {args.resamples}")
-    if args.json is not None and not Path(args.json).parent.is_dir():
-        raise ValueError(f"--json: the folder of {args.json!r} does not exist")
+    if args.json is not None:
+        _writable(args.json)
     found = compare_runs(
         args.runs,
         row,

@@ -6,22 +6,27 @@ The ECE of :func:`~mtbkd_jax.metrics.expected_calibration_error` bins the confid
 
 - **Sparse bins.** A confident student puts most examples in the top one or two bins, and the
   rest hold a handful each, whose accuracy is mostly noise. Equal-mass bins (each holding about
-  ``N / num_bins`` examples) spend the bins where the examples are: the *adaptive* ECE (Nixon et
-  al., 2019, "Measuring calibration in deep learning"; ECE_EM in Roelofs et al., 2022).
+  the same number of examples) spend the bins where the examples are: the *adaptive* ECE
+  (AdaECE of Mukhoti et al., 2020; ECE_EM of Roelofs et al., 2022; Nixon et al., 2019, whose
+  ACE averages the same over every class).
 - **Bias.** A bin's accuracy is a mean of Bernoulli outcomes, so ``|acc_b - conf_b|`` is
   positive even for a perfectly calibrated model, and more so in small bins: ECE is biased
-  upwards and its bootstrap distribution skewed. For the *squared* gap the bias is known, the
-  outcome variance ``p_b (1 - p_b) / n_b``, and ``acc_b (1 - acc_b) / (n_b - 1)`` is an
-  unbiased estimate of it. Subtracting it per bin gives the debiased estimator of Kumar, Liang
-  & Ma (2019, "Verified uncertainty calibration", NeurIPS), whose square root estimates the L2
-  (root-mean-square) calibration error with far smaller bias. It can go below 0 when the model
-  is nearly calibrated; it is then reported as 0.
+  upwards and its bootstrap distribution skewed. For the *squared* gap the bias is the
+  outcomes' variance, ``p_b (1 - p_b) / n_b`` when a bin's outcomes share one probability
+  ``p_b``, and ``acc_b (1 - acc_b) / (n_b - 1)`` is an unbiased estimate of it. Subtracting it
+  per bin gives the debiased estimator of Kumar, Liang & Ma (2019, "Verified uncertainty
+  calibration", NeurIPS), whose square root estimates the binned L2 (root-mean-square)
+  calibration error with far smaller bias. (Where a bin's outcome probabilities differ, the
+  correction overshoots by their spread, ``s_b^2 / (n_b - 1)``: negligible in narrow bins. For
+  continuous confidences any binned error is a lower bound on the unbinned one.) The squared
+  estimate can go below 0 when the model is nearly calibrated; the error is then reported as 0.
 
-Bins here follow Kumar et al.'s equal-mass scheme: the sorted confidences are split into
-``num_bins`` runs of ``ceil(N / num_bins)``, each boundary the midpoint between the runs'
-neighbouring values, and a confidence on a boundary belongs to the bin below, so equal
-confidences always share a bin (the result does not depend on the order of the examples; with
-many ties there are fewer, unequal bins). Bins of one example add nothing to the debiased
+Bins follow Kumar et al.'s equal-mass scheme: the sorted confidences are split into runs of
+``ceil(N / num_bins)`` (so ``ceil(N / ceil(N / num_bins))`` runs, which is ``num_bins`` for
+``N`` well above it: 8 for ``N = 16``, ``num_bins = 15``), each boundary the midpoint between
+the runs' neighbouring values, and a confidence on a boundary belongs to the bin below, so
+equal confidences always share a bin (the result does not depend on the order of the examples;
+with many ties there are fewer, unequal bins). Bins of one example add nothing to the debiased
 estimate (their variance cannot be estimated).
 
 Plain NumPy in float64 on the host, as :mod:`mtbkd_jax.metrics`, which re-exports these.
@@ -47,8 +52,8 @@ def _top_label(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
 
 
 def equal_mass_bins(confidence: ArrayLike, num_bins: int = 15) -> np.ndarray:
-    """Each value's equal-mass bin, ``0 .. B - 1`` (``B <= num_bins``; fewer with ties or
-    fewer values than bins), by the scheme of the module's docstring.
+    """Each value's equal-mass bin, ``0 .. B - 1`` (``B <= num_bins``: fewer with ties, or
+    where ``N`` is not well above ``num_bins``), by the scheme of the module's docstring.
 
     Raises:
         ValueError: ``confidence`` is not a non-empty 1-D array of finite values, or
@@ -108,7 +113,10 @@ def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
     bins of one example counting 0.
 
     It estimates the root-mean-square gap between confidence and accuracy, not ECE's mean
-    absolute gap, so its values are not ECE's (they are at least as large for the same gaps).
+    absolute gap, on other bins, with the noise's share taken out: its values are on another
+    scale than ECE's (on the same bins and before the correction, a root-mean-square gap is at
+    least the mean absolute gap; after it, a nearly calibrated model's value is often below
+    both ECEs).
 
     Example:
         >>> import numpy as np

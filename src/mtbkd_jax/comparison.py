@@ -14,13 +14,28 @@ inference about the population the test examples were drawn from, *given these R
 runs*: the variation from one training seed to the next is averaged as in the table, not
 counted in the interval.
 
-Caveats: the percentile bootstrap is anti-conservative on very small test sets (tens of
-examples); ECE and AURC are not means over examples, and their intervals are the bootstrap's
-approximation (ECE is biased upwards, more so on small resamples; the debiased L2 calibration
-error, ``"debiased_l2_ce"``, much less); probabilities are accepted
-when their rows sum to 1 within 1e-3, so two copies of one predictor normalised differently can
-differ in NLL by up to that much. For metrics that are not means over examples each resample is
-scored in full, about 15-25 s per pair of rows and metric at N = 10,000 with 2,000 resamples.
+Caveats:
+
+- The percentile bootstrap is anti-conservative on very small test sets (tens of examples).
+- The calibration errors and AURC are not means over examples; their intervals are the
+  bootstrap's approximation. ECE and the adaptive ECE are biased upwards by the outcomes'
+  noise, more so for the noisier (less confident) row and on small resamples, so a difference
+  between two *calibrated* rows is not 0 in expectation. The debiased L2 calibration error
+  (``"debiased_l2_ce"``) takes that bias out of the estimate, but not out of the resamples: a
+  resample is scored against the test set as its population, whose binned gaps are the test
+  set's raw gaps. Measured by ``benchmarks/bootstrap_calibration_coverage.py`` (N = 1,000, 60
+  test sets each, 95% intervals): between a calibrated model and a one-hot oracle (both
+  calibrated: a true difference of 0) the interval covered 0 in 0.77 of the test sets for
+  ``debiased_l2_ce`` and in none for ``ece`` and ``adaptive_ece``; on test sets drawn from a
+  population of 200,000, it covered the population's difference in 0.97 (``ece``), 1.00
+  (``adaptive_ece``) and 0.98 (``debiased_l2_ce``). So read a calibration verdict between a
+  nearly calibrated row and a much less confident one with care, and prefer
+  ``debiased_l2_ce`` there. (Centring the resamples on the estimate, or the basic interval,
+  did better on the first check and worse on the second.)
+- Probabilities are accepted when their rows sum to 1 within 1e-3, so two copies of one
+  predictor normalised differently can differ in NLL by up to that much.
+- For metrics that are not means over examples each resample is scored in full: about 15-25 s
+  per pair of rows and metric at N = 10,000 with 2,000 resamples.
 """
 
 from __future__ import annotations
@@ -61,7 +76,8 @@ def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
     return accuracy_at_coverage(probs, labels, coverage=0.9)
 
 
-# the metrics of an experiment's row, by the row's names (lower is better but for accuracy)
+#: The metrics of an experiment's row, by the row's names (lower is better, but for those of
+#: :data:`HIGHER_IS_BETTER`).
 METRICS: dict[str, Metric] = {
     "nll": negative_log_likelihood,
     "accuracy": accuracy,
@@ -75,7 +91,7 @@ METRICS: dict[str, Metric] = {
 }
 
 
-# the metrics of :data:`METRICS` whose larger values are better (the others: smaller)
+#: The metrics of :data:`METRICS` whose larger values are better (the others: smaller).
 HIGHER_IS_BETTER = frozenset({"accuracy", "accuracy_at_90"})
 
 

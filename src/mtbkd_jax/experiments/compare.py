@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,22 @@ def load_predictions(run_dir: str | os.PathLike[str]) -> tuple[dict[Row, np.ndar
     Raises:
         FileNotFoundError: the folder has no ``predictions.npz`` (runs before it was written
             have none).
+        ValueError: the file is not one :func:`save_predictions` wrote (truncated, empty, or
+            without its arrays).
     """
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
         raise FileNotFoundError(f"run folder {str(run_dir)!r} has no {PREDICTIONS}")
-    with np.load(path, allow_pickle=False) as saved:
-        rows = zip(saved["methods"].tolist(), saved["inferences"].tolist(), strict=True)
-        probs = {(str(m), str(i)): saved[f"probs_{k:03d}"] for k, (m, i) in enumerate(rows)}
-        return probs, saved["labels"]
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            rows = zip(saved["methods"].tolist(), saved["inferences"].tolist(), strict=True)
+            probs = {(str(m), str(i)): saved[f"probs_{k:03d}"] for k, (m, i) in enumerate(rows)}
+            return probs, saved["labels"]
+    except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{str(path)!r} is not a readable {PREDICTIONS} (truncated, or not written by "
+            f"save_predictions): {error}"
+        ) from None
 
 
 def saved_digest(run_dir: str | os.PathLike[str]) -> str | None:
