@@ -52,7 +52,14 @@ def test_the_interval_of_an_nll_difference_matches_scipys_paired_bootstrap():
 
 @pytest.mark.parametrize(
     ("metric", "level", "seed"),
-    [("nll", 0.95, 0), ("accuracy", 0.9, 1), ("ece", 0.95, 2), ("aurc", 0.8, 3)],
+    [
+        ("nll", 0.95, 0),
+        ("accuracy", 0.9, 1),
+        ("ece", 0.95, 2),
+        ("aurc", 0.8, 3),
+        ("classwise_ece", 0.9, 4),
+        ("debiased_l2_ce", 0.95, 5),
+    ],
 )
 def test_the_resamples_are_the_same_indices_for_both_predictors_and_every_run(metric, level, seed):
     """Brute force: draw the indices as documented, score each resample in full, and take the

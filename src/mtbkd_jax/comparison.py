@@ -34,8 +34,11 @@ Caveats:
   did better on the first check and worse on the second.)
 - Probabilities are accepted when their rows sum to 1 within 1e-3, so two copies of one
   predictor normalised differently can differ in NLL by up to that much.
-- For metrics that are not means over examples each resample is scored in full: about 15-25 s
-  per pair of rows and metric at N = 10,000 with 2,000 resamples.
+- Speed, per pair of rows at N = 10,000 with 2,000 resamples: NLL, accuracy and the Brier
+  score are means of per-example terms (well under a second); ECE and the classwise ECE are
+  sums of per-example gaps in fixed bins, resampled by a bincount (about 1 s and 7 s with 10
+  classes); the others (AURC, accuracy at 90%, the adaptive and debiased errors, whose bins
+  move with the resample) are scored in full on each resample, about 15-25 s.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from numpy.typing import ArrayLike
 
 from mtbkd_jax.metrics import (
     _brier_terms,
+    _calibration_parts,
     _check,
     _correct,
     _nll_terms,
@@ -102,6 +106,26 @@ _TERMS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "accuracy": _correct,
     "brier": _brier_terms,
 }
+
+
+# the equal-width calibration errors, by their parts (mtbkd_jax.metrics._calibration_parts):
+# a resample's value is a bincount of its examples' gaps per bin, not a full scoring
+_BINNED: dict[str, bool] = {"ece": False, "classwise_ece": True}  # metric -> classwise
+
+
+def _binned_values(
+    parts: list[tuple[np.ndarray, np.ndarray]], index: np.ndarray, num_bins: int = 15
+) -> np.ndarray:
+    """The calibration error of each resample (the rows of ``index``) from its parts."""
+    rows, n = index.shape
+    offsets = (np.arange(rows) * num_bins)[:, None]
+    total = np.zeros(rows)
+    for bins, gaps in parts:
+        sums = np.bincount(
+            (offsets + bins[index]).ravel(), gaps[index].ravel(), minlength=rows * num_bins
+        )
+        total += np.abs(sums.reshape(rows, num_bins)).sum(-1) / n
+    return total / len(parts)
 
 
 @dataclass(frozen=True)
@@ -201,11 +225,20 @@ def _resampled_differences(
     if metric in _TERMS:
         terms = _TERMS[metric]
         per = np.mean([terms(r, labels) for r in a], 0) - np.mean([terms(r, labels) for r in b], 0)
+    binned = None  # an equal-width calibration error: each run's parts, for a and for b
+    if metric in _BINNED:
+        binned = [[_calibration_parts(r, labels, _BINNED[metric]) for r in x] for x in (a, b)]
     out = np.empty(num_resamples)
     for start in range(0, num_resamples, chunk):
         index = rng.integers(0, n, size=(min(chunk, num_resamples - start), n))
         if per is not None:
             out[start : start + len(index)] = per[index].mean(-1)
+            continue
+        if binned is not None:
+            ours, theirs = (
+                np.mean([_binned_values(parts, index) for parts in runs], 0) for runs in binned
+            )
+            out[start : start + len(index)] = ours - theirs
             continue
         score = METRICS[metric]
         for k, rows in enumerate(index, start):

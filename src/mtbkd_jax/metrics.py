@@ -169,6 +169,23 @@ def classwise_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: i
     )
 
 
+# the equal-width calibration errors as sums of per-example gaps: ECE is
+# sum_b |sum_{i in b} (correct_i - conf_i)| / N, the classwise ECE the mean over classes of the
+# same with (1[y_i = c] - p_ic); each part is (every example's bin, its gap), so that a
+# resample's value is a bincount of its examples' gaps (mtbkd_jax.comparison resamples them)
+def _calibration_parts(
+    probs: np.ndarray, labels: np.ndarray, classwise: bool, num_bins: int = 15
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    edges = np.arange(int(num_bins) + 1) / int(num_bins)
+
+    def part(scores: np.ndarray, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.searchsorted(edges[1:-1], scores, side="right"), outcomes - scores
+
+    if not classwise:
+        return [part(probs.max(-1), _correct(probs, labels))]
+    return [part(probs[:, c], (labels == c).astype(np.float64)) for c in range(probs.shape[1])]
+
+
 def error_detection_auroc(scores: ArrayLike, errors: ArrayLike) -> float:
     """AUROC of detecting errors by an uncertainty score (higher score = more likely wrong).
 
