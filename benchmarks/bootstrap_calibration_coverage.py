@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from mtbkd_jax.comparison import METRICS, _resampled_differences
+from mtbkd_jax.comparison import METRICS, paired_bootstrap
 
 
 def _tempered(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -39,11 +39,19 @@ def _population(size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return _tempered(logits, 1.0), _tempered(logits, 1.6), labels
 
 
-def _covers(metric, a, b, y, truth, resamples, seed) -> dict[str, bool]:
+def _resampled(metric, a, b, y, resamples, seed) -> np.ndarray:
+    """The differences on the resamples ``paired_bootstrap`` draws (the same indices: one
+    generator, rows of ``len(y)`` draws), each scored in full."""
     score = METRICS[metric]
-    estimate = score(a, y) - score(b, y)
-    resampled = _resampled_differences(metric, a[None], b[None], y, resamples, seed)
-    low, high = np.quantile(resampled, [0.025, 0.975])
+    index = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    return np.array([score(a[i], y[i]) - score(b[i], y[i]) for i in index])
+
+
+def _covers(metric, a, b, y, truth, resamples, seed) -> dict[str, bool]:
+    found = paired_bootstrap(a, b, y, metric, num_resamples=resamples, seed=seed)
+    estimate, low, high = found.estimate, found.low, found.high
+    resampled = _resampled(metric, a, b, y, resamples, seed)
+    assert np.allclose(np.quantile(resampled, [0.025, 0.975]), [low, high], atol=1e-12)
     centred = resampled - resampled.mean() + estimate
     c_low, c_high = np.quantile(centred, [0.025, 0.975])
     return {

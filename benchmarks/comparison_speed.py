@@ -14,13 +14,30 @@ import time
 
 import numpy as np
 
-import mtbkd_jax.comparison as comparison
+from mtbkd_jax.comparison import METRICS, paired_bootstrap
+
+# scored by a bincount in fixed bins (the others: means of terms, or every resample in full)
+BINNED = ("ece", "classwise_ece")
 
 
 def _timed(a, b, y, metric):
     start = time.perf_counter()
-    found = comparison.paired_bootstrap(a, b, y, metric)
+    found = paired_bootstrap(a, b, y, metric)
     return time.perf_counter() - start, found
+
+
+def _full_scoring(a, b, y, metric, num_resamples=2000, seed=0):
+    """Every resample of paired_bootstrap's draw scored in full: seconds, (low, high)."""
+    start = time.perf_counter()
+    score = METRICS[metric]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // len(y))  # paired_bootstrap's chunks of indices
+    out = []
+    for first in range(0, num_resamples, chunk):
+        index = rng.integers(0, len(y), size=(min(chunk, num_resamples - first), len(y)))
+        out += [score(a[i], y[i]) - score(b[i], y[i]) for i in index]
+    low, high = np.quantile(out, [0.025, 0.975])
+    return time.perf_counter() - start, (low, high)
 
 
 def main() -> None:
@@ -35,19 +52,14 @@ def main() -> None:
     a = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     b = np.exp(logits / 1.5) / np.exp(logits / 1.5).sum(-1, keepdims=True)
     found = {"load_average_before": os.getloadavg()[0], "seconds": {}}
-    for metric in comparison.METRICS:
+    for metric in METRICS:
         seconds, fast = _timed(a, b, y, metric)
         found["seconds"][metric] = round(seconds, 2)
-        if metric in comparison._BINNED:
-            saved = dict(comparison._BINNED)
-            comparison._BINNED.clear()
-            try:
-                full_seconds, full = _timed(a, b, y, metric)
-            finally:
-                comparison._BINNED.update(saved)
-            same = np.allclose([fast.low, fast.high], [full.low, full.high], atol=1e-12, rtol=0)
+        if metric in BINNED:
+            full_seconds, full = _full_scoring(a, b, y, metric)
+            same = np.allclose([fast.low, fast.high], full, atol=1e-12, rtol=0)
             found["seconds"][f"{metric} (full scoring)"] = round(full_seconds, 2)
-            found[f"{metric} same interval"] = bool(same and fast.p_value == full.p_value)
+            found[f"{metric} same interval"] = bool(same)
         print(metric, found["seconds"], flush=True)
     found["load_average_after"] = os.getloadavg()[0]
     print(json.dumps(found, indent=1))
