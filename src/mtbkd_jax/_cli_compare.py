@@ -13,10 +13,18 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_compare_parser", "parse_row", "run_compare"]
 
-_DEFAULT_METRICS = "nll,accuracy,ece,aurc"
+# the comparison options' defaults: the parser leaves them None, so that "given" is derived
+_DEFAULTS: dict[str, Any] = {
+    "metrics": "nll,accuracy,ece,aurc",
+    "level": 0.95,
+    "resamples": 2000,
+    "seed": 0,
+}
+_DEFAULT_METRICS = _DEFAULTS["metrics"]
 
 
 def parse_row(text: str) -> tuple[str, str]:
@@ -91,13 +99,12 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument(
         "--metrics",
-        default=_DEFAULT_METRICS,
         help=f"comma-separated metrics (default {_DEFAULT_METRICS}; also brier, "
         "classwise_ece, adaptive_ece, debiased_l2_ce, accuracy_at_90)",
     )
-    compare.add_argument("--level", type=float, default=0.95, help="interval level (0.95)")
-    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
-    compare.add_argument("--seed", type=_seed, default=0, help="seed of the resamples (0)")
+    compare.add_argument("--level", type=float, help="interval level (0.95)")
+    compare.add_argument("--resamples", type=int, help="bootstrap resamples (2000)")
+    compare.add_argument("--seed", type=_seed, help="seed of the resamples (0)")
     compare.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
 
 
@@ -117,18 +124,6 @@ def _list_rows(runs: list[str]) -> None:
             print(f"  {method} ({inference})")
 
 
-def _comparison_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
-    """The options that only a comparison uses, and whether each was given."""
-    return [
-        ("--against", bool(args.against)),
-        ("--metrics", args.metrics != _DEFAULT_METRICS),
-        ("--level", args.level != 0.95),
-        ("--resamples", args.resamples != 2000),
-        ("--seed", args.seed != 0),
-        ("--json", args.json is not None),
-    ]
-
-
 def run_compare(args: argparse.Namespace) -> None:
     """Print the comparison table of ``args`` (or the rows, without ``--row``), and write
     ``--json``.
@@ -140,20 +135,23 @@ def run_compare(args: argparse.Namespace) -> None:
     from mtbkd_jax.experiments import compare_runs, comparison_table
 
     if args.row is None:
-        given = [flag for flag, value in _comparison_options(args) if value]
-        if given:
+        options = ("against", *_DEFAULTS, "json")
+        named = [f"--{name}" for name in options if getattr(args, name) is not None]
+        if named:
             raise ValueError(
-                f"{', '.join(given)}: only with --row (without it the rows are listed)"
+                f"{', '.join(named)}: only with --row (without it the rows are listed)"
             )
         _list_rows(args.runs)
         return
     row = parse_row(args.row)
     against = None if not args.against else [parse_row(text) for text in args.against]
-    metrics = _metrics(args.metrics)
-    if not 0 < args.level < 1:
-        raise ValueError(f"--level must lie strictly between 0 and 1, got {args.level}")
-    if args.resamples < 100:
-        raise ValueError(f"--resamples must be at least 100, got {args.resamples}")
+    given = {name: getattr(args, name) for name in _DEFAULTS}
+    chosen = {name: _DEFAULTS[name] if value is None else value for name, value in given.items()}
+    metrics = _metrics(chosen["metrics"])
+    if not 0 < chosen["level"] < 1:
+        raise ValueError(f"--level must lie strictly between 0 and 1, got {chosen['level']}")
+    if chosen["resamples"] < 100:
+        raise ValueError(f"--resamples must be at least 100, got {chosen['resamples']}")
     if args.json is not None:
         _writable(args.json)
     found = compare_runs(
@@ -161,9 +159,9 @@ def run_compare(args: argparse.Namespace) -> None:
         row,
         against,
         metrics,
-        level=args.level,
-        num_resamples=args.resamples,
-        seed=args.seed,
+        level=chosen["level"],
+        num_resamples=chosen["resamples"],
+        seed=chosen["seed"],
     )
     print(comparison_table(found))
     if args.json is not None:

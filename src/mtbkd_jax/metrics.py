@@ -119,6 +119,14 @@ def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
     return float(_brier_terms(probs, labels).mean())
 
 
+def _equal_width_bins(scores: np.ndarray, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num_bins + 1`` edges on [0, 1] and each score's bin: ``[lo, hi)``, the last
+    ``[lo, 1]``. ``k / B`` is correctly rounded, so a score of exactly 0.7 sits on the edge 0.7
+    (np.linspace would give 0.7000000000000001 and drop it into the bin below)."""
+    edges = np.arange(int(num_bins) + 1) / int(num_bins)
+    return edges, np.searchsorted(edges[1:-1], scores, side="right")
+
+
 def reliability_bins(
     probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -131,10 +139,7 @@ def reliability_bins(
     num_bins = _bin_count(num_bins)
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
-    # k / B is correctly rounded, so a confidence of exactly 0.7 sits on the edge 0.7
-    # (np.linspace would give 0.7000000000000001 and drop it into the bin below)
-    edges = np.arange(int(num_bins) + 1) / int(num_bins)
-    index = np.searchsorted(edges[1:-1], confidence, side="right")  # right-closed last bin
+    edges, index = _equal_width_bins(confidence, num_bins)
     counts = np.bincount(index, minlength=num_bins)
     with np.errstate(invalid="ignore"):
         mean_conf = np.bincount(index, confidence, minlength=num_bins) / counts
@@ -150,8 +155,7 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
 
 
 def _binned_gap(scores: np.ndarray, outcomes: np.ndarray, num_bins: int) -> float:
-    edges = np.arange(int(num_bins) + 1) / int(num_bins)
-    index = np.searchsorted(edges[1:-1], scores, side="right")
+    _, index = _equal_width_bins(scores, num_bins)
     counts = np.bincount(index, minlength=num_bins)
     sums = np.bincount(index, scores, minlength=num_bins)
     hits = np.bincount(index, outcomes.astype(float), minlength=num_bins)
@@ -176,10 +180,9 @@ def classwise_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: i
 def _calibration_parts(
     probs: np.ndarray, labels: np.ndarray, classwise: bool, num_bins: int = 15
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    edges = np.arange(int(num_bins) + 1) / int(num_bins)
 
     def part(scores: np.ndarray, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.searchsorted(edges[1:-1], scores, side="right"), outcomes - scores
+        return _equal_width_bins(scores, num_bins)[1], outcomes - scores
 
     if not classwise:
         return [part(probs.max(-1), _correct(probs, labels))]

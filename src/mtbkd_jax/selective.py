@@ -270,7 +270,7 @@ def reliability_bands(
         >>> bool(bands["lower"][1] <= 0.7 <= bands["upper"][1])
         True
     """
-    from mtbkd_jax.metrics import reliability_bins
+    from mtbkd_jax.metrics import _equal_width_bins, reliability_bins
 
     if isinstance(num_resamples, bool) or int(num_resamples) != num_resamples or num_resamples < 2:
         raise ValueError(f"num_resamples must be an integer >= 2, got {num_resamples!r}")
@@ -279,7 +279,7 @@ def reliability_bands(
     probs, labels = _checked(probs, labels)
     edges, counts, confidence, frequency = reliability_bins(probs, labels, num_bins)
     top = probs.max(-1)
-    index = np.searchsorted(edges[1:-1], top, side="right")  # as reliability_bins does
+    _, index = _equal_width_bins(top, len(counts))  # reliability_bins' bins
     onehot = np.eye(len(counts))[index]  # (N, num_bins)
     rng = np.random.default_rng(seed)
     simulated = np.empty((int(num_resamples), len(counts)))
