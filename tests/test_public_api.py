@@ -102,6 +102,7 @@ USER_MODULES = [
     "mtbkd_jax.priors",
     "mtbkd_jax.scale_priors",
     "mtbkd_jax.selective",
+    "mtbkd_jax.streaming_metrics",
     "mtbkd_jax.students",
     "mtbkd_jax.camkd",
     "mtbkd_jax.teachers",

@@ -6,8 +6,9 @@ centred on the teachers' soft labels.
 
 The top level holds what a first run needs (``__all__``, about twenty names); the rest lives in
 the submodules: :mod:`mtbkd_jax.metrics` (with :mod:`~mtbkd_jax.comparison`, two predictors'
-metric difference with a paired bootstrap interval, and :mod:`~mtbkd_jax.calibration`, the
-adaptive and debiased calibration errors), :mod:`~mtbkd_jax.uncertainty`,
+metric difference with a paired bootstrap interval, :mod:`~mtbkd_jax.calibration`, the
+adaptive and debiased calibration errors, and :mod:`~mtbkd_jax.streaming_metrics`, metrics
+added up over mini-batches on the device), :mod:`~mtbkd_jax.uncertainty`,
 :mod:`~mtbkd_jax.weighting` (with :mod:`~mtbkd_jax.camkd`), :mod:`~mtbkd_jax.trust` (teacher
 trust learned from labels), :mod:`~mtbkd_jax.priors` (with :mod:`~mtbkd_jax.scale_priors`, a
 base prior whose scales are learned, and :mod:`~mtbkd_jax.noncentred`, its coordinates for
@@ -86,6 +87,7 @@ _SUBMODULES = (
     "scale_priors",
     "noncentred",
     "selective",
+    "streaming_metrics",
     "students",
     "camkd",
     "teachers",

@@ -3,7 +3,9 @@
 All are plain NumPy on the host (they run once per evaluation), computed in float64. The
 selective-prediction, OOD-detection and calibration-band metrics live in
 :mod:`mtbkd_jax.selective`, the equal-mass calibration errors (adaptive ECE, the debiased L2
-calibration error) in :mod:`mtbkd_jax.calibration`; both are re-exported here.
+calibration error) in :mod:`mtbkd_jax.calibration`; both are re-exported here. The same
+accuracy, NLL, Brier score, ECE and classwise ECE accumulated over mini-batches, on the device,
+are in :mod:`mtbkd_jax.streaming_metrics`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,366 @@
+"""Classification metrics accumulated over mini-batches, on the device, in a state of fixed size.
+
+:func:`~mtbkd_jax.metrics.classification_metrics` needs every example's probabilities at once.
+A transfer or test set of millions of inputs, scored chunk by chunk by a posterior (see
+:func:`~mtbkd_jax.uncertainty.predictive_summary`), or on several devices, needs metrics that
+add up: accuracy, NLL, the Brier score, the ECE with its reliability bins and the classwise
+ECE are all sums over examples of per-example or per-bin terms, so a state of
+``O(num_classes * num_bins)`` numbers holds them exactly. The functions follow the
+``init`` / ``update`` / ``compute`` pattern of optax and CLU metrics:
+
+- :func:`streaming_init` makes an empty :class:`StreamingMetricsState` (a pytree);
+- :func:`streaming_update` adds a batch; it is pure and jit-compiled, so it runs inside a
+  ``jax.lax.scan`` or a jitted loop of the user's, and takes a ``mask`` for the padding of a
+  last, short batch;
+- :func:`streaming_merge` adds two states (the same as ``jax.tree.map(jnp.add, ...)`` up to
+  rounding; a ``jax.lax.psum`` of the state over a device axis also works);
+- :func:`streaming_compute` and :func:`streaming_reliability_bins` turn a state into the
+  figures of :func:`~mtbkd_jax.metrics.classification_metrics` and
+  :func:`~mtbkd_jax.metrics.reliability_bins`, on the host.
+- :func:`streaming_classification_metrics` does all of it over an iterable of
+  ``(probs, labels)`` batches.
+
+**Same figures as the batch metrics.** The bins are those of
+:func:`~mtbkd_jax.metrics.reliability_bins`: ``[k/B, (k+1)/B)``, the last closed on the right,
+with the edges ``k/B`` correctly rounded. For float32 probabilities each edge is the smallest
+float32 at or above ``k/B``, so a confidence lands in the bin that the float64 batch metric
+(which first converts it to float64) gives it, exactly: a confidence of ``np.float32(0.7)``,
+which is below 0.7, is not promoted into the bin above. Ties in the top class go to the first
+class, as ``argmax`` does. Accuracy and the bin counts are therefore exact. The sums of
+confidences, log-probabilities and squared errors agree with the float64 batch metrics to
+float32 rounding (tested: NLL and Brier to 1e-6 relative; the ECEs, which are differences of
+such sums, to 1e-6 absolute).
+
+**Sums that stay exact over many batches.** Every statistic is kept as a compensated pair
+(Neumaier's variant of Kahan summation: a running total and the rounding it lost), so that the
+error does not grow with the number of batches. A plain float32 count stops growing at
+``2**24 = 16,777,216`` examples; the pair counts exactly to about ``2**48``.
+
+**No silent NaN.** Rows whose probabilities are not finite, negative, or do not sum to 1
+(within 1e-3, as the batch metrics), or whose label is outside ``0..num_classes - 1``, are
+counted in the state and left out of the sums (the values cannot be checked inside ``jit``);
+:func:`streaming_compute` refuses a state that holds any. A probability of exactly 0 on the
+label gives an NLL of ``inf``, as the batch metric does, never a clip.
+
+**Not streamable exactly**, so not here: the equal-mass errors of :mod:`mtbkd_jax.calibration`
+(their bins are quantiles of all the confidences) and the selective-prediction metrics of
+:mod:`mtbkd_jax.selective` (they sort all the examples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "StreamingMetricsState",
+    "streaming_init",
+    "streaming_update",
+    "streaming_merge",
+    "streaming_compute",
+    "streaming_reliability_bins",
+    "streaming_classification_metrics",
+]
+
+# probabilities whose row sum is further than this from 1 are refused (as metrics._check)
+_SUM_TOLERANCE = 1e-3
+
+
+class StreamingMetricsState(NamedTuple):
+    """Sums over the examples added so far. Every field has a leading axis of 2: the
+    compensated pair ``(total, lost rounding)``, whose sum is the statistic.
+
+    Attributes:
+        examples: examples added (masked rows not counted).
+        correct: examples whose most probable class is the label.
+        nll: sum of ``-log p(y)`` over the examples where ``p(y) > 0``.
+        nll_infinite: examples with ``p(y) == 0`` (their NLL is ``inf``).
+        brier: sum of ``sum_c (p_c - 1[y = c])^2``.
+        invalid: rows refused (non-finite or negative probabilities, rows not summing to 1,
+            labels out of range).
+        bin_count, bin_confidence, bin_correct: ``(2, num_bins)``, per confidence bin the
+            examples, their confidences ``max_c p_c`` and their correct predictions.
+        class_count, class_probability, class_hits: ``(2, num_classes, num_bins)``, per class
+            and bin of ``p_c`` the examples, their ``p_c`` and the examples with ``y = c``.
+    """
+
+    examples: jax.Array
+    correct: jax.Array
+    nll: jax.Array
+    nll_infinite: jax.Array
+    brier: jax.Array
+    invalid: jax.Array
+    bin_count: jax.Array
+    bin_confidence: jax.Array
+    bin_correct: jax.Array
+    class_count: jax.Array
+    class_probability: jax.Array
+    class_hits: jax.Array
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_count.shape[-2])
+
+    @property
+    def num_bins(self) -> int:
+        return int(self.bin_count.shape[-1])
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def streaming_init(
+    num_classes: int, num_bins: int = 15, dtype: Any = None
+) -> StreamingMetricsState:
+    """An empty state for ``num_classes`` classes and ``num_bins`` equal-width bins.
+
+    Args:
+        num_classes: the number of classes (columns of ``probs``); at least 2.
+        num_bins: confidence bins on [0, 1], as the batch metrics' ``num_bins``.
+        dtype: the sums' float type: float32 or float64 (float64 needs ``jax_enable_x64``);
+            by default float64 when x64 is enabled, else float32.
+    """
+    num_classes = _positive_int(num_classes, "num_classes")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    num_bins = _positive_int(num_bins, "num_bins")
+    if dtype is None:
+        dtype = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError("dtype float64 needs jax_enable_x64; enable it or use float32")
+
+    def zeros(*shape: int) -> jax.Array:
+        return jnp.zeros((2, *shape), dtype)
+
+    return StreamingMetricsState(
+        *(zeros() for _ in range(6)),
+        *(zeros(num_bins) for _ in range(3)),
+        *(zeros(num_classes, num_bins) for _ in range(3)),
+    )
+
+
+def _interior_edges(num_bins: int, dtype: np.dtype) -> np.ndarray:
+    """The edges ``k / num_bins``, ``0 < k < num_bins``, each rounded up to ``dtype``: a value
+    of ``dtype`` is at or above the rounded edge exactly when it is at or above ``k / B``."""
+    exact = np.arange(1, num_bins) / num_bins  # float64, correctly rounded
+    rounded = exact.astype(dtype)
+    below = rounded.astype(np.float64) < exact
+    return np.where(below, np.nextafter(rounded, np.array(np.inf, dtype)), rounded)
+
+
+def _add(pair: jax.Array, value: jax.Array) -> jax.Array:
+    """Neumaier's compensated sum: ``pair`` is ``(total, lost)``; adds ``value`` to it."""
+    total, lost = pair[0], pair[1]
+    new = total + value
+    big_total = jnp.abs(total) >= jnp.abs(value)
+    lost = lost + jnp.where(big_total, (total - new) + value, (value - new) + total)
+    return jnp.stack([new, lost])
+
+
+def _check_batch(
+    state: StreamingMetricsState, probs: jax.Array, labels: jax.Array, mask: jax.Array | None
+) -> None:
+    """Shapes and dtypes, the only things known while tracing."""
+    classes = state.num_classes
+    if probs.ndim != 2 or probs.shape[1] != classes:
+        raise ValueError(f"probs must have shape (N, {classes}), got {probs.shape}")
+    if not jnp.issubdtype(probs.dtype, jnp.floating):
+        raise ValueError(f"probs must be floating point, got dtype {probs.dtype}")
+    if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != probs.shape[:1]:
+        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
+    if mask is not None and (mask.shape != probs.shape[:1] or mask.dtype != jnp.bool_):
+        raise ValueError(
+            f"mask must be a boolean array of shape ({probs.shape[0]},), "
+            f"got {mask.dtype} {mask.shape}"
+        )
+
+
+@jax.jit
+def _update(
+    state: StreamingMetricsState, probs: jax.Array, labels: jax.Array, mask: jax.Array
+) -> StreamingMetricsState:
+    dtype = state.examples.dtype
+    num_classes, num_bins = state.num_classes, state.num_bins
+    probs = probs.astype(dtype)  # float16/bfloat16 widen exactly
+    labels = labels.astype(jnp.int32)
+    finite = jnp.isfinite(probs).all(-1) & (probs >= 0).all(-1)
+    sums_to_one = jnp.abs(probs.sum(-1) - 1) <= _SUM_TOLERANCE
+    valid = finite & sums_to_one & (labels >= 0) & (labels < num_classes)
+    weight = (mask & valid).astype(dtype)
+    invalid = (mask & ~valid).astype(dtype).sum()
+    probs = jnp.where(valid[:, None], probs, 1.0 / num_classes)  # no NaN into the sums
+    labels = jnp.where(valid, labels, 0)
+    edges = jnp.asarray(_interior_edges(num_bins, np.dtype(dtype)))
+
+    confidence = probs.max(-1)
+    correct = (probs.argmax(-1) == labels).astype(dtype)
+    label_prob = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
+    zero = label_prob == 0
+    nll_terms = -jnp.log(jnp.where(zero, 1.0, label_prob))
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
+    brier_terms = ((probs - one_hot) ** 2).sum(-1)
+
+    def binned(values: jax.Array, index: jax.Array, segments: int) -> jax.Array:
+        return jax.ops.segment_sum(values, index, num_segments=segments)
+
+    top_bin = jnp.searchsorted(edges, confidence, side="right")
+    class_bin = jnp.searchsorted(edges, probs, side="right")  # (N, C)
+    flat = (jnp.arange(num_classes)[None, :] * num_bins + class_bin).reshape(-1)
+    per_class = jnp.broadcast_to(weight[:, None], probs.shape)
+
+    def class_sums(values: jax.Array) -> jax.Array:
+        return binned(values.reshape(-1), flat, num_classes * num_bins).reshape(
+            num_classes, num_bins
+        )
+
+    increments = StreamingMetricsState(
+        examples=weight.sum(),
+        correct=(weight * correct).sum(),
+        nll=(weight * jnp.where(zero, 0.0, nll_terms)).sum(),
+        nll_infinite=(weight * zero).sum(),
+        brier=(weight * brier_terms).sum(),
+        invalid=invalid,
+        bin_count=binned(weight, top_bin, num_bins),
+        bin_confidence=binned(weight * confidence, top_bin, num_bins),
+        bin_correct=binned(weight * correct, top_bin, num_bins),
+        class_count=class_sums(per_class),
+        class_probability=class_sums(per_class * probs),
+        class_hits=class_sums(per_class * one_hot),
+    )
+    return StreamingMetricsState(*map(_add, state, increments))
+
+
+def streaming_update(
+    state: StreamingMetricsState,
+    probs: ArrayLike,
+    labels: ArrayLike,
+    mask: ArrayLike | None = None,
+) -> StreamingMetricsState:
+    """``state`` with a batch added. Pure and jit-compiled (one compilation per batch shape):
+    call it inside a ``jax.lax.scan`` or a jitted function, or eagerly.
+
+    Args:
+        state: from :func:`streaming_init` or an earlier update.
+        probs: ``(N, num_classes)`` predictive probabilities (float; widened to the state's
+            dtype, so float16 and bfloat16 are taken exactly).
+        labels: ``(N,)`` integer class indices.
+        mask: ``(N,)`` booleans, ``False`` for padding rows, which are left out; default all
+            rows.
+
+    Invalid rows (see the module's notes) are counted, not added; :func:`streaming_compute`
+    refuses a state that has any.
+    """
+    if not isinstance(state, StreamingMetricsState):
+        raise ValueError(
+            f"state must be a StreamingMetricsState (from streaming_init), got {type(state)}"
+        )
+    probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+    mask_array = None if mask is None else jnp.asarray(mask)
+    _check_batch(state, probs, labels, mask_array)
+    if mask_array is None:
+        mask_array = jnp.ones(labels.shape, bool)
+    return _update(state, probs, labels, mask_array)
+
+
+def streaming_merge(
+    first: StreamingMetricsState, second: StreamingMetricsState
+) -> StreamingMetricsState:
+    """The state of both states' examples (e.g. one per device, process or data shard)."""
+    for name, state in (("first", first), ("second", second)):
+        if not isinstance(state, StreamingMetricsState):
+            raise ValueError(f"{name} must be a StreamingMetricsState, got {type(state)}")
+    if jax.tree.map(jnp.shape, first) != jax.tree.map(jnp.shape, second):
+        raise ValueError(
+            f"first and second must have the same classes and bins, got "
+            f"({first.num_classes}, {first.num_bins}) and ({second.num_classes}, "
+            f"{second.num_bins})"
+        )
+
+    def merge(a: jax.Array, b: jax.Array) -> jax.Array:
+        added = _add(a, b[0])
+        return added.at[1].add(b[1])
+
+    return StreamingMetricsState(*map(merge, first, second))
+
+
+def _values(state: StreamingMetricsState) -> dict[str, np.ndarray]:
+    """Each statistic as float64 on the host (total plus its lost rounding); refuses a state
+    with no example or with invalid rows."""
+    if not isinstance(state, StreamingMetricsState):
+        raise ValueError(f"state must be a StreamingMetricsState, got {type(state)}")
+    values = {
+        name: np.asarray(pair[0], np.float64) + np.asarray(pair[1], np.float64)
+        for name, pair in state._asdict().items()
+    }
+    if values["invalid"] > 0:
+        raise ValueError(
+            f"state holds {values['invalid']:.0f} invalid rows (probabilities not finite, "
+            "negative or not summing to 1 within 1e-3, or labels outside "
+            f"0..{state.num_classes - 1}); they were left out of the sums, so no figure "
+            "would describe the data given"
+        )
+    if values["examples"] < 0.5:
+        raise ValueError("state holds no example: a mean over no examples is no figure")
+    return values
+
+
+def streaming_compute(state: StreamingMetricsState) -> dict[str, float]:
+    """Accuracy, NLL, Brier score, ECE and classwise ECE of the examples added: the keys and
+    values of :func:`~mtbkd_jax.metrics.classification_metrics` (to float32 rounding of each
+    term for a float32 state), plus ``"examples"``.
+
+    Raises:
+        ValueError: no example was added, or some rows were invalid.
+    """
+    v = _values(state)
+    n = v["examples"]
+    return {
+        "examples": float(np.round(n)),
+        "accuracy": float(v["correct"] / n),
+        "nll": float("inf") if v["nll_infinite"] > 0 else float(v["nll"] / n),
+        "brier": float(v["brier"] / n),
+        "ece": float(np.abs(v["bin_correct"] - v["bin_confidence"]).sum() / n),
+        "classwise_ece": float(np.abs(v["class_hits"] - v["class_probability"]).sum(-1).mean() / n),
+    }
+
+
+def streaming_reliability_bins(
+    state: StreamingMetricsState,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(edges, counts, mean_confidence, accuracy)`` of the examples added, as
+    :func:`~mtbkd_jax.metrics.reliability_bins` returns them (empty bins hold NaN)."""
+    v = _values(state)
+    counts = np.round(v["bin_count"]).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.where(counts > 0, v["bin_confidence"] / counts, np.nan)
+        accuracy = np.where(counts > 0, v["bin_correct"] / counts, np.nan)
+    edges = np.arange(state.num_bins + 1) / state.num_bins
+    return edges, counts, confidence, accuracy
+
+
+def streaming_classification_metrics(
+    batches: Iterable[tuple[ArrayLike, ArrayLike]],
+    num_classes: int,
+    num_bins: int = 15,
+) -> dict[str, float]:
+    """:func:`streaming_compute` of every ``(probs, labels)`` batch of ``batches`` (a list,
+    or a generator that scores one chunk at a time), added in turn."""
+    state = streaming_init(num_classes, num_bins)
+    for k, batch in enumerate(batches):
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise ValueError(f"batches must yield (probs, labels) pairs; item {k} is not one")
+        state = streaming_update(state, *batch)
+    return streaming_compute(state)

@@ -1,0 +1,304 @@
+"""Metrics accumulated over mini-batches against the float64 batch metrics of
+mtbkd_jax.metrics (the independent reference: NumPy on the whole set at once)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtbkd_jax import metrics
+from mtbkd_jax.streaming_metrics import (
+    StreamingMetricsState,
+    streaming_classification_metrics,
+    streaming_compute,
+    streaming_init,
+    streaming_merge,
+    streaming_reliability_bins,
+    streaming_update,
+)
+
+KEYS = ("accuracy", "nll", "brier", "ece", "classwise_ece")
+
+
+def _problem(seed: int, n: int, c: int, sharpness: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    logits = sharpness * rng.normal(size=(n, c))
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, c, size=n)
+    return probs, labels
+
+
+def _batch_figures(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> dict:
+    return {k: metrics.classification_metrics(probs, labels, num_bins)[k] for k in KEYS}
+
+
+def _streamed(probs, labels, sizes, num_bins=15):
+    state = streaming_init(probs.shape[1], num_bins)
+    start = 0
+    for size in sizes:
+        state = streaming_update(state, probs[start : start + size], labels[start : start + size])
+        start += size
+    assert start == len(labels)
+    return state
+
+
+def test_float32_batches_give_the_batch_metrics():
+    """Float32 probabilities in uneven batches: the bin counts and accuracy exactly, the
+    float figures to float32 rounding (rtol 1e-6; atol 1e-6 for the ECEs, which are
+    differences of sums)."""
+    probs, labels = _problem(0, 1000, 4)
+    state = _streamed(probs, labels, [1, 99, 400, 500])
+    got = streaming_compute(state)
+    expected = _batch_figures(probs, labels)
+    assert got["examples"] == 1000
+    assert got["accuracy"] == expected["accuracy"]
+    for key in ("nll", "brier", "ece", "classwise_ece"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    edges, counts, conf, acc = streaming_reliability_bins(state)
+    ref_edges, ref_counts, ref_conf, ref_acc = metrics.reliability_bins(probs, labels)
+    np.testing.assert_array_equal(edges, ref_edges)
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(conf, ref_conf, rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(acc, ref_acc)  # ratios of exact integer counts
+
+
+def test_float64_state_matches_to_float64_rounding():
+    with jax.enable_x64(True):
+        probs, labels = _problem(1, 600, 3)
+        probs = probs.astype(np.float64)
+        probs /= probs.sum(-1, keepdims=True)
+        state = _streamed(probs, labels, [250, 350])
+        assert state.examples.dtype == jnp.float64
+        got = streaming_compute(state)
+    expected = _batch_figures(probs, labels)
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, err_msg=key)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 119), max_size=6, unique=True),
+    seed=st.integers(0, 2**16),
+    num_bins=st.sampled_from([1, 2, 7, 10, 15]),
+)
+def test_any_split_into_batches_gives_the_same_figures(cuts, seed, num_bins):
+    probs, labels = _problem(seed, 120, 3)
+    bounds = [0, *sorted(cuts), 120]
+    sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    got = streaming_compute(_streamed(probs, labels, sizes, num_bins))
+    whole = streaming_compute(_streamed(probs, labels, [120], num_bins))
+    expected = _batch_figures(probs, labels, num_bins)
+    assert got["accuracy"] == expected["accuracy"] == whole["accuracy"]
+    for key in ("nll", "brier", "ece", "classwise_ece"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(got[key], whole[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("num_bins", [5, 10, 15])
+def test_confidences_on_and_beside_the_edges_land_in_the_batch_metrics_bins(num_bins):
+    """A float32 confidence of k/B rounded to float32 (above or below k/B) and its float32
+    neighbours: every count equals reliability_bins's (which bins the float64 value). Edges
+    rounded to the nearest float32 would put np.float32(0.7), which is below 0.7, in the bin
+    above."""
+    exact = np.arange(num_bins + 1) / num_bins
+    centre = exact.astype(np.float32)
+    values = np.concatenate(
+        [centre, np.nextafter(centre, np.float32(0)), np.nextafter(centre, np.float32(2))]
+    )
+    confidence = np.clip(values, np.float32(0.5), np.float32(1.0))  # a top-class probability
+    probs = np.stack([confidence, np.float32(1) - confidence], -1).astype(np.float32)
+    labels = np.zeros(len(probs), np.int64)
+    _, counts, _, _ = streaming_reliability_bins(_streamed(probs, labels, [len(probs)], num_bins))
+    _, expected, _, _ = metrics.reliability_bins(probs, labels, num_bins)
+    np.testing.assert_array_equal(counts, expected)
+    if num_bins == 10:  # the case the docstring names
+        lone = np.array([[0.7, 0.3]], np.float32)
+        _, counts, _, _ = streaming_reliability_bins(_streamed(lone, np.array([0]), [1], 10))
+        assert float(np.float32(0.7)) < 0.7 and counts[6] == 1 and counts[7] == 0
+        naive = np.searchsorted(exact[1:-1].astype(np.float32), np.float32(0.7), side="right")
+        assert naive == 7  # what nearest-rounded edges would do
+
+
+def test_one_hot_predictions_fill_the_last_bin_and_an_impossible_label_gives_inf():
+    probs = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    labels = np.array([0, 1, 2, 1])
+    state = _streamed(probs, labels, [4])
+    _, counts, _, _ = streaming_reliability_bins(state)
+    assert counts[-1] == 4 and counts[:-1].sum() == 0  # confidence 1.0: no phantom bin
+    got = streaming_compute(state)
+    assert got["nll"] == np.inf == metrics.negative_log_likelihood(probs, labels)
+    assert got["accuracy"] == 0.75
+    assert got["ece"] == pytest.approx(metrics.expected_calibration_error(probs, labels))
+    assert np.isfinite(got["brier"]) and np.isfinite(got["classwise_ece"])
+
+
+def test_extreme_and_low_precision_probabilities():
+    """Softmaxes of logits 80 apart (probabilities down to float32's subnormals), in float16
+    and bfloat16 too: the state widens them exactly and matches the batch metrics on the same
+    (widened) values."""
+    logits = np.array([[80.0, 0.0, -20.0], [0.0, 0.0, 0.0], [-5.0, 40.0, 3.0]])
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32)))
+    labels = np.array([2, 1, 1])
+    for dtype in (np.float32, jnp.float16, jnp.bfloat16):
+        low = jnp.asarray(probs).astype(dtype)
+        widened = np.asarray(low.astype(jnp.float32))
+        widened_ok = np.abs(widened.sum(-1) - 1).max() <= 1e-3
+        if not widened_ok:
+            continue
+        state = streaming_update(streaming_init(3), low, labels)
+        got = streaming_compute(state)
+        expected = _batch_figures(widened, labels)
+        for key in KEYS:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{dtype} {key}")
+
+
+def test_compensated_sums_do_not_drift_over_thousands_of_batches():
+    """4,100 batches of 4,096 (16.8 million examples, past float32's 2**24) in a lax.scan:
+    every statistic equals 4,100 times one batch's increment to 1e-12 relative. A plain
+    float32 running sum of the same batch sums, computed alongside, is off by more than 1e-6:
+    the test has teeth."""
+    probs, labels = _problem(3, 4096, 3, sharpness=1.0)
+    steps = 4100
+    state0 = streaming_init(3)
+    once = streaming_update(state0, probs, labels)
+    increment = jnp.asarray(once.bin_confidence[0]).sum()
+
+    def body(carry, _):
+        state, plain = carry
+        return (streaming_update(state, probs, labels), plain + increment), None
+
+    (state, plain), _ = jax.lax.scan(body, (state0, jnp.float32(0)), None, length=steps)
+
+    def value(pair):
+        return np.asarray(pair, np.float64).sum(0)
+
+    for field, one, many in zip(state._fields, once, state, strict=True):
+        expected = steps * value(one)
+        np.testing.assert_allclose(value(many), expected, rtol=1e-12, atol=0, err_msg=field)
+    exact = steps * float(np.float64(increment))
+    assert value(state.examples) == steps * 4096
+    assert abs(float(plain) / exact - 1) > 1e-6
+    got = streaming_compute(state)
+    expected = _batch_figures(probs, labels)
+    for key in KEYS:  # the same data repeated: the same figures
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_mask_leaves_padding_out_even_when_it_holds_nan():
+    probs, labels = _problem(4, 50, 4)
+    padded = np.concatenate([probs, np.full((14, 4), np.nan, np.float32)])
+    padded_labels = np.concatenate([labels, np.full(14, -1)])
+    mask = np.arange(64) < 50
+    state = streaming_update(streaming_init(4), padded, padded_labels, mask)
+    got, expected = streaming_compute(state), streaming_compute(_streamed(probs, labels, [50]))
+    assert got["examples"] == 50 and got["accuracy"] == expected["accuracy"]
+    for key in KEYS:  # another batch shape sums in another order: the last bits move
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "row, label",
+    [
+        ([np.nan, 0.5, 0.5], 0),
+        ([-0.1, 0.6, 0.5], 0),
+        ([0.5, 0.6, 0.1], 0),  # sums to 1.2
+        ([0.2, 0.3, 0.5], 3),
+        ([0.2, 0.3, 0.5], -1),
+        ([np.inf, 0.0, 0.0], 0),
+    ],
+)
+def test_invalid_rows_are_refused_at_compute_not_turned_into_nan(row, label):
+    probs, labels = _problem(5, 20, 3)
+    state = _streamed(probs, labels, [20])
+    state = streaming_update(state, np.array([row], np.float32), np.array([label]))
+    assert np.isfinite(np.asarray(state.nll)).all()  # the bad row did not poison the sums
+    with pytest.raises(ValueError, match="1 invalid rows"):
+        streaming_compute(state)
+    with pytest.raises(ValueError, match="invalid rows"):
+        streaming_reliability_bins(state)
+
+
+def test_merge_of_two_halves_equals_one_state_of_all():
+    probs, labels = _problem(6, 300, 5)
+    first = _streamed(probs[:120], labels[:120], [120])
+    second = _streamed(probs[120:], labels[120:], [100, 80])
+    merged = streaming_compute(streaming_merge(first, second))
+    whole = streaming_compute(_streamed(probs, labels, [300]))
+    assert merged["accuracy"] == whole["accuracy"]
+    for key in KEYS:
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="same classes and bins"):
+        streaming_merge(first, streaming_init(5, num_bins=10))
+
+
+def test_update_inside_a_jitted_function_equals_the_eager_loop():
+    probs, labels = _problem(7, 256, 3)
+    stacked_probs, stacked_labels = probs.reshape(4, 64, 3), labels.reshape(4, 64)
+
+    @jax.jit
+    def accumulate(state, batch_probs, batch_labels):
+        def body(s, batch):
+            return streaming_update(s, *batch), None
+
+        return jax.lax.scan(body, state, (batch_probs, batch_labels))[0]
+
+    jitted = accumulate(streaming_init(3), stacked_probs, stacked_labels)
+    eager = _streamed(probs, labels, [64] * 4)
+    for a, b in zip(jitted, eager, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_classification_metrics_over_an_iterable_of_batches():
+    probs, labels = _problem(8, 90, 3)
+    batches = ((probs[i : i + 32], labels[i : i + 32]) for i in range(0, 90, 32))
+    got = streaming_classification_metrics(batches, num_classes=3)
+    expected = _batch_figures(probs, labels)
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="item 0"):
+        streaming_classification_metrics([probs], num_classes=3)
+
+
+def test_bad_arguments_are_named():
+    state = streaming_init(3)
+    assert isinstance(state, StreamingMetricsState) and state.num_bins == 15
+    cases = [
+        (lambda: streaming_init(1), "num_classes must be at least 2"),
+        (lambda: streaming_init(3.0), "num_classes must be a positive integer"),
+        (lambda: streaming_init(3, num_bins=0), "num_bins must be a positive integer"),
+        (lambda: streaming_init(3, num_bins=True), "num_bins must be a positive integer"),
+        (lambda: streaming_init(3, dtype=jnp.int32), "dtype must be float32 or float64"),
+        (lambda: streaming_init(3, dtype=jnp.float64), "needs jax_enable_x64"),
+        (lambda: streaming_update(state, np.ones((2, 4)) / 4, [0, 1]), r"shape \(N, 3\)"),
+        (lambda: streaming_update(state, np.ones((2, 3)) / 3, [0.0, 1.0]), "labels must be int"),
+        (lambda: streaming_update(state, np.ones((2, 3)) / 3, [0, 1, 2]), "labels must have"),
+        (lambda: streaming_update(state, np.ones((2, 3), int), [0, 1]), "floating point"),
+        (lambda: streaming_update(state, np.ones((2, 3)) / 3, [0, 1], [1, 0]), "mask must"),
+        (lambda: streaming_update({}, np.ones((2, 3)) / 3, [0, 1]), "state must be"),
+        (lambda: streaming_compute(state), "no example"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_a_psum_over_a_named_axis_merges_per_shard_states():
+    """Each shard (here a vmapped axis, as a device axis of shard_map) accumulates its own
+    rows; a psum of the states gives the state of all the rows."""
+    probs, labels = _problem(9, 240, 3)
+    shards_probs, shards_labels = probs.reshape(4, 60, 3), labels.reshape(4, 60)
+
+    def per_shard(p, y):
+        return jax.lax.psum(streaming_update(streaming_init(3), p, y), "data")
+
+    summed = jax.vmap(per_shard, axis_name="data")(shards_probs, shards_labels)
+    first = jax.tree.map(lambda x: x[0], summed)
+    got, whole = streaming_compute(first), streaming_compute(_streamed(probs, labels, [240]))
+    assert got["examples"] == 240 and got["accuracy"] == whole["accuracy"]
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], whole[key], rtol=1e-6, atol=1e-6, err_msg=key)
