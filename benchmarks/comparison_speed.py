@@ -1,6 +1,7 @@
 """Seconds per paired bootstrap comparison (one pair of rows, 2,000 resamples) by metric, and
-for ECE and the classwise ECE the bincount path against scoring every resample in full (the
-same interval, checked). Random predictors on N examples of C classes. Command::
+for ECE and the classwise ECE the fixed-bin path (each resample's multiplicities times the
+examples' gaps per bin) against scoring every resample in full (the same interval, checked).
+Random predictors on N examples of C classes. Command::
 
     .venv/bin/python benchmarks/comparison_speed.py --size 10000 --classes 10
 """
@@ -16,7 +17,8 @@ import numpy as np
 
 from mtbkd_jax.comparison import METRICS, paired_bootstrap
 
-# scored by a bincount in fixed bins (the others: means of terms, or every resample in full)
+# scored by multiplicities times per-bin gaps in fixed bins (the others: means of terms, or
+# every resample in full)
 BINNED = ("ece", "classwise_ece")
 
 
