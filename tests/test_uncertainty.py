@@ -363,3 +363,28 @@ def test_credible_threshold_and_predictive_summary_reject_bad_counts():
     with pytest.raises(ValueError, match=r"inputs must hold at least one example.*\(0, 3\)"):
         mk.predictive_summary(posterior, x[:0])
     assert posterior.chunks == []  # every check ran before any prediction
+
+
+def test_predictive_metrics_in_chunks_equal_the_batch_metrics_of_the_predictive_mean(tmp_path):
+    """Chunks of 10 over 23 examples against mtbkd_jax.metrics.classification_metrics on the
+    whole (float64) predictive mean; float32 rounding: rtol 1e-5, atol 1e-6 for the ECEs."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(23, 3))
+    labels = rng.integers(0, 3, size=23)
+    posterior = _SoftmaxPosterior(rng.normal(size=(30, 3, 3)))
+    got = mk.uncertainty.predictive_metrics(posterior, x, labels, example_batch_size=10)
+    assert posterior.chunks == [10, 10, 3] and got["examples"] == 23
+    q = posterior.probs(x).astype(np.float32).astype(np.float64).mean(0)
+    expected = mk.metrics.classification_metrics(q / q.sum(-1, keepdims=True), labels)
+    assert got["accuracy"] == expected["accuracy"]
+    for key in ("nll", "brier", "ece", "classwise_ece"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    np.save(tmp_path / "x.npy", x)  # a memory-mapped test set gives the same figures
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert (
+        mk.uncertainty.predictive_metrics(posterior, mapped, labels, example_batch_size=10) == got
+    )
+    with pytest.raises(ValueError, match=r"labels must have shape \(23,\)"):
+        mk.uncertainty.predictive_metrics(posterior, x, labels[:-1])
+    with pytest.raises(ValueError, match="example_batch_size"):
+        mk.uncertainty.predictive_metrics(posterior, x, labels, example_batch_size=0)

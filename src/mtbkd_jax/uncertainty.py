@@ -1,7 +1,8 @@
 """Predictive summaries over posterior draws ``q_s = softmax(f_theta_s(x))``, shape (S, N, C).
 
-Pure functions of an (S, N, C) array, plus :func:`predictive_summary`, which evaluates a
-posterior on inputs in chunks of examples so that no (S, N, C) array is ever held for all N.
+Pure functions of an (S, N, C) array, plus :func:`predictive_summary` and
+:func:`predictive_metrics`, which evaluate a posterior on inputs in chunks of examples so that
+no (S, N, C) array is ever held for all N (the latter holds no (N, C) array either).
 
 Each public function checks its ``draw_probs`` in Python (three dimensions, at least one draw
 and one class, no NaN or infinity) and then calls a jit-compiled core. Inside a user's
@@ -29,6 +30,7 @@ __all__ = [
     "REFERENCE_GRID_POINTS",
     "REFERENCE_GRID_MARGIN",
     "predictive_summary",
+    "predictive_metrics",
 ]
 
 #: The grids :func:`kde_mode_prediction` can evaluate its densities on.
@@ -305,3 +307,52 @@ def predictive_summary(
             part["kde_mode"] = kde_mode_prediction(probs, grid=kde_grid)
         parts.append({k: np.asarray(v) for k, v in part.items()})
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def predictive_metrics(
+    posterior: _Predictor,
+    inputs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    example_batch_size: int = 512,
+    draw_batch_size: int = 64,
+    num_bins: int = 15,
+) -> dict[str, float]:
+    """Accuracy, NLL, Brier score, ECE and classwise ECE of the posterior predictive mean on
+    ``(inputs, labels)``, accumulated chunk by chunk
+    (:mod:`mtbkd_jax.streaming_metrics`): memory is ``S * example_batch_size * C`` at a time
+    plus a state of ``C * num_bins`` numbers, so a test set of any size (a memory-mapped
+    ``.npy``, say) can be scored. The figures are those of
+    :func:`~mtbkd_jax.metrics.classification_metrics` on the whole predictive mean, to
+    float32 rounding.
+
+    Args:
+        posterior: anything with ``predict(inputs, draw_batch_size=...) -> (S, n, C)``.
+        inputs: (N, ...) inputs.
+        labels: (N,) integer class indices.
+        example_batch_size: examples per chunk.
+        draw_batch_size: passed on to ``posterior.predict``.
+        num_bins: the ECEs' equal-width bins.
+
+    Returns:
+        ``streaming_compute``'s dict: ``examples``, ``accuracy``, ``nll``, ``brier``, ``ece``,
+        ``classwise_ece``.
+    """
+    from mtbkd_jax.streaming_metrics import streaming_compute, streaming_init, streaming_update
+
+    example_batch_size = _require_int(example_batch_size, "example_batch_size", 1)
+    x = np.asarray(inputs)  # a memory map stays one: chunks are read as they are scored
+    y = np.asarray(labels)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"inputs must hold at least one example, got shape {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},) to match inputs, got {y.shape}")
+    state = None
+    for start in range(0, x.shape[0], example_batch_size):
+        stop = start + example_batch_size
+        probs = _check_draws(posterior.predict(x[start:stop], draw_batch_size=draw_batch_size))
+        if state is None:
+            state = streaming_init(probs.shape[-1], num_bins)
+        state = streaming_update(state, _predictive_mean(probs), y[start:stop])
+    assert state is not None  # at least one chunk, checked above
+    return streaming_compute(state)
