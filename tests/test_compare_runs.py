@@ -55,7 +55,7 @@ def test_runs_are_stacked_and_compared_on_their_shared_test_set(tmp_path):
 
 
 def test_runs_on_different_test_sets_or_without_the_row_are_refused(tmp_path):
-    labels = np.array([0, 1, 2, 0])
+    labels = np.array([0, 1, 2, 0] * 3)
     _run(tmp_path / "a", 0, labels)
     _run(tmp_path / "b", 1, labels[::-1])
     with pytest.raises(ValueError, match="other test labels"):
@@ -63,7 +63,7 @@ def test_runs_on_different_test_sets_or_without_the_row_are_refused(tmp_path):
     missing = r"row 'KD \(nuts\)' is not in the predictions of .*rows of .*KD \(map\)"
     with pytest.raises(ValueError, match=missing):
         compare_runs([tmp_path / "a"], ("KD", "nuts"))
-    x = np.arange(8.0).reshape(4, 2)
+    x = np.arange(24.0).reshape(12, 2)
     _run(tmp_path / "c", 2, labels, x)
     _run(tmp_path / "d", 3, labels, x + 1)
     _run(tmp_path / "e", 4, labels, x.copy())

@@ -205,27 +205,35 @@ def test_runs_that_repeat_one_run_give_that_runs_comparison():
         ({"metric": "f1"}, "metric must be one of"),
         ({"level": 1.0}, "level must lie strictly between 0 and 1"),
         ({"level": "0.95"}, "level must be a number strictly between 0 and 1"),
-        ({"probs_a": np.full((0, 5, 3), 1 / 3)}, "at least one run and one example"),
+        ({"probs_a": np.full((0, 10, 3), 1 / 3)}, "at least one run and one example"),
+        (
+            {"probs_a": np.full((9, 3), 1 / 3), "probs_b": np.full((9, 3), 1 / 3)}
+            | {"labels": np.zeros(9, int)},
+            "labels: a paired bootstrap needs at least 10 test examples, got 9",
+        ),
+        ({"seed": None}, "seed must be a non-negative integer, got None"),
+        ({"seed": 1.5}, "seed must be a non-negative integer"),
+        ({"seed": "abc"}, "seed must be a non-negative integer"),
         ({"num_resamples": 10}, "num_resamples must be at least 100"),
         ({"num_resamples": 200.0}, "num_resamples must be an integer"),
         ({"probs_b": np.full((4, 3), 1 / 3)}, "probs_a and probs_b must have the same shape"),
         (
-            {"probs_a": np.full((2, 5, 3, 1), 1.0)},
+            {"probs_a": np.full((2, 10, 3, 1), 1.0)},
             r"probs_a must have shape \(N, C\) or \(R, N, C\)",
         ),
-        ({"probs_a": np.full((5, 3), np.nan)}, "probs_a: probs must be finite"),
-        ({"labels": np.array([0, 1, 2, 3, 0])}, r"probs_a: labels must lie in 0..2"),
+        ({"probs_a": np.full((10, 3), np.nan)}, "probs_a: probs must be finite"),
+        ({"labels": np.array([0, 1, 2, 3, 0] * 2)}, r"probs_a: labels must lie in 0..2"),
     ],
 )
 def test_bad_input_is_refused_with_the_argument_named(change, message):
     args = {
-        "probs_a": np.full((5, 3), 1 / 3),
-        "probs_b": np.full((5, 3), 1 / 3),
-        "labels": np.array([0, 1, 2, 0, 1]),
+        "probs_a": np.full((10, 3), 1 / 3),
+        "probs_b": np.full((10, 3), 1 / 3),
+        "labels": np.array([0, 1, 2, 0, 1] * 2),
         "metric": "nll",
     }
     args.update(change)
-    options = {k: args.pop(k) for k in ("level", "num_resamples") if k in args}
+    options = {k: args.pop(k) for k in ("level", "num_resamples", "seed") if k in args}
     with pytest.raises(ValueError, match=message):
         paired_bootstrap(**args, **options)
 
@@ -238,6 +246,7 @@ def test_a_numpy_level_is_taken_as_a_number():
 
 
 def test_a_zero_probability_on_a_label_is_refused_not_turned_into_nan():
-    a = np.array([[1.0, 0.0], [0.5, 0.5]])
+    a = np.array([[1.0, 0.0]] + [[0.5, 0.5]] * 9)
+    labels = np.array([1] + [0] * 9)
     with pytest.raises(ValueError, match="'nll' is not finite"):
-        paired_bootstrap(a, np.full((2, 2), 0.5), np.array([1, 0]), "nll", num_resamples=100)
+        paired_bootstrap(a, np.full((10, 2), 0.5), labels, "nll", num_resamples=100)

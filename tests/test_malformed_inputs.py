@@ -1330,7 +1330,7 @@ CASES = [
         "credible-threshold-level",
         lambda c: mk.uncertainty.credible_threshold(c.draw_probs, level=95),
         ValueError,
-        r"level must lie in \(0, 1\), got 95",
+        r"level must be a number strictly between 0 and 1, got 95",
     ),
     # ---- metrics
     (

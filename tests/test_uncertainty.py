@@ -336,13 +336,13 @@ def test_kde_mode_of_one_draw_is_that_draw_and_the_grid_must_be_known():
         mk.uncertainty.kde_mode_prediction(q, num_grid=512.5)
 
 
-@pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1, float("nan")])
+@pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1, float("nan"), "0.9", True, None])
 def test_levels_outside_the_open_unit_interval_raise(level):
     q = _draws(7, num_draws=10, num_examples=2, num_classes=3)
     for function in (mk.uncertainty.credible_threshold, mk.uncertainty.class_intervals):
-        with pytest.raises(ValueError, match=r"level must lie in \(0, 1\)"):
+        with pytest.raises(ValueError, match="level must be a number strictly between 0 and 1"):
             function(q, level)
-    with pytest.raises(ValueError, match=r"level must lie in \(0, 1\)"):
+    with pytest.raises(ValueError, match="level must be a number strictly between 0 and 1"):
         mk.predictive_summary(_SoftmaxPosterior(np.zeros((2, 3, 3))), np.zeros((4, 3)), level=level)
 
 
@@ -388,3 +388,18 @@ def test_predictive_metrics_in_chunks_equal_the_batch_metrics_of_the_predictive_
         mk.uncertainty.predictive_metrics(posterior, x, labels[:-1])
     with pytest.raises(ValueError, match="example_batch_size"):
         mk.uncertainty.predictive_metrics(posterior, x, labels, example_batch_size=0)
+
+
+@pytest.mark.parametrize("name", DRAW_FUNCTIONS)
+def test_draw_functions_refuse_logits_and_percentages(name):
+    """Logits (Posterior.predict_logits where predict was meant) used to give NaN deviances,
+    intervals of logits and a credible threshold of 1 ("certain"); percentages a negative
+    deviance. Each function names draw_probs and points to Posterior.predict."""
+    function = DRAW_FUNCTIONS[name]
+    logits = 3 * np.random.default_rng(0).normal(size=(4, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"draw_probs must hold class probabilities.*negative"):
+        function(logits)
+    with pytest.raises(ValueError, match=r"draw_probs must hold class probabilities.*sum is 99"):
+        function(np.full((2, 3, 3), 100 / 3))
+    probs = _draws(4, num_draws=5, num_examples=3, num_classes=3)
+    function(jnp.asarray(probs, jnp.float16))  # float16 rounding of a softmax is accepted

@@ -32,6 +32,8 @@ Caveats:
   nearly calibrated row and a much less confident one with care, and prefer
   ``debiased_l2_ce`` there. (Centring the resamples on the estimate, or the basic interval,
   did better on the first check and worse on the second.)
+- A test set of fewer than :data:`MIN_EXAMPLES` (10) examples is refused: every resample
+  would repeat the same few examples (one example gave a zero-width interval and p = 0.001).
 - Probabilities are accepted when their rows sum to 1 within 1e-3, so two copies of one
   predictor normalised differently can differ in NLL by up to that much.
 - Speed, per pair of rows at N = 10,000 with 2,000 resamples (docs/benchmarks.md): NLL,
@@ -68,7 +70,14 @@ from mtbkd_jax.metrics import (
 )
 from mtbkd_jax.selective import accuracy_at_coverage, aurc
 
-__all__ = ["HIGHER_IS_BETTER", "METRICS", "TIE_TOLERANCE", "Difference", "paired_bootstrap"]
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "METRICS",
+    "MIN_EXAMPLES",
+    "TIE_TOLERANCE",
+    "Difference",
+    "paired_bootstrap",
+]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -76,6 +85,8 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 # the same terms in another order rounds an exact tie to +-1e-17, which would count it in one
 # tail only (and turn a p-value of 0.13 into 0.04)
 TIE_TOLERANCE = 1e-12
+#: The fewest test examples :func:`paired_bootstrap` accepts.
+MIN_EXAMPLES = 10
 
 
 def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -205,6 +216,11 @@ def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
             raise ValueError(f"{name}: {error}") from None
 
 
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def _check_options(metric: str, level: float, num_resamples: int) -> None:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
@@ -310,6 +326,14 @@ def paired_bootstrap(
     _check_runs(a, labels, "probs_a")
     _check_runs(b, labels, "probs_b")
     _check_options(metric, level, num_resamples)
+    _check_seed(seed)
+    if len(labels) < MIN_EXAMPLES:
+        raise ValueError(
+            f"labels: a paired bootstrap needs at least {MIN_EXAMPLES} test examples, got "
+            f"{len(labels)}; on fewer, every resample repeats the same few examples and the "
+            "interval and p-value describe them, not a population (one example gave a "
+            "zero-width interval and p = 0.001)"
+        )
     labels = labels.astype(np.int64)
     score = METRICS[metric]
     estimate = float(

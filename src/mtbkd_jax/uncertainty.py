@@ -76,7 +76,36 @@ def _check_draws(draw_probs: ArrayLike, *, min_draws: int = 1) -> jax.Array:
             f"draw_probs must be finite; found {int(bad.sum())} NaN or infinite value(s) in "
             f"shape {shape}, the first ({kind}) at index {where}"
         )
+    if not isinstance(array, jax.core.Tracer):
+        _require_simplex(array, shape)
     return array
+
+
+def _require_simplex(array: jax.Array, shape: tuple[int, ...]) -> None:
+    """Raise unless every draw's row is a probability vector: non-negative, summing to 1
+    within 1e-3 (or ``C`` float epsilons of a low-precision dtype), so that logits or
+    percentages are refused rather than turned into NaN or negative deviances."""
+    dtype = array.dtype if jnp.issubdtype(array.dtype, jnp.floating) else jnp.float32
+    tolerance = max(1e-3, shape[2] * float(jnp.finfo(dtype).eps))
+    lowest, worst = (float(v) for v in _simplex_gaps(array))
+    if lowest < 0 or worst > tolerance:
+        if lowest < 0:
+            found = f"a negative value ({lowest:.4g})"
+        else:
+            found = f"a row whose sum is {worst:.4g} away from 1"
+        raise ValueError(
+            f"draw_probs must hold class probabilities (each draw's row non-negative and summing "
+            f"to 1 within {tolerance:.2g}); found {found}. Logits or log-probabilities "
+            "(Posterior.predict_logits) or percentages are not probabilities: pass "
+            "Posterior.predict's output, or a softmax of the logits"
+        )
+
+
+@jax.jit
+def _simplex_gaps(draw_probs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The smallest value, and the largest distance of a row's sum from 1."""
+    sums = draw_probs.astype(jnp.float32).sum(-1)
+    return draw_probs.min(), jnp.abs(sums - 1).max()
 
 
 def _require_int(value: object, name: str, lowest: int) -> int:
@@ -86,6 +115,14 @@ def _require_int(value: object, name: str, lowest: int) -> int:
     if value < lowest:
         raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
     return int(value)
+
+
+def _require_level(level: object) -> float:
+    """``level`` as a float, raising unless it is a real number strictly between 0 and 1."""
+    real = isinstance(level, int | float | np.integer | np.floating)
+    if isinstance(level, bool) or not real or not 0 < float(level) < 1:  # type: ignore[arg-type]
+        raise ValueError(f"level must be a number strictly between 0 and 1, got {level!r}")
+    return float(level)  # type: ignore[arg-type]  # a real number, checked above
 
 
 def predictive_mean(draw_probs: ArrayLike) -> jax.Array:
@@ -143,8 +180,7 @@ def credible_threshold(
     Returns:
         ``(u, deviance_bound)``, each of shape (N,).
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    level = _require_level(level)
     num_iterations = _require_int(num_iterations, "num_iterations", 1)
     return _credible_threshold(_check_draws(draw_probs), float(level), num_iterations)
 
@@ -175,8 +211,7 @@ def class_intervals(draw_probs: ArrayLike, level: float = 0.95) -> jax.Array:
     The bounds are the posterior quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of the
     draws ``q_sc`` (linear interpolation between order statistics); ``[..., 0]`` is the lower.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    level = _require_level(level)
     return _class_intervals(_check_draws(draw_probs), float(level))
 
 
@@ -278,8 +313,7 @@ def predictive_summary(
         ``epistemic`` (N,), ``class_intervals`` (N, C, 2), and ``kde_mode`` (N, C) if asked.
     """
     example_batch_size = _require_int(example_batch_size, "example_batch_size", 1)
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    level = _require_level(level)
     if kde_mode and kde_grid not in KDE_GRIDS:
         raise ValueError(f"kde_grid must be one of {KDE_GRIDS}, got {kde_grid!r}")
     inputs = np.asarray(inputs)
