@@ -3,6 +3,7 @@ left it still work (with a warning naming their home), and names agree across th
 
 import importlib
 import inspect
+import os
 import pkgutil
 import types
 import warnings
@@ -382,3 +383,29 @@ def test_the_former_num_samples_keyword_of_run_nuts_still_works_with_a_warning()
         mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_draws=0)
     with pytest.raises(ValueError, match=r"num_draws must be >= thinning"):
         mtbkd_jax.run_nuts(jax.random.key(0), model, x, y, num_draws=2, thinning=3)
+
+
+def test_importing_arviz_first_leaves_numpyro_whole():
+    """ArviZ registers numpyro as a lazy module; with ``import arviz`` before the package (a
+    notebook's usual order), numpyro.distributions lost its submodule attributes and every
+    teacher prior's numpyro.factor failed. In a fresh process, in that order, a factor runs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import arviz, numpyro.distributions as d\n"
+        "broken = not hasattr(d, 'distribution')\n"
+        "import mtbkd_jax, numpyro\n"
+        "from numpyro.handlers import trace\n"
+        "t = trace(lambda: numpyro.factor('f', 1.0)).get_trace()\n"
+        "print(broken, hasattr(d, 'distribution'), float(t['f']['fn'].log_prob(0)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True", "1.0"]  # broken before the package, whole after

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
+from mtbkd_jax import _numpyro_import  # noqa: F401  # first: NumPyro whole, even if lazy
 from mtbkd_jax._deprecation import warn_renamed as _warn_renamed
 from mtbkd_jax.infer import (
     CheckpointError,
