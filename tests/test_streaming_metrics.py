@@ -232,7 +232,7 @@ def test_merge_of_two_halves_equals_one_state_of_all():
     assert merged["accuracy"] == whole["accuracy"]
     for key in KEYS:
         np.testing.assert_allclose(merged[key], whole[key], rtol=1e-6, err_msg=key)
-    with pytest.raises(ValueError, match="same classes and bins"):
+    with pytest.raises(ValueError, match="same classes, bins and dtype"):
         streaming_merge(first, streaming_init(5, num_bins=10))
 
 
@@ -302,3 +302,109 @@ def test_a_psum_over_a_named_axis_merges_per_shard_states():
     assert got["examples"] == 240 and got["accuracy"] == whole["accuracy"]
     for key in KEYS:
         np.testing.assert_allclose(got[key], whole[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_a_subnormal_probability_on_the_label_has_its_exact_log():
+    """XLA on a CPU treats subnormal float32 inputs as zero: -log(1e-44) came out inf where
+    the batch metric gives 101.333. A negative subnormal is refused, as the batch refuses it."""
+    probs = np.array([[1.0, 1e-44, 0.0], [0.5, 0.5 - 3e-45, 3e-45]], np.float32)
+    labels = np.array([1, 2])
+    got = streaming_compute(_streamed(probs, labels, [2]))["nll"]
+    expected = metrics.negative_log_likelihood(probs, labels)
+    assert np.isfinite(got) and got == pytest.approx(expected, rel=1e-6)
+    negative = np.array([[1.0, -1e-44, 0.0]], np.float32)
+    with pytest.raises(ValueError, match="1 invalid rows"):
+        streaming_compute(_streamed(negative, np.array([0]), [1]))
+
+
+def test_counts_stay_exact_past_2_to_the_24_in_batches_of_any_size():
+    """17,000 batches of 1,000 rows (17 million examples; 1,000 is not a power of two, so a
+    plain float32 count rounds past 2**24), and one-row updates on top of 2**25 + 2**24
+    examples (a plain float32 count stops there): every count exact; two states merged, too."""
+    probs, labels = _problem(10, 1000, 3, sharpness=1.0)
+
+    def body(state, _):
+        return streaming_update(state, probs, labels), None
+
+    state, _ = jax.lax.scan(body, streaming_init(3), None, length=17_000)
+    once = streaming_update(streaming_init(3), probs, labels)
+    for field in ("examples", "correct", "bin_count", "bin_correct", "class_count", "class_hits"):
+        got = np.asarray(getattr(state, field), np.float64).sum(0)
+        expected = 17_000 * np.asarray(getattr(once, field), np.float64).sum(0)
+        np.testing.assert_array_equal(got, expected, err_msg=field)
+    merged = streaming_merge(state, state)
+    assert np.asarray(merged.examples, np.float64).sum() == 34_000_000
+    # a pair whose lost part is near 2**24 (where an unrenormalised one ends up after 2**25
+    # one-row updates): each update must still count one
+    big = streaming_init(2)._replace(examples=jnp.array([2.0**25, 2.0**24 - 2], jnp.float32))
+    for _ in range(6):
+        big = streaming_update(big, np.array([[0.9, 0.1]], np.float32), np.array([0]))
+    assert np.asarray(big.examples, np.float64).sum() == 2**25 + 2**24 + 4
+
+
+def test_one_batch_of_two_million_rows_gives_the_batch_figures():
+    """A batch's per-bin float sums are chunked: one sequential float32 scatter-add over two
+    million rows was 9e-4 off in ECE."""
+    probs, labels = _problem(11, 2**21, 3, sharpness=1.0)
+    got = streaming_compute(_streamed(probs, labels, [len(labels)]))
+    assert got["examples"] == 2**21
+    ece = metrics.expected_calibration_error(probs, labels)
+    classwise = metrics.classwise_calibration_error(probs, labels)
+    assert got["ece"] == pytest.approx(ece, abs=1e-6)
+    assert got["classwise_ece"] == pytest.approx(classwise, abs=1e-6)
+
+
+def test_class_probabilities_on_the_edges_and_masked_valid_rows():
+    """Class probabilities exactly on bin edges land in the batch metric's class bins (a
+    classwise binning on the wrong side changes the classwise ECE), and masked rows holding
+    valid probabilities are left out as masked NaN rows are."""
+    values = np.array([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.25, 0.45], np.float32)
+    probs = np.stack([values, 1 - values], -1).repeat(2, 0)  # on an edge beside mid-bin values
+    labels = np.arange(20) % 2
+    got = streaming_compute(_streamed(probs, labels, [20], num_bins=5))
+    expected = metrics.classwise_calibration_error(probs, labels, 5)
+    assert got["classwise_ece"] == pytest.approx(expected, abs=1e-7)
+    assert np.isin(probs, (np.arange(1, 5) / 5).astype(np.float32)).sum() >= 8  # on edges
+    padded = np.concatenate([probs, np.tile([[0.99, 0.01]], (12, 1)).astype(np.float32)])
+    mask = np.arange(32) < 20
+    masked = streaming_update(streaming_init(2, 5), padded, np.zeros(32, int), mask)
+    assert streaming_compute(masked)["examples"] == 20
+    masked = streaming_update(
+        streaming_init(2, 5), padded, np.concatenate([labels, np.zeros(12, int)]), mask
+    )
+    assert streaming_compute(masked) == pytest.approx(got)
+
+
+def test_row_sums_within_1e_3_are_taken_and_beyond_are_refused():
+    state = streaming_init(2)
+    taken = streaming_update(state, np.array([[0.5, 0.5004]], np.float32), np.array([0]))
+    assert streaming_compute(taken)["examples"] == 1
+    refused = streaming_update(state, np.array([[0.5, 0.505]], np.float32), np.array([0]))
+    with pytest.raises(ValueError, match="1 invalid rows"):
+        streaming_compute(refused)
+
+
+def test_wide_host_inputs_are_not_wrapped_or_rounded_to_zero_silently():
+    """Labels beyond int32 used to wrap into a valid class (2**32 became 0, counted correct);
+    a float64 probability that rounds to 0 in a float32 state would give an NLL of inf."""
+    state = streaming_init(3)
+    wrapped = streaming_update(state, np.ones((1, 3)) / 3, np.array([2**32], np.int64))
+    with pytest.raises(ValueError, match="1 invalid rows"):
+        streaming_compute(wrapped)
+    tiny = np.array([[1 - 1e-50, 1e-50, 0.0]])
+    with pytest.raises(ValueError, match="round to 0 in the state's float32"):
+        streaming_update(state, tiny, np.array([1]))
+
+
+def test_corrupt_or_mismatched_states_are_refused():
+    state = _streamed(*_problem(12, 30, 3), [30])
+    corrupt = state._replace(nll=jnp.array([jnp.nan, 0.0], jnp.float32))
+    with pytest.raises(ValueError, match="NaN or infinite sums in \\['nll'\\]"):
+        streaming_compute(corrupt)
+    malformed = state._replace(bin_count=jnp.zeros(15))
+    with pytest.raises(ValueError, match="not a state made by streaming_init"):
+        streaming_update(malformed, np.ones((1, 3)) / 3, np.array([0]))
+    with jax.enable_x64(True):
+        wide = streaming_init(3, dtype=jnp.float64)
+        with pytest.raises(ValueError, match="same classes, bins and dtype"):
+            streaming_merge(state, wide)

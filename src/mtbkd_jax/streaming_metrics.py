@@ -12,35 +12,43 @@ ECE are all sums over examples of per-example or per-bin terms, so a state of
 - :func:`streaming_update` adds a batch; it is pure and jit-compiled, so it runs inside a
   ``jax.lax.scan`` or a jitted loop of the user's, and takes a ``mask`` for the padding of a
   last, short batch;
-- :func:`streaming_merge` adds two states (the same as ``jax.tree.map(jnp.add, ...)`` up to
-  rounding; a ``jax.lax.psum`` of the state over a device axis also works);
+- :func:`streaming_merge` adds two states (a ``jax.lax.psum`` of the state over a device axis
+  also works, to float rounding: its counts are exact below ``2**24`` in all);
 - :func:`streaming_compute` and :func:`streaming_reliability_bins` turn a state into the
   figures of :func:`~mtbkd_jax.metrics.classification_metrics` and
   :func:`~mtbkd_jax.metrics.reliability_bins`, on the host.
 - :func:`streaming_classification_metrics` does all of it over an iterable of
-  ``(probs, labels)`` batches.
+  ``(probs, labels)`` or ``(probs, labels, mask)`` batches.
 
-**Same figures as the batch metrics.** The bins are those of
-:func:`~mtbkd_jax.metrics.reliability_bins`: ``[k/B, (k+1)/B)``, the last closed on the right,
-with the edges ``k/B`` correctly rounded. For float32 probabilities each edge is the smallest
-float32 at or above ``k/B``, so a confidence lands in the bin that the float64 batch metric
-(which first converts it to float64) gives it, exactly: a confidence of ``np.float32(0.7)``,
-which is below 0.7, is not promoted into the bin above. Ties in the top class go to the first
-class, as ``argmax`` does. Accuracy and the bin counts are therefore exact. The sums of
-confidences, log-probabilities and squared errors agree with the float64 batch metrics to
-float32 rounding (tested: NLL and Brier to 1e-6 relative; the ECEs, which are differences of
-such sums, to 1e-6 absolute).
+**Same figures as the batch metrics**, on the probabilities in the state's dtype (float32
+unless ``jax_enable_x64``). The bins are those of :func:`~mtbkd_jax.metrics.reliability_bins`:
+``[k/B, (k+1)/B)``, the last closed on the right, with the edges ``k/B`` correctly rounded. For
+float32 probabilities each edge is the smallest float32 at or above ``k/B``, so a confidence
+lands in the bin that the float64 batch metric (which first converts it to float64) gives it,
+exactly: a confidence of ``np.float32(0.7)``, which is below 0.7, is not promoted into the bin
+above. Ties in the top class go to the first class, as ``argmax`` does. Accuracy and every
+count are exact. The sums of confidences, log-probabilities and squared errors agree with the
+float64 batch metrics to float32 rounding (tested: NLL and Brier to 1e-6 relative; the ECEs,
+which are differences of such sums, to 1e-6 absolute), in one batch of two million rows as in
+many small ones (a batch's per-bin sums are summed in chunks of 4,096 rows). Subnormal
+probabilities, which XLA on a CPU treats as zero, get their exact log. Float64 NumPy input to a
+float32 state is rounded to float32 first (two probabilities 1e-12 apart can then tie);
+values that would round to 0 are refused, since their log would be ``-inf``.
 
-**Sums that stay exact over many batches.** Every statistic is kept as a compensated pair
-(Neumaier's variant of Kahan summation: a running total and the rounding it lost), so that the
-error does not grow with the number of batches. A plain float32 count stops growing at
-``2**24 = 16,777,216`` examples; the pair counts exactly to about ``2**48``.
+**Sums that stay exact over many batches.** Every statistic is kept as a double-float pair (a
+running total and the rounding it lost, renormalised after each addition), and counts are added
+from exact integer sums: a plain float32 count stops growing at ``2**24 = 16,777,216`` examples,
+the pair counts exactly to about ``2**47``, and the error of the sums does not grow with the
+number of batches.
 
 **No silent NaN.** Rows whose probabilities are not finite, negative, or do not sum to 1
-(within 1e-3, as the batch metrics), or whose label is outside ``0..num_classes - 1``, are
-counted in the state and left out of the sums (the values cannot be checked inside ``jit``);
-:func:`streaming_compute` refuses a state that holds any. A probability of exactly 0 on the
-label gives an NLL of ``inf``, as the batch metric does, never a clip.
+(within 1e-3 in the state's dtype, as the batch metrics in float64), or whose label is outside
+``0..num_classes - 1`` (checked before any cast to int32), are counted in the state and left out
+of the sums (the values cannot be checked inside ``jit``); :func:`streaming_compute` refuses a
+state that holds any, or a corrupt state. A probability of exactly 0 on the label gives an NLL
+of ``inf``, as the batch metric does, never a clip. Inputs the batch metrics convert (float
+labels holding whole numbers, integer probabilities, ``num_bins=15.0``) are refused here:
+inside ``jit`` a float label cannot be checked to be whole.
 
 **Not streamable exactly**, so not here: the equal-mass errors of :mod:`mtbkd_jax.calibration`
 (their bins are quantiles of all the confidences) and the selective-prediction metrics of
@@ -56,6 +64,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
+
+from mtbkd_jax._float_exactness import (
+    add,
+    add_count,
+    chunked_segment_sum,
+    exact_float_value,
+    interior_edges,
+    log_probability,
+    negative_rows,
+)
+from mtbkd_jax._streaming_checks import check_batch, check_state_fields, narrowed
 
 __all__ = [
     "StreamingMetricsState",
@@ -150,42 +169,11 @@ def streaming_init(
     )
 
 
-def _interior_edges(num_bins: int, dtype: np.dtype) -> np.ndarray:
-    """The edges ``k / num_bins``, ``0 < k < num_bins``, each rounded up to ``dtype``: a value
-    of ``dtype`` is at or above the rounded edge exactly when it is at or above ``k / B``."""
-    exact = np.arange(1, num_bins) / num_bins  # float64, correctly rounded
-    rounded = exact.astype(dtype)
-    below = rounded.astype(np.float64) < exact
-    return np.where(below, np.nextafter(rounded, np.array(np.inf, dtype)), rounded)
-
-
-def _add(pair: jax.Array, value: jax.Array) -> jax.Array:
-    """Neumaier's compensated sum: ``pair`` is ``(total, lost)``; adds ``value`` to it."""
-    total, lost = pair[0], pair[1]
-    new = total + value
-    big_total = jnp.abs(total) >= jnp.abs(value)
-    lost = lost + jnp.where(big_total, (total - new) + value, (value - new) + total)
-    return jnp.stack([new, lost])
-
-
-def _check_batch(
-    state: StreamingMetricsState, probs: jax.Array, labels: jax.Array, mask: jax.Array | None
-) -> None:
-    """Shapes and dtypes, the only things known while tracing."""
-    classes = state.num_classes
-    if probs.ndim != 2 or probs.shape[1] != classes:
-        raise ValueError(f"probs must have shape (N, {classes}), got {probs.shape}")
-    if not jnp.issubdtype(probs.dtype, jnp.floating):
-        raise ValueError(f"probs must be floating point, got dtype {probs.dtype}")
-    if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.shape != probs.shape[:1]:
-        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
-    if mask is not None and (mask.shape != probs.shape[:1] or mask.dtype != jnp.bool_):
-        raise ValueError(
-            f"mask must be a boolean array of shape ({probs.shape[0]},), "
-            f"got {mask.dtype} {mask.shape}"
-        )
+# the statistics that count examples (added exactly from int32 sums); the others sum floats
+_COUNTS = frozenset(
+    {"examples", "correct", "nll_infinite", "invalid", "bin_count", "bin_correct"}
+    | {"class_count", "class_hits"}
+)
 
 
 @jax.jit
@@ -195,52 +183,59 @@ def _update(
     dtype = state.examples.dtype
     num_classes, num_bins = state.num_classes, state.num_bins
     probs = probs.astype(dtype)  # float16/bfloat16 widen exactly
-    labels = labels.astype(jnp.int32)
-    finite = jnp.isfinite(probs).all(-1) & (probs >= 0).all(-1)
+    in_range = (labels >= 0) & (labels < num_classes)  # before any cast can wrap a label
+    finite = jnp.isfinite(probs).all(-1) & ~negative_rows(probs)
     sums_to_one = jnp.abs(probs.sum(-1) - 1) <= _SUM_TOLERANCE
-    valid = finite & sums_to_one & (labels >= 0) & (labels < num_classes)
-    weight = (mask & valid).astype(dtype)
-    invalid = (mask & ~valid).astype(dtype).sum()
+    valid = finite & sums_to_one & in_range
+    use = mask & valid
     probs = jnp.where(valid[:, None], probs, 1.0 / num_classes)  # no NaN into the sums
-    labels = jnp.where(valid, labels, 0)
-    edges = jnp.asarray(_interior_edges(num_bins, np.dtype(dtype)))
+    labels = jnp.where(valid, labels, 0).astype(jnp.int32)
+    edges = jnp.asarray(interior_edges(num_bins, np.dtype(dtype)))
+    weight, counted = use.astype(dtype), use.astype(jnp.int32)
 
     confidence = probs.max(-1)
-    correct = (probs.argmax(-1) == labels).astype(dtype)
-    label_prob = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
-    zero = label_prob == 0
-    nll_terms = -jnp.log(jnp.where(zero, 1.0, label_prob))
+    correct = probs.argmax(-1) == labels
+    log_label_prob, zero = log_probability(
+        jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
+    )
     one_hot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
     brier_terms = ((probs - one_hot) ** 2).sum(-1)
 
-    def binned(values: jax.Array, index: jax.Array, segments: int) -> jax.Array:
-        return jax.ops.segment_sum(values, index, num_segments=segments)
-
     top_bin = jnp.searchsorted(edges, confidence, side="right")
-    class_bin = jnp.searchsorted(edges, probs, side="right")  # (N, C)
-    flat = (jnp.arange(num_classes)[None, :] * num_bins + class_bin).reshape(-1)
-    per_class = jnp.broadcast_to(weight[:, None], probs.shape)
+    class_bin = jnp.arange(num_classes) * num_bins + jnp.searchsorted(edges, probs, side="right")
+    per_class = jnp.broadcast_to(counted[:, None], probs.shape)
 
-    def class_sums(values: jax.Array) -> jax.Array:
-        return binned(values.reshape(-1), flat, num_classes * num_bins).reshape(
+    def counts(values: jax.Array, segments: jax.Array, size: int) -> jax.Array:
+        return jax.ops.segment_sum(values.reshape(-1), segments.reshape(-1), num_segments=size)
+
+    def sums(values: jax.Array, segments: jax.Array, size: int) -> jax.Array:
+        return chunked_segment_sum(values, segments, size)
+
+    classes = num_classes * num_bins
+    increments = {
+        "examples": counted.sum(),
+        "correct": (counted * correct).sum(),
+        "nll": (weight * jnp.where(zero, 0.0, -log_label_prob)).sum(),
+        "nll_infinite": (counted * zero).sum(),
+        "brier": (weight * brier_terms).sum(),
+        "invalid": (mask & ~valid).astype(jnp.int32).sum(),
+        "bin_count": counts(counted, top_bin, num_bins),
+        "bin_confidence": sums(weight * confidence, top_bin, num_bins),
+        "bin_correct": counts(counted * correct, top_bin, num_bins),
+        "class_count": counts(per_class, class_bin, classes).reshape(num_classes, num_bins),
+        "class_probability": sums(weight[:, None] * probs, class_bin, classes).reshape(
             num_classes, num_bins
-        )
-
-    increments = StreamingMetricsState(
-        examples=weight.sum(),
-        correct=(weight * correct).sum(),
-        nll=(weight * jnp.where(zero, 0.0, nll_terms)).sum(),
-        nll_infinite=(weight * zero).sum(),
-        brier=(weight * brier_terms).sum(),
-        invalid=invalid,
-        bin_count=binned(weight, top_bin, num_bins),
-        bin_confidence=binned(weight * confidence, top_bin, num_bins),
-        bin_correct=binned(weight * correct, top_bin, num_bins),
-        class_count=class_sums(per_class),
-        class_probability=class_sums(per_class * probs),
-        class_hits=class_sums(per_class * one_hot),
+        ),
+        "class_hits": counts(per_class * (one_hot > 0), class_bin, classes).reshape(
+            num_classes, num_bins
+        ),
+    }
+    return StreamingMetricsState(
+        **{
+            name: (add_count if name in _COUNTS else add)(pair, increments[name])
+            for name, pair in state._asdict().items()
+        }
     )
-    return StreamingMetricsState(*map(_add, state, increments))
 
 
 def streaming_update(
@@ -263,49 +258,52 @@ def streaming_update(
     Invalid rows (see the module's notes) are counted, not added; :func:`streaming_compute`
     refuses a state that has any.
     """
-    if not isinstance(state, StreamingMetricsState):
-        raise ValueError(
-            f"state must be a StreamingMetricsState (from streaming_init), got {type(state)}"
-        )
+    _check_state(state, "state")
+    probs, labels = narrowed(probs, labels, state.num_classes, state.examples.dtype)
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)
     mask_array = None if mask is None else jnp.asarray(mask)
-    _check_batch(state, probs, labels, mask_array)
+    check_batch(probs, labels, mask_array, state.num_classes)
     if mask_array is None:
         mask_array = jnp.ones(labels.shape, bool)
     return _update(state, probs, labels, mask_array)
+
+
+def _check_state(state: object, name: str) -> None:
+    if not isinstance(state, StreamingMetricsState):
+        raise ValueError(
+            f"{name} must be a StreamingMetricsState (from streaming_init), got {type(state)}"
+        )
+    check_state_fields(list(state), name)
 
 
 def streaming_merge(
     first: StreamingMetricsState, second: StreamingMetricsState
 ) -> StreamingMetricsState:
     """The state of both states' examples (e.g. one per device, process or data shard)."""
-    for name, state in (("first", first), ("second", second)):
-        if not isinstance(state, StreamingMetricsState):
-            raise ValueError(f"{name} must be a StreamingMetricsState, got {type(state)}")
-    if jax.tree.map(jnp.shape, first) != jax.tree.map(jnp.shape, second):
+    _check_state(first, "first")
+    _check_state(second, "second")
+    same_dtype = jnp.result_type(first.examples) == jnp.result_type(second.examples)
+    if jax.tree.map(jnp.shape, first) != jax.tree.map(jnp.shape, second) or not same_dtype:
         raise ValueError(
-            f"first and second must have the same classes and bins, got "
+            f"first and second must have the same classes, bins and dtype, got "
             f"({first.num_classes}, {first.num_bins}) and ({second.num_classes}, "
             f"{second.num_bins})"
         )
 
-    def merge(a: jax.Array, b: jax.Array) -> jax.Array:
-        added = _add(a, b[0])
-        return added.at[1].add(b[1])
-
-    return StreamingMetricsState(*map(merge, first, second))
+    return StreamingMetricsState(
+        *(add(add(a, b[0]), b[1]) for a, b in zip(first, second, strict=True))
+    )
 
 
 def _values(state: StreamingMetricsState) -> dict[str, np.ndarray]:
     """Each statistic as float64 on the host (total plus its lost rounding); refuses a state
     with no example or with invalid rows."""
-    if not isinstance(state, StreamingMetricsState):
-        raise ValueError(f"state must be a StreamingMetricsState, got {type(state)}")
-    values = {
-        name: np.asarray(pair[0], np.float64) + np.asarray(pair[1], np.float64)
-        for name, pair in state._asdict().items()
-    }
-    if values["invalid"] > 0:
+    _check_state(state, "state")
+    values = {name: exact_float_value(pair) for name, pair in state._asdict().items()}
+    broken = [name for name, value in values.items() if not np.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"state holds NaN or infinite sums in {broken}: it is corrupt")
+    if values["invalid"] != 0:
         raise ValueError(
             f"state holds {values['invalid']:.0f} invalid rows (probabilities not finite, "
             "negative or not summing to 1 within 1e-3, or labels outside "
@@ -352,15 +350,19 @@ def streaming_reliability_bins(
 
 
 def streaming_classification_metrics(
-    batches: Iterable[tuple[ArrayLike, ArrayLike]],
+    batches: Iterable[tuple[ArrayLike, ...]],
     num_classes: int,
     num_bins: int = 15,
+    dtype: Any = None,
 ) -> dict[str, float]:
-    """:func:`streaming_compute` of every ``(probs, labels)`` batch of ``batches`` (a list,
-    or a generator that scores one chunk at a time), added in turn."""
-    state = streaming_init(num_classes, num_bins)
+    """:func:`streaming_compute` of every ``(probs, labels)`` or ``(probs, labels, mask)``
+    batch of ``batches`` (a list, or a generator that scores one chunk at a time), added in
+    turn to a state of ``dtype`` (:func:`streaming_init`'s)."""
+    state = streaming_init(num_classes, num_bins, dtype)
     for k, batch in enumerate(batches):
-        if not isinstance(batch, tuple | list) or len(batch) != 2:
-            raise ValueError(f"batches must yield (probs, labels) pairs; item {k} is not one")
+        if not isinstance(batch, tuple | list) or len(batch) not in (2, 3):
+            raise ValueError(
+                f"batches must yield (probs, labels) or (probs, labels, mask); item {k} is not one"
+            )
         state = streaming_update(state, *batch)
     return streaming_compute(state)

@@ -1,0 +1,73 @@
+"""The checks of :mod:`mtbkd_jax.streaming_metrics` that run on the host, outside ``jit``:
+a batch's shapes and dtypes, a state's structure, and host arrays wider than the state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["check_batch", "check_state_fields", "narrowed"]
+
+
+def check_batch(probs: jax.Array, labels: jax.Array, mask: jax.Array | None, classes: int) -> None:
+    """Shapes and dtypes, the only things known while tracing."""
+    if probs.ndim != 2 or probs.shape[1] != classes:
+        raise ValueError(f"probs must have shape (N, {classes}), got {probs.shape}")
+    if not jnp.issubdtype(probs.dtype, jnp.floating):
+        raise ValueError(f"probs must be floating point, got dtype {probs.dtype}")
+    if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != probs.shape[:1]:
+        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
+    if mask is not None and (mask.shape != probs.shape[:1] or mask.dtype != jnp.bool_):
+        raise ValueError(
+            f"mask must be a boolean array of shape ({probs.shape[0]},), "
+            f"got {mask.dtype} {mask.shape}"
+        )
+
+
+def check_state_fields(fields: list, name: str) -> None:
+    """Raise unless a state's fields are consistent compensated pairs of one float dtype:
+    six scalars, three ``(num_bins,)`` and three ``(num_classes, num_bins)``."""
+    shapes = [np.shape(field) for field in fields]
+    dtypes = {jnp.result_type(field) for field in fields}
+    scalar, bins, classes = shapes[0], shapes[6], shapes[9]
+    expected = [scalar] * 6 + [bins] * 3 + [classes] * 3
+    well_formed = (
+        scalar == (2,)
+        and len(bins) == 2
+        and bins[0] == 2
+        and len(classes) == 3
+        and (classes[0], classes[2]) == (2, bins[1])
+        and shapes == expected
+        and len(dtypes) == 1
+        and dtypes <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)}
+    )
+    if not well_formed:
+        raise ValueError(
+            f"{name} is not a state made by streaming_init and its updates: fields of shapes "
+            f"{shapes} and dtypes {sorted(map(str, dtypes))}"
+        )
+
+
+def narrowed(probs: ArrayLike, labels: ArrayLike, num_classes: int, dtype: Any) -> tuple:
+    """Host arrays wider than the state: labels that a cast to int32 would wrap become -1
+    (invalid), and probabilities that would round to 0 are refused (their NLL would be inf)."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
+        in_range = (labels >= 0) & (labels < num_classes)
+        labels = np.where(in_range, labels, -1).astype(np.int32)
+    dtype = np.dtype(dtype)
+    if isinstance(probs, np.ndarray) and probs.dtype.kind == "f" and probs.dtype != dtype:
+        if probs.dtype.itemsize > dtype.itemsize:
+            lost = (probs != 0) & (probs.astype(dtype) == 0)
+            if lost.any():
+                raise ValueError(
+                    f"probs hold {int(lost.sum())} nonzero value(s) that round to 0 in the "
+                    f"state's {dtype} (the smallest: {probs[lost].min():.3g}); their log would "
+                    "be -inf: use a float64 state (jax_enable_x64) or pass float32 probabilities"
+                )
+    return probs, labels
