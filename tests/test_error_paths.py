@@ -761,3 +761,124 @@ def test_bank_select_of_the_wrong_type(teachers, pattern):
     bank = mk.TeacherBank.from_logits(np.zeros((2, 4, C)), names=["a", "b"])
     with pytest.raises(TypeError, match=pattern):
         bank.select(teachers)
+
+
+# --------------------------------------------------------------------------- audit 22: 11, 12, keys
+def _own_model(student, prior):
+    """The README's own-model recipe: a student and a teacher prior in one data plate."""
+
+    def model(inputs, labels=None):
+        network = student.network(inputs.shape[1:])
+        with numpyro.plate("data", inputs.shape[0]) as idx:
+            logits = network(inputs[idx])
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=labels)
+            mk.teacher_prior_factor("teacher_prior", logits, prior.take(idx), prior_power=0.1)
+
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:.*Out-of-support values:UserWarning")
+@pytest.mark.parametrize("guide", ["delta", "normal"])
+def test_svi_that_cannot_start_names_the_sites_as_nuts_does(data, student, guide):
+    """Finding 11: with a label out of range, ``run_map`` / ``run_svi`` gave NumPyro's bare
+    "Cannot find valid initial parameters"; they now name the site, as ``run_nuts`` does."""
+    x, y = data
+    bank = mk.TeacherBank.from_logits(np.random.default_rng(1).normal(size=(2, N, C)))
+    model = _own_model(student, mk.TeacherPrior.build(bank, concentration=10.0))
+    bad = y.copy()
+    bad[4] = C
+    with pytest.raises(
+        ValueError,
+        match=r"SVI found no starting point with a finite log density: at all weights zero "
+        r"the log density of \['y'\] is not finite\. Check the model's data and priors",
+    ):
+        mk.run_svi(KEY, model, x, bad, guide=guide, num_steps=2, num_draws=1, **FAST)
+
+
+def test_svi_passes_on_a_models_own_runtime_error(data):
+    """Only NumPyro's "Cannot find valid initial parameters" is translated."""
+    x, y = data
+    model = RuntimeErrorAfterFirstTrace(full_batch_model)
+    with pytest.raises(RuntimeError, match=r"the model's own failure on call 2"):
+        mk.run_map(KEY, model, x, y, num_steps=2, **FAST)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "pattern"),
+    [
+        (
+            lambda t: -1e-3 + 0 * t,
+            r"step_size \(a schedule\) at step 0 must be a finite number > 0, got -0\.001",
+        ),
+        (
+            lambda t: jnp.full(3, 1e-5),
+            r"step_size \(a schedule\) at step 0 must return a scalar, got shape \(3,\)",
+        ),
+        (
+            lambda t: jnp.where(t >= 3, jnp.nan, 1e-3),
+            r"step_size \(a schedule\) at step 3 must be a finite number > 0, got nan",
+        ),
+        (
+            lambda t: jnp.where(t >= 1, 0.0, 1e-3),
+            r"step_size \(a schedule\) at step 1 must be a finite number > 0, got 0\.0",
+        ),
+        (lambda t: "1e-3", r"step_size \(a schedule\) at step 0 must be a number, got '1e-3'"),
+    ],
+    ids=["negative", "array", "nan-at-the-last-step", "zero-after-the-first", "string"],
+)
+def test_sgmcmc_step_size_schedule_is_checked_at_a_few_steps(data, schedule, pattern):
+    """Finding 12: a schedule's values were not checked; a negative one was blamed on the step
+    size ("lower step_size") and an array failed deep in the kernel. (4 steps: 20 examples,
+    batches of 5, one epoch.)"""
+    x, y = data
+    error = TypeError if isinstance(schedule(0), str) else ValueError
+    with pytest.raises(error, match=pattern):
+        mk.run_sgmcmc(KEY, minibatch_model, x, y, step_size=schedule, **SGMCMC)
+
+
+@pytest.mark.parametrize("sampler", ["sgld", "cyclical_sgld"])
+def test_the_package_schedules_pass_the_check(sampler):
+    from mtbkd_jax.infer._plan import step_schedules
+
+    for schedule in (
+        schedules.constant(1e-3),
+        schedules.polynomial_decay(1e-3, 1.0, 0.55),
+        schedules.cyclical(1e-3, 10),
+    ):
+        got, _, _ = step_schedules(sampler, schedule, 1000, 4, 0.25)
+        assert got is schedule
+
+
+@pytest.mark.parametrize(
+    ("key", "pattern"),
+    [
+        (jax.random.split(KEY, 2), r"got a typed key array of shape \(2,\)"),
+        (
+            jax.random.split(jax.random.PRNGKey(0), 2),
+            r"got a raw uint32 key array of shape \(2, 2\)",
+        ),
+        (np.zeros(3, np.uint32), r"got a raw uint32 key array of shape \(3,\)"),
+    ],
+    ids=["typed-batch", "raw-batch", "raw-of-three"],
+)
+@pytest.mark.parametrize("front_end", ["run_map", "run_sgmcmc", "run_nuts"])
+def test_a_batch_of_keys_is_refused_naming_rng_key(data, key, pattern, front_end):
+    """A batch of keys passed ``require_key`` and failed in ``jax.random.split``; a raw key
+    of shape (3,) failed with JAX's "invalid PRNG key data"."""
+    x, y = data
+    run = {
+        "run_map": lambda: mk.run_map(key, full_batch_model, x, y, num_steps=1, **FAST),
+        "run_sgmcmc": lambda: mk.run_sgmcmc(key, minibatch_model, x, y, **SGMCMC),
+        "run_nuts": lambda: mk.run_nuts(
+            key, full_batch_model, x, y, num_warmup=1, num_draws=1, **FAST
+        ),
+    }[front_end]
+    with pytest.raises(ValueError, match=r"rng_key must be a single JAX PRNG key: .*" + pattern):
+        run()
+
+
+def test_a_single_raw_key_is_still_taken(data):
+    x, y = data
+    for key in (jax.random.PRNGKey(0), np.asarray(jax.random.PRNGKey(0))):
+        posterior = mk.run_map(key, full_batch_model, x, y, num_steps=1, **FAST)
+        assert posterior.num_draws == 1

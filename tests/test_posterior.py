@@ -275,3 +275,25 @@ def test_model_validates_hyperparameters(problem):
         MTBKDModel(object(), model.teachers)
     with pytest.raises(TypeError, match="teachers"):
         MTBKDModel(model.student, np.zeros((1, 2, 3)))
+
+
+def test_log_likelihood_of_new_data_checks_its_labels(problem):
+    """Labels out of range gave -inf pointwise log-likelihoods (which feed az.loo), labels
+    without inputs were ignored for the training labels, and float or short labels failed
+    inside JAX: each is now refused with the argument named."""
+    x, y, model = problem
+    mode = run_map(jax.random.key(0), model, x, y, num_steps=5, progress_bar=False)
+    fine = mode.log_likelihood(x[:6], y[:6])["y"]
+    assert fine.shape[-1] == 6 and np.isfinite(fine).all()
+    cases = [
+        ({"inputs": x, "labels": np.full(40, 3)}, r"labels must lie in 0\.\.2"),
+        ({"inputs": x, "labels": np.full(40, -1)}, r"labels must lie in 0\.\.2"),
+        ({"labels": (y + 1) % 3}, "labels were given without inputs"),
+        ({"inputs": x, "labels": np.zeros(5, int)}, "labels has 5 entries but the inputs have 40"),
+        ({"inputs": x}, "needs their labels"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            mode.log_likelihood(**kwargs)
+    with pytest.raises(TypeError, match="labels must hold integer class indices"):
+        mode.log_likelihood(x, np.full(40, 1.5))

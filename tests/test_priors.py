@@ -203,3 +203,89 @@ def test_prior_build_validates_hyperparameters():
     with pytest.raises(TypeError, match="prior"):
         teacher_prior_factor("t", jnp.zeros((3, 2)), "not a prior")
     assert float(prior.temperature) == 1.0
+
+
+# ------------------------------------------------------ audit 22: findings 6 (take) and 7 (weights)
+def test_take_refuses_concrete_indices_out_of_range():
+    """``TeacherPrior.take([0, 7])`` on a 5-example prior used to fill row 7 with NaN (a NaN
+    log density); concrete indices are now checked as ``TeacherBank.take`` checks them."""
+    rng = np.random.default_rng(0)
+    prior = TeacherPrior.build(
+        TeacherBank.from_logits(rng.normal(size=(2, 5, 3))), concentration=10.0
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"indices must lie in 0\.\.4 \(the teacher prior has 5 examples\), got 0\.\.7",
+    ):
+        prior.take(np.array([0, 7]))
+    with pytest.raises(ValueError, match=r"indices must lie in 0\.\.4 .* got -1\.\.2"):
+        prior.take(jnp.array([-1, 2]))
+    with pytest.raises(TypeError, match=r"indices must hold integers, got dtype float64"):
+        prior.take(np.array([0.0, 1.0]))
+    # in range: eager and traced (inside jit, not checked) agree
+    index = np.array([4, 0])
+    eager = prior.take(index).log_density(jnp.zeros((2, 3)))
+    traced = jax.jit(lambda i: prior.take(i).log_density(jnp.zeros((2, 3))))(jnp.asarray(index))
+    assert np.isfinite(np.asarray(eager)).all()
+    np.testing.assert_allclose(traced, eager, rtol=1e-6)
+
+
+def test_run_map_with_a_prior_built_for_fewer_examples_names_the_indices():
+    """The README's own-model recipe with the prior built on 15 examples and data of 20:
+    ``run_map`` used to report NumPyro's bare "Cannot find valid initial parameters"."""
+    from flax import nnx
+
+    import mtbkd_jax as mk
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 20)
+    prior = TeacherPrior.build(
+        TeacherBank.from_logits(rng.normal(size=(2, 15, 3))), concentration=10.0
+    )
+    student = mk.Student(mk.MLP(3, 3, hidden=(2,), rngs=nnx.Rngs(0)))
+
+    def my_model(x, y=None):
+        network = student.network(x.shape[1:])
+        with numpyro.plate("data", x.shape[0]) as idx:
+            logits = network(x[idx])
+            numpyro.sample("y", numpyro.distributions.Categorical(logits=logits), obs=y)
+            teacher_prior_factor("teacher_prior", logits, prior.take(idx), prior_power=0.1)
+
+    with pytest.raises(
+        ValueError,
+        match=r"indices must lie in 0\.\.14 \(the teacher prior has 15 examples\), got 0\.\.19",
+    ):
+        mk.run_map(
+            jax.random.key(0),
+            my_model,
+            x,
+            y,
+            num_steps=2,
+            logits_fn=student.logits,
+            progress_bar=False,
+        )
+
+
+def test_mixture_refuses_weights_whose_columns_do_not_sum_to_one():
+    """Weights of ones (columns summing to 2) gave a ``mean`` summing to 2 and a ``log_prob``
+    off by ``log 2``; they are refused, and weights within 1e-3 of the simplex normalised."""
+    p = jax.nn.softmax(jnp.arange(12.0).reshape(2, 2, 3))
+    q = jnp.full((2, 3), 1 / 3)
+    with pytest.raises(
+        ValueError,
+        match=r"weights must have columns .* summing to 1 \(within 1e-3\), got a sum of 2 at "
+        r"index \(0,\)",
+    ):
+        TeacherMixtureDirichlet(p, jnp.ones((2, 2)), 10.0)
+    with pytest.raises(
+        ValueError, match=r"weights must have columns .* got a sum of 0 at index \(1,\)"
+    ):
+        TeacherMixtureDirichlet(p, jnp.array([[1.0, 0.0], [0.0, 0.0]]), 10.0)
+    half = TeacherMixtureDirichlet(p, jnp.full((2, 2), 0.5), 10.0)
+    near = TeacherMixtureDirichlet(p, jnp.full((2, 2), 0.5004), 10.0)  # within 1e-3: normalised
+    np.testing.assert_allclose(near.mean.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(near.log_prob(q), half.log_prob(q), rtol=1e-6)
+    # traced weights are not checked, but normalised: the distribution agrees with itself
+    traced = jax.jit(lambda w: TeacherMixtureDirichlet(p, w, 10.0).log_prob(q))(jnp.ones((2, 2)))
+    np.testing.assert_allclose(traced, half.log_prob(q), rtol=1e-6)

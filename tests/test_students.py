@@ -92,3 +92,56 @@ def test_bad_arguments():
         Student(linen.Dense(3), feature_extractor=3)
     with pytest.raises(ValueError, match="activation"):
         MLP(2, 2, activation="gelu", rngs=nnx.Rngs(0))
+
+
+# ------------------------------------------------------------------ audit 22, finding 4
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (dict(hidden="16"), TypeError, r"hidden must be a sequence of layer widths, e.g. \(16,\)"),
+        (dict(hidden=16), TypeError, r"hidden must be a sequence of layer widths, e.g. \(16,\)"),
+        (dict(hidden=None), TypeError, r"hidden must be a sequence of layer widths"),
+        (dict(hidden=(0,)), ValueError, r"hidden\[0\] must be an integer >= 1, got 0"),
+        (dict(hidden=(8, -4)), ValueError, r"hidden\[1\] must be an integer >= 1, got -4"),
+        (dict(hidden=(16.7,)), TypeError, r"hidden\[0\] must be an integer >= 1, got 16\.7"),
+        (dict(hidden=(16.0,)), TypeError, r"hidden\[0\] must be an integer"),
+        (dict(in_features=4.9), TypeError, r"in_features must be an integer >= 1, got 4\.9"),
+        (dict(in_features=0), ValueError, r"in_features must be an integer >= 1, got 0"),
+        (dict(num_classes=0), ValueError, r"num_classes must be an integer >= 2, got 0"),
+        (dict(num_classes=1), ValueError, r"num_classes must be an integer >= 2, got 1"),
+        (dict(num_classes=3.0), TypeError, r"num_classes must be an integer >= 2"),
+    ],
+)
+def test_mlp_refuses_bad_sizes(arguments, error, message):
+    settings = dict(in_features=4, num_classes=3, rngs=nnx.Rngs(0)) | arguments
+    in_features, num_classes = settings.pop("in_features"), settings.pop("num_classes")
+    with pytest.raises(error, match=message):
+        MLP(in_features, num_classes, **settings)
+
+
+def test_mlp_accepts_sequences_of_integer_widths():
+    assert MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)).architecture == "4-3 tanh"
+    assert MLP(4, 3, hidden=[8, 5], rngs=nnx.Rngs(0)).architecture == "4-8-5-3 tanh"
+    assert MLP(4, 3, hidden=np.array([6]), rngs=nnx.Rngs(0)).architecture == "4-6-3 tanh"
+    sizes = MLP(np.int64(4), np.int64(3), hidden=(np.int32(2),), rngs=nnx.Rngs(0)).architecture
+    assert sizes == "4-2-3 tanh"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (
+            dict(channels="8"),
+            TypeError,
+            r"channels must be a sequence of layer widths, e.g. \(8, 16\)",
+        ),
+        (dict(channels=8), TypeError, r"channels must be a sequence of layer widths"),
+        (dict(channels=(4, 0)), ValueError, r"channels\[1\] must be an integer >= 1, got 0"),
+        (dict(channels=(4.5,)), TypeError, r"channels\[0\] must be an integer >= 1, got 4\.5"),
+        (dict(num_classes=1), ValueError, r"num_classes must be an integer >= 2, got 1"),
+    ],
+)
+def test_cnn_refuses_bad_sizes(arguments, error, message):
+    settings = dict(num_classes=10, rngs=nnx.Rngs(0)) | arguments
+    with pytest.raises(error, match=message):
+        CNN((8, 8, 1), settings.pop("num_classes"), **settings)

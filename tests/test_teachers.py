@@ -424,6 +424,17 @@ def test_bad_base_raises():
         bank.entropies(base=0)
 
 
+@pytest.mark.parametrize("base", [1.0, 1, 0.5])
+def test_base_at_most_one_raises(base):
+    # audit 22, nit: base 1 gave inf, base 0.5 negative entropies and NaN log-entropies
+    bank = TeacherBank.from_logits(_logits((2, 3, 3), seed=23))
+    with pytest.raises(ValueError, match=r"base must be a finite number > 1, got"):
+        bank.entropies(base=base)
+    with pytest.raises(ValueError, match=r"base must be a finite number > 1, got"):
+        bank.log_entropies(base=base)
+    assert np.isfinite(np.asarray(bank.entropies(base=np.e))).all()  # nats are still fine
+
+
 def test_bad_names_raise():
     logits = _logits((2, 3, 3), seed=24)
     with pytest.raises(ValueError, match="names has 3 entries"):
@@ -459,3 +470,118 @@ def test_from_callables_rejects_a_teacher_with_the_wrong_number_of_rows():
 def test_from_logits_rejects_logits_beyond_float32():
     with pytest.raises(ValueError, match="logits"):
         TeacherBank.from_logits(np.full((1, 2, 3), 1e300))
+
+
+# ------------------------------------------------------------------ audit 22: findings 5, 9, nits
+def test_from_callables_refuses_sklearn_classes_other_than_0_to_k_minus_1(iris):
+    x, y = iris
+    a = LogisticRegression(max_iter=500).fit(x[y != 2], y[y != 2])  # classes_ [0 1]
+    b = LogisticRegression(max_iter=500).fit(x[y != 0], y[y != 0])  # classes_ [1 2]
+    # used to give a 2-class bank whose column 0 meant class 0 for a and class 1 for b
+    with pytest.raises(
+        ValueError, match=r"teachers\[1\] was trained on classes \[1, 2\]; pass num_classes"
+    ):
+        TeacherBank.from_callables([a, b], x)
+    with pytest.raises(
+        ValueError, match=r"teachers\[0\] was trained on classes \[1, 2\]; pass num_classes"
+    ):
+        TeacherBank.from_callables([b], x)
+    # a teacher trained on 0..k-1 needs no num_classes
+    assert TeacherBank.from_callables([a], x).num_classes == 2
+
+
+def test_from_callables_refuses_sklearn_classes_it_cannot_place(iris):
+    x, y = iris
+    strings = LogisticRegression(max_iter=500).fit(x, np.array(["a", "b", "c"])[y])
+    with pytest.raises(
+        ValueError, match=r"teachers\[0\] .*\['a', 'b', 'c'\]; classes must be integers"
+    ):
+        TeacherBank.from_callables([strings], x, num_classes=3)
+    with pytest.raises(ValueError, match=r"teachers\[0\] .*classes must be integers"):
+        TeacherBank.from_callables([strings], x)
+    low = LogisticRegression(max_iter=500).fit(x[y != 2], y[y != 2])  # classes_ [0 1]
+    high = LogisticRegression(max_iter=500).fit(x[y != 0], y[y != 0])  # classes_ [1 2]
+    # a teacher trained on labels 1..C with num_classes=C used to fail with a bare IndexError
+    with pytest.raises(ValueError, match=r"teachers\[1\] .*\[1, 2\]; with num_classes=2 .*0\.\.1"):
+        TeacherBank.from_callables([low, high], x, num_classes=2)
+    with pytest.raises(TypeError, match="num_classes must be an integer >= 2"):
+        TeacherBank.from_callables([low], x, num_classes=3.0)
+
+
+def test_from_callables_places_sklearn_columns_by_classes(iris):
+    x, y = iris
+    high = LogisticRegression(max_iter=500).fit(x[y != 0], y[y != 0])  # classes_ [1 2]
+    full = LogisticRegression(max_iter=500).fit(x, y)
+    bank = TeacherBank.from_callables([full, high], x, num_classes=3, names=["full", "high"])
+    assert bank.log_probs.shape == (2, 150, 3)
+    probs = np.asarray(bank.probs())
+    np.testing.assert_allclose(probs[1][:, 1:], high.predict_proba(x), atol=1e-6)
+    np.testing.assert_array_equal(probs[1][:, 0], 0.0)
+    np.testing.assert_allclose(probs[0], full.predict_proba(x), atol=1e-6)
+    # float labels holding whole numbers are integer classes too
+    floats = LogisticRegression(max_iter=500).fit(x, y.astype(np.float64))
+    np.testing.assert_allclose(
+        np.asarray(TeacherBank.from_callables([floats], x).probs()[0]),
+        floats.predict_proba(x),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("atol", "error", "message"),
+    [
+        ("1e-3", TypeError, r"atol must be a number, got '1e-3'"),
+        (-1, ValueError, r"atol must be a finite number > 0, got -1"),
+        (0.0, ValueError, r"atol must be a finite number > 0"),
+        (np.nan, ValueError, r"atol must be a finite number > 0"),
+        (1.0, ValueError, r"atol must be a finite number in \(0, 1\), got 1\.0"),
+        (2.5, ValueError, r"atol must be a finite number in \(0, 1\)"),
+    ],
+)
+def test_from_probs_refuses_a_bad_atol(atol, error, message):
+    with pytest.raises(error, match=message):
+        TeacherBank.from_probs(np.full((1, 3, 3), 1 / 3), atol=atol)
+
+
+def test_from_probs_refuses_a_row_of_zeros():
+    # with atol=1 this row used to pass and give NaN log-probabilities read as entropy 0
+    probs = np.full((1, 3, 3), 1 / 3)
+    probs[0, 1] = 0.0
+    for atol in (1e-4, 0.9):
+        with pytest.raises(ValueError, match=r"simplex.*row \(0, 1\) .*sums to 0\b"):
+            TeacherBank.from_probs(probs, atol=atol)
+    with pytest.raises(ValueError, match="atol"):
+        TeacherBank.from_probs(probs, atol=1.0)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error"),
+    [(0.5, TypeError), (2.5, TypeError), (True, TypeError), (0, ValueError)],
+)
+def test_from_callables_refuses_a_batch_size_that_is_not_a_positive_integer(batch_size, error):
+    def teacher(batch):
+        return jnp.zeros((batch.shape[0], 3))
+
+    with pytest.raises(error, match=r"batch_size must be an integer >= 1"):
+        TeacherBank.from_callables([teacher], np.zeros((5, 2)), batch_size=batch_size)
+    bank = TeacherBank.from_callables([teacher], np.zeros((5, 2)), batch_size=np.int64(2))
+    assert bank.log_probs.shape == (1, 5, 3)
+
+
+@pytest.mark.parametrize(
+    ("teachers", "names"),
+    [
+        (["a", "a"], ("a", "a (2)")),
+        (["a", 0], ("a", "a (2)")),
+        ([1, -1], ("b", "b (2)")),
+        ([0, "b", "b", "a"], ("a", "b", "b (2)", "a (2)")),
+    ],
+)
+def test_select_of_a_teacher_twice_gives_identical_teachers_with_distinct_names(teachers, names):
+    """Identical teachers are a legitimate bank (the fixed model's special case); duplicate
+    names, which every constructor refuses, are not: the repeat is renamed."""
+    bank = TeacherBank.from_logits(_logits((2, 3, 3), seed=26), names=["a", "b"])
+    chosen = bank.select(teachers)
+    assert chosen.names == names
+    np.testing.assert_array_equal(chosen.log_probs[0], bank.log_probs[bank.names.index(names[0])])
+    assert bank.select(["b", 0]).names == ("b", "a")

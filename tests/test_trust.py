@@ -354,17 +354,21 @@ def test_an_own_model_with_trust_sites_matches_the_joint_canonical_model():
     assert abs(_joint_log_density(wrong, x, y, params) - expected) > 1e-3
 
 
-def test_a_trust_fitted_for_other_teachers_or_another_temperature_is_refused():
+def _fitted_trust():
+    """A trust posterior of 4 draws for two 3-class teachers named teacher_0 and teacher_1."""
     from mtbkd_jax.trust import TrustPosterior
 
-    bank = _bank(10, (2, 8, 3))
     draws = {
         "temperature": np.ones((4, 2)),
         "concentration": np.full((4, 2, 3), 5.0),
         "weight_bias": np.zeros((4, 2)),
         "weight_slope": np.zeros(4),
     }
-    trust = TrustPosterior(draws, TrustHyperprior(), ("teacher_0", "teacher_1"), 1.0)
+    return TrustPosterior(draws, TrustHyperprior(), ("teacher_0", "teacher_1"), 1.0)
+
+
+def test_a_trust_fitted_for_other_teachers_or_another_temperature_is_refused():
+    bank, trust = _bank(10, (2, 8, 3)), _fitted_trust()
     student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
     MTBKDModel(student, bank, trust=trust)  # the right teachers, at the right temperature
     with pytest.raises(ValueError, match="fitted for the teachers"):
@@ -373,6 +377,51 @@ def test_a_trust_fitted_for_other_teachers_or_another_temperature_is_refused():
         MTBKDModel(student, bank, trust=trust, temperature=2.0)
     with pytest.raises(ValueError, match="trust must be"):
         MTBKDModel(student, bank, trust="learned")
+
+
+def test_weight_options_a_trust_would_ignore_are_refused_and_settings_record_the_rule_used():
+    """A fitted trust or "joint" takes its weights from its hyperprior: weight_rule, weight_tau
+    and weight_temperature were silently ignored, and settings() recorded the ignored rule (it
+    goes into every posterior and checkpoint fingerprint). TrustValues use weight_rule at tau 1
+    and temperature 1: other values were dropped."""
+    bank, fitted = _bank(10, (2, 8, 3)), _fitted_trust()
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    assert MTBKDModel(student, bank, trust=fitted).settings()["weight_rule"] == "learned"
+    joint = MTBKDModel(student, bank, trust="joint", trust_hyperprior=TrustHyperprior())
+    assert joint.settings()["weight_rule"] == "learned"
+    for trust in (fitted, "joint"):
+        for option in ({"weight_rule": "uniform"}, {"weight_tau": 0.01}):
+            with pytest.raises(ValueError, match=f"{next(iter(option))} would be ignored"):
+                MTBKDModel(student, bank, trust=trust, **option)
+    values = TrustValues.fixed(2, 10.0)
+    assert (
+        MTBKDModel(student, bank, trust=values, weight_rule="uniform").settings()["weight_rule"]
+        == "uniform"
+    )
+    for option in ({"weight_tau": 100.0}, {"weight_temperature": 5.0}):
+        with pytest.raises(ValueError, match=f"taken at {next(iter(option))}=1"):
+            MTBKDModel(student, bank, trust=values, weight_rule="softmax", **option)
+    with pytest.raises(ValueError, match="got an array of weights"):
+        MTBKDModel(student, bank, trust=values, weight_rule=np.full((2, 8), 0.5))
+
+
+def test_fit_teacher_trust_checks_its_settings():
+    bank = _bank(11, (2, 12, 3))
+    labels = np.arange(12) % 3
+    key = jax.random.key(0)
+    cases = [
+        ({"rng_key": 0}, TypeError, "rng_key"),
+        ({"num_chains": 0}, ValueError, "num_chains must be an integer >= 1"),
+        ({"num_chains": 2.5}, TypeError, "num_chains must be an integer"),
+        ({"num_draws": 0}, ValueError, "num_draws must be an integer >= 1"),
+        ({"num_warmup": -1}, ValueError, "num_warmup must be an integer >= 0"),
+        ({"temperature": 0.0}, ValueError, "temperature must be a finite number > 0"),
+        ({"temperature": -1.0}, ValueError, "temperature must be a finite number > 0"),
+    ]
+    for change, error, message in cases:
+        args = {"rng_key": key, "num_warmup": 2, "num_draws": 2, "num_chains": 1} | change
+        with pytest.raises(error, match=message):
+            fit_teacher_trust(args.pop("rng_key"), bank, labels, **args)
 
 
 # ------------------------------------------------------------- confidence-dependent calibration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, SupportsFloat, cast
 
 import numpy as np
@@ -127,6 +128,35 @@ def require_nonnegative_values[V](value: V, name: str, *, strictly: bool = False
     return value
 
 
+def require_indices(indices: object, size: int, context: str, name: str = "indices") -> None:
+    """Raise unless concrete ``indices`` are integers in ``0..size-1`` (``context``, e.g. "the
+    prior has 5 examples", goes into the message); traced ones (inside jit) are not checked."""
+    if is_traced(indices):
+        return
+    array = np.asarray(indices)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= size):
+        raise ValueError(
+            f"{name} must lie in 0..{size - 1} ({context}), got {array.min()}..{array.max()}"
+        )
+
+
+def require_unit_sums(value: object, name: str, what: str, axis: int = 0) -> None:
+    """Raise unless a concrete array's sums over ``axis`` (``what`` says which, for the
+    message) are 1 within 1e-3; traced values (inside jit) are not checked."""
+    if is_traced(value):
+        return
+    sums = np.asarray(value, np.float64).sum(axis)
+    if sums.size and np.abs(sums - 1).max() > 1e-3:
+        where = np.unravel_index(int(np.argmax(np.abs(sums - 1))), sums.shape)
+        raise ValueError(
+            f"{name} must have {what} summing to 1 (within 1e-3), got a sum of "
+            f"{sums[where]:.6g} at index {tuple(int(i) for i in where)}; normalise it (e.g. "
+            f"{name} / {name}.sum({axis}))"
+        )
+
+
 def as_labels(labels: ArrayLike, name: str, num_examples: int, num_classes: int) -> np.ndarray:
     """Return integer class labels of shape (N,), checking range and length."""
     return checked_labels(labels, name, num_examples, num_classes).astype(np.int32)
@@ -181,13 +211,23 @@ def label_range(labels: np.ndarray) -> tuple[int, int]:
 
 def require_key(key: object, name: str = "rng_key") -> jax.Array | np.ndarray:
     """Raise a ``TypeError`` naming ``name`` unless ``key`` is a JAX PRNG key: a typed key
-    (``jax.random.key``) or a raw ``uint32`` key (``jax.random.PRNGKey``)."""
+    (``jax.random.key``) or a raw ``uint32`` key (``jax.random.PRNGKey``); and a
+    ``ValueError`` unless it is a single key: shape ``()`` typed, or the default
+    implementation's raw key shape (``(2,)``) raw, not a batch such as
+    ``jax.random.split(key, 2)``."""
     import jax
 
     if isinstance(key, jax.Array | np.ndarray):
-        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-            return key
-        if key.dtype == np.uint32 and key.ndim >= 1:
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if typed or (key.dtype == np.uint32 and key.ndim >= 1):
+            raw_shape = jax.eval_shape(jax.random.PRNGKey, 0).shape
+            if key.shape != (() if typed else raw_shape):
+                raise ValueError(
+                    f"{name} must be a single JAX PRNG key: a typed key of shape () (e.g. "
+                    f"jax.random.key(0)) or a raw uint32 key of shape {raw_shape} (e.g. "
+                    f"jax.random.PRNGKey(0)), got a {'typed' if typed else 'raw uint32'} key "
+                    f"array of shape {key.shape}; a batch of keys is not taken (pass keys[0])"
+                )
             return key
     raise TypeError(
         f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {key!r} ({type(key).__name__})"
@@ -209,3 +249,38 @@ def as_input_batch(inputs: ArrayLike, name: str) -> jax.Array | np.ndarray:
     if not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {inputs.dtype}")
     return inputs
+
+
+def check_prior_form(prior: object) -> None:
+    """Raise a ``TypeError`` naming ``prior`` unless it is a form NumPyro's module lifting
+    takes: ``None`` (the default), a distribution, a ``(name, shape) -> Distribution``
+    callable, or a dict of parameter path -> distribution."""
+    import numpyro.distributions as dist
+
+    if prior is None or isinstance(prior, dist.Distribution):
+        return
+    if isinstance(prior, Mapping):
+        for key, value in prior.items():
+            if not isinstance(key, str) or not isinstance(value, dist.Distribution):
+                raise TypeError(
+                    "prior (a dict) must map parameter paths (str) to NumPyro distributions, "
+                    f"got {key!r}: {type(value).__name__}"
+                )
+        return
+    if not callable(prior):
+        raise TypeError(
+            "prior must be a NumPyro distribution, a (name, shape) -> Distribution callable "
+            f"(e.g. mtbkd_jax.normal_prior(1.0)) or a dict of path -> distribution, "
+            f"got {prior!r} ({type(prior).__name__})"
+        )
+
+
+def layer_widths(widths: object, name: str, example: str) -> tuple[int, ...]:
+    """``widths`` as a tuple of layer widths, each an integer >= 1 (``()`` is allowed)."""
+    if isinstance(widths, np.ndarray) and widths.ndim == 1:
+        widths = widths.tolist()
+    if isinstance(widths, str | bytes) or not isinstance(widths, Sequence):
+        raise TypeError(
+            f"{name} must be a sequence of layer widths, e.g. {example}, got {widths!r}"
+        )
+    return tuple(require_count(width, f"{name}[{i}]") for i, width in enumerate(widths))

@@ -25,7 +25,7 @@ from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust, trust_description
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
-from mtbkd_jax.trust.weights import teacher_log_weights
+from mtbkd_jax.trust.weights import check_weight_options, teacher_log_weights, weight_rule_used
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,19 +63,18 @@ class MTBKDModel:
             model); a :class:`~mtbkd_jax.trust.TrustPosterior` from
             :func:`~mtbkd_jax.trust.fit_teacher_trust` (the cut posterior: the student is
             conditioned on the trust learned from the labels, at its posterior median; the
-            default way to learn trust); :class:`~mtbkd_jax.trust.TrustValues` (trust fixed
-            by hand; the weights then follow ``weight_rule``, which may also be
-            ``"learned"``); or ``"joint"`` (experimental: the trust sites are sampled with the
-            student's weights under ``trust_hyperprior``, and the labels inform trust only
-            through the student; NUTS diverged on it in ``models/trust_cut_vs_joint.py``, see
-            docs/results.md). With a trust, ``concentration`` is unused, except as the hyperprior's
-            median for ``"joint"``.
+            default); :class:`~mtbkd_jax.trust.TrustValues` (trust fixed by hand; the weights
+            follow ``weight_rule``, which may be ``"learned"``); or ``"joint"`` (experimental:
+            trust sampled with the student under ``trust_hyperprior``, informed by the labels
+            only through the student; NUTS diverged on it: models/trust_cut_vs_joint.py).
+            With a trust, ``concentration`` is unused (but as ``"joint"``'s hyperprior median),
+            as are the weight options (refused) but ``weight_rule`` with ``TrustValues``.
         trust_hyperprior: the hyperpriors of ``trust="joint"`` (default
             ``TrustHyperprior(concentration=concentration)``).
 
     The weight arguments are :func:`~mtbkd_jax.teacher_weights`'s ``rule``, ``temperature`` and
-    ``tau`` with a ``weight_`` prefix, since here ``temperature`` is already the ``T`` above
-    (the former ``weights=`` still works for one release, with a ``DeprecationWarning``).
+    ``tau`` with a ``weight_`` prefix (``temperature`` is already ``T``; the former ``weights=``
+    still works for one release, with a ``DeprecationWarning``).
 
     Example:
         >>> import numpy as np
@@ -132,6 +131,7 @@ class MTBKDModel:
                 weight_tau=weight_tau,
             )
         else:
+            check_weight_options(trust, weight_rule, self.weight_tau, self.weight_temperature)
             self.teacher_prior, self.trusted_teachers, self.trust_hyperprior = resolve_trust(
                 trust,
                 teachers,
@@ -140,6 +140,7 @@ class MTBKDModel:
                 concentration=self.concentration,
                 hyperprior=trust_hyperprior,
             )
+            self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, self.weight_rule)
 
     @classmethod
     @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")
@@ -147,10 +148,9 @@ class MTBKDModel:
         """The reference code's model (METHOD §5) in one call.
 
         ``lambda = 5``, ``T = 2``, ``beta = 0.02`` (distillation weight 0.1), the ``paper`` weight
-        rule with entropies at ``T_w = 1`` in bits, and a flat base prior on the student's
-        weights (the reference samples with no Gaussian term; the posterior is then improper
-        along the softmax's shift direction, see :func:`~mtbkd_jax.flat_prior`). Any argument
-        of the constructor can be overridden.
+        rule (entropies at ``T_w = 1``, in bits) and a flat base prior on the student's weights
+        (as the reference; the posterior is then improper along the softmax's shift direction,
+        see :func:`~mtbkd_jax.flat_prior`). Any constructor argument can be overridden.
 
         Example:
             >>> import numpy as np

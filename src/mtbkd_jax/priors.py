@@ -31,9 +31,11 @@ from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 from mtbkd_jax._checks import (
+    require_indices,
     require_nonnegative,
     require_nonnegative_values,
     require_positive,
+    require_unit_sums,
 )
 from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax._tempering import tempered_log_softmax
@@ -82,7 +84,10 @@ class TeacherMixtureDirichlet(dist.Distribution):
 
     Args:
         teacher_probs: tempered soft labels ``p``, shape (M, N, C).
-        weights: mixing weights ``w``, shape (M, N), columns summing to 1.
+        weights: mixing weights ``w >= 0``, shape (M, N), each column (one example's weights
+            over the M teachers) summing to 1: concrete weights off by more than 1e-3 are
+            refused (e.g. :func:`~mtbkd_jax.teacher_weights`, or ``w / w.sum(0)``); the
+            weights are then normalised exactly (so are traced ones, which are not checked).
         concentration: ``lambda >= 0``.
 
     Example:
@@ -117,8 +122,9 @@ class TeacherMixtureDirichlet(dist.Distribution):
             )
         require_nonnegative_values(concentration, "concentration")
         require_nonnegative_values(weights, "weights")
+        require_unit_sums(weights, "weights", "columns (one per example, over the M teachers)")
         self.teacher_probs = jnp.asarray(teacher_probs)
-        self.weights = jnp.asarray(weights)
+        self.weights = jnp.asarray(weights) / jnp.sum(jnp.asarray(weights), 0)  # exactly 1
         self.concentration = concentration
         scaled = concentration * jnp.moveaxis(self.teacher_probs, 0, 1)  # (N, M, C)
         self._scaled_probs = scaled
@@ -226,7 +232,11 @@ class TeacherPrior(NamedTuple):
         return int(self.scaled_probs.shape[0])
 
     def take(self, indices: ArrayLike) -> TeacherPrior:
-        """The constants for the examples ``indices``."""
+        """The constants for the examples ``indices``: concrete ones must be integers in
+        0..N-1, as :meth:`TeacherBank.take` requires; traced ones (inside jit) are not checked
+        (out of range, they give NaN rows, which the samplers report as a non-finite start)."""
+        size = self.num_examples
+        require_indices(indices, size, f"the teacher prior has {size} examples")
         return TeacherPrior(
             jnp.take(self.scaled_probs, indices, axis=0),
             jnp.take(self.log_normalizer, indices, axis=0),

@@ -24,6 +24,7 @@ from flax import linen, nnx
 from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
 
+from mtbkd_jax._checks import check_prior_form, layer_widths, require_count
 from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.priors import check_prior_names, normal_prior
@@ -82,7 +83,7 @@ class Student:
             raise TypeError(
                 f"feature_extractor must be callable, got {type(feature_extractor).__name__}"
             )
-        _check_prior_type(prior)
+        check_prior_form(prior)
         self.module = module
         self.prior = normal_prior(1.0) if prior is None else prior
         self.name = name
@@ -294,28 +295,6 @@ class Student:
         return f"Student({kind}, name={self.name!r}{frozen})"
 
 
-def _check_prior_type(prior: object) -> None:
-    """Raise a ``TypeError`` naming ``prior`` unless it is a form NumPyro's module lifting
-    takes: ``None`` (the default), a distribution, a ``(name, shape) -> Distribution``
-    callable, or a dict of parameter path -> distribution."""
-    if prior is None or isinstance(prior, dist.Distribution):
-        return
-    if isinstance(prior, Mapping):
-        for key, value in prior.items():
-            if not isinstance(key, str) or not isinstance(value, dist.Distribution):
-                raise TypeError(
-                    "prior (a dict) must map parameter paths (str) to NumPyro distributions, "
-                    f"got {key!r}: {type(value).__name__}"
-                )
-        return
-    if not callable(prior):
-        raise TypeError(
-            "prior must be a NumPyro distribution, a (name, shape) -> Distribution callable "
-            f"(e.g. mtbkd_jax.normal_prior(1.0)) or a dict of path -> distribution, "
-            f"got {prior!r} ({type(prior).__name__})"
-        )
-
-
 # --------------------------------------------------------------------------- architectures
 class MLP(nnx.Module):
     """A multilayer perceptron with tanh or relu units: the inputs, the hidden layers, then
@@ -324,7 +303,7 @@ class MLP(nnx.Module):
     Args:
         in_features: input dimension.
         num_classes: number of classes C (output logits).
-        hidden: widths of the hidden layers.
+        hidden: widths of the hidden layers, e.g. ``(16,)`` (``()``: no hidden layer).
         activation: ``"tanh"`` (smooth, friendlier to NUTS) or ``"relu"``.
         rngs: ``flax.nnx.Rngs`` for the initial weights.
 
@@ -342,7 +321,9 @@ class MLP(nnx.Module):
     ) -> None:
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-        sizes = [int(in_features), *map(int, hidden), int(num_classes)]
+        hidden = layer_widths(hidden, "hidden", "(16,)")
+        in_features = require_count(in_features, "in_features")
+        sizes = [in_features, *hidden, require_count(num_classes, "num_classes", 2)]
         self.layers = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         )
@@ -369,15 +350,17 @@ class CNN(nnx.Module):
         channels: Sequence[int] = (8, 16),
         rngs: nnx.Rngs,
     ) -> None:
+        channels = layer_widths(channels, "channels", "(8, 16)")
+        num_classes = require_count(num_classes, "num_classes", 2)
         height, width, in_channels = image_shape
         self.image_shape = tuple(int(s) for s in image_shape)
         convs, c_in = [], in_channels
         for c_out in channels:
-            convs.append(nnx.Conv(c_in, int(c_out), kernel_size=(3, 3), rngs=rngs))
-            c_in = int(c_out)
+            convs.append(nnx.Conv(c_in, c_out, kernel_size=(3, 3), rngs=rngs))
+            c_in = c_out
             height, width = height // 2, width // 2
         self.convs = nnx.List(convs)
-        self.head = nnx.Linear(height * width * c_in, int(num_classes), rngs=rngs)
+        self.head = nnx.Linear(height * width * c_in, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], *self.image_shape))

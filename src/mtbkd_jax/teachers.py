@@ -13,50 +13,24 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
+from mtbkd_jax._checks import (
+    as_float_array,
+    as_labels,
+    require_count,
+    require_finite,
+    require_positive,
+)
+from mtbkd_jax._teacher_outputs import ProbabilisticClassifier, place_columns, stack_teachers
 from mtbkd_jax._tempering import tempered_log_softmax
 
 __all__ = ["TeacherBank"]
-
-
-class _ProbabilisticClassifier(Protocol):
-    """A scikit-learn style classifier: anything with ``predict_proba``."""
-
-    def predict_proba(self, inputs: np.ndarray, /) -> ArrayLike: ...
-
-
-def _stack_teachers(arrays: ArrayLike, name: str) -> np.ndarray:
-    """Accept an (M, N, C) array or a sequence of (N, C) arrays and return (M, N, C)."""
-    if isinstance(arrays, np.ndarray | jax.Array) or (
-        isinstance(arrays, Sequence) and len(arrays) > 0 and np.ndim(arrays[0]) == 2
-    ):
-        if not isinstance(arrays, np.ndarray | jax.Array):
-            shapes = [np.shape(a) for a in arrays]
-            if len(set(shapes)) != 1:
-                raise ValueError(
-                    f"{name}: every teacher must give an (N, C) array of the same shape; "
-                    f"got shapes {shapes} (a mismatch in examples or in class count)"
-                )
-        stacked = as_float_array(
-            arrays if np.ndim(arrays) == 3 else np.stack(list(arrays)), name, 3
-        )
-    else:
-        stacked = as_float_array(arrays, name, 3)
-    num_teachers, num_examples, num_classes = stacked.shape
-    if num_teachers == 0:
-        raise ValueError(f"{name} must hold at least one teacher (M >= 1), got M = 0")
-    if num_examples == 0:
-        raise ValueError(f"{name} must hold at least one example (N >= 1), got N = 0")
-    if num_classes < 2:
-        raise ValueError(f"{name} must have at least 2 classes (C >= 2), got C = {num_classes}")
-    return stacked
 
 
 def _default_names(num_teachers: int, names: Sequence[str] | None) -> tuple[str, ...]:
@@ -94,7 +68,7 @@ class TeacherBank:
     @classmethod
     def from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
         """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
-        stacked = _stack_teachers(logits, "logits")
+        stacked = stack_teachers(logits, "logits")
         require_finite(stacked, "logits")
         if np.abs(stacked).max() > 1e30:
             raise ValueError(
@@ -108,8 +82,10 @@ class TeacherBank:
         cls, probs: ArrayLike, names: Sequence[str] | None = None, atol: float = 1e-4
     ) -> TeacherBank:
         """Teachers given by class probabilities (rows on the simplex, zeros allowed; each row
-        must sum to 1 within ``atol``)."""
-        stacked = _stack_teachers(probs, "probs")
+        must sum to 1 within ``atol``, a number in (0, 1))."""
+        if (atol := require_positive(atol, "atol")) >= 1:
+            raise ValueError(f"atol must be a finite number in (0, 1), got {atol}")
+        stacked = stack_teachers(probs, "probs")
         require_finite(stacked, "probs")
         if (stacked < 0).any():
             where = tuple(int(i) for i in np.argwhere(stacked < 0)[0])
@@ -117,7 +93,7 @@ class TeacherBank:
                 f"probs must be non-negative; found {stacked[where]:.3g} at index {where}"
             )
         sums = stacked.sum(-1)
-        off = np.abs(sums - 1.0) > atol
+        off = (np.abs(sums - 1.0) > atol) | (sums <= 0)  # never divide by a zero row
         if off.any():
             where = tuple(int(i) for i in np.argwhere(off)[0])
             raise ValueError(
@@ -132,7 +108,7 @@ class TeacherBank:
     @classmethod
     def from_callables(
         cls,
-        teachers: Sequence[Callable[..., Any] | _ProbabilisticClassifier],
+        teachers: Sequence[Callable[..., Any] | ProbabilisticClassifier],
         inputs: ArrayLike,
         *,
         outputs: str = "logits",
@@ -150,8 +126,9 @@ class TeacherBank:
             inputs: the student's inputs, shape (N, ...).
             outputs: what the non-scikit-learn callables return: ``"logits"`` or ``"probs"``.
             names: one name per teacher (default ``teacher_0..``).
-            num_classes: the number of classes C; a scikit-learn teacher that saw fewer
-                classes (``classes_``) has its columns placed at those classes, zero elsewhere.
+            num_classes: the number of classes C; a scikit-learn teacher's columns are placed
+                at its ``classes_`` (integers 0..C-1), zero for classes it never saw. Without
+                it, a teacher's ``classes_`` must be 0..k-1.
             batch_size: examples per call, to bound memory.
         """
         if outputs not in ("logits", "probs"):
@@ -162,7 +139,9 @@ class TeacherBank:
         inputs = np.asarray(inputs)
         if inputs.ndim < 1 or inputs.shape[0] == 0:
             raise ValueError(f"inputs must have at least one example, got shape {inputs.shape}")
-        batch_size = int(require_positive(batch_size, "batch_size"))
+        batch_size = require_count(batch_size, "batch_size")
+        if num_classes is not None:
+            num_classes = require_count(num_classes, "num_classes", 2)
         log_probs = []
         for index, teacher in enumerate(teachers):
             if not callable(teacher) and not hasattr(teacher, "predict_proba"):
@@ -175,7 +154,7 @@ class TeacherBank:
             for start in range(0, inputs.shape[0], batch_size):
                 batch = inputs[start : start + batch_size]
                 if is_sklearn:
-                    chunk = cast(_ProbabilisticClassifier, teacher).predict_proba(batch)
+                    chunk = cast(ProbabilisticClassifier, teacher).predict_proba(batch)
                 else:
                     chunk = cast(Callable[..., Any], teacher)(jnp.asarray(batch))
                 chunks.append(np.asarray(chunk, dtype=np.float64))
@@ -185,10 +164,8 @@ class TeacherBank:
                     f"teachers[{index}] returned shape {out.shape} for {inputs.shape[0]} inputs; "
                     "expected (N, C) with one row per input"
                 )
-            if is_sklearn and num_classes is not None and hasattr(teacher, "classes_"):
-                full = np.zeros((out.shape[0], num_classes))
-                full[:, np.asarray(teacher.classes_, dtype=int)] = out
-                out = full
+            if is_sklearn and hasattr(teacher, "classes_"):
+                out = place_columns(out, teacher.classes_, num_classes, index)
             kind = "probs" if is_sklearn else outputs
             single = (
                 cls.from_probs(out[None], names=[f"t{index}"])
@@ -239,7 +216,8 @@ class TeacherBank:
 
         The reference code measures it at temperature 1 and in bits (``base=2``).
         """
-        base = require_positive(base, "base")
+        if (base := require_positive(base, "base")) <= 1:  # H is infinite or negative
+            raise ValueError(f"base must be a finite number > 1, got {base}")
         return _entropies(self.tempered_log_probs(temperature), base)
 
     def log_entropies(self, temperature: float = 1.0, base: float = 2.0) -> jax.Array:
@@ -249,7 +227,8 @@ class TeacherBank:
         exact where ``H`` itself underflows (a teacher that is almost one-hot); ``-inf`` where
         the prediction is exactly one-hot. ``H`` is in units of ``log(base)``.
         """
-        base = require_positive(base, "base")
+        if (base := require_positive(base, "base")) <= 1:  # H is infinite or negative
+            raise ValueError(f"base must be a finite number > 1, got {base}")
         return _log_entropies(self.tempered_log_probs(temperature), base)
 
     def accuracy(self, labels: ArrayLike) -> np.ndarray:
@@ -303,9 +282,11 @@ class TeacherBank:
                 )
         if not indices:
             raise ValueError("teachers must name at least one teacher")
-        return TeacherBank(
-            self.log_probs[jnp.asarray(indices)], tuple(self.names[i] for i in indices)
-        )
+        names: list[str] = []  # a teacher taken twice (identical teachers) is renamed "a (2)"
+        for i in indices:
+            repeat = sum(j == i for j in indices[: len(names)])
+            names.append(self.names[i] if repeat == 0 else f"{self.names[i]} ({repeat + 1})")
+        return TeacherBank(self.log_probs[jnp.asarray(indices)], tuple(names))
 
     def average(self, name: str = "average") -> TeacherBank:
         """One teacher whose probabilities are the mean of all teachers' (averaged KD).

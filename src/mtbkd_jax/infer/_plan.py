@@ -35,6 +35,7 @@ __all__ = [
     "SAMPLERS",
     "checked_arguments",
     "step_schedules",
+    "check_schedule",
     "count_valid_draws",
     "check_cyclical_draws",
 ]
@@ -122,14 +123,30 @@ def step_schedules(
 ) -> tuple[Callable, Callable, int]:
     """``(schedule, exploring, cycle_length)``: step -> the step size handed to the kernel
     (cyclical SGLD's peak, which its kernel shapes into cosine cycles), step -> in cyclical
-    exploration, and the cycle's length in steps."""
+    exploration, and the cycle's length in steps. A schedule ``step_size`` is checked first at
+    a few steps (:func:`check_schedule`)."""
     cycle = max(1, total_steps // num_cycles)
+    if callable(step_size):
+        check_schedule(step_size, total_steps)
     schedule = step_size if callable(step_size) else schedules.constant(step_size)
     if sampler == "cyclical_sgld":
         exploring = schedules.cyclical_exploration(cycle, exploration_fraction)
     else:
         exploring = lambda step: jnp.zeros((), bool)  # noqa: E731
     return schedule, exploring, cycle
+
+
+def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size") -> None:
+    """Evaluate a step-size schedule at the run's first and last steps and five between
+    (an int32 step, as the samplers pass it), refusing a value that is not one finite number
+    > 0 (for cyclical SGLD, the cycle's peak), with the step."""
+    last = max(int(total_steps), 1) - 1
+    for step in sorted({int(k) for k in np.linspace(0, last, 7).round()}):
+        value = schedule(jnp.asarray(step, jnp.int32))
+        where = f"{name} (a schedule) at step {step}"
+        if np.ndim(value) != 0:
+            raise ValueError(f"{where} must return a scalar, got shape {np.shape(value)}")
+        require_positive(value, where)
 
 
 def count_valid_draws(

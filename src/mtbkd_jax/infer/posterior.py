@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtbkd_jax._checks import as_input_batch
+from mtbkd_jax._checks import as_input_batch, as_labels
 from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._paths import prepare_output_file
 
@@ -217,6 +217,13 @@ class Posterior:
         Returns:
             Observed site name -> array ``(chains, draws, N)`` (``"y"`` for the canonical model).
         """
+        if inputs is None and labels is not None:
+            raise ValueError(
+                "labels were given without inputs: pass inputs and labels together (without "
+                "either, the log-likelihood is the training data's)"
+            )
+        if inputs is not None and labels is None:
+            raise ValueError("labels: the log-likelihood of new inputs needs their labels")
         if self.model is None:
             if inputs is None and self.pointwise_log_likelihood is not None:
                 return dict(self.pointwise_log_likelihood)
@@ -235,8 +242,13 @@ class Posterior:
         inputs = _checked_inputs(inputs, "inputs")
         if not featurized and self.featurize is not None:
             inputs = self.featurize(inputs)
-        labels = None if labels is None else jnp.asarray(labels)  # the model indexes them
-        return self._evaluate((jnp.asarray(inputs), labels), self.model_kwargs, draw_batch_size)
+        from mtbkd_jax.infer._common import label_classes  # _common imports this module
+
+        assert labels is not None  # refused above without inputs' labels
+        num_classes = label_classes(self.model, inputs)
+        num_examples = int(np.shape(inputs)[0])
+        checked = jnp.asarray(as_labels(labels, "labels", num_examples, num_classes))
+        return self._evaluate((jnp.asarray(inputs), checked), self.model_kwargs, draw_batch_size)
 
     def _has_observed_sites(self) -> bool:
         """Whether the model has an observed site; if not (a likelihood written as a

@@ -16,7 +16,7 @@ import optax
 from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_key, require_positive
-from mtbkd_jax.infer._common import is_array_tree, make_posterior, prepare_data
+from mtbkd_jax.infer._common import is_array_tree, make_posterior, nonfinite_sites, prepare_data
 from mtbkd_jax.infer._svi_runners import (
     GUIDES,
     SortedTraceELBO,
@@ -26,6 +26,7 @@ from mtbkd_jax.infer._svi_runners import (
     _unconstrained_latents,
 )
 from mtbkd_jax.infer.mesh import full_batch_data
+from mtbkd_jax.infer.minibatch import model_structure
 from mtbkd_jax.infer.posterior import Posterior
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ def run_svi(
 
     Raises:
         FloatingPointError: if the loss becomes NaN or infinite (the message says at which step).
+        ValueError: if no starting point has a finite log density (the message names the
+            model's sites that are not finite with every weight zero), as in ``run_nuts``.
     """
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {guide!r}")
@@ -136,11 +139,16 @@ def run_svi(
         svi, auto, own = runner.fit_objects()
         try:
             state = svi.init(init_key, features, labels, **kwargs)
-        except Exception:
+        except Exception as error:
             if own:  # its guide may be half set up: a later fit must not trace with it
                 _discard(runner)
-            raise
-        runner.fresh = False
+            if not _no_valid_start(error):
+                raise
+            state = None
+        else:
+            runner.fresh = False
+    if state is None:  # diagnosed outside the lock: it traces the model again
+        raise _no_start_error(model, (features, labels), kwargs) from None
     if own and not _unconstrained_latents(auto):
         _discard(runner)  # constrained latents: this runner serves this fit only
     state, losses = _optimize(
@@ -164,6 +172,28 @@ def run_svi(
         settings={"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate},
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
+    )
+
+
+def _no_valid_start(error: Exception) -> bool:
+    """Whether ``error`` is NumPyro's "no starting point with a finite log density"."""
+    return isinstance(error, RuntimeError) and "Cannot find valid initial parameters" in str(error)
+
+
+def _no_start_error(model: Callable, args: tuple, kwargs: dict[str, Any]) -> ValueError:
+    """``run_nuts``'s diagnosis of a model that cannot start: the sites whose log density is
+    not finite with every weight zero (:func:`~mtbkd_jax.infer._common.nonfinite_sites`)."""
+    shapes = model_structure(model, args, kwargs).latent_shapes
+    bad = nonfinite_sites(model, args, kwargs, {k: jnp.zeros(s) for k, s in shapes.items()})
+    detail = (
+        f"at all weights zero the log density of {bad} is not finite"
+        if bad
+        else "the log density is finite at all weights zero but not where SVI started"
+    )
+    return ValueError(
+        f"SVI found no starting point with a finite log density: {detail}. Check the model's "
+        "data and priors (a NaN teacher prior, a teacher prior built for other inputs, labels "
+        "out of range, a zero-probability observation)"
     )
 
 

@@ -3,8 +3,7 @@
 :func:`fit_teacher_trust` samples the label model of :mod:`mtbkd_jax.trust` with NUTS: the
 teachers' predictions on labelled inputs are evidence about each teacher's calibration
 ``tau``, concentration ``lambda`` and mixing weights. Its :class:`TrustPosterior` then goes to
-:class:`~mtbkd_jax.MTBKDModel` as ``trust=``, and the student's posterior is sampled *given*
-that trust.
+:class:`~mtbkd_jax.MTBKDModel` as ``trust=``; the student's posterior is sampled *given* it.
 
 **Why the cut is the default, and double counting.** In the joint posterior
 (``MTBKDModel(trust="joint")``) the labels inform trust only *through the student*: a label
@@ -39,7 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 
-from mtbkd_jax._checks import _FLOAT32_RANGE, as_labels
+from mtbkd_jax._checks import (
+    _FLOAT32_RANGE,
+    as_labels,
+    require_counts,
+    require_key,
+    require_positive,
+)
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
@@ -227,8 +232,11 @@ def fit_teacher_trust(
     Returns:
         A :class:`TrustPosterior`, to pass to :class:`~mtbkd_jax.MTBKDModel` as ``trust=``.
     """
+    require_key(rng_key)
     if not isinstance(teachers, TeacherBank):
         raise TypeError(f"teachers must be a TeacherBank, got {type(teachers).__name__}")
+    require_counts(num_warmup=(num_warmup, 0), num_draws=(num_draws, 1), num_chains=(num_chains, 1))
+    temperature = require_positive(temperature, "temperature")
     labels = as_labels(labels, "labels", teachers.num_examples, teachers.num_classes)
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     if not isinstance(hyperprior, TrustHyperprior):

@@ -1,4 +1,5 @@
-"""The weights by which a cut or given trust combines the teachers, whatever its pooling."""
+"""The weights by which a cut or given trust combines the teachers, whatever its pooling, and
+which of :class:`~mtbkd_jax.MTBKDModel`'s weight options a trust takes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import jax
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust
-from mtbkd_jax.trust.sites import TrustValues
+from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues
 
-__all__ = ["teacher_log_weights"]
+__all__ = ["check_weight_options", "teacher_log_weights", "weight_rule_used"]
 
 
 def teacher_log_weights(
@@ -38,3 +39,48 @@ def teacher_log_weights(
     )
     assert mixture is not None
     return mixture.log_weights
+
+
+def check_weight_options(
+    trust: object, weight_rule: object, weight_tau: float, weight_temperature: float
+) -> None:
+    """Refuse weight options a trust would ignore: with a fitted trust or ``"joint"`` its
+    hyperprior sets the weights; with :class:`~mtbkd_jax.trust.TrustValues` the rule is used
+    at tau 1 and temperature 1."""
+    if isinstance(trust, TrustValues):
+        if not isinstance(weight_rule, str):
+            raise ValueError(
+                "with trust=TrustValues, weight_rule must name a rule (learned, paper, uniform, "
+                "inverse_entropy or softmax), got an array of weights"
+            )
+        for name, value in (("weight_tau", weight_tau), ("weight_temperature", weight_temperature)):
+            if value != 1.0:
+                raise ValueError(
+                    f"with trust=TrustValues the weights are taken at {name}=1 (the trust's "
+                    f"temperatures calibrate the teachers); got {name}={value}"
+                )
+        return
+    given = {
+        "weight_rule": weight_rule if isinstance(weight_rule, str) else "an array",
+        "weight_tau": weight_tau,
+        "weight_temperature": weight_temperature,
+    }
+    defaults = {"weight_rule": "paper", "weight_tau": 1.0, "weight_temperature": 1.0}
+    changed = [k for k in given if given[k] != defaults[k]]
+    if changed:
+        kind = "a fitted TrustPosterior" if isinstance(trust, TrustPosterior) else f"{trust!r}"
+        raise ValueError(
+            f"{', '.join(changed)} would be ignored with trust={kind}: its hyperprior sets the "
+            "weights; choose them there (TrustHyperprior(weight_rule=...), passed to "
+            "fit_teacher_trust or as trust_hyperprior) and leave these options out"
+        )
+
+
+def weight_rule_used(trust: object, hyperprior: TrustHyperprior | None, weight_rule: str) -> str:
+    """The weight rule a model with ``trust`` actually uses (its ``settings()`` record it):
+    ``weight_rule`` for :class:`TrustValues`, else the trust's hyperprior's."""
+    if isinstance(trust, TrustValues):
+        return weight_rule
+    chosen = trust.hyperprior if isinstance(trust, TrustPosterior) else hyperprior
+    assert chosen is not None  # resolve_trust gives "joint" its hyperprior
+    return chosen.weight_rule

@@ -1,0 +1,75 @@
+"""How the teachers' outputs a user hands to :class:`~mtbkd_jax.TeacherBank` become its
+``(M, N, C)`` array: a stack of per-teacher arrays checked for shape, and a scikit-learn
+teacher's ``predict_proba`` columns placed at the classes it was trained on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import jax
+import numpy as np
+from numpy.typing import ArrayLike
+
+from mtbkd_jax._checks import as_float_array
+
+
+class ProbabilisticClassifier(Protocol):
+    """A scikit-learn style classifier: anything with ``predict_proba``."""
+
+    def predict_proba(self, inputs: np.ndarray, /) -> ArrayLike: ...
+
+
+def stack_teachers(arrays: ArrayLike, name: str) -> np.ndarray:
+    """Accept an (M, N, C) array or a sequence of (N, C) arrays and return (M, N, C)."""
+    if isinstance(arrays, np.ndarray | jax.Array) or (
+        isinstance(arrays, Sequence) and len(arrays) > 0 and np.ndim(arrays[0]) == 2
+    ):
+        if not isinstance(arrays, np.ndarray | jax.Array):
+            shapes = [np.shape(a) for a in arrays]
+            if len(set(shapes)) != 1:
+                raise ValueError(
+                    f"{name}: every teacher must give an (N, C) array of the same shape; "
+                    f"got shapes {shapes} (a mismatch in examples or in class count)"
+                )
+        stacked = as_float_array(
+            arrays if np.ndim(arrays) == 3 else np.stack(list(arrays)), name, 3
+        )
+    else:
+        stacked = as_float_array(arrays, name, 3)
+    num_teachers, num_examples, num_classes = stacked.shape
+    if num_teachers == 0:
+        raise ValueError(f"{name} must hold at least one teacher (M >= 1), got M = 0")
+    if num_examples == 0:
+        raise ValueError(f"{name} must hold at least one example (N >= 1), got N = 0")
+    if num_classes < 2:
+        raise ValueError(f"{name} must have at least 2 classes (C >= 2), got C = {num_classes}")
+    return stacked
+
+
+def place_columns(
+    probs: np.ndarray, classes: object, num_classes: int | None, index: int
+) -> np.ndarray:
+    """A scikit-learn teacher's ``predict_proba`` columns placed at its ``classes_`` among
+    ``num_classes`` (zero for the classes it never saw); without ``num_classes`` its classes
+    must be ``0..k-1`` already."""
+    found, k = np.asarray(classes), probs.shape[1]
+    said = f"teachers[{index}] was trained on classes {found.tolist()}"
+    if found.shape != (k,):
+        raise ValueError(f"{said} but predict_proba returned {k} columns")
+    whole = np.issubdtype(found.dtype, np.integer) or (
+        np.issubdtype(found.dtype, np.floating) and bool(np.all(np.mod(found, 1) == 0))
+    )
+    if not whole:
+        raise ValueError(f"{said}; classes must be integers 0..C-1 (encode the labels first)")
+    if num_classes is None:
+        if not np.array_equal(found, np.arange(k)):
+            raise ValueError(f"{said}; pass num_classes=C (classes must be integers 0..C-1)")
+        return probs
+    if found.min() < 0 or found.max() >= num_classes or len(np.unique(found)) != k:
+        raise ValueError(
+            f"{said}; with num_classes={num_classes} they must be distinct in 0..{num_classes - 1}"
+        )
+    full = np.zeros((probs.shape[0], num_classes))
+    full[:, found.astype(int)] = probs
+    return full
