@@ -397,6 +397,9 @@ def test_interval_coverage_by_probability_hand_worked():
     pooled = sum(r["coverage"] * r["count"] for r in rows) / true.size
     assert pooled == pytest.approx(0.5, abs=1e-15)
     assert interval_coverage(intervals, true) == 0.5
+    # edges that leave pairs in no bin used to drop them silently
+    with pytest.raises(ValueError, match="edges must span every true probability: 2 lie outside"):
+        interval_coverage_by_probability(intervals, true, edges=(0.0, 0.5, 0.9))
 
 
 def test_interval_coverage_edges_are_closed_where_documented():

@@ -280,6 +280,12 @@ def interval_coverage_by_probability(
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")
+    outside = (true_probs < edges[0]) | (true_probs > edges[-1])
+    if outside.any():  # they would be in no bin, and the rows would not add up to the pairs
+        raise ValueError(
+            f"edges must span every true probability: {int(outside.sum())} lie outside "
+            f"[{edges[0]:g}, {edges[-1]:g}] (use edges from 0 to 1)"
+        )
     below = true_probs < intervals[..., 0]
     above = true_probs > intervals[..., 1]
     rows = []
