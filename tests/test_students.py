@@ -139,9 +139,14 @@ def test_mlp_accepts_sequences_of_integer_widths():
         (dict(channels=(4, 0)), ValueError, r"channels\[1\] must be an integer >= 1, got 0"),
         (dict(channels=(4.5,)), TypeError, r"channels\[0\] must be an integer >= 1, got 4\.5"),
         (dict(num_classes=1), ValueError, r"num_classes must be an integer >= 2, got 1"),
+        (dict(image_shape=(8.5, 8, 1)), TypeError, r"image_shape\[0\] must be an integer"),
+        (dict(image_shape=(8, 8)), ValueError, r"image_shape must be \(height, width, channels\)"),
+        (dict(image_shape=(2, 8, 1)), ValueError, r"height and width at least 2\*\*2"),
     ],
 )
 def test_cnn_refuses_bad_sizes(arguments, error, message):
-    settings = dict(num_classes=10, rngs=nnx.Rngs(0)) | arguments
+    """A fractional size was truncated, and an image pooled down to nothing gave a head with
+    no inputs."""
+    settings = dict(num_classes=10, image_shape=(8, 8, 1), rngs=nnx.Rngs(0)) | arguments
     with pytest.raises(error, match=message):
-        CNN((8, 8, 1), settings.pop("num_classes"), **settings)
+        CNN(settings.pop("image_shape"), settings.pop("num_classes"), **settings)

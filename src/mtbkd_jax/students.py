@@ -352,8 +352,14 @@ class CNN(nnx.Module):
     ) -> None:
         channels = layer_widths(channels, "channels", "(8, 16)")
         num_classes = require_count(num_classes, "num_classes", 2)
-        height, width, in_channels = image_shape
-        self.image_shape = tuple(int(s) for s in image_shape)
+        sizes = layer_widths(image_shape, "image_shape", "(28, 28, 1)")
+        height, width, in_channels = (*sizes, 0, 0, 0)[:3]
+        if len(sizes) != 3 or min(height, width) >> len(channels) < 1:
+            raise ValueError(
+                f"image_shape must be (height, width, channels) with height and width at least "
+                f"2**{len(channels)} (one 2x2 pooling per layer), got {tuple(image_shape)}"
+            )
+        self.image_shape = (height, width, in_channels)
         convs, c_in = [], in_channels
         for c_out in channels:
             convs.append(nnx.Conv(c_in, c_out, kernel_size=(3, 3), rngs=rngs))
