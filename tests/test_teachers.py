@@ -585,3 +585,22 @@ def test_select_of_a_teacher_twice_gives_identical_teachers_with_distinct_names(
     assert chosen.names == names
     np.testing.assert_array_equal(chosen.log_probs[0], bank.log_probs[bank.names.index(names[0])])
     assert bank.select(["b", 0]).names == ("b", "a")
+
+
+def test_a_renamed_repeat_never_takes_another_teachers_name():
+    """With teachers named "a" and "a (2)", a repeat of "a" must not become a second "a (2)"
+    (a later select(["a (2)"]) would then find the copy, not the teacher)."""
+    bank = TeacherBank.from_logits(_logits((3, 4, 3), seed=27), names=["a", "a (2)", "c"])
+    chosen = bank.select([0, 0, 1])
+    assert chosen.names == ("a", "a (3)", "a (2)")
+    np.testing.assert_array_equal(chosen.select(["a (2)"]).log_probs[0], bank.log_probs[1])
+
+
+def test_a_scikit_learn_teacher_of_boolean_labels_is_placed_as_classes_0_and_1():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(28)
+    x = rng.normal(size=(40, 2))
+    teacher = LogisticRegression().fit(x, x[:, 0] > 0)  # classes_ [False, True]
+    bank = TeacherBank.from_callables([teacher], x, num_classes=2)
+    np.testing.assert_allclose(np.exp(bank.log_probs[0]), teacher.predict_proba(x), rtol=1e-5)

@@ -393,6 +393,10 @@ def test_weight_options_a_trust_would_ignore_are_refused_and_settings_record_the
         for option in ({"weight_rule": "uniform"}, {"weight_tau": 0.01}):
             with pytest.raises(ValueError, match=f"{next(iter(option))} would be ignored"):
                 MTBKDModel(student, bank, trust=trust, **option)
+        model = MTBKDModel(student, bank, trust=trust, weight_rule="learned")  # the rule used
+        assert model.settings()["weight_rule"] == "learned"
+    with pytest.raises(ValueError, match="trust must be None, a TrustPosterior"):
+        MTBKDModel(student, bank, trust="bogus", weight_rule="uniform")  # the trust is named
     values = TrustValues.fixed(2, 10.0)
     assert (
         MTBKDModel(student, bank, trust=values, weight_rule="uniform").settings()["weight_rule"]

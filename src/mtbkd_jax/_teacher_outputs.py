@@ -57,6 +57,8 @@ def place_columns(
     said = f"teachers[{index}] was trained on classes {found.tolist()}"
     if found.shape != (k,):
         raise ValueError(f"{said} but predict_proba returned {k} columns")
+    if found.dtype == np.bool_:  # a classifier of boolean labels: False, True are 0, 1
+        found = found.astype(np.int64)
     whole = np.issubdtype(found.dtype, np.integer) or (
         np.issubdtype(found.dtype, np.floating) and bool(np.all(np.mod(found, 1) == 0))
     )

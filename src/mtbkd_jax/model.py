@@ -5,8 +5,7 @@
                      + log p0(theta)
 
 ``MTBKDModel`` is a callable NumPyro model ``model(inputs, labels=None, ...)`` that users can
-call, copy and compose. A user's own NumPyro model can call
-:func:`mtbkd_jax.teacher_prior_factor` directly instead.
+call, copy and compose; a model of one's own can call :func:`mtbkd_jax.teacher_prior_factor`.
 """
 
 from __future__ import annotations
@@ -131,7 +130,8 @@ class MTBKDModel:
                 weight_tau=weight_tau,
             )
         else:
-            check_weight_options(trust, weight_rule, self.weight_tau, self.weight_temperature)
+            options = (self.weight_rule, self.weight_tau, self.weight_temperature)
+            check_weight_options(trust, weight_rule, *options[1:])
             self.teacher_prior, self.trusted_teachers, self.trust_hyperprior = resolve_trust(
                 trust,
                 teachers,
@@ -140,7 +140,7 @@ class MTBKDModel:
                 concentration=self.concentration,
                 hyperprior=trust_hyperprior,
             )
-            self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, self.weight_rule)
+            self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, *options)
 
     @classmethod
     @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")

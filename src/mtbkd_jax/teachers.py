@@ -284,8 +284,11 @@ class TeacherBank:
             raise ValueError("teachers must name at least one teacher")
         names: list[str] = []  # a teacher taken twice (identical teachers) is renamed "a (2)"
         for i in indices:
-            repeat = sum(j == i for j in indices[: len(names)])
-            names.append(self.names[i] if repeat == 0 else f"{self.names[i]} ({repeat + 1})")
+            name, k = self.names[i], 1
+            while name in names or (k > 1 and name in self.names):
+                k += 1
+                name = f"{self.names[i]} ({k})"
+            names.append(name)
         return TeacherBank(self.log_probs[jnp.asarray(indices)], tuple(names))
 
     def average(self, name: str = "average") -> TeacherBank:

@@ -139,14 +139,20 @@ def step_schedules(
 def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size") -> None:
     """Evaluate a step-size schedule at the run's first and last steps and five between
     (an int32 step, as the samplers pass it), refusing a value that is not one finite number
-    > 0 (for cyclical SGLD, the cycle's peak), with the step."""
+    >= 0 (for cyclical SGLD, the cycle's peak), with the step, and a schedule that is 0 at
+    every step checked. A step of 0 is allowed: a warm-up from 0 (``optax.linear_schedule(0,
+    eta, n)``), or a cyclical schedule's last step, which float32 can round to 0."""
     last = max(int(total_steps), 1) - 1
-    for step in sorted({int(k) for k in np.linspace(0, last, 7).round()}):
+    steps = sorted({int(k) for k in np.linspace(0, last, 7).round()})
+    values = []
+    for step in steps:
         value = schedule(jnp.asarray(step, jnp.int32))
         where = f"{name} (a schedule) at step {step}"
         if np.ndim(value) != 0:
             raise ValueError(f"{where} must return a scalar, got shape {np.shape(value)}")
-        require_positive(value, where)
+        values.append(require_nonnegative(value, where))
+    if max(values) == 0:
+        raise ValueError(f"{name} (a schedule) is 0 at every step checked ({steps}): no step moves")
 
 
 def count_valid_draws(

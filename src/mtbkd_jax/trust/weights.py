@@ -44,43 +44,48 @@ def teacher_log_weights(
 def check_weight_options(
     trust: object, weight_rule: object, weight_tau: float, weight_temperature: float
 ) -> None:
-    """Refuse weight options a trust would ignore: with a fitted trust or ``"joint"`` its
-    hyperprior sets the weights; with :class:`~mtbkd_jax.trust.TrustValues` the rule is used
-    at tau 1 and temperature 1."""
-    if isinstance(trust, TrustValues):
-        if not isinstance(weight_rule, str):
-            raise ValueError(
-                "with trust=TrustValues, weight_rule must name a rule (learned, paper, uniform, "
-                "inverse_entropy or softmax), got an array of weights"
-            )
-        for name, value in (("weight_tau", weight_tau), ("weight_temperature", weight_temperature)):
-            if value != 1.0:
-                raise ValueError(
-                    f"with trust=TrustValues the weights are taken at {name}=1 (the trust's "
-                    f"temperatures calibrate the teachers); got {name}={value}"
-                )
+    """Refuse weight options :class:`~mtbkd_jax.trust.TrustValues` would ignore (they use the
+    rule at tau 1 and temperature 1); other trusts are checked by :func:`weight_rule_used`,
+    once :func:`~mtbkd_jax.trust.fit.resolve_trust` has accepted them."""
+    if not isinstance(trust, TrustValues):
         return
-    given = {
-        "weight_rule": weight_rule if isinstance(weight_rule, str) else "an array",
-        "weight_tau": weight_tau,
-        "weight_temperature": weight_temperature,
-    }
-    defaults = {"weight_rule": "paper", "weight_tau": 1.0, "weight_temperature": 1.0}
-    changed = [k for k in given if given[k] != defaults[k]]
-    if changed:
-        kind = "a fitted TrustPosterior" if isinstance(trust, TrustPosterior) else f"{trust!r}"
+    if not isinstance(weight_rule, str):
         raise ValueError(
-            f"{', '.join(changed)} would be ignored with trust={kind}: its hyperprior sets the "
-            "weights; choose them there (TrustHyperprior(weight_rule=...), passed to "
-            "fit_teacher_trust or as trust_hyperprior) and leave these options out"
+            "with trust=TrustValues, weight_rule must name a rule (learned, paper, uniform, "
+            "inverse_entropy or softmax), got an array of weights"
         )
+    for name, value in (("weight_tau", weight_tau), ("weight_temperature", weight_temperature)):
+        if value != 1.0:
+            raise ValueError(
+                f"with trust=TrustValues the weights are taken at {name}=1 (the trust's "
+                f"temperatures calibrate the teachers); got {name}={value}"
+            )
 
 
-def weight_rule_used(trust: object, hyperprior: TrustHyperprior | None, weight_rule: str) -> str:
+def weight_rule_used(
+    trust: object,
+    hyperprior: TrustHyperprior | None,
+    weight_rule: str,
+    weight_tau: float = 1.0,
+    weight_temperature: float = 1.0,
+) -> str:
     """The weight rule a model with ``trust`` actually uses (its ``settings()`` record it):
-    ``weight_rule`` for :class:`TrustValues`, else the trust's hyperprior's."""
+    ``weight_rule`` for :class:`TrustValues`, else the trust's hyperprior's, refusing weight
+    options that would be ignored (a ``weight_rule`` other than the default or the one used)."""
     if isinstance(trust, TrustValues):
         return weight_rule
     chosen = trust.hyperprior if isinstance(trust, TrustPosterior) else hyperprior
     assert chosen is not None  # resolve_trust gives "joint" its hyperprior
+    given = {"weight_tau": weight_tau, "weight_temperature": weight_temperature}
+    changed = [name for name, value in given.items() if value != 1.0]
+    if weight_rule not in ("paper", chosen.weight_rule):  # "paper": the constructor's default
+        changed.insert(0, "weight_rule")
+    if changed:
+        kind = "a fitted TrustPosterior" if isinstance(trust, TrustPosterior) else f"{trust!r}"
+        raise ValueError(
+            f"{', '.join(changed)} would be ignored with trust={kind}: its hyperprior sets the "
+            f"weights (rule {chosen.weight_rule!r}); choose them there "
+            "(TrustHyperprior(weight_rule=...), passed to fit_teacher_trust or as "
+            "trust_hyperprior) and leave these options out"
+        )
     return chosen.weight_rule
