@@ -216,9 +216,16 @@ def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
             raise ValueError(f"{name}: {error}") from None
 
 
-def _check_seed(seed: object) -> None:
+def _check_seed_and_size(seed: object, num_examples: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if num_examples < MIN_EXAMPLES:
+        raise ValueError(
+            f"labels: a paired bootstrap needs at least {MIN_EXAMPLES} test examples, got "
+            f"{num_examples}; on fewer, every resample repeats the same few examples and the "
+            "interval and p-value describe them, not a population (one example gave a "
+            "zero-width interval and p = 0.001)"
+        )
 
 
 def _check_options(metric: str, level: float, num_resamples: int) -> None:
@@ -326,14 +333,7 @@ def paired_bootstrap(
     _check_runs(a, labels, "probs_a")
     _check_runs(b, labels, "probs_b")
     _check_options(metric, level, num_resamples)
-    _check_seed(seed)
-    if len(labels) < MIN_EXAMPLES:
-        raise ValueError(
-            f"labels: a paired bootstrap needs at least {MIN_EXAMPLES} test examples, got "
-            f"{len(labels)}; on fewer, every resample repeats the same few examples and the "
-            "interval and p-value describe them, not a population (one example gave a "
-            "zero-width interval and p = 0.001)"
-        )
+    _check_seed_and_size(seed, len(labels))
     labels = labels.astype(np.int64)
     score = METRICS[metric]
     estimate = float(
