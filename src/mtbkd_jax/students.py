@@ -9,6 +9,10 @@ with the base prior. Site names are ``<name>.<dotted path>`` (for example
 Partial-Bayesian students (the paper's setting: a frozen feature extractor, a Bayesian head)
 take a ``feature_extractor``: a fixed function applied *once* to the inputs by the inference
 front-ends (:meth:`Student.featurize`), never inside the potential.
+
+BatchNorm and Dropout work in evaluation mode (``module.eval()``; running statistics as fixed
+constants). In training mode they make an example's likelihood depend on its batch, and every
+inference front-end refuses them (``mtbkd_jax._layer_state`` explains why).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from flax import linen, nnx
 from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
 
+from mtbkd_jax import _layer_state
 from mtbkd_jax._checks import check_prior_form, layer_widths, require_count
 from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._tracing import DotDivider, abstract_trace
@@ -117,9 +122,11 @@ class Student:
         with chain_groups(prior):  # a hierarchical prior's groups of several arrays
             if self.is_nnx:
                 return random_nnx_module(self.name, self.module, prior, scope_divider=".")
+            # other collections (a BatchNorm's statistics): NumPyro mutable state, kept fixed
+            state = _layer_state.linen_state_collections(self.module, feature_shape) or None
             with DotDivider(self.name):
                 return random_flax_module(
-                    self.name, self.module, prior, input_shape=(1, *feature_shape)
+                    self.name, self.module, prior, input_shape=(1, *feature_shape), mutable=state
                 )
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
@@ -185,12 +192,13 @@ class Student:
         """Check that the network accepts ``features`` (N, ...) and return its number of output
         classes; raise a ``ValueError`` naming ``argument`` otherwise.
 
-        The check runs the network abstractly on one example (``jax.eval_shape``): nothing is
-        computed, so it costs no time at the public boundary. It also checks the base prior's
-        parameter names against the network's (a linen module's are known only now).
+        The check runs the network abstractly on one example (``jax.eval_shape``), checks the
+        base prior's names against the network's, and runs the module on three rows to refuse
+        a training-mode BatchNorm or Dropout (at every call: ``module.eval()`` may come later).
         """
         feature_shape = tuple(np.shape(features)[1:])
-        if feature_shape in self._classes_for:
+        if feature_shape in self._classes_for:  # the mode may have changed since: probe again
+            _layer_state.check_per_example(self.module, features, name=self.name)
             return self._classes_for[feature_shape]
         example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
 
@@ -205,6 +213,8 @@ class Student:
 
         try:
             out = jax.eval_shape(logits, example)
+        except _layer_state.LINEN_STATE_ERRORS as error:
+            raise _layer_state.linen_state_error(self.name, error) from None
         except (TypeError, ValueError) as error:
             expected = self.expected_feature_shape()
             wanted = f"the student expects {expected} per example" if expected else ""
@@ -220,6 +230,7 @@ class Student:
             )
         if not self.is_nnx:
             check_prior_names(self.prior, self._all_parameter_names(feature_shape))
+        _layer_state.check_per_example(self.module, features, name=self.name)
         self._classes_for[feature_shape] = int(out.shape[-1])
         return int(out.shape[-1])
 

@@ -46,6 +46,7 @@ from mtbkd_jax._checks import require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
+from mtbkd_jax.students import Student
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -149,6 +150,7 @@ class SGMCMC(MCMCKernel):
         model_kwargs: dict | None,
     ) -> SGMCMCState:
         # NumPyro calls init again at every mcmc.run (this kernel has no _sample_fn attribute)
+        _check_student_inputs(self.model, model_args)
         plan = minibatch_plan(
             self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
         )
@@ -218,3 +220,13 @@ class SGMCMC(MCMCKernel):
 
     def get_diagnostics_str(self, state: SGMCMCState) -> str:
         return f"step size {float(np.ravel(state.step_size)[0]):.2e}"
+
+
+def _check_student_inputs(model: Callable, model_args: tuple) -> None:
+    """The canonical model's inputs against its student (shapes, and a network whose output
+    is a function of each example alone: no training-mode BatchNorm or active Dropout), as
+    the other front-ends check them; skipped when ``MCMC`` passes traced arguments."""
+    student = getattr(model, "student", None)
+    if isinstance(student, Student) and model_args:
+        if not isinstance(model_args[0], jax.core.Tracer):
+            student.check_inputs(model_args[0], "model_args[0] (the inputs)")
