@@ -47,7 +47,7 @@ _FIX = (
 )
 
 
-def linen_state_collections(module: linen.Module, feature_shape: tuple[int, ...]) -> list[str]:
+def linen_state_collections(module: Any, feature_shape: tuple[int, ...]) -> list[str]:
     """A linen module's variable collections other than ``params`` (e.g. ``batch_stats``),
     found abstractly (nothing is computed)."""
     example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
@@ -142,6 +142,7 @@ def _run_linen(module: linen.Module, x: jax.Array, name: str) -> tuple[jax.Array
     a layer that would update a collection or draw random numbers is refused."""
     try:
         variables = module.init(jax.random.key(0), x[:1])
-        return module.apply(variables, x), []
+        out: jax.Array = module.apply(variables, x)  # type: ignore[assignment]
+        return out, []
     except LINEN_STATE_ERRORS as error:
         raise linen_state_error(name, error) from None
