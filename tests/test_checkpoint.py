@@ -1,9 +1,13 @@
 """Checkpoints: a killed run resumes to the draws of an uninterrupted one, bit for bit, wherever
 it was killed (mid-chunk, mid-append of the draws, mid-rewrite of the state); a checkpoint is
-never resumed by another run (model, data, settings, schedule, start, seed), and every bad file
-is one clear error."""
+never resumed by another run (model, data, settings, schedule, start, seed), nor with a state or
+draws file other than the one written (another run's draws, flipped bits, a damaged block), and
+every bad file is one clear error."""
 
+import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,14 +43,14 @@ def model_for(teachers, concentration=10.0, activation="tanh"):
     student = mk.Student(mk.MLP(3, 2, hidden=(4,), activation=activation, rngs=nnx.Rngs(0)))
     return mk.MTBKDModel(student, teachers, concentration=concentration)
 
-def run(model, x, y, **kwargs):
+def run(model, x, y, key=5, **kwargs):
     settings = dict(
         batch_size=20, num_epochs=6, step_size=1e-3, draws_per_epoch=2, num_chains=2,
         chunk_epochs=1, progress_bar=False, warm_start_epochs=1,
         warm_start_optimizer=optax.adam(1e-2),
     )
     settings.update(kwargs)
-    return mk.run_sgmcmc(jax.random.key(5), model, x, y, **settings)
+    return mk.run_sgmcmc(jax.random.key(key), model, x, y, **settings)
 """
 
 namespace: dict = {}
@@ -268,8 +272,6 @@ def test_a_closure_over_other_constants_is_caught_by_the_probe(tmp_path):
     "damage", ["truncated", "not a checkpoint", "text file", "draws deleted", "another model"]
 )
 def test_a_bad_checkpoint_file_is_one_clear_error(finished_checkpoint, tmp_path, damage):
-    import shutil
-
     path = tmp_path / "run.ckpt.npz"
     shutil.copy(finished_checkpoint, path)
     shutil.copy(str(finished_checkpoint) + ".draws", str(path) + ".draws")
@@ -305,3 +307,139 @@ def test_checkpoint_paths_are_checked_before_any_compute(tmp_path):
     blocker.write_text("")
     with pytest.raises(NotADirectoryError, match="checkpoint_path"):
         run(model_for(teachers), x, y, checkpoint_path=blocker / "run.ckpt.npz")
+
+
+@pytest.fixture(scope="module")
+def interrupted_checkpoints(tmp_path_factory):
+    """Checkpoints of two runs of four epochs, seeds 5 and 6, each interrupted (as by Ctrl-C)
+    after its second chunk: key -> state file."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    x, y, teachers = problem()
+    real_save = checkpoint_module.Checkpoint.save
+    paths = {}
+    for key in (5, 6):
+        saves = []
+
+        def save_then_interrupt(self, state, chunk, progress, saves=saves):
+            real_save(self, state, chunk, progress)
+            saves.append(progress["next_epoch"])
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+
+        paths[key] = folder / f"seed{key}.ckpt"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(checkpoint_module.Checkpoint, "save", save_then_interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                run(model_for(teachers), x, y, key=key, checkpoint_path=paths[key], num_epochs=4)
+    return paths
+
+
+def _copy(state, draws, folder):
+    """A checkpoint in ``folder`` of the state file ``state`` and the draws file ``draws``."""
+    path = folder / "run.ckpt"
+    shutil.copy(state, path)
+    shutil.copy(draws, str(path) + ".draws")
+    return path
+
+
+def _flip_bit(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _state_file(path):
+    """The state file's (JSON header, leaves' bytes)."""
+    data = path.read_bytes()
+    size = int(np.frombuffer(data[8:16], dtype="<u8")[0])
+    return json.loads(data[16 : 16 + size]), data[16 + size : -16]
+
+
+def _write_state_file(path, meta, leaves, digests=True):
+    """A state file of ``meta`` and ``leaves``, its digests recomputed from the files as they
+    are (or, ``digests=False``, none: as written before they existed)."""
+    if digests:
+        committed = meta["draws"]["committed_bytes"]
+        draws = path.with_name(path.name + ".draws").read_bytes()[:committed]
+        meta["draws"]["blake2b"] = hashlib.blake2b(draws, digest_size=16).hexdigest()
+    else:
+        del meta["draws"]["blake2b"]
+    header = json.dumps(meta).encode()
+    body = b"MTBKDCKP" + np.asarray([len(header)], dtype="<u8").tobytes() + header + leaves
+    path.write_bytes(body + (hashlib.blake2b(body, digest_size=16).digest() if digests else b""))
+
+
+def _resume_refused(path, match):
+    x, y, teachers = problem()
+    with pytest.raises(CheckpointError, match=match) as error:
+        run(model_for(teachers), x, y, checkpoint_path=path, num_epochs=4)
+    message = str(error.value)
+    assert str(path) in message and "checkpoint_path" in message
+    return message
+
+
+def test_an_interrupted_checkpoint_resumes_bit_for_bit(
+    reference, interrupted_checkpoints, tmp_path
+):
+    """The files the tests below damage resume, untouched, to the uninterrupted run's draws (and
+    rewriting their digests as the writer does changes nothing)."""
+    x, y, teachers = problem()
+    seed5 = interrupted_checkpoints[5]
+    path = _copy(seed5, str(seed5) + ".draws", tmp_path)
+    _write_state_file(path, *_state_file(path))
+    assert path.read_bytes() == seed5.read_bytes()
+    resumed = run(model_for(teachers), x, y, checkpoint_path=path, num_epochs=4)
+    _assert_same_draws(resumed, run(model_for(teachers), x, y, num_epochs=4))
+
+
+def test_another_runs_draws_file_of_the_same_length_is_refused(interrupted_checkpoints, tmp_path):
+    seed5, seed6 = interrupted_checkpoints[5], interrupted_checkpoints[6]
+    path = _copy(seed5, str(seed6) + ".draws", tmp_path)
+    assert os.path.getsize(str(seed5) + ".draws") == os.path.getsize(str(path) + ".draws")
+    message = _resume_refused(path, "does not match the state that committed it")
+    assert "run.ckpt.draws" in message
+
+
+@pytest.mark.parametrize("where", ["draws", "state leaves", "state progress"])
+def test_a_flipped_bit_in_either_file_is_refused(interrupted_checkpoints, tmp_path, where):
+    seed5 = interrupted_checkpoints[5]
+    path = _copy(seed5, str(seed5) + ".draws", tmp_path)
+    if where == "draws":  # a byte of the first block's draws (past its 8-byte count)
+        _flip_bit(path.with_name(path.name + ".draws"), 100)
+        _resume_refused(path, "the draws file run.ckpt.draws does not match the state")
+        return
+    meta, leaves = _state_file(path)
+    data = path.read_bytes()
+    if where == "state leaves":
+        _flip_bit(path, len(data) - 16 - len(leaves) // 2)
+    else:  # the epoch to resume from: "2" -> "3" is one bit, and would resume wrong draws
+        assert meta["progress"]["next_epoch"] == 2
+        _flip_bit(path, data.index(b'"next_epoch": 2') + len(b'"next_epoch": '))
+    _resume_refused(path, "its bytes do not match the digest written with them")
+
+
+@pytest.mark.parametrize("count", [1000, -1, 0])
+@pytest.mark.parametrize("digests", ["kept", "recomputed"])
+def test_a_damaged_block_count_is_one_clear_error(
+    interrupted_checkpoints, tmp_path, count, digests
+):
+    """A block's 8-byte count damaged: the draws' digest catches it; with the digests
+    recomputed to match (only the parser can see it), the parser does."""
+    seed5 = interrupted_checkpoints[5]
+    path = _copy(seed5, str(seed5) + ".draws", tmp_path)
+    draws = path.with_name(path.name + ".draws")
+    data = bytearray(draws.read_bytes())
+    data[:8] = np.int64(count).tobytes()
+    draws.write_bytes(bytes(data))
+    if digests == "recomputed":
+        _write_state_file(path, *_state_file(path))
+    match = "does not match the state" if digests == "kept" else "cannot be parsed"
+    message = _resume_refused(path, match)
+    assert "run.ckpt.draws" in message
+
+
+def test_a_checkpoint_written_before_the_digests_is_refused(interrupted_checkpoints, tmp_path):
+    seed5 = interrupted_checkpoints[5]
+    path = _copy(seed5, str(seed5) + ".draws", tmp_path)
+    _write_state_file(path, *_state_file(path), digests=False)
+    _resume_refused(path, "earlier version of mtbkd_jax, whose checkpoints carry no digests")

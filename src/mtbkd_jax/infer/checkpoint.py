@@ -2,10 +2,10 @@
 
 A checkpoint at ``path`` is two files:
 
-* ``path`` itself: a JSON header and the run state's leaves as raw bytes (positions, momenta,
-  accumulators: small) and a JSON record of the run's fingerprint, its progress, and how many
-  bytes of draws are committed. It is rewritten after every chunk, atomically (a temporary file
-  moved into place).
+* ``path`` itself: a JSON header (the run's fingerprint, its progress, how many bytes of draws
+  are committed and a BLAKE2b digest of those bytes), the run state's leaves as raw bytes
+  (positions, momenta, accumulators: small), and a BLAKE2b digest of everything before it. It is
+  rewritten after every chunk, atomically (a temporary file moved into place).
 * ``path + ".draws"``, the draws: each chunk is *appended* as one block, its number of draws
   ``k`` (8 bytes) then each site's ``(chains, k, ...)`` array as raw bytes (sites in name
   order; their dtypes and shapes are recorded once in the state file). Writing a chunk costs
@@ -18,14 +18,17 @@ back to the length that file committed. The resumed run then repeats the interru
 exactly (its random numbers depend only on the chain key, the epoch and the step).
 
 Resuming checks the fingerprint (:mod:`mtbkd_jax.infer.fingerprint`): a checkpoint is never
-continued with another model, data, settings or seed. Every problem with a checkpoint file is a
-:class:`CheckpointError` that names the file and what to do.
+continued with another model, data, settings or seed; and both digests (one hash pass over the
+draws): a damaged state file, or a draws file its state did not commit (another run's, bytes
+changed) is refused, as is one written before the digests (it cannot be verified). Every
+problem with a checkpoint file is a :class:`CheckpointError` that names the file and what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -42,8 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Checkpoint", "CheckpointError"]
 
-_MAGIC = b"MTBKDCKP"  # the state file: magic, header length (8 bytes), JSON header, leaves
-_VERSION = 3
+_MAGIC = b"MTBKDCKP"  # the state file: magic, header length (8 bytes), JSON header, leaves,
+_VERSION = 3  # and the BLAKE2b of all that (16 bytes; the header holds the draws' digest)
 
 
 class CheckpointError(ValueError):
@@ -81,6 +84,8 @@ class Checkpoint:
         self.fingerprint = fingerprint
         self._committed = 0  # bytes of the draws file that the state file vouches for
         self._sites: list | None = None  # [[name, dtype, shape with the draws axis as -1]]
+        self._draws_digest = hashlib.blake2b(digest_size=16)  # of the committed bytes
+        self._state_digest = hashlib.blake2b(digest_size=16)  # of the state file read
         self._fingerprint_json: str | None = None
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -149,8 +154,7 @@ class Checkpoint:
         state = jax.tree.unflatten(jax.tree.structure(like_state), leaves)
         self._committed = int(meta["draws"]["committed_bytes"])
         self._sites = meta["draws"]["sites"]
-        collected = self._read_draws()
-        return state, collected, meta["progress"]
+        return state, self._read_draws(meta["draws"]["blake2b"]), meta["progress"]
 
     def _agree(self, restored: tuple | None, error: CheckpointError | None) -> None:
         """Raise on every process unless every process read the same checkpoint (``load``).
@@ -162,8 +166,8 @@ class Checkpoint:
         status = 2 if error is not None else 0 if restored is None else 1
         epoch = -1 if restored is None else int(restored[2]["next_epoch"])
         digests = [hashlib.blake2b((self._fingerprint_json or "").encode(), digest_size=16)]
-        if restored is not None:
-            digests += [_digest(restored[0]), _digest(restored[1])]
+        if restored is not None:  # the files' digests, checked as they were read
+            digests += [self._state_digest, self._draws_digest]
         summary = np.frombuffer(b"".join(d.digest() for d in digests).ljust(48, b"\0"), np.uint8)
         mine = np.concatenate([np.array([status, epoch], np.int64).view(np.uint8), summary])
         everyone = np.asarray(multihost_utils.process_allgather(mine))
@@ -196,22 +200,36 @@ class Checkpoint:
                         "it is not a mtbkd_jax checkpoint (or one written by a version before "
                         f"format {_VERSION})",
                     )
-                (size,) = np.frombuffer(_read_exactly(handle, 8), dtype="<u8")
-                meta = json.loads(_read_exactly(handle, int(size)).decode())
+                digest = hashlib.blake2b(_MAGIC, digest_size=16)
+                (size,) = np.frombuffer(_hashed(digest, _read_exactly(handle, 8)), dtype="<u8")
+                header = _hashed(digest, _read_exactly(handle, int(size)))
+                meta = json.loads(header.decode())
                 if meta.get("version") != _VERSION:
                     raise CheckpointError(
                         self.path,
                         f"it was written in format version {meta.get('version')}, this "
                         f"version reads {_VERSION}",
                     )
+                if "blake2b" not in meta["draws"]:
+                    raise CheckpointError(
+                        self.path,
+                        "it was written by an earlier version of mtbkd_jax, whose checkpoints "
+                        "carry no digests: its state and draws cannot be verified",
+                    )
                 leaves = []
                 for dtype, shape in meta["leaves"]:
                     dtype = np.dtype(dtype)
-                    data = _read_exactly(handle, dtype.itemsize * int(np.prod(shape)))
+                    data = _read_exactly(handle, dtype.itemsize * math.prod(shape))
+                    digest.update(data)
                     leaves.append(np.frombuffer(data, dtype=dtype).reshape(shape).copy())
+                if _read_exactly(handle, 16) != digest.digest():
+                    raise CheckpointError(
+                        self.path, "its bytes do not match the digest written with them (damaged)"
+                    )
+                self._state_digest = digest
         except CheckpointError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError) as error:
             raise CheckpointError(
                 self.path,
                 f"it is not a readable checkpoint (truncated, or another kind of file: "
@@ -219,7 +237,9 @@ class Checkpoint:
             ) from None
         return meta, leaves
 
-    def _read_draws(self) -> dict:
+    def _read_draws(self, expected: str) -> dict[str, np.ndarray]:
+        """The committed draws (name -> (chains, draws, ...)) if their digest is ``expected``,
+        in one read and one hash pass; the writer drops bytes appended but never committed."""
         size = self.draws_path.stat().st_size if self.draws_path.exists() else 0
         if size < self._committed:
             raise CheckpointError(
@@ -227,19 +247,26 @@ class Checkpoint:
                 f"its draws file {self.draws_path.name} holds {size} bytes of the "
                 f"{self._committed} the state committed (truncated or deleted)",
             )
-        parts: dict[str, list] = {name: [] for name, _, _ in self._sites or []}
         with open(self.draws_path, "rb") as handle:
-            while handle.tell() < self._committed:
-                (count,) = np.fromfile(handle, dtype="<i8", count=1)
-                assert self._sites is not None  # load set it from the state file
-                for name, dtype, shape in self._sites:
-                    shape = [int(count) if d == -1 else d for d in shape]
-                    array = np.fromfile(handle, dtype=np.dtype(dtype), count=int(np.prod(shape)))
-                    parts[name].append(array.reshape(shape))
+            data = handle.read(self._committed)
+        digest = hashlib.blake2b(data, digest_size=16)
+        if digest.hexdigest() != expected:
+            raise CheckpointError(
+                self.path,
+                f"the draws file {self.draws_path.name} does not match the state that "
+                "committed it (another run's draws file, or bytes changed since)",
+            )
+        try:  # cannot fail after the digest matched, unless the writer was wrong
+            collected = _parse_draws(memoryview(data), self._sites or [])
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise CheckpointError(
+                self.path, f"its draws file {self.draws_path.name} cannot be parsed: {error}"
+            ) from None
         if size > self._committed and self.writer:  # appended but never committed: drop it
             with open(self.draws_path, "r+b") as handle:
                 handle.truncate(self._committed)
-        return {k: np.concatenate(v, axis=1) for k, v in parts.items()}
+        self._draws_digest = digest
+        return collected
 
     # ------------------------------------------------------------------ writing
     def save_in_background(self, state: PyTree, chunk: dict, progress: dict) -> None:
@@ -289,12 +316,13 @@ class Checkpoint:
                 self.path, f"chunk holds the sites {sites}, the run's draws are {self._sites}"
             )
         count = int(chunk[names[0]].shape[1]) if names else 0
+        draws_digest = self._draws_digest.copy()  # the committed draws' and this chunk's
         mode = "r+b" if self.draws_path.exists() else "wb"
         with open(self.draws_path, mode) as handle:
             handle.seek(self._committed)
-            handle.write(np.asarray([count], dtype="<i8").tobytes())
+            handle.write(_hashed(draws_digest, np.asarray([count], "<i8").tobytes()))
             for name in names:
-                handle.write(np.ascontiguousarray(chunk[name]).tobytes())
+                handle.write(_hashed(draws_digest, np.ascontiguousarray(chunk[name]).tobytes()))
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
@@ -304,7 +332,7 @@ class Checkpoint:
             "version": _VERSION,
             "progress": progress,
             "leaves": [[leaf.dtype.str, list(leaf.shape)] for leaf in leaves],
-            "draws": {"committed_bytes": committed, "sites": sites},
+            "draws": dict(committed_bytes=committed, sites=sites, blake2b=draws_digest.hexdigest()),
         }
         if self._fingerprint_json is None:  # serialised once: it does not change in a run
             assert self.fingerprint is not None, "set the run's fingerprint before save"
@@ -314,10 +342,13 @@ class Checkpoint:
         ).encode()
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
+            head = _MAGIC + np.asarray([len(header)], dtype="<u8").tobytes() + header
+            state_digest = hashlib.blake2b(head, digest_size=16)
             with open(tmp, "wb") as handle:
-                handle.write(_MAGIC + np.asarray([len(header)], dtype="<u8").tobytes() + header)
+                handle.write(head)
                 for leaf in leaves:
-                    handle.write(leaf.tobytes())
+                    handle.write(_hashed(state_digest, leaf.tobytes()))
+                handle.write(state_digest.digest())
                 handle.flush()
                 os.fsync(handle.fileno())
             tmp.replace(self.path)  # a crash before this line leaves the previous state intact
@@ -325,20 +356,38 @@ class Checkpoint:
             tmp.unlink(missing_ok=True)
         self._committed = committed
         self._sites = sites
+        self._draws_digest = draws_digest
 
 
-def _digest(tree: PyTree) -> Any:
-    """A BLAKE2b hash object of a tree of host arrays: its structure and bytes."""
-    leaves, structure = jax.tree.flatten(tree)
-    digest = hashlib.blake2b(str(structure).encode(), digest_size=16)
-    for leaf in leaves:
-        leaf = np.ascontiguousarray(leaf)
-        digest.update(f"{leaf.dtype.str}{leaf.shape}".encode())
-        digest.update(leaf.tobytes())
-    return digest
+def _hashed(digest: Any, data: bytes) -> bytes:
+    """``data``, after adding it to ``digest``."""
+    digest.update(data)
+    return data
+
+
+def _parse_draws(data: memoryview, sites: list) -> dict[str, np.ndarray]:
+    """The committed draws' blocks (a count, then each site's array) joined along the draws
+    axis; a ValueError where a count is negative or a block runs past the committed bytes."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in sites}
+    offset = 0
+    while offset < len(data):  # frombuffer raises past the end of data
+        count = int(np.frombuffer(data, dtype="<i8", count=1, offset=offset)[0])
+        if count < 0:
+            raise ValueError(f"the block at byte {offset} holds {count} draws")
+        offset += 8
+        for name, dtype, shape in sites:
+            dtype, shape = np.dtype(dtype), [count if d == -1 else int(d) for d in shape]
+            if offset + dtype.itemsize * math.prod(shape) > len(data):
+                raise ValueError(f"a block of {count} draws runs past the committed bytes")
+            array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset)
+            parts[name].append(array.reshape(shape))
+            offset += array.nbytes
+    return {name: np.concatenate(arrays, axis=1) for name, arrays in parts.items()}
 
 
 def _read_exactly(handle: IO[bytes], size: int) -> bytes:
+    if not 0 <= size <= os.fstat(handle.fileno()).st_size - handle.tell():  # no huge read
+        raise EOFError(f"expected {size} bytes, fewer are left")
     data = handle.read(size)
     if len(data) != size:
         raise EOFError(f"expected {size} bytes, found {len(data)}")
