@@ -2,9 +2,11 @@
 
 ``python tests/mesh_script.py NUM_DEVICES OUT.npz TASK [TASK ...]``; each task is
 ``kind:mesh`` with ``mesh`` either ``none`` or ``CxD`` (the sizes of the ``chains`` and
-``data`` axes), e.g. ``sgld:none``, ``sghmc:2x2``, ``nuts:1x4``, ``map:1x2``, ``svi:1x2``,
-``grad:1x2`` (the sharded minibatch gradient, right and with a deliberately doubled
-``psum``), ``refuse:none`` (meshes that must be refused; needs 4 devices). Every array a task
+``data`` axes), e.g. ``sgld:none``, ``sghmc:2x2``, ``psgld:2x2`` (any SG-MCMC sampler),
+``nuts:1x4``, ``map:1x2``, ``svi:1x2``, ``grad:1x2`` (the sharded minibatch gradient, right and
+with a deliberately doubled ``psum``), ``ownshard:1x2`` (a model of one's own with
+``shard_data=True``, its plate's sizes given three ways), ``refuse:none`` (meshes that must be
+refused; needs 4 devices). Every array a task
 returns is saved as ``"<task>/<name>"``. The device count must be set before JAX starts,
 hence a process per count.
 """
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 
 N, T = 32, 16  # labelled examples, transfer inputs
 BATCH = 8  # data plate; the transfer plate takes ceil(8 * 16 / 32) = 4
+SAMPLERS = ("sgld", "sghmc", "psgld", "cyclical_sgld", "ncsgld")
 
 
 def _mesh(spec: str) -> jax.sharding.Mesh | None:
@@ -88,6 +91,42 @@ def auto(mesh: jax.sharding.Mesh | None, shard_data: bool = False) -> dict:
         **{"draw_" + k: np.asarray(v) for k, v in chosen.draws.items()},
         **{"given_" + k: np.asarray(v) for k, v in given.draws.items()},
     }
+
+
+def _own_model(x, y=None, subsample_size=BATCH, size=None):  # noqa: ANN001, ANN201
+    """A model of one's own: the plate declared from the data's length, or with ``size``."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0, 1).expand([3, 3]).to_event(2))
+    declared = x.shape[0] if size is None else size
+    with numpyro.plate("data", declared, subsample_size=subsample_size) as idx:
+        numpyro.sample("y", dist.Categorical(logits=x[idx] @ w), obs=y[idx])
+
+
+def own_sharded(mesh: jax.sharding.Mesh) -> dict:
+    """``shard_data=True`` on a model of one's own: the plate's minibatch size from the model's
+    default (``"reference"``), from ``model_kwargs={"subsample_size": 8}`` (a Python int, which
+    must stay one), and the plate declared with the whole data set's size ``N`` instead of the
+    local data's length."""
+    import mtbkd_jax as mk
+
+    _, x, y, _ = _problem(transfer=False)
+    kwargs = {
+        "reference": None,
+        "static": {"subsample_size": BATCH},
+        "declared": {"subsample_size": BATCH, "size": N},
+    }
+    out = {}
+    for name, model_kwargs in kwargs.items():
+        post = mk.run_sgmcmc(
+            jax.random.key(5), _own_model, x, y, batch_size=None, num_epochs=3, step_size=1e-3,
+            draws_per_epoch=2, num_chains=2, warm_start_epochs=1, progress_bar=False,
+            logits_fn=lambda d, x: x @ d["w"], model_kwargs=model_kwargs, mesh=mesh,
+            shard_data=True,
+        )  # fmt: skip
+        out[name + "_w"] = np.asarray(post.draws["w"])
+    return out
 
 
 def gradients(mesh: jax.sharding.Mesh) -> dict:
@@ -213,13 +252,16 @@ def main(argv: list[str]) -> None:
     for task in argv[3:]:
         kind, spec = task.split(":")
         mesh = _mesh(spec)
-        if kind in ("sgld", "sghmc"):
+        if kind in SAMPLERS:
             result = sgmcmc(kind, mesh)
         elif kind == "grad":
             assert mesh is not None
             result = gradients(mesh)
         elif kind == "nuts":
             result = nuts(mesh)
+        elif kind == "ownshard":
+            assert mesh is not None
+            result = own_sharded(mesh)
         elif kind in ("auto", "autoshard"):
             result = auto(mesh, shard_data=kind == "autoshard")
         elif kind == "refuse":

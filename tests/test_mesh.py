@@ -1,5 +1,7 @@
-"""A device mesh as an argument (``mtbkd_jax.infer.mesh``): the draws on a mesh of 1, 2 and 4
-CPU devices equal the run without one; the minibatch gradient split over the ``data`` axis
+"""A device mesh as an argument (``mtbkd_jax.infer.mesh``): the draws of every SG-MCMC sampler
+on a mesh of 1, 2 and 4 CPU devices equal the run without one; ``shard_data=True`` leaves a
+model's static keyword arguments alone and scales a plate declared with the data set's size as
+one declared from the data's length; the minibatch gradient split over the ``data`` axis
 equals the one-device gradient, and the classic mistake (a ``psum`` on top of the gradient
 ``jax.grad`` already all-reduced) is caught; bad meshes are refused with a message naming
 ``mesh``.
@@ -12,8 +14,8 @@ Tolerances (float32; a sharded sum adds the same terms in another order, so the 
 every potential and gradient move, and the chains carry that forward):
 
 * SG-MCMC draws and streamed predictions: ``rtol=1e-5, atol=1e-6`` (measured: at most 6e-8
-  absolute, with the minibatch split over 2 or 4 devices; splitting only the chains changes
-  nothing at all);
+  absolute for sgld and sghmc, 3e-7 for psgld, with the minibatch split over 2 or 4 devices;
+  splitting only the chains changes nothing at all);
 * the minibatch gradient: ``rtol=1e-5``, and the doubled one must be off by the factor the
   data axis's size (2 or 4), far outside it;
 * MAP and SVI (60 Adam steps): ``rtol=1e-4, atol=1e-4`` on the draws and losses (measured
@@ -42,16 +44,22 @@ SCRIPT = Path(__file__).with_name("mesh_script.py")
 
 # per device count, the tasks its process runs ("kind:CxD", C x D the chains x data axes)
 TASKS = {
-    1: ["sgld:none", "sgld:1x1", "sghmc:none", "nuts:none", "map:none", "svi:none", "auto:none"],
+    1: [
+        "sgld:none", "sgld:1x1", "sghmc:none", "psgld:none", "cyclical_sgld:none", "ncsgld:none",
+        "nuts:none", "map:none", "svi:none", "auto:none",
+    ],
     2: [
         "sgld:1x2", "sgld:2x1", "sghmc:1x2", "grad:1x2", "nuts:1x2", "map:1x2", "svi:1x2",
-        "auto:1x2", "autoshard:1x2",
+        "auto:1x2", "autoshard:1x2", "ownshard:1x2",
     ],
     4: [
-        "sgld:2x2", "sgld:1x4", "sghmc:2x2", "sghmc:1x4", "grad:1x4", "nuts:2x2", "map:1x4",
-        "svi:2x2", "refuse:none",
+        "sgld:2x2", "sgld:1x4", "sghmc:2x2", "sghmc:1x4", "psgld:2x2", "psgld:1x4",
+        "cyclical_sgld:2x2", "ncsgld:2x2", "grad:1x4", "nuts:2x2", "map:1x4", "svi:2x2",
+        "refuse:none",
     ],
 }  # fmt: skip
+# the fewest meshes each sampler runs on (besides none)
+MIN_MESHES = {"sgld": 4, "sghmc": 3, "psgld": 2, "cyclical_sgld": 1, "ncsgld": 1}
 
 
 def _run(num_devices: int, path: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -106,11 +114,13 @@ def _assert_same_draws(
 
 # ---------------------------------------------------------------------------- SG-MCMC
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["sgld", "sghmc"])
+@pytest.mark.parametrize("sampler", sorted(MIN_MESHES))
 def test_sgmcmc_draws_on_a_mesh_equal_the_run_without_one(runs, sampler):
+    """Every sampler, whose info the loop carries (psgld's preconditioner, cyclical SGLD's step
+    size, ncsgld's noise ratio vary over the chains on a mesh, other fields do not)."""
     meshes = [t.split(":")[1] for ts in TASKS.values() for t in ts if t.startswith(sampler + ":")]
     meshes = [m for m in meshes if m != "none"]
-    assert len(meshes) >= (4 if sampler == "sgld" else 3)
+    assert len(meshes) >= MIN_MESHES[sampler]
     for mesh in meshes:
         task = f"{sampler}:{mesh}"
         _assert_same_draws(runs, task, f"{sampler}:none", rtol=1e-5, atol=1e-6)
@@ -120,6 +130,20 @@ def test_sgmcmc_draws_on_a_mesh_equal_the_run_without_one(runs, sampler):
     # the chains differ from one another (a shared chain would pass the comparison above)
     first = _results(runs, f"{sampler}:none")["draw_student.layers.0.kernel"]
     assert first.shape[0] == 4 and not np.allclose(first[0], first[1])
+
+
+@pytest.mark.slow
+def test_shard_data_keeps_static_model_kwargs_and_a_plate_declared_with_the_data_size(runs):
+    """``shard_data=True`` on a model of one's own (``mesh_script.own_sharded``): a Python int
+    in ``model_kwargs`` (``subsample_size``) stays an int (placed on the mesh it was a traced
+    value, and the model's plate failed), and a plate declared with the whole data set's size
+    ``N`` (not the local data's length) is scaled as the one declared from the data: both give
+    the draws of the model's default."""
+    result = _results(runs, "ownshard:1x2")
+    reference = result["reference_w"]
+    assert reference.shape[:2] == (2, 6) and np.all(np.isfinite(reference))
+    for name in ("static", "declared"):
+        np.testing.assert_allclose(result[name + "_w"], reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

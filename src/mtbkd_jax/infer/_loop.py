@@ -52,6 +52,40 @@ def epoch_noise_key(chain_key: jax.Array, epoch: jax.Array | int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(chain_key, _NOISE), epoch)
 
 
+def _varying_axes(leaf: Any) -> frozenset:
+    """The ``shard_map`` mesh axes over which ``leaf``'s value varies (empty outside one)."""
+    aval = jax.typeof(leaf)
+    manual = getattr(aval, "manual_axis_type", None)  # JAX 0.12; earlier: ``aval.vma``
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def varying_like(tree: PyTree, like: PyTree) -> PyTree:
+    """``tree`` with every leaf made to vary over each ``shard_map`` axis that a leaf of
+    ``like`` (a chain's state) varies over (``lax.pcast``); outside ``shard_map`` ``tree``
+    itself. A loop carry must keep its types leaf by leaf, and a kernel's info mixes leaves
+    computed from the chain's state (varying over ``chains``) with others that are not (a
+    schedule's step size), so no invariant placeholder could match them all."""
+    axes = frozenset().union(*(_varying_axes(leaf) for leaf in jax.tree.leaves(like)))
+    if not axes:
+        return tree
+
+    def cast(leaf: Any) -> Any:
+        missing = tuple(sorted(axes - _varying_axes(leaf)))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree.map(cast, tree)
+
+
+def _info_like_state(step_fn: StepFn) -> StepFn:
+    """``step_fn`` whose info varies like its state (:func:`varying_like`)."""
+
+    def step(key: jax.Array, state: Any, batch: dict[str, jax.Array], n: Any) -> tuple:
+        state, info = step_fn(key, state, batch, n)
+        return state, varying_like(info, state)
+
+    return step
+
+
 def keep_positions(
     keep_key: jax.Array,
     epoch: jax.Array | int,
@@ -150,9 +184,11 @@ class EpochLoop:
     ) -> tuple[PyTree, PyTree]:
         """Run ``epochs`` (an int array) for one chain, visiting each plate in
         ``orders[plate name][e]`` in epoch ``epochs[e]``. ``info`` is a placeholder of the
-        step's info (its shapes). At every kept step ``observe(state, info, epoch) -> (state,
-        out)``; returns ``(state, outs)`` with outs stacked as (num_epochs, draws_per_epoch,
-        ...)."""
+        step's info (its shapes; under ``shard_map`` it and every step's info are made to vary
+        like the state, :func:`varying_like`). At every kept step ``observe(state, info,
+        epoch) -> (state, out)``; returns ``(state, outs)`` with outs stacked as (num_epochs,
+        draws_per_epoch, ...)."""
+        step_fn, info = _info_like_state(step_fn), varying_like(info, state)  # on a mesh
         kept_steps = None
         if self.draws_per_epoch > 0:  # the kept steps of every epoch of the chunk at once
             kept_steps = jax.vmap(
@@ -211,6 +247,7 @@ class EpochLoop:
         if self.partial:
             raise ValueError("run_steps does not support partial_last_batch")
         num_steps = jax.tree.leaves(batches)[0].shape[0]
+        step_fn, info = _info_like_state(step_fn), varying_like(info, state)  # on a mesh
 
         def body(j: jax.Array, carry: tuple[PyTree, PyTree]) -> tuple[PyTree, PyTree]:
             step = first_step + j

@@ -21,18 +21,20 @@ minibatch, ``B_d``, is a uniformly random ``|B| / D`` of them, so
 therefore has expectation ``sum_d sum_{i in S_d} l_i + g``: the full potential (``g`` is the
 part outside the plates, the base prior). Each device computes its local potential with the
 model's plate of ``N / D`` local rows and ``|B| / D`` indices, which NumPyro scales by
-``(N / D) / (|B| / D) = N / |B|``; :class:`PlateScale` multiplies that by D, and the mean over
-the ``data`` axis (``lax.pmean``, the one all-reduce of the gradient per step, as on the
-replicated path) gives exactly the estimate above. Inside ``shard_map`` a device's epoch loop
-therefore runs on the *local* plates (:meth:`ShardedDataPlacement.loop_plates`: ``N / D`` rows,
-``|B| / D`` a step), since its slice of each epoch's order holds only its own ``N / D`` local
-row numbers. Since every epoch visits every row once, ``(|B| / N)`` times the sum of an
-epoch's estimates is exactly the full-batch value; ``tests/test_multiprocess.py`` checks that
-identity through the real warm-start and sampling programs on the canonical model with a
-transfer set, and that the loop on the whole data set's plates fails it. Before the first
-step :func:`~mtbkd_jax.infer._layout.check_data_layout` checks the placement of every array
-the same way (all local rows against the full batch), and sites inside two subsampled plates
-are refused (:class:`PlateScale`).
+``(N / D) / (|B| / D) = N / |B|``; :class:`PlateScale` multiplies that by D (a plate declared
+with the whole data set's size, ``numpyro.plate("data", N, ...)``, NumPyro already scales by
+``N / (|B| / D)``: left as it is), and the mean over the ``data`` axis (``lax.pmean``, the
+one all-reduce of the gradient per step, as on the replicated path) gives exactly the
+estimate above. Inside ``shard_map`` a device's epoch loop therefore runs on the *local*
+plates (:meth:`ShardedDataPlacement.loop_plates`: ``N / D`` rows, ``|B| / D`` a step), since
+its slice of each epoch's order holds only its own ``N / D`` local row numbers. Since every
+epoch visits every row once, ``(|B| / N)`` times the sum of an epoch's estimates is exactly
+the full-batch value; ``tests/test_multiprocess.py`` checks that identity through the real
+warm-start and sampling programs on the canonical model with a transfer set, and that the
+loop on the whole data set's plates fails it. Before the first step
+:func:`~mtbkd_jax.infer._layout.check_data_layout` checks the placement of every array the
+same way (all local rows against the full batch), and sites inside two subsampled plates are
+refused (:class:`PlateScale`).
 
 **Other draws than the replicated path.** Stratified minibatches are another, equally valid,
 minibatch scheme: every epoch still visits every row once, but a minibatch holds exactly
@@ -76,19 +78,38 @@ __all__ = [
 
 
 class PlateScale(Messenger):
-    """Multiply the scale of every sample site inside one of ``plates`` by ``factor`` (once
-    per such plate around it): a device's local minibatch estimate, made an estimate of the
-    whole data set's potential by the number of data shards."""
+    """Multiply the scale of every sample site inside one of the plates ``sizes`` names by
+    ``factor`` (a site inside two is refused): a device's local minibatch estimate, made an
+    estimate of the whole data set's potential by the number of data shards D.
 
-    def __init__(self, fn: Callable | None, plates: frozenset[str], factor: float) -> None:
-        self.plates = plates
+    That is for a plate the model declares with its local data's length (``x.shape[0]``,
+    ``N / D`` on a device), which NumPyro scales by ``(N / D) / (|B| / D)``. A plate declared
+    with the whole data set's size ``sizes[name]`` (``numpyro.plate("data", N, ...)``) is
+    already scaled by ``N / (|B| / D)``, D times more, so its sites get ``factor / D``.
+
+    Args:
+        fn: the model.
+        sizes: the subsampled plates' names and whole data set sizes ``N``.
+        factor: the scale of a plate declared with the local length (D).
+        axis_size: the number of data shards D.
+    """
+
+    def __init__(
+        self, fn: Callable | None, sizes: Mapping[str, int], factor: float, axis_size: int
+    ) -> None:
+        self.sizes = dict(sizes)
         self.factor = float(factor)
+        self.axis_size = int(axis_size)
+        self.factors: dict[str, float] = {}  # by plate, as declared
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
+        if msg["type"] == "plate" and msg["name"] in self.sizes:
+            whole = int(msg["args"][0]) == self.sizes[msg["name"]]
+            self.factors[msg["name"]] = self.factor / self.axis_size if whole else self.factor
         if msg["type"] != "sample":
             return
-        inside = [frame.name for frame in msg["cond_indep_stack"] if frame.name in self.plates]
+        inside = [frame.name for frame in msg["cond_indep_stack"] if frame.name in self.sizes]
         if len(inside) > 1:
             raise ValueError(
                 f"shard_data=True: sample site {msg['name']!r} lies inside {len(inside)} "
@@ -96,10 +117,9 @@ class PlateScale(Messenger):
                 "can be sharded over the mesh's 'data' axis (the rows of a nested plate are not "
                 "split, and its minibatch would be mis-scaled): pass shard_data=False"
             )
-        count = len(inside)
-        if count:
+        if inside:
             scale = 1.0 if msg["scale"] is None else msg["scale"]
-            msg["scale"] = scale * self.factor**count
+            msg["scale"] = scale * self.factors.get(inside[0], self.factor)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -147,8 +167,8 @@ class StratifiedEstimator(GradientEstimator):
 
     def logdensity(self, position: dict, minibatch: dict) -> jax.Array:
         """``pmean`` over the axis of the local estimates of ``log p(z, D)``."""
-        names = frozenset(p.name for p in self.plates)
-        model = PlateScale(self._substituted(minibatch), names, self.factor)
+        sizes = {p.name: p.size for p in self.plates}
+        model = PlateScale(self._substituted(minibatch), sizes, self.factor, self.axis_size)
         with warnings.catch_warnings():  # a plate's declared size is the whole minibatch's
             warnings.filterwarnings("ignore", message="subsample_size does not match")
             value = -potential_energy(model, self.model_args, self.model_kwargs, position)
@@ -184,10 +204,16 @@ class ShardedDataPlacement(MeshPlacement):
 
     def sharded[T](self, tree: T) -> T:
         """Every array of ``tree`` with a plate's length split over ``data``, the others
-        replicated (a global array already so placed is not moved)."""
-        return jax.tree.map(
-            lambda leaf: put(leaf, NamedSharding(self.mesh, self._spec(leaf))), tree
-        )
+        replicated (a global array already so placed is not moved). Leaves that are not
+        arrays (a ``subsample_size`` of 64 in ``model_kwargs``) stay as they are: placed, they
+        would become traced values in the model."""
+
+        def place(leaf: Any) -> Any:
+            if not isinstance(leaf, jax.Array | np.ndarray):
+                return leaf
+            return put(leaf, NamedSharding(self.mesh, self._spec(leaf)))
+
+        return jax.tree.map(place, tree)
 
     def loop_plates(self, plates: tuple[PlateSpec, ...]) -> tuple[PlateSpec, ...]:
         """The plates as one device's epoch loop sees them under ``shard_map``: its own
