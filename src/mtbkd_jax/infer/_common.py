@@ -215,6 +215,52 @@ def nonfinite_sites(
     return [name for name, value in values.items() if not np.isfinite(float(value))]
 
 
+def unconstrained_start(
+    model: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    point: Mapping[str, ArrayLike],
+    argument: str = "init_params",
+) -> dict[str, jax.Array]:
+    """A starting point given in the model's own (constrained) space, checked against each
+    site's support, in the unconstrained space where NumPyro's samplers move."""
+    from numpyro.infer.util import unconstrain_fn
+
+    check_in_support(model, args, kwargs, point, argument)
+    return unconstrain_fn(model, args, dict(kwargs), dict(point))
+
+
+def check_in_support(
+    model: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    point: Mapping[str, ArrayLike],
+    argument: str = "init_params",
+) -> None:
+    """Raise a ``ValueError`` naming the first site of ``point`` outside its support."""
+    from numpyro import handlers
+
+    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+    def in_support(point: Mapping[str, ArrayLike], args: tuple, arrays: dict) -> dict:
+        conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
+        trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
+        return {
+            name: jnp.all(site["fn"].support(site["value"]))
+            for name, site in trace.items()
+            if name in point and site["type"] == "sample" and not site["is_observed"]
+        }
+
+    for name, inside in jax.jit(in_support)(dict(point), args, arrays).items():
+        if not bool(inside):
+            raise ValueError(
+                f"{argument}[{name!r}] lies outside the support of the model's site {name!r}: "
+                "a starting point is given in the model's own space (e.g. a positive scale "
+                "as a positive number, as posterior.point() gives it)"
+            )
+
+
 def make_posterior(
     model: Callable[..., Any],
     samples: Mapping[str, ArrayLike],

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtbkd_jax.infer._common import check_init_params, nonfinite_sites
+from mtbkd_jax.infer._common import check_in_support, check_init_params, nonfinite_sites
 from mtbkd_jax.infer.gradients import GradientEstimator
 
 if TYPE_CHECKING:
@@ -47,10 +47,13 @@ def starting_positions(
                 f"init_params holds {len(points)} starting points for num_chains={num_chains}; "
                 "pass one per chain, or one dict for every chain"
             )
+        for c, p in enumerate(points):
+            check_in_support(model, estimator.model_args, plan.kwargs, p, f"init_params[{c}]")
         unconstrained = [estimator.unconstrain(p) for p in points]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *unconstrained)
     if init_params is not None:
         point = check_init_params(init_params, plan.latent_shapes, derived=plan.deterministic)
+        check_in_support(model, estimator.model_args, plan.kwargs, point)
         point = estimator.unconstrain(point)
         return {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
     try:

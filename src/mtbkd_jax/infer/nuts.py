@@ -16,6 +16,7 @@ from mtbkd_jax.infer._common import (
     make_posterior,
     nonfinite_sites,
     prepare_data,
+    unconstrained_start,
 )
 from mtbkd_jax.infer.mesh import check_mesh, full_batch_data, mcmc_chain_method
 from mtbkd_jax.infer.minibatch import ModelStructure, model_structure
@@ -84,7 +85,9 @@ def run_nuts(
         init_strategy: a NumPyro init strategy (default ``init_to_uniform(radius=0.5)``).
         init_params: a starting point (site -> array) shared by every chain, e.g. a MAP, or
             a list with one starting point per chain (e.g. MAPs from different seeds, so that
-            R-hat compares chains that began apart).
+            R-hat compares chains that began apart). Values are in the model's own space
+            (``posterior.point()``; a scale as a positive number), checked against each
+            site's support and moved to NumPyro's unconstrained space here.
         progress_bar: show NumPyro's progress bar.
         model_kwargs: further keyword arguments of the model (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for prediction with a user's own model.
@@ -122,10 +125,15 @@ def run_nuts(
     chain_method = _checked_settings(target_accept_prob, chain_method, dense_mass, num_chains)
     features, labels, kwargs = prepare_data(model, inputs, labels, model_kwargs)
     structure = _full_batch_structure(model, (features, labels), kwargs)
+    starts = None  # the starting points as given (the model's own, constrained, space)
     if init_params is not None:
+        starts = _checked_starts(
+            init_params, structure.latent_shapes, int(num_chains), structure.deterministic
+        )
+        # NumPyro's HMC takes init_params in its unconstrained space, as they are
         init_params = _broadcast_init(
-            _checked_starts(
-                init_params, structure.latent_shapes, int(num_chains), structure.deterministic
+            _map_starts(
+                lambda p: unconstrained_start(model, (features, labels), kwargs, p), starts
             ),
             int(num_chains),
         )
@@ -155,7 +163,7 @@ def run_nuts(
     except RuntimeError as error:
         if "Cannot find valid initial parameters" not in str(error):
             raise
-        raise _no_valid_start(model, features, labels, kwargs, init_params, structure) from None
+        raise _no_valid_start(model, features, labels, kwargs, starts, structure) from None
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = _sample_stats(extra)
@@ -258,10 +266,7 @@ def _no_valid_start(
     import jax.numpy as jnp
 
     if init_params is not None:
-        point = {
-            k: jnp.asarray(v)[0] if jnp.ndim(v) > len(structure.latent_shapes[k]) else v
-            for k, v in init_params.items()
-        }
+        point = init_params[0] if isinstance(init_params, list | tuple) else init_params
         where = "init_params"
     else:
         point = {k: jnp.zeros(shape) for k, shape in structure.latent_shapes.items()}
@@ -291,6 +296,11 @@ def _checked_starts(init_params: Any, expected: dict, num_chains: int, derived: 
             for i, point in enumerate(init_params)
         ]
     return check_init_params(init_params, expected, derived=derived)
+
+
+def _map_starts(fn: Callable[[dict], dict], starts: Any) -> Any:
+    """``fn`` on a shared starting point or on each of a list of them."""
+    return [fn(p) for p in starts] if isinstance(starts, list | tuple) else fn(starts)
 
 
 def _broadcast_init(init_params: Any, num_chains: int) -> dict:
