@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtbkd_jax._checks import require_count, require_nonnegative_values
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -51,9 +52,8 @@ def build_kernel(
     temperature: float = 1.0,
 ) -> Callable:
     """``step(rng_key, state, minibatch, peak_step_size) -> (state, info)``."""
-    cycle_length = int(cycle_length)
-    if cycle_length < 1:
-        raise ValueError(f"cycle_length must be a positive integer, got {cycle_length}")
+    cycle_length = require_count(cycle_length, "cycle_length")
+    require_nonnegative_values(temperature, "temperature")
     if not 0 <= exploration_fraction < 1:
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")
     cosine = optax.cosine_decay_schedule(1.0, cycle_length, alpha=0.0)

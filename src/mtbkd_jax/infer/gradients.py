@@ -37,7 +37,7 @@ from numpyro.infer.util import constrain_fn, initialize_model, potential_energy,
 
 from mtbkd_jax.infer._common import is_array_tree
 from mtbkd_jax.infer._plate_order import FullPlateOrder
-from mtbkd_jax.infer.minibatch import PlateSpec, model_structure
+from mtbkd_jax.infer.minibatch import PlateSpec, check_latent_sites, model_structure
 
 __all__ = ["GradientEstimator", "MinibatchPlan", "gradient_estimator", "minibatch_plan"]
 
@@ -289,6 +289,7 @@ def minibatch_plan(
             "the minibatch in the model, numpyro.plate(name, N, subsample_size=B), and index "
             f"the data with the plate's indices (the model's plates: {names or 'none'})"
         )
+    check_latent_sites(structure)
     if batch_size is not None and not own_plan and batch_size != plates[0].batch_size:
         raise ValueError(
             f"batch_size={batch_size} but the model's plate {plates[0].name!r} takes "

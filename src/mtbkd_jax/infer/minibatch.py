@@ -9,7 +9,7 @@ estimator (:mod:`mtbkd_jax.infer.gradients`) and the log-likelihood
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -22,6 +22,7 @@ __all__ = [
     "PlateSpec",
     "ModelStructure",
     "model_structure",
+    "check_latent_sites",
 ]
 
 
@@ -63,6 +64,9 @@ class ModelStructure:
     latent_shapes: dict
     observed: tuple[str, ...]
     deterministic: tuple[str, ...] = ()
+    # latent site -> the plates it lies in (a local latent lies in the data's plate)
+    latent_plates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    discrete: tuple[str, ...] = ()  # latent sites with a discrete support
 
     @property
     def subsampled(self) -> tuple[PlateSpec, ...]:
@@ -78,6 +82,8 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
     def run() -> dict[str, Any]:
         trace = abstract_trace(model, model_args, model_kwargs)
         plates, minibatched, latent, observed, deterministic = [], [], {}, [], []
+        latent_plates: dict[str, tuple[str, ...]] = {}
+        discrete: list[str] = []
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
@@ -89,6 +95,9 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                     minibatched.append(plates[-1])
             elif site["type"] == "sample" and not site["is_observed"]:
                 latent[name] = site["value"]
+                latent_plates[name] = tuple(f.name for f in site["cond_indep_stack"])
+                if getattr(site["fn"], "is_discrete", False):
+                    discrete.append(name)
             elif site["type"] == "sample" and not _is_factor(site["fn"]):
                 observed.append(name)
             elif site["type"] == "deterministic":
@@ -98,6 +107,8 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
             minibatched=tuple(minibatched),
             observed=tuple(observed),
             deterministic=tuple(deterministic),
+            latent_plates=latent_plates,
+            discrete=tuple(discrete),
         )
         return latent
 
@@ -109,7 +120,34 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         latent_shapes,
         found["observed"],
         found["deterministic"],
+        found["latent_plates"],
+        found["discrete"],
     )
+
+
+def check_latent_sites(structure: ModelStructure) -> None:
+    """Refuse what SG-MCMC cannot sample: no latent site, a discrete one, or a latent site
+    inside a plate that subsamples (a per-example latent would be a vector of the batch's
+    size, paired with whichever examples each minibatch holds: a wrong posterior)."""
+    if not structure.latent_shapes:
+        raise ValueError("the model has no latent sample site to sample")
+    if structure.discrete:
+        raise ValueError(
+            f"SG-MCMC needs continuous latent sites; {list(structure.discrete)} "
+            "have a discrete support: marginalise them out in the model (sum over their "
+            "values with numpyro.factor), or make them observed"
+        )
+    subsampled = {p.name for p in structure.subsampled}
+    for name, plates in structure.latent_plates.items():
+        inside = [p for p in plates if p in subsampled]
+        if inside:
+            raise ValueError(
+                f"the latent site {name!r} lies inside the subsampled plate {inside[0]!r}: "
+                "SG-MCMC subsamples the data, not per-example latent variables (each would be "
+                "a vector of the minibatch's size, paired with other examples at every step); "
+                "move the site out of the plate, marginalise it, or give the plate no "
+                "subsample_size"
+            )
 
 
 def _is_factor(fn: object) -> bool:

@@ -9,7 +9,10 @@ NumPyro has no SG-MCMC (its issue #2075). :class:`SGMCMC` brings this package's 
 every example once per epoch in a fresh random order (drawn on the device at the epoch's first
 step). Warm-up steps are sampler steps whose states are discarded (SG-MCMC has nothing to
 adapt). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar, the chain methods
-and ``arviz.from_numpyro(mcmc)`` work as for NUTS.
+and ``arviz.from_numpyro(mcmc)`` work as for NUTS. ``mcmc.run(..., init_params=...)`` takes
+unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts`` take the model's own,
+constrained, values). A model with a latent site inside the subsampled plate (one per example),
+a discrete latent site or none is refused: SG-MCMC subsamples data, not latent variables.
 
 ``run_sgmcmc`` is the faster driver for long runs (host-drawn orders, chunked epochs,
 thinning inside the chain, checkpoints, streamed predictions): ``docs/benchmarks.md`` reports
@@ -42,8 +45,10 @@ import numpy as np
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import is_prng_key
 
-from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._checks import require_count, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
+from mtbkd_jax.infer._common import check_init_params
+from mtbkd_jax.infer._plan import check_schedule
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.students import Student
@@ -121,8 +126,8 @@ class SGMCMC(MCMCKernel):
         self.options: dict[str, Any] = dict(
             temperature=require_nonnegative(temperature, "temperature"),
             friction=require_positive(friction, "friction"),
-            cycle_length=int(require_positive(cycle_length, "cycle_length")),
-            exploration_fraction=exploration_fraction,
+            cycle_length=require_count(cycle_length, "cycle_length"),
+            exploration_fraction=_fraction(exploration_fraction),
             options=check_sampler_options(sampler, sampler_options),
         )
         self._estimator: GradientEstimator | None = None
@@ -151,9 +156,12 @@ class SGMCMC(MCMCKernel):
     ) -> SGMCMCState:
         # NumPyro calls init again at every mcmc.run (this kernel has no _sample_fn attribute)
         _check_student_inputs(self.model, model_args)
+        check_schedule(self.schedule, max(int(num_warmup), 1) + 1)
         plan = minibatch_plan(
             self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
         )
+        if init_params is not None:
+            _check_init_params(init_params, plan.latent_shapes, rng_key)
         given = set(model_kwargs or {})
         self._plan_kwargs = {k: v for k, v in plan.kwargs.items() if k not in given}
         self._estimator = GradientEstimator(self.model, tuple(model_args), plan.kwargs, plan.plates)
@@ -230,3 +238,21 @@ def _check_student_inputs(model: Callable, model_args: tuple) -> None:
     if isinstance(student, Student) and model_args:
         if not isinstance(model_args[0], jax.core.Tracer):
             student.check_inputs(model_args[0], "model_args[0] (the inputs)")
+
+
+def _fraction(value: float) -> float:
+    fraction = require_nonnegative(value, "exploration_fraction")
+    if fraction >= 1:
+        raise ValueError(f"exploration_fraction must lie in [0, 1), got {fraction}")
+    return fraction
+
+
+def _check_init_params(
+    init_params: object, latent_shapes: dict[str, tuple[int, ...]], rng_key: jax.Array
+) -> None:
+    """Check ``init_params`` (unconstrained values, NumPyro's convention: names, shapes,
+    finite) against the model's latent sites, with a leading chain axis when ``MCMC`` runs the
+    chains vectorized; the values are used as given (float64 under ``jax_enable_x64``)."""
+    lead = () if is_prng_key(rng_key) else tuple(np.shape(rng_key)[:1])
+    expected = {name: (*lead, *shape) for name, shape in latent_shapes.items()}
+    check_init_params(init_params, expected, "init_params")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax._checks import require_nonnegative_values
 from mtbkd_jax.infer.langevin import preconditioned_sgld_update
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ def build_kernel(
     correction: bool = False,
 ) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (PSGLDState, PSGLDInfo)``."""
+    require_nonnegative_values(temperature, "temperature")
+    require_nonnegative_values(decay, "decay")
+    require_nonnegative_values(regularizer, "regularizer", strictly=True)
     if not 0 <= decay < 1:
         raise ValueError(f"decay must lie in [0, 1), got {decay}")
     if not regularizer > 0:

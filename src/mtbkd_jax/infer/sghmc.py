@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax._checks import require_nonnegative_values
 from mtbkd_jax.infer.langevin import sghmc_update
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def build_kernel(
     grad_estimator: Callable, friction: float = 0.1, temperature: float = 1.0
 ) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGHMCState, SGHMCInfo)``."""
+    require_nonnegative_values(temperature, "temperature")
+    require_nonnegative_values(friction, "friction", strictly=True)
 
     def step(
         rng_key: jax.Array, state: SGHMCState, minibatch: PyTree, step_size: float | jax.Array

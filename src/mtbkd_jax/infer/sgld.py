@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax._checks import require_nonnegative_values
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def init(position: PyTree) -> SGLDState:
 
 def build_kernel(grad_estimator: Callable, temperature: float = 1.0) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGLDState, SGLDInfo)``."""
+    require_nonnegative_values(temperature, "temperature")
 
     def step(
         rng_key: jax.Array, state: SGLDState, minibatch: PyTree, step_size: float | jax.Array

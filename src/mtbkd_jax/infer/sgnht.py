@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax._checks import require_nonnegative_values
 from mtbkd_jax.infer.langevin import sgnht_update
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def build_kernel(
     grad_estimator: Callable, noise: float = 0.1, temperature: float = 1.0
 ) -> Callable:
     """``step(rng_key, state, minibatch, step_size) -> (SGNHTState, SGNHTInfo)``."""
+    require_nonnegative_values(temperature, "temperature")
+    require_nonnegative_values(noise, "noise")
 
     def step(
         rng_key: jax.Array, state: SGNHTState, minibatch: PyTree, step_size: float | jax.Array
