@@ -207,7 +207,9 @@ def run_sgmcmc(
             Not with ``mesh``, ``shard_data``, ``warm_start_epochs``, ``partial_last_batch``
             or ``step_size="auto"``; the posterior holds no training inputs (its pointwise
             log-likelihood would need every row), and its checkpoint resumes only a streamed
-            run.
+            run. Only the model's arguments are streamed: a per-example array the model
+            closes over and indexes by hand (``prior.take(idx)``) would get rows ``0 .. |B|-1``
+            at every step; pass it as a keyword argument instead.
         chunk_steps: with ``stream``, steps per jitted call (default ``chunk_epochs`` epochs'
             steps); it may end inside an epoch (an epoch of millions of rows needs that), and
             a checkpoint then records the next step. Device memory per chunk: ``2 x
