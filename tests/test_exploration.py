@@ -169,3 +169,38 @@ def test_one_chain_has_no_between_chain_numbers():
     assert report["spread_to_separation"] is None
     assert report["distance_from_mode"] is None
     assert report["min_ess_bulk"] > 30
+
+
+def test_a_diverged_chain_is_refused_by_name_not_left_out():
+    """NaN draws dropped out of the maxima and minima before: a chain that diverged after 150
+    draws gave max_rhat 1.007 and spread_to_separation inf ("the same region")."""
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(2, 200, 3)), rng.normal(size=(2, 200, 2))
+    w[1, 150:] = np.nan
+    with pytest.raises(ValueError, match="'w' are not finite from chain 1, draw 150"):
+        exploration_report(Posterior({"w": w, "b": b}))
+    w[1, 150:] = np.inf
+    with pytest.raises(ValueError, match="chain 1, draw 150"):
+        exploration_report(Posterior({"w": w, "b": b}))
+
+
+def test_draws_that_never_move_are_worth_no_draws():
+    """ArviZ gives a constant series the ESS of every draw; a sampler stuck at its start
+    read as 2,000 independent draws and a spread ratio of inf before."""
+    stuck = exploration_report(Posterior({"w": np.full((4, 500, 10), 0.3, np.float32)}))
+    for key in ("max_rhat", "min_ess_bulk", "min_norm_ess_bulk", "spread_to_separation"):
+        assert np.isnan(stuck[key]), (key, stuck[key])
+    rng = np.random.default_rng(1)
+    draws = rng.normal(size=(2, 300, 3))
+    draws[:, :, 0] = 1.0  # one coordinate stuck, the others move
+    report = exploration_report(Posterior({"w": draws}))
+    assert 100 < report["min_ess_bulk"] < 1000 and np.isfinite(report["max_rhat"])
+
+
+def test_a_summary_pattern_that_matches_nothing_is_named():
+    from mtbkd_jax.diagnostics import summary
+
+    tree = Posterior({"w": np.random.default_rng(0).normal(size=(2, 50, 3))}).to_datatree()
+    assert "w" in str(summary(tree, "w").index[0])
+    with pytest.raises(ValueError, match="no posterior variable's name contains 'kernel'"):
+        summary(tree, "kernel")

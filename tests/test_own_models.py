@@ -237,3 +237,27 @@ def test_deterministic_sites_factor_likelihoods_and_small_new_data(data, tmp_pat
     with pytest.warns(UserWarning, match="no observed sample site"):
         path = post.save(tmp_path / "factor.nc")
     assert "log_likelihood" not in mk.Posterior.load(path).to_datatree().children
+
+
+def test_observed_data_is_named_after_the_models_observed_site():
+    """It was always 'y': ArviZ functions that pair observed_data with log_likelihood by name
+    (az.loo_pit) failed with KeyError 'y' for a model whose site is called 'label'."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([2, 2]).to_event(2))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("label", dist.Categorical(logits=x @ w), obs=y)
+
+    posterior = mk.run_nuts(
+        jax.random.key(0), model, x, y, num_warmup=50, num_draws=50, num_chains=2,
+        progress_bar=False,
+    )  # fmt: skip
+    tree = posterior.to_datatree()
+    assert list(tree["observed_data"].data_vars) == ["label"]
+    assert tree["observed_data"]["label"].dims == ("example",)
+    assert tree["log_likelihood"]["label"].dims == ("chain", "draw", "example")
+    np.testing.assert_array_equal(tree["observed_data"]["label"].values, y)
+    assert np.isfinite(float(az.loo(tree).elpd))

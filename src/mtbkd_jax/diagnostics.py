@@ -29,8 +29,8 @@ def to_datatree(
 ) -> xr.DataTree:
     """Convert a :class:`~mtbkd_jax.Posterior` to an ArviZ ``xarray.DataTree``.
 
-    Groups: ``posterior``, ``sample_stats`` (if any), ``observed_data`` (``y`` over
-    ``example``), ``constant_data`` (``teacher_weights`` over ``teacher`` and
+    Groups: ``posterior``, ``sample_stats`` (if any), ``observed_data`` (the labels over
+    ``example``, named after the model's observed site when the log-likelihood names it), ``constant_data`` (``teacher_weights`` over ``teacher`` and
     ``prior_example``), ``log_likelihood`` (observed site -> (chains, draws, N)) when given,
     and ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
     stored as JSON in the root attrs.
@@ -43,13 +43,19 @@ def to_datatree(
     }
     if posterior.sample_stats:
         groups["sample_stats"] = {k: np.asarray(v) for k, v in posterior.sample_stats.items()}
-    if posterior.observed_data:
-        groups["observed_data"] = dict(posterior.observed_data)
-    if posterior.constant_data:
-        groups["constant_data"] = dict(posterior.constant_data)
+    observed = dict(posterior.observed_data)
+    dims = {"y": ["example"], "teacher_weights": ["teacher", "prior_example"]}
     if log_likelihood is not None:
         groups["log_likelihood"] = {k: np.asarray(v) for k, v in log_likelihood.items()}
-    dims = {"y": ["example"], "teacher_weights": ["teacher", "prior_example"]}
+        pointwise = [k for k, v in groups["log_likelihood"].items() if v.ndim == 3]
+        dims.update({k: ["example"] for k in pointwise})
+        if len(log_likelihood) == 1 and pointwise and "y" in observed:
+            # the labels under the model's observed site's name, as ArviZ pairs the groups
+            observed = {pointwise[0]: observed.pop("y"), **observed}
+    if observed:
+        groups["observed_data"] = observed
+    if posterior.constant_data:
+        groups["constant_data"] = dict(posterior.constant_data)
     coords: dict[str, list[Any]] = {}
     names = posterior.settings.get("teacher_names")
     if names and "teacher_weights" in posterior.constant_data:
@@ -80,7 +86,13 @@ def summary(
     """
     import arviz as az
 
-    return az.summary(tree, var_names=parameter_names(tree, pattern), **kwargs)
+    names = parameter_names(tree, pattern)
+    if not names:
+        raise ValueError(
+            f"no posterior variable's name contains {pattern!r}; the variables are "
+            f"{parameter_names(tree)[:8]}"
+        )
+    return az.summary(tree, var_names=names, **kwargs)
 
 
 def exploration_report(
@@ -101,11 +113,13 @@ def exploration_report(
 
         * ``rhat``: site -> the largest rank-normalised split R-hat over its coordinates
           (``arviz.rhat``, Vehtari et al. 2021); near 1 when the chains agree, above ~1.01
-          when they sample different regions; NaN with one chain or constant draws.
-          ``max_rhat``: the largest over all sites (NaN coordinates left out).
+          when they sample different regions; NaN with one chain, fewer than 4 draws per
+          chain, or draws that never move. ``max_rhat``: the largest over all sites (NaN
+          coordinates left out).
         * ``ess_bulk``: site -> the smallest bulk effective sample size over its coordinates
           (``arviz.ess``), ``min_ess_bulk`` the smallest overall: the number of independent
-          draws the chains are worth for the posterior mean.
+          draws the chains are worth for the posterior mean (NaN, not every draw, for a
+          coordinate that never moves).
         * ``norm_rhat``, ``norm_ess_bulk``: site -> the same two numbers for the site's norm
           ``||theta_site||`` (one number per draw), ``max_norm_rhat`` and
           ``min_norm_ess_bulk`` over all sites. A norm does not change when a network's
@@ -124,14 +138,15 @@ def exploration_report(
           ``||mean_s theta_c - mean_s theta_c'||``; ``spread_to_separation`` is
           ``within_chain_sd / between_chain_distance``: well above 1 when the chains explore
           the same region, at or below 1 when each sits in its own (both ``None`` with one
-          chain).
+          chain; NaN for draws that never move).
         * ``distance_from_mode``: the mean over draws of ``||theta - theta_mode||``;
           ``relative_distance_from_mode`` that divided by ``||theta_mode||`` (``None``
           without ``mode``; ``inf`` for a mode at the origin).
         * ``num_chains``, ``num_draws``.
 
         The posterior does not record where the chains started, so their initial distance
-        is not reported.
+        is not reported. Non-finite draws (a diverged chain) are refused with a
+        ``ValueError`` naming the site, chain and draw.
 
     Example:
         >>> import numpy as np
@@ -156,11 +171,12 @@ def exploration_report(
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, value in posterior.draws.items():
             theta = np.asarray(value, np.float64).reshape(num_chains, posterior.num_draws, -1)
+            _require_finite_draws(name, theta)
             rhat[name] = _nan_reduce(np.nanmax, az.rhat(theta))
-            ess[name] = _nan_reduce(np.nanmin, az.ess(theta, method="bulk"))
+            ess[name] = _nan_reduce(np.nanmin, _moving_ess(az, theta))
             norms = np.linalg.norm(theta, axis=-1, keepdims=True)  # (chains, draws, 1)
             norm_rhat[name] = _nan_reduce(np.nanmax, az.rhat(norms))
-            norm_ess[name] = _nan_reduce(np.nanmin, az.ess(norms, method="bulk"))
+            norm_ess[name] = _nan_reduce(np.nanmin, _moving_ess(az, norms))
             norm_mean[name], norm_sd[name] = float(norms.mean()), float(norms.std())
             variance += float(theta.var(axis=1, ddof=1).mean(axis=0).sum())
             means.append(theta.mean(axis=1))
@@ -233,4 +249,29 @@ def _nan_reduce(reduce: Any, values: ArrayLike) -> float:
 
 
 def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; inf for a positive numerator over 0; NaN for 0 / 0 or a NaN
+    (draws that never moved are not "chains that explore the same region")."""
+    if np.isnan(numerator) or np.isnan(denominator) or (numerator == 0 and denominator == 0):
+        return float("nan")
     return numerator / denominator if denominator > 0 else float("inf")
+
+
+def _require_finite_draws(name: str, theta: np.ndarray) -> None:
+    """Raise a ``ValueError`` naming the site and its first non-finite (chain, draw): NaN draws
+    would otherwise drop out of the maxima and minima, and a diverged chain read as fine."""
+    bad = ~np.isfinite(theta).all(axis=-1)  # (chains, draws)
+    if bad.any():
+        chain, draw = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"the draws of {name!r} are not finite from chain {chain}, draw {draw} on "
+            f"({int(bad.sum())} draws in all): a diverged chain; judge the others, "
+            "Posterior({k: v[keep] for k, v in posterior.draws.items()})"
+        )
+
+
+def _moving_ess(az: Any, theta: np.ndarray) -> np.ndarray:
+    """Bulk ESS per coordinate, NaN where the draws never vary (ArviZ gives a constant series
+    the ESS of every draw, as if the chains were worth all of them)."""
+    ess = np.asarray(az.ess(theta, method="bulk"), np.float64)
+    varies = np.ptp(theta.reshape(-1, theta.shape[-1]), axis=0) > 0
+    return np.where(varies, ess, np.nan)
