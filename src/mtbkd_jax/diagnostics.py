@@ -30,9 +30,10 @@ def to_datatree(
     """Convert a :class:`~mtbkd_jax.Posterior` to an ArviZ ``xarray.DataTree``.
 
     Groups: ``posterior``, ``sample_stats`` (if any), ``observed_data`` (the labels over
-    ``example``, named after the model's observed site when the log-likelihood names it), ``constant_data`` (``teacher_weights`` over ``teacher`` and
-    ``prior_example``), ``log_likelihood`` (observed site -> (chains, draws, N)) when given,
-    and ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
+    ``example``, named after the model's observed site when the log-likelihood names it),
+    ``constant_data`` (``teacher_weights`` over ``teacher`` and ``prior_example``),
+    ``log_likelihood`` (observed site -> (chains, draws, N)) when given, and
+    ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
     stored as JSON in the root attrs.
     """
     import arviz as az
