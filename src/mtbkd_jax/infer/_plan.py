@@ -142,14 +142,6 @@ def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size"
     >= 0 (for cyclical SGLD, the cycle's peak), with the step, and a schedule that is 0 at
     every step checked. A step of 0 is allowed: a warm-up from 0 (``optax.linear_schedule(0,
     eta, n)``), or a cyclical schedule's last step, which float32 can round to 0."""
-    try:  # the samplers call it inside jit, on a traced step
-        jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as error:
-        raise ValueError(
-            f"{name} (a schedule) must be a JAX function of the step, which the samplers trace "
-            "inside jit: use jnp.where or optax's schedules instead of Python if/int() on the "
-            f"step ({type(error).__name__})"
-        ) from None
     last = max(int(total_steps), 1) - 1
     steps = sorted({int(k) for k in np.linspace(0, last, 7).round()})
     values = []
@@ -161,6 +153,14 @@ def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size"
         values.append(require_nonnegative(value, where))
     if max(values) == 0:
         raise ValueError(f"{name} (a schedule) is 0 at every step checked ({steps}): no step moves")
+    try:  # the samplers call it inside jit, on a traced step (values checked above)
+        jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as error:
+        raise ValueError(
+            f"{name} (a schedule) must be a JAX function of the step, which the samplers trace "
+            "inside jit: use jnp.where or optax's schedules instead of Python if/int() on the "
+            f"step ({type(error).__name__})"
+        ) from None
 
 
 def count_valid_draws(
