@@ -748,3 +748,23 @@ def test_profile_search_keeps_every_inner_evaluation_and_refuses_an_unknown_axis
     assert only.best == {"m": 1}
     with pytest.raises(ValueError, match="over must name an axis of grid"):
         profile_search(score, grid, {"m": "a", "x": 1}, over="y")
+
+
+def test_profile_search_says_when_the_profiled_axis_stops_at_its_edge():
+    """The profiled axis is not extended; it used to be left out of on_edge too, so a best
+    value at the grid's end read as an interior optimum."""
+    import math
+
+    from mtbkd_jax.tuning import profile_search
+
+    def score(s):
+        return (math.log(s["sigma"]) - math.log(10.0)) ** 2 + (s["beta"] - 0.3) ** 2
+
+    grid, start = {"sigma": [0.1, 0.3, 1.0], "beta": [0.1, 0.3, 1.0]}, {"sigma": 0.3, "beta": 0.1}
+    result = profile_search(score, grid, start, over="sigma")
+    assert result.best == {"sigma": 1.0, "beta": 0.3}
+    assert "sigma" in result.on_edge and result.grid_note("sigma") == "grid edge"
+    inside = profile_search(score, {**grid, "sigma": [3.0, 10.0, 30.0]}, start, over="sigma")
+    assert inside.best["sigma"] == 10.0 and "sigma" not in inside.on_edge
+    with pytest.raises(ValueError, match="does not extend the profiled axis 'sigma'"):
+        profile_search(score, grid, start, over="sigma", extend=["sigma"])

@@ -256,7 +256,8 @@ def profile_search(
     Returns:
         A :class:`SearchResult`: the best of the inner searches (ties keep the earlier value of
         ``over``), with every inner search's evaluations in order; ``extended`` and ``on_edge``
-        are the winning search's.
+        are the winning search's, and ``on_edge`` also names ``over`` when its grid is numeric
+        (positive, sorted) and the best value is at its end: ``over`` is never extended.
 
     Example:
         >>> from mtbkd_jax.tuning import coordinate_search, profile_search
@@ -273,6 +274,12 @@ def profile_search(
         raise ValueError(f"over must name an axis of grid {list(grid)}, got {over!r}")
     if over not in start:
         raise ValueError(f"start has no value for grid axis {over!r}")
+    if over in (options.get("extend") or ()):
+        raise ValueError(
+            f"profile_search does not extend the profiled axis {over!r}: profile a choice "
+            "between models (a categorical axis) and leave numeric axes to the inner searches, "
+            "or search this axis with coordinate_search"
+        )
     inner = {name: values for name, values in grid.items() if name != over}
     if not inner:
         return coordinate_search(score, grid, start, **options)
@@ -282,4 +289,9 @@ def profile_search(
     ]
     best = min(results, key=lambda result: result.best_score)
     evaluated = [entry for result in results for entry in result.evaluated]
-    return SearchResult(best.best, best.best_score, evaluated, best.extended, best.on_edge)
+    values = list(grid[over])
+    on_edge = list(best.on_edge)
+    if len(values) >= 2 and _geometric(values):  # not extended, so say where it stopped
+        if _at_edge(best.best[over], values, True) or _at_edge(best.best[over], values, False):
+            on_edge.append(over)
+    return SearchResult(best.best, best.best_score, evaluated, best.extended, on_edge)
