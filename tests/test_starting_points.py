@@ -106,3 +106,35 @@ def test_learned_trust_nuts_from_its_map_starts_at_the_map():
             ratio = np.abs(np.log(first) - np.log(value))
             assert np.all(ratio < 1.0), (name, value, first)
     assert positive >= 2  # the temperatures and the concentrations
+
+
+def test_one_bad_point_in_a_list_of_starts_is_named():
+    with pytest.raises(ValueError, match=r"init_params\['s'\] lies outside the support"):
+        mk.run_nuts(
+            jax.random.key(0), _scale_model, X, Y, num_warmup=0, num_draws=1, num_chains=2,
+            init_params=[{"s": 1.0}, {"s": -1.0}], progress_bar=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"init_params\[1\]\['s'\] lies outside the support"):
+        mk.run_sgmcmc(
+            jax.random.key(0), _minibatch_scale_model, X, Y, num_epochs=1, draws_per_epoch=1,
+            num_chains=2, init_params=[{"s": 1.0}, {"s": -1.0}], progress_bar=False,
+        )  # fmt: skip
+
+
+def test_a_streamed_run_starts_from_the_canonical_models_map():
+    """The support check ran the model on the first minibatch's rows with the full teacher
+    bank, and refused the README's recipe under stream=True."""
+    rng = np.random.default_rng(0)
+    n, c = 40, 3
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    bank = mk.TeacherBank.from_logits(rng.normal(size=(2, n, c)), names=["a", "b"])
+    model = mk.MTBKDModel(mk.Student(mk.MLP(4, c, hidden=(4,), rngs=nnx.Rngs(0))), bank)
+    key = jax.random.key(0)
+    mode = mk.run_map(key, model, x, y, num_steps=3, progress_bar=False)
+    for stream in (False, True):
+        posterior = mk.run_sgmcmc(
+            key, model, x, y, batch_size=10, num_epochs=1, draws_per_epoch=1,
+            init_params=mode.point(), stream=stream, progress_bar=False,
+        )  # fmt: skip
+        assert np.all(np.isfinite(np.asarray(posterior.draws["student.layers.0.kernel"])))

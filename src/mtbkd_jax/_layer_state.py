@@ -32,6 +32,7 @@ from flax import linen, nnx
 __all__ = [
     "LINEN_STATE_ERRORS",
     "check_per_example",
+    "immutable",
     "linen_state_collections",
     "linen_state_error",
     "stateful_layer_error",
@@ -53,6 +54,20 @@ def linen_state_collections(module: Any, feature_shape: tuple[int, ...]) -> list
     example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
     shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), example)
     return sorted(name for name in shapes if name != "params")
+
+
+def immutable(module: Any, net: Any, collections: list[str]) -> Any:
+    """``x -> logits`` with the lifted weights of ``net`` (NumPyro's ``random_flax_module``
+    with ``mutable=collections``: ``partial(apply, params)``) and ``collections`` at their
+    initial values, applied immutably."""
+    params = net.args[0]
+
+    def apply(x: jax.Array) -> jax.Array:
+        variables = module.init(jax.random.key(0), x[:1])
+        fixed = {name: variables[name] for name in collections}
+        return module.apply({"params": params, **fixed}, x)
+
+    return apply
 
 
 def check_per_example(
@@ -113,21 +128,26 @@ def _probe_rows(features: Any) -> jax.Array:
 
 
 def _run_nnx(module: nnx.Module, x: jax.Array) -> tuple[jax.Array, list[str]]:
-    """The module's output on ``x`` from a copy, and the paths of the state it changed."""
+    """The module's output on ``x`` from a copy, and what shows it is not a function of the
+    rows and weights alone: batch statistics it updated, or random state it advanced that
+    changes the output of a second call on the same rows. Other state (``sow``'s
+    intermediates, a recurrent cell's carry initialised from an RNG stream) is left alone."""
     copy = nnx.clone(module)
-    before = _state_leaves(copy)
+    stats, rngs = _state_leaves(copy, nnx.BatchStat), _state_leaves(copy, nnx.RngState)
     out = copy(x)
-    after = _state_leaves(copy)
-    changed = [
-        path
-        for path, value in after.items()
-        if path not in before or not np.array_equal(before[path], value)
-    ]
+    changed = _changed(stats, _state_leaves(copy, nnx.BatchStat))
+    advanced = _changed(rngs, _state_leaves(copy, nnx.RngState))
+    if advanced and not np.array_equal(np.asarray(out), np.asarray(copy(x))):
+        changed += advanced
     return out, changed
 
 
-def _state_leaves(module: nnx.Module) -> dict[str, np.ndarray]:
-    state = nnx.to_pure_dict(nnx.state(module, nnx.Not(nnx.Param)))
+def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> list[str]:
+    return [p for p, v in after.items() if p not in before or not np.array_equal(before[p], v)]
+
+
+def _state_leaves(module: nnx.Module, kind: Any) -> dict[str, np.ndarray]:
+    state = nnx.to_pure_dict(nnx.state(module, kind))
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     out = {}
     for path, leaf in leaves:

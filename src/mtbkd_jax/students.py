@@ -10,9 +10,8 @@ Partial-Bayesian students (the paper's setting: a frozen feature extractor, a Ba
 take a ``feature_extractor``: a fixed function applied *once* to the inputs by the inference
 front-ends (:meth:`Student.featurize`), never inside the potential.
 
-BatchNorm and Dropout work in evaluation mode (``module.eval()``; running statistics as fixed
-constants). In training mode they make an example's likelihood depend on its batch, and every
-inference front-end refuses them (``mtbkd_jax._layer_state`` explains why).
+BatchNorm and Dropout work in evaluation mode (``module.eval()``); in training mode they are
+refused (an example's likelihood would depend on its batch: ``mtbkd_jax._layer_state``).
 """
 
 from __future__ import annotations
@@ -110,6 +109,7 @@ class Student:
 
     def network(self, feature_shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
         """Inside a NumPyro model: sample the weights once and return ``features -> logits``.
+        A BatchNorm's statistics are fixed constants (a linen module's: their initial values).
 
         The returned callable can be applied to several inputs (labelled data and a transfer
         set) with the same weights. ``feature_shape`` is the shape of one example's features.
@@ -122,12 +122,12 @@ class Student:
         with chain_groups(prior):  # a hierarchical prior's groups of several arrays
             if self.is_nnx:
                 return random_nnx_module(self.name, self.module, prior, scope_divider=".")
-            # other collections (a BatchNorm's statistics): NumPyro mutable state, kept fixed
             state = _layer_state.linen_state_collections(self.module, feature_shape) or None
             with DotDivider(self.name):
-                return random_flax_module(
+                net = random_flax_module(
                     self.name, self.module, prior, input_shape=(1, *feature_shape), mutable=state
                 )
+            return net if state is None else _layer_state.immutable(self.module, net, state)
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """Every weight's dotted path, whatever the prior (a dict prior samples only the

@@ -136,7 +136,9 @@ def step_schedules(
     return schedule, exploring, cycle
 
 
-def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size") -> None:
+def check_schedule(
+    schedule: Callable, total_steps: int, name: str = "step_size", allow_all_zero: bool = False
+) -> None:
     """Evaluate a step-size schedule at the run's first and last steps and five between
     (an int32 step, as the samplers pass it), refusing a value that is not one finite number
     >= 0 (for cyclical SGLD, the cycle's peak), with the step, and a schedule that is 0 at
@@ -151,15 +153,19 @@ def check_schedule(schedule: Callable, total_steps: int, name: str = "step_size"
         if np.ndim(value) != 0:
             raise ValueError(f"{where} must return a scalar, got shape {np.shape(value)}")
         values.append(require_nonnegative(value, where))
-    if max(values) == 0:
+    if max(values) == 0 and not allow_all_zero:
         raise ValueError(f"{name} (a schedule) is 0 at every step checked ({steps}): no step moves")
     try:  # the samplers call it inside jit, on a traced step (values checked above)
         jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as error:
+    except (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerIntegerConversionError,
+        jax.errors.TracerArrayConversionError,
+    ) as error:
         raise ValueError(
             f"{name} (a schedule) must be a JAX function of the step, which the samplers trace "
-            "inside jit: use jnp.where or optax's schedules instead of Python if/int() on the "
-            f"step ({type(error).__name__})"
+            "inside jit: use jnp.where, jnp.interp or optax's schedules, not Python if/int() or "
+            f"NumPy on the step ({type(error).__name__})"
         ) from None
 
 

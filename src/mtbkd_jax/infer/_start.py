@@ -48,12 +48,14 @@ def starting_positions(
                 "pass one per chain, or one dict for every chain"
             )
         for c, p in enumerate(points):
-            check_in_support(model, estimator.model_args, plan.kwargs, p, f"init_params[{c}]")
+            check_in_support(
+                model, estimator.model_args, estimator.model_kwargs, p, f"init_params[{c}]"
+            )
         unconstrained = [estimator.unconstrain(p) for p in points]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *unconstrained)
     if init_params is not None:
         point = check_init_params(init_params, plan.latent_shapes, derived=plan.deterministic)
-        check_in_support(model, estimator.model_args, plan.kwargs, point)
+        check_in_support(model, estimator.model_args, estimator.model_kwargs, point)
         point = estimator.unconstrain(point)
         return {k: jnp.broadcast_to(v, (num_chains, *v.shape)) for k, v in point.items()}
     try:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtbkd_jax._checks import require_count, require_nonnegative_values
@@ -52,7 +53,9 @@ def build_kernel(
     temperature: float = 1.0,
 ) -> Callable:
     """``step(rng_key, state, minibatch, peak_step_size) -> (state, info)``."""
-    cycle_length = require_count(cycle_length, "cycle_length")
+    if isinstance(cycle_length, bool) or int(np.asarray(cycle_length)) != np.asarray(cycle_length):
+        raise TypeError(f"cycle_length must be an integer >= 1, got {cycle_length!r}")
+    cycle_length = require_count(int(np.asarray(cycle_length)), "cycle_length")
     require_nonnegative_values(temperature, "temperature")
     if not 0 <= exploration_fraction < 1:
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {exploration_fraction}")

@@ -156,7 +156,8 @@ class SGMCMC(MCMCKernel):
     ) -> SGMCMCState:
         # NumPyro calls init again at every mcmc.run (this kernel has no _sample_fn attribute)
         _check_student_inputs(self.model, model_args)
-        check_schedule(self.schedule, max(int(num_warmup), 1) + 1)
+        # the run's length is unknown here: a schedule may be 0 until after the warm-up
+        check_schedule(self.schedule, max(int(num_warmup), 1) + 1, allow_all_zero=True)
         plan = minibatch_plan(
             self.model, tuple(model_args), model_kwargs, self.batch_size, self.prior_batch_size
         )
@@ -237,7 +238,8 @@ def _check_student_inputs(model: Callable, model_args: tuple) -> None:
     student = getattr(model, "student", None)
     if isinstance(student, Student) and model_args:
         if not isinstance(model_args[0], jax.core.Tracer):
-            student.check_inputs(model_args[0], "model_args[0] (the inputs)")
+            with jax.ensure_compile_time_eval():  # chain_method="parallel" inits inside pmap
+                student.check_inputs(model_args[0], "model_args[0] (the inputs)")
 
 
 def _fraction(value: float) -> float:
@@ -253,6 +255,8 @@ def _check_init_params(
     """Check ``init_params`` (unconstrained values, NumPyro's convention: names, shapes,
     finite) against the model's latent sites, with a leading chain axis when ``MCMC`` runs the
     chains vectorized; the values are used as given (float64 under ``jax_enable_x64``)."""
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(init_params)):
+        return  # inside pmap (chain_method="parallel"): checked where they are concrete
     lead = () if is_prng_key(rng_key) else tuple(np.shape(rng_key)[:1])
     expected = {name: (*lead, *shape) for name, shape in latent_shapes.items()}
     check_init_params(init_params, expected, "init_params")
