@@ -188,17 +188,17 @@ class Student:
         """The weights' dotted paths (without the student's name prefix)."""
         return list(self.parameter_shapes(feature_shape))
 
-    def check_inputs(self, features: ArrayLike, argument: str = "inputs") -> int:
+    def check_inputs(
+        self, features: ArrayLike, argument: str = "inputs", probe: bool = True
+    ) -> int:
         """Check that the network accepts ``features`` (N, ...) and return its number of output
-        classes; raise a ``ValueError`` naming ``argument`` otherwise.
-
-        The check runs the network abstractly on one example (``jax.eval_shape``), checks the
-        base prior's names against the network's, and runs the module on three rows to refuse
-        a training-mode BatchNorm or Dropout (at every call: ``module.eval()`` may come later).
-        """
+        classes (a ``ValueError`` naming ``argument`` otherwise): abstractly on one example, the
+        base prior's names, and a probe on three rows refusing a training-mode BatchNorm or
+        Dropout (unless ``probe=False``; the mode may change between runs)."""
         feature_shape = tuple(np.shape(features)[1:])
-        if feature_shape in self._classes_for:  # the mode may have changed since: probe again
-            _layer_state.check_per_example(self.module, features, name=self.name)
+        if feature_shape in self._classes_for:
+            if probe:
+                _layer_state.check_per_example(self.module, features, name=self.name)
             return self._classes_for[feature_shape]
         example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
 

@@ -86,7 +86,7 @@ def label_classes(model: Callable, features: Any) -> int:
     teachers = getattr(model, "teachers", None)
     if not isinstance(student, Student):
         return teachers.num_classes if teachers is not None else int(np.iinfo(np.int32).max)
-    num_classes = student.check_inputs(features, "inputs")  # checked already: cached
+    num_classes = student.check_inputs(features, "inputs", probe=False)  # checked: cached
     if teachers is not None and num_classes != teachers.num_classes:
         raise ValueError(
             f"the student returns {num_classes} classes but the teachers have "
@@ -195,23 +195,9 @@ def nonfinite_sites(
     """The sample sites (factors included) whose log density is NaN or infinite when the
     model's latent sites take the constrained values ``point``: what to tell a user whose
     sampler cannot start, instead of blaming the step size. (Called on failure paths only.)"""
-    from numpyro import handlers
-
-    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
-    static = {k: v for k, v in kwargs.items() if k not in arrays}
-
-    def log_densities(
-        point: Mapping[str, ArrayLike], args: tuple[Any, ...], arrays: dict[str, Any]
-    ) -> dict[str, jax.Array]:
-        conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
-        trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
-        return {
-            name: jnp.sum(site["fn"].log_prob(site["value"]))
-            for name, site in trace.items()
-            if site["type"] == "sample"
-        }
-
-    values = jax.jit(log_densities)(point, args, arrays)
+    values = _per_site(
+        model, args, kwargs, point, lambda site: jnp.sum(site["fn"].log_prob(site["value"]))
+    )
     return [name for name, value in values.items() if not np.isfinite(float(value))]
 
 
@@ -238,27 +224,38 @@ def check_in_support(
     argument: str = "init_params",
 ) -> None:
     """Raise a ``ValueError`` naming the first site of ``point`` outside its support."""
-    from numpyro import handlers
-
-    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
-    static = {k: v for k, v in kwargs.items() if k not in arrays}
-
-    def in_support(point: Mapping[str, ArrayLike], args: tuple, arrays: dict) -> dict:
-        conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
-        trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
-        return {
-            name: jnp.all(site["fn"].support(site["value"]))
-            for name, site in trace.items()
-            if name in point and site["type"] == "sample" and not site["is_observed"]
-        }
-
-    for name, inside in jax.jit(in_support)(dict(point), args, arrays).items():
-        if not bool(inside):
+    inside_support = _per_site(
+        model, args, kwargs, point, lambda site: jnp.all(site["fn"].support(site["value"]))
+    )
+    for name, inside in inside_support.items():
+        if name in point and not bool(inside):
             raise ValueError(
                 f"{argument}[{name!r}] lies outside the support of the model's site {name!r}: "
                 "a starting point is given in the model's own space (e.g. a positive scale "
                 "as a positive number, as posterior.point() gives it)"
             )
+
+
+def _per_site(
+    model: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    point: Mapping[str, ArrayLike],
+    of_site: Callable[[dict[str, Any]], jax.Array],
+) -> dict[str, jax.Array]:
+    """``of_site(site)`` for every sample site of the model run (jitted) with its latent sites
+    at the constrained values ``point``."""
+    from numpyro import handlers
+
+    arrays = {k: v for k, v in kwargs.items() if is_array_tree(v)}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+    def run(point: Mapping[str, ArrayLike], args: tuple, arrays: dict) -> dict[str, jax.Array]:
+        conditioned = handlers.substitute(handlers.seed(model, 0), data=point)
+        trace = handlers.trace(conditioned).get_trace(*args, **arrays, **static)
+        return {name: of_site(site) for name, site in trace.items() if site["type"] == "sample"}
+
+    return jax.jit(run)(dict(point), args, arrays)
 
 
 def make_posterior(
