@@ -200,3 +200,64 @@ def test_the_samplers_batches_visit_every_example_once_per_epoch(
         else:
             assert visited_full.sum() == batch_size * (num_examples // batch_size)
             np.testing.assert_array_equal(others, 0.0)  # left out until the next reshuffle
+
+
+# --- independent minibatches (NC-SGLD) -------------------------------------------------------
+
+INDEPENDENT_PLATES = (PlateSpec("data", 10, 3), PlateSpec("transfer", 7, 4), PlateSpec("all", 5, 5))
+
+
+def test_independent_orders_draw_every_step_anew_with_replacement():
+    """Each step's |B| entries are uniform over the plate, independent of the other steps'
+    (pairs of entries within a step and across steps are uniform on N x N; random reshuffling
+    never repeats an example within an epoch); a plate taken whole gets a permutation."""
+    steps = 3  # data's 10 // 3
+    orders = _orders.IndependentOrders(_keys(4), INDEPENDENT_PLATES, steps).take(0, 2000)
+    data, transfer, whole = orders["data"], orders["transfer"], orders["all"]
+    assert data.shape == (4, 2000, 9) and transfer.shape == (4, 2000, 12)  # steps x |B|
+    np.testing.assert_array_equal(np.sort(whole, -1), np.broadcast_to(np.arange(5), whole.shape))
+    for block, size in ((data, 10), (transfer, 7)):
+        counts = np.bincount(block.ravel(), minlength=size)
+        assert counts.size == size and stats.chisquare(counts).pvalue > 1e-3
+        # the transfer plate (7 examples, 12 draws an epoch) never wraps onto its own draws
+        pairs = block[..., 0] * size + block[..., -1]  # first and last entries of an epoch
+        assert stats.chisquare(np.bincount(pairs.ravel(), minlength=size**2)).pvalue > 1e-3
+        within = block.reshape(4, 2000, steps, -1)
+        repeats = np.mean(within[..., 0] == within[..., 1])  # two draws of one step
+        assert abs(repeats - 1 / size) < 4 * np.sqrt(1 / size / within[..., 0].size)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        _orders.IndependentOrders(_keys(), INDEPENDENT_PLATES, 0)
+
+
+def test_independent_orders_do_not_depend_on_how_epochs_are_grouped(monkeypatch):
+    monkeypatch.setattr(_orders, "_MAX_BLOCK_EPOCHS", 4)
+    whole = _orders.IndependentOrders(_keys(), INDEPENDENT_PLATES, 3).take(0, 23)
+    stream = _orders.IndependentOrders(_keys(), INDEPENDENT_PLATES, 3)
+    parts = [stream.take(a, b) for a, b in itertools.pairwise([0, 1, 2, 7, 8, 15, 23])]
+    for plate in INDEPENDENT_PLATES:
+        joined = np.concatenate([p[plate.name] for p in parts], axis=1)
+        np.testing.assert_array_equal(joined, whole[plate.name])
+    resumed = _orders.IndependentOrders(_keys(), INDEPENDENT_PLATES, 3).take(9, 14)
+    np.testing.assert_array_equal(resumed["data"], whole["data"][:, 9:14])
+    # the scheme is recorded: a checkpoint of reshuffled orders is not resumed by NC-SGLD
+    assert _orders.orders_scheme("ncsgld") != _orders.orders_scheme("sgld")
+
+
+def test_independent_orders_in_strata_draw_each_stratum_s_own_rows():
+    plates = (PlateSpec("data", 12, 4),)  # D = 2 strata of 6 rows, |B| / D = 2 a step each
+    orders = _orders.IndependentOrders(_keys(2), plates, 3, num_strata=2).take(0, 500)["data"]
+    assert orders.shape == (2, 500, 12)
+    for stratum in (orders[..., :6], orders[..., 6:]):  # local row numbers of each stratum
+        counts = np.bincount(stratum.ravel(), minlength=6)
+        assert counts.size == 6 and stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_a_plate_reads_a_step_of_independent_orders_without_wrapping_early():
+    """PlateSpec.indices wraps at the order's length: a plate whose epoch of draws is longer
+    than its N (here 7 examples, 12 draws) reads each step's own entries."""
+    plate = PlateSpec("transfer", 7, 4)
+    order = np.arange(12) * 10
+    got = [np.asarray(plate.indices(order, step)).tolist() for step in range(3)]
+    assert got == [[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110]]
+    permutation = np.array([3, 1, 4, 0, 6, 2, 5])  # an epoch's permutation still wraps at N
+    assert np.asarray(plate.indices(permutation, 1)).tolist() == [6, 2, 5, 3]

@@ -20,7 +20,7 @@ from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._devices import ORDERS, SHARDED, ChainPlacement
 from mtbkd_jax.infer._draws import Draws, StreamedPredictive, package_posterior, select_draws
 from mtbkd_jax.infer._loop import EpochLoop
-from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
+from mtbkd_jax.infer._orders import sampling_orders
 from mtbkd_jax.infer._records import SGMCMCSettings, SGMCMCTimings
 from mtbkd_jax.infer._start import divergence_cause
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan
@@ -216,7 +216,10 @@ class SamplerRun:
         chain_keys = self.placement.chains(self.chain_keys)
         estimator = self.placement.data_parallel(self.estimator)  # a mesh splits minibatches
         data = (self.placement.sharded(estimator), self.placement.replicated(self.predict))
-        orders = EpochOrders(self.chain_keys, self.plan.plates, SAMPLING, self.placement.num_strata)
+        orders = sampling_orders(
+            self.settings.sampler, self.chain_keys, self.plan.plates, self.plan.steps_per_epoch,
+            self.placement.num_strata,
+        )  # fmt: skip
         started, epoch, total = time.perf_counter(), first_epoch, self.total_epochs
         next_orders = (
             orders.take(epoch, min(epoch + chunk_epochs, total)) if epoch < total else None

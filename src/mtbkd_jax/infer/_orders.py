@@ -33,11 +33,26 @@ import numpy as np
 
 from mtbkd_jax.infer.minibatch import PlateSpec
 
-__all__ = ["EpochOrders", "ORDERS_SCHEME", "SAMPLING", "WARM_START"]
+__all__ = [
+    "INDEPENDENT_MINIBATCH_SAMPLERS",
+    "EpochOrders",
+    "INDEPENDENT_SCHEME",
+    "IndependentOrders",
+    "ORDERS_SCHEME",
+    "SAMPLING",
+    "WARM_START",
+    "orders_scheme",
+    "sampling_orders",
+]
 
 # the generator behind the orders (stored in checkpoints: NumPy may change its streams)
 ORDERS_SCHEME = f"numpy {np.__version__} PCG64 SeedSequence(key, purpose, block) permuted"
+INDEPENDENT_SCHEME = (
+    f"numpy {np.__version__} PCG64 SeedSequence(key, purpose, block) integers, independent"
+)
 
+# samplers whose minibatches are drawn anew every step (IndependentOrders), not reshuffled
+INDEPENDENT_MINIBATCH_SAMPLERS = frozenset({"ncsgld"})
 SAMPLING, WARM_START = 0, 1  # purpose tags: the warm start and the sampler draw apart
 _BLOCK_INDICES = 1 << 18  # a block holds up to 1 MB of indices per chain (at least one epoch)
 _MAX_BLOCK_EPOCHS = 64
@@ -66,7 +81,8 @@ class EpochOrders:
         num_strata: D, the strata of every plate (each plate's size divisible by D); 1: one
             order of all N examples.
 
-    ``take(start, stop)`` returns ``{plate name: int32 array (chains, stop - start, N)}``.
+    ``take(start, stop)`` returns ``{plate name: int32 array (chains, stop - start, N)}``
+    (``N``: :meth:`length`).
     Memory: that result, plus at most one cached block (the one a chunk ended inside). A
     sampler holds one chunk's orders on the host (the next chunk's) and one on the device.
     """
@@ -95,6 +111,10 @@ class EpochOrders:
     @property
     def num_chains(self) -> int:
         return int(self.words.shape[0])
+
+    def length(self, plate: PlateSpec) -> int:
+        """The entries of one epoch's row for ``plate``: its ``N`` examples."""
+        return plate.size
 
     def _generator(self, chain: int, block: int, stratum: int = 0) -> np.random.Generator:
         entropy = [int(w) for w in self.words[chain]] + [self.purpose, block]
@@ -128,7 +148,8 @@ class EpochOrders:
             raise ValueError(f"need 0 <= start < stop, got start={start}, stop={stop}")
         size = self.block_epochs
         out = {
-            p.name: np.empty((self.num_chains, stop - start, p.size), np.int32) for p in self.plates
+            p.name: np.empty((self.num_chains, stop - start, self.length(p)), np.int32)
+            for p in self.plates
         }
         last = (stop - 1) // size
         for block in range(start // size, last + 1):
@@ -142,3 +163,83 @@ class EpochOrders:
                 self._cached = None if hi == (block + 1) * size else (block, orders)
             del orders
         return out
+
+
+class IndependentOrders(EpochOrders):
+    """Every step's minibatch drawn anew: ``|B|`` examples uniformly *with* replacement,
+    independently of every other step's (each subsampled plate apart).
+
+    The minibatch gradients of successive steps are then independent, each with the noise
+    covariance ``V`` of one minibatch. Under :class:`EpochOrders` (random reshuffling) the
+    noise of an epoch's steps sums to zero instead, so a chain accumulates less of it than
+    one step's ``V`` says. NC-SGLD subtracts ``V`` from the injected noise and needs these
+    (:mod:`mtbkd_jax.infer.ncsgld`); with replacement, its half-batch differences estimate
+    ``V`` without bias.
+
+    An epoch's row for a subsampled plate holds ``steps_per_epoch * |B|`` indices, step ``s``
+    reading entries ``s |B| .. (s + 1) |B| - 1`` (:meth:`PlateSpec.indices` wraps at the row's
+    length): a plate smaller than the first plate's epoch never repeats a step's draws within
+    an epoch. A plate taken whole (``|B| = N``) gets a permutation per epoch, as in
+    :class:`EpochOrders` (with replacement it would be a bootstrap resample, not the data).
+    With ``num_strata = D``, stratum ``d``'s ``|B| / D`` entries of every step are drawn from
+    its own rows, as local row numbers. Draws depend only on (chain key, purpose, epoch).
+    """
+
+    def __init__(
+        self,
+        chain_keys: jax.Array,
+        plates: tuple[PlateSpec, ...],
+        steps_per_epoch: int,
+        purpose: int = SAMPLING,
+        num_strata: int = 1,
+    ) -> None:
+        self.steps_per_epoch = int(steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        super().__init__(chain_keys, plates, purpose, num_strata)
+        total = sum(self.length(p) for p in self.plates)
+        self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
+
+    def length(self, plate: PlateSpec) -> int:
+        """The entries of one epoch's row for ``plate``."""
+        if plate.batch_size == plate.size:
+            return plate.size
+        return self.steps_per_epoch * plate.batch_size
+
+    def _draw_block(self, block: int) -> dict[str, np.ndarray]:
+        out = {
+            p.name: np.empty((self.num_chains, self.block_epochs, self.length(p)), np.int32)
+            for p in self.plates
+        }
+        strata = self.num_strata
+        for chain in range(self.num_chains):
+            for stratum in range(strata):
+                generator = self._generator(chain, block, stratum)
+                for plate in self.plates:
+                    size, width = plate.size // strata, self.length(plate) // strata
+                    rows = out[plate.name][chain][:, stratum * width : (stratum + 1) * width]
+                    if plate.batch_size == plate.size:
+                        rows[:] = np.arange(size, dtype=np.int32)
+                        generator.permuted(rows, axis=1, out=rows)
+                    else:
+                        rows[:] = generator.integers(0, size, rows.shape, dtype=np.int32)
+        return out
+
+
+def orders_scheme(sampler: str) -> str:
+    """The minibatch scheme a sampler's draws come from (recorded in a run's fingerprint)."""
+    return INDEPENDENT_SCHEME if sampler in INDEPENDENT_MINIBATCH_SAMPLERS else ORDERS_SCHEME
+
+
+def sampling_orders(
+    sampler: str,
+    chain_keys: jax.Array,
+    plates: tuple[PlateSpec, ...],
+    steps_per_epoch: int,
+    num_strata: int = 1,
+) -> EpochOrders:
+    """The sampling stage's minibatches for ``sampler``: independent draws every step for the
+    samplers that need them (:data:`INDEPENDENT_MINIBATCH_SAMPLERS`), else epoch reshuffles."""
+    if sampler in INDEPENDENT_MINIBATCH_SAMPLERS:
+        return IndependentOrders(chain_keys, plates, steps_per_epoch, SAMPLING, num_strata)
+    return EpochOrders(chain_keys, plates, SAMPLING, num_strata)

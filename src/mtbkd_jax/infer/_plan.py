@@ -14,7 +14,7 @@ import numpy as np
 from mtbkd_jax._checks import require_counts, require_key, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._loop import keep_positions
-from mtbkd_jax.infer._orders import ORDERS_SCHEME
+from mtbkd_jax.infer._orders import orders_scheme
 from mtbkd_jax.infer._samplers import SAMPLERS, check_sampler_options
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
@@ -261,7 +261,7 @@ def fingerprint(
         ),
         "model": model_description(model, plan, features),
         "versions": library_versions(),
-        "minibatch_orders": ORDERS_SCHEME,
+        "minibatch_orders": orders_scheme(settings["sampler"]),
     }
     if num_strata > 1:
         exact["minibatch_strata"] = int(num_strata)

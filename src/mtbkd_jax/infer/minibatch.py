@@ -42,9 +42,11 @@ class PlateSpec:
             )
 
     def indices(self, permutation: jax.Array, step_in_epoch: jax.Array | int) -> jax.Array:
-        """The minibatch at a step: the next ``|B|`` entries of this epoch's permutation."""
+        """The minibatch at a step: the next ``|B|`` entries of this epoch's order (a
+        permutation of the plate's examples, or independent draws: wrapping at its length)."""
         start = step_in_epoch * self.batch_size
-        return jnp.take(permutation, jnp.mod(start + jnp.arange(self.batch_size), self.size))
+        length = permutation.shape[-1]
+        return jnp.take(permutation, jnp.mod(start + jnp.arange(self.batch_size), length))
 
 
 @dataclass(frozen=True)

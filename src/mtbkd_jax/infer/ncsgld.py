@@ -30,7 +30,7 @@ preconditions by an online estimate of the gradient noise's covariance:
 *What the sketch misses.* Where ``V`` has rank well above ``K`` (diffuse noise in a large
 network), ``V_hat``'s eigenvalues are those of a ``K``-sample covariance and overstate ``V``
 along their directions: the chain is then cooler there and uncorrected elsewhere. The halves
-must be random (``sample_minibatch`` and the epochs' permutations are), and a site inside two
+must be random (``sample_minibatch`` and the drivers' draws are), and a site inside two
 subsampled plates at once gets halves that miss the plates' cross terms (see
 :meth:`~mtbkd_jax.infer.GradientEstimator.half_batches`).
 
@@ -45,15 +45,17 @@ standalone version with other random numbers overshot NUTS's output weights). Ea
 gradient evaluations of a half-batch duplicated to a full one (twice SGLD's) and a ``K x K``
 eigendecomposition.
 
-*Under epoch reshuffling it runs cool.* ``V_hat`` is the noise of one step's minibatch, as if
-each step's were drawn anew. ``run_sgmcmc`` and :class:`~mtbkd_jax.infer.SGMCMC` visit every
-example once per epoch in a random order, so the minibatch noise of one epoch's steps sums to
-zero and the chain accumulates less of it than ``V_hat`` says: subtracting ``V_hat`` takes too
-much. On ``mu ~ N(0, 10)``, ``x_i ~ N(mu, 1)``, ``N = 1000``, ``|B| = 10`` (an audit at 92ec168),
-the posterior standard deviation came out 0.89 and 0.83 of the exact one at steps ``1e-5`` and
-``2e-5`` (noise ratio ``eta V / 2 tau`` about 0.5 and 1), against 1.02 with a fresh minibatch
-every step (``GradientEstimator.sample_minibatch``); SGLD's was 1.09 and 1.22 under the same
-reshuffling. At small noise ratios (3e-6: 1.006) the two agree.
+*Its minibatches are drawn anew every step.* ``V_hat`` is the noise of one step's minibatch
+drawn on its own, so ``run_sgmcmc`` and :class:`~mtbkd_jax.infer.SGMCMC` draw each NC-SGLD
+step's minibatch independently of the others, with replacement
+(:class:`~mtbkd_jax.infer._orders.IndependentOrders`), not by the epochs' random reshuffling
+the other samplers use. Under reshuffling the minibatch noise of one epoch's steps sums to
+zero, the chain accumulates less of it than ``V_hat`` says, and subtracting ``V_hat`` takes
+too much: on ``mu ~ N(0, 10)``, ``x_i ~ N(mu, 1)``, ``N = 1000``, ``|B| = 10`` at a noise ratio
+``eta V / 2 tau`` of about 1 (step ``2e-5``), the posterior standard deviation came out 0.80
+to 0.83 of the exact one that way, against 0.99 to 1.05 with fresh minibatches (SGLD: 1.21;
+``tests/test_ncsgld.py``). An "epoch" of NC-SGLD is then ``N // |B|`` steps, not a pass that
+visits every example.
 
 *Its step size.* The preconditioner keeps the chain stable at steps far above SGLD's (9 to 27
 times on linear_5), but those steps bias it (output weights 12.8 against NUTS's 19.9), so

@@ -7,12 +7,14 @@ NumPyro has no SG-MCMC (its issue #2075). :class:`SGMCMC` brings this package's 
 :mod:`~mtbkd_jax.infer.psgld`) to it, over the model's minibatch gradient estimator
 (:mod:`mtbkd_jax.infer.gradients`). One MCMC iteration is one minibatch step; each chain visits
 every example once per epoch in a fresh random order (drawn on the device at the epoch's first
-step). Warm-up steps are sampler steps whose states are discarded (SG-MCMC has nothing to
-adapt). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar, the chain methods
-and ``arviz.from_numpyro(mcmc)`` work as for NUTS. ``mcmc.run(..., init_params=...)`` takes
-unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts`` take the model's own,
-constrained, values). A model with a latent site inside the subsampled plate (one per example),
-a discrete latent site or none is refused: SG-MCMC subsamples data, not latent variables.
+step); NC-SGLD's chains draw each step's minibatch anew, with replacement, as ``run_sgmcmc`` does
+(:class:`~mtbkd_jax.infer._orders.IndependentOrders`). Warm-up steps are sampler steps whose states
+are discarded (SG-MCMC has nothing to adapt). ``mcmc.run``, ``get_samples``, ``print_summary``, the
+progress bar, the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS. ``mcmc.run(...,
+init_params=...)`` takes unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts``
+take the model's own, constrained, values). A model with a latent site inside the subsampled plate
+(one per example), a discrete latent site or none is refused: SG-MCMC subsamples data, not latent
+variables.
 
 ``run_sgmcmc`` is the faster driver for long runs (host-drawn orders, chunked epochs,
 thinning inside the chain, checkpoints, streamed predictions): ``docs/benchmarks.md`` reports
@@ -48,6 +50,7 @@ from numpyro.util import is_prng_key
 from mtbkd_jax._checks import require_count, require_nonnegative, require_positive
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import check_init_params
+from mtbkd_jax.infer._orders import INDEPENDENT_MINIBATCH_SAMPLERS
 from mtbkd_jax.infer._plan import check_schedule
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
@@ -212,23 +215,40 @@ class SGMCMC(MCMCKernel):
         )
         kernel = build_sampler(self.sampler, estimator, **self.options)
 
+        independent = self.sampler in INDEPENDENT_MINIBATCH_SAMPLERS
+
         def step(
-            state: SGMCMCState, orders: dict, noise_key: jax.Array, rng_key: jax.Array
-        ) -> SGMCMCState:
+            state: SGMCMCState, orders: dict, noise_key: jax.Array, rng_key: jax.Array,
+            order_key: jax.Array,
+        ) -> SGMCMCState:  # fmt: skip
             batch = {p.name: p.indices(orders[p.name], step_in_epoch) for p in estimator.plates}
+            if independent:  # drawn anew every step, as run_sgmcmc's IndependentOrders
+                batch = _independent_batch(order_key, estimator.plates, batch)
             new, info = kernel.step(noise_key, state.kernel, batch, self.schedule(state.i))
             step_size = jnp.asarray(info.step_size, jnp.float32)
             return SGMCMCState(state.i + 1, new.position, new, orders, rng_key, step_size)
 
         if batched:
-            return jax.vmap(step)(state, orders, noise_key, rng_key)
-        return step(state, orders, noise_key, rng_key)
+            return jax.vmap(step)(state, orders, noise_key, rng_key, order_key)
+        return step(state, orders, noise_key, rng_key, order_key)
 
     def postprocess_fn(self, model_args: tuple, model_kwargs: dict | None) -> Callable:
         return self._estimator_for(model_args, model_kwargs).constrain
 
     def get_diagnostics_str(self, state: SGMCMCState) -> str:
         return f"step size {float(np.ravel(state.step_size)[0]):.2e}"
+
+
+def _independent_batch(key: jax.Array, plates: tuple, batch: dict) -> dict:
+    """Each subsampled plate's ``|B|`` indices drawn uniformly with replacement; a plate taken
+    whole keeps its epoch order's indices."""
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(plates))  # apart from a reshuffle
+    return {
+        p.name: batch[p.name]
+        if p.batch_size == p.size
+        else jax.random.randint(k, (p.batch_size,), 0, p.size, dtype=batch[p.name].dtype)
+        for p, k in zip(plates, keys, strict=True)
+    }
 
 
 def _check_student_inputs(model: Callable, model_args: tuple) -> None:

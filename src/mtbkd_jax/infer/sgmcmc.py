@@ -117,7 +117,10 @@ def run_sgmcmc(
             :mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`,
             :mod:`~mtbkd_jax.infer.ncsgld`: SGLD corrected for the minibatch noise, two
             half-batch gradients per step; it needs an even batch size and the in-memory data
-            path, not ``stream``, ``shard_data`` or ``partial_last_batch``).
+            path, not ``stream``, ``shard_data`` or ``partial_last_batch``). Each epoch visits
+            every example once in a fresh random order, except under ``"ncsgld"``, which draws
+            every step's minibatch anew, with replacement (its noise correction needs
+            independent minibatches: :mod:`~mtbkd_jax.infer.ncsgld`).
         batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64). A
             model of your own sets its plates' ``subsample_size`` itself (``batch_size``, if
             given, must equal its first plate's).
