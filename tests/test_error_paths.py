@@ -492,6 +492,9 @@ def test_sgmcmc_predict_inputs_need_logits_fn(data):
     x, y = data
     with pytest.raises(ValueError, match=r"predict_inputs needs logits_fn \(or an MTBKDModel\)"):
         mk.run_sgmcmc(KEY, minibatch_model, x, y, predict_inputs=x, **SGMCMC)
+    # a logits_fn that is not a function is named (it failed inside the first chunk before)
+    with pytest.raises(TypeError, match="logits_fn must be a function.*got int"):
+        mk.run_sgmcmc(KEY, minibatch_model, x, y, predict_inputs=x, logits_fn=3, **SGMCMC)
 
 
 def test_cyclical_exploration_fraction_below_one():

@@ -177,6 +177,69 @@ def test_a_subsample_of_an_array_the_stream_does_not_gather_is_refused():
         _run(model, x, y, stream=True, num_epochs=1, num_burnin_epochs=0)
 
 
+def _model_with_offsets(closed_over):
+    """A logistic regression with a known offset per example, closed over and indexed by the
+    plate's indices (wrong under stream=True: rows 0 .. |B| - 1 at every step), or passed as
+    a keyword argument (streamed with the rows)."""
+    fixed = np.linspace(-3.0, 3.0, N).astype(np.float32)
+
+    def model(x, y=None, offsets=None):
+        offsets = jnp.asarray(fixed) if closed_over else offsets
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        with numpyro.plate("data", N, subsample_size=BATCH) as idx:
+            numpyro.sample("y", dist.Bernoulli(logits=x[idx] @ w + offsets[idx]), obs=y[idx])
+
+    return model, fixed
+
+
+def test_a_per_example_array_the_model_closes_over_is_refused_when_streamed():
+    """No handler sees a closed-over array indexed by hand, but its effect shows: the site's
+    terms change when the first minibatch's rows are reordered together. Refused, naming the
+    site; passed as a keyword argument, it streams with the draws of the device-resident run
+    (which indexes the closed-over array right and accepts it). A deliberately wrong check
+    that compared the total log density only would miss a likelihood change hidden under a
+    large prior; the check compares each site's terms."""
+    x, y, _ = _problem(teachers=False)
+    model, offsets = _model_with_offsets(closed_over=True)
+    short = dict(num_epochs=1, num_burnin_epochs=0)
+    with pytest.raises(ValueError, match=r"site\(s\) 'y' changed when the rows.*model_kwargs"):
+        _run(model, x, y, stream=True, **short)
+    resident = _run(model, x, y)
+    as_argument, _ = _model_with_offsets(closed_over=False)
+    streamed = _run(as_argument, x, y, stream=True, model_kwargs={"offsets": offsets})
+    _assert_same_draws(resident, streamed, exact=False)
+
+
+def test_the_pairing_check_sees_one_wrong_term_under_a_large_prior():
+    """A closed-over array that moves one example's term by a little, under a prior on 20,000
+    weights whose log density dwarfs it: the per-site comparison still refuses it."""
+    from mtbkd_jax.infer import _stream_pairing
+
+    x, y, _ = _problem(teachers=False)
+    nudge = np.zeros(N, np.float32)
+    nudge[0] = 0.1
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        numpyro.sample("big", dist.Normal(0.0, 1.0).expand([20_000]).to_event(1))
+        with numpyro.plate("data", N, subsample_size=BATCH) as idx:
+            logits = x[idx] @ w + jnp.asarray(nudge)[idx]
+            numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y[idx])
+
+    with pytest.raises(ValueError, match="'y' changed"):
+        _run(model, x, y, stream=True, num_epochs=1, num_burnin_epochs=0)
+    # the total log density moves by less than 1e-4 of itself: a check of the total would
+    # have to tell that from rounding
+    *_, estimator = streamed_data(model, x, y, None, None, None)
+    point = {"w": jnp.ones(3), "big": jnp.full(20_000, 1.5)}
+    shifted = {"data": np.roll(np.arange(BATCH), 1)}
+    moved = tuple(jnp.asarray(r) for r in estimator.rows.take(shifted))
+    first, other = (float(estimator.logdensity(point, rows)) for rows in (estimator.first, moved))
+    assert 0 < abs(first - other) < 1e-4 * abs(first)
+    assert not _stream_pairing._differs(np.arange(5.0), np.arange(5.0)[::-1])
+    assert _stream_pairing._differs(np.array([1.0, 2.0]), np.array([1.0, 2.001]))
+
+
 @pytest.mark.parametrize("declared_size", [None, N])
 def test_the_streamed_log_density_is_scaled_by_n_over_the_batch(declared_size):
     """On the same rows the streamed estimator's log density and gradient are the resident

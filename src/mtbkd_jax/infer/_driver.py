@@ -9,6 +9,7 @@ background thread and draws the next chunk's minibatch orders while the device r
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -144,7 +145,10 @@ class SamplerRun:
             stream = carry.stream
             if stream is not None:
                 assert logits_fn is not None  # a stream needs it (checked by run_sgmcmc)
-                logits = logits_fn(estimator.constrain(position), predict)
+                with warnings.catch_warnings():  # a sharded estimator's plates: local rows
+                    warnings.filterwarnings("ignore", message="subsample_size does not match")
+                    params = estimator.constrain(position)
+                logits = logits_fn(params, predict)
                 stream = stream.update(logits, valid)
             out = {"valid": valid, "step_size": info.step_size}
             if settings.keep_draws:

@@ -40,6 +40,7 @@ from mtbkd_jax.infer._records import SGMCMCSettings
 from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
 from mtbkd_jax.infer._start import first_chain, probe, starting_positions
 from mtbkd_jax.infer._stream_driver import StreamedRun
+from mtbkd_jax.infer._stream_pairing import check_row_pairing
 from mtbkd_jax.infer.checkpoint import Checkpoint
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, minibatch_plan
 from mtbkd_jax.infer.mesh import MeshPlacement, check_mesh
@@ -104,6 +105,9 @@ def run_sgmcmc(
     chunk_steps: int | None = None,
 ) -> Posterior:
     """Sample ``model(inputs, labels, **model_kwargs)`` with minibatch SG-MCMC.
+
+    The inputs are taken as float32 and the chains run in float32, with ``jax_enable_x64`` too
+    (:class:`~mtbkd_jax.infer.SGMCMC` under NumPyro's ``MCMC`` samples in float64 there).
 
     Args:
         rng_key: a JAX PRNG key.
@@ -212,7 +216,9 @@ def run_sgmcmc(
             log-likelihood would need every row), and its checkpoint resumes only a streamed
             run. Only the model's arguments are streamed: a per-example array the model
             closes over and indexes by hand (``prior.take(idx)``) would get rows ``0 .. |B|-1``
-            at every step; pass it as a keyword argument instead.
+            at every step; pass it as a keyword argument instead. The run checks this at
+            its start: each site's terms on the first minibatch are compared with those on the
+            same rows reordered, and a model whose terms change is refused, naming the site.
         chunk_steps: with ``stream``, steps per jitted call (default ``chunk_epochs`` epochs'
             steps); it may end inside an epoch (an epoch of millions of rows needs that), and
             a checkpoint then records the next step. Device memory per chunk: ``2 x
@@ -266,6 +272,8 @@ def run_sgmcmc(
     start = starting_positions(model, estimator, plan, init_params, init_key, num_chains)
     if isinstance(placement, ShardedDataPlacement):  # is every array where the model needs it?
         check_data_layout(placement, estimator, first_chain(placement.to_host(start)))
+    if streamed is not None:  # are the model's rows paired with each other only?
+        check_row_pairing(streamed, first_chain(start))
     run = (StreamedRun if stream else SamplerRun)(
         model=model, estimator=estimator, plan=plan, make_kernel=make_kernel,
         schedule=schedule, settings=settings, logits_fn=logits_fn, predict=predict,
@@ -376,6 +384,11 @@ def _prediction_inputs(
     keep_draws: bool,
 ) -> tuple[Callable | None, jax.Array | None]:
     """``(logits_fn, predict features)``, checked."""
+    if logits_fn is not None and not callable(logits_fn):
+        raise TypeError(
+            "logits_fn must be a function (constrained draws, inputs) -> logits, got "
+            f"{type(logits_fn).__name__}"
+        )
     logits_fn = logits_fn or getattr(model, "logits", None)
     if predict_inputs is not None and logits_fn is None:
         raise ValueError("predict_inputs needs logits_fn (or an MTBKDModel)")

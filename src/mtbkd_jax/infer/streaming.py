@@ -23,7 +23,9 @@ already, and the handler tells the plates so. A ``numpyro.param(..., event_dim=.
 would take the wrong rows of it; with ``N == |B|`` such an array cannot be told from a
 streamed one). What no handler can see: a per-example array the model
 closes over, or a ``numpyro.param`` without ``event_dim``, indexed by hand (``p[idx]``) gets
-rows ``0 .. |B| - 1``; per-example arrays belong in the model's arguments.
+rows ``0 .. |B| - 1``; per-example arrays belong in the model's arguments. What it does can
+be seen: ``run_sgmcmc`` refuses a streamed model whose per-example terms change when the rows
+of its first minibatch are reordered together (:mod:`mtbkd_jax.infer._stream_pairing`).
 
 Which plate indexes an array: the inputs and labels, the first subsampled plate; an array
 keyword argument, the plate of its leading length (a leaf of another length, a 0-d
