@@ -177,3 +177,33 @@ def test_the_calibration_errors_are_paired_bootstrap_metrics():
     ):
         found = paired_bootstrap(probs, blunt, labels, metric, num_resamples=200)
         assert found.estimate == pytest.approx(score(probs, labels) - score(blunt, labels))
+
+
+def test_ties_leave_no_bin_number_unused():
+    """Three 0.5s in runs of 2 put both edges (0.5 and 0.7) where no value lies between them:
+    the bin numbers used to skip 1 ([0, 0, 0, 0, 2, 2]), not ``0 .. B - 1``."""
+    assert equal_mass_bins([0.1, 0.5, 0.5, 0.5, 0.9, 0.95], 3).tolist() == [0, 0, 0, 0, 1, 1]
+    # the same partition as the reference code's, which numbers its boundaries instead
+    for seed in range(20):
+        probs, _ = _sample(seed, 40, ties=True)
+        confidence = probs.max(-1)
+        index = equal_mass_bins(confidence, 7)
+        assert np.unique(index).tolist() == list(range(index.max() + 1))
+        reference = np.unique(_reference_bins(list(confidence), 7), return_inverse=True)[1]
+        assert index.tolist() == reference.reshape(-1).tolist()
+
+
+def test_the_errors_on_tied_bins_are_unchanged_by_their_numbering():
+    # runs [0.55, 0.7], [0.7, 0.7], [0.9, 0.95]: edges 0.7 and 0.8, nothing between them
+    probs = np.stack([[0.55, 0.7, 0.7, 0.7, 0.9, 0.95], [0.45, 0.3, 0.3, 0.3, 0.1, 0.05]], -1)
+    labels = np.array([1, 0, 1, 0, 0, 0])
+    confidence, correct = _top(probs, labels)
+    assert equal_mass_bins(confidence, 3).tolist() == [0, 0, 0, 0, 1, 1]
+    assert debiased_calibration_error(probs, labels, 3) == pytest.approx(
+        _reference_unbiased_l2(confidence, correct, 3), abs=1e-12
+    )
+    total = sum(
+        len(data) / 6 * abs(np.mean([y for _, y in data]) - np.mean([c for c, _ in data]))
+        for data in _reference_binned(confidence, correct, 3)
+    )
+    assert adaptive_calibration_error(probs, labels, 3) == pytest.approx(total, abs=1e-12)

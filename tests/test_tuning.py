@@ -768,3 +768,65 @@ def test_profile_search_says_when_the_profiled_axis_stops_at_its_edge():
     assert inside.best["sigma"] == 10.0 and "sigma" not in inside.on_edge
     with pytest.raises(ValueError, match="does not extend the profiled axis 'sigma'"):
         profile_search(score, grid, start, over="sigma", extend=["sigma"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), math.inf, -math.inf])
+def test_coordinate_search_refuses_when_no_setting_scores_a_finite_value(bad):
+    """The start used to come back as "best", with score inf; the message names the settings
+    tried."""
+    from mtbkd_jax.tuning import coordinate_search
+
+    with pytest.raises(ValueError, match="no setting scored a finite value") as caught:
+        coordinate_search(lambda s: bad, {"x": [1.0, 2.0, 4.0]}, {"x": 2.0})
+    assert "3 settings tried: {'x': 2.0}, {'x': 1.0}, {'x': 4.0}" in str(caught.value)
+    # one finite score anywhere is enough, even at an extended value
+    result = coordinate_search(
+        lambda s: 1.0 if s["x"] == 8.0 else bad, {"x": [2.0, 4.0]}, {"x": 4.0}
+    )
+    assert result.best == {"x": 8.0} and result.best_score == 1.0
+
+
+def test_profile_search_leaves_a_search_where_every_setting_failed_to_its_caller():
+    """An inner search where every setting of one profiled value fails does not end the
+    profile; where every setting fails, the result is the start at score inf, for the caller
+    that knows why (the learned-trust search raises the start's sampler error: see
+    test_a_beta_without_a_stable_step_size_is_skipped_by_the_search_and_recorded)."""
+    from mtbkd_jax.tuning import profile_search
+
+    grid, start = {"m": ["a", "b"], "x": [1, 2, 3]}, {"m": "a", "x": 1}
+    result = profile_search(lambda s: math.nan if s["m"] == "a" else s["x"], grid, start, over="m")
+    assert result.best == {"m": "b", "x": 1} and result.best_score == 1
+    failed = profile_search(lambda s: math.nan, grid, start, over="m")
+    assert failed.best == start and failed.best_score == math.inf
+    assert len(failed.evaluated) == 6 and all(e["score"] is None for e in failed.evaluated)
+
+
+@pytest.mark.parametrize("search", ["coordinate", "profile"])
+@pytest.mark.parametrize(
+    ("grid", "start", "message"),
+    [
+        ({"x": [1, 2]}, {"x": 1, "hidden": [64, 64]}, r"start\['hidden'\] must be hashable"),
+        ({"x": [1, 2], "h": [[1], [2]]}, {"x": 1, "h": (1,)}, r"grid\['h'\] values must be"),
+        ({"x": [1, 2], "h": [(1,), (2,)]}, {"x": 1, "h": [1]}, r"start\['h'\] must be hashable"),
+    ],
+)
+def test_unhashable_setting_values_are_refused_with_the_setting_named(search, grid, start, message):
+    """A list value used to fail in the score cache: ``TypeError: unhashable type: 'list'``."""
+    from mtbkd_jax.tuning import coordinate_search, profile_search
+
+    def run(grid, start):
+        def score(s):
+            return s["x"] + sum(s.get("h", ()))
+
+        if search == "profile":
+            return profile_search(score, grid, start, over="x")
+        return coordinate_search(score, grid, start)
+
+    with pytest.raises(TypeError, match=message + r".*use a tuple"):
+        run(grid, start)
+
+    def fixed(value):
+        return tuple(value) if isinstance(value, list) else value
+
+    grid = {name: [fixed(v) for v in values] for name, values in grid.items()}
+    assert run(grid, {name: fixed(v) for name, v in start.items()}).best["x"] == 1

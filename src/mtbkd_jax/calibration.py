@@ -53,7 +53,9 @@ def _top_label(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
 
 def equal_mass_bins(confidence: ArrayLike, num_bins: int = 15) -> np.ndarray:
     """Each value's equal-mass bin, ``0 .. B - 1`` (``B <= num_bins``: fewer with ties, or
-    where ``N`` is not well above ``num_bins``), by the scheme of the module's docstring.
+    where ``N`` is not well above ``num_bins``), by the scheme of the module's docstring; every
+    bin holds at least one value (Kumar et al.'s code numbers its boundaries, and skips the
+    number of a bin that ties leave empty).
 
     Raises:
         ValueError: ``confidence`` is not a non-empty 1-D array of finite values, or
@@ -77,7 +79,11 @@ def equal_mass_bins(confidence: ArrayLike, num_bins: int = 15) -> np.ndarray:
     starts = np.arange(size, values.size, size)
     edges = np.unique((ordered[starts - 1] + ordered[starts]) / 2.0)
     # side="left": a value equal to an edge (a tie across runs) goes to the bin below it
-    return np.searchsorted(edges, values, side="left")
+    index = np.searchsorted(edges, values, side="left")
+    # ties can leave a bin between two edges empty (0.5 three times in runs of 2: the edges
+    # 0.5 and 0.7 hold nothing between them): number the filled bins 0 .. B - 1
+    filled = np.bincount(index) > 0
+    return (np.cumsum(filled) - 1)[index]
 
 
 def _bin_means(

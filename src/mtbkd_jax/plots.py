@@ -79,6 +79,9 @@ def reliability_diagram(
     Returns:
         The matplotlib figure: the reliability axes first, the counts axes (log scale) second.
     """
+    from mtbkd_jax.metrics import _bin_count
+
+    num_bins = _bin_count(num_bins)  # before the bar width divides by it
     plt = _pyplot()
     fig, (ax, counts_ax) = plt.subplots(
         2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -162,14 +165,17 @@ def diagnostic_plots(
     trace_path: str | os.PathLike[str] | None = None,
     rank_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, PlotCollection]:
-    """ArviZ trace and rank plots of the chosen parameters, saved as PNG."""
+    """ArviZ trace and rank plots of the chosen parameters, saved as PNG (the folders of both
+    paths are made first)."""
     import arviz as az
 
     _pyplot()
+    for path in (trace_path, rank_path):  # both folders before either figure is drawn
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, PlotCollection] = {}
     if trace_path is not None:
         pc = az.plot_trace_dist(tree, var_names=var_names, backend="matplotlib")
-        Path(trace_path).parent.mkdir(parents=True, exist_ok=True)
         pc.savefig(trace_path)
         out["trace"] = pc
     if rank_path is not None:

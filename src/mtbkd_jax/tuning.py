@@ -117,6 +117,61 @@ def _check_extend(
     return names
 
 
+def _require_hashable(grid: Mapping[str, Sequence[Any]], start: Mapping[str, Any]) -> None:
+    """Raise unless every value of ``start`` and of ``grid``'s axes is hashable: the search
+    caches each setting's score under its values (a list would fail there, unnamed)."""
+    named = [(f"start[{name!r}]", value) for name, value in start.items()]
+    named += [(f"grid[{name!r}] values", v) for name, values in grid.items() for v in values]
+    for where, value in named:
+        try:
+            hash(value)
+        except TypeError:
+            raise TypeError(
+                f"{where} must be hashable (the search caches each setting's score by its "
+                f"values), got {value!r} ({type(value).__name__}): use a tuple"
+            ) from None
+
+
+def _check_search(
+    grid: Mapping[str, Sequence[Any]],
+    start: Mapping[str, Any],
+    sweeps: int,
+    extend: Iterable[str] | None,
+    max_extensions: int,
+    min_improvement: float,
+) -> set[str]:
+    """Check :func:`coordinate_search`'s arguments; returns the axes that may be extended."""
+    if not grid:
+        raise ValueError("grid must name at least one axis")
+    for name, values in grid.items():
+        if name not in start:
+            raise ValueError(f"start has no value for grid axis {name!r}")
+        if len(values) == 0:
+            raise ValueError(f"grid[{name!r}] must list at least one value")
+    _require_hashable(grid, start)
+    if int(sweeps) < 1:
+        raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+    extendable = _check_extend(grid, extend, max_extensions)
+    if not (math.isfinite(min_improvement) and min_improvement >= 0):
+        raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
+    return extendable
+
+
+def _require_scored(result: SearchResult) -> SearchResult:
+    """``result``, unless no setting scored a finite value: then a ``ValueError`` naming the
+    settings tried (the start, returned as "best" with score inf, is no choice)."""
+    if math.isfinite(result.best_score):
+        return result
+    tried = [{k: v for k, v in entry.items() if k != "score"} for entry in result.evaluated]
+    shown = ", ".join(map(repr, tried[:10])) + (
+        f" and {len(tried) - 10} more" if len(tried) > 10 else ""
+    )
+    raise ValueError(
+        "score must return a finite value for at least one setting; no setting scored a "
+        f"finite value (NaN or inf for each of the {len(tried)} settings tried: {shown})"
+    )
+
+
 def coordinate_search(
     score: Callable[[dict[str, Any]], float],
     grid: Mapping[str, Sequence[Any]],
@@ -132,7 +187,8 @@ def coordinate_search(
 
     Args:
         score: settings (a dict with every key of ``start``) -> a number, lower is better
-            (e.g. validation NLL). Non-finite scores count as worst.
+            (e.g. validation NLL). Non-finite scores count as worst; if no setting scores a
+            finite value, the search is refused (below).
         grid: axis name -> candidate values, searched in this order; the others are held at
             their current best.
         start: the initial settings; must contain every axis of ``grid``.
@@ -155,6 +211,11 @@ def coordinate_search(
         ties keep the earlier value; ``evaluated`` records a non-finite score as ``None`` (so
         that it serialises as JSON).
 
+    Raises:
+        ValueError: no setting tried scored a finite value (the message lists them), or bad
+            arguments.
+        TypeError: a value of ``start`` or ``grid`` is not hashable (a list: use a tuple).
+
     Example:
         >>> from mtbkd_jax.tuning import coordinate_search
         >>> result = coordinate_search(
@@ -168,19 +229,31 @@ def coordinate_search(
         >>> far.best, far.extended, far.on_edge
         ({'c': 8}, {'c': [4, 8, 16]}, [])
     """
-    if not grid:
-        raise ValueError("grid must name at least one axis")
-    for name, values in grid.items():
-        if name not in start:
-            raise ValueError(f"start has no value for grid axis {name!r}")
-        if len(values) == 0:
-            raise ValueError(f"grid[{name!r}] must list at least one value")
-    if int(sweeps) < 1:
-        raise ValueError(f"sweeps must be >= 1, got {sweeps}")
-    extendable = _check_extend(grid, extend, max_extensions)
-    if not (math.isfinite(min_improvement) and min_improvement >= 0):
-        raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
+    result = _search(
+        score,
+        grid,
+        start,
+        sweeps=sweeps,
+        extend=extend,
+        max_extensions=max_extensions,
+        min_improvement=min_improvement,
+    )
+    return _require_scored(result)
 
+
+def _search(
+    score: Callable[[dict[str, Any]], float],
+    grid: Mapping[str, Sequence[Any]],
+    start: Mapping[str, Any],
+    *,
+    sweeps: int = 1,
+    extend: Iterable[str] | None = None,
+    max_extensions: int = 3,
+    min_improvement: float = 0.0,
+) -> SearchResult:
+    """:func:`coordinate_search` without its refusal: where no setting scored a finite value,
+    the start with ``best_score`` inf."""
+    extendable = _check_search(grid, start, sweeps, extend, max_extensions, min_improvement)
     cache: dict[tuple[tuple[str, Any], ...], float] = {}
     evaluated: list[dict[str, Any]] = []
 
@@ -258,6 +331,11 @@ def profile_search(
         ``over``), with every inner search's evaluations in order; ``extended`` and ``on_edge``
         are the winning search's, and ``on_edge`` also names ``over`` when its grid is numeric
         (positive, sorted) and the best value is at its end: ``over`` is never extended.
+        Unlike :func:`coordinate_search`, no refusal where no setting scored a finite value:
+        the result is then the start with ``best_score`` inf (an inner search over one value
+        of ``over`` may fail throughout while another succeeds, and a caller that records why
+        each setting failed raises its own error: the learned-trust search of
+        ``mtbkd_jax.experiments.trusted.fit_trusted`` raises the start's sampler error).
 
     Example:
         >>> from mtbkd_jax.tuning import coordinate_search, profile_search
@@ -280,11 +358,12 @@ def profile_search(
             "between models (a categorical axis) and leave numeric axes to the inner searches, "
             "or search this axis with coordinate_search"
         )
+    _require_hashable(grid, start)
     inner = {name: values for name, values in grid.items() if name != over}
     if not inner:
-        return coordinate_search(score, grid, start, **options)
+        return _search(score, grid, start, **options)
     results = [
-        coordinate_search(score, inner, {**start, over: value}, **options)
+        _search(score, inner, {**start, over: value}, **options)
         for value in dict.fromkeys((start[over], *grid[over]))
     ]
     best = min(results, key=lambda result: result.best_score)
