@@ -21,6 +21,7 @@ the minibatch gradient estimator of NumPyro models, and the NumPyro ``MCMC`` ada
 from __future__ import annotations
 
 from mtbkd_jax.infer import schedules
+from mtbkd_jax.infer._convergence import ConvergenceWarning
 from mtbkd_jax.infer._driver import SamplerDivergedError
 from mtbkd_jax.infer.checkpoint import CheckpointError
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
@@ -46,6 +47,7 @@ from mtbkd_jax.infer.svi import run_map, run_svi
 
 __all__ = [
     "CheckpointError",
+    "ConvergenceWarning",
     "GradientEstimator",
     "Posterior",
     "SGMCMC",

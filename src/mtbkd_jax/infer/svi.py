@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_key, require_positive
 from mtbkd_jax.infer._common import is_array_tree, make_posterior, nonfinite_sites, prepare_data
+from mtbkd_jax.infer._convergence import final_loss_change, warn_if_still_falling
 from mtbkd_jax.infer._svi_runners import (
     GUIDES,
     SortedTraceELBO,
@@ -92,6 +93,11 @@ def run_svi(
     second fit is neither traced nor compiled again, and gives the same result as a first one.
     A model is therefore assumed not to be changed in place between fits.
 
+    The posterior's ``settings["final_loss_change"]`` is the loss's relative fall over the
+    last tenth of the steps (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP
+    (``guide="delta"``) whose loss still fell by more than 1e-3 of itself there gets a
+    :class:`~mtbkd_jax.infer.ConvergenceWarning`.
+
     Raises:
         FloatingPointError: if the loss becomes NaN or infinite (the message says at which step).
         ValueError: if no starting point has a finite log density (the message names the
@@ -162,6 +168,9 @@ def run_svi(
         draws = auto.sample_posterior(draw_key, params, sample_shape=(int(num_draws),))
         samples = {k: v[None] for k, v in draws.items()}
     method = "map" if guide == "delta" else f"svi_{guide}"
+    change = final_loss_change(losses)
+    if guide == "delta":
+        warn_if_still_falling(change, num_steps)
     return make_posterior(
         model,
         samples,
@@ -169,7 +178,12 @@ def run_svi(
         losses=losses,
         labels=labels,
         features=features,
-        settings={"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate},
+        settings={
+            "inference": method,
+            "num_steps": int(num_steps),
+            "learning_rate": learning_rate,
+            "final_loss_change": change,
+        },
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
     )
