@@ -9,6 +9,7 @@ import numpyro.distributions as dist
 import pytest
 
 import mtbkd_jax as mk
+from mtbkd_jax.infer import _convergence
 from mtbkd_jax.infer._convergence import MAP_TOLERANCE, final_loss_change
 
 
@@ -49,6 +50,9 @@ def test_a_map_stopped_while_its_loss_falls_is_warned_about_and_a_converged_one_
         early = mk.run_map(jax.random.key(0), model, x, y, num_steps=100, learning_rate=1e-3,
                            progress_bar=False)  # fmt: skip
     assert early.settings["final_loss_change"] > MAP_TOLERANCE
+    # a loss that rose over the last tenth (an unstable optimiser) is no convergence either
+    with pytest.warns(mk.infer.ConvergenceWarning, match="rising again"):
+        _convergence.warn_if_not_converged(-5 * MAP_TOLERANCE, 100)
     with warnings.catch_warnings():
         warnings.simplefilter("error", mk.infer.ConvergenceWarning)
         done = mk.run_map(jax.random.key(0), model, x, y, num_steps=2000, learning_rate=0.05,
