@@ -1,4 +1,5 @@
-"""Whether a MAP had converged: the loss's fall over its last steps, recorded and warned about."""
+"""Whether a MAP had converged: how much of its loss's fall came at the end, recorded and
+warned about."""
 
 import warnings
 
@@ -10,23 +11,34 @@ import pytest
 
 import mtbkd_jax as mk
 from mtbkd_jax.infer import _convergence
-from mtbkd_jax.infer._convergence import MAP_TOLERANCE, final_loss_change
+from mtbkd_jax.infer._convergence import MAP_TOLERANCE, final_loss_change, trend_z_score
 
 
 def test_final_loss_change_against_a_direct_computation():
-    losses = np.linspace(100.0, 50.0, 200)  # falls by 0.25 a step
-    expected = (losses[-40:-20].mean() - losses[-20:].mean()) / losses[-20:].mean()
-    assert final_loss_change(losses) == pytest.approx(expected, rel=1e-12)
-    # by hand: steps of 50 / 199; the windows' means 20 steps apart; the last mean 50 + 9.5 steps
-    step = 50.0 / 199
-    assert final_loss_change(losses) == pytest.approx(20 * step / (50 + 9.5 * step), rel=1e-9)
-    # a flat loss, an oscillating one around a flat level, and one near 0 (floored scale)
-    assert final_loss_change(np.full(300, -7.0)) == 0.0
-    wiggle = 3.0 + 0.5 * (-1.0) ** np.arange(400)
+    losses = np.linspace(100.0, 50.0, 200)  # falls by 50 / 199 a step
+    # by hand: windows of 20 steps; the first and last means 180 steps apart, the last two 20
+    assert final_loss_change(losses) == pytest.approx(20 / 180, rel=1e-9)
+    first, before, last = losses[:20].mean(), losses[-40:-20].mean(), losses[-20:].mean()
+    assert final_loss_change(losses) == pytest.approx((before - last) / (first - last))
+    # unchanged by a constant in the loss or its units (a change relative to |loss| is not)
+    assert final_loss_change(3.0 * losses - 1e5) == pytest.approx(final_loss_change(losses))
+    # flat at the end; oscillating around a flat end; rising at the end
+    settled = np.concatenate([np.linspace(10.0, 1.0, 100), np.ones(200)])
+    assert final_loss_change(settled) == 0.0
+    wiggle = settled + 0.5 * (-1.0) ** np.arange(300)
     assert abs(final_loss_change(wiggle)) < 1e-12
-    # a loss near 0: its fall over 10 of 99 steps of 0.02 / 99, over a scale floored at 1
-    assert final_loss_change(np.linspace(0.02, 0.0, 100)) == pytest.approx(0.2 / 99, rel=1e-6)
-    assert np.isnan(final_loss_change(np.arange(19.0)))  # too few steps to judge
+    assert final_loss_change(np.concatenate([settled, np.linspace(1.0, 2.0, 40)])) < 0
+    assert np.isnan(final_loss_change(np.arange(99.0)[::-1]))  # too few steps to judge
+    assert np.isnan(final_loss_change(np.arange(300.0)))  # never fell: nothing to share
+
+
+def test_the_z_score_tells_a_trend_from_noise():
+    rng = np.random.default_rng(0)
+    trend = np.linspace(10.0, 0.0, 1000)
+    assert trend_z_score(trend) > 100  # deterministic and still falling
+    scores = [trend_z_score(rng.normal(size=2000)) for _ in range(200)]  # noise alone
+    assert 0.6 < np.std(scores) < 1.5 and abs(np.mean(scores)) < 0.3
+    assert trend_z_score(np.ones(500)) == 0.0
 
 
 def _logistic_regression(scale):
@@ -42,19 +54,22 @@ def _logistic_regression(scale):
 
 
 def test_a_map_stopped_while_its_loss_falls_is_warned_about_and_a_converged_one_is_not():
-    """Adam at a tiny learning rate for 100 steps is still walking downhill: warned, naming
-    num_steps, with the fall recorded; 2,000 steps at 0.05 reach the mode: no warning, and the
-    recorded fall is below the tolerance. SVI with a Normal guide records it too, unwarned."""
+    """Adam at a tiny learning rate for 100 steps is still walking downhill: warned (pointing
+    at this file, the caller), naming num_steps, with the share recorded; 2,000 steps at 0.05
+    reach the mode: no warning. SVI with a Normal guide records it too, unwarned."""
     model, x, y = _logistic_regression(10.0)
-    with pytest.warns(mk.infer.ConvergenceWarning, match="still falling.*100 steps.*num_steps"):
+    with pytest.warns(
+        mk.infer.ConvergenceWarning, match="still falling.*100 steps.*num_steps"
+    ) as w:
         early = mk.run_map(jax.random.key(0), model, x, y, num_steps=100, learning_rate=1e-3,
                            progress_bar=False)  # fmt: skip
+    assert w[0].filename == __file__
     assert early.settings["final_loss_change"] > MAP_TOLERANCE
-    # a loss that rose over the last tenth (an unstable optimiser) is no convergence either
     with pytest.warns(mk.infer.ConvergenceWarning, match="rising again"):
-        _convergence.warn_if_not_converged(-5 * MAP_TOLERANCE, 100)
+        _convergence.warn_if_not_converged(-5 * MAP_TOLERANCE, 10.0, 100)
     with warnings.catch_warnings():
         warnings.simplefilter("error", mk.infer.ConvergenceWarning)
+        _convergence.warn_if_not_converged(5 * MAP_TOLERANCE, 1.0, 100)  # within the noise
         done = mk.run_map(jax.random.key(0), model, x, y, num_steps=2000, learning_rate=0.05,
                           progress_bar=False)  # fmt: skip
         svi = mk.run_svi(jax.random.key(0), model, x, y, num_steps=100, learning_rate=1e-3,

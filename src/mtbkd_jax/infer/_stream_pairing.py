@@ -15,6 +15,13 @@ first minibatch and on its rows shifted by one place (a permutation that moves e
 compares the two as sorted values (a sum in another order would move the last bits, and a
 large prior could hide a small likelihood's change in the total). Terms that depend on their
 whole minibatch symmetrically (a batch mean) pass, as they should.
+
+*What it cannot see.* The check sees only the closed-over array's rows ``0 .. |B| - 1``, the
+rows every streamed step would read. Where those rows are all equal it passes, though the
+array differs further down: data stored sorted (by class, by group) with a per-class weight
+closed over is such a case (a review's logistic regression with class-balancing weights and
+sorted labels passed, and its streamed intercept came out 7.7 posterior sds from the
+device-resident run's). Per-example arrays belong in the model's arguments.
 """
 
 from __future__ import annotations

@@ -218,7 +218,9 @@ def run_sgmcmc(
             closes over and indexes by hand (``prior.take(idx)``) would get rows ``0 .. |B|-1``
             at every step; pass it as a keyword argument instead. The run checks this at
             its start: each site's terms on the first minibatch are compared with those on the
-            same rows reordered, and a model whose terms change is refused, naming the site.
+            same rows reordered, and a model whose terms change is refused, naming the site
+            (it sees the array's first ``|B|`` rows only: where those agree, as in data
+            sorted by class, it cannot tell).
         chunk_steps: with ``stream``, steps per jitted call (default ``chunk_epochs`` epochs'
             steps); it may end inside an epoch (an epoch of millions of rows needs that), and
             a checkpoint then records the next step. Device memory per chunk: ``2 x

@@ -17,7 +17,11 @@ from tqdm.auto import tqdm
 
 from mtbkd_jax._checks import require_counts, require_key, require_positive
 from mtbkd_jax.infer._common import is_array_tree, make_posterior, nonfinite_sites, prepare_data
-from mtbkd_jax.infer._convergence import final_loss_change, warn_if_not_converged
+from mtbkd_jax.infer._convergence import (
+    final_loss_change,
+    trend_z_score,
+    warn_if_not_converged,
+)
 from mtbkd_jax.infer._svi_runners import (
     GUIDES,
     SortedTraceELBO,
@@ -93,10 +97,11 @@ def run_svi(
     second fit is neither traced nor compiled again, and gives the same result as a first one.
     A model is therefore assumed not to be changed in place between fits.
 
-    The posterior's ``settings["final_loss_change"]`` is the loss's relative fall over the
-    last tenth of the steps (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP
-    (``guide="delta"``) whose loss still fell, or rose, by more than 1e-3 of itself there gets
-    a :class:`~mtbkd_jax.infer.ConvergenceWarning`.
+    The posterior's ``settings["final_loss_change"]`` is the share of the run's fall of the
+    loss made in its last tenth of the steps
+    (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP (``guide="delta"``)
+    whose loss still fell, or rose, by more than 0.5% of that fall there, by more than its
+    noise, gets a :class:`~mtbkd_jax.infer.ConvergenceWarning`.
 
     Raises:
         FloatingPointError: if the loss becomes NaN or infinite (the message says at which step).
@@ -170,7 +175,7 @@ def run_svi(
     method = "map" if guide == "delta" else f"svi_{guide}"
     change = final_loss_change(losses)
     if guide == "delta":
-        warn_if_not_converged(change, num_steps)
+        warn_if_not_converged(change, trend_z_score(losses), num_steps)
     return make_posterior(
         model,
         samples,
