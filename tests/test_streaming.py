@@ -300,7 +300,9 @@ def test_a_failed_read_on_the_prefetch_thread_loses_nothing(canonical, tmp_path,
 
     def failing_take(self, indices, *allocate):
         calls.append(1)
-        if len(calls) == 4:  # first_rows, chunks 0 and 1; chunk 2's read fails
+        # first_rows, the start-up pairing check's reordered rows, chunks 0 and 1; chunk 2's
+        # read fails
+        if len(calls) == 5:
             raise OSError("the disk went away")
         return real_take(self, indices, *allocate)
 
@@ -353,8 +355,9 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
     expected = {  # x (rows of 3 features) and y per chunk: 8 chunks of 5 steps, one of 4
         S: ([(2, S * BATCH, 3), (2, S * BATCH)], [(2, S, BATCH), (2, S, BATCH)]) for S in (5, 4)
     }
-    assert shapes[0] == ([(1, BATCH, 3), (1, BATCH)], [(1, BATCH)] * 2)  # first_rows
-    assert shapes[1:] == [expected[5]] * 8 + [expected[4]]
+    # first_rows, then the start-up pairing check's reordered first rows
+    assert shapes[:2] == [([(1, BATCH, 3), (1, BATCH)], [(1, BATCH)] * 2)] * 2
+    assert shapes[2:] == [expected[5]] * 8 + [expected[4]]
 
 
 @pytest.mark.parametrize(
