@@ -42,10 +42,11 @@ class PlateSpec:
             )
 
     def indices(self, permutation: jax.Array, step_in_epoch: jax.Array | int) -> jax.Array:
-        """The minibatch at a step: the next ``|B|`` entries of this epoch's order (a
-        permutation of the plate's examples, or independent draws: wrapping at its length)."""
+        """The minibatch at a step: the next ``|B|`` entries of this epoch's order, wrapping
+        at ``N`` (a permutation of the plate's examples), or at the order's length where it is
+        longer (independent draws: a small plate's epoch of draws may exceed its ``N``)."""
         start = step_in_epoch * self.batch_size
-        length = permutation.shape[-1]
+        length = max(self.size, permutation.shape[-1])
         return jnp.take(permutation, jnp.mod(start + jnp.arange(self.batch_size), length))
 
 

@@ -173,9 +173,6 @@ def run_svi(
         draws = auto.sample_posterior(draw_key, params, sample_shape=(int(num_draws),))
         samples = {k: v[None] for k, v in draws.items()}
     method = "map" if guide == "delta" else f"svi_{guide}"
-    change = final_loss_change(losses)
-    if guide == "delta":
-        warn_if_not_converged(change, trend_z_score(losses), num_steps)
     return make_posterior(
         model,
         samples,
@@ -183,15 +180,25 @@ def run_svi(
         losses=losses,
         labels=labels,
         features=features,
-        settings={
-            "inference": method,
-            "num_steps": int(num_steps),
-            "learning_rate": learning_rate,
-            "final_loss_change": change,
-        },
+        settings=_fit_settings(method, num_steps, learning_rate, losses),
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
     )
+
+
+def _fit_settings(method: str, num_steps: int, learning_rate: float, losses: np.ndarray) -> dict:
+    """The posterior's settings, with the loss's final change
+    (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP's is warned about when it
+    is not converged."""
+    change = final_loss_change(losses)
+    if method == "map":
+        warn_if_not_converged(change, trend_z_score(losses), num_steps)
+    return {
+        "inference": method,
+        "num_steps": int(num_steps),
+        "learning_rate": learning_rate,
+        "final_loss_change": change,
+    }
 
 
 def _no_valid_start(error: Exception) -> bool:
