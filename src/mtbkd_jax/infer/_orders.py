@@ -104,7 +104,7 @@ class EpochOrders:
                     f"plate {plate.name!r} has {plate.size} examples, which {self.num_strata} "
                     "strata do not divide"
                 )
-        total = sum(p.size for p in self.plates)
+        total = sum(self.length(p) for p in self.plates)
         self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
@@ -178,9 +178,9 @@ class IndependentOrders(EpochOrders):
 
     An epoch's row for a subsampled plate holds ``steps_per_epoch * |B|`` indices, step ``s``
     reading entries ``s |B| .. (s + 1) |B| - 1`` (:meth:`PlateSpec.indices` wraps at the row's
-    length): a plate smaller than the first plate's epoch never repeats a step's draws within
-    an epoch. A plate taken whole (``|B| = N``) gets a permutation per epoch, as in
-    :class:`EpochOrders` (with replacement it would be a bootstrap resample, not the data).
+    length where it exceeds ``N``): a plate smaller than the first plate's epoch never repeats a
+    step's draws within an epoch. A plate taken whole (``|B| = N``) gets a permutation per
+    epoch, as in :class:`EpochOrders` (with replacement it would be a bootstrap resample).
     With ``num_strata = D``, stratum ``d``'s ``|B| / D`` entries of every step are drawn from
     its own rows, as local row numbers. Draws depend only on (chain key, purpose, epoch).
     """
@@ -196,9 +196,7 @@ class IndependentOrders(EpochOrders):
         self.steps_per_epoch = int(steps_per_epoch)
         if self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        super().__init__(chain_keys, plates, purpose, num_strata)
-        total = sum(self.length(p) for p in self.plates)
-        self.block_epochs = max(1, min(_MAX_BLOCK_EPOCHS, _BLOCK_INDICES // max(total, 1)))
+        super().__init__(chain_keys, plates, purpose, num_strata)  # blocks sized by length()
 
     def length(self, plate: PlateSpec) -> int:
         """The entries of one epoch's row for ``plate``."""
