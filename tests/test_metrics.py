@@ -13,6 +13,7 @@ from mtbkd_jax.metrics import (
     debiased_calibration_error,
     expected_calibration_error,
     negative_log_likelihood,
+    predictive_nll_from_logits,
     reliability_bins,
 )
 
@@ -50,6 +51,63 @@ def test_nll_zero_probability_is_inf_not_clipped():
     probs = np.array([[1.0, 0.0], [0.5, 0.5]])
     assert negative_log_likelihood(probs, [1, 0]) == np.inf
     assert negative_log_likelihood(probs, [0, 0]) == pytest.approx(np.log(2) / 2, abs=1e-15)
+
+
+# ------------------------------------------------------------------------- NLL from logits
+def test_nll_from_logits_equals_the_nll_of_the_mean_of_the_draws_softmax():
+    """Against scikit-learn's log loss of the float64 predictive mean, on moderate logits."""
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=3.0, size=(5, 60, 4))
+    labels = rng.integers(0, 4, size=60)
+    mean = softmax(logits, axis=-1).mean(0)
+    reference = log_loss(labels, mean, labels=list(range(4)))
+    assert predictive_nll_from_logits(logits, labels) == pytest.approx(reference, abs=1e-10)
+    # one draw (N, C), and several draw axes flattened
+    assert predictive_nll_from_logits(logits[0], labels) == pytest.approx(
+        log_loss(labels, softmax(logits[0], axis=-1), labels=list(range(4))), abs=1e-10
+    )
+    assert predictive_nll_from_logits(logits[:4].reshape(2, 2, 60, 4), labels) == pytest.approx(
+        log_loss(labels, softmax(logits[:4], axis=-1).mean(0), labels=list(range(4))), abs=1e-10
+    )
+
+
+def test_nll_from_logits_is_the_log_of_the_mean_not_the_mean_of_the_logs():
+    """Two draws that disagree: the log of the mean probability (about log 4), which the
+    mean of the draws' log probabilities (a deliberately wrong version) misses by far."""
+    logits = np.array([[[0.0, 0.0]], [[0.0, 10.0]]])  # p(y=0) = 1/2 and 1/(1 + e^10)
+    p = [0.5, 1.0 / (1.0 + np.exp(10.0))]
+    got = predictive_nll_from_logits(logits, [0])
+    assert got == pytest.approx(-np.log(np.mean(p)), abs=1e-12)
+    assert abs(got - (-np.mean(np.log(p)))) > 3.9
+
+
+def test_nll_from_logits_stays_finite_where_float32_probabilities_underflow():
+    """A logit gap of 200: float32 softmax gives the label probability 0 (NLL inf); from the
+    logits the exact -log p = 200 + log(1 + e^-200) = 200 (to float64)."""
+    logits = np.array([[0.0, 200.0], [3.0, 0.0]], np.float32)
+    labels = np.array([0, 0])
+    probs32 = np.asarray(softmax(logits.astype(np.float32), axis=-1), np.float32)
+    assert probs32[0, 0] == 0.0 and negative_log_likelihood(probs32, labels) == np.inf
+    expected = (200.0 + np.log1p(np.exp(-3.0))) / 2
+    assert predictive_nll_from_logits(logits, labels) == pytest.approx(expected, rel=1e-12)
+    # one draw underflows, the other does not: p = (e^-200 + 1/2) / 2
+    draws = np.array([[[0.0, 200.0]], [[0.0, 0.0]]], np.float32)
+    assert predictive_nll_from_logits(draws, [0]) == pytest.approx(np.log(4.0), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "match"),
+    [
+        (np.array([0.0, 1.0]), [0], "draw_logits must have shape"),
+        (np.array([[0.0, np.inf]]), [0], "draw_logits must be finite"),
+        (np.array([[0.0, np.nan]]), [0], "draw_logits must be finite"),
+        (np.zeros((2, 3)), [0, 3], "labels must lie in 0..2"),
+        (np.zeros((2, 3)), [0], "labels must have shape"),
+    ],
+)
+def test_nll_from_logits_refuses_bad_input(logits, labels, match):
+    with pytest.raises(ValueError, match=match):
+        predictive_nll_from_logits(logits, labels)
 
 
 # ------------------------------------------------------------------------------------ Brier

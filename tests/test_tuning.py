@@ -339,7 +339,7 @@ def _toy_trust_problem():
 def _stub_trust_fits(monkeypatch, fit_posterior, learned_trust=None, score_by_first_prob=True):
     """Stub the learned-trust row's fits: a trust is its (calibration, pooling), a model that
     plus beta, no MAP, the posterior ``fit_posterior``'s; with ``score_by_first_prob`` a
-    setting's validation NLL is its posterior's first predicted probability."""
+    setting's validation NLL is its posterior's first predicted logit."""
     from mtbkd_jax.experiments import trusted
 
     def trust_of(key, data, config, teachers, calibration, pooling):
@@ -350,7 +350,8 @@ def _stub_trust_fits(monkeypatch, fit_posterior, learned_trust=None, score_by_fi
     monkeypatch.setattr(trusted, "fit_map", lambda key, data, config, model: None)
     monkeypatch.setattr(trusted, "fit_posterior", fit_posterior)
     if score_by_first_prob:
-        monkeypatch.setattr(trusted, "negative_log_likelihood", lambda p, y: float(p[0, 0]))
+        first = lambda z, y: float(np.ravel(z)[0])  # noqa: E731
+        monkeypatch.setattr(trusted, "predictive_nll_from_logits", first)
 
 
 def _toy_trust_config(**options):
@@ -370,6 +371,45 @@ def _toy_trust_config(**options):
         "grid_extensions": 0,
     }
     return ExperimentConfig(**{**settings, **options})
+
+
+def test_the_map_search_scores_from_logits_where_float32_probabilities_underflow(monkeypatch):
+    """Two prior scales whose MAPs are confidently wrong on one validation input, by logit
+    gaps of 150 and 300: both float32 label probabilities are 0 (NLL inf, no setting could be
+    chosen); from the logits the smaller miss wins. Fits are stubbed: a setting's "MAP"
+    predicts the label everywhere but on the first input."""
+    import jax
+    import jax.numpy as jnp
+
+    from mtbkd_jax.experiments import ExperimentConfig, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = np.arange(40) % 2
+    bank = mk.TeacherBank.from_logits(np.zeros((1, 20, 2)), names=("t",))
+    data = mk.datasets.DistillationData(
+        name="toy", x_train=x[:20], y_train=y[:20], x_test=x[30:], y_test=y[30:],
+        x_validation=x[20:30], y_validation=y[20:30], teachers_prior=bank, teachers_test=bank,
+    )  # fmt: skip
+
+    class Mode:
+        def __init__(self, gap):
+            self.gap = gap
+
+        def predict_logits(self, inputs):
+            logits = 20.0 * np.eye(2, dtype=np.float32)[data.y_validation]
+            logits[0] = self.gap * np.eye(2, dtype=np.float32)[1 - data.y_validation[0]]
+            return logits[None]
+
+    monkeypatch.setattr(fit, "build_model", lambda d, c, t, w, settings: settings)
+    monkeypatch.setattr(fit, "fit_map", lambda k, d, c, model: Mode(model["prior_scale"]))
+    config = ExperimentConfig(
+        tune=True, prior_scale=300.0, prior_scale_grid=(300.0, 150.0), grid_extensions=0
+    )
+    mode, settings, _ = fit.tuned_map(None, data, config, None, "paper")
+    assert settings["prior_scale"] == 150.0 and mode.gap == 150.0
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(mode.predict_logits(None)[0])))
+    assert mk.metrics.negative_log_likelihood(probs, data.y_validation) == np.inf
 
 
 def test_a_reduced_search_budget_scores_each_beta_cheaply_then_samples_the_winner_in_full(
@@ -525,7 +565,7 @@ def test_the_trust_search_compares_each_pooling_at_its_own_best_beta(monkeypatch
         def __init__(self, setting):
             self.setting = setting
 
-        def predict(self, x):
+        def predict_logits(self, x):
             calibration, pooling, beta = self.setting
             score = table[pooling, beta] + (0.1 if calibration == "none" else 0.0)
             return np.full((1, len(x), 2), score)
@@ -590,7 +630,7 @@ def test_the_trust_search_holds_one_posterior_and_resamples_a_winner_it_did_not_
         def __init__(self, beta):
             self.beta = beta
 
-        def predict(self, x):
+        def predict_logits(self, x):
             return np.full((1, len(x), 2), table[round(self.beta, 6)])
 
     def fit_posterior(key, data, budget, model, mode, start_keys):
@@ -652,7 +692,7 @@ def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(m
     alive = weakref.WeakSet()
 
     class Fitted:
-        def predict(self, x):
+        def predict_logits(self, x):
             return np.full((1, len(x), 2), 0.5)
 
     def fit_posterior(key, data, budget, model, mode, start_keys):

@@ -26,6 +26,7 @@ from mtbkd_jax.selective import (
 __all__ = [
     "accuracy",
     "negative_log_likelihood",
+    "predictive_nll_from_logits",
     "brier_score",
     "expected_calibration_error",
     "reliability_bins",
@@ -113,6 +114,40 @@ def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike) -> float:
     """Mean ``-log p(y_i)`` (natural log); a zero probability gives ``inf``, never a clip."""
     probs, labels = _check(probs, labels)
     return float(_nll_terms(probs, labels).mean())
+
+
+def predictive_nll_from_logits(draw_logits: ArrayLike, labels: ArrayLike) -> float:
+    """Mean ``-log p(y_i)`` of the predictive ``p = mean_s softmax(z_s)``, from the logits.
+
+    The same figure as ``negative_log_likelihood(mean_s softmax(z_s), labels)``, but computed in
+    log space in float64 (``logsumexp`` over draws of each draw's ``log_softmax``), so a label
+    whose float32 probability underflows to 0 (a logit gap above about 104) still gets its
+    finite ``-log p``, and settings compared by it are not tied at ``inf``.
+
+    Args:
+        draw_logits: logits ``(N, C)`` of one draw or ``(..., N, C)`` of several (every
+            leading axis is a draw axis, e.g. ``Posterior.predict_logits``'s ``(S, N, C)``).
+        labels: integer classes ``(N,)``.
+
+    Example:
+        >>> from mtbkd_jax.metrics import predictive_nll_from_logits
+        >>> round(predictive_nll_from_logits([[0.0, 200.0]], [0]), 3)
+        200.0
+    """
+    logits = np.asarray(draw_logits, dtype=np.float64)
+    if logits.ndim < 2:
+        raise ValueError(f"draw_logits must have shape (N, C) or (..., N, C), got {logits.shape}")
+    if not np.isfinite(logits).all():
+        raise ValueError("draw_logits must be finite")
+    logits = logits.reshape(-1, *logits.shape[-2:])
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    uniform = np.full(logits.shape[1:], 1.0 / logits.shape[-1])
+    _, labels = _check(uniform, labels)  # the labels' checks, against N and C
+    picked = log_probs[:, np.arange(len(labels)), labels]  # (S, N)
+    top = picked.max(0)
+    log_mean = top + np.log(np.exp(picked - top).mean(0))
+    return float(-log_mean.mean())
 
 
 def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:

@@ -13,7 +13,7 @@ from flax import nnx
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.infer import run_map, run_nuts, run_sgmcmc
-from mtbkd_jax.metrics import negative_log_likelihood
+from mtbkd_jax.metrics import predictive_nll_from_logits
 from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.noncentred import centred_posterior, noncentred, noncentred_point
 from mtbkd_jax.priors import normal_prior
@@ -156,8 +156,9 @@ def tuned_map(
         fits[tuple(sorted(settings.items()))] = (mode, model)
         # tuning needs a validation split (run_baselines checks data.has_validation first)
         x_validation = cast("np.ndarray", data.x_validation)
-        probs = np.asarray(mode.predict(x_validation))[0]
-        return negative_log_likelihood(probs, np.asarray(data.y_validation))
+        # from the logits: a float32 probability that underflows to 0 would score inf
+        logits = np.asarray(mode.predict_logits(x_validation))
+        return predictive_nll_from_logits(logits, np.asarray(data.y_validation))
 
     grid = {"prior_scale": config.prior_scale_grid}
     if teachers is not None:

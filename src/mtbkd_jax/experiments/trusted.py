@@ -46,7 +46,7 @@ from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import build_student, fit_map, fit_posterior
 from mtbkd_jax.infer import SamplerDivergedError, UnstableStepSizes
-from mtbkd_jax.metrics import negative_log_likelihood
+from mtbkd_jax.metrics import predictive_nll_from_logits
 from mtbkd_jax.model import MTBKDModel
 from mtbkd_jax.priors import normal_prior
 from mtbkd_jax.scale_priors import hierarchical_normal_prior
@@ -291,9 +291,8 @@ def fit_trusted(
             first_failure[:] = first_failure or [error]
             return math.inf
         x_validation = cast("np.ndarray", data.x_validation)
-        draws = np.asarray(posterior.predict(x_validation), np.float64)
-        probs = draws.reshape(-1, *draws.shape[-2:]).mean(0)
-        value = negative_log_likelihood(probs, np.asarray(data.y_validation))
+        logits = np.asarray(posterior.predict_logits(x_validation))  # log space: no underflow
+        value = predictive_nll_from_logits(logits, np.asarray(data.y_validation))
         if scoring is sampling and value < kept["score"]:
             kept.update(setting=setting, posterior=posterior, score=value)
         return value
