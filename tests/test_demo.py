@@ -71,13 +71,17 @@ def test_demo_is_a_configuration_of_the_runner():
         "key_schedule",
         "chain_starts",
         "progress_bar",
+        "map_steps",
+        "map_polish_steps",
     }
-    assert (full.map_steps, full.num_warmup, full.num_draws, full.num_chains) == (
-        2000,
+    assert (full.map_steps, full.map_polish_steps, full.num_warmup, full.num_draws) == (
+        6000,
+        3000,
         400,
         400,
-        2,
     )
+    assert full.num_chains == 2
     assert (smoke.seed, smoke.map_steps, smoke.num_warmup, smoke.num_draws) == (3, 200, 30, 30)
+    assert smoke.map_polish_steps == 0
     assert smoke.num_chains == 1 and not smoke.tune
     assert DemoConfig.for_run(smoke=True, seed=3) == smoke

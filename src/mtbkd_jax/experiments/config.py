@@ -56,6 +56,10 @@ class ExperimentConfig:
     against MT-BKD; ``"trust"``: the learned-trust row alone); ``teacher_rows`` adds each
     teacher's own row.
 
+    Every MAP runs ``map_steps`` Adam steps at ``learning_rate``, then up to
+    ``map_polish_steps`` L-BFGS iterations to the mode (``run_map(polish_steps=)``; 0, the
+    default of every published table, polishes nothing).
+
     With ``tune=True`` every method chooses its base prior scale (and, with teachers, its
     ``lambda`` and ``beta``) from the grids by the validation NLL of its MAP
     (:func:`mtbkd_jax.tuning.coordinate_search`, starting from ``prior_scale``,
@@ -143,6 +147,7 @@ class ExperimentConfig:
     temperature: float = 1.0
     map_steps: int = 2000
     learning_rate: float = 1e-2
+    map_polish_steps: int = 0
     bayes: str = "nuts"  # or one of BAYES_SGMCMC
     num_warmup: int = 300
     num_draws: int = 300
@@ -181,12 +186,12 @@ class ExperimentConfig:
             grid = getattr(self, name)
             if not (isinstance(grid, tuple) and grid and all(c in allowed for c in grid)):
                 raise ValueError(f"{name} must be a non-empty tuple of {allowed}, got {grid!r}")
-        if isinstance(self.sgld_burnin_epochs, bool) or not (
-            isinstance(self.sgld_burnin_epochs, Integral) and self.sgld_burnin_epochs >= 0
-        ):
-            raise ValueError(
-                f"sgld_burnin_epochs must be an integer >= 0, got {self.sgld_burnin_epochs!r}"
-            )
+        for name in ("sgld_burnin_epochs", "map_polish_steps"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not (isinstance(count, Integral) and int(count) >= 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {count!r}")
+        if self.map_polish_steps and self.mesh is not None:
+            raise ValueError("map_polish_steps polishes on one device: it cannot take a mesh")
         if self.sgmcmc_coordinates != "centred" and self.bayes == "nuts":
             raise ValueError(
                 f"sgmcmc_coordinates={self.sgmcmc_coordinates!r} applies to the SG-MCMC "

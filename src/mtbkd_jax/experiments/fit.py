@@ -128,6 +128,7 @@ def fit_map(
         data.y_train,
         num_steps=config.map_steps,
         learning_rate=config.learning_rate,
+        polish_steps=config.map_polish_steps,
         progress_bar=progress_bar,
         model_kwargs=_model_kwargs(data, model),
         mesh=config.mesh,

@@ -32,6 +32,7 @@ __all__ = [
     "final_loss_change",
     "trend_z_score",
     "warn_if_not_converged",
+    "warn_polish_not_converged",
 ]
 
 MAP_TOLERANCE = 5e-3  # share of the run's fall of the loss made in its last tenth
@@ -94,7 +95,22 @@ def warn_if_not_converged(change: float, z_score: float, num_steps: int, what: s
         f"{what}: the loss was {trend} when the optimisation stopped ({abs(change):.1%} of the "
         f"run's fall of the loss came in the last tenth of its {num_steps} steps, above "
         f"{MAP_TOLERANCE:.1%}): the point is not converged and can move with small changes "
-        "anywhere upstream; raise num_steps, or pass an optimizer whose learning rate decays",
+        "anywhere upstream; polish it to the mode (run_map(..., polish_steps=500)), or raise "
+        "num_steps",
+        ConvergenceWarning,
+        skip_file_prefixes=(_PACKAGE,),
+    )
+
+
+def warn_polish_not_converged(steps: int, losses: np.ndarray) -> None:
+    """A :class:`ConvergenceWarning`: the L-BFGS polish of a MAP ran its ``steps`` iterations
+    without an iteration that lowered the loss by less than its tolerance (``losses`` ends
+    with the polish's)."""
+    last = float(losses[-2] - losses[-1]) if len(losses) > 1 else float("nan")
+    warnings.warn(
+        f"MAP: the L-BFGS polish stopped after its {steps} iterations with the loss still "
+        f"falling (by {last:.3g} in the last one): the point is not converged; raise "
+        "polish_steps",
         ConvergenceWarning,
         skip_file_prefixes=(_PACKAGE,),
     )
