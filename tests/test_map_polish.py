@@ -130,3 +130,18 @@ def test_the_experiments_polish_setting_is_checked_when_the_config_is_made(optio
     with pytest.raises(ValueError, match=match):
         ExperimentConfig(**options)
     assert ExperimentConfig(map_polish_steps=np.int64(5)).map_polish_steps == 5
+
+
+def test_a_model_with_param_sites_is_refused_rather_than_polished_at_their_initial_values():
+    """SVI fits a numpyro.param beside the latent point; the polish would evaluate the loss
+    with the param at its initial value (a silently wrong mode), so it refuses."""
+    model, x, y, _ = _logistic_regression()
+
+    def with_param(inputs, labels=None):
+        offset = numpyro.param("offset", 0.0)
+        w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        numpyro.sample("y", dist.Bernoulli(logits=inputs @ w + offset).to_event(1), obs=labels)
+
+    with pytest.raises(ValueError, match="numpyro.param sites \\(offset\\)"):
+        mk.run_map(jax.random.key(0), with_param, x, y, num_steps=10, polish_steps=10,
+                   progress_bar=False)  # fmt: skip

@@ -36,10 +36,19 @@ _WINDOW = 10  # iterations over which the loss's decrease is judged (one can sta
 
 
 def _supports(model: Callable, args: tuple, kwargs: dict, point: dict[str, Any]) -> dict:
-    """Each latent site's support, from a trace of the model at ``point``."""
+    """Each latent site's support, from a trace of the model at ``point``; a model with
+    ``numpyro.param`` sites is refused (SVI fitted them beside the point; the polish would
+    hold them at their initial values)."""
     trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=point)).get_trace(
         *args, **kwargs
     )
+    params = [name for name, site in trace.items() if site["type"] == "param"]
+    if params:
+        raise ValueError(
+            f"polish_steps polishes a model's latent sample sites, but this model also has "
+            f"numpyro.param sites ({', '.join(params[:3])}): fit it without polish_steps, or "
+            "make them sample sites with a prior"
+        )
     return {
         name: site["fn"].support
         for name, site in trace.items()
