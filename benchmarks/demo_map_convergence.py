@@ -8,7 +8,13 @@ loss's final change (``settings["final_loss_change"]``; of the polish where ther
 L-BFGS iterations run, the final loss and the test NLL, accuracy and ECE. About 1 min for the
 trust fit, then 3-20 s per MAP on 2 cores.
 
-Usage: ``python benchmarks/demo_map_convergence.py [--starts K] 2000:1e-2 6000:1e-2 2000:1e-2:3000``
+With ``--digits`` the same for the digits experiment's learned-trust row (``mtbkd experiment
+digits``: its data and config, seed 0) at the setting its search chose at 8e78e98 (τ per
+teacher, the product, β = 1), the trust fitted from that row's keys for that setting alone;
+its MAPs take 20-60 s each.
+
+Usage: ``python benchmarks/demo_map_convergence.py [--digits] [--starts K] 2000:1e-2
+6000:1e-2 2000:1e-2:3000``
 """
 
 from __future__ import annotations
@@ -23,20 +29,24 @@ import numpy as np
 from mtbkd_jax.datasets import load_digits_distillation
 from mtbkd_jax.demo import DemoConfig
 from mtbkd_jax.experiments import trusted
+from mtbkd_jax.experiments.digits import DigitsConfig, digits_problem
 from mtbkd_jax.experiments.fit import fit_map
 from mtbkd_jax.experiments.keys import method_keys
 from mtbkd_jax.experiments.methods import LEARNED, METHOD_PLANS
 from mtbkd_jax.metrics import classification_metrics
 
 
-def main(settings: list[str], starts: int = 1) -> None:
-    config = DemoConfig.for_run(smoke=False, seed=0)
-    data = load_digits_distillation(config.seed)
+def main(settings: list[str], starts: int = 1, digits: bool = False) -> None:
+    config = DigitsConfig() if digits else DemoConfig.for_run(smoke=False, seed=0)
+    data = digits_problem(0) if digits else load_digits_distillation(config.seed)
     methods = METHOD_PLANS[config.methods](data)
     index = [m.label for m in methods].index(LEARNED)
     method, keys = methods[index], method_keys(config, methods)[index]
-    trust = trusted.learned_trust(jax.random.fold_in(keys.map, 1), data, config, method.teachers)
-    model = trusted.trusted_model(data, config, method.teachers, trust, config.prior_power)
+    chosen = ("teacher", "product") if digits else ()  # the search's choice at 8e78e98
+    trust_key = jax.random.fold_in(keys.map, 1)
+    trust = trusted.learned_trust(trust_key, data, config, method.teachers, *chosen)
+    beta = 1.0 if digits else config.prior_power
+    model = trusted.trusted_model(data, config, method.teachers, trust, beta)
     print(
         "steps  learning rate  start  final_loss_change  L-BFGS  final loss  test NLL"
         "  accuracy  ECE"
@@ -67,7 +77,9 @@ def main(settings: list[str], starts: int = 1) -> None:
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    digits = "--digits" in arguments
+    arguments = [a for a in arguments if a != "--digits"]
     starts = 1
     if arguments[:1] == ["--starts"]:
         starts, arguments = int(arguments[1]), arguments[2:]
-    main(arguments or ["2000:1e-2"], starts)
+    main(arguments or ["2000:1e-2"], starts, digits)

@@ -106,11 +106,12 @@ def warn_polish_not_converged(steps: int, losses: np.ndarray) -> None:
     """A :class:`ConvergenceWarning`: the L-BFGS polish of a MAP ran its ``steps`` iterations
     without an iteration that lowered the loss by less than its tolerance (``losses`` ends
     with the polish's)."""
-    last = float(losses[-2] - losses[-1]) if len(losses) > 1 else float("nan")
+    window = min(10, len(losses) - 1)
+    fall = float(losses[-1 - window] - losses[-1]) if window > 0 else float("nan")
     warnings.warn(
-        f"MAP: the L-BFGS polish stopped after its {steps} iterations with the loss still "
-        f"falling (by {last:.3g} in the last one): the point is not converged; raise "
-        "polish_steps",
+        f"MAP: the L-BFGS polish stopped after its {steps} iterations before meeting its "
+        f"tolerance (the loss fell by {fall:.3g} over the last {window}): the point is not "
+        "converged; raise polish_steps",
         ConvergenceWarning,
         skip_file_prefixes=(_PACKAGE,),
     )

@@ -178,7 +178,7 @@ def run_svi(
         if polish_steps:
             polish = (polish_steps, polish_tolerance, progress_bar)
             point, losses, polished = _polished(
-                model, point, (features, labels, arrays), static, polish, losses
+                model, (point, params), (features, labels, arrays), static, polish, losses
             )
         samples = {k: jnp.asarray(v)[None, None] for k, v in point.items()}
     else:
@@ -216,7 +216,7 @@ def _fit_settings(
             warn_if_not_converged(change, trend_z_score(losses), num_steps)
         return {**settings, "final_loss_change": change}
     steps = polished["polish_steps_run"]
-    change = final_loss_change(losses[len(losses) - steps :]) if steps >= 100 else 0.0
+    change = final_loss_change(losses[len(losses) - steps :])  # NaN under 100 iterations
     if not polished["polish_converged"]:
         warn_polish_not_converged(steps, losses)
     return {**settings, "final_loss_change": change, **polished}
@@ -247,14 +247,16 @@ def _check_polish(guide: str, steps: object, tolerance: float, mesh: Mesh | None
 
 def _polished(
     model: Callable,
-    point: dict[str, Any],
+    fit: tuple[dict[str, Any], dict[str, Any]],
     data: tuple[jax.Array, jax.Array | None, dict[str, Any]],
     static: dict[str, Any],
     polish: tuple[int, float, bool],
     losses: np.ndarray,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
-    """The MAP's point polished by L-BFGS (:mod:`mtbkd_jax.infer._polish`), the Adam and
-    polish losses one after the other, and what the polish did."""
+    """The MAP's point polished by L-BFGS (:mod:`mtbkd_jax.infer._polish`; ``fit``: the point
+    and SVI's parameters), the Adam and polish losses one after the other, and what the polish
+    did."""
+    point, params = fit
     structure = model_structure(model, data[:2], {**data[2], **static})
     if structure.subsampled:
         raise ValueError(
@@ -264,7 +266,14 @@ def _polished(
         )
     steps, tolerance, progress_bar = polish
     point, polish_losses, converged = polish_point(
-        model, point, data, static, max_steps=steps, tolerance=tolerance, progress_bar=progress_bar
+        model,
+        point,
+        params,
+        data,
+        static,
+        max_steps=steps,
+        tolerance=tolerance,
+        progress_bar=progress_bar,
     )
     polished = {"polish_steps_run": len(polish_losses), "polish_converged": converged}
     return point, np.concatenate([losses, polish_losses]), polished
