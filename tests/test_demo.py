@@ -9,6 +9,10 @@ from mtbkd_jax.cli import main
 
 
 @pytest.mark.slow
+def _refuse(token):
+    raise ValueError(f"metrics.json holds {token}, which is not JSON")
+
+
 def test_demo_smoke_writes_its_outputs(tmp_path):
     """The demo's claims (docs/results.md) that already hold at the smoke settings (200 MAP
     steps, one NUTS chain of 30 draws): the teacher prior lowers the test NLL, by MAP and by
@@ -32,6 +36,12 @@ def test_demo_smoke_writes_its_outputs(tmp_path):
     assert any(method.startswith("single-teacher BKD (") for method, _ in by_key)
     for row in rows:
         assert set(row) >= {"method", "inference", "accuracy", "nll", "ece", "mean_deviance"}
+    # each MAP row records its convergence (200 Adam steps, no polish at the smoke settings),
+    # in strict JSON (a NaN would be written as the non-standard token NaN)
+    strict = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=_refuse)
+    for row in strict[:6]:
+        assert isinstance(row["map_final_loss_change"], float)
+        assert "map_polish_converged" not in row
         assert 0 <= row["accuracy"] <= 1 and row["nll"] > 0
         assert (row["mean_deviance"] is None) == (row["inference"] == "map")
     for inference in ("map", "nuts"):

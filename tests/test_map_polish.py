@@ -163,3 +163,22 @@ def test_a_models_param_sites_are_polished_with_its_latent_point_as_svi_fits_the
     wrong = mk.run_map(jax.random.key(0), held, x, y, num_steps=100, learning_rate=1e-2,
                        polish_steps=500, progress_bar=False)  # fmt: skip
     assert np.abs(wrong.draws["w"][0, 0] - reference.coef_[0]).max() > 0.05
+
+
+def test_an_experiments_map_row_records_its_convergence_in_json_safe_values():
+    """A polished MAP's row carries its iterations and verdict; an unmeasured share (under 100
+    iterations: NaN in the settings) is None, so metrics.json stays JSON."""
+    import json
+
+    from mtbkd_jax.experiments.baselines import _map_convergence
+
+    polished = {"final_loss_change": float("nan"), "polish_steps_run": 40, "polish_converged": True}
+    record = _map_convergence(polished)
+    assert record == {
+        "map_final_loss_change": None,
+        "map_polish_steps_run": 40,
+        "map_polish_converged": True,
+    }
+    assert json.loads(json.dumps(record)) == record
+    assert _map_convergence({"final_loss_change": 0.02}) == {"map_final_loss_change": 0.02}
+    assert _map_convergence({}) == {"map_final_loss_change": None}

@@ -205,11 +205,26 @@ def _map_row(
         _row(method.label, "map", probs, data, seconds=seconds, ood=_ood_summary(mode, data))
     )
     rows[-1]["settings"] = settings
+    rows[-1].update(_map_convergence(getattr(mode, "settings", {})))
     artifacts["map_probs"][method.label] = probs
     artifacts["test_probs"][(method.label, "map")] = probs
     if method.reliability:
         artifacts["curves"][f"{method.label} (MAP)"] = probs
     say(f"  {method.label:<28} map   accuracy {rows[-1]['accuracy']:.3f} nll {rows[-1]['nll']:.3f}")
+
+
+def _map_convergence(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A MAP row's convergence record from its ``run_map`` settings: the share of the loss's
+    fall made in the last tenth of the run (``map_final_loss_change``, of the L-BFGS polish
+    where there was one; ``None`` where not measured: under 100 steps) and, for a polished
+    MAP, ``map_polish_steps_run`` and ``map_polish_converged``. JSON-safe (no NaN)."""
+    change = settings.get("final_loss_change")
+    value = None if change is None or not np.isfinite(change) else float(change)
+    record: dict[str, Any] = {"map_final_loss_change": value}
+    for key in ("polish_steps_run", "polish_converged"):
+        if key in settings:
+            record[f"map_{key}"] = settings[key]
+    return record
 
 
 def _posterior_row(
