@@ -182,3 +182,23 @@ def test_an_experiments_map_row_records_its_convergence_in_json_safe_values():
     assert json.loads(json.dumps(record)) == record
     assert _map_convergence({"final_loss_change": 0.02}) == {"map_final_loss_change": 0.02}
     assert _map_convergence({}) == {"map_final_loss_change": None}
+
+
+def test_a_second_polish_of_a_network_student_reuses_the_compiled_polish():
+    """Weight matrices are real with two event dimensions: the polish of the canonical model
+    with an MLP student is kept and served to the next fit of the same model and shapes."""
+    from flax import nnx
+
+    from mtbkd_jax.infer import _polish
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    bank = mk.TeacherBank.from_logits(np.stack([x[:, :2] * 3.0]), names=("t",))
+    student = mk.Student(mk.MLP(4, 2, hidden=(3,), rngs=nnx.Rngs(0)))
+    model = mk.MTBKDModel(student, bank)
+    before = len(_polish._runners)
+    for seed in (0, 1):
+        mk.run_map(jax.random.key(seed), model, x, y, num_steps=20, polish_steps=30,
+                   progress_bar=False)  # fmt: skip
+        assert len(_polish._runners) == before + 1

@@ -37,7 +37,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 from tqdm.auto import tqdm
 
-from mtbkd_jax.infer._svi_runners import _signature
+from mtbkd_jax.infer._svi_runners import _signature, is_real
 
 __all__: list[str] = []
 
@@ -135,7 +135,7 @@ def _runner(model: Callable, supports: dict, static: dict, data: tuple) -> Calla
     on the real line (a support such as ``interval(0, max(x))`` depends on the data), else a
     new one."""
     transforms = {name: biject_to(support) for name, support in supports.items()}
-    real = all(s is constraints.real or s == constraints.real_vector for s in supports.values())
+    real = all(is_real(support) for support in supports.values())
     features, labels, arrays = data
     key = (
         id(model),

@@ -155,21 +155,24 @@ class _Runner:
         return SVI(self.model, guide, self.svi.optim, self.svi.loss), guide, False
 
 
+def is_real(constraint: Any) -> bool:
+    """Whether a support is the real line, elementwise (``real``, or ``real`` made an event by
+    ``independent``): its transform to the unconstrained space is the identity."""
+    from numpyro.distributions import constraints
+
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint is constraints.real
+
+
 def _unconstrained_latents(guide: AutoGuide) -> bool:
     """Whether every latent site of the guide's model lives on the real line (its transform to
     the unconstrained space is the identity). Only then can a chunk runner traced with one
     fit's guide serve another fit's data: a support such as ``interval(0, max(x))`` depends
     on the data, and the transform the runner closed over would be the first fit's."""
-    from numpyro.distributions import constraints
-
-    def real(constraint: constraints.Constraint) -> bool:
-        while isinstance(constraint, constraints.independent):
-            constraint = constraint.base_constraint
-        return constraint is constraints.real
-
     trace = getattr(guide, "prototype_trace", None) or {}
     return all(
-        real(site["fn"].support)
+        is_real(site["fn"].support)
         for site in trace.values()
         if site["type"] == "sample" and not site["is_observed"]
     )
