@@ -539,3 +539,33 @@ def test_each_chain_starts_at_its_own_point_when_given_one_per_chain():
     same = mk.run_sgmcmc(jax.random.key(0), model, x, init_params=[apart[1]] * 2, **common)
     shared = mk.run_sgmcmc(jax.random.key(0), model, x, init_params=apart[1], **common)
     np.testing.assert_array_equal(same.draws["x"], shared.draws["x"])
+
+
+def test_cyclical_sgld_runs_num_cycles_cycles_when_they_do_not_divide_the_steps(
+    logistic_problem,
+):
+    """90 steps in 4 cycles: Zhang et al.'s cycle of ceil(90 / 4) = 23 steps starts the peak
+    step 4 times (0, 23, 46, 69); a floored cycle of 22 would open a fifth at step 88 and keep
+    its peak-step draws (exploration_fraction=0 keeps every step)."""
+    x, y, model, _ = logistic_problem
+    post = mk.run_sgmcmc(
+        jax.random.key(8),
+        model,
+        x,
+        y,
+        sampler="cyclical_sgld",
+        batch_size=20,
+        num_epochs=9,
+        step_size=1e-3,
+        num_cycles=4,
+        exploration_fraction=0.0,
+        draws_per_epoch=10,
+        random_draw_positions=False,
+        num_chains=1,
+        progress_bar=False,
+    )
+    steps = np.asarray(post.sample_stats["step_size"][0])
+    assert steps.shape == (90,)
+    expected = 1e-3 / 2 * (np.cos(np.pi * (np.arange(90) % 23) / 23) + 1)
+    np.testing.assert_allclose(steps, expected, rtol=1e-5, atol=1e-12)
+    assert np.sum(np.isclose(steps, 1e-3, rtol=1e-6)) == 4

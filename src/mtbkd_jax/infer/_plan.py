@@ -124,8 +124,11 @@ def step_schedules(
     """``(schedule, exploring, cycle_length)``: step -> the step size handed to the kernel
     (cyclical SGLD's peak, which its kernel shapes into cosine cycles), step -> in cyclical
     exploration, and the cycle's length in steps. A schedule ``step_size`` is checked first at
-    a few steps (:func:`check_schedule`)."""
-    cycle = max(1, total_steps // num_cycles)
+    a few steps (:func:`check_schedule`). A cycle is ``ceil(total_steps / num_cycles)`` steps,
+    Zhang et al.'s ``ceil(K / M)``: the run starts ``num_cycles`` cycles, the last cut short
+    where they do not divide the steps (a floored length would open one more cycle, at the
+    peak step, in the run's last steps)."""
+    cycle = max(1, -(-total_steps // num_cycles))
     if callable(step_size):
         check_schedule(step_size, total_steps)
     schedule = step_size if callable(step_size) else schedules.constant(step_size)

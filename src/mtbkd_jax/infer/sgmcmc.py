@@ -151,8 +151,8 @@ def run_sgmcmc(
         sampler_options: further settings of a kernel, e.g. pSGLD's
             ``{"decay": 0.99, "regularizer": 1e-5, "correction": False}``; NC-SGLD's
             ``{"rank": 32, "margin": 1.0}``.
-        num_cycles, exploration_fraction: cyclical SGLD: cycles over the run, and the fraction
-            of each cycle run without noise and without keeping draws.
+        num_cycles, exploration_fraction: cyclical SGLD: cycles in the run (``ceil(steps /
+            num_cycles)`` steps each), and the fraction of each cycle without noise or draws.
         warm_start_epochs: epochs of minibatch optimisation of the same potential first.
         warm_start_optimizer: optax transformation (default: AdamW at 3e-4 with decoupled
             weight decay 1e-5; the reference code's own, Adam with the decay coupled into the
