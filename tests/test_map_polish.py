@@ -51,6 +51,17 @@ def test_a_polished_map_is_the_mode_where_adam_alone_stopped_short():
     log_joint, _ = numpyro.infer.util.log_density(model, (x, y), {}, point)
     assert polished.losses[-1] == pytest.approx(-float(log_joint), rel=1e-6)
 
+    # the gradient's norm recorded is the norm at the point returned (w is real: the
+    # unconstrained coordinates are w's), small at the mode and not at Adam's point
+    def loss(w):
+        return -numpyro.infer.util.log_density(model, (x, y), {}, {"w": w})[0]
+
+    grad_norm = float(np.linalg.norm(jax.grad(loss)(point["w"])))
+    assert settings["polish_grad_norm"] == pytest.approx(grad_norm, rel=1e-3, abs=1e-6)
+    assert settings["polish_grad_norm"] < 1e-2
+    adam_point = jax.numpy.asarray(early.draws["w"][0, 0])
+    assert float(np.linalg.norm(jax.grad(loss)(adam_point))) > 100 * settings["polish_grad_norm"]
+
 
 def test_the_polish_optimises_a_positive_site_in_its_constrained_space_like_autodelta():
     """sigma ~ Exponential(1), x_i ~ Normal(0, sigma): AutoDelta's objective is the log joint
@@ -172,16 +183,23 @@ def test_an_experiments_map_row_records_its_convergence_in_json_safe_values():
 
     from mtbkd_jax.experiments.baselines import _map_convergence
 
-    polished = {"final_loss_change": float("nan"), "polish_steps_run": 40, "polish_converged": True}
+    polished = {
+        "final_loss_change": float("nan"),
+        "polish_steps_run": 40,
+        "polish_converged": True,
+        "polish_grad_norm": 3e-5,
+    }
     record = _map_convergence(polished)
     assert record == {
         "map_final_loss_change": None,
         "map_polish_steps_run": 40,
         "map_polish_converged": True,
+        "map_polish_grad_norm": 3e-5,
     }
     assert json.loads(json.dumps(record)) == record
     assert _map_convergence({"final_loss_change": 0.02}) == {"map_final_loss_change": 0.02}
     assert _map_convergence({}) == {"map_final_loss_change": None}
+    assert _map_convergence({"polish_grad_norm": float("inf")})["map_polish_grad_norm"] is None
 
 
 def test_a_second_polish_of_a_network_student_reuses_the_compiled_polish():

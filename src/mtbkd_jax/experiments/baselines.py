@@ -217,13 +217,16 @@ def _map_convergence(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A MAP row's convergence record from its ``run_map`` settings: the share of the loss's
     fall made in the last tenth of the run (``map_final_loss_change``, of the L-BFGS polish
     where there was one; ``None`` where not measured: under 100 steps) and, for a polished
-    MAP, ``map_polish_steps_run`` and ``map_polish_converged``. JSON-safe (no NaN)."""
+    MAP, ``map_polish_steps_run``, ``map_polish_converged`` and ``map_polish_grad_norm``.
+    JSON-safe (no NaN)."""
     change = settings.get("final_loss_change")
     value = None if change is None or not np.isfinite(change) else float(change)
     record: dict[str, Any] = {"map_final_loss_change": value}
-    for key in ("polish_steps_run", "polish_converged"):
+    for key in ("polish_steps_run", "polish_converged", "polish_grad_norm"):
         if key in settings:
-            record[f"map_{key}"] = settings[key]
+            value = settings[key]
+            finite = not isinstance(value, float) or np.isfinite(value)
+            record[f"map_{key}"] = value if finite else None
     return record
 
 

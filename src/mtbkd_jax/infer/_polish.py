@@ -177,13 +177,16 @@ def polish_point(
     max_steps: int,
     tolerance: float,
     progress_bar: bool,
-) -> tuple[dict[str, jax.Array], np.ndarray, bool]:
+) -> tuple[dict[str, jax.Array], np.ndarray, bool, float]:
     """Minimise AutoDelta's loss from ``point`` (constrained values; ``params``: SVI's
     parameters, of which the model's ``numpyro.param`` sites are optimised too) by L-BFGS.
 
     Returns:
-        ``(point, losses, converged)``: the polished constrained point (its latent sites), the
-        loss after each iteration run and whether the tolerance was met within ``max_steps``.
+        ``(point, losses, converged, grad_norm)``: the polished constrained point (its latent
+        sites), the loss after each iteration run, whether the tolerance was met within
+        ``max_steps``, and the gradient's Euclidean norm there, over every optimised site's
+        unconstrained coordinates (the loss rule alone also stops at line searches that
+        stalled away from a stationary point: this tells the two apart).
 
     Raises:
         FloatingPointError: if the loss is not finite at the start or becomes so.
@@ -223,4 +226,5 @@ def polish_point(
         bar.set_postfix(loss=f"{chunk[-1]:.6g}")
     bar.close()
     polished = {name: jax.tree.map(transforms[name], u[name]) for name in point}
-    return polished, np.concatenate(losses), bool(done)
+    grad_norm = float(optax.tree.norm(optax.tree.get(state, "grad")))  # at u: the line search's
+    return polished, np.concatenate(losses), bool(done), grad_norm

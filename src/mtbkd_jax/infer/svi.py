@@ -265,7 +265,7 @@ def _polished(
             "work on a noisy loss; polish on the full data"
         )
     steps, tolerance, progress_bar = polish
-    point, polish_losses, converged = polish_point(
+    point, polish_losses, converged, grad_norm = polish_point(
         model,
         point,
         params,
@@ -275,7 +275,11 @@ def _polished(
         tolerance=tolerance,
         progress_bar=progress_bar,
     )
-    polished = {"polish_steps_run": len(polish_losses), "polish_converged": converged}
+    polished = {
+        "polish_steps_run": len(polish_losses),
+        "polish_converged": converged,
+        "polish_grad_norm": grad_norm,
+    }
     return point, np.concatenate([losses, polish_losses]), polished
 
 
@@ -345,7 +349,8 @@ def run_map(
     Takes the keyword arguments of :func:`run_svi` (``num_steps``, ``learning_rate``,
     ``optimizer``, ``polish_steps``, ...), except ``guide`` and ``num_draws``. With
     ``polish_steps`` the Adam fit is polished to the mode by L-BFGS; its settings then record
-    ``polish_steps_run`` and ``polish_converged``, and a polish that ran out of iterations is
+    ``polish_steps_run``, ``polish_converged`` and ``polish_grad_norm`` (the gradient's norm
+    at the point, in unconstrained coordinates), and a polish that ran out of iterations is
     warned about (:class:`~mtbkd_jax.infer.ConvergenceWarning`).
 
     Example (a MAP that is the mode, not where Adam stopped):
