@@ -127,10 +127,34 @@ def jobs(out: Path) -> dict[str, tuple[Path, object]]:
     return table
 
 
+def _claim(out: Path, name: str) -> bool:
+    """Claim a job for this process (``OUT/running/JOB`` holds its pid): False while another
+    live process holds it, so that two drivers on one folder never run a job twice at once."""
+    marker = out / "running" / name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        holder = int(marker.read_text())
+        os.kill(holder, 0)
+        return holder == os.getpid()
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        marker.write_text(str(os.getpid()))
+        return True
+
+
 def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int:
     if (folder / "metrics.json").exists():
         print(f"{name}: done already ({folder})", flush=True)
         return 0
+    if not _claim(out, name):
+        print(f"{name}: another driver is running it; skipped", flush=True)
+        return 0
+    try:
+        return _run(name, command, src, out)
+    finally:
+        (out / "running" / name).unlink(missing_ok=True)
+
+
+def _run(name: str, command, src: Path, out: Path) -> int:
     try:
         argv = command() if callable(command) else command
     except (OSError, KeyError, ValueError) as error:
