@@ -70,7 +70,10 @@ def _find(rows: list[dict], method: str, inference: str) -> dict | None:
 def verdicts(rows: list[dict], inference: str, test_size: int) -> list[tuple[str, bool, str]]:
     """(target, met, evidence) for the learned-trust row by ``inference`` against the KD rows."""
     row = _find(rows, TRUST, inference)
-    kd = [r for r in rows if is_kd(r)]
+    kd = [r for r in rows if is_kd(r) and all(np.isfinite(r[n]) for n in COLUMNS)]
+    broken = [r["method"] for r in rows if is_kd(r) and r not in kd]
+    if broken:  # a KD row with a non-finite figure cannot be beaten or lost to: say so
+        return [("every KD row finite", False, f"non-finite figures in {broken}")]
     if row is None or not kd:
         return [("learned trust and KD rows present", False, f"no {TRUST} ({inference}) row")]
     out = []
@@ -86,11 +89,10 @@ def verdicts(rows: list[dict], inference: str, test_size: int) -> list[tuple[str
          f"{row['accuracy']:.3f} vs {best['method']} {best['accuracy']:.3f} - {se:.3f}")
     )  # fmt: skip
     averaged = _find(rows, "averaged KD", "map")
-    if averaged is not None:
-        out.append(
-            ("ECE below averaged KD", row["ece"] < averaged["ece"],
-             f"{row['ece']:.4f} vs {averaged['ece']:.4f}")
-        )  # fmt: skip
+    out.append(
+        ("ECE below averaged KD", averaged is not None and row["ece"] < averaged["ece"],
+         "no averaged KD row" if averaged is None else f"{row['ece']:.4f} vs {averaged['ece']:.4f}")
+    )  # fmt: skip
     aurc = min(kd, key=lambda r: r["aurc"])
     out.append(
         ("AURC below every KD row", row["aurc"] < aurc["aurc"],
@@ -155,17 +157,12 @@ def verdict_list(found: list[tuple[str, bool, str]]) -> str:
     )
 
 
-def deviance_p(table_md: Path) -> dict[str, float]:
-    """DeepLoc's Mann-Whitney p per Bayesian method, from the run's ``table.md``."""
-    found = {}
-    for line in table_md.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0] not in ("method", "---"):
-            try:
-                found[cells[0]] = float(cells[4])
-            except ValueError:
-                continue
-    return found
+def deviance_p(folder: Path) -> dict[str, float]:
+    """DeepLoc's Mann-Whitney p per Bayesian method (``multilocation.json``: exact floats)."""
+    path = folder / "multilocation.json"
+    if not path.exists():
+        return {}
+    return {row["method"]: float(row["mannwhitney_p"]) for row in json.loads(path.read_text())}
 
 
 def single(name: str, folder: Path, inference: str, digits: bool = False) -> str:
@@ -185,7 +182,7 @@ def seeds(name: str, folders: list[Path]) -> str:
     loaded = [load_run(f) for f in folders]
     rows, size = mean_rows([r for r, _ in loaded]), loaded[0][1]
     found = verdicts(rows, "sgld", size)
-    p = [deviance_p(f / "table.md").get(TRUST, float("nan")) for f in folders]
+    p = [deviance_p(f).get(TRUST, float("nan")) for f in folders]
     found.append(
         ("multi-location deviance higher, p < 1e-3 per seed", all(v < 1e-3 for v in p),
          "p = " + ", ".join(f"{v:.2g}" for v in p))
@@ -205,7 +202,9 @@ def synthetic(runs: Path) -> str:
         found = verdicts(rows, "nuts", size)
         nc = runs / "synthetic-ncsgld" / case / case
         if (nc / "metrics.json").exists():
-            nc_rows = [r for r in load_run(nc)[0] if r["inference"] != "map"]
+            nc_rows = [
+                r for r in load_run(nc)[0] if r["method"] == TRUST and r["inference"] != "map"
+            ]
             rows = rows + nc_rows
             for r in nc_rows:
                 found += [

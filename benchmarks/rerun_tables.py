@@ -2,9 +2,11 @@
 
 Each table is one job run in its own process, with ``PYTHONPATH`` pointing at a checkout of the
 commit named (a ``git worktree add --detach DIR COMMIT``): the driver's own commit does not
-matter. Jobs whose output already holds ``metrics.json`` are skipped, so a run stopped (or a
-session that ended) resumes where it stopped; each job's wall time and exit status go to
-``OUT/times.jsonl`` and its output to ``OUT/logs/JOB.log``.
+matter. A job that exited 0 is marked done (``OUT/done/JOB``) and skipped later, so a run
+stopped (or a session that ended) resumes where it stopped; a job in progress is held by an
+``flock`` on ``OUT/running/JOB``, so two drivers on one folder never run it twice; each
+job's wall time and exit status go to ``OUT/times.jsonl`` and its output to
+``OUT/logs/JOB.log``.
 
 Usage::
 
@@ -21,6 +23,7 @@ setting the case's NUTS run chose (its ``tuning.json``), so each comes after its
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -127,34 +130,30 @@ def jobs(out: Path) -> dict[str, tuple[Path, object]]:
     return table
 
 
-def _claim(out: Path, name: str) -> bool:
-    """Claim a job for this process (``OUT/running/JOB`` holds its pid): False while another
-    live process holds it, so that two drivers on one folder never run a job twice at once."""
-    marker = out / "running" / name
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        holder = int(marker.read_text())
-        os.kill(holder, 0)
-        return holder == os.getpid()
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        marker.write_text(str(os.getpid()))
-        return True
-
-
-def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int:
-    if (folder / "metrics.json").exists():
+def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int | None:
+    """Run one job unless it is done (``OUT/done/JOB``, written after it exited 0: its
+    ``metrics.json`` alone is no proof, the report writes it first and a failed method writes
+    it too) or another driver holds it (an ``flock`` on ``OUT/running/JOB``, passed to the job's
+    process, so it lasts as long as the driver or the job lives). Returns the job's exit
+    status, or None where it did not run."""
+    if (out / "done" / name).exists():
         print(f"{name}: done already ({folder})", flush=True)
-        return 0
-    if not _claim(out, name):
-        print(f"{name}: another driver is running it; skipped", flush=True)
-        return 0
-    try:
-        return _run(name, command, src, out)
-    finally:
-        (out / "running" / name).unlink(missing_ok=True)
+        return None
+    (out / "running").mkdir(parents=True, exist_ok=True)
+    with open(out / "running" / name, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{name}: another driver or its job holds it; skipped", flush=True)
+            return None
+        status = _run(name, command, src, out, lock.fileno())
+    if status == 0:
+        (out / "done").mkdir(exist_ok=True)
+        (out / "done" / name).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    return status
 
 
-def _run(name: str, command, src: Path, out: Path) -> int:
+def _run(name: str, command, src: Path, out: Path, lock_fd: int) -> int:
     try:
         argv = command() if callable(command) else command
     except (OSError, KeyError, ValueError) as error:
@@ -170,7 +169,9 @@ def _run(name: str, command, src: Path, out: Path) -> int:
     start = time.time()
     print(f"{name}: start {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start))} UTC", flush=True)
     with open(out / "logs" / f"{name}.log", "w") as log:
-        status = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        status = subprocess.call(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock_fd,)
+        )
     wall = time.time() - start
     with open(out / "times.jsonl", "a") as times:
         times.write(
@@ -204,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.job) - set(table))
     if unknown:
         parser.error(f"unknown jobs {unknown}; --list shows them")
-    failed = [
-        name
+    status = {
+        name: run_job(name, *table[name], args.src.resolve(), args.out.resolve())
         for name in (args.job or table)
-        if run_job(name, *table[name], args.src.resolve(), args.out.resolve())
-    ]
-    if failed:
-        print(f"failed: {failed}", flush=True)
+    }
+    failed = [name for name, code in status.items() if code]
+    skipped = [name for name, code in status.items() if code is None]
+    print(f"failed: {failed}; not run (done, or held by another driver): {skipped}", flush=True)
     return 1 if failed else 0
 
 
