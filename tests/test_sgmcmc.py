@@ -569,3 +569,34 @@ def test_cyclical_sgld_runs_num_cycles_cycles_when_they_do_not_divide_the_steps(
     expected = 1e-3 / 2 * (np.cos(np.pi * (np.arange(90) % 23) / 23) + 1)
     np.testing.assert_allclose(steps, expected, rtol=1e-5, atol=1e-12)
     assert np.sum(np.isclose(steps, 1e-3, rtol=1e-6)) == 4
+
+
+def test_a_cyclical_checkpoint_records_its_cycle_where_the_cycles_do_not_divide_the_steps(
+    logistic_problem, tmp_path, monkeypatch
+):
+    """The cycle became ceil(steps / num_cycles) (it was the floor): where they differ the
+    fingerprint holds the cycle, so a checkpoint written before (without it) is refused on
+    resume, naming it; where num_cycles divides the steps nothing changed and nothing is added
+    (those checkpoints still resume)."""
+    from mtbkd_jax.infer import sgmcmc as sgmcmc_module
+    from mtbkd_jax.infer.fingerprint import RunFingerprint
+
+    x, y, model, _ = logistic_problem
+    seen, original = [], sgmcmc_module.fingerprint
+
+    def recording(**kwargs):
+        seen.append(original(**kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(sgmcmc_module, "fingerprint", recording)
+    for epochs in (9, 8):  # 90 steps: cycles of 23 (floor 22); 80 steps: 20 either way
+        path = tmp_path / f"run{epochs}.ckpt"
+        mk.run_sgmcmc(jax.random.key(8), model, x, y, sampler="cyclical_sgld", batch_size=20,
+                      num_epochs=epochs, step_size=1e-3, num_cycles=4, num_chains=1,
+                      checkpoint_path=path, progress_bar=False)  # fmt: skip
+    uneven, even = seen
+    assert uneven.exact["cycle_length"] == 23
+    assert "cycle_length" not in even.exact
+    exact = {k: v for k, v in uneven.exact.items() if k != "cycle_length"}
+    before = RunFingerprint(exact, uneven.approx)
+    assert before.differences(uneven) == ["cycle_length: checkpoint '(absent)', this run 23"]

@@ -125,9 +125,9 @@ def step_schedules(
     (cyclical SGLD's peak, which its kernel shapes into cosine cycles), step -> in cyclical
     exploration, and the cycle's length in steps. A schedule ``step_size`` is checked first at
     a few steps (:func:`check_schedule`). A cycle is ``ceil(total_steps / num_cycles)`` steps,
-    Zhang et al.'s ``ceil(K / M)``: the run starts ``num_cycles`` cycles, the last cut short
-    where they do not divide the steps (a floored length would open one more cycle, at the
-    peak step, in the run's last steps)."""
+    Zhang et al.'s ``ceil(K / M)``: the last is cut short where they do not divide the steps
+    (and where a cycle is only a few steps, the run can hold fewer: 9 steps in 4 cycles make 3
+    cycles of 3); a floored length would open one more cycle, at the peak step, at the end."""
     cycle = max(1, -(-total_steps // num_cycles))
     if callable(step_size):
         check_schedule(step_size, total_steps)
@@ -244,6 +244,10 @@ def fingerprint(
     checkpointed by 2 processes x 2 devices resumes in 1 process x 4 devices, and the
     reverse.
 
+    A cyclical run's cycle length is recorded where ``num_cycles`` does not divide the steps:
+    there it was the floor of their ratio before b02be69, so such a checkpoint written before is
+    refused rather than resumed on other cycles (the others still resume).
+
     ``streamed``: a ``stream=True`` run (recorded when true; its probe reads one minibatch,
     :func:`~mtbkd_jax.infer.streaming.streamed_probe`), resumed only by a streamed run."""
     exact = {
@@ -266,6 +270,9 @@ def fingerprint(
         "versions": library_versions(),
         "minibatch_orders": orders_scheme(settings["sampler"]),
     }
+    cycles = settings.get("num_cycles")
+    if cycles and total_steps % cycles:  # recorded where b02be69's ceil moved it from the floor
+        exact["cycle_length"] = -(-int(total_steps) // int(cycles))
     if num_strata > 1:
         exact["minibatch_strata"] = int(num_strata)
     if streamed:
