@@ -82,9 +82,15 @@ def test_each_teachers_label_likelihood_is_its_smoothed_soft_label():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_the_fixed_model_is_the_special_case_of_fixed_trust():
-    """tau = 1 and one lambda with a fixed rule give TeacherPrior.build's constants exactly."""
-    bank = _bank(3, (3, 30, 5), scale=4.0)
+@pytest.mark.parametrize("scale", [4.0, 200.0])
+def test_the_fixed_model_is_the_special_case_of_fixed_trust(scale):
+    """tau = 1 and one lambda with a fixed rule give TeacherPrior.build's constants exactly,
+    also where the teachers' tempered logit gaps pass 90 nats (scale 200: an entropy formed in
+    float32 and then logged underflows there; the fixed model works in log space)."""
+    bank = _bank(3, (3, 30, 5), scale=scale)
+    if scale > 10:
+        gaps = np.diff(np.sort(np.asarray(bank.log_probs), axis=-1)[..., -2:], axis=-1)
+        assert (gaps / 2.0 > 90).mean() > 0.3  # tempered at 2: the regime that broke them
     for rule in ("paper", "uniform", "inverse_entropy"):
         fixed = TeacherPrior.build(bank, concentration=7.0, temperature=2.0, weight_rule=rule)
         trusted = trusted_teacher_prior(
@@ -112,6 +118,19 @@ def test_extreme_teachers_give_finite_trust_terms():
         assert all(bool(jnp.isfinite(a).all()) for a in prior)
         assert bool(jnp.isfinite(label_log_probs(prior)).all())
         assert bool(jnp.isfinite(prior.log_density(jnp.array([[50.0, -50.0, 0, 0]] * 3))).all())
+    for rule in ("learned", "paper", "inverse_entropy"):  # and finite gradients in tau
+
+        def density(tau, rule=rule):
+            values = TrustValues(
+                jnp.full(2, tau), jnp.full((2, 4), 30.0), jnp.zeros(2), jnp.array(0.0)
+            )
+            prior = trusted_teacher_prior(
+                bank.log_probs, consensus_class(bank.log_probs), values, weight_rule=rule
+            )
+            return prior.log_density(jnp.array([[5.0, -5.0, 0, 0]] * 3)).sum()
+
+        for tau in (1e-3, 1.0, 1e3):
+            assert np.isfinite(float(density(tau))) and np.isfinite(float(jax.grad(density)(tau)))
 
 
 # ------------------------------------------------------------------ recovery

@@ -61,6 +61,7 @@ from jax.scipy.special import logsumexp
 from mtbkd_jax._checks import require_positive
 from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.priors import TeacherPrior, log_dirichlet_normalizer
+from mtbkd_jax.teachers import _log_entropies
 from mtbkd_jax.weighting import (
     inverse_entropy_log_weights,
     paper_log_weights,
@@ -285,9 +286,8 @@ def _log_weights(calibrated: jax.Array, values: TrustValues, rule: str) -> jax.A
         return jnp.full(entropy.shape, -jnp.log(float(entropy.shape[0])))
     if rule == "softmax":
         return softmax_log_weights(entropy / jnp.log(2.0))
-    positive = entropy > 0
-    log_bits = jnp.where(positive, jnp.log(jnp.where(positive, entropy, 1.0)), -jnp.inf)
-    log_bits = log_bits - jnp.log(jnp.log(2.0))
+    # in log space, as TeacherBank.log_entropies: H underflows float32 at logit gaps ~85 nats
+    log_bits = _log_entropies(calibrated, 2.0)
     if rule == "paper":
         return paper_log_weights(log_bits)
     return inverse_entropy_log_weights(log_bits)
