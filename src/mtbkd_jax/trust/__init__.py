@@ -22,6 +22,7 @@ Example:
     ['a', 'b']
 """
 
+from mtbkd_jax.trust.consensus import consensus_class, consensus_weights
 from mtbkd_jax.trust.factor import trusted_prior_factor
 from mtbkd_jax.trust.fit import (
     TrustPosterior,
@@ -44,7 +45,6 @@ from mtbkd_jax.trust.sites import (
     TrustHyperprior,
     TrustValues,
     calibrated_log_probs,
-    consensus_class,
     sample_trust,
     trusted_teacher_prior,
 )
@@ -60,6 +60,7 @@ __all__ = [
     "TrustedTeachers",
     "calibrated_log_probs",
     "consensus_class",
+    "consensus_weights",
     "label_log_likelihood",
     "label_log_probs",
     "mixing_weight_model",

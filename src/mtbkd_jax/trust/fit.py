@@ -47,13 +47,13 @@ from mtbkd_jax._checks import (
 )
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.trust.consensus import consensus_weights
 from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
 from mtbkd_jax.trust.sites import (
     TRUST_WEIGHT_RULES,
     TrustedTeachers,
     TrustHyperprior,
     TrustValues,
-    consensus_class,
     trusted_teacher_prior,
 )
 
@@ -131,7 +131,7 @@ class TrustPosterior:
         self._check_bank(teachers)
         return trusted_teacher_prior(
             teachers.log_probs,
-            consensus_class(teachers.log_probs),
+            consensus_weights(teachers.log_probs),
             self.point(),
             temperature=self.temperature if temperature is None else temperature,
             weight_rule=self.hyperprior.weight_rule,
@@ -365,7 +365,7 @@ def resolve_trust(
             )
         prior = trusted_teacher_prior(
             teachers.log_probs,
-            consensus_class(teachers.log_probs),
+            consensus_weights(teachers.log_probs),
             trust,
             temperature=temperature,
             weight_rule=weight_rule,

@@ -24,10 +24,10 @@ import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
 from mtbkd_jax.priors import TeacherPrior
+from mtbkd_jax.trust.consensus import consensus_weights
 from mtbkd_jax.trust.sites import (
     TrustHyperprior,
     TrustValues,
-    consensus_class,
     sample_trust,
     trusted_teacher_prior,
 )
@@ -93,13 +93,14 @@ def teacher_trust_model(
         log_probs: the teachers' log-probabilities on the labelled inputs, (M, N, C).
         labels: the labels (N,), or ``None`` to simulate them (one set per teacher, as the model
             says; prior predictive and simulation-based calibration).
-        consensus: the consensus classes (default: from ``log_probs``).
+        consensus: the consensus, weights (N, C) or classes (N,) (default: the weights from
+            ``log_probs``, :func:`consensus_weights`).
         hyperprior: the trust hyperpriors (default :class:`TrustHyperprior`).
         temperature: the prior's ``T``.
     """
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
-    consensus = consensus_class(log_probs) if consensus is None else consensus
+    consensus = consensus_weights(log_probs) if consensus is None else consensus
     calibration = replace(hyperprior, weight_rule="uniform")
     values = sample_trust(calibration, num_teachers, num_classes)
     prior = trusted_teacher_prior(
@@ -128,7 +129,7 @@ def mixing_weight_model(
     """
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
-    consensus = consensus_class(log_probs) if consensus is None else consensus
+    consensus = consensus_weights(log_probs) if consensus is None else consensus
     link = sample_trust(
         hyperprior, num_teachers, num_classes, sites=("weight_bias", "weight_slope")
     )

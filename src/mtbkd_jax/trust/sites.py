@@ -20,7 +20,8 @@ which is not the most reliable one. Trust that matters acts on what shapes the D
   a class) is described by where it is confident, which a per-class ``lambda`` cannot say.
 * ``lambda_{m,k} >= 0``, teacher ``m``'s **concentration** on the examples whose *consensus
   class* is ``k`` (the argmax of the teachers' mean probabilities: label-free, so it exists on
-  unlabelled transfer inputs too); with ``per_class=False`` one ``lambda_m`` per teacher. A
+  unlabelled transfer inputs too; an example whose classes tie for it takes the mean of their
+  ``lambda``, :func:`consensus_weights`); with ``per_class=False`` one ``lambda_m`` per teacher. A
   teacher that is unreliable where the consensus says ``k`` gets a flat Dirichlet there
   instead of pulling the student toward its mistake.
 * mixing weights ``log w_im = log_softmax_m(b_m - alpha * H_im / log C)`` with ``H_im`` the
@@ -56,12 +57,12 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import require_positive
 from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.priors import TeacherPrior, log_dirichlet_normalizer
 from mtbkd_jax.teachers import _log_entropies
+from mtbkd_jax.trust.consensus import consensus_weights, per_example_concentration
 from mtbkd_jax.weighting import (
     inverse_entropy_log_weights,
     paper_log_weights,
@@ -75,7 +76,6 @@ __all__ = [
     "TrustHyperprior",
     "TrustValues",
     "TrustedTeachers",
-    "consensus_class",
     "calibrated_log_probs",
     "sample_trust",
     "trusted_teacher_prior",
@@ -184,11 +184,6 @@ class TrustValues(NamedTuple):
             jnp.zeros(()),
             jnp.zeros(num_teachers),
         )
-
-
-def consensus_class(log_probs: jax.Array) -> jax.Array:
-    """The argmax of the teachers' mean probabilities, shape (N,), from (M, N, C)."""
-    return jnp.argmax(logsumexp(log_probs, axis=0), axis=-1).astype(jnp.int32)
 
 
 def calibrated_log_probs(
@@ -306,7 +301,8 @@ def trusted_teacher_prior(
 
     Args:
         log_probs: the teachers' log-probabilities at temperature 1, shape (M, N, C).
-        consensus: each example's consensus class (:func:`consensus_class`), shape (N,).
+        consensus: each example's consensus, weights (N, C) (:func:`consensus_weights`,
+            ties shared) or classes (N,) (:func:`consensus_class`).
         values: the trust (one draw or a point estimate).
         temperature: the prior's ``T``: soft labels are ``softmax(log p_m / (tau_m T))``.
         weight_rule: ``"learned"`` or a fixed rule (computed on the calibrated teachers at
@@ -322,11 +318,7 @@ def trusted_teacher_prior(
         raise ValueError(f"pooling must be one of {TRUST_POOLINGS}, got {pooling!r}")
     calibrated = calibrated_log_probs(log_probs, values.temperature, values.temperature_slope)
     tempered = tempered_log_softmax(calibrated, temperature)
-    concentration = values.concentration
-    if concentration.shape[-1] == 1:
-        per_example = jnp.broadcast_to(concentration, concentration.shape[:1] + consensus.shape)
-    else:
-        per_example = jnp.take(concentration, consensus, axis=1)  # (M, N)
+    per_example = per_example_concentration(values.concentration, consensus)  # (M, N)
     scaled = jnp.moveaxis(per_example[..., None] * jnp.exp(tempered), 0, 1)  # (N, M, C)
     log_weights = _log_weights(calibrated, values, weight_rule).T  # (N, M)
     if pooling == "product":  # prod_m Dir(1 + s_m)^w_m = Dir(1 + sum_m w_m s_m)
@@ -342,7 +334,8 @@ def trusted_teacher_prior(
 
 class TrustedTeachers(NamedTuple):
     """The teachers as data for a model whose trust is sampled (the joint posterior):
-    log-probabilities with the example axis first, (N, M, C), and consensus classes (N,)."""
+    log-probabilities with the example axis first, (N, M, C), and the consensus weights
+    (N, C) (:func:`consensus_weights`)."""
 
     log_probs: jax.Array
     consensus: jax.Array
@@ -350,7 +343,7 @@ class TrustedTeachers(NamedTuple):
     @classmethod
     def build(cls, log_probs: jax.Array) -> TrustedTeachers:
         """From a :class:`~mtbkd_jax.TeacherBank`'s (M, N, C) ``log_probs``."""
-        return cls(jnp.moveaxis(log_probs, 0, 1), consensus_class(log_probs))
+        return cls(jnp.moveaxis(log_probs, 0, 1), consensus_weights(log_probs))
 
     @property
     def num_examples(self) -> int:
@@ -360,7 +353,8 @@ class TrustedTeachers(NamedTuple):
     def take(self, indices: jax.Array) -> TrustedTeachers:
         """The teachers on the examples ``indices``."""
         return TrustedTeachers(
-            jnp.take(self.log_probs, indices, axis=0), jnp.take(self.consensus, indices)
+            jnp.take(self.log_probs, indices, axis=0),
+            jnp.take(self.consensus, indices, axis=0),
         )
 
     def prior(
