@@ -21,6 +21,7 @@ from mtbkd_jax.metrics import negative_log_likelihood
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.trust import (
     TrustHyperprior,
+    TrustPosterior,
     TrustValues,
     calibrated_log_probs,
     consensus_class,
@@ -553,3 +554,47 @@ def test_no_calibration_keeps_the_teachers_soft_labels_and_learns_the_rest():
     )
     with pytest.raises(ValueError, match="calibration='none'"):
         trust.interval("temperature")
+
+
+def test_values_whose_link_or_hyperprior_a_model_would_ignore_are_refused():
+    """MTBKDModel(trust=TrustValues) uses the model's weight_rule and only the hyperprior's
+    pooling: a learned link under a fixed rule (posterior.point() with the default 'paper'),
+    or a hyperprior that says otherwise, would be dropped without a word."""
+    bank = _bank(0, (2, 10, 3))
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    linked = TrustValues(jnp.ones(2), jnp.full((2, 1), 5.0), jnp.array([0.5, -0.5]), jnp.array(1.0))
+    with pytest.raises(ValueError, match="weight_rule='learned'"):
+        MTBKDModel(student, bank, trust=linked)  # the default rule is 'paper'
+    MTBKDModel(student, bank, trust=linked, weight_rule="learned")
+    MTBKDModel(student, bank, trust=TrustValues.fixed(2, 5.0))  # no link: any rule
+    with pytest.raises(ValueError, match="trust_hyperprior.weight_rule"):
+        MTBKDModel(student, bank, trust=linked, weight_rule="learned",
+                   trust_hyperprior=TrustHyperprior(weight_rule="uniform"))  # fmt: skip
+    warm = linked._replace(temperature=jnp.array([1.5, 1.0]))
+    with pytest.raises(ValueError, match="calibration is 'none'"):
+        MTBKDModel(student, bank, trust=warm, weight_rule="learned",
+                   trust_hyperprior=TrustHyperprior(calibration="none"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("site", "value", "match"),
+    [
+        ("temperature", -1.0, "> 0"),
+        ("concentration", -2.0, ">= 0"),
+        ("weight_bias", np.nan, "finite"),
+    ],
+)
+def test_a_trust_posterior_with_impossible_draws_is_refused(site, value, match):
+    """Draws a model would turn into a NaN prior or an inverted teacher (TrustValues with the
+    same numbers are refused too)."""
+    draws = {
+        "temperature": np.ones((4, 2)),
+        "concentration": np.full((4, 2, 1), 5.0),
+        "weight_bias": np.zeros((4, 2)),
+        "weight_slope": np.zeros(4),
+    }
+    TrustPosterior(draws, TrustHyperprior(), ("a", "b"))
+    draws[site] = draws[site].copy()
+    draws[site][1] = value
+    with pytest.raises(ValueError, match=match):
+        TrustPosterior(draws, TrustHyperprior(), ("a", "b"))

@@ -295,8 +295,10 @@ def test_a_hyperprior_other_than_the_posteriors_own_is_refused_and_given_values_
     same = MTBKDModel(student, bank, trust=trust, trust_hyperprior=trust.hyperprior)
     assert same.settings()["trust"]["hyperprior"]["pooling"] == "mixture"
     for hyperprior, pooling in ((None, "mixture"), (TrustHyperprior(pooling="product"), "product")):
-        given = MTBKDModel(student, bank, trust=VALUES, trust_hyperprior=hyperprior)
+        given = MTBKDModel(
+            student, bank, trust=VALUES, trust_hyperprior=hyperprior, weight_rule="learned"
+        )
         assert given.settings()["trust"]["pooling"] == pooling
         assert given.teacher_prior.scaled_probs.shape[1] == (1 if pooling == "product" else 3)
-        mixture = MTBKDModel(student, bank, trust=VALUES)
+        mixture = MTBKDModel(student, bank, trust=VALUES, weight_rule="learned")
         np.testing.assert_allclose(given.teacher_weights, mixture.teacher_weights, rtol=1e-6)

@@ -39,7 +39,6 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from mtbkd_jax._checks import (
-    _FLOAT32_RANGE,
     as_labels,
     require_counts,
     require_key,
@@ -47,6 +46,7 @@ from mtbkd_jax._checks import (
 )
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.trust.checks import check_draws, check_values, check_values_use
 from mtbkd_jax.trust.consensus import consensus_weights
 from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
 from mtbkd_jax.trust.sites import (
@@ -86,13 +86,19 @@ class TrustPosterior:
     temperature: float = 1.0
     max_rhat: float = float("nan")
 
+    def __post_init__(self) -> None:
+        check_draws(self.draws)
+
     @property
     def num_draws(self) -> int:
         """S, the number of draws."""
         return int(self.draws["temperature"].shape[0])
 
     def point(self) -> TrustValues:
-        """The posterior median of every trust number."""
+        """The posterior median of every trust number. ``MTBKDModel(trust=posterior)`` is
+        ``MTBKDModel(trust=posterior.point(), weight_rule=posterior.hyperprior.weight_rule,
+        trust_hyperprior=posterior.hyperprior)``: the values alone do not say which weight rule
+        and pooling they were learned under."""
         return TrustValues(
             *(jnp.asarray(np.median(self._site(name), axis=0), jnp.float32) for name in _SITES)
         )
@@ -300,34 +306,6 @@ def _max_rhat(grouped: dict[str, jax.Array]) -> float:
     return float(np.max(values))
 
 
-def _check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> None:
-    """Raise a ``ValueError`` naming the field unless ``trust`` is usable for these teachers:
-    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C); a zero or negative ``tau``
-    would make the prior NaN or invert the teacher without a word."""
-    shapes: dict[str, list[tuple[int, ...]]] = {
-        "temperature": [(num_teachers,)],
-        "concentration": [(num_teachers, 1), (num_teachers, num_classes)],
-    }
-    for name, value in trust._asdict().items():
-        if value is None:
-            continue
-        array = np.asarray(value, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"trust.{name} must be finite, got {array.tolist()}")
-        allowed = shapes.get(name)
-        if allowed is not None and array.shape not in allowed:
-            wanted = " or ".join(str(shape) for shape in allowed)
-            raise ValueError(f"trust.{name} must have shape {wanted}, got {array.shape}")
-    tau, lam = np.asarray(trust.temperature), np.asarray(trust.concentration)
-    low, high = _FLOAT32_RANGE  # as require_positive: tau and 1 / tau normal float32 numbers
-    if ((tau < low) | (tau > high)).any():
-        raise ValueError(
-            f"trust.temperature must be > 0, between {low:.3g} and {high:.3g}, got {tau.tolist()}"
-        )
-    if (lam < 0).any():
-        raise ValueError(f"trust.concentration must be >= 0, got {lam.tolist()}")
-
-
 def resolve_trust(
     trust: object,
     teachers: TeacherBank,
@@ -357,12 +335,13 @@ def resolve_trust(
             )
         return trust.teacher_prior(teachers, temperature), None, None
     if isinstance(trust, TrustValues):
-        _check_values(trust, teachers.num_teachers, teachers.num_classes)
+        check_values(trust, teachers.num_teachers, teachers.num_classes)
         if weight_rule not in TRUST_WEIGHT_RULES:
             raise ValueError(
                 f"with trust=TrustValues, weight_rule must be one of {TRUST_WEIGHT_RULES}, "
                 f"got {weight_rule!r}"
             )
+        check_values_use(trust, weight_rule, hyperprior)
         prior = trusted_teacher_prior(
             teachers.log_probs,
             consensus_weights(teachers.log_probs),

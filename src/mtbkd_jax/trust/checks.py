@@ -1,0 +1,96 @@
+"""Checks of a trust before a model uses it: values (:class:`~mtbkd_jax.trust.TrustValues`)
+and draws (:class:`~mtbkd_jax.trust.TrustPosterior`) that would make the prior NaN or invert a
+teacher, and values whose learned weight link or hyperprior a model would silently ignore."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from mtbkd_jax._checks import _FLOAT32_RANGE
+from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues
+
+__all__ = ["check_draws", "check_values", "check_values_use"]
+
+
+def check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> None:
+    """Raise a ``ValueError`` naming the field unless ``trust`` is usable for these teachers:
+    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C); a zero or negative ``tau``
+    would make the prior NaN or invert the teacher without a word."""
+    shapes: dict[str, list[tuple[int, ...]]] = {
+        "temperature": [(num_teachers,)],
+        "concentration": [(num_teachers, 1), (num_teachers, num_classes)],
+    }
+    for name, value in trust._asdict().items():
+        if value is None:
+            continue
+        array = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"trust.{name} must be finite, got {array.tolist()}")
+        allowed = shapes.get(name)
+        if allowed is not None and array.shape not in allowed:
+            wanted = " or ".join(str(shape) for shape in allowed)
+            raise ValueError(f"trust.{name} must have shape {wanted}, got {array.shape}")
+    tau, lam = np.asarray(trust.temperature), np.asarray(trust.concentration)
+    low, high = _FLOAT32_RANGE  # as require_positive: tau and 1 / tau normal float32 numbers
+    if ((tau < low) | (tau > high)).any():
+        raise ValueError(
+            f"trust.temperature must be > 0, between {low:.3g} and {high:.3g}, got {tau.tolist()}"
+        )
+    if (lam < 0).any():
+        raise ValueError(f"trust.concentration must be >= 0, got {lam.tolist()}")
+
+
+def check_draws(draws: Mapping[str, np.ndarray]) -> None:
+    """Raise a ``ValueError`` naming the site unless every draw is finite, every temperature
+    > 0 and every concentration >= 0 (as :func:`check_values` asks of one value)."""
+    for name in ("temperature", "concentration"):
+        if name not in draws:
+            raise ValueError(
+                f"a TrustPosterior's draws need the site {name!r}, got {sorted(draws)}"
+            )
+    for name, value in draws.items():
+        array = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"the trust draws of {name!r} must be finite; some are not")
+    low, high = _FLOAT32_RANGE
+    tau = np.asarray(draws["temperature"], dtype=np.float64)
+    if ((tau < low) | (tau > high)).any():
+        raise ValueError(
+            f"the trust draws of 'temperature' must be > 0 (between {low:.3g} and {high:.3g}); "
+            f"their range is {tau.min():.3g} to {tau.max():.3g}"
+        )
+    if (np.asarray(draws["concentration"]) < 0).any():
+        raise ValueError("the trust draws of 'concentration' must be >= 0; some are negative")
+
+
+def check_values_use(
+    trust: TrustValues, weight_rule: str, hyperprior: TrustHyperprior | None
+) -> None:
+    """Refuse what ``MTBKDModel(trust=TrustValues)`` would ignore without a word: a learned
+    weight link (non-zero ``weight_bias`` or ``weight_slope``) under a fixed ``weight_rule``,
+    and a ``trust_hyperprior`` (of which only the pooling is used) whose weight rule is not the
+    model's or whose ``calibration="none"`` contradicts temperatures other than 1."""
+    link = np.abs(np.asarray(trust.weight_bias)).max(initial=0.0) + abs(float(trust.weight_slope))
+    if weight_rule != "learned" and link > 0:
+        raise ValueError(
+            f"trust holds a learned weight link (weight_bias {np.asarray(trust.weight_bias)}, "
+            f"weight_slope {float(trust.weight_slope)}), which weight_rule={weight_rule!r} "
+            "ignores: pass weight_rule='learned' (for a TrustPosterior's point(), also "
+            "trust_hyperprior=posterior.hyperprior), or zero the link"
+        )
+    if hyperprior is None:
+        return
+    if hyperprior.weight_rule != weight_rule:
+        raise ValueError(
+            f"trust_hyperprior.weight_rule is {hyperprior.weight_rule!r} but weight_rule is "
+            f"{weight_rule!r}: with trust=TrustValues the model uses weight_rule and only the "
+            "hyperprior's pooling; pass the same rule to both"
+        )
+    tau = np.asarray(trust.temperature, dtype=np.float64)
+    if hyperprior.calibration == "none" and not np.all(tau == 1.0):
+        raise ValueError(
+            "trust_hyperprior.calibration is 'none' (every temperature 1), but trust.temperature "
+            f"is {tau.tolist()}: pass temperatures of 1, or a hyperprior with calibration"
+        )
