@@ -598,3 +598,22 @@ def test_a_trust_posterior_with_impossible_draws_is_refused(site, value, match):
     draws[site][1] = value
     with pytest.raises(ValueError, match=match):
         TrustPosterior(draws, TrustHyperprior(), ("a", "b"))
+
+
+def test_label_functions_refuse_labels_outside_the_classes_and_per_class_must_be_a_bool():
+    """-1 indexed the last class and a label >= C gave NaN; per_class='False' (from a config
+    file) was truthy, so it meant per class."""
+    bank = _bank(1, (2, 5, 3))
+    prior = trusted_teacher_prior(
+        bank.log_probs, consensus_class(bank.log_probs), TrustValues.fixed(2, 5.0)
+    )
+    good = np.array([0, 1, 2, 0, 1])
+    assert np.isfinite(np.asarray(label_log_likelihood(prior, good))).all()
+    for bad in (np.array([0, 1, 2, 0, -1]), np.array([0, 1, 2, 0, 3]), good[:4]):
+        for function in (label_log_likelihood, teacher_label_log_likelihood):
+            with pytest.raises(ValueError, match="labels"):
+                function(prior, bad)
+    traced = jax.jit(label_log_likelihood)(prior, jnp.asarray(good))  # tracers pass unchecked
+    np.testing.assert_allclose(traced, label_log_likelihood(prior, good), rtol=1e-6)
+    with pytest.raises(TypeError, match="per_class must be True or False"):
+        TrustHyperprior(per_class="False")

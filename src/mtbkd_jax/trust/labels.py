@@ -23,6 +23,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 
+from mtbkd_jax._checks import as_labels
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.trust.consensus import consensus_weights
 from mtbkd_jax.trust.sites import (
@@ -56,8 +57,18 @@ def label_log_probs(prior: TeacherPrior) -> jax.Array:
     return logsumexp(prior.log_weights[..., None] + _log_means(prior), axis=1)
 
 
+def _checked(labels: jax.Array, prior: TeacherPrior) -> jax.Array:
+    """Concrete labels checked against the prior's N and C (inside a traced model they are
+    the caller's to check): ``-1`` would index the last class and a label >= C give NaN."""
+    if isinstance(labels, jax.core.Tracer):
+        return labels
+    num_examples, _, num_classes = prior.scaled_probs.shape
+    return jnp.asarray(as_labels(labels, "labels", num_examples, num_classes))
+
+
 def label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.Array:
     """``log P(y_i | trust)`` of the labels (N,) under the mixture (:func:`label_log_probs`)."""
+    labels = _checked(labels, prior)
     log_class = label_log_probs(prior)
     return jnp.take_along_axis(log_class, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
 
@@ -66,6 +77,7 @@ def teacher_label_log_likelihood(prior: TeacherPrior, labels: jax.Array) -> jax.
     """``log (1 + s_imy) / (C + lambda_im)`` of each label under each teacher alone, (N, M):
     the label's probability when its class-probability vector is drawn from teacher ``m``'s
     Dirichlet."""
+    labels = _checked(labels, prior)
     index = jnp.broadcast_to(
         labels[:, None, None].astype(jnp.int32), prior.scaled_probs.shape[:2] + (1,)
     )

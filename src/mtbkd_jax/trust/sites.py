@@ -40,7 +40,7 @@ How the teachers' Dirichlets combine (``pooling``):
   the trust-weighted average of the teachers' soft labels, each weighted by its concentration
   and weight, so a reliable teacher pulls more everywhere; a teacher of small ``w lambda``
   adds only ``w lambda`` pseudo-counts, spread over its soft label.
-  With one teacher (or identical teachers) both poolings are the same prior.
+  With one teacher (or identical teachers with equal trust) both poolings are the same prior.
 
 The fixed model is the special case ``tau = 1``, ``kappa = 0`` and ``lambda = lambda_0`` with a
 fixed weight rule and ``pooling="mixture"`` (:meth:`TrustValues.fixed`).
@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -139,6 +140,8 @@ class TrustHyperprior:
             "temperature_slope_scale",
         ):
             require_positive(getattr(self, name), name)
+        if not isinstance(self.per_class, bool | np.bool_):  # "False" from a config is truthy
+            raise TypeError(f"per_class must be True or False, got {self.per_class!r}")
         if self.weight_rule not in TRUST_WEIGHT_RULES:
             raise ValueError(
                 f"weight_rule must be one of {TRUST_WEIGHT_RULES}, got {self.weight_rule!r}"
