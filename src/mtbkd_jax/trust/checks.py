@@ -14,55 +14,55 @@ from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues
 __all__ = ["check_draws", "check_values", "check_values_use"]
 
 
+def _shown(array: np.ndarray) -> object:
+    return array.tolist() if array.size <= 16 else f"values {array.min():.3g} to {array.max():.3g}"
+
+
+def _require_usable(fields: Mapping[str, object], what: str) -> None:
+    """Every field finite, ``temperature`` > 0 (it and its inverse normal float32 numbers, as
+    :func:`~mtbkd_jax._checks.require_positive`) and ``concentration`` >= 0: a zero or
+    negative ``tau`` would make the prior NaN or invert the teacher without a word. ``what``
+    prefixes the field's name in the message."""
+    for name, value in fields.items():
+        array = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{what}{name} must be finite, got {_shown(array)}")
+    tau = np.asarray(fields["temperature"], dtype=np.float64)
+    low, high = _FLOAT32_RANGE
+    if ((tau < low) | (tau > high)).any():
+        raise ValueError(
+            f"{what}temperature must be > 0, between {low:.3g} and {high:.3g}, got {_shown(tau)}"
+        )
+    lam = np.asarray(fields["concentration"], dtype=np.float64)
+    if (lam < 0).any():
+        raise ValueError(f"{what}concentration must be >= 0, got {_shown(lam)}")
+
+
 def check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> None:
     """Raise a ``ValueError`` naming the field unless ``trust`` is usable for these teachers:
-    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C); a zero or negative ``tau``
-    would make the prior NaN or invert the teacher without a word."""
+    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C)."""
     shapes: dict[str, list[tuple[int, ...]]] = {
         "temperature": [(num_teachers,)],
         "concentration": [(num_teachers, 1), (num_teachers, num_classes)],
     }
-    for name, value in trust._asdict().items():
-        if value is None:
-            continue
-        array = np.asarray(value, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"trust.{name} must be finite, got {array.tolist()}")
-        allowed = shapes.get(name)
-        if allowed is not None and array.shape not in allowed:
-            wanted = " or ".join(str(shape) for shape in allowed)
-            raise ValueError(f"trust.{name} must have shape {wanted}, got {array.shape}")
-    tau, lam = np.asarray(trust.temperature), np.asarray(trust.concentration)
-    low, high = _FLOAT32_RANGE  # as require_positive: tau and 1 / tau normal float32 numbers
-    if ((tau < low) | (tau > high)).any():
-        raise ValueError(
-            f"trust.temperature must be > 0, between {low:.3g} and {high:.3g}, got {tau.tolist()}"
-        )
-    if (lam < 0).any():
-        raise ValueError(f"trust.concentration must be >= 0, got {lam.tolist()}")
+    fields = {name: value for name, value in trust._asdict().items() if value is not None}
+    _require_usable(fields, "trust.")
+    for name, allowed in shapes.items():
+        shape = np.shape(fields[name])
+        if shape not in allowed:
+            wanted = " or ".join(str(s) for s in allowed)
+            raise ValueError(f"trust.{name} must have shape {wanted}, got {shape}")
 
 
 def check_draws(draws: Mapping[str, np.ndarray]) -> None:
-    """Raise a ``ValueError`` naming the site unless every draw is finite, every temperature
-    > 0 and every concentration >= 0 (as :func:`check_values` asks of one value)."""
+    """Raise a ``ValueError`` naming the site unless every draw is usable, as
+    :func:`check_values` asks of one value."""
     for name in ("temperature", "concentration"):
         if name not in draws:
             raise ValueError(
                 f"a TrustPosterior's draws need the site {name!r}, got {sorted(draws)}"
             )
-    for name, value in draws.items():
-        array = np.asarray(value, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError(f"the trust draws of {name!r} must be finite; some are not")
-    low, high = _FLOAT32_RANGE
-    tau = np.asarray(draws["temperature"], dtype=np.float64)
-    if ((tau < low) | (tau > high)).any():
-        raise ValueError(
-            f"the trust draws of 'temperature' must be > 0 (between {low:.3g} and {high:.3g}); "
-            f"their range is {tau.min():.3g} to {tau.max():.3g}"
-        )
-    if (np.asarray(draws["concentration"]) < 0).any():
-        raise ValueError("the trust draws of 'concentration' must be >= 0; some are negative")
+    _require_usable(draws, "the trust draws of ")
 
 
 def check_values_use(

@@ -273,22 +273,21 @@ def _entropy(log_probs: jax.Array) -> jax.Array:
 
 def _log_weights(calibrated: jax.Array, values: TrustValues, rule: str) -> jax.Array:
     """``log w`` (M, N) from calibrated log-probabilities (M, N, C)."""
-    num_classes = calibrated.shape[-1]
+    num_teachers, num_examples, num_classes = calibrated.shape
+    if rule == "uniform":
+        return jnp.full((num_teachers, num_examples), -jnp.log(float(num_teachers)))
+    if rule in ("paper", "inverse_entropy"):
+        # log H in log space, as TeacherBank.log_entropies: H underflows float32 at logit gaps
+        # of ~85 nats, where these rules need log H
+        log_bits = _log_entropies(calibrated, 2.0)
+        return (paper_log_weights if rule == "paper" else inverse_entropy_log_weights)(log_bits)
     entropy = jnp.maximum(_entropy(calibrated), 0.0)
     if rule == "learned":
         normalised = entropy / jnp.log(float(num_classes))
         return jax.nn.log_softmax(
             values.weight_bias[:, None] - values.weight_slope * normalised, axis=0
         )
-    if rule == "uniform":
-        return jnp.full(entropy.shape, -jnp.log(float(entropy.shape[0])))
-    if rule == "softmax":
-        return softmax_log_weights(entropy / jnp.log(2.0))
-    # in log space, as TeacherBank.log_entropies: H underflows float32 at logit gaps ~85 nats
-    log_bits = _log_entropies(calibrated, 2.0)
-    if rule == "paper":
-        return paper_log_weights(log_bits)
-    return inverse_entropy_log_weights(log_bits)
+    return softmax_log_weights(entropy / jnp.log(2.0))
 
 
 def trusted_teacher_prior(
