@@ -354,22 +354,19 @@ def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
     assert streamed_only.num_draws == 1  # only the last state of each chain
 
 
+def _cyclical(problem, **settings):
+    """Cyclical SGLD on the logistic problem: one chain, batches of 20, peak step 1e-3."""
+    x, y, model, _ = problem
+    common = {"batch_size": 20, "step_size": 1e-3, "num_chains": 1, "progress_bar": False}
+    return mk.run_sgmcmc(
+        jax.random.key(8), model, x, y, sampler="cyclical_sgld", **{**common, **settings}
+    )
+
+
 def test_cyclical_sgld_keeps_draws_only_in_sampling_stages(logistic_problem):
     x, y, model, _ = logistic_problem
-    post = mk.run_sgmcmc(
-        jax.random.key(8),
-        model,
-        x,
-        y,
-        sampler="cyclical_sgld",
-        batch_size=20,
-        num_epochs=8,
-        step_size=1e-3,
-        num_cycles=2,
-        exploration_fraction=0.5,
-        draws_per_epoch=5,
-        num_chains=1,
-        progress_bar=False,
+    post = _cyclical(
+        logistic_problem, num_epochs=8, num_cycles=2, exploration_fraction=0.5, draws_per_epoch=5
     )
     # 80 steps, 2 cycles of 40: draws only from the second half of each cycle
     assert 0 < post.num_draws < 40
@@ -547,22 +544,13 @@ def test_cyclical_sgld_runs_num_cycles_cycles_when_they_do_not_divide_the_steps(
     """90 steps in 4 cycles: Zhang et al.'s cycle of ceil(90 / 4) = 23 steps starts the peak
     step 4 times (0, 23, 46, 69); a floored cycle of 22 would open a fifth at step 88 and keep
     its peak-step draws (exploration_fraction=0 keeps every step)."""
-    x, y, model, _ = logistic_problem
-    post = mk.run_sgmcmc(
-        jax.random.key(8),
-        model,
-        x,
-        y,
-        sampler="cyclical_sgld",
-        batch_size=20,
+    post = _cyclical(
+        logistic_problem,
         num_epochs=9,
-        step_size=1e-3,
         num_cycles=4,
         exploration_fraction=0.0,
         draws_per_epoch=10,
         random_draw_positions=False,
-        num_chains=1,
-        progress_bar=False,
     )
     steps = np.asarray(post.sample_stats["step_size"][0])
     assert steps.shape == (90,)
@@ -581,7 +569,6 @@ def test_a_cyclical_checkpoint_records_its_cycle_where_the_cycles_do_not_divide_
     from mtbkd_jax.infer import sgmcmc as sgmcmc_module
     from mtbkd_jax.infer.fingerprint import RunFingerprint
 
-    x, y, model, _ = logistic_problem
     seen, original = [], sgmcmc_module.fingerprint
 
     def recording(**kwargs):
@@ -591,9 +578,7 @@ def test_a_cyclical_checkpoint_records_its_cycle_where_the_cycles_do_not_divide_
     monkeypatch.setattr(sgmcmc_module, "fingerprint", recording)
     for epochs in (9, 8):  # 90 steps: cycles of 23 (floor 22); 80 steps: 20 either way
         path = tmp_path / f"run{epochs}.ckpt"
-        mk.run_sgmcmc(jax.random.key(8), model, x, y, sampler="cyclical_sgld", batch_size=20,
-                      num_epochs=epochs, step_size=1e-3, num_cycles=4, num_chains=1,
-                      checkpoint_path=path, progress_bar=False)  # fmt: skip
+        _cyclical(logistic_problem, num_epochs=epochs, num_cycles=4, checkpoint_path=path)
     uneven, even = seen
     assert uneven.exact["cycle_length"] == 23
     assert "cycle_length" not in even.exact
