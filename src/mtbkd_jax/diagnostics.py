@@ -31,13 +31,16 @@ def to_datatree(
 
     Groups: ``posterior``, ``sample_stats`` (if any), ``observed_data`` (the labels over
     ``example``, named after the model's observed site when the log-likelihood names it),
-    ``constant_data`` (``teacher_weights`` over ``teacher`` and ``prior_example``),
+    ``constant_data`` (``teacher_weights`` over ``teacher`` and ``prior_example``, and the
+    model's fitted ``numpyro.param`` values, named in the root attr ``mtbkd_fitted_params``),
     ``log_likelihood`` (observed site -> (chains, draws, N)) when given, and
     ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
     stored as JSON in the root attrs.
     """
     import arviz as az
     import xarray as xr
+
+    from mtbkd_jax.infer._fitted_params import storable_params
 
     groups: dict[str, dict[str, Any]] = {
         "posterior": {k: np.asarray(v) for k, v in posterior.draws.items()}
@@ -55,8 +58,9 @@ def to_datatree(
             observed = {pointwise[0]: observed.pop("y"), **observed}
     if observed:
         groups["observed_data"] = observed
-    if posterior.constant_data:
-        groups["constant_data"] = dict(posterior.constant_data)
+    stored = storable_params(posterior.fitted_params)  # type-II ML values, kept as constants
+    if posterior.constant_data or stored:
+        groups["constant_data"] = {**posterior.constant_data, **stored}
     coords: dict[str, list[Any]] = {}
     names = posterior.settings.get("teacher_names")
     if names and "teacher_weights" in posterior.constant_data:
@@ -68,6 +72,8 @@ def to_datatree(
         )
     tree.attrs["mtbkd_method"] = posterior.method
     tree.attrs["mtbkd_settings"] = json.dumps(posterior.settings, default=str)
+    if stored:
+        tree.attrs["mtbkd_fitted_params"] = json.dumps(list(stored))
     return tree
 
 

@@ -263,8 +263,8 @@ class Student:
         """
 
         def lookup(msg: dict[str, Any]) -> jax.Array | None:
-            if msg["type"] != "sample":
-                return None
+            if msg["type"] != "sample":  # a param: a dict prior's unsampled weights, if fitted
+                return weights.get(msg["name"]) if msg["type"] == "param" else None
             if msg["name"] not in weights:
                 raise ValueError(
                     f"weights has no entry for the student's site {msg['name']!r} "

@@ -270,12 +270,14 @@ def make_posterior(
     settings: Mapping[str, Any] | None = None,
     logits_fn: Callable[..., Any] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    fitted_params: Mapping[str, Any] | None = None,
 ) -> Posterior:
     """Package draws (site -> (chains, draws, ...)) with the model and its data (labels
     spread over several processes gathered; inputs spread over them left out).
 
     ``model_kwargs`` are the user's full-batch keyword arguments (without the samplers' own:
-    subsample sizes, constants), kept for the pointwise log-likelihood."""
+    subsample sizes, constants), kept for the pointwise log-likelihood; ``fitted_params`` the
+    model's params as SVI fitted them."""
     if isinstance(labels, jax.Array) and not labels.is_fully_addressable:
         from jax.experimental import multihost_utils  # several processes: gather (a collective)
 
@@ -302,4 +304,5 @@ def make_posterior(
         model=model,
         model_args=() if features is None else (features, labels),
         model_kwargs=dict(model_kwargs or {}),
+        fitted_params=dict(fitted_params or {}),
     )

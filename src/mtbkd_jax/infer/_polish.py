@@ -183,10 +183,11 @@ def polish_point(
 
     Returns:
         ``(point, losses, converged, grad_norm)``: the polished constrained point (its latent
-        sites), the loss after each iteration run, whether the tolerance was met within
-        ``max_steps``, and the gradient's Euclidean norm there, over every optimised site's
-        unconstrained coordinates (the loss rule alone also stops at line searches that
-        stalled away from a stationary point: this tells the two apart).
+        sites and the model's ``numpyro.param`` sites), the loss after each iteration run,
+        whether the tolerance was met within ``max_steps``, and the gradient's Euclidean norm
+        there, over every optimised site's unconstrained coordinates (the loss rule alone also
+        stops at line searches that stalled away from a stationary point: this tells the two
+        apart).
 
     Raises:
         FloatingPointError: if the loss is not finite at the start or becomes so.
@@ -225,6 +226,6 @@ def polish_point(
         bar.update(ran)
         bar.set_postfix(loss=f"{chunk[-1]:.6g}")
     bar.close()
-    polished = {name: jax.tree.map(transforms[name], u[name]) for name in point}
+    polished = {name: jax.tree.map(transforms[name], u[name]) for name in transforms}
     grad_norm = float(optax.tree.norm(optax.tree.get(state, "grad")))  # at u: the line search's
     return polished, np.concatenate(losses), bool(done), grad_norm

@@ -8,7 +8,6 @@ draw in chunks inside one jitted ``lax.map``; ``to_datatree`` converts to an Arv
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +50,9 @@ class Posterior:
             when known without the model (e.g. read back by :meth:`load`).
         streamed: summaries accumulated over draws inside an SG-MCMC chain without storing
             them: ``predictive_mean`` (N, C), ``mean_deviance`` (N,), ``num_draws``.
+        fitted_params: the model's ``numpyro.param`` sites at the values SVI / MAP fitted
+            (the same for every draw; :mod:`~mtbkd_jax.infer._fitted_params`), put back
+            wherever the model runs and given to ``logits_fn`` with each draw.
     """
 
     draws: dict[str, np.ndarray]
@@ -67,6 +69,7 @@ class Posterior:
     model_kwargs: dict = field(default_factory=dict, repr=False)
     streamed: dict = field(default_factory=dict, repr=False)
     pointwise_log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    fitted_params: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.draws, dict) or not self.draws:
@@ -169,12 +172,15 @@ class Posterior:
         if self._predict_jit is None:
             logits_fn = self.logits_fn
 
-            def run(draws: dict[str, jax.Array], x: jax.Array, batch_size: int) -> jax.Array:
-                return jax.lax.map(lambda d: logits_fn(d, x), draws, batch_size=batch_size)
+            def run(draws: dict, fitted: dict, x: jax.Array, batch_size: int) -> jax.Array:
+                return jax.lax.map(
+                    lambda d: logits_fn({**d, **fitted}, x), draws, batch_size=batch_size
+                )
 
-            self._predict_jit = jax.jit(run, static_argnums=2)
+            self._predict_jit = jax.jit(run, static_argnums=3)
         draws = {k: jnp.asarray(v) for k, v in self.flat_draws().items()}
-        return self._predict_jit(draws, jnp.asarray(inputs), int(draw_batch_size))
+        fitted = self.fitted_params
+        return self._predict_jit(draws, fitted, jnp.asarray(inputs), int(draw_batch_size))
 
     def _check_fits(self, features: jax.Array | np.ndarray) -> None:
         """Raise a ValueError naming ``inputs`` if the student cannot take these features
@@ -186,7 +192,7 @@ class Posterior:
         example = jax.ShapeDtypeStruct((1, *np.shape(features)[1:]), jnp.float32)
         assert self.logits_fn is not None  # predict_logits checked it
         try:
-            jax.eval_shape(self.logits_fn, one, example)
+            jax.eval_shape(self.logits_fn, {**one, **self.fitted_params}, example)
         except (TypeError, ValueError) as error:
             trained = None if self.inputs is None else tuple(np.shape(self.inputs)[1:])
             hint = f"; the posterior was fitted on {trained} per example" if trained else ""
@@ -248,7 +254,17 @@ class Posterior:
         num_classes = label_classes(self.model, inputs)
         num_examples = int(np.shape(inputs)[0])
         checked = jnp.asarray(as_labels(labels, "labels", num_examples, num_classes))
-        return self._evaluate((jnp.asarray(inputs), checked), self.model_kwargs, draw_batch_size)
+        try:
+            return self._evaluate(
+                (jnp.asarray(inputs), checked), self.model_kwargs, draw_batch_size
+            )
+        except ValueError as error:  # a fitted param of one value per training example
+            if not self.fitted_params or "invalid shape of numpyro.param" not in str(error):
+                raise
+            raise ValueError(
+                "a fitted numpyro.param holds one value per training example (event_dim=...), "
+                f"which has none for new inputs ({str(error).splitlines()[0][:200]})"
+            ) from None
 
     def _has_observed_sites(self) -> bool:
         """Whether the model has an observed site; if not (a likelihood written as a
@@ -274,12 +290,13 @@ class Posterior:
     def _evaluate(
         self, args: tuple, kwargs: dict[str, Any], draw_batch_size: int
     ) -> dict[str, np.ndarray]:
+        from mtbkd_jax.infer._fitted_params import with_fitted_params
         from mtbkd_jax.infer.likelihood import pointwise_log_likelihood
 
         assert self.model is not None  # log_likelihood checked it
         observation: dict[str, Any] = getattr(self.model, "observation_kwargs", dict)()
         pointwise = pointwise_log_likelihood(
-            self.model,
+            with_fitted_params(self.model, self.fitted_params),
             self.flat_draws(),
             tuple(args),
             {**kwargs, **observation},
@@ -333,50 +350,9 @@ class Posterior:
         featurize: Callable | None = None,
     ) -> Posterior:
         """Read a posterior written by :meth:`save` (pass ``logits_fn`` to predict again)."""
-        import xarray as xr
+        from mtbkd_jax.infer._posterior_file import read_posterior
 
-        try:
-            path = Path(path)
-        except TypeError as error:
-            raise TypeError(f"path must be a path, got {type(path).__name__}") from error
-        if not path.is_file():
-            raise FileNotFoundError(f"path {str(path)!r} is not a file")
-        try:
-            opened = xr.open_datatree(path, engine="h5netcdf")
-        except (OSError, ValueError) as error:  # not HDF5/netCDF-4 at all
-            raise ValueError(
-                f"path {str(path)!r} is not a posterior written by Posterior.save (a netCDF-4 "
-                f"file); it cannot be read ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200] if str(error) else ''})"
-            ) from None
-        with opened as tree:
-            if "posterior" not in tree.children:
-                raise ValueError(
-                    f"path {str(path)!r} is not a posterior written by Posterior.save: it has "
-                    f"no 'posterior' group (groups: {sorted(tree.children)})"
-                )
-
-            def group(name: str) -> dict[str, np.ndarray]:
-                if name not in tree.children:
-                    return {}
-                data = tree[name].to_dataset().data_vars
-                return {str(k): np.asarray(v.values) for k, v in data.items()}
-
-            losses = group("optimization").get("loss")
-            attrs = dict(tree.attrs)
-            loaded = cls(
-                draws=group("posterior"),
-                sample_stats=group("sample_stats"),
-                method=str(attrs.get("mtbkd_method", "")),
-                settings=json.loads(attrs.get("mtbkd_settings", "{}")),
-                observed_data=group("observed_data"),
-                constant_data=group("constant_data"),
-                losses=losses,
-                logits_fn=logits_fn,
-                featurize=featurize,
-                pointwise_log_likelihood=group("log_likelihood") or None,
-            )
-        return loaded
+        return read_posterior(cls, path, logits_fn=logits_fn, featurize=featurize)
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.draws.items())

@@ -23,6 +23,7 @@ from mtbkd_jax.infer._convergence import (
     warn_if_not_converged,
     warn_polish_not_converged,
 )
+from mtbkd_jax.infer._fitted_params import fitted_params
 from mtbkd_jax.infer._polish import polish_point
 from mtbkd_jax.infer._svi_runners import (
     GUIDES,
@@ -114,6 +115,11 @@ def run_svi(
     whose loss still fell, or rose, by more than 0.5% of that fall there, by more than its
     noise, gets a :class:`~mtbkd_jax.infer.ConvergenceWarning`.
 
+    A model's own ``numpyro.param`` sites are fitted with the guide (type-II maximum
+    likelihood) and kept in the posterior's ``fitted_params`` (once, not per draw;
+    :mod:`~mtbkd_jax.infer._fitted_params`), so its log-likelihood, predictions and files
+    describe the fitted model.
+
     Raises:
         FloatingPointError: if the loss becomes NaN or infinite (the message says at which step).
         ValueError: if no starting point has a finite log density (the message names the
@@ -177,7 +183,7 @@ def run_svi(
         point = auto.median(params)
         if polish_steps:
             polish = (polish_steps, polish_tolerance, progress_bar)
-            point, losses, polished = _polished(
+            point, params, losses, polished = _polished(
                 model, (point, params), (features, labels, arrays), static, polish, losses
             )
         samples = {k: jnp.asarray(v)[None, None] for k, v in point.items()}
@@ -195,6 +201,7 @@ def run_svi(
         settings=_fit_settings(method, num_steps, learning_rate, losses, polished),
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
+        fitted_params=fitted_params(model, (features, labels), {**arrays, **static}, params),
     )
 
 
@@ -252,10 +259,10 @@ def _polished(
     static: dict[str, Any],
     polish: tuple[int, float, bool],
     losses: np.ndarray,
-) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray, dict[str, Any]]:
     """The MAP's point polished by L-BFGS (:mod:`mtbkd_jax.infer._polish`; ``fit``: the point
-    and SVI's parameters), the Adam and polish losses one after the other, and what the polish
-    did."""
+    and SVI's parameters), SVI's parameters with the model's params polished alongside, the
+    Adam and polish losses one after the other, and what the polish did."""
     point, params = fit
     structure = model_structure(model, data[:2], {**data[2], **static})
     if structure.subsampled:
@@ -265,7 +272,7 @@ def _polished(
             "work on a noisy loss; polish on the full data"
         )
     steps, tolerance, progress_bar = polish
-    point, polish_losses, converged, grad_norm = polish_point(
+    optimised, polish_losses, converged, grad_norm = polish_point(
         model,
         point,
         params,
@@ -280,7 +287,8 @@ def _polished(
         "polish_converged": converged,
         "polish_grad_norm": grad_norm,
     }
-    return point, np.concatenate([losses, polish_losses]), polished
+    latent = {name: optimised[name] for name in point}
+    return latent, {**params, **optimised}, np.concatenate([losses, polish_losses]), polished
 
 
 def _no_valid_start(error: Exception) -> bool:
