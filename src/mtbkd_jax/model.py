@@ -22,7 +22,8 @@ from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust, trust_description
+from mtbkd_jax.trust.fit import TrustPosterior
+from mtbkd_jax.trust.resolve import resolve_trust, trust_description
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
 from mtbkd_jax.trust.weights import check_weight_options, teacher_log_weights, weight_rule_used
 
@@ -187,9 +188,11 @@ class MTBKDModel:
         return differences
 
     @property
-    def distillation_weight(self) -> float:
-        """``beta * lambda``: the weight of the KD term in the posterior mode's objective."""
-        return self.prior_power * self.concentration if self.teachers is not None else 0.0
+    def distillation_weight(self) -> float | None:
+        """``beta * lambda``: the weight of the KD term in the posterior mode's objective
+        (``None`` with a ``trust``, whose ``lambda`` differs by teacher and class)."""
+        fixed = self.prior_power * self.concentration if self.teachers is not None else 0.0
+        return fixed if self.trust is None else None
 
     @property
     def teacher_weights(self) -> jax.Array | None:
@@ -384,13 +387,10 @@ class MTBKDModel:
         return prior.prior(trust, self.temperature, h.weight_rule, h.pooling)
 
     @staticmethod
-    def _check_prior_size(
-        constants: TeacherPrior | TrustedTeachers, num_examples: int, argument: str
-    ) -> None:
+    def _check_prior_size(constants: object, num_examples: int, argument: str) -> None:
         if not isinstance(constants, TeacherPrior | TrustedTeachers):
-            raise TypeError(
-                f"prior_constants must be a TeacherPrior, got {type(constants).__name__}"
-            )
+            kind = type(constants).__name__
+            raise TypeError(f"prior_constants must be a TeacherPrior, got {kind}")
         if num_examples != constants.num_examples:
             raise ValueError(
                 f"the teacher bank describes {constants.num_examples} examples but "

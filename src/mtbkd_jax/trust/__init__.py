@@ -24,12 +24,7 @@ Example:
 
 from mtbkd_jax.trust.consensus import consensus_class, consensus_weights
 from mtbkd_jax.trust.factor import trusted_prior_factor
-from mtbkd_jax.trust.fit import (
-    TrustPosterior,
-    fit_teacher_trust,
-    resolve_trust,
-    trust_description,
-)
+from mtbkd_jax.trust.fit import TrustPosterior, fit_teacher_trust
 from mtbkd_jax.trust.labels import (
     label_log_likelihood,
     label_log_probs,
@@ -37,6 +32,7 @@ from mtbkd_jax.trust.labels import (
     teacher_label_log_likelihood,
     teacher_trust_model,
 )
+from mtbkd_jax.trust.resolve import resolve_trust, trust_description
 from mtbkd_jax.trust.sites import (
     TRUST_CALIBRATIONS,
     TRUST_POOLINGS,

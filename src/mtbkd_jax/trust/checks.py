@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import _FLOAT32_RANGE
@@ -38,20 +39,28 @@ def _require_usable(fields: Mapping[str, object], what: str) -> None:
         raise ValueError(f"{what}concentration must be >= 0, got {_shown(lam)}")
 
 
-def check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> None:
-    """Raise a ``ValueError`` naming the field unless ``trust`` is usable for these teachers:
-    finite, ``tau > 0`` (M,) and ``lambda >= 0`` (M, 1) or (M, C)."""
+def check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> TrustValues:
+    """``trust`` as float32 arrays, once usable for these teachers: finite, ``tau > 0`` (M,),
+    ``lambda >= 0`` (M, 1) or (M, C), the weight link's bias (M,) and slope (), and the
+    temperature slope (M,) or ``None``; otherwise a ``ValueError`` naming the field (plain
+    lists and floats are accepted and converted)."""
+    m = num_teachers
     shapes: dict[str, list[tuple[int, ...]]] = {
-        "temperature": [(num_teachers,)],
-        "concentration": [(num_teachers, 1), (num_teachers, num_classes)],
+        "temperature": [(m,)],
+        "concentration": [(m, 1), (m, num_classes)],
+        "weight_bias": [(m,)],
+        "weight_slope": [()],
+        "temperature_slope": [(m,)],
     }
     fields = {name: value for name, value in trust._asdict().items() if value is not None}
     _require_usable(fields, "trust.")
-    for name, allowed in shapes.items():
-        shape = np.shape(fields[name])
-        if shape not in allowed:
-            wanted = " or ".join(str(s) for s in allowed)
+    for name, value in fields.items():
+        shape = np.shape(value)
+        if shape not in shapes[name]:
+            wanted = " or ".join(str(s) for s in shapes[name])
             raise ValueError(f"trust.{name} must have shape {wanted}, got {shape}")
+    arrays = {name: jnp.asarray(value, jnp.float32) for name, value in fields.items()}
+    return TrustValues(**arrays)
 
 
 def check_draws(draws: Mapping[str, np.ndarray]) -> None:

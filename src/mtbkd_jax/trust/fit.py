@@ -46,21 +46,15 @@ from mtbkd_jax._checks import (
 )
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.checks import check_draws, check_values, check_values_use
+from mtbkd_jax.trust.checks import check_draws
 from mtbkd_jax.trust.consensus import consensus_weights
 from mtbkd_jax.trust.labels import mixing_weight_model, teacher_trust_model
-from mtbkd_jax.trust.sites import (
-    TRUST_WEIGHT_RULES,
-    TrustedTeachers,
-    TrustHyperprior,
-    TrustValues,
-    trusted_teacher_prior,
-)
+from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues, trusted_teacher_prior
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["TrustPosterior", "fit_teacher_trust", "resolve_trust", "trust_description"]
+__all__ = ["TrustPosterior", "fit_teacher_trust"]
 
 _SITES = ("temperature", "concentration", "weight_bias", "weight_slope", "temperature_slope")
 
@@ -78,6 +72,10 @@ class TrustPosterior:
         teacher_names: the teachers, in order.
         temperature: the prior's ``T`` used in the label model.
         max_rhat: the largest split R-hat over all trust numbers (ArviZ).
+        labelled_by_class: per class, the labelled examples whose consensus it is (ties
+            shared), the evidence behind each per-class ``lambda``; a class with none has
+            ``lambda`` drawn from its hyperprior alone (``None`` where unknown: a posterior
+            built by hand).
     """
 
     draws: dict[str, np.ndarray]
@@ -85,9 +83,18 @@ class TrustPosterior:
     teacher_names: tuple[str, ...]
     temperature: float = 1.0
     max_rhat: float = float("nan")
+    labelled_by_class: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check_draws(self.draws)
+        if self.labelled_by_class is not None:
+            counts = np.asarray(self.labelled_by_class, dtype=np.float64)
+            groups = self.draws["concentration"].shape[-1]
+            if counts.ndim != 1 or (groups > 1 and counts.size != groups) or (counts < 0).any():
+                raise ValueError(
+                    "labelled_by_class must hold one count >= 0 per class"
+                    f"{f' ({groups})' if groups > 1 else ''}, got {self.labelled_by_class}"
+                )
 
     @property
     def num_draws(self) -> int:
@@ -120,13 +127,25 @@ class TrustPosterior:
             raise ValueError(f"name must be one of {_SITES}, got {name!r}")
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must lie in (0, 1), got {level}")
-        if name == "temperature" and not self.temperature_learned:
-            raise ValueError(
-                "name='temperature' has no interval: this trust was fitted with "
-                "calibration='none', so every teacher's temperature is fixed at 1, not learned"
-            )
+        fixed = self._fixed_sites()
+        if name in fixed:
+            raise ValueError(f"name={name!r} has no interval: {fixed[name]}, not learned")
         tail = 50.0 * (1.0 - level)
-        return tuple(np.percentile(self.draws[name], [tail, 100.0 - tail], axis=0))
+        return tuple(np.percentile(self._site(name), [tail, 100.0 - tail], axis=0))
+
+    def _fixed_sites(self) -> dict[str, str]:
+        """The sites this trust's hyperprior did not learn, each with the reason."""
+        rule, calibration = self.hyperprior.weight_rule, self.hyperprior.calibration
+        fixed = {}
+        if calibration == "none":
+            fixed["temperature"] = "this trust was fitted with calibration='none', so every "
+            fixed["temperature"] += "teacher's temperature is fixed at 1"
+        if calibration != "confidence":
+            fixed["temperature_slope"] = f"under calibration={calibration!r} it is fixed at 0"
+        if rule != "learned":
+            for link in ("weight_bias", "weight_slope"):
+                fixed[link] = f"the weight rule {rule!r} is fixed, so the weight link is unused"
+        return fixed
 
     def teacher_prior(
         self, teachers: TeacherBank, temperature: float | None = None, pooling: str | None = None
@@ -135,6 +154,11 @@ class TrustPosterior:
         (``pooling``: default the hyperprior's; ``"mixture"`` keeps one component per teacher,
         with the weights a product pooling sums them by)."""
         self._check_bank(teachers)
+        if temperature is not None and abs(self.temperature - temperature) > 1e-9:
+            raise ValueError(
+                f"trust was fitted at temperature {self.temperature} but the model's "
+                f"temperature is {temperature}; fit it at the model's temperature"
+            )
         return trusted_teacher_prior(
             teachers.log_probs,
             consensus_weights(teachers.log_probs),
@@ -153,7 +177,9 @@ class TrustPosterior:
     def summary(self) -> list[dict[str, Any]]:
         """Per teacher: the median and 90% interval of ``tau`` (the interval ``None`` where
         ``tau`` is fixed at 1, see ``temperature_learned``), the median ``lambda`` (over
-        classes) and, for the learned link, the weight bias."""
+        classes) and, for the learned link, the weight bias. Where the labelled examples per
+        consensus class are known and the concentration is per class, ``prior_only_classes``
+        lists the classes no labelled example informed (their ``lambda`` is the hyperprior's)."""
         rows = []
         learned = self.temperature_learned
         intervals = list(zip(*self.interval("temperature"), strict=True)) if learned else None
@@ -174,6 +200,9 @@ class TrustPosterior:
                 row["temperature_slope"] = float(np.median(self.draws["temperature_slope"][:, m]))
             if self.hyperprior.weight_rule == "learned":
                 row["weight_bias"] = float(np.median(self.draws["weight_bias"][:, m]))
+            if self.labelled_by_class is not None and self.hyperprior.per_class:
+                counts = np.asarray(self.labelled_by_class)
+                row["prior_only_classes"] = np.flatnonzero(counts == 0).tolist()
             rows.append(row)
         return rows
 
@@ -186,11 +215,11 @@ class TrustPosterior:
             "hyperprior": self.hyperprior.description,
             "temperature": np.asarray(point.temperature).round(6).tolist(),
             "concentration": np.asarray(point.concentration).round(6).tolist(),
-            **(
-                {"temperature_slope": np.asarray(point.temperature_slope).round(6).tolist()}
-                if self.hyperprior.calibration == "confidence"
-                else {}
-            ),
+            **{
+                name: np.asarray(getattr(point, name)).round(6).tolist()
+                for name in ("temperature_slope", "weight_bias", "weight_slope")
+                if name not in self._fixed_sites()
+            },
             "num_draws": self.num_draws,
         }
 
@@ -243,6 +272,12 @@ def fit_teacher_trust(
         raise TypeError(f"teachers must be a TeacherBank, got {type(teachers).__name__}")
     require_counts(num_warmup=(num_warmup, 0), num_draws=(num_draws, 1), num_chains=(num_chains, 1))
     temperature = require_positive(temperature, "temperature")
+    if np.ndim(labels) == 1 and np.shape(labels)[0] != teachers.num_examples:
+        raise ValueError(
+            f"labels has {np.shape(labels)[0]} entries but the teachers describe "
+            f"{teachers.num_examples} examples: pass the teachers on the labelled inputs alone "
+            "(a bank of labelled then transfer inputs: bank.take(np.arange(len(labels))))"
+        )
     labels = as_labels(labels, "labels", teachers.num_examples, teachers.num_classes)
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     if not isinstance(hyperprior, TrustHyperprior):
@@ -266,7 +301,15 @@ def fit_teacher_trust(
         )
         draws.update(link)
         rhat = max(rhat, link_rhat)
-    return TrustPosterior(draws, hyperprior, tuple(teachers.names), float(temperature), rhat)
+    counts = np.asarray(consensus_weights(teachers.log_probs), np.float64).sum(axis=0)
+    return TrustPosterior(
+        draws,
+        hyperprior,
+        tuple(teachers.names),
+        float(temperature),
+        rhat,
+        tuple(float(c) for c in counts.round(6)),
+    )
 
 
 def _nuts(
@@ -304,76 +347,3 @@ def _max_rhat(grouped: dict[str, jax.Array]) -> float:
         return float("nan")
     values = [np.max(split_gelman_rubin(np.asarray(v))) for v in grouped.values()]
     return float(np.max(values))
-
-
-def resolve_trust(
-    trust: object,
-    teachers: TeacherBank,
-    *,
-    temperature: float,
-    weight_rule: str,
-    concentration: float,
-    hyperprior: TrustHyperprior | None,
-) -> tuple[TeacherPrior | None, TrustedTeachers | None, TrustHyperprior | None]:
-    """What :class:`~mtbkd_jax.MTBKDModel` makes of its ``trust=``: ``(teacher_prior,
-    trusted_teachers, hyperprior)``: the first for a trust given as values or a posterior
-    (constants), the second for ``"joint"`` (sampled in the model), the third the hyperprior of
-    ``"joint"`` or of given values (their ``pooling``; ``None`` where none was given), ``None``
-    for a posterior, which keeps its own (a different ``hyperprior`` is refused)."""
-    if isinstance(trust, TrustPosterior):
-        if hyperprior is not None and hyperprior != trust.hyperprior:
-            raise ValueError(
-                "trust_hyperprior is for trust='joint' or TrustValues; this TrustPosterior was "
-                f"fitted under its own hyperprior ({trust.hyperprior}), which it keeps: leave "
-                "trust_hyperprior out, or fit the trust under the hyperprior wanted "
-                "(fit_teacher_trust(..., hyperprior=...))"
-            )
-        if abs(trust.temperature - temperature) > 1e-9:
-            raise ValueError(
-                f"trust was fitted at temperature {trust.temperature} but the model's "
-                f"temperature is {temperature}; fit it at the model's temperature"
-            )
-        return trust.teacher_prior(teachers, temperature), None, None
-    if isinstance(trust, TrustValues):
-        check_values(trust, teachers.num_teachers, teachers.num_classes)
-        if weight_rule not in TRUST_WEIGHT_RULES:
-            raise ValueError(
-                f"with trust=TrustValues, weight_rule must be one of {TRUST_WEIGHT_RULES}, "
-                f"got {weight_rule!r}"
-            )
-        check_values_use(trust, weight_rule, hyperprior)
-        prior = trusted_teacher_prior(
-            teachers.log_probs,
-            consensus_weights(teachers.log_probs),
-            trust,
-            temperature=temperature,
-            weight_rule=weight_rule,
-            pooling="mixture" if hyperprior is None else hyperprior.pooling,
-        )
-        return prior, None, hyperprior
-    if isinstance(trust, str) and trust == "joint":
-        if hyperprior is None:
-            hyperprior = TrustHyperprior(concentration=max(concentration, 1e-3))
-        if not isinstance(hyperprior, TrustHyperprior):
-            raise TypeError(
-                f"trust_hyperprior must be a TrustHyperprior, got {type(hyperprior).__name__}"
-            )
-        return None, TrustedTeachers.build(teachers.log_probs), hyperprior
-    raise ValueError(
-        "trust must be None, a TrustPosterior (fit_teacher_trust), TrustValues or 'joint', "
-        f"got {trust!r}"
-    )
-
-
-def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict[str, Any]:
-    """Plain values identifying a model's trust (its ``settings()["trust"]``)."""
-    if isinstance(trust, TrustPosterior):
-        return trust.description
-    if isinstance(trust, TrustValues):
-        values = {
-            k: np.asarray(v).round(6).tolist() for k, v in trust._asdict().items() if v is not None
-        }
-        pooling = "mixture" if hyperprior is None else hyperprior.pooling
-        return {"kind": "given", **values, "pooling": pooling}
-    assert hyperprior is not None  # joint
-    return {"kind": "joint", "hyperprior": hyperprior.description}

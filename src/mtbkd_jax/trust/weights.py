@@ -7,7 +7,8 @@ import jax
 
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
-from mtbkd_jax.trust.fit import TrustPosterior, resolve_trust
+from mtbkd_jax.trust.fit import TrustPosterior
+from mtbkd_jax.trust.resolve import resolve_trust
 from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues
 
 __all__ = ["check_weight_options", "teacher_log_weights", "weight_rule_used"]
@@ -46,7 +47,7 @@ def check_weight_options(
 ) -> None:
     """Refuse weight options :class:`~mtbkd_jax.trust.TrustValues` would ignore (they use the
     rule at tau 1 and temperature 1); other trusts are checked by :func:`weight_rule_used`,
-    once :func:`~mtbkd_jax.trust.fit.resolve_trust` has accepted them."""
+    once :func:`~mtbkd_jax.trust.resolve.resolve_trust` has accepted them."""
     if not isinstance(trust, TrustValues):
         return
     if not isinstance(weight_rule, str):

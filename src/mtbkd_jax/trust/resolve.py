@@ -1,0 +1,93 @@
+"""What :class:`~mtbkd_jax.MTBKDModel` makes of its ``trust=``: a fitted
+:class:`~mtbkd_jax.trust.TrustPosterior` or given :class:`~mtbkd_jax.trust.TrustValues` become
+the teacher prior's constants, ``"joint"`` the trust sites sampled in the model; and the plain
+record of either (``settings()["trust"]``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mtbkd_jax.priors import TeacherPrior
+from mtbkd_jax.teachers import TeacherBank
+from mtbkd_jax.trust.checks import check_values, check_values_use
+from mtbkd_jax.trust.consensus import consensus_weights
+from mtbkd_jax.trust.fit import TrustPosterior
+from mtbkd_jax.trust.sites import (
+    TRUST_WEIGHT_RULES,
+    TrustedTeachers,
+    TrustHyperprior,
+    TrustValues,
+    trusted_teacher_prior,
+)
+
+__all__ = ["resolve_trust", "trust_description"]
+
+
+def resolve_trust(
+    trust: object,
+    teachers: TeacherBank,
+    *,
+    temperature: float,
+    weight_rule: str,
+    concentration: float,
+    hyperprior: TrustHyperprior | None,
+) -> tuple[TeacherPrior | None, TrustedTeachers | None, TrustHyperprior | None]:
+    """What :class:`~mtbkd_jax.MTBKDModel` makes of its ``trust=``: ``(teacher_prior,
+    trusted_teachers, hyperprior)``: the first for a trust given as values or a posterior
+    (constants), the second for ``"joint"`` (sampled in the model), the third the hyperprior of
+    ``"joint"`` or of given values (their ``pooling``; ``None`` where none was given), ``None``
+    for a posterior, which keeps its own (a different ``hyperprior`` is refused)."""
+    if isinstance(trust, TrustPosterior):
+        if hyperprior is not None and hyperprior != trust.hyperprior:
+            raise ValueError(
+                "trust_hyperprior is for trust='joint' or TrustValues; this TrustPosterior was "
+                f"fitted under its own hyperprior ({trust.hyperprior}), which it keeps: leave "
+                "trust_hyperprior out, or fit the trust under the hyperprior wanted "
+                "(fit_teacher_trust(..., hyperprior=...))"
+            )
+        return trust.teacher_prior(teachers, temperature), None, None
+    if isinstance(trust, TrustValues):
+        trust = check_values(trust, teachers.num_teachers, teachers.num_classes)
+        if weight_rule not in TRUST_WEIGHT_RULES:
+            raise ValueError(
+                f"with trust=TrustValues, weight_rule must be one of {TRUST_WEIGHT_RULES}, "
+                f"got {weight_rule!r}"
+            )
+        check_values_use(trust, weight_rule, hyperprior)
+        prior = trusted_teacher_prior(
+            teachers.log_probs,
+            consensus_weights(teachers.log_probs),
+            trust,
+            temperature=temperature,
+            weight_rule=weight_rule,
+            pooling="mixture" if hyperprior is None else hyperprior.pooling,
+        )
+        return prior, None, hyperprior
+    if isinstance(trust, str) and trust == "joint":
+        if hyperprior is None:
+            hyperprior = TrustHyperprior(concentration=max(concentration, 1e-3))
+        if not isinstance(hyperprior, TrustHyperprior):
+            raise TypeError(
+                f"trust_hyperprior must be a TrustHyperprior, got {type(hyperprior).__name__}"
+            )
+        return None, TrustedTeachers.build(teachers.log_probs), hyperprior
+    raise ValueError(
+        "trust must be None, a TrustPosterior (fit_teacher_trust), TrustValues or 'joint', "
+        f"got {trust!r}"
+    )
+
+
+def trust_description(trust: object, hyperprior: TrustHyperprior | None) -> dict[str, Any]:
+    """Plain values identifying a model's trust (its ``settings()["trust"]``)."""
+    if isinstance(trust, TrustPosterior):
+        return trust.description
+    if isinstance(trust, TrustValues):
+        values = {
+            k: np.asarray(v).round(6).tolist() for k, v in trust._asdict().items() if v is not None
+        }
+        pooling = "mixture" if hyperprior is None else hyperprior.pooling
+        return {"kind": "given", **values, "pooling": pooling}
+    assert hyperprior is not None  # joint
+    return {"kind": "joint", "hyperprior": hyperprior.description}
