@@ -1,7 +1,9 @@
 """Coordinate search over a hyperparameter grid, and per-method tuning in the experiments."""
 
 import itertools
+import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -711,6 +713,17 @@ def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(m
     fit = trusted.fit_trusted(keys, problem, config, problem.teachers_prior)
     assert fit.model[-1] == 0.1
     assert fit.unsampled == {"teacher, β=1": "teacher diverged", "none, β=1": "none diverged"}
+    # the experiment's record: the trust summary per teacher in trust.json, the unsampled
+    # settings beside it (the summary is a list: indexing it by a key raised a TypeError)
+    from mtbkd_jax.experiments.baselines import _record_trust
+
+    artifacts = {"trust": {}, "search_unsampled": {}}
+    fit.trust = types.SimpleNamespace(summary=lambda: [{"teacher": "a"}, {"teacher": "b"}])
+    _record_trust(artifacts, "MT-BKD (learned trust)", fit)
+    assert json.loads(json.dumps(artifacts)) == {
+        "trust": {"MT-BKD (learned trust)": [{"teacher": "a"}, {"teacher": "b"}]},
+        "search_unsampled": {"MT-BKD (learned trust)": fit.unsampled},
+    }
 
 
 def test_numpy_integers_are_integers_to_the_config_and_bools_are_not():

@@ -142,6 +142,14 @@ def _fit_mode(
     return mode, model, settings
 
 
+def _record_trust(artifacts: Artifacts, label: str, fitted: Any) -> None:
+    """A learned-trust row's trust summary (``trust.json``: per teacher) and the settings of
+    its search that could not be sampled, with the reasons (``search_unsampled.json``)."""
+    artifacts["trust"][label] = fitted.trust.summary()
+    if fitted.unsampled:  # settings of the search without a stable SGLD step size
+        artifacts["search_unsampled"][label] = dict(fitted.unsampled)
+
+
 def _run_method(
     keys: MethodKeys,
     data: DistillationData,
@@ -164,9 +172,7 @@ def _run_method(
             keys.starts,
         )
         mode, model, posterior, settings = fitted.mode, fitted.model, fitted.posterior, fitted.label
-        artifacts["trust"][method.label] = fitted.trust.summary()
-        if fitted.unsampled:  # settings of the search without a stable SGLD step size
-            artifacts["trust"][method.label]["search_unsampled"] = fitted.unsampled
+        _record_trust(artifacts, method.label, fitted)
         if fitted.search is not None:
             artifacts["tuning"][method.label] = fitted.search.evaluated
     else:
@@ -309,6 +315,7 @@ def run_baselines(
             "tuning",
             "curves",
             "trust",
+            "search_unsampled",
             "exploration",
             "failures",
             "run",
