@@ -268,6 +268,46 @@ def test_a_closure_over_other_constants_is_caught_by_the_probe(tmp_path):
         mk.run_sgmcmc(jax.random.key(0), _own_model(1000.0), x, y, checkpoint_path=path, **settings)
 
 
+def _hierarchical(tau_scale):
+    """A user's hierarchical model on 50,000 rows: a hyperprior on the weights' scale."""
+
+    def model(x, y=None, bias_prior=None):
+        tau = numpyro.sample("tau", dist.HalfNormal(tau_scale))
+        w = numpyro.sample("w", dist.Normal(0, tau).expand([3, 2]).to_event(2))
+        b = numpyro.sample("b", bias_prior.expand([2]).to_event(1))
+        with numpyro.plate("data", x.shape[0], subsample_size=500) as idx:
+            numpyro.sample("y", dist.Categorical(logits=x[idx] @ w + b), obs=y[idx])
+
+    return model
+
+
+def test_a_changed_hyperprior_or_prior_argument_is_refused_however_large_the_data(tmp_path):
+    """At N = 50,000 the likelihood's ~35,000 nats hid a hyperprior's scale changed from 1 to
+    5 (1.6 nats) inside the probe's 1e-4 relative tolerance on the total log density, and a
+    prior passed in model_kwargs was recorded by its type alone (Normal(0, 1) = Normal(0, 3)):
+    both resumed another model's checkpoint silently. Each site's own log density, and the
+    distribution's parameters, now tell; the identical run still resumes."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50_000, 3)).astype(np.float32)
+    y = (x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=50_000) > 0).astype(np.int32)
+    path = tmp_path / "hierarchical.ckpt.npz"
+    settings = dict(num_epochs=1, step_size=1e-6, draws_per_epoch=2, progress_bar=False,
+                    checkpoint_path=path)  # fmt: skip
+
+    def run(tau_scale, bias_prior):
+        kwargs = {"bias_prior": bias_prior}
+        model = _hierarchical(tau_scale)
+        return mk.run_sgmcmc(jax.random.key(0), model, x, y, model_kwargs=kwargs, **settings)
+
+    first = run(1.0, dist.Normal(0.0, 1.0))
+    again = run(1.0, dist.Normal(0.0, 1.0))
+    np.testing.assert_array_equal(again.draws["w"], first.draws["w"])
+    with pytest.raises(CheckpointError, match=r"log_density_at_start\.tau"):
+        run(5.0, dist.Normal(0.0, 1.0))
+    with pytest.raises(CheckpointError, match="bias_prior"):
+        run(1.0, dist.Normal(0.0, 3.0))
+
+
 @pytest.mark.parametrize(
     "damage", ["truncated", "not a checkpoint", "text file", "draws deleted", "another model"]
 )

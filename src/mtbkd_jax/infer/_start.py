@@ -10,11 +10,12 @@ step size too large. The run's fingerprint probes the model at chain 0's start.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.infer.util import log_density
 
 from mtbkd_jax.infer._common import check_in_support, check_init_params, nonfinite_sites
 from mtbkd_jax.infer.gradients import GradientEstimator
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
     from mtbkd_jax.infer._common import PyTree
     from mtbkd_jax.infer.gradients import MinibatchPlan
 
-__all__ = ["starting_positions", "first_chain", "probe", "divergence_cause"]
+__all__ = [
+    "starting_positions",
+    "first_chain",
+    "probe",
+    "site_log_densities",
+    "divergence_cause",
+]
 
 
 def starting_positions(
@@ -110,12 +117,33 @@ def probe(
     out = {
         "logdensity_at_start": [float(g.sum()) for g in groups],
         "gradient_norm_at_start": float(norm),
+        **site_log_densities(estimator, point, first),
     }
     if predict is not None:
         assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
         logits = logits_fn(estimator.constrain(point), predict[:8])
         out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
     return out
+
+
+def site_log_densities(estimator: GradientEstimator, point: PyTree, batch: Any) -> dict:
+    """Each sample site's log density (latent, observed and factor sites, scaled as in the
+    minibatch estimate) on ``batch`` at the unconstrained ``point``, named
+    ``log_density_at_start.<site>``: a change to one prior (a hyperprior's scale) shows in its
+    own site, where in the total it can hide under a likelihood that grows with N."""
+
+    def run(e: GradientEstimator, p: PyTree, b: Any) -> dict:
+        model, args, kwargs = e.batch_model(b)
+        _, trace = log_density(model, args, kwargs, e.constrain(p))
+        out = {}
+        for name, site in trace.items():
+            if site["type"] == "sample":
+                value = site["fn"].log_prob(site["value"])
+                out[name] = jnp.sum(value if site["scale"] is None else site["scale"] * value)
+        return out
+
+    values = jax.jit(run)(estimator, point, batch)  # the estimator an argument, as in probe
+    return {f"log_density_at_start.{name}": float(v) for name, v in values.items()}
 
 
 def divergence_cause(model: Callable, estimator: GradientEstimator, start: PyTree) -> str:

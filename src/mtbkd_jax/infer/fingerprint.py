@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.distributions import Distribution
 
 from mtbkd_jax.infer._host_rows import release_pages
 
@@ -200,7 +201,8 @@ def optimizer_digest(optimizer: optax.GradientTransformation, num_steps: int = 3
 def static_value(value: object) -> Any:
     """A JSON value for a static (non-array) argument, by value: plain values as they are,
     arrays and array trees by digest, functions by their module and qualified name (and a
-    ``functools.partial`` with its arguments), never a ``repr`` holding a memory address."""
+    ``functools.partial`` with its arguments), a NumPyro distribution by its structure and
+    parameters, never a ``repr`` holding a memory address."""
     import functools
 
     if value is None or isinstance(value, bool | int | float | str):
@@ -221,6 +223,9 @@ def static_value(value: object) -> Any:
         }
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    if isinstance(value, Distribution):  # by its parameters, not its type alone
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(value)]
+        return {"distribution": str(jax.tree.structure(value)), "parameters": tree_digest(leaves)}
     description = getattr(value, "description", None)
     if description is not None:
         return static_value(description)

@@ -109,12 +109,14 @@ class GradientEstimator:
         full = [p.name for p in self.plates if p.batch_size == p.size]
         return FullPlateOrder(model, full) if full else model
 
+    def batch_model(self, minibatch: dict) -> tuple[Callable, tuple, dict]:
+        """``(model, args, kwargs)`` evaluating the model on ``minibatch``."""
+        return self._substituted(minibatch), self.model_args, self.model_kwargs
+
     def logdensity(self, position: dict, minibatch: dict) -> jax.Array:
         """``log p(z, D)`` on the unconstrained space, estimated on ``minibatch`` (plate name
         -> indices): every plate's sites scaled by ``N / |B|``."""
-        return -potential_energy(
-            self._substituted(minibatch), self.model_args, self.model_kwargs, position
-        )
+        return -potential_energy(*self.batch_model(minibatch), position)
 
     def grad(self, position: dict, minibatch: dict) -> dict:
         """The minibatch estimate of ``grad log p(z, D)``."""

@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer.util import potential_energy
 from numpyro.primitives import _PYRO_STACK, Messenger, plate
 
 from mtbkd_jax._checks import as_input_batch, checked_labels
 from mtbkd_jax.infer._common import label_classes, require_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
+from mtbkd_jax.infer._start import site_log_densities
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
 from mtbkd_jax.students import Student
 
@@ -183,11 +183,10 @@ class StreamedEstimator(GradientEstimator):
     def _substituted(self, minibatch: dict) -> Callable:
         return StreamedPlates(self.model, self.plates)
 
-    def logdensity(self, position: dict, minibatch: Any) -> jax.Array:
-        """``log p(z, D)`` estimated on one minibatch of gathered rows (a tuple)."""
+    def batch_model(self, minibatch: Any) -> tuple[Callable, tuple, dict]:
+        """The model on one minibatch of gathered rows (a tuple)."""
         args, arrays = self.rows.assemble(tuple(minibatch), self.resident)
-        model = StreamedPlates(self.model, self.plates)
-        return -potential_energy(model, args, {**arrays, **self.static}, position)
+        return StreamedPlates(self.model, self.plates), args, {**arrays, **self.static}
 
     def first_batch(self) -> Any:
         return self.first
@@ -283,6 +282,7 @@ def streamed_probe(
     )
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
     out = {"logdensity_at_start": [float(value)], "gradient_norm_at_start": float(norm)}
+    out.update(site_log_densities(estimator, point, estimator.first_batch()))
     if predict is not None:
         assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
         logits = logits_fn(estimator.constrain(point), predict[:8])
