@@ -106,6 +106,28 @@ def test_teachers_are_trained_once_then_loaded_from_the_cache(tmp_path):
     assert not retrained.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 2
 
 
+def test_teachers_called_directly_never_load_another_data_sets_logits(tmp_path):
+    """Without a data digest the cache was keyed by the settings alone: teachers for another
+    data set of the same size were loaded from it. The splits' own digest keys it now."""
+    from mtbkd_jax.datasets.fashion_mnist import FashionMNISTSplit
+    from mtbkd_jax.datasets.fashion_mnist_teachers import fashion_mnist_teachers
+
+    settings = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        images = rng.uniform(size=(n, 28, 28)).astype(np.float32)
+        return FashionMNISTSplit(images, rng.integers(0, 10, size=n).astype(np.int32))
+
+    first, other = (split(60), split(20)), (split(60), split(20))
+    options = dict(settings=settings, cache_dir=tmp_path, say=lambda *_: None)
+    made = fashion_mnist_teachers(*first, **options)
+    again = fashion_mnist_teachers(*first, **options)
+    assert again.info["cached"] and np.array_equal(again.test_logits, made.test_logits)
+    fresh = fashion_mnist_teachers(*other, **options)
+    assert not fresh.info["cached"] and len(list(tmp_path.iterdir())) == 2
+
+
 def test_held_out_images_are_not_trained_on_and_hold_the_students_images(tmp_path, monkeypatch):
     """With ``held_out=h`` the teachers train on the pool's first ``N - h`` images only, the
     student's labelled, transfer and validation images are drawn from the last ``h``, the

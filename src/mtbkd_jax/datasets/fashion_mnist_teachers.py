@@ -223,9 +223,10 @@ def fashion_mnist_teachers(
 
     ``train`` and ``test`` must already be cut to ``settings.num_train`` / ``num_test``; the
     teachers train on all but the last ``settings.held_out`` images of ``train`` and predict
-    every image. ``cache_dir=False`` disables the cache. With several processes
-    (``jax.distributed``) process 0 alone trains (or loads) and caches them, and sends their
-    logits to the others (:func:`mtbkd_jax.infer.multiprocess.from_main_process`): every
+    every image. ``cache_dir=False`` disables the cache; its entries are keyed by the settings
+    and ``data_digest`` (by default, a digest of the splits' images and labels). With several
+    processes (``jax.distributed``) process 0 alone trains (or loads) and caches them, and sends
+    their logits to the others (:func:`mtbkd_jax.infer.multiprocess.from_main_process`): every
     process then holds the same teachers bit for bit, and one file is written.
     """
     settings = settings or TeacherSettings()
@@ -253,6 +254,17 @@ def fashion_mnist_teachers(
     return FashionMNISTTeachers(FASHION_MNIST_TEACHER_NAMES, train_logits, test_logits, info)
 
 
+def _splits_digest(train: FashionMNISTSplit, test: FashionMNISTSplit) -> str:
+    """BLAKE2b of the splits' images and labels (dtype, shape, bytes): the cache's data key
+    when the caller gives none."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (train.images, train.labels, test.images, test.labels):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 def _load_or_train(
     train: FashionMNISTSplit,
     test: FashionMNISTSplit,
@@ -264,7 +276,8 @@ def _load_or_train(
     seen = train.num_examples - settings.held_out
     cache = None
     if cache_dir is not False:
-        cache = _cache_dir(cache_dir) / f"teachers-{settings.key(data_digest)}.npz"
+        digest = data_digest or _splits_digest(train, test)  # never another data set's
+        cache = _cache_dir(cache_dir) / f"teachers-{settings.key(digest)}.npz"
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as stored:
                 names = tuple(str(n) for n in stored["names"])
