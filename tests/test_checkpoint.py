@@ -302,7 +302,7 @@ def test_a_changed_hyperprior_or_prior_argument_is_refused_however_large_the_dat
     first = run(1.0, dist.Normal(0.0, 1.0))
     again = run(1.0, dist.Normal(0.0, 1.0))
     np.testing.assert_array_equal(again.draws["w"], first.draws["w"])
-    with pytest.raises(CheckpointError, match=r"log_density_at_start\.tau"):
+    with pytest.raises(CheckpointError, match=r"log_density_at_start\.tau.*a constant or prior"):
         run(5.0, dist.Normal(0.0, 1.0))
     with pytest.raises(CheckpointError, match="bias_prior"):
         run(1.0, dist.Normal(0.0, 3.0))

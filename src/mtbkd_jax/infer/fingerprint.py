@@ -294,10 +294,16 @@ class RunFingerprint:
             a, b = a_flat.get(name, "(absent)"), b_flat.get(name, "(absent)")
             if a != b:
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
+        probed = len(lines)
         for name in sorted(set(stored["approx"]) | set(current["approx"])):
             a, b = stored["approx"].get(name), current["approx"].get(name)
             if not _close_values(a, b):
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
+        if len(lines) > probed:  # what the probe saw, where no setting names it
+            lines.append(
+                "so the model's density where the chains start differs: its code, a constant "
+                "or prior in it, or its data changed"
+            )
         return lines
 
 
