@@ -5,6 +5,8 @@ Usage::
 
     .venv/bin/python benchmarks/issue12_standing.py RUNS [--out standing.md]
 
+RUNS is ``rerun_tables.py``'s ``--out`` or its ``--keep`` folder (e.g. ``docs/runs/COMMIT``).
+
 The targets (issue 12): MT-BKD (learned trust) by its Bayesian inference (NUTS on digits and
 the synthetic cases, SGLD on Fashion-MNIST and DeepLoc, NC-SGLD as the synthetic cases'
 SG-MCMC) has NLL strictly below every KD row (single-teacher KD, averaged KD, CA-MKD, by MAP),
@@ -31,11 +33,13 @@ BAND = (0.92, 0.98)
 
 
 def load_run(folder: Path) -> tuple[list[dict], int]:
-    """A run's metric rows (``metrics.json``) and its number of test examples."""
+    """A run's metric rows (``metrics.json``) and its number of test examples (from its
+    ``predictions.npz``, or ``test_size.json`` where ``rerun_tables.py --keep`` kept it)."""
     rows = json.loads((folder / "metrics.json").read_text())
-    with np.load(folder / "predictions.npz") as saved:
-        size = int(saved["labels"].shape[0])
-    return rows, size
+    if (folder / "predictions.npz").exists():
+        with np.load(folder / "predictions.npz") as saved:
+            return rows, int(saved["labels"].shape[0])
+    return rows, int(json.loads((folder / "test_size.json").read_text())["test_size"])
 
 
 def mean_rows(runs: list[list[dict]]) -> list[dict]:

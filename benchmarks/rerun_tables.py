@@ -15,6 +15,13 @@ Usage::
     MTBKD_FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist \\
     .venv/bin/python benchmarks/rerun_tables.py --src /tmp/wt-tables/src --out OUT [JOB ...]
 
+With ``--keep DIR`` (e.g. ``docs/runs/COMMIT`` in the repository) every job that exits 0 has
+its small outputs (its folder's ``*.json`` and ``*.md``, and ``test_size.json``, the number of
+test labels in its ``predictions.npz``) copied to the same place under ``DIR``, with
+``times.jsonl``: commit them as each job ends, and a rerun spread over sessions (whose machines
+are replaced, and ``OUT`` with them) keeps what it finished. A job already kept under ``DIR`` is
+done. ``benchmarks/issue12_standing.py DIR`` reads the kept files.
+
 With no JOB every job runs, in the order of ``--list``. The synthetic SG-MCMC jobs
 (``ncsgld-KIND_C``) run the learned-trust row alone by NC-SGLD on the non-centred model at the
 setting the case's NUTS run chose (its ``tuning.json``), so each comes after its case.
@@ -26,10 +33,13 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 SYNTHETIC_CASES = (("linear", 2), ("linear", 5), ("nonlinear", 2), ("nonlinear", 5))
 TRUST_ROW = "MT-BKD (learned trust)"
@@ -86,9 +96,12 @@ def chosen_trust_setting(case_dir: Path) -> dict:
     return chosen
 
 
-def _ncsgld(out: Path, case_out: Path, kind: str, classes: int) -> list[str]:
+def _ncsgld(out: Path, case_out: Path, kind: str, classes: int, kept: Path | None) -> list[str]:
     name = f"{kind}_{classes}"
-    chosen = chosen_trust_setting(case_out / name)
+    case_dir = case_out / name
+    if not (case_dir / "metrics.json").exists() and kept is not None:
+        case_dir = kept / name  # the case ran in an earlier session: its kept copy
+    chosen = chosen_trust_setting(case_dir)
     calibration, pooling, beta = chosen["calibration"], chosen["pooling"], chosen["prior_power"]
     return _python(
         "from mtbkd_jax.experiments.synthetic import SyntheticConfig, run_synthetic; "
@@ -102,7 +115,7 @@ def _ncsgld(out: Path, case_out: Path, kind: str, classes: int) -> list[str]:
     )
 
 
-def jobs(out: Path) -> dict[str, tuple[Path, object]]:
+def jobs(out: Path, keep: Path | None = None) -> dict[str, tuple[Path, object]]:
     """Job name -> (output folder, its command or a function of nothing giving it)."""
     table: dict[str, tuple[Path, object]] = {
         "digits": (out / "digits", _cli("experiment", "digits", "--out", str(out / "digits"))),
@@ -123,14 +136,40 @@ def jobs(out: Path) -> dict[str, tuple[Path, object]]:
         table[f"synthetic-{name}"] = (case_out / name, _synthetic(case_out, kind, classes))
         nc_out = out / "synthetic-ncsgld" / name
 
-        def command(nc_out=nc_out, case_out=case_out, kind=kind, classes=classes):
-            return _ncsgld(nc_out, case_out, kind, classes)
+        kept = keep / case_out.relative_to(out) if keep is not None else None
+
+        def command(nc_out=nc_out, case_out=case_out, kind=kind, classes=classes, kept=kept):
+            return _ncsgld(nc_out, case_out, kind, classes, kept)
 
         table[f"ncsgld-{name}"] = (nc_out / name, command)
     return table
 
 
-def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int | None:
+KEPT_SUFFIXES = (".json", ".md")
+KEPT_MAX_BYTES = 2_000_000
+
+
+def keep_outputs(folder: Path, out: Path, keep: Path) -> Path:
+    """Copy a finished job's small outputs (``*.json``, ``*.md`` of its folder, not its
+    subfolders) and the size of its test set to the same place under ``keep``."""
+    target = keep / folder.relative_to(out)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        if path.suffix in KEPT_SUFFIXES and path.stat().st_size <= KEPT_MAX_BYTES:
+            shutil.copy2(path, target / path.name)
+    predictions = folder / "predictions.npz"
+    if predictions.exists():
+        with np.load(predictions) as saved:
+            size = int(saved["labels"].shape[0])
+        (target / "test_size.json").write_text(json.dumps({"test_size": size}) + "\n")
+    if (out / "times.jsonl").exists():
+        shutil.copy2(out / "times.jsonl", keep / "times.jsonl")
+    return target
+
+
+def run_job(
+    name: str, folder: Path, command, src: Path, out: Path, keep: Path | None = None
+) -> int | None:
     """Run one job unless it is done (``OUT/done/JOB``, written after it exited 0: its
     ``metrics.json`` alone is no proof, the report writes it first and a failed method writes
     it too) or another driver holds it (an ``flock`` on ``OUT/running/JOB``, passed to the job's
@@ -138,6 +177,9 @@ def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int | Non
     status, or None where it did not run."""
     if (out / "done" / name).exists():
         print(f"{name}: done already ({folder})", flush=True)
+        return None
+    if keep is not None and (keep / folder.relative_to(out) / "metrics.json").exists():
+        print(f"{name}: kept already ({keep / folder.relative_to(out)})", flush=True)
         return None
     (out / "running").mkdir(parents=True, exist_ok=True)
     with open(out / "running" / name, "a") as lock:
@@ -150,6 +192,8 @@ def run_job(name: str, folder: Path, command, src: Path, out: Path) -> int | Non
     if status == 0:
         (out / "done").mkdir(exist_ok=True)
         (out / "done" / name).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        if keep is not None:
+            print(f"{name}: kept in {keep_outputs(folder, out, keep)}", flush=True)
     return status
 
 
@@ -193,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, help="the src/ folder of a checkout of the commit")
     parser.add_argument("--out", type=Path, required=True, help="the folder every job writes under")
+    parser.add_argument("--keep", type=Path, help="copy each finished job's small outputs here")
     parser.add_argument("--list", action="store_true", help="list the jobs and stop")
     parser.add_argument("job", nargs="*", help="jobs to run (default: all, in order)")
     args = parser.parse_args(argv)
-    table = jobs(args.out)
+    keep = args.keep.resolve() if args.keep else None
+    table = jobs(args.out.resolve(), keep)
     if args.list:
         print("\n".join(table))
         return 0
@@ -206,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown jobs {unknown}; --list shows them")
     status = {
-        name: run_job(name, *table[name], args.src.resolve(), args.out.resolve())
+        name: run_job(name, *table[name], args.src.resolve(), args.out.resolve(), keep)
         for name in (args.job or table)
     }
     failed = [name for name, code in status.items() if code]
