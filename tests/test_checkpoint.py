@@ -268,6 +268,43 @@ def test_a_closure_over_other_constants_is_caught_by_the_probe(tmp_path):
         mk.run_sgmcmc(jax.random.key(0), _own_model(1000.0), x, y, checkpoint_path=path, **settings)
 
 
+def _clipped(bound):
+    """A user's model whose code changed only where its logits are large: a clip at ``bound``
+    (``None``: no clip)."""
+
+    def model(x, y=None):
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([3, 2]).to_event(2))
+        with numpyro.plate("data", x.shape[0], subsample_size=20) as idx:
+            logits = x[idx] @ w
+            logits = logits if bound is None else jax.numpy.clip(logits, -bound, bound)
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=None if y is None else y[idx])
+
+    return model
+
+
+@pytest.mark.parametrize("where", ["chain 1's start", "away from the starts"])
+def test_a_model_changed_only_where_chain_0_does_not_start_is_refused(tmp_path, where):
+    """The probe read chain 0's start alone: a clip added to the logits where no chain 0
+    evaluation reaches resumed the other model's checkpoint, whose later draws (larger
+    weights) it changes. Every chain's start, and a point away from each, now tell."""
+    x, y, _ = problem()
+    path = tmp_path / "clip.ckpt.npz"
+    zero = {"w": np.zeros((3, 2), np.float32)}
+    large = {"w": np.array([[3.0, -3.0]] * 3, np.float32)}
+    starts, bound = ([zero, large], 3.0) if where == "chain 1's start" else ([zero, zero], 0.5)
+    settings = dict(num_epochs=2, step_size=1e-4, draws_per_epoch=2, progress_bar=False,
+                    num_chains=2, init_params=starts, checkpoint_path=path)  # fmt: skip
+    mk.run_sgmcmc(jax.random.key(0), _clipped(None), x, y, **settings)
+    # chain 0 starts at w = 0 (logits 0): its probe is the same with or without the clip
+    with pytest.raises(CheckpointError) as refused:
+        mk.run_sgmcmc(jax.random.key(0), _clipped(bound), x, y, **settings)
+    text = str(refused.value)
+    assert "logdensity_at_start:" not in text and "log_density_at_start." not in text
+    entry = "at_chain_starts" if where == "chain 1's start" else "away_from_starts"
+    assert f"logdensity_{entry}" in text and "a constant or prior" in text
+    mk.run_sgmcmc(jax.random.key(0), _clipped(None), x, y, **settings)  # the same model resumes
+
+
 def _hierarchical(tau_scale):
     """A user's hierarchical model on 50,000 rows: a hyperprior on the weights' scale."""
 

@@ -4,7 +4,11 @@ Chains start from ``init_params`` (one point for every chain, or one per chain, 
 against the model's latent sites) or from NumPyro's ``init_to_uniform(0.5)`` per chain. When
 the model's log density is not finite there, or a run diverges, the sites at fault are named
 (:func:`~mtbkd_jax.infer._common.nonfinite_sites`), so that a NaN prior is not mistaken for a
-step size too large. The run's fingerprint probes the model at chain 0's start.
+step size too large. The run's fingerprint probes the model at chain 0's start, on the first
+minibatch at every chain's start (the first ``PROBED_CHAINS``), and at a point away from each
+(``FAR_SCALE`` times the start plus a fixed Normal(0, ``FAR_SHIFT``²) draw, unconstrained): a
+change to the model's code that no chain's start reaches (a clip, a bounded activation) shows
+there.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ __all__ = [
     "first_chain",
     "probe",
     "site_log_densities",
+    "chain_start_log_densities",
     "divergence_cause",
+    "PROBED_CHAINS",
 ]
+
+PROBED_CHAINS = 16
+FAR_SCALE, FAR_SHIFT = 3.0, 0.5
 
 
 def starting_positions(
@@ -118,6 +127,7 @@ def probe(
         "logdensity_at_start": [float(g.sum()) for g in groups],
         "gradient_norm_at_start": float(norm),
         **site_log_densities(estimator, point, first),
+        **chain_start_log_densities(estimator, start, first),
     }
     if predict is not None:
         assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
@@ -144,6 +154,28 @@ def site_log_densities(estimator: GradientEstimator, point: PyTree, batch: Any) 
 
     values = jax.jit(run)(estimator, point, batch)  # the estimator an argument, as in probe
     return {f"log_density_at_start.{name}": float(v) for name, v in values.items()}
+
+
+def chain_start_log_densities(estimator: GradientEstimator, start: PyTree, batch: Any) -> dict:
+    """The log density on ``batch`` at each chain's start (``logdensity_at_chain_starts``) and
+    at a point away from it (``logdensity_away_from_starts``: ``FAR_SCALE * start + FAR_SHIFT *
+    z`` in unconstrained space, ``z`` a fixed standard Normal draw per site, so that no class
+    or unit is moved alike), for the first ``PROBED_CHAINS`` chains. Chain 0's start alone
+    misses a change the model makes only where its activations or logits are large (a
+    ``relu`` become ``relu6``, a clip added), which the chains' later draws would reach."""
+    num_chains = jax.tree.leaves(start)[0].shape[0]
+    at = jax.jit(lambda e, p, b: e.logdensity(p, b))  # the estimator an argument, as in probe
+    leaves, tree = jax.tree.flatten(first_chain(start))
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    draws = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    shift = jax.tree.unflatten(tree, [FAR_SHIFT * z for z in draws])
+    near, away = [], []
+    for chain in range(min(num_chains, PROBED_CHAINS)):  # one chain at a time, as first_chain
+        point = jax.tree.map(lambda x, c=chain: x[c], start)
+        far = jax.tree.map(lambda x, z: FAR_SCALE * x + z, point, shift)
+        near.append(float(at(estimator, point, batch)))
+        away.append(float(at(estimator, far, batch)))
+    return {"logdensity_at_chain_starts": near, "logdensity_away_from_starts": away}
 
 
 def divergence_cause(model: Callable, estimator: GradientEstimator, start: PyTree) -> str:

@@ -49,7 +49,7 @@ from numpyro.primitives import _PYRO_STACK, Messenger, plate
 from mtbkd_jax._checks import as_input_batch, checked_labels
 from mtbkd_jax.infer._common import label_classes, require_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
-from mtbkd_jax.infer._start import site_log_densities
+from mtbkd_jax.infer._start import chain_start_log_densities, site_log_densities
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, _Static, minibatch_plan
 from mtbkd_jax.students import Student
 
@@ -275,7 +275,8 @@ def streamed_probe(
 ) -> dict:
     """The fingerprint's probe of a streamed run (:func:`~mtbkd_jax.infer._start.probe` reads
     every row on the device): the log density and gradient norm on the first minibatch at
-    chain 0's start, and the streamed predictions' log probabilities there."""
+    chain 0's start, at every chain's start and away from each, and the streamed predictions'
+    log probabilities there."""
     point = jax.tree.map(lambda x: x[0], start)
     value, grad = jax.jit(lambda e, p: jax.value_and_grad(e.logdensity)(p, e.first_batch()))(
         estimator, point
@@ -283,6 +284,7 @@ def streamed_probe(
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
     out = {"logdensity_at_start": [float(value)], "gradient_norm_at_start": float(norm)}
     out.update(site_log_densities(estimator, point, estimator.first_batch()))
+    out.update(chain_start_log_densities(estimator, start, estimator.first_batch()))
     if predict is not None:
         assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
         logits = logits_fn(estimator.constrain(point), predict[:8])
