@@ -13,11 +13,13 @@ import pytest
 from flax import nnx
 
 import mtbkd_jax as mk
+from mtbkd_jax.infer import fingerprint as fingerprint_module
 from mtbkd_jax.infer.checkpoint import CheckpointError
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
     optimizer_digest,
     schedule_values,
+    source_digest,
     static_value,
 )
 
@@ -144,3 +146,40 @@ def test_a_closure_changed_only_far_from_the_first_minibatch_is_seen(tmp_path):
         mk.run_sgmcmc(
             jax.random.key(0), _closure_model(changed), x, y, checkpoint_path=path, **settings
         )
+
+
+def test_the_source_digest_sees_any_change_to_a_python_file(tmp_path):
+    """An editable install (or a checkout on PYTHONPATH) keeps its version number when its
+    code changes: the digest of the package's files is what tells."""
+    package = tmp_path / "pkg"
+    (package / "infer").mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (package / "infer" / "a.py").write_text("y = 2\n")
+    (package / "notes.txt").write_text("not code")
+    first = source_digest(package)
+    source_digest.cache_clear()
+    assert source_digest(package) == first  # the same files, the same digest
+    (package / "notes.txt").write_text("changed, but not code")
+    source_digest.cache_clear()
+    assert source_digest(package) == first
+    (package / "infer" / "a.py").write_text("y = 3\n")
+    source_digest.cache_clear()
+    assert source_digest(package) != first
+    (package / "infer" / "a.py").write_text("y = 2\n")
+    (package / "infer" / "a.py").rename(package / "infer" / "b.py")  # same bytes, moved
+    source_digest.cache_clear()
+    assert source_digest(package) != first
+
+
+def test_a_checkpoint_of_other_package_code_is_refused(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    model = _closure_model(rng.normal(size=(1, 60, 2)))
+    settings = dict(num_epochs=1, step_size=1e-4, draws_per_epoch=1, progress_bar=False,
+                    checkpoint_path=tmp_path / "run.ckpt")  # fmt: skip
+    mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+    mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)  # the same code resumes
+    monkeypatch.setattr(fingerprint_module, "source_digest", lambda root: "edited")
+    with pytest.raises(CheckpointError, match="mtbkd_jax_source"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)

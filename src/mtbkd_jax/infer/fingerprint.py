@@ -8,23 +8,29 @@ over the warm start's steps; static arguments by value; the data and every array
 content hashes (BLAKE2b of their bytes, read a slice at a time, not sums); the model's
 settings, its latent sites and their shapes, its constants (the teacher prior) by content and
 its base prior by its log density at fixed points; the starting point; the key; and the
-versions of the libraries whose numerics or random streams the draws depend on.
+versions of the libraries whose numerics or random streams the draws depend on, with a digest of
+this package's own source (an editable install keeps its version when its code changes).
 
 A user's own model may hold constants the fingerprint cannot see (a closure over a teacher
 prior with another ``lambda``). The fingerprint therefore also *probes* the model at the run's
 starting point: its log density on minibatches that together cover every example of every
-plate (summed into at most 64 groups of consecutive minibatches), and its gradient norm on the
-first minibatch. These numbers are compared with a relative tolerance (``PROBE_RTOL``), since
-the same program can round its last bits differently on another device count.
+plate (summed into at most 64 groups of consecutive minibatches), its gradient norm and each
+sample site's log density on the first minibatch, and the log density there at every chain's
+start and at a point away from each (a change the model makes only where chain 0 does not
+start: a clip, a bounded activation). These numbers are compared with a relative tolerance
+(``PROBE_RTOL``), since the same program can round its last bits differently on another device
+count.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -48,6 +54,7 @@ __all__ = [
     "optimizer_digest",
     "static_value",
     "library_versions",
+    "source_digest",
     "model_description",
     "PROBE_RTOL",
 ]
@@ -233,14 +240,27 @@ def static_value(value: object) -> Any:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries the draws' numerics and random streams depend on."""
+    """Versions of the libraries the draws' numerics and random streams depend on, and a
+    digest of this package's own source (``mtbkd_jax_source``): an editable install, or a
+    checkout on ``PYTHONPATH``, keeps its version number when its code changes."""
     out = {}
     for name in ("mtbkd_jax", "jax", "jaxlib", "numpyro", "numpy"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = "unknown"
+    out["mtbkd_jax_source"] = source_digest(Path(__file__).resolve().parents[1])
     return out
+
+
+@functools.cache
+def source_digest(root: Path) -> str:
+    """BLAKE2b of every ``*.py`` file under ``root``, by relative path and content."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _plain(value: object) -> Any:
