@@ -190,10 +190,12 @@ def _draws(values: ArrayLike, name: str) -> np.ndarray:
 def ood_detection(in_draw_probs: ArrayLike, out_draw_probs: ArrayLike) -> dict[str, Any]:
     """OOD detection AUROCs by the predictive entropy and by the mutual information.
 
-    Both scores come from :func:`mtbkd_jax.uncertainty.entropy_decomposition` (natural log):
-    ``total`` is the entropy of the predictive mean, ``epistemic`` the mutual information
-    between the label and the parameters. With a single draw (a MAP, ``S = 1``) the mutual
-    information is zero everywhere, so its AUROC is ``None`` rather than a meaningless 0.5.
+    The scores (natural log, in float64 on the host) are the entropy of
+    the predictive mean and the mutual information between the label and the parameters, the
+    mean over draws of ``KL(q_s || mean)``: never negative, and exactly 0 where every draw is
+    the same (a posterior that did not move scores a tie, AUROC 0.5, not rounding noise). With
+    a single draw (a MAP, ``S = 1``) the mutual information is zero by definition, so its AUROC
+    is ``None``.
 
     Args:
         in_draw_probs: (S, N_in, C) class probabilities of S draws on in-distribution inputs.
@@ -211,8 +213,6 @@ def ood_detection(in_draw_probs: ArrayLike, out_draw_probs: ArrayLike) -> dict[s
         >>> ood_detection(sure, unsure)["ood_auroc_entropy"]
         1.0
     """
-    from mtbkd_jax.uncertainty import entropy_decomposition
-
     inside = _draws(in_draw_probs, "in_draw_probs")
     outside = _draws(out_draw_probs, "out_draw_probs")
     if inside.shape[2] != outside.shape[2]:
@@ -220,15 +220,34 @@ def ood_detection(in_draw_probs: ArrayLike, out_draw_probs: ArrayLike) -> dict[s
             f"in_draw_probs and out_draw_probs must have the same number of classes, got "
             f"{inside.shape[2]} and {outside.shape[2]}"
         )
-    parts = [
-        {k: np.asarray(v, np.float64) for k, v in entropy_decomposition(d).items()}
-        for d in (inside, outside)
-    ]
+    parts = [_entropy_parts(d) for d in (inside, outside)]
     single = min(inside.shape[0], outside.shape[0]) == 1
     return {
         "ood_auroc_entropy": ood_auroc(parts[0]["total"], parts[1]["total"]),
         "ood_auroc_mi": None if single else ood_auroc(parts[0]["epistemic"], parts[1]["epistemic"]),
     }
+
+
+def _entropy_parts(draw_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """The entropy decomposition of (S, N, C) float64 draws, (N,) each: ``total`` (the
+    predictive mean's entropy), ``aleatoric`` (the draws' mean entropy) and ``epistemic`` (the
+    mutual information, as :func:`mtbkd_jax.uncertainty.entropy_decomposition` computes it,
+    here in float64)."""
+    from mtbkd_jax._information import mutual_information
+
+    mean = draw_probs.mean(0)
+    total = -_xlogx(mean).sum(-1)
+    aleatoric = -_xlogx(draw_probs).sum(-1).mean(0)
+    return {
+        "total": total,
+        "aleatoric": aleatoric,
+        "epistemic": mutual_information(draw_probs, np),
+    }
+
+
+def _xlogx(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, values * np.log(values), 0.0)
 
 
 def reliability_bands(
@@ -274,8 +293,9 @@ def reliability_bands(
 
     if isinstance(num_resamples, bool) or int(num_resamples) != num_resamples or num_resamples < 2:
         raise ValueError(f"num_resamples must be an integer >= 2, got {num_resamples!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    real = isinstance(level, int | float | np.integer | np.floating)
+    if isinstance(level, bool) or not real or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     probs, labels = _checked(probs, labels)
     edges, counts, confidence, frequency = reliability_bins(probs, labels, num_bins)
     top = probs.max(-1)
