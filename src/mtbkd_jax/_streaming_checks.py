@@ -54,9 +54,13 @@ def check_state_fields(fields: list, name: str) -> None:
         )
 
 
-def narrowed(probs: ArrayLike, labels: ArrayLike, num_classes: int, dtype: Any) -> tuple:
+def narrowed(
+    probs: ArrayLike, labels: ArrayLike, num_classes: int, dtype: Any, num_bins: int
+) -> tuple:
     """Host arrays wider than the state: labels that a cast to int32 would wrap become -1
-    (invalid), and probabilities that would round to 0 are refused (their NLL would be inf)."""
+    (invalid), probabilities that would round to 0 are refused (their NLL would be inf), and
+    the rest are rounded to the state's dtype with each row's confidence kept in its bin
+    (:func:`bin_kept`)."""
     if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
         in_range = (labels >= 0) & (labels < num_classes)
         labels = np.where(in_range, labels, -1).astype(np.int32)
@@ -70,4 +74,32 @@ def narrowed(probs: ArrayLike, labels: ArrayLike, num_classes: int, dtype: Any) 
                     f"state's {dtype} (the smallest: {probs[lost].min():.3g}); their log would "
                     "be -inf: use a float64 state (jax_enable_x64) or pass float32 probabilities"
                 )
+            return bin_kept(probs, dtype, num_bins), labels
     return probs, labels
+
+
+def bin_kept(probs: np.ndarray, dtype: Any, num_bins: int) -> np.ndarray:
+    """``probs`` rounded to ``dtype``, each value moved by one unit in the last place where
+    rounding took it across a bin edge ``k / num_bins`` (0.7 in float64 is ``0.69999999`` in
+    float32: it would leave bin 7 of 10 for bin 6), so the state bins every confidence and
+    every class probability as the float64 batch metrics do. A move that would change a row's
+    top class (two values within a unit of each other) is not made for the other classes."""
+    from mtbkd_jax.metrics import _equal_width_bins
+
+    rounded = probs.astype(dtype)
+    if rounded.ndim != 2 or rounded.size == 0:
+        return rounded  # check_batch names the shape
+    usable = np.isfinite(probs)
+    want = _equal_width_bins(np.where(usable, probs, 0.0), num_bins)[1]
+    got = _equal_width_bins(np.where(usable, rounded, 0.0).astype(np.float64), num_bins)[1]
+    moved = rounded.copy()
+    up, down = usable & (got < want), usable & (got > want)
+    moved[up] = np.nextafter(rounded[up], np.asarray(np.inf, dtype))
+    moved[down] = np.nextafter(rounded[down], np.asarray(-np.inf, dtype))
+    top = rounded.argmax(-1)
+    changed = np.flatnonzero(moved.argmax(-1) != top)
+    if changed.size:  # keep those rows' top value moved, the others as rounded
+        keep = moved[changed, top[changed]]
+        moved[changed] = rounded[changed]
+        moved[changed, top[changed]] = keep
+    return moved
