@@ -220,7 +220,7 @@ def test_ood_detection_uses_the_entropy_decomposition():
         (lambda: ood_detection(np.full((1, 3, 2), 0.5), np.full((1, 3, 2), 0.6)), "out_draw_pr"),
         (lambda: ood_detection(np.full((1, 3, 2), 0.5), np.full((1, 3, 4), 0.25)), "same number"),
         (lambda: reliability_bands([[0.5, 0.5]], [0], num_resamples=1), "num_resamples"),
-        (lambda: reliability_bands([[0.5, 0.5]], [0], level=1.0), "level must lie"),
+        (lambda: reliability_bands([[0.5, 0.5]], [0], level=1.0), "level must be a number in"),
         (lambda: reliability_bands([[0.5, 0.5]], [0], num_bins=0), "num_bins"),
     ],
 )

@@ -116,7 +116,8 @@ def adaptive_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
 def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> float:
     """The debiased L2 top-label calibration error (Kumar, Liang & Ma, 2019) on equal-mass
     bins: ``sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)]))``,
-    bins of one example counting 0.
+    bins of one example counting 0 (a ``ValueError`` when every bin holds one: at most
+    ``num_bins`` examples with distinct confidences).
 
     It estimates the root-mean-square gap between confidence and accuracy, not ECE's mean
     absolute gap, on other bins, with the noise's share taken out: its values are on another
@@ -137,6 +138,12 @@ def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
     confidence, correct = _top_label(probs, labels)
     counts, conf, acc = _bin_means(confidence, correct, num_bins)
     several = counts > 1
+    if not several.any():  # every term would count 0: the figure 0 whatever the calibration
+        raise ValueError(
+            f"debiased_calibration_error needs a bin of two or more examples, but its "
+            f"{len(confidence)} example(s) fill {int((counts > 0).sum())} equal-mass bin(s) of "
+            f"one each: pass fewer bins (num_bins={num_bins}) or more examples"
+        )
     gap = (acc - conf) ** 2
     variance = np.zeros_like(gap)
     variance[several] = acc[several] * (1 - acc[several]) / (counts[several] - 1)

@@ -135,8 +135,11 @@ def predictive_nll_from_logits(draw_logits: ArrayLike, labels: ArrayLike) -> flo
         200.0
     """
     logits = np.asarray(draw_logits, dtype=np.float64)
-    if logits.ndim < 2:
-        raise ValueError(f"draw_logits must have shape (N, C) or (..., N, C), got {logits.shape}")
+    if logits.ndim < 2 or logits.size == 0:
+        raise ValueError(
+            "draw_logits must have shape (N, C) or (..., N, C) with at least one draw, example "
+            f"and class, got {logits.shape}"
+        )
     if not np.isfinite(logits).all():
         raise ValueError("draw_logits must be finite")
     logits = logits.reshape(-1, *logits.shape[-2:])
@@ -231,12 +234,17 @@ def error_detection_auroc(scores: ArrayLike, errors: ArrayLike) -> float:
 
     ``P(score of an error > score of a correct prediction)``, ties counted one half
     (the Mann-Whitney statistic). NaN when all predictions are right or all wrong.
+
+    Args:
+        scores: (N,) finite uncertainty scores.
+        errors: (N,) whether each prediction is wrong: booleans, or numbers that are 0 or 1.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    errors = np.asarray(errors, dtype=bool)
-    if scores.shape != errors.shape or scores.ndim != 1:
+    errors = _error_flags(errors)
+    if scores.shape != errors.shape or scores.ndim != 1 or scores.size == 0:
         raise ValueError(
-            f"scores and errors must be (N,) arrays, got {scores.shape}, {errors.shape}"
+            "scores and errors must be (N,) arrays with N >= 1, got shapes "
+            f"{scores.shape}, {errors.shape}"
         )
     if not np.isfinite(scores).all():  # a NaN would sort as the highest score
         raise ValueError("scores must be finite (no NaN or infinity)")
@@ -252,6 +260,27 @@ def error_detection_auroc(scores: ArrayLike, errors: ArrayLike) -> float:
     ranks[order] = np.repeat(average, counts)
     rank_sum = ranks[errors].sum()
     return float((rank_sum - num_errors * (num_errors + 1) / 2.0) / (num_errors * num_right))
+
+
+def _error_flags(errors: ArrayLike) -> np.ndarray:
+    """``errors`` as booleans, raising unless each is a boolean or a number equal to 0 or 1
+    (a NaN, a probability or the string ``"False"`` would otherwise count as an error)."""
+    array = np.asarray(errors)
+    if array.dtype == bool:
+        return array
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(
+            f"errors must be booleans or 0/1 numbers (True where a prediction is wrong), got "
+            f"an array of dtype {array.dtype}"
+        )
+    bad = ~np.isin(array, (0, 1))
+    if bad.any():
+        first = array[tuple(np.argwhere(bad)[0])]
+        raise ValueError(
+            f"errors must be booleans or 0/1 numbers (True where a prediction is wrong); "
+            f"{int(bad.sum())} value(s) are neither, the first {first.item()!r}"
+        )
+    return array.astype(bool)
 
 
 def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +342,7 @@ def interval_coverage_by_probability(
     """
     intervals, true_probs = _check_intervals(intervals, true_probs)
     edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):  # NaN: refused
         raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")
     outside = (true_probs < edges[0]) | (true_probs > edges[-1])
     if outside.any():  # they would be in no bin, and the rows would not add up to the pairs
