@@ -183,3 +183,20 @@ def test_a_checkpoint_of_other_package_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(fingerprint_module, "source_digest", lambda root: "edited")
     with pytest.raises(CheckpointError, match="mtbkd_jax_source"):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+
+
+def test_a_checkpoint_resumed_with_x64_toggled_names_the_flag(tmp_path):
+    """With jax_enable_x64 toggled, the refusal listed digests and probe values that its
+    effects changed, not the flag itself."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    model = _closure_model(rng.normal(size=(1, 60, 2)))
+    settings = dict(num_epochs=1, step_size=1e-4, draws_per_epoch=1, progress_bar=False,
+                    checkpoint_path=tmp_path / "run.ckpt")  # fmt: skip
+    mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+    with (
+        jax.enable_x64(True),
+        pytest.raises(CheckpointError, match="jax_enable_x64: checkpoint False"),
+    ):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)

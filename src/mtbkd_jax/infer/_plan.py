@@ -268,6 +268,7 @@ def fingerprint(
         ),
         "model": model_description(model, plan, features),
         "versions": library_versions(),
+        "jax_enable_x64": bool(jax.config.read("jax_enable_x64")),  # named, not only its effects
         "minibatch_orders": orders_scheme(settings["sampler"]),
     }
     cycles = settings.get("num_cycles")
