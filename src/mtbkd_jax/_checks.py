@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, SupportsFloat, cast
 
 import numpy as np
@@ -284,3 +284,17 @@ def layer_widths(widths: object, name: str, example: str) -> tuple[int, ...]:
             f"{name} must be a sequence of layer widths, e.g. {example}, got {widths!r}"
         )
     return tuple(require_count(width, f"{name}[{i}]") for i, width in enumerate(widths))
+
+
+def refuse_slashed_sites(names: Iterable[str]) -> None:
+    """Refuse latent sites whose names hold '/' (NumPyro's ``random_nnx_module`` /
+    ``random_flax_module`` name them ``prefix/param``), before anything runs: a
+    :class:`~mtbkd_jax.Posterior` cannot hold them (ArviZ 1.x rejects them), which a run learnt
+    only after sampling, and lost."""
+    slashed = [name for name in names if "/" in name]
+    if slashed:
+        raise ValueError(
+            f"the model's latent sites {slashed[:3]} contain '/', which ArviZ 1.x rejects, so "
+            "the posterior could not hold them: lift the network with mtbkd_jax.Student (its "
+            "sites are named with '.') or name the sites without '/'"
+        )

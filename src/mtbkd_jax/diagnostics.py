@@ -52,7 +52,7 @@ def to_datatree(
     if log_likelihood is not None:
         groups["log_likelihood"] = {k: np.asarray(v) for k, v in log_likelihood.items()}
         pointwise = [k for k, v in groups["log_likelihood"].items() if v.ndim == 3]
-        dims.update({k: ["example"] for k in pointwise})
+        dims.update(_example_dims(groups["log_likelihood"], pointwise, observed))
         if len(log_likelihood) == 1 and pointwise and "y" in observed:
             # the labels under the model's observed site's name, as ArviZ pairs the groups
             observed = {pointwise[0]: observed.pop("y"), **observed}
@@ -75,6 +75,18 @@ def to_datatree(
     if stored:
         tree.attrs["mtbkd_fitted_params"] = json.dumps(list(stored))
     return tree
+
+
+def _example_dims(
+    pointwise: Mapping[str, np.ndarray], sites: list[str], observed: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """Each observed site's example dim: ``example`` where it has as many rows as the labels
+    (or the first site), ``<site>_example`` otherwise: ArviZ would pad sites of other lengths
+    sharing one dim with NaN (and ``az.loo`` on them would be NaN)."""
+    if not sites:
+        return {}
+    size = len(observed["y"]) if "y" in observed else pointwise[sites[0]].shape[2]
+    return {k: ["example" if pointwise[k].shape[2] == size else f"{k}_example"] for k in sites}
 
 
 def parameter_names(tree: xr.DataTree, pattern: str | None = None) -> list[str]:

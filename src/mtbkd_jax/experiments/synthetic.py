@@ -161,8 +161,7 @@ def coverage_breakdown(
         student = build_student(
             data, SyntheticConfig(seed=seed, hidden=hidden, activation=activation)
         )
-        posterior = Posterior.load(path, logits_fn=MTBKDModel(student, None).logits)
-        sampled = posterior.settings.get("student")
+        sampled = Posterior.load(path).settings.get("student")  # named first, then checked
         legacy = f"Student(MLP, name={student.name!r})"  # saved before the units were recorded
         if sampled not in (None, repr(student)) and not (
             sampled == legacy and activation == "tanh"
@@ -171,6 +170,7 @@ def coverage_breakdown(
                 f"{path} was sampled with {sampled}, not {student!r}: pass the run's hidden "
                 "and activation"
             )
+        posterior = Posterior.load(path, logits_fn=MTBKDModel(student, None).logits)
         summary = predictive_summary(posterior, data.x_test)
         out[data.name] = interval_coverage_by_probability(
             summary["class_intervals"], synthetic.true_probs_test

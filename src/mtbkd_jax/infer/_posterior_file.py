@@ -1,13 +1,17 @@
 """Reading a :class:`~mtbkd_jax.infer.Posterior` back from the netCDF file
-:meth:`~mtbkd_jax.infer.Posterior.save` wrote (its ArviZ ``DataTree``)."""
+:meth:`~mtbkd_jax.infer.Posterior.save` wrote (its ArviZ ``DataTree``), and the checks the
+file carries for it: whether the student had a frozen feature extractor (``load`` must be
+given it again), and the logits of the first draw on two training examples (``load``'s
+``logits_fn`` must give them again: another activation or network is refused)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,7 +30,6 @@ def read_posterior(
 ) -> Posterior:
     """The posterior in ``path``, its fitted params (stored among the constant data, named in
     the root attrs) taken back out of the constant data."""
-    import xarray as xr
 
     try:
         path = Path(path)
@@ -35,13 +38,24 @@ def read_posterior(
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r} is not a file")
     try:
-        opened = xr.open_datatree(path, engine="h5netcdf")
-    except (OSError, ValueError) as error:  # not HDF5/netCDF-4 at all
+        return _read(cls, path, logits_fn, featurize)
+    except (OSError, KeyError, RuntimeError) as error:  # not HDF5, or a damaged block in it
         raise ValueError(
             f"path {str(path)!r} is not a posterior written by Posterior.save (a netCDF-4 "
-            f"file); it cannot be read ({type(error).__name__}: "
+            f"file), or is damaged; it cannot be read ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200] if str(error) else ''})"
         ) from None
+
+
+def _read(
+    cls: type[Posterior], path: Path, logits_fn: Callable | None, featurize: Callable | None
+) -> Posterior:
+    import xarray as xr
+
+    try:
+        opened = xr.open_datatree(path, engine="h5netcdf")
+    except ValueError as error:  # not netCDF-4
+        raise OSError(str(error)) from None
     with opened as tree:
         if "posterior" not in tree.children:
             raise ValueError(
@@ -53,7 +67,7 @@ def read_posterior(
             if name not in tree.children:
                 return {}
             data = tree[name].to_dataset().data_vars
-            return {str(k): np.asarray(v.values) for k, v in data.items()}
+            return {str(k): _by_name(v, name) for k, v in data.items()}
 
         losses = group("optimization").get("loss")
         attrs = dict(tree.attrs)
@@ -72,4 +86,100 @@ def read_posterior(
             pointwise_log_likelihood=group("log_likelihood") or None,
             fitted_params={name: constant[name] for name in names if name in constant},
         )
+    if attrs.get(FEATURIZE_ATTR) and featurize is None:
+        loaded.featurize = _extractor_not_given
+    if logits_fn is not None and attrs.get(LOGITS_ATTR):
+        _check_logits(loaded, json.loads(attrs[LOGITS_ATTR]))
     return loaded
+
+
+FEATURIZE_ATTR, LOGITS_ATTR = "mtbkd_feature_extractor", "mtbkd_logits_check"
+
+
+def _by_name(variable: Any, group: str) -> np.ndarray:
+    """A variable's values with ``chain`` and ``draw`` first, found by name (a file of another
+    tool may order them otherwise) where the group has them."""
+    dims = list(variable.dims)
+    if group in ("posterior", "sample_stats", "log_likelihood"):
+        if "chain" not in dims or "draw" not in dims:
+            raise ValueError(f"the {group!r} group's variables need 'chain' and 'draw' dims")
+        variable = variable.transpose("chain", "draw", ...)
+    return np.asarray(variable.values)
+
+
+def _extractor_not_given(inputs: Any) -> Any:
+    raise ValueError(
+        "the student of this posterior reads features from a frozen feature extractor, which "
+        "Posterior.load was not given: pass featurize= (e.g. student.featurize) to "
+        "Posterior.load, or predict from features with featurized=True"
+    )
+
+
+def file_checks(posterior: Posterior) -> dict[str, str]:
+    """Root attrs :meth:`~mtbkd_jax.infer.Posterior.save` adds: the feature extractor's
+    presence, and the first draw's logits on two of the training features (when known)."""
+    out = {FEATURIZE_ATTR: "true"} if _extracts_features(posterior.featurize) else {}
+    inputs = posterior.inputs
+    if posterior.logits_fn is None or inputs is None or not _addressable(inputs):
+        return out
+    features = np.asarray(inputs[:2])
+    logits = np.asarray(_first_draw_logits(posterior, features), np.float32)
+    out[LOGITS_ATTR] = json.dumps({"features": _encoded(features), "logits": _encoded(logits)})
+    return out
+
+
+def _extracts_features(featurize: Callable | None) -> bool:
+    """Whether ``featurize`` does something: a :class:`~mtbkd_jax.Student`'s (or its model's)
+    only with a feature extractor, any other callable a user gave always."""
+    if featurize is None:
+        return False
+    owner = getattr(featurize, "__self__", None)
+    student = getattr(owner, "student", owner)
+    if student is not None and hasattr(student, "feature_extractor"):
+        return student.feature_extractor is not None
+    return True
+
+
+def _addressable(array: Any) -> bool:
+    """Whether this process holds every row (not one process's shard of a global array)."""
+    return bool(getattr(array, "is_fully_addressable", True))
+
+
+def _first_draw_logits(posterior: Posterior, features: np.ndarray) -> Any:
+    assert posterior.logits_fn is not None  # the callers checked it
+    return posterior.logits_fn({**posterior.point(), **posterior.fitted_params}, features)
+
+
+def _encoded(array: np.ndarray) -> dict:
+    return {
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+        "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode(),
+    }
+
+
+def _decoded(stored: dict) -> np.ndarray:
+    raw = base64.b64decode(stored["data"])
+    return np.frombuffer(raw, np.dtype(stored["dtype"])).reshape(stored["shape"])
+
+
+def _check_logits(posterior: Posterior, stored: dict) -> None:
+    """Refuse a ``logits_fn`` that does not give the saved logits of the first draw (another
+    activation, another network): its predictions would be another model's."""
+    saved = _decoded(stored["logits"]).astype(np.float64)
+    try:
+        again = np.asarray(_first_draw_logits(posterior, _decoded(stored["features"])), np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"logits_fn cannot evaluate this posterior's draws ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}): is it the student the posterior was fitted with?"
+        ) from None
+    scale = max(1.0, float(np.abs(saved).max()))
+    if again.shape != saved.shape or not np.allclose(again, saved, rtol=1e-4, atol=1e-4 * scale):
+        gap = float(np.abs(again - saved).max()) if again.shape == saved.shape else float("nan")
+        raise ValueError(
+            "logits_fn does not give this posterior's logits: on two training examples its "
+            f"first draw's logits differ from those saved by up to {gap:.3g} (shape "
+            f"{again.shape} against {saved.shape}). Pass the student the posterior was fitted "
+            f"with (saved: {posterior.settings.get('student', 'not recorded')})"
+        )

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtbkd_jax._checks import refuse_slashed_sites
 from mtbkd_jax._tracing import abstract_trace
 
 __all__ = [
@@ -90,6 +91,11 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
+                if subsample_size is not None and not 1 <= subsample_size <= size:
+                    raise ValueError(  # NumPyro takes a larger one as the full batch, silently
+                        f"plate {name!r} has subsample_size={subsample_size}; it must lie in "
+                        f"1..{size} (its size)"
+                    )
                 batch = size if subsample_size is None else subsample_size
                 if site["value"] is not None and np.shape(site["value"])[0] == size:
                     batch = size  # all indices given (a full-batch evaluation)
@@ -97,6 +103,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                 if subsample_size is not None:
                     minibatched.append(plates[-1])
             elif site["type"] == "sample" and not site["is_observed"]:
+                refuse_slashed_sites([name])
                 latent[name] = site["value"]
                 latent_plates[name] = tuple(f.name for f in site["cond_indep_stack"])
                 if getattr(site["fn"], "is_discrete", False):

@@ -84,8 +84,8 @@ class Posterior:
                 raise ValueError(f"site name {name!r} contains '/', which ArviZ 1.x rejects")
         if isinstance(self.pointwise_log_likelihood, np.ndarray):  # one site, as ArviZ's "y"
             self.pointwise_log_likelihood = {"y": self.pointwise_log_likelihood}
-        self._predict_jit: Callable | None = None
-        self._log_likelihood: dict[str, np.ndarray] | None = None
+        self._predict_jit: tuple[Any, Callable] | None = None  # (logits_fn, its jit)
+        self._log_likelihood: tuple[tuple, dict[str, np.ndarray]] | None = None  # (key, value)
         self._fitting_shapes: set[tuple] = set()
 
     # ------------------------------------------------------------------ shape
@@ -169,18 +169,18 @@ class Posterior:
             inputs = self.featurize(inputs)
             inputs = _checked_inputs(inputs, "features of inputs")
         self._check_fits(inputs)
-        if self._predict_jit is None:
-            logits_fn = self.logits_fn
+        if self._predict_jit is None or self._predict_jit[0] is not self.logits_fn:
+            logits_fn = self.logits_fn  # a logits_fn assigned since is compiled anew
 
             def run(draws: dict, fitted: dict, x: jax.Array, batch_size: int) -> jax.Array:
                 return jax.lax.map(
                     lambda d: logits_fn({**d, **fitted}, x), draws, batch_size=batch_size
                 )
 
-            self._predict_jit = jax.jit(run, static_argnums=3)
+            self._predict_jit = (logits_fn, jax.jit(run, static_argnums=3))
         draws = {k: jnp.asarray(v) for k, v in self.flat_draws().items()}
         fitted = self.fitted_params
-        return self._predict_jit(draws, fitted, jnp.asarray(inputs), int(draw_batch_size))
+        return self._predict_jit[1](draws, fitted, jnp.asarray(inputs), int(draw_batch_size))
 
     def _check_fits(self, features: jax.Array | np.ndarray) -> None:
         """Raise a ValueError naming ``inputs`` if the student cannot take these features
@@ -240,11 +240,11 @@ class Posterior:
         if inputs is None:
             if not self.model_args:
                 raise ValueError("this posterior holds no training data; pass inputs and labels")
-            if self._log_likelihood is None:
-                self._log_likelihood = self._evaluate(
-                    self.model_args, self.model_kwargs, draw_batch_size
-                )
-            return dict(self._log_likelihood)
+            key = self._evaluated_on()  # draws, params or model assigned since: anew
+            if self._log_likelihood is None or self._log_likelihood[0] != key:
+                value = self._evaluate(self.model_args, self.model_kwargs, draw_batch_size)
+                self._log_likelihood = (key, value)
+            return dict(self._log_likelihood[1])
         inputs = _checked_inputs(inputs, "inputs")
         if not featurized and self.featurize is not None:
             inputs = self.featurize(inputs)
@@ -265,6 +265,11 @@ class Posterior:
                 "a fitted numpyro.param holds one value per training example (event_dim=...), "
                 f"which has none for new inputs ({str(error).splitlines()[0][:200]})"
             ) from None
+
+    def _evaluated_on(self) -> tuple:
+        """What the training data's log-likelihood depends on, by identity."""
+        arrays = (*self.draws.items(), *self.fitted_params.items())
+        return (tuple((k, id(v)) for k, v in arrays), id(self.model), id(self.model_args))
 
     def _has_observed_sites(self) -> bool:
         """Whether the model has an observed site; if not (a likelihood written as a
@@ -325,16 +330,31 @@ class Posterior:
         """Write the DataTree to ``path`` (netCDF-4 via h5netcdf), atomically.
 
         The folder is checked before anything is computed; the file is written beside the
-        final name and moved into place, and nothing is left behind if writing fails. In a
+        final name and moved into place, and nothing is left behind if writing fails. The
+        file's root attrs hold what :meth:`load` checks its arguments against (the first
+        draw's logits on two training examples, whether there was a feature extractor);
+        :attr:`streamed` is not written (a warning says so). In a
         run of several processes (:mod:`mtbkd_jax.infer.multiprocess`) only process 0 writes;
         the others return the path and touch nothing.
         """
+        from mtbkd_jax.infer._posterior_file import file_checks
+
         if jax.process_index() != 0:
             return Path(path)
         path = prepare_output_file(path, "path")
+        if self.streamed:
+            import warnings
+
+            warnings.warn(
+                f"Posterior.streamed ({sorted(self.streamed)}) is not written to {str(path)!r}: "
+                "keep it apart (e.g. numpy.savez(file, **posterior.streamed))",
+                UserWarning,
+                stacklevel=2,
+            )
         tmp = path.with_name(path.name + ".tmp")
         try:
             tree = self.to_datatree()
+            tree.attrs.update(file_checks(self))  # what load checks its arguments against
             tree.to_netcdf(tmp, engine="h5netcdf")
             tmp.replace(path)  # never leave a half-written file under the final name
         finally:
@@ -349,7 +369,12 @@ class Posterior:
         logits_fn: Callable | None = None,
         featurize: Callable | None = None,
     ) -> Posterior:
-        """Read a posterior written by :meth:`save` (pass ``logits_fn`` to predict again)."""
+        """Read a posterior written by :meth:`save`.
+
+        Pass ``logits_fn`` to predict again: it must give the saved first draw's logits on two
+        training examples (checked: another network or activation is refused), and, where
+        the student had a frozen feature extractor, ``featurize`` (without it, predicting
+        from raw inputs raises; ``featurized=True`` predicts from features)."""
         from mtbkd_jax.infer._posterior_file import read_posterior
 
         return read_posterior(cls, path, logits_fn=logits_fn, featurize=featurize)

@@ -15,7 +15,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from mtbkd_jax._checks import require_counts, require_key, require_positive
+from mtbkd_jax._checks import (
+    refuse_slashed_sites,
+    require_counts,
+    require_key,
+    require_positive,
+)
 from mtbkd_jax.infer._common import is_array_tree, make_posterior, nonfinite_sites, prepare_data
 from mtbkd_jax.infer._convergence import (
     final_loss_change,
@@ -172,6 +177,7 @@ def run_svi(
             runner.fresh = False
     if state is None:  # diagnosed outside the lock: it traces the model again
         raise _no_start_error(model, (features, labels), kwargs) from None
+    _refuse_slashed_latents(auto)  # before the fit, not after it
     if own and not _unconstrained_latents(auto):
         _discard(runner)  # constrained latents: this runner serves this fit only
     state, losses = _optimize(
@@ -203,6 +209,13 @@ def run_svi(
         model_kwargs=model_kwargs,
         fitted_params=fitted_params(model, (features, labels), {**arrays, **static}, params),
     )
+
+
+def _refuse_slashed_latents(guide: Any) -> None:
+    """The guide's latent sites (its prototype trace, set up by ``svi.init``) without '/'."""
+    trace = getattr(guide, "prototype_trace", None) or {}
+    latent = (n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"])
+    refuse_slashed_sites(latent)
 
 
 def _fit_settings(
