@@ -173,3 +173,25 @@ def test_a_second_run_on_new_data_samples_the_new_posterior(jit_model_args):
     second = float(mcmc.get_samples()["mu"].mean())
     assert abs(first - float(x.mean())) < 0.2
     assert abs(second - float(x.mean()) - 5.0) < 0.2, (first, second)
+
+
+def test_psgld_adapts_its_preconditioner_in_the_warmup_only():
+    """An always-adapting pSGLD samples p / G (variance 1.33 on N(0, 1) at this step:
+    tests/test_kernels.py); through MCMC it adapts during NumPyro's warm-up, through
+    run_sgmcmc during the burn-in, and the run records where it stopped."""
+    kernel = SGMCMC(exact_gradient_gaussian(1.0), "psgld", step_size=0.01)
+    mcmc = MCMC(kernel, num_warmup=3000, num_samples=30_000, num_chains=8,
+                chain_method="vectorized", thinning=10, progress_bar=False)  # fmt: skip
+    mcmc.run(jax.random.key(0), jnp.zeros((4, 1)))
+    assert kernel.options["options"]["adapt_steps"] == 3000
+    draws = np.asarray(mcmc.get_samples()["x"], np.float64)
+    assert abs(draws.var() - 1.0) < 0.12, draws.var()  # 1.33 adapting at every step
+    x = 1.5 + 0.8 * jax.random.normal(jax.random.key(0), (200, 1))
+
+    def column_mean(x, y=None):
+        mean_model(x[:, 0])
+
+    posterior = mk.run_sgmcmc(jax.random.key(1), column_mean, x, sampler="psgld",
+                              step_size=1e-3, num_epochs=2, num_burnin_epochs=3,
+                              progress_bar=False)  # fmt: skip
+    assert posterior.settings["sampler_options"]["adapt_steps"] == 3 * 10  # 200 / 20 a epoch

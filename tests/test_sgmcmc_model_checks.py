@@ -203,3 +203,25 @@ def test_the_kernel_takes_a_schedule_that_starts_after_the_warm_up():
     late = optax.linear_schedule(0.0, 1e-3, 100, transition_begin=10)
     mcmc = _mcmc(_gauss, step_size=late)
     assert np.all(np.isfinite(np.asarray(mcmc.get_samples()["mu"])))
+
+
+def test_a_plate_subsampling_more_than_its_size_is_refused():
+    """NumPyro takes subsample_size > N as the full batch without a word: a typo'd minibatch
+    size ran full batch."""
+
+    def model(x, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", x.shape[0], subsample_size=300) as i:
+            numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+
+    with pytest.raises(
+        ValueError, match=r"plate 'data' has subsample_size=300; it must lie in 1..200"
+    ):
+        mk.run_sgmcmc(jax.random.key(0), model, np.zeros((200, 1), np.float32), step_size=1e-3,
+                      num_epochs=1, progress_bar=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("cycle_length", [2.5, 0, True])
+def test_a_cycle_length_that_is_not_a_count_is_refused(cycle_length):
+    with pytest.raises((TypeError, ValueError), match="cycle_length"):
+        mk.infer.schedules.cyclical(1e-3, cycle_length)

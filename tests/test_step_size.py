@@ -9,6 +9,8 @@ sqrt(2 h) xi``, is stable iff ``h < 2 / max p_i``, and its stationary variances 
 in the test that adds it on purpose.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,7 @@ import numpyro.distributions as dist
 import pytest
 
 from mtbkd_jax.infer import (
+    ConvergenceWarning,
     StepSizeChoice,
     check_step_size,
     choose_step_size,
@@ -262,3 +265,25 @@ def test_the_default_ladder():
     np.testing.assert_allclose(np.divide(ladder[:-1], ladder[1:]), 3.0)
     with pytest.raises(ValueError, match="factor must be > 1"):
         default_ladder(factor=1.0)
+
+
+def _sharp_mean(x, y=None):
+    """Posterior sd 0.1 (precision 100): SGLD with exact gradients is stable for h < 0.02."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", x.shape[0], subsample_size=x.shape[0]) as i:
+        numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+
+
+def test_a_given_step_past_the_stability_limit_is_warned_about_at_the_end():
+    """At h = 0.0205 (limit 0.02) the draws reached 2e6 on a posterior of sd 0.1 and the run
+    returned them without a word; the chains' last states now say T / tau ~ 1e14. At h =
+    0.005 the end is at the posterior (T / tau 1.1) and nothing is said."""
+    x = jnp.zeros((100, 1))
+    settings = dict(num_epochs=300, draws_per_epoch=1, num_chains=4, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at a stable step
+        calm = run_sgmcmc(jax.random.key(0), _sharp_mean, x, step_size=0.005, **settings)
+    assert 0.5 < calm.settings["end_temperature_ratio"] < 2.0
+    with pytest.warns(ConvergenceWarning, match="configurational temperature"):
+        hot = run_sgmcmc(jax.random.key(0), _sharp_mean, x, step_size=0.0205, **settings)
+    assert hot.settings["end_temperature_ratio"] > 1e6

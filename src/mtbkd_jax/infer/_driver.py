@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._devices import ORDERS, SHARDED, ChainPlacement
 from mtbkd_jax.infer._draws import Draws, StreamedPredictive, package_posterior, select_draws
+from mtbkd_jax.infer._end_check import checked_end
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import sampling_orders
 from mtbkd_jax.infer._records import SGMCMCSettings, SGMCMCTimings
@@ -259,6 +260,8 @@ class SamplerRun:
         finally:
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)  # never leave a write half done
+        last = self.placement.to_host(carry.kernel.position)  # every process holds them
+        self.settings = checked_end(self.estimator, last, self.settings, self.keep_key)
         return self._package(draws, carry, constrain, started)
 
     def _constrain(self) -> Callable:

@@ -45,6 +45,7 @@ class SGMCMCSettings:
     exploration_fraction: float | None = None
     sampler_options: dict = field(default_factory=dict)
     step_size_choice: dict | None = None  # step_size="auto": StepSizeChoice.as_dict()
+    end_temperature_ratio: float | None = None  # T / tau at the chains' last states
 
     @classmethod
     def from_arguments(cls, arguments: dict, plates: Sequence[PlateSpec]) -> SGMCMCSettings:
@@ -68,7 +69,7 @@ class SGMCMCSettings:
             keep_draws=a["keep_draws"],
             num_cycles=int(a["num_cycles"]) if cyclical else None,
             exploration_fraction=a["exploration_fraction"] if cyclical else None,
-            sampler_options=a["sampler_options"],
+            sampler_options=_adaptation(a, plates),
         )
 
     @property
@@ -78,12 +79,26 @@ class SGMCMCSettings:
     def as_dict(self) -> dict:
         """Plain values; the cyclical and kernel-specific fields only where they apply."""
         out = asdict(self)
-        for name in ("num_cycles", "exploration_fraction", "step_size_choice"):
+        for name in ("num_cycles", "exploration_fraction", "step_size_choice",
+                     "end_temperature_ratio"):  # fmt: skip
             if out[name] is None:
                 del out[name]
         if not out["sampler_options"]:
             del out["sampler_options"]
         return out
+
+
+def _adaptation(arguments: dict, plates: Sequence[PlateSpec]) -> dict:
+    """``sampler_options``, pSGLD's with ``adapt_steps`` (unless given): the burn-in's steps,
+    or one epoch's without burn-in, so that the kept draws have a fixed preconditioner
+    (:mod:`~mtbkd_jax.infer.psgld`: one that follows the chain samples another density)."""
+    options = dict(arguments["sampler_options"])
+    if arguments["sampler"] != "psgld" or "adapt_steps" in options:
+        return options
+    size, batch = plates[0].size, plates[0].batch_size  # as MinibatchPlan.steps_per_epoch
+    steps_per_epoch = -(-size // batch) if arguments["partial_last_batch"] else size // batch
+    burnin = int(arguments["num_burnin_epochs"]) * steps_per_epoch
+    return {**options, "adapt_steps": burnin or steps_per_epoch}
 
 
 @dataclass(frozen=True)

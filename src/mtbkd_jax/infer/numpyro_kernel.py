@@ -5,12 +5,15 @@ NumPyro has no SG-MCMC (its issue #2075). :class:`SGMCMC` brings this package's 
 (:mod:`~mtbkd_jax.infer.sgld`, :mod:`~mtbkd_jax.infer.sghmc`,
 :mod:`~mtbkd_jax.infer.cyclical_sgld`, :mod:`~mtbkd_jax.infer.sgnht`,
 :mod:`~mtbkd_jax.infer.psgld`) to it, over the model's minibatch gradient estimator
-(:mod:`mtbkd_jax.infer.gradients`). One MCMC iteration is one minibatch step; each chain visits
-every example once per epoch in a fresh random order (drawn on the device at the epoch's first
-step); NC-SGLD's chains draw each step's minibatch anew, with replacement, as ``run_sgmcmc`` does
-(:class:`~mtbkd_jax.infer._orders.IndependentOrders`). Warm-up steps are sampler steps whose states
-are discarded (SG-MCMC has nothing to adapt). ``mcmc.run``, ``get_samples``, ``print_summary``, the
-progress bar, the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS. ``mcmc.run(...,
+(:mod:`mtbkd_jax.infer.gradients`). One MCMC iteration is one minibatch step; an epoch is ``N //
+batch_size`` steps in a fresh random order (drawn on the device at the epoch's first step), so each
+example is visited at most once per epoch (the ``N mod batch_size`` left over are not, in that
+epoch: the gradient estimate stays unbiased); NC-SGLD's chains draw each step's minibatch anew, with
+replacement, as ``run_sgmcmc`` does (:class:`~mtbkd_jax.infer._orders.IndependentOrders`). Warm-up
+steps are sampler steps whose states are discarded (pSGLD's preconditioner adapts during them; the
+other samplers adapt nothing). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar,
+the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS (``numpyro.deterministic``
+sites are not recorded). ``mcmc.run(...,
 init_params=...)`` takes unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts``
 take the model's own, constrained, values). A model with a latent site inside the subsampled plate
 (one per example), a discrete latent site or none is refused: SG-MCMC subsamples data, not latent
@@ -94,7 +97,8 @@ class SGMCMC(MCMCKernel):
             exploration stages are kept too (``MCMC`` keeps every state): thin them yourself,
             or use ``run_sgmcmc``, which drops them.
         sampler_options: further kernel settings (pSGLD's ``decay``, ``regularizer``,
-            ``correction``; NC-SGLD's ``rank``, ``margin``).
+            ``correction``, ``adapt_steps``: by default its preconditioner adapts during the
+            warm-up only; NC-SGLD's ``rank``, ``margin``).
     """
 
     sample_field = "z"
@@ -133,6 +137,7 @@ class SGMCMC(MCMCKernel):
             exploration_fraction=_fraction(exploration_fraction),
             options=check_sampler_options(sampler, sampler_options),
         )
+        self._user_options = dict(self.options["options"])
         self._estimator: GradientEstimator | None = None
         self._plan_kwargs: dict[str, Any] = {}  # what the model's own plan adds to its kwargs
 
@@ -166,6 +171,10 @@ class SGMCMC(MCMCKernel):
         )
         if init_params is not None:
             _check_init_params(init_params, plan.latent_shapes, rng_key)
+        options = self.options["options"]
+        if self.sampler == "psgld" and "adapt_steps" not in self._user_options:
+            # pSGLD's preconditioner adapts during the warm-up only (mtbkd_jax.infer.psgld)
+            self.options["options"] = {**options, "adapt_steps": max(int(num_warmup), 1)}
         given = set(model_kwargs or {})
         self._plan_kwargs = {k: v for k, v in plan.kwargs.items() if k not in given}
         self._estimator = GradientEstimator(self.model, tuple(model_args), plan.kwargs, plan.plates)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import optax
 
-from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._checks import require_count, require_nonnegative, require_positive
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
@@ -43,7 +43,7 @@ def polynomial_decay(a: float, b: float = 1.0, gamma: float = 0.55) -> Schedule:
 def cyclical(initial_step_size: float, cycle_length: int) -> Schedule:
     """Cyclical cosine (Zhang et al., 2020): ``eta_0/2 (cos(pi (t mod L) / L) + 1)``."""
     initial_step_size = require_positive(initial_step_size, "initial_step_size")
-    cycle_length = int(require_positive(cycle_length, "cycle_length"))
+    cycle_length = require_count(cycle_length, "cycle_length")  # 2.5 was cut to 2 silently
     one_cycle = optax.cosine_decay_schedule(initial_step_size, cycle_length, alpha=0.0)
 
     def schedule(step: ArrayLike) -> jnp.ndarray:
@@ -55,7 +55,7 @@ def cyclical(initial_step_size: float, cycle_length: int) -> Schedule:
 def cyclical_exploration(cycle_length: int, exploration_fraction: float) -> Callable:
     """``step -> True`` in the exploration stage (the first fraction of each cycle), where
     cyclical SGLD takes noise-free steps and keeps no draws."""
-    cycle_length = int(require_positive(cycle_length, "cycle_length"))
+    cycle_length = require_count(cycle_length, "cycle_length")
     fraction = require_nonnegative(exploration_fraction, "exploration_fraction")
     if fraction >= 1:
         raise ValueError(f"exploration_fraction must lie in [0, 1), got {fraction}")

@@ -2,9 +2,7 @@
 
 It composes three pieces that stand alone: the model's minibatch gradient estimator
 (:mod:`mtbkd_jax.infer.gradients`: the likelihood and the teacher prior scaled by ``N / |B|``,
-the base prior counted once), a kernel (:mod:`~mtbkd_jax.infer.sgld`,
-:mod:`~mtbkd_jax.infer.sghmc`, :mod:`~mtbkd_jax.infer.cyclical_sgld`,
-:mod:`~mtbkd_jax.infer.sgnht`, :mod:`~mtbkd_jax.infer.psgld`) and the epoch loop
+the base prior counted once), a kernel (:data:`SAMPLERS`) and the epoch loop
 (:mod:`mtbkd_jax.infer._loop`). The driver adds what a long run needs: a warm start,
 minibatch orders drawn on the host ahead of the device, chains vectorised with ``vmap`` and
 sharded over local devices (or over a mesh's ``chains`` axis, each minibatch split over its
@@ -139,7 +137,9 @@ def run_sgmcmc(
             step of a ladder; a random start is judged on its transient, so warm-start or pass
             ``init_params``); the choice and its evidence are in the posterior's
             ``settings["step_size"]`` and ``settings["step_size_choice"]``. Not with
-            ``checkpoint_path`` (choose it first and pass the number).
+            ``checkpoint_path``. It buys stability, not accuracy (the stiffest variance up to
+            1.8 times the posterior's): where variances matter, use a fraction. Any step is
+            judged at the run's end (``settings["end_temperature_ratio"]``, warned above 10).
         temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
@@ -149,8 +149,8 @@ def run_sgmcmc(
         friction: SGHMC's friction ``alpha``; SGNHT's injected noise ``A`` (its thermostat
             starts there).
         sampler_options: further settings of a kernel, e.g. pSGLD's
-            ``{"decay": 0.99, "regularizer": 1e-5, "correction": False}``; NC-SGLD's
-            ``{"rank": 32, "margin": 1.0}``.
+            ``{"decay": 0.99, "regularizer": 1e-5, "correction": False, "adapt_steps": n}``
+            (default: adapting in the burn-in, or the first epoch); NC-SGLD's ``rank``, ``margin``.
         num_cycles, exploration_fraction: cyclical SGLD: cycles in the run (``ceil(steps /
             num_cycles)`` steps each), and the fraction of each cycle without noise or draws.
         warm_start_epochs: epochs of minibatch optimisation of the same potential first.

@@ -1,0 +1,69 @@
+"""Where an SG-MCMC run ended, judged by the step-size pilots' diagnostic
+(:mod:`~mtbkd_jax.infer.step_size`): the configurational temperature ``T / tau`` at the chains'
+last states. A step the user gave past the stability limit made draws of 1e9 on a posterior of
+sd 0.1 without a word (only a non-finite state stopped a run); ``T / tau`` is about 1 at the
+posterior, and far above the pilots' limit where the chains spread wider than it in its stiff
+directions, or have not reached it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+
+from mtbkd_jax.infer._convergence import ConvergenceWarning
+from mtbkd_jax.infer.step_size import _measure
+
+if TYPE_CHECKING:
+    from mtbkd_jax.infer._records import SGMCMCSettings
+    from mtbkd_jax.infer.gradients import GradientEstimator
+
+__all__ = ["END_CHAINS", "MAX_END_RATIO", "checked_end"]
+
+END_CHAINS = 8  # chains whose last state is measured
+MAX_END_RATIO = 10.0  # the pilots' default max_temperature_ratio
+
+
+def end_temperature_ratio(
+    estimator: GradientEstimator, position: Any, rng_key: jax.Array, temperature: float
+) -> float:
+    """``T / tau = sum |grad U|^2 / sum tr H / tau`` over the first ``END_CHAINS`` chains'
+    positions (leading chain axis; minibatch estimates as the pilots'), NaN where the
+    curvature estimate is not positive."""
+    measure = jax.jit(_measure)
+    num_chains = jax.tree.leaves(position)[0].shape[0]
+    square = curvature = 0.0
+    for chain in range(min(num_chains, END_CHAINS)):  # one chain at a time, as the probe
+        point = jax.tree.map(lambda x, c=chain: x[c], position)
+        found = measure(estimator, point, jax.random.fold_in(rng_key, chain))
+        square += float(found["square"])
+        curvature += float(found["curvature"])
+    if not (curvature > 0 and math.isfinite(square)) or temperature == 0:
+        return math.nan
+    return square / curvature / temperature
+
+
+def checked_end(
+    estimator: GradientEstimator, position: Any, settings: SGMCMCSettings, rng_key: jax.Array
+) -> SGMCMCSettings:
+    """``settings`` with ``end_temperature_ratio``; a :class:`ConvergenceWarning` where it
+    exceeds ``MAX_END_RATIO`` (cyclical SGLD ends at a step near 0 and is not judged)."""
+    if settings.sampler == "cyclical_sgld":
+        return settings
+    ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature)
+    if not np.isfinite(ratio) or ratio > MAX_END_RATIO:
+        warnings.warn(
+            f"{settings.sampler}: at the run's end the chains' configurational temperature "
+            f"T / tau is {ratio:.3g} (about 1 at the posterior; the step-size pilots refuse "
+            f"above {MAX_END_RATIO:g}): the step size ({settings.step_size}) is likely past "
+            "the stability limit, so the draws spread far wider than the posterior, or the "
+            "chains have not reached it. Choose the step with step_size='auto' or test it "
+            "with mtbkd_jax.infer.check_step_size",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return replace(settings, end_temperature_ratio=round(ratio, 6) if np.isfinite(ratio) else None)
