@@ -59,10 +59,11 @@ def checked_end(
         warnings.warn(
             f"{settings.sampler}: at the run's end the chains' configurational temperature "
             f"T / tau is {ratio:.3g} (about 1 at the posterior; the step-size pilots refuse "
-            f"above {MAX_END_RATIO:g}): the step size ({settings.step_size}) is likely past "
-            "the stability limit, so the draws spread far wider than the posterior, or the "
-            "chains have not reached it. Choose the step with step_size='auto' or test it "
-            "with mtbkd_jax.infer.check_step_size",
+            f"above {MAX_END_RATIO:g}): either the step size ({settings.step_size}) is past "
+            "the stability limit and the draws spread far wider than the posterior, or it is "
+            "too small for the chains to have reached the posterior from their start. Choose "
+            "the step with step_size='auto', test it with mtbkd_jax.infer.check_step_size, or "
+            "run longer",
             ConvergenceWarning,
             stacklevel=4,
         )

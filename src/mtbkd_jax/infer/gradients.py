@@ -278,6 +278,10 @@ def minibatch_plan(
     own_plan = callable(getattr(model, "minibatch_kwargs", None))
     structure = model_structure(model, tuple(model_args), kwargs)
     plates = list(structure.minibatched)
+    for name, size, subsample in structure.oversized:  # NumPyro takes all N, silently
+        raise ValueError(
+            f"plate {name!r} has subsample_size={subsample}; it must lie in 1..{size} (its size)"
+        )
     # the epoch is set by the first plate that really subsamples (a plate of subsample_size N
     # takes all N at every step)
     lead = next((p for p in plates if p.batch_size < p.size), plates[0] if plates else None)

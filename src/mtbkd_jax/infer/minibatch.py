@@ -71,6 +71,8 @@ class ModelStructure:
     # latent site -> the plates it lies in (a local latent lies in the data's plate)
     latent_plates: dict[str, tuple[str, ...]] = field(default_factory=dict)
     discrete: tuple[str, ...] = ()  # latent sites with a discrete support
+    # (plate, size, subsample_size) where subsample_size > size (NumPyro takes all N, silently)
+    oversized: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def subsampled(self) -> tuple[PlateSpec, ...]:
@@ -88,14 +90,12 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         plates, minibatched, latent, observed, deterministic = [], [], {}, [], []
         latent_plates: dict[str, tuple[str, ...]] = {}
         discrete: list[str] = []
+        oversized: list[tuple[str, int, int]] = []
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
-                if subsample_size is not None and not 1 <= subsample_size <= size:
-                    raise ValueError(  # NumPyro takes a larger one as the full batch, silently
-                        f"plate {name!r} has subsample_size={subsample_size}; it must lie in "
-                        f"1..{size} (its size)"
-                    )
+                if subsample_size is not None and subsample_size > size:
+                    oversized.append((name, int(size), int(subsample_size)))
                 batch = size if subsample_size is None else subsample_size
                 if site["value"] is not None and np.shape(site["value"])[0] == size:
                     batch = size  # all indices given (a full-batch evaluation)
@@ -119,6 +119,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
             deterministic=tuple(deterministic),
             latent_plates=latent_plates,
             discrete=tuple(discrete),
+            oversized=tuple(oversized),
         )
         return latent
 
@@ -132,6 +133,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         found["deterministic"],
         found["latent_plates"],
         found["discrete"],
+        found["oversized"],
     )
 
 
