@@ -18,8 +18,12 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mtbkd demo --out $(OUT)
 
+# two processes: one process compiling every test's programs crashed once inside XLA's compiler
+# (a segfault at ~94%, in a test that passes alone); each half is also its own clean slate
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q src/mtbkd_jax $(wildcard tests/test_[a-m]*.py); first=$$?; \
+	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py); second=$$?; \
+	test $$first -eq 0 -a $$second -eq 0
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests models notebooks benchmarks
