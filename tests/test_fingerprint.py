@@ -171,13 +171,19 @@ def test_the_source_digest_sees_any_change_to_a_python_file(tmp_path):
     assert source_digest(package) != first
 
 
-def test_a_checkpoint_of_other_package_code_is_refused(tmp_path, monkeypatch):
+def _checkpointed_run(tmp_path):
+    """A small closure model's data and run_sgmcmc settings writing ``tmp_path / run.ckpt``."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3)).astype(np.float32)
     y = rng.integers(0, 2, 60)
     model = _closure_model(rng.normal(size=(1, 60, 2)))
     settings = dict(num_epochs=1, step_size=1e-4, draws_per_epoch=1, progress_bar=False,
                     checkpoint_path=tmp_path / "run.ckpt")  # fmt: skip
+    return model, x, y, settings
+
+
+def test_a_checkpoint_of_other_package_code_is_refused(tmp_path, monkeypatch):
+    model, x, y, settings = _checkpointed_run(tmp_path)
     mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
     mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)  # the same code resumes
     monkeypatch.setattr(fingerprint_module, "source_digest", lambda root: "edited")
@@ -188,12 +194,7 @@ def test_a_checkpoint_of_other_package_code_is_refused(tmp_path, monkeypatch):
 def test_a_checkpoint_resumed_with_x64_toggled_names_the_flag(tmp_path):
     """With jax_enable_x64 toggled, the refusal listed digests and probe values that its
     effects changed, not the flag itself."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 3)).astype(np.float32)
-    y = rng.integers(0, 2, 60)
-    model = _closure_model(rng.normal(size=(1, 60, 2)))
-    settings = dict(num_epochs=1, step_size=1e-4, draws_per_epoch=1, progress_bar=False,
-                    checkpoint_path=tmp_path / "run.ckpt")  # fmt: skip
+    model, x, y, settings = _checkpointed_run(tmp_path)
     mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
     with (
         jax.enable_x64(True),

@@ -26,6 +26,7 @@ __all__ = ["END_CHAINS", "MAX_END_RATIO", "checked_end"]
 
 END_CHAINS = 8  # chains whose last state is measured
 MAX_END_RATIO = 10.0  # the pilots' default max_temperature_ratio
+_MEASURE = jax.jit(_measure)  # one wrapper: compiled once per model, not once per run
 
 
 def end_temperature_ratio(
@@ -34,12 +35,11 @@ def end_temperature_ratio(
     """``T / tau = sum |grad U|^2 / sum tr H / tau`` over the first ``END_CHAINS`` chains'
     positions (leading chain axis; minibatch estimates as the pilots'), NaN where the
     curvature estimate is not positive."""
-    measure = jax.jit(_measure)
     num_chains = jax.tree.leaves(position)[0].shape[0]
     square = curvature = 0.0
     for chain in range(min(num_chains, END_CHAINS)):  # one chain at a time, as the probe
         point = jax.tree.map(lambda x, c=chain: x[c], position)
-        found = measure(estimator, point, jax.random.fold_in(rng_key, chain))
+        found = _MEASURE(estimator, point, jax.random.fold_in(rng_key, chain))
         square += float(found["square"])
         curvature += float(found["curvature"])
     if not (curvature > 0 and math.isfinite(square)) or temperature == 0:
