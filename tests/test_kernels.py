@@ -273,6 +273,25 @@ def test_kernels_vmap_over_chains(sampler):
     assert not np.allclose(new.position["x"][0], new.position["x"][1])
 
 
+@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld])
+@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), np.array([0.1, -0.1])])
+def test_kernels_refuse_a_step_size_that_is_negative_or_not_finite(sampler, bad):
+    """A negative step took the square root of a negative variance: NaN positions, no error."""
+    kernel = sampler(gaussian_grad)
+    state = kernel.init({"x": jnp.ones(2)})
+    with pytest.raises(ValueError, match="step_size must be finite and >= 0"):
+        kernel.step(jax.random.key(0), state, None, bad)
+
+
+@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld])
+def test_kernels_take_a_traced_step_size_unchecked(sampler):
+    """Inside jit the step is a tracer; its value is checked where it is concrete."""
+    kernel = sampler(gaussian_grad)
+    state = kernel.init({"x": jnp.ones(2)})
+    step = jax.jit(lambda s, eta: kernel.step(jax.random.key(0), s, None, eta)[0])
+    assert np.isfinite(np.asarray(step(state, 0.01).position["x"])).all()
+
+
 def test_gradient_estimator_is_unbiased_on_an_own_model_with_two_plates():
     """Over one epoch's partition of both plates, the mean minibatch gradient equals the
     full-data gradient of NumPyro's own log density; a single minibatch does not."""

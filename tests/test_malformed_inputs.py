@@ -1218,6 +1218,12 @@ CASES = [
         r"inputs must be numeric, got dtype <U1",
     ),
     (
+        "predict-complex",  # the network kept or dropped the imaginary part without a word
+        lambda c: c.posterior.predict(c.x.astype(np.complex64)),
+        TypeError,
+        r"inputs must be real, got dtype complex64",
+    ),
+    (
         "predict-1d",
         lambda c: c.posterior.predict(c.x[0]),
         ValueError,

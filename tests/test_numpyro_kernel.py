@@ -195,3 +195,32 @@ def test_psgld_adapts_its_preconditioner_in_the_warmup_only():
                               step_size=1e-3, num_epochs=2, num_burnin_epochs=3,
                               progress_bar=False)  # fmt: skip
     assert posterior.settings["sampler_options"]["adapt_steps"] == 3 * 10  # 200 / 20 a epoch
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_draws_that_are_not_finite_are_counted_as_divergences(capsys, chain_method):
+    """A step past the stability limit sends SGLD's draws to inf/NaN: ``diverging`` (a default
+    field, as NUTS's) marks them, ``print_summary`` counts them and ArviZ's sample_stats holds
+    them; a stable step marks none."""
+    model = exact_gradient_gaussian(0.01)  # stable below eta = 2 sigma^2 = 2e-4
+    x = jnp.zeros((10, 1))
+
+    def run(step_size):
+        mcmc = MCMC(SGMCMC(model, "sgld", step_size=step_size), num_warmup=10,
+                    num_samples=300, num_chains=2, chain_method=chain_method,
+                    progress_bar=False)  # fmt: skip
+        mcmc.run(jax.random.key(0), x)
+        return mcmc
+
+    unstable = run(1e-2)
+    diverging = np.asarray(unstable.get_extra_fields()["diverging"])
+    finite = np.isfinite(np.asarray(unstable.get_samples()["x"]))
+    assert diverging.shape == finite.shape and diverging.any()
+    np.testing.assert_array_equal(diverging, ~finite)
+    unstable.print_summary()
+    assert f"Number of divergences: {int(diverging.sum())}" in capsys.readouterr().out
+    tree = az.from_numpyro(unstable)
+    assert int(tree["sample_stats"]["diverging"].sum()) == int(diverging.sum())
+
+    stable = run(1e-5)
+    assert not np.asarray(stable.get_extra_fields()["diverging"]).any()

@@ -405,6 +405,8 @@ def test_non_numeric_logits_raise_type_error():
         TeacherBank.from_logits([[["a", "b"], ["c", "d"]]])
     with pytest.raises(TypeError, match="probs must be a numeric array"):
         TeacherBank.from_probs(np.array([[["x", "y"]]], dtype=object))
+    with pytest.raises(TypeError, match="logits must be real, got complex values"):
+        TeacherBank.from_logits(np.ones((2, 3, 4)) * (1 + 1j))  # NumPy drops the imaginary part
 
 
 @pytest.mark.parametrize("temperature", [0, -1, np.inf, np.nan])

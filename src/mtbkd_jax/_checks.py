@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 def as_float_array(value: ArrayLike, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
     """Return ``value`` as a float64 NumPy array with the expected number of dimensions."""
+    if np.iscomplexobj(value):  # NumPy would drop the imaginary part with only a warning
+        raise TypeError(f"{name} must be real, got complex values")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -248,6 +250,8 @@ def as_input_batch(inputs: ArrayLike, name: str) -> jax.Array | np.ndarray:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1, got {inputs.shape}")
     if not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {inputs.dtype}")
+    if np.issubdtype(inputs.dtype, np.complexfloating):  # the network would drop or keep it
+        raise TypeError(f"{name} must be real, got dtype {inputs.dtype}")
     return inputs
 
 

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from mtbkd_jax._checks import require_nonnegative_values
+
 if TYPE_CHECKING:
     from mtbkd_jax.infer._common import PyTree
 
@@ -48,6 +50,7 @@ def sgld_update(
     temperature: float | jax.Array = 1.0,
 ) -> PyTree:
     """``z + eta * grad + sqrt(2 * tau * eta) * xi``."""
+    require_nonnegative_values(step_size, "step_size")
     noise = gaussian_noise(rng_key, position)
     scale = jnp.sqrt(2 * temperature * step_size)
     return jax.tree.map(
@@ -75,6 +78,7 @@ def sghmc_update(
     curvature growing with N, at almost any step size (found by review; the momentum update
     and its random numbers are BlackJAX's). ``damping`` (default ``alpha``) replaces
     ``alpha`` in the momentum's decay only: SGNHT's thermostat."""
+    require_nonnegative_values(step_size, "step_size")
     noise = gaussian_noise(rng_key, position)
     scale = jnp.sqrt(step_size * temperature * 2 * friction)
     damping = friction if damping is None else damping
@@ -103,6 +107,7 @@ def sgnht_update(
     ``xi <- xi + h (r.r / d - tau)``, which drives the mean kinetic energy per coordinate to
     ``tau`` and so absorbs the minibatch gradient's unknown noise. ``noise`` is the injected
     diffusion ``A`` (BlackJAX's ``alpha``)."""
+    require_nonnegative_values(step_size, "step_size")
     position, momentum = sghmc_update(
         rng_key, position, momentum, logdensity_grad, step_size, temperature, noise, thermostat
     )
@@ -124,6 +129,7 @@ def preconditioned_sgld_update(
     """pSGLD's step (Li et al., 2016) in this package's convention (``eta`` = their
     ``epsilon / 2``): ``z + eta (G grad + tau Gamma) + sqrt(2 eta tau G) xi``, with ``G`` the
     diagonal preconditioner and ``Gamma`` its correction term."""
+    require_nonnegative_values(step_size, "step_size")
     noise = gaussian_noise(rng_key, position)
     return jax.tree.map(
         lambda p, g, c, gamma, n: (

@@ -13,7 +13,9 @@ replacement, as ``run_sgmcmc`` does (:class:`~mtbkd_jax.infer._orders.Independen
 steps are sampler steps whose states are discarded (pSGLD's preconditioner adapts during them; the
 other samplers adapt nothing). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar,
 the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS (``numpyro.deterministic``
-sites are not recorded). ``mcmc.run(...,
+sites are not recorded); a draw that is not finite (a step past the stability limit) is marked in
+the default field ``diverging``, which ``print_summary`` counts and ArviZ's ``sample_stats``
+holds, as NUTS's divergences. ``mcmc.run(...,
 init_params=...)`` takes unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts``
 take the model's own, constrained, values). A model with a latent site inside the subsampled plate
 (one per example), a discrete latent site or none is refused: SG-MCMC subsamples data, not latent
@@ -67,8 +69,9 @@ __all__ = ["SGMCMC", "SGMCMCState"]
 
 class SGMCMCState(NamedTuple):
     """The state ``MCMC`` carries: the step count ``i``, the unconstrained sample ``z`` (its
-    ``sample_field``), the kernel's state, each plate's current epoch order, the key and the
-    last step size."""
+    ``sample_field``), the kernel's state, each plate's current epoch order, the key, the
+    last step size, and whether the sample holds a value that is not finite (``diverging``, a
+    default field as NUTS's: ``print_summary`` counts it, ArviZ reads it)."""
 
     i: jax.Array
     z: dict
@@ -76,6 +79,7 @@ class SGMCMCState(NamedTuple):
     orders: dict
     rng_key: jax.Array
     step_size: jax.Array
+    diverging: jax.Array
 
 
 class SGMCMC(MCMCKernel):
@@ -102,6 +106,10 @@ class SGMCMC(MCMCKernel):
     """
 
     sample_field = "z"
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        return ("z", "diverging")
 
     def __init__(
         self,
@@ -193,9 +201,9 @@ class SGMCMC(MCMCKernel):
         kernel = build_sampler(self.sampler, self.estimator, **self.options)
         orders = {p.name: jnp.arange(p.size) for p in self.estimator.plates}
         step_size = jnp.asarray(self.schedule(0), jnp.float32)
-        return SGMCMCState(
-            jnp.zeros((), jnp.int32), position, kernel.init(position), orders, rng_key, step_size
-        )
+        state = kernel.init(position)
+        i = jnp.zeros((), jnp.int32)
+        return SGMCMCState(i, position, state, orders, rng_key, step_size, _diverged(position))
 
     def sample(
         self, state: SGMCMCState, model_args: tuple, model_kwargs: dict | None
@@ -235,7 +243,10 @@ class SGMCMC(MCMCKernel):
                 batch = _independent_batch(order_key, estimator.plates, batch)
             new, info = kernel.step(noise_key, state.kernel, batch, self.schedule(state.i))
             step_size = jnp.asarray(info.step_size, jnp.float32)
-            return SGMCMCState(state.i + 1, new.position, new, orders, rng_key, step_size)
+            diverging = _diverged(new.position)
+            return SGMCMCState(
+                state.i + 1, new.position, new, orders, rng_key, step_size, diverging
+            )
 
         if batched:
             return jax.vmap(step)(state, orders, noise_key, rng_key, order_key)
@@ -245,7 +256,15 @@ class SGMCMC(MCMCKernel):
         return self._estimator_for(model_args, model_kwargs).constrain
 
     def get_diagnostics_str(self, state: SGMCMCState) -> str:
-        return f"step size {float(np.ravel(state.step_size)[0]):.2e}"
+        diverged = ", NOT FINITE" if bool(np.any(state.diverging)) else ""
+        return f"step size {float(np.ravel(state.step_size)[0]):.2e}{diverged}"
+
+
+def _diverged(position: dict) -> jax.Array:
+    """Whether any value of the position is NaN or infinite (a step past the stability limit
+    sends the chain there, and it does not come back)."""
+    finite = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(position)]
+    return jnp.logical_not(jnp.stack(finite).all()) if finite else jnp.asarray(False)
 
 
 def _independent_batch(key: jax.Array, plates: tuple, batch: dict) -> dict:
