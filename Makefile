@@ -18,8 +18,9 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mtbkd demo --out $(OUT)
 
-# two processes: one process compiling every test's programs crashed once inside XLA's compiler
-# (a segfault at ~94%, in a test that passes alone); each half is also its own clean slate
+# two processes, each its own clean slate. XLA's compiler segfaulted late in a long run: every
+# compiled program holds memory mappings, and the process reached Linux's vm.max_map_count
+# (65,530); tests/conftest.py now releases the compiled programs after each test module
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q src/mtbkd_jax $(wildcard tests/test_[a-m]*.py); first=$$?; \
 	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py); second=$$?; \
