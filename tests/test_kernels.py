@@ -12,7 +12,7 @@ import pytest
 from numpyro.infer.util import log_density
 from scipy.linalg import solve_discrete_lyapunov
 
-from mtbkd_jax.infer import cyclical_sgld, gradient_estimator, psgld, sghmc, sgld, sgnht
+from mtbkd_jax.infer import cyclical_sgld, gradient_estimator, ncsgld, psgld, sghmc, sgld, sgnht
 from mtbkd_jax.infer.psgld import correction_term
 
 SIGMA = 1.0
@@ -273,7 +273,11 @@ def test_kernels_vmap_over_chains(sampler):
     assert not np.allclose(new.position["x"][0], new.position["x"][1])
 
 
-@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld])
+def _ncsgld(grad):
+    return ncsgld(grad, lambda batch: (batch, batch))  # both halves the whole (exact) batch
+
+
+@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld, _ncsgld])
 @pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), np.array([0.1, -0.1])])
 def test_kernels_refuse_a_step_size_that_is_negative_or_not_finite(sampler, bad):
     """A negative step took the square root of a negative variance: NaN positions, no error."""
@@ -283,7 +287,7 @@ def test_kernels_refuse_a_step_size_that_is_negative_or_not_finite(sampler, bad)
         kernel.step(jax.random.key(0), state, None, bad)
 
 
-@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld])
+@pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld, _ncsgld])
 def test_kernels_take_a_traced_step_size_unchecked(sampler):
     """Inside jit the step is a tracer; its value is checked where it is concrete."""
     kernel = sampler(gaussian_grad)

@@ -405,6 +405,11 @@ def test_non_numeric_logits_raise_type_error():
         TeacherBank.from_logits([[["a", "b"], ["c", "d"]]])
     with pytest.raises(TypeError, match="probs must be a numeric array"):
         TeacherBank.from_probs(np.array([[["x", "y"]]], dtype=object))
+    with pytest.raises(TypeError, match="logits must be a numeric array, got list"):
+        TeacherBank.from_logits([[[0.0, 1.0], [2.0]]])  # ragged (was an AttributeError)
+    bank = TeacherBank.from_probs([[[0.5, 0.5]], [[0.9, 0.1]]])
+    with pytest.raises(TypeError, match="weights must be a numeric array, got list"):
+        bank.weighted_average([[1.0, 2.0], [3.0]])  # ragged
     with pytest.raises(TypeError, match="logits must be real, got complex values"):
         TeacherBank.from_logits(np.ones((2, 3, 4)) * (1 + 1j))  # NumPy drops the imaginary part
 

@@ -14,12 +14,15 @@ if TYPE_CHECKING:
 
 def as_float_array(value: ArrayLike, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
     """Return ``value`` as a float64 NumPy array with the expected number of dimensions."""
-    if np.iscomplexobj(value):  # NumPy would drop the imaginary part with only a warning
-        raise TypeError(f"{name} must be real, got complex values")
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
+        real = not np.iscomplexobj(array)  # float64 would drop the imaginary part (a warning)
+        if real:
+            array = array.astype(np.float64, copy=False)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from error
+    if not real:
+        raise TypeError(f"{name} must be real, got complex values")
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if array.ndim not in allowed:
         raise ValueError(

@@ -23,7 +23,7 @@ class ProbabilisticClassifier(Protocol):
 def stack_teachers(arrays: ArrayLike, name: str) -> np.ndarray:
     """Accept an (M, N, C) array or a sequence of (N, C) arrays and return (M, N, C)."""
     if isinstance(arrays, np.ndarray | jax.Array) or (
-        isinstance(arrays, Sequence) and len(arrays) > 0 and np.ndim(arrays[0]) == 2
+        isinstance(arrays, Sequence) and len(arrays) > 0 and _ndim(arrays[0]) == 2
     ):
         if not isinstance(arrays, np.ndarray | jax.Array):
             shapes = [np.shape(a) for a in arrays]
@@ -75,3 +75,11 @@ def place_columns(
     full = np.zeros((probs.shape[0], num_classes))
     full[:, found.astype(int)] = probs
     return full
+
+
+def _ndim(value: ArrayLike) -> int:
+    """``np.ndim``, or -1 where NumPy cannot make an array of ``value`` (a ragged list)."""
+    try:
+        return int(np.ndim(value))
+    except (AttributeError, TypeError, ValueError):
+        return -1

@@ -84,6 +84,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtbkd_jax._checks import require_nonnegative_values
 from mtbkd_jax.infer.langevin import gaussian_noise
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ def build_kernel(
     def step(
         rng_key: jax.Array, state: NCSGLDState, minibatch: PyTree, step_size: float | jax.Array
     ) -> tuple[NCSGLDState, NCSGLDInfo]:
+        require_nonnegative_values(step_size, "step_size")
         half_a, half_b = split(minibatch)
         grad_a = grad_estimator(state.position, half_a)
         grad_b = grad_estimator(state.position, half_b)
