@@ -106,8 +106,7 @@ def sgnht_update(
     the friction replaced by the thermostat ``xi``, then
     ``xi <- xi + h (r.r / d - tau)``, which drives the mean kinetic energy per coordinate to
     ``tau`` and so absorbs the minibatch gradient's unknown noise. ``noise`` is the injected
-    diffusion ``A`` (BlackJAX's ``alpha``)."""
-    require_nonnegative_values(step_size, "step_size")
+    diffusion ``A`` (BlackJAX's ``alpha``); ``sghmc_update`` checks the step."""
     position, momentum = sghmc_update(
         rng_key, position, momentum, logdensity_grad, step_size, temperature, noise, thermostat
     )

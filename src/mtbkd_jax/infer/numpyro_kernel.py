@@ -262,9 +262,9 @@ class SGMCMC(MCMCKernel):
 
 def _diverged(position: dict) -> jax.Array:
     """Whether any value of the position is NaN or infinite (a step past the stability limit
-    sends the chain there, and it does not come back)."""
+    sends the chain there, and it does not come back); ``init`` refused a model without one."""
     finite = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(position)]
-    return jnp.logical_not(jnp.stack(finite).all()) if finite else jnp.asarray(False)
+    return jnp.logical_not(jnp.stack(finite).all())
 
 
 def _independent_batch(key: jax.Array, plates: tuple, batch: dict) -> dict:
