@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtbkd_jax.infer._fitted_params import restored_params, stored_leaf_names
+
 if TYPE_CHECKING:
     from mtbkd_jax.infer.posterior import Posterior
 
@@ -73,18 +75,20 @@ def _read(
         attrs = dict(tree.attrs)
         constant = group("constant_data")
         names = json.loads(attrs.get("mtbkd_fitted_params", "[]"))
+        layouts = json.loads(attrs.get("mtbkd_fitted_param_layouts", "{}"))
+        fitted_names = set(names) | stored_leaf_names(layouts)
         loaded = cls(
             draws=group("posterior"),
             sample_stats=group("sample_stats"),
             method=str(attrs.get("mtbkd_method", "")),
             settings=json.loads(attrs.get("mtbkd_settings", "{}")),
             observed_data=group("observed_data"),
-            constant_data={k: v for k, v in constant.items() if k not in names},
+            constant_data={k: v for k, v in constant.items() if k not in fitted_names},
             losses=losses,
             logits_fn=logits_fn,
             featurize=featurize,
             pointwise_log_likelihood=group("log_likelihood") or None,
-            fitted_params={name: constant[name] for name in names if name in constant},
+            fitted_params=restored_params(constant, names, layouts),
         )
     if attrs.get(FEATURIZE_ATTR) and featurize is None:
         loaded.featurize = _extractor_not_given
