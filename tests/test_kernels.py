@@ -287,6 +287,17 @@ def test_kernels_refuse_a_step_size_that_is_negative_or_not_finite(sampler, bad)
         kernel.step(jax.random.key(0), state, None, bad)
 
 
+def test_cyclical_sgld_names_the_peak_step_it_was_given_when_refusing_it():
+    """Mid-cycle the step is scaled by the cosine; the refusal names the peak the caller gave
+    (-0.5), not the scaled step (before: "got -0.25" half-way through a cycle)."""
+    kernel = cyclical_sgld(gaussian_grad, cycle_length=4)
+    state = kernel.init({"x": jnp.ones(2)})
+    for _ in range(2):
+        state, _ = kernel.step(jax.random.key(0), state, None, 0.1)
+    with pytest.raises(ValueError, match=r"step_size must be finite and >= 0, got -0\.5$"):
+        kernel.step(jax.random.key(1), state, None, -0.5)
+
+
 @pytest.mark.parametrize("sampler", [sgld, sghmc, sgnht, psgld, _ncsgld])
 def test_kernels_take_a_traced_step_size_unchecked(sampler):
     """Inside jit the step is a tracer; its value is checked where it is concrete."""

@@ -67,6 +67,7 @@ def build_kernel(
         minibatch: PyTree,
         step_size: float | jax.Array,
     ) -> tuple[CyclicalSGLDState, CyclicalSGLDInfo]:
+        require_nonnegative_values(step_size, "step_size")  # the peak, as the user gave it
         phase = jnp.mod(state.count, cycle_length)
         eta = cosine(phase) * step_size
         exploring = phase < exploration_fraction * cycle_length
