@@ -224,3 +224,33 @@ def test_draws_that_are_not_finite_are_counted_as_divergences(capsys, chain_meth
 
     stable = run(1e-5)
     assert not np.asarray(stable.get_extra_fields()["diverging"]).any()
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_extra_fields_it_has_are_collected_and_one_it_lacks_is_named(chain_method):
+    """``extra_fields``: the state's own fields (nested ones too) come back per draw; a field
+    it has not (NUTS's ``potential_energy``) is a ValueError naming it and the fields there
+    are (before: NumPyro's "tuple indices must be integers or slices, not str"). The
+    potential the message gives, at a draw, equals the hand-written one."""
+    x = jnp.asarray(np.random.default_rng(0).normal(1.0, 2.0, size=100))
+    kernel = SGMCMC(mean_model, "sgld", step_size=1e-3)
+    mcmc = MCMC(kernel, num_warmup=5, num_samples=7, num_chains=2,
+                chain_method=chain_method, progress_bar=False)  # fmt: skip
+    mcmc.run(jax.random.key(0), x, extra_fields=("step_size", "kernel.position.mu"))
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    assert extra["step_size"].shape == (2, 7)
+    np.testing.assert_allclose(extra["step_size"], 1e-3)
+    draws = mcmc.get_samples(group_by_chain=True)
+    np.testing.assert_allclose(extra["kernel.position.mu"], draws["mu"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"no field 'potential_energy' .* its fields are i, z,"):
+        mcmc.run(jax.random.key(1), x, extra_fields=("potential_energy",))
+    e = kernel.estimator
+    draw = {k: v[0, -1] for k, v in draws.items()}
+    potential = -e.logdensity(e.unconstrain(draw), e.full_batch())
+    mu, scale = float(draw["mu"]), float(draw["scale"])
+    by_hand = -(
+        dist.Normal(0.0, 3.0).log_prob(mu)
+        + dist.HalfNormal(2.0).log_prob(scale) + np.log(scale)  # log |d scale / d log scale|
+        + dist.Normal(mu, scale).log_prob(x).sum()
+    )  # fmt: skip
+    assert float(potential) == pytest.approx(float(by_hand), rel=1e-5)

@@ -81,6 +81,30 @@ class SGMCMCState(NamedTuple):
     step_size: jax.Array
     diverging: jax.Array
 
+    def __getitem__(self, key: Any) -> Any:
+        # NumPyro's MCMC reads extra_fields by attribute, then by key: a field this state does
+        # not have reached the user as "tuple indices must be integers or slices, not str"
+        if isinstance(key, str):
+            raise ValueError(_missing_field(key))
+        return tuple.__getitem__(self, key)
+
+
+_NUTS_FIELDS = ("potential_energy", "energy", "accept_prob", "mean_accept_prob", "num_steps",
+                "adapt_state")  # fmt: skip
+
+
+def _missing_field(name: str) -> str:
+    """The message for an ``extra_fields`` entry SGMCMC's state does not have."""
+    fields = ", ".join(SGMCMCState._fields)
+    why = (
+        " (a minibatch kernel never evaluates the potential energy, nor accepts or rejects; "
+        "the potential at a draw is -e.logdensity(e.unconstrain(draw), e.full_batch()) with "
+        "e = kernel.estimator)"
+        if name.split(".")[0] in _NUTS_FIELDS
+        else ""
+    )
+    return f"extra_fields: SGMCMC's state has no field {name!r}{why}; its fields are {fields}"
+
 
 class SGMCMC(MCMCKernel):
     """SG-MCMC for ``numpyro.infer.MCMC``.
