@@ -357,7 +357,9 @@ def test_memory_mapped_files_stream_and_the_device_never_holds_n_rows(tmp_path, 
     }
     # first_rows, then the start-up pairing check's reordered first rows
     assert shapes[:2] == [([(1, BATCH, 3), (1, BATCH)], [(1, BATCH)] * 2)] * 2
-    assert shapes[2:] == [expected[5]] * 8 + [expected[4]]
+    assert shapes[2:11] == [expected[5]] * 8 + [expected[4]]
+    # the end-of-run check: two minibatches of |B| rows for each of the 2 chains
+    assert shapes[11:] == [([(1, BATCH, 3), (1, BATCH)], [(1, BATCH)] * 2)] * 4
 
 
 @pytest.mark.parametrize(
@@ -625,3 +627,40 @@ def test_the_labels_range_is_read_a_block_at_a_time_and_hands_a_maps_pages_back(
     assert _checks.label_range(np.zeros(0, np.int32)) == (0, -1)
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.7 .* got values in 0\.\.9"):
         _checks.checked_labels(mapped, "labels", 3500, 8)
+
+
+def _sharp_mean(x, y=None):
+    """Posterior sd 0.1 (precision 100): SGLD with exact gradients is stable for h < 0.02."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", x.shape[0], subsample_size=x.shape[0]) as i:
+        numpyro.sample("obs", dist.Normal(mu, 1.0), obs=x[i, 0])
+
+
+def test_a_streamed_run_is_checked_at_its_end_as_a_resident_one():
+    """The end-of-run check (T / tau at the chains' last states) now runs on a streamed run,
+    its minibatches gathered on the host: a step past the stability limit (h = 0.0205, limit
+    0.02 with every row in the batch) is warned about, as on the device-resident path, and
+    a stable one (h = 0.005) is not and ends near T / tau = 1. Before, ``stream=True`` (where
+    the step cannot be chosen by the pilots) returned such draws without a word. With
+    every row in each minibatch both paths measure the same quantity at the same last
+    states: their ratios agree to float rounding."""
+    import warnings
+
+    x = np.zeros((100, 1), np.float32)
+    settings = dict(batch_size=100, num_epochs=300, num_burnin_epochs=100, draws_per_epoch=1,
+                    num_chains=4, progress_bar=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at a stable step
+        calm = mk.run_sgmcmc(jax.random.key(0), _sharp_mean, x, step_size=0.005, stream=True,
+                             **settings)  # fmt: skip
+    assert 0.5 < calm.settings["end_temperature_ratio"] < 2.0
+    with pytest.warns(mk.infer.ConvergenceWarning, match="configurational temperature"):
+        hot = mk.run_sgmcmc(jax.random.key(0), _sharp_mean, x, step_size=0.0205, stream=True,
+                            **settings)  # fmt: skip
+    assert hot.settings["end_temperature_ratio"] > 1e6
+    resident = mk.run_sgmcmc(jax.random.key(0), _sharp_mean, jnp.asarray(x), step_size=0.005,
+                             **settings)  # fmt: skip
+    np.testing.assert_array_equal(resident.draws["mu"], calm.draws["mu"])
+    assert calm.settings["end_temperature_ratio"] == pytest.approx(
+        resident.settings["end_temperature_ratio"], rel=1e-4
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 
 from mtbkd_jax.infer._convergence import ConvergenceWarning
-from mtbkd_jax.infer.step_size import _measure
+from mtbkd_jax.infer._point_measures import _measure, _measure_on
 
 if TYPE_CHECKING:
     from mtbkd_jax.infer._records import SGMCMCSettings
@@ -27,19 +28,32 @@ __all__ = ["END_CHAINS", "MAX_END_RATIO", "checked_end"]
 END_CHAINS = 8  # chains whose last state is measured
 MAX_END_RATIO = 10.0  # the pilots' default max_temperature_ratio
 _MEASURE = jax.jit(_measure)  # one wrapper: compiled once per model, not once per run
+_MEASURE_ON = jax.jit(_measure_on)
+
+Batches = Callable[[jax.Array], tuple[Any, Any]]  # key -> two independent minibatches
 
 
 def end_temperature_ratio(
-    estimator: GradientEstimator, position: Any, rng_key: jax.Array, temperature: float
+    estimator: GradientEstimator,
+    position: Any,
+    rng_key: jax.Array,
+    temperature: float,
+    batches: Batches | None = None,
 ) -> float:
     """``T / tau = sum |grad U|^2 / sum tr H / tau`` over the first ``END_CHAINS`` chains'
     positions (leading chain axis; minibatch estimates as the pilots'), NaN where the
-    curvature estimate is not positive."""
+    curvature estimate is not positive. ``batches(key)`` gives each chain's two minibatches
+    where the estimator cannot draw them on the device (a streamed run's rows)."""
     num_chains = jax.tree.leaves(position)[0].shape[0]
     square = curvature = 0.0
     for chain in range(min(num_chains, END_CHAINS)):  # one chain at a time, as the probe
         point = jax.tree.map(lambda x, c=chain: x[c], position)
-        found = _MEASURE(estimator, point, jax.random.fold_in(rng_key, chain))
+        key = jax.random.fold_in(rng_key, chain)
+        if batches is None:
+            found = _MEASURE(estimator, point, key)
+        else:
+            first, second = batches(key)
+            found = _MEASURE_ON(estimator, point, first, second, jax.random.split(key, 3)[2])
         square += float(found["square"])
         curvature += float(found["curvature"])
     if not (curvature > 0 and math.isfinite(square)) or temperature == 0:
@@ -48,13 +62,17 @@ def end_temperature_ratio(
 
 
 def checked_end(
-    estimator: GradientEstimator, position: Any, settings: SGMCMCSettings, rng_key: jax.Array
+    estimator: GradientEstimator,
+    position: Any,
+    settings: SGMCMCSettings,
+    rng_key: jax.Array,
+    batches: Batches | None = None,
 ) -> SGMCMCSettings:
     """``settings`` with ``end_temperature_ratio``; a :class:`ConvergenceWarning` where it
     exceeds ``MAX_END_RATIO`` (cyclical SGLD ends at a step near 0 and is not judged)."""
     if settings.sampler == "cyclical_sgld":
         return settings
-    ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature)
+    ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, batches)
     if not np.isfinite(ratio) or ratio > MAX_END_RATIO:
         warnings.warn(
             f"{settings.sampler}: at the run's end the chains' configurational temperature "

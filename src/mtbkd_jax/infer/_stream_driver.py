@@ -23,6 +23,7 @@ import numpy as np
 
 from mtbkd_jax.infer._draws import Draws, select_draws
 from mtbkd_jax.infer._driver import Carry, SamplerRun
+from mtbkd_jax.infer._end_check import checked_end
 from mtbkd_jax.infer._host_rows import HostRows, OrdersCache, keep_rule, kept_in_range
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
@@ -185,4 +186,23 @@ class StreamedRun(SamplerRun):
             pending = None  # a traceback kept by the caller must not hold a chunk's rows
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)
+        last = self.placement.to_host(carry.kernel.position)
+        self.settings = checked_end(self.estimator, last, s, self.keep_key, self._host_batches)
         return self._package(draws, carry, constrain, started)
+
+    def _host_batches(self, rng_key: jax.Array) -> tuple[tuple, tuple]:
+        """Two independent minibatches of rows for the end-of-run check, drawn as the
+        device-resident estimator's ``sample_minibatch`` draws indices (uniformly, without
+        replacement, per plate) and gathered on the host."""
+        rows = self.rows
+        assert rows is not None  # set by run_sgmcmc
+        seed = np.asarray(jax.random.key_data(rng_key)).ravel().tolist()
+        rng = np.random.default_rng(seed)
+
+        def one() -> tuple:
+            indices = {
+                p.name: rng.choice(p.size, p.batch_size, replace=False) for p in self.plan.plates
+            }
+            return tuple(jnp.asarray(taken) for taken in rows.take(indices))
+
+        return one(), one()

@@ -79,11 +79,11 @@ import numpy as np
 
 from mtbkd_jax._checks import require_count, require_key, require_positive
 from mtbkd_jax.infer._common import prepare_data
+from mtbkd_jax.infer._point_measures import _measure
 from mtbkd_jax.infer._records import StepSizeCheck, StepSizeChoice, UnstableStepSizes
 from mtbkd_jax.infer._samplers import SAMPLERS, pilot_sampler
 from mtbkd_jax.infer._start import starting_positions
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
-from mtbkd_jax.infer.psgld import _rademacher
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -117,28 +117,6 @@ def default_ladder(top: float = 10.0, factor: float = 3.0, num: int = 24) -> tup
 
 
 # ---------------------------------------------------------------------------- the pilot
-def _measure(estimator: GradientEstimator, position: PyTree, rng_key: jax.Array) -> dict:
-    """At one point: ``U``, ``g1 . g2`` (independent minibatches), ``|g1 - g2|^2 / 2``,
-    ``z . H z`` (Hutchinson), and whether the position is finite."""
-    key1, key2, probe_key = jax.random.split(rng_key, 3)
-    batch1, batch2 = estimator.sample_minibatch(key1), estimator.sample_minibatch(key2)
-    probe = _rademacher(probe_key, position)
-    grad1, hvp = jax.jvp(lambda z: estimator(z, batch1), (position,), (probe,))
-    grad2 = estimator(position, batch2)
-
-    def total(f: Callable, a: PyTree, b: PyTree) -> jax.Array:
-        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-        return jnp.sum(jnp.stack([jnp.sum(f(x, y)) for x, y in pairs]))
-
-    return {
-        "potential": -estimator.logdensity(position, batch1),
-        "square": total(jnp.multiply, grad1, grad2),
-        "noise": total(lambda a, b: (a - b) ** 2, grad1, grad2) / 2,  # tr Cov of a minibatch grad
-        "curvature": -total(jnp.multiply, probe, hvp),  # the Hessian of U = -log p
-        "finite": total(lambda x, _: (~jnp.isfinite(x)).sum(), position, position) == 0,
-    }
-
-
 @lru_cache(maxsize=16)
 def _pilot_program(make_kernel: Callable, steps_per_check: int) -> Callable:
     """``(start, keys, step_size, estimator) -> measures (chains, NUM_CHECKS)``: one compiled
