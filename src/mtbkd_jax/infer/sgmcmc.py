@@ -139,8 +139,7 @@ def run_sgmcmc(
             ``settings["step_size"]`` and ``settings["step_size_choice"]``. Not with
             ``checkpoint_path``. It buys stability, not accuracy (the stiffest variance up to
             1.8 times the posterior's): where variances matter, use a fraction. Any step is
-            judged at the run's end (``settings["end_temperature_ratio"]``, warned above 10;
-            a streamed run's on minibatches gathered on the host).
+            judged at the run's end (``settings["end_temperature_ratio"]``, warned above 10).
         temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
