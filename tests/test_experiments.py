@@ -73,7 +73,23 @@ def test_digits_experiment_smoke(tmp_path):
     # lowest validation NLL, and says when that point lies on an edge of the smoke grid
     # (0.3, 1.0), which smoke runs do not extend (SMOKE_TUNING's grid_extensions=0)
     tuning = json.loads((tmp_path / "tuning.json").read_text())
-    assert set(tuning) == {method for method, inference in by_key if inference == "map"}
+    fixed_nuts = {m for m, i in by_key if i == "nuts" and m != "MT-BKD (learned trust)"}
+    assert set(tuning) == {method for method, inference in by_key if inference == "map"} | {
+        f"{m} (nuts)" for m in fixed_nuts
+    }
+    # each NUTS row but learned trust's chose its σ0 again by its posterior predictive's
+    # validation NLL (DigitsConfig.posterior_tuning), λ and β held at its MAP search's; the
+    # MAP of the chosen posterior's own model is kept in own_maps.json
+    own_maps = json.loads((tmp_path / "own_maps.json").read_text())
+    assert set(own_maps) == fixed_nuts
+    for method in fixed_nuts:
+        tried = tuning.pop(f"{method} (nuts)")
+        assert sorted(r["prior_scale"] for r in tried) == [0.3, 1.0], method
+        best = min(tried, key=lambda r: r["score"])
+        row = by_key[(method, "nuts")]
+        assert row["settings"].startswith(f"σ0={best['prior_scale']:g} (grid edge)"), method
+        assert own_maps[method]["settings"] == row["settings"], method
+        assert own_maps[method]["inference"] == "map" and own_maps[method]["nll"] > 0
     # the learned-trust row chose beta by its posterior's validation NLL, from the smoke's
     # one-point grid, and wrote its trust summary
     learned = tuning.pop("MT-BKD (learned trust)")

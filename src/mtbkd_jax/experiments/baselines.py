@@ -30,6 +30,7 @@ from mtbkd_jax.experiments.fit import (
 )
 from mtbkd_jax.experiments.keys import MethodKeys, method_keys
 from mtbkd_jax.experiments.methods import METHOD_PLANS, Method
+from mtbkd_jax.experiments.posterior_tuning import TunedPosterior, tuned_posterior
 from mtbkd_jax.experiments.trusted import fit_trusted
 from mtbkd_jax.infer.mesh import check_mesh
 from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
@@ -184,7 +185,12 @@ def _run_method(
     if method.posterior is None:
         return
     start = time.perf_counter()
-    if posterior is None:
+    if posterior is None and config.tune and config.posterior_tuning:
+        tuned_row = tuned_posterior(keys, data, config, method, tuned)
+        posterior, mode = tuned_row.posterior, tuned_row.mode  # the draws' own MAP
+        settings = settings_label(tuned_row.settings, method.teachers)
+        _record_own_map(method, tuned_row, data, config, artifacts)
+    elif posterior is None:
         # a method with a posterior row has a posterior key (see method_keys)
         posterior_key = cast("jax.Array", keys.posterior)
         posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
@@ -194,6 +200,23 @@ def _run_method(
     if "data_devices" in posterior.settings:  # SG-MCMC: the devices each minibatch was split over
         devices = int(posterior.settings["data_devices"])
         artifacts["run"].setdefault("data_devices", {})[method.posterior] = devices
+
+
+def _record_own_map(
+    method: Method,
+    tuned_row: TunedPosterior,
+    data: DistillationData,
+    config: ExperimentConfig,
+    artifacts: Artifacts,
+) -> None:
+    """A posterior-tuned row's search (``tuning.json``, under ``"<label> (<bayes>)"``) and
+    the test metrics of its own model's MAP (``own_maps.json``)."""
+    label = cast(str, method.posterior)
+    artifacts["tuning"][f"{label} ({config.bayes})"] = tuned_row.search.evaluated
+    probs = np.asarray(tuned_row.mode.predict(data.x_test))[0]
+    record = _row(label, "map", probs, data)
+    record["settings"] = settings_label(tuned_row.settings, method.teachers)
+    artifacts["own_maps"][label] = record
 
 
 def _map_row(
@@ -317,6 +340,7 @@ def run_baselines(
             "trust",
             "search_unsampled",
             "exploration",
+            "own_maps",
             "failures",
             "run",
         )

@@ -66,9 +66,12 @@ class ExperimentConfig:
     ``concentration``, ``prior_power``); the posterior is then sampled once with the chosen
     values. A best value on a grid's edge extends that grid (up to ``grid_extensions`` values
     per end, each kept only if it lowers the validation NLL by more than
-    ``grid_min_improvement``), and the row's settings say so. The learned-trust rows
-    (:mod:`mtbkd_jax.experiments.trusted`) learn their trust (NUTS, ``trust_warmup`` +
-    ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
+    ``grid_min_improvement``), and the row's settings say so. With ``posterior_tuning`` too,
+    each Bayesian row (but learned trust's) chooses its ``sigma0`` again, from the same grid,
+    by its *posterior predictive's* validation NLL, each value sampled in full
+    (:mod:`mtbkd_jax.experiments.posterior_tuning`); the MAP row keeps the MAP's. The
+    learned-trust rows (:mod:`mtbkd_jax.experiments.trusted`) learn their trust (NUTS,
+    ``trust_warmup`` + ``trust_draws`` per chain) and their prior scales, and choose ``beta`` from
     ``trust_prior_power_grid`` by their *posterior's* validation NLL (each value sampled with
     ``trust_search_budget`` of the row's sampling budget, the winner then at the full budget
     when that fraction is below 1); their trust's ``calibration`` (see
@@ -125,6 +128,7 @@ class ExperimentConfig:
     activation: str = "tanh"
     prior_scale: float = 1.0
     tune: bool = False
+    posterior_tuning: bool = False
     prior_scale_grid: tuple = (0.1, 0.2, 0.3, 0.5, 1.0)
     concentration_grid: tuple = (3.0, 10.0, 30.0)
     prior_power_grid: tuple = (0.03, 0.1, 0.3)
