@@ -33,8 +33,8 @@ def to_datatree(
     ``example``, named after the model's observed site when the log-likelihood names it),
     ``constant_data`` (``teacher_weights`` over ``teacher`` and ``prior_example``, and the
     model's fitted ``numpyro.param`` values, named in the root attr ``mtbkd_fitted_params``;
-    a pytree param's arrays as ``mtbkd_fitted_param_<k>``, laid out in the root attr
-    ``mtbkd_fitted_param_layouts``),
+    a pytree param's arrays packed into ``mtbkd_fitted_param_bytes``, laid out in the root
+    attr ``mtbkd_fitted_param_layouts``),
     ``log_likelihood`` (observed site -> (chains, draws, N)) when given, and
     ``optimization`` (the SVI/MAP loss trace) when present. The distillation settings are
     stored as JSON in the root attrs.
@@ -60,9 +60,10 @@ def to_datatree(
             observed = {pointwise[0]: observed.pop("y"), **observed}
     if observed:
         groups["observed_data"] = observed
-    stored, layouts = storable_params(posterior.fitted_params)  # type-II ML values
-    if posterior.constant_data or stored:
-        groups["constant_data"] = {**posterior.constant_data, **stored}
+    # type-II ML values, among the constants
+    stored = storable_params(posterior.fitted_params, taken=posterior.constant_data)
+    if posterior.constant_data or stored.arrays:
+        groups["constant_data"] = {**posterior.constant_data, **stored.arrays}
     coords: dict[str, list[Any]] = {}
     names = posterior.settings.get("teacher_names")
     if names and "teacher_weights" in posterior.constant_data:
@@ -74,11 +75,7 @@ def to_datatree(
         )
     tree.attrs["mtbkd_method"] = posterior.method
     tree.attrs["mtbkd_settings"] = json.dumps(posterior.settings, default=str)
-    if stored:
-        plain = [name for name in posterior.fitted_params if name in stored]
-        tree.attrs["mtbkd_fitted_params"] = json.dumps(plain)
-    if layouts:
-        tree.attrs["mtbkd_fitted_param_layouts"] = json.dumps(layouts)
+    tree.attrs.update(stored.attrs)
     return tree
 
 

@@ -72,7 +72,17 @@ def checked_end(
     exceeds ``MAX_END_RATIO`` (cyclical SGLD ends at a step near 0 and is not judged)."""
     if settings.sampler == "cyclical_sgld":
         return settings
-    ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, batches)
+    try:
+        ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, batches)
+    except Exception as error:  # a finished run's draws are not lost to the check
+        why = str(error).splitlines()[0][:200] if str(error) else ""
+        warnings.warn(
+            f"{settings.sampler}: the end-of-run check could not measure the chains' "
+            f"temperature ({type(error).__name__}: {why}); the draws are returned unchecked",
+            UserWarning,
+            stacklevel=4,
+        )
+        return settings
     if not np.isfinite(ratio) or ratio > MAX_END_RATIO:
         warnings.warn(
             f"{settings.sampler}: at the run's end the chains' configurational temperature "

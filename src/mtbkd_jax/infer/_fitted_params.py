@@ -23,9 +23,10 @@ rebuilds it from.
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -60,69 +61,80 @@ def with_fitted_params(model: Callable, fitted: Mapping[str, Any]) -> Callable:
     return handlers.substitute(model, data=dict(fitted)) if fitted else model
 
 
-def storable_params(
-    fitted: Mapping[str, Any],
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The fitted params as a file holds them: arrays under their own names (those ArviZ
-    accepts), and ``(leaves, layouts)`` for the rest: a pytree (a linen student's
-    ``student$params`` holder with its unsampled weights, and the ``ParamShape`` markers of the
-    lifted ones) or a name with '/' becomes arrays named ``mtbkd_fitted_param_<k>`` plus a
-    JSON-able layout that :func:`restored_params` rebuilds it from. A value of another kind
-    (a pytree node other than dict, list, tuple or ``ParamShape``) is left out with a warning
-    naming it: a loaded posterior would predict with its initial value."""
-    stored: dict[str, np.ndarray] = {}
-    laid_out: dict[str, np.ndarray] = {}  # the leaves of the laid-out params
+PACKED = "mtbkd_fitted_param_bytes"  # the laid-out params' arrays, as one byte string
+PLAIN_ATTR, LAYOUT_ATTR = "mtbkd_fitted_params", "mtbkd_fitted_param_layouts"
+
+
+class StoredParams(NamedTuple):
+    """What a file holds of the fitted params: constant-data ``arrays`` and root ``attrs``."""
+
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, str]
+
+
+def storable_params(fitted: Mapping[str, Any], taken: Collection[str] = ()) -> StoredParams:
+    """The fitted params as a file holds them. An array of a plain numeric dtype whose name
+    ArviZ accepts (no '/') and no other variable of the group has (``taken``) is stored under
+    its name (``PLAIN_ATTR`` lists them). Every other param (a pytree: a network's weight
+    holder, with its unsampled weights and the ``ParamShape`` markers of the lifted ones, under
+    dict keys that are strings or integers; a name with '/'; bfloat16 and the like) is laid out
+    in JSON (``LAYOUT_ATTR``), its arrays packed into one byte variable: one variable however
+    many leaves (a variable per leaf made loading quadratic in their number). A value of
+    another kind (another pytree node, an object array) is left out with a warning naming it:
+    a loaded posterior would predict with its initial value."""
+    plain: dict[str, np.ndarray] = {}
+    chunks: list[bytes] = []
     layouts: dict[str, Any] = {}
     left_out = []
     for name, value in fitted.items():
-        if _is_array(value) and "/" not in name:
-            stored[name] = np.asarray(value)
+        if _is_array(value) and _plain_dtype(value) and "/" not in name and name not in taken:
+            plain[name] = np.asarray(value)
             continue
-        leaves: dict[str, np.ndarray] = {}
         try:
-            layout = _layout(value, leaves, first=len(laid_out))
+            layouts[name] = _layout(value, chunks)
         except _NotStorable:
             left_out.append(name)
-            continue
-        laid_out.update(leaves)
-        layouts[name] = layout
     if left_out:
         warnings.warn(
             f"the fitted numpyro.param sites {left_out} are not written to the file (a pytree "
-            "node other than dict, list, tuple or ParamShape): a posterior loaded from it "
-            "predicts with their initial values",
+            "node other than dict (string or integer keys), list, tuple or ParamShape, or an "
+            "object array): a posterior loaded from it predicts with their initial values",
             UserWarning,
             stacklevel=4,
         )
-    return {**stored, **laid_out}, layouts
+    arrays, attrs = dict(plain), {}
+    if plain:
+        attrs[PLAIN_ATTR] = json.dumps(list(plain))
+    if layouts:
+        variable = PACKED
+        while variable in taken or variable in fitted:
+            variable += "_"
+        if chunks:
+            arrays[variable] = np.frombuffer(b"".join(chunks), np.uint8)
+        order = [name for name in fitted if name in plain or name in layouts]
+        layout = {"variable": variable, "order": order, "params": layouts}
+        attrs[LAYOUT_ATTR] = json.dumps(layout)
+    return StoredParams(arrays, attrs)
 
 
-def restored_params(
-    constant: Mapping[str, np.ndarray], names: list[str], layouts: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The fitted params :func:`storable_params` wrote, out of the file's constant data."""
+def restored_params(constant: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> dict:
+    """The fitted params :func:`storable_params` wrote, out of the file's constant data and
+    root attrs, in the model's order."""
+    names = json.loads(attrs.get(PLAIN_ATTR, "[]"))
     out: dict[str, Any] = {name: constant[name] for name in names if name in constant}
-    out.update({name: _rebuilt(layout, constant) for name, layout in layouts.items()})
-    return out
+    if LAYOUT_ATTR not in attrs:
+        return out
+    layout = json.loads(attrs[LAYOUT_ATTR])
+    packed = np.asarray(constant.get(layout["variable"], np.zeros(0, np.uint8)), np.uint8)
+    out.update({k: _rebuilt(v, packed.tobytes()) for k, v in layout["params"].items()})
+    return {name: out[name] for name in layout["order"] if name in out}
 
 
-def stored_leaf_names(layouts: Mapping[str, Any]) -> set[str]:
-    """The constant-data variables that hold the leaves of the laid-out params."""
-    found: set[str] = set()
-
-    def visit(layout: Any) -> None:
-        kind, content = next(iter(layout.items()))
-        if kind == "array":
-            found.add(content)
-        elif kind == "dict":
-            for item in content.values():
-                visit(item)
-        elif kind in ("list", "tuple"):
-            for item in content:
-                visit(item)
-
-    for layout in layouts.values():
-        visit(layout)
+def stored_variables(attrs: Mapping[str, Any]) -> set[str]:
+    """The constant-data variables that hold fitted params, not data."""
+    found = set(json.loads(attrs.get(PLAIN_ATTR, "[]")))
+    if LAYOUT_ATTR in attrs:
+        found.add(json.loads(attrs[LAYOUT_ATTR])["variable"])
     return found
 
 
@@ -134,33 +146,57 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, jax.Array | np.ndarray | np.generic | float | int)
 
 
-def _layout(value: Any, leaves: dict[str, np.ndarray], first: int) -> dict[str, Any]:
-    """``value``'s layout (``{"array": variable}``, ``{"dict": {...}}``, ``{"list": [...]}``,
-    ``{"tuple": [...]}``, ``{"param_shape": shape}``), its arrays added to ``leaves``."""
+def _plain_dtype(value: Any) -> bool:
+    """A dtype a netCDF file holds as it is (NumPy's own booleans, integers and floats)."""
+    dtype = np.asarray(value).dtype
+    return dtype.kind in "biuf" and dtype.type.__module__ == "numpy"
+
+
+def _layout(value: Any, chunks: list[bytes]) -> dict[str, Any]:
+    """``value``'s layout (``{"array": [offset, nbytes, dtype, shape]}``, ``{"dict": [[key,
+    layout], ...]}``, ``{"list": [...]}``, ``{"tuple": [...]}``, ``{"param_shape": shape}``),
+    its arrays' bytes appended to ``chunks``."""
     from numpyro.contrib.module import ParamShape
 
     if _is_array(value):
-        variable = f"mtbkd_fitted_param_{first + len(leaves)}"
-        leaves[variable] = np.asarray(value)
-        return {"array": variable}
+        array = np.ascontiguousarray(np.asarray(value))
+        if array.dtype.kind == "O":
+            raise _NotStorable
+        offset = sum(len(c) for c in chunks)
+        chunks.append(array.tobytes())
+        return {"array": [offset, array.nbytes, array.dtype.name, list(array.shape)]}
     if isinstance(value, ParamShape):
         return {"param_shape": [int(d) for d in value.shape]}
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {"dict": {k: _layout(v, leaves, first) for k, v in value.items()}}
+    if isinstance(value, dict):
+        if not all(type(k) in (str, int) for k in value):  # JSON keeps both apart, not bool
+            raise _NotStorable
+        return {"dict": [[k, _layout(v, chunks)] for k, v in value.items()]}
     if type(value) in (list, tuple):
-        return {type(value).__name__: [_layout(v, leaves, first) for v in value]}
+        return {type(value).__name__: [_layout(v, chunks) for v in value]}
     raise _NotStorable
 
 
-def _rebuilt(layout: Mapping[str, Any], constant: Mapping[str, np.ndarray]) -> Any:
+def _rebuilt(layout: Mapping[str, Any], packed: bytes) -> Any:
     from numpyro.contrib.module import ParamShape
 
     kind, content = next(iter(layout.items()))
     if kind == "array":
-        return constant[content]
+        offset, nbytes, dtype, shape = content
+        raw = packed[offset : offset + nbytes]
+        return np.frombuffer(raw, _dtype(dtype)).reshape(shape).copy()
     if kind == "param_shape":
         return ParamShape(tuple(content))
     if kind == "dict":
-        return {k: _rebuilt(v, constant) for k, v in content.items()}
-    items = [_rebuilt(v, constant) for v in content]
+        return {k: _rebuilt(v, packed) for k, v in content}
+    items = [_rebuilt(v, packed) for v in content]
     return items if kind == "list" else tuple(items)
+
+
+def _dtype(name: str) -> np.dtype:
+    """A dtype by name, NumPy's or ml_dtypes' (bfloat16, float8_*: JAX's extra floats)."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtbkd_jax.infer._fitted_params import restored_params, stored_leaf_names
+from mtbkd_jax.infer._fitted_params import restored_params, stored_variables
 
 if TYPE_CHECKING:
     from mtbkd_jax.infer.posterior import Posterior
@@ -72,11 +72,9 @@ def _read(
             return {str(k): _by_name(v, name) for k, v in data.items()}
 
         losses = group("optimization").get("loss")
-        attrs = dict(tree.attrs)
+        attrs = {str(k): v for k, v in tree.attrs.items()}
         constant = group("constant_data")
-        names = json.loads(attrs.get("mtbkd_fitted_params", "[]"))
-        layouts = json.loads(attrs.get("mtbkd_fitted_param_layouts", "{}"))
-        fitted_names = set(names) | stored_leaf_names(layouts)
+        fitted_names = stored_variables(attrs)
         loaded = cls(
             draws=group("posterior"),
             sample_stats=group("sample_stats"),
@@ -88,7 +86,7 @@ def _read(
             logits_fn=logits_fn,
             featurize=featurize,
             pointwise_log_likelihood=group("log_likelihood") or None,
-            fitted_params=restored_params(constant, names, layouts),
+            fitted_params=restored_params(constant, attrs),
         )
     if attrs.get(FEATURIZE_ATTR) and featurize is None:
         loaded.featurize = _extractor_not_given

@@ -28,6 +28,7 @@ from mtbkd_jax.infer._host_rows import HostRows, OrdersCache, keep_rule, kept_in
 from mtbkd_jax.infer._loop import EpochLoop
 from mtbkd_jax.infer._orders import SAMPLING, EpochOrders
 from mtbkd_jax.infer._staging import StagingBuffers
+from mtbkd_jax.infer.gradients import GradientEstimator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
     from mtbkd_jax.infer.checkpoint import Checkpoint
-    from mtbkd_jax.infer.gradients import GradientEstimator
     from mtbkd_jax.infer.posterior import Posterior
 
 __all__ = ["StreamedRun", "kept_slots"]
@@ -191,18 +191,18 @@ class StreamedRun(SamplerRun):
         return self._package(draws, carry, constrain, started)
 
     def _host_batches(self, rng_key: jax.Array) -> tuple[tuple, tuple]:
-        """Two independent minibatches of rows for the end-of-run check, drawn as the
-        device-resident estimator's ``sample_minibatch`` draws indices (uniformly, without
-        replacement, per plate) and gathered on the host."""
+        """The end-of-run check's two minibatches of rows: the indices the device-resident
+        check draws from the same key (``GradientEstimator.sample_minibatch``: uniform,
+        without replacement, per plate), gathered on the host, so that a streamed run and a
+        resident one at the same last states measure the same quantity."""
         rows = self.rows
         assert rows is not None  # set by run_sgmcmc
-        seed = np.asarray(jax.random.key_data(rng_key)).ravel().tolist()
-        rng = np.random.default_rng(seed)
+        first_key, second_key, _ = jax.random.split(rng_key, 3)  # as _measure splits it
 
-        def one() -> tuple:
-            indices = {
-                p.name: rng.choice(p.size, p.batch_size, replace=False) for p in self.plan.plates
-            }
+        def gathered(key: jax.Array) -> tuple:
+            # the resident estimator's draw (a streamed estimator refuses to draw on the device)
+            drawn = GradientEstimator.sample_minibatch(self.estimator, key)
+            indices = {name: np.asarray(index) for name, index in drawn.items()}
             return tuple(jnp.asarray(taken) for taken in rows.take(indices))
 
-        return one(), one()
+        return gathered(first_key), gathered(second_key)

@@ -5,7 +5,7 @@ and indexes its data with the plate's indices. Substituting the indices of every
 plate (``handlers.substitute``) makes NumPyro scale each site inside a plate by ``N / |B|`` and
 count every site outside the plates once, so ``log p`` evaluated on a minibatch is an unbiased
 estimate of the full-data log density (METHOD §5), and so is its gradient. The samplers draw
-the indices (a permutation of each plate per epoch): a step costs O(``|B|``), not O(N).
+the indices (a permutation of each plate per epoch), so a step costs O(``|B|``), not O(N).
 
 :func:`gradient_estimator` reads the plates from the model's trace. A model may also own its
 subsampling plan, as :class:`~mtbkd_jax.MTBKDModel` does, through two optional methods (the
@@ -19,11 +19,11 @@ subsampling plan, as :class:`~mtbkd_jax.MTBKDModel` does, through two optional m
   teacher prior's (N, M, C) constants).
 
 The estimator is a pytree whose leaves are the model's array arguments: pass it through
-``jax.jit`` as an argument and the data stay data."""
+``jax.jit`` as an argument and the data stay data.
+"""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,11 +115,8 @@ class GradientEstimator:
 
     def logdensity(self, position: dict, minibatch: dict) -> jax.Array:
         """``log p(z, D)`` on the unconstrained space, estimated on ``minibatch`` (plate name
-        -> indices): every plate's sites scaled by ``N / |B|`` (any ``|B|``: NumPyro's
-        warning on a batch of another size than ``subsample_size`` is not passed on)."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="subsample_size does not match")
-            return -potential_energy(*self.batch_model(minibatch), position)
+        -> indices): every plate's sites scaled by ``N / |B|``."""
+        return -potential_energy(*self.batch_model(minibatch), position)
 
     def grad(self, position: dict, minibatch: dict) -> dict:
         """The minibatch estimate of ``grad log p(z, D)``."""
