@@ -111,18 +111,29 @@ def verdicts(rows: list[dict], inference: str, test_size: int) -> list[tuple[str
     return out
 
 
-def nuts_no_worse_than_map(rows: list[dict]) -> list[tuple[str, bool, str]]:
-    """Digits: every method's NUTS row against its MAP row, in NLL and ECE."""
+def nuts_no_worse_than_map(
+    rows: list[dict], own_maps: dict[str, dict] | None = None
+) -> list[tuple[str, bool, str]]:
+    """Digits: every method's NUTS row against its MAP row, in NLL and ECE; where the NUTS
+    row chose its own σ0 (``own_maps.json`` of a run with ``posterior_tuning``), also against
+    the MAP of its own model (the chain start, at the NUTS row's σ0)."""
     out = []
     for row in rows:
         twin = _find(rows, row["method"], "map")
         if row["inference"] != "nuts" or twin is None:
             continue
+        own = (own_maps or {}).get(row["method"])
         for name in ("nll", "ece"):
             out.append(
-                (f"{row['method']}: NUTS {name.upper()} <= MAP's", row[name] <= twin[name],
+                (f"{row['method']}: NUTS {name.upper()} <= MAP row's", row[name] <= twin[name],
                  f"{row[name]:.4f} vs {twin[name]:.4f}")
             )  # fmt: skip
+            if own is not None:
+                out.append(
+                    (f"{row['method']}: NUTS {name.upper()} <= its own model's MAP "
+                     f"({own['settings']})", row[name] <= own[name],
+                     f"{row[name]:.4f} vs {own[name]:.4f}")
+                )  # fmt: skip
     return out
 
 
@@ -175,7 +186,8 @@ def single(name: str, folder: Path, inference: str, digits: bool = False) -> str
     rows, size = load_run(folder)
     found = verdicts(rows, inference, size)
     if digits:
-        found += nuts_no_worse_than_map(rows)
+        own = folder / "own_maps.json"
+        found += nuts_no_worse_than_map(rows, json.loads(own.read_text()) if own.exists() else None)
     return f"## {name}\n\n{size} test examples.\n\n{table(rows)}\n\n{verdict_list(found)}\n"
 
 
