@@ -712,3 +712,24 @@ def test_an_end_check_that_fails_loses_no_draws(monkeypatch):
                                   progress_bar=False)  # fmt: skip
     assert posterior.draws["mu"].size > 0
     assert posterior.settings.get("end_temperature_ratio") is None
+
+
+def test_a_finished_streamed_run_lets_the_host_arrays_go():
+    """jit's caches keep every compiled call's pytree aux data alive; the streamed estimator's
+    aux held the run's host rows, and with them the user's arrays, until
+    ``jax.clear_caches()``. It now holds them by weak reference: once the caller drops its
+    arrays (and the run is over), they are freed."""
+    import gc
+    import weakref
+
+    def run():
+        x = np.random.default_rng(0).normal(size=(200, 1)).astype(np.float32)
+        posterior = mk.run_sgmcmc(jax.random.key(0), _sharp_mean, x, stream=True,
+                                  batch_size=200, num_epochs=2, draws_per_epoch=1,
+                                  step_size=1e-3, progress_bar=False)  # fmt: skip
+        return weakref.ref(x), posterior
+
+    alive, posterior = run()
+    gc.collect()
+    assert posterior.draws["mu"].size > 0
+    assert alive() is None
