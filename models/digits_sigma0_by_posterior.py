@@ -87,6 +87,7 @@ def main(argv=None):
                            RULES[args.method] is None else data.teachers_prior,
                            RULES[args.method] or "paper")[2]  # fmt: skip
     print(f"{args.method}: the MAP search chose {dict(map_choice.best)}")
+    rows = {}
     print("variant     sigma0  | MAP: val NLL  test NLL  ECE   | NUTS: val NLL  test NLL  ECE")
     for variant in variants:
         start = time.perf_counter()
@@ -98,6 +99,8 @@ def main(argv=None):
               f"{m['ece']:.3f} | {n['validation_nll']:.4f}  {n['nll']:.4f}  {n['ece']:.3f}"
               f"  ({time.perf_counter() - start:.0f} s)")  # fmt: skip
         print(json.dumps({"variant": variant, **found}))
+        rows.update({f"{variant} {fit}": metrics for fit, metrics in found.items()})
+    return rows
 
 
 if __name__ == "__main__":
