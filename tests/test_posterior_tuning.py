@@ -102,3 +102,24 @@ def test_a_method_without_a_posterior_row_is_refused():
     method = SimpleNamespace(label="KD", teachers=None, weight_rule="paper")
     with pytest.raises(ValueError, match="'KD' has no posterior row"):
         posterior_tuning.tuned_posterior(keys, data, SimpleNamespace(), method, {})
+
+
+def test_a_value_without_a_stable_sgmcmc_posterior_scores_worst(fakes, monkeypatch):
+    """SG-MCMC at some σ0 may find no stable step (``UnstableStepSizes``) or diverge: that
+    value is not a candidate (scored ``None`` in the search's record), the others compete."""
+    from mtbkd_jax.infer import SamplerDivergedError
+
+    state, _ = fakes
+    state.posterior_value = lambda s: 5 - 2 * abs(math.log(s / 0.3))
+    sample = posterior_tuning.fit_posterior
+
+    def diverging_at_03(key, data, config, model, mode, starts):
+        if model["prior_scale"] == 0.3:
+            raise SamplerDivergedError("NaN at epoch 3", None)
+        return sample(key, data, config, model, mode, starts)
+
+    monkeypatch.setattr(posterior_tuning, "fit_posterior", diverging_at_03)
+    found = _run((0.1, 0.3, 1.0, 3.0))
+    assert found.settings["prior_scale"] == 0.1  # the best of the others: |log(1/3)| < log(10/3)
+    scores = {r["prior_scale"]: r["score"] for r in found.search.evaluated}
+    assert scores[0.3] is None

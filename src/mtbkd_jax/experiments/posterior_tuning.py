@@ -12,7 +12,8 @@ theta_s)``, from the logits): each value's MAP is fitted and its posterior sampl
 the full sampling budget. ``lambda`` and ``beta`` stay at the MAP search's choice (they shape
 the teacher prior, which the MAP judges as well as the posterior does; searching them too would
 multiply the cost by the grids' sizes). The MAP row keeps its own ``sigma0``: it is KD, and KD
-is tuned as a practitioner would tune it.
+is tuned as a practitioner would tune it. A value whose SG-MCMC posterior has no stable step or
+diverges scores worst (as in the learned-trust search).
 
 The MAP of the chosen posterior's own model (the chain start, at the posterior's ``sigma0``)
 is kept too (``own_maps.json``), so that "the posterior is no worse than its MAP" can be judged
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mtbkd_jax.experiments.fit import _TunedSettings, build_model, fit_map, fit_posterior
+from mtbkd_jax.infer import SamplerDivergedError, UnstableStepSizes
 from mtbkd_jax.metrics import predictive_nll_from_logits
 from mtbkd_jax.tuning import SearchResult, coordinate_search
 
@@ -75,7 +77,10 @@ def tuned_posterior(
     def score(settings: dict[str, Any]) -> float:
         model = build_model(data, config, method.teachers, method.weight_rule, settings)
         mode = fit_map(keys.map, data, config, model)
-        posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
+        try:
+            posterior = fit_posterior(posterior_key, data, config, model, mode, keys.starts)
+        except (UnstableStepSizes, SamplerDivergedError):  # SG-MCMC: not a candidate
+            return math.inf  # the worst score (a search where every value fails raises)
         logits = np.asarray(posterior.predict_logits(x_validation))  # log space: no underflow
         value = predictive_nll_from_logits(logits, y_validation)
         if value < kept["score"]:  # ties keep the earlier, as the search does
