@@ -30,7 +30,7 @@ MAX_END_RATIO = 10.0  # the pilots' default max_temperature_ratio
 _MEASURE = jax.jit(_measure)  # one wrapper: compiled once per model, not once per run
 _MEASURE_ON = jax.jit(_measure_on)
 
-Batches = Callable[[jax.Array], tuple[Any, Any]]  # key -> two independent minibatches
+Minibatch = Callable[[jax.Array], Any]  # key -> one minibatch, drawn off the device
 
 
 def end_temperature_ratio(
@@ -38,22 +38,23 @@ def end_temperature_ratio(
     position: Any,
     rng_key: jax.Array,
     temperature: float,
-    batches: Batches | None = None,
+    minibatch: Minibatch | None = None,
 ) -> float:
     """``T / tau = sum |grad U|^2 / sum tr H / tau`` over the first ``END_CHAINS`` chains'
     positions (leading chain axis; minibatch estimates as the pilots'), NaN where the
-    curvature estimate is not positive. ``batches(key)`` gives each chain's two minibatches
-    where the estimator cannot draw them on the device (a streamed run's rows)."""
+    curvature estimate is not positive. ``minibatch(key)`` draws a minibatch where the
+    estimator cannot draw it on the device (a streamed run's rows, gathered on the host)."""
     num_chains = jax.tree.leaves(position)[0].shape[0]
     square = curvature = 0.0
     for chain in range(min(num_chains, END_CHAINS)):  # one chain at a time, as the probe
         point = jax.tree.map(lambda x, c=chain: x[c], position)
         key = jax.random.fold_in(rng_key, chain)
-        if batches is None:
+        if minibatch is None:
             found = _MEASURE(estimator, point, key)
-        else:
-            first, second = batches(key)
-            found = _MEASURE_ON(estimator, point, first, second, jax.random.split(key, 3)[2])
+        else:  # the keys _measure would draw its two minibatches and its probe from
+            first_key, second_key, probe_key = jax.random.split(key, 3)
+            first, second = minibatch(first_key), minibatch(second_key)
+            found = _MEASURE_ON(estimator, point, first, second, probe_key)
         square += float(found["square"])
         curvature += float(found["curvature"])
     if not (curvature > 0 and math.isfinite(square)) or temperature == 0:
@@ -66,14 +67,14 @@ def checked_end(
     position: Any,
     settings: SGMCMCSettings,
     rng_key: jax.Array,
-    batches: Batches | None = None,
+    minibatch: Minibatch | None = None,
 ) -> SGMCMCSettings:
     """``settings`` with ``end_temperature_ratio``; a :class:`ConvergenceWarning` where it
     exceeds ``MAX_END_RATIO`` (cyclical SGLD ends at a step near 0 and is not judged)."""
     if settings.sampler == "cyclical_sgld":
         return settings
     try:
-        ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, batches)
+        ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, minibatch)
     except Exception as error:  # a finished run's draws are not lost to the check
         why = str(error).splitlines()[0][:200] if str(error) else ""
         warnings.warn(

@@ -187,22 +187,17 @@ class StreamedRun(SamplerRun):
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)
         last = self.placement.to_host(carry.kernel.position)
-        self.settings = checked_end(self.estimator, last, s, self.keep_key, self._host_batches)
+        self.settings = checked_end(self.estimator, last, s, self.keep_key, self._host_minibatch)
         return self._package(draws, carry, constrain, started)
 
-    def _host_batches(self, rng_key: jax.Array) -> tuple[tuple, tuple]:
-        """The end-of-run check's two minibatches of rows: the indices the device-resident
+    def _host_minibatch(self, rng_key: jax.Array) -> tuple:
+        """One minibatch of rows for the end-of-run check: the indices the device-resident
         check draws from the same key (``GradientEstimator.sample_minibatch``: uniform,
-        without replacement, per plate), gathered on the host, so that a streamed run and a
-        resident one at the same last states measure the same quantity."""
+        without replacement, per plate; a streamed estimator refuses to draw on the device),
+        gathered on the host, so that a streamed run and a resident one at the same last
+        states measure the same quantity."""
         rows = self.rows
         assert rows is not None  # set by run_sgmcmc
-        first_key, second_key, _ = jax.random.split(rng_key, 3)  # as _measure splits it
-
-        def gathered(key: jax.Array) -> tuple:
-            # the resident estimator's draw (a streamed estimator refuses to draw on the device)
-            drawn = GradientEstimator.sample_minibatch(self.estimator, key)
-            indices = {name: np.asarray(index) for name, index in drawn.items()}
-            return tuple(jnp.asarray(taken) for taken in rows.take(indices))
-
-        return gathered(first_key), gathered(second_key)
+        drawn = GradientEstimator.sample_minibatch(self.estimator, rng_key)
+        indices = {name: np.asarray(index) for name, index in drawn.items()}
+        return tuple(jnp.asarray(taken) for taken in rows.take(indices))

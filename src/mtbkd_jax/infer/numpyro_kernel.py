@@ -100,7 +100,7 @@ def _missing_field(name: str) -> str:
         " (a minibatch kernel never evaluates the potential energy, nor accepts or rejects; "
         "the potential at a draw is -e.logdensity(e.unconstrain(draw), e.full_batch()) with "
         "e = kernel.estimator)"
-        if name.split(".")[0] in _NUTS_FIELDS
+        if name in _NUTS_FIELDS  # NumPyro asks for one attribute at a time
         else ""
     )
     return f"extra_fields: SGMCMC's state has no field {name!r}{why}; its fields are {fields}"
