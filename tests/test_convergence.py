@@ -81,3 +81,45 @@ def test_a_map_stopped_while_its_loss_falls_is_warned_about_and_a_converged_one_
     mode = LogisticRegression(C=100.0, fit_intercept=False, tol=1e-10, max_iter=10_000)
     np.testing.assert_allclose(done.draws["w"][0, 0], mode.fit(x, y).coef_[0], atol=2e-3)
     assert np.isfinite(svi.settings["final_loss_change"])
+
+
+def test_loss_rise_against_a_direct_computation():
+    """``loss_rise`` is min(last tenth) - first loss; the warning fires only when every loss of
+    the last tenth is above the start beyond rounding (a rise of 1e-3 of |start| or less is not
+    warned: a warm start at the mode jitters there)."""
+    from mtbkd_jax.infer._convergence import RISE_TOLERANCE, loss_rise
+
+    rng = np.random.default_rng(1)
+    blown = np.concatenate([[341.5], 1e7 * rng.uniform(0.3, 1.0, size=499)])
+    assert loss_rise(blown) == pytest.approx(blown[-50:].min() - 341.5)
+    falling = np.linspace(300.0, 80.0, 500)
+    assert loss_rise(falling) == pytest.approx(80.0 - 300.0)  # the last tenth's lowest: its end
+    assert np.isnan(loss_rise(np.ones(99)))  # too few steps to judge
+    with pytest.warns(mk.infer.ConvergenceWarning, match="ended above where it started.*500"):
+        _convergence.warn_if_loss_rose(blown, 500)
+    at_mode = 85.7 * (1 + 0.5 * RISE_TOLERANCE * rng.uniform(0.1, 1.0, size=500))
+    at_mode[0] = 85.7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mk.infer.ConvergenceWarning)
+        _convergence.warn_if_loss_rose(falling, 500)
+        _convergence.warn_if_loss_rose(at_mode, 500)  # above the start, but by rounding
+        _convergence.warn_if_loss_rose(blown[:99], 99)
+
+
+@pytest.mark.parametrize("learning_rate", [1e3, 1e6])
+def test_a_map_whose_adam_blew_up_is_warned_about(learning_rate):
+    """Adam at a learning rate far too large ends far above its first loss: a point much worse
+    than its random start, returned silently before (its loss never fell, or blew up, then
+    levelled off, so the share of the fall measured nothing). Warned, pointing at this file."""
+    model, x, y = _logistic_regression(10.0)
+    with pytest.warns(mk.infer.ConvergenceWarning, match="ended above where it started") as w:
+        bad = mk.run_map(jax.random.key(0), model, x, y, num_steps=300,
+                         learning_rate=learning_rate, progress_bar=False)  # fmt: skip
+    assert any(r.filename == __file__ for r in w)
+    from numpyro.infer.util import log_density
+
+    start = mk.run_map(jax.random.key(0), model, x, y, num_steps=300, learning_rate=0.05,
+                       progress_bar=False)  # fmt: skip
+    worse = -log_density(model, (x, y), {}, bad.point())[0]
+    better = -log_density(model, (x, y), {}, start.point())[0]
+    assert worse > better + 10.0  # the warned point is far from the mode

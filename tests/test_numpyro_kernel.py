@@ -154,6 +154,78 @@ def test_the_adapter_refuses_bad_settings():
         mcmc.run(jax.random.key(0), jnp.zeros(10))
 
 
+def _canonical(num_examples=60, feature_extractor=None):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(num_examples, 3)).astype(np.float32)
+    y = rng.integers(0, 3, num_examples).astype(np.int32)
+    bank = mk.TeacherBank.from_logits(rng.normal(size=(2, num_examples, 3)))
+    network = mk.MLP(2 if feature_extractor else 3, 3, hidden=(4,), rngs=nnx.Rngs(0))
+    student = mk.Student(network, feature_extractor=feature_extractor)
+    return mk.MTBKDModel(student, bank), x, y
+
+
+@pytest.mark.parametrize("batch_size", [0, -5, 20.0, True])
+def test_the_adapter_refuses_a_batch_size_that_is_no_count(batch_size):
+    """As run_sgmcmc does: before, 0 and -5 crashed inside JAX's indexing and 20.0 ran."""
+    model, _, _ = _canonical()
+    with pytest.raises((TypeError, ValueError), match=r"batch_size must be an integer >= 1"):
+        SGMCMC(model, "sgld", batch_size=batch_size)
+    with pytest.raises((TypeError, ValueError), match=r"prior_batch_size must be an integer"):
+        SGMCMC(model, "sgld", prior_batch_size=batch_size)
+    x, y = np.zeros((60, 3), np.float32), np.zeros(60, np.int32)
+    with pytest.raises((TypeError, ValueError), match=r"batch_size must be an integer >= 1"):
+        mk.infer.gradient_estimator(model, (x, y), batch_size=batch_size)
+
+
+@pytest.mark.parametrize("size", [32, 500])
+def test_a_subsample_size_passed_to_the_canonical_model_is_refused_naming_batch_size(size):
+    """The canonical model sets its plates' subsample_size from the sampler's batch_size; a
+    subsample_size passed with the data was replaced by 64 without a word (MCMC: NumPyro's
+    model/guide warning at best), even 500 of 60 examples."""
+    model, x, y = _canonical()
+    mcmc = MCMC(SGMCMC(model, "sgld", step_size=1e-4), num_warmup=1, num_samples=2,
+                progress_bar=False)  # fmt: skip
+    with pytest.raises(ValueError, match=rf"subsample_size'\] = {size}.*pass batch_size={size}"):
+        mcmc.run(jax.random.key(0), x, y, subsample_size=size)
+    with pytest.raises(ValueError, match=rf"pass batch_size={size}"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, model_kwargs={"subsample_size": size},
+                      num_epochs=1, step_size=1e-4, progress_bar=False)  # fmt: skip
+    # the plan's own value, passed again, is no conflict
+    MCMC(SGMCMC(model, "sgld", step_size=1e-4, batch_size=20), num_warmup=1, num_samples=2,
+         progress_bar=False).run(jax.random.key(0), x, y, subsample_size=20)  # fmt: skip
+
+
+def test_a_feature_extractor_student_asks_for_featurized_inputs_through_mcmc():
+    """MCMC passes the inputs to the model as given; the run_* functions featurize them. The
+    refusal says so (before: only that the shape did not fit)."""
+    model, x, y = _canonical(feature_extractor=lambda v: v[:, :2] * 2.0)
+    mcmc = MCMC(SGMCMC(model, "sgld", step_size=1e-4, batch_size=20), num_warmup=1,
+                num_samples=2, progress_bar=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"feature_extractor.*student\.featurize\(inputs\)"):
+        mcmc.run(jax.random.key(0), x, y)
+    mcmc.run(jax.random.key(0), np.asarray(model.student.featurize(x)), y)
+    assert mcmc.get_samples()["student.layers.0.kernel"].shape == (2, 2, 4)
+
+
+def test_the_exact_log_density_by_full_batch_raises_no_model_guide_warning():
+    """``-e.logdensity(e.unconstrain(draw), e.full_batch())``, which the extra_fields message
+    recommends, substitutes indices of another length than the plates' minibatch on purpose:
+    NumPyro's "subsample_size does not match" (a model/guide mismatch) is not raised; the value
+    is the unsubsampled model's log density."""
+    import warnings
+
+    from numpyro.infer.util import log_density
+
+    model, x, y = _canonical()
+    estimator = mk.infer.gradient_estimator(model, (x, y), batch_size=20)
+    position = estimator.initial_position(jax.random.key(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = float(estimator.logdensity(position, estimator.full_batch()))
+    exact, _ = log_density(model, (x, y), model.constant_kwargs(), position)
+    assert value == pytest.approx(float(exact), rel=1e-5)
+
+
 @pytest.mark.parametrize("jit_model_args", [False, True])
 def test_a_second_run_on_new_data_samples_the_new_posterior(jit_model_args):
     """MCMC reuses its compiled sampler across runs when the model's arguments are traced

@@ -287,3 +287,32 @@ def test_a_given_step_past_the_stability_limit_is_warned_about_at_the_end():
     with pytest.warns(ConvergenceWarning, match="configurational temperature"):
         hot = run_sgmcmc(jax.random.key(0), _sharp_mean, x, step_size=0.0205, **settings)
     assert hot.settings["end_temperature_ratio"] > 1e6
+
+
+def _double_well(x, y=None):
+    """U(z) = 4 (z^2 - 1)^2 + z^2 / 200: curvature -16 at z = 0, a local maximum of the
+    density, where the chains start (and stay, at a step this small)."""
+    z = numpyro.sample("z", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", x.shape[0], subsample_size=x.shape[0]) as i:
+        numpyro.factor("well", -4.0 * (z**2 - 1.0) ** 2 * (1.0 + 0.0 * x[i, 0]) / x.shape[0])
+
+
+def test_an_end_whose_curvature_is_not_positive_is_reported_as_unmeasured():
+    """T / tau's curvature estimate there is negative, so the ratio cannot be measured: it was
+    reported as "T / tau is nan" with a ConvergenceWarning blaming the step size. Now a
+    UserWarning that the check could not measure it, naming the curvature, and no ratio. A run
+    at temperature 0 (an optimiser) is not judged at all."""
+    x = jnp.zeros((50, 1))
+    settings = dict(num_epochs=20, draws_per_epoch=1, num_chains=2, progress_bar=False,
+                    step_size=1e-7, init_params={"z": jnp.zeros(())})  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = run_sgmcmc(jax.random.key(0), _double_well, x, **settings)
+    messages = [str(w.message) for w in caught]
+    assert any("could not measure" in m and "not positive" in m for m in messages), messages
+    assert not any(issubclass(w.category, ConvergenceWarning) for w in caught), messages
+    assert run.settings.get("end_temperature_ratio") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cold = run_sgmcmc(jax.random.key(0), _double_well, x, temperature=0.0, **settings)
+    assert cold.settings.get("end_temperature_ratio") is None

@@ -704,7 +704,7 @@ def test_an_end_check_that_fails_loses_no_draws(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no forward-over-reverse derivative")
 
-    monkeypatch.setattr(_end_check, "end_temperature_ratio", broken)
+    monkeypatch.setattr(_end_check, "end_measures", broken)
     x = np.zeros((100, 1), np.float32)
     with pytest.warns(UserWarning, match="could not measure .* no forward-over-reverse"):
         posterior = mk.run_sgmcmc(jax.random.key(0), _sharp_mean, x, stream=True,

@@ -611,3 +611,16 @@ def test_a_scikit_learn_teacher_of_boolean_labels_is_placed_as_classes_0_and_1()
     teacher = LogisticRegression().fit(x, x[:, 0] > 0)  # classes_ [False, True]
     bank = TeacherBank.from_callables([teacher], x, num_classes=2)
     np.testing.assert_allclose(np.exp(bank.log_probs[0]), teacher.predict_proba(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e7, 1e8, 1e12])
+def test_from_logits_ignores_a_common_offset_of_float64_logits(offset):
+    """Softmax ignores a common offset; rounding float64 logits to float32 before it did not
+    (at 1e8 every logit rounded alike and the teacher became uniform). Against scipy."""
+    from scipy.special import log_softmax
+
+    base = np.array([[0.0, 0.5, 1.0], [2.0, 0.0, -1.0]])
+    bank = TeacherBank.from_logits((base + offset)[None])
+    np.testing.assert_allclose(
+        np.asarray(bank.log_probs[0]), log_softmax(base, axis=-1), rtol=1e-6, atol=1e-6
+    )

@@ -31,11 +31,13 @@ __all__ = [
     "MAP_TOLERANCE",
     "final_loss_change",
     "trend_z_score",
+    "warn_if_loss_rose",
     "warn_if_not_converged",
     "warn_polish_not_converged",
 ]
 
 MAP_TOLERANCE = 5e-3  # share of the run's fall of the loss made in its last tenth
+RISE_TOLERANCE = 1e-3  # a rise above the start smaller than this share of |start loss| is rounding
 _Z_MIN = 3.0  # the last tenth's change must be this many standard errors of the loss's noise
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,6 +99,44 @@ def warn_if_not_converged(change: float, z_score: float, num_steps: int, what: s
         f"{MAP_TOLERANCE:.1%}): the point is not converged and can move with small changes "
         "anywhere upstream; polish it to the mode (run_map(..., polish_steps=500)), or raise "
         "num_steps",
+        ConvergenceWarning,
+        skip_file_prefixes=(_PACKAGE,),
+    )
+
+
+def loss_rise(losses: np.ndarray, fraction: float = 0.1) -> float:
+    """How far the whole last ``fraction`` of the run stayed above the loss of its first step:
+    ``min(last tenth) - losses[0]``, positive only when every step of the last tenth ended
+    worse than where the optimiser started. NaN with fewer than 100 steps (at the default
+    ``fraction``) or a loss that is not finite at the start.
+
+    :func:`final_loss_change` cannot see this: it measures the end against the run's own fall,
+    and a loss that never fell (or blew up first, then levelled off far above its start) has
+    no fall to measure against."""
+    losses = np.asarray(losses, dtype=np.float64).ravel()
+    width = int(losses.size * fraction)
+    if width < 10 or not np.isfinite(losses[0]):
+        return float("nan")
+    return float(losses[-width:].min() - losses[0])
+
+
+def warn_if_loss_rose(losses: np.ndarray, num_steps: int, what: str = "MAP") -> None:
+    """A :class:`ConvergenceWarning` when every loss of the run's last tenth is above its first
+    step's by more than :data:`RISE_TOLERANCE` of the first loss's size (a difference that
+    size is float32 rounding of a loss at its mode, where a warm start begins): the optimiser
+    made the point worse than its start, typically a learning rate too large for the model (a
+    loss that turns NaN or infinite is an error of ``run_svi`` already). It points at the
+    caller's line outside this package."""
+    losses = np.asarray(losses, dtype=np.float64).ravel()
+    rise = loss_rise(losses)  # NaN (no warning) under 100 steps
+    if not rise > RISE_TOLERANCE * max(1.0, abs(float(losses[0]))):
+        return
+    start = float(losses[0])
+    warnings.warn(
+        f"{what}: the loss ended above where it started (every step of the last tenth of its "
+        f"{num_steps} steps above the first step's {start:.6g}; the last step's is "
+        f"{float(losses[-1]):.6g}): the optimiser made the fit worse, typically a learning "
+        "rate too large for the model; lower learning_rate",
         ConvergenceWarning,
         skip_file_prefixes=(_PACKAGE,),
     )

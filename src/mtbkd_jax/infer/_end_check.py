@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import jax
-import numpy as np
 
 from mtbkd_jax.infer._convergence import ConvergenceWarning
 from mtbkd_jax.infer._point_measures import _measure, _measure_on
@@ -33,17 +32,16 @@ _MEASURE_ON = jax.jit(_measure_on)
 Minibatch = Callable[[jax.Array], Any]  # key -> one minibatch, drawn off the device
 
 
-def end_temperature_ratio(
+def end_measures(
     estimator: GradientEstimator,
     position: Any,
     rng_key: jax.Array,
-    temperature: float,
     minibatch: Minibatch | None = None,
-) -> float:
-    """``T / tau = sum |grad U|^2 / sum tr H / tau`` over the first ``END_CHAINS`` chains'
-    positions (leading chain axis; minibatch estimates as the pilots'), NaN where the
-    curvature estimate is not positive. ``minibatch(key)`` draws a minibatch where the
-    estimator cannot draw it on the device (a streamed run's rows, gathered on the host)."""
+) -> tuple[float, float]:
+    """``(sum |grad U|^2, sum tr H)`` over the first ``END_CHAINS`` chains' positions (leading
+    chain axis; minibatch estimates as the pilots'): ``T / tau`` is their ratio over ``tau``.
+    ``minibatch(key)`` draws a minibatch where the estimator cannot draw it on the device (a
+    streamed run's rows, gathered on the host)."""
     num_chains = jax.tree.leaves(position)[0].shape[0]
     square = curvature = 0.0
     for chain in range(min(num_chains, END_CHAINS)):  # one chain at a time, as the probe
@@ -57,9 +55,7 @@ def end_temperature_ratio(
             found = _MEASURE_ON(estimator, point, first, second, probe_key)
         square += float(found["square"])
         curvature += float(found["curvature"])
-    if not (curvature > 0 and math.isfinite(square)) or temperature == 0:
-        return math.nan
-    return square / curvature / temperature
+    return square, curvature
 
 
 def checked_end(
@@ -70,21 +66,35 @@ def checked_end(
     minibatch: Minibatch | None = None,
 ) -> SGMCMCSettings:
     """``settings`` with ``end_temperature_ratio``; a :class:`ConvergenceWarning` where it
-    exceeds ``MAX_END_RATIO`` (cyclical SGLD ends at a step near 0 and is not judged)."""
-    if settings.sampler == "cyclical_sgld":
+    exceeds ``MAX_END_RATIO`` or the gradient there is not finite, a ``UserWarning`` where the
+    ratio cannot be measured (a curvature estimate that is not positive). Cyclical SGLD ends at
+    a step near 0 and a run at ``temperature = 0`` optimises: neither is judged."""
+    if settings.sampler == "cyclical_sgld" or settings.temperature == 0:
         return settings
     try:
-        ratio = end_temperature_ratio(estimator, position, rng_key, settings.temperature, minibatch)
+        square, curvature = end_measures(estimator, position, rng_key, minibatch)
     except Exception as error:  # a finished run's draws are not lost to the check
         why = str(error).splitlines()[0][:200] if str(error) else ""
+        return _unchecked(settings, f"{type(error).__name__}: {why}")
+    if not math.isfinite(square):
         warnings.warn(
-            f"{settings.sampler}: the end-of-run check could not measure the chains' "
-            f"temperature ({type(error).__name__}: {why}); the draws are returned unchecked",
-            UserWarning,
+            f"{settings.sampler}: at the run's end the potential's gradient at the chains' last "
+            f"states is not finite ({square:.3g} summed over their squares): the chains have "
+            f"left the posterior, typically at a step size ({settings.step_size}) past the "
+            "stability limit. Choose the step with step_size='auto', or test it with "
+            "mtbkd_jax.infer.check_step_size",
+            ConvergenceWarning,
             stacklevel=4,
         )
         return settings
-    if not np.isfinite(ratio) or ratio > MAX_END_RATIO:
+    if not (math.isfinite(curvature) and curvature > 0):
+        return _unchecked(
+            settings,
+            f"the estimate of the potential's curvature (the trace of its Hessian) there is "
+            f"{curvature:.3g}, not positive, as at a saddle or where the potential is not convex",
+        )
+    ratio = square / curvature / settings.temperature
+    if ratio > MAX_END_RATIO:
         warnings.warn(
             f"{settings.sampler}: at the run's end the chains' configurational temperature "
             f"T / tau is {ratio:.3g} (about 1 at the posterior; the step-size pilots refuse "
@@ -96,4 +106,16 @@ def checked_end(
             ConvergenceWarning,
             stacklevel=4,
         )
-    return replace(settings, end_temperature_ratio=round(ratio, 6) if np.isfinite(ratio) else None)
+    return replace(settings, end_temperature_ratio=round(ratio, 6))
+
+
+def _unchecked(settings: SGMCMCSettings, why: str) -> SGMCMCSettings:
+    """A ``UserWarning`` that the end-of-run check could not measure the chains' temperature
+    (``why``); the draws are returned unchecked."""
+    warnings.warn(
+        f"{settings.sampler}: the end-of-run check could not measure the chains' temperature "
+        f"({why}); the draws are returned unchecked",
+        UserWarning,
+        stacklevel=5,
+    )
+    return settings

@@ -24,6 +24,7 @@ The estimator is a pytree whose leaves are the model's array arguments: pass it 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from numpyro.infer import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy, unconstrain_fn
 
 from mtbkd_jax.infer._common import is_array_tree
+from mtbkd_jax.infer._own_plan import with_own_plan
 from mtbkd_jax.infer._plate_order import FullPlateOrder
 from mtbkd_jax.infer.minibatch import PlateSpec, check_latent_sites, model_structure
 
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
     # the estimator as a pytree: children (model_args, array kwargs), aux (model, static, plates)
     _Children = tuple[tuple[Any, ...], dict[str, Any]]
     _Aux = tuple[Callable, "_Static", tuple[PlateSpec, ...]]
-
-DEFAULT_BATCH_SIZE = 64  # the canonical model's data plate when no batch size is given
 
 
 @jax.tree_util.register_pytree_node_class
@@ -115,8 +115,12 @@ class GradientEstimator:
 
     def logdensity(self, position: dict, minibatch: dict) -> jax.Array:
         """``log p(z, D)`` on the unconstrained space, estimated on ``minibatch`` (plate name
-        -> indices): every plate's sites scaled by ``N / |B|``."""
-        return -potential_energy(*self.batch_model(minibatch), position)
+        -> indices): every plate's sites scaled by ``N / |B|``. Indices of another length than
+        a plate's ``subsample_size`` (``full_batch()``, ``half_batches``) are meant: NumPyro's
+        warning that they differ (a model/guide mismatch elsewhere) is not raised."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            return -potential_energy(*self.batch_model(minibatch), position)
 
     def grad(self, position: dict, minibatch: dict) -> dict:
         """The minibatch estimate of ``grad log p(z, D)``."""
@@ -272,7 +276,7 @@ def minibatch_plan(
     see the module docstring) and split its keyword arguments into data and settings."""
     model_args = tuple(_as_jax(a) for a in model_args)
     model_kwargs = {k: _as_jax(v) for k, v in (model_kwargs or {}).items()}
-    kwargs = _with_own_plan(
+    kwargs = with_own_plan(
         model, model_args, dict(model_kwargs or {}), batch_size, prior_batch_size
     )
     own_plan = callable(getattr(model, "minibatch_kwargs", None))
@@ -317,40 +321,6 @@ def minibatch_plan(
         bool(partial_last_batch),
         structure.deterministic,
     )
-
-
-def _with_own_plan(
-    model: Callable,
-    model_args: tuple,
-    kwargs: dict,
-    batch_size: int | None,
-    prior_batch_size: int | None,
-) -> dict:
-    """The keyword arguments after the model's own subsampling plan (the protocol above)."""
-    own_plan = getattr(model, "minibatch_kwargs", None)
-    if not callable(own_plan):
-        if prior_batch_size is not None:
-            raise ValueError(
-                "prior_batch_size applies to a model with its own subsampling plan (the "
-                "canonical MTBKDModel); a model of your own sets each plate's subsample_size "
-                "itself"
-            )
-        return kwargs
-    prior_inputs = kwargs.get("prior_inputs")
-    num_transfer = None if prior_inputs is None else int(prior_inputs.shape[0])
-    kwargs.update(
-        own_plan(
-            int(model_args[0].shape[0]),
-            DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-            num_transfer,
-            prior_batch_size,
-        )
-    )
-    if kwargs.get("teacher_prior", True):
-        # the model's array constants go through jit as data, not compiled constants
-        for name, value in getattr(model, "constant_kwargs", dict)().items():
-            kwargs.setdefault(name, value)
-    return kwargs
 
 
 def gradient_estimator(

@@ -109,6 +109,10 @@ def _missing_field(name: str) -> str:
 class SGMCMC(MCMCKernel):
     """SG-MCMC for ``numpyro.infer.MCMC``.
 
+    The model's inputs go to ``mcmc.run`` as the student takes them: a student with a
+    ``feature_extractor`` takes ``student.featurize(inputs)`` (the ``run_*`` functions apply
+    the extractor themselves).
+
     Args:
         model: a NumPyro model with at least one subsampled plate,
             ``numpyro.plate(name, N, subsample_size=B)``, that indexes its data with the
@@ -160,8 +164,9 @@ class SGMCMC(MCMCKernel):
             if callable(step_size)
             else schedules.constant(require_positive(step_size, "step_size"))
         )
-        self.batch_size = batch_size
-        self.prior_batch_size = prior_batch_size
+        counts = {"batch_size": batch_size, "prior_batch_size": prior_batch_size}
+        checked = {k: None if v is None else require_count(v, k) for k, v in counts.items()}
+        self.batch_size, self.prior_batch_size = checked["batch_size"], checked["prior_batch_size"]
         self.options: dict[str, Any] = dict(
             temperature=require_nonnegative(temperature, "temperature"),
             friction=require_positive(friction, "friction"),
@@ -311,7 +316,16 @@ def _check_student_inputs(model: Callable, model_args: tuple) -> None:
     if isinstance(student, Student) and model_args:
         if not isinstance(model_args[0], jax.core.Tracer):
             with jax.ensure_compile_time_eval():  # chain_method="parallel" inits inside pmap
-                student.check_inputs(model_args[0], "model_args[0] (the inputs)")
+                try:
+                    student.check_inputs(model_args[0], "model_args[0] (the inputs)")
+                except ValueError as error:
+                    if student.feature_extractor is None:
+                        raise
+                    raise ValueError(
+                        f"{error}. The student has a feature_extractor, which MCMC does not "
+                        "apply (run_sgmcmc and the other run_* functions do): pass "
+                        "student.featurize(inputs) as the inputs"
+                    ) from None
 
 
 def _fraction(value: float) -> float:

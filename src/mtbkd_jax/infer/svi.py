@@ -25,6 +25,7 @@ from mtbkd_jax.infer._common import is_array_tree, make_posterior, nonfinite_sit
 from mtbkd_jax.infer._convergence import (
     final_loss_change,
     trend_z_score,
+    warn_if_loss_rose,
     warn_if_not_converged,
     warn_polish_not_converged,
 )
@@ -230,6 +231,8 @@ def _fit_settings(
     is not converged. A polished MAP (``polished``: the L-BFGS iterations run and whether
     they met the tolerance) is judged by its polish alone."""
     settings = {"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate}
+    if method == "map":
+        warn_if_loss_rose(losses, num_steps)
     if polished is None:
         change = final_loss_change(losses)
         if method == "map":
