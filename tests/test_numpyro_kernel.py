@@ -185,9 +185,9 @@ def test_a_subsample_size_passed_to_the_canonical_model_is_refused_naming_batch_
     model, x, y = _canonical()
     mcmc = MCMC(SGMCMC(model, "sgld", step_size=1e-4), num_warmup=1, num_samples=2,
                 progress_bar=False)  # fmt: skip
-    with pytest.raises(ValueError, match=rf"subsample_size'\] = {size}.*pass batch_size={size}"):
+    with pytest.raises(ValueError, match=rf"subsample_size'\] = {size}.*pass batch_size="):
         mcmc.run(jax.random.key(0), x, y, subsample_size=size)
-    with pytest.raises(ValueError, match=rf"pass batch_size={size}"):
+    with pytest.raises(ValueError, match=r"sets subsample_size itself.*pass batch_size="):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, model_kwargs={"subsample_size": size},
                       num_epochs=1, step_size=1e-4, progress_bar=False)  # fmt: skip
     # the plan's own value, passed again, is no conflict

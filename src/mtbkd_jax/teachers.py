@@ -74,12 +74,12 @@ class TeacherBank:
             raise ValueError(
                 f"logits must be below 1e30 in size (float32), got {np.abs(stacked).max():.3g}"
             )
-        # log_softmax in float64 before rounding to float32: softmax ignores a common offset,
-        # which rounding the logits first would not (logits near 1e8 would all round alike)
-        wide = np.asarray(stacked, dtype=np.float64)
-        shifted = wide - wide.max(axis=-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        return cls(jnp.asarray(log_probs, jnp.float32), _default_names(stacked.shape[0], names))
+        # the row's largest logit taken off in float64 before rounding to float32: softmax
+        # ignores a common offset, which rounding the logits first would not (logits near 1e8
+        # would all round alike); one float64 temporary, the log-softmax in float32
+        shifted = (stacked - stacked.max(axis=-1, keepdims=True)).astype(np.float32)
+        log_probs = jax.nn.log_softmax(jnp.asarray(shifted), axis=-1)
+        return cls(log_probs, _default_names(stacked.shape[0], names))
 
     @classmethod
     def from_probs(

@@ -66,9 +66,10 @@ def checked_end(
     minibatch: Minibatch | None = None,
 ) -> SGMCMCSettings:
     """``settings`` with ``end_temperature_ratio``; a :class:`ConvergenceWarning` where it
-    exceeds ``MAX_END_RATIO`` or the gradient there is not finite, a ``UserWarning`` where the
-    ratio cannot be measured (a curvature estimate that is not positive). Cyclical SGLD ends at
-    a step near 0 and a run at ``temperature = 0`` optimises: neither is judged."""
+    exceeds ``MAX_END_RATIO``, where the gradient there is not finite, or where the ratio cannot
+    be measured (a curvature estimate that is not positive: the message says so, and does not
+    blame the step); a ``UserWarning`` where the check itself fails. Cyclical SGLD ends at a
+    step near 0 and a run at ``temperature = 0`` optimises: neither is judged."""
     if settings.sampler == "cyclical_sgld" or settings.temperature == 0:
         return settings
     try:
@@ -87,12 +88,19 @@ def checked_end(
             stacklevel=4,
         )
         return settings
-    if not (math.isfinite(curvature) and curvature > 0):
-        return _unchecked(
-            settings,
-            f"the estimate of the potential's curvature (the trace of its Hessian) there is "
-            f"{curvature:.3g}, not positive, as at a saddle or where the potential is not convex",
+    if math.isnan(curvature) or curvature <= 0:
+        warnings.warn(
+            f"{settings.sampler}: at the run's end the chains' configurational temperature "
+            "T / tau could not be measured: the estimate of the potential's curvature (the "
+            f"trace of its Hessian) at their last states is {curvature:.3g}, not positive, as "
+            "at a saddle, where the potential is not convex, or far out where a network's "
+            f"units saturate (the squared gradient there: {square:.3g}). The step size "
+            f"({settings.step_size}) is unchecked: test it with "
+            "mtbkd_jax.infer.check_step_size, or choose it with step_size='auto'",
+            ConvergenceWarning,
+            stacklevel=4,
         )
+        return settings
     ratio = square / curvature / settings.temperature
     if ratio > MAX_END_RATIO:
         warnings.warn(

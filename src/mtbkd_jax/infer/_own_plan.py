@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 from mtbkd_jax._checks import require_count
@@ -62,12 +63,13 @@ def _refuse_overridden_plan(model: Callable, kwargs: dict, planned: dict) -> Non
     would be replaced without a word, or disagree with the plates the kernel steps through."""
     for key, value in planned.items():
         given = kwargs.get(key)
-        if given is None or np.asarray(given).size != 1:
-            continue
+        if given is None or isinstance(given, jax.core.Tracer) or np.size(given) != 1:
+            continue  # traced (a streamed run's plan, MCMC's jit_model_args): not a user value
         if int(np.asarray(given)) != int(value):
             argument = _PLAN_ARGUMENTS.get(key, key)
             raise ValueError(
-                f"model_kwargs[{key!r}] = {given!r}, but {type(model).__name__} sets its "
-                f"minibatch from its own plan ({key} = {value} here): pass {argument}={given} "
-                f"to the sampler (run_sgmcmc, SGMCMC, gradient_estimator) instead of {key}"
+                f"model_kwargs[{key!r}] = {given!r}, but {type(model).__name__} sets {key} "
+                f"itself, from the sampler's {argument} and the plate's size ({value} here): "
+                f"pass {argument}= to the sampler (run_sgmcmc, SGMCMC, gradient_estimator) "
+                f"instead of {key}"
             )

@@ -319,8 +319,8 @@ def _check_student_inputs(model: Callable, model_args: tuple) -> None:
                 try:
                     student.check_inputs(model_args[0], "model_args[0] (the inputs)")
                 except ValueError as error:
-                    if student.feature_extractor is None:
-                        raise
+                    if student.feature_extractor is None or "cannot take" not in str(error):
+                        raise  # not the shape of raw inputs
                     raise ValueError(
                         f"{error}. The student has a feature_extractor, which MCMC does not "
                         "apply (run_sgmcmc and the other run_* functions do): pass "

@@ -198,6 +198,7 @@ def run_svi(
         draws = auto.sample_posterior(draw_key, params, sample_shape=(int(num_draws),))
         samples = {k: v[None] for k, v in draws.items()}
     method = "map" if guide == "delta" else f"svi_{guide}"
+    noisy = method == "map" and _subsamples(model, (features, labels), {**arrays, **static})
     return make_posterior(
         model,
         samples,
@@ -205,11 +206,17 @@ def run_svi(
         losses=losses,
         labels=labels,
         features=features,
-        settings=_fit_settings(method, num_steps, learning_rate, losses, polished),
+        settings=_fit_settings(method, num_steps, learning_rate, losses, polished, noisy),
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
         fitted_params=fitted_params(model, (features, labels), {**arrays, **static}, params),
     )
+
+
+def _subsamples(model: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether the model subsamples a plate: its loss is then an estimate (a minibatch MAP's
+    first value is one noisy draw)."""
+    return bool(model_structure(model, args, kwargs).subsampled)
 
 
 def _refuse_slashed_latents(guide: Any) -> None:
@@ -225,14 +232,16 @@ def _fit_settings(
     learning_rate: float,
     losses: np.ndarray,
     polished: dict[str, Any] | None = None,
+    noisy: bool = False,
 ) -> dict:
     """The posterior's settings, with the loss's final change
     (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP's is warned about when it
     is not converged. A polished MAP (``polished``: the L-BFGS iterations run and whether
-    they met the tolerance) is judged by its polish alone."""
+    they met the tolerance) is judged by its polish alone. ``noisy``: the loss is a minibatch
+    estimate (:func:`~mtbkd_jax.infer._convergence.warn_if_loss_rose`)."""
     settings = {"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate}
     if method == "map":
-        warn_if_loss_rose(losses, num_steps)
+        warn_if_loss_rose(losses, num_steps, noisy=noisy)
     if polished is None:
         change = final_loss_change(losses)
         if method == "map":
