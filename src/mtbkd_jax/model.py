@@ -300,8 +300,8 @@ class MTBKDModel:
             labels: class labels (N,), or ``None`` to sample them (prior/posterior predictive).
             prior_inputs: inputs of a separate transfer set on which the teacher prior is
                 evaluated instead of ``inputs`` (the teacher bank must describe them).
-            subsample_size: minibatch size of the data plate (SG-MCMC, minibatch SVI).
-            prior_subsample_size: minibatch size of the transfer plate.
+            subsample_size: minibatch size of the data plate (the samplers set it from their
+                ``batch_size`` and refuse another); prior_subsample_size: the transfer plate's.
             teacher_prior: include the teacher prior; pass ``False`` to run the model on new
                 inputs the teacher bank does not describe (e.g. ``numpyro.infer.Predictive``
                 on test data).
