@@ -55,38 +55,24 @@ def free_port():
 # Every compiled XLA CPU program holds a few memory mappings until its jitted function's cache
 # lets it go; one process running the whole suite collected ~65,000 of them, Linux's default
 # vm.max_map_count, and XLA's compiler then crashed (a segfault, not an error) in whichever test
-# compiled next. JAX frees the programs when its caches are cleared.
-_MAPPINGS_LIMIT = 30_000
-
-
-def _mappings() -> int:
-    try:
-        with open("/proc/self/maps", "rb") as maps:
-            return sum(1 for _ in maps)
-    except OSError:  # not Linux: no such limit to keep under
-        return 0
-
-
-def _release_compiled_programs() -> None:
-    import gc
-
-    import jax
-
-    jax.clear_caches()
-    gc.collect()
+# compiled next. JAX frees the programs when its caches are cleared
+# (mtbkd_jax._compiled_programs, which the experiments use between fits too).
 
 
 @pytest.fixture(autouse=True, scope="module")
 def release_compiled_programs_after_each_module():
     """Each test module's compiled programs are released when it ends."""
     yield
-    _release_compiled_programs()
+    from mtbkd_jax._compiled_programs import release_compiled_programs
+
+    release_compiled_programs()
 
 
 @pytest.fixture(autouse=True)
 def release_compiled_programs_when_mappings_pile_up():
     """A module that compiles very many programs releases them once the process holds
-    ``_MAPPINGS_LIMIT`` memory mappings (about half the default limit)."""
+    ``MAPPINGS_LIMIT`` memory mappings (about half the default limit)."""
     yield
-    if _mappings() > _MAPPINGS_LIMIT:
-        _release_compiled_programs()
+    from mtbkd_jax._compiled_programs import release_if_crowded
+
+    release_if_crowded()
