@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -128,7 +129,10 @@ def loss_rise(losses: np.ndarray, fraction: float = 0.1) -> float:
 
 
 def warn_if_loss_rose(
-    losses: np.ndarray, num_steps: int, what: str = "MAP", noisy: bool = False
+    losses: np.ndarray,
+    num_steps: int,
+    what: str = "MAP",
+    noisy: bool | Callable[[], bool] = False,
 ) -> None:
     """A :class:`ConvergenceWarning` when every loss of the run's last tenth is above its first
     step's by more than :data:`RISE_TOLERANCE` of the first loss's size (a difference that
@@ -146,6 +150,8 @@ def warn_if_loss_rose(
     rise = loss_rise(losses)  # NaN (no warning) under 100 steps
     if not rise > RISE_TOLERANCE * max(1.0, abs(float(losses[0]))):
         return
+    if callable(noisy):
+        noisy = noisy()  # asked only here: it may trace the model
     if noisy and not rise > _Z_MIN * max(_step_noise(losses), _step_noise(losses[::-1])):
         return  # a minibatch loss's first value is one noisy draw: it may just have been low
     start = float(losses[0])

@@ -7,6 +7,7 @@ not traced and compiled again."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -198,7 +199,7 @@ def run_svi(
         draws = auto.sample_posterior(draw_key, params, sample_shape=(int(num_draws),))
         samples = {k: v[None] for k, v in draws.items()}
     method = "map" if guide == "delta" else f"svi_{guide}"
-    noisy = method == "map" and _subsamples(model, (features, labels), {**arrays, **static})
+    noisy = partial(_subsamples, model, (features, labels), {**arrays, **static})  # if asked
     return make_posterior(
         model,
         samples,
@@ -232,7 +233,7 @@ def _fit_settings(
     learning_rate: float,
     losses: np.ndarray,
     polished: dict[str, Any] | None = None,
-    noisy: bool = False,
+    noisy: bool | Callable[[], bool] = False,
 ) -> dict:
     """The posterior's settings, with the loss's final change
     (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP's is warned about when it
