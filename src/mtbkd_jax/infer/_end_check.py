@@ -76,7 +76,13 @@ def checked_end(
         square, curvature = end_measures(estimator, position, rng_key, minibatch)
     except Exception as error:  # a finished run's draws are not lost to the check
         why = str(error).splitlines()[0][:200] if str(error) else ""
-        return _unchecked(settings, f"{type(error).__name__}: {why}")
+        warnings.warn(
+            f"{settings.sampler}: the end-of-run check could not measure the chains' "
+            f"temperature ({type(error).__name__}: {why}); the draws are returned unchecked",
+            UserWarning,
+            stacklevel=4,
+        )
+        return settings
     if not math.isfinite(square):
         warnings.warn(
             f"{settings.sampler}: at the run's end the potential's gradient at the chains' last "
@@ -115,15 +121,3 @@ def checked_end(
             stacklevel=4,
         )
     return replace(settings, end_temperature_ratio=round(ratio, 6))
-
-
-def _unchecked(settings: SGMCMCSettings, why: str) -> SGMCMCSettings:
-    """A ``UserWarning`` that the end-of-run check could not measure the chains' temperature
-    (``why``); the draws are returned unchecked."""
-    warnings.warn(
-        f"{settings.sampler}: the end-of-run check could not measure the chains' temperature "
-        f"({why}); the draws are returned unchecked",
-        UserWarning,
-        stacklevel=5,
-    )
-    return settings
