@@ -90,7 +90,7 @@ def test_loss_rise_against_a_direct_computation():
     from mtbkd_jax.infer._convergence import RISE_TOLERANCE, loss_rise
 
     rng = np.random.default_rng(1)
-    blown = np.concatenate([[341.5], 1e7 * rng.uniform(0.3, 1.0, size=499)])
+    blown = np.concatenate([[341.5], np.linspace(3e6, 1e7, 499)])  # levelled off, no noise
     assert loss_rise(blown) == pytest.approx(blown[-50:].min() - 341.5)
     falling = np.linspace(300.0, 80.0, 500)
     assert loss_rise(falling) == pytest.approx(80.0 - 300.0)  # the last tenth's lowest: its end
@@ -149,6 +149,67 @@ def test_a_minibatch_map_that_fitted_noise_is_not_warned_about_its_first_loss():
         assert not [w for w in caught if "ended above" in str(w.message)]
         losses = np.asarray(fit.to_datatree()["optimization"]["loss"]).ravel()
         assert _convergence.loss_rise(losses) > 0  # the case the check must not warn about
-    blown = np.concatenate([[1364.0], 1e7 + 30.0 * rng.normal(size=299)])
-    with pytest.warns(mk.infer.ConvergenceWarning, match="ended above"):
-        _convergence.warn_if_loss_rose(blown, 300, noisy=True)  # far beyond its noise
+
+
+def _minibatch_regression():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + rng.logistic(size=2000) > 0).astype(np.int32)
+
+    def model(inputs, labels=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        with numpyro.plate("data", inputs.shape[0], subsample_size=10) as i:
+            numpyro.sample("y", dist.Bernoulli(logits=inputs[i] @ w), obs=labels[i])
+
+    return model, x, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_minibatch_map_that_blew_up_is_warned_about_though_its_noise_grew_with_it(seed):
+    """Adam at learning rate 100 on minibatches of 10 ends 7-30x above its start's full-data
+    loss, but its minibatch losses are so noisy that the record cannot show it (the lowest
+    loss of the last tenth is below the first loss: returned silently before). Judged on the
+    same minibatches at both ends, it is warned about; at learning rate 0.1 it is not."""
+    from numpyro.infer.util import log_density
+
+    model, x, y = _minibatch_regression()
+    with pytest.warns(mk.infer.ConvergenceWarning, match="same 64 draws of its minibatches"):
+        bad = mk.run_map(jax.random.key(seed), model, x, y, num_steps=300, learning_rate=100.0,
+                         progress_bar=False)  # fmt: skip
+    losses = np.asarray(bad.to_datatree()["optimization"]["loss"]).ravel()
+    assert not _convergence.loss_rise(losses) > 0  # the record alone shows no rise
+
+    full = {"data": jax.numpy.arange(2000)}  # the full-data loss, independently of the check
+    start = -log_density(numpyro.handlers.substitute(model, data=full), (x, y), {},
+                         {"w": np.zeros(3, np.float32)})[0]  # fmt: skip
+    end = -log_density(numpyro.handlers.substitute(model, data=full), (x, y), {}, bad.point())[0]
+    assert end > 5 * start  # far worse than even an all-zero start
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mk.infer.ConvergenceWarning)
+        mk.run_map(jax.random.key(seed), model, x, y, num_steps=300, learning_rate=0.1,
+                   progress_bar=False)  # fmt: skip
+
+
+def test_the_paired_rule_against_a_direct_computation():
+    """A noisy record is judged by ``paired()``: a mean rise above 3 standard errors of the
+    pairs' differences (and above the rounding tolerance) warns; the same rise with pairs that
+    scatter more does not; without ``paired`` a noisy record is not judged."""
+    rng = np.random.default_rng(3)
+    noisy = 1000.0 + 100.0 * rng.normal(size=300)  # step noise far above 1e-3 of the loss
+    start = 1000.0 + 50.0 * rng.normal(size=64)
+    steady = start + 40.0 + 10.0 * rng.normal(size=64)  # z about 30
+    scattered = start + 40.0 + 400.0 * rng.normal(size=64)  # z about 0.8
+    with pytest.warns(mk.infer.ConvergenceWarning, match="same 64 draws.*above the starting"):
+        _convergence.warn_if_loss_rose(noisy, 300, paired=lambda: (start, steady))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mk.infer.ConvergenceWarning)
+        _convergence.warn_if_loss_rose(noisy, 300, paired=lambda: (start, scattered))
+        _convergence.warn_if_loss_rose(noisy, 300, paired=lambda: (start, start + 0.5))  # rounding
+        _convergence.warn_if_loss_rose(1e7 + noisy, 300)  # noisy, nothing to pair: not judged
+    exact = (np.full(64, 1000.0), np.full(64, 1040.0))  # a full-batch loss that oscillated
+    with pytest.warns(mk.infer.ConvergenceWarning, match="loss is 1040, the starting point's 1000"):
+        _convergence.warn_if_loss_rose(noisy, 300, paired=lambda: exact)
+    calls = []
+    smooth = np.linspace(300.0, 80.0, 300)
+    _convergence.warn_if_loss_rose(smooth, 300, paired=lambda: calls.append(1))
+    assert not calls  # a loss without noise is judged by its record: nothing evaluated

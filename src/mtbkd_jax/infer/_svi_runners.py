@@ -111,7 +111,9 @@ class _Settings:
 
 class _Runner:
     """An ``SVI`` object, its guide and its jitted chunk runner
-    ``run_chunk(state, features, labels, arrays, length) -> (state, losses)``.
+    ``run_chunk(state, features, labels, arrays, length) -> (state, losses)``; and
+    ``losses_at(state, features, labels, arrays, keys)``, the loss at the state's parameters
+    for each key (a minibatch model draws the same minibatches from the same key).
 
     ``fresh`` is true until the runner's own ``SVI`` (whose guide the chunk runner is traced
     with) has been initialised; later fits initialise a new guide of the same structure, so
@@ -141,6 +143,33 @@ class _Runner:
             return jax.lax.scan(step, state, None, length=length)
 
         self.run_chunk = jax.jit(run_chunk, static_argnums=4)
+
+        def losses_at(
+            state: SVIState,
+            features: jax.Array,
+            labels: jax.Array | None,
+            arrays: dict[str, Any],
+            keys: jax.Array,
+        ) -> jax.Array:
+            def loss(key: jax.Array) -> jax.Array:  # one key, one draw of every minibatch
+                return svi.evaluate(
+                    state._replace(rng_key=key), features, labels, **arrays, **static
+                )
+
+            return jax.lax.map(loss, keys)  # one at a time: a full-batch loss's memory once
+
+        self.losses_at = jax.jit(losses_at)
+
+    def paired_losses(
+        self, start: SVIState, end: SVIState, data: tuple, count: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The loss at ``start``'s and at ``end``'s parameters on the same ``count`` draws of
+        every minibatch (keys split from ``start``'s): their differences judge a minibatch fit
+        by pairs, without the minibatches' own noise. ``data``: ``(features, labels,
+        arrays)``."""
+        keys = jax.random.split(start.rng_key, count)
+        before, after = (np.asarray(self.losses_at(state, *data, keys)) for state in (start, end))
+        return before, after
 
     def _guide(self) -> AutoGuide:
         s = self.settings

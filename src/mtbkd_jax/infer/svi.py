@@ -182,9 +182,8 @@ def run_svi(
     _refuse_slashed_latents(auto)  # before the fit, not after it
     if own and not _unconstrained_latents(auto):
         _discard(runner)  # constrained latents: this runner serves this fit only
-    state, losses = _optimize(
-        runner, state, (features, labels, arrays), num_steps, chunk_size, progress_bar, guide
-    )
+    start, data = state, (features, labels, arrays)
+    state, losses = _optimize(runner, state, data, num_steps, chunk_size, progress_bar, guide)
     polished = None
     params = svi.get_params(state)
     if guide == "delta":
@@ -199,7 +198,7 @@ def run_svi(
         draws = auto.sample_posterior(draw_key, params, sample_shape=(int(num_draws),))
         samples = {k: v[None] for k, v in draws.items()}
     method = "map" if guide == "delta" else f"svi_{guide}"
-    noisy = partial(_subsamples, model, (features, labels), {**arrays, **static})  # if asked
+    paired = partial(runner.paired_losses, start, state, data)  # called if the loss is noisy
     return make_posterior(
         model,
         samples,
@@ -207,17 +206,11 @@ def run_svi(
         losses=losses,
         labels=labels,
         features=features,
-        settings=_fit_settings(method, num_steps, learning_rate, losses, polished, noisy),
+        settings=_fit_settings(method, num_steps, learning_rate, losses, polished, paired),
         logits_fn=logits_fn,
         model_kwargs=model_kwargs,
         fitted_params=fitted_params(model, (features, labels), {**arrays, **static}, params),
     )
-
-
-def _subsamples(model: Callable, args: tuple, kwargs: dict) -> bool:
-    """Whether the model subsamples a plate: its loss is then an estimate (a minibatch MAP's
-    first value is one noisy draw)."""
-    return bool(model_structure(model, args, kwargs).subsampled)
 
 
 def _refuse_slashed_latents(guide: Any) -> None:
@@ -233,16 +226,17 @@ def _fit_settings(
     learning_rate: float,
     losses: np.ndarray,
     polished: dict[str, Any] | None = None,
-    noisy: bool | Callable[[], bool] = False,
+    paired: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """The posterior's settings, with the loss's final change
     (:func:`~mtbkd_jax.infer._convergence.final_loss_change`); a MAP's is warned about when it
     is not converged. A polished MAP (``polished``: the L-BFGS iterations run and whether
-    they met the tolerance) is judged by its polish alone. ``noisy``: the loss is a minibatch
-    estimate (:func:`~mtbkd_jax.infer._convergence.warn_if_loss_rose`)."""
+    they met the tolerance) is judged by its polish alone. ``paired``: the losses at the
+    start and at the end on the same minibatches, for a noisy loss
+    (:func:`~mtbkd_jax.infer._convergence.warn_if_loss_rose`)."""
     settings = {"inference": method, "num_steps": int(num_steps), "learning_rate": learning_rate}
-    if method == "map":
-        warn_if_loss_rose(losses, num_steps, noisy=noisy)
+    if method == "map":  # a polished MAP's end is the polish's (full batch): not paired
+        warn_if_loss_rose(losses, num_steps, paired=paired if polished is None else None)
     if polished is None:
         change = final_loss_change(losses)
         if method == "map":
