@@ -1,12 +1,13 @@
 """Compiled programs released before a long run exhausts the process's memory mappings
 (``mtbkd_jax._compiled_programs``): past the limit every jitted function's programs go (and
-compile again on the next call, to the same numbers); below it nothing is touched; and the
-experiments' fits check before each MAP and posterior (a tuning search's many fits reached
-35,197 mappings in one synthetic experiment; Linux's default limit is 65,530)."""
+compile again on the next call, to the same numbers); below it nothing is touched; and every
+``run_*`` checks before it compiles (a tuning search's many fits reached 35,197 mappings in
+one synthetic experiment; Linux's default limit is 65,530)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mtbkd_jax as mk
 from mtbkd_jax import _compiled_programs
@@ -36,25 +37,49 @@ def test_releasing_gives_the_mappings_back():
     assert before > 0 and after < before - 100, (before, after)
 
 
-def test_each_experiment_fit_checks_the_mappings_first(monkeypatch):
-    from mtbkd_jax.datasets import DistillationData
-    from mtbkd_jax.experiments import ExperimentConfig, fit
+def _toy(batch=10):
+    import numpyro
+    import numpyro.distributions as dist
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def model(inputs, labels=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with numpyro.plate("data", inputs.shape[0], subsample_size=batch) as i:
+            numpyro.sample("y", dist.Bernoulli(logits=inputs[i] @ w), obs=labels[i])
+
+    return model, x, y
+
+
+def test_every_run_checks_the_mappings_first(monkeypatch):
+    """A user's own script that fits many models in one process (a grid search) is kept
+    under the limit as the experiments are: each ``run_*`` checks before it compiles."""
+    from mtbkd_jax.infer import _common
 
     calls = []
-    monkeypatch.setattr(fit, "release_if_crowded", lambda: calls.append(1) or False)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 3)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32)
-    logits = np.stack([np.stack([-x[:, 0], x[:, 0]], -1)]) * 3
-    bank = mk.TeacherBank.from_logits(logits, names=("a",))
-    data = DistillationData(name="toy", x_train=x, y_train=y, x_test=x, y_test=y,
-                            teachers_prior=bank, teachers_test=bank)  # fmt: skip
-    config = ExperimentConfig(hidden=(4,), map_steps=20, bayes="sgld", sgld_batch_size=10,
-                              sgld_epochs=1, sgld_draws_per_epoch=1, sgld_step_size=1e-4,
-                              num_chains=1)  # fmt: skip
-    model = fit.build_model(data, config, data.teachers_prior)
-    mode = fit.fit_map(jax.random.key(0), data, config, model)
-    assert calls == [1]
-    fit.fit_posterior(jax.random.key(1), data, config, model, mode)
-    assert calls == [1, 1]
-    assert _compiled_programs.MAPPINGS_LIMIT == 30_000
+    monkeypatch.setattr(_common, "release_if_crowded", lambda: calls.append(1) or False)
+    model, x, y = _toy()
+    key = jax.random.key(0)
+    quiet = {"progress_bar": False}
+    mk.run_map(key, model, x, y, num_steps=5, **quiet)
+    mk.run_svi(key, model, x, y, num_steps=5, num_draws=2, **quiet)
+    with pytest.warns(mk.infer.ConvergenceWarning):  # one epoch: not at the posterior yet
+        mk.run_sgmcmc(key, model, x, y, step_size=1e-3, num_epochs=1, draws_per_epoch=1, **quiet)
+    mk.run_nuts(key, _toy(batch=None)[0], x, y, num_warmup=5, num_draws=5, **quiet)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_a_run_past_the_limit_releases_and_gives_the_same_fit(monkeypatch):
+    """Past the limit a run releases every compiled program first (the jitted function
+    compiled before loses its cache) and still gives the same numbers."""
+    model, x, y = _toy()
+    key = jax.random.key(1)
+    first = mk.run_map(key, model, x, y, num_steps=50, progress_bar=False)
+    double = jax.jit(lambda v: v * 2.0)
+    double(jnp.ones(2))
+    monkeypatch.setattr(_compiled_programs, "memory_mappings", lambda: 10**6)
+    again = mk.run_map(key, model, x, y, num_steps=50, progress_bar=False)
+    assert double._cache_size() == 0  # released by the run
+    np.testing.assert_array_equal(again.draws["w"], first.draws["w"])

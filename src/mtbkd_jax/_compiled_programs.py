@@ -6,7 +6,9 @@ experiment's tuning search fits a model per setting: the synthetic nonlinear_2 e
 reached 35,197 mappings, measured in session 31) approaches Linux's default
 ``vm.max_map_count`` (65,530), past which the next ``mmap`` inside XLA's compiler fails: a
 segmentation fault, not an error, and the run is lost. ``jax.clear_caches()`` frees them; live
-arrays stay valid, and later calls compile again.
+arrays stay valid, and later calls compile again. Every ``run_*`` of :mod:`mtbkd_jax.infer`
+checks before it compiles (``prepare_data``), so a user's own loop of fits is kept under the
+limit as the experiments are.
 """
 
 from __future__ import annotations

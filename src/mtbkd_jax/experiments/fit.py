@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from flax import nnx
 
-from mtbkd_jax._compiled_programs import release_if_crowded
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.infer import run_map, run_nuts, run_sgmcmc
@@ -122,7 +121,6 @@ def fit_map(
     *,
     progress_bar: bool = False,
 ) -> Posterior:
-    release_if_crowded()  # a search's many fits: before XLA runs out of memory mappings
     return run_map(
         key,
         model,
@@ -189,7 +187,6 @@ def fit_posterior(
 ) -> Posterior:
     """The posterior by ``config.bayes``, chain 0 started at ``mode``; with ``start_keys``
     (``chain_starts="maps"``), chain ``c`` at the MAP fitted from ``start_keys[c - 1]``."""
-    release_if_crowded()
     start = {k: v[0, 0] for k, v in mode.draws.items()}
     init: dict | list[dict] = start
     if config.chain_starts == "maps":

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import as_input_batch, as_labels, require_finite
+from mtbkd_jax._compiled_programs import release_if_crowded
 from mtbkd_jax.infer.posterior import Posterior
 from mtbkd_jax.students import Student
 
@@ -59,7 +60,13 @@ def prepare_data(
 
     Labels are required for the canonical model (its ``y`` would otherwise be a discrete latent
     variable); a user's own model decides for itself. A model with a :class:`Student` has its
-    inputs checked against the network (shape, number of classes) before anything runs."""
+    inputs checked against the network (shape, number of classes) before anything runs.
+
+    Every ``run_*`` starts here, so a script that fits many models in one process (a user's
+    own grid search) has its compiled programs released before the process runs out of
+    memory mappings (:mod:`mtbkd_jax._compiled_programs`: past Linux's limit XLA's compiler
+    crashes the process); they compile again when next called."""
+    release_if_crowded()
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (callable), got {type(model).__name__}")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
