@@ -135,8 +135,10 @@ def warn_if_loss_rose(
     paired: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> None:
     """A :class:`ConvergenceWarning` when the optimiser made the point worse than its start,
-    typically a learning rate too large for the model (a loss that turns NaN or infinite is an
-    error of ``run_svi`` already). It points at the caller's line outside this package.
+    typically a learning rate too large for the model (a loss that turns NaN or infinite, or
+    parameters the last step made so, are an error of ``run_svi`` already; a paired loss that is
+    not finite at the end is one here). It points at the caller's line outside this package.
+    Under 100 steps nothing is judged.
 
     A loss without noise is judged by its record: every loss of the run's last tenth above the
     first step's by more than :data:`RISE_TOLERANCE` of the first loss's size (a difference
@@ -148,7 +150,8 @@ def warn_if_loss_rose(
     with its loss (measured: Adam at learning rates 10-1e6 on a logistic regression in
     minibatches of 10 ended 1.2-10^5 times above its start's loss, and the record's rule warned
     about none of them). ``paired()`` gives the loss at the start's and at the end's parameters
-    on the same draws of every minibatch (64 in ``run_map``); the warning comes when their mean
+    on the same draws of every minibatch (64 in ``run_map``; one exact loss at each end for a
+    model that does not subsample, whose record oscillated); the warning comes when their mean
     difference is above the tolerance and 3 standard errors of the pairs' differences. On that
     regression it warned about every run at learning rates 30-1e6 (3 seeds each) and one of
     three at 10 (20-90% above the start), none at 1 or below. Without ``paired`` a noisy loss is
@@ -162,18 +165,23 @@ def warn_if_loss_rose(
         if paired is None:
             return
         start, end = (np.asarray(x, dtype=np.float64) for x in paired())
+        if not np.isfinite(end).all():
+            raise FloatingPointError(
+                f"{what}: the loss at the fitted point is not finite: the last steps made the "
+                "parameters non-finite; lower learning_rate or check the data"
+            )
         change = end - start
         rise = float(change.mean())
-        error = float(change.std(ddof=1) / np.sqrt(change.size))
+        error = float(change.std(ddof=1) / np.sqrt(change.size)) if change.size > 1 else 0.0
         tolerance = RISE_TOLERANCE * max(1.0, abs(float(start.mean())))
         if not (rise > tolerance and rise > _Z_MIN * error):
             return
         where = (
             f"on the same {change.size} draws of its minibatches, the fitted point's loss is "
             f"{rise:.6g} ± {error:.2g} above the starting point's {float(start.mean()):.6g}"
-            if np.ptp(start) > 0
+            if change.size > 1
             else f"the fitted point's loss is {float(end.mean()):.6g}, the starting point's "
-            f"{float(start.mean()):.6g}; the loss oscillated on its way"  # no minibatches
+            f"{float(start.mean()):.6g}"
         )
     elif not rise > tolerance:
         return

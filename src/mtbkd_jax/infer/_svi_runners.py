@@ -164,9 +164,16 @@ class _Runner:
         self, start: SVIState, end: SVIState, data: tuple, count: int = 64
     ) -> tuple[np.ndarray, np.ndarray]:
         """The loss at ``start``'s and at ``end``'s parameters on the same ``count`` draws of
-        every minibatch (keys split from ``start``'s): their differences judge a minibatch fit
-        by pairs, without the minibatches' own noise. ``data``: ``(features, labels,
-        arrays)``."""
+        every minibatch (keys split from ``start``'s): in their differences most of the
+        minibatches' noise cancels. A model that does not subsample has one exact loss, taken
+        once at each end. ``data``: ``(features, labels, arrays)``."""
+        from mtbkd_jax.infer.minibatch import model_structure
+
+        features, labels, arrays = data
+        static = {name: value for name, (_, value) in self.settings.static}
+        kwargs = {**arrays, **static}
+        if not model_structure(self.model, (features, labels), kwargs).subsampled:
+            count = 1
         keys = jax.random.split(start.rng_key, count)
         before, after = (np.asarray(self.losses_at(state, *data, keys)) for state in (start, end))
         return before, after

@@ -343,7 +343,7 @@ def _optimize(
     guide: str,
 ) -> tuple[SVIState, np.ndarray]:
     """``num_steps`` SVI steps in jitted chunks; returns the state and the losses, refusing
-    a non-finite loss where it appears."""
+    a non-finite loss where it appears, and parameters the last step made non-finite."""
     losses = []
     bar = tqdm(total=int(num_steps), desc=f"SVI ({guide})", disable=not progress_bar, leave=False)
     done = 0
@@ -362,6 +362,12 @@ def _optimize(
         bar.update(length)
         bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
     bar.close()
+    params = jax.tree.leaves(runner.svi.optim.get_params(state.optim_state))
+    if not all(bool(jnp.isfinite(leaf).all()) for leaf in params):  # the last step's update
+        raise FloatingPointError(
+            "SVI's parameters became non-finite at its last step; lower learning_rate or check "
+            "the data"
+        )
     return state, np.concatenate(losses)
 
 
