@@ -131,6 +131,26 @@ def test_save_over_an_existing_file_and_a_failed_save_leave_no_temporary_file(
     assert path.read_bytes() == before  # the previous file is intact
 
 
+def test_a_path_in_the_home_folder_written_with_a_tilde(nuts_posterior, tmp_path, monkeypatch):
+    """``~/post.nc`` is the home folder's file for save, load and checkpoints, as a shell
+    and xarray read it: save wrote its temporary file there, then looked for it under a
+    folder literally named ``~`` that it created in the working folder (a review found)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    path = nuts_posterior.save("~/post.nc")
+    assert path == home / "post.nc" and sorted(p.name for p in home.iterdir()) == ["post.nc"]
+    loaded = Posterior.load("~/post.nc")
+    for name, value in nuts_posterior.draws.items():
+        np.testing.assert_array_equal(loaded.draws[name], value)
+    from mtbkd_jax.infer.checkpoint import _checked_path
+
+    assert _checked_path("~/runs/run.ckpt") == home / "runs" / "run.ckpt"
+    assert list(work.iterdir()) == []  # no folder named "~"
+
+
 @pytest.mark.parametrize("guide", ["normal", "lowrank", "delta"])
 def test_svi_guides_return_posteriors(problem, guide):
     x, y, model = problem

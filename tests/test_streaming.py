@@ -733,3 +733,22 @@ def test_a_finished_streamed_run_lets_the_host_arrays_go():
     gc.collect()
     assert posterior.draws["mu"].size > 0
     assert alive() is None
+
+
+def test_a_saved_streamed_posterior_refuses_another_network_at_load(canonical, tmp_path):
+    """A streamed run's posterior holds no inputs, so its file carried no logits check and
+    ``Posterior.load`` accepted another network (a relu student for a tanh posterior predicted
+    up to 0.09 off, a review found). It keeps two training rows for the check: the saved
+    first draw's logits on them are the resident run's, and a relu student is refused."""
+    model, x, y, resident = canonical
+    streamed = _run(model, x, y, stream=True, draws_per_epoch=1)
+    np.testing.assert_array_equal(streamed.check_features, x[:2])
+    streamed.save(tmp_path / "streamed.nc")
+    back = mk.infer.Posterior.load(tmp_path / "streamed.nc", logits_fn=model.logits)
+    np.testing.assert_allclose(back.predict(x[:5]), streamed.predict(x[:5]), rtol=1e-6)
+    _, _, teachers = _problem()
+    relu = mk.MTBKDModel(
+        mk.Student(mk.MLP(3, 2, hidden=(4,), activation="relu", rngs=nnx.Rngs(0))), teachers
+    )
+    with pytest.raises(ValueError, match="logits_fn does not give this posterior's logits"):
+        mk.infer.Posterior.load(tmp_path / "streamed.nc", logits_fn=relu.logits)

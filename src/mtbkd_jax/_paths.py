@@ -17,7 +17,9 @@ _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _as_path(path: object, argument: str) -> Path:
-    """``path`` as a :class:`Path`, raising unless it is a non-empty str or os.PathLike."""
+    """``path`` as a :class:`Path`, ``~`` expanded to the home folder (as xarray and a shell
+    expand it: left as is, a save wrote its temporary file in the home folder and then looked
+    for it under a folder named ``~``), raising unless it is a non-empty str or os.PathLike."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(
             f"{argument} must be a folder path (str or os.PathLike), got {type(path).__name__}"
@@ -27,7 +29,7 @@ def _as_path(path: object, argument: str) -> Path:
         raise ValueError(f"{argument} must be a folder path, got an empty string")
     if "\x00" in text:
         raise ValueError(f"{argument} must be a folder path, got {text!r} (holds a NUL byte)")
-    return Path(text)
+    return Path(text).expanduser()
 
 
 def _existing_ancestor(folder: Path) -> Path:

@@ -34,7 +34,7 @@ def read_posterior(
     the root attrs) taken back out of the constant data."""
 
     try:
-        path = Path(path)
+        path = Path(path).expanduser()
     except TypeError as error:
         raise TypeError(f"path must be a path, got {type(path).__name__}") from error
     if not path.is_file():
@@ -121,7 +121,7 @@ def file_checks(posterior: Posterior) -> dict[str, str]:
     """Root attrs :meth:`~mtbkd_jax.infer.Posterior.save` adds: the feature extractor's
     presence, and the first draw's logits on two of the training features (when known)."""
     out = {FEATURIZE_ATTR: "true"} if _extracts_features(posterior.featurize) else {}
-    inputs = posterior.inputs
+    inputs = posterior.inputs if posterior.inputs is not None else posterior.check_features
     if posterior.logits_fn is None or inputs is None or not _addressable(inputs):
         return out
     features = np.asarray(inputs[:2])

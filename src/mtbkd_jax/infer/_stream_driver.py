@@ -55,6 +55,16 @@ class StreamedRun(SamplerRun):
     rows: HostRows | None = None
     chunk_steps: int = 0
 
+    def _package(self, *args: Any) -> Posterior:
+        """The posterior, holding no inputs (they stay on the host) but two training rows, on
+        which :meth:`~mtbkd_jax.infer.Posterior.save` records the first draw's logits for
+        :meth:`~mtbkd_jax.infer.Posterior.load` to check another network against."""
+        posterior = super()._package(*args)
+        if self.rows is not None:  # the model's first argument is its inputs: leaf 0
+            first_rows = np.asarray(self.rows.leaves[0][:2], dtype=self.rows.dtypes[0])
+            posterior.check_features = first_rows
+        return posterior
+
     def _stream_program(self) -> Callable:
         """``(carry, chain_keys, first_step, kept, real, rows, estimator, predict) -> (carry,
         observed)``, jitted and vectorised over chains. ``rows`` is ``(buffers, positions)``

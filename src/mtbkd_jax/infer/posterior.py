@@ -70,6 +70,7 @@ class Posterior:
     streamed: dict = field(default_factory=dict, repr=False)
     pointwise_log_likelihood: dict[str, np.ndarray] | None = field(default=None, repr=False)
     fitted_params: dict[str, Any] = field(default_factory=dict, repr=False)
+    check_features: np.ndarray | None = field(default=None, repr=False)  # see save
 
     def __post_init__(self) -> None:
         if not isinstance(self.draws, dict) or not self.draws:
@@ -329,14 +330,12 @@ class Posterior:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the DataTree to ``path`` (netCDF-4 via h5netcdf), atomically.
 
-        The folder is checked before anything is computed; the file is written beside the
-        final name and moved into place, and nothing is left behind if writing fails. The
-        file's root attrs hold what :meth:`load` checks its arguments against (the first
-        draw's logits on two training examples, whether there was a feature extractor);
-        :attr:`streamed` is not written (a warning says so). In a
-        run of several processes (:mod:`mtbkd_jax.infer.multiprocess`) only process 0 writes;
-        the others return the path and touch nothing.
-        """
+        The folder is checked first; the file is written beside the final name and moved
+        into place, and nothing is left behind if writing fails. Its root attrs hold what
+        :meth:`load` checks its arguments against (the first draw's logits on two training
+        examples, which a streamed run keeps as :attr:`check_features`; whether there was a
+        feature extractor); :attr:`streamed` is not written (a warning says so). In a run of
+        several processes (:mod:`mtbkd_jax.infer.multiprocess`) only process 0 writes."""
         from mtbkd_jax.infer._posterior_file import file_checks
 
         if jax.process_index() != 0:
