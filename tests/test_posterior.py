@@ -317,3 +317,17 @@ def test_log_likelihood_of_new_data_checks_its_labels(problem):
             mode.log_likelihood(**kwargs)
     with pytest.raises(TypeError, match="labels must hold integer class indices"):
         mode.log_likelihood(x, np.full(40, 1.5))
+
+
+def test_a_one_draw_tree_leaves_the_log_likelihood_out_unless_asked(problem, nuts_posterior):
+    """``az.loo`` on a MAP's tree (one draw per chain) failed inside ArviZ with an IndexError;
+    the default tree leaves its log-likelihood out (asked for, it is there), and a posterior
+    of many draws keeps it."""
+    x, y, model = problem
+    mode = run_map(jax.random.key(0), model, x, y, num_steps=200, progress_bar=False)
+    assert "log_likelihood" not in mode.to_datatree().children
+    asked = mode.to_datatree(log_likelihood=True)["log_likelihood"]
+    assert asked.sizes["draw"] == 1
+    tree = nuts_posterior.to_datatree()
+    assert "log_likelihood" in tree.children
+    assert np.isfinite(float(az.loo(tree).elpd))

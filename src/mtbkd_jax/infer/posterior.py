@@ -314,13 +314,15 @@ class Posterior:
         }
 
     # ------------------------------------------------------------------ ArviZ and files
-    def to_datatree(self, *, log_likelihood: bool = True) -> Any:
+    def to_datatree(self, *, log_likelihood: bool | None = None) -> Any:
         """An ArviZ ``xarray.DataTree`` (posterior, sample_stats, observed_data,
-        constant_data, log_likelihood when the model and its training data are known)."""
+        constant_data, log_likelihood when the model and its training data are known). By
+        default (``None``) the log-likelihood is left out of a tree with one draw per chain
+        (a MAP, a run that kept only its last states), on which ``az.loo`` cannot work."""
         from mtbkd_jax.diagnostics import to_datatree
 
         pointwise = None
-        if log_likelihood:
+        if log_likelihood or (log_likelihood is None and self.num_draws > 1):
             if self.model is not None and self.model_args:
                 pointwise = self.log_likelihood() if self._has_observed_sites() else None
             else:
@@ -352,7 +354,7 @@ class Posterior:
             )
         tmp = path.with_name(path.name + ".tmp")
         try:
-            tree = self.to_datatree()
+            tree = self.to_datatree(log_likelihood=True)
             tree.attrs.update(file_checks(self))  # what load checks its arguments against
             tree.to_netcdf(tmp, engine="h5netcdf")
             tmp.replace(path)  # never leave a half-written file under the final name
