@@ -47,6 +47,13 @@ def test_a_posterior_loaded_with_another_student_is_refused(problem, tmp_path):
     np.testing.assert_array_equal(np.asarray(again.predict(problem.x_test)), before)
     with pytest.raises(ValueError, match="logits_fn does not give this posterior's logits"):
         mk.Posterior.load(path, logits_fn=_student("relu").logits)
+
+    def one_class_more(*args, **kwargs):
+        logits = _student("tanh").logits(*args, **kwargs)
+        return jnp.concatenate([logits, jnp.zeros_like(logits[..., :1])], axis=-1)
+
+    with pytest.raises(ValueError, match=r"logits have shape \(2, 4\), those saved \(2, 3\)"):
+        mk.Posterior.load(path, logits_fn=one_class_more)  # said "differ by up to nan"
     mk.Posterior.load(path)  # without logits_fn: nothing to check, the draws are read
 
 

@@ -752,3 +752,29 @@ def test_a_saved_streamed_posterior_refuses_another_network_at_load(canonical, t
     )
     with pytest.raises(ValueError, match="logits_fn does not give this posterior's logits"):
         mk.infer.Posterior.load(tmp_path / "streamed.nc", logits_fn=relu.logits)
+
+
+def test_a_streamed_checkpoint_resumes_from_the_same_data_stored_in_another_dtype(
+    canonical, tmp_path
+):
+    """The fingerprint digests a streamed run's files as the device holds them (float32
+    inputs, int32 labels): the same labels saved as uint8 or int64, the same inputs as float32
+    or float64, resume (refused before, saying the data had changed, while the resident path
+    accepted them); other labels are still refused."""
+    model, x, y, _ = canonical
+    files = {
+        "x32": x, "x64": x.astype(np.float64), "y8": y.astype(np.uint8),
+        "y64": y.astype(np.int64), "flipped": (1 - y).astype(np.int64),
+    }  # fmt: skip
+    for name, array in files.items():
+        np.save(tmp_path / f"{name}.npy", array)
+
+    def load(name):
+        return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+    path = tmp_path / "run.ckpt"
+    first = _run(model, load("x32"), load("y8"), stream=True, checkpoint_path=path)
+    again = _run(model, load("x64"), load("y64"), stream=True, checkpoint_path=path)
+    _assert_same_draws(first, again)
+    with pytest.raises(checkpoint_module.CheckpointError, match="labels"):
+        _run(model, load("x32"), load("flipped"), stream=True, checkpoint_path=path)

@@ -255,8 +255,11 @@ def fingerprint(
         "step_size_values": schedule_values(schedule, total_steps),
         "warm_start_steps": int(warm_start_steps),
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),
-        "inputs": array_digest(features, num_strata),
-        "labels": None if labels is None else array_digest(labels, num_strata),
+        # a streamed run's host files as the device holds them (the stream's dtypes)
+        "inputs": array_digest(features, num_strata, np.float32 if streamed else None),
+        "labels": None
+        if labels is None
+        else array_digest(labels, num_strata, np.int32 if streamed else None),
         "model_kwargs": {k: tree_digest(v, num_strata) for k, v in sorted(plan.arrays.items())},
         "static_model_kwargs": {k: static_value(v) for k, v in sorted(plan.static.items())},
         "predict_inputs": None if predict is None else array_digest(predict),

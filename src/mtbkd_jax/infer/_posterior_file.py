@@ -178,10 +178,13 @@ def _check_logits(posterior: Posterior, stored: dict) -> None:
         ) from None
     scale = max(1.0, float(np.abs(saved).max()))
     if again.shape != saved.shape or not np.allclose(again, saved, rtol=1e-4, atol=1e-4 * scale):
-        gap = float(np.abs(again - saved).max()) if again.shape == saved.shape else float("nan")
+        how = (
+            f"differ from those saved by up to {float(np.abs(again - saved).max()):.3g}"
+            if again.shape == saved.shape
+            else f"have shape {again.shape}, those saved {saved.shape}"
+        )
         raise ValueError(
             "logits_fn does not give this posterior's logits: on two training examples its "
-            f"first draw's logits differ from those saved by up to {gap:.3g} (shape "
-            f"{again.shape} against {saved.shape}). Pass the student the posterior was fitted "
-            f"with (saved: {posterior.settings.get('student', 'not recorded')})"
+            f"first draw's logits {how}. Pass the student the posterior was fitted with "
+            f"(saved: {posterior.settings.get('student', 'not recorded')})"
         )

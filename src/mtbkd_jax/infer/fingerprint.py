@@ -63,10 +63,12 @@ PROBE_RTOL = 1e-4
 _SLICE_BYTES = 1 << 26  # hash 64 MB at a time: a huge array never needs a full host copy
 
 
-def array_digest(array: np.ndarray | jax.Array, blocks: int = 1) -> str:
+def array_digest(array: np.ndarray | jax.Array, blocks: int = 1, dtype: Any = None) -> str:
     """BLAKE2b of an array's dtype, shape and bytes (hex, 32 characters).
 
-    A device array is copied to the host one slice of its leading axis at a time.
+    A device array is copied to the host one slice of its leading axis at a time. With
+    ``dtype``, each slice is first converted to it (a streamed run's host file, digested as
+    the device will hold it: the same labels stored as uint8 or int64 give one digest).
 
     With ``blocks = D > 1`` (a ``shard_data`` run's data, split over D data shards) an array
     whose leading axis D divides is digested as D blocks of consecutive rows: the digest of
@@ -97,23 +99,24 @@ def array_digest(array: np.ndarray | jax.Array, blocks: int = 1) -> str:
             )
     if split:
         size = shape[0] // blocks
-        parts = [_plain_digest(array[b * size : (b + 1) * size]) for b in range(blocks)]
-        return _block_digest(parts, np.dtype(array.dtype), shape)
-    return _plain_digest(array)
+        parts = [_plain_digest(array[b * size : (b + 1) * size], dtype) for b in range(blocks)]
+        return _block_digest(parts, np.dtype(dtype or array.dtype), shape)
+    return _plain_digest(array, dtype)
 
 
-def _plain_digest(array: np.ndarray | jax.Array) -> str:
+def _plain_digest(array: np.ndarray | jax.Array, as_dtype: Any = None) -> str:
     digest = hashlib.blake2b(digest_size=16)
     shape = tuple(np.shape(array))
-    dtype = np.dtype(getattr(array, "dtype", np.asarray(array).dtype))
+    dtype = np.dtype(as_dtype or getattr(array, "dtype", np.asarray(array).dtype))
     digest.update(f"{dtype.str}{shape}".encode())
     if len(shape) == 0 or shape[0] == 0:
-        digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+        digest.update(np.ascontiguousarray(np.asarray(array, dtype)).tobytes())
         return digest.hexdigest()
     row_bytes = max(1, dtype.itemsize * math.prod(shape[1:]))
     step = max(1, _SLICE_BYTES // row_bytes)
     for start in range(0, shape[0], step):
-        digest.update(np.ascontiguousarray(np.asarray(array[start : start + step])).tobytes())
+        rows = np.asarray(array[start : start + step]).astype(dtype, copy=False)
+        digest.update(np.ascontiguousarray(rows).tobytes())
         # a memory map's pages read for this slice are handed back: digesting a file larger
         # than memory keeps the process's resident set at one slice
         release_pages(array, (start, min(start + step, shape[0])))
