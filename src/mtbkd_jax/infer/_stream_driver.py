@@ -61,7 +61,8 @@ class StreamedRun(SamplerRun):
         :meth:`~mtbkd_jax.infer.Posterior.load` to check another network against."""
         posterior = super()._package(*args)
         if self.rows is not None:  # the model's first argument is its inputs: leaf 0
-            first_rows = np.asarray(self.rows.leaves[0][:2], dtype=self.rows.dtypes[0])
+            # a copy: a view would keep the whole host array alive
+            first_rows = np.array(self.rows.leaves[0][:2], dtype=self.rows.dtypes[0], copy=True)
             posterior.check_features = first_rows
         return posterior
 
