@@ -167,8 +167,8 @@ def warn_if_loss_rose(
         start, end = (np.asarray(x, dtype=np.float64) for x in paired())
         if not np.isfinite(end).all():
             raise FloatingPointError(
-                f"{what}: the loss at the fitted point is not finite: the last steps made the "
-                "parameters non-finite; lower learning_rate or check the data"
+                f"{what}: the loss at the fitted point is not finite (its parameters are); "
+                "lower learning_rate or check the data"
             )
         change = end - start
         rise = float(change.mean())

@@ -129,6 +129,7 @@ class _Runner:
         self.fresh = True
         self.lock = threading.Lock()
         svi, static = self.svi, {name: value for name, (_, value) in settings.static}
+        self.static = static  # the static model keywords, as the programs see them
 
         def run_chunk(
             state: SVIState,
@@ -170,9 +171,9 @@ class _Runner:
         from mtbkd_jax.infer.minibatch import model_structure
 
         features, labels, arrays = data
-        static = {name: value for name, (_, value) in self.settings.static}
-        kwargs = {**arrays, **static}
-        if not model_structure(self.model, (features, labels), kwargs).subsampled:
+        if not model_structure(
+            self.model, (features, labels), {**arrays, **self.static}
+        ).subsampled:
             count = 1
         keys = jax.random.split(start.rng_key, count)
         before, after = (np.asarray(self.losses_at(state, *data, keys)) for state in (start, end))
