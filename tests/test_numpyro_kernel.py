@@ -13,6 +13,12 @@ from numpyro.infer import MCMC, NUTS
 
 import mtbkd_jax as mk
 from mtbkd_jax.infer import SGMCMC
+from mtbkd_jax.infer.cyclical_sgld import CyclicalSGLDState
+from mtbkd_jax.infer.ncsgld import NCSGLDState
+from mtbkd_jax.infer.psgld import PSGLDState
+from mtbkd_jax.infer.sghmc import SGHMCState
+from mtbkd_jax.infer.sgld import SGLDState
+from mtbkd_jax.infer.sgnht import SGNHTState
 
 Z = 4.0
 
@@ -301,8 +307,9 @@ def test_draws_that_are_not_finite_are_counted_as_divergences(capsys, chain_meth
 @pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
 def test_extra_fields_it_has_are_collected_and_one_it_lacks_is_named(chain_method):
     """``extra_fields``: the state's own fields (nested ones too) come back per draw; a field
-    it has not (NUTS's ``potential_energy``) is a ValueError naming it and the fields there
-    are (before: NumPyro's "tuple indices must be integers or slices, not str"). The
+    it has not (NUTS's ``potential_energy``, or the nested ``kernel.momentum`` of a kernel
+    without momentum) is a ValueError naming it and the fields there are (before: NumPyro's
+    "tuple indices must be integers or slices, not str"). The
     potential the message gives, at a draw, equals the hand-written one."""
     x = jnp.asarray(np.random.default_rng(0).normal(1.0, 2.0, size=100))
     kernel = SGMCMC(mean_model, "sgld", step_size=1e-3)
@@ -316,6 +323,8 @@ def test_extra_fields_it_has_are_collected_and_one_it_lacks_is_named(chain_metho
     np.testing.assert_allclose(extra["kernel.position.mu"], draws["mu"], rtol=1e-6)
     with pytest.raises(ValueError, match=r"no field 'potential_energy' .* its fields are i, z,"):
         mcmc.run(jax.random.key(1), x, extra_fields=("potential_energy",))
+    with pytest.raises(ValueError, match=r"SGLDState has no field 'momentum'; its fields are posi"):
+        mcmc.run(jax.random.key(1), x, extra_fields=("kernel.momentum",))
     e = kernel.estimator
     draw = {k: v[0, -1] for k, v in draws.items()}
     potential = -e.logdensity(e.unconstrain(draw), e.full_batch())
@@ -326,3 +335,17 @@ def test_extra_fields_it_has_are_collected_and_one_it_lacks_is_named(chain_metho
         + dist.Normal(mu, scale).log_prob(x).sum()
     )  # fmt: skip
     assert float(potential) == pytest.approx(float(by_hand), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "state_type",
+    [SGLDState, SGHMCState, PSGLDState, NCSGLDState, SGNHTState, CyclicalSGLDState],
+)
+def test_every_kernel_state_names_a_missing_extra_field(state_type):
+    """A nested ``extra_fields`` path into any kernel's state that names no field is a
+    ValueError naming the state and its fields; integer indexing is a tuple's."""
+    state = state_type(*range(len(state_type._fields)))
+    with pytest.raises(ValueError, match=rf"{state_type.__name__} has no field 'nope'"):
+        state["nope"]
+    assert state[0] == 0 and state[-1] == len(state_type._fields) - 1
+    assert getattr(state, state_type._fields[0]) == 0

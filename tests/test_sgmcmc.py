@@ -352,6 +352,11 @@ def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
         streamed_only.streamed["predictive_mean"], post.streamed["predictive_mean"], atol=1e-6
     )
     assert streamed_only.num_draws == 1  # only the last state of each chain
+    # flagged where a user looks: the repr and the ArviZ tree's posterior group
+    assert "last states" in repr(streamed_only) and "last states" not in repr(post)
+    tree = streamed_only.to_datatree()
+    assert "keep_draws=False" in tree["posterior"].attrs["mtbkd_draws"]
+    assert "mtbkd_draws" not in post.to_datatree()["posterior"].attrs
 
 
 def _cyclical(problem, **settings):

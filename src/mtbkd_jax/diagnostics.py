@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["to_datatree", "summary", "parameter_names", "exploration_report"]
 
 
+LAST_STATES = (
+    "the last state of each chain (keep_draws=False), not draws from the posterior; the "
+    "posterior-predictive summaries are in Posterior.streamed"
+)
+
+
 def to_datatree(
     posterior: Posterior, *, log_likelihood: Mapping[str, ArrayLike] | None = None
 ) -> xr.DataTree:
@@ -73,6 +79,8 @@ def to_datatree(
         tree["optimization"] = xr.DataTree(
             xr.Dataset({"loss": ("step", np.asarray(posterior.losses))})
         )
+    if posterior.settings.get("keep_draws") is False:  # flagged where ArviZ users look
+        tree["posterior"].attrs["mtbkd_draws"] = LAST_STATES
     tree.attrs["mtbkd_method"] = posterior.method
     tree.attrs["mtbkd_settings"] = json.dumps(posterior.settings, default=str)
     tree.attrs.update(stored.attrs)

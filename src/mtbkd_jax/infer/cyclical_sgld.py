@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from mtbkd_jax._checks import require_count, require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class CyclicalSGLDState(NamedTuple):
 
     position: Any
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; results rely on the name
+
+    __getitem__ = field_by_name
 
 
 class CyclicalSGLDInfo(NamedTuple):

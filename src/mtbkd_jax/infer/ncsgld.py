@@ -85,6 +85,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import gaussian_noise
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class NCSGLDState(NamedTuple):
     position: Any
     sketch: Any
     num_steps: jax.Array
+
+    __getitem__ = field_by_name
 
 
 class NCSGLDInfo(NamedTuple):

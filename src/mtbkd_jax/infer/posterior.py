@@ -89,7 +89,6 @@ class Posterior:
         self._log_likelihood: tuple[tuple, dict[str, np.ndarray]] | None = None  # (key, value)
         self._fitting_shapes: set[tuple] = set()
 
-    # ------------------------------------------------------------------ shape
     @property
     def num_chains(self) -> int:
         return next(iter(self.draws.values())).shape[0]
@@ -382,9 +381,10 @@ class Posterior:
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.draws.items())
+        last = " (last states: keep_draws=False)" * (self.settings.get("keep_draws") is False)
         return (
             f"Posterior(method={self.method!r}, chains={self.num_chains}, "
-            f"draws={self.num_draws}, sites=[{sites}])"
+            f"draws={self.num_draws}{last}, sites=[{sites}])"
         )
 
 

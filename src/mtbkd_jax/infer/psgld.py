@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import preconditioned_sgld_update
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class PSGLDState(NamedTuple):
     position: Any
     square_avg: Any
     count: Any = 0
+
+    __getitem__ = field_by_name
 
 
 class PSGLDInfo(NamedTuple):

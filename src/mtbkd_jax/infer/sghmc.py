@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import sghmc_update
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class SGHMCState(NamedTuple):
 
     position: Any
     momentum: Any
+
+    __getitem__ = field_by_name
 
 
 class SGHMCInfo(NamedTuple):

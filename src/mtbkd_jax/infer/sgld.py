@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class SGLDState(NamedTuple):
     """The chain's position (a pytree, unconstrained)."""
 
     position: Any
+
+    __getitem__ = field_by_name
 
 
 class SGLDInfo(NamedTuple):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
+from mtbkd_jax.infer._state_fields import field_by_name
 from mtbkd_jax.infer.langevin import sgnht_update
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class SGNHTState(NamedTuple):
     position: Any
     momentum: Any
     thermostat: jax.Array
+
+    __getitem__ = field_by_name
 
 
 class SGNHTInfo(NamedTuple):
