@@ -210,6 +210,19 @@ def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, chang
     assert "Delete it" in str(error.value)
 
 
+def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_checkpoint):
+    """SGLD ignores ``friction``: another value is warned and resumes the same draws (before,
+    it was refused as a changed setting); the fingerprint records SGLD's friction at its
+    default, so the checkpoints written before still resume."""
+    x, y, teachers = problem()
+    again = run(model_for(teachers), x, y, checkpoint_path=finished_checkpoint, num_epochs=2)
+    with pytest.warns(UserWarning, match=r"friction=0.5 is ignored by sampler 'sgld'"):
+        other = run(model_for(teachers), x, y, checkpoint_path=finished_checkpoint,
+                    num_epochs=2, friction=0.5)  # fmt: skip
+    _assert_same_draws(again, other)
+    assert _state_file(finished_checkpoint)[0]["fingerprint"]["exact"]["friction"] == 0.1
+
+
 def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):
     """Schedules are fingerprinted by value: the same call resumes (no memory address in the
     fingerprint), another decay is refused."""

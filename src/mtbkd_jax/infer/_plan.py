@@ -4,6 +4,7 @@ it will keep, and the run's fingerprint."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,12 @@ from mtbkd_jax._checks import require_counts, require_key, require_nonnegative, 
 from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._loop import keep_positions
 from mtbkd_jax.infer._orders import orders_scheme
-from mtbkd_jax.infer._samplers import SAMPLERS, check_sampler_options
+from mtbkd_jax.infer._samplers import (
+    DEFAULT_FRICTION,
+    FRICTION_SAMPLERS,
+    SAMPLERS,
+    check_sampler_options,
+)
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
     array_digest,
@@ -73,6 +79,13 @@ def checked_arguments(arguments: dict) -> dict:
             raise TypeError(f"{name} must be True or False, got {out[name]!r}")
     out["temperature"] = require_nonnegative(out["temperature"], "temperature")
     out["friction"] = require_positive(out["friction"], "friction")
+    if sampler not in FRICTION_SAMPLERS and out["friction"] != DEFAULT_FRICTION:
+        warnings.warn(
+            f"friction={out['friction']} is ignored by sampler {sampler!r}: it applies to "
+            f"{' and '.join(FRICTION_SAMPLERS)}",
+            UserWarning,
+            stacklevel=3,
+        )
     if not callable(out["step_size"]):
         out["step_size"] = require_positive(out["step_size"], "step_size")
     fraction = out["exploration_fraction"]
@@ -248,10 +261,17 @@ def fingerprint(
     there it was the floor of their ratio before b02be69, so such a checkpoint written before is
     refused rather than resumed on other cycles (the others still resume).
 
+    ``friction`` is recorded as given for the samplers that use it (SGHMC, SGNHT) and at its
+    default for the others, so a value they ignore (warned) neither refuses a resume nor
+    refuses the checkpoints written before.
+
     ``streamed``: a ``stream=True`` run (recorded when true; its probe reads one minibatch,
     :func:`~mtbkd_jax.infer.streaming.streamed_probe`), resumed only by a streamed run."""
     exact = {
         **{k: v for k, v in settings.items() if k != "step_size"},
+        "friction": settings["friction"]  # unused elsewhere: recorded at its default, as before
+        if settings["sampler"] in FRICTION_SAMPLERS
+        else DEFAULT_FRICTION,
         "step_size_values": schedule_values(schedule, total_steps),
         "warm_start_steps": int(warm_start_steps),
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),

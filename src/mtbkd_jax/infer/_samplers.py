@@ -18,9 +18,18 @@ from mtbkd_jax.infer.sgnht import sgnht
 if TYPE_CHECKING:  # BlackJAX is imported where a kernel is built: its import starts JAX
     from blackjax.base import SamplingAlgorithm
 
-__all__ = ["SAMPLERS", "build_sampler", "check_sampler_options", "pilot_sampler"]
+__all__ = [
+    "SAMPLERS",
+    "FRICTION_SAMPLERS",
+    "DEFAULT_FRICTION",
+    "build_sampler",
+    "check_sampler_options",
+    "pilot_sampler",
+]
 
 SAMPLERS = ("sgld", "sghmc", "cyclical_sgld", "sgnht", "psgld", "ncsgld")
+FRICTION_SAMPLERS = ("sghmc", "sgnht")  # the others ignore ``friction``
+DEFAULT_FRICTION = 0.1
 
 # options beyond temperature/friction/cycles, per sampler (passed as ``sampler_options``)
 _OPTIONS: dict[str, Callable] = {"psgld": psgld, "ncsgld": ncsgld}

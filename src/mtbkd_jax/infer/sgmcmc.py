@@ -147,7 +147,7 @@ def run_sgmcmc(
             ``numpyro.set_host_device_count(n)`` at the start of the program) the chains are
             sharded over as many of them as divide ``num_chains``.
         friction: SGHMC's friction ``alpha``; SGNHT's injected noise ``A`` (its thermostat
-            starts there).
+            starts there); the other samplers ignore it (a warning says so).
         sampler_options: further settings of a kernel, e.g. pSGLD's
             ``{"decay": 0.99, "regularizer": 1e-5, "correction": False, "adapt_steps": n}``
             (default: adapting in the burn-in, or the first epoch); NC-SGLD's ``rank``, ``margin``.
