@@ -35,7 +35,8 @@ class CyclicalSGLDState(NamedTuple):
     position: Any
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; results rely on the name
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class CyclicalSGLDInfo(NamedTuple):

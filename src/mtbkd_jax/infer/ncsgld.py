@@ -106,7 +106,8 @@ class NCSGLDState(NamedTuple):
     sketch: Any
     num_steps: jax.Array
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class NCSGLDInfo(NamedTuple):

@@ -55,7 +55,8 @@ class PSGLDState(NamedTuple):
     square_avg: Any
     count: Any = 0
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class PSGLDInfo(NamedTuple):

@@ -32,7 +32,8 @@ class SGHMCState(NamedTuple):
     position: Any
     momentum: Any
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class SGHMCInfo(NamedTuple):

@@ -40,7 +40,8 @@ class SGLDState(NamedTuple):
 
     position: Any
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class SGLDInfo(NamedTuple):

@@ -35,7 +35,8 @@ class SGNHTState(NamedTuple):
     momentum: Any
     thermostat: jax.Array
 
-    __getitem__ = field_by_name
+    def __getitem__(self, key: Any) -> Any:  # a missing extra_fields name, named
+        return field_by_name(self, key)
 
 
 class SGNHTInfo(NamedTuple):
