@@ -216,9 +216,10 @@ def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_check
     default, so the checkpoints written before still resume."""
     x, y, teachers = problem()
     again = run(model_for(teachers), x, y, checkpoint_path=finished_checkpoint, num_epochs=2)
-    with pytest.warns(UserWarning, match=r"friction=0.5 is ignored by sampler 'sgld'"):
+    with pytest.warns(UserWarning, match=r"friction=0.5 is ignored by sampler 'sgld'") as record:
         other = run(model_for(teachers), x, y, checkpoint_path=finished_checkpoint,
                     num_epochs=2, friction=0.5)  # fmt: skip
+    assert record[0].filename == "<string>"  # the caller's line: the problem's run()
     _assert_same_draws(again, other)
     assert _state_file(finished_checkpoint)[0]["fingerprint"]["exact"]["friction"] == 0.1
 

@@ -1,6 +1,8 @@
 """``numpyro.infer.MCMC(mtbkd_jax.infer.SGMCMC(...))``: the discretised-variance oracle,
 agreement with NUTS, the canonical model, and the NumPyro/ArviZ surface end to end."""
 
+import warnings
+
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -349,3 +351,14 @@ def test_every_kernel_state_names_a_missing_extra_field(state_type):
         state["nope"]
     assert state[0] == 0 and state[-1] == len(state_type._fields) - 1
     assert getattr(state, state_type._fields[0]) == 0
+
+
+def test_friction_given_to_a_kernel_that_ignores_it_is_warned_at_the_call():
+    """Only SGHMC and SGNHT use ``friction``: another sampler warns, at the user's line."""
+    with pytest.warns(UserWarning, match=r"friction=2.0 is ignored by sampler 'psgld'") as record:
+        SGMCMC(mean_model, "psgld", friction=2.0)
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SGMCMC(mean_model, "sghmc", friction=2.0)
+        SGMCMC(mean_model, "sgld")

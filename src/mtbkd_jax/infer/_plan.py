@@ -4,7 +4,6 @@ it will keep, and the run's fingerprint."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from mtbkd_jax.infer._samplers import (
     DEFAULT_FRICTION,
     FRICTION_SAMPLERS,
     SAMPLERS,
+    check_friction,
     check_sampler_options,
 )
 from mtbkd_jax.infer.fingerprint import (
@@ -78,14 +78,7 @@ def checked_arguments(arguments: dict) -> dict:
         if not isinstance(out[name], bool):
             raise TypeError(f"{name} must be True or False, got {out[name]!r}")
     out["temperature"] = require_nonnegative(out["temperature"], "temperature")
-    out["friction"] = require_positive(out["friction"], "friction")
-    if sampler not in FRICTION_SAMPLERS and out["friction"] != DEFAULT_FRICTION:
-        warnings.warn(
-            f"friction={out['friction']} is ignored by sampler {sampler!r}: it applies to "
-            f"{' and '.join(FRICTION_SAMPLERS)}",
-            UserWarning,
-            stacklevel=3,
-        )
+    out["friction"] = check_friction(sampler, out["friction"], stacklevel=4)
     if not callable(out["step_size"]):
         out["step_size"] = require_positive(out["step_size"], "step_size")
     fraction = out["exploration_fraction"]
@@ -262,8 +255,8 @@ def fingerprint(
     refused rather than resumed on other cycles (the others still resume).
 
     ``friction`` is recorded as given for the samplers that use it (SGHMC, SGNHT) and at its
-    default for the others, so a value they ignore (warned) neither refuses a resume nor
-    refuses the checkpoints written before.
+    default for the others: a value they ignore (warned) does not refuse a resume, and the
+    checkpoints written before (which recorded it) still resume.
 
     ``streamed``: a ``stream=True`` run (recorded when true; its probe reads one minibatch,
     :func:`~mtbkd_jax.infer.streaming.streamed_probe`), resumed only by a streamed run."""

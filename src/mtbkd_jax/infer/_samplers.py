@@ -4,10 +4,12 @@ constructor ``(gradient estimator, settings) -> SamplingAlgorithm`` over the ker
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
+from mtbkd_jax._checks import require_positive
 from mtbkd_jax.infer.cyclical_sgld import cyclical_sgld
 from mtbkd_jax.infer.ncsgld import ncsgld
 from mtbkd_jax.infer.psgld import psgld
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_FRICTION",
     "build_sampler",
     "check_sampler_options",
+    "check_friction",
     "pilot_sampler",
 ]
 
@@ -33,6 +36,20 @@ DEFAULT_FRICTION = 0.1
 
 # options beyond temperature/friction/cycles, per sampler (passed as ``sampler_options``)
 _OPTIONS: dict[str, Callable] = {"psgld": psgld, "ncsgld": ncsgld}
+
+
+def check_friction(sampler: str, friction: float, stacklevel: int) -> float:
+    """``friction`` as a float > 0, warned (at ``stacklevel``: the user's call) when another
+    value than the default is given to a sampler that ignores it."""
+    friction = require_positive(friction, "friction")
+    if sampler not in FRICTION_SAMPLERS and friction != DEFAULT_FRICTION:
+        warnings.warn(
+            f"friction={friction} is ignored by sampler {sampler!r}: it applies to "
+            f"{' and '.join(FRICTION_SAMPLERS)}",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return friction
 
 
 def check_sampler_options(sampler: str, options: dict | None) -> dict:

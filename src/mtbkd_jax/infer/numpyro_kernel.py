@@ -57,7 +57,12 @@ from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._common import check_init_params
 from mtbkd_jax.infer._orders import INDEPENDENT_MINIBATCH_SAMPLERS
 from mtbkd_jax.infer._plan import check_schedule
-from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler, check_sampler_options
+from mtbkd_jax.infer._samplers import (
+    SAMPLERS,
+    build_sampler,
+    check_friction,
+    check_sampler_options,
+)
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.students import Student
 
@@ -169,7 +174,7 @@ class SGMCMC(MCMCKernel):
         self.batch_size, self.prior_batch_size = checked["batch_size"], checked["prior_batch_size"]
         self.options: dict[str, Any] = dict(
             temperature=require_nonnegative(temperature, "temperature"),
-            friction=require_positive(friction, "friction"),
+            friction=check_friction(sampler, friction, stacklevel=3),
             cycle_length=require_count(cycle_length, "cycle_length"),
             exploration_fraction=_fraction(exploration_fraction),
             options=check_sampler_options(sampler, sampler_options),
