@@ -5,6 +5,8 @@ log-likelihood outlived the draws it was of, a damaged file raised h5py's KeyErr
 chain and draw axes were read by position, and '/' in a site name was refused only after
 sampling."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,11 +148,26 @@ def test_a_file_with_draw_before_chain_is_read_by_dim_name(problem, tmp_path):
         np.testing.assert_array_equal(loaded.draws[name], value)
 
 
-def test_streamed_summaries_not_written_are_warned_about(problem, tmp_path):
+def test_streamed_summaries_are_written_and_read_back(problem, tmp_path):
+    """``Posterior.streamed`` (all a ``keep_draws=False`` run keeps of its predictive) was
+    left out of the file with a warning: it is its own group now, read back as it was; an
+    entry that is not numbers is still left out, named."""
     posterior = _svi(problem, _student())
-    posterior.streamed = {"predictive_mean": np.zeros((3, 3)), "num_draws": 2}
-    with pytest.warns(UserWarning, match=r"Posterior.streamed .* is not written"):
+    means = np.random.default_rng(0).dirichlet(np.ones(3), size=5).astype(np.float32)
+    posterior.streamed = {"predictive_mean": means, "mean_deviance": np.arange(5.0),
+                          "num_draws": 12}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         posterior.save(tmp_path / "streamed.nc")
+    loaded = mk.Posterior.load(tmp_path / "streamed.nc").streamed
+    assert sorted(loaded) == ["mean_deviance", "num_draws", "predictive_mean"]
+    np.testing.assert_array_equal(loaded["predictive_mean"], means)
+    np.testing.assert_array_equal(loaded["mean_deviance"], np.arange(5.0))
+    assert loaded["num_draws"] == 12 and isinstance(loaded["num_draws"], int)
+    posterior.streamed = {"num_draws": 3, "note": "by hand"}
+    with pytest.warns(UserWarning, match=r"entries \['note'\] are not arrays of numbers"):
+        posterior.save(tmp_path / "noted.nc")
+    assert mk.Posterior.load(tmp_path / "noted.nc").streamed == {"num_draws": 3}
 
 
 def test_slashed_site_names_are_refused_before_sampling(problem):

@@ -338,7 +338,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_draws(logistic_problem):
         assert np.isfinite(value).all()
 
 
-def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
+def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem, tmp_path):
     x, y, model, _ = logistic_problem
     post = _small_run(x, y, model, predict_inputs=x[:30])
     probs = np.asarray(post.predict(x[:30]))
@@ -357,6 +357,12 @@ def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem):
     tree = streamed_only.to_datatree()
     assert "keep_draws=False" in tree["posterior"].attrs["mtbkd_draws"]
     assert "mtbkd_draws" not in post.to_datatree()["posterior"].attrs
+    # and saved: the streamed summaries are all such a run keeps of its predictive
+    streamed_only.save(tmp_path / "last.nc")
+    loaded = mk.Posterior.load(tmp_path / "last.nc")
+    assert "last states" in repr(loaded)
+    for name, value in streamed_only.streamed.items():
+        np.testing.assert_array_equal(loaded.streamed[name], value)
 
 
 def _cyclical(problem, **settings):

@@ -72,6 +72,7 @@ def _read(
             return {str(k): _by_name(v, name) for k, v in data.items()}
 
         losses = group("optimization").get("loss")
+        streamed = _streamed_from(group(STREAMED_GROUP))
         attrs = {str(k): v for k, v in tree.attrs.items()}
         constant = group("constant_data")
         fitted_names = stored_variables(attrs)
@@ -87,6 +88,7 @@ def _read(
             featurize=featurize,
             pointwise_log_likelihood=group("log_likelihood") or None,
             fitted_params=restored_params(constant, attrs),
+            streamed=streamed,
         )
     if attrs.get(FEATURIZE_ATTR) and featurize is None:
         loaded.featurize = _extractor_not_given
@@ -96,6 +98,38 @@ def _read(
 
 
 FEATURIZE_ATTR, LOGITS_ATTR = "mtbkd_feature_extractor", "mtbkd_logits_check"
+STREAMED_GROUP = "streamed_predictive"  # Posterior.streamed: what a keep_draws=False run keeps
+
+
+def with_streamed(tree: Any, streamed: dict) -> Any:
+    """``tree`` with :attr:`Posterior.streamed` (numeric arrays and numbers) as its own group
+    (dims ``<name>_dim_<i>``); an entry of another kind is left out, with a warning."""
+    import warnings
+
+    import xarray as xr
+
+    kept, left = {}, []
+    for name, value in streamed.items():
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf":
+            kept[name] = xr.Variable([f"{name}_dim_{i}" for i in range(array.ndim)], array)
+        else:
+            left.append(name)
+    if left:
+        warnings.warn(
+            f"Posterior.streamed entries {sorted(left)} are not arrays of numbers and are not "
+            "written to the file: keep them apart",
+            UserWarning,
+            stacklevel=3,
+        )
+    if kept:
+        tree[STREAMED_GROUP] = xr.DataTree(xr.Dataset(kept))
+    return tree
+
+
+def _streamed_from(group: dict[str, np.ndarray]) -> dict:
+    """The streamed summaries read back; a 0-d integer (``num_draws``) as a Python int."""
+    return {k: int(v) if v.ndim == 0 and v.dtype.kind in "biu" else v for k, v in group.items()}
 
 
 def _by_name(variable: Any, group: str) -> np.ndarray:

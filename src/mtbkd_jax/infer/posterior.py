@@ -335,25 +335,17 @@ class Posterior:
         into place, and nothing is left behind if writing fails. Its root attrs hold what
         :meth:`load` checks its arguments against (the first draw's logits on two training
         examples, which a streamed run keeps as :attr:`check_features`; whether there was a
-        feature extractor); :attr:`streamed` is not written (a warning says so). In a run of
+        feature extractor); :attr:`streamed` goes in its own group, so a ``keep_draws=False``
+        run's summaries are kept (:meth:`load` reads them back). In a run of
         several processes (:mod:`mtbkd_jax.infer.multiprocess`) only process 0 writes."""
-        from mtbkd_jax.infer._posterior_file import file_checks
+        from mtbkd_jax.infer._posterior_file import file_checks, with_streamed
 
         if jax.process_index() != 0:
             return Path(path)
         path = prepare_output_file(path, "path")
-        if self.streamed:
-            import warnings
-
-            warnings.warn(
-                f"Posterior.streamed ({sorted(self.streamed)}) is not written to {str(path)!r}: "
-                "keep it apart (e.g. numpy.savez(file, **posterior.streamed))",
-                UserWarning,
-                stacklevel=2,
-            )
         tmp = path.with_name(path.name + ".tmp")
         try:
-            tree = self.to_datatree(log_likelihood=True)
+            tree = with_streamed(self.to_datatree(log_likelihood=True), self.streamed)
             tree.attrs.update(file_checks(self))  # what load checks its arguments against
             tree.to_netcdf(tmp, engine="h5netcdf")
             tmp.replace(path)  # never leave a half-written file under the final name
