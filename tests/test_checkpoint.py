@@ -210,10 +210,10 @@ def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, chang
     assert "Delete it" in str(error.value)
 
 
-def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_checkpoint):
+def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_checkpoint, tmp_path):
     """SGLD ignores ``friction``: another value is warned and resumes the same draws (before,
-    it was refused as a changed setting); the fingerprint records SGLD's friction at its
-    default, so the checkpoints written before still resume."""
+    it was refused as a changed setting); a checkpoint written before, whose fingerprint
+    recorded the friction given, resumes too. SGHMC uses it: another friction is refused."""
     x, y, teachers = problem()
     again = run(model_for(teachers), x, y, checkpoint_path=finished_checkpoint, num_epochs=2)
     with pytest.warns(UserWarning, match=r"friction=0.5 is ignored by sampler 'sgld'") as record:
@@ -221,7 +221,19 @@ def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_check
                     num_epochs=2, friction=0.5)  # fmt: skip
     assert record[0].filename == "<string>"  # the caller's line: the problem's run()
     _assert_same_draws(again, other)
-    assert _state_file(finished_checkpoint)[0]["fingerprint"]["exact"]["friction"] == 0.1
+    # as written before: the stored fingerprint holds the friction the run was given
+    older = _copy(finished_checkpoint, str(finished_checkpoint) + ".draws", tmp_path)
+    meta, leaves = _state_file(older)
+    meta["fingerprint"]["exact"]["friction"] = 1.0
+    _write_state_file(older, meta, leaves)
+    with pytest.warns(UserWarning, match=r"friction=1 is ignored"):
+        _assert_same_draws(again, run(model_for(teachers), x, y, checkpoint_path=older,
+                                      num_epochs=2, friction=1.0))  # fmt: skip
+    sghmc = tmp_path / "sghmc.ckpt"
+    run(model_for(teachers), x, y, checkpoint_path=sghmc, num_epochs=2, sampler="sghmc")
+    with pytest.raises(CheckpointError, match=r"friction: checkpoint 0.1, this run 0.5"):
+        run(model_for(teachers), x, y, checkpoint_path=sghmc, num_epochs=2, sampler="sghmc",
+            friction=0.5)  # fmt: skip
 
 
 def test_an_identical_schedule_resumes_and_another_does_not(tmp_path):

@@ -80,7 +80,12 @@ def test_sgmcmc_through_mcmc_agrees_with_nuts(sampler):
     reference = nuts.get_samples()
     step = {"sgld": 2e-4, "sghmc": 5e-3, "sgnht": 5e-3, "psgld": 2e-3, "ncsgld": 2e-4}[sampler]
     mcmc = MCMC(
-        SGMCMC(mean_model, sampler, step_size=step, friction=1.0),
+        SGMCMC(
+            mean_model,
+            sampler,
+            step_size=step,
+            friction=1.0 if sampler in ("sghmc", "sgnht") else 0.1,
+        ),
         num_warmup=2000,
         num_samples=40_000,
         num_chains=2,
@@ -349,13 +354,16 @@ def test_every_kernel_state_names_a_missing_extra_field(state_type):
     state = state_type(*range(len(state_type._fields)))
     with pytest.raises(ValueError, match=rf"{state_type.__name__} has no field 'nope'"):
         state["nope"]
+    with pytest.raises(ValueError, match=r"has no field 'index'"):  # a tuple method, not a field
+        state["index"]
     assert state[0] == 0 and state[-1] == len(state_type._fields) - 1
+    assert state[state_type._fields[-1]] == len(state_type._fields) - 1
     assert getattr(state, state_type._fields[0]) == 0
 
 
 def test_friction_given_to_a_kernel_that_ignores_it_is_warned_at_the_call():
     """Only SGHMC and SGNHT use ``friction``: another sampler warns, at the user's line."""
-    with pytest.warns(UserWarning, match=r"friction=2.0 is ignored by sampler 'psgld'") as record:
+    with pytest.warns(UserWarning, match=r"friction=2 is ignored by sampler 'psgld'") as record:
         SGMCMC(mean_model, "psgld", friction=2.0)
     assert record[0].filename == __file__
     with warnings.catch_warnings():

@@ -361,6 +361,7 @@ def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem, t
     streamed_only.save(tmp_path / "last.nc")
     loaded = mk.Posterior.load(tmp_path / "last.nc")
     assert "last states" in repr(loaded)
+    assert loaded.streamed.keys() == streamed_only.streamed.keys()
     for name, value in streamed_only.streamed.items():
         np.testing.assert_array_equal(loaded.streamed[name], value)
 

@@ -252,11 +252,19 @@ def test_run_sgmcmc_refuses_other_strings_and_auto_with_a_checkpoint(tmp_path):
         (dict(max_temperature_ratio=1.0), ValueError, "max_temperature_ratio must be > 1"),
         (dict(step_sizes=[0.1]), TypeError, r"unexpected keyword argument\(s\) \['step_sizes'\]"),
         (dict(sampler_options={"decay": 0.9}), ValueError, "sampler_options"),
+        (dict(friction=0.0), ValueError, "friction must be a finite number > 0"),
     ],
 )
 def test_bad_arguments_are_refused_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
         choose_step_size(jax.random.key(0), gaussian, DATA, **kwargs)
+
+
+def test_friction_a_pilot_ignores_is_warned_at_the_call():
+    """SGLD's pilot ignores ``friction``, as its run does: warned at the user's line."""
+    with pytest.warns(UserWarning, match=r"friction=0.5 is ignored by sampler 'sgld'") as record:
+        check(1e-3, friction=0.5, pilot_steps=20)
+    assert record[0].filename == __file__
 
 
 def test_the_default_ladder():

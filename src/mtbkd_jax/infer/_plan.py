@@ -16,11 +16,10 @@ from mtbkd_jax.infer import schedules
 from mtbkd_jax.infer._loop import keep_positions
 from mtbkd_jax.infer._orders import orders_scheme
 from mtbkd_jax.infer._samplers import (
-    DEFAULT_FRICTION,
-    FRICTION_SAMPLERS,
     SAMPLERS,
     check_friction,
     check_sampler_options,
+    with_unused_at_default,
 )
 from mtbkd_jax.infer.fingerprint import (
     RunFingerprint,
@@ -255,16 +254,14 @@ def fingerprint(
     refused rather than resumed on other cycles (the others still resume).
 
     ``friction`` is recorded as given for the samplers that use it (SGHMC, SGNHT) and at its
-    default for the others: a value they ignore (warned) does not refuse a resume, and the
-    checkpoints written before (which recorded it) still resume.
+    default for the others (:func:`~mtbkd_jax.infer._samplers.with_unused_at_default`, which
+    the checkpoint applies to the fingerprint it stored too): a value they ignore (warned) does
+    not refuse a resume, and the checkpoints written before, which recorded it, still resume.
 
     ``streamed``: a ``stream=True`` run (recorded when true; its probe reads one minibatch,
     :func:`~mtbkd_jax.infer.streaming.streamed_probe`), resumed only by a streamed run."""
     exact = {
-        **{k: v for k, v in settings.items() if k != "step_size"},
-        "friction": settings["friction"]  # unused elsewhere: recorded at its default, as before
-        if settings["sampler"] in FRICTION_SAMPLERS
-        else DEFAULT_FRICTION,
+        **with_unused_at_default({k: v for k, v in settings.items() if k != "step_size"}),
         "step_size_values": schedule_values(schedule, total_steps),
         "warm_start_steps": int(warm_start_steps),
         "key": np.asarray(jax.random.key_data(rng_key)).tolist(),

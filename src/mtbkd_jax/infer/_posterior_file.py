@@ -128,8 +128,8 @@ def with_streamed(tree: Any, streamed: dict) -> Any:
 
 
 def _streamed_from(group: dict[str, np.ndarray]) -> dict:
-    """The streamed summaries read back; a 0-d integer (``num_draws``) as a Python int."""
-    return {k: int(v) if v.ndim == 0 and v.dtype.kind in "biu" else v for k, v in group.items()}
+    """The streamed summaries read back; a number (``num_draws``) as a Python number."""
+    return {k: v.item() if v.ndim == 0 else v for k, v in group.items()}
 
 
 def _by_name(variable: Any, group: str) -> np.ndarray:

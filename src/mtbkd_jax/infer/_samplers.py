@@ -4,6 +4,7 @@ constructor ``(gradient estimator, settings) -> SamplingAlgorithm`` over the ker
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable
 from functools import lru_cache, partial
@@ -27,6 +28,7 @@ __all__ = [
     "build_sampler",
     "check_sampler_options",
     "check_friction",
+    "with_unused_at_default",
     "pilot_sampler",
 ]
 
@@ -42,14 +44,24 @@ def check_friction(sampler: str, friction: float, stacklevel: int) -> float:
     """``friction`` as a float > 0, warned (at ``stacklevel``: the user's call) when another
     value than the default is given to a sampler that ignores it."""
     friction = require_positive(friction, "friction")
-    if sampler not in FRICTION_SAMPLERS and friction != DEFAULT_FRICTION:
+    if sampler not in FRICTION_SAMPLERS and not math.isclose(friction, DEFAULT_FRICTION,
+                                                             rel_tol=1e-6):  # fmt: skip
         warnings.warn(
-            f"friction={friction} is ignored by sampler {sampler!r}: it applies to "
+            f"friction={friction:g} is ignored by sampler {sampler!r}: it applies to "
             f"{' and '.join(FRICTION_SAMPLERS)}",
             UserWarning,
             stacklevel=stacklevel,
         )
     return friction
+
+
+def with_unused_at_default(settings: dict) -> dict:
+    """A run's settings (as fingerprinted) with ``friction`` at its default where the sampler
+    ignores it: another value then neither refuses a resume nor is refused by a checkpoint
+    that recorded the value given (as every checkpoint written before did)."""
+    if "friction" not in settings or settings.get("sampler") in FRICTION_SAMPLERS:
+        return settings
+    return {**settings, "friction": DEFAULT_FRICTION}
 
 
 def check_sampler_options(sampler: str, options: dict | None) -> dict:
@@ -80,7 +92,7 @@ def build_sampler(
     grad_estimator: Callable,
     *,
     temperature: float = 1.0,
-    friction: float = 0.1,
+    friction: float = DEFAULT_FRICTION,
     cycle_length: int = 1,
     exploration_fraction: float = 0.5,
     options: dict | None = None,
@@ -109,7 +121,11 @@ def build_sampler(
 
 
 def pilot_sampler(
-    sampler: str, *, temperature: float = 1.0, friction: float = 0.1, options: dict | None = None
+    sampler: str,
+    *,
+    temperature: float = 1.0,
+    friction: float = DEFAULT_FRICTION,
+    options: dict | None = None,
 ) -> Callable:
     """``estimator -> SamplingAlgorithm`` for a pilot of ``sampler``; one object per setting (one
     compile). Cyclical SGLD is piloted as SGLD at its peak step size, which sets its

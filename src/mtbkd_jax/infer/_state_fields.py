@@ -14,7 +14,10 @@ __all__ = ["field_by_name"]
 
 
 def field_by_name(self: tuple, key: Any) -> Any:
-    """``tuple.__getitem__``, except that a string key is a ValueError naming the fields."""
+    """``tuple.__getitem__``, except that a string key reads that field, and one that names no
+    field (a tuple method such as ``index`` included) is a ValueError naming the fields."""
+    if isinstance(key, str) and key in getattr(self, "_fields", ()):
+        return getattr(self, key)
     if isinstance(key, str):
         fields = ", ".join(getattr(self, "_fields", ()))
         raise ValueError(

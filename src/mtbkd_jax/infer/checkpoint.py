@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from mtbkd_jax._paths import prepare_output_file
+from mtbkd_jax.infer._samplers import with_unused_at_default
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Checkpoint:
             return None
         meta, leaves = self._read_state()
         stored = RunFingerprint.from_json(meta["fingerprint"])
+        stored = RunFingerprint(with_unused_at_default(stored.exact), stored.approx)
         differences = stored.differences(self.fingerprint)
         if differences:
             raise CheckpointError(

@@ -58,6 +58,7 @@ from mtbkd_jax.infer._common import check_init_params
 from mtbkd_jax.infer._orders import INDEPENDENT_MINIBATCH_SAMPLERS
 from mtbkd_jax.infer._plan import check_schedule
 from mtbkd_jax.infer._samplers import (
+    DEFAULT_FRICTION,
     SAMPLERS,
     build_sampler,
     check_friction,
@@ -153,7 +154,7 @@ class SGMCMC(MCMCKernel):
         batch_size: int | None = None,
         prior_batch_size: int | None = None,
         temperature: float = 1.0,
-        friction: float = 0.1,
+        friction: float = DEFAULT_FRICTION,
         cycle_length: int = 1000,
         exploration_fraction: float = 0.5,
         sampler_options: dict | None = None,

@@ -35,7 +35,7 @@ from mtbkd_jax.infer._plan import (
     step_schedules,
 )
 from mtbkd_jax.infer._records import SGMCMCSettings
-from mtbkd_jax.infer._samplers import SAMPLERS, build_sampler
+from mtbkd_jax.infer._samplers import DEFAULT_FRICTION, SAMPLERS, build_sampler
 from mtbkd_jax.infer._start import first_chain, probe, starting_positions
 from mtbkd_jax.infer._stream_driver import StreamedRun
 from mtbkd_jax.infer._stream_pairing import check_row_pairing
@@ -81,7 +81,7 @@ def run_sgmcmc(
     draws_per_epoch: int = 6,
     random_draw_positions: bool = True,
     num_chains: int = 1,
-    friction: float = 0.1,
+    friction: float = DEFAULT_FRICTION,
     num_cycles: int = 4,
     exploration_fraction: float = 0.5,
     warm_start_epochs: int = 0,

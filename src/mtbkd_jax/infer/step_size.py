@@ -81,7 +81,7 @@ from mtbkd_jax._checks import require_count, require_key, require_positive
 from mtbkd_jax.infer._common import prepare_data
 from mtbkd_jax.infer._point_measures import _measure
 from mtbkd_jax.infer._records import StepSizeCheck, StepSizeChoice, UnstableStepSizes
-from mtbkd_jax.infer._samplers import SAMPLERS, pilot_sampler
+from mtbkd_jax.infer._samplers import DEFAULT_FRICTION, SAMPLERS, check_friction, pilot_sampler
 from mtbkd_jax.infer._start import starting_positions
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 
@@ -363,7 +363,7 @@ def _prepare(
         raise TypeError(f"unexpected keyword argument(s) {unknown}; the settings of run_sgmcmc "
                         f"a pilot takes are {list(_SETTINGS)}")  # fmt: skip
     get = settings.get
-    friction = require_positive(get("friction", 0.1), "friction")
+    friction = check_friction(sampler, get("friction", DEFAULT_FRICTION), stacklevel=4)
     make_kernel = pilot_sampler(sampler, temperature=temperature, friction=friction,
                                 options=get("sampler_options"))  # fmt: skip
     features, labels, kwargs = prepare_data(model, inputs, labels, get("model_kwargs"))
