@@ -91,7 +91,6 @@ class Checkpoint:
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    # ------------------------------------------------------------------ reading
     def check_readable(self) -> None:
         """Raise :class:`CheckpointError` now if a file at ``path`` is not a readable checkpoint
         (so that a run refuses it before any compute, not after its set-up)."""
@@ -270,7 +269,6 @@ class Checkpoint:
         self._draws_digest = digest
         return collected
 
-    # ------------------------------------------------------------------ writing
     def save_in_background(self, state: PyTree, chunk: dict, progress: dict) -> None:
         """:meth:`save` on a thread of its own, so that the write overlaps the next chunk's
         compute. Writes stay in order: this first waits for the previous one (and re-raises
