@@ -49,6 +49,27 @@ def test_the_table_is_compare_runs_and_the_json_its_records(tmp_path, capsys):
     assert json.loads(out.read_text()) == expected
 
 
+def test_json_never_overwrites_a_file_it_did_not_write(tmp_path, capsys):
+    """``--json seed0/predictions.npz`` replaced the run's predictions with the comparison
+    (exit 0); a file that is not a comparison ``--json`` wrote is refused, unchanged, and a
+    comparison written before is rewritten."""
+    runs = _runs(tmp_path, 1)
+    argv = ["compare", *runs, "--row", "KD (map)", "--metrics", "nll", "--resamples", "100"]
+    predictions = tmp_path / "seed0" / "predictions.npz"
+    metrics = tmp_path / "seed0" / "metrics.json"
+    metrics.write_text('{"KD (map)": {"nll": 1.0}}')
+    for target in (predictions, metrics):
+        before = target.read_bytes()
+        assert main([*argv, "--json", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert "is not a comparison mtbkd compare wrote" in err and str(target) in err
+        assert target.read_bytes() == before
+    found = tmp_path / "found.json"
+    assert main([*argv, "--json", str(found)]) == 0
+    assert main([*argv, "--json", str(found), "--seed", "1"]) == 0  # its own file: rewritten
+    assert json.loads(found.read_text())[0]["row"] == "KD (map)"
+
+
 def test_without_a_row_the_rows_are_listed(tmp_path, capsys):
     runs = _runs(tmp_path, 1)
     assert main(["compare", *runs]) == 0

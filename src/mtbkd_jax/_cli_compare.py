@@ -65,6 +65,22 @@ def _writable(path: str) -> None:
         raise ValueError(f"--json: the folder of {path!r} does not exist")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ValueError(f"--json: {path!r} cannot be written")
+    if target.exists() and not _written_by_compare(target):
+        raise ValueError(
+            f"--json: {path!r} exists and is not a comparison mtbkd compare wrote (a run's "
+            "predictions.npz or metrics.json, say); it is not overwritten: name a new file"
+        )
+
+
+def _written_by_compare(path: Path) -> bool:
+    """Whether ``path`` holds what ``--json`` writes: a JSON list of comparisons."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, list) and all(
+        isinstance(item, dict) and {"row", "against"} <= set(item) for item in found
+    )
 
 
 def _metrics(text: str) -> list[str]:
