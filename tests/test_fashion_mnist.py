@@ -61,6 +61,16 @@ def test_read_idx_plain_and_gzip(tmp_path):
     (tmp_path / "short").write_bytes(_idx_bytes(array)[:-1])
     with pytest.raises(ValueError, match="header says shape"):
         read_idx(tmp_path / "short")
+    # a download cut short, a file named .gz that is not, one with no examples: each named
+    packed = gzip.compress(_idx_bytes(array))
+    cases = {"cut-idx3-ubyte.gz": packed[:-12], "plain-idx3-ubyte.gz": _idx_bytes(array)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"{name} is truncated or not gzip-compressed"):
+            read_idx(tmp_path / name)
+    (tmp_path / "empty-idx3-ubyte").write_bytes(_idx_bytes(array[:0]))
+    with pytest.raises(ValueError, match=r"empty-idx3-ubyte holds no examples"):
+        read_idx(tmp_path / "empty-idx3-ubyte")
 
 
 def test_missing_data_names_the_folder(tmp_path, monkeypatch):

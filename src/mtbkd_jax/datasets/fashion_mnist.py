@@ -22,6 +22,7 @@ images on which the teachers' predictions inform its prior, and the test images.
 from __future__ import annotations
 
 import gzip
+import zlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -81,8 +82,11 @@ def read_idx(file: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzip-compressed when its name ends in ``.gz``."""
     file = Path(file)
     opener = gzip.open if file.suffix == ".gz" else open
-    with opener(file, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(file, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # cut short, or not gzip
+        raise ValueError(f"{file} is truncated or not gzip-compressed ({error})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{file} is not an IDX file (magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -92,6 +96,8 @@ def read_idx(file: str | os.PathLike) -> np.ndarray:
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise ValueError(f"{file}: header says shape {shape}, so {expected} bytes; got {len(raw)}")
+    if 0 in shape:
+        raise ValueError(f"{file} holds no examples (shape {shape})")
     return np.frombuffer(raw, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
