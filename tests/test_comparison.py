@@ -211,6 +211,11 @@ def test_runs_that_repeat_one_run_give_that_runs_comparison():
             | {"labels": np.zeros(9, int)},
             "labels: a paired bootstrap needs at least 10 test examples, got 9",
         ),
+        (
+            {"probs_a": np.full((12, 3), 1 / 3), "probs_b": np.full((12, 3), 1 / 3)}
+            | {"labels": np.zeros(12, int), "metric": "debiased_l2_ce"},
+            "metric 'debiased_l2_ce' needs more test examples than its 15 equal-mass bins",
+        ),
         ({"seed": None}, "seed must be a non-negative integer, got None"),
         ({"seed": 1.5}, "seed must be a non-negative integer"),
         ({"seed": "abc"}, "seed must be a non-negative integer"),

@@ -281,6 +281,22 @@ def _edge_case(num_bins, num_examples=200, num_classes=3, seed=10):
     return probs, np.where(k % 2 == 1, where, other)
 
 
+def test_a_test_set_too_small_for_the_debiased_error_gives_nan_for_it_alone():
+    """At most ``num_bins`` examples leave every equal-mass bin with one, where the debiased
+    error is not defined: it raised, and the whole experiment's table with it. It is NaN,
+    warned, and every other entry is computed as for a larger set."""
+    probs, labels = _random_case(seed=3)
+    probs, labels = probs[:12], labels[:12]
+    with pytest.warns(UserWarning, match=r"debiased_l2_ce is NaN: .* 12 example"):
+        out = classification_metrics(probs, labels)
+    assert np.isnan(out["debiased_l2_ce"])
+    others = {k: v for k, v in out.items() if k != "debiased_l2_ce"}
+    assert all(np.isfinite(v) for v in others.values())
+    assert out["nll"] == pytest.approx(log_loss(labels, probs, labels=range(probs.shape[1])))
+    with pytest.raises(ValueError, match="needs a bin of two or more"):  # asked for alone
+        debiased_calibration_error(probs, labels)
+
+
 def test_classification_metrics_dict():
     """Every entry against an independent computation: scikit-learn for accuracy and NLL, the
     Brier sum by hand, brute-force bins for both ECEs (tolerance: float64 summation order)."""

@@ -34,6 +34,8 @@ Plain NumPy in float64 on the host, as :mod:`mtbkd_jax.metrics`, which re-export
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -149,3 +151,16 @@ def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
     variance[several] = acc[several] * (1 - acc[several]) / (counts[several] - 1)
     square = np.where(several, gap - variance, 0.0)
     return float(np.sqrt(max(0.0, (counts / counts.sum() * square).sum())))
+
+
+def debiased_calibration_error_or_nan(probs: ArrayLike, labels: ArrayLike, num_bins: int) -> float:
+    """:func:`debiased_calibration_error`, or NaN with a warning where it is not defined (every
+    bin of one example: a test set of at most ``num_bins``), for a table of every metric that a
+    tiny test set should not abort."""
+    try:
+        return debiased_calibration_error(probs, labels, num_bins)
+    except ValueError as error:
+        if "needs a bin of two or more" not in str(error):
+            raise
+        warnings.warn(f"debiased_l2_ce is NaN: {error}", UserWarning, stacklevel=3)
+        return float("nan")

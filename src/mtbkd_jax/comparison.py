@@ -87,6 +87,7 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 TIE_TOLERANCE = 1e-12
 #: The fewest test examples :func:`paired_bootstrap` accepts.
 MIN_EXAMPLES = 10
+_EQUAL_MASS_BINS = 15  # the bins of the adaptive and debiased errors in METRICS (their default)
 
 
 def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -216,9 +217,14 @@ def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
             raise ValueError(f"{name}: {error}") from None
 
 
-def _check_seed_and_size(seed: object, num_examples: int) -> None:
+def _check_seed_and_size(seed: object, num_examples: int, metric: str) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if metric == "debiased_l2_ce" and num_examples <= _EQUAL_MASS_BINS:
+        raise ValueError(
+            f"metric 'debiased_l2_ce' needs more test examples than its {_EQUAL_MASS_BINS} "
+            f"equal-mass bins (a bin of two or more), got {num_examples}: leave it out here"
+        )
     if num_examples < MIN_EXAMPLES:
         raise ValueError(
             f"labels: a paired bootstrap needs at least {MIN_EXAMPLES} test examples, got "
@@ -333,7 +339,7 @@ def paired_bootstrap(
     _check_runs(a, labels, "probs_a")
     _check_runs(b, labels, "probs_b")
     _check_options(metric, level, num_resamples)
-    _check_seed_and_size(seed, len(labels))
+    _check_seed_and_size(seed, len(labels), metric)
     labels = labels.astype(np.int64)
     score = METRICS[metric]
     estimate = float(

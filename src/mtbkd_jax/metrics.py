@@ -13,7 +13,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mtbkd_jax.calibration import adaptive_calibration_error, debiased_calibration_error
+from mtbkd_jax.calibration import (
+    adaptive_calibration_error,
+    debiased_calibration_error,
+    debiased_calibration_error_or_nan,
+)
 from mtbkd_jax.selective import (
     accuracy_at_coverage,
     aurc,
@@ -386,7 +390,7 @@ def classification_metrics(
         "ece": expected_calibration_error(probs, labels, num_bins),
         "classwise_ece": classwise_calibration_error(probs, labels, num_bins),
         "adaptive_ece": adaptive_calibration_error(probs, labels, num_bins),
-        "debiased_l2_ce": debiased_calibration_error(probs, labels, num_bins),
+        "debiased_l2_ce": debiased_calibration_error_or_nan(probs, labels, num_bins),
         "aurc": aurc(probs, labels),
         "accuracy_at_90": accuracy_at_coverage(probs, labels, coverage=0.9),
     }

@@ -22,9 +22,9 @@ images on which the teachers' predictions inform its prior, and the test images.
 from __future__ import annotations
 
 import gzip
-import zlib
 import hashlib
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
