@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mtbkd_jax.datasets._data_checks import check_distillation_data
 from mtbkd_jax.teachers import TeacherBank
 
 __all__ = ["DistillationData"]
@@ -57,13 +58,7 @@ class DistillationData:
     teachers_validation: TeacherBank | None = None
 
     def __post_init__(self) -> None:
-        if self.teachers_validation is not None:
-            validation = self.num_validation
-            if self.teachers_validation.num_examples != validation:
-                raise ValueError(
-                    f"teachers_validation must describe the {validation} validation inputs, "
-                    f"got a bank of {self.teachers_validation.num_examples} examples"
-                )
+        check_distillation_data(self)
         if self.ood_inputs is None:
             return
         shape, test_shape = np.shape(self.ood_inputs), np.shape(self.x_test)
