@@ -19,7 +19,6 @@ the same rows in the same order as ``test_size=500``).
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from mtbkd_jax.datasets._deeploc_files import read_proteins, teacher_bank
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.ood import shuffled_features
 from mtbkd_jax.datasets.protein_features import sequence_features
@@ -275,50 +275,6 @@ def deeploc_available(path: str | os.PathLike | None = None) -> bool:
     return True
 
 
-def _read_proteins(file: Path) -> dict[str, np.ndarray | list[str]]:
-    with file.open(newline="") as handle:
-        records = list(csv.DictReader(handle))
-    if not records:
-        raise ValueError(f"{file} holds no proteins")
-    missing = [c for c in ("ACC", "Kingdom", "Sequence", "Label", *DEEPLOC_CLASS_NAMES)]
-    missing = [c for c in missing if c not in records[0]]
-    if missing:
-        raise ValueError(f"{file} lacks the columns {missing}")
-    locations = np.array(
-        [[int(r[c]) for c in DEEPLOC_CLASS_NAMES] for r in records], dtype=np.int32
-    )
-    labels = np.array([int(r["Label"]) for r in records], dtype=np.int32)
-    if labels.min() < 0 or labels.max() >= len(DEEPLOC_CLASS_NAMES):
-        raise ValueError(f"{file}: Label outside 0..{len(DEEPLOC_CLASS_NAMES) - 1}")
-    if "localization_count" in records[0]:
-        count = np.array([int(r["localization_count"]) for r in records], dtype=np.int32)
-    else:
-        count = locations.sum(axis=1).astype(np.int32)
-    return {
-        "accessions": [r["ACC"] for r in records],
-        "kingdoms": [r["Kingdom"] for r in records],
-        "sequences": [r["Sequence"] for r in records],
-        "y": labels,
-        "locations": locations,
-        "localization_count": count,
-    }
-
-
-def _read_logits(file: Path, header: bool, num_rows: int) -> np.ndarray:
-    logits = np.loadtxt(file, delimiter=",", skiprows=1 if header else 0, dtype=np.float64, ndmin=2)
-    if logits.shape != (num_rows, len(DEEPLOC_CLASS_NAMES)):
-        raise ValueError(
-            f"{file}: expected {num_rows} rows of {len(DEEPLOC_CLASS_NAMES)} logits (row-aligned "
-            f"with the proteins), got shape {logits.shape}"
-        )
-    return logits
-
-
-def _teacher_bank(folder: Path, files: Sequence[str], header: bool, num_rows: int) -> TeacherBank:
-    logits = np.stack([_read_logits(folder / f, header, num_rows) for f in files])
-    return TeacherBank.from_logits(logits, names=DEEPLOC_TEACHER_NAMES)
-
-
 def _split(
     proteins: Mapping[str, Any], rows: np.ndarray, x: np.ndarray, teachers: TeacherBank | None
 ) -> DeepLocSplit:
@@ -357,14 +313,15 @@ def load_deeploc(
         named ``esm2_650m`` and ``prott5``.
     """
     folder = find_deeploc_dir(path)
-    train_file = _read_proteins(folder / _TRAIN_FILE)
-    test_file = _read_proteins(folder / _TEST_FILE)
-    multi_file = _read_proteins(folder / _MULTI_FILE)
+    train_file = read_proteins(folder / _TRAIN_FILE, DEEPLOC_CLASS_NAMES)
+    test_file = read_proteins(folder / _TEST_FILE, DEEPLOC_CLASS_NAMES)
+    multi_file = read_proteins(folder / _MULTI_FILE, DEEPLOC_CLASS_NAMES)
     num_train = len(train_file["y"])
     if not 0 < validation_size < num_train:
         raise ValueError(f"validation_size must lie in 1..{num_train - 1}, got {validation_size}")
-    train_teachers = _teacher_bank(folder, _TRAIN_TEACHER_FILES, True, num_train)
-    test_teachers = _teacher_bank(folder, _TEST_TEACHER_FILES, False, len(test_file["y"]))
+    labelled = (DEEPLOC_CLASS_NAMES, DEEPLOC_TEACHER_NAMES)
+    train_teachers = teacher_bank(folder, _TRAIN_TEACHER_FILES, True, num_train, *labelled)
+    test_teachers = teacher_bank(folder, _TEST_TEACHER_FILES, False, len(test_file["y"]), *labelled)
 
     train_rows, validation_rows = train_test_split(
         np.arange(num_train), test_size=validation_size, random_state=seed, shuffle=True
