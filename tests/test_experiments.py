@@ -127,6 +127,11 @@ def test_digits_validation_split_is_held_out_and_keeps_the_test_set():
         load_digits_distillation(0, num_validation=-1)
     with pytest.raises(ValueError, match="less than 1797"):
         load_digits_distillation(0, num_validation=1000)
+    # a bool, a float or a float seed is named (True gave one labelled digit; 2.5 NumPy's
+    # "slice indices must be integers"; 1.5 a SeedSequence message)
+    for name, value in (("num_labelled", True), ("num_validation", 1.5), ("seed", 1.5)):
+        with pytest.raises(TypeError, match=rf"{name} must be an integer"):
+            load_digits_distillation(**{name: value})
 
 
 def test_markdown_table_formats_missing_and_nan():

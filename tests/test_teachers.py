@@ -450,6 +450,8 @@ def test_bad_names_raise():
         TeacherBank.from_logits(logits, names=["a", "a"])
     with pytest.raises(ValueError, match="names must not contain '/'"):
         TeacherBank.from_logits(logits, names=["a", "b/c"])
+    with pytest.raises(TypeError, match="names must be a sequence of names, one per teacher"):
+        TeacherBank.from_logits(logits, names="ab")  # was split into "a" and "b"
     with pytest.raises(ValueError, match="names"):
         TeacherBank.from_probs(softmax(logits, -1), names=["only_one"])
 

@@ -36,6 +36,8 @@ __all__ = ["TeacherBank"]
 def _default_names(num_teachers: int, names: Sequence[str] | None) -> tuple[str, ...]:
     if names is None:
         return tuple(f"teacher_{m}" for m in range(num_teachers))
+    if isinstance(names, str | bytes):  # "ab" was split into the names "a" and "b"
+        raise TypeError(f"names must be a sequence of names, one per teacher, got {names!r}")
     names = tuple(str(n) for n in names)
     if len(names) != num_teachers:
         raise ValueError(f"names has {len(names)} entries but there are {num_teachers} teachers")

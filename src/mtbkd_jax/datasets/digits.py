@@ -17,6 +17,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
+from mtbkd_jax._checks import require_counts
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.ood import digits_ood
 from mtbkd_jax.teachers import TeacherBank
@@ -52,6 +53,8 @@ def load_digits_distillation(
     deviation (clipped to [0, 1]), half pixel-shuffled test digits, each with a permutation of
     its own (:func:`~mtbkd_jax.datasets.ood.digits_ood`).
     """
+    require_counts(seed=(seed, 0), num_labelled=(num_labelled, 1), num_transfer=(num_transfer, 1))
+    require_counts(num_teacher_train=(num_teacher_train, 1), num_validation=(num_validation, 0))
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     sizes = [num_teacher_train, num_labelled, num_transfer, num_validation]
