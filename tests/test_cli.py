@@ -116,6 +116,10 @@ def test_several_processes_connect_first_and_only_process_0_writes_out(
     [
         (["--coordinator", "h:1"], "go together"),
         (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "0..1"),
+        (
+            ["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"],
+            "--num-processes must be at least 1, got 0",
+        ),
         (["--distributed", "--process-id", "0"], "cannot be combined"),
     ],
 )
@@ -440,3 +444,12 @@ def test_a_gpu_platform_on_a_machine_without_one_is_a_one_line_error():
     )
     assert result.returncode == 1, result.stderr
     assert "--platform 'cuda'" in _one_error_line(result.stderr)
+
+
+def test_help_is_plain_text_without_docstring_markup(capsys):
+    """``mtbkd --help`` printed the docstring's reStructuredText (````mtbkd````, :mod:`...`)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "The mtbkd command" in out and "``" not in out and ":mod:" not in out

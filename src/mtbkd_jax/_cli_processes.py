@@ -66,10 +66,12 @@ def processes_wanted(args: argparse.Namespace) -> dict | None:
             f"--coordinator {args.coordinator}, --num-processes {args.num_processes}, "
             f"--process-id {args.process_id}"
         )
-    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+    if args.num_processes < 1:
+        raise ValueError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if not 0 <= args.process_id < args.num_processes:
         raise ValueError(
-            f"--process-id must lie in 0..{args.num_processes - 1} and --num-processes be at "
-            f"least 1, got --process-id {args.process_id}, --num-processes {args.num_processes}"
+            f"--process-id must lie in 0..{args.num_processes - 1} (--num-processes "
+            f"{args.num_processes}), got {args.process_id}"
         )
     return given
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -72,6 +73,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _one_line(text: object) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _plain(text: str) -> str:
+    """Docstring text as a terminal shows it: ``code`` and :mod:`name` without their markup."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
 
 
 def _version() -> str:
@@ -148,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="connect the processes as JAX detects them (Slurm, Open MPI, Kubernetes)",
     )
-    parser = _Parser(prog="mtbkd", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="mtbkd", description=_plain(__doc__.split("\n\n")[0]))
     parser.add_argument("--version", action="version", version=f"mtbkd_jax {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
