@@ -91,6 +91,9 @@ def test_without_a_row_the_rows_are_listed(tmp_path, capsys):
         (["--row", "KD (map)", "--json", "/no/such/folder/x.json"], "--json: the folder"),
         (["--row", "KD (map)", "--json", "{tmp}"], "is a folder, expected a file name"),
         (["--row", "KD (map)", "--seed", "-1"], "--seed: must be a non-negative integer"),
+        (["--row", "KD (map)", "--metrics", "nll,,nll"], "--metrics must be a comma-separated"),
+        (["--row", "KD (map)", "--metrics", "nll,nll"], "list of distinct names"),
+        (["{tmp}/seed0/.", "--row", "KD (map)"], "RUN: each run folder once"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2_before_any_output(tmp_path, capsys, extra, message):
@@ -122,7 +125,7 @@ def test_runs_with_other_rows_are_listed_one_by_one(tmp_path, capsys):
     assert main(["compare", runs[0], str(other)]) == 0
     listed = capsys.readouterr().out
     assert f"3 rows, 150 test examples, in {runs[0]}:" in listed
-    assert f"1 rows, 5 test examples, in {other}:" in listed
+    assert f"1 row, 5 test examples, in {other}:" in listed
     assert main(["compare", runs[0], str(tmp_path / "missing")]) == 2
 
 

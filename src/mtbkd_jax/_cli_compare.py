@@ -86,11 +86,12 @@ def _written_by_compare(path: Path) -> bool:
 def _metrics(text: str) -> list[str]:
     from mtbkd_jax.comparison import METRICS
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in text.split(",")]
     unknown = [name for name in names if name not in METRICS]
-    if unknown or not names:
+    if unknown or len(set(names)) != len(names):  # an empty, unknown or repeated name
         raise ValueError(
-            f"--metrics must be a comma-separated list of {', '.join(METRICS)}, got {text!r}"
+            f"--metrics must be a comma-separated list of distinct names among "
+            f"{', '.join(METRICS)}, got {text!r}"
         )
     return names
 
@@ -124,6 +125,10 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _list_rows(runs: list[str]) -> None:
     """The rows of the runs: one list where they agree, else each run's."""
     from mtbkd_jax.experiments import load_predictions
@@ -135,7 +140,7 @@ def _list_rows(runs: list[str]) -> None:
         if same and k:
             break
         others = f" (the same in the {len(runs) - 1} other runs)" if same and len(runs) > 1 else ""
-        print(f"{len(rows)} rows, {count} test examples, in {run}{others}:")
+        print(f"{_count(len(rows), 'row')}, {_count(count, 'test example')}, in {run}{others}:")
         for method, inference in rows:
             print(f"  {method} ({inference})")
 
@@ -159,6 +164,11 @@ def run_compare(args: argparse.Namespace) -> None:
             )
         _list_rows(args.runs)
         return
+    resolved = [os.path.realpath(run) for run in args.runs]
+    repeated = sorted({run for run, real in zip(args.runs, resolved, strict=True)
+                       if resolved.count(real) > 1})  # fmt: skip
+    if repeated:
+        raise ValueError(f"RUN: each run folder once, got {repeated} more than once")
     row = parse_row(args.row)
     against = None if not args.against else [parse_row(text) for text in args.against]
     given = {name: getattr(args, name) for name in _DEFAULTS}
