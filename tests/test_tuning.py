@@ -312,8 +312,9 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
     map_of = {"BKD (good)": "KD (good)", "BKD (bad)": "KD (bad)"}
     for method, row in bayes_rows.items():
         assert row["settings"] == map_rows[map_of.get(method, method)]["settings"], method
+    no_split = {"x_validation": None, "y_validation": None, "teachers_validation": None}
     with pytest.raises(ValueError, match="validation split"):
-        run_baselines(replace(problem, x_validation=None), config, say=lambda *_: None)
+        run_baselines(replace(problem, **no_split), config, say=lambda *_: None)
 
 
 def _toy_trust_problem():
