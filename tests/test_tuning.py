@@ -390,9 +390,10 @@ def test_the_map_search_scores_from_logits_where_float32_probabilities_underflow
     x = rng.normal(size=(40, 2)).astype(np.float32)
     y = np.arange(40) % 2
     bank = mk.TeacherBank.from_logits(np.zeros((1, 20, 2)), names=("t",))
+    on_test = mk.TeacherBank.from_logits(np.zeros((1, 10, 2)), names=("t",))
     data = mk.datasets.DistillationData(
         name="toy", x_train=x[:20], y_train=y[:20], x_test=x[30:], y_test=y[30:],
-        x_validation=x[20:30], y_validation=y[20:30], teachers_prior=bank, teachers_test=bank,
+        x_validation=x[20:30], y_validation=y[20:30], teachers_prior=bank, teachers_test=on_test,
     )  # fmt: skip
 
     class Mode:
