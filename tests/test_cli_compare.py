@@ -70,6 +70,14 @@ def test_json_never_overwrites_a_file_it_did_not_write(tmp_path, capsys):
     assert json.loads(found.read_text())[0]["row"] == "KD (map)"
 
 
+def test_a_row_with_nothing_to_compare_it_with_is_an_error_not_an_empty_table(tmp_path, capsys):
+    labels = np.zeros(20, int)
+    save_predictions(tmp_path / "predictions.npz", {("KD", "map"): np.eye(3)[labels]}, labels)
+    assert main(["compare", str(tmp_path), "--row", "KD (map)"]) == 2
+    out, err = capsys.readouterr()
+    assert "the runs hold no other row to compare it with" in err and out == ""
+
+
 def test_without_a_row_the_rows_are_listed(tmp_path, capsys):
     runs = _runs(tmp_path, 1)
     assert main(["compare", *runs]) == 0

@@ -189,6 +189,8 @@ def run_compare(args: argparse.Namespace) -> None:
         num_resamples=chosen["resamples"],
         seed=chosen["seed"],
     )
+    if not found:
+        raise ValueError(f"--row {args.row!r}: the runs hold no other row to compare it with")
     print(comparison_table(found))
     if args.json is not None:
         Path(args.json).write_text(json.dumps(found, indent=1) + "\n")
