@@ -40,10 +40,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "DEFAULT_NUM_BINS",
     "adaptive_calibration_error",
     "debiased_calibration_error",
     "equal_mass_bins",
 ]
+
+
+#: The equal-mass bins of these errors unless told otherwise (the metrics' tables and
+#: :mod:`mtbkd_jax.comparison` use it).
+DEFAULT_NUM_BINS = 15
 
 
 def _top_label(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +59,7 @@ def _top_label(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     return probs.max(-1), (probs.argmax(-1) == labels).astype(np.float64)
 
 
-def equal_mass_bins(confidence: ArrayLike, num_bins: int = 15) -> np.ndarray:
+def equal_mass_bins(confidence: ArrayLike, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
     """Each value's equal-mass bin, ``0 .. B - 1`` (``B <= num_bins``: fewer with ties, or
     where ``N`` is not well above ``num_bins``), by the scheme of the module's docstring; every
     bin holds at least one value (Kumar et al.'s code numbers its boundaries, and skips the
@@ -100,7 +106,9 @@ def _bin_means(
     return counts, conf, acc
 
 
-def adaptive_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> float:
+def adaptive_calibration_error(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = DEFAULT_NUM_BINS
+) -> float:
     """Adaptive ECE: ``sum_b (n_b / N) |acc_b - conf_b|`` over equal-mass bins of the
     top-label confidence (the module's docstring says which).
 
@@ -115,7 +123,9 @@ def adaptive_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: in
     return float((counts / counts.sum() * np.abs(acc - conf)).sum())
 
 
-def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> float:
+def debiased_calibration_error(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = DEFAULT_NUM_BINS
+) -> float:
     """The debiased L2 top-label calibration error (Kumar, Liang & Ma, 2019) on equal-mass
     bins: ``sqrt(max(0, sum_b (n_b / N) [(acc_b - conf_b)^2 - acc_b (1 - acc_b) / (n_b - 1)]))``,
     bins of one example counting 0 (a ``ValueError`` when every bin holds one: at most

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax.calibration import DEFAULT_NUM_BINS
 from mtbkd_jax.metrics import (
     _brier_terms,
     _calibration_parts,
@@ -87,7 +88,6 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 TIE_TOLERANCE = 1e-12
 #: The fewest test examples :func:`paired_bootstrap` accepts.
 MIN_EXAMPLES = 10
-_EQUAL_MASS_BINS = 15  # the bins of the adaptive and debiased errors in METRICS (their default)
 
 
 def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -220,9 +220,9 @@ def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
 def _check_seed_and_size(seed: object, num_examples: int, metric: str) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if metric == "debiased_l2_ce" and num_examples <= _EQUAL_MASS_BINS:
+    if metric == "debiased_l2_ce" and num_examples <= DEFAULT_NUM_BINS:
         raise ValueError(
-            f"metric 'debiased_l2_ce' needs more test examples than its {_EQUAL_MASS_BINS} "
+            f"metric 'debiased_l2_ce' needs more test examples than its {DEFAULT_NUM_BINS} "
             f"equal-mass bins (a bin of two or more), got {num_examples}: leave it out here"
         )
     if num_examples < MIN_EXAMPLES:

@@ -48,6 +48,13 @@ def check_distillation_data(data: DistillationData) -> None:
         banks["teachers_validation"] = validation
     for name, (bank, count, what) in banks.items():
         _bank(name, bank, count, what, data.teachers_test)
+    if data.ood_inputs is not None:
+        ood, test = np.shape(data.ood_inputs), np.shape(data.x_test)
+        if len(ood) != len(test) or ood[1:] != test[1:] or ood[0] < 1:
+            raise ValueError(
+                f"ood_inputs must have shape (N_ood, ...) like x_test's {test} with "
+                f"N_ood >= 1, got {ood}"
+            )
     if data.true_probs_test is not None:
         expected = (len(data.x_test), classes)
         if np.shape(data.true_probs_test) != expected:

@@ -59,14 +59,6 @@ class DistillationData:
 
     def __post_init__(self) -> None:
         check_distillation_data(self)
-        if self.ood_inputs is None:
-            return
-        shape, test_shape = np.shape(self.ood_inputs), np.shape(self.x_test)
-        if len(shape) != len(test_shape) or shape[1:] != test_shape[1:] or shape[0] < 1:
-            raise ValueError(
-                f"ood_inputs must have shape (N_ood, ...) like x_test's {test_shape} with "
-                f"N_ood >= 1, got {shape}"
-            )
 
     @property
     def prior_inputs(self) -> np.ndarray:
