@@ -332,6 +332,11 @@ def test_extra_fields_it_has_are_collected_and_one_it_lacks_is_named(chain_metho
         mcmc.run(jax.random.key(1), x, extra_fields=("potential_energy",))
     with pytest.raises(ValueError, match=r"SGLDState has no field 'momentum'; its fields are posi"):
         mcmc.run(jax.random.key(1), x, extra_fields=("kernel.momentum",))
+    # a tuple's methods are no fields: the attribute read found them, and JAX got a method
+    with pytest.raises(ValueError, match=r"SGLDState has no field 'count'; its fields are posi"):
+        mcmc.run(jax.random.key(1), x, extra_fields=("kernel.count",))
+    with pytest.raises(ValueError, match=r"SGMCMC's state has no field 'index'; its fields are i,"):
+        mcmc.run(jax.random.key(1), x, extra_fields=("index",))
     e = kernel.estimator
     draw = {k: v[0, -1] for k, v in draws.items()}
     potential = -e.logdensity(e.unconstrain(draw), e.full_batch())
@@ -356,6 +361,8 @@ def test_every_kernel_state_names_a_missing_extra_field(state_type):
         state["nope"]
     with pytest.raises(ValueError, match=r"has no field 'index'"):  # a tuple method, not a field
         state["index"]
+    for method in ("count", "index"):  # NumPyro reads by attribute first: no tuple method there
+        assert hasattr(state, method) == (method in state_type._fields)  # PSGLDState's count
     assert state[0] == 0 and state[-1] == len(state_type._fields) - 1
     assert state[state_type._fields[-1]] == len(state_type._fields) - 1
     assert getattr(state, state_type._fields[0]) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from mtbkd_jax._checks import require_count, require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CyclicalSGLDState", "CyclicalSGLDInfo", "init", "build_kernel", "cyclical_sgld"]
 
 
+@fields_only
 class CyclicalSGLDState(NamedTuple):
     """Position and the number of steps taken."""
 

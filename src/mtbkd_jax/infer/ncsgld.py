@@ -85,7 +85,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import gaussian_noise
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ __all__ = ["NCSGLDState", "NCSGLDInfo", "init", "build_kernel", "ncsgld", "noise
 DEFAULT_RANK = 32
 
 
+@fields_only
 class NCSGLDState(NamedTuple):
     """Position, the sketch of the last ``rank`` half-batch differences (each leaf with a
     leading axis of ``rank``) and the number of steps taken (``num_steps``)."""

@@ -64,6 +64,7 @@ from mtbkd_jax.infer._samplers import (
     check_friction,
     check_sampler_options,
 )
+from mtbkd_jax.infer._state_fields import fields_only
 from mtbkd_jax.infer.gradients import GradientEstimator, minibatch_plan
 from mtbkd_jax.students import Student
 
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 __all__ = ["SGMCMC", "SGMCMCState"]
 
 
+@fields_only
 class SGMCMCState(NamedTuple):
     """The state ``MCMC`` carries: the step count ``i``, the unconstrained sample ``z`` (its
     ``sample_field``), the kernel's state, each plate's current epoch order, the key, the

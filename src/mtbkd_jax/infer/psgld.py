@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import preconditioned_sgld_update
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["PSGLDState", "PSGLDInfo", "init", "build_kernel", "psgld", "correction_term"]
 
 
+@fields_only
 class PSGLDState(NamedTuple):
     """Position, the running mean of squared gradients ``V`` and the steps taken."""
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import sghmc_update
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["SGHMCState", "SGHMCInfo", "init", "build_kernel", "sghmc"]
 
 
+@fields_only
 class SGHMCState(NamedTuple):
     """Position and momentum (pytrees of the same structure)."""
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import sgld_update
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["SGLDState", "SGLDInfo", "init", "build_kernel", "sgld"]
 
 
+@fields_only
 class SGLDState(NamedTuple):
     """The chain's position (a pytree, unconstrained)."""
 

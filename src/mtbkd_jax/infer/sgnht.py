@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mtbkd_jax._checks import require_nonnegative_values
-from mtbkd_jax.infer._state_fields import field_by_name
+from mtbkd_jax.infer._state_fields import field_by_name, fields_only
 from mtbkd_jax.infer.langevin import sgnht_update
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["SGNHTState", "SGNHTInfo", "init", "build_kernel", "sgnht"]
 
 
+@fields_only
 class SGNHTState(NamedTuple):
     """Position, momentum and the (scalar) thermostat."""
 
