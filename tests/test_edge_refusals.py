@@ -133,3 +133,18 @@ def test_a_nan_entropy_gives_nan_weights_not_a_one_hot_teachers():
         weights = np.asarray(rule(entropies))
         assert np.isnan(weights[:, 0]).all(), rule.__name__
         assert np.isfinite(weights[:, 1]).all() and abs(weights[:, 1].sum() - 1) < 1e-6
+
+
+def test_a_built_models_settings_cannot_change_in_place():
+    """``model.prior_power = 1.0`` after a fit: run_map reused its compiled program (the old
+    beta) and the teacher prior kept the old lambda, while settings() recorded the new values,
+    so a posterior claimed settings it was not run with. Refused, naming the way out; other
+    attributes (a subclass's own) can still be set."""
+    bank = TeacherBank.from_logits(np.random.default_rng(0).normal(size=(2, 8, 3)))
+    model = MTBKDModel(Student(MLP(4, 3, rngs=nnx.Rngs(0))), bank)
+    for name, value in (("prior_power", 1.0), ("concentration", 50.0), ("teacher_prior", None)):
+        with pytest.raises(AttributeError, match=rf"MTBKDModel.{name} cannot change .* {name}="):
+            setattr(model, name, value)
+    assert model.prior_power == 0.1 and model.concentration == 10.0
+    model.note = "mine"  # not a setting
+    assert model.note == "mine"

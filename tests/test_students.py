@@ -71,8 +71,86 @@ def test_frozen_feature_extractor_is_applied_once_outside_the_model():
     features = student.featurize(np.ones((10, 4)), batch_size=4)
     assert features.shape == (10, 2)
     assert len(calls) <= 2  # traced once per distinct batch shape (4 and 2), then cached
-    sites = _sites(student, features)
-    assert sites["student.kernel"]["value"].shape == (2, 3)  # only the head is Bayesian
+    weights = student.init_weights(jax.random.key(0), features)
+    assert weights["student.kernel"].shape == (2, 3)  # only the head is Bayesian
+
+
+def test_an_extractor_student_in_a_model_of_ones_own_is_refused_not_skipped():
+    """In a NumPyro model of one's own the front-ends pass the inputs as given, so a Student's
+    ``feature_extractor`` would be skipped without a word (a width-keeping extractor: a fit on
+    the raw inputs). Building its network there is a ValueError saying what to do; the
+    canonical model, whose front-ends featurize, and ``logits`` (given features) still work."""
+    import numpyro
+
+    from mtbkd_jax import MTBKDModel, TeacherBank, run_map
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)).astype(np.float32), np.arange(30) % 3
+    rotation = jnp.asarray(np.linalg.qr(rng.normal(size=(4, 4)))[0], jnp.float32)
+    student = Student(
+        MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)), feature_extractor=lambda v: v @ rotation
+    )
+
+    def own_model(x, y=None):
+        network = student.network(x.shape[1:])
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=network(x)), obs=y)
+
+    with pytest.raises(ValueError, match=r"has a feature_extractor.*student\.featurize\(x\)"):
+        run_map(jax.random.key(0), own_model, x, y, num_steps=5, progress_bar=False)
+    bank = TeacherBank.from_logits(rng.normal(size=(2, 30, 3)))
+    model = MTBKDModel(student, bank)
+    fit = run_map(jax.random.key(0), model, x, y, num_steps=5, progress_bar=False)
+    logits = model.logits(fit.point(), student.featurize(x))
+    assert logits.shape == (30, 3) and np.isfinite(np.asarray(logits)).all()
+    np.testing.assert_array_equal(student.logits(fit.point(), student.featurize(x)), logits)
+
+
+def test_cnn_refuses_images_of_another_layout_instead_of_reshuffling_them():
+    cnn = CNN((8, 8, 3), 3, channels=(4,), rngs=nnx.Rngs(0))
+    student = Student(cnn)
+    images = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
+    assert student.check_inputs(images) == 3
+    assert student.check_inputs(images.reshape(5, -1)) == 3
+    for shape in [(5, 3, 8, 8), (5, 4, 16, 3)]:  # PyTorch's layout; another size, same count
+        with pytest.raises(ValueError, match=r"the CNN takes images of shape \(N, 8, 8, 3\)"):
+            student.check_inputs(images.reshape(shape))
+
+
+def test_a_network_returning_a_tuple_is_named():
+    class TwoHeads(nnx.Module):
+        def __init__(self):
+            self.a, self.b = nnx.Linear(4, 3, rngs=nnx.Rngs(0)), nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return self.a(x), self.b(x)
+
+    with pytest.raises(
+        ValueError, match=r"must return one array of logits, shape \(N, C\), got tuple"
+    ):
+        Student(TwoHeads()).check_inputs(np.ones((2, 4), np.float32))
+
+
+def test_half_precision_logits_are_taken_in_float32_and_warned():
+    """A network computing in bfloat16: its logits reach the likelihood as float32 (summed in
+    bfloat16, 2,000 examples' log-likelihood stepped by nats), with a warning that the
+    potential still moves in steps at that precision."""
+
+    class Net(nnx.Module):
+        def __init__(self, dtype):
+            self.layer = nnx.Linear(4, 3, dtype=dtype, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.layer(x)
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2000, 4)), jnp.float32)
+    weights = Student(Net(jnp.float32)).init_weights(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match="computes its logits in bfloat16"):
+        logits = Student(Net(jnp.bfloat16)).logits(weights, x)
+    assert logits.dtype == jnp.float32
+    exact = Student(Net(jnp.float32)).logits(weights, x)
+    # the logits themselves are bfloat16's (a relative 2**-8), no longer summed at it
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(exact), rtol=2e-2, atol=2e-2)
 
 
 def test_dict_and_distribution_priors_are_accepted():
@@ -150,3 +228,24 @@ def test_cnn_refuses_bad_sizes(arguments, error, message):
     settings = dict(num_classes=10, image_shape=(8, 8, 1), rngs=nnx.Rngs(0)) | arguments
     with pytest.raises(error, match=message):
         CNN(settings.pop("image_shape"), settings.pop("num_classes"), **settings)
+
+
+def test_a_training_mode_nnx_extractor_is_refused_with_the_students_message():
+    """A frozen body left in training mode gave Flax's "Cannot mutate BatchStat from a
+    different trace level" (or batch-dependent features): refused as a student is."""
+
+    class Body(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+            self.norm = nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.norm(self.linear(x))
+
+    body = Body()
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)), feature_extractor=body)
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"the feature_extractor network changes its state"):
+        student.featurize(x)
+    body.eval()
+    np.testing.assert_allclose(student.featurize(x, batch_size=3), student.featurize(x), atol=1e-6)

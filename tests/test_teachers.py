@@ -5,6 +5,8 @@ The bank stores float32 log-probabilities, so comparisons with the float64 refer
 unless stated otherwise.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -626,3 +628,44 @@ def test_from_logits_ignores_a_common_offset_of_float64_logits(offset):
     np.testing.assert_allclose(
         np.asarray(bank.log_probs[0]), log_softmax(base, axis=-1), rtol=1e-6, atol=1e-6
     )
+
+
+def test_probabilities_given_as_logits_are_warned():
+    """Rows on the simplex given to ``from_logits`` (or by a callable under the default
+    ``outputs="logits"``) would be read as logits, a far flatter teacher: warned, naming the
+    teacher; logits that are not such rows are not."""
+    probs = softmax(_logits((2, 6, 3), seed=3, scale=2.0), axis=-1)
+    with pytest.warns(UserWarning, match=r"teacher\(s\) \[1\] are rows of probabilities"):
+        TeacherBank.from_logits(np.stack([_logits((6, 3)), probs[1]]))
+    with pytest.warns(UserWarning, match=r"outputs='probs'"):
+        TeacherBank.from_callables([lambda x: jnp.asarray(probs[0])], np.ones((6, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TeacherBank.from_logits(_logits((2, 6, 3)))
+        TeacherBank.from_probs(probs)
+
+
+def test_a_training_mode_nnx_teacher_is_refused_and_left_unchanged():
+    """A teacher in training mode gives soft labels that depend on the batch (BatchNorm's batch
+    statistics, a Dropout mask) and would have its running statistics overwritten: refused,
+    the module as it was; in evaluation mode it is evaluated as it is."""
+    from flax import nnx
+
+    class Teacher(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+            self.norm = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.norm(self.linear(x))
+
+    teacher = Teacher()
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    mean_before = np.asarray(teacher.norm.mean[...]).copy()
+    with pytest.raises(ValueError, match=r"the teachers\[0\] network changes its state"):
+        TeacherBank.from_callables([teacher], x, batch_size=3)
+    np.testing.assert_array_equal(np.asarray(teacher.norm.mean[...]), mean_before)
+    teacher.eval()
+    by_three = TeacherBank.from_callables([teacher], x, batch_size=3)
+    whole = TeacherBank.from_callables([teacher], x)
+    np.testing.assert_allclose(by_three.log_probs, whole.log_probs, atol=1e-6)

@@ -427,6 +427,14 @@ def test_weight_options_a_trust_would_ignore_are_refused_and_settings_record_the
             MTBKDModel(student, bank, trust=values, weight_rule="softmax", **option)
     with pytest.raises(ValueError, match="got an array of weights"):
         MTBKDModel(student, bank, trust=values, weight_rule=np.full((2, 8), 0.5))
+    # lambda: the trust's own (values, a posterior, a given joint hyperprior) takes its place,
+    # so another concentration was recorded in settings() without acting
+    for trust, where in ((values, "the trust's"), (fitted, "the trust's"), ("joint", "trust_hy")):
+        with pytest.raises(ValueError, match=rf"concentration=123.0 is not used .*\({where}"):
+            hyperprior = TrustHyperprior() if trust == "joint" else None
+            MTBKDModel(student, bank, trust=trust, concentration=123.0, trust_hyperprior=hyperprior)
+    sampled = MTBKDModel(student, bank, trust="joint", concentration=3.0)  # the default's lambda
+    assert sampled.trust_hyperprior.concentration == 3.0
 
 
 def test_fit_teacher_trust_checks_its_settings():

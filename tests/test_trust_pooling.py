@@ -174,7 +174,7 @@ def test_the_students_model_and_an_own_models_factor_use_the_trusts_pooling():
     densities = {}
     for pooling in ("mixture", "product"):
         student = Student(MLP(5, 4, hidden=(), rngs=nnx.Rngs(0)))
-        model = MTBKDModel(student, bank, trust=_trust(bank, pooling), concentration=1.0)
+        model = MTBKDModel(student, bank, trust=_trust(bank, pooling))
         assert model.teacher_prior.scaled_probs.shape[1] == (1 if pooling == "product" else 3)
         assert model.settings()["trust"]["hyperprior"]["pooling"] == pooling
         params = model.student.init_weights(jax.random.key(0), jnp.asarray(x))

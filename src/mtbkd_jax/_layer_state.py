@@ -42,7 +42,8 @@ __all__ = [
 LINEN_STATE_ERRORS = (flax_errors.ModifyScopeVariableError, flax_errors.InvalidRngError)
 
 _FIX = (
-    "Put the network in evaluation mode before lifting it: module.eval() for an NNX module "
+    "Put the network in evaluation mode before giving it to mtbkd_jax: module.eval() for an "
+    "NNX module "
     "(a BatchNorm then uses its running statistics as fixed constants, and Dropout is off), "
     "use_running_average=True and deterministic=True for linen layers; or remove the layer"
 )

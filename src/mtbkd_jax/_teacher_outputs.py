@@ -4,6 +4,7 @@ teacher's ``predict_proba`` columns placed at the classes it was trained on."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -83,3 +84,18 @@ def _ndim(value: ArrayLike) -> int:
         return int(np.ndim(value))
     except (AttributeError, TypeError, ValueError):
         return -1
+
+
+def warn_if_probabilities(logits: np.ndarray) -> None:
+    """Warn when a teacher's "logits" are rows on the simplex: read as logits, probabilities
+    give a teacher far flatter than it is (0.76 becomes 0.49 of three classes)."""
+    on_simplex = (logits >= 0).all(axis=(1, 2)) & (np.abs(logits.sum(-1) - 1.0) <= 1e-4).all(axis=1)
+    if on_simplex.any():
+        which = [int(i) for i in np.flatnonzero(on_simplex)]
+        warnings.warn(
+            f"the logits of teacher(s) {which} are rows of probabilities (non-negative, each "
+            "summing to 1), which would be read as logits and flattened: pass probabilities to "
+            "TeacherBank.from_probs, or outputs='probs' to TeacherBank.from_callables",
+            UserWarning,
+            stacklevel=3,
+        )

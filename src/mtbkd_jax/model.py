@@ -19,11 +19,12 @@ import numpyro.distributions as dist
 
 from mtbkd_jax._checks import require_nonnegative, require_positive
 from mtbkd_jax._deprecation import renamed_keywords
+from mtbkd_jax._model_hooks import InferenceHooks
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
-from mtbkd_jax.students import Student
+from mtbkd_jax.students import Student, _features_given
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior
-from mtbkd_jax.trust.resolve import resolve_trust, trust_description
+from mtbkd_jax.trust.resolve import DEFAULT_CONCENTRATION, resolve_trust, trust_description
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
 from mtbkd_jax.trust.weights import check_weight_options, teacher_log_weights, weight_rule_used
 
@@ -41,8 +42,15 @@ PAPER_SETTINGS: dict[str, Any] = {
     "weight_rule": "paper",
 }
 
+# what the model is built from: fixed once it is (MTBKDModel.__setattr__)
+_SETTINGS = frozenset(
+    {"student", "teachers", "concentration", "temperature", "prior_power", "weight_rule",
+     "weight_temperature", "weight_tau", "trust", "trust_hyperprior", "trusted_teachers",
+     "teacher_prior"}
+)  # fmt: skip
 
-class MTBKDModel:
+
+class MTBKDModel(InferenceHooks):
     """Likelihood + teacher-informed mixture prior + the student's base weight prior.
 
     Args:
@@ -67,10 +75,13 @@ class MTBKDModel:
             follow ``weight_rule``, which may be ``"learned"``); or ``"joint"`` (experimental:
             trust sampled with the student under ``trust_hyperprior``, informed by the labels
             only through the student; NUTS diverged on it: models/trust_cut_vs_joint.py).
-            With a trust, ``concentration`` is unused (but as ``"joint"``'s hyperprior median),
-            as are the weight options (refused) but ``weight_rule`` with ``TrustValues``.
+            With a trust, ``concentration`` (but as ``"joint"``'s hyperprior median) and the
+            weight options (but ``weight_rule`` with ``TrustValues``) are unused, and refused.
         trust_hyperprior: the hyperpriors of ``trust="joint"`` (default
             ``TrustHyperprior(concentration=concentration)``).
+
+    The settings are fixed once the model is built (the teacher prior and compiled programs
+    hold them): build a new model to change one.
 
     The weight arguments are :func:`~mtbkd_jax.teacher_weights`'s ``rule``, ``temperature`` and
     ``tau`` with a ``weight_`` prefix (``temperature`` is already ``T``; the former ``weights=``
@@ -92,7 +103,7 @@ class MTBKDModel:
         student: Student,
         teachers: TeacherBank | None = None,
         *,
-        concentration: float = 10.0,
+        concentration: float = DEFAULT_CONCENTRATION,
         temperature: float = 1.0,
         prior_power: float = 0.1,
         weight_rule: str | np.ndarray | jax.Array = "paper",
@@ -142,6 +153,18 @@ class MTBKDModel:
                 hyperprior=trust_hyperprior,
             )
             self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, *options)
+        self._built = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # the teacher prior and the run_* functions' compiled programs hold the values the
+        # model was built with: a changed setting would be recorded by settings() only
+        if name in _SETTINGS and getattr(self, "_built", False):
+            raise AttributeError(
+                f"MTBKDModel.{name} cannot change once the model is built (its teacher prior "
+                "and the compiled programs of earlier runs hold the value it was built with): "
+                f"build a new MTBKDModel with {name}=..."
+            )
+        object.__setattr__(self, name, value)
 
     @classmethod
     @renamed_keywords("mtbkd_jax.MTBKDModel.paper", weights="weight_rule")
@@ -227,56 +250,10 @@ class MTBKDModel:
                 out["trust"] = trust_description(self.trust, self.trust_hyperprior)
         return out
 
-    # ------------------------------------------------------------------ how inference uses it
-    def minibatch_kwargs(
-        self,
-        num_examples: int,
-        batch_size: int,
-        num_transfer: int | None = None,
-        prior_batch_size: int | None = None,
-    ) -> dict:
-        """The keyword arguments that make the model subsample its plates (its minibatch plan).
-
-        The data plate takes ``batch_size`` of ``num_examples``; a transfer plate (when the
-        prior sits on ``prior_inputs`` of ``num_transfer`` inputs) takes ``prior_batch_size``,
-        by default in proportion, so that both plates finish an epoch together.
-        """
-        out = {"subsample_size": min(int(batch_size), int(num_examples))}
-        if num_transfer is not None and self.teachers is not None:
-            if prior_batch_size is None:
-                prior_batch_size = -(-out["subsample_size"] * int(num_transfer) // num_examples)
-            out["prior_subsample_size"] = min(int(prior_batch_size), int(num_transfer))
-        return out
-
-    def constant_kwargs(self) -> dict:
-        """Array constants the samplers pass to the model as data (so ``jit`` does not compile
-        them into the program): the teacher prior's (N, M, C) constants."""
-        if self.trusted_teachers is not None:
-            return {"prior_constants": self.trusted_teachers}
-        return {} if self.teacher_prior is None else {"prior_constants": self.teacher_prior}
-
-    def row_plates(self, model_kwargs: dict) -> dict:
-        """Which plate's minibatches index each per-example keyword argument (a streamed run,
-        :mod:`mtbkd_jax.infer.streaming`, gathers their rows on the host): the inputs and
-        labels the data plate's; ``prior_inputs`` the transfer plate's; the teacher prior's
-        constants the transfer plate's when there is a transfer set, else the data plate's."""
-        transfer = model_kwargs.get("prior_inputs") is not None
-        return {
-            "inputs": "data",
-            "labels": "data",
-            "prior_inputs": "transfer",
-            "prior_constants": "transfer" if transfer else "data",
-        }
-
-    def observation_kwargs(self) -> dict:
-        """Keyword arguments for evaluating only the likelihood (pointwise log-likelihood,
-        predictions on new inputs): the teacher prior is left out."""
-        return {"teacher_prior": False}
-
     def logits(self, weights: dict, features: jax.Array) -> jax.Array:
-        """The student's logits for one draw of the weights: :meth:`Student.logits`, the
-        ``logits_fn`` the inference front-ends use for prediction by default."""
-        return self.student.logits(weights, features)
+        """:meth:`Student.logits` on features: the front-ends' default ``logits_fn``."""
+        with _features_given():
+            return self.student.logits(weights, features)
 
     def featurize(self, inputs: ArrayLike) -> jax.Array:
         """The student's frozen feature extractor applied once (identity without one)."""
@@ -323,7 +300,8 @@ class MTBKDModel:
             trust = sample_trust(
                 self.trust_hyperprior, self.teachers.num_teachers, self.teachers.num_classes
             )
-        network = self.student.network(inputs.shape[1:])
+        with _features_given():  # the front-ends featurized the inputs (the docs above)
+            network = self.student.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
         data_plate = numpyro.plate("data", num_examples, subsample_size=subsample_size)
         with data_plate as index:

@@ -16,7 +16,10 @@ refused (an example's likelihood would depend on its batch: ``mtbkd_jax._layer_s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import contextvars
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -28,13 +31,32 @@ from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
 
 from mtbkd_jax import _layer_state
-from mtbkd_jax._checks import check_prior_form, layer_widths, require_count
+from mtbkd_jax._checks import check_prior_form
 from mtbkd_jax._deprecation import warn_renamed
 from mtbkd_jax._tracing import DotDivider, abstract_trace
+from mtbkd_jax.architectures import CNN, MLP, LinenMLP
 from mtbkd_jax.priors import check_prior_names, normal_prior
 from mtbkd_jax.scale_priors import chain_groups
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
+
+# set while a Student's inputs are known to be features (the canonical model's, whose front-ends
+# applied the extractor): only then may a Student with a feature_extractor build its network
+_FEATURES_GIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mtbkd_features_given", default=False
+)
+
+
+@contextlib.contextmanager
+def _features_given() -> Iterator[None]:
+    """Inside: the students' inputs are features, the extractor applied (the canonical model's
+    code; not for a model of your own, whose inputs reach the network as they are given)."""
+    token = _FEATURES_GIVEN.set(True)
+    try:
+        yield
+    finally:
+        _FEATURES_GIVEN.reset(token)
+
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -55,6 +77,9 @@ class Student:
         module: a ``flax.nnx.Module`` instance (already initialised) or a ``flax.linen.Module``.
         prior: the base prior, a ``(name, shape) -> Distribution`` callable, a distribution, or
             a dict (see :func:`mtbkd_jax.normal_prior`); default ``Normal(0, 1)`` on every weight.
+            A dict samples the weights it names; the others are ``numpyro.param`` sites, which
+            ``run_map`` and ``run_svi`` fit (``Posterior.fitted_params``) and NUTS and SG-MCMC
+            keep at the module's values.
         name: prefix of the weight sites.
         feature_extractor: an optional frozen function ``x -> features`` (a pretrained Flax
             module, ``functools.partial(linen_module.apply, variables)``, any JAX function);
@@ -113,7 +138,22 @@ class Student:
 
         The returned callable can be applied to several inputs (labelled data and a transfer
         set) with the same weights. ``feature_shape`` is the shape of one example's features.
+
+        Raises:
+            ValueError: for a student with a ``feature_extractor`` inside a NumPyro model of
+                your own: its inputs reach the network as the front-ends were given them, so
+                the extractor would be skipped without a word (pass ``student.featurize(x)``
+                as the inputs and lift the network without the extractor instead).
         """
+        if self.feature_extractor is not None and not _FEATURES_GIVEN.get():
+            raise ValueError(
+                f"Student {self.name!r} has a feature_extractor, which only MTBKDModel's "
+                "front-ends apply (once, to the inputs given to run_*): in a NumPyro model of "
+                "your own the network would get the raw inputs. Apply it once yourself, "
+                "features = student.featurize(x), give the features to run_* and to predict, "
+                "and use mtbkd_jax.Student(student.module, prior=student.prior, "
+                "name=student.name) in the model"
+            )
         return self._network(feature_shape, self.prior)
 
     def _network(
@@ -121,13 +161,16 @@ class Student:
     ) -> Callable[[jax.Array], jax.Array]:
         with chain_groups(prior):  # a hierarchical prior's groups of several arrays
             if self.is_nnx:
-                return random_nnx_module(self.name, self.module, prior, scope_divider=".")
+                net = random_nnx_module(self.name, self.module, prior, scope_divider=".")
+                return _at_least_float32(net)
             state = _layer_state.linen_state_collections(self.module, feature_shape) or None
             with DotDivider(self.name):
                 net = random_flax_module(
                     self.name, self.module, prior, input_shape=(1, *feature_shape), mutable=state
                 )
-            return net if state is None else _layer_state.immutable(self.module, net, state)
+            if state is not None:
+                net = _layer_state.immutable(self.module, net, state)
+            return _at_least_float32(net)
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """Every weight's dotted path, whatever the prior (a dict prior samples only the
@@ -212,7 +255,8 @@ class Student:
             return found["logits"]
 
         try:
-            out = jax.eval_shape(logits, example)
+            with _features_given():  # check_inputs is given features (its argument's docs)
+                out = jax.eval_shape(logits, example)
         except _layer_state.LINEN_STATE_ERRORS as error:
             raise _layer_state.linen_state_error(self.name, error) from None
         except (TypeError, ValueError) as error:
@@ -223,6 +267,11 @@ class Student:
                 f"which the student network cannot take{'; ' + wanted if wanted else ''} "
                 f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"
             ) from None
+        if not hasattr(out, "shape"):  # a tuple of outputs, a dict of heads
+            raise ValueError(
+                "the student network must return one array of logits, shape (N, C), got "
+                f"{type(out).__name__} for {argument}"
+            )
         if len(out.shape) != 2:
             raise ValueError(
                 f"the student network must return logits of shape (N, C), got {out.shape} "
@@ -273,7 +322,7 @@ class Student:
                 )
             return weights[msg["name"]]
 
-        with handlers.block(), handlers.substitute(substitute_fn=lookup):
+        with handlers.block(), handlers.substitute(substitute_fn=lookup), _features_given():
             return self(features)
 
     @property
@@ -285,7 +334,8 @@ class Student:
 
     def init_weights(self, rng_key: jax.Array, features: jax.Array) -> dict:
         """One draw of the weights from the base prior, as a dict of site name -> array."""
-        trace = handlers.trace(handlers.seed(self, rng_key)).get_trace(features)
+        with _features_given():
+            trace = handlers.trace(handlers.seed(self, rng_key)).get_trace(features)
         return {k: v["value"] for k, v in trace.items() if v["type"] == "sample"}
 
     def featurize(self, inputs: ArrayLike, batch_size: int = 4096) -> jax.Array:
@@ -293,6 +343,9 @@ class Student:
         if self._featurize_jit is None:
             return jnp.asarray(inputs)
         inputs = np.asarray(inputs)
+        extractor = self.feature_extractor  # not in training mode (float inputs are probed)
+        if isinstance(extractor, nnx.Module) and np.issubdtype(inputs.dtype, np.floating):
+            _layer_state.check_per_example(extractor, inputs, name="feature_extractor")
         parts = [
             self._featurize_jit(jnp.asarray(inputs[i : i + batch_size]))
             for i in range(0, inputs.shape[0], batch_size)
@@ -306,95 +359,24 @@ class Student:
         return f"Student({kind}, name={self.name!r}{frozen})"
 
 
-# --------------------------------------------------------------------------- architectures
-class MLP(nnx.Module):
-    """A multilayer perceptron with tanh or relu units: the inputs, the hidden layers, then
-    ``num_classes`` logits.
+def _at_least_float32(net: Callable[[jax.Array], Any]) -> Callable[[jax.Array], Any]:
+    """``net`` with bfloat16 / float16 logits given as float32: the likelihood and the teacher
+    prior summed over a batch in half precision step by nats (a staircase potential)."""
 
-    Args:
-        in_features: input dimension.
-        num_classes: number of classes C (output logits).
-        hidden: widths of the hidden layers, e.g. ``(16,)`` (``()``: no hidden layer).
-        activation: ``"tanh"`` (smooth, friendlier to NUTS) or ``"relu"``.
-        rngs: ``flax.nnx.Rngs`` for the initial weights.
-
-    ``architecture`` (``"2-16-5 tanh"``) enters the settings, so checkpoints tell units apart.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        num_classes: int,
-        *,
-        hidden: Sequence[int] = (32,),
-        activation: str = "tanh",
-        rngs: nnx.Rngs,
-    ) -> None:
-        if activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-        hidden = layer_widths(hidden, "hidden", "(16,)")
-        in_features = require_count(in_features, "in_features")
-        sizes = [in_features, *hidden, require_count(num_classes, "num_classes", 2)]
-        self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-        )
-        self.activation, self.architecture = activation, f"{'-'.join(map(str, sizes))} {activation}"
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = jnp.tanh if self.activation == "tanh" else jax.nn.relu
-        for layer in self.layers[:-1]:
-            x = act(layer(x))
-        return self.layers[-1](x)
-
-
-class CNN(nnx.Module):
-    """A small convolutional network for images (N, H, W, channels) or flattened (N, H*W*ch).
-
-    Two 3x3 convolutions with tanh and 2x2 average pooling, then a linear layer.
-    """
-
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        *,
-        channels: Sequence[int] = (8, 16),
-        rngs: nnx.Rngs,
-    ) -> None:
-        channels = layer_widths(channels, "channels", "(8, 16)")
-        num_classes = require_count(num_classes, "num_classes", 2)
-        sizes = layer_widths(image_shape, "image_shape", "(28, 28, 1)")
-        height, width, in_channels = (*sizes, 0, 0, 0)[:3]
-        if len(sizes) != 3 or min(height, width) >> len(channels) < 1:
-            raise ValueError(
-                f"image_shape must be (height, width, channels) with height and width at least "
-                f"2**{len(channels)} (one 2x2 pooling per layer), got {tuple(image_shape)}"
+    def apply(x: jax.Array) -> Any:
+        out = net(x)
+        dtype = getattr(out, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            return out
+        if jnp.finfo(dtype).bits < 32:  # shown once per process (Python's default filter)
+            warnings.warn(
+                f"the student network computes its logits in {jnp.dtype(dtype).name}: the "
+                "likelihood and teacher prior are taken in float32, but at that precision the "
+                "logits, so the potential NUTS and SG-MCMC follow, move in steps; build the "
+                "network with dtype=float32 for inference",
+                UserWarning,
+                stacklevel=2,
             )
-        self.image_shape = (height, width, in_channels)
-        convs, c_in = [], in_channels
-        for c_out in channels:
-            convs.append(nnx.Conv(c_in, c_out, kernel_size=(3, 3), rngs=rngs))
-            c_in = c_out
-            height, width = height // 2, width // 2
-        self.convs = nnx.List(convs)
-        self.head = nnx.Linear(height * width * c_in, num_classes, rngs=rngs)
+        return out.astype(jnp.promote_types(dtype, jnp.float32))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.reshape((x.shape[0], *self.image_shape))
-        for conv in self.convs:
-            x = jnp.tanh(conv(x))
-            x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-        return self.head(x.reshape((x.shape[0], -1)))
-
-
-class LinenMLP(linen.Module):
-    """The linen counterpart of :class:`MLP` (for users of ``flax.linen``)."""
-
-    num_classes: int
-    hidden: Sequence[int] = (32,)
-
-    @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for width in self.hidden:
-            x = jnp.tanh(linen.Dense(width)(x))
-        return linen.Dense(self.num_classes)(x)
+    return apply

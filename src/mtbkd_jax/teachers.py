@@ -18,6 +18,7 @@ from typing import Any, cast
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import (
@@ -27,7 +28,13 @@ from mtbkd_jax._checks import (
     require_finite,
     require_positive,
 )
-from mtbkd_jax._teacher_outputs import ProbabilisticClassifier, place_columns, stack_teachers
+from mtbkd_jax._layer_state import check_per_example
+from mtbkd_jax._teacher_outputs import (
+    ProbabilisticClassifier,
+    place_columns,
+    stack_teachers,
+    warn_if_probabilities,
+)
 from mtbkd_jax._tempering import tempered_log_softmax
 
 __all__ = ["TeacherBank"]
@@ -76,9 +83,9 @@ class TeacherBank:
             raise ValueError(
                 f"logits must be below 1e30 in size (float32), got {np.abs(stacked).max():.3g}"
             )
+        warn_if_probabilities(stacked)
         # the row's largest logit taken off in float64 before rounding to float32: softmax
-        # ignores a common offset, which rounding the logits first would not (logits near 1e8
-        # would all round alike); one float64 temporary, the log-softmax in float32
+        # ignores a common offset, which rounding first would not (logits near 1e8 round alike)
         shifted = (stacked - stacked.max(axis=-1, keepdims=True)).astype(np.float32)
         log_probs = jax.nn.log_softmax(jnp.asarray(shifted), axis=-1)
         return cls(log_probs, _default_names(stacked.shape[0], names))
@@ -156,6 +163,9 @@ class TeacherBank:
             # attribute up statically, so it would find scikit-learn's `available_if`
             # descriptor on e.g. an SVC(probability=False), which has no predict_proba
             is_sklearn = hasattr(teacher, "predict_proba")
+            if isinstance(teacher, nnx.Module) and np.issubdtype(inputs.dtype, np.floating):
+                # refused in training mode (the probe runs a copy, so the teacher is unchanged)
+                check_per_example(teacher, inputs, name=f"teachers[{index}]")
             chunks = []
             for start in range(0, inputs.shape[0], batch_size):
                 batch = inputs[start : start + batch_size]

@@ -22,7 +22,9 @@ from mtbkd_jax.trust.sites import (
     trusted_teacher_prior,
 )
 
-__all__ = ["resolve_trust", "trust_description"]
+__all__ = ["DEFAULT_CONCENTRATION", "resolve_trust", "trust_description"]
+
+DEFAULT_CONCENTRATION = 10.0  # MTBKDModel's lambda; with most trusts not used (the trust's is)
 
 
 def resolve_trust(
@@ -38,7 +40,20 @@ def resolve_trust(
     trusted_teachers, hyperprior)``: the first for a trust given as values or a posterior
     (constants), the second for ``"joint"`` (sampled in the model), the third the hyperprior of
     ``"joint"`` or of given values (their ``pooling``; ``None`` where none was given), ``None``
-    for a posterior, which keeps its own (a different ``hyperprior`` is refused)."""
+    for a posterior, which keeps its own (a different ``hyperprior`` is refused).
+
+    A ``concentration`` other than the default is refused where the trust's own takes its
+    place (values, a posterior, ``"joint"`` under a given hyperprior): it would be recorded in
+    the model's settings without acting."""
+    joint = isinstance(trust, str) and trust == "joint"
+    if concentration != DEFAULT_CONCENTRATION and (
+        isinstance(trust, TrustPosterior | TrustValues) or (joint and hyperprior is not None)
+    ):
+        where = "trust_hyperprior.concentration" if joint else "the trust's concentrations"
+        raise ValueError(
+            f"concentration={concentration} is not used with this trust ({where} set lambda): "
+            "leave concentration out"
+        )
     if isinstance(trust, TrustPosterior):
         if hyperprior is not None and hyperprior != trust.hyperprior:
             raise ValueError(
