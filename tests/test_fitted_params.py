@@ -128,6 +128,18 @@ class _Hidden(linen.Module):
         return linen.Dense(C)(jnp.tanh(linen.Dense(8)(x)))
 
 
+def _output_layer_map(x, y, num_steps):
+    """A student with a dict prior on its output layer only (``Dense_0``, made first: the
+    hidden layer is a param), its prior, model and MAP."""
+    output = {"Dense_0.kernel": dist.Normal(0.0, 1.0).expand((8, C)).to_event(2),
+              "Dense_0.bias": dist.Normal(0.0, 1.0).expand((C,)).to_event(1)}  # fmt: skip
+    model = mk.MTBKDModel(mk.Student(_Hidden(), prior=output), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
+        mode = mk.run_map(jax.random.key(0), model, x, y, num_steps=num_steps, progress_bar=False)
+    return output, model, mode
+
+
 def test_a_students_unsampled_weights_are_kept_as_fitted(tmp_path):
     """A dict prior on the output layer only (``Dense_0``, made first): the hidden layer is
     a param SVI fits. The posterior's log-likelihood is the one the MAP optimised (minus its
@@ -139,12 +151,7 @@ def test_a_students_unsampled_weights_are_kept_as_fitted(tmp_path):
     left out of the file and ``load`` refused the student's own ``logits_fn``)."""
     x, y = _data()
     y = ((x[:, 0] * x[:, 1]) > 0).astype(np.int32)  # a problem the hidden layer must learn
-    output = {"Dense_0.kernel": dist.Normal(0.0, 1.0).expand((8, C)).to_event(2),
-              "Dense_0.bias": dist.Normal(0.0, 1.0).expand((C,)).to_event(1)}  # fmt: skip
-    model = mk.MTBKDModel(mk.Student(_Hidden(), prior=output), None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
-        mode = mk.run_map(jax.random.key(0), model, x, y, num_steps=1500, progress_bar=False)
+    output, model, mode = _output_layer_map(x, y, num_steps=1500)
     assert set(mode.fitted_params) == {"student$params"}
     point = mode.point()
     log_prior = sum(float(output[k[len("student.") :]].log_prob(v)) for k, v in point.items())
@@ -177,6 +184,36 @@ def test_a_fully_sampled_students_weight_holder_is_not_kept_and_not_warned_about
         warnings.simplefilter("error", UserWarning)
         mode = mk.run_map(jax.random.key(0), model, x, y, num_steps=50, progress_bar=False)
     assert set(mode.draws) == {"student.kernel", "student.bias"} and not mode.fitted_params
+
+
+def test_a_sampler_started_at_a_fit_of_a_model_with_params_is_warned():
+    """NUTS and SG-MCMC keep a param at its initial value where run_map trained it: a chain
+    started at the MAP's point starts in another model (a review's repro: the hidden layer a
+    dict prior leaves unsampled moved by 3.3 in the MAP, and NUTS put it back). Started so,
+    each sampler warns at the user's line, naming the param; a fully sampled student and a
+    sampler's own random starts are not warned."""
+    x, y = _data()
+    _, model, mode = _output_layer_map(x, y, num_steps=20)
+    short = dict(num_warmup=2, num_draws=2, num_chains=1, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"param sites \['student\$params'\].*NUTS keeps") as got:
+        mk.run_nuts(jax.random.key(1), model, x, y, init_params=mode.point(), **short)
+    assert any(w.filename == __file__ for w in got)
+    sgmcmc = dict(num_epochs=1, step_size=1e-4, batch_size=50, draws_per_epoch=2)
+    with warnings.catch_warnings(), pytest.warns(UserWarning, match=r"SG-MCMC keeps at") as got:
+        warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
+        point = mode.point()
+        mk.run_sgmcmc(
+            jax.random.key(1), model, x, y, init_params=point, **sgmcmc, progress_bar=False
+        )
+    assert any(w.filename == __file__ for w in got)
+    sampled = mk.MTBKDModel(mk.Student(linen.Dense(C)), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
+        start = mk.run_map(jax.random.key(0), sampled, x, y, num_steps=20, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mk.run_nuts(jax.random.key(1), sampled, x, y, init_params=start.point(), **short)
+        mk.run_nuts(jax.random.key(1), model, x, y, **short)  # its own starts: nothing to say
 
 
 class _Shift(NamedTuple):

@@ -377,3 +377,19 @@ def test_friction_given_to_a_kernel_that_ignores_it_is_warned_at_the_call():
         warnings.simplefilter("error")
         SGMCMC(mean_model, "sghmc", friction=2.0)
         SGMCMC(mean_model, "sgld")
+
+
+@pytest.mark.parametrize("num_chains, chain_method", [(1, "sequential"), (2, "vectorized")])
+def test_a_state_continued_on_data_of_another_size_is_named(num_chains, chain_method):
+    """``post_warmup_state`` holds the epoch orders of its data: continued on data of another
+    size it was a ``lax.cond`` type error from inside JAX; it is named, and the same size
+    continues."""
+    x = jnp.asarray(np.random.default_rng(0).normal(1.0, 2.0, size=100))
+    mcmc = MCMC(SGMCMC(mean_model, "sgld", step_size=1e-3), num_warmup=5, num_samples=5,
+                num_chains=num_chains, chain_method=chain_method, progress_bar=False)  # fmt: skip
+    mcmc.run(jax.random.key(0), x)
+    mcmc.post_warmup_state = mcmc.last_state
+    with pytest.raises(ValueError, match=r"orders for 100 rows of plate 'data', but the data "):
+        mcmc.run(mcmc.post_warmup_state.rng_key, x[:80])
+    mcmc.run(mcmc.post_warmup_state.rng_key, x)
+    assert mcmc.get_samples()["mu"].shape == (5 * num_chains,)

@@ -338,6 +338,30 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_draws(logistic_problem):
         assert np.isfinite(value).all()
 
 
+def test_a_divergence_gives_back_finite_streamed_summaries_and_last_states(logistic_problem):
+    """The streamed predictive and the last states a diverged run gives back are those of the
+    last chunk in which every chain stayed finite (before: the sums took the diverged chunk's
+    NaN draws in, and with ``keep_draws=False``, all a run keeps, ``predict`` gave NaN); a run
+    whose first chunk diverged gives no posterior rather than its starting point."""
+    x, y, model, _ = logistic_problem
+    steps_per_epoch = 200 // 20
+    common = dict(batch_size=20, num_epochs=4, draws_per_epoch=2, num_chains=2, chunk_epochs=1,
+                  predict_inputs=x[:30], progress_bar=False)  # fmt: skip
+    for fine_epochs, keep_draws in ((2, True), (2, False), (0, False), (0, True)):
+        schedule = lambda step, n=fine_epochs: jnp.where(step < n * steps_per_epoch, 1e-4, 1e12)  # noqa: E731
+        with pytest.raises(mk.SamplerDivergedError) as info:
+            mk.run_sgmcmc(jax.random.key(7), model, x, y, step_size=schedule,
+                          keep_draws=keep_draws, **common)  # fmt: skip
+        kept = info.value.posterior
+        if fine_epochs == 0:
+            assert kept is None and "error.posterior is None" in str(info.value)
+            continue
+        assert kept.streamed["num_draws"] == 2 * 2 * fine_epochs  # chains x draws x epochs
+        for value in kept.streamed.values():
+            assert np.isfinite(np.asarray(value)).all()
+        assert np.isfinite(np.asarray(kept.predict(x[:30]))).all()
+
+
 def test_streamed_predictive_equals_the_mean_over_kept_draws(logistic_problem, tmp_path):
     x, y, model, _ = logistic_problem
     post = _small_run(x, y, model, predict_inputs=x[:30])

@@ -138,3 +138,22 @@ def test_a_streamed_run_starts_from_the_canonical_models_map():
             init_params=mode.point(), stream=stream, progress_bar=False,
         )  # fmt: skip
         assert np.all(np.isfinite(np.asarray(posterior.draws["student.layers.0.kernel"])))
+
+
+def test_nuts_from_a_float32_map_under_x64_starts_there():
+    """Under ``jax_enable_x64`` a MAP's float32 point as ``init_params`` made NumPyro's tree
+    building fail ("cond branches must have equal output types"): the starts are taken in the
+    default float type, and the chain still starts at the MAP."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+    with jax.enable_x64(True):
+        bank = mk.TeacherBank.from_logits(rng.normal(size=(2, 30, 3)) * 3)
+        model = mk.MTBKDModel(mk.Student(mk.MLP(4, 3, hidden=(4,), rngs=nnx.Rngs(0))), bank)
+        mode = mk.run_map(jax.random.key(0), model, x, y, num_steps=20, progress_bar=False)
+        point = mode.point()
+        assert all(v.dtype == np.float32 for v in point.values())
+        posterior = mk.run_nuts(
+            jax.random.key(1), model, x, y, num_warmup=0, num_draws=1, num_chains=1,
+            init_params=point, progress_bar=False, max_tree_depth=1,
+        )  # fmt: skip
+        assert set(posterior.samples(flat=True)) == set(point)

@@ -42,7 +42,9 @@ __all__ = ["Carry", "SamplerRun", "SamplerDivergedError"]
 
 
 class SamplerDivergedError(FloatingPointError):
-    """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far."""
+    """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far,
+    and its streamed predictive (with ``keep_draws=False``, its last states too) is that at
+    the end of the last chunk of epochs in which every chain stayed finite."""
 
     def __init__(self, message: str, posterior: Posterior | None) -> None:
         super().__init__(message)
@@ -235,6 +237,7 @@ class SamplerRun:
                 assert next_orders is not None  # drawn during the previous chunk
                 current, next_orders = self.placement.orders(next_orders), None  # on device
                 epochs = jnp.arange(epoch, stop)
+                finished = carry  # every chain finite here: what a divergence gives back
                 carry, observed = run_chunk(
                     carry, chain_keys, self.keep_key, epochs, current, *data
                 )
@@ -249,7 +252,7 @@ class SamplerRun:
                 self.chunk_seconds.append((stop - epoch, time.perf_counter() - tick))
                 draws = chunk if draws is None else draws.extend(chunk)
                 if not finite:
-                    raise self._diverged(epoch, stop, draws, carry, constrain, started)
+                    raise self._diverged(epoch, stop, draws, finished, constrain, started)
                 epoch = stop
                 if checkpoint is not None:  # written while the device runs the next chunk
                     state = self.placement.to_host(carry)  # all processes; process 0 writes
@@ -281,10 +284,19 @@ class SamplerRun:
         started: float,
     ) -> SamplerDivergedError:
         cause = divergence_cause(self.model, self.estimator, self.start)
+        kept = 0 if draws is None or not draws.sites else next(iter(draws.sites.values())).shape[1]
+        stream = self.placement.to_host(carry.stream)
+        if stream is not None and not float(jnp.sum(stream.count)):  # nothing streamed yet
+            carry = carry._replace(stream=None)
+        if epoch == 0 and kept == 0:  # the first chunk diverged: its start is no draw
+            where, posterior = "no draw was finite (error.posterior is None)", None
+        else:
+            where = "the finite draws so far are in error.posterior"
+            posterior = self._package(draws, carry, constrain, started)
         return SamplerDivergedError(
             f"{self.settings.sampler}: a chain reached a non-finite state in epochs "
-            f"{epoch}..{stop - 1}; {cause}. The finite draws so far are in error.posterior",
-            self._package(draws, carry, constrain, started),
+            f"{epoch}..{stop - 1}; {cause}. {where[0].upper()}{where[1:]}",
+            posterior,
         )
 
     def _package(

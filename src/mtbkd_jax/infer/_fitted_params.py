@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -54,6 +55,23 @@ def fitted_params(
         for name in names
         if name in params and jax.tree.leaves(params[name])  # a holder fully lifted: none
     }
+
+
+def warn_unfitted_params(params: Collection[str], sampler: str) -> None:
+    """Warn, at the user's line, that ``sampler``, started at given points, keeps the model's
+    ``params`` (its param sites holding arrays) at their initial values: a MAP or SVI fit
+    trains them, so a chain started at such a fit's point would start in another model."""
+    if params:
+        warnings.warn(
+            f"the model has numpyro.param sites {sorted(params)} (for a Student: the weights "
+            f"its dict prior leaves unsampled), which {sampler} keeps at their initial values; "
+            "run_map and run_svi train them (Posterior.fitted_params), so a chain started at "
+            "such a fit's point starts in another model. Give every weight a prior, or put the "
+            "fitted values in the model: numpyro.handlers.substitute(model, "
+            "data=fit.fitted_params), for a model of your own",
+            UserWarning,
+            skip_file_prefixes=(str(Path(__file__).parents[1]),),
+        )
 
 
 def with_fitted_params(model: Callable, fitted: Mapping[str, Any]) -> Callable:

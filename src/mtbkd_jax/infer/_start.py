@@ -22,6 +22,7 @@ import numpy as np
 from numpyro.infer.util import log_density
 
 from mtbkd_jax.infer._common import check_in_support, check_init_params, nonfinite_sites
+from mtbkd_jax.infer._fitted_params import warn_unfitted_params
 from mtbkd_jax.infer.gradients import GradientEstimator
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def starting_positions(
     """Unconstrained starting points with a leading chain axis: one point for every chain, one
     point per chain (a list of ``num_chains`` points, e.g. MAPs from different random starts,
     so that R-hat compares chains that began apart), or random starts."""
+    if init_params is not None:
+        warn_unfitted_params(plan.params, "SG-MCMC")
     if isinstance(init_params, list | tuple):
         points = [
             check_init_params(p, plan.latent_shapes, f"init_params[{c}]", plan.deterministic)

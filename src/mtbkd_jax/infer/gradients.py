@@ -244,6 +244,7 @@ class MinibatchPlan:
         latent_shapes: the model's latent sites and their shapes.
         partial_last_batch: epochs end with the left-over examples as a smaller minibatch.
         deterministic: the model's deterministic sites.
+        params: the model's param sites holding arrays (kept at their initial values).
     """
 
     plates: tuple[PlateSpec, ...]
@@ -252,6 +253,7 @@ class MinibatchPlan:
     latent_shapes: dict
     partial_last_batch: bool = False
     deterministic: tuple = ()
+    params: tuple = ()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -320,6 +322,7 @@ def minibatch_plan(
         structure.latent_shapes,
         bool(partial_last_batch),
         structure.deterministic,
+        structure.params,
     )
 
 

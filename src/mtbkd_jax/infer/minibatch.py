@@ -73,6 +73,9 @@ class ModelStructure:
     discrete: tuple[str, ...] = ()  # latent sites with a discrete support
     # (plate, size, subsample_size) where subsample_size > size (NumPyro takes all N, silently)
     oversized: tuple[tuple[str, int, int], ...] = ()
+    # numpyro.param sites holding arrays (a dict prior's unsampled weights; a fully lifted
+    # network's weight holder holds none): the samplers keep them at their initial values
+    params: tuple[str, ...] = ()
 
     @property
     def subsampled(self) -> tuple[PlateSpec, ...]:
@@ -91,6 +94,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         latent_plates: dict[str, tuple[str, ...]] = {}
         discrete: list[str] = []
         oversized: list[tuple[str, int, int]] = []
+        params: list[str] = []
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
@@ -112,6 +116,8 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                 observed.append(name)
             elif site["type"] == "deterministic":
                 deterministic.append(name)
+            elif site["type"] == "param" and jax.tree.leaves(site["value"]):
+                params.append(name)
         found.update(
             plates=tuple(plates),
             minibatched=tuple(minibatched),
@@ -120,6 +126,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
             latent_plates=latent_plates,
             discrete=tuple(discrete),
             oversized=tuple(oversized),
+            params=tuple(params),
         )
         return latent
 
@@ -134,6 +141,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         found["latent_plates"],
         found["discrete"],
         found["oversized"],
+        found["params"],
     )
 
 

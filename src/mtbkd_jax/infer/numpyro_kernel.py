@@ -125,12 +125,13 @@ class SGMCMC(MCMCKernel):
         model: a NumPyro model with at least one subsampled plate,
             ``numpyro.plate(name, N, subsample_size=B)``, that indexes its data with the
             plate's indices; or a model with its own subsampling plan
-            (:class:`~mtbkd_jax.MTBKDModel`, which then needs ``batch_size``).
+            (:class:`~mtbkd_jax.MTBKDModel`: ``batch_size``, default 64).
         sampler: one of ``"sgld"``, ``"sghmc"``, ``"cyclical_sgld"``, ``"sgnht"``,
             ``"psgld"``, ``"ncsgld"``.
         step_size: a float, or a schedule ``step -> step size``
             (:mod:`mtbkd_jax.infer.schedules`); the step counts warm-up steps too.
-        batch_size, prior_batch_size: minibatch sizes for a model with its own plan.
+        batch_size, prior_batch_size: minibatch sizes for a model with its own plan (the
+            data plate's default 64; the transfer plate's, in proportion).
         temperature: ``tau`` (1 = the posterior).
         friction: SGHMC's friction; SGNHT's injected noise.
         cycle_length, exploration_fraction: cyclical SGLD's cycles (in steps). Draws of the
@@ -249,6 +250,7 @@ class SGMCMC(MCMCKernel):
         chains, which share the step count, so an epoch's reshuffle is one branch for all)."""
         estimator = self._estimator_for(model_args, model_kwargs)
         batched = not is_prng_key(state.rng_key)
+        _check_orders(state.orders, estimator.plates)  # the last axis, with chains or not
         count = state.i[0] if batched else state.i
         lead = estimator.plates[0]
         step_in_epoch = jnp.mod(count, lead.size // lead.batch_size)
@@ -295,6 +297,19 @@ class SGMCMC(MCMCKernel):
     def get_diagnostics_str(self, state: SGMCMCState) -> str:
         diverged = ", NOT FINITE" if bool(np.any(state.diverging)) else ""
         return f"step size {float(np.ravel(state.step_size)[0]):.2e}{diverged}"
+
+
+def _check_orders(orders: dict, plates: tuple) -> None:
+    """A state carried over (``mcmc.post_warmup_state``) to data of another size holds
+    epoch orders of the old size: named, instead of a ``lax.cond`` type error."""
+    for plate in plates:
+        size = jnp.shape(orders[plate.name])[-1] if plate.name in orders else None
+        if size != plate.size:
+            raise ValueError(
+                f"the sampler's state holds epoch orders for {size} rows of plate "
+                f"{plate.name!r}, but the data given have {plate.size}: a state "
+                "(post_warmup_state, last_state) continues only on data of its own size"
+            )
 
 
 def _diverged(position: dict) -> jax.Array:

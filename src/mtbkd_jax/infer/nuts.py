@@ -18,6 +18,7 @@ from mtbkd_jax.infer._common import (
     prepare_data,
     unconstrained_start,
 )
+from mtbkd_jax.infer._fitted_params import warn_unfitted_params
 from mtbkd_jax.infer.mesh import check_mesh, full_batch_data, mcmc_chain_method
 from mtbkd_jax.infer.minibatch import ModelStructure, model_structure
 from mtbkd_jax.infer.posterior import Posterior
@@ -127,9 +128,7 @@ def run_nuts(
     structure = _full_batch_structure(model, (features, labels), kwargs)
     starts = None  # the starting points as given (the model's own, constrained, space)
     if init_params is not None:
-        starts = _checked_starts(
-            init_params, structure.latent_shapes, int(num_chains), structure.deterministic
-        )
+        starts = _checked_starts(init_params, structure, int(num_chains))
         # NumPyro's HMC takes init_params in its unconstrained space, as they are
         init_params = _broadcast_init(
             _map_starts(
@@ -284,8 +283,11 @@ def _no_valid_start(
     )
 
 
-def _checked_starts(init_params: Any, expected: dict, num_chains: int, derived: tuple = ()) -> Any:
-    """Validate a shared starting point or a list with one per chain."""
+def _checked_starts(init_params: Any, structure: ModelStructure, num_chains: int) -> Any:
+    """Validate a shared starting point or a list with one per chain (and warn of the
+    model's params, which NUTS keeps at their initial values)."""
+    warn_unfitted_params(structure.params, "NUTS")
+    expected, derived = structure.latent_shapes, structure.deterministic
     if isinstance(init_params, list | tuple):
         if len(init_params) != num_chains:
             raise ValueError(
@@ -304,15 +306,23 @@ def _map_starts(fn: Callable[[dict], dict], starts: Any) -> Any:
 
 
 def _broadcast_init(init_params: Any, num_chains: int) -> dict:
-    """Starting points with a leading chain axis (a shared one is repeated)."""
+    """Starting points with a leading chain axis (a shared one is repeated), as the default
+    float type: float32 starts (a MAP's) under ``jax_enable_x64`` made NumPyro's tree
+    building fail ("cond branches must have equal output types")."""
     import jax.numpy as jnp
 
+    float_type = jnp.result_type(float)
+
+    def as_array(value: Any) -> Any:
+        array = jnp.asarray(value)
+        return array.astype(float_type) if jnp.issubdtype(array.dtype, jnp.floating) else array
+
     if isinstance(init_params, list | tuple):
-        stacked = {k: jnp.stack([jnp.asarray(p[k]) for p in init_params]) for k in init_params[0]}
+        stacked = {k: jnp.stack([as_array(p[k]) for p in init_params]) for k in init_params[0]}
         return {k: v[0] for k, v in stacked.items()} if num_chains == 1 else stacked
     if num_chains == 1:
-        return {k: jnp.asarray(v) for k, v in init_params.items()}
+        return {k: as_array(v) for k, v in init_params.items()}
     return {
-        k: jnp.broadcast_to(jnp.asarray(v), (num_chains, *jnp.shape(v)))
+        k: jnp.broadcast_to(as_array(v), (num_chains, *jnp.shape(v)))
         for k, v in init_params.items()
     }

@@ -114,7 +114,8 @@ def run_svi(
     guide, optimiser (the same object, or Adam with the same ``learning_rate``),
     ``num_particles``, ``init_scale``, ``rank``, static ``model_kwargs`` and data shapes: a
     second fit is neither traced nor compiled again, and gives the same result as a first one.
-    A model is therefore assumed not to be changed in place between fits.
+    A model is therefore assumed not to change in place between fits (an MTBKDModel cannot; a
+    model of your own that reads a global keeps its first fit's value, as ``jit`` code does).
 
     The posterior's ``settings["final_loss_change"]`` is the share of the run's fall of the
     loss made in its last tenth of the steps
@@ -385,7 +386,9 @@ def run_map(
     ``polish_steps`` the Adam fit is polished to the mode by L-BFGS; its settings then record
     ``polish_steps_run``, ``polish_converged`` and ``polish_grad_norm`` (the gradient's norm
     at the point, in unconstrained coordinates), and a polish that ran out of iterations is
-    warned about (:class:`~mtbkd_jax.infer.ConvergenceWarning`).
+    warned about (:class:`~mtbkd_jax.infer.ConvergenceWarning`). As :func:`run_svi`, it keeps
+    the compiled program for later fits of the same model object: a model of your own must not
+    change in place between fits (an :class:`~mtbkd_jax.MTBKDModel` refuses to).
 
     Example (a MAP that is the mode, not where Adam stopped):
 
