@@ -214,6 +214,16 @@ def test_a_sampler_started_at_a_fit_of_a_model_with_params_is_warned():
         warnings.simplefilter("error", UserWarning)
         mk.run_nuts(jax.random.key(1), sampled, x, y, init_params=start.point(), **short)
         mk.run_nuts(jax.random.key(1), model, x, y, **short)  # its own starts: nothing to say
+    # the warning's advice for a model of one's own: the fitted values substituted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
+        fit = mk.run_map(jax.random.key(0), _with_intercept, x, y, num_steps=20, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"param sites \['b'\]"):
+        mk.run_nuts(jax.random.key(1), _with_intercept, x, y, init_params=fit.point(), **short)
+    fitted = numpyro.handlers.substitute(_with_intercept, data=fit.fitted_params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mk.run_nuts(jax.random.key(1), fitted, x, y, init_params=fit.point(), **short)
 
 
 class _Shift(NamedTuple):

@@ -341,19 +341,35 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_draws(logistic_problem):
 def test_a_divergence_gives_back_finite_streamed_summaries_and_last_states(logistic_problem):
     """The streamed predictive and the last states a diverged run gives back are those of the
     last chunk in which every chain stayed finite (before: the sums took the diverged chunk's
-    NaN draws in, and with ``keep_draws=False``, all a run keeps, ``predict`` gave NaN); a run
-    whose first chunk diverged gives no posterior rather than its starting point."""
+    NaN draws in, and with ``keep_draws=False``, all a run keeps, ``predict`` gave NaN), on
+    the device-resident and the streamed path; a run that diverged before any draw was kept
+    (in its first chunk, or in burn-in) gives no posterior rather than a burn-in state."""
     x, y, model, _ = logistic_problem
     steps_per_epoch = 200 // 20
-    common = dict(batch_size=20, num_epochs=4, draws_per_epoch=2, num_chains=2, chunk_epochs=1,
+    common = dict(batch_size=20, num_epochs=4, draws_per_epoch=2, num_chains=2,
                   predict_inputs=x[:30], progress_bar=False)  # fmt: skip
-    for fine_epochs, keep_draws in ((2, True), (2, False), (0, False), (0, True)):
+    cases = [  # fine epochs, burn-in epochs, keep_draws, how it runs
+        (2, 0, True, dict(chunk_epochs=1)), (2, 0, False, dict(chunk_epochs=1)),
+        (2, 0, False, dict(stream=True, chunk_steps=steps_per_epoch)),
+        (0, 0, False, dict(chunk_epochs=1)), (0, 0, True, dict(chunk_epochs=1)),
+        (2, 3, False, dict(chunk_epochs=1)),
+    ]  # fmt: skip
+    for fine_epochs, burnin, keep_draws, how in cases:
         schedule = lambda step, n=fine_epochs: jnp.where(step < n * steps_per_epoch, 1e-4, 1e12)  # noqa: E731
         with pytest.raises(mk.SamplerDivergedError) as info:
-            mk.run_sgmcmc(jax.random.key(7), model, x, y, step_size=schedule,
-                          keep_draws=keep_draws, **common)  # fmt: skip
+            mk.run_sgmcmc(
+                jax.random.key(7),
+                model,
+                x,
+                y,
+                step_size=schedule,
+                num_burnin_epochs=burnin,
+                keep_draws=keep_draws,
+                **common,
+                **how,
+            )
         kept = info.value.posterior
-        if fine_epochs == 0:
+        if fine_epochs <= burnin:
             assert kept is None and "error.posterior is None" in str(info.value)
             continue
         assert kept.streamed["num_draws"] == 2 * 2 * fine_epochs  # chains x draws x epochs

@@ -112,6 +112,8 @@ def test_cnn_refuses_images_of_another_layout_instead_of_reshuffling_them():
     images = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
     assert student.check_inputs(images) == 3
     assert student.check_inputs(images.reshape(5, -1)) == 3
+    grey = Student(CNN((8, 8, 1), 3, channels=(4,), rngs=nnx.Rngs(0)))
+    assert grey.check_inputs(images[..., 0]) == 3  # (N, H, W): one channel, as Fashion-MNIST's
     for shape in [(5, 3, 8, 8), (5, 4, 16, 3)]:  # PyTorch's layout; another size, same count
         with pytest.raises(ValueError, match=r"the CNN takes images of shape \(N, 8, 8, 3\)"):
             student.check_inputs(images.reshape(shape))

@@ -637,8 +637,12 @@ def test_probabilities_given_as_logits_are_warned():
     probs = softmax(_logits((2, 6, 3), seed=3, scale=2.0), axis=-1)
     with pytest.warns(UserWarning, match=r"teacher\(s\) \[1\] are rows of probabilities"):
         TeacherBank.from_logits(np.stack([_logits((6, 3)), probs[1]]))
-    with pytest.warns(UserWarning, match=r"outputs='probs'"):
-        TeacherBank.from_callables([lambda x: jnp.asarray(probs[0])], np.ones((6, 2)))
+    with pytest.warns(UserWarning, match=r"teacher\(s\) \[1\] .*outputs='probs'") as got:
+        TeacherBank.from_callables(
+            [lambda x: jnp.asarray(_logits((6, 3))), lambda x: jnp.asarray(probs[0])],
+            np.ones((6, 2)),
+        )
+    assert len(got) == 1 and got[0].filename == __file__  # the user's line, once
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TeacherBank.from_logits(_logits((2, 6, 3)))

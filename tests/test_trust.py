@@ -433,8 +433,13 @@ def test_weight_options_a_trust_would_ignore_are_refused_and_settings_record_the
         with pytest.raises(ValueError, match=rf"concentration=123.0 is not used .*\({where}"):
             hyperprior = TrustHyperprior() if trust == "joint" else None
             MTBKDModel(student, bank, trust=trust, concentration=123.0, trust_hyperprior=hyperprior)
+    with pytest.raises(ValueError, match=r"concentration=10.0 is not used"):  # the default's
+        MTBKDModel(student, bank, trust=values, concentration=10.0)  # value, given: refused too
     sampled = MTBKDModel(student, bank, trust="joint", concentration=3.0)  # the default's lambda
     assert sampled.trust_hyperprior.concentration == 3.0
+    # paper() gives its lambda = 5 only where the trust uses it (not the user's to refuse)
+    assert MTBKDModel.paper(student, bank, trust=values).teacher_prior is not None
+    assert MTBKDModel.paper(student, bank, trust="joint").trust_hyperprior.concentration == 5.0
 
 
 def test_fit_teacher_trust_checks_its_settings():

@@ -5,14 +5,18 @@ teacher's ``predict_proba`` columns placed at the classes it was trained on."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import as_float_array
+from mtbkd_jax._layer_state import check_per_example
 
 
 class ProbabilisticClassifier(Protocol):
@@ -86,16 +90,45 @@ def _ndim(value: ArrayLike) -> int:
         return -1
 
 
-def warn_if_probabilities(logits: np.ndarray) -> None:
-    """Warn when a teacher's "logits" are rows on the simplex: read as logits, probabilities
-    give a teacher far flatter than it is (0.76 becomes 0.49 of three classes)."""
+def warn_if_probabilities(logits: np.ndarray, first: int = 0) -> None:
+    """Warn, at the user's line, when a teacher's "logits" (teachers ``first``, ``first + 1``,
+    ...) are rows on the simplex: read as logits, probabilities give a teacher far flatter
+    than it is (0.76 becomes 0.49 of three classes)."""
     on_simplex = (logits >= 0).all(axis=(1, 2)) & (np.abs(logits.sum(-1) - 1.0) <= 1e-4).all(axis=1)
     if on_simplex.any():
-        which = [int(i) for i in np.flatnonzero(on_simplex)]
+        which = [first + int(i) for i in np.flatnonzero(on_simplex)]
         warnings.warn(
             f"the logits of teacher(s) {which} are rows of probabilities (non-negative, each "
             "summing to 1), which would be read as logits and flattened: pass probabilities to "
             "TeacherBank.from_probs, or outputs='probs' to TeacherBank.from_callables",
             UserWarning,
-            stacklevel=3,
+            skip_file_prefixes=(str(Path(__file__).parent),),
         )
+
+
+def evaluate_teacher(teacher: Any, inputs: np.ndarray, index: int, batch_size: int) -> np.ndarray:
+    """``teachers[index]``'s outputs on ``inputs`` (N, C) as float64, in batches: a
+    scikit-learn ``predict_proba``'s, or a callable's. An NNX module in training mode is
+    refused (its outputs would depend on the batch and its statistics be overwritten; the
+    probe runs a copy, on float inputs: token ids are not probed)."""
+    # hasattr, not isinstance with a runtime-checkable Protocol: that looks the attribute up
+    # statically, so it would find scikit-learn's `available_if` descriptor on e.g. an
+    # SVC(probability=False), which has no predict_proba
+    is_sklearn = hasattr(teacher, "predict_proba")
+    if isinstance(teacher, nnx.Module) and np.issubdtype(inputs.dtype, np.floating):
+        check_per_example(teacher, inputs, name=f"teachers[{index}]")
+    chunks = []
+    for start in range(0, inputs.shape[0], batch_size):
+        batch = inputs[start : start + batch_size]
+        if is_sklearn:
+            chunk = cast(ProbabilisticClassifier, teacher).predict_proba(batch)
+        else:
+            chunk = cast(Callable[..., Any], teacher)(jnp.asarray(batch))
+        chunks.append(np.asarray(chunk, dtype=np.float64))
+    out = np.concatenate(chunks, axis=0)
+    if out.ndim != 2 or out.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"teachers[{index}] returned shape {out.shape} for {inputs.shape[0]} inputs; "
+            "expected (N, C) with one row per input"
+        )
+    return out

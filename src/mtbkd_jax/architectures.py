@@ -87,11 +87,13 @@ class CNN(nnx.Module):
         self.head = nnx.Linear(height * width * c_in, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        flat = (self.image_shape[0] * self.image_shape[1] * self.image_shape[2],)
-        if tuple(x.shape[1:]) not in (self.image_shape, flat):  # not reshuffled silently
+        height, width, channels = self.image_shape
+        flat = (height * width * channels,)
+        grey = ((height, width),) if channels == 1 else ()  # (N, H, W): one channel, implied
+        if tuple(x.shape[1:]) not in (self.image_shape, flat, *grey):  # not reshuffled silently
             raise ValueError(
-                f"the CNN takes images of shape (N, {', '.join(map(str, self.image_shape))}) "
-                f"(height, width, channels) or flattened (N, {flat[0]}), got {tuple(x.shape)}"
+                f"the CNN takes images of shape (N, {height}, {width}, {channels}) (height, "
+                f"width, channels) or flattened (N, {flat[0]}), got {tuple(x.shape)}"
             )
         x = x.reshape((x.shape[0], *self.image_shape))
         for conv in self.convs:

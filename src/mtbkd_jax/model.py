@@ -10,6 +10,7 @@ call, copy and compose; a model of one's own can call :func:`mtbkd_jax.teacher_p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -103,7 +104,7 @@ class MTBKDModel(InferenceHooks):
         student: Student,
         teachers: TeacherBank | None = None,
         *,
-        concentration: float = DEFAULT_CONCENTRATION,
+        concentration: float | None = None,
         temperature: float = 1.0,
         prior_power: float = 0.1,
         weight_rule: str | np.ndarray | jax.Array = "paper",
@@ -120,6 +121,8 @@ class MTBKDModel(InferenceHooks):
             )
         self.student = student
         self.teachers = teachers
+        given = concentration  # None: the default (and, with a trust, nothing to refuse)
+        concentration = DEFAULT_CONCENTRATION if given is None else given
         self.concentration = require_nonnegative(concentration, "concentration")
         self.temperature = require_positive(temperature, "temperature")
         self.prior_power = require_positive(prior_power, "prior_power")
@@ -149,7 +152,7 @@ class MTBKDModel(InferenceHooks):
                 teachers,
                 temperature=self.temperature,
                 weight_rule=self.weight_rule,
-                concentration=self.concentration,
+                concentration=given,
                 hyperprior=trust_hyperprior,
             )
             self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, *options)
@@ -190,6 +193,10 @@ class MTBKDModel(InferenceHooks):
         if not isinstance(student, Student):
             raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
         settings = dict(PAPER_SETTINGS)
+        if overrides.get("trust") is not None and not (
+            overrides["trust"] == "joint" and overrides.get("trust_hyperprior") is None
+        ):  # a trust with its own lambda: the paper's is not the user's to refuse
+            del settings["concentration"]
         settings.update(overrides)
         return cls(student.with_prior(flat_prior()), teachers, **settings)
 
@@ -255,6 +262,12 @@ class MTBKDModel(InferenceHooks):
         with _features_given():
             return self.student.logits(weights, features)
 
+    def network(self, feature_shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
+        """Inside the model: :meth:`Student.network` on features (the front-ends featurized
+        the inputs), for a subclass's own ``__call__`` too."""
+        with _features_given():
+            return self.student.network(feature_shape)
+
     def featurize(self, inputs: ArrayLike) -> jax.Array:
         """The student's frozen feature extractor applied once (identity without one)."""
         return self.student.featurize(inputs)
@@ -300,8 +313,7 @@ class MTBKDModel(InferenceHooks):
             trust = sample_trust(
                 self.trust_hyperprior, self.teachers.num_teachers, self.teachers.num_classes
             )
-        with _features_given():  # the front-ends featurized the inputs (the docs above)
-            network = self.student.network(inputs.shape[1:])
+        network = self.network(inputs.shape[1:])
         num_examples = inputs.shape[0]
         data_plate = numpyro.plate("data", num_examples, subsample_size=subsample_size)
         with data_plate as index:

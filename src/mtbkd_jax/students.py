@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -39,6 +40,8 @@ from mtbkd_jax.priors import check_prior_names, normal_prior
 from mtbkd_jax.scale_priors import chain_groups
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
+
+_PACKAGE = str(Path(__file__).parent)  # warnings point at the user's line, outside it
 
 # set while a Student's inputs are known to be features (the canonical model's, whose front-ends
 # applied the extractor): only then may a Student with a feature_extractor build its network
@@ -119,6 +122,7 @@ class Student:
         self.feature_extractor = feature_extractor
         self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
         self._classes_for: dict[tuple, int] = {}  # feature shapes checked -> output classes
+        self._probed: set[tuple] = set()  # input shapes an NNX extractor was probed on
         if self.is_nnx:  # an NNX module knows its parameters already: check the prior now
             check_prior_names(self.prior, self._all_parameter_names())
 
@@ -152,7 +156,7 @@ class Student:
                 "your own the network would get the raw inputs. Apply it once yourself, "
                 "features = student.featurize(x), give the features to run_* and to predict, "
                 "and use mtbkd_jax.Student(student.module, prior=student.prior, "
-                "name=student.name) in the model"
+                "name=student.name) in the model (a subclass of MTBKDModel: self.network)"
             )
         return self._network(feature_shape, self.prior)
 
@@ -296,7 +300,8 @@ class Student:
         return None
 
     def __call__(self, features: jax.Array) -> jax.Array:
-        """Inside a NumPyro model: sample the weights and return the logits, shape (N, C)."""
+        """Inside a NumPyro model: sample the weights and return the logits, shape (N, C)
+        (a ``ValueError`` for a student with a ``feature_extractor``: see :meth:`network`)."""
         return self.network(features.shape[1:])(features)
 
     def logits(self, weights: dict, features: jax.Array) -> jax.Array:
@@ -343,9 +348,11 @@ class Student:
         if self._featurize_jit is None:
             return jnp.asarray(inputs)
         inputs = np.asarray(inputs)
-        extractor = self.feature_extractor  # not in training mode (float inputs are probed)
-        if isinstance(extractor, nnx.Module) and np.issubdtype(inputs.dtype, np.floating):
-            _layer_state.check_per_example(extractor, inputs, name="feature_extractor")
+        extractor, shape = self.feature_extractor, (inputs.shape[1:], inputs.dtype.str)
+        if isinstance(extractor, nnx.Module) and shape not in self._probed:  # once per shape:
+            if np.issubdtype(inputs.dtype, np.floating):  # predict featurizes by chunks
+                _layer_state.check_per_example(extractor, inputs, name="feature_extractor")
+            self._probed.add(shape)  # not in training mode (float inputs are probed)
         parts = [
             self._featurize_jit(jnp.asarray(inputs[i : i + batch_size]))
             for i in range(0, inputs.shape[0], batch_size)
@@ -375,7 +382,7 @@ def _at_least_float32(net: Callable[[jax.Array], Any]) -> Callable[[jax.Array], 
                 "logits, so the potential NUTS and SG-MCMC follow, move in steps; build the "
                 "network with dtype=float32 for inference",
                 UserWarning,
-                stacklevel=2,
+                skip_file_prefixes=(_PACKAGE,),
             )
         return out.astype(jnp.promote_types(dtype, jnp.float32))
 

@@ -13,12 +13,11 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import (
@@ -28,9 +27,9 @@ from mtbkd_jax._checks import (
     require_finite,
     require_positive,
 )
-from mtbkd_jax._layer_state import check_per_example
 from mtbkd_jax._teacher_outputs import (
     ProbabilisticClassifier,
+    evaluate_teacher,
     place_columns,
     stack_teachers,
     warn_if_probabilities,
@@ -77,13 +76,17 @@ class TeacherBank:
     @classmethod
     def from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
         """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
+        warn_if_probabilities(stack_teachers(logits, "logits"))
+        return cls._from_logits(logits, names)
+
+    @classmethod
+    def _from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
         stacked = stack_teachers(logits, "logits")
         require_finite(stacked, "logits")
         if np.abs(stacked).max() > 1e30:
             raise ValueError(
                 f"logits must be below 1e30 in size (float32), got {np.abs(stacked).max():.3g}"
             )
-        warn_if_probabilities(stacked)
         # the row's largest logit taken off in float64 before rounding to float32: softmax
         # ignores a common offset, which rounding first would not (logits near 1e8 round alike)
         shifted = (stacked - stacked.max(axis=-1, keepdims=True)).astype(np.float32)
@@ -159,34 +162,17 @@ class TeacherBank:
         for index, teacher in enumerate(teachers):
             if not callable(teacher) and not hasattr(teacher, "predict_proba"):
                 raise TypeError(f"teachers[{index}] is not callable: {type(teacher).__name__}")
-            # hasattr, not isinstance with a runtime-checkable Protocol: that looks the
-            # attribute up statically, so it would find scikit-learn's `available_if`
-            # descriptor on e.g. an SVC(probability=False), which has no predict_proba
-            is_sklearn = hasattr(teacher, "predict_proba")
-            if isinstance(teacher, nnx.Module) and np.issubdtype(inputs.dtype, np.floating):
-                # refused in training mode (the probe runs a copy, so the teacher is unchanged)
-                check_per_example(teacher, inputs, name=f"teachers[{index}]")
-            chunks = []
-            for start in range(0, inputs.shape[0], batch_size):
-                batch = inputs[start : start + batch_size]
-                if is_sklearn:
-                    chunk = cast(ProbabilisticClassifier, teacher).predict_proba(batch)
-                else:
-                    chunk = cast(Callable[..., Any], teacher)(jnp.asarray(batch))
-                chunks.append(np.asarray(chunk, dtype=np.float64))
-            out = np.concatenate(chunks, axis=0)
-            if out.ndim != 2 or out.shape[0] != inputs.shape[0]:
-                raise ValueError(
-                    f"teachers[{index}] returned shape {out.shape} for {inputs.shape[0]} inputs; "
-                    "expected (N, C) with one row per input"
-                )
+            is_sklearn = hasattr(teacher, "predict_proba")  # (why hasattr: _teacher_outputs)
+            out = evaluate_teacher(teacher, inputs, index, batch_size)
             if is_sklearn and hasattr(teacher, "classes_"):
                 out = place_columns(out, teacher.classes_, num_classes, index)
             kind = "probs" if is_sklearn else outputs
+            if kind == "logits":
+                warn_if_probabilities(out[None], first=index)  # naming this teacher
             single = (
                 cls.from_probs(out[None], names=[f"t{index}"])
                 if kind == "probs"
-                else cls.from_logits(out[None], names=[f"t{index}"])
+                else cls._from_logits(out[None], names=[f"t{index}"])
             )
             log_probs.append(np.asarray(single.log_probs[0]))
         shapes = {lp.shape for lp in log_probs}

@@ -44,7 +44,8 @@ __all__ = ["Carry", "SamplerRun", "SamplerDivergedError"]
 class SamplerDivergedError(FloatingPointError):
     """A chain reached a NaN or infinite state; ``posterior`` holds every finite draw so far,
     and its streamed predictive (with ``keep_draws=False``, its last states too) is that at
-    the end of the last chunk of epochs in which every chain stayed finite."""
+    the end of the last chunk in which every chain stayed finite; ``None`` when no draw had
+    been kept (the divergence came in burn-in)."""
 
     def __init__(self, message: str, posterior: Posterior | None) -> None:
         super().__init__(message)
@@ -279,20 +280,27 @@ class SamplerRun:
         epoch: int,
         stop: int,
         draws: Draws | None,
-        carry: Carry,
+        finished: Carry,
         constrain: Callable,
         started: float,
+        at_epoch: float | None = None,
     ) -> SamplerDivergedError:
+        """The error for a divergence in epochs ``epoch..stop - 1``, with the posterior of the
+        finite draws kept and of ``finished``, the carry (at epoch ``at_epoch``, default
+        ``epoch``) before the diverged chunk: its streamed sums and last states are finite.
+        ``None`` when nothing was kept or streamed and ``finished`` is still in burn-in."""
         cause = divergence_cause(self.model, self.estimator, self.start)
         kept = 0 if draws is None or not draws.sites else next(iter(draws.sites.values())).shape[1]
-        stream = self.placement.to_host(carry.stream)
-        if stream is not None and not float(jnp.sum(stream.count)):  # nothing streamed yet
-            carry = carry._replace(stream=None)
-        if epoch == 0 and kept == 0:  # the first chunk diverged: its start is no draw
-            where, posterior = "no draw was finite (error.posterior is None)", None
+        stream = self.placement.to_host(finished.stream)
+        streamed = 0.0 if stream is None else float(jnp.sum(stream.count))
+        if stream is not None and not streamed:  # a sum of no draws is no predictive
+            finished = finished._replace(stream=None)
+        at_epoch = epoch if at_epoch is None else at_epoch
+        if kept == 0 and not streamed and at_epoch <= self.settings.num_burnin_epochs:
+            where, posterior = "no draw was kept (error.posterior is None)", None
         else:
             where = "the finite draws so far are in error.posterior"
-            posterior = self._package(draws, carry, constrain, started)
+            posterior = self._package(draws, finished, constrain, started)
         return SamplerDivergedError(
             f"{self.settings.sampler}: a chain reached a non-finite state in epochs "
             f"{epoch}..{stop - 1}; {cause}. {where[0].upper()}{where[1:]}",

@@ -66,9 +66,9 @@ def warn_unfitted_params(params: Collection[str], sampler: str) -> None:
             f"the model has numpyro.param sites {sorted(params)} (for a Student: the weights "
             f"its dict prior leaves unsampled), which {sampler} keeps at their initial values; "
             "run_map and run_svi train them (Posterior.fitted_params), so a chain started at "
-            "such a fit's point starts in another model. Give every weight a prior, or put the "
-            "fitted values in the model: numpyro.handlers.substitute(model, "
-            "data=fit.fitted_params), for a model of your own",
+            "such a fit's point starts in another model. Give every weight a prior, or, in a "
+            "model of your own, put the fitted values in: numpyro.handlers.substitute(model, "
+            "data=fit.fitted_params)",
             UserWarning,
             skip_file_prefixes=(str(Path(__file__).parents[1]),),
         )

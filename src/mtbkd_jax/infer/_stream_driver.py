@@ -163,6 +163,7 @@ class StreamedRun(SamplerRun):
                 tick = time.perf_counter()
                 assert pending is not None  # submitted while the previous chunk ran
                 chunk_rows, kept, real = pending.result()
+                finished = carry  # every chain finite here: what a divergence gives back
                 carry, observed = program(
                     carry, chain_keys, jnp.int32(start), kept, real, chunk_rows,
                     self.estimator, predict,
@@ -182,7 +183,9 @@ class StreamedRun(SamplerRun):
                 draws = chunk if draws is None else draws.extend(chunk)
                 if not finite:
                     epochs = (start // spe, (stop - 1) // spe + 1)
-                    raise self._diverged(*epochs, draws, carry, constrain, started)
+                    raise self._diverged(
+                        *epochs, draws, finished, constrain, started, at_epoch=start / spe
+                    )
                 if checkpoint is not None:  # written while the device runs the next chunk
                     progress = {"next_epoch": stop // spe, "next_step": stop}
                     state = self.placement.to_host(carry)

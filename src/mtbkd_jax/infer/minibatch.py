@@ -116,7 +116,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                 observed.append(name)
             elif site["type"] == "deterministic":
                 deterministic.append(name)
-            elif site["type"] == "param" and jax.tree.leaves(site["value"]):
+            elif site["type"] == "param" and _unsubstituted_array(site):
                 params.append(name)
         found.update(
             plates=tuple(plates),
@@ -143,6 +143,12 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         found["oversized"],
         found["params"],
     )
+
+
+def _unsubstituted_array(site: dict) -> bool:
+    """A param site holding arrays at its initial value (``substitute`` gives another)."""
+    initial = site["args"][0] if site["args"] else None
+    return bool(jax.tree.leaves(site["value"])) and site["value"] is initial
 
 
 def check_latent_sites(structure: ModelStructure) -> None:

@@ -227,7 +227,7 @@ def run_sgmcmc(
             num_chains x chunk_steps x |B|`` rows of every streamed array.
 
     Raises:
-        SamplerDivergedError: a chain became NaN/inf; ``error.posterior`` keeps all finite draws.
+        SamplerDivergedError: a chain became NaN/inf; ``error.posterior``: the finite draws.
     """
     check_stream_arguments(**locals())
     auto = _auto_step_size(step_size, checkpoint_path)

@@ -114,8 +114,8 @@ def run_svi(
     guide, optimiser (the same object, or Adam with the same ``learning_rate``),
     ``num_particles``, ``init_scale``, ``rank``, static ``model_kwargs`` and data shapes: a
     second fit is neither traced nor compiled again, and gives the same result as a first one.
-    A model is therefore assumed not to change in place between fits (an MTBKDModel cannot; a
-    model of your own that reads a global keeps its first fit's value, as ``jit`` code does).
+    A model is therefore assumed not to change in place between fits (MTBKDModel's settings
+    cannot; its student's module, and a global a model reads, keep their first fit's values).
 
     The posterior's ``settings["final_loss_change"]`` is the share of the run's fall of the
     loss made in its last tenth of the steps
@@ -387,8 +387,8 @@ def run_map(
     ``polish_steps_run``, ``polish_converged`` and ``polish_grad_norm`` (the gradient's norm
     at the point, in unconstrained coordinates), and a polish that ran out of iterations is
     warned about (:class:`~mtbkd_jax.infer.ConvergenceWarning`). As :func:`run_svi`, it keeps
-    the compiled program for later fits of the same model object: a model of your own must not
-    change in place between fits (an :class:`~mtbkd_jax.MTBKDModel` refuses to).
+    the compiled program for later fits of the same model object: a model must not change in
+    place between fits (an :class:`~mtbkd_jax.MTBKDModel`'s settings refuse to).
 
     Example (a MAP that is the mode, not where Adam stopped):
 

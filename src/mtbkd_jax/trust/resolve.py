@@ -33,7 +33,7 @@ def resolve_trust(
     *,
     temperature: float,
     weight_rule: str,
-    concentration: float,
+    concentration: float | None,
     hyperprior: TrustHyperprior | None,
 ) -> tuple[TeacherPrior | None, TrustedTeachers | None, TrustHyperprior | None]:
     """What :class:`~mtbkd_jax.MTBKDModel` makes of its ``trust=``: ``(teacher_prior,
@@ -42,11 +42,11 @@ def resolve_trust(
     ``"joint"`` or of given values (their ``pooling``; ``None`` where none was given), ``None``
     for a posterior, which keeps its own (a different ``hyperprior`` is refused).
 
-    A ``concentration`` other than the default is refused where the trust's own takes its
-    place (values, a posterior, ``"joint"`` under a given hyperprior): it would be recorded in
-    the model's settings without acting."""
+    A ``concentration`` given (not ``None``) is refused where the trust's own takes its place
+    (values, a posterior, ``"joint"`` under a given hyperprior): it would be recorded in the
+    model's settings without acting."""
     joint = isinstance(trust, str) and trust == "joint"
-    if concentration != DEFAULT_CONCENTRATION and (
+    if concentration is not None and (
         isinstance(trust, TrustPosterior | TrustValues) or (joint and hyperprior is not None)
     ):
         where = "trust_hyperprior.concentration" if joint else "the trust's concentrations"
@@ -82,7 +82,8 @@ def resolve_trust(
         return prior, None, hyperprior
     if isinstance(trust, str) and trust == "joint":
         if hyperprior is None:
-            hyperprior = TrustHyperprior(concentration=max(concentration, 1e-3))
+            given = DEFAULT_CONCENTRATION if concentration is None else concentration
+            hyperprior = TrustHyperprior(concentration=max(given, 1e-3))
         if not isinstance(hyperprior, TrustHyperprior):
             raise TypeError(
                 f"trust_hyperprior must be a TrustHyperprior, got {type(hyperprior).__name__}"

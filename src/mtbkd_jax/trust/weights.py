@@ -8,7 +8,7 @@ import jax
 from mtbkd_jax.priors import TeacherPrior
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior
-from mtbkd_jax.trust.resolve import DEFAULT_CONCENTRATION, resolve_trust
+from mtbkd_jax.trust.resolve import resolve_trust
 from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues
 
 __all__ = ["check_weight_options", "teacher_log_weights", "weight_rule_used"]
@@ -35,7 +35,7 @@ def teacher_log_weights(
         teachers,
         temperature=temperature,
         weight_rule=weight_rule,
-        concentration=DEFAULT_CONCENTRATION,  # not used by values
+        concentration=None,  # values have their own
         hyperprior=None,
     )
     assert mixture is not None
