@@ -317,6 +317,10 @@ class RunFingerprint:
             a, b = a_flat.get(name, "(absent)"), b_flat.get(name, "(absent)")
             if a != b:
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
+        if any(line.startswith("minibatch_strata:") for line in lines):  # a data-axis size
+            data = ("inputs:", "labels:", "model_kwargs.")  # digested per stratum: they differ
+            lines = [line for line in lines if not line.startswith(data)]
+            lines.append("(the data are digested per stratum, so their digests differ with it)")
         probed = len(lines)
         for name in sorted(set(stored["approx"]) | set(current["approx"])):
             a, b = stored["approx"].get(name), current["approx"].get(name)
