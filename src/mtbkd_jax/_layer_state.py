@@ -43,8 +43,8 @@ LINEN_STATE_ERRORS = (flax_errors.ModifyScopeVariableError, flax_errors.InvalidR
 
 _FIX = (
     "Put the network in evaluation mode before giving it to mtbkd_jax: module.eval() for an "
-    "NNX module "
-    "(a BatchNorm then uses its running statistics as fixed constants, and Dropout is off), "
+    "NNX module (a BatchNorm then uses its running statistics as fixed constants, and Dropout "
+    "is off), "
     "use_running_average=True and deterministic=True for linen layers; or remove the layer"
 )
 

@@ -25,7 +25,12 @@ from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
 from mtbkd_jax.students import Student, _features_given
 from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior
-from mtbkd_jax.trust.resolve import DEFAULT_CONCENTRATION, resolve_trust, trust_description
+from mtbkd_jax.trust.resolve import (
+    DEFAULT_CONCENTRATION,
+    resolve_trust,
+    sets_own_concentration,
+    trust_description,
+)
 from mtbkd_jax.trust.sites import TrustedTeachers, TrustHyperprior, TrustValues, sample_trust
 from mtbkd_jax.trust.weights import check_weight_options, teacher_log_weights, weight_rule_used
 
@@ -193,10 +198,8 @@ class MTBKDModel(InferenceHooks):
         if not isinstance(student, Student):
             raise TypeError(f"student must be a mtbkd_jax.Student, got {type(student).__name__}")
         settings = dict(PAPER_SETTINGS)
-        if overrides.get("trust") is not None and not (
-            overrides["trust"] == "joint" and overrides.get("trust_hyperprior") is None
-        ):  # a trust with its own lambda: the paper's is not the user's to refuse
-            del settings["concentration"]
+        if sets_own_concentration(overrides.get("trust"), overrides.get("trust_hyperprior")):
+            del settings["concentration"]  # the trust's own lambda: the paper's is not used
         settings.update(overrides)
         return cls(student.with_prior(flat_prior()), teachers, **settings)
 

@@ -375,7 +375,7 @@ def _at_least_float32(net: Callable[[jax.Array], Any]) -> Callable[[jax.Array], 
         dtype = getattr(out, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             return out
-        if jnp.finfo(dtype).bits < 32:  # shown once per process (Python's default filter)
+        if jnp.finfo(dtype).bits < 32:  # traced, not per step; once per calling line
             warnings.warn(
                 f"the student network computes its logits in {jnp.dtype(dtype).name}: the "
                 "likelihood and teacher prior are taken in float32, but at that precision the "

@@ -76,12 +76,14 @@ class TeacherBank:
     @classmethod
     def from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
         """Teachers given by raw logits: an (M, N, C) array or a list of (N, C) arrays."""
-        warn_if_probabilities(stack_teachers(logits, "logits"))
-        return cls._from_logits(logits, names)
+        stacked = stack_teachers(logits, "logits")
+        warn_if_probabilities(stacked)
+        return cls._from_stacked_logits(stacked, names)
 
     @classmethod
-    def _from_logits(cls, logits: ArrayLike, names: Sequence[str] | None = None) -> TeacherBank:
-        stacked = stack_teachers(logits, "logits")
+    def _from_stacked_logits(
+        cls, stacked: np.ndarray, names: Sequence[str] | None = None
+    ) -> TeacherBank:
         require_finite(stacked, "logits")
         if np.abs(stacked).max() > 1e30:
             raise ValueError(
@@ -172,7 +174,7 @@ class TeacherBank:
             single = (
                 cls.from_probs(out[None], names=[f"t{index}"])
                 if kind == "probs"
-                else cls._from_logits(out[None], names=[f"t{index}"])
+                else cls._from_stacked_logits(out[None], names=[f"t{index}"])
             )
             log_probs.append(np.asarray(single.log_probs[0]))
         shapes = {lp.shape for lp in log_probs}

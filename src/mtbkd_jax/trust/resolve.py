@@ -22,9 +22,16 @@ from mtbkd_jax.trust.sites import (
     trusted_teacher_prior,
 )
 
-__all__ = ["DEFAULT_CONCENTRATION", "resolve_trust", "trust_description"]
+__all__ = ["DEFAULT_CONCENTRATION", "resolve_trust", "sets_own_concentration", "trust_description"]
 
 DEFAULT_CONCENTRATION = 10.0  # MTBKDModel's lambda; with most trusts not used (the trust's is)
+
+
+def sets_own_concentration(trust: object, hyperprior: object) -> bool:
+    """Whether ``trust`` brings its own lambda (values, a posterior, ``"joint"`` under a given
+    hyperprior), so that the model's ``concentration`` is not used."""
+    joint = isinstance(trust, str) and trust == "joint"
+    return isinstance(trust, TrustPosterior | TrustValues) or (joint and hyperprior is not None)
 
 
 def resolve_trust(
@@ -46,9 +53,7 @@ def resolve_trust(
     (values, a posterior, ``"joint"`` under a given hyperprior): it would be recorded in the
     model's settings without acting."""
     joint = isinstance(trust, str) and trust == "joint"
-    if concentration is not None and (
-        isinstance(trust, TrustPosterior | TrustValues) or (joint and hyperprior is not None)
-    ):
+    if concentration is not None and sets_own_concentration(trust, hyperprior):
         where = "trust_hyperprior.concentration" if joint else "the trust's concentrations"
         raise ValueError(
             f"concentration={concentration} is not used with this trust ({where} set lambda): "
