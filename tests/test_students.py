@@ -9,7 +9,7 @@ from flax import linen, nnx
 from numpyro import handlers
 from scipy import stats
 
-from mtbkd_jax import MLP, Student, normal_prior
+from mtbkd_jax import MLP, MTBKDModel, Student, normal_prior, run_nuts
 from mtbkd_jax.students import CNN, LinenMLP
 
 
@@ -131,6 +131,36 @@ def test_a_network_returning_a_tuple_is_named():
         ValueError, match=r"must return one array of logits, shape \(N, C\), got tuple"
     ):
         Student(TwoHeads()).check_inputs(np.ones((2, 4), np.float32))
+
+
+def test_a_network_of_integer_ids_is_told_how_to_take_the_float32_inputs():
+    """The front-ends pass inputs as float32; a network that embeds token ids (nnx.Embed)
+    used to be told it expected a feature width it does not have. Its error now says what to
+    do, and what it says works: cast back in the network, and NUTS samples the embedding."""
+
+    class Tokens(nnx.Module):
+        def __init__(self, cast):
+            self.embed = nnx.Embed(20, 8, rngs=nnx.Rngs(0))
+            self.out = nnx.Linear(8, 3, rngs=nnx.Rngs(1))
+            self.cast = cast
+
+        def __call__(self, x):
+            return self.out(self.embed(x.astype(jnp.int32) if self.cast else x).mean(-2))
+
+    rng = np.random.default_rng(0)
+    ids, labels = rng.integers(0, 20, size=(30, 5)), rng.integers(0, 3, 30)
+    assert Student(Tokens(False)).expected_feature_shape() is None  # no width to read off
+    with pytest.raises(ValueError, match=r"takes integer ids .*\(x\.astype\(jnp\.int32\)"):
+        Student(Tokens(False)).check_inputs(ids.astype(np.float32))
+    student = Student(Tokens(True))
+    assert student.check_inputs(ids.astype(np.float32)) == 3
+    posterior = run_nuts(
+        jax.random.key(0), MTBKDModel(student), ids, labels,
+        num_warmup=20, num_draws=10, num_chains=1, progress_bar=False,
+    )  # fmt: skip
+    (embedding,) = [v for k, v in posterior.draws.items() if "embed" in k]
+    assert embedding.shape == (1, 10, 20, 8) and embedding.std(1).min() > 0  # it moves
+    assert np.isfinite(posterior.predict(ids[:4])).all()
 
 
 def test_half_precision_logits_are_taken_in_float32_and_warned():

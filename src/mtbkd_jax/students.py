@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import warnings
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -34,14 +32,13 @@ from numpyro.contrib.module import random_flax_module, random_nnx_module
 from mtbkd_jax import _layer_state
 from mtbkd_jax._checks import check_prior_form
 from mtbkd_jax._deprecation import warn_renamed
+from mtbkd_jax._network_dtypes import at_least_float32, integer_ids_error, takes_integers
 from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.architectures import CNN, MLP, LinenMLP
 from mtbkd_jax.priors import check_prior_names, normal_prior
 from mtbkd_jax.scale_priors import chain_groups
 
 __all__ = ["Student", "MLP", "CNN", "LinenMLP"]
-
-_PACKAGE = str(Path(__file__).parent)  # warnings point at the user's line, outside it
 
 # set while a Student's inputs are known to be features (the canonical model's, whose front-ends
 # applied the extractor): only then may a Student with a feature_extractor build its network
@@ -166,7 +163,7 @@ class Student:
         with chain_groups(prior):  # a hierarchical prior's groups of several arrays
             if self.is_nnx:
                 net = random_nnx_module(self.name, self.module, prior, scope_divider=".")
-                return _at_least_float32(net)
+                return at_least_float32(net)
             state = _layer_state.linen_state_collections(self.module, feature_shape) or None
             with DotDivider(self.name):
                 net = random_flax_module(
@@ -174,7 +171,7 @@ class Student:
                 )
             if state is not None:
                 net = _layer_state.immutable(self.module, net, state)
-            return _at_least_float32(net)
+            return at_least_float32(net)
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """Every weight's dotted path, whatever the prior (a dict prior samples only the
@@ -264,6 +261,9 @@ class Student:
         except _layer_state.LINEN_STATE_ERRORS as error:
             raise _layer_state.linen_state_error(self.name, error) from None
         except (TypeError, ValueError) as error:
+            with _features_given():
+                if takes_integers(logits, example.shape):
+                    raise integer_ids_error(argument) from None
             expected = self.expected_feature_shape()
             wanted = f"the student expects {expected} per example" if expected else ""
             raise ValueError(
@@ -295,7 +295,7 @@ class Student:
         for _, node in nnx.iter_graph(self.module):
             if isinstance(node, nnx.Linear):
                 return (int(node.in_features),)
-            if isinstance(node, nnx.Conv):
+            if isinstance(node, (nnx.Conv, nnx.Embed)):
                 return None
         return None
 
@@ -364,26 +364,3 @@ class Student:
         shape = getattr(self.module, "architecture", "")  # e.g. an MLP's sizes and units
         kind = f"{type(self.module).__name__} {shape if isinstance(shape, str) else ''}".strip()
         return f"Student({kind}, name={self.name!r}{frozen})"
-
-
-def _at_least_float32(net: Callable[[jax.Array], Any]) -> Callable[[jax.Array], Any]:
-    """``net`` with bfloat16 / float16 logits given as float32: the likelihood and the teacher
-    prior summed over a batch in half precision step by nats (a staircase potential)."""
-
-    def apply(x: jax.Array) -> Any:
-        out = net(x)
-        dtype = getattr(out, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            return out
-        if jnp.finfo(dtype).bits < 32:  # traced, not per step; once per calling line
-            warnings.warn(
-                f"the student network computes its logits in {jnp.dtype(dtype).name}: the "
-                "likelihood and teacher prior are taken in float32, but at that precision the "
-                "logits, so the potential NUTS and SG-MCMC follow, move in steps; build the "
-                "network with dtype=float32 for inference",
-                UserWarning,
-                skip_file_prefixes=(_PACKAGE,),
-            )
-        return out.astype(jnp.promote_types(dtype, jnp.float32))
-
-    return apply

@@ -123,9 +123,9 @@ def run_sgmcmc(
             every example once in a fresh random order, except under ``"ncsgld"``, which draws
             every step's minibatch anew, with replacement (its noise correction needs
             independent minibatches: :mod:`~mtbkd_jax.infer.ncsgld`).
-        batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64). A
-            model of your own sets its plates' ``subsample_size`` itself (``batch_size``, if
-            given, must equal its first plate's).
+        batch_size: minibatch size ``|B|`` of the canonical model's data plate (default 64;
+            above ``N``, the full batch). A model of your own sets its plates'
+            ``subsample_size`` itself (``batch_size``, if given, must equal its first plate's).
         num_epochs: sampling epochs after burn-in (an epoch is ``N // batch_size`` steps).
         num_burnin_epochs: epochs whose draws are discarded.
         step_size: ``eta`` in ``z <- z + eta grad log p + sqrt(2 eta tau) xi``, or a schedule
