@@ -255,3 +255,9 @@ def test_a_zero_probability_on_a_label_is_refused_not_turned_into_nan():
     labels = np.array([1] + [0] * 9)
     with pytest.raises(ValueError, match="'nll' is not finite"):
         paired_bootstrap(a, np.full((10, 2), 0.5), labels, "nll", num_resamples=100)
+
+
+def test_labels_of_another_length_are_blamed_on_the_labels():
+    probs = np.full((40, 2), 0.5)
+    with pytest.raises(ValueError, match=r"^labels must have shape \(40,\), got \(30,\)"):
+        paired_bootstrap(probs, probs, np.zeros(30, int))  # was "probs_a: labels must ..."

@@ -148,3 +148,36 @@ def test_a_built_models_settings_cannot_change_in_place():
     assert model.prior_power == 0.1 and model.concentration == 10.0
     model.note = "mine"  # not a setting
     assert model.note == "mine"
+
+
+@pytest.mark.parametrize("coverage", [interval_coverage, interval_coverage_by_probability])
+def test_true_probabilities_outside_the_unit_interval(coverage):
+    """A float64 softmax's 1 + 1e-12 is rounding (it was refused as outside the edges, with
+    the advice to use the default edges); 1.5 is no probability (it counted as a miss)."""
+    intervals = np.array([[[0.0, 0.01], [0.9, 1.0]]])
+    coverage(intervals, [[0.0, 1.0 + 1e-12]])  # accepted, as 1
+    with pytest.raises(
+        ValueError, match=r"true_probs must be finite and in \[0, 1\], got 0 to 1.5"
+    ):
+        coverage(intervals, [[0.0, 1.5]])
+
+
+def test_metric_inputs_without_classes_or_with_complex_values_are_named():
+    probs = np.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match=r"probs must hold at least one example and class"):
+        accuracy(np.zeros((2, 0)), [0, 0])  # was "labels must lie in 0..-1"
+    with pytest.raises(ValueError, match="probs must be real, got dtype complex128"):
+        accuracy(probs.astype(complex), [0, 1])  # was accepted, the imaginary part dropped
+    with pytest.raises(ValueError, match="labels must be integer class indices, got dtype comp"):
+        accuracy(probs, np.array([0 + 0j, 1 + 0j]))  # was NumPy's "remainder" TypeError
+
+
+def test_probabilities_given_as_logits_are_warned():
+    """Read as logits, probabilities give a far flatter predictive (0.918 here, against the
+    probabilities' own NLL of 1.263)."""
+    from mtbkd_jax.metrics import predictive_nll_from_logits
+
+    probs = [[0.2, 0.8], [0.6, 0.4]]
+    with pytest.warns(UserWarning, match="draw_logits are rows of probabilities"):
+        flattened = predictive_nll_from_logits(probs, [0, 1])
+    assert flattened < negative_log_likelihood(probs, [0, 1])

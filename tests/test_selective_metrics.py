@@ -72,17 +72,17 @@ def test_risk_coverage_and_aurc_match_brute_force(ties, seed):
     np.testing.assert_allclose(risk, reference, rtol=0, atol=1e-12)
     assert aurc(probs, labels) == pytest.approx(sum(reference) / n, abs=1e-12)
     # a wrong convention (least confident first) is told apart
-    assert abs(aurc(probs, labels, scores=-probs.max(-1)) - sum(reference) / n) > 0.01
+    assert abs(aurc(probs, labels, confidence=-probs.max(-1)) - sum(reference) / n) > 0.01
 
 
 def test_custom_scores_match_brute_force_and_higher_means_keep():
     probs, labels = _case(seed=3)
     scores = np.random.default_rng(3).integers(0, 5, size=len(labels)).astype(float)  # ties
-    _, risk = risk_coverage_curve(probs, labels, scores=scores)
+    _, risk = risk_coverage_curve(probs, labels, confidence=scores)
     np.testing.assert_allclose(risk, _brute_risk(probs, labels, scores), rtol=0, atol=1e-12)
     # an oracle score (right predictions first) reaches the lowest AURC
     right = (probs.argmax(-1) == labels).astype(float)
-    assert aurc(probs, labels, scores=right) < aurc(probs, labels) < aurc(probs, labels, -right)
+    assert aurc(probs, labels, confidence=right) < aurc(probs, labels) < aurc(probs, labels, -right)
 
 
 def test_shared_ties_are_the_expectation_over_random_orders():
@@ -128,8 +128,8 @@ def test_accuracy_at_coverage_rounds_up_but_not_on_float_noise():
     labels = np.array([0] * 7 + [1] * 93)
     scores = np.arange(100, 0, -1.0)  # the 7 right ones first
     assert 0.07 * 100 > 7  # 7.000000000000001: a bare ceil would keep 8
-    assert accuracy_at_coverage(probs, labels, 0.07, scores=scores) == 1.0
-    assert accuracy_at_coverage(probs, labels, 0.071, scores=scores) == 7 / 8
+    assert accuracy_at_coverage(probs, labels, 0.07, confidence=scores) == 1.0
+    assert accuracy_at_coverage(probs, labels, 0.071, confidence=scores) == 7 / 8
 
 
 def test_classification_metrics_selective_keys():
@@ -209,8 +209,8 @@ def test_ood_detection_uses_the_entropy_decomposition():
         (lambda: aurc(np.ones(3), [0, 0, 0]), "probs must have shape"),
         (lambda: aurc(np.zeros((0, 2)), np.zeros(0, int)), "probs must hold at least one"),
         (lambda: aurc([[0.5, 0.5]], [0, 1]), "labels must have shape"),
-        (lambda: aurc([[0.5, 0.5]], [0], scores=[1.0, 2.0]), r"scores must have shape \(1,\)"),
-        (lambda: risk_coverage_curve([[0.5, 0.5]], [0], scores=[np.nan]), "scores must be finite"),
+        (lambda: aurc([[0.5, 0.5]], [0], confidence=[1, 2]), r"confidence must have shape \(1,\)"),
+        (lambda: risk_coverage_curve([[0.5, 0.5]], [0], [np.nan]), "confidence must be finite"),
         (lambda: accuracy_at_coverage([[0.5, 0.5]], [0], coverage=0), "coverage must lie"),
         (lambda: accuracy_at_coverage([[0.5, 0.5]], [0], coverage=1.5), "coverage must lie"),
         (lambda: ood_auroc([], [1.0]), "in_scores must be a non-empty"),
@@ -222,6 +222,9 @@ def test_ood_detection_uses_the_entropy_decomposition():
         (lambda: reliability_bands([[0.5, 0.5]], [0], num_resamples=1), "num_resamples"),
         (lambda: reliability_bands([[0.5, 0.5]], [0], level=1.0), "level must be a number in"),
         (lambda: reliability_bands([[0.5, 0.5]], [0], num_bins=0), "num_bins"),
+        (lambda: reliability_bands([[0.5, 0.5]], [0], num_resamples=None), "num_resamples must"),
+        (lambda: reliability_bands([[0.5, 0.5]], [0], seed=-1), "seed must be a non-negative"),
+        (lambda: reliability_bands([[0.5, 0.5]], [0], seed=1.5), "seed must be a non-negative"),
     ],
 )
 def test_bad_inputs_name_the_argument(call, match):
@@ -326,3 +329,18 @@ def test_reliability_diagram_renders_bars_and_counts(tmp_path):
     fig = reliability_diagram({"a": probs}, labels, bands=False)  # the old call still works
     assert len(fig.axes[0].collections) == 0
     plt.close(fig)
+
+
+def test_the_former_scores_keyword_still_works_with_a_deprecation_warning():
+    """``scores=`` read as a confidence where ``ood_auroc``'s scores are an uncertainty; the
+    selective functions now name it ``confidence=`` (the old name warns and means the same)."""
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]])
+    labels, confidence = np.array([0, 1, 1]), np.array([0.1, 0.9, 0.5])
+    expected = aurc(probs, labels, confidence=confidence)
+    with pytest.warns(DeprecationWarning, match=r"aurc\(scores=\).*confidence="):
+        assert aurc(probs, labels, scores=confidence) == expected
+    with pytest.warns(DeprecationWarning, match="accuracy_at_coverage"):
+        kept = accuracy_at_coverage(probs, labels, 0.5, scores=confidence)
+    assert kept == accuracy_at_coverage(probs, labels, 0.5, confidence=confidence) == 0.5
+    with pytest.raises(TypeError, match="got both scores="):
+        aurc(probs, labels, scores=confidence, confidence=confidence)

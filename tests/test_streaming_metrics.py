@@ -67,6 +67,29 @@ def test_float32_batches_give_the_batch_metrics():
     np.testing.assert_array_equal(acc, ref_acc)  # ratios of exact integer counts
 
 
+def test_a_float32_state_stays_float32_under_x64():
+    """With jax_enable_x64 on, the log of a subnormal-safe label probability was widened by a
+    NumPy float64 constant: the state's NLL became float64 and compute refused the state."""
+    probs, labels = _problem(3, 40, 3)
+    with jax.enable_x64(True):
+        state = streaming_update(streaming_init(3, dtype=jnp.float32), probs, labels)
+        assert {field.dtype for field in state} == {np.dtype(np.float32)}
+        got = streaming_compute(state)
+    np.testing.assert_allclose(got["nll"], metrics.negative_log_likelihood(probs, labels), 1e-6)
+
+
+def test_labels_too_wide_for_int32_are_invalid_rows_not_an_overflow():
+    """uint64 labels (-1, the invalid marker, fits no unsigned type) and Python integers past
+    int32 raised NumPy's OverflowError; they are out of range, so invalid rows."""
+    probs = np.full((3, 3), 1 / 3, np.float32)
+    for labels in (np.array([0, 1, 2**32], np.uint64), [0, 1, 2**33]):
+        state = streaming_update(streaming_init(3), probs, labels)
+        with pytest.raises(ValueError, match="state holds 1 invalid rows"):
+            streaming_compute(state)
+    fine = streaming_update(streaming_init(3), probs, np.array([0, 1, 2], np.uint64))
+    assert streaming_compute(fine)["examples"] == 3
+
+
 def test_float64_state_matches_to_float64_rounding():
     with jax.enable_x64(True):
         probs, labels = _problem(1, 600, 3)

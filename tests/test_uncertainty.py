@@ -403,3 +403,8 @@ def test_draw_functions_refuse_logits_and_percentages(name):
         function(np.full((2, 3, 3), 100 / 3))
     probs = _draws(4, num_draws=5, num_examples=3, num_classes=3)
     function(jnp.asarray(probs, jnp.float16))  # float16 rounding of a softmax is accepted
+
+
+def test_draws_of_no_example_are_named():
+    with pytest.raises(ValueError, match="N >= 1 examples"):  # was NumPy's "zero-size array"
+        mk.mean_deviance(np.zeros((2, 0, 3), np.float32))

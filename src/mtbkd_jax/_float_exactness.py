@@ -89,7 +89,8 @@ def log_probability(p: jax.Array) -> tuple[jax.Array, jax.Array]:
     shift, lowest = (52, 1074) if p.dtype == jnp.float64 else (23, 149)
     bits = _magnitude_bits(p)[1]
     zero, subnormal = bits == 0, bits < (1 << shift)
-    from_bits = jnp.log(jnp.where(zero, 1, bits).astype(p.dtype)) - lowest * np.log(2.0)
+    offset = jnp.asarray(lowest * np.log(2.0), p.dtype)  # a NumPy float64 would widen p's
+    from_bits = jnp.log(jnp.where(zero, 1, bits).astype(p.dtype)) - offset
     return jnp.where(subnormal, from_bits, jnp.log(jnp.where(subnormal, 1.0, p))), zero
 
 

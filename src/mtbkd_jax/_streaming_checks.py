@@ -61,9 +61,13 @@ def narrowed(
     (invalid), probabilities that would round to 0 are refused (their NLL would be inf), and
     the rest are rounded to the state's dtype with each row's confidence kept in its bin
     (:func:`bin_kept`)."""
-    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
+    if not isinstance(labels, jax.Array):  # a list of Python ints may not fit int32 either
+        labels = np.asarray(labels)
+    if labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
         in_range = (labels >= 0) & (labels < num_classes)
-        labels = np.where(in_range, labels, -1).astype(np.int32)
+        kept = np.full(labels.shape, -1, np.int32)  # -1 (invalid) fits no unsigned dtype
+        kept[in_range] = labels[in_range]
+        labels = kept
     dtype = np.dtype(dtype)
     if isinstance(probs, np.ndarray) and probs.dtype.kind == "f" and probs.dtype != dtype:
         if probs.dtype.itemsize > dtype.itemsize:

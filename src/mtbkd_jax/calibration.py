@@ -21,13 +21,16 @@ The ECE of :func:`~mtbkd_jax.metrics.expected_calibration_error` bins the confid
   continuous confidences any binned error is a lower bound on the unbinned one.) The squared
   estimate can go below 0 when the model is nearly calibrated; the error is then reported as 0.
 
-Bins follow Kumar et al.'s equal-mass scheme: the sorted confidences are split into runs of
-``ceil(N / num_bins)`` (so ``ceil(N / ceil(N / num_bins))`` runs, which is ``num_bins`` for
-``N`` well above it: 8 for ``N = 16``, ``num_bins = 15``), each boundary the midpoint between
-the runs' neighbouring values, and a confidence on a boundary belongs to the bin below, so
-equal confidences always share a bin (the result does not depend on the order of the examples;
-with many ties there are fewer, unequal bins). Bins of one example add nothing to the debiased
-estimate (their variance cannot be estimated).
+Bins are equal-mass, as Kumar et al.'s, but sized otherwise than their released code, which
+splits the sorted confidences by ``numpy.array_split`` (15 bins for ``N = 16``, most of one
+example, which the debiased estimate cannot use; in a check at ``N = 1000`` the two errors
+differed by 4e-4). Here the sorted confidences are split into runs of ``ceil(N / num_bins)``
+(so ``ceil(N / ceil(N / num_bins))`` runs, which is ``num_bins`` for ``N`` well above it: 8
+for ``N = 16``, ``num_bins = 15``), each boundary the midpoint between the runs' neighbouring
+values, and a confidence on a boundary belongs to the bin below, so equal confidences always
+share a bin (the result does not depend on the order of the examples; with many ties there
+are fewer, unequal bins). Bins of one example add nothing to the debiased estimate (their
+variance cannot be estimated).
 
 Plain NumPy in float64 on the host, as :mod:`mtbkd_jax.metrics`, which re-exports these.
 """

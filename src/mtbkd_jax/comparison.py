@@ -214,6 +214,8 @@ def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
         try:
             _check(run, labels)
         except ValueError as error:
+            if str(error).startswith(("labels must have shape", "labels must be integer")):
+                raise
             raise ValueError(f"{name}: {error}") from None
 
 

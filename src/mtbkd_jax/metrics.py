@@ -2,13 +2,17 @@
 
 All are plain NumPy on the host (they run once per evaluation), computed in float64. The
 selective-prediction, OOD-detection and calibration-band metrics live in
-:mod:`mtbkd_jax.selective`, the equal-mass calibration errors (adaptive ECE, the debiased L2
-calibration error) in :mod:`mtbkd_jax.calibration`; both are re-exported here. The same
-accuracy, NLL, Brier score, ECE and classwise ECE accumulated over mini-batches, on the device,
-are in :mod:`mtbkd_jax.streaming_metrics`.
+:mod:`mtbkd_jax.selective`, the coverage of credible intervals in :mod:`mtbkd_jax.intervals`,
+the equal-mass calibration errors (adaptive ECE, the debiased L2 calibration error) in
+:mod:`mtbkd_jax.calibration`; all are re-exported here. The same accuracy, NLL, Brier score,
+ECE and classwise ECE accumulated over mini-batches, on the device, are in
+:mod:`mtbkd_jax.streaming_metrics`.
 """
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,6 +22,7 @@ from mtbkd_jax.calibration import (
     debiased_calibration_error,
     debiased_calibration_error_or_nan,
 )
+from mtbkd_jax.intervals import interval_coverage, interval_coverage_by_probability
 from mtbkd_jax.selective import (
     accuracy_at_coverage,
     aurc,
@@ -51,12 +56,14 @@ __all__ = [
 
 
 def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    if np.iscomplexobj(probs):  # a cast would drop the imaginary part with a warning
+        raise ValueError(f"probs must be real, got dtype {np.asarray(probs).dtype}")
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     if probs.ndim != 2:
         raise ValueError(f"probs must have shape (N, C), got {probs.shape}")
-    if probs.shape[0] == 0:  # a mean over no examples is NaN or 0, never a figure
-        raise ValueError("probs must hold at least one example, got shape (0, C)")
+    if probs.shape[0] == 0 or probs.shape[1] == 0:  # a mean over nothing is never a figure
+        raise ValueError(f"probs must hold at least one example and class, got {probs.shape}")
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise ValueError("probs must be finite and non-negative")
     if probs.size and np.abs(probs.sum(-1) - 1).max() > 1e-3:
@@ -64,7 +71,7 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]
             f"probs rows must sum to 1 (within 1e-3); found a row summing to "
             f"{probs.sum(-1)[np.argmax(np.abs(probs.sum(-1) - 1))]:.6g}"
         )
-    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):  # strings
+    if labels.dtype.kind not in "biuf":  # strings, complex numbers, objects
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
@@ -146,6 +153,13 @@ def predictive_nll_from_logits(draw_logits: ArrayLike, labels: ArrayLike) -> flo
         )
     if not np.isfinite(logits).all():
         raise ValueError("draw_logits must be finite")
+    if (logits >= 0).all() and np.allclose(logits.sum(-1), 1.0, rtol=0.0, atol=1e-4):
+        warnings.warn(  # read as logits, probabilities give a far flatter predictive
+            "draw_logits are rows of probabilities (non-negative, each summing to 1), which "
+            "are read as logits here: pass the probabilities to negative_log_likelihood",
+            UserWarning,
+            skip_file_prefixes=(str(Path(__file__).parent),),
+        )
     logits = logits.reshape(-1, *logits.shape[-2:])
     shifted = logits - logits.max(-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -285,94 +299,6 @@ def _error_flags(errors: ArrayLike) -> np.ndarray:
             f"{int(bad.sum())} value(s) are neither, the first {first.item()!r}"
         )
     return array.astype(bool)
-
-
-def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    intervals = np.asarray(intervals, dtype=np.float64)
-    true_probs = np.asarray(true_probs, dtype=np.float64)
-    if intervals.shape != (*true_probs.shape, 2):
-        raise ValueError(
-            f"intervals must have shape {(*true_probs.shape, 2)} (lower and upper bounds for "
-            f"true_probs of shape {true_probs.shape}), got {intervals.shape}"
-        )
-    if true_probs.size == 0:
-        raise ValueError("true_probs must hold at least one probability, got shape (0, ...)")
-    # a NaN bound or probability compares False everywhere, so it would count as a miss
-    if np.isnan(intervals).any():
-        raise ValueError("intervals must not hold NaN")
-    if not np.isfinite(true_probs).all():
-        raise ValueError("true_probs must be finite (no NaN or infinity)")
-    reversed_ = intervals[..., 0] > intervals[..., 1]
-    if reversed_.any():
-        where = tuple(int(i) for i in np.argwhere(reversed_)[0])
-        raise ValueError(
-            f"intervals must hold (lower, upper) with lower <= upper; at {where} the lower bound "
-            f"{intervals[where][0]:.6g} is above the upper {intervals[where][1]:.6g} "
-            "(bounds swapped?)"
-        )
-    return intervals, true_probs
-
-
-def interval_coverage(intervals: ArrayLike, true_probs: ArrayLike) -> float:
-    """Fraction of true class probabilities inside their credible intervals.
-
-    Args:
-        intervals: (N, C, 2) lower and upper bounds.
-        true_probs: (N, C) the known class probabilities (synthetic data).
-    """
-    intervals, true_probs = _check_intervals(intervals, true_probs)
-    inside = (intervals[..., 0] <= true_probs) & (true_probs <= intervals[..., 1])
-    return float(inside.mean())
-
-
-def interval_coverage_by_probability(
-    intervals: ArrayLike,
-    true_probs: ArrayLike,
-    edges: ArrayLike = (0.0, 0.01, 0.1, 0.9, 1.0),
-) -> list[dict[str, float]]:
-    """Coverage within bins of the true probability, and on which side the misses fall.
-
-    With many classes most (example, class) pairs have a tiny true probability, and the pooled
-    :func:`interval_coverage` is then mostly about the intervals' lower tails; this shows it.
-
-    Args:
-        intervals: (N, C, 2) lower and upper bounds.
-        true_probs: (N, C) the known class probabilities.
-        edges: increasing bin edges; a bin is ``[low, high)``, the last one ``[low, high]``.
-
-    Returns:
-        One dict per non-empty bin: ``low``, ``high``, ``count``, ``coverage``, and the
-        fractions of the bin with the truth ``below`` and ``above`` its interval.
-    """
-    intervals, true_probs = _check_intervals(intervals, true_probs)
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):  # NaN: refused
-        raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")
-    outside = (true_probs < edges[0]) | (true_probs > edges[-1])
-    if outside.any():  # they would be in no bin, and the rows would not add up to the pairs
-        raise ValueError(
-            f"edges must span every true probability: {int(outside.sum())} lie outside "
-            f"[{edges[0]:g}, {edges[-1]:g}] (use edges from 0 to 1)"
-        )
-    below = true_probs < intervals[..., 0]
-    above = true_probs > intervals[..., 1]
-    rows = []
-    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        last = k == len(edges) - 2
-        in_bin = (true_probs >= low) & ((true_probs <= high) if last else (true_probs < high))
-        count = int(in_bin.sum())
-        if count:
-            rows.append(
-                {
-                    "low": float(low),
-                    "high": float(high),
-                    "count": count,
-                    "coverage": float(1.0 - (below | above)[in_bin].mean()),
-                    "below": float(below[in_bin].mean()),
-                    "above": float(above[in_bin].mean()),
-                }
-            )
-    return rows
 
 
 def classification_metrics(

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._deprecation import renamed_keywords
+
 __all__ = [
     "risk_coverage_curve",
     "aurc",
@@ -35,11 +37,12 @@ def _checked(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarra
     return _check(probs, labels)  # which also refuses an empty set
 
 
-def _scores(scores: ArrayLike | None, probs: np.ndarray, name: str = "scores") -> np.ndarray:
-    """The confidence of each example: ``scores`` checked, or by default ``max_c p_c``."""
-    if scores is None:
+def _confidence(confidence: ArrayLike | None, probs: np.ndarray) -> np.ndarray:
+    """The confidence of each example: ``confidence`` checked, or by default ``max_c p_c``."""
+    name = "confidence"
+    if confidence is None:
         return probs.max(-1)
-    values = np.asarray(scores, dtype=np.float64)
+    values = np.asarray(confidence, dtype=np.float64)
     if values.shape != probs.shape[:1]:
         raise ValueError(f"{name} must have shape ({probs.shape[0]},), got {values.shape}")
     if not np.isfinite(values).all():
@@ -64,8 +67,9 @@ def _selective_errors(errors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     return before[g] + (k - starts[g]) * group_errors[g] / sizes[g]
 
 
+@renamed_keywords("mtbkd_jax.metrics.risk_coverage_curve", scores="confidence")
 def risk_coverage_curve(
-    probs: ArrayLike, labels: ArrayLike, scores: ArrayLike | None = None
+    probs: ArrayLike, labels: ArrayLike, confidence: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The risk-coverage curve of selective classification (Geifman & El-Yaniv, 2017).
 
@@ -77,8 +81,11 @@ def risk_coverage_curve(
     Args:
         probs: (N, C) predictive probabilities; their argmax is the prediction.
         labels: (N,) true classes.
-        scores: (N,) a confidence per example, higher meaning *keep* (e.g. ``-entropy`` or
-            ``-mean_deviance``); by default the largest predictive probability ``max_c p_c``.
+        confidence: (N,) a confidence per example, higher meaning *keep* (e.g. ``-entropy``
+            or ``-mean_deviance``: the opposite sign to the uncertainty scores of
+            :func:`ood_auroc` and :func:`~mtbkd_jax.metrics.error_detection_auroc`); by
+            default the largest predictive probability ``max_c p_c``. (Formerly
+            ``scores=``, deprecated.)
 
     Returns:
         ``(coverage, risk)``, two (N,) arrays with ``coverage[k - 1] = k / N``.
@@ -91,13 +98,14 @@ def risk_coverage_curve(
         ([0.333, 0.667, 1.0], [0.0, 0.5, 0.333])
     """
     probs, labels = _checked(probs, labels)
-    confidence = _scores(scores, probs)
+    confidence = _confidence(confidence, probs)
     errors = probs.argmax(-1) != labels
     k = np.arange(1, len(labels) + 1)
     return k / len(labels), _selective_errors(errors, confidence) / k
 
 
-def aurc(probs: ArrayLike, labels: ArrayLike, scores: ArrayLike | None = None) -> float:
+@renamed_keywords("mtbkd_jax.metrics.aurc", scores="confidence")
+def aurc(probs: ArrayLike, labels: ArrayLike, confidence: ArrayLike | None = None) -> float:
     """Area under the risk-coverage curve: the mean of the risk over ``k = 1..N`` (the
     convention of Geifman et al., 2019). Lower is better; its floor, reached by a score that
     ranks every right prediction above every wrong one, is above 0 unless all are right.
@@ -105,21 +113,23 @@ def aurc(probs: ArrayLike, labels: ArrayLike, scores: ArrayLike | None = None) -
     Args:
         probs: (N, C) predictive probabilities.
         labels: (N,) true classes.
-        scores: (N,) confidence, higher meaning keep; by default ``max_c p_c``.
+        confidence: (N,) higher meaning keep (as :func:`risk_coverage_curve`'s); by default
+            ``max_c p_c``.
 
     Example:
         >>> from mtbkd_jax.selective import aurc
         >>> round(aurc([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]], [0, 1, 1]), 4)  # (0 + 1/2 + 1/3) / 3
         0.2778
     """
-    return float(risk_coverage_curve(probs, labels, scores)[1].mean())
+    return float(risk_coverage_curve(probs, labels, confidence)[1].mean())
 
 
+@renamed_keywords("mtbkd_jax.metrics.accuracy_at_coverage", scores="confidence")
 def accuracy_at_coverage(
     probs: ArrayLike,
     labels: ArrayLike,
     coverage: float = 0.9,
-    scores: ArrayLike | None = None,
+    confidence: ArrayLike | None = None,
 ) -> float:
     """Accuracy on the ``ceil(coverage * N)`` most confident examples (ties shared, as in
     :func:`risk_coverage_curve`; a product within ``1e-9`` of an integer counts as it, so 0.7
@@ -129,7 +139,8 @@ def accuracy_at_coverage(
         probs: (N, C) predictive probabilities.
         labels: (N,) true classes.
         coverage: the fraction of examples kept, in (0, 1].
-        scores: (N,) confidence, higher meaning keep; by default ``max_c p_c``.
+        confidence: (N,) higher meaning keep (as :func:`risk_coverage_curve`'s); by default
+            ``max_c p_c``.
 
     Example:
         >>> from mtbkd_jax.selective import accuracy_at_coverage
@@ -139,7 +150,7 @@ def accuracy_at_coverage(
     number = isinstance(coverage, int | float | np.integer | np.floating)
     if isinstance(coverage, bool) or not number or not 0 < coverage <= 1:
         raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}")
-    _, risk = risk_coverage_curve(probs, labels, scores)
+    _, risk = risk_coverage_curve(probs, labels, confidence)
     kept = min(len(risk), max(1, math.ceil(coverage * len(risk) - 1e-9)))
     return float(1.0 - risk[kept - 1])
 
@@ -291,8 +302,11 @@ def reliability_bands(
     """
     from mtbkd_jax.metrics import _equal_width_bins, reliability_bins
 
-    if isinstance(num_resamples, bool) or int(num_resamples) != num_resamples or num_resamples < 2:
+    whole = isinstance(num_resamples, int | np.integer) and not isinstance(num_resamples, bool)
+    if not whole or num_resamples < 2:
         raise ValueError(f"num_resamples must be an integer >= 2, got {num_resamples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     real = isinstance(level, int | float | np.integer | np.floating)
     if isinstance(level, bool) or not real or not 0 < level < 1:
         raise ValueError(f"level must be a number in (0, 1), got {level!r}")

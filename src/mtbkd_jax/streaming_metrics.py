@@ -14,8 +14,8 @@ ECE are all sums over examples of per-example or per-bin terms, so a state of
   last, short batch;
 - :func:`streaming_merge` adds two states (a ``jax.lax.psum`` of the state over a device axis
   also works, to float rounding: its counts are exact below ``2**24`` in all);
-- :func:`streaming_compute` and :func:`streaming_reliability_bins` turn a state into the
-  figures of :func:`~mtbkd_jax.metrics.classification_metrics` and
+- :func:`streaming_compute` and :func:`streaming_reliability_bins` turn a state into those
+  five figures of :func:`~mtbkd_jax.metrics.classification_metrics` and
   :func:`~mtbkd_jax.metrics.reliability_bins`, on the host.
 - :func:`streaming_classification_metrics` does all of it over an iterable of
   ``(probs, labels)`` or ``(probs, labels, mask)`` batches.
@@ -253,7 +253,9 @@ def streaming_update(
     Args:
         state: from :func:`streaming_init` or an earlier update.
         probs: ``(N, num_classes)`` predictive probabilities (float; widened to the state's
-            dtype, so float16 and bfloat16 are taken exactly).
+            dtype, so float16 and bfloat16 are taken exactly; each row must still sum to 1
+            within 1e-3, as the batch metrics ask, which a half-precision softmax need not:
+            take it in float32).
         labels: ``(N,)`` integer class indices.
         mask: ``(N,)`` booleans, ``False`` for padding rows, which are left out; default all
             rows.
@@ -319,9 +321,10 @@ def _values(state: StreamingMetricsState) -> dict[str, np.ndarray]:
 
 
 def streaming_compute(state: StreamingMetricsState) -> dict[str, float]:
-    """Accuracy, NLL, Brier score, ECE and classwise ECE of the examples added: the keys and
-    values of :func:`~mtbkd_jax.metrics.classification_metrics` (to float32 rounding of each
-    term for a float32 state), plus ``"examples"``.
+    """Accuracy, NLL, Brier score, ECE and classwise ECE of the examples added: those five
+    keys and values of :func:`~mtbkd_jax.metrics.classification_metrics` (to float32 rounding
+    of each term for a float32 state; its equal-mass and selective figures need every example
+    at once), plus ``"examples"``.
 
     Raises:
         ValueError: no example was added, or some rows were invalid.

@@ -63,10 +63,10 @@ def _check_draws(draw_probs: ArrayLike, *, min_draws: int = 1) -> jax.Array:
             "draw_probs must have shape (S, N, C) (draws, examples, classes), "
             f"got shape {shape} ({len(shape)} dimensions)"
         )
-    if shape[0] < min_draws or shape[2] < 1:
+    if shape[0] < min_draws or shape[1] < 1 or shape[2] < 1:
         raise ValueError(
-            f"draw_probs must have shape (S, N, C) with S >= {min_draws} draws and C >= 1 "
-            f"classes, got shape {shape}"
+            f"draw_probs must have shape (S, N, C) with S >= {min_draws} draws, N >= 1 "
+            f"examples and C >= 1 classes, got shape {shape}"
         )
     array = jnp.asarray(draw_probs)
     if not isinstance(array, jax.core.Tracer) and not bool(jnp.isfinite(array).all()):
@@ -363,9 +363,9 @@ def predictive_metrics(
     ``(inputs, labels)``, accumulated chunk by chunk
     (:mod:`mtbkd_jax.streaming_metrics`): memory is ``S * example_batch_size * C`` at a time
     plus a state of ``C * num_bins`` numbers, so a test set of any size (a memory-mapped
-    ``.npy``, say) can be scored. The figures are those of
+    ``.npy``, say) can be scored. The figures are those five of
     :func:`~mtbkd_jax.metrics.classification_metrics` on the whole predictive mean, to
-    float32 rounding.
+    float32 rounding (its equal-mass and selective figures need every example at once).
 
     Args:
         posterior: anything with ``predict(inputs, draw_batch_size=...) -> (S, n, C)``.
