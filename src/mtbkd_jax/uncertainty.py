@@ -162,8 +162,9 @@ def entropy_decomposition(draw_probs: ArrayLike) -> dict[str, jax.Array]:
 
     The mutual information is ``mean_s KL(q_s || Q)``, with ``Q`` and each ``q_s - Q`` formed
     from the draws' differences to draw 0: never negative, exactly 0 where every draw is the
-    same, accurate in float32 however small (``total - aleatoric`` cancels: where draws nearly
-    agree it is rounding noise of either sign, which then ranks OOD inputs)."""
+    same, small values kept in float32 (against float64 on the same draws, in one check: 1e-6
+    relative at a draw spread of 1e-2, 1% at 1e-6), where ``total - aleatoric`` cancels: where
+    draws nearly agree it is rounding noise of either sign, which then ranks OOD inputs."""
     return _entropy_decomposition(_check_draws(draw_probs))
 
 
