@@ -442,6 +442,29 @@ def test_weight_options_a_trust_would_ignore_are_refused_and_settings_record_the
     assert MTBKDModel.paper(student, bank, trust="joint").trust_hyperprior.concentration == 5.0
 
 
+def test_a_hyperprior_without_a_trust_and_the_paper_rule_named_with_a_trust_are_refused():
+    """Both were silently ignored: trust_hyperprior with trust=None gave the fixed model
+    (settings() equal to the model without it), and weight_rule="paper" given with a fitted or
+    joint trust could not be told from the constructor's default (the trust's rule was used)."""
+    bank, fitted = _bank(10, (2, 8, 3)), _fitted_trust()
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="trust_hyperprior is for trust='joint'.*got trust=None"):
+        MTBKDModel(student, bank, trust_hyperprior=TrustHyperprior(pooling="product"))
+    for trust in (fitted, "joint"):
+        with pytest.raises(ValueError, match="weight_rule would be ignored"):
+            MTBKDModel(student, bank, trust=trust, weight_rule="paper")
+        assert MTBKDModel(student, bank, trust=trust).weight_rule == "learned"
+    paper_rule = TrustHyperprior(weight_rule="paper")  # named where it is the rule used: fine
+    joint = MTBKDModel(
+        student, bank, trust="joint", trust_hyperprior=paper_rule, weight_rule="paper"
+    )
+    assert joint.weight_rule == "paper"
+    assert MTBKDModel.paper(student, bank, trust=fitted, temperature=1.0).weight_rule == "learned"
+    values = TrustValues.fixed(2, 10.0)  # given values take weight_rule, by default the paper's
+    assert MTBKDModel(student, bank, trust=values).weight_rule == "paper"
+    assert MTBKDModel(student, bank).weight_rule == "paper"
+
+
 def test_fit_teacher_trust_checks_its_settings():
     bank = _bank(11, (2, 12, 3))
     labels = np.arange(12) % 3

@@ -182,3 +182,37 @@ def test_the_motivating_case_gaussian_naive_bayes_and_logistic_regression_on_dig
         assert not np.isnan(np.asarray(prior.log_weights)).any(), rule
         density = np.asarray(prior.log_density(jnp.zeros((600, 10))))
         assert np.isfinite(density).all(), f"{rule}: {np.isnan(density).sum()} NaN examples"
+
+
+@pytest.mark.parametrize("rule", ["paper", "inverse_entropy", "learned"])
+def test_learned_temperatures_get_finite_gradients_from_a_one_hot_teacher(rule):
+    """Joint trust calibrates the teachers by sampled temperatures before the entropy rules
+    see them. An exactly one-hot teacher's log entropy is a logsumexp of no finite term, whose
+    gradient was NaN: NumPyro found no valid starting point for the paper and inverse-entropy
+    rules (and run_map blamed the log density, which was finite)."""
+    from flax import nnx
+    from numpyro.infer.util import initialize_model
+
+    import mtbkd_jax as mk
+    from mtbkd_jax._tempering import tempered_log_softmax
+    from mtbkd_jax.teachers import _log_entropies
+    from mtbkd_jax.trust import TrustHyperprior
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 12)
+    one_hot = np.eye(3)[labels]
+    bank = TeacherBank.from_probs(np.stack([one_hot, np.full((12, 3), 1 / 3)]))
+    inputs = jnp.asarray(rng.normal(size=(12, 2)), jnp.float32)
+    student = mk.Student(mk.MLP(2, 3, hidden=(), rngs=nnx.Rngs(0)))
+    hyperprior = TrustHyperprior(weight_rule=rule)
+    model = mk.MTBKDModel(student, bank, trust="joint", trust_hyperprior=hyperprior)
+    info = initialize_model(jax.random.key(0), model, model_args=(inputs, jnp.asarray(labels)))
+    gradient = jax.grad(info.potential_fn)(info.param_info.z)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(gradient))
+
+    # the entropy of a one-hot teacher stays exactly zero, with a zero gradient
+    def entropy(temperature):
+        return jnp.exp(_log_entropies(tempered_log_softmax(bank.log_probs, temperature), 2.0))
+
+    assert np.asarray(entropy(1.5)[0]).max() == 0.0
+    assert jax.grad(lambda t: entropy(t)[0].sum())(1.5) == 0.0

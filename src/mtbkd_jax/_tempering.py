@@ -25,4 +25,15 @@ def tempered_log_softmax(x: jax.Array, temperature: jax.Array | float, axis: int
     finite = jnp.where(jnp.isfinite(x), x, -jnp.inf)
     shift = jax.lax.stop_gradient(jnp.max(finite, axis=axis, keepdims=True))
     shift = jnp.where(jnp.isfinite(shift), shift, 0.0)  # a row without a finite entry: no shift
-    return jax.nn.log_softmax((x - shift) / temperature, axis=axis)
+    zero = jnp.isneginf(x)  # -inf / T has gradient NaN in T: divided as 0, put back after
+    scaled = (jnp.where(zero, 0.0, x) - shift) / temperature
+    return jax.nn.log_softmax(jnp.where(zero, -jnp.inf, scaled), axis=axis)
+
+
+def logsumexp_or_neginf(x: jax.Array, axis: int = -1) -> jax.Array:
+    """``logsumexp`` along ``axis``, ``-inf`` where every entry is ``-inf`` (an entropy of an
+    exactly one-hot teacher, a sum of no terms), with a zero gradient there: ``logsumexp``'s
+    own is ``exp(-inf - (-inf))``, NaN, which reached a learned trust's temperatures."""
+    empty = jnp.isneginf(x).all(axis=axis, keepdims=True)
+    out = jax.scipy.special.logsumexp(jnp.where(empty, 0.0, x), axis=axis, keepdims=True)
+    return jnp.squeeze(jnp.where(empty, -jnp.inf, out), axis=axis)

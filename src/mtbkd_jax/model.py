@@ -27,6 +27,7 @@ from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior
 from mtbkd_jax.trust.resolve import (
     DEFAULT_CONCENTRATION,
+    check_trust_arguments,
     resolve_trust,
     sets_own_concentration,
     trust_description,
@@ -69,8 +70,9 @@ class MTBKDModel(InferenceHooks):
         prior_power: ``beta > 0``, a power on the teacher prior (default 0.1, so that the
             distillation weight ``beta * lambda`` of the posterior mode is 1; the reference code
             effectively uses ``beta = 0.02``; ``beta = 1`` is the plain Bayesian model).
-        weight_rule: mixing-weight rule (``"paper"``, ``"inverse_entropy"``, ``"softmax"``,
-            ``"uniform"``) or an (M, N) array.
+        weight_rule: mixing-weight rule (``"paper"``, the default, ``"inverse_entropy"``,
+            ``"softmax"``, ``"uniform"``) or an (M, N) array; with a ``TrustPosterior`` or
+            ``"joint"``, by default the trust's hyperprior's rule (another is refused).
         weight_temperature: temperature at which entropies are measured for the weights (1).
         weight_tau: temperature of the ``"softmax"`` weight rule.
         trust: the teachers' trust (:mod:`mtbkd_jax.trust`): ``None`` (the paper's fixed
@@ -112,7 +114,7 @@ class MTBKDModel(InferenceHooks):
         concentration: float | None = None,
         temperature: float = 1.0,
         prior_power: float = 0.1,
-        weight_rule: str | np.ndarray | jax.Array = "paper",
+        weight_rule: str | np.ndarray | jax.Array | None = None,
         weight_temperature: float = 1.0,
         weight_tau: float = 1.0,
         trust: TrustPosterior | TrustValues | str | None = None,
@@ -131,16 +133,16 @@ class MTBKDModel(InferenceHooks):
         self.concentration = require_nonnegative(concentration, "concentration")
         self.temperature = require_positive(temperature, "temperature")
         self.prior_power = require_positive(prior_power, "prior_power")
+        rule_given = weight_rule is not None  # else the paper's rule, or the trust's own
+        weight_rule = "paper" if weight_rule is None else weight_rule
         self.weight_rule = weight_rule if isinstance(weight_rule, str) else "array"
         self.weight_temperature = require_positive(weight_temperature, "weight_temperature")
         self.weight_tau = require_positive(weight_tau, "weight_tau")
         self.trust, self.trust_hyperprior = trust, trust_hyperprior
         self.trusted_teachers: TrustedTeachers | None = None
         self.teacher_prior: TeacherPrior | None = None
-        if teachers is None:
-            if trust is not None:
-                raise ValueError("trust needs teachers; got teachers=None")
-        elif trust is None:
+        check_trust_arguments(trust, trust_hyperprior, teachers)
+        if teachers is not None and trust is None:  # (no teachers: the student alone)
             self.teacher_prior = TeacherPrior.build(
                 teachers,
                 concentration=self.concentration,
@@ -149,7 +151,7 @@ class MTBKDModel(InferenceHooks):
                 weight_temperature=weight_temperature,
                 weight_tau=weight_tau,
             )
-        else:
+        elif teachers is not None:
             options = (self.weight_rule, self.weight_tau, self.weight_temperature)
             check_weight_options(trust, weight_rule, *options[1:])
             self.teacher_prior, self.trusted_teachers, self.trust_hyperprior = resolve_trust(
@@ -160,7 +162,10 @@ class MTBKDModel(InferenceHooks):
                 concentration=given,
                 hyperprior=trust_hyperprior,
             )
-            self.weight_rule = weight_rule_used(trust, self.trust_hyperprior, *options)
+            given_rule = self.weight_rule if rule_given else None
+            self.weight_rule = weight_rule_used(
+                trust, self.trust_hyperprior, given_rule, *options[1:]
+            )
         self._built = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -200,6 +205,8 @@ class MTBKDModel(InferenceHooks):
         settings = dict(PAPER_SETTINGS)
         if sets_own_concentration(overrides.get("trust"), overrides.get("trust_hyperprior")):
             del settings["concentration"]  # the trust's own lambda: the paper's is not used
+        if overrides.get("trust") is not None and not isinstance(overrides["trust"], TrustValues):
+            del settings["weight_rule"]  # a fitted or joint trust's hyperprior sets the rule
         settings.update(overrides)
         return cls(student.with_prior(flat_prior()), teachers, **settings)
 

@@ -34,7 +34,7 @@ from mtbkd_jax._teacher_outputs import (
     stack_teachers,
     warn_if_probabilities,
 )
-from mtbkd_jax._tempering import tempered_log_softmax
+from mtbkd_jax._tempering import logsumexp_or_neginf, tempered_log_softmax
 
 __all__ = ["TeacherBank"]
 
@@ -374,7 +374,7 @@ def _log_entropies(log_probs: jax.Array, base: float) -> jax.Array:
     # ~ s for an almost one-hot teacher, far below float32's resolution of log p_max near 0.
     top = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), log_probs.shape[-1], dtype=bool)
     off_top = jnp.where(top, -jnp.inf, log_probs)
-    log_s = jax.scipy.special.logsumexp(off_top, axis=-1)  # log of the mass off the top class
+    log_s = logsumexp_or_neginf(off_top)  # log of the mass off the top class (-inf: one-hot)
     s = jnp.exp(log_s)
     small = s < 1e-3  # log(-log1p(-s)) = log s + s / 2 + O(s^2)
     log_neg_log_top = jnp.where(
@@ -385,4 +385,4 @@ def _log_entropies(log_probs: jax.Array, base: float) -> jax.Array:
     safe = jnp.where(contributes, off_top, -1.0)
     terms = jnp.where(contributes, safe + jnp.log(-safe), -jnp.inf)
     all_terms = jnp.concatenate([terms, top_term[..., None]], axis=-1)
-    return jax.scipy.special.logsumexp(all_terms, axis=-1) - jnp.log(jnp.log(base))
+    return logsumexp_or_neginf(all_terms) - jnp.log(jnp.log(base))

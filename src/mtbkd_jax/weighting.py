@@ -41,7 +41,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from mtbkd_jax._checks import as_float_array, as_labels, require_finite, require_positive
-from mtbkd_jax._tempering import tempered_log_softmax
+from mtbkd_jax._tempering import logsumexp_or_neginf, tempered_log_softmax
 from mtbkd_jax.teachers import TeacherBank
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def paper_log_weights(log_entropies: jax.Array) -> jax.Array:
         return jnp.zeros_like(log_entropies)
     others = ~jnp.eye(num_teachers, dtype=bool)  # (m, j): j != m
     masked = jnp.where(others[:, :, None], log_entropies[None, :, :], -jnp.inf)  # (M, M, N)
-    return _normalize(logsumexp(masked, axis=1))
+    return _normalize(logsumexp_or_neginf(masked, axis=1))  # others all one-hot: -inf
 
 
 @jax.jit

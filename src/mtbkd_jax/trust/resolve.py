@@ -22,9 +22,27 @@ from mtbkd_jax.trust.sites import (
     trusted_teacher_prior,
 )
 
-__all__ = ["DEFAULT_CONCENTRATION", "resolve_trust", "sets_own_concentration", "trust_description"]
+__all__ = [
+    "DEFAULT_CONCENTRATION",
+    "check_trust_arguments",
+    "resolve_trust",
+    "sets_own_concentration",
+    "trust_description",
+]
 
 DEFAULT_CONCENTRATION = 10.0  # MTBKDModel's lambda; with most trusts not used (the trust's is)
+
+
+def check_trust_arguments(trust: object, hyperprior: object, teachers: object) -> None:
+    """Refuse a trust without teachers, and a hyperprior without a trust (it would be ignored:
+    the model would be the fixed one, and its settings would not say so)."""
+    if trust is None and hyperprior is not None:
+        raise ValueError(
+            "trust_hyperprior is for trust='joint' (or TrustValues' pooling), got trust=None "
+            "(the fixed model): pass trust='joint' as well, or leave trust_hyperprior out"
+        )
+    if trust is not None and teachers is None:
+        raise ValueError("trust needs teachers; got teachers=None")
 
 
 def sets_own_concentration(trust: object, hyperprior: object) -> bool:

@@ -66,20 +66,21 @@ def check_weight_options(
 def weight_rule_used(
     trust: object,
     hyperprior: TrustHyperprior | None,
-    weight_rule: str,
+    weight_rule: str | None,
     weight_tau: float = 1.0,
     weight_temperature: float = 1.0,
 ) -> str:
     """The weight rule a model with ``trust`` actually uses (its ``settings()`` record it):
-    ``weight_rule`` for :class:`TrustValues`, else the trust's hyperprior's, refusing weight
-    options that would be ignored (a ``weight_rule`` other than the default or the one used)."""
+    ``weight_rule`` for :class:`TrustValues` (``None``: the paper's), else the trust's
+    hyperprior's, refusing weight options that would be ignored (a ``weight_rule`` given, ``None``
+    if not, other than the one used)."""
     if isinstance(trust, TrustValues):
-        return weight_rule
+        return "paper" if weight_rule is None else weight_rule
     chosen = trust.hyperprior if isinstance(trust, TrustPosterior) else hyperprior
     assert chosen is not None  # resolve_trust gives "joint" its hyperprior
     given = {"weight_tau": weight_tau, "weight_temperature": weight_temperature}
     changed = [name for name, value in given.items() if value != 1.0]
-    if weight_rule not in ("paper", chosen.weight_rule):  # "paper": the constructor's default
+    if weight_rule not in (None, chosen.weight_rule):
         changed.insert(0, "weight_rule")
     if changed:
         kind = "a fitted TrustPosterior" if isinstance(trust, TrustPosterior) else f"{trust!r}"
