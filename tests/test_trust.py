@@ -374,6 +374,43 @@ def test_an_own_model_with_trust_sites_matches_the_joint_canonical_model():
     assert abs(_joint_log_density(wrong, x, y, params) - expected) > 1e-3
 
 
+def test_the_own_models_factor_takes_the_hyperprior_sample_trust_was_given():
+    """Under a hyperprior with the paper's rule pooled as a product, sample_trust samples no
+    weight link; trusted_prior_factor's defaults (learned rule, mixture) then gave a uniform
+    mixture, silently (log joint -137.0 against -150.9). hyperprior= gives its rule and pooling."""
+    from mtbkd_jax.trust import TrustedTeachers, sample_trust, trusted_prior_factor
+
+    bank = _bank(9, (2, 20, 3))
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(20, 4)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 20))
+    h = TrustHyperprior(weight_rule="paper", pooling="product")
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    canonical = MTBKDModel(student, bank, trust="joint", trust_hyperprior=h, prior_power=0.5)
+    teachers = TrustedTeachers.build(bank.log_probs)
+
+    def own(inputs, labels, **options):
+        trust = sample_trust(h, 2, 3)
+        logits = student.network(inputs.shape[1:])(inputs)
+        with numpyro.plate("data", inputs.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=logits), obs=labels)
+            trusted_prior_factor(
+                "teacher_prior", logits, teachers, trust, prior_power=0.5, **options
+            )
+
+    params = {
+        **student.init_weights(jax.random.key(0), x),
+        "trust.temperature": jnp.array([0.5, 2.0]),
+        "trust.concentration": jnp.full((2, 1), 4.0),
+    }
+    expected = _joint_log_density(canonical, x, y, params)
+    given = _joint_log_density(partial(own, hyperprior=h), x, y, params)
+    assert abs(given - expected) < 1e-3 * abs(expected)
+    assert abs(_joint_log_density(own, x, y, params) - expected) > 1.0  # the defaults: another
+    with pytest.raises(ValueError, match="pooling='mixture' differs from the hyperprior's"):
+        _joint_log_density(partial(own, hyperprior=h, pooling="mixture"), x, y, params)
+
+
 def _fitted_trust():
     """A trust posterior of 4 draws for two 3-class teachers named teacher_0 and teacher_1."""
     from mtbkd_jax.trust import TrustPosterior
