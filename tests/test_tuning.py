@@ -671,6 +671,25 @@ def test_the_trust_search_holds_one_posterior_and_resamples_a_winner_it_did_not_
         ({"trust_search_sweeps": 1.5}, "trust_search_sweeps must be an integer >= 1"),
         ({"sgld_burnin_epochs": -1}, "sgld_burnin_epochs must be an integer >= 0"),
         ({"sgld_burnin_epochs": 2.5}, "sgld_burnin_epochs must be an integer >= 0"),
+        # accepted before, then run (tune="False" is a true string: the search ran) or failed
+        # inside run_baselines, which records the method's failure and goes on
+        ({"tune": "False"}, "tune must be True or False, got 'False'"),
+        ({"teacher_rows": "no"}, "teacher_rows must be True or False"),
+        ({"num_draws": 0}, "num_draws must be an integer >= 1, got 0"),
+        ({"num_chains": 0}, "num_chains must be an integer >= 1"),
+        ({"trust_warmup": -1}, "trust_warmup must be an integer >= 0"),
+        ({"map_steps": -10}, "map_steps must be an integer >= 1"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"concentration": -1.0}, "concentration must be a finite number >= 0"),
+        ({"temperature": -2.0}, "temperature must be a finite number > 0"),
+        ({"prior_power": 0.0}, "prior_power must be a finite number > 0"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0"),
+        ({"sgld_step_size": -1e-5}, "sgld_step_size must be 'auto' or a finite number > 0"),
+        ({"trust_sgld_step_size": "fast"}, "trust_sgld_step_size must be 'auto' or"),
+        ({"trust_prior_power_grid": ()}, "trust_prior_power_grid must be a non-empty tuple"),
+        ({"concentration_grid": (-3.0,)}, "concentration_grid must be a non-empty tuple"),
+        ({"prior_scale_grid": (0.0,)}, "prior_scale_grid must be a non-empty tuple of numbers"),
+        ({"hidden": (0,)}, r"hidden must be a tuple of layer widths >= 1, got \(0,\)"),
     ],
 )
 def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):

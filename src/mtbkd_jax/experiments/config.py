@@ -12,6 +12,7 @@ from numbers import Integral
 from typing import TYPE_CHECKING, Any, Self
 
 from mtbkd_jax._checks import require_positive
+from mtbkd_jax.experiments._config_checks import check_fields
 from mtbkd_jax.trust.sites import TRUST_CALIBRATIONS, TRUST_POOLINGS
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         from mtbkd_jax.experiments.methods import METHOD_PLANS
+
+        check_fields(self)
 
         for name, allowed in (
             ("methods", tuple(METHOD_PLANS)),
