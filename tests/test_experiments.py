@@ -99,6 +99,10 @@ def test_digits_experiment_smoke(tmp_path):
     )
     trust = json.loads((tmp_path / "trust.json").read_text())["MT-BKD (learned trust)"]
     assert [row["teacher"] for row in trust] == ["logreg", "forest", "naive_bayes"]
+    # and its record: the hyperprior the trust was fitted under and its chains' R-hat
+    record = json.loads((tmp_path / "trust_fit.json").read_text())["MT-BKD (learned trust)"]
+    assert record["kind"] == "cut" and set(record["hyperprior"]) >= {"calibration", "pooling"}
+    assert record["max_rhat"] > 0.9 and len(record["temperature"]) == 3
     for method, tried in tuning.items():
         assert len(tried) == 2, method
         best = min(tried, key=lambda r: r["score"])

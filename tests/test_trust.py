@@ -690,3 +690,47 @@ def test_label_functions_refuse_labels_outside_the_classes_and_per_class_must_be
     np.testing.assert_allclose(traced, label_log_likelihood(prior, good), rtol=1e-6)
     with pytest.raises(TypeError, match="per_class must be True or False"):
         TrustHyperprior(per_class="False")
+
+
+def test_a_trust_posterior_built_by_hand_is_checked_against_its_teachers():
+    """Draws for one teacher under three names were broadcast to all three (settings showed
+    one temperature), two were a broadcasting TypeError later, missing link draws a bare
+    KeyError in summary(), and draw counts that differ between sites were accepted."""
+    from mtbkd_jax.trust import TrustPosterior
+
+    names = ("a", "b", "c")
+    good = {"temperature": np.full((10, 3), 0.5), "concentration": np.full((10, 3, 1), 20.0)}
+    trust = TrustPosterior(good, TrustHyperprior(), names)  # no weight link: the fixed zeros
+    assert [row["weight_bias"] for row in trust.summary()] == [0.0, 0.0, 0.0]
+    assert float(trust.point().weight_slope) == 0.0
+    cases = [
+        ({"temperature": np.full((10, 1), 0.5)}, r"temperature must have shape \(10, 3\)"),
+        (
+            {"concentration": np.full((10, 2, 1), 20.0)},
+            r"concentration must have shape \(10, 3, 1\)",
+        ),
+        ({"weight_bias": np.zeros((15, 3))}, r"weight_bias must have shape \(10, 3\)"),
+        ({"weight_slope": np.zeros((10, 3))}, r"weight_slope must have shape \(10,\)"),
+        ({"temperatures": np.ones((10, 3))}, "hold no site 'temperatures'"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            TrustPosterior({**good, **change}, TrustHyperprior(), names)
+
+
+def test_a_trust_whose_chains_disagree_is_warned_and_recorded():
+    """fit_teacher_trust gave max_rhat 2.84 on 3 warm-up steps without a word; a model built on
+    it used it as it was. Now warned (above 1.1), and summary() records the learned slope."""
+    from mtbkd_jax.trust import RHAT_WARNING, fit_teacher_trust
+
+    bank = _bank(11, (2, 30, 3))
+    labels = np.arange(30) % 3
+    with pytest.warns(UserWarning, match=r"the trust's chains disagree \(largest split R-hat"):
+        trust = fit_teacher_trust(jax.random.key(0), bank, labels, num_warmup=3, num_draws=4)
+    assert trust.max_rhat > RHAT_WARNING
+    assert {"weight_bias", "weight_slope"} <= set(trust.summary()[0])
+
+
+def test_a_hyperprior_concentration_of_true_is_refused():
+    with pytest.raises(TypeError, match="concentration must be a number, got True"):
+        TrustHyperprior(concentration=True)  # was taken as lambda = 1

@@ -80,6 +80,8 @@ def test_a_later_sweep_keeps_an_extension_only_past_the_minimum_improvement():
         ({"a": ()}, {"a": 0}, 1, r"grid\['a'\]"),
         ({"a": (1,)}, {}, 1, "start has no value"),
         ({"a": (1,)}, {"a": 0}, 0, "sweeps"),
+        ({"a": (1,)}, {"a": 0}, 1.9, "sweeps must be an integer >= 1, got 1.9"),  # ran 1 sweep
+        ({"a": (1,)}, {"a": 0}, "2", "sweeps must be an integer"),  # was accepted
     ],
 )
 def test_coordinate_search_rejects_bad_input(grid, start, sweeps, match):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 __all__ = ["SearchResult", "coordinate_search", "profile_search"]
@@ -149,8 +149,8 @@ def _check_search(
         if len(values) == 0:
             raise ValueError(f"grid[{name!r}] must list at least one value")
     _require_hashable(grid, start)
-    if int(sweeps) < 1:
-        raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+    if isinstance(sweeps, bool) or not isinstance(sweeps, Integral) or int(sweeps) < 1:
+        raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")  # not 1.9 or "2"
     extendable = _check_extend(grid, extend, max_extensions)
     if not (math.isfinite(min_improvement) and min_improvement >= 0):
         raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")

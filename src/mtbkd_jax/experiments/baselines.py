@@ -144,9 +144,11 @@ def _fit_mode(
 
 
 def _record_trust(artifacts: Artifacts, label: str, fitted: Any) -> None:
-    """A learned-trust row's trust summary (``trust.json``: per teacher) and the settings of
-    its search that could not be sampled, with the reasons (``search_unsampled.json``)."""
+    """A learned-trust row's trust summary (``trust.json``: per teacher), its record with
+    the hyperprior and the chains' largest R-hat (``trust_fit.json``), and the settings of its
+    search that could not be sampled, with the reasons (``search_unsampled.json``)."""
     artifacts["trust"][label] = fitted.trust.summary()
+    artifacts["trust_fit"][label] = {**fitted.trust.description, "max_rhat": fitted.trust.max_rhat}
     if fitted.unsampled:  # settings of the search without a stable SGLD step size
         artifacts["search_unsampled"][label] = dict(fitted.unsampled)
 
@@ -338,6 +340,7 @@ def run_baselines(
             "tuning",
             "curves",
             "trust",
+            "trust_fit",
             "search_unsampled",
             "exploration",
             "own_maps",

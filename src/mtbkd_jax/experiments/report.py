@@ -133,7 +133,7 @@ def write_report(
         save_predictions(out / PREDICTIONS, artifacts["test_probs"], data.y_test, data.x_test)
     if artifacts.get("tuning"):
         (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
-    for name in ("trust", "search_unsampled", "exploration", "own_maps", "run"):
+    for name in ("trust", "trust_fit", "search_unsampled", "exploration", "own_maps", "run"):
         if artifacts.get(name):
             (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
     if artifacts.get("failures"):

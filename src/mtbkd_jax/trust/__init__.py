@@ -24,7 +24,7 @@ Example:
 
 from mtbkd_jax.trust.consensus import consensus_class, consensus_weights
 from mtbkd_jax.trust.factor import trusted_prior_factor
-from mtbkd_jax.trust.fit import TrustPosterior, fit_teacher_trust
+from mtbkd_jax.trust.fit import RHAT_WARNING, TrustPosterior, fit_teacher_trust
 from mtbkd_jax.trust.labels import (
     label_log_likelihood,
     label_log_probs,
@@ -47,6 +47,7 @@ from mtbkd_jax.trust.sites import (
 
 __all__ = [
     "fit_teacher_trust",
+    "RHAT_WARNING",
     "TrustPosterior",
     "TrustHyperprior",
     "TrustValues",

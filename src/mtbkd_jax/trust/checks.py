@@ -63,13 +63,32 @@ def check_values(trust: TrustValues, num_teachers: int, num_classes: int) -> Tru
     return TrustValues(**arrays)
 
 
-def check_draws(draws: Mapping[str, np.ndarray]) -> None:
+def check_draws(draws: Mapping[str, np.ndarray], num_teachers: int) -> None:
     """Raise a ``ValueError`` naming the site unless every draw is usable, as
-    :func:`check_values` asks of one value."""
+    :func:`check_values` asks of one value, and of one shape ``(S, ...)`` for the
+    ``num_teachers`` teachers: ``temperature`` (S, M), ``concentration`` (S, M, K), and where
+    present ``weight_bias`` (S, M), ``weight_slope`` (S,), ``temperature_slope`` (S, M)."""
     for name in ("temperature", "concentration"):
         if name not in draws:
             raise ValueError(
                 f"a TrustPosterior's draws need the site {name!r}, got {sorted(draws)}"
+            )
+    m, s = num_teachers, np.shape(draws["temperature"])[0] if np.ndim(draws["temperature"]) else 0
+    groups = np.shape(draws["concentration"])[-1] if np.ndim(draws["concentration"]) == 3 else 1
+    shapes = {
+        "temperature": (s, m),
+        "concentration": (s, m, groups),
+        "weight_bias": (s, m),
+        "weight_slope": (s,),
+        "temperature_slope": (s, m),
+    }
+    for name, value in draws.items():
+        if name not in shapes:
+            raise ValueError(f"a TrustPosterior's draws hold no site {name!r}: {sorted(shapes)}")
+        if np.shape(value) != shapes[name] or s == 0:
+            raise ValueError(
+                f"a TrustPosterior's draws of {name} must have shape {shapes[name]} (S >= 1 "
+                f"draws, the {m} teachers of teacher_names), got {np.shape(value)}"
             )
     _require_usable(draws, "the trust draws of ")
 

@@ -29,6 +29,7 @@ With many labelled examples the trust posterior is narrow (it concentrates at ra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,10 @@ from mtbkd_jax.trust.sites import TrustHyperprior, TrustValues, trusted_teacher_
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-__all__ = ["TrustPosterior", "fit_teacher_trust"]
+__all__ = ["RHAT_WARNING", "TrustPosterior", "fit_teacher_trust"]
 
+#: fit_teacher_trust warns above this largest split R-hat (its chains disagree)
+RHAT_WARNING = 1.1
 _SITES = ("temperature", "concentration", "weight_bias", "weight_slope", "temperature_slope")
 
 
@@ -86,7 +89,7 @@ class TrustPosterior:
     labelled_by_class: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        check_draws(self.draws)
+        check_draws(self.draws, len(self.teacher_names))
         if self.labelled_by_class is not None:
             counts = np.asarray(self.labelled_by_class, dtype=np.float64)
             groups = self.draws["concentration"].shape[-1]
@@ -115,10 +118,14 @@ class TrustPosterior:
         return TrustValues(*(jnp.asarray(self._site(name)[index], jnp.float32) for name in _SITES))
 
     def _site(self, name: str) -> np.ndarray:
-        """The draws of ``name``; zero slopes where draws of them are absent (a trust of one
-        temperature per teacher)."""
-        if name == "temperature_slope" and name not in self.draws:
-            return np.zeros_like(self.draws["temperature"])
+        """The draws of ``name``; where absent (a trust of one temperature per teacher, or
+        built by hand), the fixed model's zero slopes and weight link."""
+        if name not in self.draws:
+            return np.zeros_like(
+                self.draws["temperature"][:, 0]
+                if name == "weight_slope"
+                else self.draws["temperature"]
+            )
         return self.draws[name]
 
     def interval(self, name: str, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +204,10 @@ class TrustPosterior:
                 ).tolist(),
             }
             if self.hyperprior.calibration == "confidence":
-                row["temperature_slope"] = float(np.median(self.draws["temperature_slope"][:, m]))
+                row["temperature_slope"] = float(np.median(self._site("temperature_slope")[:, m]))
             if self.hyperprior.weight_rule == "learned":
-                row["weight_bias"] = float(np.median(self.draws["weight_bias"][:, m]))
+                row["weight_bias"] = float(np.median(self._site("weight_bias")[:, m]))
+                row["weight_slope"] = float(np.median(self._site("weight_slope")))  # shared
             if self.labelled_by_class is not None and self.hyperprior.per_class:
                 counts = np.asarray(self.labelled_by_class)
                 row["prior_only_classes"] = np.flatnonzero(counts == 0).tolist()
@@ -301,6 +309,14 @@ def fit_teacher_trust(
         )
         draws.update(link)
         rhat = max(rhat, link_rhat)
+    if rhat > RHAT_WARNING:  # NaN (one chain) compares False
+        warnings.warn(
+            f"the trust's chains disagree (largest split R-hat {rhat:.3g} > {RHAT_WARNING}): its "
+            "summary, and a model built on it, may not describe the trust posterior; sample "
+            "longer (num_warmup, num_draws) and check TrustPosterior.max_rhat",
+            UserWarning,
+            stacklevel=2,
+        )
     counts = np.asarray(consensus_weights(teachers.log_probs), np.float64).sum(axis=0)
     return TrustPosterior(
         draws,

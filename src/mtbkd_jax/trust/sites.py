@@ -139,6 +139,8 @@ class TrustHyperprior:
             "weight_bias_scale",
             "temperature_slope_scale",
         ):
+            if isinstance(getattr(self, name), bool):  # True is 1 to require_positive
+                raise TypeError(f"{name} must be a number, got {getattr(self, name)!r}")
             require_positive(getattr(self, name), name)
         if not isinstance(self.per_class, bool | np.bool_):  # "False" from a config is truthy
             raise TypeError(f"per_class must be True or False, got {self.per_class!r}")
