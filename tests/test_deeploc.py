@@ -92,6 +92,20 @@ def test_feature_argument_errors():
 # --------------------------------------------------------------------------- loader errors
 
 
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"seed": None}, TypeError, "seed must be an integer >= 0"),  # a new split every call
+        ({"validation_size": 0.2}, TypeError, "validation_size must be an integer"),  # 500
+        ({"validation_size": True}, TypeError, "validation_size must be an integer"),
+        ({"feature_groups": "composition"}, TypeError, "feature_groups must be a sequence"),
+    ],
+)
+def test_loader_arguments_are_named(tmp_path, change, error, message):
+    with pytest.raises(error, match=message):  # before any file is read
+        load_deeploc(tmp_path / "nowhere", **change)
+
+
 def test_missing_path_raises_with_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_our_train_sample.csv") as info:
         find_deeploc_dir(tmp_path / "nowhere")

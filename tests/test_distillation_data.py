@@ -64,6 +64,17 @@ def test_a_consistent_problem_is_accepted_and_integral_float_labels_too(data):
         ({"teachers_validation": _bank(4)}, r"teachers_validation must describe the 6 valid"),
         ({"true_probs_test": np.full((12, 4), 0.25)}, r"true_probs_test must have shape"),
         ({"x_train": np.zeros((0, 4)), "y_train": np.zeros(0, int)}, r"x_train must have shape"),
+        # accepted before: coverage against such a truth, or a fit on NaN inputs, is no figure
+        ({"true_probs_test": np.full((12, 3), 5.0)}, r"true_probs_test must hold one probability"),
+        ({"true_probs_test": np.full((12, 3), np.nan)}, r"\(NaN or infinite\)"),
+        ({"x_train": np.full((10, 4), np.nan)}, r"x_train must be finite, got nan at \(0, 0\)"),
+        ({"x_transfer": np.full((5, 4), np.inf)}, r"x_transfer must be finite"),
+        ({"x_test": np.zeros((12, 0)), "x_train": np.zeros((10, 0)), "x_transfer": None,
+          "x_validation": None, "y_validation": None, "teachers_validation": None,
+          "extra_inputs": {}, "teachers_prior": _bank(10)}, r"x_train must have at least one"),
+        # the prior's teachers in another order than the test's: each row under another name
+        ({"teachers_prior": mk.TeacherBank(_bank(15).log_probs, ("b", "a"))},
+         r"teachers_prior must hold teachers_test's teachers in its order"),
     ],
 )  # fmt: skip
 def test_a_field_that_does_not_fit_is_named(data, change, message):

@@ -708,3 +708,14 @@ def test_trust_prior_scale_fixes_the_learned_trust_rows_base_prior():
     for bad, error in ((0.0, ValueError), (-1.0, ValueError), (True, TypeError), ("a", TypeError)):
         with pytest.raises(error, match="trust_prior_scale must be"):
             ExperimentConfig(trust_prior_scale=bad)
+
+
+def test_a_digits_split_leaving_fewer_than_two_test_digits_is_named():
+    """1,796 of 1,797 digits in the other splits passed the size check, then failed inside the
+    OOD set ("images must be a non-empty (N, D) array"); a 2**40 seed in scikit-learn."""
+    from mtbkd_jax.datasets import load_digits_distillation
+
+    with pytest.raises(ValueError, match=r"together at most 1795 \(2 test digits left\)"):
+        load_digits_distillation(num_teacher_train=1000, num_labelled=500, num_transfer=296)
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
+        load_digits_distillation(2**40)

@@ -114,6 +114,27 @@ def test_teachers_are_trained_once_then_loaded_from_the_cache(tmp_path):
     other = TeacherSettings(epochs={"cnn": 1, "mlp": 1, "logreg": 1}, batch_size=50)
     _, retrained = load_fashion_mnist_distillation(folder, **{**kwargs, "teacher_settings": other})
     assert not retrained.info["cached"] and len(list((tmp_path / "cache").iterdir())) == 2
+    # a broken cache file is named, with what to do (was numpy's advice to unpickle it)
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_bytes(b"garbage")
+    with pytest.raises(
+        ValueError, match=r"the teachers' cache .*teachers-.*cannot be read.*delete"
+    ):
+        load_fashion_mnist_distillation(folder, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"downsample": 50}, ValueError, "downsample must be at most 28"),  # gave 0 features
+        ({"downsample": 0}, ValueError, "downsample must be an integer >= 1"),  # ZeroDivision
+        ({"seed": -1}, ValueError, "seed must be an integer >= 0"),
+        ({"num_labelled": 2.5}, TypeError, "num_labelled must be an integer"),  # a slice error
+    ],
+)
+def test_loader_arguments_are_named(tmp_path, change, error, message):
+    with pytest.raises(error, match=message):  # before any file is read
+        load_fashion_mnist_distillation(tmp_path / "nowhere", **change)
 
 
 def test_teachers_called_directly_never_load_another_data_sets_logits(tmp_path):

@@ -264,3 +264,14 @@ def test_generator_checks_input_shape():
     gen = make_synthetic("linear", 3).generator
     with pytest.raises(ValueError, match="x must have shape"):
         gen.true_probs(np.zeros((5, 3)))
+
+
+def test_the_experiment_problem_carries_the_validation_teachers():
+    """SyntheticData has the teachers on its validation split; distillation_data() left them
+    out, so trust learned on validation labels (trust_labels="validation") was refused."""
+    from mtbkd_jax.datasets.synthetic import make_synthetic
+
+    synthetic = make_synthetic("linear", 2, num_examples=110, seed=0)
+    data = synthetic.distillation_data()
+    assert data.teachers_validation is synthetic.teachers_validation
+    assert data.teachers_validation.num_examples == len(data.y_validation)

@@ -33,6 +33,8 @@ def check_distillation_data(data: DistillationData) -> None:
     inputs = {"x_test": data.x_test, "x_transfer": data.x_transfer,
               "x_validation": data.x_validation, **extra}  # fmt: skip
     for name, value in inputs.items():
+        if value is not None and (name == "x_transfer" or name.startswith("extra_inputs")):
+            _finite(name, value)
         if value is not None and np.shape(value)[1:] != shape:
             raise ValueError(
                 f"{name} must have x_train's shape per example, {shape}, got "
@@ -62,12 +64,23 @@ def check_distillation_data(data: DistillationData) -> None:
                 f"true_probs_test must have shape (N_test, C) = {expected}, got "
                 f"{np.shape(data.true_probs_test)}"
             )
+        truth = np.asarray(data.true_probs_test, dtype=np.float64)
+        finite = bool(np.isfinite(truth).all())
+        if not finite or truth.min() < 0 or np.abs(truth.sum(-1) - 1).max() > 1e-6:
+            raise ValueError(  # coverage and calibration against the truth would be wrong
+                "true_probs_test must hold one probability vector per test example (finite, "
+                f">= 0, each row summing to 1 within 1e-6), got values from {truth.min():.6g} "
+                f"to {truth.max():.6g}" + ("" if finite else " (NaN or infinite)")
+            )
 
 
 def _labelled(x_name: str, x: Any, y_name: str, y: Any, classes: int) -> None:
     """``y`` one integer class in ``0..classes-1`` per row of ``x``."""
     if np.ndim(x) < 2 or len(x) == 0:
         raise ValueError(f"{x_name} must have shape (N, ...) with N >= 1, got {np.shape(x)}")
+    if np.size(x) == 0:
+        raise ValueError(f"{x_name} must have at least one feature, got shape {np.shape(x)}")
+    _finite(x_name, x)
     labels = np.asarray(y)
     if labels.ndim != 1 or len(labels) != len(x):
         raise ValueError(
@@ -97,3 +110,16 @@ def _bank(name: str, bank: TeacherBank, count: int, what: str, test: TeacherBank
             f"{name} must hold teachers_test's {test.num_teachers} teachers of "
             f"{test.num_classes} classes, got {bank.num_teachers} of {bank.num_classes}"
         )
+    if tuple(bank.names) != tuple(test.names):  # another order would swap the teachers' rows
+        raise ValueError(
+            f"{name} must hold teachers_test's teachers in its order, {list(test.names)}, got "
+            f"{list(bank.names)}"
+        )
+
+
+def _finite(name: str, x: Any) -> None:
+    """Float inputs hold no NaN or infinity (integer token ids need no check)."""
+    values = np.asarray(x)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        raise ValueError(f"{name} must be finite, got {values[where]} at {where}")

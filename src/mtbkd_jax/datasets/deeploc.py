@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from mtbkd_jax._checks import require_counts
 from mtbkd_jax.datasets._deeploc_files import read_proteins, teacher_bank
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.ood import shuffled_features
@@ -312,6 +313,9 @@ def load_deeploc(
         A :class:`DeepLocData`. Teacher banks hold the files' logits (log-softmaxed), teachers
         named ``esm2_650m`` and ``prott5``.
     """
+    require_counts(seed=(seed, 0), validation_size=(validation_size, 1))  # not None, 0.2, True
+    if isinstance(feature_groups, str):  # it would be split into letters
+        raise TypeError(f"feature_groups must be a sequence of group names, got {feature_groups!r}")
     folder = find_deeploc_dir(path)
     train_file = read_proteins(folder / _TRAIN_FILE, DEEPLOC_CLASS_NAMES)
     test_file = read_proteins(folder / _TEST_FILE, DEEPLOC_CLASS_NAMES)

@@ -58,11 +58,13 @@ def load_digits_distillation(
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     sizes = [num_teacher_train, num_labelled, num_transfer, num_validation]
-    if min(sizes[:3]) < 1 or num_validation < 0 or sum(sizes) >= len(x):
-        raise ValueError(
+    if seed >= 2**32:  # the teachers' random_state (scikit-learn) is a 32-bit seed
+        raise ValueError(f"seed must be below 2**32, got {seed}")
+    if min(sizes[:3]) < 1 or num_validation < 0 or sum(sizes) > len(x) - 2:
+        raise ValueError(  # 2 test digits at least: the OOD set shuffles half of them
             f"num_labelled, num_transfer and num_teacher_train must be >= 1, num_validation "
-            f">= 0, and together less than {len(x)}, got {num_labelled}, {num_transfer}, "
-            f"{num_teacher_train}, {num_validation}"
+            f">= 0, and together at most {len(x) - 2} (2 test digits left), got {num_labelled}, "
+            f"{num_transfer}, {num_teacher_train}, {num_validation}"
         )
     order = np.random.default_rng(seed).permutation(len(x))
     teach, label, transfer, validation, test = np.split(order, np.cumsum(sizes))

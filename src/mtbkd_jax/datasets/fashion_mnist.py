@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mtbkd_jax._checks import require_counts
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.datasets.ood import digit_images
 from mtbkd_jax.teachers import TeacherBank
@@ -235,6 +236,15 @@ def load_fashion_mnist_distillation(
     """
     from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings, fashion_mnist_teachers
 
+    require_counts(
+        seed=(seed, 0),
+        num_labelled=(num_labelled, 1),
+        num_transfer=(num_transfer, 1),
+        num_validation=(num_validation, 0),
+        downsample=(downsample, 1),
+    )
+    if downsample > 28:  # pooled to nothing: a problem of zero features
+        raise ValueError(f"downsample must be at most 28 (the images' width), got {downsample}")
     settings = teacher_settings or TeacherSettings()
     folder = find_fashion_mnist_dir(path)
     train, test = load_fashion_mnist(folder, "train"), load_fashion_mnist(folder, "test")

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -279,10 +280,16 @@ def _load_or_train(
         digest = data_digest or _splits_digest(train, test)  # never another data set's
         cache = _cache_dir(cache_dir) / f"teachers-{settings.key(digest)}.npz"
         if cache.is_file():
-            with np.load(cache, allow_pickle=False) as stored:
-                names = tuple(str(n) for n in stored["names"])
-                info = json.loads(str(stored["info"]))
-                train_logits, test_logits = stored["train_logits"], stored["test_logits"]
+            try:
+                with np.load(cache, allow_pickle=False) as stored:
+                    names = tuple(str(n) for n in stored["names"])
+                    info = json.loads(str(stored["info"]))
+                    train_logits, test_logits = stored["train_logits"], stored["test_logits"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                raise ValueError(
+                    f"the teachers' cache {cache} cannot be read ({type(error).__name__}: "
+                    f"{str(error)[:120]}): delete it, and the teachers are trained again"
+                ) from None
             if train_logits.shape[1] == train.num_examples and test_logits.shape[1] == (
                 test.num_examples
             ):
