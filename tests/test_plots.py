@@ -36,3 +36,49 @@ def test_diagnostic_plots_make_the_folders_of_both_paths(tmp_path):
     assert set(found) == {"trace", "rank"}
     assert trace.stat().st_size > 0 and rank.stat().st_size > 0
     plt.close("all")
+
+
+def test_bad_figure_inputs_are_named_before_anything_is_drawn_or_written(tmp_path):
+    """Each used to fail inside matplotlib or ArviZ (an IndexError for too few names, 'list'
+    has no 'items'), to write beside a folder given as the path (``<folder>.png``), to write
+    the trace and then fail on a one-chain rank plot, or to drop weights out of [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    from mtbkd_jax.infer import Posterior
+    from mtbkd_jax.plots import (
+        deviance_by_group,
+        diagnostic_plots,
+        reliability_diagram,
+        teacher_weights_figure,
+    )
+
+    probs, labels = np.array([[0.7, 0.3]] * 10), np.array([0] * 7 + [1] * 3)
+    weights, entropies = np.full((2, 5), 0.5), np.ones((2, 5))
+    one_chain = Posterior({"w": np.zeros((1, 10, 2))}).to_datatree()
+    figures = plt.get_fignums()
+    cases = [
+        (lambda: reliability_diagram([probs], labels), TypeError, "curves must be a dict"),
+        (lambda: reliability_diagram({"a": probs}, labels, min_count=1.5), TypeError, "min_count"),
+        (lambda: reliability_diagram({"a": probs}, labels, tmp_path), ValueError, "got a folder"),
+        (lambda: teacher_weights_figure(weights, entropies, ["a"]), ValueError, "one row per name"),
+        (lambda: teacher_weights_figure(weights.T, entropies, ["a", "b"]), ValueError, r"\(M, N\)"),
+        (
+            lambda: teacher_weights_figure(weights * 3, entropies, ["a", "b"]),
+            ValueError,
+            r"\[0, 1\]",
+        ),
+        (lambda: deviance_by_group([1.0, 2.0]), TypeError, "deviance must be a dict"),
+        (lambda: diagnostic_plots(one_chain, []), ValueError, "var_names"),
+        (lambda: diagnostic_plots(one_chain, ["v"]), ValueError, r"var_names \['v'\] are not"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    assert plt.get_fignums() == figures
+    trace, rank = tmp_path / "trace.png", tmp_path / "rank.png"
+    with pytest.raises(ValueError, match="rank plots compare chains"):
+        diagnostic_plots(one_chain, ["w"], trace_path=trace, rank_path=rank)
+    assert not trace.exists()  # nothing written before the refusal
+    with pytest.warns(UserWarning, match=r"deviance\['b'\]: 1 non-finite values left out"):
+        deviance_by_group({"a": [1.0, 2.0], "b": [1.0, np.nan, 3.0]})
+    plt.close("all")

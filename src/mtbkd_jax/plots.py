@@ -4,6 +4,7 @@ matplotlib / ArviZ)."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +34,12 @@ def _pyplot() -> ModuleType:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _check_path(path: str | os.PathLike[str] | None, name: str = "path") -> None:
+    """A folder given as the figure's path was written beside it, as ``<folder>.png``."""
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"{name} must be a file to write (e.g. figure.png), got a folder: {path}")
 
 
 def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
@@ -79,9 +86,16 @@ def reliability_diagram(
     Returns:
         The matplotlib figure: the reliability axes first, the counts axes (log scale) second.
     """
+    from mtbkd_jax._checks import require_count
     from mtbkd_jax.metrics import _bin_count
 
     num_bins = _bin_count(num_bins)  # before the bar width divides by it
+    require_count(min_count, "min_count", 0)
+    if not isinstance(curves, Mapping):
+        raise TypeError(
+            f"curves must be a dict of name -> (N, C) probabilities, got {type(curves).__name__}"
+        )
+    _check_path(path)
     plt = _pyplot()
     fig, (ax, counts_ax) = plt.subplots(
         2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -127,8 +141,16 @@ def teacher_weights_figure(
     Returns:
         The matplotlib figure.
     """
+    weights, entropies = np.asarray(weights, np.float64), np.asarray(entropies, np.float64)
+    if weights.ndim != 2 or entropies.shape != weights.shape or len(names) != weights.shape[0]:
+        raise ValueError(
+            f"weights and entropies must both have shape (M, N), one row per name of names, got "
+            f"{weights.shape}, {entropies.shape} and {len(names)} names"
+        )
+    if not np.isfinite(weights).all() or weights.min() < 0 or weights.max() > 1 + 1e-6:
+        raise ValueError("weights must be mixing weights in [0, 1] (they would not be drawn)")
+    _check_path(path)
     plt = _pyplot()
-    weights, entropies = np.asarray(weights), np.asarray(entropies)
     num_teachers = weights.shape[0]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for m in range(num_teachers):
@@ -149,10 +171,25 @@ def deviance_by_group(
     title: str = "Mean deviance by group",
 ) -> Figure:
     """Box plots of the mean deviance for each group ``{name: values}``."""
+    if not isinstance(deviance, Mapping):
+        raise TypeError(f"deviance must be a dict of name -> values, got {type(deviance).__name__}")
+    groups = {name: np.asarray(values, np.float64) for name, values in deviance.items()}
+    for name, array in groups.items():
+        if array.ndim != 1:
+            raise ValueError(f"deviance[{name!r}] must be a (N,) array, got shape {array.shape}")
+        if not np.isfinite(array).all():  # one NaN made the group's box vanish, silently
+            warnings.warn(
+                f"deviance[{name!r}]: {int((~np.isfinite(array)).sum())} non-finite values "
+                "left out of its box",
+                UserWarning,
+                stacklevel=2,
+            )
+            groups[name] = array[np.isfinite(array)]
+    _check_path(path)
     plt = _pyplot()
-    names = list(deviance)
+    names = list(groups)
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
-    ax.boxplot([np.asarray(deviance[n]) for n in names], showfliers=False)
+    ax.boxplot([groups[n] for n in names], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="mean deviance", title=title)
     fig.tight_layout()
@@ -169,6 +206,18 @@ def diagnostic_plots(
     paths are made first)."""
     import arviz as az
 
+    posterior = tree["posterior"] if "posterior" in tree.children else None
+    if posterior is None or not var_names:
+        raise ValueError("diagnostic_plots needs a tree with a posterior group and var_names")
+    unknown = [name for name in var_names if name not in posterior.data_vars]
+    if unknown:
+        raise ValueError(
+            f"var_names {unknown} are not in the posterior: {list(posterior.data_vars)}"
+        )
+    if rank_path is not None and posterior.sizes.get("chain", 1) < 2:  # before any file
+        raise ValueError("rank plots compare chains: the tree has one chain (leave rank_path out)")
+    for name, path in (("trace_path", trace_path), ("rank_path", rank_path)):
+        _check_path(path, name)
     _pyplot()
     for path in (trace_path, rank_path):  # both folders before either figure is drawn
         if path is not None:
