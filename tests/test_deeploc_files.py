@@ -60,3 +60,25 @@ def test_teacher_files_of_logits_are_read_and_of_probabilities_refused(tmp_path)
     with pytest.raises(ValueError, match=r"p.csv holds probabilities .* write their logs"):
         teacher_bank(tmp_path, ["a.csv", "p.csv"], False, 4, DEEPLOC_CLASS_NAMES,
                      DEEPLOC_TEACHER_NAMES)  # fmt: skip
+
+
+def test_a_broken_teacher_file_is_named():
+    """A NaN, a word or a short row in a teacher file gave "logits must be finite ... at index
+    (0, 5, 0)" or NumPy's "could not convert string 'abc'", naming no file."""
+    import tempfile
+    from pathlib import Path
+
+    classes = len(DEEPLOC_CLASS_NAMES)
+    rows = [",".join(["0.5"] * classes)] * 3
+    for bad, message in (
+        (",".join(["nan"] + ["0.5"] * (classes - 1)), r"b.csv: the logits must be finite, got a "
+         r"NaN or infinity on line 3"),
+        (",".join(["abc"] + ["0.5"] * (classes - 1)), r"b.csv: could not convert string"),
+        (",".join(["0.5"] * (classes - 1)), r"b.csv: .*number of columns changed"),
+    ):  # fmt: skip
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "a.csv").write_text("\n".join(rows + rows[:1]) + "\n")
+            Path(folder, "b.csv").write_text("\n".join([*rows[:2], bad, rows[0]]) + "\n")
+            with pytest.raises(ValueError, match=message):
+                teacher_bank(Path(folder), ["a.csv", "b.csv"], False, 4, DEEPLOC_CLASS_NAMES,
+                             DEEPLOC_TEACHER_NAMES)  # fmt: skip

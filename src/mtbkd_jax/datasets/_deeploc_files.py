@@ -65,7 +65,13 @@ def _integers(file: Path, records: list[dict], column: str) -> np.ndarray:
 
 
 def _read_logits(file: Path, header: bool, num_rows: int, num_classes: int) -> np.ndarray:
-    logits = np.loadtxt(file, delimiter=",", skiprows=1 if header else 0, dtype=np.float64, ndmin=2)
+    try:
+        logits = np.loadtxt(file, delimiter=",", skiprows=1 if header else 0, ndmin=2)
+    except ValueError as error:  # text where a number goes, a short row: name the file
+        raise ValueError(f"{file}: {error}") from None
+    if not np.isfinite(logits).all():
+        row = int(np.argwhere(~np.isfinite(logits))[0][0]) + (2 if header else 1)
+        raise ValueError(f"{file}: the logits must be finite, got a NaN or infinity on line {row}")
     if logits.shape != (num_rows, num_classes):
         raise ValueError(
             f"{file}: expected {num_rows} rows of {num_classes} logits (row-aligned "
