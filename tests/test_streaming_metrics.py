@@ -76,6 +76,25 @@ def test_a_float32_state_stays_float32_under_x64():
         assert {field.dtype for field in state} == {np.dtype(np.float32)}
         got = streaming_compute(state)
     np.testing.assert_allclose(got["nll"], metrics.negative_log_likelihood(probs, labels), 1e-6)
+    # inside jit and scan, with JAX's int64 labels under x64 (the host path for wide labels
+    # must leave traced labels alone: boolean indexing of a tracer fails)
+    with jax.enable_x64(True):
+        state = streaming_init(3, dtype=jnp.float64)
+        jitted = jax.jit(streaming_update)(
+            state, jnp.asarray(probs, jnp.float64), jnp.asarray(labels)
+        )
+        assert jnp.asarray(labels).dtype == jnp.int64
+        scanned, _ = jax.lax.scan(
+            lambda carry, batch: (streaming_update(carry, *batch), None),
+            state,
+            (jnp.asarray(probs, jnp.float64).reshape(4, 10, 3), jnp.asarray(labels).reshape(4, 10)),
+        )
+        for result in (jitted, scanned):
+            np.testing.assert_allclose(
+                streaming_compute(result)["nll"],
+                metrics.negative_log_likelihood(probs, labels),
+                1e-6,
+            )
 
 
 def test_labels_too_wide_for_int32_are_invalid_rows_not_an_overflow():

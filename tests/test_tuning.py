@@ -689,7 +689,10 @@ def test_the_trust_search_holds_one_posterior_and_resamples_a_winner_it_did_not_
         ({"sgld_step_size": -1e-5}, "sgld_step_size must be 'auto' or a finite number > 0"),
         ({"trust_sgld_step_size": "fast"}, "trust_sgld_step_size must be 'auto' or"),
         ({"trust_prior_power_grid": ()}, "trust_prior_power_grid must be a non-empty tuple"),
-        ({"concentration_grid": (-3.0,)}, "concentration_grid must be a non-empty tuple"),
+        (
+            {"concentration_grid": (-3.0,)},
+            "concentration_grid must be a non-empty tuple of numbers >= 0",
+        ),
         ({"prior_scale_grid": (0.0,)}, "prior_scale_grid must be a non-empty tuple of numbers"),
         ({"hidden": (0,)}, r"hidden must be a tuple of layer widths >= 1, got \(0,\)"),
     ],
@@ -699,6 +702,7 @@ def test_bad_trust_calibration_grids_and_burn_in_are_refused(options, message):
 
     with pytest.raises(ValueError, match=message):
         ExperimentConfig(**options)
+    ExperimentConfig(concentration_grid=(0.0, 10.0))  # lambda = 0: a flat Dirichlet, allowed
 
 
 def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(monkeypatch):

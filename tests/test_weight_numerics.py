@@ -216,3 +216,15 @@ def test_learned_temperatures_get_finite_gradients_from_a_one_hot_teacher(rule):
 
     assert np.asarray(entropy(1.5)[0]).max() == 0.0
     assert jax.grad(lambda t: entropy(t)[0].sum())(1.5) == 0.0
+
+
+def test_the_paper_rule_has_finite_gradients_where_a_teachers_entropy_is_zero():
+    """w_m is a sum over the *other* teachers' entropies: where they are all exactly zero
+    (log H = -inf) the sum's logsumexp had a NaN gradient (here: the first teacher's weight in
+    the first example, with the second teacher one-hot there)."""
+    from mtbkd_jax.weighting import paper_log_weights
+
+    log_entropies = jnp.array([[0.5, -0.2], [-jnp.inf, 0.3]])  # (M, N): teacher 1 one-hot on 0
+    weights = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    gradient = jax.grad(lambda h: (paper_log_weights(h) * weights).sum())(log_entropies)
+    assert np.isfinite(np.asarray(gradient)).all()

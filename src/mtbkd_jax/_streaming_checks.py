@@ -61,13 +61,13 @@ def narrowed(
     (invalid), probabilities that would round to 0 are refused (their NLL would be inf), and
     the rest are rounded to the state's dtype with each row's confidence kept in its bin
     (:func:`bin_kept`)."""
-    if not isinstance(labels, jax.Array):  # a list of Python ints may not fit int32 either
-        labels = np.asarray(labels)
-    if labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
-        in_range = (labels >= 0) & (labels < num_classes)
-        kept = np.full(labels.shape, -1, np.int32)  # -1 (invalid) fits no unsigned dtype
-        kept[in_range] = labels[in_range]
-        labels = kept
+    if not isinstance(labels, jax.Array):  # host labels (a JAX array, maybe traced, is kept)
+        labels = np.asarray(labels)  # a list of Python ints may not fit int32 either
+        if labels.dtype.kind in "iu" and labels.dtype.itemsize > 4:
+            in_range = (labels >= 0) & (labels < num_classes)
+            kept = np.full(labels.shape, -1, np.int32)  # -1 (invalid) fits no unsigned dtype
+            kept[in_range] = labels[in_range]
+            labels = kept
     dtype = np.dtype(dtype)
     if isinstance(probs, np.ndarray) and probs.dtype.kind == "f" and probs.dtype != dtype:
         if probs.dtype.itemsize > dtype.itemsize:

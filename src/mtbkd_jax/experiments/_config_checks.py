@@ -56,12 +56,12 @@ def check_fields(config: Any) -> None:
         value = getattr(config, name)
         if not (_number(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    for name in GRIDS:
-        grid = getattr(config, name)
-        if not (
-            isinstance(grid, tuple | list) and grid and all(_number(v) and v > 0 for v in grid)
-        ):
-            raise ValueError(f"{name} must be a non-empty tuple of numbers > 0, got {grid!r}")
+    for name in GRIDS:  # a concentration grid may hold 0 (a flat Dirichlet: no distillation)
+        grid, zero = getattr(config, name), name == "concentration_grid"
+        fine = isinstance(grid, tuple | list) and len(grid) > 0
+        if not fine or not all(_number(v) and (v > 0 or (zero and v == 0)) for v in grid):
+            wanted = ">= 0" if zero else "> 0"
+            raise ValueError(f"{name} must be a non-empty tuple of numbers {wanted}, got {grid!r}")
     for name in STEP_SIZES:
         value = getattr(config, name)
         if value != "auto" and not (_number(value) and value > 0):
