@@ -129,7 +129,7 @@ def test_digits_validation_split_is_held_out_and_keeps_the_test_set():
     assert held.teachers_prior.num_examples == 450  # labelled + transfer, not validation
     with pytest.raises(ValueError, match="num_validation"):
         load_digits_distillation(0, num_validation=-1)
-    with pytest.raises(ValueError, match="less than 1797"):
+    with pytest.raises(ValueError, match="together at most 1795"):
         load_digits_distillation(0, num_validation=1000)
     # a bool, a float or a float seed is named (True gave one labelled digit; 2.5 NumPy's
     # "slice indices must be integers"; 1.5 a SeedSequence message)
