@@ -744,11 +744,16 @@ def test_the_trust_search_keeps_the_reasons_of_failed_settings_not_their_draws(m
     # settings beside it (the summary is a list: indexing it by a key raised a TypeError)
     from mtbkd_jax.experiments.baselines import _record_trust
 
-    artifacts = {"trust": {}, "search_unsampled": {}}
-    fit.trust = types.SimpleNamespace(summary=lambda: [{"teacher": "a"}, {"teacher": "b"}])
+    artifacts = {"trust": {}, "trust_fit": {}, "search_unsampled": {}}
+    fit.trust = types.SimpleNamespace(
+        summary=lambda: [{"teacher": "a"}, {"teacher": "b"}],
+        description={"kind": "cut"},
+        max_rhat=1.01,
+    )
     _record_trust(artifacts, "MT-BKD (learned trust)", fit)
     assert json.loads(json.dumps(artifacts)) == {
         "trust": {"MT-BKD (learned trust)": [{"teacher": "a"}, {"teacher": "b"}]},
+        "trust_fit": {"MT-BKD (learned trust)": {"kind": "cut", "max_rhat": 1.01}},
         "search_unsampled": {"MT-BKD (learned trust)": fit.unsampled},
     }
 
