@@ -208,6 +208,22 @@ def _downsample(images: np.ndarray, factor: int) -> np.ndarray:
     return pooled.reshape(n, -1).astype(np.float32)
 
 
+def _check_arguments(
+    seed: int, num_labelled: int, num_transfer: int, num_validation: int, downsample: int
+) -> None:
+    """The loader's counts, before any file is read (``downsample`` above 28 pools the images
+    to nothing: a problem of zero features)."""
+    require_counts(
+        seed=(seed, 0),
+        num_labelled=(num_labelled, 1),
+        num_transfer=(num_transfer, 1),
+        num_validation=(num_validation, 0),
+        downsample=(downsample, 1),
+    )
+    if downsample > 28:
+        raise ValueError(f"downsample must be at most 28 (the images' width), got {downsample}")
+
+
 def load_fashion_mnist_distillation(
     path: str | os.PathLike | None = None,
     *,
@@ -236,15 +252,7 @@ def load_fashion_mnist_distillation(
     """
     from mtbkd_jax.datasets.fashion_mnist_teachers import TeacherSettings, fashion_mnist_teachers
 
-    require_counts(
-        seed=(seed, 0),
-        num_labelled=(num_labelled, 1),
-        num_transfer=(num_transfer, 1),
-        num_validation=(num_validation, 0),
-        downsample=(downsample, 1),
-    )
-    if downsample > 28:  # pooled to nothing: a problem of zero features
-        raise ValueError(f"downsample must be at most 28 (the images' width), got {downsample}")
+    _check_arguments(seed, num_labelled, num_transfer, num_validation, downsample)
     settings = teacher_settings or TeacherSettings()
     folder = find_fashion_mnist_dir(path)
     train, test = load_fashion_mnist(folder, "train"), load_fashion_mnist(folder, "test")
@@ -256,7 +264,7 @@ def load_fashion_mnist_distillation(
         test = FashionMNISTSplit(test.images[: settings.num_test], test.labels[: settings.num_test])
     total = num_labelled + num_transfer + num_validation
     pool = settings.held_out or train.num_examples
-    if min(num_labelled, num_transfer) < 1 or num_validation < 0 or total > pool:
+    if total > pool:  # each count is checked above
         where = "the held-out images" if settings.held_out else "the training images"
         raise ValueError(
             f"num_labelled and num_transfer must be >= 1, num_validation >= 0, and together at "
