@@ -18,13 +18,15 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mtbkd demo --out $(OUT)
 
-# two processes, each its own clean slate. XLA's compiler segfaulted late in a long run: every
-# compiled program holds memory mappings, and the process reached Linux's vm.max_map_count
-# (65,530); tests/conftest.py now releases the compiled programs after each test module
+# The suite runs in TEST_WORKERS processes (pytest-xdist; each test file stays in one process, so
+# its module fixtures run once). On 2 cores two workers nearly halve the wall time: most of a
+# test's time is one thread compiling or driving XLA. Each worker is its own clean slate: XLA's
+# compiler segfaulted late in a long run once every compiled program's memory mappings reached
+# Linux's vm.max_map_count (65,530); tests/conftest.py releases them after each test module.
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q src/mtbkd_jax $(wildcard tests/test_[a-m]*.py); first=$$?; \
-	$(BIN)/python -m pytest -q $(wildcard tests/test_[n-z]*.py); second=$$?; \
-	test $$first -eq 0 -a $$second -eq 0
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile src/mtbkd_jax tests
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests models notebooks benchmarks

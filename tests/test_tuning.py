@@ -262,6 +262,10 @@ def test_tuned_baselines_pick_the_validation_best_prior_scale():
         prior_scale_grid=(0.01, 1.0),
         concentration_grid=(10.0,),
         prior_power_grid=(0.1,),
+        # the learned-trust row's own search (calibration x pooling x beta, each a posterior)
+        # is tested below; one calibration and one pooling keep this test's share of it small
+        trust_calibration_grid=("teacher",),
+        trust_pooling_grid=("mixture",),
     )
     rows, artifacts = run_baselines(problem, config, say=lambda *_: None)
     map_rows = {r["method"]: r for r in rows if r["inference"] == "map"}
