@@ -67,7 +67,8 @@ def test_a_consistent_problem_is_accepted_and_integral_float_labels_too(data):
         # accepted before: coverage against such a truth, or a fit on NaN inputs, is no figure
         ({"true_probs_test": np.full((12, 3), 5.0)}, r"true_probs_test must hold one probability"),
         ({"true_probs_test": np.full((12, 3), np.nan)}, r"\(NaN or infinite\)"),
-        ({"x_train": np.full((10, 4), np.nan)}, r"x_train must be finite, got nan at \(0, 0\)"),
+        ({"x_train": np.full((10, 4), np.nan)},
+         r"x_train must be finite; .*\(NaN\) at index \(0, 0\)"),
         ({"x_transfer": np.full((5, 4), np.inf)}, r"x_transfer must be finite"),
         ({"x_test": np.zeros((12, 0)), "x_train": np.zeros((10, 0)), "x_transfer": None,
           "x_validation": None, "y_validation": None, "teachers_validation": None,

@@ -74,12 +74,16 @@ def to_datatree(
     names = posterior.settings.get("teacher_names")
     if names and "teacher_weights" in posterior.constant_data:
         coords["teacher"] = list(names)
-    tree = az.from_dict(groups, dims=dims, coords=coords)
+    last_states = posterior.settings.get("keep_draws") is False
+    with warnings.catch_warnings():
+        if last_states:  # one state per chain is what such a run keeps, not a transposed array
+            warnings.filterwarnings("ignore", "Found chain dimension to be longer than draw")
+        tree = az.from_dict(groups, dims=dims, coords=coords)
     if posterior.losses is not None and len(posterior.losses):
         tree["optimization"] = xr.DataTree(
             xr.Dataset({"loss": ("step", np.asarray(posterior.losses))})
         )
-    if posterior.settings.get("keep_draws") is False:  # flagged where ArviZ users look
+    if last_states:  # flagged where ArviZ users look
         tree["posterior"].attrs["mtbkd_draws"] = LAST_STATES
     tree.attrs["mtbkd_method"] = posterior.method
     tree.attrs["mtbkd_settings"] = json.dumps(posterior.settings, default=str)

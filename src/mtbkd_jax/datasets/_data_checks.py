@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtbkd_jax._checks import require_finite
+
 if TYPE_CHECKING:
     from mtbkd_jax.datasets.data import DistillationData
     from mtbkd_jax.teachers import TeacherBank
@@ -120,6 +122,5 @@ def _bank(name: str, bank: TeacherBank, count: int, what: str, test: TeacherBank
 def _finite(name: str, x: Any) -> None:
     """Float inputs hold no NaN or infinity (integer token ids need no check)."""
     values = np.asarray(x)
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
-        raise ValueError(f"{name} must be finite, got {values[where]} at {where}")
+    if values.dtype.kind == "f":
+        require_finite(values, name)
