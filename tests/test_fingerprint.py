@@ -201,3 +201,37 @@ def test_a_checkpoint_resumed_with_x64_toggled_names_the_flag(tmp_path):
         pytest.raises(CheckpointError, match="jax_enable_x64: checkpoint False"),
     ):
         mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+
+
+def test_a_checkpoint_resumed_with_another_prng_names_the_flag(tmp_path):
+    """``jax_threefry_partitionable`` changes every random bit, so every draw; a resume under
+    the other value was refused only because the probe's own random points moved, by a
+    message blaming the model's code, constants or data."""
+    model, x, y, settings = _checkpointed_run(tmp_path)
+    flag = bool(jax.config.jax_threefry_partitionable)
+    mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+    with (
+        jax.threefry_partitionable(not flag),
+        pytest.raises(CheckpointError, match=f"jax_threefry_partitionable: checkpoint {flag}"),
+    ):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, **settings)
+
+
+def test_a_logits_fn_changed_only_where_the_logits_are_large_is_refused(tmp_path):
+    """The streamed predictions were probed at chain 0's start only: a ``logits_fn`` clipped
+    at 0.5 resumed a run started at zero weights (logits 0, where the clip does nothing), and
+    its streamed predictive mixed the two functions. They are probed away from it too."""
+    from mtbkd_jax.infer._start import away_from
+
+    model, x, y, settings = _checkpointed_run(tmp_path)
+    start = {"w": np.zeros((3, 2), np.float32)}
+    settings.update(predict_inputs=x, init_params=start)
+    mk.run_sgmcmc(jax.random.key(0), model, x, y, logits_fn=lambda w, f: f @ w["w"], **settings)
+    far = np.asarray(away_from({"w": jax.numpy.zeros((3, 2))})["w"])
+    assert np.abs(x[:8] @ far).max() > 0.5  # the probe's far point reaches the clip
+
+    def clipped(w, f):
+        return jax.numpy.clip(f @ w["w"], -0.5, 0.5)
+
+    with pytest.raises(CheckpointError, match="predictions_away_from_start"):
+        mk.run_sgmcmc(jax.random.key(0), model, x, y, logits_fn=clipped, **settings)

@@ -317,6 +317,10 @@ def test_log_likelihood_of_new_data_checks_its_labels(problem):
             mode.log_likelihood(**kwargs)
     with pytest.raises(TypeError, match="labels must hold integer class indices"):
         mode.log_likelihood(x, np.full(40, 1.5))
+    fractional = np.zeros(40)
+    fractional[7] = 1.5  # the value and where it is, not only the dtype (float64 is taken)
+    with pytest.raises(TypeError, match=r"got 1\.5 at index 7"):
+        mode.log_likelihood(x, fractional)
 
 
 def test_a_one_draw_tree_leaves_the_log_likelihood_out_unless_asked(problem, nuts_posterior):

@@ -175,10 +175,16 @@ def checked_labels(labels: ArrayLike, name: str, num_examples: int, num_classes:
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional (N,), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0):
-            array = array.astype(np.int64)
-        else:
+        if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"{name} must hold integer class indices, got dtype {array.dtype}")
+        fractional = np.mod(array, 1) != 0  # NaN included
+        if fractional.any():
+            first = int(np.argmax(fractional))
+            raise TypeError(
+                f"{name} must hold integer class indices (floats holding whole numbers are "
+                f"taken), got {array[first].item()!r} at index {first}"
+            )
+        array = array.astype(np.int64)
     if array.shape[0] != num_examples:
         raise ValueError(
             f"{name} has {array.shape[0]} entries but the inputs have {num_examples} examples"

@@ -282,6 +282,9 @@ def fingerprint(
         "model": model_description(model, plan, features),
         "versions": library_versions(),
         "jax_enable_x64": bool(jax.config.read("jax_enable_x64")),  # named, not only its effects
+        # the random bits of every key: each flips every draw (named, as x64)
+        "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        "jax_default_prng_impl": str(jax.config.jax_default_prng_impl),
         "minibatch_orders": orders_scheme(settings["sampler"]),
     }
     cycles = settings.get("num_cycles")

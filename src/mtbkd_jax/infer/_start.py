@@ -35,6 +35,8 @@ __all__ = [
     "probe",
     "site_log_densities",
     "chain_start_log_densities",
+    "prediction_probe",
+    "away_from",
     "divergence_cause",
     "PROBED_CHAINS",
 ]
@@ -132,11 +134,39 @@ def probe(
         **site_log_densities(estimator, point, first),
         **chain_start_log_densities(estimator, start, first),
     }
-    if predict is not None:
-        assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
-        logits = logits_fn(estimator.constrain(point), predict[:8])
-        out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
-    return out
+    return {**out, **prediction_probe(estimator, point, logits_fn, predict)}
+
+
+def prediction_probe(
+    estimator: GradientEstimator, point: PyTree, logits_fn: Callable | None, predict: Any
+) -> dict:
+    """The streamed predictions' summed log probabilities on ``predict[:8]`` at chain 0's
+    start (``predictions_at_start``) and away from it (``predictions_away_from_start``, the
+    point :func:`chain_start_log_densities` probes): a ``logits_fn`` changed only where the
+    logits are large (a clip) is unchanged at a start near zero. Empty without ``predict``."""
+    if predict is None:
+        return {}
+    assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
+
+    def summed(at: PyTree) -> float:
+        logits = logits_fn(estimator.constrain(at), predict[:8])
+        return float(jnp.sum(jax.nn.log_softmax(logits, -1)))
+
+    return {
+        "predictions_at_start": summed(point),
+        "predictions_away_from_start": summed(away_from(point)),
+    }
+
+
+def away_from(point: PyTree) -> PyTree:
+    """``FAR_SCALE * point + FAR_SHIFT * z`` (unconstrained), ``z`` a fixed standard Normal
+    draw per site (key 0), so that no class or unit is moved alike."""
+    leaves, tree = jax.tree.flatten(point)
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    draws = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    return jax.tree.unflatten(
+        tree, [FAR_SCALE * x + FAR_SHIFT * z for x, z in zip(leaves, draws, strict=True)]
+    )
 
 
 def site_log_densities(estimator: GradientEstimator, point: PyTree, batch: Any) -> dict:
@@ -168,16 +198,11 @@ def chain_start_log_densities(estimator: GradientEstimator, start: PyTree, batch
     ``relu`` become ``relu6``, a clip added), which the chains' later draws would reach."""
     num_chains = jax.tree.leaves(start)[0].shape[0]
     at = jax.jit(lambda e, p, b: e.logdensity(p, b))  # the estimator an argument, as in probe
-    leaves, tree = jax.tree.flatten(first_chain(start))
-    keys = jax.random.split(jax.random.key(0), len(leaves))
-    draws = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
-    shift = jax.tree.unflatten(tree, [FAR_SHIFT * z for z in draws])
     near, away = [], []
     for chain in range(min(num_chains, PROBED_CHAINS)):  # one chain at a time, as first_chain
         point = jax.tree.map(lambda x, c=chain: x[c], start)
-        far = jax.tree.map(lambda x, z: FAR_SCALE * x + z, point, shift)
         near.append(float(at(estimator, point, batch)))
-        away.append(float(at(estimator, far, batch)))
+        away.append(float(at(estimator, away_from(point), batch)))
     return {"logdensity_at_chain_starts": near, "logdensity_away_from_starts": away}
 
 

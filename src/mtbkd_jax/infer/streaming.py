@@ -48,7 +48,11 @@ import numpy as np
 from mtbkd_jax._checks import as_input_batch, checked_labels
 from mtbkd_jax.infer._common import label_classes, require_labels
 from mtbkd_jax.infer._host_rows import HostRows, check_finite_rows
-from mtbkd_jax.infer._start import chain_start_log_densities, site_log_densities
+from mtbkd_jax.infer._start import (
+    chain_start_log_densities,
+    prediction_probe,
+    site_log_densities,
+)
 from mtbkd_jax.infer._streamed_estimator import StreamedEstimator, StreamedPlates
 from mtbkd_jax.infer.gradients import GradientEstimator, MinibatchPlan, minibatch_plan
 from mtbkd_jax.students import Student
@@ -152,11 +156,7 @@ def streamed_probe(
     out = {"logdensity_at_start": [float(value)], "gradient_norm_at_start": float(norm)}
     out.update(site_log_densities(estimator, point, estimator.first_batch()))
     out.update(chain_start_log_densities(estimator, start, estimator.first_batch()))
-    if predict is not None:
-        assert logits_fn is not None  # predict needs it (checked by run_sgmcmc)
-        logits = logits_fn(estimator.constrain(point), predict[:8])
-        out["predictions_at_start"] = float(jnp.sum(jax.nn.log_softmax(logits, -1)))
-    return out
+    return {**out, **prediction_probe(estimator, point, logits_fn, predict)}
 
 
 def _plan(
