@@ -19,8 +19,9 @@ demo: $(BIN)/.installed
 	$(BIN)/mtbkd demo --out $(OUT)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; each test file stays in one process, so
-# its module fixtures run once). On 2 cores two workers nearly halve the wall time: most of a
-# test's time is one thread compiling or driving XLA. Each worker is its own clean slate: XLA's
+# its module fixtures run once). Most of a test's time is one thread compiling or driving XLA:
+# on 2 cores the a-m half took 2,300 s beside the n-z half, 2,192 s alone (CI, one after the
+# other, passed 5,400 s in all). Each worker is its own clean slate: XLA's
 # compiler segfaulted late in a long run once every compiled program's memory mappings reached
 # Linux's vm.max_map_count (65,530); tests/conftest.py releases them after each test module.
 # TEST_WORKERS=0 runs everything in this process.
