@@ -130,6 +130,22 @@ def test_the_record_tells_two_learned_weight_links_apart_and_has_no_distillation
     assert _model(bank, None).distillation_weight == pytest.approx(1.0)
 
 
+def test_the_record_has_no_concentration_where_the_trust_brings_its_own():
+    """A trust with its own lambda recorded the unused default (10) as ``concentration``,
+    and ``differs_from_paper`` listed it against the paper's 5; ``"joint"`` without a given
+    hyperprior uses it (its hyperprior's median), so it is recorded there."""
+    bank = _bank()
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(0)))
+    for trust in (_posterior(TrustHyperprior()), TrustValues.fixed(2, 3.0)):
+        model = MTBKDModel(student, bank, trust=trust)
+        assert model.settings()["concentration"] is None
+        assert not any(d.startswith("concentration") for d in model.differs_from_paper())
+    joint = MTBKDModel(student, bank, trust="joint", concentration=3.0)
+    assert joint.settings()["concentration"] == 3.0
+    assert "concentration=3.0 (paper: 5.0)" in joint.differs_from_paper()
+    assert MTBKDModel(student, bank).settings()["concentration"] == 10.0
+
+
 def test_labels_for_fewer_examples_than_the_teachers_get_a_message_about_the_bank():
     with pytest.raises(ValueError, match=r"labels has 4 entries but the teachers describe 6.*"):
         fit_teacher_trust(jax.random.key(0), _bank(), [0, 1, 2, 0])

@@ -139,6 +139,8 @@ class MTBKDModel(InferenceHooks):
         self.weight_temperature = require_positive(weight_temperature, "weight_temperature")
         self.weight_tau = require_positive(weight_tau, "weight_tau")
         self.trust, self.trust_hyperprior = trust, trust_hyperprior
+        # a trust with its own lambda leaves ``concentration`` unused: settings() record None
+        self._uses_concentration = not sets_own_concentration(trust, trust_hyperprior)
         self.trusted_teachers: TrustedTeachers | None = None
         self.teacher_prior: TeacherPrior | None = None
         check_trust_arguments(trust, trust_hyperprior, teachers)
@@ -216,6 +218,7 @@ class MTBKDModel(InferenceHooks):
             f"{name}={getattr(self, name)!r} (paper: {value!r})"
             for name, value in {**PAPER_SETTINGS, "weight_temperature": 1.0}.items()
             if getattr(self, name) != value
+            and (name != "concentration" or self._uses_concentration)
         ]
         base = getattr(self.student.prior, "description", {}).get("kind")
         if base != "flat":
@@ -255,7 +258,7 @@ class MTBKDModel(InferenceHooks):
         }
         if self.teachers is not None:
             out.update(
-                concentration=self.concentration,
+                concentration=self.concentration if self._uses_concentration else None,
                 temperature=self.temperature,
                 prior_power=self.prior_power,
                 distillation_weight=self.distillation_weight,
