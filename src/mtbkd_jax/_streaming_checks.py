@@ -69,6 +69,7 @@ def narrowed(
             kept[in_range] = labels[in_range]
             labels = kept
     dtype = np.dtype(dtype)
+    probs = _on_host(probs, dtype)
     if isinstance(probs, np.ndarray) and probs.dtype.kind == "f" and probs.dtype != dtype:
         if probs.dtype.itemsize > dtype.itemsize:
             lost = (probs != 0) & (probs.astype(dtype) == 0)
@@ -80,6 +81,22 @@ def narrowed(
                 )
             return bin_kept(probs, dtype, num_bins), labels
     return probs, labels
+
+
+def _on_host(probs: ArrayLike, dtype: np.dtype) -> ArrayLike:
+    """Lists and tuples as NumPy arrays (their Python floats are float64: a cast to a float32
+    state must keep their bins as an array's does), and likewise a concrete JAX array wider
+    than the state (x64 on); a traced or not fully addressable array is left as it is."""
+    if isinstance(probs, list | tuple):
+        return np.asarray(probs)
+    wide = (
+        isinstance(probs, jax.Array)
+        and not isinstance(probs, jax.core.Tracer)
+        and jnp.issubdtype(probs.dtype, jnp.floating)
+        and probs.dtype.itemsize > dtype.itemsize
+        and probs.is_fully_addressable
+    )
+    return np.asarray(probs) if wide else probs
 
 
 def bin_kept(probs: np.ndarray, dtype: Any, num_bins: int) -> np.ndarray:
