@@ -27,6 +27,7 @@ from mtbkd_jax.teachers import TeacherBank
 from mtbkd_jax.trust.fit import TrustPosterior
 from mtbkd_jax.trust.resolve import (
     DEFAULT_CONCENTRATION,
+    check_prior_constants,
     check_trust_arguments,
     resolve_trust,
     sets_own_concentration,
@@ -263,6 +264,8 @@ class MTBKDModel(InferenceHooks):
                 prior_power=self.prior_power,
                 distillation_weight=self.distillation_weight,
                 weight_rule=self.weight_rule,
+                weight_temperature=self.weight_temperature,
+                weight_tau=self.weight_tau,
                 teacher_names=list(self.teachers.names),
                 teacher_hash=self.teachers.content_hash,
             )
@@ -336,16 +339,13 @@ class MTBKDModel(InferenceHooks):
             # transfer implies use_prior (so constants are set) and prior_inputs
             assert prior_inputs is not None and constants is not None
             num_transfer = prior_inputs.shape[0]
-            self._check_prior_size(constants, num_transfer, "prior_inputs")
+            check_prior_constants(constants, num_transfer, "prior_inputs")
             transfer_plate = numpyro.plate(
                 "transfer", num_transfer, subsample_size=prior_subsample_size
             )
             with transfer_plate as t:
-                transfer_batch = (
-                    prior_inputs
-                    if prior_subsample_size is None
-                    else jnp.take(prior_inputs, t, axis=0)
-                )
+                whole = prior_subsample_size is None
+                transfer_batch = prior_inputs if whole else jnp.take(prior_inputs, t, axis=0)
             # one pass of the network over both batches (the weights are the same draw): for a
             # small student the number of ops, not their size, sets the time per step
             both = network(jnp.concatenate([batch, transfer_batch], axis=0))
@@ -359,7 +359,7 @@ class MTBKDModel(InferenceHooks):
             numpyro.sample("y", dist.Categorical(logits=logits), obs=batch_labels)
             if use_prior and prior_inputs is None:
                 assert constants is not None  # use_prior implies a teacher prior
-                self._check_prior_size(constants, num_examples, "inputs")
+                check_prior_constants(constants, num_examples, "inputs")
                 prior = constants if subsample_size is None else constants.take(index)
                 teacher_prior_factor(
                     "teacher_prior",
@@ -388,16 +388,3 @@ class MTBKDModel(InferenceHooks):
         assert trust is not None and self.trust_hyperprior is not None
         h = self.trust_hyperprior
         return prior.prior(trust, self.temperature, h.weight_rule, h.pooling)
-
-    @staticmethod
-    def _check_prior_size(constants: object, num_examples: int, argument: str) -> None:
-        if not isinstance(constants, TeacherPrior | TrustedTeachers):
-            kind = type(constants).__name__
-            raise TypeError(f"prior_constants must be a TeacherPrior, got {kind}")
-        if num_examples != constants.num_examples:
-            raise ValueError(
-                f"the teacher bank describes {constants.num_examples} examples but "
-                f"{argument} has {num_examples}; build the bank on the inputs where the prior "
-                "is evaluated (pass prior_inputs for a separate transfer set, or "
-                "teacher_prior=False to predict on new inputs)"
-            )

@@ -128,9 +128,11 @@ def inverse_entropy_weights(entropies: jax.Array) -> jax.Array:
     return jnp.exp(inverse_entropy_log_weights(_log(entropies)))
 
 
-@jax.jit
 def softmax_weights(entropies: jax.Array, tau: float = 1.0) -> jax.Array:
-    """``w = softmax(-H / tau)`` over teachers (tau > 0; small tau picks the surest teacher)."""
+    """``w = softmax(-H / tau)`` over teachers (tau > 0; small tau picks the surest teacher;
+    a concrete negative or NaN ``tau``, which would favour the least sure, is refused)."""
+    if not isinstance(tau, jax.core.Tracer) and not (np.asarray(tau) >= 0.0).all():
+        raise ValueError(f"tau must be > 0, got {tau}")
     return jnp.exp(softmax_log_weights(entropies, tau))
 
 
@@ -165,11 +167,14 @@ def teacher_log_weights(
     """
     if not isinstance(teachers, TeacherBank):
         raise TypeError(f"teachers must be a TeacherBank, got {type(teachers).__name__}")
+    if isinstance(rule, str) and rule not in WEIGHT_RULES:
+        hint = " ('learned' needs a trust: MTBKDModel(..., trust=...))" if rule == "learned" else ""
+        raise ValueError(
+            f"{argument} must be one of {sorted(WEIGHT_RULES)} or an (M, N) array, got "
+            f"{rule!r}{hint}"
+        )
+    _refuse_unused_options(rule, temperature, tau, argument)
     if isinstance(rule, str):
-        if rule not in WEIGHT_RULES:
-            raise ValueError(
-                f"{argument} must be one of {sorted(WEIGHT_RULES)} or an (M, N) array, got {rule!r}"
-            )
         if rule == "uniform":
             shape = (teachers.num_teachers, teachers.num_examples)
             return jnp.full(shape, -np.log(teachers.num_teachers), jnp.float32)
@@ -200,6 +205,26 @@ def teacher_log_weights(
         )
     with np.errstate(divide="ignore"):
         return jnp.asarray(np.log(weights) - np.log(sums), dtype=jnp.float32)
+
+
+def _refuse_unused_options(rule: object, temperature: float, tau: float, argument: str) -> None:
+    """Refuse a ``tau`` other than 1 for a rule other than ``"softmax"``, and a ``temperature``
+    other than 1 for ``"uniform"`` or an array: the rule would ignore it without a word."""
+    prefix = "weight_" if argument == "weight_rule" else ""
+    named = rule if isinstance(rule, str) else None
+    shown = repr(named) if named else "an array"
+    unused = {}
+    if named != "softmax":
+        unused[f"{prefix}tau"] = (tau, "the 'softmax' rule alone uses it")
+    if named in (None, "uniform"):
+        unused[f"{prefix}temperature"] = (temperature, "the entropy rules alone measure entropies")
+    for name, (value, why) in unused.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            continue  # an array or a tracer: its own check names it where it is used
+        if value != 1.0:
+            raise ValueError(
+                f"{name}={value} is not used with {argument}={shown} ({why}): leave it at 1"
+            )
 
 
 def teacher_weights(

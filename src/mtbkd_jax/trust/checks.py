@@ -122,3 +122,10 @@ def check_values_use(
             "trust_hyperprior.calibration is 'none' (every temperature 1), but trust.temperature "
             f"is {tau.tolist()}: pass temperatures of 1, or a hyperprior with calibration"
         )
+    slope = np.zeros(1) if trust.temperature_slope is None else np.asarray(trust.temperature_slope)
+    if hyperprior.calibration != "confidence" and not np.all(slope == 0.0):
+        raise ValueError(
+            f"trust_hyperprior.calibration is {hyperprior.calibration!r} (no temperature "
+            f"slope), but trust.temperature_slope is {slope.tolist()}: pass zeros (or None), "
+            "or a hyperprior with calibration='confidence'"
+        )

@@ -90,6 +90,15 @@ class TrustPosterior:
 
     def __post_init__(self) -> None:
         check_draws(self.draws, len(self.teacher_names))
+        for name, reason in self._fixed_sites().items():  # the prior would use them, while
+            value = 1.0 if name == "temperature" else 0.0  # the record says they are fixed
+            used = name in ("temperature", "temperature_slope")  # (a fixed rule drops a link)
+            if used and name in self.draws and not np.all(np.asarray(self.draws[name]) == value):
+                raise ValueError(
+                    f"the trust draws of {name} must all be {value:g} under this hyperprior "
+                    f"({reason}), got values {np.min(self.draws[name]):.3g} to "
+                    f"{np.max(self.draws[name]):.3g}"
+                )
         if self.labelled_by_class is not None:
             counts = np.asarray(self.labelled_by_class, dtype=np.float64)
             groups = self.draws["concentration"].shape[-1]

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
+from numpy.typing import ArrayLike
 
 from mtbkd_jax._checks import as_labels
 from mtbkd_jax.priors import TeacherPrior
@@ -63,6 +64,16 @@ def _checked(labels: jax.Array, prior: TeacherPrior) -> jax.Array:
     if isinstance(labels, jax.core.Tracer):
         return labels
     num_examples, _, num_classes = prior.scaled_probs.shape
+    return jnp.asarray(as_labels(labels, "labels", num_examples, num_classes))
+
+
+def _model_labels(
+    labels: ArrayLike | None, num_examples: int, num_classes: int
+) -> jax.Array | None:
+    """A label model's concrete labels checked (a label >= C gave a -inf log probability, a
+    wrong length a broadcasting error); ``None`` (simulate) and traced labels as they are."""
+    if labels is None or isinstance(labels, jax.core.Tracer):
+        return labels
     return jnp.asarray(as_labels(labels, "labels", num_examples, num_classes))
 
 
@@ -112,6 +123,7 @@ def teacher_trust_model(
     """
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
+    labels = _model_labels(labels, num_examples, num_classes)
     consensus = consensus_weights(log_probs) if consensus is None else consensus
     calibration = replace(hyperprior, weight_rule="uniform")
     values = sample_trust(calibration, num_teachers, num_classes)
@@ -141,6 +153,7 @@ def mixing_weight_model(
     """
     hyperprior = TrustHyperprior() if hyperprior is None else hyperprior
     num_teachers, num_examples, num_classes = log_probs.shape
+    labels = _model_labels(labels, num_examples, num_classes)
     consensus = consensus_weights(log_probs) if consensus is None else consensus
     link = sample_trust(
         hyperprior, num_teachers, num_classes, sites=("weight_bias", "weight_slope")

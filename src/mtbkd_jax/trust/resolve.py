@@ -24,6 +24,7 @@ from mtbkd_jax.trust.sites import (
 
 __all__ = [
     "DEFAULT_CONCENTRATION",
+    "check_prior_constants",
     "check_trust_arguments",
     "resolve_trust",
     "sets_own_concentration",
@@ -31,6 +32,20 @@ __all__ = [
 ]
 
 DEFAULT_CONCENTRATION = 10.0  # MTBKDModel's lambda; with most trusts not used (the trust's is)
+
+
+def check_prior_constants(constants: object, num_examples: int, argument: str) -> None:
+    """Refuse a model's prior constants (fixed or a joint trust's teachers) that are of another
+    kind or describe another number of examples than ``argument`` has."""
+    if not isinstance(constants, TeacherPrior | TrustedTeachers):
+        raise TypeError(f"prior_constants must be a TeacherPrior, got {type(constants).__name__}")
+    if num_examples != constants.num_examples:
+        raise ValueError(
+            f"the teacher bank describes {constants.num_examples} examples but "
+            f"{argument} has {num_examples}; build the bank on the inputs where the prior "
+            "is evaluated (pass prior_inputs for a separate transfer set, or "
+            "teacher_prior=False to predict on new inputs)"
+        )
 
 
 def check_trust_arguments(trust: object, hyperprior: object, teachers: object) -> None:
@@ -106,7 +121,12 @@ def resolve_trust(
     if isinstance(trust, str) and trust == "joint":
         if hyperprior is None:
             given = DEFAULT_CONCENTRATION if concentration is None else concentration
-            hyperprior = TrustHyperprior(concentration=max(given, 1e-3))
+            if not given > 0:  # (was raised to 1e-3 without a word, and recorded as given)
+                raise ValueError(
+                    f"with trust='joint', concentration is the median of each lambda's "
+                    f"LogNormal hyperprior and must be > 0, got {given}"
+                )
+            hyperprior = TrustHyperprior(concentration=given)
         if not isinstance(hyperprior, TrustHyperprior):
             raise TypeError(
                 f"trust_hyperprior must be a TrustHyperprior, got {type(hyperprior).__name__}"

@@ -59,7 +59,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from mtbkd_jax._checks import require_positive
+from mtbkd_jax._checks import is_traced, require_indices, require_positive
 from mtbkd_jax._tempering import tempered_log_softmax
 from mtbkd_jax.priors import TeacherPrior, log_dirichlet_normalizer
 from mtbkd_jax.teachers import _log_entropies
@@ -320,6 +320,12 @@ def trusted_teacher_prior(
     """
     if pooling not in TRUST_POOLINGS:
         raise ValueError(f"pooling must be one of {TRUST_POOLINGS}, got {pooling!r}")
+    if weight_rule not in TRUST_WEIGHT_RULES:  # (any other name gave the softmax rule)
+        raise ValueError(f"weight_rule must be one of {TRUST_WEIGHT_RULES}, got {weight_rule!r}")
+    if not any(is_traced(field) for field in values if field is not None):
+        from mtbkd_jax.trust.checks import check_values  # (it imports this module)
+
+        check_values(values, *np.shape(log_probs)[::2])  # a negative tau inverts a teacher
     calibrated = calibrated_log_probs(log_probs, values.temperature, values.temperature_slope)
     tempered = tempered_log_softmax(calibrated, temperature)
     per_example = per_example_concentration(values.concentration, consensus)  # (M, N)
@@ -355,7 +361,10 @@ class TrustedTeachers(NamedTuple):
         return int(self.log_probs.shape[0])
 
     def take(self, indices: jax.Array) -> TrustedTeachers:
-        """The teachers on the examples ``indices``."""
+        """The teachers on the examples ``indices``: concrete ones must be integers in
+        0..N-1 (a -1 took the last example, a 99 gave NaN); traced ones are not checked."""
+        size = self.num_examples
+        require_indices(indices, size, f"the teachers describe {size} examples")
         return TrustedTeachers(
             jnp.take(self.log_probs, indices, axis=0),
             jnp.take(self.consensus, indices, axis=0),
