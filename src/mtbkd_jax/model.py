@@ -74,8 +74,10 @@ class MTBKDModel(InferenceHooks):
         weight_rule: mixing-weight rule (``"paper"``, the default, ``"inverse_entropy"``,
             ``"softmax"``, ``"uniform"``) or an (M, N) array; with a ``TrustPosterior`` or
             ``"joint"``, by default the trust's hyperprior's rule (another is refused).
-        weight_temperature: temperature at which entropies are measured for the weights (1).
-        weight_tau: temperature of the ``"softmax"`` weight rule.
+        weight_temperature: temperature at which entropies are measured for the weights (1;
+            ``"uniform"`` and an array refuse another value, which they would ignore).
+        weight_tau: temperature of the ``"softmax"`` weight rule (the others refuse a value
+            other than 1).
         trust: the teachers' trust (:mod:`mtbkd_jax.trust`): ``None`` (the paper's fixed
             model); a :class:`~mtbkd_jax.trust.TrustPosterior` from
             :func:`~mtbkd_jax.trust.fit_teacher_trust` (the cut posterior: the student is
