@@ -487,6 +487,36 @@ def test_interval_coverage_edges_are_closed_where_documented():
     assert [(r["low"], r["count"]) for r in rows] == [(0.0, 1), (0.1, 3)]
 
 
+def test_a_truth_that_rounds_onto_a_narrower_bound_is_inside():
+    """class_intervals of draws all equal to (0.3, 0.7) gives float32 bounds
+    [0.30000001, 0.30000001] and [0.69999999, 0.69999999]; the float64 truths 0.3 and 0.7 were
+    compared in float64 and missed both (coverage 0.0; found by a user-probe review). At the
+    bounds' precision they are on them."""
+    import jax.numpy as jnp
+
+    from mtbkd_jax.metrics import interval_coverage, interval_coverage_by_probability
+    from mtbkd_jax.uncertainty import class_intervals
+
+    true = [[0.3, 0.7]]
+    intervals = class_intervals(np.tile([[[0.3, 0.7]]], (10, 1, 1)), 0.95)
+    assert np.asarray(intervals).dtype == np.float32
+    assert float(intervals[0, 0, 0]) != 0.3  # the float32 bound is not the float64 truth
+    assert interval_coverage(intervals, true) == 1.0
+    assert interval_coverage(np.asarray(intervals), true) == 1.0
+    rows = interval_coverage_by_probability(intervals, true, edges=(0.0, 0.5, 1.0))
+    assert [(r["count"], r["coverage"], r["below"], r["above"]) for r in rows] == [
+        (1, 1.0, 0.0, 0.0),
+        (1, 1.0, 0.0, 0.0),
+    ]
+    for dtype in (jnp.bfloat16, np.float16):  # the truth is rounded to these too
+        bounds = jnp.asarray(np.stack([true, true], -1), dtype)
+        assert interval_coverage(bounds, true) == 1.0
+    # float64 bounds are compared with the truth as it is: the float32 bound misses in float64
+    assert interval_coverage(np.asarray(intervals, np.float64), true) == 0.0
+    # and a truth beyond a narrow bound by more than its rounding still misses
+    assert interval_coverage(intervals, [[0.3001, 0.7]]) == 0.5
+
+
 # ------------------------------------------------------------------------ coverage errors
 @pytest.mark.parametrize("name", ["interval_coverage", "interval_coverage_by_probability"])
 def test_interval_coverage_shape_errors_name_both_arguments(name):

@@ -1,7 +1,14 @@
 """The coverage of credible intervals where the true class probabilities are known (the
 synthetic benchmarks): pooled over every (example, class) pair, and by the true probability's
 size, with the side on which the misses fall. Plain NumPy in float64; re-exported by
-:mod:`mtbkd_jax.metrics`."""
+:mod:`mtbkd_jax.metrics`.
+
+Bounds narrower than float64 (float32 from :func:`~mtbkd_jax.uncertainty.class_intervals`,
+float16, bfloat16) are compared with the true probabilities rounded to the bounds' dtype: a
+truth that rounds onto a bound counts as on it, so inside (``class_intervals`` of draws that
+all equal 0.3 gives the float32 bounds ``[0.30000001, 0.30000001]``, which hold the truth 0.3
+at float32 precision, not in float64). Which bin of ``true_probs`` a pair falls in is decided
+by the truth as given."""
 
 from __future__ import annotations
 
@@ -9,6 +16,24 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = ["interval_coverage", "interval_coverage_by_probability"]
+
+
+def _bounds_dtype(intervals: ArrayLike) -> np.dtype | None:
+    """The bounds' floating dtype where it is narrower than float64 (else ``None``)."""
+    dtype = np.asarray(intervals).dtype
+    try:
+        bits = np.finfo(dtype).bits  # float16, float32, ml_dtypes' bfloat16 (kind "V")
+    except (TypeError, ValueError):  # integers, bools, objects: nothing to round to
+        return None
+    return dtype if bits < 64 and dtype.kind != "c" else None
+
+
+def _at_bounds_precision(true_probs: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    """``true_probs`` rounded to the bounds' ``dtype`` (as float64), so that a truth is
+    compared with the bounds at their precision; unchanged when ``dtype`` is ``None``."""
+    if dtype is None:
+        return true_probs
+    return np.asarray(true_probs.astype(dtype), dtype=np.float64)
 
 
 def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -40,13 +65,19 @@ def _check_intervals(intervals: ArrayLike, true_probs: ArrayLike) -> tuple[np.nd
 
 
 def interval_coverage(intervals: ArrayLike, true_probs: ArrayLike) -> float:
-    """Fraction of true class probabilities inside their credible intervals.
+    """Fraction of true class probabilities inside their credible intervals (bounds included).
+
+    Bounds narrower than float64 (float32 from :func:`~mtbkd_jax.uncertainty.class_intervals`)
+    are compared with each truth rounded to their dtype: a truth that rounds onto a bound is on
+    it, so inside (the float32 bounds ``[0.30000001, 0.30000001]`` hold the truth 0.3).
 
     Args:
         intervals: (N, C, 2) lower and upper bounds.
         true_probs: (N, C) the known class probabilities (synthetic data).
     """
+    dtype = _bounds_dtype(intervals)
     intervals, true_probs = _check_intervals(intervals, true_probs)
+    true_probs = _at_bounds_precision(true_probs, dtype)
     inside = (intervals[..., 0] <= true_probs) & (true_probs <= intervals[..., 1])
     return float(inside.mean())
 
@@ -64,13 +95,17 @@ def interval_coverage_by_probability(
     Args:
         intervals: (N, C, 2) lower and upper bounds.
         true_probs: (N, C) the known class probabilities.
-        edges: increasing bin edges; a bin is ``[low, high)``, the last one ``[low, high]``.
+        edges: increasing bin edges; a bin is ``[low, high)``, the last one ``[low, high]``
+            (of the truth as given; it is compared with bounds narrower than float64 at their
+            precision, as in :func:`interval_coverage`).
 
     Returns:
         One dict per non-empty bin: ``low``, ``high``, ``count``, ``coverage``, and the
         fractions of the bin with the truth ``below`` and ``above`` its interval.
     """
+    dtype = _bounds_dtype(intervals)
     intervals, true_probs = _check_intervals(intervals, true_probs)
+    compared = _at_bounds_precision(true_probs, dtype)
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):  # NaN: refused
         raise ValueError(f"edges must be at least two increasing values, got {edges.tolist()}")
@@ -80,8 +115,8 @@ def interval_coverage_by_probability(
             f"edges must span every true probability: {int(outside.sum())} lie outside "
             f"[{edges[0]:g}, {edges[-1]:g}] (use edges from 0 to 1)"
         )
-    below = true_probs < intervals[..., 0]
-    above = true_probs > intervals[..., 1]
+    below = compared < intervals[..., 0]
+    above = compared > intervals[..., 1]
     rows = []
     for k, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = k == len(edges) - 2
