@@ -227,7 +227,11 @@ def test_runs_that_repeat_one_run_give_that_runs_comparison():
             r"probs_a must have shape \(N, C\) or \(R, N, C\)",
         ),
         ({"probs_a": np.full((10, 3), np.nan)}, "probs_a: probs must be finite"),
-        ({"labels": np.array([0, 1, 2, 3, 0] * 2)}, r"probs_a: labels must lie in 0..2"),
+        # the labels' range was blamed on probs_a ("probs_a: labels must lie in 0..2")
+        ({"labels": np.array([0, 1, 2, 3, 0] * 2)}, r"^labels must lie in 0\.\.2"),
+        ({"labels": np.array([0, 1, 2, 0, 5] * 2)}, r"^labels must lie in 0\.\.2"),
+        ({"labels": np.array([0, 1, 2, 0, -1] * 2)}, r"^labels must lie in 0\.\.2"),
+        ({"labels": np.array([0, 1, 2, 0, 0.5] * 2)}, r"^labels must be integer class"),
     ],
 )
 def test_bad_input_is_refused_with_the_argument_named(change, message):

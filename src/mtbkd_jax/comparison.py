@@ -209,12 +209,14 @@ def _stacked(probs: ArrayLike, name: str) -> np.ndarray:
 
 
 def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
-    """Each run of ``array`` checked like a metric's input (the argument named)."""
+    """Each run of ``array`` checked like a metric's input (the argument named); a refusal of
+    the labels (their shape, dtype or range: ``array``'s shape was checked against the other
+    argument's) names ``labels`` alone."""
     for run in array:
         try:
             _check(run, labels)
         except ValueError as error:
-            if str(error).startswith(("labels must have shape", "labels must be integer")):
+            if str(error).startswith("labels "):
                 raise
             raise ValueError(f"{name}: {error}") from None
 
