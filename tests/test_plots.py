@@ -82,3 +82,35 @@ def test_bad_figure_inputs_are_named_before_anything_is_drawn_or_written(tmp_pat
     with pytest.warns(UserWarning, match=r"deviance\['b'\]: 1 non-finite values left out"):
         deviance_by_group({"a": [1.0, 2.0], "b": [1.0, np.nan, 3.0]})
     plt.close("all")
+
+
+def test_a_curve_that_does_not_fit_is_named_before_a_figure_is_made():
+    """A curve one row short was refused as 'labels must have shape (4,), got (5,)', rows not
+    summing to 1 as 'probs rows must ...', neither naming the curve (found by a user-probe
+    review); and the figure made before the refusal was left open."""
+    import matplotlib.pyplot as plt
+
+    from mtbkd_jax.plots import reliability_diagram
+
+    labels = [0, 1, 0, 1, 0]
+    good, short = np.full((5, 2), 0.5), np.full((4, 2), 0.5)
+    unnormalised = np.full((5, 2), 0.6)
+    three = np.full((5, 3), 1 / 3)
+    figures = plt.get_fignums()
+    cases = [
+        ({"a": good, "b": short}, r"^curves\['b'\] must have one row per label \(5 labels\)"),
+        ({"b": short}, r"^curves\['b'\] must have one row per label \(5 labels\), got 4 rows"),
+        ({"a": good, "b": unnormalised}, r"^curves\['b'\] rows must sum to 1"),
+        ({"a": good, "b": np.full(5, 0.5)}, r"^curves\['b'\] must have shape \(N, C\)"),
+        ({"a": good, "b": np.full((5, 2), np.nan)}, r"^curves\['b'\] must be finite"),
+    ]
+    for curves, message in cases:
+        with pytest.raises(ValueError, match=message):
+            reliability_diagram(curves, labels)
+    with pytest.raises(ValueError, match=r"^labels must lie in 0\.\.1 \(curves\['b'\] has C = 2"):
+        reliability_diagram({"a": three, "b": good}, [0, 1, 2, 0, 1])
+    with pytest.raises(ValueError, match=r"^labels must have shape \(5,\), got \(5, 1\)"):
+        reliability_diagram({"a": good}, np.zeros((5, 1), int))
+    assert plt.get_fignums() == figures
+    figure = reliability_diagram({"a": good, "b": three}, labels)  # fitting curves still draw
+    plt.close(figure)

@@ -55,20 +55,23 @@ __all__ = [
 ]
 
 
-def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    probs: ArrayLike, labels: ArrayLike, name: str = "probs"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``probs`` (``name`` in the messages) and ``labels`` checked, as float64 and int64."""
     if np.iscomplexobj(probs):  # a cast would drop the imaginary part with a warning
-        raise ValueError(f"probs must be real, got dtype {np.asarray(probs).dtype}")
+        raise ValueError(f"{name} must be real, got dtype {np.asarray(probs).dtype}")
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     if probs.ndim != 2:
-        raise ValueError(f"probs must have shape (N, C), got {probs.shape}")
+        raise ValueError(f"{name} must have shape (N, C), got {probs.shape}")
     if probs.shape[0] == 0 or probs.shape[1] == 0:  # a mean over nothing is never a figure
-        raise ValueError(f"probs must hold at least one example and class, got {probs.shape}")
+        raise ValueError(f"{name} must hold at least one example and class, got {probs.shape}")
     if not np.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError("probs must be finite and non-negative")
+        raise ValueError(f"{name} must be finite and non-negative")
     if probs.size and np.abs(probs.sum(-1) - 1).max() > 1e-3:
         raise ValueError(
-            f"probs rows must sum to 1 (within 1e-3); found a row summing to "
+            f"{name} rows must sum to 1 (within 1e-3); found a row summing to "
             f"{probs.sum(-1)[np.argmax(np.abs(probs.sum(-1) - 1))]:.6g}"
         )
     if labels.dtype.kind not in "biuf":  # strings, complex numbers, objects
@@ -79,7 +82,10 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]
         if labels.size and not np.all(np.mod(labels, 1) == 0):
             raise ValueError("labels must be integer class indices")
     if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
-        raise ValueError(f"labels must lie in 0..{probs.shape[1] - 1}")
+        raise ValueError(
+            f"labels must lie in 0..{probs.shape[1] - 1} ({name} has C = {probs.shape[1]} "
+            f"classes), got values in {labels.min()}..{labels.max()}"
+        )
     return probs, labels.astype(np.int64)
 
 

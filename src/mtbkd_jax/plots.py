@@ -49,6 +49,24 @@ def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
+def _check_curves(curves: Mapping[str, ArrayLike], labels: ArrayLike) -> None:
+    """Each curve checked like a metric's input before anything is drawn, a refusal naming it
+    (``curves['b']``); one whose number of rows differs from the labels' is blamed (the
+    labels are shared: the message said ``labels must have shape (4,), got (5,)``)."""
+    from mtbkd_jax.metrics import _check
+
+    num_labels = np.shape(labels)[0] if np.ndim(labels) == 1 else None
+    for name, probs in curves.items():
+        curve = f"curves[{name!r}]"
+        rows = np.shape(probs)[0] if np.ndim(probs) == 2 else None
+        if num_labels is not None and rows is not None and rows != num_labels:
+            raise ValueError(
+                f"{curve} must have one row per label ({num_labels} labels), got {rows} rows "
+                f"(shape {np.shape(probs)})"
+            )
+        _check(probs, labels, curve)
+
+
 def reliability_diagram(
     curves: Mapping[str, ArrayLike],
     labels: ArrayLike,
@@ -96,6 +114,7 @@ def reliability_diagram(
             f"curves must be a dict of name -> (N, C) probabilities, got {type(curves).__name__}"
         )
     _check_path(path)
+    _check_curves(curves, labels)
     plt = _pyplot()
     fig, (ax, counts_ax) = plt.subplots(
         2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
