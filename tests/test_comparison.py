@@ -226,9 +226,13 @@ def test_runs_that_repeat_one_run_give_that_runs_comparison():
             {"probs_a": np.full((2, 10, 3, 1), 1.0)},
             r"probs_a must have shape \(N, C\) or \(R, N, C\)",
         ),
-        ({"probs_a": np.full((10, 3), np.nan)}, "probs_a: probs must be finite"),
+        ({"probs_a": np.full((10, 3), np.nan)}, "^probs_a must be finite"),
+        ({"probs_b": np.full((10, 3), 0.5)}, "^probs_b rows must sum to 1"),
         # the labels' range was blamed on probs_a ("probs_a: labels must lie in 0..2")
-        ({"labels": np.array([0, 1, 2, 3, 0] * 2)}, r"^labels must lie in 0\.\.2"),
+        (
+            {"labels": np.array([0, 1, 2, 3, 0] * 2)},
+            r"^labels must lie in 0\.\.2 \(probs_a has C = 3",
+        ),
         ({"labels": np.array([0, 1, 2, 0, 5] * 2)}, r"^labels must lie in 0\.\.2"),
         ({"labels": np.array([0, 1, 2, 0, -1] * 2)}, r"^labels must lie in 0\.\.2"),
         ({"labels": np.array([0, 1, 2, 0, 0.5] * 2)}, r"^labels must be integer class"),
@@ -252,6 +256,23 @@ def test_a_numpy_level_is_taken_as_a_number():
     by_numpy = paired_bootstrap(a, b, y, "nll", level=np.float32(0.9), num_resamples=200)
     by_float = paired_bootstrap(a, b, y, "nll", level=0.9, num_resamples=200)
     assert (by_numpy.low, by_numpy.high) == pytest.approx((by_float.low, by_float.high))
+
+
+def test_zero_dimensional_arrays_are_taken_as_their_numbers():
+    """A 0-d level, num_resamples or seed (np.asarray(0.9)) was refused as not a number (found
+    by a user-probe review); an array of another shape is refused as not a scalar."""
+    import jax.numpy as jnp
+
+    a, b, y = _population(100, 11)
+    plain = paired_bootstrap(a, b, y, "nll", level=0.9, num_resamples=200, seed=4)
+    for wrap in (np.asarray, jnp.asarray):
+        wrapped = paired_bootstrap(
+            a, b, y, "nll", level=wrap(0.9), num_resamples=wrap(200), seed=wrap(4)
+        )
+        assert (wrapped.low, wrapped.high) == pytest.approx((plain.low, plain.high))
+        assert wrapped.num_resamples == 200 and isinstance(wrapped.level, float)
+    with pytest.raises(ValueError, match="level must be a scalar"):
+        paired_bootstrap(a, b, y, "nll", level=np.asarray([0.9]))
 
 
 def test_a_zero_probability_on_a_label_is_refused_not_turned_into_nan():

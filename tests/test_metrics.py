@@ -570,3 +570,34 @@ def test_interval_coverage_refuses_swapped_bounds():
     intervals = np.stack([np.full((3, 2), 0.6), np.full((3, 2), 0.4)], -1)
     with pytest.raises(ValueError, match=r"intervals must hold \(lower, upper\)"):
         interval_coverage(intervals, true)
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        expected_calibration_error,
+        adaptive_calibration_error,
+        debiased_calibration_error,
+        lambda p, y, b: reliability_bins(p, y, b)[1].tolist(),
+        lambda p, y, b: classification_metrics(p, y, b)["classwise_ece"],
+    ],
+)
+def test_a_zero_dimensional_bin_count_is_taken_and_an_absurd_one_refused(function):
+    """num_bins=np.asarray(10) was refused as 'num_bins must be a positive integer' (found by
+    a user-probe review), while num_bins=10**9 was taken and allocated gigabytes; a 0-d array
+    is its number, more than 10**6 bins are refused, and a non-scalar is refused as one."""
+    import jax.numpy as jnp
+
+    probs, labels = _random_case(num_examples=40, num_classes=3, seed=5)
+    expected = function(probs, labels, 10)
+    assert function(probs, labels, np.asarray(10)) == expected
+    assert function(probs, labels, jnp.asarray(10)) == expected
+    assert function(probs, labels, np.asarray(10.0)) == expected  # a whole float, as 10.0
+    for bad in (np.asarray([10]), [10], np.asarray(2.5), np.asarray(True)):
+        with pytest.raises(ValueError, match="num_bins must be a"):
+            function(probs, labels, bad)
+    with pytest.raises(ValueError, match="num_bins must be a scalar"):
+        function(probs, labels, np.asarray([10]))
+    for huge in (10**9, np.int64(10**6 + 1), np.asarray(10**9), 1e12):
+        with pytest.raises(ValueError, match=r"num_bins must be at most 1_000_000 .*got 1_0"):
+            function(probs, labels, huge)

@@ -344,3 +344,44 @@ def test_the_former_scores_keyword_still_works_with_a_deprecation_warning():
     assert kept == accuracy_at_coverage(probs, labels, 0.5, confidence=confidence) == 0.5
     with pytest.raises(TypeError, match="got both scores="):
         aurc(probs, labels, scores=confidence, confidence=confidence)
+
+
+@pytest.mark.parametrize("wrap", [np.asarray, lambda x: __import__("jax").numpy.asarray(x)])
+def test_a_zero_dimensional_array_is_taken_as_its_number(wrap):
+    """coverage=np.asarray(0.9) was refused as 'coverage must lie in (0, 1], got array(0.9)',
+    and so were 0-d JAX arrays and a 0-d level, num_resamples or seed (found by a user-probe
+    review); a non-scalar is refused as one."""
+    probs, labels = [[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]], [0, 1, 1]
+    assert accuracy_at_coverage(probs, labels, coverage=wrap(0.5)) == pytest.approx(
+        accuracy_at_coverage(probs, labels, coverage=0.5)
+    )
+    assert accuracy_at_coverage(probs, labels, coverage=wrap(1)) == pytest.approx(
+        accuracy(probs, labels)
+    )
+    plain = reliability_bands(probs, labels, num_bins=2, num_resamples=50, level=0.5, seed=3)
+    wrapped = reliability_bands(
+        probs, labels, num_bins=wrap(2), num_resamples=wrap(50), level=wrap(0.5), seed=wrap(3)
+    )
+    for key in plain:
+        np.testing.assert_allclose(wrapped[key], plain[key], rtol=1e-6, err_msg=key)
+    for bad in ([0.9], (0.9,), wrap([0.9]), wrap([[0.9]])):
+        with pytest.raises(ValueError, match="coverage must be a scalar"):
+            accuracy_at_coverage(probs, labels, coverage=bad)
+        with pytest.raises(ValueError, match="level must be a scalar"):
+            reliability_bands(probs, labels, level=bad)
+    with pytest.raises(ValueError, match="coverage must lie in"):  # a 0-d array still checked
+        accuracy_at_coverage(probs, labels, coverage=wrap(1.5))
+
+
+def test_many_more_bins_than_examples_take_no_memory_per_bin():
+    """reliability_bands built an (N, num_bins) one-hot matrix and an (R, num_bins) array:
+    num_bins=10**6 would have taken gigabytes for a few examples; only filled bins count."""
+    probs, labels = [[0.7, 0.3]] * 10, [0] * 7 + [1] * 3
+    few = reliability_bands(probs, labels, num_bins=10, num_resamples=200)
+    many = reliability_bands(probs, labels, num_bins=10**6, num_resamples=200)
+    assert many["count"].sum() == 10 and int(np.argmax(many["count"])) == 700_000
+    for key in ("lower", "upper", "frequency", "confidence"):  # the same draws: the same bar
+        assert many[key][700_000] == few[key][7]
+    assert np.isnan(many["lower"]).sum() == 10**6 - 1
+    with pytest.raises(ValueError, match="num_bins must be at most 1_000_000"):
+        reliability_bands(probs, labels, num_bins=10**6 + 1)

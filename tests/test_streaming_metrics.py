@@ -331,11 +331,15 @@ def test_classification_metrics_over_an_iterable_of_batches():
 def test_bad_arguments_are_named():
     state = streaming_init(3)
     assert isinstance(state, StreamingMetricsState) and state.num_bins == 15
+    assert streaming_init(3, num_bins=np.asarray(10)).num_bins == 10  # a 0-d array: its number
     cases = [
         (lambda: streaming_init(1), "num_classes must be at least 2"),
         (lambda: streaming_init(3.0), "num_classes must be a positive integer"),
         (lambda: streaming_init(3, num_bins=0), "num_bins must be a positive integer"),
         (lambda: streaming_init(3, num_bins=True), "num_bins must be a positive integer"),
+        # 10**9 bins were taken: a state of 48 GB for 3 classes
+        (lambda: streaming_init(3, num_bins=10**9), "num_bins must be at most 1_000_000"),
+        (lambda: streaming_init(3, num_bins=np.asarray([10])), "num_bins must be a scalar"),
         (lambda: streaming_init(3, dtype=jnp.int32), "dtype must be float32 or float64"),
         (lambda: streaming_init(3, dtype=jnp.float64), "needs jax_enable_x64"),
         (lambda: streaming_update(state, np.ones((2, 4)) / 4, [0, 1]), r"shape \(N, 3\)"),

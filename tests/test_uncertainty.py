@@ -408,3 +408,21 @@ def test_draw_functions_refuse_logits_and_percentages(name):
 def test_draws_of_no_example_are_named():
     with pytest.raises(ValueError, match="N >= 1 examples"):  # was NumPy's "zero-size array"
         mk.mean_deviance(np.zeros((2, 0, 3), np.float32))
+
+
+def test_a_zero_dimensional_level_is_taken_as_its_number():
+    """level=np.asarray(0.9) was refused as 'level must be a number strictly between 0 and 1'
+    (found by a user-probe review); an array of one element and more dimensions is refused as
+    not a scalar."""
+    q = _draws(3, num_draws=20, num_examples=2, num_classes=3)
+    expected = np.asarray(mk.uncertainty.class_intervals(q, 0.9))
+    for level in (np.asarray(0.9), jnp.asarray(0.9)):
+        np.testing.assert_allclose(
+            np.asarray(mk.uncertainty.class_intervals(q, level)), expected, rtol=1e-6
+        )
+        u, _ = mk.uncertainty.credible_threshold(q, level)
+        reference, _ = mk.uncertainty.credible_threshold(q, 0.9)
+        np.testing.assert_allclose(np.asarray(u), np.asarray(reference), rtol=1e-6)
+    for bad in (np.asarray([0.9]), jnp.asarray([[0.9]]), [0.9]):
+        with pytest.raises(ValueError, match="level must be a scalar"):
+            mk.uncertainty.class_intervals(q, bad)

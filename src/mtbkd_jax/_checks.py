@@ -86,6 +86,55 @@ def require_nonnegative(value: float, name: str) -> float:
     return value
 
 
+def scalar_argument(value: object, name: str, error: type[Exception] = ValueError) -> object:
+    """``value`` as it is, or the Python number a 0-d NumPy or JAX array holds
+    (``np.asarray(0.9)``, ``jnp.asarray(10)``: the checks that follow take it as that number);
+    ``error``, saying that a scalar was expected, for an array of another shape, a list or a
+    tuple, and for a traced value (inside jit, whose value is unknown)."""
+    if isinstance(value, list | tuple):
+        raise error(
+            f"{name} must be a scalar (a number or a 0-d array), got a {type(value).__name__}"
+        )
+    if isinstance(value, np.generic) or not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        return value
+    if not isinstance(value, np.ndarray) and is_traced(value):  # NumPy's: no jax import
+        raise error(
+            f"{name} must be a concrete scalar (a number or a 0-d array), got a traced value"
+        )
+    shape = tuple(cast(np.ndarray, value).shape)
+    if shape:
+        raise error(
+            f"{name} must be a scalar (a number or a 0-d array), got an array of shape {shape}"
+        )
+    return cast(np.ndarray, value).item()
+
+
+#: The most equal-width (or equal-mass) bins the calibration metrics take. Bins of width 1e-6
+#: resolve confidences far more finely than a test set fills them, and the arrays grow with
+#: the count (the streaming state holds ``6 * (C + 1) * num_bins`` numbers): ``num_bins=10**9``
+#: was taken and allocated gigabytes.
+MAX_NUM_BINS = 10**6
+
+
+def require_bin_count(num_bins: object, name: str = "num_bins") -> int:
+    """``num_bins`` as an int, or a ``ValueError``: a positive whole number (an int, a float
+    such as ``10.0``, or a 0-d array of one; not a bool, a string or 2.5) at most
+    :data:`MAX_NUM_BINS`."""
+    value = scalar_argument(num_bins, name)
+    number = isinstance(value, int | np.integer | float | np.floating)
+    if isinstance(value, bool) or not number:
+        raise ValueError(f"{name} must be a positive integer, got {num_bins!r}")
+    count = float(value)  # type: ignore[arg-type]  # a number, checked above
+    if not np.isfinite(count) or count != int(count) or count < 1:
+        raise ValueError(f"{name} must be a positive integer, got {num_bins!r}")
+    if count > MAX_NUM_BINS:
+        raise ValueError(
+            f"{name} must be at most {MAX_NUM_BINS:_} (bins of width 1e-6; the arrays grow "
+            f"with the count), got {int(count):_}"
+        )
+    return int(count)
+
+
 def require_counts(**counts: tuple[object, int]) -> None:
     """Raise unless each ``name=(value, lowest)`` is an integer (not a bool, not a float such
     as ``2.0``) >= lowest."""
@@ -95,7 +144,8 @@ def require_counts(**counts: tuple[object, int]) -> None:
 
 def require_count(value: object, name: str, lowest: int = 1) -> int:
     """Return ``value`` as an int, raising unless it is an integer (not a bool, not a float
-    such as ``2.0``) >= lowest."""
+    such as ``2.0``; a 0-d array of one is taken) >= lowest."""
+    value = scalar_argument(value, name, TypeError)
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(
             f"{name} must be an integer >= {lowest}, got {value!r} ({type(value).__name__})"

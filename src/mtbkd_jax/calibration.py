@@ -42,6 +42,8 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import require_bin_count
+
 __all__ = [
     "DEFAULT_NUM_BINS",
     "adaptive_calibration_error",
@@ -77,14 +79,12 @@ def equal_mass_bins(confidence: ArrayLike, num_bins: int = DEFAULT_NUM_BINS) -> 
         >>> equal_mass_bins([0.9, 0.6, 0.7, 0.6, 0.95, 0.8], num_bins=3).tolist()
         [2, 0, 1, 0, 2, 1]
     """
-    from mtbkd_jax.metrics import _bin_count
-
     values = np.asarray(confidence, dtype=np.float64)
     if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(
             f"confidence must be a non-empty 1-D array of finite values, got shape {values.shape}"
         )
-    num_bins = min(_bin_count(num_bins), values.size)
+    num_bins = min(require_bin_count(num_bins), values.size)
     ordered = np.sort(values)
     size = -(-values.size // num_bins)  # ceil(N / B): the runs of Kumar et al.'s split
     starts = np.arange(size, values.size, size)

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import scalar_argument
 from mtbkd_jax.calibration import DEFAULT_NUM_BINS
 from mtbkd_jax.metrics import (
     _brier_terms,
@@ -209,16 +210,11 @@ def _stacked(probs: ArrayLike, name: str) -> np.ndarray:
 
 
 def _check_runs(array: np.ndarray, labels: np.ndarray, name: str) -> None:
-    """Each run of ``array`` checked like a metric's input (the argument named); a refusal of
-    the labels (their shape, dtype or range: ``array``'s shape was checked against the other
-    argument's) names ``labels`` alone."""
+    """Each run of ``array`` checked like a metric's input, the argument named (``probs_a
+    must be finite``); a refusal of the labels (their shape, dtype or range: ``array``'s shape
+    was checked against the other argument's) names ``labels``."""
     for run in array:
-        try:
-            _check(run, labels)
-        except ValueError as error:
-            if str(error).startswith("labels "):
-                raise
-            raise ValueError(f"{name}: {error}") from None
+        _check(run, labels, name)
 
 
 def _check_seed_and_size(seed: object, num_examples: int, metric: str) -> None:
@@ -238,7 +234,10 @@ def _check_seed_and_size(seed: object, num_examples: int, metric: str) -> None:
         )
 
 
-def _check_options(metric: str, level: float, num_resamples: int) -> None:
+def _check_options(metric: str, level: float, num_resamples: int) -> tuple[float, int]:
+    """``level`` and ``num_resamples`` checked (a 0-d array taken as its number)."""
+    level = scalar_argument(level, "level")  # type: ignore[assignment]
+    num_resamples = scalar_argument(num_resamples, "num_resamples")  # type: ignore[assignment]
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     if isinstance(level, bool) or not isinstance(level, float | int | np.floating | np.integer):
@@ -249,6 +248,7 @@ def _check_options(metric: str, level: float, num_resamples: int) -> None:
         raise ValueError(f"num_resamples must be an integer, got {num_resamples!r}")
     if num_resamples < 100:
         raise ValueError(f"num_resamples must be at least 100, got {num_resamples}")
+    return level, int(num_resamples)
 
 
 def _resampled_differences(
@@ -342,7 +342,8 @@ def paired_bootstrap(
         )
     _check_runs(a, labels, "probs_a")
     _check_runs(b, labels, "probs_b")
-    _check_options(metric, level, num_resamples)
+    level, num_resamples = _check_options(metric, level, num_resamples)
+    seed = scalar_argument(seed, "seed")  # type: ignore[assignment]
     _check_seed_and_size(seed, len(labels), metric)
     labels = labels.astype(np.int64)
     score = METRICS[metric]

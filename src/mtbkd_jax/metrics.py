@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import require_bin_count
 from mtbkd_jax.calibration import (
     adaptive_calibration_error,
     debiased_calibration_error,
@@ -87,17 +88,6 @@ def _check(
             f"classes), got values in {labels.min()}..{labels.max()}"
         )
     return probs, labels.astype(np.int64)
-
-
-def _bin_count(num_bins: object) -> int:
-    """``num_bins`` as an int, or a ``ValueError`` (a bool, a string or 2.5 is not a count)."""
-    number = isinstance(num_bins, int | np.integer | float | np.floating)
-    if isinstance(num_bins, bool) or not number:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    count = float(num_bins)  # type: ignore[arg-type]  # a number, checked above
-    if not np.isfinite(count) or count != int(count) or count < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    return int(count)
 
 
 # the per-example terms whose means are accuracy, NLL and the Brier score (on checked input;
@@ -195,12 +185,14 @@ def reliability_bins(
     probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Equal-width confidence bins on [0, 1]; each bin is [lo, hi) but the last is [lo, 1].
+    ``num_bins`` (here and in the other calibration metrics) is a whole number from 1 to
+    ``10**6`` (:data:`~mtbkd_jax._checks.MAX_NUM_BINS`), or a 0-d array of one.
 
     Returns:
         ``(edges, counts, mean_confidence, accuracy)``; empty bins hold NaN.
     """
     probs, labels = _check(probs, labels)
-    num_bins = _bin_count(num_bins)
+    num_bins = require_bin_count(num_bins)
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == labels
     edges, index = _equal_width_bins(confidence, num_bins)
@@ -231,7 +223,7 @@ def classwise_calibration_error(probs: ArrayLike, labels: ArrayLike, num_bins: i
     """Classwise ECE (Kull et al., 2019): the mean over classes of the equal-width-binned gap
     between ``p_c`` and the frequency of ``y = c``, ``sum_b (n_b / N) |freq_b - mean p_b|``."""
     probs, labels = _check(probs, labels)
-    num_bins = _bin_count(num_bins)
+    num_bins = require_bin_count(num_bins)
     return float(
         np.mean([_binned_gap(probs[:, c], labels == c, num_bins) for c in range(probs.shape[1])])
     )

@@ -104,10 +104,9 @@ def reliability_diagram(
     Returns:
         The matplotlib figure: the reliability axes first, the counts axes (log scale) second.
     """
-    from mtbkd_jax._checks import require_count
-    from mtbkd_jax.metrics import _bin_count
+    from mtbkd_jax._checks import require_bin_count, require_count
 
-    num_bins = _bin_count(num_bins)  # before the bar width divides by it
+    num_bins = require_bin_count(num_bins)  # before the bar width divides by it
     require_count(min_count, "min_count", 0)
     if not isinstance(curves, Mapping):
         raise TypeError(

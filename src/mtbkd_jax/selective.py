@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import scalar_argument
 from mtbkd_jax._deprecation import renamed_keywords
 
 __all__ = [
@@ -138,7 +139,7 @@ def accuracy_at_coverage(
     Args:
         probs: (N, C) predictive probabilities.
         labels: (N,) true classes.
-        coverage: the fraction of examples kept, in (0, 1].
+        coverage: the fraction of examples kept, in (0, 1] (a number or a 0-d array).
         confidence: (N,) higher meaning keep (as :func:`risk_coverage_curve`'s); by default
             ``max_c p_c``.
 
@@ -147,6 +148,7 @@ def accuracy_at_coverage(
         >>> accuracy_at_coverage([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]], [0, 1, 1], coverage=0.5)
         0.5
     """
+    coverage = scalar_argument(coverage, "coverage")  # type: ignore[assignment]
     number = isinstance(coverage, int | float | np.integer | np.floating)
     if isinstance(coverage, bool) or not number or not 0 < coverage <= 1:
         raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}")
@@ -261,6 +263,23 @@ def _xlogx(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, values * np.log(values), 0.0)
 
 
+def _simulated_hits(
+    confidence: np.ndarray, index: np.ndarray, num_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``(num_resamples, filled bins)``: each filled bin's number of hits (exact integers, in
+    the bins' order) when each example is right with probability its ``confidence``; empty
+    bins take no memory (``num_bins`` may far exceed ``N``)."""
+    order = np.argsort(index, kind="stable")  # the examples grouped by bin
+    starts = np.flatnonzero(np.r_[True, np.diff(index[order]) != 0])
+    simulated = np.empty((num_resamples, len(starts)))
+    chunk = max(1, 4_000_000 // len(confidence))  # bounds the (chunk, N) draws in memory
+    for start in range(0, num_resamples, chunk):
+        stop = min(start + chunk, num_resamples)
+        hits = rng.random((stop - start, len(confidence))) < confidence
+        simulated[start:stop] = np.add.reduceat(hits[:, order].astype(np.int64), starts, axis=1)
+    return simulated
+
+
 def reliability_bands(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -302,6 +321,9 @@ def reliability_bands(
     """
     from mtbkd_jax.metrics import _equal_width_bins, reliability_bins
 
+    num_resamples = scalar_argument(num_resamples, "num_resamples")  # type: ignore[assignment]
+    seed = scalar_argument(seed, "seed")  # type: ignore[assignment]
+    level = scalar_argument(level, "level")  # type: ignore[assignment]
     whole = isinstance(num_resamples, int | np.integer) and not isinstance(num_resamples, bool)
     if not whole or num_resamples < 2:
         raise ValueError(f"num_resamples must be an integer >= 2, got {num_resamples!r}")
@@ -314,20 +336,12 @@ def reliability_bands(
     edges, counts, confidence, frequency = reliability_bins(probs, labels, num_bins)
     top = probs.max(-1)
     _, index = _equal_width_bins(top, len(counts))  # reliability_bins' bins
-    onehot = np.eye(len(counts))[index]  # (N, num_bins)
-    rng = np.random.default_rng(seed)
-    simulated = np.empty((int(num_resamples), len(counts)))
-    chunk = max(1, 4_000_000 // len(top))  # bounds the (chunk, N) draws in memory
-    for start in range(0, int(num_resamples), chunk):
-        stop = min(start + chunk, int(num_resamples))
-        hits = rng.random((stop - start, len(top))) < top
-        simulated[start:stop] = hits.astype(np.float64) @ onehot  # exact integer counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        simulated /= counts
+    filled = counts > 0
+    simulated = _simulated_hits(top, index, int(num_resamples), np.random.default_rng(seed))
+    simulated /= counts[filled]
     tail = (1.0 - level) / 2.0
     lower, upper = np.full(len(counts), np.nan), np.full(len(counts), np.nan)
-    filled = counts > 0
-    lower[filled], upper[filled] = np.quantile(simulated[:, filled], [tail, 1.0 - tail], axis=0)
+    lower[filled], upper[filled] = np.quantile(simulated, [tail, 1.0 - tail], axis=0)
     return {
         "edges": edges,
         "confidence": confidence,

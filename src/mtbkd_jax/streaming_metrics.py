@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import require_bin_count
 from mtbkd_jax._float_exactness import (
     add,
     add_count,
@@ -146,14 +147,15 @@ def streaming_init(
 
     Args:
         num_classes: the number of classes (columns of ``probs``); at least 2.
-        num_bins: confidence bins on [0, 1], as the batch metrics' ``num_bins``.
+        num_bins: confidence bins on [0, 1], as the batch metrics' ``num_bins`` (at most
+            ``10**6``: :data:`~mtbkd_jax._checks.MAX_NUM_BINS`).
         dtype: the sums' float type: float32 or float64 (float64 needs ``jax_enable_x64``);
             by default float64 when x64 is enabled, else float32.
     """
     num_classes = _positive_int(num_classes, "num_classes")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    num_bins = _positive_int(num_bins, "num_bins")
+    num_bins = require_bin_count(num_bins)
     if dtype is None:
         dtype = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
     dtype = jnp.dtype(dtype)

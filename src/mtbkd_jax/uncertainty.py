@@ -19,6 +19,7 @@ import numpy as np
 from jax.scipy.special import xlogy
 from numpy.typing import ArrayLike
 
+from mtbkd_jax._checks import require_count, scalar_argument
 from mtbkd_jax._information import mutual_information
 
 __all__ = [
@@ -110,17 +111,10 @@ def _simplex_gaps(draw_probs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return draw_probs.min(), jnp.abs(sums - 1).max()
 
 
-def _require_int(value: object, name: str, lowest: int) -> int:
-    """Return ``value`` as an int, raising unless it is an integer (not a bool) >= lowest."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    if value < lowest:
-        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    return int(value)
-
-
 def _require_level(level: object) -> float:
-    """``level`` as a float, raising unless it is a real number strictly between 0 and 1."""
+    """``level`` as a float, raising unless it is a real number (or a 0-d array of one)
+    strictly between 0 and 1."""
+    level = scalar_argument(level, "level")
     real = isinstance(level, int | float | np.integer | np.floating)
     if isinstance(level, bool) or not real or not 0 < float(level) < 1:  # type: ignore[arg-type]
         raise ValueError(f"level must be a number strictly between 0 and 1, got {level!r}")
@@ -189,7 +183,7 @@ def credible_threshold(
         ``(u, deviance_bound)``, each of shape (N,).
     """
     level = _require_level(level)
-    num_iterations = _require_int(num_iterations, "num_iterations", 1)
+    num_iterations = require_count(num_iterations, "num_iterations", 1)
     return _credible_threshold(_check_draws(draw_probs), float(level), num_iterations)
 
 
@@ -256,7 +250,7 @@ def kde_mode_prediction(
         raise ValueError(f"grid must be one of {KDE_GRIDS}, got {grid!r}")
     if num_grid is None:
         num_grid = 512 if grid == "unit" else REFERENCE_GRID_POINTS
-    num_grid = _require_int(num_grid, "num_grid", 2)
+    num_grid = require_count(num_grid, "num_grid", 2)
     draws = _check_draws(draw_probs)
     if draws.shape[0] == 1:  # one draw (a MAP): its own probabilities are the mode
         return draws[0] / draws[0].sum(-1, keepdims=True)
@@ -320,7 +314,7 @@ def predictive_summary(
         ``credible_threshold``, ``deviance_bound``, ``total_entropy``, ``aleatoric``,
         ``epistemic`` (N,), ``class_intervals`` (N, C, 2), and ``kde_mode`` (N, C) if asked.
     """
-    example_batch_size = _require_int(example_batch_size, "example_batch_size", 1)
+    example_batch_size = require_count(example_batch_size, "example_batch_size", 1)
     level = _require_level(level)
     if kde_mode and kde_grid not in KDE_GRIDS:
         raise ValueError(f"kde_grid must be one of {KDE_GRIDS}, got {kde_grid!r}")
@@ -382,7 +376,7 @@ def predictive_metrics(
     """
     from mtbkd_jax.streaming_metrics import streaming_compute, streaming_init, streaming_update
 
-    example_batch_size = _require_int(example_batch_size, "example_batch_size", 1)
+    example_batch_size = require_count(example_batch_size, "example_batch_size", 1)
     x = np.asarray(inputs)  # a memory map stays one: chunks are read as they are scored
     y = np.asarray(labels)
     if x.ndim < 1 or x.shape[0] < 1:
