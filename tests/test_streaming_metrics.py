@@ -476,3 +476,23 @@ def test_corrupt_or_mismatched_states_are_refused():
         wide = streaming_init(3, dtype=jnp.float64)
         with pytest.raises(ValueError, match="same classes, bins and dtype"):
             streaming_merge(state, wide)
+
+
+def test_a_refused_dtype_is_reported_as_given():
+    """Float64 labels were refused as 'got dtype float32' (the dtype after the conversion to a
+    JAX array without x64; found by a user-probe review); a float64 mask likewise."""
+    state, probs = streaming_init(3), np.full((4, 3), 1 / 3, np.float32)
+    cases = [
+        (np.zeros(4), None, "labels must be integer class indices, got dtype float64"),
+        ([0.0] * 4, None, "labels must be integer class indices, got dtype float64"),
+        (np.zeros(4, np.float16), None, "labels must be integer class indices, got dtype float16"),
+        (
+            np.zeros(4, int),
+            np.ones(4),
+            r"mask must be a boolean array of shape \(4,\), got float64",
+        ),
+        (np.zeros(4, int), [1.0] * 4, r"mask must be a boolean array of shape \(4,\), got float64"),
+    ]
+    for labels, mask, message in cases:
+        with pytest.raises(ValueError, match=message):
+            streaming_update(state, probs, labels, mask)

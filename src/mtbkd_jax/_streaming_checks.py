@@ -13,20 +13,30 @@ from numpy.typing import ArrayLike
 __all__ = ["check_batch", "check_state_fields", "narrowed"]
 
 
-def check_batch(probs: jax.Array, labels: jax.Array, mask: jax.Array | None, classes: int) -> None:
-    """Shapes and dtypes, the only things known while tracing."""
+def check_batch(
+    probs: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array | None,
+    classes: int,
+    given: tuple[Any, Any] = (None, None),
+) -> None:
+    """Shapes and dtypes, the only things known while tracing; ``given`` holds the labels' and
+    the mask's dtypes before their conversion to JAX arrays (float64 labels became float32
+    without x64), which the messages report."""
+    labels_dtype = labels.dtype if given[0] is None else given[0]
+    mask_dtype = None if mask is None else (mask.dtype if given[1] is None else given[1])
     if probs.ndim != 2 or probs.shape[1] != classes:
         raise ValueError(f"probs must have shape (N, {classes}), got {probs.shape}")
     if not jnp.issubdtype(probs.dtype, jnp.floating):
         raise ValueError(f"probs must be floating point, got dtype {probs.dtype}")
     if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        raise ValueError(f"labels must be integer class indices, got dtype {labels_dtype}")
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {labels.shape}")
     if mask is not None and (mask.shape != probs.shape[:1] or mask.dtype != jnp.bool_):
         raise ValueError(
             f"mask must be a boolean array of shape ({probs.shape[0]},), "
-            f"got {mask.dtype} {mask.shape}"
+            f"got {mask_dtype} {mask.shape}"
         )
 
 

@@ -243,6 +243,14 @@ def _update(
     )
 
 
+def _given_dtype(value: object) -> Any:
+    """``value``'s dtype as given (a list's as NumPy reads it; ``None`` for ``None``), before
+    a conversion to a JAX array narrows it (float64 to float32 without x64)."""
+    if value is None:
+        return None
+    return value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+
+
 def streaming_update(
     state: StreamingMetricsState,
     probs: ArrayLike,
@@ -267,9 +275,10 @@ def streaming_update(
     """
     _check_state(state, "state")
     probs, labels = narrowed(probs, labels, state.num_classes, state.examples.dtype, state.num_bins)
+    given = (_given_dtype(labels), _given_dtype(mask))  # for check_batch's messages
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)
     mask_array = None if mask is None else jnp.asarray(mask)
-    check_batch(probs, labels, mask_array, state.num_classes)
+    check_batch(probs, labels, mask_array, state.num_classes, given)
     if mask_array is None:
         mask_array = jnp.ones(labels.shape, bool)
     return _update(state, probs, labels, mask_array)
