@@ -144,14 +144,14 @@ def test_only_numeric_sorted_grids_move_unless_named():
     def score(s):
         return (math.log(s["x"]) - math.log(20.0)) ** 2 + (s["n"] - 7) ** 2 + len(s["mode"])
 
-    grid = {"x": (1.0, 3.0), "n": (0, 1, 2), "mode": ("ab", "a"), "fixed": (0.1,)}
+    grid = {"x": (1.0, 3.0), "n": (-1, 0, 1, 2), "mode": ("ab", "a"), "fixed": (0.1,)}
     start = {"x": 1.0, "n": 0, "mode": "ab", "fixed": 0.1}
     result = mk.tuning.coordinate_search(score, grid, start)
-    # "n" holds 0 (not positive), "mode" is not numeric, "fixed" has one value: none moves
+    # "n" holds a negative number, "mode" is not numeric, "fixed" has one value: none moves
     assert result.extended == {"x": [9.0, 27.0, 81.0]} and result.best["x"] == 27.0
     assert result.best["fixed"] == 0.1
     assert result.best["n"] == 2 and result.best["mode"] == "a"
-    assert result.on_edge == []  # n's grid is not geometric, so its edge is not reported
+    assert result.on_edge == []  # n's grid is not a scale, so its edge is not reported
     # integers stay integers; extend=[] leaves every axis alone, and an axis left alone whose
     # best value is on its edge is reported
     ints = mk.tuning.coordinate_search(_quadratic(20), {"x": (1, 2, 4)}, {"x": 1})
@@ -163,6 +163,86 @@ def test_only_numeric_sorted_grids_move_unless_named():
     single = mk.tuning.coordinate_search(_quadratic(0.1), {"x": (1.0,)}, {"x": 1.0}, extend=["x"])
     assert single.extended["x"] == pytest.approx([3.0, 1 / 3, 1 / 9, 1 / 27], rel=1e-11)
     assert single.best["x"] == pytest.approx(1 / 9, rel=1e-11) and single.on_edge == []
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        (0.0, 3.0, 10.0, 30.0),  # a 0 (a flat Dirichlet's lambda) below positive values
+        (10.0, 3.0, 30.0),  # unsorted
+        (3.0, 10.0, 10.0, 30.0),  # a value listed twice
+        (30.0, 10.0, 3.0, 0.0),
+    ],
+)
+def test_a_grid_with_a_zero_unsorted_or_repeated_values_is_extended_at_its_top(grid):
+    """Such grids were neither extended nor reported on their edge: best 30, extended {},
+    on_edge [] (a user-probe review). The edges are the smallest and largest values, the
+    ratio the positive values' own; a 0 is the grid's lower end."""
+
+    def score(s):
+        return (s["lam"] - 300.0) ** 2
+
+    result = mk.tuning.coordinate_search(score, {"lam": grid}, {"lam": 10.0})
+    assert result.best["lam"] == pytest.approx(_lattice_minimum(score, 10.0, 3.0, "lam"))
+    assert result.extended == {"lam": pytest.approx([90.0, 270.0, 810.0])}
+    assert result.on_edge == [] and result.grid_note("lam") == "grid extended"
+    values = [row["lam"] for row in result.evaluated]
+    assert len(values) == len(set(values))  # each value scored once
+    frozen = mk.tuning.coordinate_search(score, {"lam": grid}, {"lam": 10.0}, max_extensions=0)
+    assert frozen.best == {"lam": 30.0} and frozen.on_edge == ["lam"]
+    # nothing lies below a 0: a best 0 is neither extended nor on the edge
+    if 0.0 in grid:
+        low = mk.tuning.coordinate_search(lambda s: s["lam"], {"lam": grid}, {"lam": 10.0})
+        assert low.best == {"lam": 0.0} and low.extended == {} and low.on_edge == []
+
+
+def test_an_unsorted_grid_is_searched_in_its_order():
+    """Only the edges come from the sorted values: ties keep the earlier value as listed."""
+    scores = {3.0: 1.0, 10.0: 2.0, 30.0: 1.0, 90.0: 5.0}
+    result = mk.tuning.coordinate_search(
+        lambda s: scores[s["lam"]], {"lam": (30.0, 3.0, 10.0)}, {"lam": 10.0}
+    )
+    assert [row["lam"] for row in result.evaluated] == [10.0, 30.0, 3.0, 90.0]
+    assert result.best == {"lam": 30.0} and result.extended == {"lam": [90.0]}
+
+
+@pytest.mark.parametrize("search", ["coordinate", "profile"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, np.float64("nan")])
+@pytest.mark.parametrize("where", ["grid", "start"])
+def test_a_setting_that_is_not_a_finite_number_is_refused(search, bad, where):
+    """A NaN or inf in a grid used to be scored, and could be returned as the best."""
+    from mtbkd_jax.tuning import coordinate_search, profile_search
+
+    grid = {"m": ("a", "b"), "lam": [1.0, 3.0, 10.0] + ([bad] if where == "grid" else [])}
+    start = {"m": "a", "lam": bad if where == "start" else 3.0}
+
+    def score(s):
+        return -s["lam"] if math.isfinite(s["lam"]) else -1e9  # a NaN or inf would be best
+
+    message = r"grid\['lam'\] values" if where == "grid" else r"start\['lam'\]"
+    with pytest.raises(ValueError, match=message + " must not be NaN or infinite, got"):
+        if search == "profile":
+            profile_search(score, grid, start, over="m")
+        else:
+            coordinate_search(score, grid, start)
+
+
+def test_numpy_integer_grids_are_extended_with_python_integers():
+    """``list(np.array([2, 4, 8]))`` (or the array) was extended with floats: best h=16.0."""
+    score, seen = _quadratic(20, "h"), []
+    for grid in (list(np.array([2, 4, 8])), np.array([2, 4, 8]), np.array([2, 4, 8], np.int32)):
+        result = mk.tuning.coordinate_search(
+            lambda s: seen.append(type(s["h"])) or score(s), {"h": grid}, {"h": np.int64(2)}
+        )
+        assert result.best == {"h": 16} and type(result.best["h"]) is int
+        assert result.extended == {"h": [16, 32]}
+        assert all(type(v) is int for v in result.extended["h"]) and set(seen) == {int}
+    start = mk.tuning.coordinate_search(_quadratic(8, "h"), {"h": np.arange(2, 9, 2)}, {"h": 8})
+    assert start.best == {"h": 8} and type(start.best["h"]) is int
+    floats = mk.tuning.coordinate_search(
+        _quadratic(20, "h"), {"h": np.array([2.0, 4.0, 8.0])}, {"h": np.float64(2.0)}
+    )
+    assert floats.best == {"h": 16.0} and type(floats.best["h"]) is float
 
 
 def test_prior_settings_grids_keep_working():
@@ -857,6 +937,20 @@ def test_profile_search_says_when_the_profiled_axis_stops_at_its_edge():
     assert inside.best["sigma"] == 10.0 and "sigma" not in inside.on_edge
     with pytest.raises(ValueError, match="does not extend the profiled axis 'sigma'"):
         profile_search(score, grid, start, over="sigma", extend=["sigma"])
+
+
+def test_profile_search_never_extends_the_profiled_axis_and_refuses_it_empty():
+    """``over`` alone was searched by a coordinate search that extended it ({'x': [4, 8]});
+    an empty ``over`` axis was searched at the start's value alone."""
+    from mtbkd_jax.tuning import profile_search
+
+    alone = profile_search(lambda s: -s["x"], {"x": [1, 2]}, {"x": 1}, over="x")
+    assert alone.best == {"x": 2} and alone.extended == {} and alone.on_edge == ["x"]
+    assert [row["x"] for row in alone.evaluated] == [1, 2]
+    with pytest.raises(ValueError, match=r"grid\['m'\] must list at least one value"):
+        profile_search(lambda s: s["x"], {"m": [], "x": [1, 2]}, {"m": "a", "x": 1}, over="m")
+    with pytest.raises(ValueError, match=r"grid\['m'\] must list at least one value"):
+        profile_search(lambda s: 0.0, {"m": []}, {"m": "a"}, over="m")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), math.inf, -math.inf])

@@ -5,10 +5,10 @@ The experiments choose the base prior's scale ``sigma0`` and the teacher prior's
 then sample the posterior once with the chosen values. A full grid grows as the product of the
 axes; coordinate search grows as their sum, which is what makes per-method tuning affordable.
 
-A grid has no edges when the best value is on one: a numeric grid (positive, sorted) whose best
-value is its smallest or largest is extended geometrically beyond that end until the best is
-inside it or a cap is reached, and the result says which axes were extended and which are still
-on an edge.
+A grid has no edges when the best value is on one: a numeric grid (numbers >= 0, in any order)
+whose best value is its smallest or largest is extended geometrically beyond that end until the
+best is inside it or a cap is reached (upward only from a 0: a flat Dirichlet's ``lambda``), and
+the result says which axes were extended and which are still on an edge.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 __all__ = ["SearchResult", "coordinate_search", "profile_search"]
 
@@ -30,9 +32,9 @@ class SearchResult:
         best, best_score: the settings of lowest score and that score.
         evaluated: every settings dict scored, with its ``score``, in order.
         extended: axis -> the values added beyond its grid, in the order they were tried.
-        on_edge: the numeric axes (positive, sorted, two or more values, or extended) whose
-            best value is still the smallest or largest of their (extended) grid: the cap was
-            reached, or the axis was not allowed to move.
+        on_edge: the numeric axes (numbers >= 0, one or more positive, two or more values, or
+            extended) whose best value is still the smallest (not 0) or largest of their
+            (extended) grid: the cap was reached, or the axis was not allowed to move.
     """
 
     best: dict[str, Any]
@@ -57,36 +59,35 @@ class SearchResult:
         return "grid edge" if name in self.on_edge else None
 
 
-def _geometric(values: Sequence[Any]) -> bool:
-    """Whether ``values`` are positive finite real numbers in strictly monotone order."""
-    if not values or not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
-        return False
-    numbers = [float(v) for v in values]
-    if not all(math.isfinite(v) and v > 0 for v in numbers):
-        return False
-    steps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
-    return all(d > 0 for d in steps) or all(d < 0 for d in steps)
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _scale(values: Sequence[Any]) -> bool:
+    """Whether ``values`` (finite, each once) are numbers >= 0, one or more of them positive:
+    a grid that can be extended geometrically from its positive values."""
+    return all(_number(v) and v >= 0 for v in values) and any(v > 0 for v in values)
 
 
 def _at_edge(value: Any, values: Sequence[Any], up: bool) -> bool:
-    """Whether ``value`` is at (or beyond) the largest (``up``) or smallest of ``values``."""
-    if not isinstance(value, Real) or isinstance(value, bool):
+    """Whether ``value`` is at (or beyond) the largest (``up``) or smallest of ``values`` (not
+    where that is 0: nothing lies below it, see :func:`coordinate_search`)."""
+    if not _number(value):
         return False
-    return value >= max(values) if up else value <= min(values)
+    return value >= max(values) if up else value <= min(values) and min(values) != 0
 
 
 def _beyond(values: Sequence[Any], upward: bool) -> Any:
     """The next value beyond the largest (``upward``) or smallest value of a geometric grid:
     the edge times the grid's own ratio at that end (3 for a single value), rounded to 12
-    significant digits; integers stay integers. ``None`` where no new value exists."""
-    ordered = sorted(values)
+    significant digits; integers stay integers. ``None`` where no new value exists (below a 0)."""
+    ordered = sorted(v for v in values if v > 0)
+    if not upward and len(ordered) < len(values):  # a 0 is the grid's lower end
+        return None
     edge = ordered[-1] if upward else ordered[0]
-    if len(ordered) == 1:
-        ratio = 3.0
-    else:
-        ratio = edge / ordered[-2] if upward else ordered[1] / edge
+    ratio = 3.0 if len(ordered) == 1 else edge / ordered[-2] if upward else ordered[1] / edge
     value = float(f"{(edge * ratio if upward else edge / ratio):.12g}")
-    if all(isinstance(v, int) for v in ordered):
+    if all(isinstance(v, Integral) for v in values):  # NumPy integers too
         value = round(value)
     if value <= 0 or value == edge or not math.isfinite(value):
         return None
@@ -102,24 +103,25 @@ def _check_extend(
     if max_extensions < 0:
         raise ValueError(f"max_extensions must be an integer >= 0, got {max_extensions}")
     if extend is None:
-        return {n for n, v in grid.items() if len(v) >= 2 and _geometric(list(v))}
+        return {n for n, v in grid.items() if _scale(v) and sum(x > 0 for x in v) >= 2}
     if isinstance(extend, str):
         raise TypeError(f"extend must be a list of axis names, got the string {extend!r}")
     names = set(extend)
     for name in names:
         if name not in grid:
             raise ValueError(f"extend names {name!r}, which is not an axis of grid {list(grid)}")
-        if not _geometric(list(grid[name])):
+        if not _scale(grid[name]):
             raise ValueError(
-                f"extend names {name!r}, whose grid {list(grid[name])} is not positive numbers "
-                "in sorted order (only such a grid can be extended geometrically)"
+                f"extend names {name!r}, whose grid {grid[name]} is not numbers >= 0 with a "
+                "positive one (only such a grid can be extended geometrically)"
             )
     return names
 
 
-def _require_hashable(grid: Mapping[str, Sequence[Any]], start: Mapping[str, Any]) -> None:
-    """Raise unless every value of ``start`` and of ``grid``'s axes is hashable: the search
-    caches each setting's score under its values (a list would fail there, unnamed)."""
+def _check_values(grid: Mapping[str, Sequence[Any]], start: Mapping[str, Any]) -> None:
+    """Raise unless every value of ``start`` and of ``grid``'s axes is hashable (the search
+    caches each setting's score under its values: a list would fail there, unnamed) and, if a
+    number, finite (a NaN or inf is no setting, and could be returned as the best)."""
     named = [(f"start[{name!r}]", value) for name, value in start.items()]
     named += [(f"grid[{name!r}] values", v) for name, values in grid.items() for v in values]
     for where, value in named:
@@ -130,6 +132,29 @@ def _require_hashable(grid: Mapping[str, Sequence[Any]], start: Mapping[str, Any
                 f"{where} must be hashable (the search caches each setting's score by its "
                 f"values), got {value!r} ({type(value).__name__}): use a tuple"
             ) from None
+        if _number(value) and not math.isfinite(value):
+            raise ValueError(f"{where} must not be NaN or infinite, got {value!r}")
+
+
+def _prepare(
+    grid: Mapping[str, Sequence[Any]], start: Mapping[str, Any]
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """``grid`` and ``start``, checked, with each axis's values listed once in their order and
+    NumPy scalars (of the axes and their start values) as Python numbers."""
+    if not grid:
+        raise ValueError("grid must name at least one axis")
+    for name, values in grid.items():
+        if name not in start:
+            raise ValueError(f"start has no value for grid axis {name!r}")
+        if len(values) == 0:
+            raise ValueError(f"grid[{name!r}] must list at least one value")
+    _check_values(grid, start)
+
+    def plain(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else value
+
+    axes = {name: list(dict.fromkeys(map(plain, values))) for name, values in grid.items()}
+    return axes, {**start, **{name: plain(start[name]) for name in grid}}
 
 
 def _check_search(
@@ -139,22 +164,15 @@ def _check_search(
     extend: Iterable[str] | None,
     max_extensions: int,
     min_improvement: float,
-) -> set[str]:
-    """Check :func:`coordinate_search`'s arguments; returns the axes that may be extended."""
-    if not grid:
-        raise ValueError("grid must name at least one axis")
-    for name, values in grid.items():
-        if name not in start:
-            raise ValueError(f"start has no value for grid axis {name!r}")
-        if len(values) == 0:
-            raise ValueError(f"grid[{name!r}] must list at least one value")
-    _require_hashable(grid, start)
+) -> tuple[dict[str, list[Any]], dict[str, Any], set[str]]:
+    """The arguments checked: :func:`_prepare`'s, and the axes that may be extended."""
+    axes, settings = _prepare(grid, start)
     if isinstance(sweeps, bool) or not isinstance(sweeps, Integral) or int(sweeps) < 1:
         raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")  # not 1.9 or "2"
-    extendable = _check_extend(grid, extend, max_extensions)
+    extendable = _check_extend(axes, extend, max_extensions)
     if not (math.isfinite(min_improvement) and min_improvement >= 0):
         raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
-    return extendable
+    return axes, settings, extendable
 
 
 def _require_scored(result: SearchResult) -> SearchResult:
@@ -189,13 +207,16 @@ def coordinate_search(
         score: settings (a dict with every key of ``start``) -> a number, lower is better
             (e.g. validation NLL). Non-finite scores count as worst; if no setting scores a
             finite value, the search is refused (below).
-        grid: axis name -> candidate values, searched in this order; the others are held at
-            their current best.
+        grid: axis name -> candidate values (hashable; a number finite), searched in this order
+            (a value listed twice, once); the others are held at their current best. NumPy
+            scalars are scored, and returned, as Python numbers.
         start: the initial settings; must contain every axis of ``grid``.
         sweeps: passes over the axes (stops early once a pass changes nothing).
-        extend: the axes that may be extended; default: every axis whose grid holds two or more
-            positive numbers in sorted order. An axis named here must have such a grid (a
-            single value is extended by factors of 3).
+        extend: the axes that may be extended; default: every axis whose grid holds numbers
+            >= 0, two or more positive, in any order (its edges are its smallest and largest
+            values). An axis named here must hold numbers >= 0, one or more positive (a single
+            one is extended by factors of 3). A 0 is the lower end of its grid (a flat
+            Dirichlet's ``lambda``): such a grid is extended upward only.
         max_extensions: the most values added beyond each end of an axis (over all sweeps).
         min_improvement: an extended value is kept only if it lowers the best score by more
             than this, when it is added and in every later sweep (so that a flat score, e.g. a
@@ -205,6 +226,7 @@ def coordinate_search(
     When the best value of an extendable axis is (at least) the largest of its grid, the value
     ``largest * ratio`` is tried, ``ratio`` being the grid's own ratio at that end (the same
     downward); this repeats while the new value is the best, up to ``max_extensions`` times.
+    An integer grid (NumPy's too) is extended with integers.
 
     Returns:
         A :class:`SearchResult`. Each settings dict is scored once (results are cached), and
@@ -212,8 +234,8 @@ def coordinate_search(
         that it serialises as JSON).
 
     Raises:
-        ValueError: no setting tried scored a finite value (the message lists them), or bad
-            arguments.
+        ValueError: no setting tried scored a finite value (the message lists them), a grid or
+            start value is a number that is not finite (NaN, inf), or bad arguments.
         TypeError: a value of ``start`` or ``grid`` is not hashable (a list: use a tuple).
 
     Example:
@@ -253,7 +275,9 @@ def _search(
 ) -> SearchResult:
     """:func:`coordinate_search` without its refusal: where no setting scored a finite value,
     the start with ``best_score`` inf."""
-    extendable = _check_search(grid, start, sweeps, extend, max_extensions, min_improvement)
+    axes, start, extendable = _check_search(
+        grid, start, sweeps, extend, max_extensions, min_improvement
+    )
     cache: dict[tuple[tuple[str, Any], ...], float] = {}
     evaluated: list[dict[str, Any]] = []
 
@@ -265,7 +289,6 @@ def _search(
             evaluated.append({**settings, "score": value if math.isfinite(value) else None})
         return cache[key]
 
-    axes = {name: list(values) for name, values in grid.items()}
     added: dict[str, list[Any]] = {}
     counts = {(name, up): 0 for name in extendable for up in (False, True)}
     best = dict(start)
@@ -298,7 +321,7 @@ def _search(
     on_edge = [
         name
         for name, values in axes.items()
-        if (name in extendable or (len(values) >= 2 and _geometric(list(grid[name]))))
+        if (name in extendable or (len(values) >= 2 and _scale(values)))
         and (_at_edge(best[name], values, True) or _at_edge(best[name], values, False))
     ]
     return SearchResult(best, best_score, evaluated, added, on_edge)
@@ -330,7 +353,7 @@ def profile_search(
         A :class:`SearchResult`: the best of the inner searches (ties keep the earlier value of
         ``over``), with every inner search's evaluations in order; ``extended`` and ``on_edge``
         are the winning search's, and ``on_edge`` also names ``over`` when its grid is numeric
-        (positive, sorted) and the best value is at its end: ``over`` is never extended.
+        (as :class:`SearchResult`) and the best value is at its end: ``over`` is never extended.
         Unlike :func:`coordinate_search`, no refusal where no setting scored a finite value:
         the result is then the start with ``best_score`` inf (an inner search over one value
         of ``over`` may fail throughout while another succeeds, and a caller that records why
@@ -358,19 +381,19 @@ def profile_search(
             "between models (a categorical axis) and leave numeric axes to the inner searches, "
             "or search this axis with coordinate_search"
         )
-    _require_hashable(grid, start)
+    grid, start = _prepare(grid, start)
     inner = {name: values for name, values in grid.items() if name != over}
-    if not inner:
-        return _search(score, grid, start, **options)
+    if not inner:  # over alone: searched, not extended
+        return _search(score, grid, start, **{**options, "extend": options.get("extend") or []})
     results = [
         _search(score, inner, {**start, over: value}, **options)
         for value in dict.fromkeys((start[over], *grid[over]))
     ]
     best = min(results, key=lambda result: result.best_score)
     evaluated = [entry for result in results for entry in result.evaluated]
-    values = list(grid[over])
+    values = grid[over]
     on_edge = list(best.on_edge)
-    if len(values) >= 2 and _geometric(values):  # not extended, so say where it stopped
+    if len(values) >= 2 and _scale(values):  # not extended, so say where it stopped
         if _at_edge(best.best[over], values, True) or _at_edge(best.best[over], values, False):
             on_edge.append(over)
     return SearchResult(best.best, best.best_score, evaluated, best.extended, on_edge)
