@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,9 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
         description="A row against others on the runs' shared test set: each metric's "
         "difference (the mean over the runs), its paired bootstrap interval over the test "
         "examples, p-value and verdict. Runs must share one test set (seeds of DeepLoc or "
-        "Fashion-MNIST; digits and synthetic one seed at a time). Without --row, list the rows.",
+        "Fashion-MNIST; digits and synthetic one seed at a time) and be runs of one experiment "
+        "and config (their run.json; runs without its record are compared with a warning). "
+        "Without --row, list the rows.",
     )
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders (--out of a run)")
     compare.add_argument("--row", help="the row to compare, e.g. 'MT-BKD (learned trust) (sgld)'")
@@ -180,15 +183,19 @@ def run_compare(args: argparse.Namespace) -> None:
         raise ValueError(f"--resamples must be at least 100, got {chosen['resamples']}")
     if args.json is not None:
         _writable(args.json)
-    found = compare_runs(
-        args.runs,
-        row,
-        against,
-        metrics,
-        level=chosen["level"],
-        num_resamples=chosen["resamples"],
-        seed=chosen["seed"],
-    )
+    with warnings.catch_warnings(record=True) as warned:  # shown as one line each
+        warnings.simplefilter("always", UserWarning)
+        found = compare_runs(
+            args.runs,
+            row,
+            against,
+            metrics,
+            level=chosen["level"],
+            num_resamples=chosen["resamples"],
+            seed=chosen["seed"],
+        )
+    for warning in warned:
+        print(f"mtbkd: warning: {warning.message}", file=sys.stderr)
     if not found:
         raise ValueError(f"--row {args.row!r}: the runs hold no other row to compare it with")
     print(comparison_table(found))

@@ -8,6 +8,10 @@ way with exit status 1. JAX's persistent compilation cache is on by default, in
 ``$XDG_CACHE_HOME/mtbkd_jax/jax-compilation-cache`` (``~/.cache/...``), so that a second run
 compiles almost nothing; ``--no-compile-cache`` or ``MTBKD_COMPILE_CACHE=0`` turn it off.
 
+``--out``'s ``run.json`` records what produced it (experiment, seed, ``--smoke``, config,
+version); another run's ``--out`` is refused (exit 2) unless ``--overwrite`` (which removes
+mtbkd's files there). Ctrl-C (exit 130) first writes the finished rows, marked partial.
+
 Devices and processes: ``--platform`` chooses JAX's platform (``cpu``, ``gpu``, ``tpu``,
 ``auto``); the demo, digits and synthetic run on the CPU unless it says otherwise
 (:mod:`mtbkd_jax._cli_platform` says why).
@@ -105,6 +109,32 @@ def _seed(text: str) -> int:
     return value
 
 
+def _add_process_flags(common: argparse.ArgumentParser) -> None:
+    """The flags of devices and processes (``--mesh``, ``jax.distributed``'s)."""
+    processes = common.add_argument_group(
+        "devices and processes",
+        "run the same command in every process; the student fits run on a mesh over every "
+        "process's devices (--mesh); process 0 writes --out",
+    )
+    processes.add_argument(
+        "--mesh",
+        type=mesh_shape,
+        metavar="CxD",
+        help="run the student fits on C x D devices, axes (chains, data), e.g. 1x4 (default: "
+        "no mesh; with several processes 1 x all their devices)",
+    )
+    processes.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all"
+    )
+    processes.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    processes.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    processes.add_argument(
+        "--distributed",
+        action="store_true",
+        help="connect the processes as JAX detects them (Slurm, Open MPI, Kubernetes)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from mtbkd_jax.experiments import DATA_EXPERIMENTS, EXPERIMENTS
 
@@ -132,28 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--traceback", action="store_true", help="show the full Python traceback of an error"
     )
-    processes = common.add_argument_group(
-        "devices and processes",
-        "run the same command in every process; the student fits run on a mesh over every "
-        "process's devices (--mesh); process 0 writes --out",
-    )
-    processes.add_argument(
-        "--mesh",
-        type=mesh_shape,
-        metavar="CxD",
-        help="run the student fits on C x D devices, axes (chains, data), e.g. 1x4 (default: "
-        "no mesh; with several processes 1 x all their devices)",
-    )
-    processes.add_argument(
-        "--coordinator", metavar="HOST:PORT", help="process 0's address, reachable by all"
-    )
-    processes.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
-    processes.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
-    processes.add_argument(
-        "--distributed",
+    common.add_argument(
+        "--overwrite",
         action="store_true",
-        help="connect the processes as JAX detects them (Slurm, Open MPI, Kubernetes)",
+        help="reuse an --out that holds another run's outputs (another experiment, seed, "
+        "--smoke or config), removing the files mtbkd wrote there first (default: refused)",
     )
+    _add_process_flags(common)
     parser = _Parser(prog="mtbkd", description=_plain(__doc__.split("\n\n")[0]))
     parser.add_argument("--version", action="version", version=f"mtbkd_jax {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -162,7 +177,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, smoke],
         help="distil three teachers into an MLP on digits (= experiment demo)",
     )
-    demo.add_argument("--out", default=None, help="folder for metrics.json, posterior.nc, PNG")
+    demo.add_argument(
+        "--out",
+        default=None,
+        help="folder for metrics.json, posterior.nc, PNG, run.json (what produced them)",
+    )
     # the former spelling of --smoke, still accepted
     demo.add_argument("--quick", dest="smoke", action="store_true", help=argparse.SUPPRESS)
     demo.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -175,7 +194,11 @@ def _parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {name:<14} {entry.summary}" for name, entry in EXPERIMENTS.items()),
     )
     experiment.add_argument("name", choices=list(EXPERIMENTS), help="the experiment")
-    experiment.add_argument("--out", required=True, help="folder for metrics.json and figures")
+    experiment.add_argument(
+        "--out",
+        required=True,
+        help="folder for metrics.json, figures and run.json (what produced them)",
+    )
     experiment.add_argument(
         "--data", default=None, help=f"data folder ({', '.join(DATA_EXPERIMENTS)})"
     )
@@ -268,6 +291,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         require_input_dir(data, "--data")
     if args.out is not None and not args.process_id:  # process 0 (or one) writes --out
         prepare_output_dir(args.out, "--out")
+        from mtbkd_jax.experiments.provenance import check_experiment_output
+
+        name = "demo" if args.command == "demo" else args.name
+        check_experiment_output(args.out, name, args.smoke, args.seed, args.overwrite, "--out")
 
 
 def _run(args: argparse.Namespace, processes: dict | None) -> None:
@@ -284,6 +311,7 @@ def _run(args: argparse.Namespace, processes: dict | None) -> None:
             seed=args.seed,
             config=config,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     else:
         from mtbkd_jax.experiments import run_experiment
@@ -295,6 +323,7 @@ def _run(args: argparse.Namespace, processes: dict | None) -> None:
             seed=args.seed,
             data_path=args.data,
             mesh=mesh,
+            overwrite=args.overwrite,
         )
 
 
@@ -349,8 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with platform_config(platform), connected(args, processes):
             with compile_cache(cache), platform_device(platform):
                 _run(args, processes)
-    except KeyboardInterrupt:
-        print("mtbkd: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # its notes: what finished and was written where
+        notes = "".join(f"; {note}" for note in getattr(stop, "__notes__", []))
+        print(f"mtbkd: interrupted{notes}", file=sys.stderr)
         return 130
     except _ACTIONABLE as error:
         # a method that failed of a bug (its cause not actionable) shows its traceback too

@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from mtbkd_jax._paths import prepare_output_dir
 from mtbkd_jax.datasets import load_digits_distillation
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import ExperimentConfig
+from mtbkd_jax.experiments.provenance import check_output_dir, run_provenance
 from mtbkd_jax.experiments.report import markdown_table, raise_failures, write_report
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -73,6 +75,7 @@ def run_demo(
     config: DemoConfig | None = None,
     progress: bool = True,
     say: Callable[..., object] = print,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the demo and return its rows (the row format of every experiment:
     ``{method, inference, accuracy, nll, ece, brier, mean_deviance, ...}``).
@@ -81,11 +84,14 @@ def run_demo(
     turns off the progress lines and bars (the table is still printed). ``out_dir`` is created
     (parents too) if it is missing and checked for writing before any compute;
     :class:`NotADirectoryError`, :class:`PermissionError` or :class:`ValueError` say why it
-    cannot be used.
+    cannot be used. An ``out_dir`` that holds another run's outputs is refused (a
+    :class:`ValueError`) unless ``overwrite``, which removes them first
+    (:func:`~mtbkd_jax.experiments.provenance.check_output_dir`).
     """
+    config = replace(config or DemoConfig.for_run(smoke=smoke, seed=seed), progress_bar=progress)
     if out_dir is not None:
         out_dir = prepare_output_dir(out_dir, "out_dir")
-    config = replace(config or DemoConfig.for_run(smoke=smoke, seed=seed), progress_bar=progress)
+        check_output_dir(out_dir, run_provenance(config), overwrite=overwrite)
     say = _flushed(say) if progress else (lambda *args: None)
     start = time.perf_counter()
     say("[1/3] data: scikit-learn digits; training three teachers ...")
@@ -99,7 +105,8 @@ def run_demo(
         f"sampled ({config.num_chains} chains x {config.num_draws} draws, "
         f"{config.num_warmup} warm-up) ..."
     )
-    rows, artifacts = run_baselines(data, config, say=say)
+    report = None if out_dir is None else partial(write_report, out_dir, data)
+    rows, artifacts = run_baselines(data, config, say=say, report=report)
     rows.sort(key=lambda row: row["inference"] != "map")  # the MAP rows first (stable)
     say(f"[3/3] done in {time.perf_counter() - start:.0f} s\n")
     print(markdown_table(rows))

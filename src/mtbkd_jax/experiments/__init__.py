@@ -22,6 +22,7 @@ from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.compare import compare_runs, comparison_table, load_predictions
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.methods import Method
+from mtbkd_jax.experiments.provenance import check_experiment_output
 from mtbkd_jax.experiments.report import markdown_table, write_report
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def run_experiment(
     data_path: str | os.PathLike[str] | None = None,
     say: Callable[..., object] = print,
     mesh: Mesh | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Run experiment ``name`` of :data:`EXPERIMENTS` and write its outputs to ``out_dir``;
     returns the rows. With ``mesh``, every student fit runs on it (:class:`ExperimentConfig`'s
@@ -157,10 +159,13 @@ def run_experiment(
 
     The arguments are checked before any data is loaded: ``data_path`` must be an existing
     folder (and is taken only by :data:`DATA_EXPERIMENTS`), and ``out_dir`` is created if it is
-    missing and must be writable.
+    missing and must be writable; if it holds the outputs of another run (another experiment,
+    seed, smoke flag or config: the provenance record of its ``run.json``), it is refused
+    unless ``overwrite``, which removes them (the files the package writes, no others).
 
     Raises:
-        ValueError: an unknown ``name``, or ``data_path`` for an experiment without data.
+        ValueError: an unknown ``name``, ``data_path`` for an experiment without data, or an
+            ``out_dir`` that holds another run's outputs.
         FileNotFoundError: ``data_path`` does not exist (or the data files are missing).
         NotADirectoryError: ``data_path`` or ``out_dir`` is a file.
         PermissionError: ``out_dir`` cannot be created or written.
@@ -175,6 +180,7 @@ def run_experiment(
             )
         require_input_dir(data_path, "data_path")
     prepare_output_dir(out_dir, "out_dir")
+    check_experiment_output(out_dir, name, smoke, seed, overwrite)
     return EXPERIMENTS[name].run(
         out_dir, smoke=smoke, seed=seed, data_path=data_path, say=say, mesh=mesh
     )

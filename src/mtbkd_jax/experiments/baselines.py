@@ -30,9 +30,11 @@ from mtbkd_jax.experiments.fit import (
 )
 from mtbkd_jax.experiments.keys import MethodKeys, method_keys
 from mtbkd_jax.experiments.methods import METHOD_PLANS, Method
+from mtbkd_jax.experiments.placement import check_run_mesh, placement
 from mtbkd_jax.experiments.posterior_tuning import TunedPosterior, tuned_posterior
+from mtbkd_jax.experiments.provenance import run_provenance
+from mtbkd_jax.experiments.report import write_partial
 from mtbkd_jax.experiments.trusted import fit_trusted
-from mtbkd_jax.infer.mesh import check_mesh
 from mtbkd_jax.metrics import classification_metrics, error_detection_auroc, interval_coverage
 from mtbkd_jax.selective import ood_auroc
 from mtbkd_jax.uncertainty import entropy_decomposition, predictive_summary
@@ -304,7 +306,11 @@ def _posterior_row(
 
 
 def run_baselines(
-    data: DistillationData, config: ExperimentConfig, *, say: Callable[..., object] = print
+    data: DistillationData,
+    config: ExperimentConfig,
+    *,
+    say: Callable[..., object] = print,
+    report: Callable[[list[dict[str, Any]], Artifacts], object] | None = None,
 ) -> tuple[list[dict[str, Any]], Artifacts]:
     """Fit every method of ``config.methods``'s plan; returns ``(rows, artifacts)``.
 
@@ -320,6 +326,14 @@ def run_baselines(
     methods run. :func:`~mtbkd_jax.experiments.report.write_report` records the
     failures and :func:`~mtbkd_jax.experiments.report.raise_failures` then raises, so that
     hours of other methods' work are written before the run reports the error.
+
+    ``artifacts["run"]`` records the run's provenance
+    (:func:`~mtbkd_jax.experiments.provenance.run_provenance`) and whether it is ``complete``.
+    An exception that escapes the methods' loop (``KeyboardInterrupt``; any error with
+    several processes) is raised after ``report(rows, artifacts)`` (a runner's
+    :func:`~mtbkd_jax.experiments.report.write_report`) has written the rows finished so far,
+    marked ``complete: false`` with the ``missing`` methods
+    (:func:`~mtbkd_jax.experiments.report.write_partial`).
 
     Raises:
         ValueError: ``config.tune`` on a problem without a validation split, or a
@@ -348,38 +362,36 @@ def run_baselines(
             "run",
         )
     }
-    artifacts["run"].update(_placement(config))
-    _check_mesh(data, config)
+    artifacts["run"].update(placement(config), provenance=run_provenance(config))
+    check_run_mesh(data, config)
     rows = _teacher_rows(data, artifacts) if config.teacher_rows else []
-    for method, keys in zip(methods, method_keys(config, methods), strict=True):
-        try:
-            _run_method(keys, data, config, method, (rows, artifacts), say)
-        except Exception as error:  # the other methods still run; raise_failures reports it
-            if jax.process_count() > 1:  # the processes would leave each other's collectives
-                raise
-            traceback.clear_frames(error.__traceback__)  # not the failed fit's arrays
-            artifacts["failures"][method.label] = error
-            say(f"  {method.label:<28} failed: {type(error).__name__}: {error}")
+    done: list[str] = []
+    try:
+        for method, keys in zip(methods, method_keys(config, methods), strict=True):
+            _run_kept(keys, data, config, method, (rows, artifacts), say)
+            done.append(method.label)
+    except BaseException as stop:  # KeyboardInterrupt: what finished is written first
+        missing = [method.label for method in methods if method.label not in done]
+        write_partial(report, rows, artifacts, missing, stop)
+        raise
+    artifacts["run"]["complete"] = True
     return rows, artifacts
 
 
-def _placement(config: ExperimentConfig) -> dict[str, Any]:
-    """Where the run's fits ran: the mesh's axes (``None`` without one) and the processes (SGLD's
-    draws with a mesh depend on its ``data`` axis: the minibatches are stratified over it)."""
-    mesh = config.mesh
-    return {
-        "mesh": None if mesh is None else {str(k): int(v) for k, v in mesh.shape.items()},
-        "processes": jax.process_count(),
-    }
-
-
-def _check_mesh(data: DistillationData, config: ExperimentConfig) -> None:
-    """Refuse, before any fit, a ``config.mesh`` whose axes do not divide what every fit
-    splits over them (the fits would each refuse it, one method after the other)."""
-    if config.mesh is None:
-        return
-    sizes = {"the labelled inputs": len(data.y_train)}
-    if data.prior_inputs is not None:
-        sizes["the prior inputs"] = len(data.prior_inputs)
-    batches = {"sgld_batch_size": config.sgld_batch_size} if config.bayes != "nuts" else {}
-    check_mesh(config.mesh, num_chains=config.num_chains, batch_sizes=batches, data_sizes=sizes)
+def _run_kept(
+    keys: MethodKeys,
+    data: DistillationData,
+    config: ExperimentConfig,
+    method: Method,
+    out: tuple[list[dict[str, Any]], Artifacts],
+    say: Callable[..., object],
+) -> None:
+    """:func:`_run_method`, its error kept in ``artifacts["failures"]`` (one process)."""
+    try:
+        _run_method(keys, data, config, method, out, say)
+    except Exception as error:  # the other methods still run; raise_failures reports it
+        if jax.process_count() > 1:  # the processes would leave each other's collectives
+            raise
+        traceback.clear_frames(error.__traceback__)  # not the failed fit's arrays
+        out[1]["failures"][method.label] = error
+        say(f"  {method.label:<28} failed: {type(error).__name__}: {error}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -121,6 +122,30 @@ def _stacked_runs(
     return np.stack([probs[row] for probs, _ in runs])
 
 
+def _check_same_experiment(run_dirs: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse runs of different experiments or configs (but the seed), by their provenance
+    records; warn about runs without one."""
+    from mtbkd_jax.experiments.provenance import config_differences, read_provenance
+
+    records = [read_provenance(d) for d in run_dirs]
+    unknown = [str(d) for d, r in zip(run_dirs, records, strict=True) if r is None]
+    if unknown and len(run_dirs) > 1:  # one run is not pooled with another
+        warnings.warn(
+            f"run_dirs: {', '.join(map(repr, unknown))} record no provenance (run.json of an "
+            "older version): not checked to be runs of one experiment and config",
+            stacklevel=3,
+        )
+    known = [(d, r) for d, r in zip(run_dirs, records, strict=True) if r is not None]
+    for d, record in known[1:]:
+        fields = config_differences(known[0][1], record)
+        if fields:
+            raise ValueError(
+                f"run_dirs: {str(d)!r} is not a run of the experiment and config of "
+                f"{str(known[0][0])!r} (they differ in {', '.join(fields)}); only seeds of "
+                "one experiment and config are compared together"
+            )
+
+
 def compare_runs(
     run_dirs: Sequence[str | os.PathLike[str]],
     row: Row,
@@ -142,12 +167,16 @@ def compare_runs(
 
     Raises:
         ValueError: no run folders, runs on different test sets (other labels, or another
-            :func:`test_set_digest` of the inputs), or a row missing from a run.
+            :func:`test_set_digest` of the inputs), runs of different experiments or of configs
+            that differ in more than the seed (their ``run.json`` provenance records; runs
+            without one, written before it was, are compared with a warning), or a row
+            missing from a run.
         FileNotFoundError: a run without ``predictions.npz``.
     """
     if not run_dirs:
         raise ValueError("run_dirs must name at least one run folder")
     runs = [load_predictions(d) for d in run_dirs]
+    _check_same_experiment(run_dirs)
     labels = runs[0][1]
     digest = saved_digest(run_dirs[0])
     for (_, their_labels), d in zip(runs[1:], run_dirs[1:], strict=True):

@@ -149,7 +149,9 @@ def run_deeploc(
         f"{data.multilocation.num_examples} multi-location proteins, "
         f"{data.num_features} sequence features"
     )
-    rows, artifacts = run_baselines(problem, config, say=say)
+    rows, artifacts = run_baselines(
+        problem, config, say=say, report=lambda r, a: write_report(out_dir, problem, r, a)
+    )
     multi = _multilocation_rows(artifacts)
     out = Path(write_report(out_dir, problem, rows, artifacts))
     if MAIN in artifacts["extra"]:

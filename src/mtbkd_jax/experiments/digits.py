@@ -58,7 +58,9 @@ def run_digits(
         f"[digits] {len(data.y_train)} labelled, {data.num_transfer} transfer, "
         f"{data.num_validation} validation, {len(data.y_test)} test digits"
     )
-    rows, artifacts = run_baselines(data, config, say=say)
+    rows, artifacts = run_baselines(
+        data, config, say=say, report=lambda r, a: write_report(out_dir, data, r, a)
+    )
     write_report(out_dir, data, rows, artifacts)
     raise_failures(artifacts["failures"], out_dir)
     return rows

@@ -125,7 +125,9 @@ def run_fashion_mnist(
         f"{data.num_validation} validation, {len(data.y_test)} test images; student MLP "
         f"{data.num_features}-{'-'.join(map(str, config.hidden))}-10 {config.activation}"
     )
-    rows, artifacts = run_baselines(data, config, say=say)
+    rows, artifacts = run_baselines(
+        data, config, say=say, report=lambda r, a: write_report(out_dir, data, r, a)
+    )
     out = write_report(out_dir, data, rows, artifacts)
     (Path(out) / "teachers.json").write_text(json.dumps(teachers.info, indent=2) + "\n")
     raise_failures(artifacts["failures"], out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +24,31 @@ __all__ = [
     "INPUT_ERRORS",
     "markdown_table",
     "raise_failures",
+    "write_partial",
     "write_report",
 ]
+
+# the files write_report writes (removed first, so that none of an earlier run's stays)
+_REPORT_FILES = (
+    "metrics.json",
+    "table.md",
+    PREDICTIONS,
+    "tuning.json",
+    "trust.json",
+    "trust_fit.json",
+    "search_unsampled.json",
+    "exploration.json",
+    "own_maps.json",
+    "run.json",
+    "failures.json",
+    "reliability.png",
+    "teacher_weights.png",
+    "deviance_by_class.png",
+    "deviance_by_group.png",
+    "posterior.nc",
+    "trace.png",
+    "rank.png",
+)
 
 _COLUMNS = [
     ("method", "method"),
@@ -98,6 +121,32 @@ def raise_failures(failures: Mapping[str, BaseException], out: object = None) ->
     raise ExperimentFailed(f"{len(failures)} method(s) failed{where}: {listed}") from cause
 
 
+def write_partial(
+    report: Callable[[list[dict[str, Any]], Any], object] | None,
+    rows: list[dict[str, Any]],
+    artifacts: Mapping[str, dict[Any, Any]],
+    missing: Sequence[str],
+    stop: BaseException,
+) -> None:
+    """Write the rows a run finished before ``stop`` escaped it (``report(rows, artifacts)``,
+    its :func:`write_report`, which returns the folder), with ``run.json`` saying
+    ``"complete": false`` and the ``missing`` methods; a note on ``stop`` says what was written
+    where (or why nothing could be). ``report`` ``None`` (no output folder): nothing is
+    written."""
+    artifacts["run"].update(complete=False, missing=list(missing))
+    if report is None:
+        return
+    try:
+        where = report(rows, artifacts)
+    except Exception as error:  # the interruption is what the caller reports
+        stop.add_note(f"the finished rows could not be written: {_described(error)}")
+        return
+    stop.add_note(
+        f"the {len(rows)} finished row(s) were written to {where}, marked partial (run.json: "
+        f'"complete": false; missing methods: {", ".join(missing) or "none"})'
+    )
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     data: DistillationData,
@@ -112,7 +161,9 @@ def write_report(
     ``out_dir``.
 
     ``data`` is the run's :class:`~mtbkd_jax.datasets.DistillationData` and ``rows`` and
-    ``artifacts`` what :func:`~mtbkd_jax.experiments.run_baselines` returned for it.
+    ``artifacts`` what :func:`~mtbkd_jax.experiments.run_baselines` returned for it. The files
+    it writes are removed first, so that none of an earlier run's (``failures.json`` after a
+    clean rerun, say) stays beside the new ones.
     """
     from mtbkd_jax.plots import (
         deviance_by_group,
@@ -124,6 +175,8 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in _REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
     (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(rows)
     if extra_rows:
@@ -143,7 +196,8 @@ def write_report(
         with (out / "table.md").open("a") as table_file:
             table_file.write("\nFailed methods (their other rows are above):\n\n")
             table_file.write("\n".join(lines) + "\n")
-    reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
+    if artifacts["curves"]:  # none in a run interrupted before its first such row
+        reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
     bank = data.teachers_prior
     teacher_weights_figure(
         teacher_weights(bank, "paper"), bank.entropies(), bank.names, out / "teacher_weights.png"

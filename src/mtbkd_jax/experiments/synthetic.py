@@ -15,8 +15,10 @@ from typing import Any
 
 from mtbkd_jax.datasets import DistillationData, SyntheticData, make_synthetic
 from mtbkd_jax.experiments.baselines import run_baselines
+from mtbkd_jax.experiments.compare import PREDICTIONS, saved_digest, test_set_digest
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
+from mtbkd_jax.experiments.provenance import read_provenance, run_provenance
 from mtbkd_jax.experiments.report import markdown_table, raise_failures, write_report
 from mtbkd_jax.metrics import interval_coverage_by_probability
 
@@ -83,9 +85,14 @@ def _run_case(
         f"[synthetic {data.name}] {len(data.y_train)} train, {len(data.y_test)} "
         f"test; Bayes accuracy on test {bayes_accuracy:.3f}"
     )
-    rows, artifacts = run_baselines(data, config, say=say)
+
+    def report(found: list[dict[str, Any]], artifacts: Mapping[str, Any]) -> Path:
+        named = [{**r, "dataset": data.name} for r in found]
+        return write_report(out / data.name, data, named, artifacts)
+
+    rows, artifacts = run_baselines(data, config, say=say, report=report)
     rows = [{**r, "dataset": data.name} for r in rows]
-    write_report(out / data.name, data, rows, artifacts)
+    report(rows, artifacts)
     table = markdown_table(rows)
     if MAIN in artifacts["summaries"]:
         breakdown = interval_coverage_by_probability(
@@ -120,6 +127,8 @@ def run_synthetic(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(all_rows, indent=2) + "\n")
     (out / "table.md").write_text("\n\n".join(tables) + "\n")
+    record = {"provenance": run_provenance(config), "complete": True}
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     raise_failures(failures, out)
     return all_rows
 
@@ -135,6 +144,31 @@ def _breakdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _check_test_data(
+    case_dir: Path, data: DistillationData, *, seed: int, num_examples: int
+) -> None:
+    """Refuse test data rebuilt otherwise than the run in ``case_dir`` built it (its
+    ``predictions.npz``'s test-set digest; not checked for a run that saved none)."""
+    saved = saved_digest(case_dir) if (case_dir / PREDICTIONS).is_file() else None
+    if saved is None or saved == test_set_digest(data.x_test, data.y_test):
+        return
+    recorded = read_provenance(case_dir) or {}
+    size = (recorded.get("config") or {}).get("num_examples")
+    fixes = []
+    if recorded.get("seed") is not None and recorded["seed"] != seed:
+        fixes.append(f"--seed {recorded['seed']} (seed={recorded['seed']})")
+    if size is not None and size != num_examples:
+        smoke = recorded.get("smoke")
+        flag = "--smoke" if smoke is True else "no --smoke" if smoke is False else ""
+        fixes.append(f"{flag} (num_examples={size})".strip())
+    fix = " and ".join(fixes) if fixes else "the run's --seed and --smoke"
+    raise ValueError(
+        f"{case_dir}: the test data rebuilt with seed={seed}, num_examples={num_examples} is not "
+        f"the data the run was tested on (another test-set digest than its {PREDICTIONS}); "
+        f"pass {fix}"
+    )
+
+
 def coverage_breakdown(
     out_dir: str | os.PathLike[str],
     *,
@@ -146,7 +180,10 @@ def coverage_breakdown(
     """Coverage by true probability of the MT-BKD posteriors a finished run saved
     (``OUT/CASE/posterior.nc``); regenerates each case's test data from ``seed`` and its
     student from ``hidden`` and ``activation`` (a posterior sampled with another student is
-    refused)."""
+    refused), and checks that test data against the digest the run saved in the case's
+    ``predictions.npz``: data rebuilt with another ``seed`` or ``num_examples`` (the flags
+    ``--seed`` and ``--smoke`` of ``python -m mtbkd_jax.experiments.synthetic``) is refused
+    with a :class:`ValueError` that names what the run recorded."""
     from mtbkd_jax.experiments.fit import build_student
     from mtbkd_jax.infer.posterior import Posterior
     from mtbkd_jax.model import MTBKDModel
@@ -158,6 +195,7 @@ def coverage_breakdown(
         path = Path(out_dir) / data.name / "posterior.nc"
         if not path.is_file():
             continue
+        _check_test_data(path.parent, data, seed=seed, num_examples=num_examples)
         student = build_student(
             data, SyntheticConfig(seed=seed, hidden=hidden, activation=activation)
         )
@@ -187,5 +225,9 @@ if __name__ == "__main__":  # python -m mtbkd_jax.experiments.synthetic OUT_DIR 
     parser.add_argument("--smoke", action="store_true", help="the run was made with --smoke")
     args = parser.parse_args()
     size = SyntheticConfig.for_run(smoke=args.smoke).num_examples  # run_synthetic's size
-    for name, rows in coverage_breakdown(args.out_dir, seed=args.seed, num_examples=size).items():
+    try:
+        found = coverage_breakdown(args.out_dir, seed=args.seed, num_examples=size)
+    except ValueError as error:  # a run made with other flags: one line, exit 2
+        parser.exit(2, f"error: {error}\n")
+    for name, rows in found.items():
         print(f"### {name}\n\n{_breakdown_table(rows)}\n")
