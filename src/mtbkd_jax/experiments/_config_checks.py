@@ -30,6 +30,9 @@ POSITIVE = ("prior_scale", "temperature", "prior_power", "learning_rate")
 NONNEGATIVE = ("concentration", "grid_min_improvement")
 GRIDS = ("prior_scale_grid", "concentration_grid", "prior_power_grid", "trust_prior_power_grid")
 STEP_SIZES = ("sgld_step_size", "trust_sgld_step_size")
+# the seeds a run accepts (as the CLI's --seed): a larger one was silently cut to its low 32
+# bits by the random keys and the student's initialisation, so 2**32 ran seed 0
+SEED_LIMIT = 2**32
 
 
 def _number(value: Any) -> bool:
@@ -48,6 +51,8 @@ def check_fields(config: Any) -> None:
     for name, least in COUNTS.items():
         if not _count(getattr(config, name), least):
             raise ValueError(f"{name} must be an integer >= {least}, got {getattr(config, name)!r}")
+    if int(config.seed) >= SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in 0..{SEED_LIMIT - 1}, got {config.seed!r}")
     for name in POSITIVE:
         value = getattr(config, name)
         if not (_number(value) and value > 0):
@@ -66,6 +71,9 @@ def check_fields(config: Any) -> None:
         value = getattr(config, name)
         if value != "auto" and not (_number(value) and value > 0):
             raise ValueError(f"{name} must be 'auto' or a finite number > 0, got {value!r}")
+    budget = config.trust_search_budget  # a string or None failed comparing float and str
+    if not (_number(budget) and 0.0 < budget <= 1.0):
+        raise ValueError(f"trust_search_budget must be a number in (0, 1], got {budget!r}")
     hidden = config.hidden
     if not (isinstance(hidden, tuple | list) and all(_count(width, 1) for width in hidden)):
         raise ValueError(f"hidden must be a tuple of layer widths >= 1, got {hidden!r}")

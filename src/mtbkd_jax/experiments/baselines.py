@@ -19,6 +19,7 @@ import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.diagnostics import exploration_report
+from mtbkd_jax.experiments._problem_checks import check_problem
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import (
     build_model,
@@ -336,13 +337,14 @@ def run_baselines(
     (:func:`~mtbkd_jax.experiments.report.write_partial`).
 
     Raises:
-        ValueError: ``config.tune`` on a problem without a validation split, or a
+        ValueError: ``config.tune`` on a problem without a validation split,
+            ``config.trust_labels="validation"`` (with a learned-trust row) on one without
+            ``teachers_validation``, ``x_train`` not of shape (N, D) (the MLP student's), or a
             ``config.mesh`` whose axes do not divide the chains, the SGLD minibatch or the
             data (:func:`~mtbkd_jax.infer.mesh.check_mesh`).
     """
-    if config.tune and not data.has_validation:
-        raise ValueError(f"config.tune needs a validation split; problem {data.name!r} has none")
     methods = METHOD_PLANS[config.methods](data)
+    check_problem(data, config, methods)
     artifacts: dict[str, dict] = {
         name: {}
         for name in (

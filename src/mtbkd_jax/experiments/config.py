@@ -230,10 +230,10 @@ class ExperimentConfig:
                     f"trust_prior_scale must be a number, got {self.trust_prior_scale!r}"
                 )
             require_positive(self.trust_prior_scale, "trust_prior_scale")
-        if not 0.0 < self.trust_search_budget <= 1.0:
+        if self.posterior_tuning and not self.tune:  # the runner would silently skip it
             raise ValueError(
-                "trust_search_budget must be a fraction in (0, 1], got "
-                f"{self.trust_search_budget!r}"
+                "posterior_tuning=True chooses sigma0 again after the MAP search and needs "
+                "tune=True; pass tune=True, or posterior_tuning=False"
             )
 
     @classmethod

@@ -10,10 +10,12 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 from mtbkd_jax.datasets import DistillationData, SyntheticData, make_synthetic
+from mtbkd_jax.datasets.synthetic import SYNTHETIC_KINDS
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.compare import PREDICTIONS, saved_digest, test_set_digest
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
@@ -48,6 +50,30 @@ class SyntheticConfig(ExperimentConfig):
     prior_scale_grid: tuple = (0.3, 1.0, 3.0, 10.0)
     cases: tuple = CASES
     num_examples: int = 2200
+
+    def __post_init__(self) -> None:
+        """Refuse, when the config is made, cases and sizes ``make_synthetic`` would refuse
+        only when their case is reached: a misspelt second case failed after the first had
+        run (44 minutes at full size), and no cases at all wrote an empty metrics.json."""
+        super().__post_init__()
+        size = self.num_examples
+        if isinstance(size, bool) or not (isinstance(size, Integral) and size >= 11):
+            raise ValueError(f"num_examples must be an integer >= 11 (7:3:1 split), got {size!r}")
+        cases = self.cases
+        if not (isinstance(cases, tuple | list) and cases):
+            raise ValueError(
+                f"cases must be a non-empty tuple of (kind, num_classes), got {cases!r}"
+            )
+        for k, case in enumerate(cases):
+            kind, classes = (
+                tuple(case) if isinstance(case, tuple | list) and len(case) == 2 else (None, None)
+            )
+            fine_classes = isinstance(classes, Integral) and not isinstance(classes, bool)
+            if kind not in SYNTHETIC_KINDS or not (fine_classes and classes >= 2):
+                raise ValueError(
+                    f"cases[{k}] must be (kind, num_classes) with kind one of {SYNTHETIC_KINDS} "
+                    f"and num_classes an integer >= 2, got {case!r}"
+                )
 
     @classmethod
     def smoke(cls, seed: int = 0) -> SyntheticConfig:
