@@ -41,6 +41,9 @@ def test_a_table_is_read_and_a_byte_order_mark_is_not_a_column_name(tmp_path):
         (_protein(2)[:5], r"protein 2, column .*: expected an integer, got None \(a row cut short"),
         (_protein(2, [0, 0, 7, 0, 0, 0, 0, 0, 0, 0]),
          r"protein 2, column .*: a location column holds 0 or 1, got 7"),
+        # was "sequence_features: got an empty sequence", no file or row
+        (_protein(2)[:2] + [" "] + _protein(2)[3:],
+         r"a.csv, protein 2, column Sequence: the sequence is empty"),
     ],
 )  # fmt: skip
 def test_a_bad_value_names_its_file_protein_and_column(tmp_path, row, message):

@@ -73,6 +73,15 @@ def test_a_consistent_problem_is_accepted_and_integral_float_labels_too(data):
         ({"x_test": np.zeros((12, 0)), "x_train": np.zeros((10, 0)), "x_transfer": None,
           "x_validation": None, "y_validation": None, "teachers_validation": None,
           "extra_inputs": {}, "teachers_prior": _bank(10)}, r"x_train must have at least one"),
+        # accepted before, failing only after every fit, unnamed: NaN, infinite or string OOD
+        # inputs; string, object or complex features
+        ({"ood_inputs": np.full((3, 4), np.nan)}, r"ood_inputs must be finite"),
+        ({"ood_inputs": np.full((3, 4), np.inf)}, r"ood_inputs must be finite"),
+        ({"ood_inputs": np.full((3, 4), "a")}, r"ood_inputs must hold real numbers"),
+        ({"x_train": np.full((10, 4), "a")}, r"x_train must hold real numbers .*got dtype <U1"),
+        ({"x_train": np.full((10, 4), None)}, r"x_train must hold real numbers .*dtype object"),
+        ({"x_test": np.ones((12, 4), complex)}, r"x_test must hold real numbers .*complex128"),
+        ({"x_transfer": [[1.0, 2.0], [3.0]]}, r"x_transfer must be an array or array-like of one"),
         # the prior's teachers in another order than the test's: each row under another name
         ({"teachers_prior": mk.TeacherBank(_bank(15).log_probs, ("b", "a"))},
          r"teachers_prior must hold teachers_test's teachers in its order"),
@@ -81,3 +90,17 @@ def test_a_consistent_problem_is_accepted_and_integral_float_labels_too(data):
 def test_a_field_that_does_not_fit_is_named(data, change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(data, **change)
+
+
+def test_array_likes_are_taken_as_arrays(data):
+    """A list of lists failed with "'list' object has no attribute 'shape'"."""
+    listed = dataclasses.replace(
+        data,
+        x_train=data.x_train.tolist(),
+        y_train=data.y_train.tolist(),
+        ood_inputs=data.x_test[:3].tolist(),
+        extra_inputs={"multi": data.extra_inputs["multi"].tolist()},
+    )
+    np.testing.assert_array_equal(listed.x_train, data.x_train)
+    assert isinstance(listed.y_train, np.ndarray) and listed.num_features == 4
+    assert listed.num_ood == 3 and isinstance(listed.extra_inputs["multi"], np.ndarray)

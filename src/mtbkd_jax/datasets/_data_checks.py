@@ -53,6 +53,7 @@ def check_distillation_data(data: DistillationData) -> None:
     for name, (bank, count, what) in banks.items():
         _bank(name, bank, count, what, data.teachers_test)
     if data.ood_inputs is not None:
+        _finite("ood_inputs", data.ood_inputs)  # NaN failed every method's OOD scores, unnamed
         ood, test = np.shape(data.ood_inputs), np.shape(data.x_test)
         if len(ood) != len(test) or ood[1:] != test[1:] or ood[0] < 1:
             raise ValueError(
@@ -120,7 +121,12 @@ def _bank(name: str, bank: TeacherBank, count: int, what: str, test: TeacherBank
 
 
 def _finite(name: str, x: Any) -> None:
-    """Float inputs hold no NaN or infinity (integer token ids need no check)."""
+    """Inputs are real numbers (strings, objects and complex values failed only inside a fit)
+    and, as floats, hold no NaN or infinity (integer token ids need no check)."""
     values = np.asarray(x)
+    if values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} must hold real numbers (floats or integers), got dtype {values.dtype}"
+        )
     if values.dtype.kind == "f":
         require_finite(values, name)

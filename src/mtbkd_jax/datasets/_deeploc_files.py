@@ -25,6 +25,9 @@ def read_proteins(file: Path, class_names: Sequence[str]) -> dict[str, np.ndarra
     missing = [c for c in missing if c not in records[0]]
     if missing:
         raise ValueError(f"{file} lacks the columns {missing}")
+    for row, record in enumerate(records, start=1):  # else unnamed, in sequence_features
+        if not (record["Sequence"] or "").strip():
+            raise ValueError(f"{file}, protein {row}, column Sequence: the sequence is empty")
     locations = np.stack([_integers(file, records, c) for c in class_names], axis=1)
     if not np.isin(locations, (0, 1)).all():
         row, column = np.argwhere(~np.isin(locations, (0, 1)))[0]

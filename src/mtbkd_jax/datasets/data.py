@@ -13,6 +13,10 @@ from mtbkd_jax.teachers import TeacherBank
 
 __all__ = ["DistillationData"]
 
+# the array fields, converted from array-likes (lists) when the problem is made
+ARRAYS = ("x_train", "y_train", "x_test", "y_test", "x_transfer", "x_validation",
+          "y_validation", "true_probs_test", "ood_inputs")  # fmt: skip
+
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class DistillationData:
@@ -58,6 +62,16 @@ class DistillationData:
     teachers_validation: TeacherBank | None = None
 
     def __post_init__(self) -> None:
+        for name in ARRAYS:  # lists of lists as arrays (`.shape` on a list failed unnamed)
+            value = getattr(self, name)
+            if value is not None and not hasattr(value, "shape"):
+                object.__setattr__(self, name, _as_array(name, value))
+        if isinstance(self.extra_inputs, Mapping):
+            extra = {
+                k: v if hasattr(v, "shape") else _as_array(f"extra_inputs[{k!r}]", v)
+                for k, v in self.extra_inputs.items()
+            }
+            object.__setattr__(self, "extra_inputs", extra)
         check_distillation_data(self)
 
     @property
@@ -99,3 +113,11 @@ class DistillationData:
             f"train/transfer/validation/test={'/'.join(map(str, sizes))}, "
             f"teachers={list(self.teachers_test.names)})"
         )
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    """An array-like field (a list of lists) as an array; a ragged one is refused by name."""
+    try:
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(f"{name} must be an array or array-like of one shape: {error}") from None
