@@ -33,7 +33,9 @@ def test_posterior_tuning_without_tune_is_refused_not_ignored():
 @pytest.mark.parametrize("budget", ["0.5", None, float("nan"), 0.0, 1.5, True])
 def test_a_trust_search_budget_that_is_no_fraction_is_named(budget):
     """A string or None gave "'<' not supported between instances of 'float' and 'str'"."""
-    with pytest.raises(ValueError, match=r"trust_search_budget must be a number in \(0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"trust_search_budget must be a fraction in \(0, 1\], a number, got"
+    ):
         ExperimentConfig(trust_search_budget=budget)
 
 

@@ -73,7 +73,9 @@ def check_fields(config: Any) -> None:
             raise ValueError(f"{name} must be 'auto' or a finite number > 0, got {value!r}")
     budget = config.trust_search_budget  # a string or None failed comparing float and str
     if not (_number(budget) and 0.0 < budget <= 1.0):
-        raise ValueError(f"trust_search_budget must be a number in (0, 1], got {budget!r}")
+        raise ValueError(
+            f"trust_search_budget must be a fraction in (0, 1], a number, got {budget!r}"
+        )
     hidden = config.hidden
     if not (isinstance(hidden, tuple | list) and all(_count(width, 1) for width in hidden)):
         raise ValueError(f"hidden must be a tuple of layer widths >= 1, got {hidden!r}")
