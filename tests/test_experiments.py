@@ -53,6 +53,7 @@ def test_digits_experiment_smoke(tmp_path):
         "table.md",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
+    _all_outputs_known(tmp_path)
     # predictions.npz holds every row's test probabilities: they give the row's metrics, and
     # compare_runs pairs two rows on them
     from mtbkd_jax.experiments import compare_runs, load_predictions
@@ -110,6 +111,15 @@ def test_digits_experiment_smoke(tmp_path):
         if method != "student alone":
             label += f" λ={best['concentration']:g} β={best['prior_power']:g}"
         assert by_key[(method, "map")]["settings"] == label, method
+
+
+def _all_outputs_known(out) -> None:
+    """Every file a run wrote is one ``--overwrite`` removes (provenance.OUTPUT_FILES): a
+    file missing there would outlive a rerun into the folder beside the new outputs."""
+    from mtbkd_jax.experiments.provenance import OUTPUT_FILES
+
+    written = {path.name for path in out.rglob("*") if path.is_file()}
+    assert written and written <= set(OUTPUT_FILES), written - set(OUTPUT_FILES)
 
 
 def test_digits_validation_split_is_held_out_and_keeps_the_test_set():
@@ -186,6 +196,7 @@ def test_synthetic_experiment_smoke_reports_coverage(tmp_path):
     assert bayesian and all(0 <= r["coverage_95"] <= 1 for r in bayesian)
     assert all(r["dataset"] == "linear_2" for r in rows)
     assert (tmp_path / "linear_2" / "reliability.png").exists()
+    _all_outputs_known(tmp_path)
     main_row = next(r for r in bayesian if r["method"] == "MT-BKD (entropy weights)")
 
     config = SyntheticConfig.smoke()
