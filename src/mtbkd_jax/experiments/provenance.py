@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtbkd_jax.experiments.report import REPORT_FILES
+
 if TYPE_CHECKING:
     from mtbkd_jax.experiments.config import ExperimentConfig
 
@@ -31,26 +33,10 @@ __all__ = [
 ]
 
 RUN_RECORD = "run.json"
-# every file a run writes into its folder (and into each case folder of the synthetic run)
+# every file a run writes into its folder (and into each case folder of the synthetic run):
+# write_report's, and those a runner writes beside them
 OUTPUT_FILES = (
-    "metrics.json",
-    "table.md",
-    "predictions.npz",
-    "tuning.json",
-    "trust.json",
-    "trust_fit.json",
-    "search_unsampled.json",
-    "exploration.json",
-    "own_maps.json",
-    RUN_RECORD,
-    "failures.json",
-    "reliability.png",
-    "teacher_weights.png",
-    "deviance_by_class.png",
-    "deviance_by_group.png",
-    "posterior.nc",
-    "trace.png",
-    "rank.png",
+    *REPORT_FILES,
     "multilocation.json",
     "teachers.json",
     "coverage_by_probability.json",

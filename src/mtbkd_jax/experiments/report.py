@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ExperimentFailed",
     "INPUT_ERRORS",
+    "REPORT_FILES",
     "markdown_table",
     "raise_failures",
     "write_partial",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 # the files write_report writes (removed first, so that none of an earlier run's stays)
-_REPORT_FILES = (
+REPORT_FILES = (
     "metrics.json",
     "table.md",
     PREDICTIONS,
@@ -175,7 +176,7 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in _REPORT_FILES:
+    for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
     (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(rows)
