@@ -15,8 +15,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# OUT is make demo's own folder: --overwrite replaces an earlier run's outputs there (after an
+# upgrade, or a smoke run, they are another run's, which mtbkd otherwise refuses); it removes
+# the files mtbkd writes, not others
 demo: $(BIN)/.installed
-	$(BIN)/mtbkd demo --out $(OUT)
+	$(BIN)/mtbkd demo --out $(OUT) --overwrite
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; each test file stays in one process, so
 # its module fixtures run once). Most of a test's time is one thread compiling or driving XLA:

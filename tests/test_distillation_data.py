@@ -104,3 +104,16 @@ def test_array_likes_are_taken_as_arrays(data):
     np.testing.assert_array_equal(listed.x_train, data.x_train)
     assert isinstance(listed.y_train, np.ndarray) and listed.num_features == 4
     assert listed.num_ood == 3 and isinstance(listed.extra_inputs["multi"], np.ndarray)
+
+
+def test_bfloat16_inputs_are_taken_and_checked_for_nan(data):
+    """The real-number check read bfloat16 (ml_dtypes, dtype kind "V") as not a number and
+    refused inputs that were accepted before it; it is a float, checked for NaN as floats."""
+    import jax.numpy as jnp
+
+    half = dataclasses.replace(data, x_train=data.x_train.astype(jnp.bfloat16))
+    assert half.x_train.dtype == jnp.bfloat16
+    broken = data.x_train.astype(jnp.bfloat16)
+    broken[0, 0] = np.nan
+    with pytest.raises(ValueError, match="x_train must be finite"):
+        dataclasses.replace(data, x_train=broken)

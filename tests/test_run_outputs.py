@@ -193,3 +193,45 @@ def test_the_compare_command_refuses_mixed_runs_and_warns_about_unrecorded_ones(
     assert err.startswith("mtbkd: error: run_dirs: ") and "differ in experiment" in err
     assert main(["compare", str(tmp_path / "demo0"), str(tmp_path / "old"), *row]) == 0
     assert capsys.readouterr().err.startswith("mtbkd: warning: run_dirs: ")
+
+
+def test_an_interrupted_rerun_keeps_the_complete_outputs_it_would_cut_down(tmp_path):
+    """A rerun of a finished run (the same provenance: accepted) interrupted early replaced
+    its complete metrics.json, posterior and figures by the few rows finished so far (none:
+    ``[]``); they are kept, and the note says nothing was written. A first run interrupted
+    before any row finished writes nothing either."""
+    from mtbkd_jax.experiments.report import write_partial, write_report
+
+    def interrupt(folder, rows):
+        stop = KeyboardInterrupt()
+        artifacts = {"run": {"provenance": _provenance("demo")}}
+        write_partial(lambda r, a: write_report(folder, None, r, a), rows, artifacts, ["x"], stop)
+        return " ".join(getattr(stop, "__notes__", []))
+
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "metrics.json").write_text('[{"method": "a"}, {"method": "b"}]\n')
+    (done / "run.json").write_text(json.dumps({"complete": True}))
+    for rows in ([], [{"method": "a"}]):
+        assert "are kept" in interrupt(done, rows)
+        assert len(json.loads((done / "metrics.json").read_text())) == 2
+        assert json.loads((done / "run.json").read_text()) == {"complete": True}
+    fresh = tmp_path / "fresh"
+    assert "nothing was written" in interrupt(fresh, []) and not fresh.exists()
+
+
+def test_another_run_in_a_subfolder_is_neither_read_nor_removed(tmp_path, monkeypatch, no_cache):
+    """``results/demo`` (make demo's) made ``--out results`` look like the demo's outputs, and
+    --overwrite there deleted the demo's files: only a synthetic run's case folders
+    (``linear_2``) belong to the folder's run."""
+    calls = _toy_runner(monkeypatch, "digits")
+    out = tmp_path / "results"
+    out.mkdir()
+    _old_run(out / "demo", _provenance("demo"))
+    assert main(["experiment", "digits", "--smoke", "--out", str(out)]) == 0
+    _old_run(out / "linear_2", _provenance("synthetic"))
+    assert main(["experiment", "digits", "--smoke", "--out", str(out)]) == 2
+    assert main(["experiment", "digits", "--smoke", "--out", str(out), "--overwrite"]) == 0
+    assert calls == [str(out), str(out)]
+    assert (out / "demo" / "metrics.json").exists() and (out / "demo" / "tuning.json").exists()
+    assert not (out / "linear_2" / "metrics.json").exists()

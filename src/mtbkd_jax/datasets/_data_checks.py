@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from mtbkd_jax._checks import require_finite
@@ -124,9 +125,10 @@ def _finite(name: str, x: Any) -> None:
     """Inputs are real numbers (strings, objects and complex values failed only inside a fit)
     and, as floats, hold no NaN or infinity (integer token ids need no check)."""
     values = np.asarray(x)
-    if values.dtype.kind not in "biuf":
+    floating = jnp.issubdtype(values.dtype, jnp.floating)  # ml_dtypes' bfloat16 too (kind V)
+    if values.dtype.kind not in "biu" and not floating:
         raise ValueError(
             f"{name} must hold real numbers (floats or integers), got dtype {values.dtype}"
         )
-    if values.dtype.kind == "f":
+    if floating:
         require_finite(values, name)

@@ -153,7 +153,8 @@ def run_deeploc(
         problem, config, say=say, report=lambda r, a: write_report(out_dir, problem, r, a)
     )
     multi = _multilocation_rows(artifacts)
-    out = Path(write_report(out_dir, problem, rows, artifacts))
+    write_report(out_dir, problem, rows, artifacts)
+    out = Path(out_dir)
     if MAIN in artifacts["extra"]:
         _deviance_figure(out, data, artifacts)
     (out / "multilocation.json").write_text(json.dumps(multi, indent=2) + "\n")

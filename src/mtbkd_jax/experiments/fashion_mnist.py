@@ -128,7 +128,8 @@ def run_fashion_mnist(
     rows, artifacts = run_baselines(
         data, config, say=say, report=lambda r, a: write_report(out_dir, data, r, a)
     )
-    out = write_report(out_dir, data, rows, artifacts)
-    (Path(out) / "teachers.json").write_text(json.dumps(teachers.info, indent=2) + "\n")
+    write_report(out_dir, data, rows, artifacts)
+    out = Path(out_dir)
+    (out / "teachers.json").write_text(json.dumps(teachers.info, indent=2) + "\n")
     raise_failures(artifacts["failures"], out)
     return rows

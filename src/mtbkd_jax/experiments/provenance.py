@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,7 @@ def read_provenance(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The provenance record of a run folder's ``run.json`` (for a synthetic run's folder
     without one, its first case folder's), or ``None`` where there is none."""
     folder = Path(run_dir)
-    candidates = [folder / RUN_RECORD, *sorted(folder.glob(f"*/{RUN_RECORD}"))]
+    candidates = [folder / RUN_RECORD, *_case_records(folder)]
     for path in candidates:
         try:
             found = json.loads(path.read_text())
@@ -127,10 +128,23 @@ def config_differences(first: Mapping[str, Any], second: Mapping[str, Any]) -> l
     return names
 
 
+def _case_records(folder: Path) -> list[Path]:
+    """The ``run.json`` of a synthetic run's case folders (``KIND_C``, e.g. ``linear_2``):
+    not of another run kept in a subfolder (``results/demo`` beside ``results``' own)."""
+    from mtbkd_jax.datasets.synthetic import SYNTHETIC_KINDS
+
+    case = re.compile(rf"({'|'.join(SYNTHETIC_KINDS)})_[0-9]+")
+    return [
+        record
+        for record in sorted(folder.glob(f"*/{RUN_RECORD}"))
+        if case.fullmatch(record.parent.name)
+    ]
+
+
 def _output_paths(folder: Path) -> list[Path]:
     """The package's outputs in ``folder`` and in its case folders (``NAME/run.json``)."""
     found = [folder / name for name in OUTPUT_FILES if (folder / name).is_file()]
-    for record in sorted(folder.glob(f"*/{RUN_RECORD}")):
+    for record in _case_records(folder):
         found += [record.parent / n for n in OUTPUT_FILES if (record.parent / n).is_file()]
     return found
 

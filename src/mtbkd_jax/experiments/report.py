@@ -142,10 +142,24 @@ def write_partial(
     except Exception as error:  # the interruption is what the caller reports
         stop.add_note(f"the finished rows could not be written: {_described(error)}")
         return
+    if where is None:
+        stop.add_note(
+            "nothing was written: no method had finished, or the output folder holds this "
+            "run's complete outputs from before, which are kept"
+        )
+        return
     stop.add_note(
         f"the {len(rows)} finished row(s) were written to {where}, marked partial (run.json: "
         f'"complete": false; missing methods: {", ".join(missing) or "none"})'
     )
+
+
+def _complete(out: Path) -> bool:
+    """Whether ``out`` holds a run's complete outputs (its ``run.json`` says so)."""
+    try:
+        return json.loads((out / "run.json").read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_report(
@@ -156,10 +170,13 @@ def write_report(
     *,
     extra_rows: Sequence[Mapping[str, Any]] | None = None,
     groups: Mapping[str, ArrayLike] | None = None,
-) -> Path:
+) -> Path | None:
     """Write metrics.json, table.md, predictions.npz (every row's test probabilities, for
     :func:`~mtbkd_jax.experiments.compare_runs`), posterior.nc and the figures into
-    ``out_dir``.
+    ``out_dir``; a partial run's (``artifacts["run"]["complete"]`` false) rows are not written
+    (``None`` is returned) where there are none, or where ``out_dir`` holds a complete earlier
+    run (the same run's: another's is refused before it starts), which they would replace by a
+    part of itself.
 
     ``data`` is the run's :class:`~mtbkd_jax.datasets.DistillationData` and ``rows`` and
     ``artifacts`` what :func:`~mtbkd_jax.experiments.run_baselines` returned for it. The files
@@ -175,6 +192,8 @@ def write_report(
     from mtbkd_jax.weighting import teacher_weights
 
     out = Path(out_dir)
+    if artifacts.get("run", {}).get("complete") is False and (not rows or _complete(out)):
+        return None
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)

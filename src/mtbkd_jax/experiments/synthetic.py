@@ -112,7 +112,7 @@ def _run_case(
         f"test; Bayes accuracy on test {bayes_accuracy:.3f}"
     )
 
-    def report(found: list[dict[str, Any]], artifacts: Mapping[str, Any]) -> Path:
+    def report(found: list[dict[str, Any]], artifacts: Mapping[str, Any]) -> Path | None:
         named = [{**r, "dataset": data.name} for r in found]
         return write_report(out / data.name, data, named, artifacts)
 
