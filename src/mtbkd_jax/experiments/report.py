@@ -162,6 +162,16 @@ def _complete(out: Path) -> bool:
         return False
 
 
+def _write_failures(out: Path, errors: Mapping[str, BaseException]) -> None:
+    """``failures.json`` (each failed method's error) and their list under ``table.md``."""
+    failures = {label: _described(e) for label, e in errors.items()}
+    (out / "failures.json").write_text(json.dumps(failures, indent=2) + "\n")
+    lines = [f"- {label}: {text}" for label, text in failures.items()]
+    with (out / "table.md").open("a") as table_file:
+        table_file.write("\nFailed methods (their other rows are above):\n\n")
+        table_file.write("\n".join(lines) + "\n")
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     data: DistillationData,
@@ -210,12 +220,7 @@ def write_report(
         if artifacts.get(name):
             (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
     if artifacts.get("failures"):
-        failures = {label: _described(e) for label, e in artifacts["failures"].items()}
-        (out / "failures.json").write_text(json.dumps(failures, indent=2) + "\n")
-        lines = [f"- {label}: {text}" for label, text in failures.items()]
-        with (out / "table.md").open("a") as table_file:
-            table_file.write("\nFailed methods (their other rows are above):\n\n")
-            table_file.write("\n".join(lines) + "\n")
+        _write_failures(out, artifacts["failures"])
     if artifacts["curves"]:  # none in a run interrupted before its first such row
         reliability_diagram(artifacts["curves"], data.y_test, out / "reliability.png")
     bank = data.teachers_prior
