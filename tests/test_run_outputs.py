@@ -235,3 +235,27 @@ def test_another_run_in_a_subfolder_is_neither_read_nor_removed(tmp_path, monkey
     assert calls == [str(out), str(out)]
     assert (out / "demo" / "metrics.json").exists() and (out / "demo" / "tuning.json").exists()
     assert not (out / "linear_2" / "metrics.json").exists()
+
+
+def test_a_config_class_of_ones_own_without_defaults_records_no_smoke_flag():
+    """run_provenance built ``type(config).for_run(...)`` to tell smoke from full runs, so a
+    user's config class with a field of no default failed before any fit."""
+    import dataclasses
+
+    from mtbkd_jax.demo import DemoConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Mine(DemoConfig):
+        note: str = dataclasses.field(default=None, kw_only=True)  # type: ignore[assignment]
+
+        @classmethod
+        def for_run(cls, *, smoke=False, seed=0):
+            return cls(seed=seed)  # no note: refused, as a class without defaults would be
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.note is None:
+                raise TypeError("note is required")
+
+    record = run_provenance(Mine(seed=4, note="mine"))
+    assert record["smoke"] is None and record["seed"] == 4 and record["config"]["note"] == "mine"

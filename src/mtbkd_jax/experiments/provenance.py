@@ -76,6 +76,16 @@ def _experiment_name(config: ExperimentConfig) -> str:
     return type(config).__name__
 
 
+def _made_by_for_run(config: ExperimentConfig, smoke: bool) -> dict[str, Any] | None:
+    """The values of ``type(config).for_run(smoke=smoke, seed=config.seed)``, or ``None`` for
+    a class of one's own that cannot be built from its defaults (its runs record ``smoke``
+    as ``None``, as a config of one's own)."""
+    try:
+        return _config_values(type(config).for_run(smoke=smoke, seed=config.seed))
+    except (TypeError, ValueError):
+        return None
+
+
 def run_provenance(config: ExperimentConfig) -> dict[str, Any]:
     """The provenance record of a run of ``config``: ``experiment`` (the registry's name of its
     class), ``seed``, ``smoke`` (``True``/``False`` where ``config`` is the class's smoke or
@@ -84,15 +94,7 @@ def run_provenance(config: ExperimentConfig) -> dict[str, Any]:
     from mtbkd_jax import __version__
 
     values = _config_values(config)
-    kind = type(config)
-    smoke = next(
-        (
-            s
-            for s in (True, False)
-            if _config_values(kind.for_run(smoke=s, seed=config.seed)) == values
-        ),
-        None,
-    )
+    smoke = next((s for s in (True, False) if _made_by_for_run(config, s) == values), None)
     return {
         "experiment": _experiment_name(config),
         "seed": config.seed,
