@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -420,7 +421,7 @@ def test_a_platform_this_machine_lacks_is_a_one_line_error(
     capsys, monkeypatch, no_cache, platforms_unset
 ):
     _forbid(monkeypatch, mtbkd_jax.demo, "run_demo")
-    assert main(["demo", "--smoke", "--platform", "tpu"]) == 1
+    assert main(["demo", "--smoke", "--platform", "tpu"]) == 2  # refused before any compute
     line = _one_error_line(capsys.readouterr().err)
     assert "--platform 'tpu'" in line and "no device of this platform" in line
     assert jax.config.jax_platforms is None
@@ -442,7 +443,7 @@ def test_a_gpu_platform_on_a_machine_without_one_is_a_one_line_error():
         env={**environment, COMPILE_CACHE_ENV_VAR: "0"},
         timeout=120,
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "--platform 'cuda'" in _one_error_line(result.stderr)
 
 
@@ -451,3 +452,38 @@ def test_help_is_plain_text_without_docstring_markup(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "The mtbkd command" in out and "``" not in out and ":mod:" not in out
+
+
+def test_warnings_of_a_run_are_one_line_naming_the_method(capsys, monkeypatch, tmp_path, no_cache):
+    """An experiment's ConvergenceWarning was shown as '<frozen runpy>:88: ConvergenceWarning:
+    ...' (the first frame outside the package under ``python -m``), without its method."""
+    from mtbkd_jax.experiments._method_warnings import named_by_method
+    from mtbkd_jax.infer import ConvergenceWarning
+
+    def run_demo(out, *args, **kwargs):
+        with named_by_method("MT-BKD (map)"):
+            warnings.warn(
+                "the loss ended above\nwhere it started", ConvergenceWarning, stacklevel=1
+            )
+
+    monkeypatch.setattr(mtbkd_jax.demo, "run_demo", run_demo)
+    before = warnings.showwarning
+    assert main(["demo", "--smoke", "--out", str(tmp_path / "out")]) == 0
+    assert warnings.showwarning is before  # restored
+    assert capsys.readouterr().err.splitlines() == [
+        "mtbkd: warning: ConvergenceWarning: [MT-BKD (map)] the loss ended above where it started"
+    ]
+
+
+def test_a_methods_warnings_keep_their_category_and_the_filters():
+    from mtbkd_jax.experiments._method_warnings import named_by_method
+    from mtbkd_jax.infer import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match=r"^\[KD \(a\)\] slow$"):
+        with named_by_method("KD (a)"):
+            warnings.warn("slow", ConvergenceWarning, stacklevel=1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with named_by_method("KD (a)"):
+            warnings.warn("slow", ConvergenceWarning, stacklevel=1)
+    assert seen == []

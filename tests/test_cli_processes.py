@@ -131,10 +131,18 @@ def test_only_process_0_prints_the_log_and_the_table(outputs):
 
 
 def test_a_mesh_of_more_devices_than_the_command_has_is_refused(tmp_path, capsys):
-    status = main(["experiment", "synthetic", "--smoke", "--mesh", "1x999", "--out", str(tmp_path)])
+    """A usage error (exit 2, as a malformed --mesh), though only JAX can tell; the --out
+    folder the command created for the run is not left behind (it exited 1 and kept it)."""
+    out = tmp_path / "new" / "run"
+    status = main(["experiment", "synthetic", "--smoke", "--mesh", "1x999", "--out", str(out)])
     error = capsys.readouterr().err
-    assert status == 1
+    assert status == 2
     assert "--mesh 1x999 needs 999 devices" in error
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["experiment", "synthetic", "--smoke", "--mesh", "1x999", "--out", str(kept)]) == 2
+    assert kept.is_dir()  # a folder the user made stays
 
 
 @pytest.mark.parametrize("shape", ["4", "2by2", "0x4", "1x-2", "x"])

@@ -19,10 +19,22 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-__all__ = ["PLATFORMS", "platform_config", "platform_device", "platform_wanted"]
+__all__ = [
+    "PLATFORMS",
+    "ArgumentRefused",
+    "platform_config",
+    "platform_device",
+    "platform_wanted",
+]
 
 # JAX's platform names ("gpu": whichever GPU plugin JAX has); "auto": JAX's own choice
 PLATFORMS = ("auto", "cpu", "gpu", "cuda", "rocm", "tpu")
+
+
+class ArgumentRefused(ValueError):
+    """An argument refused once JAX has started (``--platform`` without such a device,
+    ``--mesh`` of more devices than the command has): before any compute, so the command
+    exits with status 2, as for the arguments refused before JAX starts."""
 
 
 def platform_wanted(args: argparse.Namespace, processes: dict | None = None) -> str | None:
@@ -64,8 +76,8 @@ def platform_device(platform: str | None) -> Iterator[None]:
     (``jax.default_device``): this also holds, on the command's own thread, where the
     backends had started before the command (``main`` called in a process that already used
     JAX), when ``jax_platforms`` no longer acts. A platform JAX cannot run on here is refused
-    with a :class:`ValueError` that names ``--platform``. Enter it after the processes are
-    connected."""
+    with an :class:`ArgumentRefused` (a ``ValueError``) that names ``--platform``. Enter it
+    after the processes are connected."""
     if platform is None:
         yield
         return
@@ -81,7 +93,7 @@ def _first_device(platform: str) -> object:
     try:
         return jax.devices(platform)[0]
     except Exception as error:  # RuntimeError, or AssertionError where no backend started
-        raise ValueError(
+        raise ArgumentRefused(
             f"--platform {platform!r}: JAX has no device of this platform here "
             f"({type(error).__name__}: {error}); choose one this machine has, or --platform auto"
         ) from None

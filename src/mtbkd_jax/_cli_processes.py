@@ -27,14 +27,17 @@ def mesh_shape(text: str) -> tuple[int, int]:
 
 def mesh_for(shape: tuple[int, int] | None, processes: dict | None) -> Mesh | None:
     """The mesh ``--mesh`` asks for over every process's devices (with several processes and
-    no ``--mesh``: ``1`` x all of them), or ``None``."""
+    no ``--mesh``: ``1`` x all of them), or ``None``; a shape of another device count is an
+    :class:`~mtbkd_jax._cli_platform.ArgumentRefused`."""
     import jax
+
+    from mtbkd_jax._cli_platform import ArgumentRefused
 
     if shape is None and processes is None:
         return None
     chains, data = shape if shape is not None else (1, jax.device_count())
     if chains * data != jax.device_count():
-        raise ValueError(
+        raise ArgumentRefused(
             f"--mesh {chains}x{data} needs {chains * data} devices, but the command has "
             f"{jax.device_count()} ({jax.process_count()} process(es) with "
             f"{jax.local_device_count()} each)"

@@ -42,8 +42,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtbkd_jax._cli_cache import (
+    COMPILE_CACHE_ENV_VAR,
+    cache_folder,
+    cache_wanted,
+    compile_cache,
+    compile_cache_dir,
+)
 from mtbkd_jax._cli_compare import add_compare_parser, run_compare
-from mtbkd_jax._cli_platform import PLATFORMS, platform_config, platform_device, platform_wanted
+from mtbkd_jax._cli_platform import (
+    PLATFORMS,
+    ArgumentRefused,
+    platform_config,
+    platform_device,
+    platform_wanted,
+)
 from mtbkd_jax._cli_processes import connected, mesh_for, mesh_shape, processes_wanted
 from mtbkd_jax._paths import prepare_output_dir, require_input_dir
 from mtbkd_jax.experiments.report import INPUT_ERRORS, ExperimentFailed
@@ -53,18 +66,8 @@ if TYPE_CHECKING:
 
 __all__ = ["COMPILE_CACHE_ENV_VAR", "compile_cache", "compile_cache_dir", "main"]
 
-COMPILE_CACHE_ENV_VAR = "MTBKD_COMPILE_CACHE"
-_OFF = ("0", "false", "no", "off")
-_ON = ("", "1", "true", "yes", "on")
 # errors of a run that come from its input or environment, not from a bug: one line, exit 1
 _ACTIONABLE = (*INPUT_ERRORS, ExperimentFailed)
-# the JAX options the cache sets for the duration of a command (restored afterwards)
-_CACHE_OPTIONS = (
-    "jax_enable_compilation_cache",
-    "jax_compilation_cache_dir",
-    "jax_persistent_cache_min_compile_time_secs",
-    "jax_persistent_cache_min_entry_size_bytes",
-)
 _SEED_LIMIT = 2**32
 
 
@@ -139,7 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     from mtbkd_jax.experiments import DATA_EXPERIMENTS, EXPERIMENTS
 
     smoke = _Parser(add_help=False)
-    smoke.add_argument("--smoke", action="store_true", help="the tiny run (seconds; for tests)")
+    smoke.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the tiny run (one to two minutes; for tests: its figures mean nothing)",
+    )
 
     common = _Parser(add_help=False)
     common.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
@@ -180,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         default=None,
-        help="folder for metrics.json, posterior.nc, PNG, run.json (what produced them)",
+        help="folder for metrics.json, posterior.nc, PNG, run.json (what produced them); "
+        "without it the table is printed and nothing is written",
     )
     # the former spelling of --smoke, still accepted
     demo.add_argument("--quick", dest="smoke", action="store_true", help=argparse.SUPPRESS)
@@ -204,77 +212,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_compare_parser(commands)
     return parser
-
-
-def compile_cache_dir() -> Path:
-    """The folder of the CLI's JAX compilation cache: ``$XDG_CACHE_HOME/mtbkd_jax/
-    jax-compilation-cache``, or ``~/.cache/mtbkd_jax/jax-compilation-cache`` when
-    ``$XDG_CACHE_HOME`` is unset or not an absolute path (as the XDG specification says)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "mtbkd_jax" / "jax-compilation-cache"
-
-
-def _cache_wanted(no_compile_cache: bool) -> bool:
-    """Whether the command should use the compilation cache (flag, then environment)."""
-    if no_compile_cache:
-        return False
-    value = os.environ.get(COMPILE_CACHE_ENV_VAR, "").strip().lower()
-    if value in _OFF:
-        return False
-    if value in _ON:
-        return True
-    raise ValueError(
-        f"${COMPILE_CACHE_ENV_VAR} must be 0 (off) or 1 (on), "
-        f"got {os.environ[COMPILE_CACHE_ENV_VAR]!r}"
-    )
-
-
-def _cache_folder(wanted: bool) -> Path | None:
-    """The cache folder to use, or ``None``; a folder that cannot be created is a warning."""
-    if not wanted:
-        return None
-    try:
-        return prepare_output_dir(compile_cache_dir(), "the compilation cache folder")
-    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: no home directory
-        print(
-            f"mtbkd: warning: running without the compilation cache: {_one_line(error)}",
-            file=sys.stderr,
-        )
-        return None
-
-
-@contextlib.contextmanager
-def compile_cache(folder: Path | None) -> Iterator[None]:
-    """Use JAX's persistent compilation cache in ``folder`` (``None``: no cache) for the
-    duration of the ``with`` block, then restore JAX's previous settings.
-
-    Every program is cached, however small or quick to compile (the demo compiles hundreds of
-    small ones). Enter it before the first compilation that should be cached.
-    """
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    before = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-    if folder is None:
-        settings: dict[str, object] = {"jax_enable_compilation_cache": False}
-    else:
-        settings = {
-            "jax_enable_compilation_cache": True,
-            "jax_compilation_cache_dir": str(folder),
-            "jax_persistent_cache_min_compile_time_secs": 0.0,
-            "jax_persistent_cache_min_entry_size_bytes": -1,
-        }
-    # JAX opens its cache once per process: reset it so that this folder is the one used
-    compilation_cache.reset_cache()
-    for name, value in settings.items():
-        jax.config.update(name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            jax.config.update(name, value)
-        compilation_cache.reset_cache()
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -365,23 +302,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_status(stop)
     if args.command == "compare":
         return _compare(args)
+    created, status = _missing_folders(getattr(args, "out", None)), None
     try:
-        wanted = _cache_wanted(args.no_compile_cache)
-        processes = processes_wanted(args)
-        _check_paths(args)
-    except (OSError, ValueError, TypeError) as error:
-        print(_error(error), file=sys.stderr)
-        return 2
-    cache = _cache_folder(wanted)
+        try:
+            wanted = cache_wanted(args.no_compile_cache)
+            processes = processes_wanted(args)
+            _check_paths(args)
+        except (OSError, ValueError, TypeError) as error:
+            print(_error(error), file=sys.stderr)
+            status = 2
+            return status
+        status = _run_command(args, processes, cache_folder(wanted))
+        return status
+    finally:
+        if status != 0:  # refused or failed: a folder it made and left empty is removed
+            _remove_if_empty(created)
+
+
+def _run_command(args: argparse.Namespace, processes: dict | None, cache: Path | None) -> int:
+    """Run the demo or an experiment once its arguments are checked; the exit status."""
     try:
         platform = platform_wanted(args, processes)
-        with platform_config(platform), connected(args, processes):
+        with _one_line_warnings(), platform_config(platform), connected(args, processes):
             with compile_cache(cache), platform_device(platform):
                 _run(args, processes)
     except KeyboardInterrupt as stop:  # its notes: what finished and was written where
         notes = "".join(f"; {note}" for note in getattr(stop, "__notes__", []))
         print(f"mtbkd: interrupted{notes}", file=sys.stderr)
         return 130
+    except ArgumentRefused as error:  # --platform or --mesh, once JAX knows its devices
+        print(_error(error), file=sys.stderr)
+        return 2
     except _ACTIONABLE as error:
         # a method that failed of a bug (its cause not actionable) shows its traceback too
         bug = isinstance(error, ExperimentFailed) and not isinstance(error.__cause__, _ACTIONABLE)
@@ -390,6 +341,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_error(error), file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show warnings as ``mtbkd: warning: Category: message`` lines on stderr (Python's format
+    names the file and line of the first frame outside the package: ``<frozen runpy>`` or the
+    ``mtbkd`` script under the command); the experiments put the method's row in front."""
+    import warnings
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: object = None,
+        line: str | None = None,
+    ) -> None:
+        print(f"mtbkd: warning: {category.__name__}: {_one_line(message)}", file=sys.stderr)
+
+    before = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
+
+
+def _missing_folders(path: str | None) -> list[Path]:
+    """The folders of ``path`` the command will create, deepest first (none if it exists)."""
+    if not path:
+        return []
+    missing = []
+    folder = Path(path).absolute()
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, made by the command) while they are empty."""
+    for folder in folders:
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 if __name__ == "__main__":

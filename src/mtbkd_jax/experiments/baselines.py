@@ -19,6 +19,7 @@ import numpy as np
 
 from mtbkd_jax.datasets.data import DistillationData
 from mtbkd_jax.diagnostics import exploration_report
+from mtbkd_jax.experiments._method_warnings import named_by_method
 from mtbkd_jax.experiments._problem_checks import check_problem
 from mtbkd_jax.experiments.config import ExperimentConfig
 from mtbkd_jax.experiments.fit import (
@@ -51,6 +52,11 @@ __all__ = ["run_baselines"]
 # what a run keeps besides its rows, by kind (most kinds keyed by a row's label; test_probs by
 # (method, inference))
 Artifacts = dict[str, dict[Any, Any]]
+# what a run keeps beside its rows (report.write_report writes them)
+_ARTIFACTS = (
+    "posteriors summaries extra map_probs test_probs tuning curves trust trust_fit "
+    "search_unsampled exploration own_maps failures run"
+).split()
 
 
 def _row(
@@ -345,25 +351,7 @@ def run_baselines(
     """
     methods = METHOD_PLANS[config.methods](data)
     check_problem(data, config, methods)
-    artifacts: dict[str, dict] = {
-        name: {}
-        for name in (
-            "posteriors",
-            "summaries",
-            "extra",
-            "map_probs",
-            "test_probs",
-            "tuning",
-            "curves",
-            "trust",
-            "trust_fit",
-            "search_unsampled",
-            "exploration",
-            "own_maps",
-            "failures",
-            "run",
-        )
-    }
+    artifacts: dict[str, dict] = {name: {} for name in _ARTIFACTS}
     artifacts["run"].update(placement(config), provenance=run_provenance(config))
     check_run_mesh(data, config)
     rows = _teacher_rows(data, artifacts) if config.teacher_rows else []
@@ -390,7 +378,8 @@ def _run_kept(
 ) -> None:
     """:func:`_run_method`, its error kept in ``artifacts["failures"]`` (one process)."""
     try:
-        _run_method(keys, data, config, method, out, say)
+        with named_by_method(method.label):
+            _run_method(keys, data, config, method, out, say)
     except Exception as error:  # the other methods still run; raise_failures reports it
         if jax.process_count() > 1:  # the processes would leave each other's collectives
             raise
