@@ -61,6 +61,9 @@ def test_digits_experiment_smoke(tmp_path):
 
     probs, labels = load_predictions(tmp_path)
     assert set(probs) == set(by_key)
+    # in metrics.json's order, so that probs_000, probs_001, ... are the table's rows (they
+    # were in the order the methods ran: 7 of 9 demo rows read by index were another's)
+    assert list(probs) == [(row["method"], row["inference"]) for row in rows]
     for key, row in by_key.items():
         again = classification_metrics(probs[key], labels)
         assert again == pytest.approx({k: row[k] for k in again}, abs=1e-12), key
@@ -120,6 +123,10 @@ def _all_outputs_known(out) -> None:
 
     written = {path.name for path in out.rglob("*") if path.is_file()}
     assert written and written <= set(OUTPUT_FILES), written - set(OUTPUT_FILES)
+    constants: list[str] = []  # strict JSON: NaN / Infinity would break other readers
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=constants.append)
+    assert constants == []
 
 
 def test_digits_validation_split_is_held_out_and_keeps_the_test_set():

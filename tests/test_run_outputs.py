@@ -259,3 +259,54 @@ def test_a_config_class_of_ones_own_without_defaults_records_no_smoke_flag():
 
     record = run_provenance(Mine(seed=4, note="mine"))
     assert record["smoke"] is None and record["seed"] == 4 and record["config"]["note"] == "mine"
+
+
+def test_json_outputs_are_strict_json_with_null_for_non_finite_figures(tmp_path):
+    """metrics.json held ``Infinity`` (a teacher's NLL where it gives a label probability 0)
+    and ``NaN`` (an error AUROC without errors): Python reads them, JSON.parse and jq refuse
+    the whole file."""
+    from mtbkd_jax.experiments._json_files import write_json
+
+    rows = [{"nll": float("inf"), "auroc": float("nan"), "pairs": (1.0, float("-inf")),
+             "nested": {"x": [0.5, float("nan")]}, "n": 3, "name": "KD"}]  # fmt: skip
+    write_json(tmp_path / "m.json", rows)
+    text = (tmp_path / "m.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict {name}"))
+    assert strict == [{"nll": None, "auroc": None, "pairs": [1.0, None],
+                       "nested": {"x": [0.5, None]}, "n": 3, "name": "KD"}]  # fmt: skip
+
+
+def test_an_interrupted_synthetic_run_records_its_finished_and_missing_cases(tmp_path, monkeypatch):
+    """Ctrl-C in the second case left no top-level record: the first case's rows were in its
+    folder only, and nothing said which cases were never run. The combined outputs now hold
+    the finished cases' rows, run.json says complete false and lists the missing cases; a
+    rerun interrupted before any case finished keeps the complete outputs it would cut down."""
+    import mtbkd_jax.experiments.synthetic as synthetic
+
+    config = synthetic.SyntheticConfig.smoke(0)
+    config = type(config)(**{**config.__dict__, "cases": (("linear", 2), ("nonlinear", 3))})
+    calls = []
+
+    def run_case(out, kind, num_classes, config, say):
+        calls.append(kind)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return [{"method": "KD", "inference": "map", "dataset": f"{kind}_2"}], "| table |", {}
+
+    monkeypatch.setattr(synthetic, "_run_case", run_case)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        synthetic.run_synthetic(tmp_path, config=config)
+    assert "1 row(s) of the finished cases were written" in " ".join(stop.value.__notes__)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["complete"] is False and record["missing_cases"] == ["nonlinear_3"]
+    assert record["provenance"] == synthetic.run_provenance(config)
+    assert [r["dataset"] for r in json.loads((tmp_path / "metrics.json").read_text())] == [
+        "linear_2"
+    ]
+    synthetic._write_combined(tmp_path, [{"a": 1}] * 2, ["t"], config)  # as a complete run
+    calls[:] = ["linear"]  # so the rerun's first case is interrupted: no case finishes
+    with pytest.raises(KeyboardInterrupt) as stop:
+        synthetic.run_synthetic(tmp_path, config=config)
+    assert "complete outputs from before are kept" in " ".join(stop.value.__notes__)
+    assert json.loads((tmp_path / "run.json").read_text())["complete"] is True
+    assert len(json.loads((tmp_path / "metrics.json").read_text())) == 2

@@ -62,8 +62,10 @@ def save_predictions(
     labels: Any,
     inputs: Any | None = None,
 ) -> Path:
-    """Write every row's test probabilities (``{(method, inference): (N, C)}``), the test
-    labels and, with the test ``inputs``, their :func:`test_set_digest` to ``path`` (a
+    """Write every row's test probabilities (``{(method, inference): (N, C)}``, as
+    ``probs_000``, ``probs_001``, ... in the mapping's order, with ``methods`` and
+    ``inferences`` naming each; an experiment writes them in its ``metrics.json``'s row order),
+    the test labels and, with the test ``inputs``, their :func:`test_set_digest` to ``path`` (a
     compressed ``.npz`` that loads without pickle)."""
     rows = list(probs)
     arrays: dict[str, Any] = {

@@ -7,7 +7,6 @@ The data live outside the package (``--data PATH``, ``MTBKD_DEEPLOC_DIR`` or
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
+from mtbkd_jax.experiments._json_files import write_json
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
@@ -157,7 +157,7 @@ def run_deeploc(
     out = Path(out_dir)
     if MAIN in artifacts["extra"]:
         _deviance_figure(out, data, artifacts)
-    (out / "multilocation.json").write_text(json.dumps(multi, indent=2) + "\n")
+    write_json(out / "multilocation.json", multi)
     with open(out / "table.md", "a") as handle:
         handle.write("\n" + _table(multi) + "\n")
     raise_failures(artifacts["failures"], out)

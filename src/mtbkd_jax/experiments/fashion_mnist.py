@@ -9,13 +9,13 @@ absent. The teachers' logits are cached under ``$MTBKD_FASHION_MNIST_CACHE`` (de
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtbkd_jax.experiments._json_files import write_json
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.report import raise_failures, write_report
@@ -130,6 +130,6 @@ def run_fashion_mnist(
     )
     write_report(out_dir, data, rows, artifacts)
     out = Path(out_dir)
-    (out / "teachers.json").write_text(json.dumps(teachers.info, indent=2) + "\n")
+    write_json(out / "teachers.json", teachers.info)
     raise_failures(artifacts["failures"], out)
     return rows

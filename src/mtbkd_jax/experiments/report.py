@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtbkd_jax.experiments._json_files import write_json
 from mtbkd_jax.experiments.compare import PREDICTIONS, save_predictions
 from mtbkd_jax.experiments.methods import MAIN
 
@@ -23,6 +24,7 @@ __all__ = [
     "ExperimentFailed",
     "INPUT_ERRORS",
     "REPORT_FILES",
+    "complete_run",
     "markdown_table",
     "raise_failures",
     "write_partial",
@@ -154,7 +156,7 @@ def write_partial(
     )
 
 
-def _complete(out: Path) -> bool:
+def complete_run(out: Path) -> bool:
     """Whether ``out`` holds a run's complete outputs (its ``run.json`` says so)."""
     try:
         return json.loads((out / "run.json").read_text()).get("complete") is True
@@ -165,11 +167,21 @@ def _complete(out: Path) -> bool:
 def _write_failures(out: Path, errors: Mapping[str, BaseException]) -> None:
     """``failures.json`` (each failed method's error) and their list under ``table.md``."""
     failures = {label: _described(e) for label, e in errors.items()}
-    (out / "failures.json").write_text(json.dumps(failures, indent=2) + "\n")
+    write_json(out / "failures.json", failures)
     lines = [f"- {label}: {text}" for label, text in failures.items()]
     with (out / "table.md").open("a") as table_file:
         table_file.write("\nFailed methods (their other rows are above):\n\n")
         table_file.write("\n".join(lines) + "\n")
+
+
+def _in_row_order(
+    probs: Mapping[tuple[str, str], Any], rows: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, str], Any]:
+    """``probs`` in the order of ``rows`` (metrics.json's and table.md's), any others after:
+    ``predictions.npz``'s ``probs_000``, ``probs_001``, ... are then the table's rows."""
+    order = [(row["method"], row["inference"]) for row in rows]
+    ordered = {key: probs[key] for key in order if key in probs}
+    return ordered | {key: value for key, value in probs.items() if key not in ordered}
 
 
 def write_report(
@@ -202,23 +214,24 @@ def write_report(
     from mtbkd_jax.weighting import teacher_weights
 
     out = Path(out_dir)
-    if artifacts.get("run", {}).get("complete") is False and (not rows or _complete(out)):
+    if artifacts.get("run", {}).get("complete") is False and (not rows or complete_run(out)):
         return None
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(out / "metrics.json", rows)
     table = markdown_table(rows)
     if extra_rows:
         table += "\n\n" + markdown_table(extra_rows)
     (out / "table.md").write_text(table + "\n")
     if artifacts.get("test_probs"):  # every row's test probabilities, for compare_runs
-        save_predictions(out / PREDICTIONS, artifacts["test_probs"], data.y_test, data.x_test)
+        probs = _in_row_order(artifacts["test_probs"], rows)
+        save_predictions(out / PREDICTIONS, probs, data.y_test, data.x_test)
     if artifacts.get("tuning"):
-        (out / "tuning.json").write_text(json.dumps(artifacts["tuning"], indent=2) + "\n")
+        write_json(out / "tuning.json", artifacts["tuning"])
     for name in ("trust", "trust_fit", "search_unsampled", "exploration", "own_maps", "run"):
         if artifacts.get(name):
-            (out / f"{name}.json").write_text(json.dumps(artifacts[name], indent=2) + "\n")
+            write_json(out / f"{name}.json", artifacts[name])
     if artifacts.get("failures"):
         _write_failures(out, artifacts["failures"])
     if artifacts["curves"]:  # none in a run interrupted before its first such row

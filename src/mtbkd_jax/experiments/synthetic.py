@@ -6,7 +6,6 @@ teachers, each expert on one sector of the plane. Every baseline is run on each 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,12 +15,13 @@ from typing import Any
 
 from mtbkd_jax.datasets import DistillationData, SyntheticData, make_synthetic
 from mtbkd_jax.datasets.synthetic import SYNTHETIC_KINDS
+from mtbkd_jax.experiments._json_files import write_json
 from mtbkd_jax.experiments.baselines import run_baselines
 from mtbkd_jax.experiments.compare import PREDICTIONS, saved_digest, test_set_digest
 from mtbkd_jax.experiments.config import SMOKE_TUNING, ExperimentConfig
 from mtbkd_jax.experiments.methods import MAIN
 from mtbkd_jax.experiments.provenance import read_provenance, run_provenance
-from mtbkd_jax.experiments.report import markdown_table, raise_failures, write_report
+from mtbkd_jax.experiments.report import complete_run, markdown_table, raise_failures, write_report
 from mtbkd_jax.metrics import interval_coverage_by_probability
 
 __all__ = [
@@ -120,13 +120,12 @@ def _run_case(
     rows = [{**r, "dataset": data.name} for r in rows]
     report(rows, artifacts)
     table = markdown_table(rows)
+    (out / data.name / "coverage_by_probability.json").unlink(missing_ok=True)  # a former run's
     if MAIN in artifacts["summaries"]:
         breakdown = interval_coverage_by_probability(
             artifacts["summaries"][MAIN]["class_intervals"], synthetic.true_probs_test
         )
-        (out / data.name / "coverage_by_probability.json").write_text(
-            json.dumps(breakdown, indent=2) + "\n"
-        )
+        write_json(out / data.name / "coverage_by_probability.json", breakdown)
         table += f"\n\n{MAIN}, coverage by true probability:\n\n" + _breakdown_table(breakdown)
     table = f"### {data.name}\n\nBayes accuracy on the test split: {bayes_accuracy:.3f}\n\n" + table
     return rows, table, artifacts["failures"]
@@ -144,19 +143,47 @@ def run_synthetic(
     one folder per case and a combined metrics.json / table.md."""
     config = config or SyntheticConfig.for_run(smoke=smoke, seed=seed)
     out = Path(out_dir)
-    all_rows, tables, failures = [], [], {}
-    for kind, num_classes in config.cases:
-        rows, table, failed = _run_case(out, kind, num_classes, config, say)
-        all_rows += rows
-        tables.append(table)
-        failures.update({f"{kind}_{num_classes}: {label}": e for label, e in failed.items()})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(all_rows, indent=2) + "\n")
-    (out / "table.md").write_text("\n\n".join(tables) + "\n")
-    record = {"provenance": run_provenance(config), "complete": True}
-    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    all_rows, tables, failures, done = [], [], {}, []
+    try:
+        for kind, num_classes in config.cases:
+            rows, table, failed = _run_case(out, kind, num_classes, config, say)
+            all_rows += rows
+            tables.append(table)
+            failures.update({f"{kind}_{num_classes}: {label}": e for label, e in failed.items()})
+            done.append(f"{kind}_{num_classes}")
+    except BaseException as stop:  # KeyboardInterrupt: the finished cases are recorded too
+        missing = [f"{k}_{c}" for k, c in config.cases if f"{k}_{c}" not in done]
+        _write_combined(out, all_rows, tables, config, missing, stop)
+        raise
+    _write_combined(out, all_rows, tables, config)
     raise_failures(failures, out)
     return all_rows
+
+
+def _write_combined(
+    out: Path,
+    rows: list[dict[str, Any]],
+    tables: list[str],
+    config: SyntheticConfig,
+    missing: Sequence[str] = (),
+    stop: BaseException | None = None,
+) -> None:
+    """The combined metrics.json, table.md and run.json of the cases finished; where the run
+    was stopped (``stop``), ``run.json`` says ``"complete": false`` and lists the ``missing``
+    cases (the one stopped among them: its folder holds its finished rows, marked partial),
+    unless no case finished or ``out`` holds this run's complete outputs from before, which
+    are kept (a note on ``stop`` says which)."""
+    if stop is not None and (not rows or complete_run(out)):
+        stop.add_note(f"{out}: no case finished, or its complete outputs from before are kept")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", rows)
+    (out / "table.md").write_text("\n\n".join(tables) + "\n")
+    record = {"provenance": run_provenance(config), "complete": stop is None}
+    if stop is not None:
+        record["missing_cases"] = list(missing)
+        stop.add_note(f"the {len(rows)} row(s) of the finished cases were written to {out}")
+    write_json(out / "run.json", record)
 
 
 def _breakdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
