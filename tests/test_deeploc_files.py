@@ -51,6 +51,18 @@ def test_a_bad_value_names_its_file_protein_and_column(tmp_path, row, message):
         read_proteins(_table(tmp_path / "a.csv", [_protein(1), row]), DEEPLOC_CLASS_NAMES)
 
 
+def test_a_label_that_is_not_one_of_the_proteins_locations_is_refused(tmp_path):
+    """Location columns in another order than the labels' (or a Label off by one) were read
+    without a word: each protein's label paired with another class's location column."""
+    shifted = _protein(3, [int(i == 4) for i in range(len(DEEPLOC_CLASS_NAMES))])
+    with pytest.raises(ValueError, match=r"protein 2: Label 3 \(Cell membrane\) is not one of "
+                       r"its locations \['Mitochondrion'\] \(1 protein"):  # fmt: skip
+        read_proteins(_table(tmp_path / "a.csv", [_protein(1), shifted]), DEEPLOC_CLASS_NAMES)
+    both = _protein(3, [int(i in (0, 3)) for i in range(len(DEEPLOC_CLASS_NAMES))])
+    read = read_proteins(_table(tmp_path / "b.csv", [both]), DEEPLOC_CLASS_NAMES)
+    np.testing.assert_array_equal(read["localization_count"], [2])  # several locations: taken
+
+
 def test_teacher_files_of_logits_are_read_and_of_probabilities_refused(tmp_path):
     logits = np.random.default_rng(0).normal(size=(4, len(DEEPLOC_CLASS_NAMES)))
     for name, values in (("a.csv", logits), ("b.csv", logits + 1)):

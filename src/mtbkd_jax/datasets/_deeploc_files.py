@@ -38,6 +38,17 @@ def read_proteins(file: Path, class_names: Sequence[str]) -> dict[str, np.ndarra
     labels = _integers(file, records, "Label")
     if labels.min() < 0 or labels.max() >= len(class_names):
         raise ValueError(f"{file}: Label outside 0..{len(class_names) - 1}")
+    # the label is one of the protein's locations (the first, in DeepLoc's files): a table whose
+    # location columns are in another order than the labels' would pair labels and columns wrongly
+    wrong = np.flatnonzero(locations[np.arange(len(labels)), labels] != 1)
+    if wrong.size:
+        row = int(wrong[0])
+        present = [c for c, v in zip(class_names, locations[row], strict=True) if v]
+        raise ValueError(
+            f"{file}, protein {row + 1}: Label {labels[row]} ({class_names[labels[row]]}) is not "
+            f"one of its locations {present} ({wrong.size} protein(s) so); the location columns "
+            "must be the classes in label order"
+        )
     if "localization_count" in records[0]:
         count = _integers(file, records, "localization_count")
     else:
