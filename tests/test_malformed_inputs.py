@@ -942,6 +942,14 @@ CASES = [
         ValueError,
         r"draws_per_epoch \(6\) exceeds the 4 steps .*draws_per_epoch <= 4.*batch size",
     ),
+    (  # the batch size asked for is named: the data is smaller, so one step per epoch
+        "sgmcmc-draws-per-epoch-batch-above-the-data",
+        lambda c: mk.run_sgmcmc(
+            c.key, c.model, c.x, c.y, **{**SGMCMC, "batch_size": 1000, "draws_per_epoch": 2}
+        ),
+        ValueError,
+        r"draws_per_epoch \(\d+\) exceeds the 1 steps .*batch_size=1000 above the data's size",
+    ),
     (
         "paper-sgld-draws-per-epoch-default",
         lambda c: mk.run_paper_sgld(

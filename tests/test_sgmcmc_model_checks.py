@@ -225,3 +225,34 @@ def test_a_plate_subsampling_more_than_its_size_is_refused():
 def test_a_cycle_length_that_is_not_a_count_is_refused(cycle_length):
     with pytest.raises((TypeError, ValueError), match="cycle_length"):
         mk.infer.schedules.cyclical(1e-3, cycle_length)
+
+
+def test_a_minibatch_term_outside_its_plate_is_refused():
+    """``teacher_prior_factor`` (or any factor / observed site) written after the ``with
+    numpyro.plate(...)`` block: its log density is a minibatch's, but no plate scales it by
+    N / |B|, so SG-MCMC weighed it |B| / N times too little (0.1 of its weight at N = 640,
+    B = 64) while NUTS on the full data was right, with no message. A term inside a plate of
+    its own of the same size (the transfer set's) is not refused."""
+    x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+
+    def model(x, subsample_size=8, outside=True, own_plate=False):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with numpyro.plate("data", x.shape[0], subsample_size=subsample_size) as i:
+            score = x[i] @ w
+            if not outside:
+                numpyro.factor("term", -(score**2))
+        if outside and own_plate:
+            with numpyro.plate("transfer", 8):
+                numpyro.factor("term", -(score**2))
+        elif outside:
+            numpyro.factor("term", -(score**2))
+
+    with pytest.raises(ValueError, match=r"site 'term' has a batch axis of the minibatch's size "
+                       r"outside the subsampled plate 'data'.*N / \|B\|"):  # fmt: skip
+        mk.infer.gradient_estimator(model, (x,), {})
+    with pytest.raises(ValueError, match="outside the subsampled plate"):
+        MCMC(SGMCMC(model, "sgld", step_size=1e-3), num_warmup=1, num_samples=1).run(
+            jax.random.key(0), x
+        )
+    for options in ({"outside": False}, {"own_plate": True}, {"subsample_size": 40}):
+        mk.infer.gradient_estimator(model, (x,), options)  # inside, own plate, or full batch

@@ -107,13 +107,22 @@ def _check_half_batches(arguments: dict) -> None:
         raise ValueError("sampler 'ncsgld' needs temperature > 0 (it corrects injected noise)")
 
 
-def check_draws_per_epoch(plan: MinibatchPlan, draws_per_epoch: int) -> None:
+def check_draws_per_epoch(
+    plan: MinibatchPlan, draws_per_epoch: int, batch_size: int | None = None
+) -> None:
+    """Refuse more draws per epoch than its steps; ``batch_size`` is the one asked for, named
+    where the data is smaller (the canonical model's plate takes all ``N`` then)."""
     steps = plan.steps_per_epoch
     if draws_per_epoch > steps:
         plate = plan.plates[0]
+        asked = (
+            f", batch_size={batch_size} above the data's size"
+            if (batch_size or 0) > plate.size
+            else ""
+        )
         raise ValueError(
             f"draws_per_epoch ({draws_per_epoch}) exceeds the {steps} steps of an epoch "
-            f"({plate.size} examples, batch size {plate.batch_size}); pass "
+            f"({plate.size} examples, batch size {plate.batch_size}{asked}); pass "
             f"draws_per_epoch <= {steps}, or a batch size <= {plate.size // draws_per_epoch} "
             "for more steps per epoch"
         )

@@ -76,6 +76,8 @@ class ModelStructure:
     # numpyro.param sites holding arrays (a dict prior's unsampled weights; a fully lifted
     # network's weight holder holds none): the samplers keep them at their initial values
     params: tuple[str, ...] = ()
+    # observed and factor sites -> the sizes of their batch axes no plate of theirs covers
+    unplated_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def subsampled(self) -> tuple[PlateSpec, ...]:
@@ -95,6 +97,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         discrete: list[str] = []
         oversized: list[tuple[str, int, int]] = []
         params: list[str] = []
+        unplated: dict[str, tuple[int, ...]] = {}
         for name, site in trace.items():
             if site["type"] == "plate":
                 size, subsample_size = site["args"]
@@ -112,8 +115,10 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
                 latent_plates[name] = tuple(f.name for f in site["cond_indep_stack"])
                 if getattr(site["fn"], "is_discrete", False):
                     discrete.append(name)
-            elif site["type"] == "sample" and not _is_factor(site["fn"]):
-                observed.append(name)
+            elif site["type"] == "sample":
+                unplated[name] = _unplated_axes(site)
+                if not _is_factor(site["fn"]):
+                    observed.append(name)
             elif site["type"] == "deterministic":
                 deterministic.append(name)
             elif site["type"] == "param" and _unsubstituted_array(site):
@@ -127,6 +132,7 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
             discrete=tuple(discrete),
             oversized=tuple(oversized),
             params=tuple(params),
+            unplated_axes=unplated,
         )
         return latent
 
@@ -142,7 +148,15 @@ def model_structure(model: Callable, model_args: tuple, model_kwargs: dict) -> M
         found["discrete"],
         found["oversized"],
         found["params"],
+        found["unplated_axes"],
     )
+
+
+def _unplated_axes(site: dict) -> tuple[int, ...]:
+    """The sizes of an observed or factor site's batch axes that none of its plates covers."""
+    shape = tuple(getattr(site["fn"], "batch_shape", ()))
+    covered = {frame.dim for frame in site["cond_indep_stack"]}
+    return tuple(size for k, size in enumerate(shape) if k - len(shape) not in covered)
 
 
 def _unsubstituted_array(site: dict) -> bool:
@@ -164,6 +178,7 @@ def check_latent_sites(structure: ModelStructure) -> None:
             "values with numpyro.factor), or make them observed"
         )
     subsampled = {p.name for p in structure.subsampled}
+    _check_unplated_terms(structure)
     for name, plates in structure.latent_plates.items():
         inside = [p for p in plates if p in subsampled]
         if inside:
@@ -173,6 +188,25 @@ def check_latent_sites(structure: ModelStructure) -> None:
                 "a vector of the minibatch's size, paired with other examples at every step); "
                 "move the site out of the plate, marginalise it, or give the plate no "
                 "subsample_size"
+            )
+
+
+def _check_unplated_terms(structure: ModelStructure) -> None:
+    """Refuse an observed or factor site with a batch axis of a minibatch's size outside that
+    plate (``teacher_prior_factor`` called after the ``with numpyro.plate(...)`` block): its
+    log density is a minibatch's but no plate scales it by ``N / |B|``, so SG-MCMC would weigh
+    it ``|B| / N`` times too little, while NUTS on the full data is right."""
+    batches = {p.batch_size: p.name for p in structure.subsampled}
+    for name, sizes in structure.unplated_axes.items():
+        found = [batches[size] for size in sizes if size in batches]
+        if found:
+            raise ValueError(
+                f"the site {name!r} has a batch axis of the minibatch's size outside the "
+                f"subsampled plate {found[0]!r}: its log density, a minibatch's, would not be "
+                "scaled by N / |B| (SG-MCMC would weigh it |B| / N times too little); put it "
+                "inside the plate (teacher_prior_factor: in the `with numpyro.plate(...)` "
+                "block), or, if that axis is not the examples, sum it or give it a plate of "
+                "its own"
             )
 
 

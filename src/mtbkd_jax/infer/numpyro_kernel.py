@@ -12,12 +12,15 @@ epoch: the gradient estimate stays unbiased); NC-SGLD's chains draw each step's 
 replacement, as ``run_sgmcmc`` does (:class:`~mtbkd_jax.infer._orders.IndependentOrders`). Warm-up
 steps are sampler steps whose states are discarded (pSGLD's preconditioner adapts during them; the
 other samplers adapt nothing). ``mcmc.run``, ``get_samples``, ``print_summary``, the progress bar,
-the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS (``numpyro.deterministic``
-sites are not recorded); a draw that is not finite (a step past the stability limit) is marked in
-the default field ``diverging``, which ``print_summary`` counts and ArviZ's ``sample_stats``
-holds, as NUTS's divergences. ``mcmc.run(...,
-init_params=...)`` takes unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts``
-take the model's own, constrained, values). A model with a latent site inside the subsampled plate
+the chain methods and ``arviz.from_numpyro(mcmc)`` work as for NUTS, except that
+``numpyro.deterministic`` sites are not recorded and, the model being subsampled, ArviZ's
+``observed_data`` holds one minibatch and ``log_likelihood=True`` fails (NumPyro's
+``log_likelihood`` cannot draw the plate's indices; :func:`~mtbkd_jax.infer.run_sgmcmc`'s
+``to_datatree()`` holds both over all the data); a draw that is not finite (a step past the
+stability limit) is marked in the default field ``diverging``, which ``print_summary`` counts
+and ArviZ's ``sample_stats`` holds, as NUTS's divergences. ``mcmc.run(..., init_params=...)``
+takes unconstrained values, NumPyro's convention (``run_sgmcmc`` and ``run_nuts`` take the
+model's own, constrained, values). A model with a latent site inside the subsampled plate
 (one per example), a discrete latent site or none is refused: SG-MCMC subsamples data, not latent
 variables.
 

@@ -33,7 +33,10 @@ class Posterior:
     """Posterior draws of the student's weights plus everything needed to use them.
 
     Attributes:
-        draws: site name -> array ``(chains, draws, *shape)``.
+        draws: site name -> array ``(chains, draws, *shape)``: the latent sites, and the
+            ``numpyro.deterministic`` ones from ``run_nuts`` and ``run_svi`` (not from
+            ``run_map`` or ``run_sgmcmc``: ``numpyro.infer.Predictive(model, draws,
+            return_sites=[name])`` computes them).
         sample_stats: name -> array ``(chains, draws)`` (ArviZ names: ``diverging``,
             ``acceptance_rate``, ``n_steps``, ``energy``, ``lp``, ``step_size``).
         method: how the draws were made (``"nuts"``, ``"svi_normal"``, ``"map"``, ...).

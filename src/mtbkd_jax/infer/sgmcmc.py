@@ -140,7 +140,7 @@ def run_sgmcmc(
             ``checkpoint_path``. It buys stability, not accuracy (the stiffest variance up to
             1.8 times the posterior's): where variances matter, use a fraction. Any step is
             judged at the run's end (``settings["end_temperature_ratio"]``, warned above 10).
-        temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior).
+        temperature: ``tau`` (1 = the posterior; < 1 = a cold posterior; 0 = no noise).
         draws_per_epoch: states kept per epoch (the reference keeps 6, at random steps).
         random_draw_positions: keep them at random steps (else evenly spaced: thinning).
         num_chains: chains, vectorised with ``vmap``; with several local devices (on a CPU:
@@ -246,7 +246,7 @@ def run_sgmcmc(
         model, inputs, labels, model_kwargs, batch_size, prior_batch_size, partial_last_batch,
         stream,
     )  # fmt: skip
-    check_draws_per_epoch(plan, draws_per_epoch)
+    check_draws_per_epoch(plan, draws_per_epoch, batch_size)
     placement = _placement(mesh, shard_data, num_chains, plan)
     logits_fn, predict = _prediction_inputs(model, logits_fn, predict_inputs, keep_draws)
     settings = SGMCMCSettings.from_arguments(arguments, plan.plates)
