@@ -649,6 +649,23 @@ def test_probabilities_given_as_logits_are_warned():
         TeacherBank.from_probs(probs)
 
 
+@pytest.mark.parametrize(
+    "rounded",
+    [lambda p: p.round(3), lambda p: p.round(2), lambda p: p.astype(np.float16)],
+    ids=["3 decimals", "2 decimals", "float16"],
+)
+def test_rounded_probabilities_given_as_logits_are_warned(rounded):
+    """Probabilities from a CSV of 3 decimals or stored in float16 sum to 1 only within ~1e-3:
+    the 1e-4 check missed them, and the bank was silently flattened (a mean top probability
+    of 0.40 where the teachers' is 0.76)."""
+    probs = softmax(_logits((2, 50, 4), seed=0, scale=3.0), axis=-1)
+    with pytest.warns(UserWarning, match=r"teacher\(s\) \[0, 1\] are rows of probabilities"):
+        TeacherBank.from_logits(rounded(probs))
+    with warnings.catch_warnings():  # logits of that size but not on the simplex: no warning
+        warnings.simplefilter("error")
+        TeacherBank.from_logits(rounded(probs) * 1.2)
+
+
 def test_a_training_mode_nnx_teacher_is_refused_and_left_unchanged():
     """A teacher in training mode gives soft labels that depend on the batch (BatchNorm's batch
     statistics, a Dropout mask) and would have its running statistics overwritten: refused,

@@ -90,11 +90,18 @@ def _ndim(value: ArrayLike) -> int:
         return -1
 
 
+# how far from 1 a row of "logits" may sum and still be taken for probabilities
+_SUM_TOLERANCE = 0.05
+
+
 def warn_if_probabilities(logits: np.ndarray, first: int = 0) -> None:
     """Warn, at the user's line, when a teacher's "logits" (teachers ``first``, ``first + 1``,
     ...) are rows on the simplex: read as logits, probabilities give a teacher far flatter
-    than it is (0.76 becomes 0.49 of three classes)."""
-    on_simplex = (logits >= 0).all(axis=(1, 2)) & (np.abs(logits.sum(-1) - 1.0) <= 1e-4).all(axis=1)
+    than it is (0.76 becomes 0.49 of three classes). Rows summing to 1 within 0.05 count, so
+    that probabilities rounded to a few decimals (a CSV's) or stored in float16 are seen too:
+    logits of every example all in [0, 1] and summing to about 1 are no real teacher's."""
+    in_unit = ((logits >= 0) & (logits <= 1)).all(axis=(1, 2))
+    on_simplex = in_unit & (np.abs(logits.sum(-1) - 1.0) <= _SUM_TOLERANCE).all(axis=1)
     if on_simplex.any():
         which = [first + int(i) for i in np.flatnonzero(on_simplex)]
         warnings.warn(

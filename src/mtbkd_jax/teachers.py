@@ -61,6 +61,13 @@ class TeacherBank:
     Build it with :meth:`from_logits`, :meth:`from_probs` or :meth:`from_callables`
     rather than directly.
 
+    What no check can catch: the teachers' axis comes first, (M teachers, N examples, C
+    classes), so an (N, M, C) array of as many examples as teachers is taken as it is; and
+    column ``c`` of every teacher must be class ``c`` of the labels (scikit-learn teachers are
+    aligned by their ``classes_`` in :meth:`from_callables`; logits or probabilities from
+    elsewhere must be put in the labels' class order first). :meth:`accuracy` on labelled
+    inputs is the quick test: a teacher at chance level has its classes in another order.
+
     Example:
         >>> import numpy as np
         >>> from mtbkd_jax import TeacherBank
