@@ -169,3 +169,55 @@ def test_classes_no_labelled_example_informed_are_named_in_the_summary():
     assert all(row["prior_only_classes"] == [2] for row in trust.summary())
     with pytest.raises(ValueError, match="labelled_by_class must hold one count >= 0 per class"):
         TrustPosterior(trust.draws, trust.hyperprior, trust.teacher_names, 1.0, 1.0, (1.0, 2.0))
+
+
+def test_one_teachers_trust_learns_no_weight_link():
+    """With one teacher its mixing weight is 1 whatever the link: the link's sites had the
+    labels' likelihood flat in them, so NUTS sampled their prior, and the summary and record
+    reported that prior's draws (a 'learned' weight slope) as if the labels had spoken."""
+    bank = TeacherBank.from_logits(np.random.default_rng(1).normal(size=(1, 20, 3)))
+    labels = np.random.default_rng(2).integers(0, 3, size=20)
+    trust = fit_teacher_trust(
+        jax.random.key(0), bank, labels, num_warmup=20, num_draws=20, num_chains=1
+    )
+    assert trust.hyperprior.weight_rule == "learned"
+    np.testing.assert_array_equal(trust.draws["weight_slope"], 0.0)
+    np.testing.assert_array_equal(trust.draws["weight_bias"], 0.0)
+    assert "weight_slope" not in trust.summary()[0] and "weight_slope" not in trust.description
+    with pytest.raises(ValueError, match="with one teacher its weight is 1"):
+        trust.interval("weight_slope")
+    joint = _model(bank, "joint")  # the joint model samples no link either
+    x = jnp.zeros((20, 4))
+    sites = jax.random.key(1)
+    from numpyro.handlers import seed, trace
+
+    names = trace(seed(joint, sites)).get_trace(x, jnp.asarray(labels)).keys()
+    assert joint.settings()["weight_rule"] == "learned"
+    assert "trust.temperature" in names and not any("weight_" in n for n in names)
+
+
+def test_the_trusts_rhat_is_arvizs_and_its_warning_fires_where_arviz_flags_the_chains():
+    """max_rhat was NumPyro's classic split R-hat while documented as ArviZ's: 1.04 on these
+    short chains, where ArviZ's rank-normalised R-hat gives 1.33 on the concentrations, so
+    fit_teacher_trust's warning (above 1.1) stayed silent."""
+    import warnings
+
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    logits = rng.normal(size=(2, 60, 3)) + 3.0 * np.eye(3)[labels]
+    bank = TeacherBank.from_logits(logits, names=["a", "b"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trust = fit_teacher_trust(
+            jax.random.key(1), bank, labels, num_warmup=40, num_draws=40, num_chains=2
+        )
+    expected = []
+    for value in trust.draws.values():
+        grouped = np.asarray(value, np.float64).reshape(2, 40, -1)
+        if np.ptp(grouped) > 0:
+            expected.append(np.nanmax(np.asarray(az.rhat(grouped))))
+    assert trust.max_rhat == pytest.approx(max(expected), rel=1e-6)
+    assert trust.max_rhat > 1.1
+    assert any("R-hat" in str(w.message) for w in caught)

@@ -22,9 +22,18 @@ prior; Plummer 2015, Jacob et al. 2017 on cut posteriors). The cut is the defaul
   along ``lambda``, a stiff direction for SG-MCMC), and
 * it is cheap: a few hundred NUTS draws over ``M (C + 2)`` numbers.
 
-With many labelled examples the trust posterior is narrow (it concentrates at rate
-``1 / sqrt(N)``), so the student is conditioned on its posterior *median*
+With many labelled examples the trust posterior is narrow (``tau`` concentrates at rate about
+``1 / sqrt(N)``; a reliable teacher's ``lambda`` keeps growing with ``N`` instead, its label
+model's limit being ``lambda -> inf``), so the student is conditioned on its posterior *median*
 (:meth:`TrustPosterior.point`); its spread is reported in :meth:`TrustPosterior.summary`.
+Read ``tau`` together with ``lambda``: the labels' probabilities under a teacher are
+``(1 + lambda p) / (C + lambda)``, flatter than ``p`` at any finite ``lambda``, so where the
+hyperprior holds ``lambda`` finite (its default median is 10) ``tau`` comes out below the factor
+by which the teacher is over-confident (measured on simulated teachers whose logits are
+exactly 1 and 3 times the true ones: medians 0.80–1.06 and 2.1–2.9 at N = 100, 0.93–0.97 and
+2.8–2.9 at N = 1,600; with a prior median of 1,000 for ``lambda``, 0.88–1.31 and 2.6–3.7;
+``benchmarks/trust_tau_with_lambda.py``). A calibrated teacher's ``tau`` below 1 is that, not
+under-confidence.
 """
 
 from __future__ import annotations
@@ -74,7 +83,7 @@ class TrustPosterior:
         hyperprior: the hyperpriors they were drawn under.
         teacher_names: the teachers, in order.
         temperature: the prior's ``T`` used in the label model.
-        max_rhat: the largest split R-hat over all trust numbers (ArviZ).
+        max_rhat: the largest rank-normalised split R-hat over all trust numbers (ArviZ's).
         labelled_by_class: per class, the labelled examples whose consensus it is (ties
             shared), the evidence behind each per-class ``lambda``; a class with none has
             ``lambda`` drawn from its hyperprior alone (``None`` where unknown: a posterior
@@ -161,6 +170,9 @@ class TrustPosterior:
         if rule != "learned":
             for link in ("weight_bias", "weight_slope"):
                 fixed[link] = f"the weight rule {rule!r} is fixed, so the weight link is unused"
+        elif len(self.teacher_names) == 1:
+            for link in ("weight_bias", "weight_slope"):
+                fixed[link] = "with one teacher its weight is 1, so the weight link is unused"
         return fixed
 
     def teacher_prior(
@@ -214,7 +226,7 @@ class TrustPosterior:
             }
             if self.hyperprior.calibration == "confidence":
                 row["temperature_slope"] = float(np.median(self._site("temperature_slope")[:, m]))
-            if self.hyperprior.weight_rule == "learned":
+            if "weight_bias" not in self._fixed_sites():
                 row["weight_bias"] = float(np.median(self._site("weight_bias")[:, m]))
                 row["weight_slope"] = float(np.median(self._site("weight_slope")))  # shared
             if self.labelled_by_class is not None and self.hyperprior.per_class:
@@ -311,7 +323,7 @@ def fit_teacher_trust(
         draws["temperature_slope"] = np.zeros((size, teachers.num_teachers), np.float32)
     draws["weight_bias"] = np.zeros((size, teachers.num_teachers), np.float32)
     draws["weight_slope"] = np.zeros((size,), np.float32)
-    if hyperprior.weight_rule == "learned":
+    if hyperprior.weight_rule == "learned" and teachers.num_teachers > 1:  # else a weight of 1
         calibration = TrustPosterior(draws, hyperprior, tuple(teachers.names)).point()
         link, link_rhat = _nuts(
             key_weights, mixing_weight_model, (*data, calibration), common, settings, progress_bar
@@ -365,10 +377,20 @@ def _nuts(
 
 
 def _max_rhat(grouped: dict[str, jax.Array]) -> float:
-    """The largest split R-hat over every trust number (NaN with a single chain)."""
-    from numpyro.diagnostics import split_gelman_rubin
+    """The largest rank-normalised split R-hat (ArviZ's, Vehtari et al. 2021, as
+    :func:`~mtbkd_jax.diagnostics.exploration_report`'s) over every trust number that moves
+    (NaN with a single chain). NumPyro's classic split R-hat misses chains that agree in mean
+    but not in spread: 1.04 where ArviZ gives 1.33 on a trust's concentrations."""
+    import arviz as az
 
-    if next(iter(grouped.values())).shape[0] < 2:
+    first = next(iter(grouped.values()))
+    if first.shape[0] < 2:
         return float("nan")
-    values = [np.max(split_gelman_rubin(np.asarray(v))) for v in grouped.values()]
-    return float(np.max(values))
+    values = []
+    with warnings.catch_warnings():  # a constant number (a fixed site): NaN, left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for value in grouped.values():
+            draws = np.asarray(value, np.float64).reshape(*value.shape[:2], -1)
+            values.append(np.asarray(az.rhat(draws), np.float64).ravel())
+    found = np.concatenate(values)
+    return float(np.nanmax(found)) if np.isfinite(found).any() else float("nan")

@@ -230,9 +230,9 @@ def sample_trust(
     """Sample the trust sites ``<prefix>.temperature`` (M; not for ``calibration="none"``),
     ``<prefix>.concentration`` (M, K),
     for ``calibration="confidence"`` ``<prefix>.temperature_slope`` (M,) and, for the learned
-    weight link, ``<prefix>.weight_bias`` (M,) and ``<prefix>.weight_slope`` () in the
-    enclosing NumPyro model (outside any data plate); ``sites`` limits which are sampled (the
-    others take the fixed model's values)."""
+    weight link with more than one teacher, ``<prefix>.weight_bias`` (M,) and
+    ``<prefix>.weight_slope`` () in the enclosing NumPyro model (outside any data plate);
+    ``sites`` limits which are sampled (the others take the fixed model's values)."""
     h = hyperprior
     num_groups = num_classes if h.per_class else 1
     fixed = TrustValues.fixed(num_teachers, h.concentration)
@@ -256,12 +256,13 @@ def sample_trust(
             .expand([num_teachers, num_groups])
             .to_event(2),
         )
-    if h.weight_rule == "learned" and "weight_bias" in sites:
+    link = h.weight_rule == "learned" and num_teachers > 1  # one teacher's weight is 1
+    if link and "weight_bias" in sites:
         bias = numpyro.sample(
             f"{prefix}.weight_bias",
             dist.Normal(0.0, h.weight_bias_scale).expand([num_teachers]).to_event(1),
         )
-    if h.weight_rule == "learned" and "weight_slope" in sites:
+    if link and "weight_slope" in sites:
         slope = numpyro.sample(f"{prefix}.weight_slope", dist.Normal(0.0, h.weight_slope_scale))
     return TrustValues(temperature, concentration, bias, slope, temperature_slope)
 
