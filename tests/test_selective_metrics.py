@@ -337,7 +337,10 @@ def test_the_former_scores_keyword_still_works_with_a_deprecation_warning():
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]])
     labels, confidence = np.array([0, 1, 1]), np.array([0.1, 0.9, 0.5])
     expected = aurc(probs, labels, confidence=confidence)
-    with pytest.warns(DeprecationWarning, match=r"aurc\(scores=\).*confidence="):
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"aurc\(scores=\).*confidence= \(higher means more confident.*ood_auroc",
+    ):
         assert aurc(probs, labels, scores=confidence) == expected
     with pytest.warns(DeprecationWarning, match="accuracy_at_coverage"):
         kept = accuracy_at_coverage(probs, labels, 0.5, scores=confidence)

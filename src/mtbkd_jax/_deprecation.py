@@ -12,15 +12,18 @@ __all__ = ["renamed_keywords", "warn_renamed"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
+def warn_renamed(old: str, new: str, *, stacklevel: int = 3, hint: str = "") -> None:
     """Warn that ``old`` is deprecated in favour of ``new`` (``stacklevel`` counts from the
-    caller of this function: 3 points at the code that called the caller)."""
-    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+    caller of this function: 3 points at the code that called the caller; ``hint`` is added
+    in parentheses)."""
+    message = f"{old} is deprecated; use {new}" + (f" ({hint})" if hint else "")
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
 
 
-def renamed_keywords(owner: str, **renames: str) -> Callable[[_F], _F]:
+def renamed_keywords(owner: str, hint: str = "", **renames: str) -> Callable[[_F], _F]:
     """Accept each old keyword ``old=`` of the decorated function as its new name
-    ``renames[old]``, with a ``DeprecationWarning`` that points at the caller.
+    ``renames[old]``, with a ``DeprecationWarning`` that points at the caller (and says
+    ``hint``, e.g. what the new name means where the old one could be misread).
 
     Giving both spellings is a ``TypeError``. The wrapper keeps the function's signature
     (``inspect.signature`` shows the new names only).
@@ -35,7 +38,7 @@ def renamed_keywords(owner: str, **renames: str) -> Callable[[_F], _F]:
                         raise TypeError(
                             f"{owner}() got both {old}= (deprecated) and {new}=; pass {new}= only"
                         )
-                    warn_renamed(f"{owner}({old}=)", f"{new}=")
+                    warn_renamed(f"{owner}({old}=)", f"{new}=", hint=hint)
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 

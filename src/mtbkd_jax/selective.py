@@ -30,6 +30,12 @@ __all__ = [
     "reliability_bands",
 ]
 
+# the old scores= was a confidence; ood_auroc's scores= is an uncertainty (higher: more OOD)
+_CONFIDENCE_HINT = (
+    "higher means more confident (negate an uncertainty such as an entropy); "
+    "ood_auroc's scores= is the other way round"
+)
+
 
 def _checked(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     # metrics imports this module to re-export it, so its validation is imported at call time
@@ -68,7 +74,7 @@ def _selective_errors(errors: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     return before[g] + (k - starts[g]) * group_errors[g] / sizes[g]
 
 
-@renamed_keywords("mtbkd_jax.metrics.risk_coverage_curve", scores="confidence")
+@renamed_keywords("mtbkd_jax.metrics.risk_coverage_curve", _CONFIDENCE_HINT, scores="confidence")
 def risk_coverage_curve(
     probs: ArrayLike, labels: ArrayLike, confidence: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +111,7 @@ def risk_coverage_curve(
     return k / len(labels), _selective_errors(errors, confidence) / k
 
 
-@renamed_keywords("mtbkd_jax.metrics.aurc", scores="confidence")
+@renamed_keywords("mtbkd_jax.metrics.aurc", _CONFIDENCE_HINT, scores="confidence")
 def aurc(probs: ArrayLike, labels: ArrayLike, confidence: ArrayLike | None = None) -> float:
     """Area under the risk-coverage curve: the mean of the risk over ``k = 1..N`` (the
     convention of Geifman et al., 2019). Lower is better; its floor, reached by a score that
@@ -125,7 +131,7 @@ def aurc(probs: ArrayLike, labels: ArrayLike, confidence: ArrayLike | None = Non
     return float(risk_coverage_curve(probs, labels, confidence)[1].mean())
 
 
-@renamed_keywords("mtbkd_jax.metrics.accuracy_at_coverage", scores="confidence")
+@renamed_keywords("mtbkd_jax.metrics.accuracy_at_coverage", _CONFIDENCE_HINT, scores="confidence")
 def accuracy_at_coverage(
     probs: ArrayLike,
     labels: ArrayLike,
