@@ -236,6 +236,21 @@ def test_apply_refuses_missing_weights(nuts_posterior, problem):
         model.logits(draw, x[:3])
 
 
+def test_predict_refuses_inputs_of_another_width_for_a_linen_student(problem):
+    """flax's own ScopeParamShapeError (neither a TypeError nor a ValueError) escaped here."""
+    from mtbkd_jax import LinenMLP
+
+    x, y, model = problem
+    linen = MTBKDModel(Student(LinenMLP(3, hidden=(4,))), model.teachers)
+    post = run_map(jax.random.key(0), linen, x, y, num_steps=3, progress_bar=False)
+    with pytest.raises(
+        ValueError,
+        match=r"inputs have shape \(2, 5\), which the student cannot "
+        r"take; the posterior was fitted on \(3,\) per example",
+    ):
+        post.predict(np.zeros((2, 5), np.float32))
+
+
 def test_frozen_embedding_body_with_integer_tokens_through_the_front_ends():
     """The paper's setting: a frozen body (here an embedding of token ids) + Bayesian head."""
     rng = np.random.default_rng(4)

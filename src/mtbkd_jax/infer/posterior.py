@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import errors as flax_errors
 
 from mtbkd_jax._checks import as_input_batch, as_labels
 from mtbkd_jax._deprecation import warn_renamed
@@ -196,7 +197,7 @@ class Posterior:
         assert self.logits_fn is not None  # predict_logits checked it
         try:
             jax.eval_shape(self.logits_fn, {**one, **self.fitted_params}, example)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, flax_errors.FlaxError) as error:  # linen: a FlaxError
             trained = None if self.inputs is None else tuple(np.shape(self.inputs)[1:])
             hint = f"; the posterior was fitted on {trained} per example" if trained else ""
             raise ValueError(
