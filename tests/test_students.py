@@ -281,3 +281,40 @@ def test_a_training_mode_nnx_extractor_is_refused_with_the_students_message():
         student.featurize(x)
     body.eval()
     np.testing.assert_allclose(student.featurize(x, batch_size=3), student.featurize(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "prior, argument",
+    [
+        (normal_prior(1.0, scales={"dense_1": 0.05}), r"normal_prior\(scales=\.\.\.\)"),
+        (
+            {"Dense_1.kernal": dist.Normal(0, 1), "Dense_1.bias": dist.Normal(0, 1)},
+            r"prior \(a dict\)",
+        ),
+    ],
+)
+def test_a_misspelt_linen_prior_key_is_refused_in_a_model_of_ones_own(prior, argument):
+    """A linen student's prior names were checked by the canonical model only: in the README's
+    ``my_model`` (``net = student.network(x.shape[1:])``) a misspelt key was ignored (its
+    weights took the default prior, or were not sampled at all). Building the network now
+    refuses it, once per input shape, as an NNX student's prior is refused on construction."""
+    import numpyro
+
+    from mtbkd_jax import run_map
+
+    student = Student(LinenMLP(3, hidden=(3,)), prior=prior)
+
+    def my_model(x, y=None):
+        net = student.network(x.shape[1:])
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=net(x)), obs=y)
+
+    x, y = np.ones((6, 4), np.float32), np.arange(6) % 3
+    with pytest.raises(
+        ValueError,
+        match=argument + r" names \['(dense_1|Dense_1.kernal)'\], "
+        r"which match no parameter of the student; its parameters are 'Dense_0",
+    ):
+        run_map(jax.random.key(0), my_model, x, y, num_steps=2, progress_bar=False)
+    with pytest.raises(ValueError, match="which match no parameter"):  # and outside a run
+        handlers.trace(handlers.seed(my_model, 0)).get_trace(jnp.ones((2, 4)))

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from flax import errors as flax_errors
 from flax import linen, nnx
 from numpyro import handlers
 from numpyro.contrib.module import random_flax_module, random_nnx_module
@@ -120,6 +121,7 @@ class Student:
         self._featurize_jit = jax.jit(feature_extractor) if feature_extractor else None
         self._classes_for: dict[tuple, int] = {}  # feature shapes checked -> output classes
         self._probed: set[tuple] = set()  # input shapes an NNX extractor was probed on
+        self._prior_checked: set[tuple] = set()  # feature shapes a linen prior was checked on
         if self.is_nnx:  # an NNX module knows its parameters already: check the prior now
             check_prior_names(self.prior, self._all_parameter_names())
 
@@ -145,6 +147,9 @@ class Student:
                 your own: its inputs reach the network as the front-ends were given them, so
                 the extractor would be skipped without a word (pass ``student.featurize(x)``
                 as the inputs and lift the network without the extractor instead).
+            ValueError: for a linen student whose base prior (a dict's keys,
+                ``normal_prior(scales=...)``) names a parameter the network does not have
+                (checked once per ``feature_shape``, as an NNX student's is on construction).
         """
         if self.feature_extractor is not None and not _FEATURES_GIVEN.get():
             raise ValueError(
@@ -155,6 +160,7 @@ class Student:
                 "and use mtbkd_jax.Student(student.module, prior=student.prior, "
                 "name=student.name) in the model (a subclass of MTBKDModel: self.network)"
             )
+        self._check_linen_prior(tuple(feature_shape))
         return self._network(feature_shape, self.prior)
 
     def _network(
@@ -172,6 +178,20 @@ class Student:
             if state is not None:
                 net = _layer_state.immutable(self.module, net, state)
             return at_least_float32(net)
+
+    def _check_linen_prior(self, feature_shape: tuple[int, ...]) -> None:
+        """Refuse a linen student's base prior that names parameters the network does not
+        have (once per feature shape; an NNX student's prior is checked on construction).
+        Nothing is raised if the network cannot take these features: its caller says so."""
+        if self.is_nnx or feature_shape in self._prior_checked:
+            return
+        try:
+            with handlers.block():  # inside a model: the abstract trace stays out of it
+                names = self._all_parameter_names(feature_shape)
+        except (TypeError, ValueError, flax_errors.FlaxError):
+            return
+        check_prior_names(self.prior, names)
+        self._prior_checked.add(feature_shape)
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """Every weight's dotted path, whatever the prior (a dict prior samples only the
@@ -244,6 +264,7 @@ class Student:
             if probe:
                 _layer_state.check_per_example(self.module, features, name=self.name)
             return self._classes_for[feature_shape]
+        self._check_linen_prior(feature_shape)
         example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
 
         def logits(x: jax.Array) -> jax.Array:
@@ -281,8 +302,6 @@ class Student:
                 f"the student network must return logits of shape (N, C), got {out.shape} "
                 f"for {argument} of shape (1, {', '.join(map(str, feature_shape))})"
             )
-        if not self.is_nnx:
-            check_prior_names(self.prior, self._all_parameter_names(feature_shape))
         _layer_state.check_per_example(self.module, features, name=self.name)
         self._classes_for[feature_shape] = int(out.shape[-1])
         return int(out.shape[-1])
