@@ -122,18 +122,16 @@ def test_an_svi_posterior_keeps_the_param_once_and_gives_it_to_each_draw_and_its
     np.testing.assert_allclose(loaded.predict(x[:5]), probabilities, atol=1e-6)
 
 
-class _Hidden(linen.Module):
-    @linen.compact
-    def __call__(self, x):
-        return linen.Dense(C)(jnp.tanh(linen.Dense(8)(x)))
-
-
 def _output_layer_map(x, y, num_steps):
-    """A student with a dict prior on its output layer only (``Dense_0``, made first: the
-    hidden layer is a param), its prior, model and MAP."""
-    output = {"Dense_0.kernel": dist.Normal(0.0, 1.0).expand((8, C)).to_event(2),
-              "Dense_0.bias": dist.Normal(0.0, 1.0).expand((C,)).to_event(1)}  # fmt: skip
-    model = mk.MTBKDModel(mk.Student(_Hidden(), prior=output), None)
+    """A student with a dict prior on its output layer only (``layers.1``: the hidden layer
+    is a param), its prior, model and MAP. An NNX module: a linen module holds no values to
+    keep unsampled weights at, so its dict prior must give every weight a distribution."""
+    from flax import nnx
+
+    output = {"layers.1.kernel": dist.Normal(0.0, 1.0).expand((8, C)).to_event(2),
+              "layers.1.bias": dist.Normal(0.0, 1.0).expand((C,)).to_event(1)}  # fmt: skip
+    student = mk.Student(mk.MLP(D, C, hidden=(8,), rngs=nnx.Rngs(0)), prior=output)
+    model = mk.MTBKDModel(student, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mk.infer.ConvergenceWarning)
         mode = mk.run_map(jax.random.key(0), model, x, y, num_steps=num_steps, progress_bar=False)
@@ -141,8 +139,8 @@ def _output_layer_map(x, y, num_steps):
 
 
 def test_a_students_unsampled_weights_are_kept_as_fitted(tmp_path):
-    """A dict prior on the output layer only (``Dense_0``, made first): the hidden layer is
-    a param SVI fits. The posterior's log-likelihood is the one the MAP optimised (minus its
+    """A dict prior on the output layer only (``layers.1``): the hidden layer is a param SVI
+    fits. The posterior's log-likelihood is the one the MAP optimised (minus its
     final loss, less the output layer's log prior: an independent reference, 1e-3 relative),
     and its predictions give the same per-example log-likelihood. Before, both used the
     hidden layer's initial weights, silently (264 nats lower in a review's repro). The

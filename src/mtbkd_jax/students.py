@@ -33,6 +33,7 @@ from numpyro.contrib.module import random_flax_module, random_nnx_module
 from mtbkd_jax import _layer_state
 from mtbkd_jax._checks import check_prior_form
 from mtbkd_jax._deprecation import warn_renamed
+from mtbkd_jax._linen_students import check_dict_prior_complete
 from mtbkd_jax._network_dtypes import at_least_float32, integer_ids_error, takes_integers
 from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.architectures import CNN, MLP, LinenMLP
@@ -78,9 +79,12 @@ class Student:
         module: a ``flax.nnx.Module`` instance (already initialised) or a ``flax.linen.Module``.
         prior: the base prior, a ``(name, shape) -> Distribution`` callable, a distribution, or
             a dict (see :func:`mtbkd_jax.normal_prior`); default ``Normal(0, 1)`` on every weight.
-            A dict samples the weights it names; the others are ``numpyro.param`` sites, which
-            ``run_map`` and ``run_svi`` fit (``Posterior.fitted_params``) and NUTS and SG-MCMC
-            keep at the module's values.
+            A dict samples the weights it names; for an NNX module the others are
+            ``numpyro.param`` sites, which ``run_map`` and ``run_svi`` fit
+            (``Posterior.fitted_params``) and NUTS and SG-MCMC keep at the module's values.
+            A linen module holds no values, so its dict prior must give every parameter a
+            distribution (a ``ValueError`` names those left out when the parameter names are
+            known: a run's start, or :meth:`network` in a model of your own).
         name: prefix of the weight sites.
         feature_extractor: an optional frozen function ``x -> features`` (a pretrained Flax
             module, ``functools.partial(linen_module.apply, variables)``, any JAX function);
@@ -148,8 +152,9 @@ class Student:
                 the extractor would be skipped without a word (pass ``student.featurize(x)``
                 as the inputs and lift the network without the extractor instead).
             ValueError: for a linen student whose base prior (a dict's keys,
-                ``normal_prior(scales=...)``) names a parameter the network does not have
-                (checked once per ``feature_shape``, as an NNX student's is on construction).
+                ``normal_prior(scales=...)``) names a parameter the network does not have,
+                or is a dict that leaves a parameter out (checked once per
+                ``feature_shape``, as an NNX student's names are on construction).
         """
         if self.feature_extractor is not None and not _FEATURES_GIVEN.get():
             raise ValueError(
@@ -181,7 +186,8 @@ class Student:
 
     def _check_linen_prior(self, feature_shape: tuple[int, ...]) -> None:
         """Refuse a linen student's base prior that names parameters the network does not
-        have (once per feature shape; an NNX student's prior is checked on construction).
+        have, or a dict prior that leaves some out (a linen module holds no values to keep
+        them at); once per feature shape (an NNX student's prior is checked on construction).
         Nothing is raised if the network cannot take these features: its caller says so."""
         if self.is_nnx or feature_shape in self._prior_checked:
             return
@@ -191,6 +197,7 @@ class Student:
         except (TypeError, ValueError, flax_errors.FlaxError):
             return
         check_prior_names(self.prior, names)
+        check_dict_prior_complete(self.prior, names, self.name)
         self._prior_checked.add(feature_shape)
 
     def _all_parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:

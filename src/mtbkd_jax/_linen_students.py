@@ -1,0 +1,32 @@
+"""What a linen student needs that an NNX one does not: a linen module holds no values.
+
+An NNX module is an initialised instance: the weights a dict prior leaves unsampled keep its
+values. A linen module is a description, so such weights would be random initial values,
+drawn from whatever key each computation has (the sampler's seed, ``predict``'s, the
+log-likelihood's): the posterior would predict with a network that was never sampled
+(:func:`check_dict_prior_complete` refuses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["check_dict_prior_complete"]
+
+
+def check_dict_prior_complete(prior: object, names: list[str], student: str) -> None:
+    """Raise a ``ValueError`` if ``prior`` is a dict that gives no distribution for some of
+    a linen student's parameters ``names`` (dotted paths); other priors cover every weight."""
+    if not isinstance(prior, Mapping):
+        return
+    unlisted = [n for n in names if n not in prior]
+    if unlisted:
+        raise ValueError(
+            f"prior (a dict) gives no distribution for {unlisted} of the linen student "
+            f"{student!r}: a linen module holds no values, so these weights would be random "
+            "initial values drawn with another key in each computation (the sampler, "
+            "predict, log_likelihood), and the posterior would predict with a network that "
+            f"was never sampled. Give every parameter a distribution (a dict with all of "
+            f"{names}, or a prior for all such as normal_prior(...)), or use an NNX module, "
+            "whose unlisted weights keep the module's values"
+        )
