@@ -176,6 +176,38 @@ def test_evaluation_mode_batchnorm_uses_its_running_statistics(data):
     assert np.max(np.abs(np.asarray(fresh(x)) - np.asarray(expected))) > 0.5
 
 
+def test_a_bound_linen_module_keeps_its_trained_batch_statistics(data):
+    """``Student(module.bind(variables))``: the bound ``batch_stats`` are the BatchNorm's
+    fixed statistics, in the lifted network, the probe and a run's predictions, as an NNX
+    module's are (they were replaced by fresh mean 0 / var 1, off by 0.74 in a user's probe).
+    The weights are still sampled; an unbound module still uses the initial statistics."""
+    x, y, bank = data
+    module = LinenNormNet()
+    initial = module.init(jax.random.key(0), x[:1])
+    trained = {"mean": jnp.linspace(-2.0, 2.0, 8), "var": jnp.linspace(0.25, 4.0, 8)}
+    bound = module.bind({"params": initial["params"], "batch_stats": {"BatchNorm_0": trained}})
+    student = mk.Student(bound)
+    weights = student.init_weights(jax.random.key(1), jnp.asarray(x))
+    params = {
+        layer: {k: weights[f"student.{layer}.{k}"] for k in initial["params"][layer]}
+        for layer in initial["params"]
+    }
+    expected = module.apply({"params": params, "batch_stats": {"BatchNorm_0": trained}}, x)
+    np.testing.assert_allclose(student.logits(weights, x), expected, rtol=1e-5, atol=1e-5)
+    stale = module.apply({"params": params, "batch_stats": initial["batch_stats"]}, x)
+    assert np.max(np.abs(np.asarray(stale) - np.asarray(expected))) > 0.5
+    unbound = mk.Student(module).logits(weights, x)
+    np.testing.assert_allclose(unbound, stale, rtol=1e-5, atol=1e-5)
+    fit = mk.run_map(jax.random.key(0), mk.MTBKDModel(student, bank), x, y, num_steps=3,
+                     progress_bar=False)  # fmt: skip
+    point = {k: v[0, 0] for k, v in fit.draws.items()}
+    np.testing.assert_allclose(
+        fit.predict_logits(x)[0], student.logits(point, x), rtol=1e-5, atol=1e-5
+    )
+    again = student.with_prior(mk.normal_prior(0.5)).logits(weights, x)  # another prior
+    np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_evaluation_mode_students_sample_and_predict_per_example(data):
     """NNX and linen students with an evaluation-mode BatchNorm run through MAP, NUTS and
     SGLD; their predictions for an example are the same alone as in a batch."""

@@ -21,6 +21,7 @@ statistics are fixed constants and its scale and bias are weights like any other
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -57,22 +58,31 @@ def linen_state_collections(module: Any, feature_shape: tuple[int, ...]) -> list
     return sorted(name for name in shapes if name != "params")
 
 
-def immutable(module: Any, net: Any, collections: list[str]) -> Any:
+def immutable(
+    module: Any, net: Any, collections: list[str], given: Mapping[str, Any] | None = None
+) -> Any:
     """``x -> logits`` with the lifted weights of ``net`` (NumPyro's ``random_flax_module``
     with ``mutable=collections``: ``partial(apply, params)``) and ``collections`` at their
-    initial values, applied immutably."""
-    params = net.args[0]
+    ``given`` values (a bound module's, e.g. trained ``batch_stats``), else at their initial
+    values, applied immutably."""
+    params, given = net.args[0], dict(given or {})
 
     def apply(x: jax.Array) -> jax.Array:
-        variables = module.init(jax.random.key(0), x[:1])
-        fixed = {name: variables[name] for name in collections}
+        fixed = {name: given[name] for name in collections if name in given}
+        if len(fixed) < len(collections):
+            variables = module.init(jax.random.key(0), x[:1])
+            fixed = {name: variables[name] for name in collections} | fixed
         return module.apply({"params": params, **fixed}, x)
 
     return apply
 
 
 def check_per_example(
-    module: nnx.Module | linen.Module, features: Any, *, name: str = "student"
+    module: nnx.Module | linen.Module,
+    features: Any,
+    *,
+    name: str = "student",
+    given: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise a ``ValueError`` if ``module``'s output on a few rows of ``features`` is not a
     function of each row alone (see the module docstring).
@@ -82,14 +92,16 @@ def check_per_example(
         features: the features the network takes (N, ...); its first two rows are used, with
             a third row of standard normal values, so that the rows differ.
         name: the student's name, for the message.
+        given: a linen module's collections other than ``params`` at fixed values (a bound
+            module's), used in place of their initial values.
     """
     probe = _probe_rows(features)
     if isinstance(module, nnx.Module):
         batch_out, changed = _run_nnx(module, probe)
         single_out, _ = _run_nnx(module, probe[:1])
     else:
-        batch_out, changed = _run_linen(module, probe, name)
-        single_out, _ = _run_linen(module, probe[:1], name)
+        batch_out, changed = _run_linen(module, probe, name, given)
+        single_out, _ = _run_linen(module, probe[:1], name, given)
     if changed:
         raise stateful_layer_error(name, changed)
     first, alone = np.asarray(batch_out[0], np.float64), np.asarray(single_out[0], np.float64)
@@ -158,11 +170,14 @@ def _state_leaves(module: nnx.Module, kind: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _run_linen(module: linen.Module, x: jax.Array, name: str) -> tuple[jax.Array, list[str]]:
-    """The module's output on ``x`` with every collection immutable and no random streams;
-    a layer that would update a collection or draw random numbers is refused."""
+def _run_linen(
+    module: linen.Module, x: jax.Array, name: str, given: Mapping[str, Any] | None
+) -> tuple[jax.Array, list[str]]:
+    """The module's output on ``x`` with every collection immutable (at its ``given`` values
+    where there are some) and no random streams; a layer that would update a collection or
+    draw random numbers is refused."""
     try:
-        variables = module.init(jax.random.key(0), x[:1])
+        variables = {**module.init(jax.random.key(0), x[:1]), **(given or {})}
         out: jax.Array = module.apply(variables, x)  # type: ignore[assignment]
         return out, []
     except LINEN_STATE_ERRORS as error:

@@ -5,13 +5,30 @@ values. A linen module is a description, so such weights would be random initial
 drawn from whatever key each computation has (the sampler's seed, ``predict``'s, the
 log-likelihood's): the posterior would predict with a network that was never sampled
 (:func:`check_dict_prior_complete` refuses it).
+
+A linen module bound to its variables (``module.bind(variables)``, e.g. a trained network with
+its ``batch_stats``) does hold values: :func:`split_bound` gives its collections other than
+``params`` (the weights are sampled), which the student applies as fixed constants in place
+of their initial values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["check_dict_prior_complete"]
+from flax import linen
+
+__all__ = ["check_dict_prior_complete", "split_bound"]
+
+
+def split_bound(module: Any) -> tuple[Any, dict[str, Any]]:
+    """``(unbound module, its variable collections other than params)`` for a linen module
+    bound to variables; ``(module, {})`` for any other module."""
+    if not isinstance(module, linen.Module) or module.scope is None:
+        return module, {}
+    unbound, variables = module.unbind()
+    return unbound, {name: value for name, value in variables.items() if name != "params"}
 
 
 def check_dict_prior_complete(prior: object, names: list[str], student: str) -> None:

@@ -33,8 +33,9 @@ from numpyro.contrib.module import random_flax_module, random_nnx_module
 from mtbkd_jax import _layer_state
 from mtbkd_jax._checks import check_prior_form
 from mtbkd_jax._deprecation import warn_renamed
-from mtbkd_jax._linen_students import check_dict_prior_complete
+from mtbkd_jax._linen_students import check_dict_prior_complete, split_bound
 from mtbkd_jax._network_dtypes import at_least_float32, integer_ids_error, takes_integers
+from mtbkd_jax._prior_digest import prior_digest
 from mtbkd_jax._tracing import DotDivider, abstract_trace
 from mtbkd_jax.architectures import CNN, MLP, LinenMLP
 from mtbkd_jax.priors import check_prior_names, normal_prior
@@ -76,7 +77,10 @@ class Student:
     """A Flax network whose weights are NumPyro sample sites.
 
     Args:
-        module: a ``flax.nnx.Module`` instance (already initialised) or a ``flax.linen.Module``.
+        module: a ``flax.nnx.Module`` instance (already initialised) or a ``flax.linen.Module``
+            (bound to trained variables, ``module.bind(variables)``, its collections other
+            than ``params``, such as a BatchNorm's ``batch_stats``, are kept as constants;
+            the weights are sampled whatever their bound values).
         prior: the base prior, a ``(name, shape) -> Distribution`` callable, a distribution, or
             a dict (see :func:`mtbkd_jax.normal_prior`); default ``Normal(0, 1)`` on every weight.
             A dict samples the weights it names; for an NNX module the others are
@@ -119,6 +123,8 @@ class Student:
             )
         check_prior_form(prior)
         self.module = module
+        # a linen module bound to variables: unbound to lift, its batch_stats etc. kept
+        self._linen_module, self._linen_state = split_bound(module)
         self.prior = normal_prior(1.0) if prior is None else prior
         self.name = name
         self.feature_extractor = feature_extractor
@@ -141,7 +147,8 @@ class Student:
 
     def network(self, feature_shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
         """Inside a NumPyro model: sample the weights once and return ``features -> logits``.
-        A BatchNorm's statistics are fixed constants (a linen module's: their initial values).
+        A BatchNorm's statistics are fixed constants (a linen module's: those it is bound to,
+        ``module.bind(variables)``, else their initial values).
 
         The returned callable can be applied to several inputs (labelled data and a transfer
         set) with the same weights. ``feature_shape`` is the shape of one example's features.
@@ -175,13 +182,14 @@ class Student:
             if self.is_nnx:
                 net = random_nnx_module(self.name, self.module, prior, scope_divider=".")
                 return at_least_float32(net)
-            state = _layer_state.linen_state_collections(self.module, feature_shape) or None
+            module = self._linen_module
+            state = _layer_state.linen_state_collections(module, feature_shape) or None
             with DotDivider(self.name):
                 net = random_flax_module(
-                    self.name, self.module, prior, input_shape=(1, *feature_shape), mutable=state
+                    self.name, module, prior, input_shape=(1, *feature_shape), mutable=state
                 )
             if state is not None:
-                net = _layer_state.immutable(self.module, net, state)
+                net = _layer_state.immutable(module, net, state, self._linen_state)
             return at_least_float32(net)
 
     def _check_linen_prior(self, feature_shape: tuple[int, ...]) -> None:
@@ -235,25 +243,7 @@ class Student:
         """The base prior by value: each weight's prior log density at two fixed probe points,
         hashed (a prior given as a function, a distribution or a dict has no other stable
         description; its ``repr`` holds a memory address)."""
-        import hashlib
-
-        from numpyro.distributions import Distribution
-
-        digest = hashlib.blake2b(digest_size=16)
-        for name, shape in sorted(self.parameter_shapes(feature_shape).items()):
-            prior: Any = self.prior
-            if isinstance(prior, dict):
-                prior = prior.get(name)
-            elif callable(prior) and not isinstance(prior, Distribution):
-                prior = prior(name, shape)
-            digest.update(f"{name}{shape}{type(prior).__name__}".encode())
-            if prior is None:  # not sampled (a dict prior without this weight)
-                continue
-            index = jnp.arange(int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
-            for probe in (0.3 * jnp.sin(index + 0.5), 2.0 * jnp.cos(index)):
-                value = jnp.sum(prior.log_prob(probe))
-                digest.update(np.asarray(value, dtype=np.float32).tobytes())
-        return digest.hexdigest()
+        return prior_digest(self.prior, self.parameter_shapes(feature_shape))
 
     def parameter_names(self, feature_shape: tuple[int, ...] | None = None) -> list[str]:
         """The weights' dotted paths (without the student's name prefix)."""
@@ -269,7 +259,7 @@ class Student:
         feature_shape = tuple(np.shape(features)[1:])
         if feature_shape in self._classes_for:
             if probe:
-                _layer_state.check_per_example(self.module, features, name=self.name)
+                self._check_per_example(features)
             return self._classes_for[feature_shape]
         self._check_linen_prior(feature_shape)
         example = jax.ShapeDtypeStruct((1, *feature_shape), jnp.float32)
@@ -309,9 +299,14 @@ class Student:
                 f"the student network must return logits of shape (N, C), got {out.shape} "
                 f"for {argument} of shape (1, {', '.join(map(str, feature_shape))})"
             )
-        _layer_state.check_per_example(self.module, features, name=self.name)
+        self._check_per_example(features)
         self._classes_for[feature_shape] = int(out.shape[-1])
         return int(out.shape[-1])
+
+    def _check_per_example(self, features: ArrayLike) -> None:
+        _layer_state.check_per_example(
+            self._linen_module, features, name=self.name, given=self._linen_state
+        )
 
     def expected_feature_shape(self) -> tuple[int, ...] | None:
         """The per-example feature shape the network takes, where it can be read off the
