@@ -356,3 +356,33 @@ def test_a_linen_dict_prior_that_leaves_weights_out_is_refused():
     nnx_head = {"layers.1.kernel": dist.Normal(0, 1), "layers.1.bias": dist.Normal(0, 1)}
     nnx_student = Student(MLP(4, 3, hidden=(3,), rngs=nnx.Rngs(0)), prior=nnx_head)
     run_nuts(jax.random.key(0), MTBKDModel(nnx_student, bank), x, y, **short)
+
+
+@pytest.mark.parametrize("layer", ["dropout", "batchnorm"])
+def test_a_training_mode_nnx_extractor_of_integer_ids_is_refused_with_the_students_message(layer):
+    """An extractor of token ids was probed only on float inputs: in training mode its
+    Dropout (or BatchNorm) then failed inside the compiled featurization with Flax's
+    "Cannot mutate RngCount from a different trace level". Integer ids are probed as they
+    are, with the package's message naming the feature_extractor and .eval()."""
+
+    class Tokens(nnx.Module):
+        def __init__(self):
+            self.embed = nnx.Embed(10, 4, rngs=nnx.Rngs(0))
+            self.dropout = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+            self.norm = nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+
+        def __call__(self, tokens):
+            pooled = self.embed(tokens).mean(axis=1)
+            return self.dropout(pooled) if layer == "dropout" else self.norm(pooled)
+
+    body = Tokens()
+    student = Student(MLP(4, 3, hidden=(), rngs=nnx.Rngs(1)), feature_extractor=body)
+    tokens = np.random.default_rng(0).integers(0, 10, (8, 5))
+    with pytest.raises(
+        ValueError, match=r"the feature_extractor network changes its state.*\.eval\(\)"
+    ):
+        student.featurize(tokens)
+    body.eval()
+    features = student.featurize(tokens, batch_size=3)
+    np.testing.assert_allclose(features, student.featurize(tokens), atol=1e-6)
+    assert features.shape == (8, 4)

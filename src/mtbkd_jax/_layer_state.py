@@ -83,19 +83,22 @@ def check_per_example(
     *,
     name: str = "student",
     given: Mapping[str, Any] | None = None,
+    as_given: bool = False,
 ) -> None:
     """Raise a ``ValueError`` if ``module``'s output on a few rows of ``features`` is not a
     function of each row alone (see the module docstring).
 
     Args:
         module: the student's network (an NNX instance or a linen module).
-        features: the features the network takes (N, ...); its first two rows are used, with
-            a third row of standard normal values, so that the rows differ.
+        features: the features the network takes (N, ...); its first two rows are used, as
+            float32, with a third row of standard normal values, so that the rows differ.
         name: the student's name, for the message.
         given: a linen module's collections other than ``params`` at fixed values (a bound
             module's), used in place of their initial values.
+        as_given: probe on the first three rows as they are, in their dtype (integer ids,
+            which neither float32 nor a row of noise can stand for).
     """
-    probe = _probe_rows(features)
+    probe = jnp.asarray(np.asarray(features[:3])) if as_given else _probe_rows(features)
     if isinstance(module, nnx.Module):
         batch_out, changed = _run_nnx(module, probe)
         single_out, _ = _run_nnx(module, probe[:1])

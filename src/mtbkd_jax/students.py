@@ -365,15 +365,23 @@ class Student:
         return {k: v["value"] for k, v in trace.items() if v["type"] == "sample"}
 
     def featurize(self, inputs: ArrayLike, batch_size: int = 4096) -> jax.Array:
-        """Apply the frozen feature extractor once (in batches); identity without one."""
+        """Apply the frozen feature extractor once (in batches); identity without one.
+
+        Raises:
+            ValueError: for an NNX extractor in training mode (a BatchNorm on batch
+                statistics, a Dropout drawing masks), probed once per input shape and dtype,
+                float inputs or integer ids alike: call ``.eval()`` on it first.
+        """
         if self._featurize_jit is None:
             return jnp.asarray(inputs)
         inputs = np.asarray(inputs)
         extractor, shape = self.feature_extractor, (inputs.shape[1:], inputs.dtype.str)
-        if isinstance(extractor, nnx.Module) and shape not in self._probed:  # once per shape:
-            if np.issubdtype(inputs.dtype, np.floating):  # predict featurizes by chunks
-                _layer_state.check_per_example(extractor, inputs, name="feature_extractor")
-            self._probed.add(shape)  # not in training mode (float inputs are probed)
+        if isinstance(extractor, nnx.Module) and shape not in self._probed:  # once per shape
+            as_given = not np.issubdtype(inputs.dtype, np.floating)  # integer ids as they are
+            _layer_state.check_per_example(  # not in training mode (predict: by chunks)
+                extractor, inputs, name="feature_extractor", as_given=as_given
+            )
+            self._probed.add(shape)
         parts = [
             self._featurize_jit(jnp.asarray(inputs[i : i + batch_size]))
             for i in range(0, inputs.shape[0], batch_size)
