@@ -40,7 +40,8 @@ def check_dict_prior_complete(prior: object, names: list[str], student: str) -> 
     if unlisted:
         raise ValueError(
             f"prior (a dict) gives no distribution for {unlisted} of the linen student "
-            f"{student!r}: a linen module holds no values, so these weights would be random "
+            f"{student!r}: a linen student keeps no values for them (a bound module's "
+            "parameters are not used), so these weights would be random "
             "initial values drawn with another key in each computation (the sampler, "
             "predict, log_likelihood), and the posterior would predict with a network that "
             f"was never sampled. Give every parameter a distribution (a dict with all of "
