@@ -487,3 +487,10 @@ def test_a_methods_warnings_keep_their_category_and_the_filters():
         with named_by_method("KD (a)"):
             warnings.warn("slow", ConvergenceWarning, stacklevel=1)
     assert seen == []
+    with warnings.catch_warnings(record=True) as seen:  # the same warning of a loop: once
+        warnings.simplefilter("always")
+        with named_by_method("KD (a)"):
+            for _ in range(5):
+                warnings.warn("slow", ConvergenceWarning, stacklevel=1)
+            warnings.warn("slower", ConvergenceWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["[KD (a)] slow", "[KD (a)] slower"]

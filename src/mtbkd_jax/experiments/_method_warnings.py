@@ -18,11 +18,18 @@ __all__ = ["named_by_method"]
 
 @contextlib.contextmanager
 def named_by_method(label: str) -> Iterator[None]:
-    """Re-issue every warning raised in the block as ``"[label] message"``."""
+    """Re-issue every warning raised in the block as ``"[label] message"``, each distinct one
+    once (as Python's default filter shows a warning once per place: a tuning search's many
+    fits do not repeat the same line)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
+    seen = set()
     for record in caught:
+        key = (record.category, str(record.message), record.filename, record.lineno)
+        if key in seen:
+            continue
+        seen.add(key)
         warnings.warn_explicit(
             f"[{label}] {record.message}",
             record.category,
