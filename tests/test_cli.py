@@ -487,10 +487,14 @@ def test_a_methods_warnings_keep_their_category_and_the_filters():
         with named_by_method("KD (a)"):
             warnings.warn("slow", ConvergenceWarning, stacklevel=1)
     assert seen == []
-    with warnings.catch_warnings(record=True) as seen:  # the same warning of a loop: once
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as seen:  # a loop's warning: once, as Python's
+        warnings.simplefilter("default")  # default filter shows it (was once per pass)
         with named_by_method("KD (a)"):
             for _ in range(5):
                 warnings.warn("slow", ConvergenceWarning, stacklevel=1)
             warnings.warn("slower", ConvergenceWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["[KD (a)] slow", "[KD (a)] slower"]
+    with warnings.catch_warnings():  # an "error" filter raises where the warning is issued
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning, match="^slow$"), named_by_method("KD (a)"):
+            warnings.warn("slow", ConvergenceWarning, stacklevel=1)

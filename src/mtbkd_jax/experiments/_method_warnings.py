@@ -2,9 +2,10 @@
 
 An experiment fits a dozen methods in one call; a :class:`~mtbkd_jax.infer.ConvergenceWarning`
 ("the MAP's loss ended above where it started") says nothing useful unless it says which row it
-is about. :func:`named_by_method` re-issues each warning raised inside it with the row's label
-in front, same category, same place, through the warning filters in force (so ``"ignore"``,
-``"error"`` and ``-W`` act on it as on the original).
+is about. :func:`named_by_method` shows each warning raised inside it with the row's label in
+front. It changes only how a warning is shown, not the filters: ``"ignore"``, ``"error"``
+(raised where the warning is issued) and ``-W`` act as on any warning, and Python's default
+filter still shows a warning once per place.
 """
 
 from __future__ import annotations
@@ -12,28 +13,21 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["named_by_method"]
 
 
 @contextlib.contextmanager
 def named_by_method(label: str) -> Iterator[None]:
-    """Re-issue every warning raised in the block as ``"[label] message"``, each distinct one
-    once (as Python's default filter shows a warning once per place: a tuning search's many
-    fits do not repeat the same line)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    """Show every warning the block raises as ``"[label] message"``."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        shown(f"[{label}] {message}", category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
         yield
-    seen = set()
-    for record in caught:
-        key = (record.category, str(record.message), record.filename, record.lineno)
-        if key in seen:
-            continue
-        seen.add(key)
-        warnings.warn_explicit(
-            f"[{label}] {record.message}",
-            record.category,
-            record.filename,
-            record.lineno,
-            source=record.source,
-        )
+    finally:
+        warnings.showwarning = shown
