@@ -86,9 +86,10 @@ class Student:
             A dict samples the weights it names; for an NNX module the others are
             ``numpyro.param`` sites, which ``run_map`` and ``run_svi`` fit
             (``Posterior.fitted_params``) and NUTS and SG-MCMC keep at the module's values.
-            A linen module holds no values, so its dict prior must give every parameter a
-            distribution (a ``ValueError`` names those left out when the parameter names are
-            known: a run's start, or :meth:`network` in a model of your own).
+            A linen student keeps no values for the others (a bound module's parameters are
+            not used), so its dict prior must give every parameter a distribution (a
+            ``ValueError`` names those left out when the parameter names are known: a run's
+            start, or :meth:`network` in a model of your own).
         name: prefix of the weight sites.
         feature_extractor: an optional frozen function ``x -> features`` (a pretrained Flax
             module, ``functools.partial(linen_module.apply, variables)``, any JAX function);
@@ -194,9 +195,9 @@ class Student:
 
     def _check_linen_prior(self, feature_shape: tuple[int, ...]) -> None:
         """Refuse a linen student's base prior that names parameters the network does not
-        have, or a dict prior that leaves some out (a linen module holds no values to keep
-        them at); once per feature shape (an NNX student's prior is checked on construction).
-        Nothing is raised if the network cannot take these features: its caller says so."""
+        have, or a dict prior that leaves some out (a linen student keeps no values for them);
+        once per feature shape (an NNX student's prior is checked on construction). Nothing
+        is raised if the network cannot take these features: its caller says so."""
         if self.is_nnx or feature_shape in self._prior_checked:
             return
         try:

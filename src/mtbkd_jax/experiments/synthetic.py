@@ -143,16 +143,15 @@ def run_synthetic(
     one folder per case and a combined metrics.json / table.md."""
     config = config or SyntheticConfig.for_run(smoke=smoke, seed=seed)
     out = Path(out_dir)
-    all_rows, tables, failures, done = [], [], {}, []
+    all_rows, tables, failures = [], [], {}
     try:
         for kind, num_classes in config.cases:
             rows, table, failed = _run_case(out, kind, num_classes, config, say)
             all_rows += rows
-            tables.append(table)
+            tables.append(table)  # one per finished case, in the config's order
             failures.update({f"{kind}_{num_classes}: {label}": e for label, e in failed.items()})
-            done.append(f"{kind}_{num_classes}")
     except BaseException as stop:  # KeyboardInterrupt: the finished cases are recorded too
-        missing = [f"{k}_{c}" for k, c in config.cases if f"{k}_{c}" not in done]
+        missing = [f"{k}_{c}" for k, c in config.cases[len(tables) :]]
         _write_combined(out, all_rows, tables, config, missing, stop)
         raise
     _write_combined(out, all_rows, tables, config)
