@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 from scipy.special import softmax
 
 import mtbkd_jax as mk
@@ -426,3 +426,27 @@ def test_a_zero_dimensional_level_is_taken_as_its_number():
     for bad in (np.asarray([0.9]), jnp.asarray([[0.9]]), [0.9]):
         with pytest.raises(ValueError, match="level must be a scalar"):
             mk.uncertainty.class_intervals(q, bad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_draws_are_decomposed_in_float32(dtype):
+    """bfloat16 / float16 draws were summed in their own precision: the mutual information off
+    by 11% (bfloat16) against float64 on the same rounded values (a review). Reference: the
+    entropies in float64 of the very values given; tolerance 1e-4 relative (float32 sums over
+    2,000 draws of 10 classes; measured 1e-6), where the half-precision sums missed by 1e-2.
+    (scipy's ``stats.entropy`` would renormalise the rounded rows: NumPy's sums instead.)"""
+    rng = np.random.default_rng(4)
+    base = rng.dirichlet(np.ones(10), 20)
+    draws = base[None] * np.exp(rng.normal(0, 0.05, (2000, 20, 10)))
+    draws = jnp.asarray(draws / draws.sum(-1, keepdims=True), dtype)
+    exact = np.asarray(draws, np.float64)  # rows summing to 1 within rounding, kept as they are
+    mean = exact.mean(0)
+    total = -special.xlogy(mean, mean).sum(-1)
+    aleatoric = -special.xlogy(exact, exact).sum(-1).mean(0)
+    got = mk.uncertainty.entropy_decomposition(draws)
+    assert got["epistemic"].dtype == jnp.float32
+    np.testing.assert_allclose(got["total"], total, rtol=1e-4)
+    np.testing.assert_allclose(got["aleatoric"], aleatoric, rtol=1e-4)
+    np.testing.assert_allclose(got["epistemic"], total - aleatoric, rtol=1e-3)
+    np.testing.assert_allclose(mk.mean_deviance(draws), 2 * aleatoric, rtol=1e-4)
+    np.testing.assert_allclose(mk.uncertainty.predictive_mean(draws), mean, rtol=1e-5)

@@ -113,8 +113,8 @@ def bin_kept(probs: np.ndarray, dtype: Any, num_bins: int) -> np.ndarray:
     """``probs`` rounded to ``dtype``, each value moved by one unit in the last place where
     rounding took it across a bin edge ``k / num_bins`` (0.7 in float64 is ``0.69999999`` in
     float32: it would leave bin 7 of 10 for bin 6), so the state bins every confidence and
-    every class probability as the float64 batch metrics do. A move that would change a row's
-    top class (two values within a unit of each other) is not made for the other classes."""
+    every class probability as the float64 batch metrics do; then each row's top class is made
+    the float64 one (:func:`_top_kept`)."""
     from mtbkd_jax.metrics import _equal_width_bins
 
     rounded = probs.astype(dtype)
@@ -127,10 +127,38 @@ def bin_kept(probs: np.ndarray, dtype: Any, num_bins: int) -> np.ndarray:
     up, down = usable & (got < want), usable & (got > want)
     moved[up] = np.nextafter(rounded[up], np.asarray(np.inf, dtype))
     moved[down] = np.nextafter(rounded[down], np.asarray(-np.inf, dtype))
-    top = rounded.argmax(-1)
-    changed = np.flatnonzero(moved.argmax(-1) != top)
-    if changed.size:  # keep those rows' top value moved, the others as rounded
-        keep = moved[changed, top[changed]]
-        moved[changed] = rounded[changed]
-        moved[changed, top[changed]] = keep
-    return moved
+    return _top_kept(probs, moved, usable, num_bins)
+
+
+def _top_kept(
+    probs: np.ndarray, rounded: np.ndarray, usable: np.ndarray, num_bins: int
+) -> np.ndarray:
+    """``rounded`` with each row's top class that of ``probs``: where rounding tied the top
+    value with another class's (``0.5 - 1e-12`` and ``0.5 + 1e-12`` are both 0.5 in float32),
+    the first of the tied classes would be predicted, and accuracy and the ECE would count
+    another class than the float64 batch metrics. The top value is raised by one unit in the
+    last place above the others, or where that would take it into another bin than its
+    float64 value's, the others tied with it lowered by one unit instead."""
+    from mtbkd_jax.metrics import _equal_width_bins
+
+    want = np.where(usable, probs, -np.inf).argmax(-1)
+    rows = np.flatnonzero(usable.all(-1) & (rounded.argmax(-1) != want))
+    if not rows.size:
+        return rounded
+    kept, infinity = rounded.copy(), np.asarray(np.inf, rounded.dtype)
+
+    def bins(values: np.ndarray) -> np.ndarray:
+        return _equal_width_bins(values.astype(np.float64), num_bins)[1]
+
+    for row in rows:
+        top, values = want[row], kept[row]
+        raised = values.copy()
+        raised[top] = np.nextafter(np.delete(values, top).max(), infinity)
+        rivals = np.flatnonzero(values >= values[top])
+        rivals = rivals[rivals != top]
+        lowered = values.copy()
+        lowered[rivals] = np.nextafter(values[top], -infinity)
+        same_bins = bins(lowered) == bins(probs[row])
+        use_lowered = bins(raised)[top] != bins(probs[row])[top] and same_bins[rivals].all()
+        kept[row] = lowered if use_lowered else raised
+    return kept

@@ -16,7 +16,13 @@ counted in the interval.
 
 Caveats:
 
-- The percentile bootstrap is anti-conservative on very small test sets (tens of examples).
+- The percentile bootstrap is anti-conservative on small test sets. Under a true null (two
+  equally good predictors, 400 simulated test sets, 1,000 resamples; the type-I error's
+  standard error 0.011) its 5% test rejected in 0.10 (NLL), 0.105 (Brier) and 0.07 (accuracy)
+  of the test sets at N = 20, in 0.07, 0.08 and 0.035 at N = 50, in 0.04, 0.05 and 0.035 at
+  N = 100. Below :data:`SMALL_TEST_SET` (50) examples a warning says so. The calibration
+  errors go the other way (at N = 200–300: 0.01 for ECE, 0.007 for the adaptive and debiased
+  errors): their tests rarely reject a true null, and have little power.
 - The calibration errors and AURC are not means over examples; their intervals are the
   bootstrap's approximation. ECE and the adaptive ECE are biased upwards by the outcomes'
   noise, more so for the noisier (less confident) row and on small resamples, so a difference
@@ -47,8 +53,10 @@ Caveats:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +84,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRICS",
     "MIN_EXAMPLES",
+    "SMALL_TEST_SET",
     "TIE_TOLERANCE",
     "Difference",
     "paired_bootstrap",
@@ -89,6 +98,8 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 TIE_TOLERANCE = 1e-12
 #: The fewest test examples :func:`paired_bootstrap` accepts.
 MIN_EXAMPLES = 10
+#: below this many test examples the interval is warned as too narrow (see the caveats)
+SMALL_TEST_SET = 50
 
 
 def _accuracy_at_90(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -231,6 +242,14 @@ def _check_seed_and_size(seed: object, num_examples: int, metric: str) -> None:
             f"{num_examples}; on fewer, every resample repeats the same few examples and the "
             "interval and p-value describe them, not a population (one example gave a "
             "zero-width interval and p = 0.001)"
+        )
+    if num_examples < SMALL_TEST_SET:
+        warnings.warn(
+            f"a paired bootstrap on {num_examples} test examples (fewer than {SMALL_TEST_SET}) "
+            "is anti-conservative: under a true null its 5% test rejected in about 10% of "
+            "simulated test sets of 20 examples (mtbkd_jax.comparison's caveats)",
+            UserWarning,
+            skip_file_prefixes=(str(Path(__file__).parent),),
         )
 
 

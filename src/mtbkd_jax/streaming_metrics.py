@@ -33,10 +33,11 @@ which are differences of such sums, to 5e-6 absolute: 1.7e-6 was seen on 4,096 r
 bin), in one batch of two million rows as in
 many small ones (a batch's per-bin sums are summed in chunks of 4,096 rows). Subnormal
 probabilities, which XLA on a CPU treats as zero, get their exact log. Float64 NumPy input to a
-float32 state is rounded to float32 first (two probabilities 1e-12 apart can then tie), with a
-row's top probability moved by one float32 unit where rounding took it across a bin edge (0.7
-rounds to 0.69999999: it stays in the bin of 0.7, as in the float64 batch metrics); values that
-would round to 0 are refused, since their log would be ``-inf``.
+float32 state is rounded to float32 first, with a row's top probability moved by one float32
+unit where rounding took it across a bin edge (0.7 rounds to 0.69999999: it stays in the bin of
+0.7, as in the float64 batch metrics), and where rounding tied it with another class (``0.5 -
+1e-12`` and ``0.5 + 1e-12`` are both 0.5 in float32: the float64 top class stays the predicted
+one); values that would round to 0 are refused, since their log would be ``-inf``.
 
 **Sums that stay exact over many batches.** Every statistic is kept as a double-float pair (a
 running total and the rounding it lost, renormalised after each addition), and counts are added
