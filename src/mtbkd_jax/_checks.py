@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, SupportsFloat, cast
 
 import numpy as np
@@ -83,6 +85,37 @@ def require_nonnegative(value: float, name: str) -> float:
     value = _as_number(value, name)
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+#: a teacher prior's concentration above this is warned: in float32 its normaliser (log-gammas
+#: of size lambda log lambda) and the teachers' responsibilities lose accuracy
+ACCURATE_CONCENTRATION = 1e3
+#: and one above this is refused (the density off by a nat and more; NaN from about 1e37)
+MAX_CONCENTRATION = 1e6
+
+
+def require_concentration(value: float, name: str = "concentration") -> float:
+    """Return a teacher prior's ``lambda`` as a float: finite, >= 0 and at most
+    :data:`MAX_CONCENTRATION`, warned above :data:`ACCURATE_CONCENTRATION`. A review measured,
+    against float64, where two teachers share an example (the prior's gradient is then a
+    difference of terms of size ``lambda``): the gradient off by 1.4% at ``lambda = 1e3``, 27%
+    at 1e4 and fifteen-fold at 1e6, the log density by 1.1 nats at 1e6 and 23 at 1e7."""
+    value = require_nonnegative(value, name)
+    if value > MAX_CONCENTRATION:
+        raise ValueError(
+            f"{name} must be at most {MAX_CONCENTRATION:g}, got {value:g}: in float32 the "
+            "teacher prior's log density is off by a nat at 1e6 and 23 nats at 1e7 (NaN from "
+            "about 1e37); for teachers taken as exact, train the student on their soft labels"
+        )
+    if value > ACCURATE_CONCENTRATION:
+        warnings.warn(
+            f"{name}={value:g} is above {ACCURATE_CONCENTRATION:g}: in float32 the teacher "
+            "prior's gradient loses accuracy where teachers share an example (measured against "
+            "float64: 1.4% off at 1e3, 27% at 1e4)",
+            UserWarning,
+            skip_file_prefixes=(str(Path(__file__).parent),),
+        )
     return value
 
 

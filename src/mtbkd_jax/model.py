@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from mtbkd_jax._checks import require_nonnegative, require_positive
+from mtbkd_jax._checks import require_concentration, require_positive
 from mtbkd_jax._deprecation import renamed_keywords
 from mtbkd_jax._model_hooks import InferenceHooks
 from mtbkd_jax.priors import TeacherPrior, teacher_prior_factor
@@ -133,7 +133,7 @@ class MTBKDModel(InferenceHooks):
         self.teachers = teachers
         given = concentration  # None: the default (and, with a trust, nothing to refuse)
         concentration = DEFAULT_CONCENTRATION if given is None else given
-        self.concentration = require_nonnegative(concentration, "concentration")
+        self.concentration = require_concentration(concentration)
         self.temperature = require_positive(temperature, "temperature")
         self.prior_power = require_positive(prior_power, "prior_power")
         rule_given = weight_rule is not None  # else the paper's rule, or the trust's own

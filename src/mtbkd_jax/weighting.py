@@ -26,6 +26,10 @@ negative when one teacher is almost one-hot, which made ``log w`` NaN): it is
 teachers. A weight is exactly zero only where the rule's limit says so (the paper rule with
 M = 2 when the other teacher is exactly one-hot; a teacher of positive entropy in the
 inverse-entropy rule when another is exactly one-hot).
+Nearly one-hot teachers are therefore ranked by their tiny entropies (about ``gap e^-gap`` for
+a logit gap): teachers given as logits ``±1e4`` (gaps 2e4 and 2.0001e4) get paper weights
+0.27 / 0.73, although their soft labels are the same float32 one-hots, while the same teachers
+given as exact one-hot probabilities (entropy 0) get 0.5 / 0.5.
 
 :func:`ca_mkd_weights` is a label-aware rule of a baseline (CA-MKD), not one of the rules
 above: it needs the labels, so it is not a ``weight_rule`` of the prior.
