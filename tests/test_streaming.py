@@ -778,3 +778,35 @@ def test_a_streamed_checkpoint_resumes_from_the_same_data_stored_in_another_dtyp
     _assert_same_draws(first, again)
     with pytest.raises(checkpoint_module.CheckpointError, match="labels"):
         _run(model, load("x32"), load("flipped"), stream=True, checkpoint_path=path)
+
+
+def test_a_streamed_checkpoint_refuses_a_model_edited_where_the_first_minibatch_cannot_see(
+    tmp_path,
+):
+    """Data sorted by class (the first minibatch all class 0) and a model of one's own whose
+    class-1 likelihood weight is edited from 1 to 2 before the rerun: the streamed run resumed
+    silently (its probe read the first minibatch only; a review's draws then matched neither
+    model, off by up to 2). The probe now also reads minibatches spread over the rows."""
+    x, y, _ = _problem(teachers=False)
+    order = np.argsort(y, kind="stable")
+    np.save(tmp_path / "x.npy", x[order])
+    np.save(tmp_path / "y.npy", y[order])
+    assert not y[order][:BATCH].any()
+    student = mk.Student(mk.MLP(3, 2, hidden=(4,), rngs=nnx.Rngs(0)))
+
+    def weighted(weight):
+        def model(x, y=None):
+            network = student.network(x.shape[1:])
+            with numpyro.plate("data", x.shape[0], subsample_size=BATCH) as idx:
+                logits = network(x[idx])
+                w = jnp.where(y[idx] == 1, weight, 1.0)
+                numpyro.factor("y", w * dist.Categorical(logits=logits).log_prob(y[idx]))
+
+        return model
+
+    x_file, y_file = (np.load(tmp_path / f"{n}.npy", mmap_mode="r") for n in ("x", "y"))
+    path = tmp_path / "run.ckpt"
+    _run(weighted(1.0), x_file, y_file, stream=True, checkpoint_path=path, logits_fn=student.logits)
+    with pytest.raises(checkpoint_module.CheckpointError, match="logdensity_on_rows_spread"):
+        _run(weighted(2.0), x_file, y_file, stream=True, checkpoint_path=path,
+             logits_fn=student.logits)  # fmt: skip

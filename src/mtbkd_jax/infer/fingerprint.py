@@ -14,7 +14,8 @@ this package's own source (an editable install keeps its version when its code c
 A user's own model may hold constants the fingerprint cannot see (a closure over a teacher
 prior with another ``lambda``). The fingerprint therefore also *probes* the model at the run's
 starting point: its log density on minibatches that together cover every example of every
-plate (summed into at most 64 groups of consecutive minibatches), its gradient norm and each
+plate (summed into at most 64 groups of consecutive minibatches; a streamed run, whose rows
+stay on the host, reads 16 minibatches spread over them instead), its gradient norm and each
 sample site's log density on the first minibatch, and the log density there at every chain's
 start and at a point away from each (a change the model makes only where chain 0 does not
 start: a clip, a bounded activation), and the streamed predictions at chain 0's start and away

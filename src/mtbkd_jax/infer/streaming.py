@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,9 @@ __all__ = [
     "streamed_probe",
     "check_stream_arguments",
 ]
+
+#: minibatches spread over the rows on which a streamed checkpoint's probe reads the density
+SPREAD_BATCHES = 16
 
 
 def check_stream_arguments(**arguments: Any) -> None:
@@ -147,16 +150,38 @@ def streamed_probe(
     """The fingerprint's probe of a streamed run (:func:`~mtbkd_jax.infer._start.probe` reads
     every row on the device): the log density and gradient norm on the first minibatch at
     chain 0's start, at every chain's start and away from each, and the streamed predictions'
-    log probabilities there."""
+    log probabilities there; and the log density at chain 0's start on
+    :data:`SPREAD_BATCHES` minibatches of rows spread evenly over every plate (the first
+    minibatch alone missed an edit to a model's code that acts on rows further on, as in a
+    file sorted by class: a review resumed such a run silently)."""
     point = jax.tree.map(lambda x: x[0], start)
     value, grad = jax.jit(lambda e, p: jax.value_and_grad(e.logdensity)(p, e.first_batch()))(
         estimator, point
     )
     norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grad)))
     out = {"logdensity_at_start": [float(value)], "gradient_norm_at_start": float(norm)}
+    at = jax.jit(lambda e, p, rows: e.logdensity(p, rows))
+    out["logdensity_on_rows_spread"] = [
+        float(at(estimator, point, rows))
+        for rows in _spread_batches(cast(StreamedEstimator, estimator).rows)
+    ]
     out.update(site_log_densities(estimator, point, estimator.first_batch()))
     out.update(chain_start_log_densities(estimator, start, estimator.first_batch()))
     return {**out, **prediction_probe(estimator, point, logits_fn, predict)}
+
+
+def _spread_batches(rows: HostRows) -> list[tuple[jax.Array, ...]]:
+    """:data:`SPREAD_BATCHES` minibatches of every plate's rows ``j * s + offset`` (``s = N //
+    |B|``, a different offset in each), which together spread over all N rows."""
+    batches = []
+    for k in range(SPREAD_BATCHES):
+        indices = {
+            p.name: (np.arange(p.batch_size) * (p.size // p.batch_size) + k * p.size
+                     // (p.batch_size * SPREAD_BATCHES)) % p.size
+            for p in rows.plates
+        }  # fmt: skip
+        batches.append(tuple(jnp.asarray(r) for r in rows.take(indices)))
+    return batches
 
 
 def _plan(
