@@ -544,8 +544,10 @@ def test_an_npz_of_another_format_is_refused_before_any_compute(tmp_path, data, 
     with pytest.raises(
         CheckpointError,
         match=r"checkpoint '.*other\.npz' cannot be resumed: it is not a mtbkd_jax checkpoint",
-    ):
+    ) as error:
         mk.run_sgmcmc(KEY, minibatch_model, x, y, checkpoint_path=path, **SGMCMC)
+    # a file of the user's own (a mistyped path) is not to be deleted, as the message had said
+    assert "Delete it" not in str(error.value) and "Nothing was written to it" in str(error.value)
 
 
 @pytest.mark.parametrize("version", [2, 4])

@@ -57,12 +57,17 @@ class CheckpointError(ValueError):
         path: the checkpoint file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], problem: str, *, foreign: bool = False
+    ) -> None:
         self.path = Path(path)
-        super().__init__(
-            f"checkpoint {str(path)!r} cannot be resumed: {problem}. Delete it (and "
-            f"{Path(path).name}.draws beside it) or pass another checkpoint_path"
+        advice = (
+            f"Delete it (and {Path(path).name}.draws beside it) or pass another checkpoint_path"
+            if not foreign  # a file of the user's own (a mistyped path) must not be deleted
+            else "Nothing was written to it: if it is a file of yours, pass another "
+            "checkpoint_path; if it is a checkpoint of an earlier mtbkd_jax, delete it"
         )
+        super().__init__(f"checkpoint {str(path)!r} cannot be resumed: {problem}. {advice}")
 
 
 class Checkpoint:
@@ -200,6 +205,7 @@ class Checkpoint:
                         self.path,
                         "it is not a mtbkd_jax checkpoint (or one written by a version before "
                         f"format {_VERSION})",
+                        foreign=True,
                     )
                 digest = hashlib.blake2b(_MAGIC, digest_size=16)
                 (size,) = np.frombuffer(_hashed(digest, _read_exactly(handle, 8)), dtype="<u8")

@@ -175,11 +175,11 @@ def run_sgmcmc(
             A chunk's minibatch orders are ``chunk_epochs x num_chains x N`` int32 indices per
             subsampled plate, held once on the host (the next chunk's) and once on the device;
             with a plate of millions keep ``chunk_epochs`` small (an epoch is long there).
-        checkpoint_path: write a checkpoint after every chunk and resume from it when present
-            (the state is rewritten, the draws are appended to ``<checkpoint_path>.draws``).
-            A checkpoint resumes only the run that wrote it: another model, data, setting or
-            seed is refused with a :class:`~mtbkd_jax.infer.CheckpointError` naming what
-            differs.
+        checkpoint_path: a checkpoint after every chunk (state rewritten, draws appended to
+            ``<checkpoint_path>.draws``), resumed when present. It resumes only the run that
+            wrote it: another model, data, setting, seed or number of epochs is refused with a
+            :class:`~mtbkd_jax.infer.CheckpointError` naming what differs. Not checkpointed:
+            the warm start (restarted). One run per path: two at once overwrite each other.
         progress_bar: show a tqdm progress bar.
         model_kwargs: further model keyword arguments (e.g. ``prior_inputs``).
         logits_fn: ``(weights, features) -> logits`` for a user's own model.
