@@ -71,6 +71,40 @@ def _assert_same_draws(a, b):
     np.testing.assert_array_equal(a.sample_stats["step_size"], b.sample_stats["step_size"])
 
 
+def test_a_failed_last_write_returns_the_finished_posterior_and_a_rerun_resumes(
+    reference, tmp_path, monkeypatch
+):
+    """A full disk at the last chunk's write raised a bare OSError after every epoch had been
+    sampled, and the posterior was lost with it (a review). Now it is returned with a warning;
+    the file holds the chunks written before, from which a rerun resumes to the same draws."""
+    import errno
+
+    x, y, teachers = problem()
+    path = tmp_path / "run.ckpt"
+    real_save = checkpoint_module.Checkpoint.save
+
+    def full_at_the_end(self, state, chunk, progress):
+        if progress["next_epoch"] == 6:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, state, chunk, progress)
+
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "save", full_at_the_end)
+    with pytest.warns(RuntimeWarning, match="writing its last checkpoint .* No space left"):
+        finished = run(model_for(teachers), x, y, checkpoint_path=path)
+    _assert_same_draws(finished, reference)
+    saves = []
+    monkeypatch.setattr(
+        checkpoint_module.Checkpoint,
+        "save",
+        lambda self, state, chunk, progress: (
+            saves.append(progress["next_epoch"]),
+            real_save(self, state, chunk, progress),
+        ),
+    )
+    _assert_same_draws(run(model_for(teachers), x, y, checkpoint_path=path), reference)
+    assert saves == [6]  # only the chunk whose write had failed was sampled again
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(reference, tmp_path, monkeypatch):
     x, y, teachers = problem()
     path = tmp_path / "run.ckpt.npz"

@@ -260,7 +260,7 @@ class SamplerRun:
                     checkpoint.save_in_background(state, chunk.to_arrays(), {"next_epoch": epoch})
                 bar.update(len(epochs))
             if checkpoint is not None:
-                checkpoint.wait()  # the last chunk's checkpoint is written before returning
+                checkpoint.wait_at_end()  # the last chunk's write, before returning
         finally:
             if checkpoint is not None:
                 checkpoint.wait(raise_error=False)  # never leave a write half done

@@ -192,7 +192,7 @@ class StreamedRun(SamplerRun):
                     checkpoint.save_in_background(state, chunk.to_arrays(), progress)
                 bar.update((stop - start) / spe)
             if checkpoint is not None:
-                checkpoint.wait()
+                checkpoint.wait_at_end()  # the last chunk's write, before returning
         finally:
             if pending is not None:
                 pending.cancel()

@@ -31,13 +31,15 @@ import json
 import math
 import os
 import threading
+import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
 from mtbkd_jax._paths import prepare_output_file
+from mtbkd_jax.infer._checkpoint_bytes import _hashed, _parse_draws, _read_exactly
 from mtbkd_jax.infer._samplers import with_unused_at_default
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 
@@ -304,6 +306,21 @@ class Checkpoint:
             error, self._error = self._error, None
             raise error
 
+    def wait_at_end(self) -> None:
+        """Wait for a finished run's last write: one that failed (a full disk) is warned, not
+        raised, since the run's posterior is complete (it was lost with the error); the file
+        keeps the chunks written before, from which a rerun resumes."""
+        try:
+            self.wait()
+        except OSError as error:
+            warnings.warn(
+                f"the run finished, but writing its last checkpoint to {str(self.path)!r} "
+                f"failed ({error}): the posterior is returned, and a rerun would resume from "
+                "the last chunk written before",
+                RuntimeWarning,
+                skip_file_prefixes=(str(Path(__file__).parents[1]),),
+            )
+
     def save(self, state: PyTree, chunk: dict, progress: dict) -> None:
         """Append ``chunk`` (name -> array (chains, draws, ...)) and rewrite the state.
 
@@ -363,41 +380,6 @@ class Checkpoint:
         self._committed = committed
         self._sites = sites
         self._draws_digest = draws_digest
-
-
-def _hashed(digest: Any, data: bytes) -> bytes:
-    """``data``, after adding it to ``digest``."""
-    digest.update(data)
-    return data
-
-
-def _parse_draws(data: memoryview, sites: list) -> dict[str, np.ndarray]:
-    """The committed draws' blocks (a count, then each site's array) joined along the draws
-    axis; a ValueError where a count is negative or a block runs past the committed bytes."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in sites}
-    offset = 0
-    while offset < len(data):  # frombuffer raises past the end of data
-        count = int(np.frombuffer(data, dtype="<i8", count=1, offset=offset)[0])
-        if count < 0:
-            raise ValueError(f"the block at byte {offset} holds {count} draws")
-        offset += 8
-        for name, dtype, shape in sites:
-            dtype, shape = np.dtype(dtype), [count if d == -1 else int(d) for d in shape]
-            if offset + dtype.itemsize * math.prod(shape) > len(data):
-                raise ValueError(f"a block of {count} draws runs past the committed bytes")
-            array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset)
-            parts[name].append(array.reshape(shape))
-            offset += array.nbytes
-    return {name: np.concatenate(arrays, axis=1) for name, arrays in parts.items()}
-
-
-def _read_exactly(handle: IO[bytes], size: int) -> bytes:
-    if not 0 <= size <= os.fstat(handle.fileno()).st_size - handle.tell():  # no huge read
-        raise EOFError(f"expected {size} bytes, fewer are left")
-    data = handle.read(size)
-    if len(data) != size:
-        raise EOFError(f"expected {size} bytes, found {len(data)}")
-    return data
 
 
 def _checked_path(path: str | os.PathLike[str]) -> Path:
