@@ -210,6 +210,7 @@ def finished_checkpoint(tmp_path_factory):
         ({"teachers": "other"}, "model"),
         ({"activation": "relu"}, "student"),
         ({"warm_start_optimizer": "other"}, "warm_start_optimizer"),
+        ({"num_chains": 3}, "num_chains"),
     ],
 )
 def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, change, named):
@@ -238,10 +239,14 @@ def test_a_checkpoint_is_never_resumed_by_another_run(finished_checkpoint, chang
         kwargs["init_params"] = {f"student.{k}": v for k, v in kwargs["init_params"].items()}
     if change.get("warm_start_optimizer") == "other":
         kwargs["warm_start_optimizer"] = optax.adam(2e-2)
+    if "num_chains" in change:
+        kwargs["num_chains"] = change["num_chains"]
     with pytest.raises(CheckpointError, match=named) as error:
         run(model, x, y, checkpoint_path=finished_checkpoint, **kwargs)
     assert str(finished_checkpoint) in str(error.value)
     assert "Delete it" in str(error.value)
+    if "num_chains" in change:  # a setting, named: the model is not blamed (it was, a review)
+        assert "so the model's density" not in str(error.value)
 
 
 def test_a_setting_the_sampler_ignores_does_not_refuse_its_resume(finished_checkpoint, tmp_path):

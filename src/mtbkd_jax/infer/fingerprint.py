@@ -331,10 +331,15 @@ class RunFingerprint:
             a, b = stored["approx"].get(name), current["approx"].get(name)
             if not _close_values(a, b):
                 lines.append(f"{name}: checkpoint {_short(a)}, this run {_short(b)}")
-        if len(lines) > probed:  # what the probe saw, where no setting names it
+        if len(lines) > probed and not probed:  # what the probe saw, where no setting names it
             lines.append(
                 "so the model's density where the chains start differs: its code, a constant "
                 "or prior in it, or its data changed"
+            )
+        elif len(lines) > probed:  # a setting such as num_chains changes the probe's lists
+            lines.append(
+                "the probe's figures differ too: with the settings above, or because the "
+                "model's code, a constant or prior in it, or its data changed as well"
             )
         return lines
 
