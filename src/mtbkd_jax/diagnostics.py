@@ -161,7 +161,7 @@ def exploration_report(
           counts the relabelling as disagreement; chains that disagree on the scale of a
           layer, or are still drifting in it (a sampler started at a MAP, slow along a
           heavy-tailed direction), show here.
-        * ``norm_mean``, ``norm_sd``: site -> the mean and standard deviation of
+        * ``norm_mean``, ``norm_sd``: site -> the mean and standard deviation (``ddof=0``) of
           ``||theta_site||`` over all draws. Chains that agree can still agree on the wrong
           scale (a biased SG-MCMC step); these are what to compare between two runs, e.g. at
           a step and a quarter of it, or against NUTS on a subsample (``docs/results.md``).
