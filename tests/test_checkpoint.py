@@ -71,6 +71,23 @@ def _assert_same_draws(a, b):
     np.testing.assert_array_equal(a.sample_stats["step_size"], b.sample_stats["step_size"])
 
 
+REAL_SAVE = checkpoint_module.Checkpoint.save
+
+
+def _count_saves(monkeypatch, saves: list) -> None:
+    """Checkpoint writes as the module's own (not a patch of this test's), each one's next
+    epoch appended to ``saves``."""
+    real_save = REAL_SAVE
+    monkeypatch.setattr(
+        checkpoint_module.Checkpoint,
+        "save",
+        lambda self, state, chunk, progress: (
+            saves.append(progress["next_epoch"]),
+            real_save(self, state, chunk, progress),
+        ),
+    )
+
+
 def test_a_failed_last_write_returns_the_finished_posterior_and_a_rerun_resumes(
     reference, tmp_path, monkeypatch
 ):
@@ -93,14 +110,7 @@ def test_a_failed_last_write_returns_the_finished_posterior_and_a_rerun_resumes(
         finished = run(model_for(teachers), x, y, checkpoint_path=path)
     _assert_same_draws(finished, reference)
     saves = []
-    monkeypatch.setattr(
-        checkpoint_module.Checkpoint,
-        "save",
-        lambda self, state, chunk, progress: (
-            saves.append(progress["next_epoch"]),
-            real_save(self, state, chunk, progress),
-        ),
-    )
+    _count_saves(monkeypatch, saves)
     _assert_same_draws(run(model_for(teachers), x, y, checkpoint_path=path), reference)
     assert saves == [6]  # only the chunk whose write had failed was sampled again
 
@@ -121,14 +131,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(reference, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         run(model_for(teachers), x, y, checkpoint_path=path)
     saves.clear()
-    monkeypatch.setattr(
-        checkpoint_module.Checkpoint,
-        "save",
-        lambda self, state, chunk, progress: (
-            saves.append(progress["next_epoch"]),
-            real_save(self, state, chunk, progress),
-        ),
-    )
+    _count_saves(monkeypatch, saves)
     resumed = run(model_for(teachers), x, y, checkpoint_path=path)
     assert saves == [3, 4, 5, 6]  # it resumed after epoch 2, it did not restart
     _assert_same_draws(resumed, reference)
