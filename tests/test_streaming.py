@@ -16,7 +16,7 @@ from mtbkd_jax.infer import _stream_driver
 from mtbkd_jax.infer import checkpoint as checkpoint_module
 from mtbkd_jax.infer._host_rows import HostRows, _byte_range, release_pages
 from mtbkd_jax.infer.gradients import gradient_estimator
-from mtbkd_jax.infer.streaming import streamed_data
+from mtbkd_jax.infer.streaming import SPREAD_BATCHES, streamed_data
 
 N, BATCH = 200, 20  # 10 steps per epoch
 
@@ -300,9 +300,9 @@ def test_a_failed_read_on_the_prefetch_thread_loses_nothing(canonical, tmp_path,
 
     def failing_take(self, indices, *allocate):
         calls.append(1)
-        # first_rows, the start-up pairing check's reordered rows, chunks 0 and 1; chunk 2's
-        # read fails
-        if len(calls) == 5:
+        # first_rows, the start-up pairing check's reordered rows, the checkpoint probe's
+        # minibatches spread over the rows, chunks 0 and 1; chunk 2's read fails
+        if len(calls) == 5 + SPREAD_BATCHES:
             raise OSError("the disk went away")
         return real_take(self, indices, *allocate)
 
