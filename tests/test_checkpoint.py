@@ -115,6 +115,32 @@ def test_a_failed_last_write_returns_the_finished_posterior_and_a_rerun_resumes(
     assert saves == [6]  # only the chunk whose write had failed was sampled again
 
 
+def test_a_write_failing_mid_run_is_raised_as_the_checkpoints_and_a_rerun_resumes(
+    reference, tmp_path, monkeypatch
+):
+    """A write that fails mid-run (a full disk) is raised at the next chunk's write, as a bare
+    OSError that did not say it came from the checkpoint (a review); it now carries a note
+    naming the checkpoint, and the rerun resumes from the chunks written before it."""
+    import errno
+
+    x, y, teachers = problem()
+    path = tmp_path / "run.ckpt"
+
+    def full_at_epoch_three(self, state, chunk, progress):
+        if progress["next_epoch"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        REAL_SAVE(self, state, chunk, progress)
+
+    monkeypatch.setattr(checkpoint_module.Checkpoint, "save", full_at_epoch_three)
+    with pytest.raises(OSError, match="No space left") as error:
+        run(model_for(teachers), x, y, checkpoint_path=path)
+    assert any("background write of checkpoint" in note for note in error.value.__notes__)
+    saves = []
+    _count_saves(monkeypatch, saves)
+    _assert_same_draws(run(model_for(teachers), x, y, checkpoint_path=path), reference)
+    assert saves == [3, 4, 5, 6]  # resumed after the two chunks written
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(reference, tmp_path, monkeypatch):
     x, y, teachers = problem()
     path = tmp_path / "run.ckpt.npz"

@@ -304,6 +304,11 @@ class Checkpoint:
             self._writer = None
         if self._error is not None and raise_error:
             error, self._error = self._error, None
+            if isinstance(error, OSError):  # a bare disk error, raised a chunk after its write
+                error.add_note(
+                    f"mtbkd_jax: raised by the background write of checkpoint {str(self.path)!r}; "
+                    "it keeps the chunks written before, from which a rerun resumes"
+                )
             raise error
 
     def wait_at_end(self) -> None:
