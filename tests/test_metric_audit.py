@@ -41,6 +41,23 @@ def test_mutual_information_is_accurate_in_float32_however_small(scale):
     np.testing.assert_allclose(parts["total"], parts["aleatoric"] + parts["epistemic"], atol=2e-6)
 
 
+@pytest.mark.parametrize(("scale", "median", "largest"), [(1e-2, 1e-5, 1e-4), (1e-6, 0.03, 0.2)])
+def test_the_mutual_informations_stated_accuracy_holds(scale, median, largest):
+    """entropy_decomposition's docstring: against float64 on the same draws, a relative error
+    of 1e-6 in the median (below 1e-5 at most) at a spread of 1e-2, about 1% (below 10%) at
+    1e-6 (measured on seeds 0-2: 1.2e-6 / 7.4e-6 and 1.3% / 8.5%), where total - aleatoric is
+    off by about 3e5 relative at 1e-6 (2.6e5 in the median measured). Bounds with room."""
+    rng = np.random.default_rng(0)
+    draws = jittered(rng, rng.dirichlet(np.ones(10), size=300), scale)
+    parts = entropy_decomposition(draws)
+    reference = mutual_information_reference(draws)
+    error = np.abs(np.asarray(parts["epistemic"], np.float64) - reference) / reference
+    assert np.median(error) < median and error.max() < largest
+    if scale == 1e-6:
+        cancelled = np.asarray(parts["total"], np.float64) - np.asarray(parts["aleatoric"])
+        assert np.median(np.abs(cancelled - reference) / reference) > 1e4
+
+
 def test_identical_draws_have_no_mutual_information_and_tie_as_ood_scores():
     rng = np.random.default_rng(0)
     inside = rng.dirichlet(np.ones(10), size=200)

@@ -158,7 +158,7 @@ def _top_kept(
         rivals = rivals[rivals != top]
         lowered = values.copy()
         lowered[rivals] = np.nextafter(values[top], -infinity)
-        same_bins = bins(lowered) == bins(probs[row])
-        use_lowered = bins(raised)[top] != bins(probs[row])[top] and same_bins[rivals].all()
+        wanted = bins(probs[row])
+        use_lowered = bins(raised)[top] != wanted[top] and (bins(lowered) == wanted)[rivals].all()
         kept[row] = lowered if use_lowered else raised
     return kept

@@ -9,14 +9,16 @@ from typing import IO, Any
 
 import numpy as np
 
+__all__ = ["hashed", "parse_draws", "read_exactly"]
 
-def _hashed(digest: Any, data: bytes) -> bytes:
+
+def hashed(digest: Any, data: bytes) -> bytes:
     """``data``, after adding it to ``digest``."""
     digest.update(data)
     return data
 
 
-def _parse_draws(data: memoryview, sites: list) -> dict[str, np.ndarray]:
+def parse_draws(data: memoryview, sites: list) -> dict[str, np.ndarray]:
     """The committed draws' blocks (a count, then each site's array) joined along the draws
     axis; a ValueError where a count is negative or a block runs past the committed bytes."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in sites}
@@ -36,7 +38,8 @@ def _parse_draws(data: memoryview, sites: list) -> dict[str, np.ndarray]:
     return {name: np.concatenate(arrays, axis=1) for name, arrays in parts.items()}
 
 
-def _read_exactly(handle: IO[bytes], size: int) -> bytes:
+def read_exactly(handle: IO[bytes], size: int) -> bytes:
+    """``size`` bytes from ``handle``, or an EOFError (never a read past the file's end)."""
     if not 0 <= size <= os.fstat(handle.fileno()).st_size - handle.tell():  # no huge read
         raise EOFError(f"expected {size} bytes, fewer are left")
     data = handle.read(size)

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from mtbkd_jax._paths import prepare_output_file
-from mtbkd_jax.infer._checkpoint_bytes import _hashed, _parse_draws, _read_exactly
+from mtbkd_jax.infer._checkpoint_bytes import hashed, parse_draws, read_exactly
 from mtbkd_jax.infer._samplers import with_unused_at_default
 from mtbkd_jax.infer.fingerprint import RunFingerprint
 
@@ -210,8 +210,8 @@ class Checkpoint:
                         foreign=True,
                     )
                 digest = hashlib.blake2b(_MAGIC, digest_size=16)
-                (size,) = np.frombuffer(_hashed(digest, _read_exactly(handle, 8)), dtype="<u8")
-                header = _hashed(digest, _read_exactly(handle, int(size)))
+                (size,) = np.frombuffer(hashed(digest, read_exactly(handle, 8)), dtype="<u8")
+                header = hashed(digest, read_exactly(handle, int(size)))
                 meta = json.loads(header.decode())
                 if meta.get("version") != _VERSION:
                     raise CheckpointError(
@@ -228,10 +228,10 @@ class Checkpoint:
                 leaves = []
                 for dtype, shape in meta["leaves"]:
                     dtype = np.dtype(dtype)
-                    data = _read_exactly(handle, dtype.itemsize * math.prod(shape))
+                    data = read_exactly(handle, dtype.itemsize * math.prod(shape))
                     digest.update(data)
                     leaves.append(np.frombuffer(data, dtype=dtype).reshape(shape).copy())
-                if _read_exactly(handle, 16) != digest.digest():
+                if read_exactly(handle, 16) != digest.digest():
                     raise CheckpointError(
                         self.path, "its bytes do not match the digest written with them (damaged)"
                     )
@@ -266,7 +266,7 @@ class Checkpoint:
                 "committed it (another run's draws file, or bytes changed since)",
             )
         try:  # cannot fail after the digest matched, unless the writer was wrong
-            collected = _parse_draws(memoryview(data), self._sites or [])
+            collected = parse_draws(memoryview(data), self._sites or [])
         except (ValueError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(
                 self.path, f"its draws file {self.draws_path.name} cannot be parsed: {error}"
@@ -348,9 +348,9 @@ class Checkpoint:
         mode = "r+b" if self.draws_path.exists() else "wb"
         with open(self.draws_path, mode) as handle:
             handle.seek(self._committed)
-            handle.write(_hashed(draws_digest, np.asarray([count], "<i8").tobytes()))
+            handle.write(hashed(draws_digest, np.asarray([count], "<i8").tobytes()))
             for name in names:
-                handle.write(_hashed(draws_digest, np.ascontiguousarray(chunk[name]).tobytes()))
+                handle.write(hashed(draws_digest, np.ascontiguousarray(chunk[name]).tobytes()))
             handle.truncate()
             handle.flush()
             os.fsync(handle.fileno())
@@ -375,7 +375,7 @@ class Checkpoint:
             with open(tmp, "wb") as handle:
                 handle.write(head)
                 for leaf in leaves:
-                    handle.write(_hashed(state_digest, leaf.tobytes()))
+                    handle.write(hashed(state_digest, leaf.tobytes()))
                 handle.write(state_digest.digest())
                 handle.flush()
                 os.fsync(handle.fileno())
